@@ -1,0 +1,60 @@
+//! Fast and exact math that `core` lacks on nvptx64.
+use core::arch::asm;
+
+/// `2^x`, approximate (`ex2.approx.ftz.f32`, ~2 ulp).
+#[inline(always)]
+pub fn ex2_approx(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic instruction.
+    unsafe { asm!("ex2.approx.ftz.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+/// `e^x` through `ex2.approx` (used by the softmax, where the fp32 path keeps 1e-4 parity).
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    ex2_approx(x * core::f32::consts::LOG2_E)
+}
+/// Correctly rounded `e^x`-quality exponential for paths that need it.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    libm::expf(x)
+}
+/// `1/sqrt(x)`, approximate (`rsqrt.approx.f32`).
+#[inline(always)]
+pub fn rsqrt(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic instruction.
+    unsafe { asm!("rsqrt.approx.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+/// IEEE square root (`sqrt.rn.f32`).
+#[inline(always)]
+pub fn sqrt(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic instruction.
+    unsafe { asm!("sqrt.rn.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+/// IEEE division (`div.rn.f32`).
+#[inline(always)]
+pub fn div(a: f32, b: f32) -> f32 {
+    a / b
+}
+/// Fused multiply-add `a * b + c` (`fma.rn.f32`); rustc never contracts by itself.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    core::intrinsics::fmaf32(a, b, c)
+}
+/// Exact (erf) GELU: `0.5 x (1 + erf(x / sqrt 2))`, as PyTorch's default.
+#[inline(always)]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
+}
+#[inline(always)]
+pub fn max(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
+}

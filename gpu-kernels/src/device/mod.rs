@@ -1,0 +1,88 @@
+//! Device support: the part of Rust-CUDA's `cuda_std` that StyleForge needs, written on top of
+//! `core::arch::nvptx` and small typed wrappers around inline PTX.
+//!
+//! Every `unsafe fn` here is a thin wrapper over one PTX instruction; the caller's obligations are the
+//! instruction's (valid addresses, all threads of the block/warp reaching a barrier or shuffle).
+use core::arch::asm;
+use core::arch::nvptx;
+
+pub mod math;
+pub mod shared;
+pub mod warp;
+
+/// Stops the kernel with an error the host sees at the next synchronisation.
+#[inline(always)]
+pub fn trap() -> ! {
+    // SAFETY: `trap` has no operands; it ends the kernel.
+    unsafe { nvptx::trap() }
+}
+
+#[inline(always)]
+pub fn thread_idx_x() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_thread_idx_x() as u32 }
+}
+#[inline(always)]
+pub fn thread_idx_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_thread_idx_y() as u32 }
+}
+#[inline(always)]
+pub fn block_idx_x() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_x() as u32 }
+}
+#[inline(always)]
+pub fn block_idx_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_y() as u32 }
+}
+#[inline(always)]
+pub fn block_idx_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_idx_z() as u32 }
+}
+#[inline(always)]
+pub fn block_dim_x() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_dim_x() as u32 }
+}
+#[inline(always)]
+pub fn block_dim_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_dim_y() as u32 }
+}
+#[inline(always)]
+pub fn grid_dim_x() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_x() as u32 }
+}
+#[inline(always)]
+pub fn grid_dim_y() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_y() as u32 }
+}
+/// Lane index within the warp (0..32).
+#[inline(always)]
+pub fn lane_id() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u32 {0}, %laneid;", out(reg32) r, options(nomem, nostack, pure)) };
+    r
+}
+
+/// Global thread index along x and the grid-wide stride, for grid-stride loops.
+#[inline(always)]
+pub fn global_index_x() -> (usize, usize) {
+    let i = block_idx_x() as usize * block_dim_x() as usize + thread_idx_x() as usize;
+    let stride = grid_dim_x() as usize * block_dim_x() as usize;
+    (i, stride)
+}
+
+/// Block-wide barrier (`bar.sync 0`). Every thread of the block must reach it.
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: a barrier; correctness depends on all threads reaching it, which callers ensure by only
+    // calling it outside divergent control flow.
+    unsafe { nvptx::_syncthreads() }
+}

@@ -1,0 +1,57 @@
+//! Warp shuffles and reductions (`shfl.sync`), full-warp mask.
+use core::arch::asm;
+
+pub const FULL_MASK: u32 = 0xffff_ffff;
+
+/// `shfl.sync.bfly.b32`: the value of lane `lane ^ xor_mask`. All 32 lanes must call it.
+#[inline(always)]
+pub fn shfl_xor_f32(v: f32, xor_mask: u32) -> f32 {
+    let r: f32;
+    // SAFETY: every lane of the warp executes the shuffle with the full mask (callers are warp-uniform).
+    unsafe {
+        asm!("shfl.sync.bfly.b32 {0}, {1}, {2}, 0x1f, {3};",
+             out(reg32) r, in(reg32) v, in(reg32) xor_mask, in(reg32) FULL_MASK, options(nomem, nostack))
+    };
+    r
+}
+/// `shfl.sync.idx.b32`: the value of lane `src`.
+#[inline(always)]
+pub fn shfl_idx_f32(v: f32, src: u32) -> f32 {
+    let r: f32;
+    // SAFETY: as `shfl_xor_f32`.
+    unsafe {
+        asm!("shfl.sync.idx.b32 {0}, {1}, {2}, 0x1f, {3};",
+             out(reg32) r, in(reg32) v, in(reg32) src, in(reg32) FULL_MASK, options(nomem, nostack))
+    };
+    r
+}
+/// Sum over the 32 lanes; every lane gets the result.
+#[inline(always)]
+pub fn warp_sum(mut v: f32) -> f32 {
+    let mut m = 16;
+    while m > 0 {
+        v += shfl_xor_f32(v, m);
+        m >>= 1;
+    }
+    v
+}
+/// Max over the 32 lanes; every lane gets the result.
+#[inline(always)]
+pub fn warp_max(mut v: f32) -> f32 {
+    let mut m = 16;
+    while m > 0 {
+        v = super::math::max(v, shfl_xor_f32(v, m));
+        m >>= 1;
+    }
+    v
+}
+/// Sum over groups of `width` consecutive lanes (width a power of two ≤ 32).
+#[inline(always)]
+pub fn group_sum(mut v: f32, width: u32) -> f32 {
+    let mut m = width >> 1;
+    while m > 0 {
+        v += shfl_xor_f32(v, m);
+        m >>= 1;
+    }
+    v
+}

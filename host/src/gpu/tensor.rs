@@ -1,0 +1,124 @@
+//! Device tensors: a device allocation with a shape, an element type and a layout.
+use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer};
+
+use crate::error::{CudaContext, Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    BF16,
+    F16,
+}
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::BF16 | DType::F16 => 2,
+        }
+    }
+}
+
+/// Memory layout of a 4-D image tensor (ignored for token tensors [B, N, D], which are row-major).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+    RowMajor,
+}
+
+/// An owned device tensor. Must be dropped before the [`crate::Gpu`] whose context made it.
+pub struct DeviceTensor {
+    buf: DeviceBuffer<u8>,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub layout: Layout,
+}
+
+impl DeviceTensor {
+    /// Uninitialised device memory for `shape` (callers write before reading; tests poison it).
+    pub fn empty(shape: &[usize], dtype: DType, layout: Layout) -> Result<Self> {
+        let bytes = shape.iter().product::<usize>() * dtype.size();
+        // SAFETY: u8 has no invalid bit patterns; the contents are written by a kernel or a copy before use.
+        let buf = unsafe { DeviceBuffer::uninitialized(bytes.max(1)) }
+            .map_err(|e| Error::Cuda { what: format!("allocating {bytes} bytes for {shape:?}"), source: e })?;
+        Ok(DeviceTensor { buf, shape: shape.to_vec(), dtype, layout })
+    }
+
+    /// Copies a host f32 slice to a new device tensor.
+    pub fn from_f32(shape: &[usize], data: &[f32], layout: Layout) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        crate::error::ensure(n == data.len(), "DeviceTensor::from_f32", || {
+            format!("shape {shape:?} has {n} elements, data has {}", data.len())
+        })?;
+        let mut t = Self::empty(shape, DType::F32, layout)?;
+        t.copy_from_f32(data)?;
+        Ok(t)
+    }
+
+    pub fn from_host(t: &models::tensor::Tensor) -> Result<Self> {
+        Self::from_f32(&t.shape, &t.data, Layout::Nchw)
+    }
+
+    /// Copies host data into this (f32) tensor; blocking.
+    pub fn copy_from_f32(&mut self, data: &[f32]) -> Result<()> {
+        crate::error::ensure(self.dtype == DType::F32 && data.len() == self.numel(), "copy_from_f32", || {
+            format!("{:?} tensor of {} elements, {} given", self.dtype, self.numel(), data.len())
+        })?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let bytes: &[u8] = f32_bytes(data);
+        self.buf.index(..bytes.len()).copy_from(bytes).during("copying to the device")
+    }
+
+    /// Copies this (f32) tensor to the host; blocking (waits for the default stream's work, so call
+    /// [`crate::Gpu::synchronize`] first when kernels were queued on the StyleForge stream).
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        crate::error::ensure(self.dtype == DType::F32, "to_vec_f32", || format!("tensor is {:?}", self.dtype))?;
+        let mut out = vec![0f32; self.numel()];
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let bytes = f32_bytes_mut(&mut out);
+        self.buf.index(..bytes.len()).copy_to(bytes).during("copying to the host")?;
+        Ok(out)
+    }
+
+    pub fn to_host(&self) -> Result<models::tensor::Tensor> {
+        Ok(models::tensor::Tensor { shape: self.shape.clone(), data: self.to_vec_f32()? })
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn bytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+    /// Raw device address, for kernel arguments.
+    pub fn ptr(&self) -> u64 {
+        self.buf.as_device_ptr().as_raw()
+    }
+    pub fn device_ptr(&self) -> DevicePointer<u8> {
+        self.buf.as_device_ptr()
+    }
+    /// Reinterprets the shape (same element count).
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        crate::error::ensure(n == self.numel(), "reshape", || format!("{:?} -> {shape:?}", self.shape))?;
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+    /// Fills every byte with `byte` (tests poison outputs with 0xff = NaN before a kernel writes them).
+    pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
+        self.buf.set_8(byte).during("memset")
+    }
+}
+
+fn f32_bytes(d: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte view of it is valid; lengths are multiplied by 4.
+    unsafe { std::slice::from_raw_parts(d.as_ptr() as *const u8, d.len() * 4) }
+}
+fn f32_bytes_mut(d: &mut [f32]) -> &mut [u8] {
+    // SAFETY: every byte pattern is a valid f32 bit pattern; lengths are multiplied by 4.
+    unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut u8, d.len() * 4) }
+}

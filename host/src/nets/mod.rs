@@ -1,0 +1,6 @@
+//! The two networks assembled from the launchers in `ops`, on one stream, buffers allocated once per shape.
+pub mod style_vit;
+pub mod transformer_net;
+
+pub use style_vit::GpuStyleVit;
+pub use transformer_net::GpuTransformerNet;

@@ -1,0 +1,4 @@
+//! One launcher per kernel. Each checks shapes and sizes on the host, then launches on the GPU's stream.
+//! Names match the kernel (`gpu-kernels/src/kernels/<op>.rs`), the CPU reference (`models::ops::<op>`)
+//! and the self-check entry.
+pub mod elementwise;

@@ -1,0 +1,6 @@
+//! Self-checks of the StyleViT kernels (linear, layer_norm, attention, adain, patch embedding, ...).
+use super::Check;
+
+pub fn checks() -> Vec<Check> {
+    vec![]
+}
