@@ -1,3 +1,11 @@
-//! The kernels. Each module is one op; its kernel names are `<op>_<variant>` and the host launcher in
-//! `host/src/ops/<op>.rs` has the same name.
+//! The kernels. Each module is one op; its kernels are named `<op>` or `<op>_<variant>`, and the host
+//! launcher in `host/src/ops/<op>.rs` and the CPU reference `models::ops::<op>` carry the same name.
+mod adain;
+mod attention;
+mod conv2d;
 mod elementwise;
+mod instance_norm;
+mod layer_norm;
+mod linear;
+mod patch;
+mod upsample;

@@ -1,4 +1,12 @@
 //! One launcher per kernel. Each checks shapes and sizes on the host, then launches on the GPU's stream.
 //! Names match the kernel (`gpu-kernels/src/kernels/<op>.rs`), the CPU reference (`models::ops::<op>`)
 //! and the self-check entry.
+pub mod adain;
+pub mod attention;
+pub mod conv2d;
 pub mod elementwise;
+pub mod instance_norm;
+pub mod layer_norm;
+pub mod linear;
+pub mod patch;
+pub mod upsample;

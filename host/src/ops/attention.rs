@@ -1,0 +1,3 @@
+//! `attention` launcher: flash-style multi-head attention.
+use crate::error::Result;
+use crate::gpu::{DeviceTensor, Gpu};

@@ -1,0 +1,3 @@
+//! `layer_norm` launcher (optionally fused with the residual add before it).
+use crate::error::Result;
+use crate::gpu::{DeviceTensor, Gpu};

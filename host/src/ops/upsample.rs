@@ -1,0 +1,3 @@
+//! `upsample_nearest` launcher.
+use crate::error::Result;
+use crate::gpu::{DeviceTensor, Gpu};
