@@ -215,3 +215,142 @@ impl StyleVit {
         ops::conv2d(&y, &self.final2_w, Some(&self.final2_b), 1, Padding::Zero(0), 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A random state dict for `cfg` (deterministic, small values).
+    fn state_dict(cfg: &StyleVitConfig) -> BTreeMap<String, Tensor> {
+        let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
+        let mut seed = 7u32;
+        let mut rnd = |shape: &[usize]| {
+            let data = (0..shape.iter().product::<usize>())
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            Tensor::new(shape, data)
+        };
+        let mut m = BTreeMap::new();
+        m.insert("patch_embed.proj.weight".to_string(), rnd(&[d, 3, p, p]));
+        m.insert("patch_embed.proj.bias".to_string(), rnd(&[d]));
+        for side in ["encoder_blocks", "decoder_blocks"] {
+            for i in 0..cfg.num_blocks {
+                for (k, shape) in [
+                    ("attn.w_qkv", vec![3 * d, d]),
+                    ("attn.bias_qkv", vec![3 * d]),
+                    ("attn.w_out", vec![d, d]),
+                    ("attn.bias_out", vec![d]),
+                    ("ffn.fc1_weight", vec![f, d]),
+                    ("ffn.fc1_bias", vec![f]),
+                    ("ffn.fc2_weight", vec![d, f]),
+                    ("ffn.fc2_bias", vec![d]),
+                    ("norm1.weight", vec![d]),
+                    ("norm1.bias", vec![d]),
+                    ("norm2.weight", vec![d]),
+                    ("norm2.bias", vec![d]),
+                ] {
+                    m.insert(format!("{side}.{i}.{k}"), rnd(&shape));
+                }
+            }
+        }
+        m.insert("unpatch.to_pixels.weight".to_string(), rnd(&[p * p * 3, d]));
+        m.insert("unpatch.to_pixels.bias".to_string(), rnd(&[p * p * 3]));
+        m.insert("final_conv.0.weight".to_string(), rnd(&[3, 3, 3, 3]));
+        m.insert("final_conv.0.bias".to_string(), rnd(&[3]));
+        m.insert("final_conv.2.weight".to_string(), rnd(&[3, 3, 1, 1]));
+        m.insert("final_conv.2.bias".to_string(), rnd(&[3]));
+        m
+    }
+
+    fn small() -> StyleVitConfig {
+        StyleVitConfig { patch_size: 4, embed_dim: 64, num_heads: 1, num_blocks: 2, ffn_dim: 96 }
+    }
+
+    fn weights(m: BTreeMap<String, Tensor>, meta: &[(&str, &str)]) -> Weights {
+        Weights::from_map("<test>", m, meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn variants() {
+        let nano = StyleVitConfig::variant("nano").unwrap();
+        assert_eq!(nano, StyleVitConfig { patch_size: 32, embed_dim: 128, num_heads: 2, num_blocks: 2, ffn_dim: 512 });
+        for v in ["nano", "small", "base", "large"] {
+            let c = StyleVitConfig::variant(v).unwrap();
+            assert_eq!(c.embed_dim / c.num_heads, 64, "{v}");
+        }
+        assert_eq!(StyleVitConfig::variant("huge"), None);
+    }
+
+    #[test]
+    fn config_inferred_from_shapes() {
+        let cfg = small();
+        let w = weights(state_dict(&cfg), &[]);
+        assert_eq!(StyleVitConfig::from_weights(&w, None).unwrap(), cfg);
+        assert_eq!(StyleVitConfig::from_weights(&w, Some(4)).unwrap().num_heads, 4);
+        assert!(matches!(StyleVitConfig::from_weights(&w, Some(3)), Err(Error::Config { .. })));
+        // 96 channels: not a multiple of 64, so heads must be given.
+        let c96 = StyleVitConfig { embed_dim: 96, ..cfg };
+        let w = weights(state_dict(&c96), &[]);
+        assert!(matches!(StyleVitConfig::from_weights(&w, None), Err(Error::Config { .. })));
+        assert_eq!(StyleVitConfig::from_weights(&w, Some(2)).unwrap(), StyleVitConfig { num_heads: 2, ..c96 });
+    }
+
+    #[test]
+    fn config_from_metadata() {
+        let cfg = small();
+        let meta = [("patch_size", "4"), ("embed_dim", "64"), ("num_heads", "2"), ("num_blocks", "2"), ("ffn_dim", "96"), ("arch", "style_vit")];
+        let w = weights(state_dict(&cfg), &meta);
+        assert_eq!(StyleVitConfig::from_weights(&w, None).unwrap(), StyleVitConfig { num_heads: 2, ..cfg });
+        let w = weights(state_dict(&cfg), &meta[..4]);
+        assert!(matches!(StyleVitConfig::from_weights(&w, None), Err(Error::Config { .. })));
+        let w = weights(state_dict(&cfg), &[("patch_size", "four"), ("embed_dim", "64"), ("num_heads", "2"), ("num_blocks", "2"), ("ffn_dim", "96")]);
+        assert!(matches!(StyleVitConfig::from_weights(&w, None), Err(Error::Config { .. })));
+    }
+
+    #[test]
+    fn new_checks_keys() {
+        let cfg = small();
+        let mut m = state_dict(&cfg);
+        m.insert("encoder_blocks.2.norm1.bias".into(), Tensor::zeros(&[64]));
+        assert!(matches!(StyleVit::new(cfg, weights(m, &[])), Err(Error::UnexpectedKeys { .. })));
+        let mut m = state_dict(&cfg);
+        m.remove("decoder_blocks.1.ffn.fc2_bias");
+        assert!(matches!(StyleVit::new(cfg, weights(m, &[])), Err(Error::MissingKey { .. })));
+        let m = state_dict(&cfg);
+        let wrong = StyleVitConfig { ffn_dim: 128, ..cfg };
+        assert!(matches!(StyleVit::new(wrong, weights(m, &[])), Err(Error::Shape { .. })));
+    }
+
+    #[test]
+    fn forward_broadcasts_style_and_checks_sizes() {
+        let cfg = small();
+        let net = StyleVit::new(cfg, weights(state_dict(&cfg), &[])).unwrap();
+        let img = |b: usize, h: usize, w: usize, k: usize| {
+            Tensor::new(&[b, 3, h, w], (0..b * 3 * h * w).map(|i| ((i * k) % 101) as f32 / 100.0).collect())
+        };
+        let content = img(2, 8, 12, 7);
+        let style = img(1, 12, 8, 13);
+        let y = net.forward(&content, &style, 1.0).unwrap();
+        assert_eq!(y.shape, [2, 3, 8, 12]);
+        assert!(y.data.iter().all(|v| v.is_finite()));
+        // Broadcasting a single style equals running each content sample alone.
+        let c1 = Tensor::new(&[1, 3, 8, 12], content.data[3 * 96..].to_vec());
+        let y1 = net.forward(&c1, &style, 1.0).unwrap();
+        assert_eq!(y1.data, y.data[3 * 96..]);
+        // alpha 0 skips AdaIN: the style does not matter.
+        let a = net.forward(&c1, &style, 0.0).unwrap();
+        let b = net.forward(&c1, &img(1, 8, 8, 3), 0.0).unwrap();
+        assert_eq!(a.data, b.data);
+        // Sizes that are not multiples of the patch, wrong channels, batch mismatch, alpha out of range,
+        // and a single content token (no unbiased variance).
+        assert!(matches!(net.forward(&img(1, 8, 10, 1), &style, 1.0), Err(Error::Shape2 { .. })));
+        assert!(matches!(net.forward(&Tensor::zeros(&[1, 1, 8, 8]), &style, 1.0), Err(Error::Shape2 { .. })));
+        assert!(matches!(net.forward(&content, &img(3, 8, 8, 1), 1.0), Err(Error::Shape2 { .. })));
+        assert!(matches!(net.forward(&content, &style, 1.5), Err(Error::Shape2 { .. })));
+        assert!(matches!(net.forward(&img(1, 4, 4, 1), &style, 1.0), Err(Error::Shape2 { .. })));
+    }
+}

@@ -123,3 +123,96 @@ impl TransformerNet {
         (down2(down2(h)) * 4, down2(down2(w)) * 4)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A complete random state dict with pytorch/examples key names (deterministic, small values).
+    fn state_dict() -> BTreeMap<String, Tensor> {
+        let mut m = BTreeMap::new();
+        let mut seed = 1u32;
+        let mut rnd = |shape: &[usize], scale: f32| {
+            let data = (0..shape.iter().product::<usize>())
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+                })
+                .collect();
+            Tensor::new(shape, data)
+        };
+        let mut conv = |m: &mut BTreeMap<String, Tensor>, name: &str, i: usize, o: usize, k: usize| {
+            m.insert(format!("{name}.conv2d.weight"), rnd(&[o, i, k, k], 0.2));
+            m.insert(format!("{name}.conv2d.bias"), rnd(&[o], 0.2));
+        };
+        conv(&mut m, "conv1", 3, 32, 9);
+        conv(&mut m, "conv2", 32, 64, 3);
+        conv(&mut m, "conv3", 64, 128, 3);
+        for r in 1..=5 {
+            conv(&mut m, &format!("res{r}.conv1"), 128, 128, 3);
+            conv(&mut m, &format!("res{r}.conv2"), 128, 128, 3);
+        }
+        conv(&mut m, "deconv1", 128, 64, 3);
+        conv(&mut m, "deconv2", 64, 32, 3);
+        conv(&mut m, "deconv3", 32, 3, 9);
+        for (name, c) in [("in1", 32), ("in2", 64), ("in3", 128), ("in4", 64), ("in5", 32)] {
+            m.insert(format!("{name}.weight"), Tensor::new(&[c], vec![1.1; c]));
+            m.insert(format!("{name}.bias"), Tensor::new(&[c], vec![0.1; c]));
+        }
+        for r in 1..=5 {
+            for n in ["in1", "in2"] {
+                m.insert(format!("res{r}.{n}.weight"), Tensor::new(&[128], vec![0.9; 128]));
+                m.insert(format!("res{r}.{n}.bias"), Tensor::new(&[128], vec![-0.1; 128]));
+            }
+        }
+        m
+    }
+
+    fn weights(m: BTreeMap<String, Tensor>) -> Weights {
+        Weights::from_map("<test>", m, BTreeMap::new())
+    }
+
+    #[test]
+    fn loads_and_skips_stale_running_stats() {
+        let mut m = state_dict();
+        for n in ["in1", "in5", "res3.in2"] {
+            m.insert(format!("{n}.running_mean"), Tensor::zeros(&[4]));
+            m.insert(format!("{n}.running_var"), Tensor::zeros(&[4]));
+            m.insert(format!("{n}.num_batches_tracked"), Tensor::zeros(&[]));
+        }
+        let net = TransformerNet::new(weights(m)).unwrap();
+        assert_eq!(net.res[4].conv2.weight.shape, [128, 128, 3, 3]);
+        assert_eq!((net.conv2.stride, net.deconv1.upsample, net.deconv3.upsample), (2, 2, 1));
+    }
+
+    #[test]
+    fn refuses_unknown_missing_and_misshapen_keys() {
+        let mut m = state_dict();
+        m.insert("res6.in1.weight".into(), Tensor::zeros(&[128]));
+        assert!(matches!(TransformerNet::new(weights(m)), Err(Error::UnexpectedKeys { keys, .. }) if keys == ["res6.in1.weight"]));
+        let mut m = state_dict();
+        m.remove("res2.in1.bias");
+        assert!(matches!(TransformerNet::new(weights(m)), Err(Error::MissingKey { key, .. }) if key == "res2.in1.bias"));
+        let mut m = state_dict();
+        m.insert("conv2.conv2d.weight".into(), Tensor::zeros(&[64, 32, 5, 5]));
+        assert!(matches!(TransformerNet::new(weights(m)), Err(Error::Shape { key, .. }) if key == "conv2.conv2d.weight"));
+    }
+
+    #[test]
+    fn forward_shapes_and_batch_independence() {
+        let net = TransformerNet::new(weights(state_dict())).unwrap();
+        let (h, w) = (13, 11);
+        let x = Tensor::new(&[2, 3, h, w], (0..2 * 3 * h * w).map(|i| ((i * 37) % 256) as f32).collect());
+        let y = net.forward(&x).unwrap();
+        assert_eq!(TransformerNet::output_size(h, w), (16, 12));
+        assert_eq!(y.shape, [2, 3, 16, 12]);
+        assert!(y.data.iter().all(|v| v.is_finite()));
+        // Each sample is processed on its own.
+        let x1 = Tensor::new(&[1, 3, h, w], x.data[3 * h * w..].to_vec());
+        let y1 = net.forward(&x1).unwrap();
+        assert_eq!(y1.data, y.data[3 * 16 * 12..]);
+        assert!(matches!(net.forward(&Tensor::zeros(&[1, 4, 16, 16])), Err(Error::Shape2 { .. })));
+        assert!(matches!(net.forward(&Tensor::zeros(&[1, 3, 4, 16])), Err(Error::Shape2 { .. })));
+    }
+}
