@@ -81,7 +81,7 @@ impl StyleVitConfig {
         if c.patch_size == 0 || c.embed_dim == 0 || c.num_heads == 0 || c.num_blocks == 0 || c.ffn_dim == 0 {
             return Err(format!("invalid StyleViT configuration {c:?}: every size must be positive"));
         }
-        if c.embed_dim % c.num_heads != 0 {
+        if !c.embed_dim.is_multiple_of(c.num_heads) {
             return Err(format!("embed_dim {} is not divisible by num_heads {}", c.embed_dim, c.num_heads));
         }
         Ok(())

@@ -122,12 +122,15 @@ fn conv_upsample_pads_in_upsampled_coordinates() {
     assert_eq!(y.data, [1., 1., 1., 2., 1., 1., 1., 2., 1., 1., 1., 2., 3., 3., 3., 4.]);
 }
 
+/// (n, c, h, w, k, r, stride, pad, upsample)
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, Padding, usize);
+
 #[test]
 fn conv_matches_definition_on_random_cases() {
     let mut rng = StdRng::seed_from_u64(7);
     // (n, c, h, w, k, r, stride, pad, upsample): odd sizes, strides 1-3, both paddings, many channels
     // (more than one output-channel block, and a ragged last block), large enough to use threads.
-    let cases: &[(usize, usize, usize, usize, usize, usize, usize, Padding, usize)] = &[
+    let cases: &[ConvCase] = &[
         (1, 1, 3, 3, 1, 3, 1, Padding::Reflect(1), 1),
         (2, 3, 7, 5, 6, 3, 1, Padding::Reflect(1), 1),
         (1, 3, 9, 11, 5, 3, 2, Padding::Reflect(1), 1),

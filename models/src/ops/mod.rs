@@ -181,13 +181,16 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (Some(&din), &[dout, win]) = (x.shape.last(), &w.shape[..]) else {
         return Err(shape_err(OP, format!("input {:?} must have at least 1 dimension and weight {:?} exactly 2", x.shape, w.shape)));
     };
+    if x.data.len() != x.shape.iter().product::<usize>() {
+        return Err(shape_err(OP, format!("input shape {:?} does not match its {} values", x.shape, x.data.len())));
+    }
     if win != din || w.data.len() != dout * din {
         return Err(shape_err(OP, format!("weight {:?} does not take inputs of width {din} (input {:?})", w.shape, x.shape)));
     }
     if let Some(b) = b {
         check_vec(OP, "bias", b, dout)?;
     }
-    let rows = if din == 0 { x.shape[..x.shape.len() - 1].iter().product() } else { x.data.len() / din };
+    let rows = x.data.len().checked_div(din).unwrap_or_else(|| x.shape[..x.shape.len() - 1].iter().product());
     let mut shape = x.shape.clone();
     *shape.last_mut().unwrap_or(&mut 0) = dout;
     let mut out = Tensor::zeros(&shape);
@@ -206,6 +209,9 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
     let Some(&d) = x.shape.last() else {
         return Err(shape_err(OP, "input must have at least 1 dimension".into()));
     };
+    if x.data.len() != x.shape.iter().product::<usize>() {
+        return Err(shape_err(OP, format!("input shape {:?} does not match its {} values", x.shape, x.data.len())));
+    }
     check_vec(OP, "weight", gamma, d)?;
     check_vec(OP, "bias", beta, d)?;
     let mut out = x.clone();
