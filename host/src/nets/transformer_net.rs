@@ -33,7 +33,7 @@ impl GpuConv {
             w: DeviceTensor::from_host(&l.weight)?,
             b: DeviceTensor::from_host(&l.bias)?,
             stride: l.stride,
-            upsample: l.upsample,
+            upsample: l.upsample.max(1),
             pad: Padding::Reflect(s[2] / 2),
             k: s[0],
         })

@@ -99,3 +99,47 @@ pub fn conv2d(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, b: Option<&DeviceTe
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_matches_pytorch_arithmetic() {
+        // TransformerNet on 250x190: conv1 keeps, two stride-2 convs, two upsample convs, conv_out keeps.
+        assert_eq!(conv2d_output_size(250, 190, 9, 1, Padding::Reflect(4), 1), Some((250, 190)));
+        assert_eq!(conv2d_output_size(250, 190, 3, 2, Padding::Reflect(1), 1), Some((125, 95)));
+        assert_eq!(conv2d_output_size(125, 95, 3, 2, Padding::Reflect(1), 1), Some((63, 48)));
+        assert_eq!(conv2d_output_size(63, 48, 3, 1, Padding::Reflect(1), 2), Some((126, 96)));
+        assert_eq!(conv2d_output_size(126, 96, 3, 1, Padding::Reflect(1), 2), Some((252, 192)));
+        assert_eq!(conv2d_output_size(1, 1, 3, 1, Padding::Zero(1), 1), Some((1, 1)));
+        assert_eq!(conv2d_output_size(13, 17, 1, 4, Padding::Zero(0), 1), Some((4, 5)));
+        assert_eq!(conv2d_output_size(2, 2, 9, 1, Padding::Zero(1), 1), None);
+        assert_eq!(conv2d_output_size(8, 8, 3, 0, Padding::Zero(1), 1), None);
+    }
+
+    #[test]
+    fn plan_fits_shared_memory_and_picks_the_variant() {
+        for &(c, k, r, s) in &[(3, 32, 9, 1), (32, 64, 3, 2), (64, 128, 3, 2), (128, 128, 3, 1), (32, 3, 9, 1), (3, 3, 1, 1), (1, 5, 11, 4)] {
+            let (v, cc, smem) = plan(c, k, r, s);
+            assert!(cc >= 1 && cc <= c && cc <= CONV2D_MAX_CHUNK, "{c} {k} {r} {s}: cc {cc}");
+            assert_eq!(smem, cc * v.smem_floats_per_channel(r, s) * 4);
+            assert!(smem <= SMEM_MAX, "{c} {k} {r} {s}: {smem} B");
+            assert_eq!(v == CONV2D_NARROW, k <= 4);
+        }
+        // The 3x3 layers stage 8 channels per step within 48 KB.
+        assert_eq!(plan(128, 128, 3, 1).1, 8);
+        assert!(plan(128, 128, 3, 1).2 <= SMEM_TARGET);
+        assert!(plan(64, 128, 3, 2).2 <= SMEM_TARGET);
+    }
+
+    #[test]
+    fn variants_tile_the_block() {
+        for v in [CONV2D_WIDE, CONV2D_NARROW] {
+            assert_eq!(v.kx % 4, 0, "weights are read as float4");
+            assert_eq!(v.pixel_threads() * v.kg, CONV2D_THREADS);
+            assert_eq!(v.pixel_threads() % 32, 0, "a warp shares one channel group and one row");
+            assert_eq!(v.tile_p() * CONV2D_TILE_Q * v.channels(), CONV2D_THREADS * v.px * v.kx);
+        }
+    }
+}

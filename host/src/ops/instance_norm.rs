@@ -113,3 +113,20 @@ fn launch(
             kernel_args!(x.ptr(), y, res_ptr, gamma.ptr(), beta.ptr(), fin, hw, c32, relu as u32))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_cover_every_plane_without_empty_chunks() {
+        for hw in [1usize, 2, 4095, 4096, 4097, 16_770, 65_536, 1 << 20, 2048 * 2048, 4096 * 4096 + 7] {
+            let (splits, chunk) = instance_norm_splits(hw);
+            assert!(splits >= 1 && splits <= gpu_kernels::launch::INSTANCE_NORM_MAX_SPLITS, "{hw}");
+            assert!(splits * chunk >= hw, "{hw}: {splits} x {chunk} does not cover");
+            assert!((splits - 1) * chunk < hw, "{hw}: last chunk empty");
+        }
+        assert_eq!(instance_norm_stats_len(&[2, 3, 130, 129]), 6 * 5 * 2 + 6 * 2);
+        assert_eq!(instance_norm_stats_len(&[2, 3]), 0);
+    }
+}
