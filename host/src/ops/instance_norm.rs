@@ -122,7 +122,7 @@ mod tests {
     fn splits_cover_every_plane_without_empty_chunks() {
         for hw in [1usize, 2, 4095, 4096, 4097, 16_770, 65_536, 1 << 20, 2048 * 2048, 4096 * 4096 + 7] {
             let (splits, chunk) = instance_norm_splits(hw);
-            assert!(splits >= 1 && splits <= gpu_kernels::launch::INSTANCE_NORM_MAX_SPLITS, "{hw}");
+            assert!((1..=gpu_kernels::launch::INSTANCE_NORM_MAX_SPLITS).contains(&splits), "{hw}");
             assert!(splits * chunk >= hw, "{hw}: {splits} x {chunk} does not cover");
             assert!((splits - 1) * chunk < hw, "{hw}: last chunk empty");
         }
