@@ -86,3 +86,14 @@ pub fn sync_threads() {
     // calling it outside divergent control flow.
     unsafe { nvptx::_syncthreads() }
 }
+
+#[inline(always)]
+pub fn block_dim_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_block_dim_z() as u32 }
+}
+#[inline(always)]
+pub fn grid_dim_z() -> u32 {
+    // SAFETY: reads a special register.
+    unsafe { nvptx::_grid_dim_z() as u32 }
+}

@@ -62,3 +62,15 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
     sync_threads();
     t
 }
+
+/// `ld.shared.v4.f32` at a 16-byte aligned shared-window byte address: four consecutive floats.
+///
+/// # Safety
+/// `addr` must be 16-byte aligned and `addr .. addr + 16` must lie inside the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn ld_v4_f32(addr: u32) -> [f32; 4] {
+    let (a, b, c, d): (f32, f32, f32, f32);
+    asm!("ld.shared.v4.f32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+         out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, readonly));
+    [a, b, c, d]
+}
