@@ -45,7 +45,9 @@ impl Gpu {
         let (ptx_path, text) = find_ptx(ptx)?;
         let module = Module::from_ptx(&text, &[])
             .map_err(|e| Error::Ptx(format!("the driver rejected {}: {e}", ptx_path.display())))?;
-        let stream = Stream::new(StreamFlags::NON_BLOCKING, None).during("creating the stream")?;
+        // A blocking stream: it is ordered with the legacy default stream that cust's synchronous
+        // host<->device copies and memsets use, so uploads and downloads never race the kernels.
+        let stream = Stream::new(StreamFlags::DEFAULT, None).during("creating the stream")?;
         let attr = |a| device.get_attribute(a).during("reading device attributes");
         Ok(Gpu {
             name: device.name().during("reading the device name")?,
