@@ -31,7 +31,7 @@ fn state_dict(path: &Path, p: &Pickle) -> Result<Vec<(String, TensorRef)>> {
         };
         match p.obj(*v) {
             Some(Obj::Tensor(t)) => out.push((name.clone(), t.clone())),
-            _ => return Err(format(path, format!("`{name}` is a {}, not a tensor", p.type_name(*v)))),
+            _ => return Err(format(path, format!("`{name}` is not a tensor (found {})", p.type_name(*v)))),
         }
     }
     Ok(out)
@@ -180,7 +180,11 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
     }
     let proto = pickle::parse(path, "legacy .pth protocol version", bytes, magic.end)?;
     if proto.root != Value::Int(LEGACY_PROTOCOL) {
-        return Err(format(path, format!("legacy .pth: unsupported protocol version {:?}", proto.root)));
+        let found = match proto.root {
+            Value::Int(v) => v.to_string(),
+            other => proto.type_name(other).to_string(),
+        };
+        return Err(format(path, format!("legacy .pth: unsupported protocol version {found}")));
     }
     let info = pickle::parse(path, "legacy .pth sys_info", bytes, proto.end)?;
     if let Some(Obj::Dict(d)) = info.obj(info.root) {
