@@ -41,16 +41,28 @@ pub(crate) enum FloatKind {
     BF16,
 }
 
+impl FloatKind {
+    pub(crate) fn size(self) -> usize {
+        match self {
+            FloatKind::F32 => 4,
+            FloatKind::F64 => 8,
+            FloatKind::F16 | FloatKind::BF16 => 2,
+        }
+    }
+}
+
 /// Little-endian elements of `kind` to f32 (`bytes.len()` must be a multiple of the element size).
 pub(crate) fn decode_f32(kind: FloatKind, bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(kind.size()).map(|c| decode_one(kind, c)).collect()
+}
+
+/// One little-endian element (`bytes` holds at least `kind.size()` bytes).
+pub(crate) fn decode_one(kind: FloatKind, b: &[u8]) -> f32 {
     match kind {
-        FloatKind::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        FloatKind::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        FloatKind::F16 => bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        FloatKind::BF16 => bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+        FloatKind::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        FloatKind::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+        FloatKind::F16 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+        FloatKind::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
     }
 }
 

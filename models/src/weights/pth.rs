@@ -6,7 +6,7 @@ use std::io::{Cursor, Read};
 use std::path::Path;
 
 use super::pickle::{self, Key, Obj, Pickle, StorageDType, TensorRef, Value};
-use super::{decode_f32, FloatKind};
+use super::{decode_f32, decode_one, FloatKind};
 use crate::{Error, Result, Tensor};
 
 /// The first pickle of a legacy file holds this number.
@@ -87,19 +87,21 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, root: &[u8]) -> Result<Te
         if contiguous {
             data = decode_f32(kind, &root[base * esize..(base + numel) * esize]);
         } else {
+            // Odometer over the dimensions longer than 1 (a size-1 dimension's stride is never used),
+            // keeping `off` in step with the multi-index.
+            let dims: Vec<(usize, usize)> = t.size.iter().copied().zip(t.stride.iter().copied()).filter(|&(n, _)| n > 1).collect();
             data.reserve_exact(numel);
-            let mut idx = vec![0usize; t.size.len()];
+            let mut idx = vec![0usize; dims.len()];
             let mut off = base;
             for _ in 0..numel {
-                data.push(decode_f32(kind, &root[off * esize..(off + 1) * esize])[0]);
-                // Odometer increment over the multi-index, keeping `off` in step.
-                for d in (0..idx.len()).rev() {
+                data.push(decode_one(kind, &root[off * esize..(off + 1) * esize]));
+                for (d, &(n, st)) in dims.iter().enumerate().rev() {
                     idx[d] += 1;
-                    off += t.stride[d];
-                    if idx[d] < t.size[d] {
+                    off += st;
+                    if idx[d] < n {
                         break;
                     }
-                    off -= t.stride[d] * t.size[d];
+                    off -= st * n;
                     idx[d] = 0;
                 }
             }
