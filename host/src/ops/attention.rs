@@ -30,7 +30,7 @@ pub fn attention(gpu: &Gpu, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: usi
     let (b, nq, cq) = (q.t.shape[0], q.t.shape[1], q.t.shape[2]);
     let (nk, ckv) = (k.t.shape[1], k.t.shape[2]);
     let d = o.shape[2];
-    ensure(heads > 0 && d % heads == 0, OP, || format!("o's last dimension {d} is not a multiple of {heads} heads"))?;
+    ensure(heads > 0 && d.is_multiple_of(heads), OP, || format!("o's last dimension {d} is not a multiple of {heads} heads"))?;
     let dh = d / heads;
     ensure(HEAD_DIMS.contains(&dh), OP, || format!("head_dim {dh} is not one of {HEAD_DIMS:?}"))?;
     ensure(k.t.shape[0] == b && o.shape[0] == b && o.shape[1] == nq, OP, || {

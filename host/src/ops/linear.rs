@@ -60,7 +60,7 @@ pub fn linear_ex(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, ep: Epilogue<'_>
     let mut r_rows = 1usize;
     if let Some(r) = ep.residual {
         r_rows = r.numel() / n;
-        ensure(r.numel() % n == 0 && r_rows > 0 && m % r_rows == 0, OP, || {
+        ensure(r.numel().is_multiple_of(n) && r_rows > 0 && m.is_multiple_of(r_rows), OP, || {
             format!("residual {:?} must be [R, {n}] with R dividing M = {m}", r.shape)
         })?;
         flags |= LINEAR_RESIDUAL;

@@ -10,7 +10,7 @@ use crate::ops::linear::{linear_ex, Epilogue};
 pub fn patch_grid(img_shape: &[usize], p: usize) -> Result<(usize, usize, usize)> {
     ensure(img_shape.len() == 4 && img_shape[1] == 3, "patch_embed", || format!("image {img_shape:?} must be [B, 3, H, W]"))?;
     let (b, h, w) = (img_shape[0], img_shape[2], img_shape[3]);
-    ensure(p > 0 && h % p == 0 && w % p == 0 && h > 0 && w > 0 && b > 0, "patch_embed", || {
+    ensure(p > 0 && h.is_multiple_of(p) && w.is_multiple_of(p) && h > 0 && w > 0 && b > 0, "patch_embed", || {
         format!("image {img_shape:?}: H and W must be positive multiples of the patch size {p}")
     })?;
     Ok((b, h / p, w / p))
