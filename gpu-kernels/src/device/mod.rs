@@ -8,6 +8,8 @@ use core::arch::nvptx;
 
 pub mod math;
 pub mod shared;
+pub mod smem_vec;
+pub mod unroll;
 pub mod warp;
 
 /// Stops the kernel with an error the host sees at the next synchronisation.

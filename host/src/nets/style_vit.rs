@@ -1,18 +1,221 @@
 //! StyleViT on the GPU (fp32 path).
-use models::{StyleVit, Tensor};
+//!
+//! Per transformer block (post-norm, tokens [M = B·N, D]):
+//! `qkv = linear(x)` → flash `attention` read in place from qkv → `t = linear(a)` →
+//! `x2 = layer_norm(t + x)` → `h = gelu(linear(x2))` (fused epilogue) → `t = linear(h)` →
+//! `x = layer_norm(t + x2)`. Patch embedding is an im2col gather plus `linear` whose residual epilogue adds
+//! the sinusoidal table (uploaded once per token count); AdaIN fuses the alpha blend; then the decoder,
+//! `to_pixels`, unpatch, the 3x3 conv (zero padding) and a fused ReLU + 1x1 conv. Everything is queued on
+//! the GPU's one stream; buffers are allocated once per (content, style) shape.
+use models::ops::Padding;
+use models::{StyleVit, StyleVitConfig, Tensor};
 
-use crate::error::Result;
-use crate::gpu::{DeviceTensor, Gpu};
+use crate::error::{ensure, Error, Result};
+use crate::gpu::{DeviceTensor, Gpu, Layout};
+use crate::ops::attention::{attention_qkv, HEAD_DIMS};
+use crate::ops::layer_norm::layer_norm;
+use crate::ops::linear::{linear, linear_gelu};
+use crate::ops::patch::{patch_embed, patch_grid, relu_conv1x1, unpatch};
+
+const OP: &str = "GpuStyleVit";
+
+fn upload(t: &Tensor, layout: Layout) -> Result<DeviceTensor> {
+    DeviceTensor::from_f32(&t.shape, &t.data, layout)
+}
+fn mat(t: &Tensor) -> Result<DeviceTensor> {
+    upload(t, Layout::RowMajor)
+}
+
+/// One post-norm transformer block's weights on the device.
+struct BlockW {
+    w_qkv: DeviceTensor,
+    b_qkv: DeviceTensor,
+    w_out: DeviceTensor,
+    b_out: DeviceTensor,
+    fc1_w: DeviceTensor,
+    fc1_b: DeviceTensor,
+    fc2_w: DeviceTensor,
+    fc2_b: DeviceTensor,
+    n1_w: DeviceTensor,
+    n1_b: DeviceTensor,
+    n2_w: DeviceTensor,
+    n2_b: DeviceTensor,
+}
+
+impl BlockW {
+    fn new(b: &models::style_vit::Block) -> Result<Self> {
+        Ok(BlockW {
+            w_qkv: mat(&b.w_qkv)?, b_qkv: mat(&b.b_qkv)?, w_out: mat(&b.w_out)?, b_out: mat(&b.b_out)?,
+            fc1_w: mat(&b.fc1_w)?, fc1_b: mat(&b.fc1_b)?, fc2_w: mat(&b.fc2_w)?, fc2_b: mat(&b.fc2_b)?,
+            n1_w: mat(&b.norm1_w)?, n1_b: mat(&b.norm1_b)?, n2_w: mat(&b.norm2_w)?, n2_b: mat(&b.norm2_b)?,
+        })
+    }
+}
+
+/// Activations of one token sequence batch [B, N, ·] (content or style).
+struct Seq {
+    cols: DeviceTensor,
+    pos: DeviceTensor,
+    x: DeviceTensor,
+    x2: DeviceTensor,
+    qkv: DeviceTensor,
+    a: DeviceTensor,
+    t: DeviceTensor,
+    h: DeviceTensor,
+}
+
+impl Seq {
+    fn new(cfg: &StyleVitConfig, b: usize, n: usize) -> Result<Self> {
+        let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
+        let e = |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::RowMajor);
+        Ok(Seq {
+            cols: e(&[b * n, 3 * p * p])?,
+            pos: mat(&models::ops::sinusoidal(n, d))?,
+            x: e(&[b, n, d])?,
+            x2: e(&[b, n, d])?,
+            qkv: e(&[b, n, 3 * d])?,
+            a: e(&[b, n, d])?,
+            t: e(&[b, n, d])?,
+            h: e(&[b, n, f])?,
+        })
+    }
+
+    /// One post-norm block; input and output in `x`.
+    fn block(&mut self, gpu: &Gpu, w: &BlockW, heads: usize) -> Result<()> {
+        linear(gpu, &self.x, &w.w_qkv, Some(&w.b_qkv), &mut self.qkv)?;
+        attention_qkv(gpu, &self.qkv, heads, &mut self.a)?;
+        linear(gpu, &self.a, &w.w_out, Some(&w.b_out), &mut self.t)?;
+        layer_norm(gpu, &self.t, Some(&self.x), &w.n1_w, &w.n1_b, &mut self.x2)?;
+        linear_gelu(gpu, &self.x2, &w.fc1_w, Some(&w.fc1_b), &mut self.h)?;
+        linear(gpu, &self.h, &w.fc2_w, Some(&w.fc2_b), &mut self.t)?;
+        layer_norm(gpu, &self.t, Some(&self.x2), &w.n2_w, &w.n2_b, &mut self.x)
+    }
+}
+
+/// Buffers for one (content shape, style shape).
+struct Bufs {
+    key: (Vec<usize>, Vec<usize>),
+    content: Seq,
+    style: Seq,
+    pix: DeviceTensor,
+    img: DeviceTensor,
+    img2: DeviceTensor,
+    out: DeviceTensor,
+}
 
 /// StyleViT's weights on the device plus per-shape buffers. Borrows the [`Gpu`].
 pub struct GpuStyleVit<'g> {
     gpu: &'g Gpu,
+    cfg: StyleVitConfig,
+    /// [D, 3·p·p]: the conv weight [D, 3, p, p] flattened (im2col column order c, ky, kx).
+    patch_w: DeviceTensor,
+    patch_b: DeviceTensor,
+    encoder: Vec<BlockW>,
+    decoder: Vec<BlockW>,
+    to_pixels_w: DeviceTensor,
+    to_pixels_b: DeviceTensor,
+    final0_w: DeviceTensor,
+    final0_b: DeviceTensor,
+    final2_w: DeviceTensor,
+    final2_b: DeviceTensor,
+    bufs: Option<Bufs>,
 }
 
 impl<'g> GpuStyleVit<'g> {
-    pub fn new(gpu: &'g Gpu, net: &StyleVit) -> Result<Self> { todo!() }
+    pub fn new(gpu: &'g Gpu, net: &StyleVit) -> Result<Self> {
+        let cfg = net.cfg;
+        let (p, d) = (cfg.patch_size, cfg.embed_dim);
+        ensure(p > 0 && cfg.num_heads > 0 && d.is_multiple_of(cfg.num_heads), OP, || format!("bad config {cfg:?}"))?;
+        let dh = d / cfg.num_heads;
+        ensure(HEAD_DIMS.contains(&dh), OP, || format!("head_dim {dh} is not supported (only {HEAD_DIMS:?})"))?;
+        ensure(net.patch_w.numel() == d * 3 * p * p, OP, || {
+            format!("patch weight {:?} is not [{d}, 3, {p}, {p}]", net.patch_w.shape)
+        })?;
+        ensure(net.to_pixels_w.shape == [3 * p * p, d], OP, || {
+            format!("to_pixels weight {:?} is not [{}, {d}]", net.to_pixels_w.shape, 3 * p * p)
+        })?;
+        Ok(GpuStyleVit {
+            gpu,
+            cfg,
+            patch_w: DeviceTensor::from_f32(&[d, 3 * p * p], &net.patch_w.data, Layout::RowMajor)?,
+            patch_b: mat(&net.patch_b)?,
+            encoder: net.encoder.iter().map(BlockW::new).collect::<Result<_>>()?,
+            decoder: net.decoder.iter().map(BlockW::new).collect::<Result<_>>()?,
+            to_pixels_w: mat(&net.to_pixels_w)?,
+            to_pixels_b: mat(&net.to_pixels_b)?,
+            final0_w: upload(&net.final0_w, Layout::Nchw)?,
+            final0_b: mat(&net.final0_b)?,
+            final2_w: upload(&net.final2_w, Layout::Nchw)?,
+            final2_b: mat(&net.final2_b)?,
+            bufs: None,
+        })
+    }
+
+    /// Allocates the buffers for these input shapes unless they are already there.
+    fn ensure_bufs(&mut self, content: &[usize], style: &[usize]) -> Result<()> {
+        let key = (content.to_vec(), style.to_vec());
+        if self.bufs.as_ref().is_some_and(|b| b.key == key) {
+            return Ok(());
+        }
+        self.bufs = None; // free the old shape's memory first
+        let p = self.cfg.patch_size;
+        let (b, hp, wp) = patch_grid(content, p)?;
+        let (bs, hps, wps) = patch_grid(style, p)?;
+        ensure(bs == b || bs == 1, OP, || format!("style batch {bs} must be 1 or the content batch {b}"))?;
+        let e = |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::Nchw);
+        self.bufs = Some(Bufs {
+            content: Seq::new(&self.cfg, b, hp * wp)?,
+            style: Seq::new(&self.cfg, bs, hps * wps)?,
+            pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], crate::gpu::DType::F32, Layout::RowMajor)?,
+            img: e(content)?,
+            img2: e(content)?,
+            out: e(content)?,
+            key,
+        });
+        Ok(())
+    }
+
     /// Queues the forward pass on the stream with no host sync; content [B, 3, H, W], style [B or 1, 3, Hs, Ws]
     /// (multiples of the patch size). Returns the output buffer [B, 3, H, W].
-    pub fn forward_device(&mut self, content: &DeviceTensor, style: &DeviceTensor, alpha: f32) -> Result<&DeviceTensor> { todo!() }
-    pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> { todo!() }
+    pub fn forward_device(&mut self, content: &DeviceTensor, style: &DeviceTensor, alpha: f32) -> Result<&DeviceTensor> {
+        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        self.ensure_bufs(&content.shape, &style.shape)?;
+        let gpu = self.gpu;
+        let cfg = self.cfg;
+        let p = cfg.patch_size;
+        let heads = cfg.num_heads;
+        let (_, hp, wp) = patch_grid(&content.shape, p)?;
+        let Some(bufs) = self.bufs.as_mut() else {
+            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+        };
+        for (img, seq) in [(content, &mut bufs.content), (style, &mut bufs.style)] {
+            patch_embed(gpu, img, &self.patch_w, &self.patch_b, Some(&seq.pos), p, &mut seq.cols, &mut seq.x)?;
+            for w in &self.encoder {
+                seq.block(gpu, w, heads)?;
+            }
+        }
+        let c = &mut bufs.content;
+        crate::ops::adain::adain(gpu, &c.x, &bufs.style.x, alpha, &mut c.x2)?;
+        std::mem::swap(&mut c.x, &mut c.x2);
+        for w in &self.decoder {
+            c.block(gpu, w, heads)?;
+        }
+        linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), &mut bufs.pix)?;
+        unpatch(gpu, &bufs.pix, hp, wp, p, &mut bufs.img)?;
+        crate::ops::conv2d::conv2d(gpu, &bufs.img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, &mut bufs.img2)?;
+        relu_conv1x1(gpu, &bufs.img2, &self.final2_w, &self.final2_b, &mut bufs.out)?;
+        Ok(&bufs.out)
+    }
+
+    /// Host tensors in, host tensor out (uploads, runs, synchronises, downloads).
+    pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
+        let c = DeviceTensor::from_host(content)?;
+        let s = DeviceTensor::from_host(style)?;
+        self.forward_device(&c, &s, alpha)?;
+        self.gpu.synchronize()?;
+        match &self.bufs {
+            Some(b) => b.out.to_host(),
+            None => Err(Error::Other("GpuStyleVit: no output buffer".into())),
+        }
+    }
 }
