@@ -192,7 +192,8 @@ fn ptxas_report(log: &str) -> String {
             }
         }
     }
-    // Device functions (panic paths) appear as well; keep the entries, which are the kernels.
+    // Device functions (core's panic paths, inlined nowhere) appear as well; keep the kernels.
+    rows.retain(|r| !r.name.starts_with("_R"));
     let mut s = format!(
         "{:<40} {:>5} {:>11} {:>10} {:>6} {:>10}\n",
         "kernel", "regs", "spill st B", "spill ld B", "stack", "static smem"
@@ -204,7 +205,7 @@ fn ptxas_report(log: &str) -> String {
         );
     }
     let spills: u32 = rows.iter().map(|r| r.spill_st + r.spill_ld).sum();
-    s += &format!("{} functions, total spill bytes {spills}\n", rows.len());
+    s += &format!("{} kernels, total spill bytes {spills}\n", rows.len());
     s
 }
 
