@@ -1,0 +1,322 @@
+//! `styleforge bench`: GPU forward-pass timings with CUDA events, random weights of the right shapes.
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use cust::event::{Event, EventFlags};
+use models::{StyleVit, StyleVitConfig, TransformerNet};
+use rand::{Rng, SeedableRng};
+
+use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
+use styleforge::{DeviceTensor, Gpu, Layout};
+
+use super::model;
+use super::{gib, open_gpu, Failure, Outcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchModel {
+    #[value(name = "transformer_net", alias = "tnet")]
+    TransformerNet,
+    #[value(name = "vit-nano")]
+    VitNano,
+    #[value(name = "vit-small")]
+    VitSmall,
+    #[value(name = "vit-base")]
+    VitBase,
+    #[value(name = "vit-large")]
+    VitLarge,
+    All,
+}
+
+impl BenchModel {
+    fn vit_variant(self) -> Option<&'static str> {
+        match self {
+            BenchModel::VitNano => Some("nano"),
+            BenchModel::VitSmall => Some("small"),
+            BenchModel::VitBase => Some("base"),
+            BenchModel::VitLarge => Some("large"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Network(s) to time (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub model: Vec<BenchModel>,
+    /// Square content sizes in pixels (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
+    pub sizes: Vec<usize>,
+    /// Batch sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
+    /// StyleViT patch size (16 gives 4096 tokens at 1024x1024).
+    #[arg(long, default_value_t = 32)]
+    pub patch: usize,
+    /// StyleViT style image size (square).
+    #[arg(long, default_value_t = 256)]
+    pub style_size: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Timed runs (the median and the minimum are reported).
+    #[arg(long, default_value_t = 30)]
+    pub iters: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One timed configuration.
+struct Row {
+    model: &'static str,
+    variant: &'static str,
+    size: usize,
+    batch: usize,
+    tokens: Option<usize>,
+    median_ms: f64,
+    min_ms: f64,
+}
+
+fn header() -> String {
+    format!(
+        "{:<16} {:<8} {:>6} {:>6} {:>7} {:>11} {:>10} {:>10}",
+        "model", "variant", "size", "batch", "tokens", "median ms", "min ms", "images/s"
+    )
+}
+
+impl Row {
+    fn images_per_s(&self) -> f64 {
+        self.batch as f64 * 1000.0 / self.median_ms
+    }
+    fn line(&self) -> String {
+        format!(
+            "{:<16} {:<8} {:>6} {:>6} {:>7} {:>11.3} {:>10.3} {:>10.1}",
+            self.model,
+            self.variant,
+            self.size,
+            self.batch,
+            self.tokens.map_or("-".to_string(), |t| t.to_string()),
+            self.median_ms,
+            self.min_ms,
+            self.images_per_s()
+        )
+    }
+    fn json(&self) -> String {
+        serde_json::json!({
+            "model": self.model,
+            "variant": if self.variant == "-" { None } else { Some(self.variant) },
+            "size": self.size,
+            "batch": self.batch,
+            "tokens": self.tokens,
+            "median_ms": self.median_ms,
+            "min_ms": self.min_ms,
+            "images_per_s": self.images_per_s(),
+        })
+        .to_string()
+    }
+}
+
+/// Median and minimum of `times` (non-empty).
+pub fn median_min(times: &mut [f32]) -> (f64, f64) {
+    times.sort_by(f32::total_cmp);
+    let n = times.len();
+    let median = if n % 2 == 1 { times[n / 2] as f64 } else { (times[n / 2 - 1] as f64 + times[n / 2] as f64) / 2.0 };
+    (median, times[0] as f64)
+}
+
+/// Runs `step` `warmup` times, then `iters` times each between two events on the GPU's stream.
+fn time_on_stream(gpu: &Gpu, warmup: usize, iters: usize, mut step: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
+    let cuda = |what: &str, e: cust::error::CudaError| format!("{what}: {e}");
+    for _ in 0..warmup {
+        step()?;
+    }
+    gpu.synchronize().map_err(|e| e.to_string())?;
+    let start = Event::new(EventFlags::DEFAULT).map_err(|e| cuda("creating an event", e))?;
+    let stop = Event::new(EventFlags::DEFAULT).map_err(|e| cuda("creating an event", e))?;
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        start.record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
+        step()?;
+        stop.record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
+        stop.synchronize().map_err(|e| cuda("waiting for the forward pass (a kernel may have faulted)", e))?;
+        times.push(stop.elapsed_time_f32(&start).map_err(|e| cuda("reading the event timer", e))?);
+    }
+    Ok(median_min(&mut times))
+}
+
+fn random_device(rng: &mut impl Rng, shape: &[usize], hi: f32) -> Result<DeviceTensor, String> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.gen_range(0.0..hi)).collect();
+    DeviceTensor::from_f32(shape, &data, Layout::Nchw).map_err(|e| e.to_string())
+}
+
+fn ensure_fits(gpu: &Gpu, need: usize) -> Result<(), String> {
+    let free = gpu.memory_info().map_err(|e| e.to_string())?.0;
+    if need > free {
+        return Err(format!("skipped: needs about {} of GPU memory, {} free", gib(need), gib(free)));
+    }
+    Ok(())
+}
+
+struct Bench<'a> {
+    gpu: &'a Gpu,
+    args: &'a BenchArgs,
+    rng: rand::rngs::StdRng,
+    failures: usize,
+}
+
+impl Bench<'_> {
+    fn emit(&mut self, r: Result<Row, String>, what: String) {
+        match r {
+            Ok(row) => println!("{}", if self.args.json { row.json() } else { row.line() }),
+            Err(e) => {
+                self.failures += 1;
+                if self.args.json {
+                    println!("{}", serde_json::json!({ "config": what, "error": e }));
+                } else {
+                    eprintln!("error: {what}: {e}");
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn transformer_net(&mut self) {
+        let weights = model::random_tnet_weights(&mut self.rng);
+        let net = match TransformerNet::new(weights) {
+            Ok(n) => n,
+            Err(e) => return self.emit(Err(e.to_string()), "transformer_net".into()),
+        };
+        let mut gnet = match GpuTransformerNet::new(self.gpu, &net) {
+            Ok(n) => n,
+            Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), "transformer_net".into()),
+        };
+        for &b in &self.args.batch {
+            for &s in &self.args.sizes {
+                let what = format!("transformer_net {s}x{s} batch {b}");
+                let r = (|| {
+                    ensure_fits(self.gpu, model::tnet_bytes(b, s, s))?;
+                    let x = random_device(&mut self.rng, &[b, 3, s, s], 255.0)?;
+                    let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
+                        gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
+                    })?;
+                    Ok(Row { model: "transformer_net", variant: "-", size: s, batch: b, tokens: None, median_ms, min_ms })
+                })();
+                self.emit(r, what);
+            }
+        }
+    }
+
+    fn vit(&mut self, variant: &'static str) {
+        let label = format!("vit-{variant}");
+        let Some(mut cfg) = StyleVitConfig::variant(variant) else {
+            return self.emit(Err(format!("unknown StyleViT variant `{variant}`")), label);
+        };
+        cfg.patch_size = self.args.patch;
+        let (p, ss) = (cfg.patch_size, self.args.style_size);
+        if ss % p != 0 {
+            return self.emit(Err(format!("--style-size {ss} is not a multiple of --patch {p}")), label);
+        }
+        let weights = model::random_vit_weights(&cfg, &mut self.rng);
+        let net = match StyleVit::new(cfg, weights) {
+            Ok(n) => n,
+            Err(e) => return self.emit(Err(e.to_string()), label),
+        };
+        let mut gnet = match GpuStyleVit::new(self.gpu, &net) {
+            Ok(n) => n,
+            Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), label),
+        };
+        let style = match random_device(&mut self.rng, &[1, 3, ss, ss], 1.0) {
+            Ok(s) => s,
+            Err(e) => return self.emit(Err(e), label),
+        };
+        for &b in &self.args.batch {
+            for &s in &self.args.sizes {
+                let what = format!("{label} {s}x{s} batch {b}");
+                let r = (|| {
+                    if s % p != 0 {
+                        return Err(format!("size {s} is not a multiple of the patch size {p}"));
+                    }
+                    ensure_fits(self.gpu, model::vit_bytes(&cfg, b, s, s, 1, ss, ss))?;
+                    let x = random_device(&mut self.rng, &[b, 3, s, s], 1.0)?;
+                    let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
+                        gnet.forward_device(&x, &style, 1.0).map(|_| ()).map_err(|e| e.to_string())
+                    })?;
+                    let tokens = Some((s / p) * (s / p));
+                    Ok(Row { model: "style_vit", variant, size: s, batch: b, tokens, median_ms, min_ms })
+                })();
+                self.emit(r, what);
+            }
+        }
+    }
+}
+
+/// Expands `all` and removes repeats, keeping the order given.
+fn model_list(given: &[BenchModel]) -> Vec<BenchModel> {
+    let all = [BenchModel::TransformerNet, BenchModel::VitNano, BenchModel::VitSmall, BenchModel::VitBase, BenchModel::VitLarge];
+    let mut out = Vec::new();
+    for m in given {
+        let items: &[BenchModel] = if *m == BenchModel::All { &all } else { std::slice::from_ref(m) };
+        for i in items {
+            if !out.contains(i) {
+                out.push(*i);
+            }
+        }
+    }
+    out
+}
+
+pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
+    if a.iters == 0 {
+        return Err(Failure::setup("--iters must be at least 1"));
+    }
+    if a.sizes.is_empty() || a.sizes.contains(&0) || a.batch.is_empty() || a.batch.contains(&0) {
+        return Err(Failure::setup("--sizes and --batch need positive values"));
+    }
+    if a.patch == 0 || a.style_size == 0 {
+        return Err(Failure::setup("--patch and --style-size must be positive"));
+    }
+    let gpu = open_gpu(ptx).map_err(|m| Failure::setup(format!("bench needs a GPU: {m}")))?;
+    eprintln!("GPU: {}; {} warm-up + {} timed runs per configuration (CUDA events)", gpu.name, a.warmup, a.iters);
+    let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0 };
+    if !a.json {
+        println!("{}", header());
+    }
+    for m in model_list(&a.model) {
+        match m.vit_variant() {
+            Some(v) => bench.vit(v),
+            None => bench.transformer_net(),
+        }
+    }
+    Ok(if bench.failures > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_min() {
+        assert_eq!(median_min(&mut [3.0, 1.0, 2.0]), (2.0, 1.0));
+        assert_eq!(median_min(&mut [4.0, 1.0, 2.0, 3.0]), (2.5, 1.0));
+    }
+
+    #[test]
+    fn all_expands_once() {
+        let l = model_list(&[BenchModel::VitBase, BenchModel::All]);
+        assert_eq!(l.len(), 5);
+        assert_eq!(l[0], BenchModel::VitBase);
+        assert_eq!(l[1], BenchModel::TransformerNet);
+    }
+
+    #[test]
+    fn row_json_has_fields() {
+        let r = Row { model: "style_vit", variant: "nano", size: 256, batch: 2, tokens: Some(64), median_ms: 4.0, min_ms: 3.5 };
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["images_per_s"], 500.0);
+        assert_eq!(v["tokens"], 64);
+        assert_eq!(v["variant"], "nano");
+    }
+}

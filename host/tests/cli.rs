@@ -1,0 +1,316 @@
+//! Tests of the `styleforge` binary as a user runs it. Run with
+//! `LD_LIBRARY_PATH=$PWD/.tools/cuda/lib64 cargo test -p styleforge --test cli` on a machine without a
+//! driver. Tests that need `../shared/fixtures` print `NOT RUN: ../shared absent` and return when it is
+//! missing; the "no GPU" tests print `NOT RUN` on a machine that has a GPU.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rand::{Rng, SeedableRng};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+    /// Fails unless the command exited non-zero without panicking.
+    fn assert_clean_failure(&self) {
+        assert_ne!(self.code, 0, "expected a failure:\n{}", self.all());
+        assert!(!self.all().contains("panicked"), "the binary panicked:\n{}", self.all());
+    }
+}
+
+fn styleforge(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_styleforge")).args(args).output().expect("running styleforge");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A fresh folder under the system temp dir, removed on drop.
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new(tag: &str) -> TmpDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("styleforge-cli-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("creating a temp dir");
+        TmpDir(p)
+    }
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).expect("listing").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// A small image with some structure.
+fn write_image(path: &Path, w: u32, h: u32) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 11 % 256) as u8, ((x + y) * 5 % 256) as u8]));
+    img.save(path).expect("writing a test image");
+}
+
+/// A file under `../shared/fixtures`, or None after printing NOT RUN.
+fn fixture(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures").join(name);
+    if p.is_file() {
+        Some(p)
+    } else {
+        println!("NOT RUN: ../shared absent ({} not found)", p.display());
+        None
+    }
+}
+
+fn has_gpu() -> bool {
+    styleforge(&["info"]).code == 0
+}
+
+/// A minimal safetensors file (little-endian header length, JSON header, data).
+fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)], metadata: &str) {
+    let mut header = format!("{{\"__metadata__\":{metadata}");
+    let mut offset = 0;
+    for (name, shape) in tensors {
+        let n: usize = shape.iter().product();
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        header += &format!(",\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}", dims.join(","), offset + 4 * n);
+        offset += 4 * n;
+    }
+    header += "}";
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, offset));
+    std::fs::write(path, bytes).expect("writing safetensors");
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let r = styleforge(&["--help"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for sub in ["stylize", "bench", "self-check", "info"] {
+        assert!(r.stdout.contains(sub), "--help lacks {sub}:\n{}", r.stdout);
+    }
+    let r = styleforge(&["stylize", "--help"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for opt in ["--model", "--input", "--output", "--device", "--style", "--alpha", "--max-size", "--format"] {
+        assert!(r.stdout.contains(opt), "stylize --help lacks {opt}:\n{}", r.stdout);
+    }
+    let r = styleforge(&["bench", "--help"]);
+    assert_eq!(r.code, 0);
+    for opt in ["--model", "--sizes", "--batch", "--patch", "--warmup", "--iters", "--json"] {
+        assert!(r.stdout.contains(opt), "bench --help lacks {opt}:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let t = TmpDir::new("missing");
+    write_image(&t.join("a.png"), 8, 8);
+    let model = t.join("no_such_model.safetensors");
+    let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cpu"]);
+    r.assert_clean_failure();
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no_such_model.safetensors"), "{}", r.stderr);
+    assert!(!t.join("o.png").exists());
+}
+
+#[test]
+fn corrupt_model_file_is_named() {
+    let t = TmpDir::new("corrupt-model");
+    write_image(&t.join("a.png"), 8, 8);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let garbage: Vec<u8> = (0..4096).map(|_| rng.gen()).collect();
+    for name in ["garbage.safetensors", "garbage.pth"] {
+        std::fs::write(t.join(name), &garbage).unwrap();
+        let r = styleforge(&["stylize", "--model", s(&t.join(name)), "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cpu"]);
+        r.assert_clean_failure();
+        assert!(r.stderr.contains(name), "{}", r.stderr);
+        assert!(r.stderr.contains("error:"), "{}", r.stderr);
+    }
+    // An empty file and a folder as the model.
+    std::fs::write(t.join("empty.safetensors"), b"").unwrap();
+    let r = styleforge(&["stylize", "--model", s(&t.join("empty.safetensors")), "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cpu"]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("empty.safetensors"), "{}", r.stderr);
+    let r = styleforge(&["stylize", "--model", s(&t.0), "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cpu"]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("folder"), "{}", r.stderr);
+}
+
+#[test]
+fn weights_of_another_network_are_refused() {
+    let t = TmpDir::new("other-net");
+    write_image(&t.join("a.png"), 8, 8);
+    let model = t.join("resnet.safetensors");
+    write_safetensors(&model, &[("fc.weight", vec![4, 2]), ("fc.bias", vec![4])], "{\"arch\":\"resnet\"}");
+    let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cpu"]);
+    r.assert_clean_failure();
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("resnet.safetensors") && r.stderr.contains("neither a TransformerNet nor a StyleViT"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_arguments_are_refused_before_any_work() {
+    let t = TmpDir::new("args");
+    write_image(&t.join("a.png"), 8, 8);
+    let (a, o) = (t.join("a.png"), t.join("o.png"));
+    let r = styleforge(&["stylize", "--model", "m.safetensors", "-i", s(&a), "-o", s(&o), "--alpha", "1.5"]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("--alpha"), "{}", r.stderr);
+    let r = styleforge(&["stylize", "--model", "m.safetensors", "-i", s(&a), "-o", s(&t.join("o.unknown"))]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("o.unknown"), "{}", r.stderr);
+    let empty = t.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = styleforge(&["stylize", "--model", "m.safetensors", "-i", s(&empty), "-o", s(&t.join("out"))]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("no image files"), "{}", r.stderr);
+    assert!(!t.join("out").exists());
+    let r = styleforge(&["stylize", "-i", s(&a), "-o", s(&o)]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("--model"), "{}", r.stderr);
+}
+
+#[test]
+fn batch_with_a_corrupt_image_writes_the_others() {
+    let Some(model) = fixture("tnet_a.safetensors") else { return };
+    let t = TmpDir::new("batch");
+    let src = t.join("in");
+    std::fs::create_dir_all(&src).unwrap();
+    write_image(&src.join("a.png"), 24, 16);
+    write_image(&src.join("b.jpg"), 21, 13);
+    std::fs::write(src.join("x.png"), b"\x89PNG\r\n\x1a\nthis is not really a png at all").unwrap();
+    std::fs::write(src.join("notes.txt"), b"not an image: skipped by extension").unwrap();
+    let out = t.join("out");
+    let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&src), "-o", s(&out), "--device", "cpu"]);
+    r.assert_clean_failure();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("error:") && r.stderr.contains("x.png"), "the corrupt image is not named:\n{}", r.stderr);
+    assert!(!r.stderr.contains("notes.txt"), "{}", r.stderr);
+    assert_eq!(names(&out), vec!["a.png", "b.png"], "outputs (no temp files, nothing for x.png)");
+    assert_eq!(image::open(out.join("a.png")).expect("a.png decodes").to_rgb8().dimensions(), (24, 16));
+    assert_eq!(image::open(out.join("b.png")).expect("b.png decodes").to_rgb8().dimensions(), (21, 13));
+}
+
+#[test]
+fn several_files_go_into_a_folder_with_the_chosen_format() {
+    let Some(model) = fixture("tnet_a.safetensors") else { return };
+    let t = TmpDir::new("files");
+    write_image(&t.join("one.png"), 16, 12);
+    write_image(&t.join("two.bmp"), 12, 16);
+    let out = t.join("made/here");
+    let missing = t.join("missing.png");
+    let r = styleforge(&[
+        "stylize", "--model", s(&model), "-i", s(&t.join("one.png")), s(&t.join("two.bmp")), s(&missing), "-o", s(&out), "--device", "cpu", "--format", "jpg",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("missing.png"), "{}", r.stderr);
+    assert_eq!(names(&out), vec!["one.jpg", "two.jpg"]);
+    assert_eq!(image::open(out.join("two.jpg")).unwrap().to_rgb8().dimensions(), (12, 16));
+}
+
+#[test]
+fn single_image_keeps_its_size() {
+    let Some(model) = fixture("tnet_a.safetensors") else { return };
+    let t = TmpDir::new("single");
+    let input = t.join("in.png");
+    write_image(&input, 40, 30);
+    let out = t.join("out.png");
+    let r = styleforge(&["stylize", "--model", s(&model), "--input", s(&input), "--output", s(&out), "--device", "cpu"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let img = image::open(&out).expect("output decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (40, 30));
+    let src = image::open(&input).unwrap().to_rgb8();
+    assert_ne!(img, src, "the output is the input unchanged");
+    assert_eq!(names(&t.0), vec!["in.png", "out.png"], "no temp files left");
+    // --max-size downscales; the output takes the downscaled size.
+    let small = t.join("small.jpg");
+    let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&input), "-o", s(&small), "--device", "cpu", "--max-size", "20"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(image::open(&small).unwrap().to_rgb8().dimensions(), (20, 15));
+}
+
+#[test]
+fn style_vit_needs_a_style_image() {
+    let Some(model) = fixture("vit_nano.safetensors") else { return };
+    let t = TmpDir::new("vit-style");
+    write_image(&t.join("a.png"), 8, 8);
+    let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cpu"]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("--style"), "{}", r.stderr);
+    assert!(!t.join("o.png").exists());
+}
+
+#[test]
+fn style_vit_pads_and_crops_back() {
+    let Some(model) = fixture("vit_nano.safetensors") else { return };
+    let t = TmpDir::new("vit");
+    write_image(&t.join("content.png"), 50, 40);
+    write_image(&t.join("style.png"), 20, 70);
+    let out = t.join("out.png");
+    let r = styleforge(&[
+        "stylize", "--model", s(&model), "-i", s(&t.join("content.png")), "-o", s(&out), "--style", s(&t.join("style.png")), "--alpha", "0.5", "--device", "cpu",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(image::open(&out).expect("output decodes").to_rgb8().dimensions(), (50, 40));
+    // A corrupt style image is a setup error naming it.
+    std::fs::write(t.join("bad_style.png"), b"nope").unwrap();
+    let r = styleforge(&[
+        "stylize", "--model", s(&model), "-i", s(&t.join("content.png")), "-o", s(&t.join("o2.png")), "--style", s(&t.join("bad_style.png")), "--device", "cpu",
+    ]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("bad_style.png"), "{}", r.stderr);
+}
+
+#[test]
+fn device_cuda_without_gpu_is_a_clear_error() {
+    if has_gpu() {
+        println!("NOT RUN: this machine has a GPU");
+        return;
+    }
+    let t = TmpDir::new("cuda");
+    write_image(&t.join("a.png"), 8, 8);
+    let r = styleforge(&["stylize", "--model", "m.safetensors", "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png")), "--device", "cuda"]);
+    r.assert_clean_failure();
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--device cuda") && r.stderr.contains("no GPU"), "{}", r.stderr);
+    // auto falls back to the CPU and says so (then fails on the missing model).
+    let r = styleforge(&["stylize", "--model", "m.safetensors", "-i", s(&t.join("a.png")), "-o", s(&t.join("o.png"))]);
+    assert!(r.stderr.contains("device: CPU") && r.stderr.contains("no GPU"), "{}", r.stderr);
+}
+
+#[test]
+fn gpu_commands_without_gpu_say_no_gpu() {
+    if has_gpu() {
+        println!("NOT RUN: this machine has a GPU");
+        return;
+    }
+    for args in [&["self-check"][..], &["self-check", "--seed", "3", "--filter", "conv2d"], &["info"], &["bench", "--model", "vit-nano", "--sizes", "256"]] {
+        let r = styleforge(args);
+        r.assert_clean_failure();
+        assert!(r.all().contains("no GPU"), "{args:?}:\n{}", r.all());
+    }
+}
