@@ -314,3 +314,54 @@ fn gpu_commands_without_gpu_say_no_gpu() {
         assert!(r.all().contains("no GPU"), "{args:?}:\n{}", r.all());
     }
 }
+
+/// Sample 0 of an NCHW tensor as an 8-bit image: `v * scale` rounded, clamped, cropped to `w` x `h`.
+fn tensor_image(t: &models::Tensor, w: usize, h: usize, scale: f32) -> image::RgbImage {
+    let (th, tw) = (t.shape[2], t.shape[3]);
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let v = |c: usize| (t.data[(c * th + y as usize) * tw + x as usize] * scale).round().clamp(0.0, 255.0) as u8;
+        image::Rgb([v(0), v(1), v(2)])
+    })
+}
+
+fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+/// The fixture inputs are whole 8-bit values, so an image made from them goes through the CLI unchanged
+/// and its output must be PyTorch's output, clamped, rounded and cropped (to within one level).
+#[test]
+fn cli_output_matches_pytorch_on_the_fixtures() {
+    let (Some(tnet), Some(tnet_io), Some(vit), Some(vit_io)) = (
+        fixture("tnet_a.safetensors"),
+        fixture("tnet_a_io.safetensors"),
+        fixture("vit_nano.safetensors"),
+        fixture("vit_nano_io.safetensors"),
+    ) else {
+        return;
+    };
+    let t = TmpDir::new("fixtures");
+    // TransformerNet, 250x190 (the network's output is 252x192; the CLI crops it).
+    let io = models::Weights::load(&tnet_io).expect("loading tnet_a_io");
+    let (input, output) = (&io.tensors["input_odd"], &io.tensors["output_odd"]);
+    let (h, w) = (input.shape[2], input.shape[3]);
+    tensor_image(input, w, h, 1.0).save(t.join("odd.png")).unwrap();
+    let r = styleforge(&["stylize", "--model", s(&tnet), "-i", s(&t.join("odd.png")), "-o", s(&t.join("odd_out.png")), "--device", "cpu"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = image::open(t.join("odd_out.png")).unwrap().to_rgb8();
+    assert!(max_abs_diff(&got, &tensor_image(output, w, h, 1.0)) <= 1, "TransformerNet output differs from PyTorch's");
+
+    // StyleViT, 128x192 content with a 256x256 style.
+    let io = models::Weights::load(&vit_io).expect("loading vit_nano_io");
+    let (content, style, output) = (&io.tensors["content_wide"], &io.tensors["style"], &io.tensors["output_wide"]);
+    let (h, w) = (content.shape[2], content.shape[3]);
+    tensor_image(content, w, h, 255.0).save(t.join("wide.png")).unwrap();
+    tensor_image(style, style.shape[3], style.shape[2], 255.0).save(t.join("style.png")).unwrap();
+    let r = styleforge(&[
+        "stylize", "--model", s(&vit), "-i", s(&t.join("wide.png")), "--style", s(&t.join("style.png")), "-o", s(&t.join("wide_out.png")), "--device", "cpu",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = image::open(t.join("wide_out.png")).unwrap().to_rgb8();
+    assert!(max_abs_diff(&got, &tensor_image(output, w, h, 255.0)) <= 1, "StyleViT output differs from PyTorch's");
+}
