@@ -204,12 +204,15 @@ fn batch_with_a_corrupt_image_writes_the_others() {
     write_image(&src.join("b.jpg"), 21, 13);
     std::fs::write(src.join("x.png"), b"\x89PNG\r\n\x1a\nthis is not really a png at all").unwrap();
     std::fs::write(src.join("notes.txt"), b"not an image: skipped by extension").unwrap();
+    write_image(&src.join("tiny.png"), 3, 3);
     let out = t.join("out");
     let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&src), "-o", s(&out), "--device", "cpu"]);
     r.assert_clean_failure();
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("error:") && r.stderr.contains("x.png"), "the corrupt image is not named:\n{}", r.stderr);
     assert!(!r.stderr.contains("notes.txt"), "{}", r.stderr);
+    assert!(r.stderr.contains("tiny.png") && r.stderr.contains("at least 5x5"), "{}", r.stderr);
+    assert!(r.stderr.contains("wrote 2 of 4 images"), "{}", r.stderr);
     assert_eq!(names(&out), vec!["a.png", "b.png"], "outputs (no temp files, nothing for x.png)");
     assert_eq!(image::open(out.join("a.png")).expect("a.png decodes").to_rgb8().dimensions(), (24, 16));
     assert_eq!(image::open(out.join("b.png")).expect("b.png decodes").to_rgb8().dimensions(), (21, 13));
@@ -276,6 +279,13 @@ fn style_vit_pads_and_crops_back() {
     ]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(image::open(&out).expect("output decodes").to_rgb8().dimensions(), (50, 40));
+    // A content image of a single patch is refused by name.
+    write_image(&t.join("one_patch.png"), 30, 20);
+    let r = styleforge(&[
+        "stylize", "--model", s(&model), "-i", s(&t.join("one_patch.png")), "-o", s(&t.join("o1.png")), "--style", s(&t.join("style.png")), "--device", "cpu",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("one_patch.png") && r.stderr.contains("at least two"), "{}", r.stderr);
     // A corrupt style image is a setup error naming it.
     std::fs::write(t.join("bad_style.png"), b"nope").unwrap();
     let r = styleforge(&[

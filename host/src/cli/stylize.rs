@@ -153,6 +153,20 @@ fn pick_device(choice: DeviceChoice, ptx: Option<PathBuf>) -> Result<Option<Gpu>
     }
 }
 
+/// The smallest side TransformerNet takes (its first layer reflection-pads by 4).
+const TNET_MIN_SIDE: usize = 5;
+
+/// StyleViT's AdaIN needs at least two tokens: the image, padded to multiples of `p`, must span two patches.
+fn vit_size_ok(w: usize, h: usize, p: usize) -> Result<(), String> {
+    if w.div_ceil(p) * h.div_ceil(p) < 2 {
+        return Err(format!(
+            "the image is {w}x{h}, a single {p}x{p} patch; StyleViT needs at least two (e.g. {}x{p})",
+            2 * p
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the loaded network on the GPU (when one was chosen and the image fits) or the CPU.
 struct Engine<'g> {
     gpu: Option<&'g Gpu>,
@@ -221,11 +235,15 @@ impl<'g> Engine<'g> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         match net {
             Net::Tnet(n) => {
+                if w < TNET_MIN_SIDE || h < TNET_MIN_SIDE {
+                    return Err(format!("the image is {w}x{h}; TransformerNet needs at least {TNET_MIN_SIDE}x{TNET_MIN_SIDE}"));
+                }
                 let y = self.tnet(n, &image_io::rgb_to_tensor(img, 1.0), log)?;
                 image_io::tensor_to_rgb(&y, w, h, 255.0)
             }
             Net::Vit(n) => {
                 let style = style.ok_or("StyleViT needs a style image")?;
+                vit_size_ok(w, h, n.cfg.patch_size)?;
                 let x = image_io::reflect_pad_multiple(&image_io::rgb_to_tensor(img, 1.0 / 255.0), n.cfg.patch_size);
                 let y = self.vit(n, &x, style, alpha, log)?;
                 image_io::tensor_to_rgb(&y, w, h, 1.0)
@@ -311,6 +329,8 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
         (Net::Vit(v), Some(path)) => {
             let img = image_io::load_rgb(path).map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
             let img = image_io::limit_size(img, a.max_size);
+            vit_size_ok(img.width() as usize, img.height() as usize, v.cfg.patch_size)
+                .map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
             let t = image_io::rgb_to_tensor(&img, 1.0 / 255.0);
             Some(image_io::reflect_pad_multiple(&t, v.cfg.patch_size))
         }
