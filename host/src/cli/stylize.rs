@@ -174,11 +174,14 @@ struct Engine<'g> {
     cpu_fallback: bool,
     tnet: Option<GpuTransformerNet<'g>>,
     vit: Option<GpuStyleVit<'g>>,
+    /// Input shapes and estimated bytes of the last GPU run: the net keeps its buffers for that shape, so
+    /// the same shape needs nothing more and a new one can reuse that memory.
+    last_gpu: Option<(Vec<usize>, usize)>,
 }
 
 impl<'g> Engine<'g> {
     fn new(gpu: Option<&'g Gpu>, net: &Net, cpu_fallback: bool) -> Result<Self, Failure> {
-        let mut e = Engine { gpu: None, cpu_fallback, tnet: None, vit: None };
+        let mut e = Engine { gpu: None, cpu_fallback, tnet: None, vit: None, last_gpu: None };
         let Some(g) = gpu else { return Ok(e) };
         let uploaded = match net {
             Net::Tnet(n) => GpuTransformerNet::new(g, n).map(|t| e.tnet = Some(t)),
@@ -193,9 +196,15 @@ impl<'g> Engine<'g> {
     }
 
     /// Whether `need` bytes fit in the GPU's free memory: Ok(true) run there, Ok(false) run on the CPU.
-    fn fits(&self, g: &Gpu, need: usize, log: &dyn Fn(String)) -> Result<bool, String> {
-        let free = g.memory_info().map_err(|e| e.to_string())?.0;
+    fn fits(&mut self, g: &Gpu, shapes: Vec<usize>, need: usize, log: &dyn Fn(String)) -> Result<bool, String> {
+        let reusable = match &self.last_gpu {
+            Some((s, _)) if *s == shapes => return Ok(true),
+            Some((_, bytes)) => *bytes,
+            None => 0,
+        };
+        let free = g.memory_info().map_err(|e| e.to_string())?.0 + reusable;
         if need <= free {
+            self.last_gpu = Some((shapes, need));
             return Ok(true);
         }
         let msg = format!("needs about {} of GPU memory for its activations, {} is free", gib(need), gib(free));
@@ -209,7 +218,7 @@ impl<'g> Engine<'g> {
 
     fn tnet(&mut self, net: &TransformerNet, x: &Tensor, log: &dyn Fn(String)) -> Result<Tensor, String> {
         if let (Some(g), true) = (self.gpu, self.tnet.is_some()) {
-            if self.fits(g, model::tnet_bytes(x.shape[0], x.shape[2], x.shape[3]), log)? {
+            if self.fits(g, x.shape.clone(), model::tnet_bytes(x.shape[0], x.shape[2], x.shape[3]), log)? {
                 if let Some(t) = self.tnet.as_mut() {
                     return t.forward(x).map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
@@ -222,7 +231,7 @@ impl<'g> Engine<'g> {
         if let (Some(g), true) = (self.gpu, self.vit.is_some()) {
             let (s, c) = (&style.shape, &x.shape);
             let need = model::vit_bytes(&net.cfg, c[0], c[2], c[3], s[0], s[2], s[3]);
-            if self.fits(g, need, log)? {
+            if self.fits(g, [c.as_slice(), s.as_slice()].concat(), need, log)? {
                 if let Some(v) = self.vit.as_mut() {
                     return v.forward(x, style, alpha).map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
