@@ -204,12 +204,15 @@ fn batch_with_a_corrupt_image_writes_the_others() {
     write_image(&src.join("b.jpg"), 21, 13);
     std::fs::write(src.join("x.png"), b"\x89PNG\r\n\x1a\nthis is not really a png at all").unwrap();
     std::fs::write(src.join("notes.txt"), b"not an image: skipped by extension").unwrap();
+    write_image(&src.join("tiny.png"), 3, 3);
     let out = t.join("out");
     let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&src), "-o", s(&out), "--device", "cpu"]);
     r.assert_clean_failure();
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("error:") && r.stderr.contains("x.png"), "the corrupt image is not named:\n{}", r.stderr);
     assert!(!r.stderr.contains("notes.txt"), "{}", r.stderr);
+    assert!(r.stderr.contains("tiny.png") && r.stderr.contains("at least 5x5"), "{}", r.stderr);
+    assert!(r.stderr.contains("wrote 2 of 4 images"), "{}", r.stderr);
     assert_eq!(names(&out), vec!["a.png", "b.png"], "outputs (no temp files, nothing for x.png)");
     assert_eq!(image::open(out.join("a.png")).expect("a.png decodes").to_rgb8().dimensions(), (24, 16));
     assert_eq!(image::open(out.join("b.png")).expect("b.png decodes").to_rgb8().dimensions(), (21, 13));
@@ -276,6 +279,13 @@ fn style_vit_pads_and_crops_back() {
     ]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(image::open(&out).expect("output decodes").to_rgb8().dimensions(), (50, 40));
+    // A content image of a single patch is refused by name.
+    write_image(&t.join("one_patch.png"), 30, 20);
+    let r = styleforge(&[
+        "stylize", "--model", s(&model), "-i", s(&t.join("one_patch.png")), "-o", s(&t.join("o1.png")), "--style", s(&t.join("style.png")), "--device", "cpu",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("one_patch.png") && r.stderr.contains("at least two"), "{}", r.stderr);
     // A corrupt style image is a setup error naming it.
     std::fs::write(t.join("bad_style.png"), b"nope").unwrap();
     let r = styleforge(&[
@@ -313,4 +323,55 @@ fn gpu_commands_without_gpu_say_no_gpu() {
         r.assert_clean_failure();
         assert!(r.all().contains("no GPU"), "{args:?}:\n{}", r.all());
     }
+}
+
+/// Sample 0 of an NCHW tensor as an 8-bit image: `v * scale` rounded, clamped, cropped to `w` x `h`.
+fn tensor_image(t: &models::Tensor, w: usize, h: usize, scale: f32) -> image::RgbImage {
+    let (th, tw) = (t.shape[2], t.shape[3]);
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let v = |c: usize| (t.data[(c * th + y as usize) * tw + x as usize] * scale).round().clamp(0.0, 255.0) as u8;
+        image::Rgb([v(0), v(1), v(2)])
+    })
+}
+
+fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+/// The fixture inputs are whole 8-bit values, so an image made from them goes through the CLI unchanged
+/// and its output must be PyTorch's output, clamped, rounded and cropped (to within one level).
+#[test]
+fn cli_output_matches_pytorch_on_the_fixtures() {
+    let (Some(tnet), Some(tnet_io), Some(vit), Some(vit_io)) = (
+        fixture("tnet_a.safetensors"),
+        fixture("tnet_a_io.safetensors"),
+        fixture("vit_nano.safetensors"),
+        fixture("vit_nano_io.safetensors"),
+    ) else {
+        return;
+    };
+    let t = TmpDir::new("fixtures");
+    // TransformerNet, 250x190 (the network's output is 252x192; the CLI crops it).
+    let io = models::Weights::load(&tnet_io).expect("loading tnet_a_io");
+    let (input, output) = (&io.tensors["input_odd"], &io.tensors["output_odd"]);
+    let (h, w) = (input.shape[2], input.shape[3]);
+    tensor_image(input, w, h, 1.0).save(t.join("odd.png")).unwrap();
+    let r = styleforge(&["stylize", "--model", s(&tnet), "-i", s(&t.join("odd.png")), "-o", s(&t.join("odd_out.png")), "--device", "cpu"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = image::open(t.join("odd_out.png")).unwrap().to_rgb8();
+    assert!(max_abs_diff(&got, &tensor_image(output, w, h, 1.0)) <= 1, "TransformerNet output differs from PyTorch's");
+
+    // StyleViT, 128x192 content with a 256x256 style.
+    let io = models::Weights::load(&vit_io).expect("loading vit_nano_io");
+    let (content, style, output) = (&io.tensors["content_wide"], &io.tensors["style"], &io.tensors["output_wide"]);
+    let (h, w) = (content.shape[2], content.shape[3]);
+    tensor_image(content, w, h, 255.0).save(t.join("wide.png")).unwrap();
+    tensor_image(style, style.shape[3], style.shape[2], 255.0).save(t.join("style.png")).unwrap();
+    let r = styleforge(&[
+        "stylize", "--model", s(&vit), "-i", s(&t.join("wide.png")), "--style", s(&t.join("style.png")), "-o", s(&t.join("wide_out.png")), "--device", "cpu",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = image::open(t.join("wide_out.png")).unwrap().to_rgb8();
+    assert!(max_abs_diff(&got, &tensor_image(output, w, h, 255.0)) <= 1, "StyleViT output differs from PyTorch's");
 }

@@ -203,6 +203,12 @@ pub fn write_atomic(img: &RgbImage, path: &Path, format: OutFormat) -> Result<()
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
             img.write_with_encoder(enc).map_err(|e| format!("cannot encode as JPEG: {e}"))?;
         }
+        OutFormat::Ppm => {
+            // Binary P6 (the encoder's default for RGB is PAM, which fewer programs read).
+            use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
+            let enc = PnmEncoder::new(&mut bytes).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary));
+            img.write_with_encoder(enc).map_err(|e| format!("cannot encode as PPM: {e}"))?;
+        }
         f => img
             .write_to(&mut Cursor::new(&mut bytes), f.image_format())
             .map_err(|e| format!("cannot encode as {}: {e}", f.extension()))?,
@@ -287,6 +293,28 @@ mod tests {
         let s = limit_size(img, Some(200));
         assert_eq!(s.dimensions(), (200, 50));
         assert_eq!(limit_size(RgbImage::new(10, 20), Some(200)).dimensions(), (10, 20));
+    }
+
+    #[test]
+    fn every_format_round_trips() {
+        let dir = std::env::temp_dir().join(format!("styleforge-fmt-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let img = RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8 * 20, y as u8 * 30, 77]));
+        for f in OutFormat::value_variants() {
+            let p = dir.join(format!("t.{}", f.extension()));
+            write_atomic(&img, &p, *f).unwrap();
+            let back = load_rgb(&p).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+            assert_eq!(back.dimensions(), (9, 7), "{f:?}");
+            if *f != OutFormat::Jpg {
+                assert_eq!(back, img, "{f:?} is lossless");
+            }
+        }
+        let ppm = fs::read(dir.join("t.ppm")).unwrap();
+        assert!(ppm.starts_with(b"P6"));
+        let mut left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left.len(), OutFormat::value_variants().len(), "temp files left: {left:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

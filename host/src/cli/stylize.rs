@@ -153,6 +153,20 @@ fn pick_device(choice: DeviceChoice, ptx: Option<PathBuf>) -> Result<Option<Gpu>
     }
 }
 
+/// The smallest side TransformerNet takes (its first layer reflection-pads by 4).
+const TNET_MIN_SIDE: usize = 5;
+
+/// StyleViT's AdaIN needs at least two tokens: the image, padded to multiples of `p`, must span two patches.
+fn vit_size_ok(w: usize, h: usize, p: usize) -> Result<(), String> {
+    if w.div_ceil(p) * h.div_ceil(p) < 2 {
+        return Err(format!(
+            "the image is {w}x{h}, a single {p}x{p} patch; StyleViT needs at least two (e.g. {}x{p})",
+            2 * p
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the loaded network on the GPU (when one was chosen and the image fits) or the CPU.
 struct Engine<'g> {
     gpu: Option<&'g Gpu>,
@@ -160,11 +174,14 @@ struct Engine<'g> {
     cpu_fallback: bool,
     tnet: Option<GpuTransformerNet<'g>>,
     vit: Option<GpuStyleVit<'g>>,
+    /// Input shapes and estimated bytes of the last GPU run: the net keeps its buffers for that shape, so
+    /// the same shape needs nothing more and a new one can reuse that memory.
+    last_gpu: Option<(Vec<usize>, usize)>,
 }
 
 impl<'g> Engine<'g> {
     fn new(gpu: Option<&'g Gpu>, net: &Net, cpu_fallback: bool) -> Result<Self, Failure> {
-        let mut e = Engine { gpu: None, cpu_fallback, tnet: None, vit: None };
+        let mut e = Engine { gpu: None, cpu_fallback, tnet: None, vit: None, last_gpu: None };
         let Some(g) = gpu else { return Ok(e) };
         let uploaded = match net {
             Net::Tnet(n) => GpuTransformerNet::new(g, n).map(|t| e.tnet = Some(t)),
@@ -179,9 +196,15 @@ impl<'g> Engine<'g> {
     }
 
     /// Whether `need` bytes fit in the GPU's free memory: Ok(true) run there, Ok(false) run on the CPU.
-    fn fits(&self, g: &Gpu, need: usize, log: &dyn Fn(String)) -> Result<bool, String> {
-        let free = g.memory_info().map_err(|e| e.to_string())?.0;
+    fn fits(&mut self, g: &Gpu, shapes: Vec<usize>, need: usize, log: &dyn Fn(String)) -> Result<bool, String> {
+        let reusable = match &self.last_gpu {
+            Some((s, _)) if *s == shapes => return Ok(true),
+            Some((_, bytes)) => *bytes,
+            None => 0,
+        };
+        let free = g.memory_info().map_err(|e| e.to_string())?.0 + reusable;
         if need <= free {
+            self.last_gpu = Some((shapes, need));
             return Ok(true);
         }
         let msg = format!("needs about {} of GPU memory for its activations, {} is free", gib(need), gib(free));
@@ -195,7 +218,7 @@ impl<'g> Engine<'g> {
 
     fn tnet(&mut self, net: &TransformerNet, x: &Tensor, log: &dyn Fn(String)) -> Result<Tensor, String> {
         if let (Some(g), true) = (self.gpu, self.tnet.is_some()) {
-            if self.fits(g, model::tnet_bytes(x.shape[0], x.shape[2], x.shape[3]), log)? {
+            if self.fits(g, x.shape.clone(), model::tnet_bytes(x.shape[0], x.shape[2], x.shape[3]), log)? {
                 if let Some(t) = self.tnet.as_mut() {
                     return t.forward(x).map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
@@ -208,7 +231,7 @@ impl<'g> Engine<'g> {
         if let (Some(g), true) = (self.gpu, self.vit.is_some()) {
             let (s, c) = (&style.shape, &x.shape);
             let need = model::vit_bytes(&net.cfg, c[0], c[2], c[3], s[0], s[2], s[3]);
-            if self.fits(g, need, log)? {
+            if self.fits(g, [c.as_slice(), s.as_slice()].concat(), need, log)? {
                 if let Some(v) = self.vit.as_mut() {
                     return v.forward(x, style, alpha).map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
@@ -221,11 +244,15 @@ impl<'g> Engine<'g> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         match net {
             Net::Tnet(n) => {
+                if w < TNET_MIN_SIDE || h < TNET_MIN_SIDE {
+                    return Err(format!("the image is {w}x{h}; TransformerNet needs at least {TNET_MIN_SIDE}x{TNET_MIN_SIDE}"));
+                }
                 let y = self.tnet(n, &image_io::rgb_to_tensor(img, 1.0), log)?;
                 image_io::tensor_to_rgb(&y, w, h, 255.0)
             }
             Net::Vit(n) => {
                 let style = style.ok_or("StyleViT needs a style image")?;
+                vit_size_ok(w, h, n.cfg.patch_size)?;
                 let x = image_io::reflect_pad_multiple(&image_io::rgb_to_tensor(img, 1.0 / 255.0), n.cfg.patch_size);
                 let y = self.vit(n, &x, style, alpha, log)?;
                 image_io::tensor_to_rgb(&y, w, h, 1.0)
@@ -311,6 +338,8 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
         (Net::Vit(v), Some(path)) => {
             let img = image_io::load_rgb(path).map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
             let img = image_io::limit_size(img, a.max_size);
+            vit_size_ok(img.width() as usize, img.height() as usize, v.cfg.patch_size)
+                .map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
             let t = image_io::rgb_to_tensor(&img, 1.0 / 255.0);
             Some(image_io::reflect_pad_multiple(&t, v.cfg.patch_size))
         }
