@@ -4,10 +4,9 @@
 //! Every GPU output is poisoned with 0xff bytes (NaN) before the launch, so an element the kernel fails
 //! to write fails the comparison. Uploads and the poisoning use blocking copies/memsets outside the
 //! StyleForge stream: the context is synchronised before each launch so they cannot race with it.
-use std::collections::BTreeMap;
 
 use models::ops::{self as cpu, Padding};
-use models::{Tensor, TransformerNet, Weights};
+use models::{Tensor, TransformerNet};
 
 use super::{catch, compare, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::{CudaContext, Result};
@@ -292,37 +291,9 @@ fn add_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 
 // --------------------------------------------------------------------------------------- transformer_net
 
-fn put_conv(m: &mut BTreeMap<String, Tensor>, rng: &mut Rng64, name: &str, k: usize, c: usize, r: usize) {
-    let bound = 1.0 / ((c * r * r) as f32).sqrt();
-    m.insert(format!("{name}.conv2d.weight"), random(rng, &[k, c, r, r], -bound, bound));
-    m.insert(format!("{name}.conv2d.bias"), random(rng, &[k], -bound, bound));
-}
-fn put_norm(m: &mut BTreeMap<String, Tensor>, rng: &mut Rng64, name: &str, c: usize) {
-    m.insert(format!("{name}.weight"), random(rng, &[c], 0.5, 1.5));
-    m.insert(format!("{name}.bias"), random(rng, &[c], -0.5, 0.5));
-}
-
 /// A TransformerNet with random weights, under the pytorch/examples key names.
 pub fn random_transformer_net(rng: &mut Rng64) -> Result<TransformerNet> {
-    let mut m = BTreeMap::new();
-    put_conv(&mut m, rng, "conv1", 32, 3, 9);
-    put_norm(&mut m, rng, "in1", 32);
-    put_conv(&mut m, rng, "conv2", 64, 32, 3);
-    put_norm(&mut m, rng, "in2", 64);
-    put_conv(&mut m, rng, "conv3", 128, 64, 3);
-    put_norm(&mut m, rng, "in3", 128);
-    for i in 1..=5 {
-        put_conv(&mut m, rng, &format!("res{i}.conv1"), 128, 128, 3);
-        put_norm(&mut m, rng, &format!("res{i}.in1"), 128);
-        put_conv(&mut m, rng, &format!("res{i}.conv2"), 128, 128, 3);
-        put_norm(&mut m, rng, &format!("res{i}.in2"), 128);
-    }
-    put_conv(&mut m, rng, "deconv1", 64, 128, 3);
-    put_norm(&mut m, rng, "in4", 64);
-    put_conv(&mut m, rng, "deconv2", 32, 64, 3);
-    put_norm(&mut m, rng, "in5", 32);
-    put_conv(&mut m, rng, "deconv3", 3, 32, 9);
-    Ok(TransformerNet::new(Weights::from_map("<random>", m, BTreeMap::new()))?)
+    Ok(TransformerNet::new(super::random_weights::random_tnet_weights(rng))?)
 }
 
 fn transformer_net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {

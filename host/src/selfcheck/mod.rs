@@ -4,6 +4,7 @@
 //! (outputs poisoned with NaN first, so an unwritten element fails), the CPU reference on the same data,
 //! and compares with a tolerance preset. Failures report the index, the actual and the expected value.
 pub mod cnn;
+pub mod random_weights;
 pub mod vit;
 
 use models::Tensor;
