@@ -10,7 +10,11 @@ fn self_check() -> Outcome {
         Ok(g) => g,
         Err(e) => return Outcome::NotRun(format!("needs a GPU: {e}")),
     };
-    let results = selfcheck::run(&gpu, None, 0x5eed);
+    // Fresh inputs on every run; the seed is printed so a failure can be repeated
+    // (`styleforge self-check --seed N`).
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    println!("self-check seed {seed}");
+    let results = selfcheck::run(&gpu, None, seed);
     let table = selfcheck::table(&results);
     if results.iter().all(|r| r.passed) {
         println!("{table}");
