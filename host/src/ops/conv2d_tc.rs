@@ -275,7 +275,7 @@ mod tests {
         assert_eq!(conv2d_tc_output_shape(&[1, 33, 29, 32], &[64, 3, 3, 32], 2, 1, 1), Some([1, 17, 15, 64]));
         assert_eq!(conv2d_tc_output_shape(&[1, 9, 11, 128], &[64, 3, 3, 128], 1, 1, 2), Some([1, 18, 22, 64]));
         assert_eq!(conv2d_tc_output_shape(&[2, 19, 23, 128], &[128, 3, 3, 128], 1, 1, 1), Some([2, 19, 23, 128]));
-        assert_eq!(conv2d_tc_output_shape(&[1, 2, 2, 16], &[32, 9, 9, 16], 1, 4, 1), None);
+        assert_eq!(conv2d_tc_output_shape(&[1, 2, 2, 16], &[32, 9, 9, 16], 1, 3, 1), None);
     }
 
     #[test]
