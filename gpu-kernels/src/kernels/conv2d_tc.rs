@@ -81,6 +81,7 @@ unsafe fn conv2d_tc_body<const NT: usize>(
     let j = t % CHUNKS;
     let hu = (h * up) as i32;
     let wu = (wd * up) as i32;
+    let up_shift = up >> 1; // up is 1 or 2 (host-checked): source = upsampled >> up_shift
     let mut a_img = [0u32; A_ROWS]; // n * H * W (pixel index of the image's first pixel)
     let mut a_bh = [0i32; A_ROWS]; // oh * stride - pad (upsampled coordinates)
     let mut a_bw = [0i32; A_ROWS];
@@ -114,8 +115,8 @@ unsafe fn conv2d_tc_body<const NT: usize>(
         let ss = tap - rr * r;
         for i in 0..A_ROWS {
             let row = t / CHUNKS + A_ROW_STEP * i as u32;
-            let ih = reflect(a_bh[i] + rr as i32, hu) as u32 / up;
-            let iw = reflect(a_bw[i] + ss as i32, wu) as u32 / up;
+            let ih = reflect(a_bh[i] + rr as i32, hu) as u32 >> up_shift;
+            let iw = reflect(a_bw[i] + ss as i32, wu) as u32 >> up_shift;
             let pix = a_img[i] + ih * wd + iw;
             let src = x.add(pix as usize * c as usize + ci as usize);
             cp_async_16(base + swz(row, j), src as *const u8, if a_ok { 16 } else { 0 });
