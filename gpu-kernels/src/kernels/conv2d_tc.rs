@@ -4,8 +4,9 @@
 //! padding, stride, optional nearest upsampling folded into the gather. GEMM: M = N*P*Q output pixels,
 //! N_gemm = K output channels (all of them in one block), K_gemm = R*S*C ordered (r, s, c), c innermost.
 //!
-//! Block: `CONV2D_TC_THREADS` = 8 warps, `CONV2D_TC_BM` = 128 pixels; warp `w` owns pixels
-//! `16w..16w+16` of the block and all K channels (`NT = K / 8` mma n-tiles). Grid: x = ceil(M / BM).
+//! Block: `CONV2D_TC_THREADS` = 8 warps, `CONV2D_TC_BM` = 128 pixels x all K = 32 W channels; the warps
+//! form an (8 / W) x W grid, each computing 16 W pixels x 32 channels (W m-tiles x 4 n-tiles of mma
+//! m16n8k16). Grid: x = ceil(M / BM).
 //! Each GEMM-K step of `BK` = 32 bf16 stages an A tile [BM][32] and a B tile [K][32] in shared memory
 //! through a `CONV2D_TC_STAGES`-deep cp.async pipeline. A row is 64 bytes = four 16-byte chunks
 //! (8 channels each; C % 16 == 0 keeps a chunk inside one filter tap); chunk `j` of row `row` lives at
@@ -45,10 +46,11 @@ fn reflect(v: i32, extent: i32) -> i32 {
     v
 }
 
-/// The kernel body for `NT` n-tiles of 8 output channels (K = 8 * NT).
+/// The kernel body for K = 32 * W output channels: the 8 warps form a (8 / W) x W grid, each warp
+/// computing W m-tiles (16 W pixels) x 4 n-tiles (32 channels).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn conv2d_tc_body<const NT: usize>(
+unsafe fn conv2d_tc_body<const W: usize>(
     x: *const u16,
     w: *const u16,
     b: *const f32,
@@ -64,8 +66,19 @@ unsafe fn conv2d_tc_body<const NT: usize>(
     up: u32,
     m_total: u32,
 ) {
-    const { assert!((NT == 4 || NT == 8 || NT == 16) && A_ROWS == 2 && CHUNKS == 4) };
-    let k_out = NT as u32 * 8;
+    const { assert!((W == 1 || W == 2 || W == 4) && A_ROWS == 2 && CHUNKS == 4 && CONV2D_TC_BM == 128) };
+    const { assert!(CONV2D_TC_THREADS == 256) };
+    let k_out = W as u32 * 32;
+    // Repeats a block for mi in 0..W (fully unrolled, so the fragment arrays stay in registers).
+    macro_rules! unroll_w {
+        (|$i:ident| $body:block) => {
+            match W {
+                1 => { let $i: usize = 0; $body }
+                2 => unroll!(2, |$i| $body),
+                _ => unroll!(4, |$i| $body),
+            }
+        };
+    }
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
@@ -134,7 +147,7 @@ unsafe fn conv2d_tc_body<const NT: usize>(
         }
     };
 
-    let mut acc = [[0f32; 4]; NT];
+    let mut acc = [[[0f32; 4]; 4]; W];
 
     // Prologue: the first STAGES - 1 steps (one commit group each, possibly empty).
     for s in 0..CONV2D_TC_STAGES - 1 {
@@ -144,10 +157,15 @@ unsafe fn conv2d_tc_body<const NT: usize>(
         cp_async_commit();
     }
 
-    // ldmatrix row addresses of this lane (before the stage base and the k16 half).
-    let a_row = warp * 16 + (lane % 16);
+    // Warp tile: rows wm*16W .. +16W of the block, output channels wn*32 .. +32.
+    let wm = warp % (8 / W as u32);
+    let wn = warp / (8 / W as u32);
+    let row0 = wm * 16 * W as u32;
+    let col0 = wn * 32;
+    // ldmatrix row addresses of this lane (before the stage base, the m-tile and the k16 half).
+    let a_row = row0 + (lane % 16);
     let a_chunk = lane / 16;
-    let b_row = (lane & 7) + ((lane >> 4) << 3);
+    let b_row = col0 + (lane & 7) + ((lane >> 4) << 3);
     let b_chunk = (lane >> 3) & 1;
 
     let mut kt = 0;
@@ -166,58 +184,51 @@ unsafe fn conv2d_tc_body<const NT: usize>(
         let b_base = a_base + a_bytes;
         unroll!(2, |half| {
             let half = half as u32;
-            let a = ldmatrix_x4(a_base + swz(a_row, half * 2 + a_chunk));
+            let mut a = [[0u32; 4]; W];
+            unroll_w!(|mi| {
+                a[mi] = ldmatrix_x4(a_base + swz(a_row + mi as u32 * 16, half * 2 + a_chunk));
+            });
             // One ldmatrix.x4 gives the B fragments of n-tiles 2 jp and 2 jp + 1.
-            let mut pair = |jp: usize| {
-                let bf = ldmatrix_x4(b_base + swz(jp as u32 * 16 + b_row, half * 2 + b_chunk));
-                mma_bf16_16816(&mut acc[2 * jp], a, [bf[0], bf[1]]);
-                mma_bf16_16816(&mut acc[2 * jp + 1], a, [bf[2], bf[3]]);
-            };
-            // Fully unrolled so that `acc` stays in registers (NT / 2 is 2, 4 or 8).
-            match NT / 2 {
-                2 => unroll!(2, |jp| { pair(jp) }),
-                4 => unroll!(4, |jp| { pair(jp) }),
-                _ => unroll!(8, |jp| { pair(jp) }),
-            }
+            unroll!(2, |jp| {
+                let bf = ldmatrix_x4(b_base + swz(b_row + jp as u32 * 16, half * 2 + b_chunk));
+                unroll_w!(|mi| {
+                    mma_bf16_16816(&mut acc[mi][2 * jp], a[mi], [bf[0], bf[1]]);
+                    mma_bf16_16816(&mut acc[mi][2 * jp + 1], a[mi], [bf[2], bf[3]]);
+                });
+            });
         });
         kt += 1;
     }
     // Drain the (empty) trailing groups before the block exits.
     cp_async_wait_group::<0>();
 
-    // Epilogue: rows g and g + 8 of the warp's 16, columns 2t, 2t + 1 of every n-tile.
+    // Epilogue: per m-tile, rows g and g + 8; per n-tile, columns 2t and 2t + 1.
     let g = lane / 4;
     let tq = lane % 4;
-    unroll!(2, |half| {
-        let m = m0 + warp * 16 + g + 8 * half as u32;
-        if m < m_total {
-            let out = y.add(m as usize * k_out as usize);
-            let store = |jn: usize| {
-                let col = jn * 8 + tq as usize * 2;
-                let mut v0 = acc[jn][2 * half];
-                let mut v1 = acc[jn][2 * half + 1];
-                if !b.is_null() {
-                    v0 += *b.add(col);
-                    v1 += *b.add(col + 1);
-                }
-                *out.add(col) = v0;
-                *out.add(col + 1) = v1;
-            };
-            match NT {
-                4 => unroll!(4, |jn| { store(jn) }),
-                8 => unroll!(8, |jn| { store(jn) }),
-                _ => unroll!(8, |jj| {
-                    store(2 * jj);
-                    store(2 * jj + 1);
-                }),
+    unroll_w!(|mi| {
+        unroll!(2, |half| {
+            let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
+            if m < m_total {
+                let out = y.add(m as usize * k_out as usize);
+                unroll!(4, |jn| {
+                    let col = (col0 + tq * 2) as usize + jn * 8;
+                    let mut v0 = acc[mi][jn][2 * half];
+                    let mut v1 = acc[mi][jn][2 * half + 1];
+                    if !b.is_null() {
+                        v0 += *b.add(col);
+                        v1 += *b.add(col + 1);
+                    }
+                    *out.add(col) = v0;
+                    *out.add(col + 1) = v1;
+                });
             }
-        }
+        });
     });
 }
 
 macro_rules! conv2d_tc_entry {
-    ($name:ident, $nt:expr) => {
-        /// `conv2d_tc` for K = 8 * NT output channels. `b` may be null. Block: `CONV2D_TC_THREADS`;
+    ($name:ident, $w:expr) => {
+        /// `conv2d_tc` for K = 32 * W output channels. `b` may be null. Block: `CONV2D_TC_THREADS`;
         /// dynamic shared memory: `conv2d_tc_smem_bytes(K)`. Requires C % 16 == 0, reflection padding
         /// `pad` < H * up and < W * up, and every size below 2^31 (checked by the host).
         #[no_mangle]
@@ -238,11 +249,11 @@ macro_rules! conv2d_tc_entry {
             up: u32,
             m_total: u32,
         ) {
-            conv2d_tc_body::<$nt>(x, w, b, y, h, wd, c, p_out, q_out, r, stride, pad, up, m_total)
+            conv2d_tc_body::<$w>(x, w, b, y, h, wd, c, p_out, q_out, r, stride, pad, up, m_total)
         }
     };
 }
 
-conv2d_tc_entry!(conv2d_tc_k32, 4);
-conv2d_tc_entry!(conv2d_tc_k64, 8);
-conv2d_tc_entry!(conv2d_tc_k128, 16);
+conv2d_tc_entry!(conv2d_tc_k32, 1);
+conv2d_tc_entry!(conv2d_tc_k64, 2);
+conv2d_tc_entry!(conv2d_tc_k128, 4);
