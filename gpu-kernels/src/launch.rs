@@ -128,3 +128,27 @@ pub const ADAIN_COLS: u32 = 32;
 pub const ADAIN_ROWS: u32 = 8;
 /// AdaIN epsilon (added to the unbiased variance).
 pub const ADAIN_EPS: f32 = 1e-5;
+
+// ------------------------------------------------------------------------------------------- conv2d_tc
+/// `conv2d_tc` (bf16 implicit GEMM on tensor cores): output pixels (GEMM-M) per block.
+pub const CONV2D_TC_BM: u32 = 128;
+/// `conv2d_tc`: GEMM-K slice (bf16 elements) per pipeline stage: one 64-byte smem row per pixel/channel.
+pub const CONV2D_TC_BK: u32 = 32;
+/// `conv2d_tc`: threads per block (8 warps, each 16 output pixels x all output channels).
+pub const CONV2D_TC_THREADS: u32 = 256;
+/// `conv2d_tc`: cp.async pipeline depth (the kernel waits with `wait_group(STAGES - 2)`).
+pub const CONV2D_TC_STAGES: u32 = 3;
+/// `conv2d_tc`: dynamic shared memory for `k` output channels: per stage an A tile [BM][BK] and a
+/// B tile [k][BK] of bf16.
+pub const fn conv2d_tc_smem_bytes(k: u32) -> u32 {
+    CONV2D_TC_STAGES * (CONV2D_TC_BM + k) * CONV2D_TC_BK * 2
+}
+/// `conv2d_tc`: kernel name for `k` output channels (one kernel per supported K), or `None`.
+pub const fn conv2d_tc_kernel(k: u32) -> Option<&'static str> {
+    match k {
+        32 => Some("conv2d_tc_k32"),
+        64 => Some("conv2d_tc_k64"),
+        128 => Some("conv2d_tc_k128"),
+        _ => None,
+    }
+}

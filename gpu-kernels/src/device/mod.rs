@@ -7,6 +7,7 @@ use core::arch::asm;
 use core::arch::nvptx;
 
 pub mod math;
+pub mod mma;
 pub mod shared;
 pub mod smem_vec;
 pub mod unroll;

@@ -3,6 +3,7 @@
 mod adain;
 mod attention;
 mod conv2d;
+mod conv2d_tc;
 mod elementwise;
 mod instance_norm;
 mod layer_norm;

@@ -4,6 +4,7 @@
 pub mod adain;
 pub mod attention;
 pub mod conv2d;
+pub mod conv2d_tc;
 pub mod elementwise;
 pub mod instance_norm;
 pub mod layer_norm;

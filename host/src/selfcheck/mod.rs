@@ -4,6 +4,7 @@
 //! (outputs poisoned with NaN first, so an unwritten element fails), the CPU reference on the same data,
 //! and compares with a tolerance preset. Failures report the index, the actual and the expected value.
 pub mod cnn;
+pub mod conv2d_tc;
 pub mod random_weights;
 pub mod vit;
 
@@ -53,6 +54,7 @@ pub type Rng64 = rand::rngs::StdRng;
 pub fn all_checks() -> Vec<Check> {
     let mut v = cnn::checks();
     v.extend(vit::checks());
+    v.extend(conv2d_tc::checks());
     v
 }
 
