@@ -7,11 +7,16 @@
 //! the sinusoidal table (uploaded once per token count); AdaIN fuses the alpha blend; then the decoder,
 //! `to_pixels`, unpatch, the 3x3 conv (zero padding) and a fused ReLU + 1x1 conv. Everything is queued on
 //! the GPU's one stream; buffers are allocated once per (content, style) shape.
+//!
+//! By default the whole pass is captured into a CUDA graph once per (content shape, style shape, alpha)
+//! and replayed; the inputs are first copied (on the stream) into the net's own input buffers so the
+//! graph's addresses stay fixed. If capturing fails the net falls back to direct launches and remembers
+//! why ([`GpuStyleVit::graph_error`]).
 use models::ops::Padding;
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
-use crate::gpu::{DeviceTensor, Gpu, Layout};
+use crate::gpu::{CudaGraph, DeviceTensor, Gpu, Layout};
 use crate::ops::attention::{attention_qkv, HEAD_DIMS};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, linear_gelu};
@@ -94,7 +99,12 @@ impl Seq {
 
 /// Buffers for one (content shape, style shape).
 struct Bufs {
+    /// The captured forward pass (declared first: dropped before the buffers it uses) and its alpha bits.
+    graph: Option<(CudaGraph, u32)>,
     key: (Vec<usize>, Vec<usize>),
+    /// Fixed-address inputs (staging for `forward`, the graph's inputs).
+    cin: DeviceTensor,
+    sin: DeviceTensor,
     content: Seq,
     style: Seq,
     pix: DeviceTensor,
@@ -119,6 +129,9 @@ pub struct GpuStyleVit<'g> {
     final2_w: DeviceTensor,
     final2_b: DeviceTensor,
     bufs: Option<Bufs>,
+    use_graph: bool,
+    /// Why graph capture failed (graphs are then no longer tried).
+    graph_error: Option<String>,
 }
 
 impl<'g> GpuStyleVit<'g> {
@@ -148,6 +161,8 @@ impl<'g> GpuStyleVit<'g> {
             final2_w: upload(&net.final2_w, Layout::Nchw)?,
             final2_b: mat(&net.final2_b)?,
             bufs: None,
+            use_graph: true,
+            graph_error: None,
         })
     }
 
@@ -164,6 +179,9 @@ impl<'g> GpuStyleVit<'g> {
         ensure(bs == b || bs == 1, OP, || format!("style batch {bs} must be 1 or the content batch {b}"))?;
         let e = |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::Nchw);
         self.bufs = Some(Bufs {
+            graph: None,
+            cin: e(content)?,
+            sin: e(style)?,
             content: Seq::new(&self.cfg, b, hp * wp)?,
             style: Seq::new(&self.cfg, bs, hps * wps)?,
             pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], crate::gpu::DType::F32, Layout::RowMajor)?,
@@ -175,47 +193,150 @@ impl<'g> GpuStyleVit<'g> {
         Ok(())
     }
 
+    /// Replays the forward pass from a CUDA graph when on (the default), or launches directly when off.
+    /// Turning it off drops the captured graph.
+    pub fn set_use_graph(&mut self, on: bool) {
+        self.use_graph = on;
+        if !on {
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = None;
+            }
+        }
+    }
+
+    /// Whether graph replay is asked for (see also [`Self::graph_error`]).
+    pub fn use_graph(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Why graph capture failed, if it did (the net then launches directly).
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+
+    /// Node count of the graph captured for the current shapes, if there is one.
+    pub fn graph_nodes(&self) -> Option<usize> {
+        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(|(g, _)| g.node_count())
+    }
+
     /// Queues the forward pass on the stream with no host sync; content [B, 3, H, W], style [B or 1, 3, Hs, Ws]
     /// (multiples of the patch size). Returns the output buffer [B, 3, H, W].
     pub fn forward_device(&mut self, content: &DeviceTensor, style: &DeviceTensor, alpha: f32) -> Result<&DeviceTensor> {
         ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        ensure(content.dtype == crate::gpu::DType::F32 && style.dtype == crate::gpu::DType::F32, OP, || {
+            format!("inputs must be f32, got {:?} and {:?}", content.dtype, style.dtype)
+        })?;
         self.ensure_bufs(&content.shape, &style.shape)?;
+        self.run(Some((content, style)), alpha)?;
+        self.output()
+    }
+
+    fn output(&self) -> Result<&DeviceTensor> {
+        match &self.bufs {
+            Some(b) => Ok(&b.out),
+            None => Err(Error::Other("GpuStyleVit: no output buffer".into())),
+        }
+    }
+
+    /// Runs the pass on buffers already sized for the inputs (`None`: the staged inputs). Through the graph
+    /// when enabled; on a capture failure, directly (remembering the failure when the direct launches then
+    /// work, so a data error is not mistaken for a graph problem).
+    fn run(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+        if self.use_graph && self.graph_error.is_none() {
+            match self.run_graph(inputs, alpha) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(b) = self.bufs.as_mut() {
+                        b.graph = None;
+                    }
+                    self.queue(inputs, alpha)?;
+                    self.graph_error = Some(e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        self.queue(inputs, alpha)
+    }
+
+    fn run_graph(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+        let gpu = self.gpu;
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+        };
+        if let Some((c, s)) = inputs {
+            // Ordered on the stream before the replay; no-ops when the inputs are the staging buffers.
+            gpu.copy_device_async(c, &mut b.cin)?;
+            gpu.copy_device_async(s, &mut b.sin)?;
+        }
+        // alpha is a kernel argument baked into the graph: a different alpha needs a new capture.
+        if b.graph.as_ref().is_none_or(|(_, a)| *a != alpha.to_bits()) {
+            b.graph = None;
+            let g = CudaGraph::capture(gpu, || self.queue(None, alpha))?;
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = Some((g, alpha.to_bits()));
+            }
+        }
+        match self.bufs.as_ref().and_then(|b| b.graph.as_ref()) {
+            // SAFETY: the graph lives in the same `Bufs` as every activation and input buffer it was
+            // captured with (dropped together, the graph first); the weights are owned by `self`; `gpu`
+            // is the GPU the capture used.
+            Some((g, _)) => unsafe { g.launch(gpu) },
+            None => Err(Error::Other("GpuStyleVit: graph missing after capture".into())),
+        }
+    }
+
+    /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`).
+    fn queue(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
         let gpu = self.gpu;
         let cfg = self.cfg;
         let p = cfg.patch_size;
         let heads = cfg.num_heads;
-        let (_, hp, wp) = patch_grid(&content.shape, p)?;
         let Some(bufs) = self.bufs.as_mut() else {
             return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
         };
-        for (img, seq) in [(content, &mut bufs.content), (style, &mut bufs.style)] {
+        let Bufs { cin, sin, content: cseq, style: sseq, pix, img, img2, out, .. } = bufs;
+        let (content, style): (&DeviceTensor, &DeviceTensor) = match inputs {
+            Some(io) => io,
+            None => (cin, sin),
+        };
+        let (_, hp, wp) = patch_grid(&content.shape, p)?;
+        for (img, seq) in [(content, &mut *cseq), (style, &mut *sseq)] {
             patch_embed(gpu, img, &self.patch_w, &self.patch_b, Some(&seq.pos), p, &mut seq.cols, &mut seq.x)?;
             for w in &self.encoder {
                 seq.block(gpu, w, heads)?;
             }
         }
-        let c = &mut bufs.content;
-        crate::ops::adain::adain(gpu, &c.x, &bufs.style.x, alpha, &mut c.x2)?;
+        let c = cseq;
+        crate::ops::adain::adain(gpu, &c.x, &sseq.x, alpha, &mut c.x2)?;
         std::mem::swap(&mut c.x, &mut c.x2);
         for w in &self.decoder {
             c.block(gpu, w, heads)?;
         }
-        linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), &mut bufs.pix)?;
-        unpatch(gpu, &bufs.pix, hp, wp, p, &mut bufs.img)?;
-        crate::ops::conv2d::conv2d(gpu, &bufs.img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, &mut bufs.img2)?;
-        relu_conv1x1(gpu, &bufs.img2, &self.final2_w, &self.final2_b, &mut bufs.out)?;
-        Ok(&bufs.out)
+        linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), pix)?;
+        unpatch(gpu, pix, hp, wp, p, img)?;
+        crate::ops::conv2d::conv2d(gpu, img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, img2)?;
+        relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
+        Ok(())
     }
 
     /// Host tensors in, host tensor out (uploads, runs, synchronises, downloads).
     pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
-        let c = DeviceTensor::from_host(content)?;
-        let s = DeviceTensor::from_host(style)?;
-        self.forward_device(&c, &s, alpha)?;
-        self.gpu.synchronize()?;
-        match &self.bufs {
-            Some(b) => b.out.to_host(),
-            None => Err(Error::Other("GpuStyleVit: no output buffer".into())),
+        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        self.ensure_bufs(&content.shape, &style.shape)?;
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+        };
+        // Blocking copies on the legacy stream: they wait for earlier work on our (blocking) stream, and
+        // our stream's later work waits for them.
+        b.cin.copy_from_f32(&content.data)?;
+        b.sin.copy_from_f32(&style.data)?;
+        cust::context::CurrentContext::synchronize()
+            .map_err(|source| Error::Cuda { what: "waiting for host-to-device copies".into(), source })?;
+        if let Err(e) = self.run(None, alpha) {
+            let _ = self.gpu.synchronize();
+            return Err(e);
         }
+        self.gpu.synchronize()?;
+        self.output()?.to_host()
     }
 }
