@@ -4,6 +4,7 @@
 //! (outputs poisoned with NaN first, so an unwritten element fails), the CPU reference on the same data,
 //! and compares with a tolerance preset. Failures report the index, the actual and the expected value.
 pub mod cnn;
+pub mod graph;
 pub mod vit;
 
 use models::Tensor;
@@ -52,6 +53,7 @@ pub type Rng64 = rand::rngs::StdRng;
 pub fn all_checks() -> Vec<Check> {
     let mut v = cnn::checks();
     v.extend(vit::checks());
+    v.extend(graph::checks());
     v
 }
 
