@@ -1,7 +1,7 @@
 //! CUDA graphs through the driver API (cust 0.3.2 has no graph API).
 //!
 //! [`CudaGraph::capture`] records every launch a closure queues on the GPU's stream into a graph
-//! (stream capture, `CU_STREAM_CAPTURE_MODE_THREAD_LOCAL`), instantiates it, and [`CudaGraph::launch`]
+//! (stream capture, `CU_STREAM_CAPTURE_MODE_RELAXED`), instantiates it, and [`CudaGraph::launch`]
 //! replays it on the stream with one driver call. A graph bakes in every kernel argument, device pointers
 //! included, so its owner must keep those buffers alive and at the same addresses while it replays it.
 //!
@@ -10,9 +10,10 @@
 //! returns an error. The closure should only queue launches.
 use std::ptr;
 
+use cust::stream::{Stream, StreamFlags};
 use cust::sys as cu;
 
-use crate::error::{Error, Result};
+use crate::error::{CudaContext, Error, Result};
 use crate::gpu::{DeviceTensor, Gpu};
 
 /// Maps a driver status to `crate::Error`, naming the call and the raw status.
@@ -40,28 +41,20 @@ impl CudaGraph {
     /// run. If `body` fails, or the capture is invalidated (e.g. by a legacy-stream copy or a stream
     /// synchronisation inside `body`), the capture is ended, nothing is kept and the error is returned;
     /// the stream is usable again afterwards either way.
+    ///
+    /// The capture is begun on the GPU's stream itself. Should the driver refuse that, it is begun on a
+    /// private non-blocking side stream that the GPU's stream then joins through an event (fork), and
+    /// that waits for the GPU's stream at the end (join): the recorded graph is the same.
     pub fn capture(gpu: &Gpu, body: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
-        let stream = gpu.stream().as_inner();
-        // SAFETY: `stream` is the live stream owned by `gpu` (borrowed for this call); the mode is a valid
-        // enum value. Thread-local mode only restricts unsafe API calls made from this thread.
-        let r = unsafe { cu::cuStreamBeginCapture_v2(stream, cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) };
-        check(r, "beginning a stream capture")?;
-        let body_result = body();
-        let mut graph: cu::CUgraph = ptr::null_mut();
-        // SAFETY: ends the capture begun above on the same live stream; `graph` is a valid out-pointer.
-        // This runs whatever `body` returned, so the stream never stays in capture mode.
-        let end = unsafe { cu::cuStreamEndCapture(stream, &mut graph) };
-        let ended = check(end, "ending the stream capture (was it invalidated by a synchronising call?)");
-        if let Err(e) = body_result.and(ended) {
-            if !graph.is_null() {
-                // SAFETY: `graph` was just returned by cuStreamEndCapture and is destroyed once, here.
-                unsafe { cu::cuGraphDestroy(graph) };
+        let main = gpu.stream().as_inner();
+        let graph = match begin_capture(main) {
+            Ok(()) => {
+                let r = body();
+                end_capture(main, r)?
             }
-            return Err(e);
-        }
-        if graph.is_null() {
-            return Err(Error::Other("stream capture returned no graph".into()));
-        }
+            Err(direct) => capture_joined(gpu, body)
+                .map_err(|e| Error::Other(format!("{direct}; capturing through a side stream failed too: {e}")))?,
+        };
         let mut nodes = 0usize;
         // SAFETY: `graph` is a valid graph; a null node array asks only for the count, written to `nodes`.
         let counted = unsafe { cu::cuGraphGetNodes(graph, ptr::null_mut(), &mut nodes) };
@@ -107,6 +100,79 @@ impl Drop for CudaGraph {
             cu::cuGraphDestroy(self.graph);
         }
     }
+}
+
+/// Begins a capture on `stream` (relaxed mode: other API calls of this thread stay allowed; work that
+/// conflicts with the capture still invalidates it).
+fn begin_capture(stream: cu::CUstream) -> Result<()> {
+    // SAFETY: the caller passes a live stream it borrows for the duration of the capture; the mode is a
+    // valid enum value.
+    let r = unsafe { cu::cuStreamBeginCapture_v2(stream, cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) };
+    check(r, "beginning a stream capture")
+}
+
+/// Ends the capture on `stream` (always, so the stream leaves capture mode) and returns the graph, or
+/// the first error of `body_result` and the end of the capture (destroying any graph).
+fn end_capture(stream: cu::CUstream, body_result: Result<()>) -> Result<cu::CUgraph> {
+    let mut graph: cu::CUgraph = ptr::null_mut();
+    // SAFETY: ends the capture begun on the same live stream; `graph` is a valid out-pointer.
+    let end = unsafe { cu::cuStreamEndCapture(stream, &mut graph) };
+    let ended = check(end, "ending the stream capture (was it invalidated by a synchronising or legacy-stream call?)");
+    if let Err(e) = body_result.and(ended) {
+        if !graph.is_null() {
+            // SAFETY: `graph` was just returned by cuStreamEndCapture and is destroyed once, here.
+            unsafe { cu::cuGraphDestroy(graph) };
+        }
+        return Err(e);
+    }
+    if graph.is_null() {
+        return Err(Error::Other("stream capture returned no graph".into()));
+    }
+    Ok(graph)
+}
+
+/// A driver event without timing, destroyed on drop (cust 0.3.2's `Event` exposes no raw handle).
+struct RawEvent(cu::CUevent);
+impl RawEvent {
+    fn new() -> Result<Self> {
+        let mut ev: cu::CUevent = ptr::null_mut();
+        // SAFETY: `ev` is a valid out-pointer; the flag is a valid event flag. A context is current (the
+        // caller holds a `Gpu`).
+        let r = unsafe { cu::cuEventCreate(&mut ev, cu::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32) };
+        check(r, "creating an event")?;
+        Ok(RawEvent(ev))
+    }
+    /// Records the event on `on` and makes `waiter` wait for it.
+    fn link(&self, on: cu::CUstream, waiter: cu::CUstream) -> Result<()> {
+        // SAFETY: the event is live (owned by `self`); both streams are live streams borrowed by the caller.
+        check(unsafe { cu::cuEventRecord(self.0, on) }, "recording an event")?;
+        // SAFETY: as above; flags 0 is the only defined value.
+        check(unsafe { cu::cuStreamWaitEvent(waiter, self.0, 0) }, "making a stream wait for an event")
+    }
+}
+impl Drop for RawEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event was created in `new` and is destroyed once; pending uses complete first.
+        unsafe { cu::cuEventDestroy_v2(self.0) };
+    }
+}
+
+/// Captures through a side stream: fork the GPU's stream off it, run `body`, join back, end.
+fn capture_joined(gpu: &Gpu, body: impl FnOnce() -> Result<()>) -> Result<cu::CUgraph> {
+    let side = Stream::new(StreamFlags::NON_BLOCKING, None).during("creating a capture stream")?;
+    let (fork, join) = (RawEvent::new()?, RawEvent::new()?);
+    let (s, main) = (side.as_inner(), gpu.stream().as_inner());
+    begin_capture(s)?;
+    let forked = fork.link(s, main);
+    let mut r = forked.as_ref().map(|_| ()).map_err(|e| Error::Other(e.to_string()));
+    if r.is_ok() {
+        r = body();
+    }
+    if forked.is_ok() {
+        // Join even when `body` failed, so the capture can end and both streams leave capture mode.
+        r = r.and(join.link(main, s));
+    }
+    end_capture(s, r)
 }
 
 impl Gpu {

@@ -9,7 +9,7 @@
 //! the GPU's one stream; buffers are allocated once per (content, style) shape.
 //!
 //! By default the whole pass is captured into a CUDA graph once per (content shape, style shape, alpha)
-//! and replayed; the inputs are first copied (on the stream) into the net's own input buffers so the
+//! (on the first call with them, which itself launches directly) and replayed from the next call on; the inputs are first copied (on the stream) into the net's own input buffers so the
 //! graph's addresses stay fixed. If capturing fails the net falls back to direct launches and remembers
 //! why ([`GpuStyleVit::graph_error`]).
 use models::ops::Padding;
@@ -271,10 +271,15 @@ impl<'g> GpuStyleVit<'g> {
         // alpha is a kernel argument baked into the graph: a different alpha needs a new capture.
         if b.graph.as_ref().is_none_or(|(_, a)| *a != alpha.to_bits()) {
             b.graph = None;
+            // First pass for these shapes and alpha: launch directly (this call's result; it also loads
+            // every kernel and sets launch attributes outside any capture), then capture the same
+            // launches for the following calls.
+            self.queue(None, alpha)?;
             let g = CudaGraph::capture(gpu, || self.queue(None, alpha))?;
             if let Some(b) = self.bufs.as_mut() {
                 b.graph = Some((g, alpha.to_bits()));
             }
+            return Ok(());
         }
         match self.bufs.as_ref().and_then(|b| b.graph.as_ref()) {
             // SAFETY: the graph lives in the same `Bufs` as every activation and input buffer it was

@@ -5,8 +5,9 @@
 //! add the block input in the same kernel. Every launch goes to the GPU's one stream; activation buffers
 //! are allocated once per input shape and reused.
 //!
-//! By default the whole pass is captured once per input shape into a CUDA graph and replayed (one driver
-//! call instead of ~60 launches): the input is first copied (on the stream) into the net's own input
+//! By default the whole pass is captured once per input shape into a CUDA graph (on the first call at
+//! that shape, which itself launches directly) and replayed from the second call on (one driver call
+//! instead of ~60 launches): the input is first copied (on the stream) into the net's own input
 //! buffer, so every address the graph bakes in stays fixed. If capturing fails the net falls back to
 //! direct launches and remembers why ([`GpuTransformerNet::graph_error`]).
 use models::ops::Padding;
@@ -334,10 +335,15 @@ impl<'g> GpuTransformerNet<'g> {
             gpu.copy_device_async(x, &mut b.input)?;
         }
         if b.graph.is_none() {
+            // First pass at this shape: launch directly (this call's result; it also loads every kernel
+            // and sets launch attributes outside any capture), then capture the same launches for the
+            // following calls. Recomputing from the staged input makes every pass independent.
+            self.queue(None, &mut |_| Ok(()))?;
             let g = CudaGraph::capture(gpu, || self.queue(None, &mut |_| Ok(())))?;
             if let Some(b) = self.bufs.as_mut() {
                 b.graph = Some(g);
             }
+            return Ok(());
         }
         match self.bufs.as_ref().and_then(|b| b.graph.as_ref()) {
             // SAFETY: the graph lives in the same `Buffers` as every activation buffer it was captured

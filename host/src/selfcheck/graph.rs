@@ -1,5 +1,6 @@
 //! CUDA graph replay vs direct launches: both networks must give bit-identical outputs whether their
-//! forward pass is replayed from a captured graph or launched kernel by kernel, across repeated replays,
+//! forward pass is replayed from a captured graph or launched kernel by kernel (the first call for a
+//! shape launches directly and captures; the following ones replay), across repeated replays,
 //! a new input at the same shape (the graph must read the new input), a shape change and back (recapture),
 //! and for StyleViT an alpha change (alpha is baked into the graph).
 use models::style_vit::Block;
@@ -53,11 +54,11 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     };
     direct.set_use_graph(false);
     let mut out = Vec::new();
-    // Capture, then two replays, on the same input.
+    // The first call at a shape launches directly and captures; then three replays on the same input.
     let x = random(rng, &[1, 3, 40, 36], 0.0, 255.0);
     let want = direct.forward(&x);
-    for i in 1..=3 {
-        let case = format!("tnet 1x3x40x36 replay #{i}");
+    for i in 0..=3 {
+        let case = if i == 0 { "tnet 1x3x40x36 first (capture)".to_string() } else { format!("tnet 1x3x40x36 replay #{i}") };
         out.push(catch(OP, &case, || {
             let want = want.as_ref().map_err(|e| crate::Error::Other(format!("direct launches: {e}")))?;
             let got = graphed.forward(&x)?;
@@ -77,8 +78,14 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         Ok(exact(case, &got, &want, graphed.graph_error(), graphed.graph_nodes()))
     }));
     // Shape change (recapture) and back (recapture again, new input).
-    for (k, shape) in [[1usize, 3, 24, 20], [1, 3, 40, 36], [1, 3, 40, 36]].iter().enumerate() {
-        let case = format!("tnet {}x{}x{}x{} {}", shape[0], shape[1], shape[2], shape[3], ["shape change", "back", "back replay"][k]);
+    let steps = [
+        ([1usize, 3, 24, 20], "shape change"),
+        ([1, 3, 24, 20], "shape change replay"),
+        ([1, 3, 40, 36], "back"),
+        ([1, 3, 40, 36], "back replay"),
+    ];
+    for (shape, label) in &steps {
+        let case = format!("tnet {}x{}x{}x{} {label}", shape[0], shape[1], shape[2], shape[3]);
         out.push(catch(OP, &case, || {
             let x = random(rng, shape, 0.0, 255.0);
             let want = direct.forward(&x)?;
@@ -141,12 +148,16 @@ fn style_vit_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     direct.set_use_graph(false);
     let style = random(rng, &[1, 3, 24, 24], 0.0, 1.0);
     // (content shape, alpha, label): replays, an alpha change, a shape change and back.
-    let cases: [([usize; 4], f32, &str); 7] = [
+    // The first call for given shapes and alpha launches directly and captures; later ones replay.
+    let cases: [([usize; 4], f32, &str); 10] = [
+        ([1, 3, 32, 48], 1.0, "first (capture)"),
         ([1, 3, 32, 48], 1.0, "replay #1"),
         ([1, 3, 32, 48], 1.0, "replay #2"),
         ([1, 3, 32, 48], 1.0, "replay #3"),
         ([1, 3, 32, 48], 0.6, "alpha change"),
+        ([1, 3, 32, 48], 0.6, "alpha change replay"),
         ([1, 3, 16, 24], 0.6, "shape change"),
+        ([1, 3, 16, 24], 0.6, "shape change replay"),
         ([1, 3, 32, 48], 0.6, "back"),
         ([1, 3, 32, 48], 0.6, "back replay"),
     ];
@@ -156,7 +167,7 @@ fn style_vit_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         let case = format!("vit {}x{}x{}x{} a{alpha} {label}", shape[0], shape[1], shape[2], shape[3]);
         out.push(catch(OP, &case, || {
             // The replays reuse one input; later cases bring new ones.
-            let content = if i < 3 { first.clone() } else { random(rng, shape, 0.0, 1.0) };
+            let content = if i < 4 { first.clone() } else { random(rng, shape, 0.0, 1.0) };
             let want = direct.forward(&content, &style, *alpha)?;
             let got = graphed.forward(&content, &style, *alpha)?;
             Ok(exact(&case, &got, &want, graphed.graph_error(), graphed.graph_nodes()))
