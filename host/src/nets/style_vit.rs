@@ -17,6 +17,7 @@ use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DeviceTensor, Gpu, Layout};
+use crate::nets::transformer_net::LayerCost;
 use crate::ops::attention::{attention_qkv, HEAD_DIMS};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, linear_gelu};
@@ -231,6 +232,72 @@ impl<'g> GpuStyleVit<'g> {
         self.output()
     }
 
+    /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each stage
+    /// is queued (names: content encoder, style encoder, adain, decoder, to_pixels+tail).
+    pub fn forward_device_marked(
+        &mut self,
+        content: &DeviceTensor,
+        style: &DeviceTensor,
+        alpha: f32,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<&DeviceTensor> {
+        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        self.ensure_bufs(&content.shape, &style.shape)?;
+        self.queue(Some((content, style)), alpha, mark)?;
+        self.output()
+    }
+
+    /// Estimated FLOPs (linears and attention) and bytes (activations written and read, weights read
+    /// once) of each stage of [`Self::forward_device_marked`] for these input shapes.
+    pub fn layer_costs(&self, content: &[usize], style: &[usize]) -> Result<Vec<LayerCost>> {
+        let cfg = self.cfg;
+        let (p, d, f) = (cfg.patch_size as f64, cfg.embed_dim as f64, cfg.ffn_dim as f64);
+        let (b, hp, wp) = patch_grid(content, cfg.patch_size)?;
+        let (bs, hps, wps) = patch_grid(style, cfg.patch_size)?;
+        let k = 3.0 * p * p;
+        // One post-norm block on b sequences of n tokens.
+        let block = |b: usize, n: usize| {
+            let (bf, nf) = (b as f64, n as f64);
+            let m = bf * nf;
+            let flops = 2.0 * m * d * (3.0 * d + d + 2.0 * f) + 4.0 * bf * nf * nf * d;
+            // qkv (r D, w 3D), attention (r 3D, w D), out (r D, w D), LN (r 2D, w D), fc1 (r D, w F),
+            // fc2 (r F, w D), LN (r 2D, w D); weights 4D² + 2DF.
+            let bytes = 4.0 * (m * (18.0 * d + 2.0 * f) + 4.0 * d * d + 2.0 * d * f);
+            (flops, bytes)
+        };
+        let encoder = |b: usize, n: usize| {
+            let m = (b * n) as f64;
+            let (mut fl, mut by) = (2.0 * m * k * d, 4.0 * (m * k * 2.0 + m * d * 2.0 + k * d));
+            for _ in &self.encoder {
+                let (x, y) = block(b, n);
+                fl += x;
+                by += y;
+            }
+            (fl, by)
+        };
+        let (nc, ns) = (hp * wp, hps * wps);
+        let mut v = Vec::new();
+        for (name, (flops, bytes)) in [("content encoder", encoder(b, nc)), ("style encoder", encoder(bs, ns))] {
+            v.push(LayerCost { name, flops, bytes });
+        }
+        let (mc, ms) = ((b * nc) as f64, (bs * ns) as f64);
+        v.push(LayerCost { name: "adain", flops: 0.0, bytes: 4.0 * d * (2.0 * mc + ms) });
+        let (mut fl, mut by) = (0.0, 0.0);
+        for _ in &self.decoder {
+            let (x, y) = block(b, nc);
+            fl += x;
+            by += y;
+        }
+        v.push(LayerCost { name: "decoder", flops: fl, bytes: by });
+        let px = (b * content[2] * content[3]) as f64;
+        v.push(LayerCost {
+            name: "to_pixels+tail",
+            flops: 2.0 * mc * d * k + 2.0 * px * 3.0 * 27.0 + 2.0 * px * 9.0,
+            bytes: 4.0 * (mc * d + 2.0 * mc * k + 2.0 * px * 3.0 * 3.0 + d * k),
+        });
+        Ok(v)
+    }
+
     fn output(&self) -> Result<&DeviceTensor> {
         match &self.bufs {
             Some(b) => Ok(&b.out),
@@ -249,13 +316,13 @@ impl<'g> GpuStyleVit<'g> {
                     if let Some(b) = self.bufs.as_mut() {
                         b.graph = None;
                     }
-                    self.queue(inputs, alpha)?;
+                    self.queue(inputs, alpha, &mut |_| Ok(()))?;
                     self.graph_error = Some(e.to_string());
                     return Ok(());
                 }
             }
         }
-        self.queue(inputs, alpha)
+        self.queue(inputs, alpha, &mut |_| Ok(()))
     }
 
     fn run_graph(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
@@ -274,8 +341,8 @@ impl<'g> GpuStyleVit<'g> {
             // First pass for these shapes and alpha: launch directly (this call's result; it also loads
             // every kernel and sets launch attributes outside any capture), then capture the same
             // launches for the following calls.
-            self.queue(None, alpha)?;
-            let g = CudaGraph::capture(gpu, || self.queue(None, alpha))?;
+            self.queue(None, alpha, &mut |_| Ok(()))?;
+            let g = CudaGraph::capture(gpu, || self.queue(None, alpha, &mut |_| Ok(())))?;
             if let Some(b) = self.bufs.as_mut() {
                 b.graph = Some((g, alpha.to_bits()));
             }
@@ -291,7 +358,7 @@ impl<'g> GpuStyleVit<'g> {
     }
 
     /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`).
-    fn queue(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+    fn queue(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         let gpu = self.gpu;
         let cfg = self.cfg;
         let p = cfg.patch_size;
@@ -305,23 +372,26 @@ impl<'g> GpuStyleVit<'g> {
             None => (cin, sin),
         };
         let (_, hp, wp) = patch_grid(&content.shape, p)?;
-        for (img, seq) in [(content, &mut *cseq), (style, &mut *sseq)] {
+        for (img, seq, name) in [(content, &mut *cseq, "content encoder"), (style, &mut *sseq, "style encoder")] {
             patch_embed(gpu, img, &self.patch_w, &self.patch_b, Some(&seq.pos), p, &mut seq.cols, &mut seq.x)?;
             for w in &self.encoder {
                 seq.block(gpu, w, heads)?;
             }
+            mark(name)?;
         }
         let c = cseq;
         crate::ops::adain::adain(gpu, &c.x, &sseq.x, alpha, &mut c.x2)?;
         std::mem::swap(&mut c.x, &mut c.x2);
+        mark("adain")?;
         for w in &self.decoder {
             c.block(gpu, w, heads)?;
         }
+        mark("decoder")?;
         linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), pix)?;
         unpatch(gpu, pix, hp, wp, p, img)?;
         crate::ops::conv2d::conv2d(gpu, img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, img2)?;
         relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
-        Ok(())
+        mark("to_pixels+tail")
     }
 
     /// Host tensors in, host tensor out (uploads, runs, synchronises, downloads).
