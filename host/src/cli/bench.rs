@@ -70,7 +70,8 @@ pub struct BenchArgs {
     /// Time direct kernel launches instead of replaying a captured CUDA graph (the default).
     #[arg(long)]
     pub no_graph: bool,
-    /// Also time each layer group of TransformerNet (CUDA events between groups, direct launches):
+    /// Also time each layer group (TransformerNet: conv+norm pairs and residual blocks; StyleViT: encoders,
+    /// AdaIN, decoder, tail) with CUDA events between groups, direct launches:
     /// median ms, achieved TFLOP/s and GB/s (estimated counts), share of the summed time.
     #[arg(long)]
     pub layers: bool,
@@ -188,6 +189,9 @@ fn graph_used(asked: bool, error: Option<&str>, what: &str) -> bool {
     asked && error.is_none()
 }
 
+/// The callback a marked forward pass calls after each layer group.
+type Mark<'a> = &'a mut dyn FnMut(&'static str) -> styleforge::Result<()>;
+
 /// One layer group's timing.
 struct LayerRow {
     name: &'static str,
@@ -201,9 +205,9 @@ impl LayerRow {
     fn line(&self) -> String {
         format!("  {:<14} {:>10.4} {:>9.2} {:>9.1} {:>7.1}%", self.name, self.ms, self.tflops, self.gbps, 100.0 * self.share)
     }
-    fn json(&self, size: usize, batch: usize) -> String {
+    fn json(&self, model: &str, size: usize, batch: usize) -> String {
         serde_json::json!({
-            "model": "transformer_net", "size": size, "batch": batch, "layer": self.name, "median_ms": self.ms,
+            "model": model, "size": size, "batch": batch, "layer": self.name, "median_ms": self.ms,
             "tflops": self.tflops, "gbps": self.gbps, "share": self.share,
         })
         .to_string()
@@ -231,14 +235,13 @@ fn layer_rows(costs: &[LayerCost], ms: &[f64]) -> Vec<LayerRow> {
 }
 
 impl Bench<'_> {
-    /// Per-layer-group timings of TransformerNet on `x`: events recorded between groups (direct launches),
-    /// median over `iters` passes after `warmup` passes.
-    fn tnet_layers(&self, gnet: &mut GpuTransformerNet, x: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+    /// Per-layer-group timings: `pass(mark)` queues one marked forward pass (direct launches); events
+    /// are recorded at each mark; median over `iters` passes after `warmup` passes.
+    fn time_layers(&self, costs: &[LayerCost], pass: &mut dyn FnMut(Mark) -> styleforge::Result<()>) -> Result<Vec<LayerRow>, String> {
         let cuda = |what: &str, e: cust::error::CudaError| format!("{what}: {e}");
-        let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
         let gpu = self.gpu;
         for _ in 0..self.args.warmup {
-            gnet.forward_device_marked(x, &mut |_| Ok(())).map_err(|e| e.to_string())?;
+            pass(&mut |_| Ok(())).map_err(|e| e.to_string())?;
         }
         gpu.synchronize().map_err(|e| e.to_string())?;
         let mut events = Vec::with_capacity(costs.len() + 1);
@@ -249,7 +252,7 @@ impl Bench<'_> {
         for _ in 0..self.args.iters {
             events[0].record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
             let mut i = 0usize;
-            gnet.forward_device_marked(x, &mut |name| {
+            pass(&mut |name| {
                 i += 1;
                 let ev = events.get(i).filter(|_| costs.get(i - 1).is_some_and(|c| c.name == name)).ok_or_else(|| {
                     styleforge::Error::Other(format!("layer group `{name}` (#{i}) does not match the cost table"))
@@ -266,16 +269,26 @@ impl Bench<'_> {
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median_min(t).0).collect();
-        Ok(layer_rows(&costs, &medians))
+        Ok(layer_rows(costs, &medians))
     }
 
-    fn print_layers(&self, size: usize, batch: usize, rows: &[LayerRow]) {
+    fn tnet_layers(&self, gnet: &mut GpuTransformerNet, x: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+        let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
+        self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, mark).map(|_| ()))
+    }
+
+    fn vit_layers(&self, gnet: &mut GpuStyleVit, x: &DeviceTensor, style: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+        let costs = gnet.layer_costs(&x.shape, &style.shape).map_err(|e| e.to_string())?;
+        self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, style, 1.0, mark).map(|_| ()))
+    }
+
+    fn print_layers(&self, model: &str, size: usize, batch: usize, rows: &[LayerRow]) {
         if self.args.json {
             for r in rows {
-                println!("{}", r.json(size, batch));
+                println!("{}", r.json(model, size, batch));
             }
         } else {
-            println!("  per layer group, transformer_net {size}x{size} batch {batch} (direct launches, median):");
+            println!("  per layer group, {model} {size}x{size} batch {batch} (direct launches, median):");
             println!("  {:<14} {:>10} {:>9} {:>9} {:>8}", "layer", "ms", "TFLOP/s", "GB/s", "share");
             for r in rows {
                 println!("{}", r.line());
@@ -334,7 +347,7 @@ impl Bench<'_> {
                 });
                 self.emit(r, what);
                 if let Some((s, b, rows)) = self.pending_layers.take() {
-                    self.print_layers(s, b, &rows);
+                    self.print_layers("transformer_net", s, b, &rows);
                 }
             }
         }
@@ -378,9 +391,20 @@ impl Bench<'_> {
                     })?;
                     let tokens = Some((s / p) * (s / p));
                     let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                    Ok(Row { model: "style_vit", variant, size: s, batch: b, tokens, median_ms, min_ms, graph })
+                    let row = Row { model: "style_vit", variant, size: s, batch: b, tokens, median_ms, min_ms, graph };
+                    let layers = if self.args.layers { Some(self.vit_layers(&mut gnet, &x, &style)?) } else { None };
+                    Ok((row, layers))
                 })();
+                let r = r.map(|(row, layers)| {
+                    if let Some(l) = layers {
+                        self.pending_layers = Some((s, b, l));
+                    }
+                    row
+                });
                 self.emit(r, what);
+                if let Some((s, b, rows)) = self.pending_layers.take() {
+                    self.print_layers(&label, s, b, &rows);
+                }
             }
         }
     }
@@ -419,9 +443,6 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
         a.iters,
         if a.no_graph { "direct launches" } else { "CUDA graph replay" }
     );
-    if a.layers && !model_list(&a.model).contains(&BenchModel::TransformerNet) {
-        eprintln!("note: --layers times TransformerNet only");
-    }
     let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0, pending_layers: None };
     if !a.json {
         println!("{}", header());
@@ -477,7 +498,7 @@ mod tests {
         assert!((rows[0].share - 0.25).abs() < 1e-12);
         assert!((rows[1].share - 0.75).abs() < 1e-12);
         assert_eq!(rows[1].tflops, 0.0);
-        let v: serde_json::Value = serde_json::from_str(&rows[1].json(256, 1)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&rows[1].json("transformer_net", 256, 1)).unwrap();
         assert_eq!(v["layer"], "b");
         assert_eq!(v["size"], 256);
     }
