@@ -7,6 +7,7 @@ use cust::event::{Event, EventFlags};
 use models::{StyleVit, StyleVitConfig, TransformerNet};
 use rand::{Rng, SeedableRng};
 
+use styleforge::nets::transformer_net::LayerCost;
 use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
 use styleforge::{DeviceTensor, Gpu, Layout};
 
@@ -66,6 +67,14 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Time direct kernel launches instead of replaying a captured CUDA graph (the default).
+    #[arg(long)]
+    pub no_graph: bool,
+    /// Also time each layer group (TransformerNet: conv+norm pairs and residual blocks; StyleViT: encoders,
+    /// AdaIN, decoder, tail) with CUDA events between groups, direct launches:
+    /// median ms, achieved TFLOP/s and GB/s (estimated counts), share of the summed time.
+    #[arg(long)]
+    pub layers: bool,
 }
 
 /// One timed configuration.
@@ -77,6 +86,8 @@ struct Row {
     tokens: Option<usize>,
     median_ms: f64,
     min_ms: f64,
+    /// Whether the timed passes replayed a CUDA graph.
+    graph: bool,
 }
 
 fn header() -> String {
@@ -113,6 +124,7 @@ impl Row {
             "median_ms": self.median_ms,
             "min_ms": self.min_ms,
             "images_per_s": self.images_per_s(),
+            "graph": self.graph,
         })
         .to_string()
     }
@@ -165,9 +177,128 @@ struct Bench<'a> {
     args: &'a BenchArgs,
     rng: rand::rngs::StdRng,
     failures: usize,
+    /// Per-layer rows of the configuration just timed, printed after its summary row.
+    pending_layers: Option<(usize, usize, Vec<LayerRow>)>,
+}
+
+/// Whether a net's timed passes replayed a graph; warns (once per configuration) when capture failed.
+fn graph_used(asked: bool, error: Option<&str>, what: &str) -> bool {
+    if let (true, Some(e)) = (asked, error) {
+        eprintln!("warning: {what}: CUDA graph capture failed, timed direct launches instead: {e}");
+    }
+    asked && error.is_none()
+}
+
+/// The callback a marked forward pass calls after each layer group.
+type Mark<'a> = &'a mut dyn FnMut(&'static str) -> styleforge::Result<()>;
+
+/// One layer group's timing.
+struct LayerRow {
+    name: &'static str,
+    ms: f64,
+    tflops: f64,
+    gbps: f64,
+    share: f64,
+}
+
+impl LayerRow {
+    fn line(&self) -> String {
+        format!("  {:<14} {:>10.4} {:>9.2} {:>9.1} {:>7.1}%", self.name, self.ms, self.tflops, self.gbps, 100.0 * self.share)
+    }
+    fn json(&self, model: &str, size: usize, batch: usize) -> String {
+        serde_json::json!({
+            "model": model, "size": size, "batch": batch, "layer": self.name, "median_ms": self.ms,
+            "tflops": self.tflops, "gbps": self.gbps, "share": self.share,
+        })
+        .to_string()
+    }
+}
+
+/// Combines per-layer median times (ms) with the cost estimates: rates and shares of the summed time.
+fn layer_rows(costs: &[LayerCost], ms: &[f64]) -> Vec<LayerRow> {
+    let total: f64 = ms.iter().sum();
+    costs
+        .iter()
+        .zip(ms)
+        .map(|(c, &t)| {
+            let secs = t / 1000.0;
+            let rate = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+            LayerRow {
+                name: c.name,
+                ms: t,
+                tflops: rate(c.flops) / 1e12,
+                gbps: rate(c.bytes) / 1e9,
+                share: if total > 0.0 { t / total } else { 0.0 },
+            }
+        })
+        .collect()
 }
 
 impl Bench<'_> {
+    /// Per-layer-group timings: `pass(mark)` queues one marked forward pass (direct launches); events
+    /// are recorded at each mark; median over `iters` passes after `warmup` passes.
+    fn time_layers(&self, costs: &[LayerCost], pass: &mut dyn FnMut(Mark) -> styleforge::Result<()>) -> Result<Vec<LayerRow>, String> {
+        let cuda = |what: &str, e: cust::error::CudaError| format!("{what}: {e}");
+        let gpu = self.gpu;
+        for _ in 0..self.args.warmup {
+            pass(&mut |_| Ok(())).map_err(|e| e.to_string())?;
+        }
+        gpu.synchronize().map_err(|e| e.to_string())?;
+        let mut events = Vec::with_capacity(costs.len() + 1);
+        for _ in 0..=costs.len() {
+            events.push(Event::new(EventFlags::DEFAULT).map_err(|e| cuda("creating an event", e))?);
+        }
+        let mut times: Vec<Vec<f32>> = vec![Vec::with_capacity(self.args.iters); costs.len()];
+        for _ in 0..self.args.iters {
+            events[0].record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
+            let mut i = 0usize;
+            pass(&mut |name| {
+                i += 1;
+                let ev = events.get(i).filter(|_| costs.get(i - 1).is_some_and(|c| c.name == name)).ok_or_else(|| {
+                    styleforge::Error::Other(format!("layer group `{name}` (#{i}) does not match the cost table"))
+                })?;
+                ev.record(gpu.stream()).map_err(|source| styleforge::Error::Cuda { what: "recording an event".into(), source })
+            })
+            .map_err(|e| e.to_string())?;
+            if i != costs.len() {
+                return Err(format!("{i} layer groups marked, {} expected", costs.len()));
+            }
+            events[i].synchronize().map_err(|e| cuda("waiting for the forward pass (a kernel may have faulted)", e))?;
+            for (k, t) in times.iter_mut().enumerate() {
+                t.push(events[k + 1].elapsed_time_f32(&events[k]).map_err(|e| cuda("reading the event timer", e))?);
+            }
+        }
+        let medians: Vec<f64> = times.iter_mut().map(|t| median_min(t).0).collect();
+        Ok(layer_rows(costs, &medians))
+    }
+
+    fn tnet_layers(&self, gnet: &mut GpuTransformerNet, x: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+        let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
+        self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, mark).map(|_| ()))
+    }
+
+    fn vit_layers(&self, gnet: &mut GpuStyleVit, x: &DeviceTensor, style: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+        let costs = gnet.layer_costs(&x.shape, &style.shape).map_err(|e| e.to_string())?;
+        self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, style, 1.0, mark).map(|_| ()))
+    }
+
+    fn print_layers(&self, model: &str, size: usize, batch: usize, rows: &[LayerRow]) {
+        if self.args.json {
+            for r in rows {
+                println!("{}", r.json(model, size, batch));
+            }
+        } else {
+            println!("  per layer group, {model} {size}x{size} batch {batch} (direct launches, median):");
+            println!("  {:<14} {:>10} {:>9} {:>9} {:>8}", "layer", "ms", "TFLOP/s", "GB/s", "share");
+            for r in rows {
+                println!("{}", r.line());
+            }
+            let total: f64 = rows.iter().map(|r| r.ms).sum();
+            println!("  {:<14} {:>10.4}", "sum", total);
+        }
+        let _ = std::io::stdout().flush();
+    }
+
     fn emit(&mut self, r: Result<Row, String>, what: String) {
         match r {
             Ok(row) => println!("{}", if self.args.json { row.json() } else { row.line() }),
@@ -193,6 +324,7 @@ impl Bench<'_> {
             Ok(n) => n,
             Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), "transformer_net".into()),
         };
+        gnet.set_use_graph(!self.args.no_graph);
         for &b in &self.args.batch {
             for &s in &self.args.sizes {
                 let what = format!("transformer_net {s}x{s} batch {b}");
@@ -202,9 +334,21 @@ impl Bench<'_> {
                     let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
                         gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
                     })?;
-                    Ok(Row { model: "transformer_net", variant: "-", size: s, batch: b, tokens: None, median_ms, min_ms })
+                    let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
+                    let row = Row { model: "transformer_net", variant: "-", size: s, batch: b, tokens: None, median_ms, min_ms, graph };
+                    let layers = if self.args.layers { Some(self.tnet_layers(&mut gnet, &x)?) } else { None };
+                    Ok((row, layers))
                 })();
+                let r = r.map(|(row, layers)| {
+                    if let Some(l) = layers {
+                        self.pending_layers = Some((s, b, l));
+                    }
+                    row
+                });
                 self.emit(r, what);
+                if let Some((s, b, rows)) = self.pending_layers.take() {
+                    self.print_layers("transformer_net", s, b, &rows);
+                }
             }
         }
     }
@@ -228,6 +372,7 @@ impl Bench<'_> {
             Ok(n) => n,
             Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), label),
         };
+        gnet.set_use_graph(!self.args.no_graph);
         let style = match random_device(&mut self.rng, &[1, 3, ss, ss], 1.0) {
             Ok(s) => s,
             Err(e) => return self.emit(Err(e), label),
@@ -245,9 +390,21 @@ impl Bench<'_> {
                         gnet.forward_device(&x, &style, 1.0).map(|_| ()).map_err(|e| e.to_string())
                     })?;
                     let tokens = Some((s / p) * (s / p));
-                    Ok(Row { model: "style_vit", variant, size: s, batch: b, tokens, median_ms, min_ms })
+                    let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
+                    let row = Row { model: "style_vit", variant, size: s, batch: b, tokens, median_ms, min_ms, graph };
+                    let layers = if self.args.layers { Some(self.vit_layers(&mut gnet, &x, &style)?) } else { None };
+                    Ok((row, layers))
                 })();
+                let r = r.map(|(row, layers)| {
+                    if let Some(l) = layers {
+                        self.pending_layers = Some((s, b, l));
+                    }
+                    row
+                });
                 self.emit(r, what);
+                if let Some((s, b, rows)) = self.pending_layers.take() {
+                    self.print_layers(&label, s, b, &rows);
+                }
             }
         }
     }
@@ -279,8 +436,14 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
         return Err(Failure::setup("--patch and --style-size must be positive"));
     }
     let gpu = open_gpu(ptx).map_err(|m| Failure::setup(format!("bench needs a GPU: {m}")))?;
-    eprintln!("GPU: {}; {} warm-up + {} timed runs per configuration (CUDA events)", gpu.name, a.warmup, a.iters);
-    let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0 };
+    eprintln!(
+        "GPU: {}; {} warm-up + {} timed runs per configuration (CUDA events, {})",
+        gpu.name,
+        a.warmup,
+        a.iters,
+        if a.no_graph { "direct launches" } else { "CUDA graph replay" }
+    );
+    let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0, pending_layers: None };
     if !a.json {
         println!("{}", header());
     }
@@ -313,10 +476,30 @@ mod tests {
 
     #[test]
     fn row_json_has_fields() {
-        let r = Row { model: "style_vit", variant: "nano", size: 256, batch: 2, tokens: Some(64), median_ms: 4.0, min_ms: 3.5 };
+        let r = Row { model: "style_vit", variant: "nano", size: 256, batch: 2, tokens: Some(64), median_ms: 4.0, min_ms: 3.5, graph: true };
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["images_per_s"], 500.0);
         assert_eq!(v["tokens"], 64);
         assert_eq!(v["variant"], "nano");
+        assert_eq!(v["graph"], true);
+    }
+
+    #[test]
+    fn layer_rows_rates_and_shares() {
+        let costs = [
+            LayerCost { name: "a", flops: 2e9, bytes: 1e9 },
+            LayerCost { name: "b", flops: 0.0, bytes: 3e9 },
+        ];
+        let rows = layer_rows(&costs, &[2.0, 6.0]);
+        assert_eq!(rows.len(), 2);
+        // 2e9 FLOP in 2 ms = 1 TFLOP/s; 1e9 B in 2 ms = 500 GB/s; 2 of 8 ms = 25 %.
+        assert!((rows[0].tflops - 1.0).abs() < 1e-12);
+        assert!((rows[0].gbps - 500.0).abs() < 1e-9);
+        assert!((rows[0].share - 0.25).abs() < 1e-12);
+        assert!((rows[1].share - 0.75).abs() < 1e-12);
+        assert_eq!(rows[1].tflops, 0.0);
+        let v: serde_json::Value = serde_json::from_str(&rows[1].json("transformer_net", 256, 1)).unwrap();
+        assert_eq!(v["layer"], "b");
+        assert_eq!(v["size"], 256);
     }
 }

@@ -1,7 +1,9 @@
 //! CUDA runtime through cust: one context, one stream, the PTX module.
+mod graph;
 mod ptx;
 mod tensor;
 
+pub use graph::CudaGraph;
 pub use ptx::find_ptx;
 pub use tensor::{DType, DeviceTensor, Layout};
 

@@ -7,11 +7,17 @@
 //! the sinusoidal table (uploaded once per token count); AdaIN fuses the alpha blend; then the decoder,
 //! `to_pixels`, unpatch, the 3x3 conv (zero padding) and a fused ReLU + 1x1 conv. Everything is queued on
 //! the GPU's one stream; buffers are allocated once per (content, style) shape.
+//!
+//! By default the whole pass is captured into a CUDA graph once per (content shape, style shape, alpha)
+//! (on the first call with them, which itself launches directly) and replayed from the next call on; the inputs are first copied (on the stream) into the net's own input buffers so the
+//! graph's addresses stay fixed. If capturing fails the net falls back to direct launches and remembers
+//! why ([`GpuStyleVit::graph_error`]).
 use models::ops::Padding;
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
-use crate::gpu::{DeviceTensor, Gpu, Layout};
+use crate::gpu::{CudaGraph, DeviceTensor, Gpu, Layout};
+use crate::nets::transformer_net::LayerCost;
 use crate::ops::attention::{attention_qkv, HEAD_DIMS};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, linear_gelu};
@@ -94,7 +100,12 @@ impl Seq {
 
 /// Buffers for one (content shape, style shape).
 struct Bufs {
+    /// The captured forward pass (declared first: dropped before the buffers it uses) and its alpha bits.
+    graph: Option<(CudaGraph, u32)>,
     key: (Vec<usize>, Vec<usize>),
+    /// Fixed-address inputs (staging for `forward`, the graph's inputs).
+    cin: DeviceTensor,
+    sin: DeviceTensor,
     content: Seq,
     style: Seq,
     pix: DeviceTensor,
@@ -119,6 +130,9 @@ pub struct GpuStyleVit<'g> {
     final2_w: DeviceTensor,
     final2_b: DeviceTensor,
     bufs: Option<Bufs>,
+    use_graph: bool,
+    /// Why graph capture failed (graphs are then no longer tried).
+    graph_error: Option<String>,
 }
 
 impl<'g> GpuStyleVit<'g> {
@@ -148,6 +162,8 @@ impl<'g> GpuStyleVit<'g> {
             final2_w: upload(&net.final2_w, Layout::Nchw)?,
             final2_b: mat(&net.final2_b)?,
             bufs: None,
+            use_graph: true,
+            graph_error: None,
         })
     }
 
@@ -164,6 +180,9 @@ impl<'g> GpuStyleVit<'g> {
         ensure(bs == b || bs == 1, OP, || format!("style batch {bs} must be 1 or the content batch {b}"))?;
         let e = |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::Nchw);
         self.bufs = Some(Bufs {
+            graph: None,
+            cin: e(content)?,
+            sin: e(style)?,
             content: Seq::new(&self.cfg, b, hp * wp)?,
             style: Seq::new(&self.cfg, bs, hps * wps)?,
             pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], crate::gpu::DType::F32, Layout::RowMajor)?,
@@ -175,47 +194,224 @@ impl<'g> GpuStyleVit<'g> {
         Ok(())
     }
 
+    /// Replays the forward pass from a CUDA graph when on (the default), or launches directly when off.
+    /// Turning it off drops the captured graph.
+    pub fn set_use_graph(&mut self, on: bool) {
+        self.use_graph = on;
+        if !on {
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = None;
+            }
+        }
+    }
+
+    /// Whether graph replay is asked for (see also [`Self::graph_error`]).
+    pub fn use_graph(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Why graph capture failed, if it did (the net then launches directly).
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+
+    /// Node count of the graph captured for the current shapes, if there is one.
+    pub fn graph_nodes(&self) -> Option<usize> {
+        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(|(g, _)| g.node_count())
+    }
+
     /// Queues the forward pass on the stream with no host sync; content [B, 3, H, W], style [B or 1, 3, Hs, Ws]
     /// (multiples of the patch size). Returns the output buffer [B, 3, H, W].
     pub fn forward_device(&mut self, content: &DeviceTensor, style: &DeviceTensor, alpha: f32) -> Result<&DeviceTensor> {
         ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        ensure(content.dtype == crate::gpu::DType::F32 && style.dtype == crate::gpu::DType::F32, OP, || {
+            format!("inputs must be f32, got {:?} and {:?}", content.dtype, style.dtype)
+        })?;
         self.ensure_bufs(&content.shape, &style.shape)?;
+        self.run(Some((content, style)), alpha)?;
+        self.output()
+    }
+
+    /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each stage
+    /// is queued (names: content encoder, style encoder, adain, decoder, to_pixels+tail).
+    pub fn forward_device_marked(
+        &mut self,
+        content: &DeviceTensor,
+        style: &DeviceTensor,
+        alpha: f32,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<&DeviceTensor> {
+        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        self.ensure_bufs(&content.shape, &style.shape)?;
+        self.queue(Some((content, style)), alpha, mark)?;
+        self.output()
+    }
+
+    /// Estimated FLOPs (linears and attention) and bytes (activations written and read, weights read
+    /// once) of each stage of [`Self::forward_device_marked`] for these input shapes.
+    pub fn layer_costs(&self, content: &[usize], style: &[usize]) -> Result<Vec<LayerCost>> {
+        let cfg = self.cfg;
+        let (p, d, f) = (cfg.patch_size as f64, cfg.embed_dim as f64, cfg.ffn_dim as f64);
+        let (b, hp, wp) = patch_grid(content, cfg.patch_size)?;
+        let (bs, hps, wps) = patch_grid(style, cfg.patch_size)?;
+        let k = 3.0 * p * p;
+        // One post-norm block on b sequences of n tokens.
+        let block = |b: usize, n: usize| {
+            let (bf, nf) = (b as f64, n as f64);
+            let m = bf * nf;
+            let flops = 2.0 * m * d * (3.0 * d + d + 2.0 * f) + 4.0 * bf * nf * nf * d;
+            // qkv (r D, w 3D), attention (r 3D, w D), out (r D, w D), LN (r 2D, w D), fc1 (r D, w F),
+            // fc2 (r F, w D), LN (r 2D, w D); weights 4D² + 2DF.
+            let bytes = 4.0 * (m * (18.0 * d + 2.0 * f) + 4.0 * d * d + 2.0 * d * f);
+            (flops, bytes)
+        };
+        let encoder = |b: usize, n: usize| {
+            let m = (b * n) as f64;
+            let (mut fl, mut by) = (2.0 * m * k * d, 4.0 * (m * k * 2.0 + m * d * 2.0 + k * d));
+            for _ in &self.encoder {
+                let (x, y) = block(b, n);
+                fl += x;
+                by += y;
+            }
+            (fl, by)
+        };
+        let (nc, ns) = (hp * wp, hps * wps);
+        let mut v = Vec::new();
+        for (name, (flops, bytes)) in [("content encoder", encoder(b, nc)), ("style encoder", encoder(bs, ns))] {
+            v.push(LayerCost { name, flops, bytes });
+        }
+        let (mc, ms) = ((b * nc) as f64, (bs * ns) as f64);
+        v.push(LayerCost { name: "adain", flops: 0.0, bytes: 4.0 * d * (2.0 * mc + ms) });
+        let (mut fl, mut by) = (0.0, 0.0);
+        for _ in &self.decoder {
+            let (x, y) = block(b, nc);
+            fl += x;
+            by += y;
+        }
+        v.push(LayerCost { name: "decoder", flops: fl, bytes: by });
+        let px = (b * content[2] * content[3]) as f64;
+        v.push(LayerCost {
+            name: "to_pixels+tail",
+            flops: 2.0 * mc * d * k + 2.0 * px * 3.0 * 27.0 + 2.0 * px * 9.0,
+            bytes: 4.0 * (mc * d + 2.0 * mc * k + 2.0 * px * 3.0 * 3.0 + d * k),
+        });
+        Ok(v)
+    }
+
+    fn output(&self) -> Result<&DeviceTensor> {
+        match &self.bufs {
+            Some(b) => Ok(&b.out),
+            None => Err(Error::Other("GpuStyleVit: no output buffer".into())),
+        }
+    }
+
+    /// Runs the pass on buffers already sized for the inputs (`None`: the staged inputs). Through the graph
+    /// when enabled; on a capture failure, directly (remembering the failure when the direct launches then
+    /// work, so a data error is not mistaken for a graph problem).
+    fn run(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+        if self.use_graph && self.graph_error.is_none() {
+            match self.run_graph(inputs, alpha) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(b) = self.bufs.as_mut() {
+                        b.graph = None;
+                    }
+                    self.queue(inputs, alpha, &mut |_| Ok(()))?;
+                    self.graph_error = Some(e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        self.queue(inputs, alpha, &mut |_| Ok(()))
+    }
+
+    fn run_graph(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+        let gpu = self.gpu;
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+        };
+        if let Some((c, s)) = inputs {
+            // Ordered on the stream before the replay; no-ops when the inputs are the staging buffers.
+            gpu.copy_device_async(c, &mut b.cin)?;
+            gpu.copy_device_async(s, &mut b.sin)?;
+        }
+        // alpha is a kernel argument baked into the graph: a different alpha needs a new capture.
+        if b.graph.as_ref().is_none_or(|(_, a)| *a != alpha.to_bits()) {
+            b.graph = None;
+            // First pass for these shapes and alpha: launch directly (this call's result; it also loads
+            // every kernel and sets launch attributes outside any capture), then capture the same
+            // launches for the following calls.
+            self.queue(None, alpha, &mut |_| Ok(()))?;
+            let g = CudaGraph::capture(gpu, || self.queue(None, alpha, &mut |_| Ok(())))?;
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = Some((g, alpha.to_bits()));
+            }
+            return Ok(());
+        }
+        match self.bufs.as_ref().and_then(|b| b.graph.as_ref()) {
+            // SAFETY: the graph lives in the same `Bufs` as every activation and input buffer it was
+            // captured with (dropped together, the graph first); the weights are owned by `self`; `gpu`
+            // is the GPU the capture used.
+            Some((g, _)) => unsafe { g.launch(gpu) },
+            None => Err(Error::Other("GpuStyleVit: graph missing after capture".into())),
+        }
+    }
+
+    /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`).
+    fn queue(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         let gpu = self.gpu;
         let cfg = self.cfg;
         let p = cfg.patch_size;
         let heads = cfg.num_heads;
-        let (_, hp, wp) = patch_grid(&content.shape, p)?;
         let Some(bufs) = self.bufs.as_mut() else {
             return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
         };
-        for (img, seq) in [(content, &mut bufs.content), (style, &mut bufs.style)] {
+        let Bufs { cin, sin, content: cseq, style: sseq, pix, img, img2, out, .. } = bufs;
+        let (content, style): (&DeviceTensor, &DeviceTensor) = match inputs {
+            Some(io) => io,
+            None => (cin, sin),
+        };
+        let (_, hp, wp) = patch_grid(&content.shape, p)?;
+        for (img, seq, name) in [(content, &mut *cseq, "content encoder"), (style, &mut *sseq, "style encoder")] {
             patch_embed(gpu, img, &self.patch_w, &self.patch_b, Some(&seq.pos), p, &mut seq.cols, &mut seq.x)?;
             for w in &self.encoder {
                 seq.block(gpu, w, heads)?;
             }
+            mark(name)?;
         }
-        let c = &mut bufs.content;
-        crate::ops::adain::adain(gpu, &c.x, &bufs.style.x, alpha, &mut c.x2)?;
+        let c = cseq;
+        crate::ops::adain::adain(gpu, &c.x, &sseq.x, alpha, &mut c.x2)?;
         std::mem::swap(&mut c.x, &mut c.x2);
+        mark("adain")?;
         for w in &self.decoder {
             c.block(gpu, w, heads)?;
         }
-        linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), &mut bufs.pix)?;
-        unpatch(gpu, &bufs.pix, hp, wp, p, &mut bufs.img)?;
-        crate::ops::conv2d::conv2d(gpu, &bufs.img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, &mut bufs.img2)?;
-        relu_conv1x1(gpu, &bufs.img2, &self.final2_w, &self.final2_b, &mut bufs.out)?;
-        Ok(&bufs.out)
+        mark("decoder")?;
+        linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), pix)?;
+        unpatch(gpu, pix, hp, wp, p, img)?;
+        crate::ops::conv2d::conv2d(gpu, img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, img2)?;
+        relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
+        mark("to_pixels+tail")
     }
 
     /// Host tensors in, host tensor out (uploads, runs, synchronises, downloads).
     pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
-        let c = DeviceTensor::from_host(content)?;
-        let s = DeviceTensor::from_host(style)?;
-        self.forward_device(&c, &s, alpha)?;
-        self.gpu.synchronize()?;
-        match &self.bufs {
-            Some(b) => b.out.to_host(),
-            None => Err(Error::Other("GpuStyleVit: no output buffer".into())),
+        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        self.ensure_bufs(&content.shape, &style.shape)?;
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+        };
+        // Blocking copies on the legacy stream: they wait for earlier work on our (blocking) stream, and
+        // our stream's later work waits for them.
+        b.cin.copy_from_f32(&content.data)?;
+        b.sin.copy_from_f32(&style.data)?;
+        cust::context::CurrentContext::synchronize()
+            .map_err(|source| Error::Cuda { what: "waiting for host-to-device copies".into(), source })?;
+        if let Err(e) = self.run(None, alpha) {
+            let _ = self.gpu.synchronize();
+            return Err(e);
         }
+        self.gpu.synchronize()?;
+        self.output()?.to_host()
     }
 }

@@ -4,12 +4,18 @@
 //! convolution and the InstanceNorm kernels; the residual blocks normalise their second conv in place and
 //! add the block input in the same kernel. Every launch goes to the GPU's one stream; activation buffers
 //! are allocated once per input shape and reused.
+//!
+//! By default the whole pass is captured once per input shape into a CUDA graph (on the first call at
+//! that shape, which itself launches directly) and replayed from the second call on (one driver call
+//! instead of ~60 launches): the input is first copied (on the stream) into the net's own input
+//! buffer, so every address the graph bakes in stays fixed. If capturing fails the net falls back to
+//! direct launches and remembers why ([`GpuTransformerNet::graph_error`]).
 use models::ops::Padding;
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
 
 use crate::error::{ensure, CudaContext, Result};
-use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d::{conv2d, conv2d_output_size};
 use crate::ops::instance_norm::{instance_norm_inplace, instance_norm_stats_len};
 
@@ -72,9 +78,11 @@ struct GpuResBlock {
 
 /// Activation buffers for one input shape.
 struct Buffers {
+    /// The captured forward pass for this shape (declared first: dropped before the buffers it uses).
+    graph: Option<CudaGraph>,
     input_shape: Vec<usize>,
-    /// Host-to-device staging for [`GpuTransformerNet::forward`].
-    input: Option<DeviceTensor>,
+    /// Fixed-address input: host-to-device staging for [`GpuTransformerNet::forward`] and the graph's input.
+    input: DeviceTensor,
     a1: DeviceTensor,
     a2: DeviceTensor,
     /// The residual trunk's running value and two temporaries (swapped between blocks).
@@ -104,6 +112,26 @@ pub struct GpuTransformerNet<'g> {
     in5: GpuNorm,
     deconv3: GpuConv,
     bufs: Option<Buffers>,
+    use_graph: bool,
+    /// Why graph capture failed (graphs are then no longer tried).
+    graph_error: Option<String>,
+}
+
+/// Estimated cost of one layer group (see [`GpuTransformerNet::layer_costs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerCost {
+    pub name: &'static str,
+    /// Convolution FLOPs, 2·N·P·Q·K·C·R·S (InstanceNorm's few FLOPs per element are not counted).
+    pub flops: f64,
+    /// Bytes moved: activations read and written, weights read once (no cache reuse assumed).
+    pub bytes: f64,
+}
+
+/// Names of the layer groups, in order, as passed to the `mark` callback of
+/// [`GpuTransformerNet::forward_device_marked`].
+const RES_NAMES: [&str; 5] = ["res1", "res2", "res3", "res4", "res5"];
+fn res_name(i: usize) -> &'static str {
+    RES_NAMES.get(i).copied().unwrap_or("res")
 }
 
 /// Waits for everything queued in the context, the legacy stream included: host-to-device copies made
@@ -138,6 +166,8 @@ impl<'g> GpuTransformerNet<'g> {
             in5: GpuNorm::new(&net.in5)?,
             deconv3: GpuConv::new(&net.deconv3)?,
             bufs: None,
+            use_graph: true,
+            graph_error: None,
         };
         settle_uploads()?;
         Ok(me)
@@ -165,8 +195,9 @@ impl<'g> GpuTransformerNet<'g> {
         let stats_len = [&s1, &s2, &s3, &s4, &s5].iter().map(|s| instance_norm_stats_len(s)).max().unwrap_or(0);
         let t = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::Nchw);
         self.bufs = Some(Buffers {
+            graph: None,
             input_shape: x.to_vec(),
-            input: None,
+            input: t(x)?,
             a1: t(&s1)?,
             a2: t(&s2)?,
             trunk: t(&s3)?,
@@ -180,66 +211,206 @@ impl<'g> GpuTransformerNet<'g> {
         Ok(())
     }
 
+    /// Replays the forward pass from a CUDA graph (captured once per input shape) when on (the default),
+    /// or queues the launches directly when off. Turning it off drops the captured graph.
+    pub fn set_use_graph(&mut self, on: bool) {
+        self.use_graph = on;
+        if !on {
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = None;
+            }
+        }
+    }
+
+    /// Whether graph replay is asked for (see also [`Self::graph_error`]).
+    pub fn use_graph(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Why graph capture failed, if it did (the net then launches directly).
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+
+    /// Node count of the graph captured for the current shape, if there is one.
+    pub fn graph_nodes(&self) -> Option<usize> {
+        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(CudaGraph::node_count)
+    }
+
+    fn check_input(x: &[usize]) -> Result<()> {
+        ensure(x.len() == 4 && x[1] == 3, OP, || format!("input must be f32 [N, 3, H, W], got {x:?}"))?;
+        // H, W ≥ 5 keeps every reflection pad smaller than its input (the 4x4-subsampled trunk is ≥ 2).
+        ensure(x[0] > 0 && x[2] >= 5 && x[3] >= 5, OP, || format!("input {x:?}: batch must be ≥ 1 and H, W ≥ 5"))
+    }
+
     /// Queues the forward pass for `x` [N, 3, H, W] (already on the device) on the GPU's stream, with no
     /// host synchronisation; returns the output buffer [N, 3, H', W'] (valid until the next call).
     pub fn forward_device(&mut self, x: &DeviceTensor) -> Result<&DeviceTensor> {
-        ensure(x.dtype == DType::F32 && x.shape.len() == 4 && x.shape[1] == 3, OP, || {
-            format!("input must be f32 [N, 3, H, W], got {:?} {:?}", x.dtype, x.shape)
-        })?;
-        // H, W ≥ 5 keeps every reflection pad smaller than its input (the 4x4-subsampled trunk is ≥ 2).
-        ensure(x.shape[0] > 0 && x.shape[2] >= 5 && x.shape[3] >= 5, OP, || {
-            format!("input {:?}: batch must be ≥ 1 and H, W ≥ 5", x.shape)
-        })?;
+        ensure(x.dtype == DType::F32, OP, || format!("input must be f32 [N, 3, H, W], got {:?} {:?}", x.dtype, x.shape))?;
+        Self::check_input(&x.shape)?;
         self.ensure_buffers(&x.shape)?;
+        self.run(Some(x))?;
+        self.output()
+    }
+
+    /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each layer
+    /// group is queued (names: conv1+in1, conv2+in2, conv3+in3, res1..res5, deconv1+in4, deconv2+in5,
+    /// deconv3). `mark` may record events on the stream; it must not synchronise it if timings matter.
+    pub fn forward_device_marked(&mut self, x: &DeviceTensor, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<&DeviceTensor> {
+        ensure(x.dtype == DType::F32, OP, || format!("input must be f32 [N, 3, H, W], got {:?} {:?}", x.dtype, x.shape))?;
+        Self::check_input(&x.shape)?;
+        self.ensure_buffers(&x.shape)?;
+        self.queue(Some(x), mark)?;
+        self.output()
+    }
+
+    /// Estimated FLOPs and bytes of each layer group for input shape `x`, in the order and with the names
+    /// of [`Self::forward_device_marked`].
+    pub fn layer_costs(&self, x: &[usize]) -> Result<Vec<LayerCost>> {
+        Self::check_input(x)?;
+        let conv = |c: &GpuConv, x: &[usize]| -> Result<(f64, f64, Vec<usize>)> {
+            let o = c.out_shape(x)?;
+            let (r, s) = (c.w.shape[2], c.w.shape[3]);
+            let flops = 2.0 * (o[0] * o[2] * o[3] * o[1] * x[1] * r * s) as f64;
+            let bytes = 4.0 * (x.iter().product::<usize>() + c.w.numel() + c.b.numel() + o.iter().product::<usize>()) as f64;
+            Ok((flops, bytes, o))
+        };
+        // In place: one pass for the statistics, one to normalise (read + write), plus the residual read.
+        let norm = |o: &[usize], residual: bool| 4.0 * (o.iter().product::<usize>() * if residual { 4 } else { 3 } + 2 * o[1]) as f64;
+        let mut v = Vec::new();
+        let mut shape = x.to_vec();
+        for (name, c) in [("conv1+in1", &self.conv1), ("conv2+in2", &self.conv2), ("conv3+in3", &self.conv3)] {
+            let (f, b, o) = conv(c, &shape)?;
+            v.push(LayerCost { name, flops: f, bytes: b + norm(&o, false) });
+            shape = o;
+        }
+        for (i, blk) in self.res.iter().enumerate() {
+            let (f1, b1, o1) = conv(&blk.conv1, &shape)?;
+            let (f2, b2, o2) = conv(&blk.conv2, &o1)?;
+            v.push(LayerCost { name: res_name(i), flops: f1 + f2, bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true) });
+            shape = o2;
+        }
+        for (name, c, with_norm) in [("deconv1+in4", &self.deconv1, true), ("deconv2+in5", &self.deconv2, true), ("deconv3", &self.deconv3, false)] {
+            let (f, b, o) = conv(c, &shape)?;
+            v.push(LayerCost { name, flops: f, bytes: b + if with_norm { norm(&o, false) } else { 0.0 } });
+            shape = o;
+        }
+        Ok(v)
+    }
+
+    fn output(&self) -> Result<&DeviceTensor> {
+        match self.bufs.as_ref() {
+            Some(b) => Ok(&b.out),
+            None => Err(crate::Error::Other("buffers missing after the forward pass".into())),
+        }
+    }
+
+    /// Runs the pass on buffers already sized for the input: `x`, or the staged input when `None`.
+    /// Through the graph when enabled; on a capture failure, directly (remembering the failure when the
+    /// direct launches then work, so a data error is not mistaken for a graph problem).
+    fn run(&mut self, x: Option<&DeviceTensor>) -> Result<()> {
+        if self.use_graph && self.graph_error.is_none() {
+            match self.run_graph(x) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(b) = self.bufs.as_mut() {
+                        b.graph = None;
+                    }
+                    self.queue(x, &mut |_| Ok(()))?;
+                    self.graph_error = Some(e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        self.queue(x, &mut |_| Ok(()))
+    }
+
+    fn run_graph(&mut self, x: Option<&DeviceTensor>) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
             return Err(crate::Error::Other("buffers missing after allocation".into()));
         };
-        self.conv1.run(gpu, x, &mut b.a1)?;
-        self.in1.run(gpu, &mut b.a1, true, None, &mut b.stats)?;
-        self.conv2.run(gpu, &b.a1, &mut b.a2)?;
-        self.in2.run(gpu, &mut b.a2, true, None, &mut b.stats)?;
-        self.conv3.run(gpu, &b.a2, &mut b.trunk)?;
-        self.in3.run(gpu, &mut b.trunk, true, None, &mut b.stats)?;
-        for blk in &self.res {
-            blk.conv1.run(gpu, &b.trunk, &mut b.t1)?;
-            blk.in1.run(gpu, &mut b.t1, true, None, &mut b.stats)?;
-            blk.conv2.run(gpu, &b.t1, &mut b.t2)?;
-            // t2 = in2(t2) + trunk, then t2 becomes the trunk.
-            blk.in2.run(gpu, &mut b.t2, false, Some(&b.trunk), &mut b.stats)?;
-            std::mem::swap(&mut b.trunk, &mut b.t2);
+        if let Some(x) = x {
+            // Ordered on the stream before the replay; a no-op when `x` is the staging buffer itself.
+            gpu.copy_device_async(x, &mut b.input)?;
         }
-        self.deconv1.run(gpu, &b.trunk, &mut b.u1)?;
-        self.in4.run(gpu, &mut b.u1, true, None, &mut b.stats)?;
-        self.deconv2.run(gpu, &b.u1, &mut b.u2)?;
-        self.in5.run(gpu, &mut b.u2, true, None, &mut b.stats)?;
-        self.deconv3.run(gpu, &b.u2, &mut b.out)?;
-        Ok(&b.out)
+        if b.graph.is_none() {
+            // First pass at this shape: launch directly (this call's result; it also loads every kernel
+            // and sets launch attributes outside any capture), then capture the same launches for the
+            // following calls. Recomputing from the staged input makes every pass independent.
+            self.queue(None, &mut |_| Ok(()))?;
+            let g = CudaGraph::capture(gpu, || self.queue(None, &mut |_| Ok(())))?;
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = Some(g);
+            }
+            return Ok(());
+        }
+        match self.bufs.as_ref().and_then(|b| b.graph.as_ref()) {
+            // SAFETY: the graph lives in the same `Buffers` as every activation buffer it was captured
+            // with (dropped together, the graph first), and the weights are owned by `self`; `gpu` is the
+            // GPU the capture used.
+            Some(g) => unsafe { g.launch(gpu) },
+            None => Err(crate::Error::Other("graph missing after capture".into())),
+        }
+    }
+
+    /// Queues every launch of the pass from `x` (or the staged input when `None`), calling `mark` after
+    /// each layer group.
+    fn queue(&mut self, x: Option<&DeviceTensor>, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
+        let gpu = self.gpu;
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(crate::Error::Other("buffers missing after allocation".into()));
+        };
+        let Buffers { input, a1, a2, trunk, t1, t2, u1, u2, out, stats, .. } = b;
+        let x: &DeviceTensor = match x {
+            Some(x) => x,
+            None => input,
+        };
+        self.conv1.run(gpu, x, a1)?;
+        self.in1.run(gpu, a1, true, None, stats)?;
+        mark("conv1+in1")?;
+        self.conv2.run(gpu, a1, a2)?;
+        self.in2.run(gpu, a2, true, None, stats)?;
+        mark("conv2+in2")?;
+        self.conv3.run(gpu, a2, trunk)?;
+        self.in3.run(gpu, trunk, true, None, stats)?;
+        mark("conv3+in3")?;
+        for (i, blk) in self.res.iter().enumerate() {
+            blk.conv1.run(gpu, trunk, t1)?;
+            blk.in1.run(gpu, t1, true, None, stats)?;
+            blk.conv2.run(gpu, t1, t2)?;
+            // t2 = in2(t2) + trunk, then t2 becomes the trunk.
+            blk.in2.run(gpu, t2, false, Some(trunk), stats)?;
+            std::mem::swap(trunk, t2);
+            mark(res_name(i))?;
+        }
+        self.deconv1.run(gpu, trunk, u1)?;
+        self.in4.run(gpu, u1, true, None, stats)?;
+        mark("deconv1+in4")?;
+        self.deconv2.run(gpu, u1, u2)?;
+        self.in5.run(gpu, u2, true, None, stats)?;
+        mark("deconv2+in5")?;
+        self.deconv3.run(gpu, u2, out)?;
+        mark("deconv3")
     }
 
     /// Convenience: host tensor in, host tensor out (uploads, runs, synchronises, downloads).
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        ensure(x.shape.len() == 4, OP, || format!("input must be [N, 3, H, W], got {:?}", x.shape))?;
+        Self::check_input(&x.shape)?;
         self.ensure_buffers(&x.shape)?;
-        let mut input = match self.bufs.as_mut().and_then(|b| b.input.take()) {
-            Some(t) => t,
-            None => DeviceTensor::empty(&x.shape, DType::F32, Layout::Nchw)?,
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(crate::Error::Other("buffers missing after allocation".into()));
         };
-        // No work is pending on our stream here (every forward ends synchronised), so overwriting the
-        // staging buffer cannot race with a previous pass.
-        input.copy_from_f32(&x.data)?;
+        // A blocking copy on the legacy stream: it waits for earlier work on our (blocking) stream, so it
+        // cannot overwrite the staging buffer under a pass still reading it.
+        b.input.copy_from_f32(&x.data)?;
         settle_uploads()?;
-        let result = self.forward_device(&input).map(|_| ());
-        if let Some(b) = self.bufs.as_mut() {
-            b.input = Some(input);
-        }
-        if let Err(e) = result {
+        if let Err(e) = self.run(None) {
             // Leave no queued work behind that could race with the next upload.
             let _ = self.gpu.synchronize();
             return Err(e);
         }
         self.gpu.synchronize()?;
-        let out = self.bufs.as_ref().map(|b| b.out.to_host());
-        out.unwrap_or_else(|| Err(crate::Error::Other("buffers missing after the forward pass".into())))
+        self.output()?.to_host()
     }
 }

@@ -5,6 +5,7 @@
 //! and compares with a tolerance preset. Failures report the index, the actual and the expected value.
 pub mod cnn;
 pub mod conv2d_tc;
+pub mod graph;
 pub mod random_weights;
 pub mod vit;
 
@@ -55,6 +56,7 @@ pub fn all_checks() -> Vec<Check> {
     let mut v = cnn::checks();
     v.extend(vit::checks());
     v.extend(conv2d_tc::checks());
+    v.extend(graph::checks());
     v
 }
 
