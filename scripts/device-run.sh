@@ -14,11 +14,18 @@ run nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperatu
 run ./styleforge info
 run ./styleforge self-check --fixtures shared/fixtures
 if command -v compute-sanitizer >/dev/null; then
-  run timeout ${MEMCHECK_S:-180} compute-sanitizer --tool memcheck --print-limit 20 ./styleforge self-check --seed 7 ${MEMCHECK_FILTER:+--filter $MEMCHECK_FILTER}
+  # Default: every check under memcheck; MEMCHECK_FILTER="a b" limits it to those ops (new kernels).
+  for f in ${MEMCHECK_FILTER:-ALL}; do
+    [ "$f" = ALL ] && f=""
+    run timeout ${MEMCHECK_S:-180} compute-sanitizer --tool memcheck --print-limit 20 ./styleforge self-check --seed 7 ${f:+--filter $f}
+  done
 fi
 run ./styleforge stylize --model shared/fixtures/tnet_a.safetensors --input shared/images/amber.jpg --output "$out/amber-tnet.png" --device cuda
 run ./styleforge stylize --model shared/fixtures/vit_nano.safetensors --style shared/images/mosaic.jpg --input shared/images/amber.jpg --output "$out/amber-vit.png" --device cuda
 run ./styleforge bench --model transformer_net --sizes ${TNET_SIZES:-256,512,1024,2048} --batch 1,4
 run ./styleforge bench --model vit-nano,vit-small,vit-base,vit-large --sizes 256 --batch 1,8
 run ./styleforge bench --model vit-base --patch 16 --sizes 1024 --batch 1,8
+run ./styleforge bench --model transformer_net --sizes 256,1024 --batch 1 --no-graph
+run ./styleforge bench --model transformer_net --sizes 1024 --batch 1 --layers
+run ./styleforge bench --model vit-base --patch 16 --sizes 1024 --batch 8 --layers
 run env MODES=${TORCH_MODES:-fp32,tf32,fp16cl} python3 shared/bench/torch_baseline.py
