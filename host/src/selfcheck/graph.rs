@@ -3,8 +3,7 @@
 //! shape launches directly and captures; the following ones replay), across repeated replays,
 //! a new input at the same shape (the graph must read the new input), a shape change and back (recapture),
 //! and for StyleViT an alpha change (alpha is baked into the graph).
-use models::style_vit::Block;
-use models::{StyleVit, StyleVitConfig, Tensor};
+use models::Tensor;
 
 use super::{catch, compare, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::CudaContext;
@@ -96,50 +95,9 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out
 }
 
-fn xavier(rng: &mut Rng64, shape: &[usize], fan_in: usize, fan_out: usize) -> Tensor {
-    let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
-    random(rng, shape, -a, a)
-}
-
-fn random_block(rng: &mut Rng64, d: usize, f: usize) -> Block {
-    Block {
-        w_qkv: xavier(rng, &[3 * d, d], d, 3 * d),
-        b_qkv: random(rng, &[3 * d], -0.1, 0.1),
-        w_out: xavier(rng, &[d, d], d, d),
-        b_out: random(rng, &[d], -0.1, 0.1),
-        fc1_w: xavier(rng, &[f, d], d, f),
-        fc1_b: random(rng, &[f], -0.1, 0.1),
-        fc2_w: xavier(rng, &[d, f], f, d),
-        fc2_b: random(rng, &[d], -0.1, 0.1),
-        norm1_w: random(rng, &[d], 0.8, 1.2),
-        norm1_b: random(rng, &[d], -0.1, 0.1),
-        norm2_w: random(rng, &[d], 0.8, 1.2),
-        norm2_b: random(rng, &[d], -0.1, 0.1),
-    }
-}
-
-/// A small random StyleViT (patch 8, D 64, 2 heads of 32, one encoder and one decoder block, FFN 128).
-fn random_style_vit(rng: &mut Rng64) -> StyleVit {
-    let cfg = StyleVitConfig { patch_size: 8, embed_dim: 64, num_heads: 2, num_blocks: 1, ffn_dim: 128 };
-    let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
-    let k = 3 * p * p;
-    StyleVit {
-        cfg,
-        patch_w: xavier(rng, &[d, 3, p, p], k, d),
-        patch_b: random(rng, &[d], -0.1, 0.1),
-        encoder: vec![random_block(rng, d, f)],
-        decoder: vec![random_block(rng, d, f)],
-        to_pixels_w: xavier(rng, &[k, d], d, k),
-        to_pixels_b: random(rng, &[k], -0.1, 0.1),
-        final0_w: random(rng, &[3, 3, 3, 3], -0.3, 0.3),
-        final0_b: random(rng, &[3], -0.1, 0.1),
-        final2_w: random(rng, &[3, 3, 1, 1], -0.6, 0.6),
-        final2_b: random(rng, &[3], -0.1, 0.1),
-    }
-}
 
 fn style_vit_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let net = random_style_vit(rng);
+    let net = super::vit::random_style_vit(rng, 1);
     let nets = GpuStyleVit::new(gpu, &net).and_then(|d| Ok((d, GpuStyleVit::new(gpu, &net)?)));
     let (mut direct, mut graphed) = match nets {
         Ok(n) => n,

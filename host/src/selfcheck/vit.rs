@@ -332,7 +332,7 @@ fn random_block(rng: &mut Rng64, d: usize, f: usize) -> Block {
 }
 
 /// A small random StyleViT (patch 8, D 64, 2 heads of 32, `blocks` blocks, FFN 128).
-fn random_style_vit(rng: &mut Rng64, blocks: usize) -> StyleVit {
+pub(crate) fn random_style_vit(rng: &mut Rng64, blocks: usize) -> StyleVit {
     let cfg = StyleVitConfig { patch_size: 8, embed_dim: 64, num_heads: 2, num_blocks: blocks, ffn_dim: 128 };
     let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
     let k = 3 * p * p;
