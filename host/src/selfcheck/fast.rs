@@ -1,0 +1,226 @@
+//! Self-checks of the bf16 TransformerNet ([`GpuTransformerNetBf16`]) and its NHWC glue kernels.
+//!
+//! * `nhwc_pack_input` / `nhwc_unpack_output`: exact against host conversions;
+//! * NHWC InstanceNorm: statistics (f64 on the host) and the apply step (f32 copy with the F32 preset,
+//!   bf16 copy within one bf16 rounding);
+//! * the whole network against the CPU fp32 reference with the HALF preset.
+use models::{Tensor, TransformerNet};
+
+use super::{catch, compare, errored, random, Check, CheckResult, Rng64, Tolerance};
+use crate::error::{CudaContext, Result};
+use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::nets::transformer_net_bf16::GpuTransformerNetBf16;
+use crate::ops::conv2d_tc::{bf16_to_f32, f32_to_bf16};
+use crate::ops::nhwc;
+
+const OP_NET: &str = "transformer_net_bf16";
+const OP_NHWC: &str = "nhwc";
+const EXACT: Tolerance = Tolerance { rel_l2: 0.0, max_rel: 0.0 };
+/// One bf16 rounding (relative 2^-9 of each value, ≤ 2^-8 of the largest).
+const BF16_ROUNDING: Tolerance = Tolerance { rel_l2: 4e-3, max_rel: 4e-3 };
+
+pub fn checks() -> Vec<Check> {
+    vec![Check { op: OP_NHWC, run: nhwc_checks }, Check { op: OP_NET, run: net_checks }]
+}
+
+fn settle() -> Result<()> {
+    cust::context::CurrentContext::synchronize().during("waiting for uploads")
+}
+
+fn poisoned(shape: &[usize], dtype: DType, layout: Layout) -> Result<DeviceTensor> {
+    let mut t = DeviceTensor::empty(shape, dtype, layout)?;
+    t.fill_bytes(0xff)?;
+    Ok(t)
+}
+
+/// Downloads a bf16 tensor (even element count) as f32 values, by viewing its bytes as f32 words.
+fn download_bf16(mut t: DeviceTensor) -> Result<Vec<f32>> {
+    let n = t.numel();
+    t.shape = vec![n.div_ceil(2)];
+    t.dtype = DType::F32;
+    let words = t.to_vec_f32()?;
+    let mut out = Vec::with_capacity(n);
+    for w in words {
+        let b = w.to_bits();
+        out.push(bf16_to_f32((b & 0xffff) as u16));
+        out.push(bf16_to_f32((b >> 16) as u16));
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+fn nhwc_f32(rng: &mut Rng64, shape: &[usize], lo: f32, hi: f32) -> Result<(Vec<f32>, DeviceTensor)> {
+    let data = random(rng, shape, lo, hi).data;
+    let t = DeviceTensor::from_f32(shape, &data, Layout::Nhwc)?;
+    Ok((data, t))
+}
+
+fn pack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
+    let case = "pack_input 2x3x7x5";
+    catch(OP_NHWC, case, || {
+        let (n, h, w) = (2, 7, 5);
+        let mut x = random(rng, &[n, 3, h, w], -300.0, 300.0);
+        // Ties and specials: exactly halfway values, zero, -0, a large value.
+        x.data[0] = f32::from_bits(0x3f80_8000);
+        x.data[1] = f32::from_bits(0x3f81_8000);
+        x.data[2] = 0.0;
+        x.data[3] = -0.0;
+        x.data[4] = 3.0e38;
+        let mut expected = vec![0f32; n * h * w * 16];
+        for ni in 0..n {
+            for c in 0..3 {
+                for i in 0..h * w {
+                    expected[(ni * h * w + i) * 16 + c] = bf16_to_f32(f32_to_bf16(x.data[(ni * 3 + c) * h * w + i]));
+                }
+            }
+        }
+        let dx = DeviceTensor::from_host(&x)?;
+        let mut dy = poisoned(&[n, h, w, 16], DType::BF16, Layout::Nhwc)?;
+        settle()?;
+        nhwc::nhwc_pack_input(gpu, &dx, &mut dy)?;
+        gpu.synchronize()?;
+        let got = download_bf16(dy)?;
+        let mut r = compare(OP_NHWC, case, &got, &expected, EXACT);
+        let bits_equal = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
+        if !bits_equal && r.passed {
+            r.passed = false;
+            r.detail = "bit patterns differ (signed zero?)".into();
+        }
+        Ok(r)
+    })
+}
+
+/// Host (mean, rstd) per (n, c) of NHWC data, in f64.
+fn host_stats(data: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let [n, p, q, c] = shape;
+    let pq = p * q;
+    let mut out = vec![0f32; n * c * 2];
+    for ni in 0..n {
+        for ci in 0..c {
+            let at = |i: usize| data[(ni * pq + i) * c + ci] as f64;
+            let mean = (0..pq).map(at).sum::<f64>() / pq as f64;
+            let var = (0..pq).map(|i| (at(i) - mean).powi(2)).sum::<f64>() / pq as f64;
+            out[(ni * c + ci) * 2] = mean as f32;
+            out[(ni * c + ci) * 2 + 1] = (1.0 / (var + 1e-5).sqrt()) as f32;
+        }
+    }
+    out
+}
+
+fn norm_case(gpu: &Gpu, rng: &mut Rng64, shape: [usize; 4], relu: bool, residual: bool) -> Vec<CheckResult> {
+    let case = format!("instance_norm {}x{}x{}x{}{}{}", shape[0], shape[1], shape[2], shape[3], if relu { " relu" } else { "" }, if residual { " +res" } else { "" });
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let c = shape[3];
+        // An offset mean tests the two-pass accuracy.
+        let (x, mut dx) = nhwc_f32(rng, &shape, 2.0, 4.0)?;
+        let gamma = random(rng, &[c], 0.5, 1.5);
+        let beta = random(rng, &[c], -0.5, 0.5);
+        let (res, dres) = if residual {
+            let (r, d) = nhwc_f32(rng, &shape, -1.0, 1.0)?;
+            (Some(r), Some(d))
+        } else {
+            (None, None)
+        };
+        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+        let mut stats = poisoned(&[nhwc::nhwc_in_stats_len(&shape)], DType::F32, Layout::RowMajor)?;
+        let mut y16 = poisoned(&shape, DType::BF16, Layout::Nhwc)?;
+        settle()?;
+        nhwc::nhwc_instance_norm(gpu, &mut dx, &dg, &db, relu, dres.as_ref(), true, &mut y16, &mut stats)?;
+        gpu.synchronize()?;
+        let st = host_stats(&x, shape);
+        let got_stats = stats.to_vec_f32()?;
+        let off = nhwc::nhwc_in_stats_offset(&shape);
+        let pqc = shape[1] * shape[2] * c;
+        let expected: Vec<f32> = (0..x.len())
+            .map(|i| {
+                let (ni, ci) = (i / pqc, i % c);
+                let (mean, rstd) = (st[(ni * c + ci) * 2], st[(ni * c + ci) * 2 + 1]);
+                let mut v = gamma.data[ci] * (x[i] - mean) * rstd + beta.data[ci];
+                if relu {
+                    v = v.max(0.0);
+                }
+                v + res.as_ref().map_or(0.0, |r| r[i])
+            })
+            .collect();
+        let got32 = dx.to_vec_f32()?;
+        let got16 = download_bf16(y16)?;
+        Ok(vec![
+            compare(OP_NHWC, &format!("{case} stats"), &got_stats[off..off + st.len()], &st, Tolerance::F32),
+            compare(OP_NHWC, &format!("{case} f32"), &got32, &expected, Tolerance::F32),
+            compare(OP_NHWC, &format!("{case} bf16"), &got16, &expected, BF16_ROUNDING),
+        ])
+    };
+    run().unwrap_or_else(|e| vec![errored(OP_NHWC, &case, e)])
+}
+
+fn unpack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
+    let case = "unpack_output 2x5x7x32";
+    catch(OP_NHWC, case, || {
+        let shape = [2usize, 5, 7, 32];
+        let (x, dx) = nhwc_f32(rng, &shape, -2.0, 2.0)?;
+        let bias = random(rng, &[3], -1.0, 1.0);
+        let db = DeviceTensor::from_host(&bias)?;
+        let [n, p, q, cx] = shape;
+        let mut dy = poisoned(&[n, 3, p, q], DType::F32, Layout::Nchw)?;
+        settle()?;
+        nhwc::nhwc_unpack_output(gpu, &dx, &db, &mut dy)?;
+        gpu.synchronize()?;
+        let mut expected = vec![0f32; n * 3 * p * q];
+        for ni in 0..n {
+            for c in 0..3 {
+                for i in 0..p * q {
+                    expected[(ni * 3 + c) * p * q + i] = x[(ni * p * q + i) * cx + c] + bias.data[c];
+                }
+            }
+        }
+        Ok(compare(OP_NHWC, case, &dy.to_vec_f32()?, &expected, EXACT))
+    })
+}
+
+fn nhwc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out = vec![pack_case(gpu, rng)];
+    out.extend(norm_case(gpu, rng, [2, 9, 11, 64], true, false));
+    // 4900 pixels: two chunks combined by the finalize kernel.
+    out.extend(norm_case(gpu, rng, [1, 70, 70, 32], false, true));
+    out.extend(norm_case(gpu, rng, [2, 5, 3, 128], false, true));
+    out.push(unpack_case(gpu, rng));
+    out
+}
+
+fn net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let net = match TransformerNet::new(super::random_weights::random_tnet_weights(rng)) {
+        Ok(n) => n,
+        Err(e) => return vec![errored(OP_NET, "random weights", e)],
+    };
+    let mut gnet = match GpuTransformerNetBf16::new(gpu, &net) {
+        Ok(g) => g,
+        Err(e) => return vec![errored(OP_NET, "upload", e)],
+    };
+    let shapes: [[usize; 4]; 3] = [[1, 3, 40, 36], [2, 3, 33, 47], [1, 3, 40, 36]];
+    let mut out = Vec::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let case = format!("{}x{}x{}x{} #{i}", shape[0], shape[1], shape[2], shape[3]);
+        out.push(catch(OP_NET, &case.clone(), || {
+            let x = random(rng, shape, 0.0, 255.0);
+            let expected = net.forward(&x)?;
+            let (ho, wo) = TransformerNet::output_size(shape[2], shape[3]);
+            let want = [shape[0], 3, ho, wo];
+            let got: Tensor = if i % 2 == 0 {
+                gnet.forward(&x)?
+            } else {
+                let dx = DeviceTensor::from_host(&x)?;
+                settle()?;
+                let y = gnet.forward_device(&dx)?;
+                gpu.synchronize()?;
+                y.to_host()?
+            };
+            let mut r = compare(OP_NET, &case, &got.data, &expected.data, Tolerance::HALF);
+            if got.shape != want || expected.shape != want {
+                r.passed = false;
+                r.detail = format!("shape {:?}, CPU {:?}, output_size {want:?}", got.shape, expected.shape);
+            }
+            Ok(r)
+        }));
+    }
+    out
+}
