@@ -106,7 +106,8 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_stats(x: *const f32, part: *mut f32, p
 /// Elementwise over `total` = N*P*Q*C elements of NHWC f32 `x`: channel ch = i % C, sample n = i / pqc
 /// (pqc = P*Q*C), v = γ[ch]·(x − mean)·rstd + β[ch] with (mean, rstd) = stats[(n*C + ch)*2 ..+2], then
 /// ReLU when `relu` != 0, then + residual[i] when `residual` is not null. Writes y32[i] (f32) when not
-/// null and y16[i] (bf16) when not null. Each index is read and written by one thread, so y32 may equal
+/// null and y16[i] (bf16) when not null. The launcher keeps `total` below 2^31 and the grid at most
+/// 8192 x 256 threads, so the 32-bit index and its increment cannot overflow. Each index is read and written by one thread, so y32 may equal
 /// x or residual.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
@@ -123,26 +124,28 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     pqc: usize,
     relu: u32,
 ) {
-    let cs = c as usize;
-    let (mut i, stride) = global_index_x();
-    while i < total {
-        let n = i / pqc;
-        let ch = i % cs;
-        let st = stats.add((n * cs + ch) * 2);
+    // total < 2^31 (checked by the launcher), so 32-bit index arithmetic is exact and cheaper.
+    let (i0, stride) = global_index_x();
+    let (mut i, stride, total32, pqc32) = (i0 as u32, stride as u32, total as u32, pqc as u32);
+    while i < total32 {
+        let n = i / pqc32;
+        let ch = (i % c) as usize;
+        let st = stats.add((n as usize * c as usize + ch) * 2);
+        let e = i as usize;
         let a = *gamma.add(ch) * *st.add(1);
         let b = *beta.add(ch) - *st * a;
-        let mut v = math::fma(*x.add(i), a, b);
+        let mut v = math::fma(*x.add(e), a, b);
         if relu != 0 {
             v = math::relu(v);
         }
         if !residual.is_null() {
-            v += *residual.add(i);
+            v += *residual.add(e);
         }
         if !y32.is_null() {
-            *y32.add(i) = v;
+            *y32.add(e) = v;
         }
         if !y16.is_null() {
-            *y16.add(i) = to_bf16(v);
+            *y16.add(e) = to_bf16(v);
         }
         i += stride;
     }

@@ -136,7 +136,8 @@ pub fn nhwc_instance_norm(
     // (when non-null; x's shape, checked), gamma/beta[i % C] (length C, checked) and
     // stats[fin + ((i / pqc)*C + i % C)*2 ..+2] (inside the finalized N*C*2 floats written by
     // nhwc_in_stats above), and writes y32[i] (= x itself or null: same index, same thread) and y16[i]
-    // (x's shape, checked).
+    // (x's shape, checked). total < 2^31 (checked) and blocks ≤ 8192, so the kernel's 32-bit index
+    // arithmetic (i + grid stride < 2^32) cannot overflow.
     unsafe {
         gpu.launch("nhwc_in_apply", (blocks, 1, 1), (ELEMENTWISE_BLOCK, 1, 1), 0,
             kernel_args!(x.ptr(), y32, y16.ptr(), res_ptr, gamma.ptr(), beta.ptr(), fin, total, c as u32, pqc, relu as u32))
