@@ -111,7 +111,8 @@ pub fn nhwc_instance_norm(
     y16: &mut DeviceTensor,
     stats: &mut DeviceTensor,
 ) -> Result<()> {
-    nhwc_in_stats(gpu, x, stats)?;
+    // Everything is checked before the first launch (nhwc_in_stats checks x and the scratch).
+    ensure(x.shape.len() == 4, OP, || format!("in apply: x must be [N, P, Q, C], got {:?}", x.shape))?;
     let c = x.shape[3];
     ensure(gamma.dtype == DType::F32 && beta.dtype == DType::F32 && gamma.shape == [c] && beta.shape == [c], OP, || {
         format!("in apply: gamma {:?} and beta {:?} must be f32 [{c}]", gamma.shape, beta.shape)
@@ -125,8 +126,9 @@ pub fn nhwc_instance_norm(
         format!("in apply: y16 must be NHWC bf16 {:?}, got {:?} {:?} {:?}", x.shape, y16.layout, y16.dtype, y16.shape)
     })?;
     let total = x.numel();
-    let pqc = x.shape[1] * x.shape[2] * c;
     ensure(fits32(total), OP, || format!("in apply: x {:?} too large", x.shape))?;
+    nhwc_in_stats(gpu, x, stats)?;
+    let pqc = x.shape[1] * x.shape[2] * c;
     let fin = stats.ptr() + (nhwc_in_stats_offset(&x.shape) * 4) as u64;
     let res_ptr: u64 = residual.map_or(0, |r| r.ptr());
     let y32: u64 = if keep_f32 { x.ptr() } else { 0 };

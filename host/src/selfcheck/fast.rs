@@ -177,6 +177,53 @@ fn unpack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
     })
 }
 
+fn refusals(gpu: &Gpu) -> CheckResult {
+    let case = "refuses bad shapes";
+    catch(OP_NHWC, case, || {
+        let f = |s: &[usize], l| DeviceTensor::empty(s, DType::F32, l);
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::BF16, Layout::Nhwc);
+        let x4 = f(&[1, 4, 8, 8], Layout::Nchw)?;
+        let x3 = f(&[1, 3, 8, 8], Layout::Nchw)?;
+        let mut p16 = h(&[1, 8, 8, 16])?;
+        let mut p8 = h(&[1, 8, 8, 8])?;
+        let mut a48 = f(&[1, 4, 4, 48], Layout::Nhwc)?;
+        let mut a32 = f(&[1, 4, 4, 32], Layout::Nhwc)?;
+        let mut h48 = h(&[1, 4, 4, 48])?;
+        let mut h32 = h(&[1, 4, 4, 32])?;
+        let mut h_bad = h(&[1, 4, 5, 32])?;
+        let g32 = f(&[32], Layout::RowMajor)?;
+        let g31 = f(&[31], Layout::RowMajor)?;
+        let res_bad = f(&[1, 4, 5, 32], Layout::Nhwc)?;
+        let mut small = f(&[4], Layout::RowMajor)?;
+        let mut stats = f(&[nhwc::nhwc_in_stats_len(&[1, 4, 4, 48])], Layout::RowMajor)?;
+        let b3 = f(&[3], Layout::RowMajor)?;
+        let b4 = f(&[4], Layout::RowMajor)?;
+        let mut y = f(&[1, 3, 4, 4], Layout::Nchw)?;
+        let mut y_bad = f(&[1, 3, 4, 5], Layout::Nchw)?;
+        let attempts: Vec<(&str, Result<()>)> = vec![
+            ("pack 4 channels", nhwc::nhwc_pack_input(gpu, &x4, &mut p16)),
+            ("pack into 8 channels", nhwc::nhwc_pack_input(gpu, &x3, &mut p8)),
+            ("IN with C = 48", nhwc::nhwc_instance_norm(gpu, &mut a48, &g32, &g32, true, None, false, &mut h48, &mut stats)),
+            ("IN gamma length", nhwc::nhwc_instance_norm(gpu, &mut a32, &g31, &g32, true, None, false, &mut h32, &mut stats)),
+            ("IN residual shape", nhwc::nhwc_instance_norm(gpu, &mut a32, &g32, &g32, false, Some(&res_bad), true, &mut h32, &mut stats)),
+            ("IN bf16 output shape", nhwc::nhwc_instance_norm(gpu, &mut a32, &g32, &g32, true, None, false, &mut h_bad, &mut stats)),
+            ("IN scratch too small", nhwc::nhwc_in_stats(gpu, &a32, &mut small)),
+            ("unpack bias length", nhwc::nhwc_unpack_output(gpu, &a32, &b4, &mut y)),
+            ("unpack output shape", nhwc::nhwc_unpack_output(gpu, &a32, &b3, &mut y_bad)),
+        ];
+        let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+        Ok(CheckResult {
+            op: OP_NHWC.to_string(),
+            case: case.to_string(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: EXACT,
+            passed: accepted.is_empty(),
+            detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+        })
+    })
+}
+
 fn nhwc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = vec![pack_case(gpu, rng)];
     out.extend(norm_case(gpu, rng, [2, 9, 11, 64], true, false));
@@ -184,6 +231,7 @@ fn nhwc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out.extend(norm_case(gpu, rng, [1, 70, 70, 32], false, true));
     out.extend(norm_case(gpu, rng, [2, 5, 3, 128], false, true));
     out.push(unpack_case(gpu, rng));
+    out.push(refusals(gpu));
     out
 }
 
