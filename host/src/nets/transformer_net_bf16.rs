@@ -20,6 +20,21 @@ const OP: &str = "GpuTransformerNetBf16";
 /// deconv3's output channels are padded to this (the smallest K conv2d_tc supports).
 const OUT_CHANNELS_PADDED: usize = 32;
 
+/// `w` [K, C, R, S] zero-padded to [max(K, k_pad), max(C, c_pad), R, S] (the caller checked it is 4-D).
+fn padded_weight(w: &Tensor, c_pad: usize, k_pad: usize) -> Tensor {
+    let (k, c, rs) = (w.shape[0], w.shape[1], w.shape[2] * w.shape[3]);
+    let (kp, cp) = (k.max(k_pad), c.max(c_pad));
+    let mut data = vec![0f32; kp * cp * rs];
+    for ki in 0..k {
+        for ci in 0..c {
+            let src = (ki * c + ci) * rs;
+            let dst = (ki * cp + ci) * rs;
+            data[dst..dst + rs].copy_from_slice(&w.data[src..src + rs]);
+        }
+    }
+    Tensor { shape: vec![kp, cp, w.shape[2], w.shape[3]], data }
+}
+
 /// A conv layer on the device: packed bf16 [K, R, S, C] weight, no bias (applied elsewhere or cancelled).
 struct TcConv {
     w: DeviceTensor,
@@ -33,17 +48,8 @@ impl TcConv {
     fn new(l: &ConvLayer, c_pad: usize, k_pad: usize) -> Result<Self> {
         let s = &l.weight.shape;
         ensure(s.len() == 4 && s[2] == s[3] && s[2] % 2 == 1, OP, || format!("conv weight {s:?} is not [K, C, R, R] with odd R"))?;
-        let (k, c, r) = (s[0], s[1], s[2]);
-        let (kp, cp) = (k.max(k_pad), c.max(c_pad));
-        let mut data = vec![0f32; kp * cp * r * r];
-        for ki in 0..k {
-            for ci in 0..c {
-                let src = ((ki * c + ci) * r * r)..((ki * c + ci + 1) * r * r);
-                let dst = (ki * cp + ci) * r * r;
-                data[dst..dst + r * r].copy_from_slice(&l.weight.data[src]);
-            }
-        }
-        let w = upload_weight(&Tensor { shape: vec![kp, cp, r, r], data })?;
+        let r = s[2];
+        let w = upload_weight(&padded_weight(&l.weight, c_pad, k_pad))?;
         Ok(TcConv { w, stride: l.stride, upsample: l.upsample.max(1), pad: r / 2 })
     }
     fn out_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
@@ -275,5 +281,44 @@ impl<'g> GpuTransformerNetBf16<'g> {
         }
         self.gpu.synchronize()?;
         self.output()?.to_host()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selfcheck::{compare, random, random_weights::random_tnet_weights, Rng64};
+    use rand::SeedableRng;
+
+    #[test]
+    fn weight_padding_keeps_values_and_zero_fills() {
+        let w = Tensor { shape: vec![3, 2, 3, 3], data: (0..54).map(|i| i as f32 + 1.0).collect() };
+        let p = padded_weight(&w, 16, 32);
+        assert_eq!(p.shape, [32, 16, 3, 3]);
+        for k in 0..32 {
+            for c in 0..16 {
+                for i in 0..9 {
+                    let want = if k < 3 && c < 2 { w.data[(k * 2 + c) * 9 + i] } else { 0.0 };
+                    assert_eq!(p.data[(k * 16 + c) * 9 + i], want, "k {k} c {c} i {i}");
+                }
+            }
+        }
+        assert_eq!(padded_weight(&w, 0, 0).data, w.data);
+    }
+
+    /// The bf16 rounding error of this pipeline, measured by the CPU emulation, fits the tolerance the
+    /// self-check uses against the fp32 reference (it does not fit Tolerance::HALF: about 2e-2).
+    #[test]
+    fn bf16_pipeline_error_fits_net_tolerance() {
+        let mut rng = Rng64::seed_from_u64(7);
+        let net = TransformerNet::new(random_tnet_weights(&mut rng)).unwrap();
+        for shape in [[1, 3, 40, 36], [2, 3, 33, 47]] {
+            let x = random(&mut rng, &shape, 0.0, 255.0);
+            let want = net.forward(&x).unwrap();
+            let got = crate::selfcheck::fast::emulate_bf16(&net, &x).unwrap();
+            let r = compare("emulation", "x", &got.data, &want.data, crate::selfcheck::fast::BF16_NET_VS_F32);
+            eprintln!("{shape:?}: bf16 emulation vs fp32: rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            assert!(r.passed, "{shape:?}: rel L2 {} max rel {} ({})", r.rel_l2, r.max_rel, r.detail);
+        }
     }
 }
