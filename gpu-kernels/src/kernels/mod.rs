@@ -8,5 +8,6 @@ mod elementwise;
 mod instance_norm;
 mod layer_norm;
 mod linear;
+mod nhwc;
 mod patch;
 mod upsample;

@@ -9,5 +9,6 @@ pub mod elementwise;
 pub mod instance_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod nhwc;
 pub mod patch;
 pub mod upsample;

@@ -5,6 +5,7 @@
 //! and compares with a tolerance preset. Failures report the index, the actual and the expected value.
 pub mod cnn;
 pub mod conv2d_tc;
+pub mod fast;
 pub mod graph;
 pub mod random_weights;
 pub mod vit;
@@ -57,6 +58,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(vit::checks());
     v.extend(conv2d_tc::checks());
     v.extend(graph::checks());
+    v.extend(fast::checks());
     v
 }
 
