@@ -25,6 +25,10 @@ const BF16_ROUNDING: Tolerance = Tolerance { rel_l2: 4e-3, max_rel: 4e-3 };
 /// nets/transformer_net_bf16.rs: weights and activations each about 1.5e-2), more than
 /// [`Tolerance::HALF`]; this is the budget, with margin.
 pub const BF16_NET_VS_F32: Tolerance = Tolerance { rel_l2: 5e-2, max_rel: 1e-1 };
+/// GPU bf16 network vs the CPU emulation of the same bf16 arithmetic. Only summation order differs, but one
+/// flipped bf16 rounding per layer compounds over 15 layers: measured on an H200 (6 runs) 5.9e-3..9.6e-3 rel
+/// L2, so HALF's 1e-2 would fail at random; 2e-2 keeps the check stable and still catches indexing bugs (O(1)).
+const BF16_NET_VS_EMULATION: Tolerance = Tolerance { rel_l2: 2e-2, max_rel: 5e-2 };
 
 pub fn checks() -> Vec<Check> {
     vec![Check { op: OP_NHWC, run: nhwc_checks }, Check { op: OP_NET, run: net_checks }]
@@ -296,7 +300,7 @@ fn net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             };
             // Against the same arithmetic on the CPU (only summation order and the rare bf16 rounding
             // it flips differ), then against fp32 with the bf16 budget.
-            let mut a = compare(OP_NET, &format!("{case} vs bf16 emulation"), &got.data, &emulated.data, Tolerance::HALF);
+            let mut a = compare(OP_NET, &format!("{case} vs bf16 emulation"), &got.data, &emulated.data, BF16_NET_VS_EMULATION);
             let mut b = compare(OP_NET, &format!("{case} vs fp32"), &got.data, &expected.data, BF16_NET_VS_F32);
             if got.shape != want || expected.shape != want {
                 for r in [&mut a, &mut b] {
