@@ -177,8 +177,6 @@ struct Bench<'a> {
     args: &'a BenchArgs,
     rng: rand::rngs::StdRng,
     failures: usize,
-    /// Per-layer rows of the configuration just timed, printed after its summary row.
-    pending_layers: Option<(usize, usize, Vec<LayerRow>)>,
 }
 
 /// Whether a net's timed passes replayed a graph; warns (once per configuration) when capture failed.
@@ -299,6 +297,19 @@ impl Bench<'_> {
         let _ = std::io::stdout().flush();
     }
 
+    /// Emits the row, then its per-layer table when `--layers` produced one.
+    fn emit_with_layers(&mut self, r: Result<(Row, Option<Vec<LayerRow>>), String>, what: String, model: &str, size: usize, batch: usize) {
+        match r {
+            Ok((row, layers)) => {
+                self.emit(Ok(row), what);
+                if let Some(rows) = layers {
+                    self.print_layers(model, size, batch, &rows);
+                }
+            }
+            Err(e) => self.emit(Err(e), what),
+        }
+    }
+
     fn emit(&mut self, r: Result<Row, String>, what: String) {
         match r {
             Ok(row) => println!("{}", if self.args.json { row.json() } else { row.line() }),
@@ -339,16 +350,7 @@ impl Bench<'_> {
                     let layers = if self.args.layers { Some(self.tnet_layers(&mut gnet, &x)?) } else { None };
                     Ok((row, layers))
                 })();
-                let r = r.map(|(row, layers)| {
-                    if let Some(l) = layers {
-                        self.pending_layers = Some((s, b, l));
-                    }
-                    row
-                });
-                self.emit(r, what);
-                if let Some((s, b, rows)) = self.pending_layers.take() {
-                    self.print_layers("transformer_net", s, b, &rows);
-                }
+                self.emit_with_layers(r, what, "transformer_net", s, b);
             }
         }
     }
@@ -395,16 +397,7 @@ impl Bench<'_> {
                     let layers = if self.args.layers { Some(self.vit_layers(&mut gnet, &x, &style)?) } else { None };
                     Ok((row, layers))
                 })();
-                let r = r.map(|(row, layers)| {
-                    if let Some(l) = layers {
-                        self.pending_layers = Some((s, b, l));
-                    }
-                    row
-                });
-                self.emit(r, what);
-                if let Some((s, b, rows)) = self.pending_layers.take() {
-                    self.print_layers(&label, s, b, &rows);
-                }
+                self.emit_with_layers(r, what, &label, s, b);
             }
         }
     }
@@ -443,7 +436,7 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
         a.iters,
         if a.no_graph { "direct launches" } else { "CUDA graph replay" }
     );
-    let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0, pending_layers: None };
+    let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0 };
     if !a.json {
         println!("{}", header());
     }
