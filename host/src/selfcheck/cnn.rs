@@ -8,7 +8,7 @@
 use models::ops::{self as cpu, Padding};
 use models::{Tensor, TransformerNet};
 
-use super::{catch, compare, random, Check, CheckResult, Rng64, Tolerance};
+use super::{catch, compare, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::{CudaContext, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::GpuTransformerNet;
@@ -31,11 +31,6 @@ fn settle() -> Result<()> {
     cust::context::CurrentContext::synchronize().during("waiting for uploads")
 }
 
-fn poisoned(shape: &[usize]) -> Result<DeviceTensor> {
-    let mut t = DeviceTensor::empty(shape, DType::F32, Layout::Nchw)?;
-    t.fill_bytes(0xff)?;
-    Ok(t)
-}
 
 /// Synchronises the stream, downloads `y` and compares it with `expected` (shape and values).
 fn finish(gpu: &Gpu, op: &str, case: &str, y: &DeviceTensor, expected: &Tensor, tol: Tolerance) -> Result<CheckResult> {
@@ -122,7 +117,7 @@ fn conv_case(gpu: &Gpu, rng: &mut Rng64, cs: &ConvCase) -> CheckResult {
         let dx = DeviceTensor::from_host(&x)?;
         let dw = DeviceTensor::from_host(&w)?;
         let db = b.as_ref().map(DeviceTensor::from_host).transpose()?;
-        let mut dy = poisoned(&expected.shape)?;
+        let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
         settle()?;
         ops::conv2d::conv2d(gpu, &dx, &dw, db.as_ref(), cs.stride, cs.pad, cs.up, &mut dy)?;
         finish(gpu, "conv2d", &case, &dy, &expected, Tolerance::F32)
@@ -196,13 +191,13 @@ fn instance_norm_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let dg = DeviceTensor::from_host(&gamma)?;
                 let db = DeviceTensor::from_host(&beta)?;
                 let dr = residual.as_ref().map(DeviceTensor::from_host).transpose()?;
-                let mut stats = poisoned(&[ops::instance_norm::instance_norm_stats_len(&shape)])?;
+                let mut stats = poisoned(&[ops::instance_norm::instance_norm_stats_len(&shape)], DType::F32, Layout::Nchw)?;
                 if inplace {
                     settle()?;
                     ops::instance_norm::instance_norm_inplace(gpu, &mut dx, &dg, &db, relu, dr.as_ref(), &mut stats)?;
                     finish(gpu, "instance_norm", &case, &dx, &expected, Tolerance::F32)
                 } else {
-                    let mut dy = poisoned(&shape)?;
+                    let mut dy = poisoned(&shape, DType::F32, Layout::Nchw)?;
                     settle()?;
                     ops::instance_norm::instance_norm(gpu, &dx, &dg, &db, relu, dr.as_ref(), &mut dy, &mut stats)?;
                     finish(gpu, "instance_norm", &case, &dy, &expected, Tolerance::F32)
@@ -242,7 +237,7 @@ fn upsample_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let x = random(rng, &shape, -1.0, 1.0);
                 let expected = cpu::upsample_nearest(&x, f)?;
                 let dx = DeviceTensor::from_host(&x)?;
-                let mut dy = poisoned(&expected.shape)?;
+                let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
                 settle()?;
                 ops::upsample::upsample_nearest(gpu, &dx, f, &mut dy)?;
                 finish(gpu, "upsample_nearest", &case, &dy, &expected, Tolerance::F32)
@@ -260,7 +255,7 @@ fn relu_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let x = random(rng, shape, -1.0, 1.0);
                 let expected = cpu::relu(&x);
                 let dx = DeviceTensor::from_host(&x)?;
-                let mut dy = poisoned(shape)?;
+                let mut dy = poisoned(shape, DType::F32, Layout::Nchw)?;
                 settle()?;
                 ops::elementwise::relu(gpu, &dx, &mut dy)?;
                 finish(gpu, "relu", &case, &dy, &expected, Tolerance::F32)
@@ -280,7 +275,7 @@ fn add_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let expected = cpu::add(&a, &b)?;
                 let da = DeviceTensor::from_host(&a)?;
                 let db = DeviceTensor::from_host(&b)?;
-                let mut dy = poisoned(shape)?;
+                let mut dy = poisoned(shape, DType::F32, Layout::Nchw)?;
                 settle()?;
                 ops::elementwise::add(gpu, &da, &db, &mut dy)?;
                 finish(gpu, "add", &case, &dy, &expected, Tolerance::F32)

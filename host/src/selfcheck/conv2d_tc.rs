@@ -7,7 +7,7 @@
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
-use super::{catch, compare, random, Check, CheckResult, Rng64, Tolerance};
+use super::{catch, compare, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::{CudaContext, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, round_bf16};
@@ -53,11 +53,6 @@ const CASES: &[Case] = &[
     Case { n: 1, c: 32, h: 2, w: 3, k: 64, r: 3, stride: 1, up: 1, bias: true },
 ];
 
-fn poisoned_nhwc(shape: &[usize]) -> Result<DeviceTensor> {
-    let mut t = DeviceTensor::empty(shape, DType::F32, Layout::Nhwc)?;
-    t.fill_bytes(0xff)?;
-    Ok(t)
-}
 
 fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> CheckResult {
     let case = format!(
@@ -77,7 +72,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> CheckResult {
         let dw = tc::upload_weight(&w)?;
         let db = b.as_ref().map(DeviceTensor::from_host).transpose()?;
         let [n, k, p, q] = [expected.shape[0], expected.shape[1], expected.shape[2], expected.shape[3]];
-        let mut dy = poisoned_nhwc(&[n, p, q, k])?;
+        let mut dy = poisoned(&[n, p, q, k], DType::F32, Layout::Nhwc)?;
         // Uploads and the memset run on the legacy stream: finish them before the launch.
         cust::context::CurrentContext::synchronize().during("waiting for uploads")?;
         tc::conv2d_tc(gpu, &dx, &dw, db.as_ref(), cs.stride, pad, cs.up, &mut dy)?;

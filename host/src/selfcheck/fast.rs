@@ -8,7 +8,7 @@ use models::ops::{self, Padding};
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
 
-use super::{catch, compare, errored, random, Check, CheckResult, Rng64, Tolerance};
+use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::{CudaContext, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net_bf16::GpuTransformerNetBf16;
@@ -38,11 +38,6 @@ fn settle() -> Result<()> {
     cust::context::CurrentContext::synchronize().during("waiting for uploads")
 }
 
-fn poisoned(shape: &[usize], dtype: DType, layout: Layout) -> Result<DeviceTensor> {
-    let mut t = DeviceTensor::empty(shape, dtype, layout)?;
-    t.fill_bytes(0xff)?;
-    Ok(t)
-}
 
 /// Downloads a bf16 tensor (even element count) as f32 values, by viewing its bytes as f32 words.
 fn download_bf16(mut t: DeviceTensor) -> Result<Vec<f32>> {

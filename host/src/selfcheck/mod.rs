@@ -129,6 +129,19 @@ pub fn catch(op: &str, case: &str, f: impl FnOnce() -> Result<CheckResult>) -> C
     f().unwrap_or_else(|e| errored(op, case, e))
 }
 
+/// A device tensor filled with 0xff bytes (NaN in f32), so an element a kernel fails to write fails the check.
+pub fn poisoned(shape: &[usize], dtype: crate::gpu::DType, layout: crate::gpu::Layout) -> Result<crate::gpu::DeviceTensor> {
+    let mut t = crate::gpu::DeviceTensor::empty(shape, dtype, layout)?;
+    t.fill_bytes(0xff)?;
+    Ok(t)
+}
+
+/// Waits for the stream (surfacing kernel faults), then downloads an f32 tensor.
+pub fn download(gpu: &Gpu, t: &crate::gpu::DeviceTensor) -> Result<Vec<f32>> {
+    gpu.synchronize()?;
+    t.to_vec_f32()
+}
+
 /// Uniform random tensor in [lo, hi).
 pub fn random(rng: &mut Rng64, shape: &[usize], lo: f32, hi: f32) -> Tensor {
     let n = shape.iter().product();

@@ -9,7 +9,7 @@ use models::ops::{self, Padding};
 use models::style_vit::Block;
 use models::{StyleVit, StyleVitConfig, Tensor};
 
-use super::{catch, compare, random, Check, CheckResult, Rng64, Tolerance};
+use super::{catch, compare, download, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::GpuStyleVit;
@@ -32,15 +32,6 @@ pub fn checks() -> Vec<Check> {
 
 fn up(t: &Tensor) -> Result<DeviceTensor> {
     DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor)
-}
-fn poisoned(shape: &[usize]) -> Result<DeviceTensor> {
-    let mut t = DeviceTensor::empty(shape, DType::F32, Layout::RowMajor)?;
-    t.fill_bytes(0xff)?;
-    Ok(t)
-}
-fn download(gpu: &Gpu, t: &DeviceTensor) -> Result<Vec<f32>> {
-    gpu.synchronize()?;
-    t.to_vec_f32()
 }
 
 // ---------------------------------------------------------------- linear
@@ -88,7 +79,7 @@ fn check_linear(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 }
                 let (xd, wd, bd) = (up(&x)?, up(&w)?, up(&b)?);
                 let rd = r.as_ref().map(up).transpose()?;
-                let mut y = poisoned(&[m, n])?;
+                let mut y = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
                 let ep = Epilogue { bias: bias.then_some(&bd), gelu, residual: rd.as_ref() };
                 linear_ex(gpu, &xd, &wd, ep, &mut y)?;
                 Ok(compare("linear", &name, &download(gpu, &y)?, &want.data, Tolerance::F32))
@@ -112,7 +103,7 @@ fn check_layer_norm(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let sum = if with_res { ops::add(&x, &r)? } else { x.clone() };
                 let want = ops::layer_norm(&sum, &g, &b)?;
                 let (xd, rd, gd, bd) = (up(&x)?, up(&r)?, up(&g)?, up(&b)?);
-                let mut y = poisoned(&[rows, d])?;
+                let mut y = poisoned(&[rows, d], DType::F32, Layout::RowMajor)?;
                 layer_norm(gpu, &xd, with_res.then_some(&rd), &gd, &bd, &mut y)?;
                 Ok(compare("layer_norm", &name, &download(gpu, &y)?, &want.data, Tolerance::F32))
             })
@@ -173,7 +164,7 @@ fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: us
         let v = gather_heads(&qkv, 2 * d, heads, dh, &all);
         let want = ops::attention(&q, &k, &v)?;
         let qkv_d = up(&qkv)?;
-        let mut o = poisoned(&[b, n, d])?;
+        let mut o = poisoned(&[b, n, d], DType::F32, Layout::RowMajor)?;
         attention_qkv(gpu, &qkv_d, heads, &mut o)?;
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
         Ok(compare("attention", &name, &got, &want.data, Tolerance::F32_LOOSE))
@@ -195,7 +186,7 @@ fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: 
         let v = gather_heads(&kv, d, heads, dh, &all);
         let want = ops::attention(&q, &k, &v)?;
         let (qd, kvd) = (up(&qt)?, up(&kv)?);
-        let mut o = poisoned(&[b, nq, d])?;
+        let mut o = poisoned(&[b, nq, d], DType::F32, Layout::RowMajor)?;
         attention(gpu, Heads { t: &qd, col: 3 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d }, heads, &mut o)?;
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
         Ok(compare("attention", &name, &got, &want.data, Tolerance::F32_LOOSE))
@@ -243,7 +234,7 @@ fn check_adain(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let t = ops::adain(&c, &s_full)?;
                 let want: Vec<f32> = t.data.iter().zip(&c.data).map(|(t, c)| alpha * t + (1.0 - alpha) * c).collect();
                 let (cd, sd) = (up(&c)?, up(&s)?);
-                let mut o = poisoned(&[b, nc, d])?;
+                let mut o = poisoned(&[b, nc, d], DType::F32, Layout::RowMajor)?;
                 adain(gpu, &cd, &sd, alpha, &mut o)?;
                 Ok(compare("adain", &name, &download(gpu, &o)?, &want, Tolerance::F32))
             })
@@ -273,8 +264,8 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let wd = DeviceTensor::from_f32(&[d, 3 * p * p], &wt.data, Layout::RowMajor)?;
             let bd = up(&bias)?;
             let pos = up(&ops::sinusoidal(n, d))?;
-            let mut cols = poisoned(&[b * n, 3 * p * p])?;
-            let mut o = poisoned(&[b, n, d])?;
+            let mut cols = poisoned(&[b * n, 3 * p * p], DType::F32, Layout::RowMajor)?;
+            let mut o = poisoned(&[b, n, d], DType::F32, Layout::RowMajor)?;
             patch_embed(gpu, &imgd, &wd, &bd, with_pos.then_some(&pos), p, &mut cols, &mut o)?;
             Ok(compare("patch", &name, &download(gpu, &o)?, &want.data, Tolerance::F32))
         }));
@@ -286,7 +277,7 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let tok = random(rng, &[b, hp * wp, 3 * p * p], -1.0, 1.0);
             let want = ops::unpatch(&tok, hp, wp, p)?;
             let td = up(&tok)?;
-            let mut img = poisoned(&[b, 3, hp * p, wp * p])?;
+            let mut img = poisoned(&[b, 3, hp * p, wp * p], DType::F32, Layout::RowMajor)?;
             unpatch(gpu, &td, hp, wp, p, &mut img)?;
             let got = download(gpu, &img)?;
             let exact = Tolerance { rel_l2: 0.0, max_rel: 0.0 };
@@ -301,7 +292,7 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         let b = random(rng, &[3], -0.5, 0.5);
         let want = ops::conv2d(&ops::relu(&x), &w, Some(&b), 1, Padding::Zero(0), 1)?;
         let (xd, wd, bd) = (up(&x)?, up(&w)?, up(&b)?);
-        let mut y = poisoned(&[2, 3, 9, 11])?;
+        let mut y = poisoned(&[2, 3, 9, 11], DType::F32, Layout::RowMajor)?;
         relu_conv1x1(gpu, &xd, &wd, &bd, &mut y)?;
         Ok(compare("patch", name, &download(gpu, &y)?, &want.data, Tolerance::F32))
     }));
