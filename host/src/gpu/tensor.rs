@@ -1,4 +1,9 @@
 //! Device tensors: a device allocation with a shape, an element type and a layout.
+//!
+//! Ordering: the copies and memsets here are cust's synchronous calls, which run on the legacy default
+//! stream. The StyleForge stream is a blocking stream (see [`crate::Gpu::new`]), so these calls wait for
+//! kernels queued earlier on it, and kernels queued later wait for them: no context-wide synchronisation is
+//! needed between an upload and a launch. `Gpu::synchronize` is still the place where kernel faults surface.
 use cust::memory::{CopyDestination, DeviceBuffer, DevicePointer};
 
 use crate::error::{CudaContext, Error, Result};
@@ -71,8 +76,8 @@ impl DeviceTensor {
         self.buf.index(..bytes.len()).copy_from(bytes).during("copying to the device")
     }
 
-    /// Copies this (f32) tensor to the host; blocking (waits for the default stream's work, so call
-    /// [`crate::Gpu::synchronize`] first when kernels were queued on the StyleForge stream).
+    /// Copies this (f32) tensor to the host; blocking, ordered after the work queued on the StyleForge stream
+    /// (call [`crate::Gpu::synchronize`] first anyway to get a kernel fault reported as such).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         crate::error::ensure(self.dtype == DType::F32, "to_vec_f32", || format!("tensor is {:?}", self.dtype))?;
         let mut out = vec![0f32; self.numel()];

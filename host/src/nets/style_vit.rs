@@ -405,8 +405,6 @@ impl<'g> GpuStyleVit<'g> {
         // our stream's later work waits for them.
         b.cin.copy_from_f32(&content.data)?;
         b.sin.copy_from_f32(&style.data)?;
-        cust::context::CurrentContext::synchronize()
-            .map_err(|source| Error::Cuda { what: "waiting for host-to-device copies".into(), source })?;
         if let Err(e) = self.run(None, alpha) {
             let _ = self.gpu.synchronize();
             return Err(e);

@@ -14,7 +14,7 @@ use models::ops::Padding;
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
 
-use crate::error::{ensure, CudaContext, Result};
+use crate::error::{ensure, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d::{conv2d, conv2d_output_size};
 use crate::ops::instance_norm::{instance_norm_inplace, instance_norm_stats_len};
@@ -134,12 +134,6 @@ fn res_name(i: usize) -> &'static str {
     RES_NAMES.get(i).copied().unwrap_or("res")
 }
 
-/// Waits for everything queued in the context, the legacy stream included: host-to-device copies made
-/// with the blocking `DeviceTensor` calls may still be in flight on it, and our stream does not order
-/// against it.
-fn settle_uploads() -> Result<()> {
-    cust::context::CurrentContext::synchronize().during("waiting for host-to-device copies")
-}
 
 impl<'g> GpuTransformerNet<'g> {
     /// Uploads the weights.
@@ -169,7 +163,6 @@ impl<'g> GpuTransformerNet<'g> {
             use_graph: true,
             graph_error: None,
         };
-        settle_uploads()?;
         Ok(me)
     }
 
@@ -404,7 +397,6 @@ impl<'g> GpuTransformerNet<'g> {
         // A blocking copy on the legacy stream: it waits for earlier work on our (blocking) stream, so it
         // cannot overwrite the staging buffer under a pass still reading it.
         b.input.copy_from_f32(&x.data)?;
-        settle_uploads()?;
         if let Err(e) = self.run(None) {
             // Leave no queued work behind that could race with the next upload.
             let _ = self.gpu.synchronize();

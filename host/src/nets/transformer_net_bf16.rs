@@ -11,7 +11,7 @@
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
 
-use crate::error::{ensure, CudaContext, Error, Result};
+use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{conv2d_tc, conv2d_tc_output_shape, upload_weight};
 use crate::ops::nhwc::{nhwc_in_stats_len, nhwc_instance_norm, nhwc_pack_input, nhwc_unpack_output, PACKED_INPUT_CHANNELS};
@@ -123,10 +123,6 @@ pub struct GpuTransformerNetBf16<'g> {
     bufs: Option<Buffers>,
 }
 
-/// Waits for the blocking uploads on the legacy stream (our stream does not order against it).
-fn settle_uploads() -> Result<()> {
-    cust::context::CurrentContext::synchronize().during("waiting for host-to-device copies")
-}
 
 impl<'g> GpuTransformerNetBf16<'g> {
     /// Packs and uploads the weights.
@@ -158,7 +154,6 @@ impl<'g> GpuTransformerNetBf16<'g> {
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
         };
-        settle_uploads()?;
         Ok(me)
     }
 
@@ -274,7 +269,6 @@ impl<'g> GpuTransformerNetBf16<'g> {
         };
         // Blocking copy on the legacy stream; it waits for earlier work on our (blocking) stream.
         b.input.copy_from_f32(&x.data)?;
-        settle_uploads()?;
         if let Err(e) = self.queue(None) {
             let _ = self.gpu.synchronize();
             return Err(e);

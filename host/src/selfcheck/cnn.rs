@@ -9,7 +9,7 @@ use models::ops::{self as cpu, Padding};
 use models::{Tensor, TransformerNet};
 
 use super::{catch, compare, poisoned, random, Check, CheckResult, Rng64, Tolerance};
-use crate::error::{CudaContext, Result};
+use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::GpuTransformerNet;
 use crate::ops;
@@ -25,11 +25,6 @@ pub fn checks() -> Vec<Check> {
     ]
 }
 
-/// Waits for every queued copy and memset in the context (they run on the legacy stream, which the
-/// StyleForge stream does not order against).
-fn settle() -> Result<()> {
-    cust::context::CurrentContext::synchronize().during("waiting for uploads")
-}
 
 
 /// Synchronises the stream, downloads `y` and compares it with `expected` (shape and values).
@@ -118,7 +113,6 @@ fn conv_case(gpu: &Gpu, rng: &mut Rng64, cs: &ConvCase) -> CheckResult {
         let dw = DeviceTensor::from_host(&w)?;
         let db = b.as_ref().map(DeviceTensor::from_host).transpose()?;
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
-        settle()?;
         ops::conv2d::conv2d(gpu, &dx, &dw, db.as_ref(), cs.stride, cs.pad, cs.up, &mut dy)?;
         finish(gpu, "conv2d", &case, &dy, &expected, Tolerance::F32)
     })
@@ -193,12 +187,10 @@ fn instance_norm_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let dr = residual.as_ref().map(DeviceTensor::from_host).transpose()?;
                 let mut stats = poisoned(&[ops::instance_norm::instance_norm_stats_len(&shape)], DType::F32, Layout::Nchw)?;
                 if inplace {
-                    settle()?;
                     ops::instance_norm::instance_norm_inplace(gpu, &mut dx, &dg, &db, relu, dr.as_ref(), &mut stats)?;
                     finish(gpu, "instance_norm", &case, &dx, &expected, Tolerance::F32)
                 } else {
                     let mut dy = poisoned(&shape, DType::F32, Layout::Nchw)?;
-                    settle()?;
                     ops::instance_norm::instance_norm(gpu, &dx, &dg, &db, relu, dr.as_ref(), &mut dy, &mut stats)?;
                     finish(gpu, "instance_norm", &case, &dy, &expected, Tolerance::F32)
                 }
@@ -238,7 +230,6 @@ fn upsample_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let expected = cpu::upsample_nearest(&x, f)?;
                 let dx = DeviceTensor::from_host(&x)?;
                 let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
-                settle()?;
                 ops::upsample::upsample_nearest(gpu, &dx, f, &mut dy)?;
                 finish(gpu, "upsample_nearest", &case, &dy, &expected, Tolerance::F32)
             })
@@ -256,7 +247,6 @@ fn relu_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let expected = cpu::relu(&x);
                 let dx = DeviceTensor::from_host(&x)?;
                 let mut dy = poisoned(shape, DType::F32, Layout::Nchw)?;
-                settle()?;
                 ops::elementwise::relu(gpu, &dx, &mut dy)?;
                 finish(gpu, "relu", &case, &dy, &expected, Tolerance::F32)
             })
@@ -276,7 +266,6 @@ fn add_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let da = DeviceTensor::from_host(&a)?;
                 let db = DeviceTensor::from_host(&b)?;
                 let mut dy = poisoned(shape, DType::F32, Layout::Nchw)?;
-                settle()?;
                 ops::elementwise::add(gpu, &da, &db, &mut dy)?;
                 finish(gpu, "add", &case, &dy, &expected, Tolerance::F32)
             })
@@ -317,7 +306,6 @@ fn transformer_net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             } else {
                 // The device path: upload, queue, synchronise, download.
                 let dx = DeviceTensor::from_host(&x)?;
-                settle()?;
                 let y = gnet.forward_device(&dx)?;
                 gpu.synchronize()?;
                 y.to_host()?

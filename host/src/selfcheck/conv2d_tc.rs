@@ -8,7 +8,7 @@ use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
 use super::{catch, compare, poisoned, random, Check, CheckResult, Rng64, Tolerance};
-use crate::error::{CudaContext, Result};
+use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, round_bf16};
 
@@ -73,8 +73,6 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> CheckResult {
         let db = b.as_ref().map(DeviceTensor::from_host).transpose()?;
         let [n, k, p, q] = [expected.shape[0], expected.shape[1], expected.shape[2], expected.shape[3]];
         let mut dy = poisoned(&[n, p, q, k], DType::F32, Layout::Nhwc)?;
-        // Uploads and the memset run on the legacy stream: finish them before the launch.
-        cust::context::CurrentContext::synchronize().during("waiting for uploads")?;
         tc::conv2d_tc(gpu, &dx, &dw, db.as_ref(), cs.stride, pad, cs.up, &mut dy)?;
         gpu.synchronize()?;
         let got = tc::nhwc_to_nchw([n, p, q, k], &dy.to_vec_f32()?)?;

@@ -9,7 +9,7 @@ use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
 
 use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
-use crate::error::{CudaContext, Result};
+use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net_bf16::GpuTransformerNetBf16;
 use crate::ops::conv2d_tc::{bf16_to_f32, f32_to_bf16, round_bf16};
@@ -34,9 +34,6 @@ pub fn checks() -> Vec<Check> {
     vec![Check { op: OP_NHWC, run: nhwc_checks }, Check { op: OP_NET, run: net_checks }]
 }
 
-fn settle() -> Result<()> {
-    cust::context::CurrentContext::synchronize().during("waiting for uploads")
-}
 
 
 /// Downloads a bf16 tensor (even element count) as f32 values, by viewing its bytes as f32 words.
@@ -82,7 +79,6 @@ fn pack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
         }
         let dx = DeviceTensor::from_host(&x)?;
         let mut dy = poisoned(&[n, h, w, 16], DType::BF16, Layout::Nhwc)?;
-        settle()?;
         nhwc::nhwc_pack_input(gpu, &dx, &mut dy)?;
         gpu.synchronize()?;
         let got = download_bf16(dy)?;
@@ -130,7 +126,6 @@ fn norm_case(gpu: &Gpu, rng: &mut Rng64, shape: [usize; 4], relu: bool, residual
         let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
         let mut stats = poisoned(&[nhwc::nhwc_in_stats_len(&shape)], DType::F32, Layout::RowMajor)?;
         let mut y16 = poisoned(&shape, DType::BF16, Layout::Nhwc)?;
-        settle()?;
         nhwc::nhwc_instance_norm(gpu, &mut dx, &dg, &db, relu, dres.as_ref(), true, &mut y16, &mut stats)?;
         gpu.synchronize()?;
         let st = host_stats(&x, shape);
@@ -168,7 +163,6 @@ fn unpack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
         let db = DeviceTensor::from_host(&bias)?;
         let [n, p, q, cx] = shape;
         let mut dy = poisoned(&[n, 3, p, q], DType::F32, Layout::Nchw)?;
-        settle()?;
         nhwc::nhwc_unpack_output(gpu, &dx, &db, &mut dy)?;
         gpu.synchronize()?;
         let mut expected = vec![0f32; n * 3 * p * q];
@@ -288,7 +282,6 @@ fn net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 gnet.forward(&x)?
             } else {
                 let dx = DeviceTensor::from_host(&x)?;
-                settle()?;
                 let y = gnet.forward_device(&dx)?;
                 gpu.synchronize()?;
                 y.to_host()?
