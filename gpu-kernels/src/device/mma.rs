@@ -1,5 +1,5 @@
-//! Tensor-core and asynchronous-copy wrappers (sm_80+): `ldmatrix`, `mma.sync` m16n8k16 bf16 with f32
-//! accumulators, `cp.async` with commit/wait groups, and bf16 packing/conversion.
+//! Tensor-core and asynchronous-copy wrappers (sm_80+): `ldmatrix`, `mma.sync` m16n8k16 bf16 and f16
+//! with f32 accumulators, `cp.async` with commit/wait groups, and bf16/f16 packing/conversion.
 //!
 //! Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"), with
 //! `g = lane / 4`, `t = lane % 4`, two bf16 per 32-bit register, the lower index in the low half:
@@ -58,6 +58,36 @@ pub unsafe fn mma_bf16_16816(d: &mut [f32; 4], a: [u32; 4], b: [u32; 2]) {
     );
 }
 
+/// `d += a * b` with `mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32` (fragments as in the module
+/// comment, two f16 per register).
+///
+/// # Safety
+/// As [`mma_bf16_16816`].
+#[inline(always)]
+pub unsafe fn mma_f16_16816(d: &mut [f32; 4], a: [u32; 4], b: [u32; 2]) {
+    asm!(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{0}, {1}, {2}, {3}}}, {{{4}, {5}, {6}, {7}}}, {{{8}, {9}}}, {{{0}, {1}, {2}, {3}}};",
+        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3],
+        in(reg32) a[0], in(reg32) a[1], in(reg32) a[2], in(reg32) a[3],
+        in(reg32) b[0], in(reg32) b[1],
+        options(nomem, nostack)
+    );
+}
+
+/// `cp.async.ca.shared.global [dst], [src], 8, src_size`: copies `src_size` bytes (0 or 8) and
+/// zero-fills the rest of the 8 bytes at `dst`.
+///
+/// # Safety
+/// As [`cp_async_16`] with 8-byte alignment.
+#[inline(always)]
+pub unsafe fn cp_async_8(dst: u32, src: *const u8, src_size: u32) {
+    asm!(
+        "cp.async.ca.shared.global [{0}], [{1}], 8, {2};",
+        in(reg32) dst, in(reg64) src, in(reg32) src_size,
+        options(nostack)
+    );
+}
+
 /// `cp.async.cg.shared.global [dst], [src], 16, src_size`: copies `src_size` bytes (0 or 16) from
 /// global memory and zero-fills the rest of the 16 bytes at `dst`.
 ///
@@ -105,4 +135,33 @@ pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
 #[inline(always)]
 pub fn bf16_to_f32(v: u16) -> f32 {
     f32::from_bits((v as u32) << 16)
+}
+
+/// Largest finite f16.
+pub const F16_MAX: f32 = 65504.0;
+
+/// Packs two f32 into f16x2 (round to nearest even), saturating to ±65504 (NaN stays NaN): `lo` in the
+/// low half, `hi` in the high half.
+#[inline(always)]
+pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+    let (lo, hi) = (lo.clamp(-F16_MAX, F16_MAX), hi.clamp(-F16_MAX, F16_MAX));
+    let r: u32;
+    // SAFETY: pure arithmetic instruction (sm_80+).
+    unsafe { asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack)) };
+    r
+}
+
+/// Unpacks f16x2 into two f32 (exact): (low half, high half).
+#[inline(always)]
+pub fn unpack_f16x2(v: u32) -> (f32, f32) {
+    let (lo, hi): (f32, f32);
+    // SAFETY: pure conversion instructions.
+    unsafe {
+        asm!(
+            "{{ .reg .b16 l, h; mov.b32 {{l, h}}, {2}; cvt.f32.f16 {0}, l; cvt.f32.f16 {1}, h; }}",
+            out(reg32) lo, out(reg32) hi, in(reg32) v,
+            options(pure, nomem, nostack)
+        )
+    };
+    (lo, hi)
 }

@@ -1,7 +1,7 @@
 //! The two networks assembled from the launchers in `ops`, on one stream, buffers allocated once per shape.
 pub mod style_vit;
 pub mod transformer_net;
-pub mod transformer_net_bf16;
+pub mod transformer_net_fast;
 
 pub use style_vit::GpuStyleVit;
 pub use transformer_net::GpuTransformerNet;

@@ -130,7 +130,7 @@ pub struct LayerCost {
 /// Names of the layer groups, in order, as passed to the `mark` callback of
 /// [`GpuTransformerNet::forward_device_marked`].
 const RES_NAMES: [&str; 5] = ["res1", "res2", "res3", "res4", "res5"];
-fn res_name(i: usize) -> &'static str {
+pub(crate) fn res_name(i: usize) -> &'static str {
     RES_NAMES.get(i).copied().unwrap_or("res")
 }
 

@@ -1,4 +1,4 @@
-//! Self-checks of the bf16 TransformerNet ([`GpuTransformerNetBf16`]) and its NHWC glue kernels.
+//! Self-checks of the bf16 TransformerNet ([`GpuTransformerNetFast`]) and its NHWC glue kernels.
 //!
 //! * `nhwc_pack_input` / `nhwc_unpack_output`: exact against host conversions;
 //! * NHWC InstanceNorm: statistics (f64 on the host) and the apply step (f32 copy with the F32 preset,
@@ -11,18 +11,18 @@ use models::{Tensor, TransformerNet};
 use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::nets::transformer_net_bf16::GpuTransformerNetBf16;
+use crate::nets::transformer_net_fast::GpuTransformerNetFast;
 use crate::ops::conv2d_tc::{bf16_to_f32, f32_to_bf16, round_bf16};
 use crate::ops::nhwc;
 
-const OP_NET: &str = "transformer_net_bf16";
+const OP_NET: &str = "transformer_net_fast";
 const OP_NHWC: &str = "nhwc";
 const EXACT: Tolerance = Tolerance { rel_l2: 0.0, max_rel: 0.0 };
 /// One bf16 rounding (relative 2^-9 of each value, ≤ 2^-8 of the largest).
 const BF16_ROUNDING: Tolerance = Tolerance { rel_l2: 4e-3, max_rel: 4e-3 };
 /// The bf16 network against the fp32 reference. Rounding conv inputs and weights to bf16 through 16
 /// layers costs about 2e-2 relative error on random weights (CPU emulation, see the tests in
-/// nets/transformer_net_bf16.rs: weights and activations each about 1.5e-2), more than
+/// nets/transformer_net_fast.rs: weights and activations each about 1.5e-2), more than
 /// [`Tolerance::HALF`]; this is the budget, with margin.
 pub const BF16_NET_VS_F32: Tolerance = Tolerance { rel_l2: 5e-2, max_rel: 1e-1 };
 /// GPU bf16 network vs the CPU emulation of the same bf16 arithmetic. Only summation order differs, but one
@@ -264,7 +264,7 @@ fn net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         Ok(n) => n,
         Err(e) => return vec![errored(OP_NET, "random weights", e)],
     };
-    let mut gnet = match GpuTransformerNetBf16::new(gpu, &net) {
+    let mut gnet = match GpuTransformerNetFast::new(gpu, &net) {
         Ok(g) => g,
         Err(e) => return vec![errored(OP_NET, "upload", e)],
     };

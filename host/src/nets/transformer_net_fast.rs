@@ -7,16 +7,17 @@
 //! residual trunk is kept in f32 (each block adds its input in f32) with a bf16 copy for the next conv.
 //! deconv3 runs with its 3 output channels zero-padded to 32; the unpack kernel takes channels 0..3, adds
 //! the bias and writes NCHW f32. Buffers are allocated once per input shape; no host synchronisation in
-//! [`GpuTransformerNetBf16::forward_device`].
+//! [`GpuTransformerNetFast::forward_device`].
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
 
 use crate::error::{ensure, Error, Result};
-use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
+use crate::nets::transformer_net::{res_name, LayerCost};
 use crate::ops::conv2d_tc::{conv2d_tc, conv2d_tc_output_shape, upload_weight};
 use crate::ops::nhwc::{nhwc_in_stats_len, nhwc_instance_norm, nhwc_pack_input, nhwc_unpack_output, PACKED_INPUT_CHANNELS};
 
-const OP: &str = "GpuTransformerNetBf16";
+const OP: &str = "GpuTransformerNetFast";
 /// deconv3's output channels are padded to this (the smallest K conv2d_tc supports).
 const OUT_CHANNELS_PADDED: usize = 32;
 
@@ -80,8 +81,10 @@ struct ResBlock {
 
 /// Activation buffers for one input shape (f32 = conv outputs, h = bf16 conv inputs).
 struct Buffers {
+    /// The captured forward pass for this shape (declared first: dropped before the buffers it uses).
+    graph: Option<CudaGraph>,
     input_shape: Vec<usize>,
-    /// NCHW f32 staging for [`GpuTransformerNetBf16::forward`].
+    /// NCHW f32 staging for [`GpuTransformerNetFast::forward`].
     input: DeviceTensor,
     x16: DeviceTensor,
     a1f: DeviceTensor,
@@ -105,7 +108,7 @@ struct Buffers {
 
 /// TransformerNet's weights (bf16, packed) on the device plus per-shape activation buffers. Borrows the
 /// [`Gpu`] so it cannot outlive the context.
-pub struct GpuTransformerNetBf16<'g> {
+pub struct GpuTransformerNetFast<'g> {
     gpu: &'g Gpu,
     conv1: TcConv,
     in1: GpuNorm,
@@ -121,10 +124,13 @@ pub struct GpuTransformerNetBf16<'g> {
     deconv3: TcConv,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
+    use_graph: bool,
+    /// Why graph capture failed (graphs are then no longer tried).
+    graph_error: Option<String>,
 }
 
 
-impl<'g> GpuTransformerNetBf16<'g> {
+impl<'g> GpuTransformerNetFast<'g> {
     /// Packs and uploads the weights.
     pub fn new(gpu: &'g Gpu, net: &TransformerNet) -> Result<Self> {
         ensure(net.deconv3.bias.shape == [3] && net.deconv3.weight.shape.first() == Some(&3), OP, || {
@@ -137,7 +143,7 @@ impl<'g> GpuTransformerNetBf16<'g> {
                 Ok(ResBlock { conv1: TcConv::new(&b.conv1, 0, 0)?, in1: GpuNorm::new(&b.in1)?, conv2: TcConv::new(&b.conv2, 0, 0)?, in2: GpuNorm::new(&b.in2)? })
             })
             .collect::<Result<Vec<_>>>()?;
-        let me = GpuTransformerNetBf16 {
+        let me = GpuTransformerNetFast {
             gpu,
             conv1: TcConv::new(&net.conv1, PACKED_INPUT_CHANNELS, 0)?,
             in1: GpuNorm::new(&net.in1)?,
@@ -153,6 +159,8 @@ impl<'g> GpuTransformerNetBf16<'g> {
             deconv3: TcConv::new(&net.deconv3, 0, OUT_CHANNELS_PADDED)?,
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
+            use_graph: true,
+            graph_error: None,
         };
         Ok(me)
     }
@@ -185,6 +193,7 @@ impl<'g> GpuTransformerNetBf16<'g> {
         let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::Nhwc);
         let h = |s: &[usize]| DeviceTensor::empty(s, DType::BF16, Layout::Nhwc);
         self.bufs = Some(Buffers {
+            graph: None,
             input_shape: x.to_vec(),
             input: DeviceTensor::empty(x, DType::F32, Layout::Nchw)?,
             x16: h(&s0)?,
@@ -207,16 +216,93 @@ impl<'g> GpuTransformerNetBf16<'g> {
         Ok(())
     }
 
-    /// Queues the forward pass for `x` (NCHW f32 [N, 3, H, W], on the device) on the GPU's stream with no
-    /// host synchronisation; returns the NCHW f32 output [N, 3, H', W'] (valid until the next call).
-    pub fn forward_device(&mut self, x: &DeviceTensor) -> Result<&DeviceTensor> {
+    /// Replays the forward pass from a CUDA graph (captured once per input shape) when on (the default),
+    /// or queues the launches directly when off. Turning it off drops the captured graph.
+    pub fn set_use_graph(&mut self, on: bool) {
+        self.use_graph = on;
+        if !on {
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = None;
+            }
+        }
+    }
+
+    /// Whether graph replay is asked for (see also [`Self::graph_error`]).
+    pub fn use_graph(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Why graph capture failed, if it did (the net then launches directly).
+    pub fn graph_error(&self) -> Option<&str> {
+        self.graph_error.as_deref()
+    }
+
+    /// Node count of the graph captured for the current shape, if there is one.
+    pub fn graph_nodes(&self) -> Option<usize> {
+        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(CudaGraph::node_count)
+    }
+
+    fn check_device_input(x: &DeviceTensor) -> Result<()> {
         ensure(x.dtype == DType::F32 && x.layout != Layout::Nhwc, OP, || {
             format!("input must be NCHW f32 [N, 3, H, W], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
         })?;
-        Self::check_input(&x.shape)?;
+        Self::check_input(&x.shape)
+    }
+
+    /// Queues the forward pass for `x` (NCHW f32 [N, 3, H, W], on the device) on the GPU's stream with no
+    /// host synchronisation; returns the NCHW f32 output [N, 3, H', W'] (valid until the next call).
+    pub fn forward_device(&mut self, x: &DeviceTensor) -> Result<&DeviceTensor> {
+        Self::check_device_input(x)?;
         self.ensure_buffers(&x.shape)?;
-        self.queue(Some(x))?;
+        self.run(Some(x))?;
         self.output()
+    }
+
+    /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each layer
+    /// group is queued (the names of `GpuTransformerNet::forward_device_marked`).
+    pub fn forward_device_marked(&mut self, x: &DeviceTensor, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<&DeviceTensor> {
+        Self::check_device_input(x)?;
+        self.ensure_buffers(&x.shape)?;
+        self.queue(Some(x), mark)?;
+        self.output()
+    }
+
+    /// Estimated FLOPs and bytes of each layer group for NCHW input shape `x`, in the order and with the
+    /// names of [`Self::forward_device_marked`]. FLOPs count the padded channels the tensor cores compute.
+    pub fn layer_costs(&self, x: &[usize]) -> Result<Vec<LayerCost>> {
+        Self::check_input(x)?;
+        // Conv: reads its bf16 input and weight, writes f32; the norm reads f32 twice (two-pass
+        // statistics), once more to apply, writes bf16 (+ f32 and a residual read on the trunk).
+        let conv = |c: &TcConv, x: &[usize]| -> Result<(f64, f64, [usize; 4])> {
+            let o = c.out_shape(x)?;
+            let [k, r, s, ci] = [c.w.shape[0], c.w.shape[1], c.w.shape[2], c.w.shape[3]];
+            let flops = 2.0 * (o[0] * o[1] * o[2] * k * r * s * ci) as f64;
+            let bytes = 2.0 * (x.iter().product::<usize>() + c.w.numel()) as f64 + 4.0 * o.iter().product::<usize>() as f64;
+            Ok((flops, bytes, o))
+        };
+        let norm = |o: &[usize], trunk: bool| {
+            let n = o.iter().product::<usize>() as f64;
+            n * (12.0 + 2.0) + if trunk { n * 8.0 } else { 0.0 }
+        };
+        let mut v = Vec::new();
+        let mut shape = [x[0], x[2], x[3], PACKED_INPUT_CHANNELS];
+        for (name, c) in [("conv1+in1", &self.conv1), ("conv2+in2", &self.conv2), ("conv3+in3", &self.conv3)] {
+            let (f, b, o) = conv(c, &shape)?;
+            v.push(LayerCost { name, flops: f, bytes: b + norm(&o, name == "conv3+in3") });
+            shape = o;
+        }
+        for (i, blk) in self.res.iter().enumerate() {
+            let (f1, b1, o1) = conv(&blk.conv1, &shape)?;
+            let (f2, b2, o2) = conv(&blk.conv2, &o1)?;
+            v.push(LayerCost { name: res_name(i), flops: f1 + f2, bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true) });
+            shape = o2;
+        }
+        for (name, c, with_norm) in [("deconv1+in4", &self.deconv1, true), ("deconv2+in5", &self.deconv2, true), ("deconv3", &self.deconv3, false)] {
+            let (f, b, o) = conv(c, &shape)?;
+            v.push(LayerCost { name, flops: f, bytes: b + if with_norm { norm(&o, false) } else { 0.0 } });
+            shape = o;
+        }
+        Ok(v)
     }
 
     fn output(&self) -> Result<&DeviceTensor> {
@@ -226,8 +312,57 @@ impl<'g> GpuTransformerNetBf16<'g> {
         }
     }
 
-    /// Queues every launch of the pass from `x` (or the staged input when `None`).
-    fn queue(&mut self, x: Option<&DeviceTensor>) -> Result<()> {
+    /// Runs the pass on buffers already sized for the input: `x`, or the staged input when `None`.
+    /// Through the graph when enabled; on a capture failure, directly (remembering the failure when the
+    /// direct launches then work, so a data error is not mistaken for a graph problem).
+    fn run(&mut self, x: Option<&DeviceTensor>) -> Result<()> {
+        if self.use_graph && self.graph_error.is_none() {
+            match self.run_graph(x) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let Some(b) = self.bufs.as_mut() {
+                        b.graph = None;
+                    }
+                    self.queue(x, &mut |_| Ok(()))?;
+                    self.graph_error = Some(e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        self.queue(x, &mut |_| Ok(()))
+    }
+
+    fn run_graph(&mut self, x: Option<&DeviceTensor>) -> Result<()> {
+        let gpu = self.gpu;
+        let Some(b) = self.bufs.as_mut() else {
+            return Err(Error::Other("buffers missing after allocation".into()));
+        };
+        if let Some(x) = x {
+            // Ordered on the stream before the replay; a no-op when `x` is the staging buffer itself.
+            gpu.copy_device_async(x, &mut b.input)?;
+        }
+        if b.graph.is_none() {
+            // First pass at this shape: launch directly (loads every kernel and sets launch attributes
+            // outside any capture), then capture the same launches from the staged input.
+            self.queue(None, &mut |_| Ok(()))?;
+            let g = CudaGraph::capture(gpu, || self.queue(None, &mut |_| Ok(())))?;
+            if let Some(b) = self.bufs.as_mut() {
+                b.graph = Some(g);
+            }
+            return Ok(());
+        }
+        match self.bufs.as_ref().and_then(|b| b.graph.as_ref()) {
+            // SAFETY: the graph lives in the same `Buffers` as every activation buffer it was captured
+            // with (dropped together, the graph first), and the weights are owned by `self`; `gpu` is the
+            // GPU the capture used.
+            Some(g) => unsafe { g.launch(gpu) },
+            None => Err(Error::Other("graph missing after capture".into())),
+        }
+    }
+
+    /// Queues every launch of the pass from `x` (or the staged input when `None`), calling `mark` after
+    /// each layer group.
+    fn queue(&mut self, x: Option<&DeviceTensor>, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
             return Err(Error::Other("buffers missing after allocation".into()));
@@ -240,24 +375,31 @@ impl<'g> GpuTransformerNetBf16<'g> {
         nhwc_pack_input(gpu, x, x16)?;
         self.conv1.run(gpu, x16, a1f)?;
         nhwc_instance_norm(gpu, a1f, &self.in1.gamma, &self.in1.beta, true, None, false, a1h, stats)?;
+        mark("conv1+in1")?;
         self.conv2.run(gpu, a1h, a2f)?;
         nhwc_instance_norm(gpu, a2f, &self.in2.gamma, &self.in2.beta, true, None, false, a2h, stats)?;
+        mark("conv2+in2")?;
         self.conv3.run(gpu, a2h, trunk)?;
         nhwc_instance_norm(gpu, trunk, &self.in3.gamma, &self.in3.beta, true, None, true, trunk_h, stats)?;
-        for blk in &self.res {
+        mark("conv3+in3")?;
+        for (i, blk) in self.res.iter().enumerate() {
             blk.conv1.run(gpu, trunk_h, tf)?;
             nhwc_instance_norm(gpu, tf, &blk.in1.gamma, &blk.in1.beta, true, None, false, th, stats)?;
             blk.conv2.run(gpu, th, tf)?;
             // tf = in2(tf) + trunk (f32, in place), its bf16 copy into trunk_h; then tf becomes the trunk.
             nhwc_instance_norm(gpu, tf, &blk.in2.gamma, &blk.in2.beta, false, Some(trunk), true, trunk_h, stats)?;
             std::mem::swap(trunk, tf);
+            mark(res_name(i))?;
         }
         self.deconv1.run(gpu, trunk_h, u1f)?;
         nhwc_instance_norm(gpu, u1f, &self.in4.gamma, &self.in4.beta, true, None, false, u1h, stats)?;
+        mark("deconv1+in4")?;
         self.deconv2.run(gpu, u1h, u2f)?;
         nhwc_instance_norm(gpu, u2f, &self.in5.gamma, &self.in5.beta, true, None, false, u2h, stats)?;
+        mark("deconv2+in5")?;
         self.deconv3.run(gpu, u2h, o32)?;
-        nhwc_unpack_output(gpu, o32, &self.out_bias, out)
+        nhwc_unpack_output(gpu, o32, &self.out_bias, out)?;
+        mark("deconv3")
     }
 
     /// Convenience: host tensor in, host tensor out (uploads, runs, synchronises, downloads).
@@ -269,7 +411,7 @@ impl<'g> GpuTransformerNetBf16<'g> {
         };
         // Blocking copy on the legacy stream; it waits for earlier work on our (blocking) stream.
         b.input.copy_from_f32(&x.data)?;
-        if let Err(e) = self.queue(None) {
+        if let Err(e) = self.run(None) {
             let _ = self.gpu.synchronize();
             return Err(e);
         }
