@@ -130,25 +130,46 @@ pub const ADAIN_ROWS: u32 = 8;
 pub const ADAIN_EPS: f32 = 1e-5;
 
 // ------------------------------------------------------------------------------------------- conv2d_tc
-/// `conv2d_tc` (bf16 implicit GEMM on tensor cores): output pixels (GEMM-M) per block.
+/// `conv2d_tc` (f16 implicit GEMM on tensor cores): output pixels (GEMM-M) per block.
 pub const CONV2D_TC_BM: u32 = 128;
-/// `conv2d_tc`: GEMM-K slice (bf16 elements) per pipeline stage: one 64-byte smem row per pixel/channel.
+/// `conv2d_tc`: GEMM-K slice (f16 elements) per pipeline stage: one 64-byte smem row per pixel/channel.
+/// Weight rows are zero-padded to a multiple of it.
 pub const CONV2D_TC_BK: u32 = 32;
-/// `conv2d_tc`: threads per block (8 warps, each 16 output pixels x all output channels).
+/// `conv2d_tc`: threads per block (8 warps).
 pub const CONV2D_TC_THREADS: u32 = 256;
 /// `conv2d_tc`: cp.async pipeline depth (the kernel waits with `wait_group(STAGES - 2)`).
 pub const CONV2D_TC_STAGES: u32 = 3;
+/// `conv2d_tc` epilogue: NHWC f16 output plus per-tile InstanceNorm partials.
+pub const CONV2D_TC_OUT_F16_STATS: u32 = 0;
+/// `conv2d_tc` epilogue: NCHW f32 output of the first `k_real` channels plus bias.
+pub const CONV2D_TC_OUT_NCHW_BIAS: u32 = 1;
 /// `conv2d_tc`: dynamic shared memory for `k` output channels: per stage an A tile [BM][BK] and a
-/// B tile [k][BK] of bf16.
+/// B tile [k][BK] of f16 (the epilogue's reduction scratch, 2 x 8 x k floats, fits inside).
 pub const fn conv2d_tc_smem_bytes(k: u32) -> u32 {
     CONV2D_TC_STAGES * (CONV2D_TC_BM + k) * CONV2D_TC_BK * 2
 }
-/// `conv2d_tc`: kernel name for `k` output channels (one kernel per supported K), or `None`.
-pub const fn conv2d_tc_kernel(k: u32) -> Option<&'static str> {
+/// `conv2d_tc`: kernel name for `k` output channels and `c` input channels (4 selects the 8-byte
+/// gather of the 4-channel first layer; otherwise `c` must be a multiple of 8), or `None`.
+pub const fn conv2d_tc_kernel(k: u32, c: u32) -> Option<&'static str> {
+    if c == 4 {
+        return if k == 32 { Some("conv2d_tc_c4_k32") } else { None };
+    }
+    if c == 0 || !c.is_multiple_of(8) {
+        return None;
+    }
     match k {
+        8 => Some("conv2d_tc_k8"),
         32 => Some("conv2d_tc_k32"),
         64 => Some("conv2d_tc_k64"),
         128 => Some("conv2d_tc_k128"),
         _ => None,
     }
 }
+/// `conv2d_tc`: the padded weight row length for GEMM-K = `kg` (a multiple of `CONV2D_TC_BK`).
+pub const fn conv2d_tc_kw(kg: u32) -> u32 {
+    kg.div_ceil(CONV2D_TC_BK) * CONV2D_TC_BK
+}
+
+// ------------------------------------------------------------------------------------------------ nhwc
+/// `nhwc_in_coef`: threads per block (one block per (sample, channel) plane).
+pub const NHWC_COEF_THREADS: u32 = 256;

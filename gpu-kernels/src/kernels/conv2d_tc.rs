@@ -1,31 +1,37 @@
 //! `conv2d_tc` kernels (host launcher: host/src/ops/conv2d_tc.rs; CPU reference: models::ops::conv2d).
 //!
-//! Implicit-GEMM convolution on tensor cores: x NHWC bf16, w [K][R][S][C] bf16, y NHWC f32, reflection
-//! padding, stride, optional nearest upsampling folded into the gather. GEMM: M = N*P*Q output pixels,
-//! N_gemm = K output channels (all of them in one block), K_gemm = R*S*C ordered (r, s, c), c innermost.
+//! Implicit-GEMM convolution on tensor cores for the fast TransformerNet: x NHWC f16, w [K][kw] f16 (each
+//! row the (r, s, c) GEMM-K order, zero-padded to `kw`, a multiple of `CONV2D_TC_BK`), fp32 accumulation,
+//! reflection padding, stride, optional nearest upsampling folded into the gather. GEMM: M = P*Q output
+//! pixels of one sample (grid y = sample), N_gemm = K output channels (all of them in one block),
+//! K_gemm = R*S*C, c innermost.
 //!
-//! Block: `CONV2D_TC_THREADS` = 8 warps, `CONV2D_TC_BM` = 128 pixels x all K = 32 W channels; the warps
-//! form an (8 / W) x W grid, each computing 16 W pixels x 32 channels (W m-tiles x 4 n-tiles of mma
-//! m16n8k16). Grid: x = ceil(M / BM).
-//! Each GEMM-K step of `BK` = 32 bf16 stages an A tile [BM][32] and a B tile [K][32] in shared memory
-//! through a `CONV2D_TC_STAGES`-deep cp.async pipeline. A row is 64 bytes = four 16-byte chunks
-//! (8 channels each; C % 16 == 0 keeps a chunk inside one filter tap); chunk `j` of row `row` lives at
-//! `row * 64 + ((j ^ ((row >> 1) & 3)) * 16)` so that 8 consecutive rows of one chunk column hit 8
-//! different bank groups (ldmatrix and cp.async are conflict-free). GEMM-K positions past R*S*C (the
-//! last step when R*S*C % 32 == 16) are zero-filled in both tiles. Rows past M gather pixel M-1 (in
-//! range) and are not stored.
-use crate::device::mma::{cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_bf16_16816};
+//! Two epilogues (`mode`):
+//! * `CONV2D_TC_OUT_F16_STATS`: y16 NHWC f16 (saturated to ±65504) and, per block, each channel's
+//!   InstanceNorm partials of the block's pixels, computed from the f32 accumulators in two passes
+//!   (`part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2)); `instance_norm_coef` combines them.
+//! * `CONV2D_TC_OUT_NCHW_BIAS`: y32 NCHW f32 channels `0..k_real` plus bias (the network's last layer).
+//!
+//! Block: `CONV2D_TC_THREADS` = 8 warps, `CONV2D_TC_BM` = 128 pixels x all K channels; the warps form a
+//! (8 / WN) x WN grid, each computing MT m-tiles x NT n-tiles of mma m16n8k16 (K = 8 * NT * WN,
+//! 128 = 16 * MT * 8 / WN). Grid: x = ceil(P*Q / BM) tiles, y = N.
+//! Each GEMM-K step of `BK` = 32 f16 stages an A tile [BM][32] and a B tile [K][32] in shared memory
+//! through a `CONV2D_TC_STAGES`-deep cp.async pipeline. A row is 64 bytes = four 16-byte chunks; chunk
+//! `j` of row `row` lives at `row * 64 + ((j ^ ((row >> 1) & 3)) * 16)` so that 8 consecutive rows of one
+//! chunk column hit 8 different bank groups (ldmatrix and cp.async are conflict-free). The A gather moves
+//! 16-byte pieces (8 channels of one tap; C % 8 == 0) or, for the 4-channel first layer (`C4`), 8-byte
+//! pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q gather pixel P*Q-1
+//! (in range) and are neither stored nor counted in the statistics.
+use crate::device::mma::{cp_async_16, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2};
 use crate::device::unroll::unroll;
-use crate::device::{block_idx_x, shared, sync_threads, thread_idx_x};
-use crate::launch::{CONV2D_TC_BK, CONV2D_TC_BM, CONV2D_TC_STAGES, CONV2D_TC_THREADS};
+use crate::device::warp::shfl_xor_f32;
+use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
+use crate::launch::{CONV2D_TC_BK, CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_STAGES, CONV2D_TC_THREADS};
 
-/// Bytes of one shared-memory row (BK bf16).
+/// Bytes of one shared-memory row (BK f16).
 const ROW_BYTES: u32 = CONV2D_TC_BK * 2;
 /// 16-byte chunks per row.
 const CHUNKS: u32 = ROW_BYTES / 16;
-/// A-tile rows gathered per thread (each thread copies chunk `t % 4` of rows `t / 4 + 64 i`).
-const A_ROWS: usize = (CONV2D_TC_BM * CHUNKS / CONV2D_TC_THREADS) as usize;
-const A_ROW_STEP: u32 = CONV2D_TC_THREADS / CHUNKS;
 
 /// Byte offset of 16-byte chunk `chunk` of row `row` in a tile (XOR swizzle, see the module comment).
 #[inline(always)]
@@ -46,127 +52,159 @@ fn reflect(v: i32, extent: i32) -> i32 {
     v
 }
 
-/// The kernel body for K = 32 * W output channels: the 8 warps form a (8 / W) x W grid, each warp
-/// computing W m-tiles (16 W pixels) x 4 n-tiles (32 channels).
+/// Sum over the 8 lanes sharing `lane % 4` (the mma row groups g = 0..7).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn conv2d_tc_body<const W: usize>(
-    x: *const u16,
-    w: *const u16,
-    b: *const f32,
-    y: *mut f32,
+fn sum_rows(v: f32) -> f32 {
+    let v = v + shfl_xor_f32(v, 4);
+    let v = v + shfl_xor_f32(v, 8);
+    v + shfl_xor_f32(v, 16)
+}
+
+/// Launch parameters shared by every `conv2d_tc` variant (passed as scalars: see KERNEL_NOTES §7).
+struct Shape {
     h: u32,
     wd: u32,
     c: u32,
+    kw: u32,
     p_out: u32,
     q_out: u32,
     r: u32,
     stride: u32,
     pad: u32,
     up: u32,
-    m_total: u32,
+}
+
+/// The kernel body. `MT` m-tiles x `NT` n-tiles per warp, `WN` warps along N (K = 8 NT WN), `PIECE` the
+/// gather width in bytes (16, or 8 for 4-channel inputs), `A_ROWS` = A-tile rows gathered per thread.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const PIECE: u32, const A_ROWS: usize>(
+    x: *const u16,
+    w: *const u16,
+    s: Shape,
+    mode: u32,
+    y16: *mut u32,
+    part: *mut f32,
+    y32: *mut f32,
+    bias: *const f32,
+    k_real: u32,
 ) {
-    const { assert!((W == 1 || W == 2 || W == 4) && A_ROWS == 2 && CHUNKS == 4 && CONV2D_TC_BM == 128) };
-    const { assert!(CONV2D_TC_THREADS == 256) };
-    let k_out = W as u32 * 32;
-    // Repeats a block for mi in 0..W (fully unrolled, so the fragment arrays stay in registers).
-    macro_rules! unroll_w {
+    const { assert!(CONV2D_TC_THREADS == 256 && CONV2D_TC_BM == 128 && CHUNKS == 4) };
+    const { assert!(16 * MT as u32 * (8 / WN) == CONV2D_TC_BM && (NT == 1 || NT == 4)) };
+    const { assert!((PIECE == 16 || PIECE == 8) && A_ROWS as u32 * CONV2D_TC_THREADS * PIECE == CONV2D_TC_BM * ROW_BYTES) };
+    // Repeats a block for i in 0..MT (fully unrolled, so the fragment arrays stay in registers).
+    macro_rules! unroll_mt {
         (|$i:ident| $body:block) => {
-            match W {
+            match MT {
                 1 => { let $i: usize = 0; $body }
                 2 => unroll!(2, |$i| $body),
                 _ => unroll!(4, |$i| $body),
             }
         };
     }
+    macro_rules! unroll_nt {
+        (|$i:ident| $body:block) => {
+            match NT {
+                1 => { let $i: usize = 0; $body }
+                _ => unroll!(4, |$i| $body),
+            }
+        };
+    }
+    let k_out = 8 * NT as u32 * WN;
+    let pieces = ROW_BYTES / PIECE; // per row
+    let piece_elems = PIECE / 2;
+    let a_row_step = CONV2D_TC_THREADS / pieces;
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
-    let kg = r * r * c; // GEMM-K
-    let ktiles = kg.div_ceil(CONV2D_TC_BK);
-    let m0 = block_idx_x() * CONV2D_TC_BM;
+    let kg = s.r * s.r * s.c; // GEMM-K (the weight rows are zero-padded to kw ≥ kg)
+    let ktiles = s.kw / CONV2D_TC_BK;
+    let tile = block_idx_x();
+    let n_img = block_idx_y();
+    let pq = s.p_out * s.q_out;
+    let m0 = tile * CONV2D_TC_BM;
 
     let smem = shared::dynamic_smem_addr();
     let a_bytes = CONV2D_TC_BM * ROW_BYTES;
     let stage_bytes = a_bytes + k_out * ROW_BYTES;
 
-    // A gather: this thread's chunk column and its rows' pixel coordinates.
-    let j = t % CHUNKS;
-    let hu = (h * up) as i32;
-    let wu = (wd * up) as i32;
-    let up_shift = up >> 1; // up is 1 or 2 (host-checked): source = upsampled >> up_shift
-    let mut a_img = [0u32; A_ROWS]; // n * H * W (pixel index of the image's first pixel)
+    // A gather: this thread's piece column and its rows' pixel coordinates.
+    let j = t % pieces;
+    let hu = (s.h * s.up) as i32;
+    let wu = (s.wd * s.up) as i32;
+    let up_shift = s.up >> 1; // up is 1 or 2 (host-checked): source = upsampled >> up_shift
+    let img = n_img * s.h * s.wd; // pixel index of the sample's first input pixel
     let mut a_bh = [0i32; A_ROWS]; // oh * stride - pad (upsampled coordinates)
     let mut a_bw = [0i32; A_ROWS];
-    let pq = p_out * q_out;
     for i in 0..A_ROWS {
-        let row = t / CHUNKS + A_ROW_STEP * i as u32;
+        let row = t / pieces + a_row_step * i as u32;
         let mut m = m0 + row;
-        if m >= m_total {
-            m = m_total - 1;
+        if m >= pq {
+            m = pq - 1;
         }
-        let n = m / pq;
-        let rem = m - n * pq;
-        let oh = rem / q_out;
-        let ow = rem - oh * q_out;
-        a_img[i] = n * h * wd;
-        a_bh[i] = (oh * stride) as i32 - pad as i32;
-        a_bw[i] = (ow * stride) as i32 - pad as i32;
+        let oh = m / s.q_out;
+        let ow = m - oh * s.q_out;
+        a_bh[i] = (oh * s.stride) as i32 - s.pad as i32;
+        a_bw[i] = (ow * s.stride) as i32 - s.pad as i32;
     }
 
     // Issues the copies of GEMM-K step `kt` into pipeline stage `stage`.
     let load = |stage: u32, kt: u32| {
         let base = smem + stage * stage_bytes;
         let k0 = kt * CONV2D_TC_BK;
-        // A: chunk j of each of this thread's rows.
-        let kk = k0 + j * 8;
+        // A: piece j of each of this thread's rows (one tap, `piece_elems` channels from ci).
+        let kk = k0 + j * piece_elems;
         let a_ok = kk < kg;
         let kk_c = if a_ok { kk } else { 0 };
-        let tap = kk_c / c;
-        let ci = kk_c - tap * c;
-        let rr = tap / r;
-        let ss = tap - rr * r;
+        let tap = kk_c / s.c;
+        let ci = kk_c - tap * s.c;
+        let rr = tap / s.r;
+        let ss = tap - rr * s.r;
+        let (chunk, within) = ((j * PIECE) / 16, (j * PIECE) % 16);
         for i in 0..A_ROWS {
-            let row = t / CHUNKS + A_ROW_STEP * i as u32;
+            let row = t / pieces + a_row_step * i as u32;
             let ih = reflect(a_bh[i] + rr as i32, hu) as u32 >> up_shift;
             let iw = reflect(a_bw[i] + ss as i32, wu) as u32 >> up_shift;
-            let pix = a_img[i] + ih * wd + iw;
-            let src = x.add(pix as usize * c as usize + ci as usize);
-            cp_async_16(base + swz(row, j), src as *const u8, if a_ok { 16 } else { 0 });
+            let pix = img + ih * s.wd + iw;
+            let src = x.add(pix as usize * s.c as usize + ci as usize) as *const u8;
+            let dst = base + swz(row, chunk) + within;
+            if PIECE == 16 {
+                cp_async_16(dst, src, if a_ok { 16 } else { 0 });
+            } else {
+                cp_async_8(dst, src, if a_ok { 8 } else { 0 });
+            }
         }
-        // B: K rows x 4 chunks, spread over the block.
+        // B: K rows x 4 chunks, spread over the block (rows are zero-padded to kw on the host).
         let mut id = t;
         while id < k_out * CHUNKS {
             let n = id / CHUNKS;
             let jj = id % CHUNKS;
-            let kk = k0 + jj * 8;
-            let ok = kk < kg;
-            let off = if ok { n as usize * kg as usize + kk as usize } else { 0 };
-            cp_async_16(base + a_bytes + swz(n, jj), w.add(off) as *const u8, if ok { 16 } else { 0 });
+            let off = n as usize * s.kw as usize + (k0 + jj * 8) as usize;
+            cp_async_16(base + a_bytes + swz(n, jj), w.add(off) as *const u8, 16);
             id += CONV2D_TC_THREADS;
         }
     };
 
-    let mut acc = [[[0f32; 4]; 4]; W];
+    let mut acc = [[[0f32; 4]; NT]; MT];
 
     // Prologue: the first STAGES - 1 steps (one commit group each, possibly empty).
-    for s in 0..CONV2D_TC_STAGES - 1 {
-        if s < ktiles {
-            load(s, s);
+    for st in 0..CONV2D_TC_STAGES - 1 {
+        if st < ktiles {
+            load(st, st);
         }
         cp_async_commit();
     }
 
-    // Warp tile: rows wm*16W .. +16W of the block, output channels wn*32 .. +32.
-    let wm = warp % (8 / W as u32);
-    let wn = warp / (8 / W as u32);
-    let row0 = wm * 16 * W as u32;
-    let col0 = wn * 32;
+    // Warp tile: rows wm*16MT .. +16MT of the block, output channels wn*8NT .. +8NT.
+    let wm = warp % (8 / WN);
+    let wn = warp / (8 / WN);
+    let row0 = wm * 16 * MT as u32;
+    let col0 = wn * 8 * NT as u32;
     // ldmatrix row addresses of this lane (before the stage base, the m-tile and the k16 half).
     let a_row = row0 + (lane % 16);
     let a_chunk = lane / 16;
-    let b_row = col0 + (lane & 7) + ((lane >> 4) << 3);
-    let b_chunk = (lane >> 3) & 1;
+    // NT = 4: one x4 gives n-tiles 2jp, 2jp+1 of one k16 half; NT = 1: one x4 gives both halves.
+    let (b_row, b_chunk) = if NT == 4 { (col0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1) } else { (col0 + (lane & 7), lane >> 3) };
 
     let mut kt = 0;
     while kt < ktiles {
@@ -182,78 +220,171 @@ unsafe fn conv2d_tc_body<const W: usize>(
 
         let a_base = smem + (kt % CONV2D_TC_STAGES) * stage_bytes;
         let b_base = a_base + a_bytes;
+        let b_all = if NT == 1 { ldmatrix_x4(b_base + swz(b_row, b_chunk)) } else { [0; 4] };
         unroll!(2, |half| {
-            let half = half as u32;
-            let mut a = [[0u32; 4]; W];
-            unroll_w!(|mi| {
-                a[mi] = ldmatrix_x4(a_base + swz(a_row + mi as u32 * 16, half * 2 + a_chunk));
+            let hf = half as u32;
+            let mut a = [[0u32; 4]; MT];
+            unroll_mt!(|mi| {
+                a[mi] = ldmatrix_x4(a_base + swz(a_row + mi as u32 * 16, hf * 2 + a_chunk));
             });
-            // One ldmatrix.x4 gives the B fragments of n-tiles 2 jp and 2 jp + 1.
-            unroll!(2, |jp| {
-                let bf = ldmatrix_x4(b_base + swz(b_row + jp as u32 * 16, half * 2 + b_chunk));
-                unroll_w!(|mi| {
-                    mma_bf16_16816(&mut acc[mi][2 * jp], a[mi], [bf[0], bf[1]]);
-                    mma_bf16_16816(&mut acc[mi][2 * jp + 1], a[mi], [bf[2], bf[3]]);
+            if NT == 1 {
+                unroll_mt!(|mi| {
+                    mma_f16_16816(&mut acc[mi][0], a[mi], [b_all[2 * half], b_all[2 * half + 1]]);
                 });
-            });
-        });
-        kt += 1;
-    }
-    // Drain the (empty) trailing groups before the block exits.
-    cp_async_wait_group::<0>();
-
-    // Epilogue: per m-tile, rows g and g + 8; per n-tile, columns 2t and 2t + 1.
-    let g = lane / 4;
-    let tq = lane % 4;
-    unroll_w!(|mi| {
-        unroll!(2, |half| {
-            let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
-            if m < m_total {
-                let out = y.add(m as usize * k_out as usize);
-                unroll!(4, |jn| {
-                    let col = (col0 + tq * 2) as usize + jn * 8;
-                    let mut v0 = acc[mi][jn][2 * half];
-                    let mut v1 = acc[mi][jn][2 * half + 1];
-                    if !b.is_null() {
-                        v0 += *b.add(col);
-                        v1 += *b.add(col + 1);
-                    }
-                    *out.add(col) = v0;
-                    *out.add(col + 1) = v1;
+            } else {
+                unroll!(2, |jp| {
+                    let bf = ldmatrix_x4(b_base + swz(b_row + jp as u32 * 16, hf * 2 + b_chunk));
+                    unroll_mt!(|mi| {
+                        mma_f16_16816(&mut acc[mi][(2 * jp) % NT], a[mi], [bf[0], bf[1]]);
+                        mma_f16_16816(&mut acc[mi][(2 * jp + 1) % NT], a[mi], [bf[2], bf[3]]);
+                    });
                 });
             }
         });
-    });
+        kt += 1;
+    }
+    // Drain the (empty) trailing groups; the barrier lets the epilogue reuse the pipeline's memory.
+    cp_async_wait_group::<0>();
+    sync_threads();
+
+    // Epilogue: per m-tile, rows g and g + 8; per n-tile, columns 2tq and 2tq + 1.
+    let g = lane / 4;
+    let tq = lane % 4;
+    let row_ok = |mi: usize, half: usize| m0 + row0 + mi as u32 * 16 + g + 8 * (half as u32) < pq;
+    if mode == CONV2D_TC_OUT_F16_STATS {
+        let pix0 = (n_img * pq) as usize;
+        unroll_mt!(|mi| {
+            unroll!(2, |half| {
+                let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
+                if m < pq {
+                    let out = y16.add((pix0 + m as usize) * (k_out / 2) as usize);
+                    unroll_nt!(|jn| {
+                        let col = col0 + tq * 2 + jn as u32 * 8;
+                        *out.add((col / 2) as usize) = pack_f16x2(acc[mi][jn][2 * half], acc[mi][jn][2 * half + 1]);
+                    });
+                }
+            });
+        });
+        // InstanceNorm partials of this tile: per channel, the sum over the valid rows (each warp's
+        // rows reduced across its lanes, then across the 8 / WN warps of its column group through
+        // shared memory), the tile mean, then the sum of squared deviations the same way.
+        let count = if pq - m0 < CONV2D_TC_BM { pq - m0 } else { CONV2D_TC_BM };
+        let red = shared::dynamic_smem::<f32>(); // [8 / WN][K] sums, then [8 / WN][K] M2
+        let wms = (8 / WN) as usize;
+        let mut mean = [[0f32; 2]; NT];
+        unroll_nt!(|jn| {
+            unroll!(2, |e| {
+                let mut v = 0f32;
+                unroll_mt!(|mi| {
+                    unroll!(2, |half| {
+                        if row_ok(mi, half) {
+                            v += acc[mi][jn][2 * half + e];
+                        }
+                    });
+                });
+                let v = sum_rows(v);
+                if g == 0 {
+                    *red.add(wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e) = v;
+                }
+            });
+        });
+        sync_threads();
+        unroll_nt!(|jn| {
+            unroll!(2, |e| {
+                let col = (col0 + tq * 2 + jn as u32 * 8) as usize + e;
+                let mut tot = 0f32;
+                for r in 0..wms {
+                    tot += *red.add(r * k_out as usize + col);
+                }
+                mean[jn][e] = tot / count as f32;
+            });
+        });
+        let red2 = red.add(wms * k_out as usize);
+        unroll_nt!(|jn| {
+            unroll!(2, |e| {
+                let mut v = 0f32;
+                unroll_mt!(|mi| {
+                    unroll!(2, |half| {
+                        if row_ok(mi, half) {
+                            let d = acc[mi][jn][2 * half + e] - mean[jn][e];
+                            v += d * d;
+                        }
+                    });
+                });
+                let v = sum_rows(v);
+                if g == 0 {
+                    *red2.add(wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e) = v;
+                }
+            });
+        });
+        sync_threads();
+        if t < k_out {
+            let (mut tot, mut m2) = (0f32, 0f32);
+            for r in 0..wms {
+                tot += *red.add(r * k_out as usize + t as usize);
+                m2 += *red2.add(r * k_out as usize + t as usize);
+            }
+            let tiles = pq.div_ceil(CONV2D_TC_BM);
+            let o = part.add((((n_img * k_out + t) * tiles + tile) * 2) as usize);
+            *o = tot / count as f32;
+            *o.add(1) = m2;
+        }
+    } else {
+        // NCHW f32 + bias, channels below k_real.
+        unroll_mt!(|mi| {
+            unroll!(2, |half| {
+                let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
+                if m < pq {
+                    unroll_nt!(|jn| {
+                        unroll!(2, |e| {
+                            let col = col0 + tq * 2 + jn as u32 * 8 + e as u32;
+                            if col < k_real {
+                                *y32.add(((n_img * k_real + col) * pq + m) as usize) = acc[mi][jn][2 * half + e] + *bias.add(col as usize);
+                            }
+                        });
+                    });
+                }
+            });
+        });
+    }
 }
 
 macro_rules! conv2d_tc_entry {
-    ($name:ident, $w:expr) => {
-        /// `conv2d_tc` for K = 32 * W output channels. `b` may be null. Block: `CONV2D_TC_THREADS`;
-        /// dynamic shared memory: `conv2d_tc_smem_bytes(K)`. Requires C % 16 == 0, reflection padding
-        /// `pad` < H * up and < W * up, and every size below 2^31 (checked by the host).
+    ($name:ident, $mt:expr, $nt:expr, $wn:expr, $piece:expr, $rows:expr) => {
+        /// `conv2d_tc` for one (K, gather) variant. Block: `CONV2D_TC_THREADS`; grid (ceil(P*Q / BM), N);
+        /// dynamic shared memory: `conv2d_tc_smem_bytes(K)`. Requires the host's checks: C % 8 == 0 (or
+        /// C == 4 for the 8-byte variant), kw % BK == 0 and kw ≥ R*S*C, reflection padding `pad` < H * up
+        /// and < W * up, every index below 2^31; `mode` chooses the epilogue (see the module comment).
         #[no_mangle]
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "ptx-kernel" fn $name(
             x: *const u16,
             w: *const u16,
-            b: *const f32,
-            y: *mut f32,
             h: u32,
             wd: u32,
             c: u32,
+            kw: u32,
             p_out: u32,
             q_out: u32,
             r: u32,
             stride: u32,
             pad: u32,
             up: u32,
-            m_total: u32,
+            mode: u32,
+            y16: *mut u32,
+            part: *mut f32,
+            y32: *mut f32,
+            bias: *const f32,
+            k_real: u32,
         ) {
-            conv2d_tc_body::<$w>(x, w, b, y, h, wd, c, p_out, q_out, r, stride, pad, up, m_total)
+            let s = Shape { h, wd, c, kw, p_out, q_out, r, stride, pad, up };
+            conv2d_tc_body::<$mt, $nt, $wn, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real)
         }
     };
 }
 
-conv2d_tc_entry!(conv2d_tc_k32, 1);
-conv2d_tc_entry!(conv2d_tc_k64, 2);
-conv2d_tc_entry!(conv2d_tc_k128, 4);
+conv2d_tc_entry!(conv2d_tc_k8, 1, 1, 1, 16, 2);
+conv2d_tc_entry!(conv2d_tc_k32, 1, 4, 1, 16, 2);
+conv2d_tc_entry!(conv2d_tc_k64, 2, 4, 2, 16, 2);
+conv2d_tc_entry!(conv2d_tc_k128, 4, 4, 4, 16, 2);
+conv2d_tc_entry!(conv2d_tc_c4_k32, 1, 4, 1, 8, 4);

@@ -1,25 +1,16 @@
-//! NHWC glue kernels for the bf16 TransformerNet (see host/src/ops/nhwc.rs for the launchers).
+//! NHWC glue kernels of the fast (f16) TransformerNet (see host/src/ops/nhwc.rs for the launchers).
 //!
-//! * `nhwc_pack_input`: NCHW f32 [N, 3, H, W] -> NHWC bf16 [N, H, W, 16], channels 3..15 zero;
-//! * `nhwc_in_stats`: per (sample, channel, pixel chunk) mean and M2 of an NHWC f32 tensor, two passes
-//!   over the chunk (the existing `instance_norm_finalize` combines the chunks with Chan's formula);
-//! * `nhwc_in_apply`: y = γ(x − mean)·rstd + β (+ReLU) (+residual), written as f32 and/or bf16;
-//! * `nhwc_unpack_output`: NHWC f32 [N, P, Q, Cx] channels 0..3 + bias -> NCHW f32 [N, 3, P, Q].
-use crate::device::{block_idx_x, block_idx_y, block_idx_z, global_index_x, math, shared, sync_threads, thread_idx_x};
+//! * `nhwc_pack_input`: NCHW f32 [N, 3, H, W] -> NHWC f16 [N, H, W, 4], channel 3 zero;
+//! * `nhwc_in_coef`: combines the per-tile InstanceNorm partials that `conv2d_tc` writes into per
+//!   (sample, channel) affine coefficients a = γ·rstd, b = β − mean·a;
+//! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual) on NHWC f16, eight channels per thread.
+use crate::device::mma::{pack_f16x2, unpack_f16x2};
+use crate::device::warp::shfl_xor_f32;
+use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
+use crate::launch::NHWC_COEF_THREADS;
 
-/// f32 -> bf16 bits, round to nearest even on the bit pattern (NaN stays a quiet NaN).
-#[inline(always)]
-fn to_bf16(v: f32) -> u16 {
-    let bits = v.to_bits();
-    if (bits & 0x7fff_ffff) > 0x7f80_0000 {
-        return ((bits >> 16) as u16) | 0x0040;
-    }
-    let lsb = (bits >> 16) & 1;
-    (bits.wrapping_add(0x7fff + lsb) >> 16) as u16
-}
-
-/// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 16 bf16
-/// channels of y[pix*16 ..] (3..15 zero) as eight 32-bit words (y is 4-byte aligned: 32 bytes per pixel).
+/// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
+/// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn nhwc_pack_input(x: *const f32, y: *mut u32, n_pix: usize, hw: usize) {
     let (mut pix, stride) = global_index_x();
@@ -27,143 +18,133 @@ pub unsafe extern "ptx-kernel" fn nhwc_pack_input(x: *const f32, y: *mut u32, n_
         let n = pix / hw;
         let i = pix - n * hw;
         let src = x.add(n * 3 * hw + i);
-        let c0 = to_bf16(*src) as u32;
-        let c1 = to_bf16(*src.add(hw)) as u32;
-        let c2 = to_bf16(*src.add(2 * hw)) as u32;
-        let dst = y.add(pix * 8);
-        *dst = c0 | (c1 << 16);
-        *dst.add(1) = c2;
-        let mut k = 2;
-        while k < 8 {
-            *dst.add(k) = 0;
-            k += 1;
-        }
+        let dst = y.add(pix * 2);
+        *dst = pack_f16x2(*src, *src.add(hw));
+        *dst.add(1) = pack_f16x2(*src.add(2 * hw), 0.0);
         pix += stride;
     }
 }
 
-/// Rows of pixels a `nhwc_in_stats` block walks at once (block = 32 x NHWC_ROWS threads).
-const ROWS: usize = 8;
+/// Chan's combination of two (count, mean, M2) summaries.
+#[inline(always)]
+fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
+    let n = a.0 + b.0;
+    if b.0 == 0.0 {
+        return a;
+    }
+    if a.0 == 0.0 {
+        return b;
+    }
+    let delta = b.1 - a.1;
+    (n, a.1 + delta * (b.0 / n), a.2 + b.2 + delta * delta * (a.0 * b.0 / n))
+}
 
-/// Partial statistics. Grid (splits, C/32, N), block 256 threads: lane = channel c = 32*blockIdx.y +
-/// tid % 32, row = tid / 32 walks pixels start+row, start+row+8, .. of chunk blockIdx.x
-/// (`start = s*chunk .. min(pq, start+chunk)`). Writes part[((n*C + c)*splits + s)*2 ..+2] = (mean, M2),
-/// both from two passes over the chunk. Dynamic shared memory: 2*256 floats.
+/// Block (`NHWC_COEF_THREADS` threads) per plane p = n*C + ch (grid x = N*C): combines
+/// part[(p*tiles + i)*2 ..+2] = (mean, M2) of tile i (tile_px pixels, the last one `pq - (tiles-1)*tile_px`),
+/// then writes coef[p*2 ..+2] = (a, b) with rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a.
+/// Dynamic shared memory: 3 * NHWC_COEF_THREADS / 32 floats.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn nhwc_in_stats(x: *const f32, part: *mut f32, pq: usize, c: u32, chunk: usize, splits: u32) {
-    let s = block_idx_x() as usize;
-    let cg = block_idx_y() as usize;
-    let n = block_idx_z() as usize;
-    let t = thread_idx_x() as usize;
-    let lane = t % 32;
-    let row = t / 32;
-    let cs = c as usize;
-    let ch = cg * 32 + lane;
-    let start = s * chunk;
-    let end = if start + chunk < pq { start + chunk } else { pq };
-    let count = end.saturating_sub(start);
-    let base = x.add(n * pq * cs + ch);
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
+    part: *const f32,
+    coef: *mut f32,
+    gamma: *const f32,
+    beta: *const f32,
+    c: u32,
+    tiles: u32,
+    tile_px: u32,
+    pq: u32,
+    eps: f32,
+) {
+    let p = block_idx_x();
+    let t = thread_idx_x();
+    let src = part.add((p * tiles * 2) as usize);
+    let mut acc = (0f32, 0f32, 0f32);
+    let mut i = t;
+    while i < tiles {
+        let start = i * tile_px;
+        let cnt = if pq - start < tile_px { pq - start } else { tile_px };
+        acc = chan(acc, (cnt as f32, *src.add(2 * i as usize), *src.add(2 * i as usize + 1)));
+        i += NHWC_COEF_THREADS;
+    }
+    let mut m = 16;
+    while m > 0 {
+        let o = (shfl_xor_f32(acc.0, m), shfl_xor_f32(acc.1, m), shfl_xor_f32(acc.2, m));
+        acc = chan(acc, o);
+        m >>= 1;
+    }
     let red = shared::dynamic_smem::<f32>();
-
-    let mut sum = 0f32;
-    let mut p = start + row;
-    while p < end {
-        sum += *base.add(p * cs);
-        p += ROWS;
+    let warps = NHWC_COEF_THREADS / 32;
+    if t % 32 == 0 {
+        let w = (t / 32) as usize;
+        *red.add(3 * w) = acc.0;
+        *red.add(3 * w + 1) = acc.1;
+        *red.add(3 * w + 2) = acc.2;
     }
-    *red.add(t) = sum;
     sync_threads();
-    let mut tot = 0f32;
-    let mut r = 0;
-    while r < ROWS {
-        tot += *red.add(r * 32 + lane);
-        r += 1;
-    }
-    let mean = if count > 0 { tot / count as f32 } else { 0.0 };
-
-    let mut m2 = 0f32;
-    let mut p = start + row;
-    while p < end {
-        let d = *base.add(p * cs) - mean;
-        m2 = math::fma(d, d, m2);
-        p += ROWS;
-    }
-    *red.add(256 + t) = m2;
-    sync_threads();
-    if row == 0 {
-        let mut tot2 = 0f32;
-        let mut r = 0;
-        while r < ROWS {
-            tot2 += *red.add(256 + r * 32 + lane);
-            r += 1;
+    if t == 0 {
+        let mut tot = (0f32, 0f32, 0f32);
+        for w in 0..warps as usize {
+            tot = chan(tot, (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)));
         }
-        let o = part.add(((n * cs + ch) * splits as usize + s) * 2);
-        *o = mean;
-        *o.add(1) = tot2;
+        let var = tot.2 / pq as f32;
+        let var = if var > 0.0 { var } else { 0.0 };
+        let rstd = 1.0 / math::sqrt(var + eps);
+        let ch = (p % c) as usize;
+        let a = *gamma.add(ch) * rstd;
+        *coef.add(2 * p as usize) = a;
+        *coef.add(2 * p as usize + 1) = *beta.add(ch) - tot.1 * a;
     }
 }
 
-/// Elementwise over `total` = N*P*Q*C elements of NHWC f32 `x`: channel ch = i % C, sample n = i / pqc
-/// (pqc = P*Q*C), v = γ[ch]·(x − mean)·rstd + β[ch] with (mean, rstd) = stats[(n*C + ch)*2 ..+2], then
-/// ReLU when `relu` != 0, then + residual[i] when `residual` is not null. Writes y32[i] (f32) when not
-/// null and y16[i] (bf16) when not null. The launcher keeps `total` below 2^31 and the grid at most
-/// 8192 x 256 threads, so the 32-bit index and its increment cannot overflow. Each index is read and written by one thread, so y32 may equal
-/// x or residual.
+/// Eight f16 (16 bytes).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct H8(pub [u32; 4]);
+
+/// Over `groups` = N*P*Q*C/8 groups of eight channels of NHWC f16 `x` (C % 8 == 0): group i covers
+/// channels ch0 = (8i) % C .. +8 of sample n = 8i / pqc (pqc = P*Q*C). v = a·x + b with
+/// (a, b) = coef[(n*C + ch)*2 ..+2], then ReLU when `relu` != 0, then + residual (f16, same layout) when
+/// not null; written as f16 (saturated). Each group is read and written by one thread, so `y` may equal
+/// `x` or `residual`. The launcher keeps `groups * 8` below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
-    x: *const f32,
-    y32: *mut f32,
-    y16: *mut u16,
-    residual: *const f32,
-    gamma: *const f32,
-    beta: *const f32,
-    stats: *const f32,
-    total: usize,
+    x: *const H8,
+    y: *mut H8,
+    residual: *const H8,
+    coef: *const f32,
+    groups: u32,
     c: u32,
-    pqc: usize,
+    pqc: u32,
     relu: u32,
 ) {
-    // total < 2^31 (checked by the launcher), so 32-bit index arithmetic is exact and cheaper.
     let (i0, stride) = global_index_x();
-    let (mut i, stride, total32, pqc32) = (i0 as u32, stride as u32, total as u32, pqc as u32);
-    while i < total32 {
-        let n = i / pqc32;
-        let ch = (i % c) as usize;
-        let st = stats.add((n as usize * c as usize + ch) * 2);
-        let e = i as usize;
-        let a = *gamma.add(ch) * *st.add(1);
-        let b = *beta.add(ch) - *st * a;
-        let mut v = math::fma(*x.add(e), a, b);
-        if relu != 0 {
-            v = math::relu(v);
+    let (mut i, stride) = (i0 as u32, stride as u32);
+    while i < groups {
+        let e = i * 8;
+        let n = e / pqc;
+        let ch0 = e % c;
+        let cf = coef.add(((n * c + ch0) * 2) as usize);
+        let xv = *x.add(i as usize);
+        let rv = if residual.is_null() { H8([0; 4]) } else { *residual.add(i as usize) };
+        let mut out = H8([0; 4]);
+        for k in 0..4 {
+            let (x0, x1) = unpack_f16x2(xv.0[k]);
+            let mut v0 = math::fma(x0, *cf.add(4 * k), *cf.add(4 * k + 1));
+            let mut v1 = math::fma(x1, *cf.add(4 * k + 2), *cf.add(4 * k + 3));
+            if relu != 0 {
+                v0 = math::relu(v0);
+                v1 = math::relu(v1);
+            }
+            if !residual.is_null() {
+                let (r0, r1) = unpack_f16x2(rv.0[k]);
+                v0 += r0;
+                v1 += r1;
+            }
+            out.0[k] = pack_f16x2(v0, v1);
         }
-        if !residual.is_null() {
-            v += *residual.add(e);
-        }
-        if !y32.is_null() {
-            *y32.add(e) = v;
-        }
-        if !y16.is_null() {
-            *y16.add(e) = to_bf16(v);
-        }
+        *y.add(i as usize) = out;
         i += stride;
-    }
-}
-
-/// One thread per output pixel of `n_pix` = N*P*Q: y[(n*3 + c)*pq + i] = x[pix*cx + c] + bias[c], c < 3.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn nhwc_unpack_output(x: *const f32, y: *mut f32, bias: *const f32, n_pix: usize, pq: usize, cx: u32) {
-    let (mut pix, stride) = global_index_x();
-    let (b0, b1, b2) = (*bias, *bias.add(1), *bias.add(2));
-    while pix < n_pix {
-        let n = pix / pq;
-        let i = pix - n * pq;
-        let src = x.add(pix * cx as usize);
-        let dst = y.add(n * 3 * pq + i);
-        *dst = *src + b0;
-        *dst.add(pq) = *src.add(1) + b1;
-        *dst.add(2 * pq) = *src.add(2) + b2;
-        pix += stride;
     }
 }

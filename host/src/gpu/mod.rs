@@ -1,5 +1,6 @@
 //! CUDA runtime through cust: one context, one stream, the PTX module.
 mod graph;
+pub mod half;
 mod ptx;
 mod tensor;
 

@@ -60,6 +60,30 @@ impl DeviceTensor {
         Ok(t)
     }
 
+    /// A new f16 tensor holding `data` rounded to f16 (see [`super::half::f32_to_f16`]); blocking copy.
+    pub fn from_f32_as_f16(shape: &[usize], data: &[f32], layout: Layout) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        crate::error::ensure(n == data.len(), "DeviceTensor::from_f32_as_f16", || {
+            format!("shape {shape:?} has {n} elements, data has {}", data.len())
+        })?;
+        let t = Self::empty(shape, DType::F16, layout)?;
+        if n > 0 {
+            let bytes: Vec<u8> = data.iter().flat_map(|&v| super::half::f32_to_f16(v).to_le_bytes()).collect();
+            t.buf.index(..bytes.len()).copy_from(&bytes[..]).during("copying to the device")?;
+        }
+        Ok(t)
+    }
+
+    /// Copies this f16 tensor to the host as f32 values (exact); blocking, like [`Self::to_vec_f32`].
+    pub fn to_vec_f16_as_f32(&self) -> Result<Vec<f32>> {
+        crate::error::ensure(self.dtype == DType::F16, "to_vec_f16_as_f32", || format!("tensor is {:?}", self.dtype))?;
+        let mut bytes = vec![0u8; self.numel() * 2];
+        if !bytes.is_empty() {
+            self.buf.index(..bytes.len()).copy_to(&mut bytes[..]).during("copying to the host")?;
+        }
+        Ok(bytes.chunks_exact(2).map(|b| super::half::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect())
+    }
+
     pub fn from_host(t: &models::tensor::Tensor) -> Result<Self> {
         Self::from_f32(&t.shape, &t.data, Layout::Nchw)
     }
