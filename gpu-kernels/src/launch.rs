@@ -173,3 +173,15 @@ pub const fn conv2d_tc_kw(kg: u32) -> u32 {
 // ------------------------------------------------------------------------------------------------ nhwc
 /// `nhwc_in_coef`: threads per block (one block per (sample, channel) plane).
 pub const NHWC_COEF_THREADS: u32 = 256;
+
+// --------------------------------------------------------------------------------- conv2d_tc (halo9)
+/// `conv2d_tc_halo9_k8`: output tile rows and columns per block (one row per warp, two m-tiles of 16).
+pub const CONV2D_TC_HALO_TH: u32 = 8;
+pub const CONV2D_TC_HALO_TW: u32 = 32;
+/// `conv2d_tc_halo9_k8`: input channels (the kernel is specialised for the last layer, 32 -> 8 (3 real)).
+pub const CONV2D_TC_HALO_C: u32 = 32;
+/// `conv2d_tc_halo9_k8`: f16 elements of the fragment-ordered weight: 81 taps x 2 k16 steps x 32 lanes x 4.
+pub const CONV2D_TC_HALO_W_ELEMS: u32 = 81 * 2 * 32 * 4;
+/// `conv2d_tc_halo9_k8`: dynamic shared memory: the (TH+8) x (TW+8) x C f16 input tile with its halo, then
+/// the weight.
+pub const CONV2D_TC_HALO_SMEM: u32 = (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2 + CONV2D_TC_HALO_W_ELEMS * 2;

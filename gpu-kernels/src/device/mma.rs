@@ -88,6 +88,20 @@ pub unsafe fn cp_async_8(dst: u32, src: *const u8, src_size: u32) {
     );
 }
 
+/// `cp.async.ca.shared.global [dst], [src], 16, src_size`: as [`cp_async_16`] but cached in L1 too (for
+/// gathers that re-read their neighbours' data, such as convolution taps).
+///
+/// # Safety
+/// As [`cp_async_16`].
+#[inline(always)]
+pub unsafe fn cp_async_16_ca(dst: u32, src: *const u8, src_size: u32) {
+    asm!(
+        "cp.async.ca.shared.global [{0}], [{1}], 16, {2};",
+        in(reg32) dst, in(reg64) src, in(reg32) src_size,
+        options(nostack)
+    );
+}
+
 /// `cp.async.cg.shared.global [dst], [src], 16, src_size`: copies `src_size` bytes (0 or 16) from
 /// global memory and zero-fills the rest of the 16 bytes at `dst`.
 ///

@@ -74,3 +74,14 @@ pub unsafe fn ld_v4_f32(addr: u32) -> [f32; 4] {
          out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, readonly));
     [a, b, c, d]
 }
+
+/// `ld.shared.v2.b32` at an 8-byte aligned shared-window byte address: two consecutive 32-bit words.
+///
+/// # Safety
+/// `addr` must be 8-byte aligned and `addr .. addr + 8` must lie inside the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn ld_v2_u32(addr: u32) -> [u32; 2] {
+    let (a, b): (u32, u32);
+    asm!("ld.shared.v2.b32 {{{0}, {1}}}, [{2}];", out(reg32) a, out(reg32) b, in(reg32) addr, options(nostack, readonly));
+    [a, b]
+}

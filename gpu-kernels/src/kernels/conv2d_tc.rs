@@ -22,7 +22,7 @@
 //! 16-byte pieces (8 channels of one tap; C % 8 == 0) or, for the 4-channel first layer (`C4`), 8-byte
 //! pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q gather pixel P*Q-1
 //! (in range) and are neither stored nor counted in the statistics.
-use crate::device::mma::{cp_async_16, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2};
+use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
@@ -168,8 +168,9 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             let pix = img + ih * s.wd + iw;
             let src = x.add(pix as usize * s.c as usize + ci as usize) as *const u8;
             let dst = base + swz(row, chunk) + within;
+            // L1-cached: neighbouring output pixels and taps re-read the same input.
             if PIECE == 16 {
-                cp_async_16(dst, src, if a_ok { 16 } else { 0 });
+                cp_async_16_ca(dst, src, if a_ok { 16 } else { 0 });
             } else {
                 cp_async_8(dst, src, if a_ok { 8 } else { 0 });
             }
@@ -388,3 +389,99 @@ conv2d_tc_entry!(conv2d_tc_k32, 1, 4, 1, 16, 2);
 conv2d_tc_entry!(conv2d_tc_k64, 2, 4, 2, 16, 2);
 conv2d_tc_entry!(conv2d_tc_k128, 4, 4, 4, 16, 2);
 conv2d_tc_entry!(conv2d_tc_c4_k32, 1, 4, 1, 8, 4);
+
+/// `conv2d_tc` for the network's last layer: 9x9, stride 1, reflection pad 4, C = 32 input channels,
+/// 8 computed output channels, NCHW f32 output of the first `k_real` plus bias. Unlike the gather kernels
+/// above, each block stages its input tile with the halo in shared memory once (16-byte chunks swizzled
+/// by `(pixel >> 1) & 3`, so 8 consecutive pixels of one chunk column are conflict-free for ldmatrix)
+/// together with the whole weight in mma-fragment order (`w[((tap*2 + kc)*32 + lane)*4 ..+4]` = this
+/// lane's b0..b3 for k16 step kc of the tap), and builds every tap's A fragments by pointing ldmatrix at
+/// shifted pixels: the input is read from memory once per tile instead of 81 times.
+/// Block: 256 threads = 8 warps, warp w computes output row ty0 + w, columns tx0 .. tx0 + 32 (two m-tiles).
+/// Grid (ceil(Q / 32), ceil(P / 8), N); dynamic shared memory `CONV2D_TC_HALO_SMEM`. Requires (host):
+/// H, W ≥ 5, k_real ≤ 8, every index below 2^31.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
+    use crate::device::{block_idx_z, shared::ld_v2_u32};
+    use crate::launch::{CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS};
+    const HW: u32 = CONV2D_TC_HALO_TW + 8; // halo tile width
+    const HPIX: u32 = (CONV2D_TC_HALO_TH + 8) * HW;
+    const PIX_BYTES: u32 = CONV2D_TC_HALO_C * 2; // 64: four 16-byte chunks
+    const { assert!(CONV2D_TC_THREADS == 256 && CONV2D_TC_HALO_TH == 8 && CONV2D_TC_HALO_TW == 32 && PIX_BYTES == 64) };
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let tx0 = block_idx_x() * CONV2D_TC_HALO_TW;
+    let ty0 = block_idx_y() * CONV2D_TC_HALO_TH;
+    let n_img = block_idx_z();
+    let (p_out, q_out) = (h, wd); // stride 1, pad 4: same size
+    let smem = shared::dynamic_smem_addr();
+    let w_base = smem + HPIX * PIX_BYTES;
+    let chunk_addr = |hp: u32, chunk: u32| smem + hp * PIX_BYTES + ((chunk ^ ((hp >> 1) & 3)) << 4);
+
+    // Stage the halo tile: input rows ty0-4 .. ty0+TH+4, columns tx0-4 .. tx0+TW+4, reflected; rows and
+    // columns past the output (partial tiles) are clamped first (their results are not stored).
+    let mut id = t;
+    while id < HPIX * 4 {
+        let hp = id / 4;
+        let ch = id % 4;
+        let (hy, hx) = (hp / HW, hp % HW);
+        let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
+        let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
+        let src = x.add(((n_img * h + ih) * wd + iw) as usize * CONV2D_TC_HALO_C as usize + ch as usize * 8);
+        cp_async_16_ca(chunk_addr(hp, ch), src as *const u8, 16);
+        id += CONV2D_TC_THREADS;
+    }
+    let mut id = t;
+    while id < CONV2D_TC_HALO_W_ELEMS / 8 {
+        cp_async_16(w_base + id * 16, w.add(id as usize * 8) as *const u8, 16);
+        id += CONV2D_TC_THREADS;
+    }
+    cp_async_commit();
+    cp_async_wait_group::<0>();
+    sync_threads();
+
+    let mut acc = [[0f32; 4]; 2];
+    // This lane's ldmatrix row: pixel column mi*16 + lane%16 of the warp's row, chunk (kc*2 + lane/16).
+    let col = lane % 16;
+    let half = lane / 16;
+    let mut r = 0;
+    while r < 9 {
+        let row_base = (warp + r) * HW;
+        let mut s = 0;
+        while s < 9 {
+            let step0 = (r * 9 + s) * 2;
+            unroll!(2, |kc| {
+                let b = ld_v2_u32(w_base + ((step0 + kc as u32) * 32 + lane) * 8);
+                unroll!(2, |mi| {
+                    let hp = row_base + mi as u32 * 16 + col + s;
+                    let a = ldmatrix_x4(chunk_addr(hp, kc as u32 * 2 + half));
+                    mma_f16_16816(&mut acc[mi], a, b);
+                });
+            });
+            s += 1;
+        }
+        r += 1;
+    }
+
+    // Epilogue: m-tile mi rows g, g+8 = output columns; fragment columns 2tq, 2tq+1 = output channels.
+    let g = lane / 4;
+    let tq = lane % 4;
+    let oh = ty0 + warp;
+    if oh < p_out {
+        unroll!(2, |mi| {
+            unroll!(2, |hf| {
+                let ow = tx0 + mi as u32 * 16 + g + 8 * hf as u32;
+                if ow < q_out {
+                    unroll!(2, |e| {
+                        let ch = tq * 2 + e as u32;
+                        if ch < k_real {
+                            *y32.add((((n_img * k_real + ch) * p_out + oh) * q_out + ow) as usize) = acc[mi][2 * hf + e] + *bias.add(ch as usize);
+                        }
+                    });
+                }
+            });
+        });
+    }
+}

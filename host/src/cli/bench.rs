@@ -8,6 +8,7 @@ use models::{StyleVit, StyleVitConfig, TransformerNet};
 use rand::{Rng, SeedableRng};
 
 use styleforge::nets::transformer_net::LayerCost;
+use styleforge::nets::transformer_net_fast::GpuTransformerNetFast;
 use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
 use styleforge::{DeviceTensor, Gpu, Layout};
 
@@ -325,7 +326,46 @@ impl Bench<'_> {
         let _ = std::io::stdout().flush();
     }
 
+    /// Interim: the fast (f16) net, selected with STYLEFORGE_BENCH_FAST=1 (replaced by --precision).
+    fn transformer_net_fast(&mut self) {
+        let weights = model::random_tnet_weights(&mut self.rng);
+        let net = match TransformerNet::new(weights) {
+            Ok(n) => n,
+            Err(e) => return self.emit(Err(e.to_string()), "transformer_net".into()),
+        };
+        let mut gnet = match GpuTransformerNetFast::new(self.gpu, &net) {
+            Ok(n) => n,
+            Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), "transformer_net".into()),
+        };
+        gnet.set_use_graph(!self.args.no_graph);
+        for &b in &self.args.batch {
+            for &s in &self.args.sizes {
+                let what = format!("transformer_net f16 {s}x{s} batch {b}");
+                let r = (|| {
+                    ensure_fits(self.gpu, model::tnet_bytes(b, s, s))?;
+                    let x = random_device(&mut self.rng, &[b, 3, s, s], 255.0)?;
+                    let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
+                        gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
+                    })?;
+                    let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
+                    let row = Row { model: "transformer_net", variant: "f16", size: s, batch: b, tokens: None, median_ms, min_ms, graph };
+                    let layers = if self.args.layers {
+                        let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
+                        Some(self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(&x, mark).map(|_| ()))?)
+                    } else {
+                        None
+                    };
+                    Ok((row, layers))
+                })();
+                self.emit_with_layers(r, what, "transformer_net", s, b);
+            }
+        }
+    }
+
     fn transformer_net(&mut self) {
+        if std::env::var_os("STYLEFORGE_BENCH_FAST").is_some() {
+            return self.transformer_net_fast();
+        }
         let weights = model::random_tnet_weights(&mut self.rng);
         let net = match TransformerNet::new(weights) {
             Ok(n) => n,

@@ -6,8 +6,8 @@
 //! InstanceNorm partials computed from the f32 accumulators; `nhwc_in_coef` turns those into per-channel
 //! affine coefficients and `nhwc_in_apply` normalises in place (+ReLU), or adds the normalised second conv
 //! of a residual block into the trunk. Biases of convs followed by InstanceNorm are dropped (the mean
-//! subtraction cancels them exactly). deconv3 computes 8 output channels (3 real) and writes the NCHW f32
-//! output with its bias directly. Buffers are allocated once per input shape; no host synchronisation in
+//! subtraction cancels them exactly). deconv3 (9x9, 32 -> 3) stages each input tile with its halo in shared memory
+//! once ([`conv2d_tc_halo9`]) and writes the NCHW f32 output with its bias directly. Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -15,7 +15,7 @@ use models::{Tensor, TransformerNet};
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{res_name, LayerCost};
-use crate::ops::conv2d_tc::{conv2d_tc, conv2d_tc_output_shape, conv2d_tc_part_len, ConvOut, TcWeight};
+use crate::ops::conv2d_tc::{conv2d_tc, conv2d_tc_halo9, conv2d_tc_output_shape, conv2d_tc_part_len, ConvOut, HaloWeight, TcWeight};
 use crate::ops::nhwc::{nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_coef, nhwc_pack_input, PACKED_INPUT_CHANNELS};
 
 const OP: &str = "GpuTransformerNetFast";
@@ -25,6 +25,9 @@ const OUT_CHANNELS_PADDED: usize = 8;
 /// A conv layer on the device: packed f16 weight, no bias (applied elsewhere or cancelled).
 struct TcConv {
     w: TcWeight,
+    /// The layer's own output and input channels (the weight may be zero-padded beyond them).
+    k_real: usize,
+    c_real: usize,
     stride: usize,
     upsample: usize,
     pad: usize,
@@ -36,7 +39,7 @@ impl TcConv {
         let s = &l.weight.shape;
         ensure(s.len() == 4 && s[2] == s[3] && s[2] % 2 == 1, OP, || format!("conv weight {s:?} is not [K, C, R, R] with odd R"))?;
         let r = s[2];
-        Ok(TcConv { w: TcWeight::upload(&l.weight, c_pad, k_pad)?, stride: l.stride, upsample: l.upsample.max(1), pad: r / 2 })
+        Ok(TcConv { w: TcWeight::upload(&l.weight, c_pad, k_pad)?, k_real: s[0], c_real: s[1], stride: l.stride, upsample: l.upsample.max(1), pad: r / 2 })
     }
     fn out_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
         conv2d_tc_output_shape(x, self.w.k, self.w.r, self.stride, self.pad, self.upsample)
@@ -117,6 +120,8 @@ pub struct GpuTransformerNetFast<'g> {
     deconv2: TcConv,
     in5: GpuNorm,
     deconv3: TcConv,
+    /// deconv3 through the halo-staged 9x9 kernel (the standard 32 -> 3 layer, stride 1, no upsampling).
+    deconv3_halo: Option<HaloWeight>,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -152,6 +157,9 @@ impl<'g> GpuTransformerNetFast<'g> {
             deconv2: TcConv::new(&net.deconv2, 0, 0)?,
             in5: GpuNorm::new(&net.in5)?,
             deconv3: TcConv::new(&net.deconv3, 0, OUT_CHANNELS_PADDED)?,
+            deconv3_halo: (net.deconv3.weight.shape == [3, 32, 9, 9] && net.deconv3.stride == 1 && net.deconv3.upsample <= 1)
+                .then(|| HaloWeight::upload(&net.deconv3.weight))
+                .transpose()?,
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -260,7 +268,8 @@ impl<'g> GpuTransformerNetFast<'g> {
     }
 
     /// Estimated FLOPs and bytes of each layer group for NCHW input shape `x`, in the order and with the
-    /// names of [`Self::forward_device_marked`]. FLOPs count the padded channels the tensor cores compute.
+    /// names of [`Self::forward_device_marked`]. FLOPs are the network's own (not the zero-padded channels the
+    /// tensor cores also compute: conv1's 4th input channel, deconv3's 5 extra outputs).
     pub fn layer_costs(&self, x: &[usize]) -> Result<Vec<LayerCost>> {
         Self::check_input(x)?;
         // Conv: reads its f16 input (once, ignoring the halo re-reads the caches serve) and weight, writes
@@ -268,7 +277,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         // trunk read on the residual add). The last conv writes 3 f32 channels.
         let conv = |c: &TcConv, x: &[usize]| -> Result<(f64, f64, [usize; 4])> {
             let o = c.out_shape(x)?;
-            let flops = 2.0 * (o[0] * o[1] * o[2] * c.w.k * c.w.r * c.w.r * c.w.c) as f64;
+            let flops = 2.0 * (o[0] * o[1] * o[2] * c.k_real * c.w.r * c.w.r * c.c_real) as f64;
             let bytes = 2.0 * (x.iter().product::<usize>() + c.w.data.numel() + o.iter().product::<usize>()) as f64;
             Ok((flops, bytes, o))
         };
@@ -387,7 +396,10 @@ impl<'g> GpuTransformerNetFast<'g> {
         self.deconv2.run(gpu, u1, ConvOut::F16Stats { y: u2, part })?;
         self.in5.relu_inplace(gpu, u2, part, coef)?;
         mark("deconv2+in5")?;
-        self.deconv3.run(gpu, u2, ConvOut::NchwBias { y: out, bias: &self.out_bias })?;
+        match &self.deconv3_halo {
+            Some(w) => conv2d_tc_halo9(gpu, u2, w, &self.out_bias, out)?,
+            None => self.deconv3.run(gpu, u2, ConvOut::NchwBias { y: out, bias: &self.out_bias })?,
+        }
         mark("deconv3")
     }
 

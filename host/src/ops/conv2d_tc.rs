@@ -11,8 +11,8 @@
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 use gpu_kernels::launch::{
-    conv2d_tc_kernel, conv2d_tc_kw, conv2d_tc_smem_bytes, CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS,
-    CONV2D_TC_THREADS,
+    conv2d_tc_kernel, conv2d_tc_kw, conv2d_tc_smem_bytes, CONV2D_TC_BM, CONV2D_TC_HALO_C, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH,
+    CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
 };
 use models::ops::Padding;
 use models::Tensor;
@@ -216,6 +216,82 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
     }
 }
 
+/// The last layer's weight for [`conv2d_tc_halo9`]: `[K ≤ 8, 32, 9, 9]` in mma-fragment order (f16).
+pub struct HaloWeight {
+    pub data: DeviceTensor,
+    /// Real output channels.
+    pub k: usize,
+}
+
+/// Packs `[K ≤ 8, 32, 9, 9]` into the fragment order `conv2d_tc_halo9_k8` reads: for tap t = r*9 + s, k16
+/// step kc and lane (g = lane/4, q = lane%4), four values w[g][kc*16 + 2q + {0, 1, 8, 9}][r][s] (zero for
+/// g ≥ K) at `((t*2 + kc)*32 + lane)*4`.
+pub fn pack_weight_halo9(w: &Tensor) -> Result<Vec<f32>> {
+    let [k, c, r, s] = dims4("weight", w)?;
+    ensure(k <= 8 && k > 0 && c == CONV2D_TC_HALO_C as usize && r == 9 && s == 9, OP, || {
+        format!("the halo kernel takes a [1..8, {CONV2D_TC_HALO_C}, 9, 9] weight, got {:?}", w.shape)
+    })?;
+    let mut out = vec![0f32; CONV2D_TC_HALO_W_ELEMS as usize];
+    for tap in 0..81 {
+        for kc in 0..2 {
+            for lane in 0..32 {
+                let (g, q) = (lane / 4, lane % 4);
+                if g >= k {
+                    continue;
+                }
+                for (j, dc) in [0, 1, 8, 9].into_iter().enumerate() {
+                    let ci = kc * 16 + 2 * q + dc;
+                    out[((tap * 2 + kc) * 32 + lane) * 4 + j] = w.data[((g * c + ci) * 9 + tap / 9) * 9 + tap % 9];
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl HaloWeight {
+    /// Packs (see [`pack_weight_halo9`]) and uploads `w` rounded to f16.
+    pub fn upload(w: &Tensor) -> Result<Self> {
+        let data = pack_weight_halo9(w)?;
+        Ok(HaloWeight { data: DeviceTensor::from_f32_as_f16(&[data.len()], &data, Layout::RowMajor)?, k: w.shape[0] })
+    }
+}
+
+/// y `[N, k_real, H, W]` (NCHW f32) = conv9x9(x reflect-padded by 4, w) channels 0..k_real + bias, for x
+/// NHWC f16 `[N, H, W, 32]` (the network's last layer), with the input tile staged in shared memory once.
+pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+    ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4, OP, || {
+        format!("halo9: x must be NHWC f16 [N, H, W, 32], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
+    })?;
+    let (n, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    ensure(c == CONV2D_TC_HALO_C as usize, OP, || format!("halo9: x must have {CONV2D_TC_HALO_C} channels, got {:?}", x.shape))?;
+    ensure(n > 0 && h >= 5 && wd >= 5, OP, || format!("halo9: input {:?} needs H, W ≥ 5 for the reflection pad of 4", x.shape))?;
+    ensure(w.data.dtype == DType::F16 && w.data.numel() == CONV2D_TC_HALO_W_ELEMS as usize && (1..=8).contains(&w.k), OP, || {
+        format!("halo9: weight must be the packed f16 [{CONV2D_TC_HALO_W_ELEMS}], got {:?} {:?}", w.data.dtype, w.data.shape)
+    })?;
+    let kr = w.k;
+    ensure(bias.dtype == DType::F32 && bias.shape == [kr], OP, || format!("halo9: bias must be f32 [{kr}], got {:?} {:?}", bias.dtype, bias.shape))?;
+    ensure(y.dtype == DType::F32 && y.layout != Layout::Nhwc && y.shape == [n, kr, h, wd], OP, || {
+        format!("halo9: y must be NCHW f32 {:?}, got {:?} {:?} {:?}", [n, kr, h, wd], y.layout, y.dtype, y.shape)
+    })?;
+    let fits = |v: usize| v < (1 << 31);
+    ensure(fits(x.numel()) && fits(y.numel()) && n < 65536, OP, || format!("halo9: input {:?} too large for 32-bit indexing", x.shape))?;
+    let grid = (wd.div_ceil(CONV2D_TC_HALO_TW as usize) as u32, h.div_ceil(CONV2D_TC_HALO_TH as usize) as u32, n as u32);
+    ensure(grid.1 < 65536, OP, || format!("halo9: {h} rows exceed the grid"))?;
+    let (h32, w32, kr32) = (h as u32, wd as u32, kr as u32);
+    // SAFETY: conv2d_tc_halo9_k8(x, w: *const u16, h, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32)
+    // match the arguments in order and type. Block (tx, ty, n) reads x[n][ih][iw][0..32] with ih, iw
+    // clamped to H+3 / W+3 and reflected into 0..H / 0..W (H, W ≥ 5 checked, so one reflection of a
+    // distance ≤ 4 stays in range), the whole packed weight (CONV2D_TC_HALO_W_ELEMS f16, checked),
+    // bias[0..k_real], and writes y[n][0..k_real][oh][ow] only for oh < H, ow < W (y's shape checked).
+    // x rows are 64 bytes and allocations 256-byte aligned, so the 16-byte cp.async sources are aligned.
+    // Block = 256 threads, CONV2D_TC_HALO_SMEM bytes of dynamic shared memory (opted in by `launch`).
+    unsafe {
+        gpu.launch("conv2d_tc_halo9_k8", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_HALO_SMEM,
+            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), bias.ptr(), kr32))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +310,23 @@ mod tests {
                 assert_eq!(packed[ki * kw + t], want, "k {ki} t {t}");
             }
         }
+    }
+
+    #[test]
+    fn halo_weight_is_in_fragment_order() {
+        let w = Tensor { shape: vec![3, 32, 9, 9], data: (0..3 * 32 * 81).map(|i| i as f32).collect() };
+        let p = pack_weight_halo9(&w).unwrap();
+        assert_eq!(p.len(), CONV2D_TC_HALO_W_ELEMS as usize);
+        // Tap (r, s) = (2, 5), k16 step 1, lane 9 (g = 2, q = 1): channels 16 + 2 + {0, 1, 8, 9} of output 2.
+        let (tap, kc, lane) = (2 * 9 + 5, 1, 9);
+        for (j, dc) in [0, 1, 8, 9].into_iter().enumerate() {
+            let ci = 16 + 2 + dc;
+            assert_eq!(p[((tap * 2 + kc) * 32 + lane) * 4 + j], ((2 * 32 + ci) * 81 + tap) as f32);
+        }
+        // Lanes of output channels 3..7 are zero.
+        assert!(p[(tap * 2 * 32 + 12) * 4..(tap * 2 * 32 + 32) * 4].iter().all(|&v| v == 0.0));
+        assert!(pack_weight_halo9(&Tensor { shape: vec![3, 16, 9, 9], data: vec![0.0; 3 * 16 * 81] }).is_err());
+        assert!(pack_weight_halo9(&Tensor { shape: vec![9, 32, 9, 9], data: vec![0.0; 9 * 32 * 81] }).is_err());
     }
 
     #[test]

@@ -191,8 +191,32 @@ fn refusals(gpu: &Gpu) -> CheckResult {
     })
 }
 
+/// `conv2d_tc_halo9`: the last layer (32 -> k_real, 9x9) with the halo-staged kernel.
+fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize) -> CheckResult {
+    let case = format!("halo9 {n}x32x{h}x{w} -> {k}");
+    catch(OP, &case.clone(), || {
+        let round = |t: Tensor| Tensor { shape: t.shape, data: t.data.into_iter().map(round_f16).collect() };
+        let x = round(random(rng, &[n, 32, h, w], -1.0, 1.0));
+        let wt = round(random(rng, &[k, 32, 9, 9], -0.05, 0.05));
+        let bias = random(rng, &[k], -0.5, 0.5);
+        let expected = cpu::conv2d(&x, &wt, Some(&bias), 1, Padding::Reflect(4), 1)?;
+        let (xs, xd) = tc::nchw_to_nhwc(&x)?;
+        let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
+        let dw = tc::HaloWeight::upload(&wt)?;
+        let db = DeviceTensor::from_host(&bias)?;
+        let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
+        tc::conv2d_tc_halo9(gpu, &dx, &dw, &db, &mut dy)?;
+        gpu.synchronize()?;
+        Ok(compare(OP, &case, &dy.to_vec_f32()?, &expected.data, TOL_F32))
+    })
+}
+
 fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| run_case(gpu, rng, cs)).collect();
+    // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels.
+    for (n, h, w, k) in [(1, 20, 37, 3), (2, 17, 13, 3), (1, 16, 64, 3), (1, 5, 5, 3), (1, 9, 33, 8)] {
+        out.push(halo_case(gpu, rng, n, h, w, k));
+    }
     out.push(refusals(gpu));
     out
 }
