@@ -130,7 +130,7 @@ pub const ADAIN_ROWS: u32 = 8;
 pub const ADAIN_EPS: f32 = 1e-5;
 
 // ------------------------------------------------------------------------------------------- conv2d_tc
-/// `conv2d_tc` (f16 implicit GEMM on tensor cores): output pixels (GEMM-M) per block.
+/// `conv2d_tc` (f16 implicit GEMM on tensor cores): the largest output-pixel tile (GEMM-M) per block.
 pub const CONV2D_TC_BM: u32 = 128;
 /// `conv2d_tc`: GEMM-K slice (f16 elements) per pipeline stage: one 64-byte smem row per pixel/channel.
 /// Weight rows are zero-padded to a multiple of it.
@@ -143,25 +143,45 @@ pub const CONV2D_TC_STAGES: u32 = 3;
 pub const CONV2D_TC_OUT_F16_STATS: u32 = 0;
 /// `conv2d_tc` epilogue: NCHW f32 output of the first `k_real` channels plus bias.
 pub const CONV2D_TC_OUT_NCHW_BIAS: u32 = 1;
-/// `conv2d_tc`: dynamic shared memory for `k` output channels: per stage an A tile [BM][BK] and a
-/// B tile [k][BK] of f16 (the epilogue's reduction scratch, 2 x 8 x k floats, fits inside).
-pub const fn conv2d_tc_smem_bytes(k: u32) -> u32 {
-    CONV2D_TC_STAGES * (CONV2D_TC_BM + k) * CONV2D_TC_BK * 2
+/// `conv2d_tc`: dynamic shared memory for `k` output channels and `bm`-pixel tiles: per stage an A tile
+/// [bm][BK] and a B tile [k][BK] of f16 (the epilogue's reduction scratch, 2 x 8 x k floats, fits inside).
+pub const fn conv2d_tc_smem_bytes(k: u32, bm: u32) -> u32 {
+    CONV2D_TC_STAGES * (bm + k) * CONV2D_TC_BK * 2
 }
-/// `conv2d_tc`: kernel name for `k` output channels and `c` input channels (4 selects the 8-byte
-/// gather of the 4-channel first layer; otherwise `c` must be a multiple of 8), or `None`.
-pub const fn conv2d_tc_kernel(k: u32, c: u32) -> Option<&'static str> {
+/// `conv2d_tc`: SMs the tile choice aims to fill (H100 and H200 SXM have 132).
+pub const CONV2D_TC_TARGET_BLOCKS: u32 = 132;
+/// `conv2d_tc`: output pixels per block for `k` output channels and `n` samples of `pq` output pixels: the
+/// largest tile (128, then 64, 32 where a variant exists for K) whose grid still fills
+/// `CONV2D_TC_TARGET_BLOCKS` SMs, else the smallest. The launcher and `nhwc_in_coef` both use this.
+pub const fn conv2d_tc_bm(k: u32, n: u32, pq: u32) -> u32 {
+    let smallest = match k {
+        128 => 32,
+        64 => 64,
+        _ => 128,
+    };
+    let mut bm = 128;
+    while bm > smallest && n * pq.div_ceil(bm) < CONV2D_TC_TARGET_BLOCKS {
+        bm /= 2;
+    }
+    bm
+}
+/// `conv2d_tc`: kernel name for `k` output channels, `c` input channels (4 selects the 8-byte gather of
+/// the 4-channel first layer; otherwise `c` must be a multiple of 8) and `bm`-pixel tiles, or `None`.
+pub const fn conv2d_tc_kernel(k: u32, c: u32, bm: u32) -> Option<&'static str> {
     if c == 4 {
-        return if k == 32 { Some("conv2d_tc_c4_k32") } else { None };
+        return if k == 32 && bm == 128 { Some("conv2d_tc_c4_k32") } else { None };
     }
     if c == 0 || !c.is_multiple_of(8) {
         return None;
     }
-    match k {
-        8 => Some("conv2d_tc_k8"),
-        32 => Some("conv2d_tc_k32"),
-        64 => Some("conv2d_tc_k64"),
-        128 => Some("conv2d_tc_k128"),
+    match (k, bm) {
+        (8, 128) => Some("conv2d_tc_k8"),
+        (32, 128) => Some("conv2d_tc_k32"),
+        (64, 128) => Some("conv2d_tc_k64"),
+        (64, 64) => Some("conv2d_tc_k64_m64"),
+        (128, 128) => Some("conv2d_tc_k128"),
+        (128, 64) => Some("conv2d_tc_k128_m64"),
+        (128, 32) => Some("conv2d_tc_k128_m32"),
         _ => None,
     }
 }

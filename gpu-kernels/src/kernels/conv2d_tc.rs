@@ -12,9 +12,9 @@
 //!   (`part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2)); `instance_norm_coef` combines them.
 //! * `CONV2D_TC_OUT_NCHW_BIAS`: y32 NCHW f32 channels `0..k_real` plus bias (the network's last layer).
 //!
-//! Block: `CONV2D_TC_THREADS` = 8 warps, `CONV2D_TC_BM` = 128 pixels x all K channels; the warps form a
+//! Block: `CONV2D_TC_THREADS` = 8 warps, BM = 128, 64 or 32 pixels x all K channels; the warps form a
 //! (8 / WN) x WN grid, each computing MT m-tiles x NT n-tiles of mma m16n8k16 (K = 8 * NT * WN,
-//! 128 = 16 * MT * 8 / WN). Grid: x = ceil(P*Q / BM) tiles, y = N.
+//! BM = 16 * MT * 8 / WN; smaller tiles fill the GPU at small sizes). Grid: x = ceil(P*Q / BM), y = N.
 //! Each GEMM-K step of `BK` = 32 f16 stages an A tile [BM][32] and a B tile [K][32] in shared memory
 //! through a `CONV2D_TC_STAGES`-deep cp.async pipeline. A row is 64 bytes = four 16-byte chunks; chunk
 //! `j` of row `row` lives at `row * 64 + ((j ^ ((row >> 1) & 3)) * 16)` so that 8 consecutive rows of one
@@ -89,9 +89,13 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     bias: *const f32,
     k_real: u32,
 ) {
-    const { assert!(CONV2D_TC_THREADS == 256 && CONV2D_TC_BM == 128 && CHUNKS == 4) };
-    const { assert!(16 * MT as u32 * (8 / WN) == CONV2D_TC_BM && (NT == 1 || NT == 4)) };
-    const { assert!((PIECE == 16 || PIECE == 8) && A_ROWS as u32 * CONV2D_TC_THREADS * PIECE == CONV2D_TC_BM * ROW_BYTES) };
+    // Output pixels per block.
+    let bm: u32 = 16 * MT as u32 * (8 / WN);
+    const { assert!(CONV2D_TC_THREADS == 256 && CHUNKS == 4 && (NT == 1 || NT == 4)) };
+    const { assert!(16 * MT as u32 * (8 / WN) <= CONV2D_TC_BM) };
+    // A_ROWS rows per thread cover the tile (for BM = 32 half the threads have no row: skipped below).
+    const { assert!((PIECE == 16 || PIECE == 8) && A_ROWS as u32 * CONV2D_TC_THREADS * PIECE >= 16 * MT as u32 * (8 / WN) * ROW_BYTES) };
+    const { assert!(A_ROWS == 1 || A_ROWS as u32 * CONV2D_TC_THREADS * PIECE == 16 * MT as u32 * (8 / WN) * ROW_BYTES) };
     // Repeats a block for i in 0..MT (fully unrolled, so the fragment arrays stay in registers).
     macro_rules! unroll_mt {
         (|$i:ident| $body:block) => {
@@ -122,10 +126,10 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let tile = block_idx_x();
     let n_img = block_idx_y();
     let pq = s.p_out * s.q_out;
-    let m0 = tile * CONV2D_TC_BM;
+    let m0 = tile * bm;
 
     let smem = shared::dynamic_smem_addr();
-    let a_bytes = CONV2D_TC_BM * ROW_BYTES;
+    let a_bytes = bm * ROW_BYTES;
     let stage_bytes = a_bytes + k_out * ROW_BYTES;
 
     // A gather: this thread's piece column and its rows' pixel coordinates.
@@ -163,6 +167,9 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
         let (chunk, within) = ((j * PIECE) / 16, (j * PIECE) % 16);
         for i in 0..A_ROWS {
             let row = t / pieces + a_row_step * i as u32;
+            if row >= bm {
+                continue;
+            }
             let ih = reflect(a_bh[i] + rr as i32, hu) as u32 >> up_shift;
             let iw = reflect(a_bw[i] + ss as i32, wu) as u32 >> up_shift;
             let pix = img + ih * s.wd + iw;
@@ -269,7 +276,7 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
         // InstanceNorm partials of this tile: per channel, the sum over the valid rows (each warp's
         // rows reduced across its lanes, then across the 8 / WN warps of its column group through
         // shared memory), the tile mean, then the sum of squared deviations the same way.
-        let count = if pq - m0 < CONV2D_TC_BM { pq - m0 } else { CONV2D_TC_BM };
+        let count = if pq - m0 < bm { pq - m0 } else { bm };
         let red = shared::dynamic_smem::<f32>(); // [8 / WN][K] sums, then [8 / WN][K] M2
         let wms = (8 / WN) as usize;
         let mut mean = [[0f32; 2]; NT];
@@ -325,7 +332,7 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                 tot += *red.add(r * k_out as usize + t as usize);
                 m2 += *red2.add(r * k_out as usize + t as usize);
             }
-            let tiles = pq.div_ceil(CONV2D_TC_BM);
+            let tiles = pq.div_ceil(bm);
             let o = part.add((((n_img * k_out + t) * tiles + tile) * 2) as usize);
             *o = tot / count as f32;
             *o.add(1) = m2;
@@ -387,7 +394,10 @@ macro_rules! conv2d_tc_entry {
 conv2d_tc_entry!(conv2d_tc_k8, 1, 1, 1, 16, 2);
 conv2d_tc_entry!(conv2d_tc_k32, 1, 4, 1, 16, 2);
 conv2d_tc_entry!(conv2d_tc_k64, 2, 4, 2, 16, 2);
+conv2d_tc_entry!(conv2d_tc_k64_m64, 1, 4, 2, 16, 1);
 conv2d_tc_entry!(conv2d_tc_k128, 4, 4, 4, 16, 2);
+conv2d_tc_entry!(conv2d_tc_k128_m64, 2, 4, 4, 16, 1);
+conv2d_tc_entry!(conv2d_tc_k128_m32, 1, 4, 4, 16, 1);
 conv2d_tc_entry!(conv2d_tc_c4_k32, 1, 4, 1, 8, 4);
 
 /// `conv2d_tc` for the network's last layer: 9x9, stride 1, reflection pad 4, C = 32 input channels,

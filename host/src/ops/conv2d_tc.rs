@@ -11,7 +11,7 @@
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 use gpu_kernels::launch::{
-    conv2d_tc_kernel, conv2d_tc_kw, conv2d_tc_smem_bytes, CONV2D_TC_BM, CONV2D_TC_HALO_C, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH,
+    conv2d_tc_bm, conv2d_tc_kernel, conv2d_tc_kw, conv2d_tc_smem_bytes, CONV2D_TC_HALO_C, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH,
     CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
 };
 use models::ops::Padding;
@@ -116,15 +116,21 @@ pub fn conv2d_tc_output_shape(x: &[usize], k: usize, r: usize, stride: usize, pa
     }
 }
 
-/// Tiles per sample for `P*Q` output pixels.
-pub fn conv2d_tc_tiles(pq: usize) -> usize {
-    pq.div_ceil(CONV2D_TC_BM as usize)
+/// (pixels per tile, tiles per sample) [`conv2d_tc`] uses for an output `[N, P, Q, K]` (see
+/// `gpu_kernels::launch::conv2d_tc_bm`; sizes past u32 give the largest tile, and the launcher refuses them).
+pub fn conv2d_tc_tiling(out: &[usize; 4]) -> (usize, usize) {
+    let [n, p, q, k] = *out;
+    let bm = match (u32::try_from(k), u32::try_from(n), u32::try_from(p * q)) {
+        (Ok(k), Ok(n), Ok(pq)) if n.checked_mul(pq).is_some() => conv2d_tc_bm(k, n, pq) as usize,
+        _ => 128,
+    };
+    (bm, (p * q).div_ceil(bm))
 }
 
 /// f32 elements of the InstanceNorm partials for an output `[N, P, Q, K]`: (mean, M2) per sample, channel
 /// and tile.
 pub fn conv2d_tc_part_len(out: &[usize; 4]) -> usize {
-    out[0] * out[3] * conv2d_tc_tiles(out[1] * out[2]) * 2
+    out[0] * out[3] * conv2d_tc_tiling(out).1 * 2
 }
 
 /// Where [`conv2d_tc`] writes.
@@ -145,7 +151,9 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
     ensure(w.data.dtype == DType::F16 && w.data.shape == [w.k, w.kw], OP, || format!("w must be f16 [{}, {}], got {:?} {:?}", w.k, w.kw, w.data.dtype, w.data.shape))?;
     ensure(n > 0 && h > 0 && wd > 0, OP, || format!("empty input {:?}", x.shape))?;
     ensure(w.c == c, OP, || format!("w has {} input channels, x {:?}", w.c, x.shape))?;
-    let kernel = u32::try_from(k).ok().zip(u32::try_from(c).ok()).and_then(|(k, c)| conv2d_tc_kernel(k, c));
+    let out_guess = conv2d_tc_output_shape(&x.shape, k, r, stride, pad_reflect, upsample).unwrap_or([n, 1, 1, k]);
+    let (bm, tiles) = conv2d_tc_tiling(&out_guess);
+    let kernel = u32::try_from(k).ok().zip(u32::try_from(c).ok()).and_then(|(k, c)| conv2d_tc_kernel(k, c, bm as u32));
     let Some(kernel) = kernel else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for {k} output and {c} input channels (K in 8/32/64/128 with C % 8 == 0, or K = 32 with C = 4)") });
     };
@@ -164,7 +172,6 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
     };
     let [_, p, q, _] = out_shape;
     let pq = p * q;
-    let tiles = conv2d_tc_tiles(pq);
     let (mode, y16, part, y32, bias, k_real) = match out {
         ConvOut::F16Stats { y, part } => {
             ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out_shape, OP, || {
@@ -192,7 +199,7 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
         format!("sizes too large for 32-bit indexing: x {:?}, output {out_shape:?}", x.shape)
     })?;
     ensure(n < 65536, OP, || format!("batch {n} above the grid's 65535"))?;
-    let smem = conv2d_tc_smem_bytes(k as u32);
+    let smem = conv2d_tc_smem_bytes(k as u32, bm as u32);
     let (h32, w32, c32, kw32, p32, q32, r32) = (h as u32, wd as u32, c as u32, w.kw as u32, p as u32, q as u32, r as u32);
     let (s32, pad32, up32, kr32) = (stride as u32, pad_reflect as u32, upsample as u32, k_real as u32);
     // SAFETY: conv2d_tc_*(x, w: *const u16, h, w, c, kw, p, q, r, stride, pad, up, mode: u32, y16: *mut u32,
@@ -204,7 +211,7 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
     // (sized above) or y32[n][0..k_real][pixel] and reads bias[0..k_real]; only pixels < P*Q are written.
     // Allocations are 256-byte aligned and C % 8 == 0 (16-byte pieces) or C == 4 (8-byte pieces), so every
     // cp.async source is aligned to its width. Block = CONV2D_TC_THREADS threads and `smem` =
-    // conv2d_tc_smem_bytes(K), the layout the kernel carves; grid (tiles, N).
+    // conv2d_tc_smem_bytes(K, BM), the layout the kernel carves for the variant of this BM; grid (tiles, N).
     unsafe {
         gpu.launch(
             kernel,
@@ -349,16 +356,28 @@ mod tests {
         assert_eq!(conv2d_tc_output_shape(&[1, 2, 2, 16], 32, 9, 1, 3, 1), None);
         assert_eq!(conv2d_tc_part_len(&[2, 16, 9, 32]), 2 * 32 * 2 * 2);
         assert_eq!(conv2d_tc_part_len(&[1, 8, 16, 8]), 8 * 2);
+        // K = 128 at 20x17 (340 pixels): 32-pixel tiles, 11 per sample.
+        assert_eq!(conv2d_tc_tiling(&[1, 20, 17, 128]), (32, 11));
     }
 
     #[test]
     fn kernels_exist_and_smem_fits_default_limit() {
-        for (k, c) in [(8u32, 32u32), (32, 64), (64, 32), (128, 128), (32, 4)] {
-            assert!(conv2d_tc_kernel(k, c).is_some(), "k {k} c {c}");
-            assert!(conv2d_tc_smem_bytes(k) <= 48 * 1024, "k {k}");
+        // Every (K, C) the network uses has a kernel for every tile the choice can make.
+        for (k, c) in [(8u32, 32u32), (32, 64), (64, 32), (128, 128), (128, 64), (32, 4)] {
+            for (n, pq) in [(1u32, 16u32), (1, 4096), (1, 16384), (4, 65536), (1, 1 << 20)] {
+                let bm = conv2d_tc_bm(k, n, pq);
+                assert!(conv2d_tc_kernel(k, c, bm).is_some(), "k {k} c {c} bm {bm}");
+                assert!(conv2d_tc_smem_bytes(k, bm) <= 48 * 1024, "k {k}");
+            }
         }
-        assert!(conv2d_tc_kernel(48, 32).is_none());
-        assert!(conv2d_tc_kernel(64, 4).is_none());
-        assert!(conv2d_tc_kernel(32, 12).is_none());
+        // Small grids take smaller tiles where a variant exists; large ones the 128-pixel tile.
+        assert_eq!(conv2d_tc_bm(128, 1, 64 * 64), 32);
+        assert_eq!(conv2d_tc_bm(128, 1, 128 * 128), 64);
+        assert_eq!(conv2d_tc_bm(128, 1, 256 * 256), 128);
+        assert_eq!(conv2d_tc_bm(64, 1, 64 * 64), 64);
+        assert_eq!(conv2d_tc_bm(32, 1, 64 * 64), 128);
+        assert!(conv2d_tc_kernel(48, 32, 128).is_none());
+        assert!(conv2d_tc_kernel(64, 4, 128).is_none());
+        assert!(conv2d_tc_kernel(32, 12, 128).is_none());
     }
 }

@@ -2,12 +2,12 @@
 //! input packing (NCHW f32 -> NHWC f16, 4 channels) and InstanceNorm on `conv2d_tc`'s f16 output
 //! (`nhwc_in_coef` combines the conv's per-tile partials into per-channel affine coefficients,
 //! `nhwc_in_apply` applies them with ReLU or a residual add, f16 in and out).
-use gpu_kernels::launch::{CONV2D_TC_BM, ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_COEF_THREADS};
+use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_COEF_THREADS};
 
 use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
-use crate::ops::conv2d_tc::{conv2d_tc_part_len, conv2d_tc_tiles};
+use crate::ops::conv2d_tc::{conv2d_tc_part_len, conv2d_tc_tiling};
 
 const OP: &str = "nhwc";
 /// Channels of the packed input (RGB + one zero channel: 8 bytes per pixel for conv2d_tc's 8-byte gather).
@@ -44,7 +44,8 @@ pub fn nhwc_pack_input(gpu: &Gpu, x: &DeviceTensor, y: &mut DeviceTensor) -> Res
 /// coef[(n*C + c)*2 ..+2] = (γ[c]·rstd, β[c] − mean·γ[c]·rstd), biased variance, eps = INSTANCE_NORM_EPS.
 pub fn nhwc_in_coef(gpu: &Gpu, out: &[usize; 4], part: &DeviceTensor, gamma: &DeviceTensor, beta: &DeviceTensor, coef: &mut DeviceTensor) -> Result<()> {
     let [n, p, q, c] = *out;
-    let (pq, tiles) = (p * q, conv2d_tc_tiles(p * q));
+    let pq = p * q;
+    let (bm, tiles) = conv2d_tc_tiling(out);
     ensure(n > 0 && pq > 0 && c > 0, OP, || format!("coef: empty output shape {out:?}"))?;
     ensure(part.dtype == DType::F32 && part.numel() >= conv2d_tc_part_len(out), OP, || {
         format!("coef: partials need {} f32, got {:?} {:?}", conv2d_tc_part_len(out), part.dtype, part.shape)
@@ -54,14 +55,14 @@ pub fn nhwc_in_coef(gpu: &Gpu, out: &[usize; 4], part: &DeviceTensor, gamma: &De
     }
     ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || format!("coef: needs {} f32, got {:?}", n * c * 2, coef.shape))?;
     ensure(fits32(n * c * tiles * 2) && fits32(pq) && n * c < 65536 * 1024, OP, || format!("coef: output {out:?} too large"))?;
-    let (c32, tiles32, pq32) = (c as u32, tiles as u32, pq as u32);
+    let (c32, tiles32, pq32, bm32) = (c as u32, tiles as u32, pq as u32, bm as u32);
     // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, tiles, tile_px, pq:
     // u32, eps: f32): block p < N*C reads part[p*tiles*2 .. (p+1)*tiles*2] (inside the N*C*tiles*2 checked
     // above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2] (N*C*2 checked). Block =
     // NHWC_COEF_THREADS threads with 3 floats of shared memory per warp, as the kernel uses.
     unsafe {
         gpu.launch("nhwc_in_coef", ((n * c) as u32, 1, 1), (NHWC_COEF_THREADS, 1, 1), 3 * NHWC_COEF_THREADS / 32 * 4,
-            kernel_args!(part.ptr(), coef.ptr(), gamma.ptr(), beta.ptr(), c32, tiles32, CONV2D_TC_BM, pq32, INSTANCE_NORM_EPS))
+            kernel_args!(part.ptr(), coef.ptr(), gamma.ptr(), beta.ptr(), c32, tiles32, bm32, pq32, INSTANCE_NORM_EPS))
     }
 }
 

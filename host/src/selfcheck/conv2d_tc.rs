@@ -60,6 +60,9 @@ const CASES: &[Case] = &[
     Case { n: 1, c: 16, h: 15, w: 13, k: 8, r: 3, stride: 1, up: 1, k_real: 8 },
     // 13 tiles per sample, the last one partial: the statistics combine many tiles.
     Case { n: 1, c: 32, h: 40, w: 40, k: 32, r: 3, stride: 1, up: 1, k_real: 32 },
+    // Grids large enough for the 128-pixel tiles of K = 128 and K = 64 (small ones above take 32/64).
+    Case { n: 12, c: 128, h: 30, w: 50, k: 128, r: 3, stride: 1, up: 1, k_real: 128 },
+    Case { n: 12, c: 128, h: 15, w: 25, k: 64, r: 3, stride: 1, up: 2, k_real: 64 },
     // Tiny input: reflection touches both borders of every pixel.
     Case { n: 1, c: 32, h: 2, w: 3, k: 64, r: 3, stride: 1, up: 1, k_real: 64 },
 ];
@@ -80,8 +83,15 @@ fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     out
 }
 
+/// The NHWC output shape of a case.
+fn cpu_out_shape(cs: &Case) -> [usize; 4] {
+    let out = |v: usize| (v * cs.up + 2 * (cs.r / 2) - cs.r) / cs.stride + 1;
+    [cs.n, out(cs.h), out(cs.w), cs.k]
+}
+
 fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
-    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
+    let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
+    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
     let mut run = || -> Result<Vec<CheckResult>> {
         let round = |t: Tensor| Tensor { shape: t.shape, data: t.data.into_iter().map(round_f16).collect() };
         let x = round(random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
