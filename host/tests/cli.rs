@@ -106,6 +106,43 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)], metadata: &str
     std::fs::write(path, bytes).expect("writing safetensors");
 }
 
+/// `w` as a safetensors file (f32 tensors, string metadata), as PyTorch's exporter writes it.
+fn save_weights(path: &Path, w: &models::Weights) {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(w.metadata));
+    let mut data: Vec<u8> = Vec::new();
+    for (name, t) in &w.tensors {
+        let start = data.len();
+        data.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(name.clone(), serde_json::json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [start, data.len()] }));
+    }
+    let mut text = serde_json::Value::Object(header).to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).expect("writing safetensors");
+}
+
+/// A TransformerNet model file with seeded random weights (no ../shared needed).
+fn random_tnet_model(dir: &TmpDir) -> PathBuf {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let path = dir.join("random_tnet.safetensors");
+    save_weights(&path, &styleforge::selfcheck::random_weights::random_tnet_weights(&mut rng));
+    path
+}
+
+/// A small StyleViT model file with seeded random weights (patch 8, one block).
+fn random_vit_model(dir: &TmpDir) -> PathBuf {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let cfg = models::StyleVitConfig { patch_size: 8, embed_dim: 32, num_heads: 2, num_blocks: 1, ffn_dim: 64 };
+    let path = dir.join("random_vit.safetensors");
+    save_weights(&path, &styleforge::selfcheck::random_weights::random_vit_weights(&cfg, &mut rng));
+    path
+}
+
 #[test]
 fn help_lists_the_subcommands() {
     let r = styleforge(&["--help"]);
@@ -115,12 +152,12 @@ fn help_lists_the_subcommands() {
     }
     let r = styleforge(&["stylize", "--help"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    for opt in ["--model", "--input", "--output", "--device", "--style", "--alpha", "--max-size", "--format"] {
+    for opt in ["--model", "--input", "--output", "--device", "--style", "--alpha", "--max-size", "--format", "--precision"] {
         assert!(r.stdout.contains(opt), "stylize --help lacks {opt}:\n{}", r.stdout);
     }
     let r = styleforge(&["bench", "--help"]);
     assert_eq!(r.code, 0);
-    for opt in ["--model", "--sizes", "--batch", "--patch", "--warmup", "--iters", "--json"] {
+    for opt in ["--model", "--sizes", "--batch", "--patch", "--warmup", "--iters", "--json", "--precision", "--layers"] {
         assert!(r.stdout.contains(opt), "bench --help lacks {opt}:\n{}", r.stdout);
     }
 }
@@ -374,4 +411,143 @@ fn cli_output_matches_pytorch_on_the_fixtures() {
     assert_eq!(r.code, 0, "{}", r.all());
     let got = image::open(t.join("wide_out.png")).unwrap().to_rgb8();
     assert!(max_abs_diff(&got, &tensor_image(output, w, h, 255.0)) <= 1, "StyleViT output differs from PyTorch's");
+}
+
+#[test]
+fn bad_precision_is_refused_naming_the_valid_values() {
+    let t = TmpDir::new("precision-bad");
+    write_image(&t.join("a.png"), 8, 8);
+    let (a, o) = (t.join("a.png"), t.join("o.png"));
+    let runs = [
+        styleforge(&["stylize", "--model", "m.safetensors", "-i", s(&a), "-o", s(&o), "--precision", "fp8"]),
+        styleforge(&["bench", "--precision", "bf16"]),
+        styleforge(&["bench", "--model", "transformer_net", "--precision", "fp16,int8"]),
+    ];
+    for r in runs {
+        r.assert_clean_failure();
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(r.stderr.contains("--precision"), "{}", r.stderr);
+        assert!(r.stderr.contains("fp16") && r.stderr.contains("fp32"), "the valid values are not named:\n{}", r.stderr);
+    }
+    assert!(!o.exists());
+}
+
+#[test]
+fn precision_fp32_on_the_cpu_stylizes() {
+    let t = TmpDir::new("precision-fp32");
+    let model = random_tnet_model(&t);
+    write_image(&t.join("in.png"), 21, 14);
+    let out = t.join("out.png");
+    let r = styleforge(&["stylize", "--model", s(&model), "-i", s(&t.join("in.png")), "-o", s(&out), "--device", "cpu", "--precision", "fp32"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("(TransformerNet, fp32)"), "the model line lacks the precision:\n{}", r.stderr);
+    assert!(!r.stderr.contains("note:"), "{}", r.stderr);
+    let img = image::open(&out).expect("output decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (21, 14));
+    assert_ne!(img, image::open(t.join("in.png")).unwrap().to_rgb8(), "the output is the input unchanged");
+}
+
+#[test]
+fn precision_fp16_on_the_cpu_notes_fp32_and_still_writes() {
+    let t = TmpDir::new("precision-fp16");
+    let model = random_tnet_model(&t);
+    let input = t.join("in.png");
+    write_image(&input, 19, 23);
+    let stylize = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["stylize", "--model", s(&model), "-i", s(&input), "-o", s(out), "--device", "cpu"];
+        args.extend_from_slice(extra);
+        styleforge(&args)
+    };
+    let (o16, o32, odef) = (t.join("fp16.png"), t.join("fp32.png"), t.join("default.png"));
+    let r = stylize(&o16, &["--precision", "fp16"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.stderr.matches("note:").count(), 1, "one note expected:\n{}", r.stderr);
+    assert!(r.stderr.contains("note:") && r.stderr.contains("CPU") && r.stderr.contains("fp32"), "{}", r.stderr);
+    assert!(r.stderr.contains("(TransformerNet, fp32)"), "{}", r.stderr);
+    // The default (fp16) runs fp32 on the CPU without a note.
+    let r = stylize(&odef, &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.stderr.contains("note:"), "the default precision must not nag:\n{}", r.stderr);
+    let r = stylize(&o32, &["--precision", "fp32"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // All three ran the same fp32 CPU path.
+    let img = |p: &Path| image::open(p).expect("output decodes").to_rgb8();
+    assert_eq!(img(&o16).dimensions(), (19, 23));
+    assert_eq!(img(&o16), img(&o32));
+    assert_eq!(img(&odef), img(&o32));
+}
+
+#[test]
+fn style_vit_notes_fp32_only_when_fp16_is_asked_for() {
+    let t = TmpDir::new("precision-vit");
+    let model = random_vit_model(&t);
+    let (content, style) = (t.join("c.png"), t.join("st.png"));
+    write_image(&content, 24, 16);
+    write_image(&style, 16, 16);
+    let run = |out: &str, extra: &[&str]| {
+        let o = t.join(out);
+        let mut args = vec!["stylize", "--model", s(&model), "-i", s(&content), "--style", s(&style), "-o", s(&o), "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let r = styleforge(&args);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(image::open(t.join(out)).expect("output decodes").to_rgb8().dimensions(), (24, 16));
+        r
+    };
+    let r = run("a.png", &["--precision", "fp16"]);
+    assert_eq!(r.stderr.matches("note:").count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("StyleViT has no fp16 path"), "{}", r.stderr);
+    assert!(r.stderr.contains("fp32)"), "the model line lacks the precision:\n{}", r.stderr);
+    for extra in [&[][..], &["--precision", "fp32"]] {
+        let r = run("b.png", extra);
+        assert!(!r.stderr.contains("note:"), "{extra:?}:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn bench_and_psnr_check_without_gpu_fail_clearly() {
+    if has_gpu() {
+        println!("NOT RUN: this machine has a GPU");
+        return;
+    }
+    for args in [
+        &["bench", "--model", "transformer_net", "--precision", "fp16,fp32", "--sizes", "64"][..],
+        &["bench", "--model", "transformer_net", "--precision", "fp16", "--sizes", "64", "--layers", "--json"],
+    ] {
+        let r = styleforge(args);
+        r.assert_clean_failure();
+        assert_eq!(r.code, 2, "{args:?}:\n{}", r.all());
+        assert!(r.stderr.contains("bench needs a GPU") && r.stderr.contains("no GPU"), "{args:?}:\n{}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?} printed a table without a GPU:\n{}", r.stdout);
+    }
+    let t = TmpDir::new("psnr-nogpu");
+    let r = styleforge(&["self-check", "--filter", "psnr", "--fixtures", s(&t.0), "--images", s(&t.0)]);
+    r.assert_clean_failure();
+    assert!(r.all().contains("no GPU"), "{}", r.all());
+}
+
+#[test]
+fn self_check_images_flag_is_validated_first() {
+    let t = TmpDir::new("psnr-args");
+    let r = styleforge(&["self-check", "--images", s(&t.0)]);
+    r.assert_clean_failure();
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--images needs --fixtures"), "{}", r.stderr);
+    let r = styleforge(&["self-check", "--fixtures", s(&t.0), "--images", s(&t.join("nope"))]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("nope") && r.stderr.contains("not a folder"), "{}", r.stderr);
+    let r = styleforge(&["self-check", "--filter", "no-such-check"]);
+    r.assert_clean_failure();
+    assert!(r.stderr.contains("matches no check"), "{}", r.stderr);
+}
+
+#[test]
+fn psnr_is_shared_with_the_library() {
+    use styleforge::selfcheck::psnr::{psnr, MIN_PSNR_DB};
+    // Two images one level apart everywhere: 48.13 dB, above the fast path's bar.
+    let a = image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([(x * 20) as u8, (y * 30) as u8, 77]));
+    let mut b = a.clone();
+    b.pixels_mut().for_each(|p| p.0 = p.0.map(|v| v + 1));
+    let db = psnr(a.as_raw(), b.as_raw()).unwrap();
+    assert!((db - 48.1308).abs() < 1e-3 && db >= MIN_PSNR_DB, "{db}");
+    assert_eq!(psnr(a.as_raw(), a.as_raw()), Ok(f64::INFINITY));
 }

@@ -8,11 +8,11 @@ use models::{StyleVit, StyleVitConfig, TransformerNet};
 use rand::{Rng, SeedableRng};
 
 use styleforge::nets::transformer_net::LayerCost;
-use styleforge::nets::transformer_net_fast::GpuTransformerNetFast;
-use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
+use styleforge::nets::GpuStyleVit;
 use styleforge::{DeviceTensor, Gpu, Layout};
 
 use super::model;
+use super::precision::{self, GpuTnet, Precision};
 use super::{gib, open_gpu, Failure, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// Batch sizes (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
+    /// TransformerNet precisions to time (comma-separated), one row each: fp16 is the tensor-core path,
+    /// fp32 the fp32 kernels. StyleViT runs in fp32 only.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fp16,fp32")]
+    pub precision: Vec<Precision>,
     /// StyleViT patch size (16 gives 4096 tokens at 1024x1024).
     #[arg(long, default_value_t = 32)]
     pub patch: usize,
@@ -71,8 +75,8 @@ pub struct BenchArgs {
     /// Time direct kernel launches instead of replaying a captured CUDA graph (the default).
     #[arg(long)]
     pub no_graph: bool,
-    /// Also time each layer group (TransformerNet: conv+norm pairs and residual blocks; StyleViT: encoders,
-    /// AdaIN, decoder, tail) with CUDA events between groups, direct launches:
+    /// Also time each layer group (TransformerNet: conv+norm pairs and residual blocks, in each --precision;
+    /// StyleViT: encoders, AdaIN, decoder, tail) with CUDA events between groups, direct launches:
     /// median ms, achieved TFLOP/s and GB/s (estimated counts), share of the summed time.
     #[arg(long)]
     pub layers: bool,
@@ -82,6 +86,7 @@ pub struct BenchArgs {
 struct Row {
     model: &'static str,
     variant: &'static str,
+    precision: Precision,
     size: usize,
     batch: usize,
     tokens: Option<usize>,
@@ -93,8 +98,8 @@ struct Row {
 
 fn header() -> String {
     format!(
-        "{:<16} {:<8} {:>6} {:>6} {:>7} {:>11} {:>10} {:>10}",
-        "model", "variant", "size", "batch", "tokens", "median ms", "min ms", "images/s"
+        "{:<16} {:<8} {:<9} {:>6} {:>6} {:>7} {:>11} {:>10} {:>10}",
+        "model", "variant", "precision", "size", "batch", "tokens", "median ms", "min ms", "images/s"
     )
 }
 
@@ -104,9 +109,10 @@ impl Row {
     }
     fn line(&self) -> String {
         format!(
-            "{:<16} {:<8} {:>6} {:>6} {:>7} {:>11.3} {:>10.3} {:>10.1}",
+            "{:<16} {:<8} {:<9} {:>6} {:>6} {:>7} {:>11.3} {:>10.3} {:>10.1}",
             self.model,
             self.variant,
+            self.precision.name(),
             self.size,
             self.batch,
             self.tokens.map_or("-".to_string(), |t| t.to_string()),
@@ -119,6 +125,7 @@ impl Row {
         serde_json::json!({
             "model": self.model,
             "variant": if self.variant == "-" { None } else { Some(self.variant) },
+            "precision": self.precision.name(),
             "size": self.size,
             "batch": self.batch,
             "tokens": self.tokens,
@@ -204,9 +211,9 @@ impl LayerRow {
     fn line(&self) -> String {
         format!("  {:<14} {:>10.4} {:>9.2} {:>9.1} {:>7.1}%", self.name, self.ms, self.tflops, self.gbps, 100.0 * self.share)
     }
-    fn json(&self, model: &str, size: usize, batch: usize) -> String {
+    fn json(&self, model: &str, precision: Precision, size: usize, batch: usize) -> String {
         serde_json::json!({
-            "model": model, "size": size, "batch": batch, "layer": self.name, "median_ms": self.ms,
+            "model": model, "precision": precision.name(), "size": size, "batch": batch, "layer": self.name, "median_ms": self.ms,
             "tflops": self.tflops, "gbps": self.gbps, "share": self.share,
         })
         .to_string()
@@ -271,7 +278,7 @@ impl Bench<'_> {
         Ok(layer_rows(costs, &medians))
     }
 
-    fn tnet_layers(&self, gnet: &mut GpuTransformerNet, x: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+    fn tnet_layers(&self, gnet: &mut GpuTnet, x: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
         let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
         self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, mark).map(|_| ()))
     }
@@ -281,13 +288,13 @@ impl Bench<'_> {
         self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, style, 1.0, mark).map(|_| ()))
     }
 
-    fn print_layers(&self, model: &str, size: usize, batch: usize, rows: &[LayerRow]) {
+    fn print_layers(&self, model: &str, precision: Precision, size: usize, batch: usize, rows: &[LayerRow]) {
         if self.args.json {
             for r in rows {
-                println!("{}", r.json(model, size, batch));
+                println!("{}", r.json(model, precision, size, batch));
             }
         } else {
-            println!("  per layer group, {model} {size}x{size} batch {batch} (direct launches, median):");
+            println!("  per layer group, {model} {} {size}x{size} batch {batch} (direct launches, median):", precision.name());
             println!("  {:<14} {:>10} {:>9} {:>9} {:>8}", "layer", "ms", "TFLOP/s", "GB/s", "share");
             for r in rows {
                 println!("{}", r.line());
@@ -299,12 +306,13 @@ impl Bench<'_> {
     }
 
     /// Emits the row, then its per-layer table when `--layers` produced one.
-    fn emit_with_layers(&mut self, r: Result<(Row, Option<Vec<LayerRow>>), String>, what: String, model: &str, size: usize, batch: usize) {
+    fn emit_with_layers(&mut self, r: Result<(Row, Option<Vec<LayerRow>>), String>, what: String, model: &str) {
         match r {
             Ok((row, layers)) => {
+                let (precision, size, batch) = (row.precision, row.size, row.batch);
                 self.emit(Ok(row), what);
                 if let Some(rows) = layers {
-                    self.print_layers(model, size, batch, &rows);
+                    self.print_layers(model, precision, size, batch, &rows);
                 }
             }
             Err(e) => self.emit(Err(e), what),
@@ -326,71 +334,40 @@ impl Bench<'_> {
         let _ = std::io::stdout().flush();
     }
 
-    /// Interim: the fast (f16) net, selected with STYLEFORGE_BENCH_FAST=1 (replaced by --precision).
-    fn transformer_net_fast(&mut self) {
-        let weights = model::random_tnet_weights(&mut self.rng);
-        let net = match TransformerNet::new(weights) {
-            Ok(n) => n,
-            Err(e) => return self.emit(Err(e.to_string()), "transformer_net".into()),
-        };
-        let mut gnet = match GpuTransformerNetFast::new(self.gpu, &net) {
-            Ok(n) => n,
-            Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), "transformer_net".into()),
-        };
-        gnet.set_use_graph(!self.args.no_graph);
-        for &b in &self.args.batch {
-            for &s in &self.args.sizes {
-                let what = format!("transformer_net f16 {s}x{s} batch {b}");
-                let r = (|| {
-                    ensure_fits(self.gpu, model::tnet_bytes(b, s, s))?;
-                    let x = random_device(&mut self.rng, &[b, 3, s, s], 255.0)?;
-                    let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
-                        gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
-                    })?;
-                    let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                    let row = Row { model: "transformer_net", variant: "f16", size: s, batch: b, tokens: None, median_ms, min_ms, graph };
-                    let layers = if self.args.layers {
-                        let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
-                        Some(self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(&x, mark).map(|_| ()))?)
-                    } else {
-                        None
-                    };
-                    Ok((row, layers))
-                })();
-                self.emit_with_layers(r, what, "transformer_net", s, b);
-            }
-        }
-    }
-
+    /// One row per size, batch and precision (the precisions of one configuration next to each other).
+    /// The GPU net is built for each row, so only one precision's activation buffers are held at a time.
     fn transformer_net(&mut self) {
-        if std::env::var_os("STYLEFORGE_BENCH_FAST").is_some() {
-            return self.transformer_net_fast();
-        }
         let weights = model::random_tnet_weights(&mut self.rng);
         let net = match TransformerNet::new(weights) {
             Ok(n) => n,
             Err(e) => return self.emit(Err(e.to_string()), "transformer_net".into()),
         };
-        let mut gnet = match GpuTransformerNet::new(self.gpu, &net) {
-            Ok(n) => n,
-            Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), "transformer_net".into()),
-        };
-        gnet.set_use_graph(!self.args.no_graph);
+        let precisions = precision::dedup(&self.args.precision);
         for &b in &self.args.batch {
             for &s in &self.args.sizes {
-                let what = format!("transformer_net {s}x{s} batch {b}");
-                let r = (|| {
-                    ensure_fits(self.gpu, model::tnet_bytes(b, s, s))?;
-                    let x = random_device(&mut self.rng, &[b, 3, s, s], 255.0)?;
-                    let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
-                        gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
-                    })?;
-                    let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                    let row = Row { model: "transformer_net", variant: "-", size: s, batch: b, tokens: None, median_ms, min_ms, graph };
-                    let layers = if self.args.layers { Some(self.tnet_layers(&mut gnet, &x)?) } else { None };
-                    Ok((row, layers))
-                })();
-                self.emit_with_layers(r, what, "transformer_net", s, b);
+                let x = match random_device(&mut self.rng, &[b, 3, s, s], 255.0) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.emit(Err(e), format!("transformer_net {s}x{s} batch {b}"));
+                        continue;
+                    }
+                };
+                for &p in &precisions {
+                    let what = format!("transformer_net {} {s}x{s} batch {b}", p.name());
+                    let r = (|| {
+                        ensure_fits(self.gpu, precision::bytes(p, b, s, s))?;
+                        let mut gnet = GpuTnet::new(self.gpu, &net, p).map_err(|e| format!("uploading the weights: {e}"))?;
+                        gnet.set_use_graph(!self.args.no_graph);
+                        let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
+                            gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
+                        })?;
+                        let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
+                        let row = Row { model: "transformer_net", variant: "-", precision: p, size: s, batch: b, tokens: None, median_ms, min_ms, graph };
+                        let layers = if self.args.layers { Some(self.tnet_layers(&mut gnet, &x)?) } else { None };
+                        Ok((row, layers))
+                    })();
+                    self.emit_with_layers(r, what, "transformer_net");
+                }
             }
         }
     }
@@ -433,11 +410,11 @@ impl Bench<'_> {
                     })?;
                     let tokens = Some((s / p) * (s / p));
                     let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                    let row = Row { model: "style_vit", variant, size: s, batch: b, tokens, median_ms, min_ms, graph };
+                    let row = Row { model: "style_vit", variant, precision: Precision::Fp32, size: s, batch: b, tokens, median_ms, min_ms, graph };
                     let layers = if self.args.layers { Some(self.vit_layers(&mut gnet, &x, &style)?) } else { None };
                     Ok((row, layers))
                 })();
-                self.emit_with_layers(r, what, &label, s, b);
+                self.emit_with_layers(r, what, &label);
             }
         }
     }
@@ -476,6 +453,10 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
         a.iters,
         if a.no_graph { "direct launches" } else { "CUDA graph replay" }
     );
+    if model_list(&a.model).contains(&BenchModel::TransformerNet) {
+        let names: Vec<&str> = precision::dedup(&a.precision).iter().map(|p| p.name()).collect();
+        eprintln!("TransformerNet precision: {} (StyleViT: fp32)", names.join(", "));
+    }
     let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0 };
     if !a.json {
         println!("{}", header());
@@ -509,12 +490,16 @@ mod tests {
 
     #[test]
     fn row_json_has_fields() {
-        let r = Row { model: "style_vit", variant: "nano", size: 256, batch: 2, tokens: Some(64), median_ms: 4.0, min_ms: 3.5, graph: true };
+        let r = Row { model: "style_vit", variant: "nano", precision: Precision::Fp32, size: 256, batch: 2, tokens: Some(64), median_ms: 4.0, min_ms: 3.5, graph: true };
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["images_per_s"], 500.0);
         assert_eq!(v["tokens"], 64);
         assert_eq!(v["variant"], "nano");
         assert_eq!(v["graph"], true);
+        assert_eq!(v["precision"], "fp32");
+        // The table's columns line up with the header.
+        assert_eq!(r.line().len(), header().len());
+        assert!(header().contains("precision") && r.line().contains(" fp32 "));
     }
 
     #[test]
@@ -531,8 +516,9 @@ mod tests {
         assert!((rows[0].share - 0.25).abs() < 1e-12);
         assert!((rows[1].share - 0.75).abs() < 1e-12);
         assert_eq!(rows[1].tflops, 0.0);
-        let v: serde_json::Value = serde_json::from_str(&rows[1].json("transformer_net", 256, 1)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&rows[1].json("transformer_net", Precision::Fp16, 256, 1)).unwrap();
         assert_eq!(v["layer"], "b");
+        assert_eq!(v["precision"], "fp16");
         assert_eq!(v["size"], 256);
     }
 }

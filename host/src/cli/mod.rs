@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod image_io;
 pub mod model;
+pub mod precision;
 pub mod selfcheck;
 pub mod stylize;
 

@@ -98,6 +98,25 @@ pub fn tnet_bytes(n: usize, h: usize, w: usize) -> usize {
     ((4 * (n * floats + weights)) as f64 * MARGIN) as usize + FIXED
 }
 
+/// Estimated device bytes to run the tensor-core TransformerNet (`GpuTransformerNetFast`) on [n, 3, h, w]:
+/// its NHWC buffers (each conv's f32 output and the half-precision copy the next conv reads, the f32
+/// residual trunk with its half copy, the 16-channel packed input, deconv3's 32-channel padded output), the
+/// NCHW f32 input staging and output, and the weights (counted at 4 bytes each).
+pub fn tnet_fast_bytes(n: usize, h: usize, w: usize) -> usize {
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    let (h3, w3) = (h2.div_ceil(2), w2.div_ceil(2));
+    let (hu, wu) = (2 * h3, 2 * w3);
+    let (ho, wo) = (4 * h3, 4 * w3);
+    let (f32b, half) = (4, 2);
+    let per_image = f32b * 3 * h * w + half * 16 * h * w                    // input staging, packed input
+        + (f32b + half) * (32 * h * w + 64 * h2 * w2)                      // conv1, conv2 (+ norms)
+        + 2 * (f32b + half) * 128 * h3 * w3                                // trunk and block temporary
+        + (f32b + half) * (64 * hu * wu + 32 * ho * wo)                    // deconv1, deconv2
+        + f32b * (32 * ho * wo + 3 * ho * wo); // deconv3 padded output, NCHW output
+    let weights = 4 * 1_700_000;
+    ((n * per_image + weights) as f64 * MARGIN) as usize + FIXED
+}
+
 /// Estimated device bytes to run StyleViT with content [n, 3, h, w] and style [ns, 3, hs, ws] (padded
 /// sizes): weights, the token activations of one block (attention scores materialised), the images.
 pub fn vit_bytes(cfg: &StyleVitConfig, n: usize, h: usize, w: usize, ns: usize, hs: usize, ws: usize) -> usize {

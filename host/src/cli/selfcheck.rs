@@ -1,14 +1,17 @@
 //! `styleforge self-check`: every GPU kernel against the CPU reference on fresh random inputs, and with
-//! `--fixtures` the whole networks against PyTorch's outputs.
+//! `--fixtures` the whole networks against PyTorch's outputs and the fast TransformerNet's PSNR check
+//! (`psnr`, with the photographs of `--images`).
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use models::{StyleVit, StyleVitConfig, Tensor, TransformerNet, Weights};
 
 use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
+use styleforge::selfcheck::psnr::{self, ImageIo};
 use styleforge::selfcheck::{self, CheckResult, Tolerance};
 use styleforge::Gpu;
 
+use super::image_io;
 use super::{open_gpu, Failure, Outcome};
 
 #[derive(Args, Debug)]
@@ -26,6 +29,25 @@ pub struct SelfCheckArgs {
     /// With --fixtures, check the CPU networks against the fixtures too.
     #[arg(long)]
     pub cpu: bool,
+    /// Folder of .jpg photographs for the `psnr` check (fast vs fp32 TransformerNet as 8-bit images; needs
+    /// --fixtures) [default: <fixtures>/../images].
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+}
+
+/// The image helpers `stylize` uses, for the `psnr` check: decode, downscale, 0..255 tensor; crop,
+/// clamp, round to 8 bits.
+pub const STYLIZE_IMAGE_IO: ImageIo = ImageIo {
+    load: |path, long_side| {
+        let img = image_io::limit_size(image_io::load_rgb(path)?, Some(long_side));
+        Ok(image_io::rgb_to_tensor(&img, 1.0))
+    },
+    quantize: |t, w, h| image_io::tensor_to_rgb(t, w, h, 255.0).map(image::RgbImage::into_raw),
+};
+
+/// Whether the check named `op` is selected by `--filter` (its name contains the text).
+fn selected(op: &str, filter: Option<&str>) -> bool {
+    filter.is_none_or(|f| op.contains(f))
 }
 
 /// Whole-network agreement with the fixtures: relative L2 only (the README's fp32 bound).
@@ -56,7 +78,7 @@ fn compare(op: &str, case: &str, got: Result<Tensor, String>, expected: &Tensor)
 }
 
 /// Which path computes a network's output.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Via {
     Gpu,
     Cpu,
@@ -156,12 +178,23 @@ fn vit_cases(gpu: &Gpu, dir: &Path, paths: &[Via]) -> Vec<CheckResult> {
     out
 }
 
-/// The fixture comparisons: the GPU networks, and the CPU ones when `cpu`.
-pub fn fixture_checks(gpu: &Gpu, dir: &Path, cpu: bool) -> Vec<CheckResult> {
-    let paths: &[Via] = if cpu { &[Via::Gpu, Via::Cpu] } else { &[Via::Gpu] };
+/// The fixture comparisons of both networks along `paths` (the GPU, and the CPU with --cpu).
+fn fixture_checks(gpu: &Gpu, dir: &Path, paths: &[Via]) -> Vec<CheckResult> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
     let mut out = tnet_cases(gpu, dir, paths);
     out.extend(vit_cases(gpu, dir, paths));
     out
+}
+
+/// The `psnr` results with their numbers (the table shows a case's detail only when it fails).
+fn psnr_lines(results: &[CheckResult]) -> String {
+    results
+        .iter()
+        .filter(|r| r.op == psnr::OP)
+        .map(|r| format!("psnr: {}: {}{}\n", r.case, r.detail, if r.passed { "" } else { "  FAIL" }))
+        .collect()
 }
 
 fn seed_from_clock() -> u64 {
@@ -180,6 +213,26 @@ pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
     if a.cpu && a.fixtures.is_none() {
         return Err(Failure::setup("--cpu needs --fixtures DIR"));
     }
+    if let Some(dir) = &a.images {
+        if a.fixtures.is_none() {
+            return Err(Failure::setup("--images needs --fixtures DIR (the psnr check runs the fixture model)"));
+        }
+        if !dir.is_dir() {
+            return Err(Failure::setup(format!("--images {}: not a folder", dir.display())));
+        }
+    }
+    let filter = a.filter.as_deref();
+    let registered = selfcheck::all_checks().iter().any(|c| selected(c.op, filter));
+    let vias: Vec<Via> = match &a.fixtures {
+        Some(_) if a.cpu => vec![Via::Gpu, Via::Cpu],
+        Some(_) => vec![Via::Gpu],
+        None => vec![],
+    };
+    let vias: Vec<Via> = vias.into_iter().filter(|v| selected(v.op(), filter)).collect();
+    let run_psnr = selected(psnr::OP, filter);
+    if !registered && vias.is_empty() && !run_psnr {
+        return Err(Failure::setup(format!("--filter {}: matches no check", filter.unwrap_or(""))));
+    }
     let gpu = match open_gpu(ptx) {
         Ok(g) => g,
         Err(msg) => {
@@ -191,16 +244,69 @@ pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
     let seed = a.seed.unwrap_or_else(seed_from_clock);
     println!("GPU: {} (sm_{}{}), {} SMs", gpu.name, gpu.compute_capability.0, gpu.compute_capability.1, gpu.sm_count);
     println!("seed: {seed} (repeat with --seed {seed})");
-    let mut results = selfcheck::run(&gpu, a.filter.as_deref(), seed);
-    if results.is_empty() && a.fixtures.is_none() {
-        return Err(Failure::setup(format!(
-            "--filter {}: matches no check",
-            a.filter.as_deref().unwrap_or("")
-        )));
-    }
+    let mut results = selfcheck::run(&gpu, filter, seed);
     if let Some(dir) = &a.fixtures {
-        results.extend(fixture_checks(&gpu, dir, a.cpu));
+        results.extend(fixture_checks(&gpu, dir, &vias));
+    }
+    let mut not_run = Vec::new();
+    if run_psnr {
+        let images = a.images.clone().or_else(|| a.fixtures.as_ref().map(|d| d.join("..").join("images")));
+        let report = psnr::checks(&gpu, a.fixtures.as_deref(), images.as_deref(), &STYLIZE_IMAGE_IO);
+        results.extend(report.results);
+        not_run = report.not_run;
     }
     print!("{}", selfcheck::table(&results));
+    print!("{}", psnr_lines(&results));
+    for reason in &not_run {
+        println!("NOT RUN: {reason}");
+    }
     Ok(if results.iter().all(|r| r.passed) { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_selects_by_op_name() {
+        assert!(selected("psnr", None));
+        assert!(selected("psnr", Some("psn")));
+        assert!(!selected("psnr", Some("conv2d")));
+        assert!(selected(Via::Gpu.op(), Some("fixture")));
+        assert!(!selected(Via::Cpu.op(), Some("gpu")));
+    }
+
+    #[test]
+    fn stylize_image_io_downscales_and_quantises_like_stylize() {
+        let dir = std::env::temp_dir().join(format!("styleforge-sc-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("wide.png");
+        image::RgbImage::from_fn(1024, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 9])).save(&p).unwrap();
+        let t = (STYLIZE_IMAGE_IO.load)(&p, 512);
+        let small = (STYLIZE_IMAGE_IO.load)(&p, 2048);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let t = t.unwrap();
+        assert_eq!(t.shape, vec![1, 3, 150, 512]); // longer side 512, aspect kept
+        assert_eq!(small.unwrap().shape, vec![1, 3, 300, 1024]); // never enlarged
+        assert!(t.data.iter().all(|v| (0.0..=255.0).contains(v) && v.fract() == 0.0));
+        // Quantisation: crop, clamp, round, RGB interleaved.
+        let y = models::Tensor::new(&[1, 3, 2, 2], vec![-3.0, 0.4, 254.6, 300.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!((STYLIZE_IMAGE_IO.quantize)(&y, 1, 2).unwrap(), vec![0, 1, 5, 255, 3, 7]);
+        assert!((STYLIZE_IMAGE_IO.quantize)(&y, 3, 2).is_err());
+        assert!((STYLIZE_IMAGE_IO.load)(Path::new("/no/such/image.jpg"), 512).is_err());
+    }
+
+    #[test]
+    fn psnr_lines_show_passes_and_failures() {
+        let mut ok = selfcheck::errored(psnr::OP, "a.jpg 512x512 fast vs fp32", "x");
+        ok.passed = true;
+        ok.detail = "PSNR 45.00 dB (bar 40 dB), rel L2 1.00e-3".into();
+        let mut bad = ok.clone();
+        bad.passed = false;
+        let other = selfcheck::errored("fixture gpu", "tnet 256", "boom");
+        let s = psnr_lines(&[ok, other, bad]);
+        assert_eq!(s.lines().count(), 2, "{s}");
+        assert!(s.starts_with("psnr: a.jpg 512x512 fast vs fp32: PSNR 45.00 dB"), "{s}");
+        assert!(s.lines().nth(1).is_some_and(|l| l.ends_with("FAIL")), "{s}");
+    }
 }

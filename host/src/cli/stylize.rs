@@ -7,11 +7,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use image::RgbImage;
 use models::{StyleVit, Tensor, TransformerNet};
 
-use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
+use styleforge::nets::GpuStyleVit;
 use styleforge::Gpu;
 
 use super::image_io::{self, OutFormat};
 use super::model::{self, Kind, Net};
+use super::precision::{GpuTnet, Precision};
 use super::{describe_gpu_error, gib, Failure, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,7 +52,14 @@ pub struct StylizeArgs {
     /// StyleViT head count, for weight files that do not record it (default embed_dim / 64).
     #[arg(long, value_name = "N")]
     pub heads: Option<usize>,
+    /// Arithmetic of TransformerNet on the GPU [default: fp16]: fp16 runs the convolutions on tensor cores
+    /// (half-precision operands, fp32 accumulation), fp32 the fp32 kernels. The CPU and StyleViT are fp32.
+    #[arg(long, value_enum, value_name = "PRECISION")]
+    pub precision: Option<Precision>,
 }
+
+/// The precision when --precision is not given.
+pub const DEFAULT_PRECISION: Precision = Precision::Fp16;
 
 /// An input and where its output goes (or why it cannot be written).
 type Item = (PathBuf, Result<(PathBuf, OutFormat), String>);
@@ -172,7 +180,7 @@ struct Engine<'g> {
     gpu: Option<&'g Gpu>,
     /// `--device auto`: images too big for the GPU run on the CPU instead of failing.
     cpu_fallback: bool,
-    tnet: Option<GpuTransformerNet<'g>>,
+    tnet: Option<GpuTnet<'g>>,
     vit: Option<GpuStyleVit<'g>>,
     /// Input shapes and estimated bytes of the last GPU run: the net keeps its buffers for that shape, so
     /// the same shape needs nothing more and a new one can reuse that memory.
@@ -180,11 +188,12 @@ struct Engine<'g> {
 }
 
 impl<'g> Engine<'g> {
-    fn new(gpu: Option<&'g Gpu>, net: &Net, cpu_fallback: bool) -> Result<Self, Failure> {
+    /// Puts `net` on `gpu` (TransformerNet in `precision`), or runs on the CPU when `gpu` is `None`.
+    fn new(gpu: Option<&'g Gpu>, net: &Net, cpu_fallback: bool, precision: Precision) -> Result<Self, Failure> {
         let mut e = Engine { gpu: None, cpu_fallback, tnet: None, vit: None, last_gpu: None };
         let Some(g) = gpu else { return Ok(e) };
         let uploaded = match net {
-            Net::Tnet(n) => GpuTransformerNet::new(g, n).map(|t| e.tnet = Some(t)),
+            Net::Tnet(n) => GpuTnet::new(g, n, precision).map(|t| e.tnet = Some(t)),
             Net::Vit(n) => GpuStyleVit::new(g, n).map(|v| e.vit = Some(v)),
         };
         match uploaded {
@@ -193,6 +202,11 @@ impl<'g> Engine<'g> {
             Err(err) => return Err(Failure::setup(format!("cannot put the model on the GPU: {err}"))),
         }
         Ok(e)
+    }
+
+    /// The precision the GPU runs in; fp32 on the CPU and for StyleViT.
+    fn precision(&self) -> Precision {
+        self.tnet.as_ref().map_or(Precision::Fp32, GpuTnet::precision)
     }
 
     /// Whether `need` bytes fit in the GPU's free memory: Ok(true) run there, Ok(false) run on the CPU.
@@ -209,7 +223,7 @@ impl<'g> Engine<'g> {
         }
         let msg = format!("needs about {} of GPU memory for its activations, {} is free", gib(need), gib(free));
         if self.cpu_fallback {
-            log(format!("{msg}; running it on the CPU"));
+            log(format!("{msg}; running it on the CPU (fp32)"));
             Ok(false)
         } else {
             Err(format!("{msg}; use --max-size N to downscale it, or --device cpu"))
@@ -217,8 +231,9 @@ impl<'g> Engine<'g> {
     }
 
     fn tnet(&mut self, net: &TransformerNet, x: &Tensor, log: &dyn Fn(String)) -> Result<Tensor, String> {
-        if let (Some(g), true) = (self.gpu, self.tnet.is_some()) {
-            if self.fits(g, x.shape.clone(), model::tnet_bytes(x.shape[0], x.shape[2], x.shape[3]), log)? {
+        if let (Some(g), Some(t)) = (self.gpu, self.tnet.as_ref()) {
+            let need = t.bytes(x.shape[0], x.shape[2], x.shape[3]);
+            if self.fits(g, x.shape.clone(), need, log)? {
                 if let Some(t) = self.tnet.as_mut() {
                     return t.forward(x).map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
@@ -258,6 +273,19 @@ impl<'g> Engine<'g> {
                 image_io::tensor_to_rgb(&y, w, h, 1.0)
             }
         }
+    }
+}
+
+/// The note to print when `--precision fp16` was asked for explicitly but the run is fp32 (the CPU, or
+/// StyleViT); none for the default precision or an explicit fp32.
+fn precision_note(asked: Option<Precision>, kind: Kind, on_gpu: bool) -> Option<&'static str> {
+    if asked != Some(Precision::Fp16) {
+        return None;
+    }
+    match (kind, on_gpu) {
+        (Kind::StyleVit, _) => Some("StyleViT has no fp16 path yet; running it in fp32"),
+        (Kind::TransformerNet, false) => Some("the CPU path is fp32 only; --precision fp16 applies on the GPU"),
+        (Kind::TransformerNet, true) => None,
     }
 }
 
@@ -326,13 +354,6 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
         eprintln!("note: {} is a TransformerNet model (its style is built in); --style and --alpha are ignored", a.model.display());
     }
     let net = model::build(weights, kind, a.heads).map_err(Failure::setup)?;
-    match &net {
-        Net::Tnet(_) => eprintln!("model: {} ({})", a.model.display(), kind.name()),
-        Net::Vit(v) => eprintln!(
-            "model: {} (StyleViT: patch {}, dim {}, {} heads, {} blocks, ffn {})",
-            a.model.display(), v.cfg.patch_size, v.cfg.embed_dim, v.cfg.num_heads, v.cfg.num_blocks, v.cfg.ffn_dim
-        ),
-    }
 
     let style = match (&net, &a.style) {
         (Net::Vit(v), Some(path)) => {
@@ -346,7 +367,18 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
         _ => None,
     };
 
-    let mut engine = Engine::new(gpu.as_ref(), &net, a.device == DeviceChoice::Auto)?;
+    let mut engine = Engine::new(gpu.as_ref(), &net, a.device == DeviceChoice::Auto, a.precision.unwrap_or(DEFAULT_PRECISION))?;
+    let precision = engine.precision();
+    if let Some(note) = precision_note(a.precision, kind, engine.gpu.is_some()) {
+        eprintln!("note: {note}");
+    }
+    match &net {
+        Net::Tnet(_) => eprintln!("model: {} ({}, {})", a.model.display(), kind.name(), precision.name()),
+        Net::Vit(v) => eprintln!(
+            "model: {} (StyleViT: patch {}, dim {}, {} heads, {} blocks, ffn {}, {})",
+            a.model.display(), v.cfg.patch_size, v.cfg.embed_dim, v.cfg.num_heads, v.cfg.num_blocks, v.cfg.ffn_dim, precision.name()
+        ),
+    }
 
     if let Some(dir) = &plan.dir {
         std::fs::create_dir_all(dir).map_err(|e| Failure::setup(format!("{}: cannot create the folder: {e}", dir.display())))?;
@@ -393,6 +425,23 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn precision_notes_only_for_an_explicit_fp16_that_cannot_be_honoured() {
+        let (t, v, f16, f32) = (Kind::TransformerNet, Kind::StyleVit, Some(Precision::Fp16), Some(Precision::Fp32));
+        // The default never nags; fp32 never needs a note.
+        for kind in [t, v] {
+            for gpu in [false, true] {
+                assert_eq!(precision_note(None, kind, gpu), None);
+                assert_eq!(precision_note(f32, kind, gpu), None);
+            }
+        }
+        assert_eq!(precision_note(f16, t, true), None);
+        assert!(precision_note(f16, t, false).is_some_and(|n| n.contains("CPU") && n.contains("fp32")));
+        for gpu in [false, true] {
+            assert!(precision_note(f16, v, gpu).is_some_and(|n| n.contains("StyleViT") && n.contains("fp32")));
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cnn;
 pub mod conv2d_tc;
 pub mod fast;
 pub mod graph;
+pub mod psnr;
 pub mod random_weights;
 pub mod vit;
 
