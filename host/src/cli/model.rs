@@ -108,11 +108,13 @@ pub fn tnet_fast_bytes(n: usize, h: usize, w: usize) -> usize {
     let (hu, wu) = (2 * h3, 2 * w3);
     let (ho, wo) = (4 * h3, 4 * w3);
     let (f32b, half) = (4, 2);
-    let per_image = f32b * 3 * h * w + half * 16 * h * w                    // input staging, packed input
-        + (f32b + half) * (32 * h * w + 64 * h2 * w2)                      // conv1, conv2 (+ norms)
-        + 2 * (f32b + half) * 128 * h3 * w3                                // trunk and block temporary
-        + (f32b + half) * (64 * hu * wu + 32 * ho * wo)                    // deconv1, deconv2
-        + f32b * (32 * ho * wo + 3 * ho * wo); // deconv3 padded output, NCHW output
+    // GpuTransformerNetFast's buffers: NCHW f32 input staging and output, the 4-channel packed input, every
+    // conv output in f16 (normalised in place), three trunk-sized tensors, and the InstanceNorm partials
+    // (2 f32 per channel per tile of ≥ 32 pixels: at most 1/16 of a layer's f16 bytes).
+    let per_image = f32b * 3 * h * w + half * 4 * h * w
+        + half * (32 * h * w + 64 * h2 * w2 + 3 * 128 * h3 * w3 + 64 * hu * wu + 32 * ho * wo)
+        + f32b * 3 * ho * wo
+        + half * 32 * ho * wo / 16;
     let weights = 4 * 1_700_000;
     ((n * per_image + weights) as f64 * MARGIN) as usize + FIXED
 }
