@@ -9,6 +9,7 @@ pub mod fast;
 pub mod graph;
 pub mod random_weights;
 pub mod vit;
+pub mod vit_fast;
 
 use models::Tensor;
 use rand::{Rng, SeedableRng};
@@ -59,6 +60,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(conv2d_tc::checks());
     v.extend(graph::checks());
     v.extend(fast::checks());
+    v.extend(vit_fast::checks());
     v
 }
 
