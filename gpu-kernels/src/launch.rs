@@ -205,3 +205,54 @@ pub const CONV2D_TC_HALO_W_ELEMS: u32 = 81 * 2 * 32 * 4;
 /// `conv2d_tc_halo9_k8`: dynamic shared memory: the (TH+8) x (TW+8) x C f16 input tile with its halo, then
 /// the weight.
 pub const CONV2D_TC_HALO_SMEM: u32 = (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2 + CONV2D_TC_HALO_W_ELEMS * 2;
+
+
+// ------------------------------------------------------------------------------------------- linear_tc
+/// `linear_tc` (f16 tensor-core GEMM, f32 accumulation): output rows (GEMM-M) per block.
+pub const LINEAR_TC_BM: u32 = 128;
+/// `linear_tc`: output columns (GEMM-N) per block.
+pub const LINEAR_TC_BN: u32 = 128;
+/// `linear_tc`: GEMM-K slice (f16 elements) per pipeline stage: one 64-byte smem row per x/w row.
+pub const LINEAR_TC_BK: u32 = 32;
+/// `linear_tc`: threads per block (8 warps in a 2 x 4 grid, each 64 rows x 32 columns).
+pub const LINEAR_TC_THREADS: u32 = 256;
+/// `linear_tc`: cp.async pipeline depth (the kernel waits with `wait_group(STAGES - 2)`).
+pub const LINEAR_TC_STAGES: u32 = 4;
+/// `linear_tc`: dynamic shared memory: per stage an x tile [BM][BK] and a w tile [BN][BK] of f16.
+pub const LINEAR_TC_SMEM_BYTES: u32 = LINEAR_TC_STAGES * (LINEAR_TC_BM + LINEAR_TC_BN) * LINEAR_TC_BK * 2;
+/// `linear_tc` flag: add the f32 bias vector.
+pub const LINEAR_TC_BIAS: u32 = 1;
+/// `linear_tc` flag: exact (erf) GELU after the bias.
+pub const LINEAR_TC_GELU: u32 = 2;
+/// `linear_tc` flag: add a residual after the GELU (row `m % res_rows` of a contiguous [res_rows, N] tensor).
+pub const LINEAR_TC_RESIDUAL: u32 = 4;
+/// `linear_tc` flag: the residual is f16 (otherwise f32).
+pub const LINEAR_TC_RES_F16: u32 = 8;
+
+// ---------------------------------------------------------------------------------------- attention_tc
+/// `attention_tc` (f16 flash attention on tensor cores): warps per block, each owning 16·m-tiles query rows.
+pub const ATTN_TC_WARPS: u32 = 4;
+/// `attention_tc`: keys per shared-memory tile (double-buffered).
+pub const ATTN_TC_BK: u32 = 64;
+/// `attention_tc`: 16-row m-tiles per warp for a head dimension (2 keeps 32 rows per warp, halving the
+/// K/V shared-memory reads per FLOP; head_dim 128 uses 1 to stay within the register file).
+pub const fn attn_tc_m_tiles(head_dim: u32) -> u32 {
+    if head_dim >= 128 { 1 } else { 2 }
+}
+/// `attention_tc`: queries per block.
+pub const fn attn_tc_bq(head_dim: u32) -> u32 {
+    16 * ATTN_TC_WARPS * attn_tc_m_tiles(head_dim)
+}
+/// `attention_tc`: dynamic shared memory: the Q tile [BQ][dh] and two stages of K and V tiles [BK][dh], f16.
+pub const fn attn_tc_smem_bytes(head_dim: u32) -> u32 {
+    (attn_tc_bq(head_dim) + 4 * ATTN_TC_BK) * head_dim * 2
+}
+/// `attention_tc`: kernel name for a head dimension, or `None`.
+pub const fn attn_tc_kernel(head_dim: u32) -> Option<&'static str> {
+    match head_dim {
+        32 => Some("attention_tc_d32"),
+        64 => Some("attention_tc_d64"),
+        128 => Some("attention_tc_d128"),
+        _ => None,
+    }
+}

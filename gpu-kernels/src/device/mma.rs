@@ -179,3 +179,20 @@ pub fn unpack_f16x2(v: u32) -> (f32, f32) {
     };
     (lo, hi)
 }
+
+/// `ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16`: as [`ldmatrix_x4`], but each matrix is transposed
+/// on the way: register i holds elements (row 2(lane%4), col lane/4) and (row 2(lane%4)+1, col lane/4)
+/// of matrix i (the B fragment of an mma when the rows are the GEMM-K index and n is contiguous).
+///
+/// # Safety
+/// As [`ldmatrix_x4`].
+#[inline(always)]
+pub unsafe fn ldmatrix_x4_trans(addr: u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    asm!(
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
+        out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
+        options(nostack)
+    );
+    [a, b, c, d]
+}

@@ -2,12 +2,14 @@
 //! launcher in `host/src/ops/<op>.rs` and the CPU reference `models::ops::<op>` carry the same name.
 mod adain;
 mod attention;
+mod attention_tc;
 mod conv2d;
 mod conv2d_tc;
 mod elementwise;
 mod instance_norm;
 mod layer_norm;
 mod linear;
+mod linear_tc;
 mod nhwc;
 mod patch;
 mod upsample;

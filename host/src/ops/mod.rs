@@ -3,12 +3,14 @@
 //! and the self-check entry.
 pub mod adain;
 pub mod attention;
+pub mod attention_tc;
 pub mod conv2d;
 pub mod conv2d_tc;
 pub mod elementwise;
 pub mod instance_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod linear_tc;
 pub mod nhwc;
 pub mod patch;
 pub mod upsample;

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod psnr;
 pub mod random_weights;
 pub mod vit;
+pub mod vit_fast;
 
 use models::Tensor;
 use rand::{Rng, SeedableRng};
@@ -60,6 +61,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(conv2d_tc::checks());
     v.extend(graph::checks());
     v.extend(fast::checks());
+    v.extend(vit_fast::checks());
     v
 }
 

@@ -1,0 +1,101 @@
+//! `attention_tc` launcher: flash attention on tensor cores (f16 q, k, v and output; f32 softmax and
+//! accumulation). Same addressing as the fp32 [`crate::ops::attention`]: q, k, v are read in place from
+//! token-major [B, N, C] tensors (usually the fused QKV projection), the output is head-interleaved
+//! [B, Nq, heads·head_dim].
+use gpu_kernels::launch::{attn_tc_bq, attn_tc_kernel, attn_tc_smem_bytes, ATTN_TC_WARPS};
+
+use crate::error::{ensure, Error, Result};
+use crate::gpu::{DType, DeviceTensor, Gpu};
+use crate::kernel_args;
+pub use crate::ops::attention::Heads;
+
+const OP: &str = "attention_tc";
+
+/// Head dimensions the kernel is compiled for.
+pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
+
+/// Multi-head scaled-dot-product attention (scale 1/√head_dim, softmax over keys), read in place:
+/// q [B, Nq, Cq], k and v [B, Nk, Ckv] (one shape; usually one tensor), o [B, Nq, heads·head_dim], all
+/// f16, head h at columns `col + h·head_dim`. head_dim = o's last dimension / heads, one of
+/// [`HEAD_DIMS`]. The kernel copies 16-byte chunks, so every column offset and row length (Cq, Ckv) must
+/// be a multiple of 8.
+pub fn attention_tc(gpu: &Gpu, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: usize, o: &mut DeviceTensor) -> Result<()> {
+    let all_f16 = [q.t, k.t, v.t, &*o].iter().all(|t| t.dtype == DType::F16);
+    ensure(all_f16, OP, || "f16 tensors only".into())?;
+    ensure(q.t.shape.len() == 3 && k.t.shape.len() == 3 && o.shape.len() == 3, OP, || {
+        format!("q {:?}, k {:?} and o {:?} must be [B, N, C]", q.t.shape, k.t.shape, o.shape)
+    })?;
+    ensure(k.t.shape == v.t.shape, OP, || format!("k {:?} and v {:?} must have one shape", k.t.shape, v.t.shape))?;
+    let (b, nq, cq) = (q.t.shape[0], q.t.shape[1], q.t.shape[2]);
+    let (nk, ckv) = (k.t.shape[1], k.t.shape[2]);
+    let d = o.shape[2];
+    ensure(heads > 0 && d.is_multiple_of(heads), OP, || format!("o's last dimension {d} is not a multiple of {heads} heads"))?;
+    let dh = d / heads;
+    let kernel = u32::try_from(dh).ok().and_then(attn_tc_kernel);
+    let Some(kernel) = kernel else {
+        return Err(Error::Shape { op: OP, msg: format!("head_dim {dh} is not one of {HEAD_DIMS:?}") });
+    };
+    ensure(k.t.shape[0] == b && o.shape[0] == b && o.shape[1] == nq, OP, || {
+        format!("batch/length mismatch: q {:?}, k {:?}, o {:?}", q.t.shape, k.t.shape, o.shape)
+    })?;
+    ensure(b > 0 && nq > 0 && nk > 0, OP, || format!("empty input: q {:?}, k {:?}", q.t.shape, k.t.shape))?;
+    ensure(q.col + d <= cq, OP, || format!("q columns {}..{} exceed {cq}", q.col, q.col + d))?;
+    ensure(k.col + d <= ckv && v.col + d <= ckv, OP, || {
+        format!("k columns {}.. / v columns {}.. (+{d}) exceed {ckv}", k.col, v.col)
+    })?;
+    let aligned = [q.col, k.col, v.col, cq, ckv].iter().all(|c| c.is_multiple_of(8));
+    ensure(aligned, OP, || {
+        format!("column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8", q.col, k.col, v.col)
+    })?;
+    let fits = |v: usize| v < (1usize << 31);
+    ensure(fits(b * nq * cq) && fits(b * nk * ckv) && fits(b * nq * d), OP, || "tensors exceed 2^31 elements".into())?;
+    ensure(b <= 65_535 && heads <= 65_535, OP, || format!("batch {b} or heads {heads} exceed the grid limit 65535"))?;
+    let bq = attn_tc_bq(dh as u32) as usize;
+    let scale_log2 = (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32;
+    let grid = (nq.div_ceil(bq) as u32, heads as u32, b as u32);
+    let (q_ptr, k_ptr, v_ptr) = (q.t.ptr() + 2 * q.col as u64, k.t.ptr() + 2 * k.col as u64, v.t.ptr() + 2 * v.col as u64);
+    let (nq32, nk32, cq32, ckv32, d32) = (nq as u32, nk as u32, cq as u32, ckv as u32, d as u32);
+    // SAFETY: attention_tc_dXX(q, k, v: *const u16, o: *mut u16, nq, nk, ld_q, ld_kv, ld_o: u32,
+    // scale_log2: f32) matches the argument list, and `kernel` is the variant compiled for this head_dim.
+    // Grid (ceil(nq/BQ), heads, b), block 32·ATTN_TC_WARPS, attn_tc_smem_bytes(dh) of shared memory (the
+    // layout the kernel carves). Block (x, h, bb) reads 16-byte chunks of q[(bb*nq + i)*cq + q.col +
+    // h*dh + [0, dh)] for i < nq only (rows past nq copy zero bytes from row 0), k/v likewise for keys
+    // < nk with row stride ckv, and writes o[(bb*nq + i)*d + h*dh + [0, dh)] for i < nq, 4 bytes at a
+    // time. The column ranges lie inside each row (col + heads*dh <= C checked); offsets and strides are
+    // multiples of 8 elements and allocations 256-byte aligned, so every chunk is 16-byte aligned.
+    unsafe {
+        gpu.launch(
+            kernel,
+            grid,
+            (32 * ATTN_TC_WARPS, 1, 1),
+            attn_tc_smem_bytes(dh as u32),
+            kernel_args!(q_ptr, k_ptr, v_ptr, o.ptr(), nq32, nk32, cq32, ckv32, d32, scale_log2),
+        )
+    }
+}
+
+/// Self-attention straight from the fused QKV projection: qkv [B, N, 3D] f16 (q, k, v at columns 0, D,
+/// 2D, heads within each), o [B, N, D] f16.
+pub fn attention_tc_qkv(gpu: &Gpu, qkv: &DeviceTensor, heads: usize, o: &mut DeviceTensor) -> Result<()> {
+    let d = o.shape.last().copied().unwrap_or(0);
+    ensure(qkv.shape.len() == 3 && qkv.shape[2] == 3 * d, OP, || format!("qkv {:?} must be [B, N, 3·{d}]", qkv.shape))?;
+    attention_tc(gpu, Heads { t: qkv, col: 0 }, Heads { t: qkv, col: d }, Heads { t: qkv, col: 2 * d }, heads, o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpu_kernels::launch::attn_tc_m_tiles;
+
+    #[test]
+    fn kernels_and_shared_memory() {
+        for dh in HEAD_DIMS {
+            let dh = dh as u32;
+            assert!(attn_tc_kernel(dh).is_some());
+            // Fits the H100's 227 KB opt-in limit with room for two blocks per SM.
+            assert!(attn_tc_smem_bytes(dh) <= 113 * 1024, "dh {dh}");
+            assert_eq!(attn_tc_bq(dh), 16 * ATTN_TC_WARPS * attn_tc_m_tiles(dh));
+        }
+        assert!(attn_tc_kernel(48).is_none());
+    }
+}

@@ -1,0 +1,385 @@
+//! Self-checks of the tensor-core StyleViT kernels (`linear_tc`, `attention_tc`) against the CPU
+//! reference.
+//!
+//! Inputs (x, w, q, k, v and f16 residuals) are rounded to f16 on the host and the CPU reference runs on
+//! the rounded values, so the GPU and the CPU multiply the same numbers; what remains is the GPU's own
+//! rounding, bounded below per op (the tolerances are derived from those bounds and checked against a
+//! CPU emulation of the kernels' arithmetic in this module's unit tests). Every GPU output is poisoned
+//! with 0xff bytes (NaN in f32 and f16) before the launch, so an element the kernel fails to write fails.
+//! Big attention cases compare the first and last 80 query rows (rows are independent; this covers a
+//! full tile, a tile boundary and the partial tail tile).
+use models::ops;
+use models::Tensor;
+
+use super::{catch, compare, download, poisoned, random, Check, CheckResult, Rng64, Tolerance};
+use crate::error::Result;
+use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
+use crate::ops::linear_tc::{download_f16, linear_tc, round_tensor_f16, upload_f16, EpilogueTc};
+
+/// `linear_tc` with an f32 output: the f16 x f16 products are exact in f32 and accumulate in f32, so only
+/// the summation order differs from the CPU (as `conv2d_tc`'s tolerance).
+pub const LINEAR_TC_F32: Tolerance = Tolerance { rel_l2: 1e-4, max_rel: 1e-3 };
+/// `linear_tc` with an f16 output: the f32 result rounded to nearest even f16 adds at most 2^-11
+/// relative (4.9e-4 of |y| ≤ max|y|, so ≤ 4.9e-4 in max_rel) and about 2e-4 in RMS (measured by the
+/// emulation test below: 2.1e-4 rel L2, 2.9e-4 max rel). Tolerance: about 2x the bound, 2.5x the RMS.
+pub const LINEAR_TC_F16: Tolerance = Tolerance { rel_l2: 5e-4, max_rel: 1e-3 };
+/// `attention_tc` (f16 output): P is rounded to f16 before the PV product (≤ 2^-11 relative per
+/// probability; the row sum uses the f32 values), `ex2.approx` (~2 ulp, negligible) and the f16 output
+/// rounding (≤ 2^-11 relative). The emulation test below (same input distribution as the self-check)
+/// measures 2.5e-4..2.7e-4 rel L2 and 3.3e-4..4.2e-4 max rel for head_dim 32/64/128 and 300..4099
+/// keys, and asserts that it stays within half of this tolerance.
+pub const ATTENTION_TC: Tolerance = Tolerance { rel_l2: 7e-4, max_rel: 1.5e-3 };
+
+pub fn checks() -> Vec<Check> {
+    vec![Check { op: "linear_tc", run: check_linear_tc }, Check { op: "attention_tc", run: check_attention_tc }]
+}
+
+// ---------------------------------------------------------------- linear_tc
+#[derive(Clone, Copy, Debug)]
+enum Res {
+    None,
+    /// f32 residual with this many rows (dividing M), broadcast over the rest.
+    F32(usize),
+    /// f16 residual with this many rows.
+    F16(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Out {
+    F32,
+    F16,
+    Both,
+}
+
+struct LinCase {
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: bool,
+    gelu: bool,
+    res: Res,
+    out: Out,
+}
+
+#[rustfmt::skip]
+const LIN_CASES: &[LinCase] = &[
+    LinCase { m: 1, n: 1, k: 8, bias: true, gelu: false, res: Res::None, out: Out::Both },
+    // Odd M and N (scalar stores on the odd-N path), K = 96 (3 BK steps).
+    LinCase { m: 67, n: 45, k: 96, bias: true, gelu: false, res: Res::None, out: Out::Both },
+    // K = 264: the last 32-wide K step holds one real 8-chunk (zero-filled tail).
+    LinCase { m: 130, n: 200, k: 264, bias: true, gelu: true, res: Res::None, out: Out::Both },
+    LinCase { m: 257, n: 129, k: 520, bias: false, gelu: false, res: Res::F32(257), out: Out::Both },
+    LinCase { m: 100, n: 33, k: 24, bias: true, gelu: true, res: Res::F16(25), out: Out::F16 },
+    LinCase { m: 256, n: 384, k: 128, bias: true, gelu: false, res: Res::F32(64), out: Out::F32 },
+    LinCase { m: 129, n: 256, k: 64, bias: true, gelu: false, res: Res::F16(129), out: Out::Both },
+    // StyleViT shapes (D 512, FFN 2048) on a few hundred tokens: qkv, fc1 (+gelu), fc2 (+residual).
+    LinCase { m: 600, n: 1536, k: 512, bias: true, gelu: false, res: Res::None, out: Out::F16 },
+    LinCase { m: 600, n: 2048, k: 512, bias: true, gelu: true, res: Res::None, out: Out::F16 },
+    LinCase { m: 600, n: 512, k: 2048, bias: true, gelu: false, res: Res::F32(600), out: Out::Both },
+];
+
+fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
+    let LinCase { m, n, k, bias, gelu, res, out } = *cs;
+    let name = format!(
+        "{m}x{n}x{k}{}{}{} {out:?}",
+        if bias { " +b" } else { "" },
+        if gelu { " +gelu" } else { "" },
+        match res { Res::None => String::new(), Res::F32(r) => format!(" +res32[{r}]"), Res::F16(r) => format!(" +res16[{r}]") }
+    );
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let x = round_tensor_f16(&random(rng, &[m, k], -1.0, 1.0));
+        let bound = 1.0 / (k as f32).sqrt();
+        let w = round_tensor_f16(&random(rng, &[n, k], -bound, bound));
+        let b = random(rng, &[n], -0.5, 0.5);
+        let r = match res {
+            Res::None => None,
+            Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
+            Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
+        };
+        let mut want = ops::linear(&x, &w, bias.then_some(&b))?;
+        if gelu {
+            want = ops::gelu(&want);
+        }
+        if let Some(r) = &r {
+            let rn = r.numel();
+            for (i, v) in want.data.iter_mut().enumerate() {
+                *v += r.data[i % rn];
+            }
+        }
+        let (xd, wd) = (upload_f16(&x)?, upload_f16(&w)?);
+        let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
+        let rd = match (&r, res) {
+            (Some(r), Res::F16(_)) => Some(upload_f16(r)?),
+            (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
+            (None, _) => None,
+        };
+        let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
+        let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
+        let ep = EpilogueTc { bias: bias.then_some(&bd), gelu, residual: rd.as_ref() };
+        let (o32, o16) = match out {
+            Out::F32 => (Some(&mut y32), None),
+            Out::F16 => (None, Some(&mut y16)),
+            Out::Both => (Some(&mut y32), Some(&mut y16)),
+        };
+        linear_tc(gpu, &xd, &wd, ep, o32, o16)?;
+        let mut v = Vec::new();
+        if out != Out::F16 {
+            v.push(compare("linear_tc", &format!("{name} y32"), &download(gpu, &y32)?, &want.data, LINEAR_TC_F32));
+        }
+        if out != Out::F32 {
+            v.push(compare("linear_tc", &format!("{name} y16"), &download_f16(gpu, &y16)?, &want.data, LINEAR_TC_F16));
+        }
+        Ok(v)
+    };
+    run().unwrap_or_else(|e| vec![super::errored("linear_tc", &name, e)])
+}
+
+fn linear_refusals(gpu: &Gpu) -> CheckResult {
+    catch("linear_tc", "refuses bad shapes", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::RowMajor);
+        let x = h(&[4, 16])?;
+        let x12 = h(&[4, 12])?;
+        let x32 = f(&[4, 16])?;
+        let w = h(&[8, 16])?;
+        let w12 = h(&[8, 12])?;
+        let w3d = h(&[2, 4, 16])?;
+        let b_bad = f(&[7])?;
+        let b16 = h(&[8])?;
+        let r_bad = f(&[3, 8])?;
+        let mut y = f(&[4, 8])?;
+        let mut y_bad = f(&[4, 9])?;
+        let mut y16_as32 = f(&[4, 8])?;
+        let mut y16 = h(&[4, 8])?;
+        let ep = EpilogueTc::default();
+        let attempts: Vec<(&str, Result<()>)> = vec![
+            ("K not a multiple of 8", linear_tc(gpu, &x12, &w12, ep, Some(&mut y), None)),
+            ("f32 input", linear_tc(gpu, &x32, &w, ep, Some(&mut y), None)),
+            ("3-D weight", linear_tc(gpu, &x, &w3d, ep, Some(&mut y), None)),
+            ("K mismatch", linear_tc(gpu, &x12, &w, ep, Some(&mut y), None)),
+            ("no output", linear_tc(gpu, &x, &w, ep, None, None)),
+            ("output shape", linear_tc(gpu, &x, &w, ep, Some(&mut y_bad), None)),
+            ("f32 tensor as y16", linear_tc(gpu, &x, &w, ep, None, Some(&mut y16_as32))),
+            ("bias length", linear_tc(gpu, &x, &w, EpilogueTc { bias: Some(&b_bad), ..ep }, Some(&mut y), None)),
+            ("f16 bias", linear_tc(gpu, &x, &w, EpilogueTc { bias: Some(&b16), ..ep }, Some(&mut y), None)),
+            ("residual rows not dividing M", linear_tc(gpu, &x, &w, EpilogueTc { residual: Some(&r_bad), ..ep }, None, Some(&mut y16))),
+        ];
+        Ok(refusal_result("linear_tc", LINEAR_TC_F32, &attempts))
+    })
+}
+
+fn refusal_result(op: &str, tol: Tolerance, attempts: &[(&str, Result<()>)]) -> CheckResult {
+    let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+    CheckResult {
+        op: op.to_string(),
+        case: "refuses bad shapes".to_string(),
+        rel_l2: 0.0,
+        max_rel: 0.0,
+        tol,
+        passed: accepted.is_empty(),
+        detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+    }
+}
+
+fn check_linear_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out: Vec<CheckResult> = LIN_CASES.iter().flat_map(|cs| linear_case(gpu, rng, cs)).collect();
+    out.push(linear_refusals(gpu));
+    out
+}
+
+// ---------------------------------------------------------------- attention_tc
+/// Query rows compared against the CPU: all of them up to 300, else the first and last 80.
+fn rows_to_check(nq: usize) -> Vec<usize> {
+    if nq <= 300 {
+        (0..nq).collect()
+    } else {
+        (0..80).chain(nq - 80..nq).collect()
+    }
+}
+
+/// Columns `col + h·dh .. + dh` of rows `rows` of a token-major [B, N, C] tensor as [B, H, rows, dh].
+fn gather_heads(t: &Tensor, col: usize, heads: usize, dh: usize, rows: &[usize]) -> Tensor {
+    let (b, n, c) = (t.shape[0], t.shape[1], t.shape[2]);
+    let mut out = Vec::with_capacity(b * heads * rows.len() * dh);
+    for bb in 0..b {
+        for h in 0..heads {
+            for &r in rows {
+                let base = (bb * n + r) * c + col + h * dh;
+                out.extend_from_slice(&t.data[base..base + dh]);
+            }
+        }
+    }
+    Tensor::new(&[b, heads, rows.len(), dh], out)
+}
+
+/// GPU output o [B, Nq, H·dh] at `rows`, in the CPU's [B, H, rows, dh] order.
+fn gather_output(o: &[f32], b: usize, nq: usize, heads: usize, dh: usize, rows: &[usize]) -> Vec<f32> {
+    let d = heads * dh;
+    let mut out = Vec::with_capacity(b * heads * rows.len() * dh);
+    for bb in 0..b {
+        for h in 0..heads {
+            for &r in rows {
+                let base = (bb * nq + r) * d + h * dh;
+                out.extend_from_slice(&o[base..base + dh]);
+            }
+        }
+    }
+    out
+}
+
+/// Self-attention from a fused f16 QKV buffer [B, N, 3D].
+fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: usize, dh: usize) -> CheckResult {
+    let name = format!("self B{b} H{heads} N{n} dh{dh}");
+    catch("attention_tc", &name, || {
+        let d = heads * dh;
+        let qkv = round_tensor_f16(&random(rng, &[b, n, 3 * d], -2.0, 2.0));
+        let rows = rows_to_check(n);
+        let all: Vec<usize> = (0..n).collect();
+        let q = gather_heads(&qkv, 0, heads, dh, &rows);
+        let k = gather_heads(&qkv, d, heads, dh, &all);
+        let v = gather_heads(&qkv, 2 * d, heads, dh, &all);
+        let want = ops::attention(&q, &k, &v)?;
+        let qkv_d = upload_f16(&qkv)?;
+        let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
+        attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?;
+        let got = gather_output(&download_f16(gpu, &o)?, b, n, heads, dh, &rows);
+        Ok(compare("attention_tc", &name, &got, &want.data, ATTENTION_TC))
+    })
+}
+
+/// Cross attention with Nq != Nk: q [B, Nq, D + 16] read from column 8 (offsets and strides), k and v
+/// from one [B, Nk, 2D] buffer.
+fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: usize, nk: usize, dh: usize) -> CheckResult {
+    let name = format!("cross B{b} H{heads} Nq{nq} Nk{nk} dh{dh}");
+    catch("attention_tc", &name, || {
+        let d = heads * dh;
+        let qt = round_tensor_f16(&random(rng, &[b, nq, d + 16], -2.0, 2.0));
+        let kv = round_tensor_f16(&random(rng, &[b, nk, 2 * d], -2.0, 2.0));
+        let rows = rows_to_check(nq);
+        let all: Vec<usize> = (0..nk).collect();
+        let q = gather_heads(&qt, 8, heads, dh, &rows);
+        let k = gather_heads(&kv, 0, heads, dh, &all);
+        let v = gather_heads(&kv, d, heads, dh, &all);
+        let want = ops::attention(&q, &k, &v)?;
+        let (qd, kvd) = (upload_f16(&qt)?, upload_f16(&kv)?);
+        let mut o = poisoned(&[b, nq, d], DType::F16, Layout::RowMajor)?;
+        attention_tc(gpu, Heads { t: &qd, col: 8 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d }, heads, &mut o)?;
+        let got = gather_output(&download_f16(gpu, &o)?, b, nq, heads, dh, &rows);
+        Ok(compare("attention_tc", &name, &got, &want.data, ATTENTION_TC))
+    })
+}
+
+fn attention_refusals(gpu: &Gpu) -> CheckResult {
+    catch("attention_tc", "refuses bad shapes", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let qkv = h(&[1, 10, 192])?;
+        let qkv32 = DeviceTensor::empty(&[1, 10, 192], DType::F32, Layout::RowMajor)?;
+        let kv_short = h(&[1, 10, 100])?;
+        let q_odd = h(&[1, 10, 68])?;
+        let mut o = h(&[1, 10, 64])?;
+        let mut o48 = h(&[1, 10, 48])?;
+        let mut o_len = h(&[1, 11, 64])?;
+        let hd = |t, col| Heads { t, col };
+        let attempts: Vec<(&str, Result<()>)> = vec![
+            ("f32 input", attention_tc_qkv(gpu, &qkv32, 1, &mut o)),
+            ("head_dim 48", attention_tc(gpu, hd(&qkv, 0), hd(&qkv, 48), hd(&qkv, 96), 1, &mut o48)),
+            ("head_dim 16", attention_tc_qkv(gpu, &qkv, 4, &mut o)),
+            ("columns past the row", attention_tc(gpu, hd(&qkv, 0), hd(&kv_short, 40), hd(&kv_short, 0), 1, &mut o)),
+            ("column offset not a multiple of 8", attention_tc(gpu, hd(&q_odd, 4), hd(&qkv, 64), hd(&qkv, 128), 1, &mut o)),
+            ("output length", attention_tc_qkv(gpu, &qkv, 1, &mut o_len)),
+        ];
+        Ok(refusal_result("attention_tc", ATTENTION_TC, &attempts))
+    })
+}
+
+fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for &dh in &[32, 64, 128] {
+        for &n in &[1, 2, 7, 64, 65, 127, 129, 1000, 4099] {
+            let b = if n <= 129 { 2 } else { 1 };
+            let heads = if n <= 1000 { 2 } else { 1 };
+            out.push(attention_self_case(gpu, rng, b, heads, n, dh));
+        }
+    }
+    // The StyleViT base shape on one sequence: 8 heads of 64, 4096 tokens.
+    out.push(attention_self_case(gpu, rng, 1, 8, 4096, 64));
+    for &(nq, nk, dh) in &[(37, 300, 64), (300, 37, 32), (37, 300, 128), (1, 5000, 64), (130, 1, 128), (65, 64, 32), (200, 129, 64)] {
+        out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh));
+    }
+    out.push(attention_refusals(gpu));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::linear_tc::round_f16;
+    use rand::SeedableRng;
+
+    /// The kernel's arithmetic on the CPU for one (batch, head): q [nq, dh], k and v [nk, dh] (f16
+    /// values): key tiles of 64, running max, p = 2^(s·c − m·c) in f32, row sums of the f32 p, PV with p
+    /// rounded to f16, output rounded to f16.
+    fn flash_emulate(q: &[f32], k: &[f32], v: &[f32], nk: usize, dh: usize) -> Vec<f32> {
+        let c = (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32;
+        let mut out = Vec::with_capacity(q.len());
+        for qr in q.chunks_exact(dh) {
+            let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+            let mut o = vec![0f32; dh];
+            for k0 in (0..nk).step_by(64) {
+                let keys = k0..(k0 + 64).min(nk);
+                let s: Vec<f32> = keys.clone().map(|j| qr.iter().zip(&k[j * dh..(j + 1) * dh]).map(|(a, b)| a * b).sum()).collect();
+                let m_new = s.iter().cloned().fold(m, f32::max);
+                let alpha = (m * c - m_new * c).exp2();
+                m = m_new;
+                l *= alpha;
+                o.iter_mut().for_each(|x| *x *= alpha);
+                for (j, sj) in keys.zip(&s) {
+                    let p = (sj * c - m * c).exp2();
+                    l += p;
+                    let ph = round_f16(p);
+                    for (x, vv) in o.iter_mut().zip(&v[j * dh..(j + 1) * dh]) {
+                        *x += ph * vv;
+                    }
+                }
+            }
+            out.extend(o.iter().map(|x| round_f16(x / l)));
+        }
+        out
+    }
+
+    #[test]
+    fn attention_tolerance_covers_the_emulated_kernel() {
+        let mut rng = Rng64::seed_from_u64(7);
+        for &(nq, nk, dh) in &[(64usize, 1000usize, 64usize), (40, 4099, 64), (64, 300, 32), (32, 300, 128), (16, 1, 64)] {
+            let q = round_tensor_f16(&random(&mut rng, &[1, 1, nq, dh], -2.0, 2.0));
+            let k = round_tensor_f16(&random(&mut rng, &[1, 1, nk, dh], -2.0, 2.0));
+            let v = round_tensor_f16(&random(&mut rng, &[1, 1, nk, dh], -2.0, 2.0));
+            let want = ops::attention(&q, &k, &v).unwrap();
+            let got = flash_emulate(&q.data, &k.data, &v.data, nk, dh);
+            let half = Tolerance { rel_l2: ATTENTION_TC.rel_l2 / 2.0, max_rel: ATTENTION_TC.max_rel / 2.0 };
+            let r = compare("attention_tc", "emulation", &got, &want.data, half);
+            eprintln!("emulated attention nq {nq} nk {nk} dh {dh}: rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            assert!(r.passed, "nq {nq} nk {nk} dh {dh}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn linear_f16_tolerance_covers_output_rounding() {
+        let mut rng = Rng64::seed_from_u64(8);
+        let x = round_tensor_f16(&random(&mut rng, &[300, 512], -1.0, 1.0));
+        let w = round_tensor_f16(&random(&mut rng, &[256, 512], -0.044, 0.044));
+        let b = random(&mut rng, &[256], -0.5, 0.5);
+        for gelu in [false, true] {
+            let mut y = ops::linear(&x, &w, Some(&b)).unwrap();
+            if gelu {
+                y = ops::gelu(&y);
+            }
+            let rounded: Vec<f32> = y.data.iter().map(|&v| round_f16(v)).collect();
+            let half = Tolerance { rel_l2: LINEAR_TC_F16.rel_l2 / 2.0, max_rel: LINEAR_TC_F16.max_rel / 2.0 };
+            let r = compare("linear_tc", "emulation", &rounded, &y.data, half);
+            eprintln!("f16 output rounding (gelu {gelu}): rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            assert!(r.passed, "{r:?}");
+        }
+    }
+}
