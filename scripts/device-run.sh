@@ -12,6 +12,7 @@ export PYTHONUNBUFFERED=1
 exec > >(tee -a "$out/device.log") 2>&1
 run() { echo; echo "=== $*"; "$@"; echo "[exit $?]"; }
 
+run cat ptxas-report.txt
 run nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv
 run ./styleforge info
 run ./styleforge self-check --fixtures shared/fixtures --images shared/images
