@@ -486,6 +486,105 @@ fn check_style_vit_fast(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out
 }
 
+// ---------------------------------------------------------------- kernel micro-benchmark
+/// One row of [`bench_kernels`]: kernel, shape, median milliseconds, TFLOP/s.
+#[derive(Clone, Debug)]
+pub struct KernelTiming {
+    pub kernel: &'static str,
+    pub shape: String,
+    pub ms: f64,
+    pub tflops: f64,
+}
+
+/// Times `linear_tc` and `attention_tc` (and the fp32 `linear` / `attention` at the same shapes) at
+/// StyleViT base shapes: `batch` sequences of `tokens` tokens, D 512, 8 heads of 64, FFN 2048. Median of
+/// `iters` runs after one warm-up, CUDA events on the GPU's stream. Not a check (no assertions): for
+/// `styleforge bench`-style reporting, e.g. `bench_kernels(&gpu, 8, 4096, 20)`.
+pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Result<Vec<KernelTiming>> {
+    use crate::error::{CudaContext, Error};
+    use crate::ops::attention::attention_qkv;
+    use crate::ops::linear::{linear_ex, Epilogue};
+    use cust::event::{Event, EventFlags};
+    use rand::Rng;
+    let (d, f, heads) = (512usize, 2048usize, 8usize);
+    let m = batch * tokens;
+    let mut rng = <Rng64 as rand::SeedableRng>::seed_from_u64(1);
+    let mut host = |shape: &[usize], hi: f32| {
+        let n: usize = shape.iter().product();
+        Tensor::new(shape, (0..n).map(|_| rng.gen_range(-hi..hi)).collect())
+    };
+    let up32 = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
+    let time = |run: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        run()?;
+        gpu.synchronize()?;
+        let start = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+        let stop = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+        let mut t = Vec::with_capacity(iters.max(1));
+        for _ in 0..iters.max(1) {
+            start.record(gpu.stream()).during("recording an event")?;
+            run()?;
+            stop.record(gpu.stream()).during("recording an event")?;
+            stop.synchronize().during("waiting for the kernel (it may have faulted)")?;
+            t.push(stop.elapsed_time_f32(&start).during("reading the event timer")? as f64);
+        }
+        t.sort_by(f64::total_cmp);
+        Ok(t[t.len() / 2])
+    };
+    let mut rows = Vec::new();
+    // (name, N, K, gelu, residual)
+    let gemms: [(&'static str, usize, usize, bool, bool); 4] =
+        [("qkv", 3 * d, d, false, false), ("out+res", d, d, false, true), ("fc1+gelu", f, d, true, false), ("fc2+res", d, f, false, true)];
+    let xs = [host(&[m, d], 1.0), host(&[m, f], 1.0)];
+    let res = up32(&host(&[m, d], 1.0))?;
+    for (name, n, k, gelu, with_res) in gemms {
+        let x = &xs[usize::from(k == f)];
+        let w = host(&[n, k], 1.0 / (k as f32).sqrt());
+        let b = up32(&host(&[n], 0.1))?;
+        let flops = 2.0 * (m * n * k) as f64;
+        let shape = format!("{name} {m}x{n}x{k}");
+        {
+            let (x16, w16) = (upload_f16(x)?, upload_f16(&w)?);
+            let mut y32 = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
+            let mut y16 = DeviceTensor::empty(&[m, n], DType::F16, Layout::RowMajor)?;
+            let ep = EpilogueTc { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
+            let ms = time(&mut || {
+                if with_res {
+                    linear_tc(gpu, &x16, &w16, ep, Some(&mut y32), None)
+                } else {
+                    linear_tc(gpu, &x16, &w16, ep, None, Some(&mut y16))
+                }
+            })?;
+            rows.push(KernelTiming { kernel: "linear_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
+        }
+        {
+            let (x32, w32) = (up32(x)?, up32(&w)?);
+            let mut y = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
+            let ep = Epilogue { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
+            let ms = time(&mut || linear_ex(gpu, &x32, &w32, ep, &mut y))?;
+            rows.push(KernelTiming { kernel: "linear (fp32)", shape, ms, tflops: flops / ms / 1e9 });
+        }
+    }
+    let qkv = host(&[batch, tokens, 3 * d], 2.0);
+    let flops = 4.0 * (batch * tokens * tokens * d) as f64;
+    let shape = format!("B{batch} H{heads} N{tokens} dh{}", d / heads);
+    {
+        let q16 = upload_f16(&qkv)?;
+        let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F16, Layout::RowMajor)?;
+        let ms = time(&mut || attention_tc_qkv(gpu, &q16, heads, &mut o))?;
+        rows.push(KernelTiming { kernel: "attention_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
+    }
+    {
+        let q32 = up32(&qkv)?;
+        let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F32, Layout::RowMajor)?;
+        let ms = time(&mut || attention_qkv(gpu, &q32, heads, &mut o))?;
+        rows.push(KernelTiming { kernel: "attention (fp32)", shape, ms, tflops: flops / ms / 1e9 });
+    }
+    if rows.iter().any(|r| !r.ms.is_finite()) {
+        return Err(Error::Other("a kernel timing was not finite".into()));
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
