@@ -242,3 +242,79 @@ pub unsafe extern "ptx-kernel" fn linear_tc(
         });
     });
 }
+
+// ---------------------------------------------------------------- f16 operands for the next GEMM
+/// `y[i] = f16(x[i])` for i < n (round to nearest even, saturating): the f16 copy of an f32 activation
+/// that feeds `linear_tc` or `attention_tc`. Grid-stride; block `ELEMENTWISE_BLOCK`.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn linear_tc_to_f16(x: *const f32, y: *mut u16, n: u32) {
+    let (mut i, stride) = crate::device::global_index_x();
+    let n = n as usize;
+    while i < n {
+        *y.add(i) = pack_f16x2(*x.add(i), 0.0) as u16;
+        i += stride;
+    }
+}
+
+/// `y = LayerNorm(x + res) · γ + β` over rows of `d` (as the `layer_norm` kernel: one warp per row,
+/// two-pass statistics, eps `LAYER_NORM_EPS`), writing the f32 result to `y` when non-null and its f16
+/// rounding to `y16` when non-null (the next GEMM's operand). `res` is read only when `has_res != 0`.
+/// Grid ceil(rows / LAYER_NORM_ROWS), block 32 · LAYER_NORM_ROWS.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm(
+    x: *const f32,
+    res: *const f32,
+    gamma: *const f32,
+    beta: *const f32,
+    y: *mut f32,
+    y16: *mut u16,
+    rows: u32,
+    d: u32,
+    has_res: u32,
+) {
+    use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_ROWS};
+    let row = (block_idx_x() * LAYER_NORM_ROWS + thread_idx_x() / 32) as usize;
+    if row >= rows as usize {
+        // Whole warps leave together; the kernel has no block barrier.
+        return;
+    }
+    let d = d as usize;
+    let lane = crate::device::lane_id() as usize;
+    let xr = x.add(row * d);
+    let rr = res.wrapping_add(row * d);
+    let val = |j: usize| -> f32 {
+        if has_res != 0 {
+            *xr.add(j) + *rr.add(j)
+        } else {
+            *xr.add(j)
+        }
+    };
+    let mut s = 0.0f32;
+    let mut j = lane;
+    while j < d {
+        s += val(j);
+        j += 32;
+    }
+    let mean = math::div(crate::device::warp::warp_sum(s), d as f32);
+    let mut s2 = 0.0f32;
+    j = lane;
+    while j < d {
+        let dv = val(j) - mean;
+        s2 = math::fma(dv, dv, s2);
+        j += 32;
+    }
+    let var = math::div(crate::device::warp::warp_sum(s2), d as f32);
+    let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
+    j = lane;
+    while j < d {
+        let v = math::fma((val(j) - mean) * rstd, *gamma.add(j), *beta.add(j));
+        if !y.is_null() {
+            *y.add(row * d + j) = v;
+        }
+        if !y16.is_null() {
+            *y16.add(row * d + j) = pack_f16x2(v, 0.0) as u16;
+        }
+        j += 32;
+    }
+}

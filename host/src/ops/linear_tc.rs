@@ -8,7 +8,7 @@
 //! * bias: `[N]` f32; residual: `[R, N]` f32 or f16 with R dividing M (row m gets residual row m % R);
 //! * y32: `[.., N]` f32 and/or y16: `[.., N]` f16 with M·N elements.
 use gpu_kernels::launch::{
-    LINEAR_TC_BIAS, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16,
+    ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16,
     LINEAR_TC_SMEM_BYTES, LINEAR_TC_THREADS,
 };
 use models::Tensor;
@@ -217,6 +217,81 @@ pub fn linear_tc(
             (LINEAR_TC_THREADS, 1, 1),
             LINEAR_TC_SMEM_BYTES,
             kernel_args!(x.ptr(), w.ptr(), b_ptr, r_ptr, y32_ptr, y16_ptr, m32, n32, k32, rr32, flags),
+        )
+    }
+}
+
+/// y16 = f16(x) elementwise (round to nearest even, saturating at ±65504): the f16 copy of an f32
+/// activation for the next `linear_tc` / `attention_tc`. x f32 and y16 f16 with one element count.
+pub fn to_f16(gpu: &Gpu, x: &DeviceTensor, y16: &mut DeviceTensor) -> Result<()> {
+    const OP: &str = "linear_tc_to_f16";
+    ensure(x.dtype == DType::F32 && y16.dtype == DType::F16, OP, || {
+        format!("x must be f32 and y16 f16, got {:?} and {:?}", x.dtype, y16.dtype)
+    })?;
+    ensure(x.numel() == y16.numel(), OP, || format!("x {:?} and y16 {:?} differ in size", x.shape, y16.shape))?;
+    let n = x.numel();
+    ensure(n < (1usize << 31), OP, || format!("{n} elements exceed the kernel's 32-bit range"))?;
+    if n == 0 {
+        return Ok(());
+    }
+    let n32 = n as u32;
+    // SAFETY: linear_tc_to_f16(x: *const f32, y: *mut u16, n: u32) reads x[0..n] and writes y[0..n]
+    // (grid-stride loop bounded by n); both tensors hold exactly n elements of their type (checked).
+    unsafe {
+        gpu.launch(
+            OP,
+            (crate::gpu::blocks_for(n, ELEMENTWISE_BLOCK), 1, 1),
+            (ELEMENTWISE_BLOCK, 1, 1),
+            0,
+            kernel_args!(x.ptr(), y16.ptr(), n32),
+        )
+    }
+}
+
+/// LayerNorm(x + residual) · γ + β over the last dimension D (as [`crate::ops::layer_norm::layer_norm`]),
+/// writing the f32 result to `y` (optional) and its f16 rounding to `y16` (the next GEMM's operand).
+/// x, residual, y: f32 with one element count and last dimension D; gamma, beta: f32 [D]; y16 f16.
+pub fn layer_norm_f16(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    residual: Option<&DeviceTensor>,
+    gamma: &DeviceTensor,
+    beta: &DeviceTensor,
+    y: Option<&mut DeviceTensor>,
+    y16: &mut DeviceTensor,
+) -> Result<()> {
+    const OP: &str = "linear_tc_layer_norm";
+    let all_f32 = [Some(x), residual, Some(gamma), Some(beta), y.as_deref()].iter().flatten().all(|t| t.dtype == DType::F32);
+    ensure(all_f32 && y16.dtype == DType::F16, OP, || "f32 tensors and an f16 y16 only".into())?;
+    let d = *x.shape.last().unwrap_or(&0);
+    ensure(d > 0 && x.numel() > 0, OP, || format!("x {:?} is empty", x.shape))?;
+    let rows = x.numel() / d;
+    if let Some(y) = y.as_deref() {
+        ensure(y.numel() == x.numel() && y.shape.last() == Some(&d), OP, || format!("y {:?} vs x {:?}", y.shape, x.shape))?;
+    }
+    ensure(y16.numel() == x.numel() && y16.shape.last() == Some(&d), OP, || format!("y16 {:?} vs x {:?}", y16.shape, x.shape))?;
+    ensure(gamma.numel() == d && beta.numel() == d, OP, || {
+        format!("gamma {:?} and beta {:?} must have D = {d} elements", gamma.shape, beta.shape)
+    })?;
+    if let Some(r) = residual {
+        ensure(r.numel() == x.numel(), OP, || format!("residual {:?} vs x {:?}", r.shape, x.shape))?;
+    }
+    ensure(x.numel() < (1usize << 31), OP, || format!("{rows} rows of {d} are too many"))?;
+    let blocks = rows.div_ceil(LAYER_NORM_ROWS as usize);
+    let (r_ptr, has_res) = residual.map_or((0u64, 0u32), |r| (r.ptr(), 1));
+    let y_ptr = y.map_or(0u64, |y| y.ptr());
+    let (rows32, d32) = (rows as u32, d as u32);
+    // SAFETY: linear_tc_layer_norm(x, res, gamma, beta: *const f32, y: *mut f32, y16: *mut u16, rows, d,
+    // has_res: u32): warp w of block b handles row b*LAYER_NORM_ROWS + w < rows, reading x and res (only
+    // if has_res) at [row*d, row*d + d), gamma/beta at [0, d), and writing y (when non-null) and y16
+    // there. Every tensor holds rows*d (or d) elements of its type (checked above).
+    unsafe {
+        gpu.launch(
+            OP,
+            (blocks as u32, 1, 1),
+            (32 * LAYER_NORM_ROWS, 1, 1),
+            0,
+            kernel_args!(x.ptr(), r_ptr, gamma.ptr(), beta.ptr(), y_ptr, y16.ptr(), rows32, d32, has_res),
         )
     }
 }

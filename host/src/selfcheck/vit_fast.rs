@@ -15,7 +15,13 @@ use super::{catch, compare, download, poisoned, random, Check, CheckResult, Rng6
 use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
-use crate::ops::linear_tc::{download_f16, linear_tc, round_tensor_f16, upload_f16, EpilogueTc};
+use crate::nets::style_vit_fast::GpuStyleVitFast;
+use crate::ops::linear_tc::{
+    download_f16, layer_norm_f16, linear_tc, round_f16, round_tensor_f16, to_f16, upload_f16, EpilogueTc,
+};
+use models::ops::Padding;
+use models::style_vit::Block;
+use models::StyleVit;
 
 /// `linear_tc` with an f32 output: the f16 x f16 products are exact in f32 and accumulate in f32, so only
 /// the summation order differs from the CPU (as `conv2d_tc`'s tolerance).
@@ -31,8 +37,28 @@ pub const LINEAR_TC_F16: Tolerance = Tolerance { rel_l2: 5e-4, max_rel: 1e-3 };
 /// keys, and asserts that it stays within half of this tolerance.
 pub const ATTENTION_TC: Tolerance = Tolerance { rel_l2: 7e-4, max_rel: 1.5e-3 };
 
+/// [`GpuStyleVitFast`] vs the fp32 CPU reference: dominated by the f16 rounding of the GEMM and attention
+/// inputs. The CPU emulation that rounds at the same places ([`emulate_style_vit_fast`]) measures
+/// 4.5e-4..9.2e-4 rel L2 and 5.2e-4..1.1e-3 max rel against the fp32 reference on the self-check's
+/// networks (1-2 blocks, D 64); the tolerance is about 3x that (the unit test asserts the emulation
+/// stays within half of it), leaving room for the kernels' own rounding on top.
+pub const STYLE_VIT_FAST: Tolerance = Tolerance { rel_l2: 3e-3, max_rel: 4e-3 };
+/// [`GpuStyleVitFast`] vs the CPU emulation with the same f16 roundings: what remains is the f32
+/// summation order, `ex2.approx`, the f16 probabilities in attention (2.7e-4 rel L2 at the attention
+/// output, see `ATTENTION_TC`) and f16 roundings that flip by one ulp where the f32 values differ. A
+/// sanity bound (not measured on a GPU yet): 1.5x the measured emulation-vs-fp32 error.
+pub const STYLE_VIT_FAST_VS_EMULATION: Tolerance = Tolerance { rel_l2: 1.5e-3, max_rel: 3e-3 };
+/// `linear_tc_layer_norm` / `linear_tc_to_f16`: the f32 output as `layer_norm` (fp32, two-pass); the f16
+/// copy adds its rounding (≤ 2^-11 relative, as `LINEAR_TC_F16`).
+pub const LN_F32: Tolerance = Tolerance::F32;
+
 pub fn checks() -> Vec<Check> {
-    vec![Check { op: "linear_tc", run: check_linear_tc }, Check { op: "attention_tc", run: check_attention_tc }]
+    vec![
+        Check { op: "linear_tc", run: check_linear_tc },
+        Check { op: "linear_tc_prologue", run: check_prologue },
+        Check { op: "attention_tc", run: check_attention_tc },
+        Check { op: "style_vit_fast", run: check_style_vit_fast },
+    ]
 }
 
 // ---------------------------------------------------------------- linear_tc
@@ -188,6 +214,52 @@ fn check_linear_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out
 }
 
+// ---------------------------------------------------------------- f16 prologue helpers
+fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for &(rows, d, with_res) in &[(33usize, 512usize, true), (17, 96, false), (3, 1, false), (41, 97, true)] {
+        let name = format!("layer_norm {rows}x{d}{}", if with_res { " +res" } else { "" });
+        let run = |rng: &mut Rng64| -> Result<Vec<CheckResult>> {
+            let x = random(rng, &[rows, d], -2.0, 3.0);
+            let r = random(rng, &[rows, d], -1.0, 1.0);
+            let g = random(rng, &[d], 0.5, 1.5);
+            let b = random(rng, &[d], -0.5, 0.5);
+            let sum = if with_res { ops::add(&x, &r)? } else { x.clone() };
+            let want = ops::layer_norm(&sum, &g, &b)?;
+            let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
+            let (xd, rd, gd, bd) = (up(&x)?, up(&r)?, up(&g)?, up(&b)?);
+            let mut y = poisoned(&[rows, d], DType::F32, Layout::RowMajor)?;
+            let mut y16 = poisoned(&[rows, d], DType::F16, Layout::RowMajor)?;
+            layer_norm_f16(gpu, &xd, with_res.then_some(&rd), &gd, &bd, Some(&mut y), &mut y16)?;
+            Ok(vec![
+                compare("linear_tc_prologue", &format!("{name} y32"), &download(gpu, &y)?, &want.data, LN_F32),
+                compare("linear_tc_prologue", &format!("{name} y16"), &download_f16(gpu, &y16)?, &want.data, LINEAR_TC_F16),
+            ])
+        };
+        out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("linear_tc_prologue", &name, e)]));
+    }
+    for &n in &[1usize, 1000, 70001] {
+        let name = format!("to_f16 {n}");
+        out.push(catch("linear_tc_prologue", &name, || {
+            let mut x = random(rng, &[n], -3.0, 3.0);
+            // Exercise the saturation and subnormal ends too.
+            if n > 4 {
+                x.data[0] = 1e6;
+                x.data[1] = -1e6;
+                x.data[2] = 3e-7;
+                x.data[3] = 65519.0;
+            }
+            // The device saturates to ±65504 where the host's IEEE conversion gives infinity.
+            let want: Vec<f32> = x.data.iter().map(|&v| round_f16(v.clamp(-65504.0, 65504.0))).collect();
+            let xd = DeviceTensor::from_f32(&[n], &x.data, Layout::RowMajor)?;
+            let mut y16 = poisoned(&[n], DType::F16, Layout::RowMajor)?;
+            to_f16(gpu, &xd, &mut y16)?;
+            Ok(compare("linear_tc_prologue", &name, &download_f16(gpu, &y16)?, &want, Tolerance { rel_l2: 0.0, max_rel: 0.0 }))
+        }));
+    }
+    out
+}
+
 // ---------------------------------------------------------------- attention_tc
 /// Query rows compared against the CPU: all of them up to 300, else the first and last 80.
 fn rows_to_check(nq: usize) -> Vec<usize> {
@@ -311,10 +383,211 @@ fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out
 }
 
+// ---------------------------------------------------------------- whole network
+/// [B, H, N, dh] heads back to token-major [B, N, H·dh].
+fn merge_heads(t: &Tensor) -> Tensor {
+    let (b, h, n, dh) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
+    let mut out = vec![0f32; t.numel()];
+    for bb in 0..b {
+        for hh in 0..h {
+            for r in 0..n {
+                let src = ((bb * h + hh) * n + r) * dh;
+                let dst = (bb * n + r) * h * dh + hh * dh;
+                out[dst..dst + dh].copy_from_slice(&t.data[src..src + dh]);
+            }
+        }
+    }
+    Tensor::new(&[b, n, h * dh], out)
+}
+
+/// One post-norm block on the CPU, rounding to f16 exactly where [`GpuStyleVitFast`] stores f16: GEMM
+/// inputs and weights, qkv, the attention output, the GELU output.
+fn emulate_block(blk: &Block, x: &Tensor, heads: usize) -> Result<Tensor> {
+    let r = round_tensor_f16;
+    let (n, d) = (x.shape[1], x.shape[2]);
+    let dh = d / heads;
+    let qkv = r(&ops::linear(&r(x), &r(&blk.w_qkv), Some(&blk.b_qkv))?);
+    let all: Vec<usize> = (0..n).collect();
+    let (q, k, v) = (gather_heads(&qkv, 0, heads, dh, &all), gather_heads(&qkv, d, heads, dh, &all), gather_heads(&qkv, 2 * d, heads, dh, &all));
+    let a = r(&merge_heads(&ops::attention(&q, &k, &v)?));
+    let t = ops::add(&ops::linear(&a, &r(&blk.w_out), Some(&blk.b_out))?, x)?;
+    let x2 = ops::layer_norm(&t, &blk.norm1_w, &blk.norm1_b)?;
+    let h = r(&ops::gelu(&ops::linear(&r(&x2), &r(&blk.fc1_w), Some(&blk.fc1_b))?));
+    let t = ops::add(&ops::linear(&h, &r(&blk.fc2_w), Some(&blk.fc2_b))?, &x2)?;
+    Ok(ops::layer_norm(&t, &blk.norm2_w, &blk.norm2_b)?)
+}
+
+/// StyleViT's forward pass on the CPU with [`GpuStyleVitFast`]'s f16 roundings (see [`emulate_block`];
+/// the patch embedding, AdaIN and the tail stay f32, `to_pixels` rounds its input and weight).
+pub fn emulate_style_vit_fast(net: &StyleVit, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
+    let (p, heads) = (net.cfg.patch_size, net.cfg.num_heads);
+    let encode = |img: &Tensor| -> Result<Tensor> {
+        let mut x = ops::patch_embed(img, &net.patch_w, &net.patch_b, p)?;
+        let (n, d) = (x.shape[1], x.shape[2]);
+        let pe = ops::sinusoidal(n, d);
+        for row in x.data.chunks_exact_mut(n * d) {
+            for (v, q) in row.iter_mut().zip(&pe.data) {
+                *v += q;
+            }
+        }
+        for blk in &net.encoder {
+            x = emulate_block(blk, &x, heads)?;
+        }
+        Ok(x)
+    };
+    let c = encode(content)?;
+    let t = ops::adain(&c, &encode(style)?)?;
+    let mut x = c.clone();
+    for (xv, (tv, cv)) in x.data.iter_mut().zip(t.data.iter().zip(&c.data)) {
+        *xv = alpha * tv + (1.0 - alpha) * cv;
+    }
+    for blk in &net.decoder {
+        x = emulate_block(blk, &x, heads)?;
+    }
+    let px = ops::linear(&round_tensor_f16(&x), &round_tensor_f16(&net.to_pixels_w), Some(&net.to_pixels_b))?;
+    let (hp, wp) = (content.shape[2] / p, content.shape[3] / p);
+    let y = ops::unpatch(&px, hp, wp, p)?;
+    let y = ops::relu(&ops::conv2d(&y, &net.final0_w, Some(&net.final0_b), 1, Padding::Zero(1), 1)?);
+    Ok(ops::conv2d(&y, &net.final2_w, Some(&net.final2_b), 1, Padding::Zero(0), 1)?)
+}
+
+/// Cases of the whole-network check: (blocks, content shape, style shape, alpha).
+const NET_CASES: [(usize, [usize; 4], [usize; 4], f32); 3] = [
+    (1, [1, 3, 32, 48], [1, 3, 24, 24], 1.0),
+    (1, [1, 3, 32, 48], [1, 3, 24, 24], 0.6),
+    (2, [2, 3, 16, 24], [1, 3, 16, 16], 1.0),
+];
+
+fn check_style_vit_fast(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for (blocks, cs, ss, alpha) in NET_CASES {
+        let name = format!("{blocks}blk c{cs:?} s{ss:?} a{alpha}");
+        let run = |rng: &mut Rng64| -> Result<Vec<CheckResult>> {
+            let net = super::vit::random_style_vit(rng, blocks);
+            let content = random(rng, &cs, 0.0, 1.0);
+            let style = random(rng, &ss, 0.0, 1.0);
+            let exact = net.forward(&content, &style, alpha)?;
+            let emulated = emulate_style_vit_fast(&net, &content, &style, alpha)?;
+            let mut g = GpuStyleVitFast::new(gpu, &net)?;
+            // Run twice: the second call (graph replay) reuses the first's buffers and must agree with it.
+            let first = g.forward(&content, &style, alpha)?;
+            let got = g.forward(&content, &style, alpha)?;
+            let mut r = compare("style_vit_fast", &format!("{name} vs fp32"), &got.data, &exact.data, STYLE_VIT_FAST);
+            let again = compare("style_vit_fast", &name, &got.data, &first.data, Tolerance { rel_l2: 1e-6, max_rel: 1e-5 });
+            if !again.passed {
+                r.passed = false;
+                r.detail = format!("second forward differs from the first: {}", again.detail);
+            }
+            let e = compare("style_vit_fast", &format!("{name} vs f16 emul"), &got.data, &emulated.data, STYLE_VIT_FAST_VS_EMULATION);
+            Ok(vec![r, e])
+        };
+        out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("style_vit_fast", &name, e)]));
+    }
+    out
+}
+
+// ---------------------------------------------------------------- kernel micro-benchmark
+/// One row of [`bench_kernels`]: kernel, shape, median milliseconds, TFLOP/s.
+#[derive(Clone, Debug)]
+pub struct KernelTiming {
+    pub kernel: &'static str,
+    pub shape: String,
+    pub ms: f64,
+    pub tflops: f64,
+}
+
+/// Times `linear_tc` and `attention_tc` (and the fp32 `linear` / `attention` at the same shapes) at
+/// StyleViT base shapes: `batch` sequences of `tokens` tokens, D 512, 8 heads of 64, FFN 2048. Median of
+/// `iters` runs after one warm-up, CUDA events on the GPU's stream. Not a check (no assertions): for
+/// `styleforge bench`-style reporting, e.g. `bench_kernels(&gpu, 8, 4096, 20)`.
+pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Result<Vec<KernelTiming>> {
+    use crate::error::{CudaContext, Error};
+    use crate::ops::attention::attention_qkv;
+    use crate::ops::linear::{linear_ex, Epilogue};
+    use cust::event::{Event, EventFlags};
+    use rand::Rng;
+    let (d, f, heads) = (512usize, 2048usize, 8usize);
+    let m = batch * tokens;
+    let mut rng = <Rng64 as rand::SeedableRng>::seed_from_u64(1);
+    let mut host = |shape: &[usize], hi: f32| {
+        let n: usize = shape.iter().product();
+        Tensor::new(shape, (0..n).map(|_| rng.gen_range(-hi..hi)).collect())
+    };
+    let up32 = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
+    let time = |run: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        run()?;
+        gpu.synchronize()?;
+        let start = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+        let stop = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+        let mut t = Vec::with_capacity(iters.max(1));
+        for _ in 0..iters.max(1) {
+            start.record(gpu.stream()).during("recording an event")?;
+            run()?;
+            stop.record(gpu.stream()).during("recording an event")?;
+            stop.synchronize().during("waiting for the kernel (it may have faulted)")?;
+            t.push(stop.elapsed_time_f32(&start).during("reading the event timer")? as f64);
+        }
+        t.sort_by(f64::total_cmp);
+        Ok(t[t.len() / 2])
+    };
+    let mut rows = Vec::new();
+    // (name, N, K, gelu, residual)
+    let gemms: [(&'static str, usize, usize, bool, bool); 4] =
+        [("qkv", 3 * d, d, false, false), ("out+res", d, d, false, true), ("fc1+gelu", f, d, true, false), ("fc2+res", d, f, false, true)];
+    let xs = [host(&[m, d], 1.0), host(&[m, f], 1.0)];
+    let res = up32(&host(&[m, d], 1.0))?;
+    for (name, n, k, gelu, with_res) in gemms {
+        let x = &xs[usize::from(k == f)];
+        let w = host(&[n, k], 1.0 / (k as f32).sqrt());
+        let b = up32(&host(&[n], 0.1))?;
+        let flops = 2.0 * (m * n * k) as f64;
+        let shape = format!("{name} {m}x{n}x{k}");
+        {
+            let (x16, w16) = (upload_f16(x)?, upload_f16(&w)?);
+            let mut y32 = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
+            let mut y16 = DeviceTensor::empty(&[m, n], DType::F16, Layout::RowMajor)?;
+            let ep = EpilogueTc { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
+            let ms = time(&mut || {
+                if with_res {
+                    linear_tc(gpu, &x16, &w16, ep, Some(&mut y32), None)
+                } else {
+                    linear_tc(gpu, &x16, &w16, ep, None, Some(&mut y16))
+                }
+            })?;
+            rows.push(KernelTiming { kernel: "linear_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
+        }
+        {
+            let (x32, w32) = (up32(x)?, up32(&w)?);
+            let mut y = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
+            let ep = Epilogue { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
+            let ms = time(&mut || linear_ex(gpu, &x32, &w32, ep, &mut y))?;
+            rows.push(KernelTiming { kernel: "linear (fp32)", shape, ms, tflops: flops / ms / 1e9 });
+        }
+    }
+    let qkv = host(&[batch, tokens, 3 * d], 2.0);
+    let flops = 4.0 * (batch * tokens * tokens * d) as f64;
+    let shape = format!("B{batch} H{heads} N{tokens} dh{}", d / heads);
+    {
+        let q16 = upload_f16(&qkv)?;
+        let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F16, Layout::RowMajor)?;
+        let ms = time(&mut || attention_tc_qkv(gpu, &q16, heads, &mut o))?;
+        rows.push(KernelTiming { kernel: "attention_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
+    }
+    {
+        let q32 = up32(&qkv)?;
+        let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F32, Layout::RowMajor)?;
+        let ms = time(&mut || attention_qkv(gpu, &q32, heads, &mut o))?;
+        rows.push(KernelTiming { kernel: "attention (fp32)", shape, ms, tflops: flops / ms / 1e9 });
+    }
+    if rows.iter().any(|r| !r.ms.is_finite()) {
+        return Err(Error::Other("a kernel timing was not finite".into()));
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::linear_tc::round_f16;
     use rand::SeedableRng;
 
     /// The kernel's arithmetic on the CPU for one (batch, head): q [nq, dh], k and v [nk, dh] (f16
@@ -379,6 +652,22 @@ mod tests {
             let half = Tolerance { rel_l2: LINEAR_TC_F16.rel_l2 / 2.0, max_rel: LINEAR_TC_F16.max_rel / 2.0 };
             let r = compare("linear_tc", "emulation", &rounded, &y.data, half);
             eprintln!("f16 output rounding (gelu {gelu}): rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            assert!(r.passed, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn style_vit_fast_tolerance_covers_the_emulated_rounding() {
+        let mut rng = Rng64::seed_from_u64(9);
+        for (blocks, cs, ss, alpha) in NET_CASES {
+            let net = crate::selfcheck::vit::random_style_vit(&mut rng, blocks);
+            let content = random(&mut rng, &cs, 0.0, 1.0);
+            let style = random(&mut rng, &ss, 0.0, 1.0);
+            let exact = net.forward(&content, &style, alpha).unwrap();
+            let emulated = emulate_style_vit_fast(&net, &content, &style, alpha).unwrap();
+            let half = Tolerance { rel_l2: STYLE_VIT_FAST.rel_l2 / 2.0, max_rel: STYLE_VIT_FAST.max_rel / 2.0 };
+            let r = compare("style_vit_fast", "emulation", &emulated.data, &exact.data, half);
+            eprintln!("emulated fast StyleViT {blocks}blk {cs:?} a{alpha}: rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
             assert!(r.passed, "{r:?}");
         }
     }
