@@ -8,6 +8,7 @@ use models::{StyleVit, StyleVitConfig, TransformerNet};
 use rand::{Rng, SeedableRng};
 
 use styleforge::nets::transformer_net::LayerCost;
+use styleforge::nets::style_vit_fast::GpuStyleVitFast;
 use styleforge::nets::GpuStyleVit;
 use styleforge::{DeviceTensor, Gpu, Layout};
 
@@ -53,8 +54,8 @@ pub struct BenchArgs {
     /// Batch sizes (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
-    /// TransformerNet precisions to time (comma-separated), one row each: fp16 is the tensor-core path,
-    /// fp32 the fp32 kernels. StyleViT runs in fp32 only.
+    /// Precisions to time (comma-separated), one row each: fp16 is the tensor-core path,
+    /// fp32 the fp32 kernels (StyleViT's fp16 path is timed here; `stylize` runs StyleViT in fp32).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "fp16,fp32")]
     pub precision: Vec<Precision>,
     /// StyleViT patch size (16 gives 4096 tokens at 1024x1024).
@@ -283,11 +284,6 @@ impl Bench<'_> {
         self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, mark).map(|_| ()))
     }
 
-    fn vit_layers(&self, gnet: &mut GpuStyleVit, x: &DeviceTensor, style: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
-        let costs = gnet.layer_costs(&x.shape, &style.shape).map_err(|e| e.to_string())?;
-        self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, style, 1.0, mark).map(|_| ()))
-    }
-
     fn print_layers(&self, model: &str, precision: Precision, size: usize, batch: usize, rows: &[LayerRow]) {
         if self.args.json {
             for r in rows {
@@ -387,34 +383,50 @@ impl Bench<'_> {
             Ok(n) => n,
             Err(e) => return self.emit(Err(e.to_string()), label),
         };
-        let mut gnet = match GpuStyleVit::new(self.gpu, &net) {
-            Ok(n) => n,
-            Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), label),
-        };
-        gnet.set_use_graph(!self.args.no_graph);
         let style = match random_device(&mut self.rng, &[1, 3, ss, ss], 1.0) {
             Ok(s) => s,
             Err(e) => return self.emit(Err(e), label),
         };
-        for &b in &self.args.batch {
-            for &s in &self.args.sizes {
-                let what = format!("{label} {s}x{s} batch {b}");
-                let r = (|| {
-                    if s % p != 0 {
-                        return Err(format!("size {s} is not a multiple of the patch size {p}"));
+        // One body for both nets (same API): the fp32 one and the fast (f16 tensor-core) one.
+        macro_rules! time_vit {
+            ($gnet:expr, $prec:expr) => {{
+                let mut gnet = match $gnet {
+                    Ok(n) => n,
+                    Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), label),
+                };
+                gnet.set_use_graph(!self.args.no_graph);
+                for &b in &self.args.batch {
+                    for &s in &self.args.sizes {
+                        let what = format!("{label} {} {s}x{s} batch {b}", $prec.name());
+                        let r = (|| {
+                            if s % p != 0 {
+                                return Err(format!("size {s} is not a multiple of the patch size {p}"));
+                            }
+                            ensure_fits(self.gpu, model::vit_bytes(&cfg, b, s, s, 1, ss, ss))?;
+                            let x = random_device(&mut self.rng, &[b, 3, s, s], 1.0)?;
+                            let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
+                                gnet.forward_device(&x, &style, 1.0).map(|_| ()).map_err(|e| e.to_string())
+                            })?;
+                            let tokens = Some((s / p) * (s / p));
+                            let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
+                            let row = Row { model: "style_vit", variant, precision: $prec, size: s, batch: b, tokens, median_ms, min_ms, graph };
+                            let layers = if self.args.layers {
+                                let costs = gnet.layer_costs(&x.shape, &style.shape).map_err(|e| e.to_string())?;
+                                Some(self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(&x, &style, 1.0, mark).map(|_| ()))?)
+                            } else {
+                                None
+                            };
+                            Ok((row, layers))
+                        })();
+                        self.emit_with_layers(r, what, &label);
                     }
-                    ensure_fits(self.gpu, model::vit_bytes(&cfg, b, s, s, 1, ss, ss))?;
-                    let x = random_device(&mut self.rng, &[b, 3, s, s], 1.0)?;
-                    let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
-                        gnet.forward_device(&x, &style, 1.0).map(|_| ()).map_err(|e| e.to_string())
-                    })?;
-                    let tokens = Some((s / p) * (s / p));
-                    let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                    let row = Row { model: "style_vit", variant, precision: Precision::Fp32, size: s, batch: b, tokens, median_ms, min_ms, graph };
-                    let layers = if self.args.layers { Some(self.vit_layers(&mut gnet, &x, &style)?) } else { None };
-                    Ok((row, layers))
-                })();
-                self.emit_with_layers(r, what, &label);
+                }
+            }};
+        }
+        for prec in self.args.precision.clone() {
+            match prec {
+                Precision::Fp32 => time_vit!(GpuStyleVit::new(self.gpu, &net), Precision::Fp32),
+                Precision::Fp16 => time_vit!(GpuStyleVitFast::new(self.gpu, &net), Precision::Fp16),
             }
         }
     }
@@ -455,7 +467,7 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
     );
     if model_list(&a.model).contains(&BenchModel::TransformerNet) {
         let names: Vec<&str> = precision::dedup(&a.precision).iter().map(|p| p.name()).collect();
-        eprintln!("TransformerNet precision: {} (StyleViT: fp32)", names.join(", "));
+        eprintln!("precision: {}", names.join(", "));
     }
     let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0 };
     if !a.json {
