@@ -47,6 +47,11 @@ pub fn round_f16(v: f32) -> f32 {
     f16_to_f32(f32_to_f16(v))
 }
 
+/// A host tensor with every element rounded to f16 (the values an f16 upload of it holds).
+pub fn round_tensor_f16(t: &models::Tensor) -> models::Tensor {
+    models::Tensor { shape: t.shape.clone(), data: t.data.iter().map(|&v| round_f16(v)).collect() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +86,78 @@ mod tests {
         }
         for v in [0.1f32, 3.3, -1234.5, 1e-3, 6e4] {
             assert!((round_f16(v) - v).abs() <= v.abs() * 2f32.powi(-11), "{v}");
+        }
+    }
+
+    #[test]
+    fn f16_round_trip_and_rounding() {
+        assert_eq!(f32_to_f16(0.0), 0x0000);
+        assert_eq!(f32_to_f16(-0.0), 0x8000);
+        assert_eq!(f32_to_f16(1.0), 0x3c00);
+        assert_eq!(f32_to_f16(-2.0), 0xc000);
+        assert_eq!(f32_to_f16(65504.0), 0x7bff);
+        // Saturating, as the kernels' pack_f16x2.
+        assert_eq!(f32_to_f16(1e6), 0x7bff);
+        assert_eq!(f32_to_f16(-1e6), 0xfbff);
+        assert_eq!(f32_to_f16(f32::INFINITY), 0x7bff);
+        assert!(f16_to_f32(f32_to_f16(f32::NAN)).is_nan());
+        // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1.0).
+        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
+        // 1 + 3·2^-11 is halfway between 1 + 2^-10 (odd) and 1 + 2^-9: rounds up to even.
+        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        // Just above halfway rounds up.
+        assert_eq!(f32_to_f16(f32::from_bits(1.0f32.to_bits() + 0x1001)), 0x3c01);
+        // 65520 is halfway between 65504 and 65536 (= infinity): saturates to 65504.
+        assert_eq!(f32_to_f16(65520.0), 0x7bff);
+        assert_eq!(f32_to_f16(65519.0), 0x7bff);
+        // Subnormals: smallest 2^-24, largest (1023)·2^-24, halfway cases.
+        assert_eq!(f32_to_f16(2f32.powi(-24)), 0x0001);
+        assert_eq!(f32_to_f16(2f32.powi(-25)), 0x0000); // tie -> even (0)
+        assert_eq!(f32_to_f16(1.5 * 2f32.powi(-24)), 0x0002); // tie between 1 and 2 -> 2
+        assert_eq!(f32_to_f16(2f32.powi(-26)), 0x0000);
+        assert_eq!(f32_to_f16(1023.0 * 2f32.powi(-24)), 0x03ff);
+        assert_eq!(f32_to_f16(2f32.powi(-14)), 0x0400); // smallest normal
+        assert_eq!(f32_to_f16(1023.75 * 2f32.powi(-24)), 0x0400); // rounds up into the normals
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x8001), -(2f32.powi(-24)));
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        // Every finite half value round-trips exactly (infinities saturate).
+        for h in 0u16..=0xffff {
+            let v = f16_to_f32(h);
+            if v.is_finite() {
+                let back = f32_to_f16(v);
+                assert!(back == h || (v == 0.0 && (back & 0x7fff) == 0), "{h:#06x} -> {v} -> {back:#06x}");
+            }
+        }
+        // Rounding error bound for normal values: half an ulp = 2^-11 relative.
+        for v in [0.1f32, -3.25391, 1234.567, 6.1e-5, 0.7] {
+            assert!((round_f16(v) - v).abs() <= v.abs() * 2f32.powi(-11), "{v}");
+        }
+    }
+
+    #[test]
+    fn f16_matches_nearest_by_search() {
+        // Brute force: the nearest half value (ties to even mantissa) for a sweep of f32 inputs.
+        let halves: Vec<(f32, u16)> =
+            (0u16..0x7c00).map(|h| (f16_to_f32(h), h)).collect();
+        let mut x = 1.0e-8f32;
+        while x < 70000.0 {
+            let want = {
+                let i = halves.partition_point(|&(v, _)| v < x);
+                if i == 0 {
+                    halves[0].1
+                } else if i == halves.len() {
+                    halves[i - 1].1 // past 65504: saturates
+                } else {
+                    let (lo, hi) = (halves[i - 1], halves[i]);
+                    let (dl, dh) = (x - lo.0, hi.0 - x);
+                    if dl < dh || (dl == dh && lo.1 & 1 == 0) { lo.1 } else { hi.1 }
+                }
+            };
+            assert_eq!(f32_to_f16(x), want, "{x:e}");
+            assert_eq!(f32_to_f16(-x), want | 0x8000, "{x:e}");
+            x *= 1.000_37;
         }
     }
 }

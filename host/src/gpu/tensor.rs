@@ -84,6 +84,11 @@ impl DeviceTensor {
         Ok(bytes.chunks_exact(2).map(|b| super::half::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect())
     }
 
+    /// Uploads a host tensor as row-major f16 (GEMM operands), same shape.
+    pub fn from_host_f16(t: &models::tensor::Tensor) -> Result<Self> {
+        Self::from_f32_as_f16(&t.shape, &t.data, Layout::RowMajor)
+    }
+
     pub fn from_host(t: &models::tensor::Tensor) -> Result<Self> {
         Self::from_f32(&t.shape, &t.data, Layout::Nchw)
     }

@@ -19,7 +19,7 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::LayerCost;
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
-use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, upload_f16, EpilogueTc};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
 use crate::ops::patch::{patch_embed, patch_grid, relu_conv1x1, unpatch};
 
 const OP: &str = "GpuStyleVitFast";
@@ -47,8 +47,8 @@ struct BlockW {
 impl BlockW {
     fn new(b: &models::style_vit::Block) -> Result<Self> {
         Ok(BlockW {
-            w_qkv: upload_f16(&b.w_qkv)?, b_qkv: mat(&b.b_qkv)?, w_out: upload_f16(&b.w_out)?, b_out: mat(&b.b_out)?,
-            fc1_w: upload_f16(&b.fc1_w)?, fc1_b: mat(&b.fc1_b)?, fc2_w: upload_f16(&b.fc2_w)?, fc2_b: mat(&b.fc2_b)?,
+            w_qkv: DeviceTensor::from_host_f16(&b.w_qkv)?, b_qkv: mat(&b.b_qkv)?, w_out: DeviceTensor::from_host_f16(&b.w_out)?, b_out: mat(&b.b_out)?,
+            fc1_w: DeviceTensor::from_host_f16(&b.fc1_w)?, fc1_b: mat(&b.fc1_b)?, fc2_w: DeviceTensor::from_host_f16(&b.fc2_w)?, fc2_b: mat(&b.fc2_b)?,
             n1_w: mat(&b.norm1_w)?, n1_b: mat(&b.norm1_b)?, n2_w: mat(&b.norm2_w)?, n2_b: mat(&b.norm2_b)?,
         })
     }
@@ -164,7 +164,7 @@ impl<'g> GpuStyleVitFast<'g> {
             patch_b: mat(&net.patch_b)?,
             encoder: net.encoder.iter().map(BlockW::new).collect::<Result<_>>()?,
             decoder: net.decoder.iter().map(BlockW::new).collect::<Result<_>>()?,
-            to_pixels_w: upload_f16(&net.to_pixels_w)?,
+            to_pixels_w: DeviceTensor::from_host_f16(&net.to_pixels_w)?,
             to_pixels_b: mat(&net.to_pixels_b)?,
             final0_w: DeviceTensor::from_f32(&net.final0_w.shape, &net.final0_w.data, Layout::Nchw)?,
             final0_b: mat(&net.final0_b)?,

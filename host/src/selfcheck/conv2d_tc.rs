@@ -11,7 +11,7 @@ use models::Tensor;
 
 use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
-use crate::gpu::half::round_f16;
+use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, ConvOut, TcWeight};
 use crate::ops::nhwc;
@@ -93,10 +93,9 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
     let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
     let mut run = || -> Result<Vec<CheckResult>> {
-        let round = |t: Tensor| Tensor { shape: t.shape, data: t.data.into_iter().map(round_f16).collect() };
-        let x = round(random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
+        let x = round_tensor_f16(&random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
         let bound = 1.0 / ((cs.c * cs.r * cs.r) as f32).sqrt();
-        let w = round(random(rng, &[cs.k, cs.c, cs.r, cs.r], -bound, bound));
+        let w = round_tensor_f16(&random(rng, &[cs.k, cs.c, cs.r, cs.r], -bound, bound));
         let pad = cs.r / 2;
         let expected = cpu::conv2d(&x, &w, None, cs.stride, Padding::Reflect(pad), cs.up)?;
         let [n, k, p, q] = [expected.shape[0], expected.shape[1], expected.shape[2], expected.shape[3]];
@@ -205,9 +204,8 @@ fn refusals(gpu: &Gpu) -> CheckResult {
 fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize) -> CheckResult {
     let case = format!("halo9 {n}x32x{h}x{w} -> {k}");
     catch(OP, &case.clone(), || {
-        let round = |t: Tensor| Tensor { shape: t.shape, data: t.data.into_iter().map(round_f16).collect() };
-        let x = round(random(rng, &[n, 32, h, w], -1.0, 1.0));
-        let wt = round(random(rng, &[k, 32, 9, 9], -0.05, 0.05));
+        let x = round_tensor_f16(&random(rng, &[n, 32, h, w], -1.0, 1.0));
+        let wt = round_tensor_f16(&random(rng, &[k, 32, 9, 9], -0.05, 0.05));
         let bias = random(rng, &[k], -0.5, 0.5);
         let expected = cpu::conv2d(&x, &wt, Some(&bias), 1, Padding::Reflect(4), 1)?;
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;

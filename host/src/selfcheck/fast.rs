@@ -10,7 +10,7 @@ use models::{Tensor, TransformerNet};
 
 use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
-use crate::gpu::half::{f16_to_f32, f32_to_f16, round_f16};
+use crate::gpu::half::{f16_to_f32, f32_to_f16, round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net_fast::GpuTransformerNetFast;
 use crate::ops::nhwc;
@@ -152,10 +152,6 @@ fn nhwc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     ]
 }
 
-fn round(t: &Tensor) -> Tensor {
-    Tensor { shape: t.shape.clone(), data: t.data.iter().map(|&v| round_f16(v)).collect() }
-}
-
 /// InstanceNorm as the fast path does it: statistics (f64 here) of the f32 conv output `y`, applied to `y`
 /// rounded to f16, then ReLU or `+ residual`, the result rounded to f16.
 fn norm_f16(y: &Tensor, n: &Norm, relu: bool, residual: Option<&Tensor>) -> Tensor {
@@ -188,7 +184,7 @@ fn norm_f16(y: &Tensor, n: &Norm, relu: bool, residual: Option<&Tensor>) -> Tens
 pub fn emulate_f16(net: &TransformerNet, x: &Tensor) -> Result<Tensor> {
     let conv = |l: &ConvLayer, y: &Tensor, bias: bool| -> Result<Tensor> {
         let r = l.weight.shape.get(2).copied().unwrap_or(1);
-        Ok(ops::conv2d(&round(y), &round(&l.weight), bias.then_some(&l.bias), l.stride, Padding::Reflect(r / 2), l.upsample.max(1))?)
+        Ok(ops::conv2d(&round_tensor_f16(y), &round_tensor_f16(&l.weight), bias.then_some(&l.bias), l.stride, Padding::Reflect(r / 2), l.upsample.max(1))?)
     };
     let cin = |l: &ConvLayer, n: &Norm, y: &Tensor| -> Result<Tensor> { Ok(norm_f16(&conv(l, y, false)?, n, true, None)) };
     let mut y = cin(&net.conv1, &net.in1, x)?;

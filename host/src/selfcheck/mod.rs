@@ -139,10 +139,13 @@ pub fn poisoned(shape: &[usize], dtype: crate::gpu::DType, layout: crate::gpu::L
     Ok(t)
 }
 
-/// Waits for the stream (surfacing kernel faults), then downloads an f32 tensor.
+/// Waits for the stream (surfacing kernel faults), then downloads an f32 or f16 tensor as f32 values.
 pub fn download(gpu: &Gpu, t: &crate::gpu::DeviceTensor) -> Result<Vec<f32>> {
     gpu.synchronize()?;
-    t.to_vec_f32()
+    match t.dtype {
+        crate::gpu::DType::F16 => t.to_vec_f16_as_f32(),
+        _ => t.to_vec_f32(),
+    }
 }
 
 /// Uniform random tensor in [lo, hi).

@@ -16,9 +16,8 @@ use crate::error::Result;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
-use crate::ops::linear_tc::{
-    download_f16, layer_norm_f16, linear_tc, round_f16, round_tensor_f16, to_f16, upload_f16, EpilogueTc,
-};
+use crate::gpu::half::{round_f16, round_tensor_f16};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
 use models::ops::Padding;
 use models::style_vit::Block;
 use models::StyleVit;
@@ -133,10 +132,10 @@ fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
                 *v += r.data[i % rn];
             }
         }
-        let (xd, wd) = (upload_f16(&x)?, upload_f16(&w)?);
+        let (xd, wd) = (DeviceTensor::from_host_f16(&x)?, DeviceTensor::from_host_f16(&w)?);
         let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
         let rd = match (&r, res) {
-            (Some(r), Res::F16(_)) => Some(upload_f16(r)?),
+            (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
             (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
             (None, _) => None,
         };
@@ -154,7 +153,7 @@ fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
             v.push(compare("linear_tc", &format!("{name} y32"), &download(gpu, &y32)?, &want.data, LINEAR_TC_F32));
         }
         if out != Out::F32 {
-            v.push(compare("linear_tc", &format!("{name} y16"), &download_f16(gpu, &y16)?, &want.data, LINEAR_TC_F16));
+            v.push(compare("linear_tc", &format!("{name} y16"), &download(gpu, &y16)?, &want.data, LINEAR_TC_F16));
         }
         Ok(v)
     };
@@ -233,7 +232,7 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             layer_norm_f16(gpu, &xd, with_res.then_some(&rd), &gd, &bd, Some(&mut y), &mut y16)?;
             Ok(vec![
                 compare("linear_tc_prologue", &format!("{name} y32"), &download(gpu, &y)?, &want.data, LN_F32),
-                compare("linear_tc_prologue", &format!("{name} y16"), &download_f16(gpu, &y16)?, &want.data, LINEAR_TC_F16),
+                compare("linear_tc_prologue", &format!("{name} y16"), &download(gpu, &y16)?, &want.data, LINEAR_TC_F16),
             ])
         };
         out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("linear_tc_prologue", &name, e)]));
@@ -254,7 +253,7 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let xd = DeviceTensor::from_f32(&[n], &x.data, Layout::RowMajor)?;
             let mut y16 = poisoned(&[n], DType::F16, Layout::RowMajor)?;
             to_f16(gpu, &xd, &mut y16)?;
-            Ok(compare("linear_tc_prologue", &name, &download_f16(gpu, &y16)?, &want, Tolerance { rel_l2: 0.0, max_rel: 0.0 }))
+            Ok(compare("linear_tc_prologue", &name, &download(gpu, &y16)?, &want, Tolerance { rel_l2: 0.0, max_rel: 0.0 }))
         }));
     }
     out
@@ -312,10 +311,10 @@ fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: us
         let k = gather_heads(&qkv, d, heads, dh, &all);
         let v = gather_heads(&qkv, 2 * d, heads, dh, &all);
         let want = ops::attention(&q, &k, &v)?;
-        let qkv_d = upload_f16(&qkv)?;
+        let qkv_d = DeviceTensor::from_host_f16(&qkv)?;
         let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
         attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?;
-        let got = gather_output(&download_f16(gpu, &o)?, b, n, heads, dh, &rows);
+        let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
         Ok(compare("attention_tc", &name, &got, &want.data, ATTENTION_TC))
     })
 }
@@ -334,10 +333,10 @@ fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: 
         let k = gather_heads(&kv, 0, heads, dh, &all);
         let v = gather_heads(&kv, d, heads, dh, &all);
         let want = ops::attention(&q, &k, &v)?;
-        let (qd, kvd) = (upload_f16(&qt)?, upload_f16(&kv)?);
+        let (qd, kvd) = (DeviceTensor::from_host_f16(&qt)?, DeviceTensor::from_host_f16(&kv)?);
         let mut o = poisoned(&[b, nq, d], DType::F16, Layout::RowMajor)?;
         attention_tc(gpu, Heads { t: &qd, col: 8 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d }, heads, &mut o)?;
-        let got = gather_output(&download_f16(gpu, &o)?, b, nq, heads, dh, &rows);
+        let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
         Ok(compare("attention_tc", &name, &got, &want.data, ATTENTION_TC))
     })
 }
@@ -543,7 +542,7 @@ pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Re
         let flops = 2.0 * (m * n * k) as f64;
         let shape = format!("{name} {m}x{n}x{k}");
         {
-            let (x16, w16) = (upload_f16(x)?, upload_f16(&w)?);
+            let (x16, w16) = (DeviceTensor::from_host_f16(x)?, DeviceTensor::from_host_f16(&w)?);
             let mut y32 = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
             let mut y16 = DeviceTensor::empty(&[m, n], DType::F16, Layout::RowMajor)?;
             let ep = EpilogueTc { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
@@ -568,7 +567,7 @@ pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Re
     let flops = 4.0 * (batch * tokens * tokens * d) as f64;
     let shape = format!("B{batch} H{heads} N{tokens} dh{}", d / heads);
     {
-        let q16 = upload_f16(&qkv)?;
+        let q16 = DeviceTensor::from_host_f16(&qkv)?;
         let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F16, Layout::RowMajor)?;
         let ms = time(&mut || attention_tc_qkv(gpu, &q16, heads, &mut o))?;
         rows.push(KernelTiming { kernel: "attention_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
