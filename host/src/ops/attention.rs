@@ -17,33 +17,52 @@ pub struct Heads<'a> {
     pub col: usize,
 }
 
+/// Sizes of an attention call, checked by [`attention_dims`].
+pub(crate) struct AttnDims {
+    pub b: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub cq: usize,
+    pub ckv: usize,
+    pub d: usize,
+    pub dh: usize,
+}
+
+/// The shape checks shared by [`attention`] and `attention_tc` (named `op` in errors): every tensor of
+/// `dtype`, q [B, Nq, Cq], k = v [B, Nk, Ckv], o [B, Nq, heads·head_dim] with head_dim in [`HEAD_DIMS`],
+/// non-empty, column ranges inside the rows, below 2^31 elements and within the grid limits.
+pub(crate) fn attention_dims(op: &'static str, dtype: DType, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: usize, o: &DeviceTensor) -> Result<AttnDims> {
+    let same = [q.t, k.t, v.t, o].iter().all(|t| t.dtype == dtype);
+    ensure(same, op, || format!("{dtype:?} tensors only"))?;
+    ensure(q.t.shape.len() == 3 && k.t.shape.len() == 3 && o.shape.len() == 3, op, || {
+        format!("q {:?}, k {:?} and o {:?} must be [B, N, C]", q.t.shape, k.t.shape, o.shape)
+    })?;
+    ensure(k.t.shape == v.t.shape, op, || format!("k {:?} and v {:?} must have one shape", k.t.shape, v.t.shape))?;
+    let (b, nq, cq) = (q.t.shape[0], q.t.shape[1], q.t.shape[2]);
+    let (nk, ckv) = (k.t.shape[1], k.t.shape[2]);
+    let d = o.shape[2];
+    ensure(heads > 0 && d.is_multiple_of(heads), op, || format!("o's last dimension {d} is not a multiple of {heads} heads"))?;
+    let dh = d / heads;
+    ensure(HEAD_DIMS.contains(&dh), op, || format!("head_dim {dh} is not one of {HEAD_DIMS:?}"))?;
+    ensure(k.t.shape[0] == b && o.shape[0] == b && o.shape[1] == nq, op, || {
+        format!("batch/length mismatch: q {:?}, k {:?}, o {:?}", q.t.shape, k.t.shape, o.shape)
+    })?;
+    ensure(b > 0 && nq > 0 && nk > 0, op, || format!("empty input: q {:?}, k {:?}", q.t.shape, k.t.shape))?;
+    ensure(q.col + d <= cq, op, || format!("q columns {}..{} exceed {cq}", q.col, q.col + d))?;
+    ensure(k.col + d <= ckv && v.col + d <= ckv, op, || {
+        format!("k columns {}.. / v columns {}.. (+{d}) exceed {ckv}", k.col, v.col)
+    })?;
+    let fits = |v: usize| v <= i32::MAX as usize;
+    ensure(fits(b * nq * cq) && fits(b * nk * ckv) && fits(b * nq * d), op, || "tensors exceed 2^31 elements".into())?;
+    ensure(b <= 65_535 && heads <= 65_535, op, || format!("batch {b} or heads {heads} exceed the grid limit 65535"))?;
+    Ok(AttnDims { b, nq, nk, cq, ckv, d, dh })
+}
+
 /// Multi-head scaled-dot-product attention (scale 1/√head_dim, softmax over keys), read in place:
 /// q [B, Nq, Cq], k and v [B, Nk, Ckv] (one shape; usually one tensor), o [B, Nq, heads·head_dim] with
 /// head h at columns h·head_dim. head_dim = o's last dimension / heads, one of [`HEAD_DIMS`].
 pub fn attention(gpu: &Gpu, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: usize, o: &mut DeviceTensor) -> Result<()> {
-    let all_f32 = [q.t, k.t, v.t, &*o].iter().all(|t| t.dtype == DType::F32);
-    ensure(all_f32, OP, || "f32 tensors only".into())?;
-    ensure(q.t.shape.len() == 3 && k.t.shape.len() == 3 && o.shape.len() == 3, OP, || {
-        format!("q {:?}, k {:?} and o {:?} must be [B, N, C]", q.t.shape, k.t.shape, o.shape)
-    })?;
-    ensure(k.t.shape == v.t.shape, OP, || format!("k {:?} and v {:?} must have one shape", k.t.shape, v.t.shape))?;
-    let (b, nq, cq) = (q.t.shape[0], q.t.shape[1], q.t.shape[2]);
-    let (nk, ckv) = (k.t.shape[1], k.t.shape[2]);
-    let d = o.shape[2];
-    ensure(heads > 0 && d.is_multiple_of(heads), OP, || format!("o's last dimension {d} is not a multiple of {heads} heads"))?;
-    let dh = d / heads;
-    ensure(HEAD_DIMS.contains(&dh), OP, || format!("head_dim {dh} is not one of {HEAD_DIMS:?}"))?;
-    ensure(k.t.shape[0] == b && o.shape[0] == b && o.shape[1] == nq, OP, || {
-        format!("batch/length mismatch: q {:?}, k {:?}, o {:?}", q.t.shape, k.t.shape, o.shape)
-    })?;
-    ensure(b > 0 && nq > 0 && nk > 0, OP, || format!("empty input: q {:?}, k {:?}", q.t.shape, k.t.shape))?;
-    ensure(q.col + d <= cq, OP, || format!("q columns {}..{} exceed {cq}", q.col, q.col + d))?;
-    ensure(k.col + d <= ckv && v.col + d <= ckv, OP, || {
-        format!("k columns {}.. / v columns {}.. (+{d}) exceed {ckv}", k.col, v.col)
-    })?;
-    let fits = |v: usize| v <= i32::MAX as usize;
-    ensure(fits(b * nq * cq) && fits(b * nk * ckv) && fits(b * nq * d), OP, || "tensors exceed 2^31 elements".into())?;
-    ensure(b <= 65_535 && heads <= 65_535, OP, || format!("batch {b} or heads {heads} exceed the grid limit 65535"))?;
+    let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F32, q, k, v, heads, o)?;
     let kernel = match dh {
         32 => "attention_d32",
         64 => "attention_d64",

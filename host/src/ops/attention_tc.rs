@@ -7,12 +7,10 @@ use gpu_kernels::launch::{attn_tc_bq, attn_tc_kernel, attn_tc_smem_bytes, ATTN_T
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu};
 use crate::kernel_args;
-pub use crate::ops::attention::Heads;
+use crate::ops::attention::{attention_dims, AttnDims};
+pub use crate::ops::attention::{Heads, HEAD_DIMS};
 
 const OP: &str = "attention_tc";
-
-/// Head dimensions the kernel is compiled for.
-pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 
 /// Multi-head scaled-dot-product attention (scale 1/√head_dim, softmax over keys), read in place:
 /// q [B, Nq, Cq], k and v [B, Nk, Ckv] (one shape; usually one tensor), o [B, Nq, heads·head_dim], all
@@ -20,36 +18,15 @@ pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
 /// [`HEAD_DIMS`]. The kernel copies 16-byte chunks, so every column offset and row length (Cq, Ckv) must
 /// be a multiple of 8.
 pub fn attention_tc(gpu: &Gpu, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: usize, o: &mut DeviceTensor) -> Result<()> {
-    let all_f16 = [q.t, k.t, v.t, &*o].iter().all(|t| t.dtype == DType::F16);
-    ensure(all_f16, OP, || "f16 tensors only".into())?;
-    ensure(q.t.shape.len() == 3 && k.t.shape.len() == 3 && o.shape.len() == 3, OP, || {
-        format!("q {:?}, k {:?} and o {:?} must be [B, N, C]", q.t.shape, k.t.shape, o.shape)
-    })?;
-    ensure(k.t.shape == v.t.shape, OP, || format!("k {:?} and v {:?} must have one shape", k.t.shape, v.t.shape))?;
-    let (b, nq, cq) = (q.t.shape[0], q.t.shape[1], q.t.shape[2]);
-    let (nk, ckv) = (k.t.shape[1], k.t.shape[2]);
-    let d = o.shape[2];
-    ensure(heads > 0 && d.is_multiple_of(heads), OP, || format!("o's last dimension {d} is not a multiple of {heads} heads"))?;
-    let dh = d / heads;
+    let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
     let kernel = u32::try_from(dh).ok().and_then(attn_tc_kernel);
     let Some(kernel) = kernel else {
         return Err(Error::Shape { op: OP, msg: format!("head_dim {dh} is not one of {HEAD_DIMS:?}") });
     };
-    ensure(k.t.shape[0] == b && o.shape[0] == b && o.shape[1] == nq, OP, || {
-        format!("batch/length mismatch: q {:?}, k {:?}, o {:?}", q.t.shape, k.t.shape, o.shape)
-    })?;
-    ensure(b > 0 && nq > 0 && nk > 0, OP, || format!("empty input: q {:?}, k {:?}", q.t.shape, k.t.shape))?;
-    ensure(q.col + d <= cq, OP, || format!("q columns {}..{} exceed {cq}", q.col, q.col + d))?;
-    ensure(k.col + d <= ckv && v.col + d <= ckv, OP, || {
-        format!("k columns {}.. / v columns {}.. (+{d}) exceed {ckv}", k.col, v.col)
-    })?;
     let aligned = [q.col, k.col, v.col, cq, ckv].iter().all(|c| c.is_multiple_of(8));
     ensure(aligned, OP, || {
         format!("column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8", q.col, k.col, v.col)
     })?;
-    let fits = |v: usize| v < (1usize << 31);
-    ensure(fits(b * nq * cq) && fits(b * nk * ckv) && fits(b * nq * d), OP, || "tensors exceed 2^31 elements".into())?;
-    ensure(b <= 65_535 && heads <= 65_535, OP, || format!("batch {b} or heads {heads} exceed the grid limit 65535"))?;
     let bq = attn_tc_bq(dh as u32) as usize;
     let scale_log2 = (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32;
     let grid = (nq.div_ceil(bq) as u32, heads as u32, b as u32);

@@ -1,6 +1,6 @@
 //! `linear_tc` launcher: y = x Wᵀ + b on tensor cores (f16 inputs, f32 accumulation), with the fused
-//! epilogues of `linear` (bias, exact GELU, residual) and f32 and/or f16 outputs; plus the host-side f16
-//! helpers (round to nearest even conversions, f16 uploads and downloads).
+//! epilogues of `linear` (bias, exact GELU, residual) and f32 and/or f16 outputs (host f16 conversions:
+//! `gpu::half`; uploads: `DeviceTensor::from_host_f16`).
 //!
 //! Tensor conventions (row-major, `DType::F16` stores IEEE binary16 bits):
 //! * x: `[.., K]` f16 (M = numel / K rows), K a positive multiple of 8 (16-byte cp.async chunks);
