@@ -5,7 +5,8 @@ use std::path::Path;
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     let kernels = Path::new(&manifest).join("../gpu-kernels");
-    let hash = gpu_kernels::source_hash::source_hash(&kernels).expect("hashing gpu-kernels sources");
+    let hash =
+        gpu_kernels::source_hash::source_hash(&kernels).expect("hashing gpu-kernels sources");
     println!("cargo:rustc-env=STYLEFORGE_KERNELS_HASH={hash}");
     let ptx = Path::new(&manifest).join("../target/ptx/styleforge_kernels.ptx");
     println!("cargo:rustc-env=STYLEFORGE_DEFAULT_PTX={}", ptx.display());

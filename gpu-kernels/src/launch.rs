@@ -26,9 +26,19 @@ pub struct Conv2dVariant {
 }
 
 /// Many output channels (K > 4): 32 channels x 8 x 32 pixels per block, 8 x 4 outputs per thread.
-pub const CONV2D_WIDE: Conv2dVariant = Conv2dVariant { name: "conv2d_k32", kg: 4, kx: 8, px: 4 };
+pub const CONV2D_WIDE: Conv2dVariant = Conv2dVariant {
+    name: "conv2d_k32",
+    kg: 4,
+    kx: 8,
+    px: 4,
+};
 /// Few output channels (K <= 4, the last 9x9 layer): 4 channels x 32 x 32 pixels per block.
-pub const CONV2D_NARROW: Conv2dVariant = Conv2dVariant { name: "conv2d_k4", kg: 1, kx: 4, px: 4 };
+pub const CONV2D_NARROW: Conv2dVariant = Conv2dVariant {
+    name: "conv2d_k4",
+    kg: 1,
+    kx: 4,
+    px: 4,
+};
 
 impl Conv2dVariant {
     /// Output channels per block.
@@ -114,7 +124,11 @@ pub const ATTN_BQ: u32 = 64;
 pub const ATTN_THREADS: u32 = 256;
 /// `attention`: keys per shared-memory tile for a head dimension.
 pub const fn attn_bk(head_dim: u32) -> u32 {
-    if head_dim >= 128 { 32 } else { 64 }
+    if head_dim >= 128 {
+        32
+    } else {
+        64
+    }
 }
 /// `attention`: dynamic shared memory in bytes for a head dimension:
 /// Q tile [dh][BQ+1], K tile [dh][BK+1], V tile [BK][dh], P tile [BQ][BK+1] (floats).
@@ -169,7 +183,11 @@ pub const fn conv2d_tc_bm(k: u32, n: u32, pq: u32) -> u32 {
 /// the 4-channel first layer; otherwise `c` must be a multiple of 8) and `bm`-pixel tiles, or `None`.
 pub const fn conv2d_tc_kernel(k: u32, c: u32, bm: u32) -> Option<&'static str> {
     if c == 4 {
-        return if k == 32 && bm == 128 { Some("conv2d_tc_c4_k32") } else { None };
+        return if k == 32 && bm == 128 {
+            Some("conv2d_tc_c4_k32")
+        } else {
+            None
+        };
     }
     if c == 0 || !c.is_multiple_of(8) {
         return None;
@@ -204,8 +222,9 @@ pub const CONV2D_TC_HALO_C: u32 = 32;
 pub const CONV2D_TC_HALO_W_ELEMS: u32 = 81 * 2 * 32 * 4;
 /// `conv2d_tc_halo9_k8`: dynamic shared memory: the (TH+8) x (TW+8) x C f16 input tile with its halo, then
 /// the weight.
-pub const CONV2D_TC_HALO_SMEM: u32 = (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2 + CONV2D_TC_HALO_W_ELEMS * 2;
-
+pub const CONV2D_TC_HALO_SMEM: u32 =
+    (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2
+        + CONV2D_TC_HALO_W_ELEMS * 2;
 
 // ------------------------------------------------------------------------------------------- linear_tc
 /// `linear_tc` (f16 tensor-core GEMM, f32 accumulation): output rows (GEMM-M) per block.
@@ -219,7 +238,8 @@ pub const LINEAR_TC_THREADS: u32 = 256;
 /// `linear_tc`: cp.async pipeline depth (the kernel waits with `wait_group(STAGES - 2)`).
 pub const LINEAR_TC_STAGES: u32 = 4;
 /// `linear_tc`: dynamic shared memory: per stage an x tile [BM][BK] and a w tile [BN][BK] of f16.
-pub const LINEAR_TC_SMEM_BYTES: u32 = LINEAR_TC_STAGES * (LINEAR_TC_BM + LINEAR_TC_BN) * LINEAR_TC_BK * 2;
+pub const LINEAR_TC_SMEM_BYTES: u32 =
+    LINEAR_TC_STAGES * (LINEAR_TC_BM + LINEAR_TC_BN) * LINEAR_TC_BK * 2;
 /// `linear_tc` flag: add the f32 bias vector.
 pub const LINEAR_TC_BIAS: u32 = 1;
 /// `linear_tc` flag: exact (erf) GELU after the bias.
@@ -237,7 +257,11 @@ pub const ATTN_TC_BK: u32 = 64;
 /// `attention_tc`: 16-row m-tiles per warp for a head dimension (2 keeps 32 rows per warp, halving the
 /// K/V shared-memory reads per FLOP; head_dim 128 uses 1 to stay within the register file).
 pub const fn attn_tc_m_tiles(head_dim: u32) -> u32 {
-    if head_dim >= 128 { 1 } else { 2 }
+    if head_dim >= 128 {
+        1
+    } else {
+        2
+    }
 }
 /// `attention_tc`: queries per block.
 pub const fn attn_tc_bq(head_dim: u32) -> u32 {

@@ -7,7 +7,10 @@ pub enum Error {
     #[error("no CUDA GPU available: {0}")]
     NoGpu(String),
     #[error("CUDA error during {what}: {source}")]
-    Cuda { what: String, source: cust::error::CudaError },
+    Cuda {
+        what: String,
+        source: cust::error::CudaError,
+    },
     /// The PTX module is missing, stale or rejected by the driver.
     #[error("{0}")]
     Ptx(String),
@@ -19,7 +22,10 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     Image { path: PathBuf, msg: String },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -32,7 +38,10 @@ pub trait CudaContext<T> {
 }
 impl<T> CudaContext<T> for cust::error::CudaResult<T> {
     fn during(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Cuda { what: what.into(), source })
+        self.map_err(|source| Error::Cuda {
+            what: what.into(),
+            source,
+        })
     }
 }
 

@@ -16,9 +16,18 @@ pub enum Error {
     #[error("{}: unexpected weight(s) {}", path.display(), keys.join(", "))]
     UnexpectedKeys { path: PathBuf, keys: Vec<String> },
     #[error("{}: `{key}` has shape {found:?}, expected {expected:?}", path.display())]
-    Shape { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     #[error("{}: `{key}` has dtype {found}, expected a float tensor (f32, f16, bf16 or f64)", path.display())]
-    DType { path: PathBuf, key: String, found: String },
+    DType {
+        path: PathBuf,
+        key: String,
+        found: String,
+    },
     #[error("{}: `{key}` contains NaN or infinity", path.display())]
     NonFinite { path: PathBuf, key: String },
     #[error("{}: {msg}", path.display())]

@@ -1,11 +1,17 @@
 //! StyleViT: patch embedding, sinusoidal positions, post-norm encoder shared by content and style, AdaIN,
 //! decoder, unpatch, 3x3-ReLU-1x1 output conv (`../shared/reference/torch_reference.py`).
-use crate::weights::Weights;
 use crate::ops::{self, Padding};
+use crate::weights::Weights;
 use crate::{Error, Result, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StyleVitConfig { pub patch_size: usize, pub embed_dim: usize, pub num_heads: usize, pub num_blocks: usize, pub ffn_dim: usize }
+pub struct StyleVitConfig {
+    pub patch_size: usize,
+    pub embed_dim: usize,
+    pub num_heads: usize,
+    pub num_blocks: usize,
+    pub ffn_dim: usize,
+}
 
 impl StyleVitConfig {
     /// The seed's named variants (nano, small, base, large), patch 32, head_dim 64.
@@ -17,19 +23,40 @@ impl StyleVitConfig {
             "large" => (768, 12, 12, 3072),
             _ => return None,
         };
-        Some(StyleVitConfig { patch_size: 32, embed_dim, num_heads, num_blocks, ffn_dim })
+        Some(StyleVitConfig {
+            patch_size: 32,
+            embed_dim,
+            num_heads,
+            num_blocks,
+            ffn_dim,
+        })
     }
 
     /// From safetensors `__metadata__` if present, else inferred from shapes (heads = embed_dim / 64
     /// unless `heads` is given). An explicit `heads` overrides the metadata's `num_heads`.
     pub fn from_weights(w: &Weights, heads: Option<usize>) -> Result<Self> {
-        let cfg_err = |msg: String| Error::Config { path: w.path.clone(), msg };
-        let keys = ["patch_size", "embed_dim", "num_heads", "num_blocks", "ffn_dim"];
+        let cfg_err = |msg: String| Error::Config {
+            path: w.path.clone(),
+            msg,
+        };
+        let keys = [
+            "patch_size",
+            "embed_dim",
+            "num_heads",
+            "num_blocks",
+            "ffn_dim",
+        ];
         let present = keys.iter().filter(|k| w.metadata.contains_key(**k)).count();
         let cfg = if present > 0 {
             let get = |k: &str| -> Result<usize> {
-                let v = w.metadata.get(k).ok_or_else(|| cfg_err(format!("metadata has some StyleViT settings but lacks `{k}`")))?;
-                v.trim().parse::<usize>().map_err(|_| cfg_err(format!("metadata `{k}` = {v:?} is not a whole number")))
+                let v = w.metadata.get(k).ok_or_else(|| {
+                    cfg_err(format!(
+                        "metadata has some StyleViT settings but lacks `{k}`"
+                    ))
+                })?;
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| cfg_err(format!("metadata `{k}` = {v:?} is not a whole number")))
             };
             StyleVitConfig {
                 patch_size: get("patch_size")?,
@@ -42,34 +69,60 @@ impl StyleVitConfig {
                 ffn_dim: get("ffn_dim")?,
             }
         } else {
-            let pe = w.shape_of("patch_embed.proj.weight").ok_or_else(|| cfg_err("no `patch_embed.proj.weight`: not a StyleViT checkpoint".into()))?;
+            let pe = w.shape_of("patch_embed.proj.weight").ok_or_else(|| {
+                cfg_err("no `patch_embed.proj.weight`: not a StyleViT checkpoint".into())
+            })?;
             let (d, p) = match *pe {
                 [d, 3, p, q] if p == q && p > 0 && d > 0 => (d, p),
-                _ => return Err(cfg_err(format!("`patch_embed.proj.weight` has shape {pe:?}, expected [D, 3, p, p]"))),
+                _ => {
+                    return Err(cfg_err(format!(
+                        "`patch_embed.proj.weight` has shape {pe:?}, expected [D, 3, p, p]"
+                    )))
+                }
             };
             let mut blocks = std::collections::BTreeSet::new();
             for k in w.tensors.keys() {
                 if let Some(rest) = k.strip_prefix("encoder_blocks.") {
                     let idx = rest.split('.').next().unwrap_or("");
-                    let i = idx.parse::<usize>().map_err(|_| cfg_err(format!("unexpected key `{k}`")))?;
+                    let i = idx
+                        .parse::<usize>()
+                        .map_err(|_| cfg_err(format!("unexpected key `{k}`")))?;
                     blocks.insert(i);
                 }
             }
             let num_blocks = blocks.len();
             if num_blocks == 0 || blocks.iter().next_back() != Some(&(num_blocks - 1)) {
-                return Err(cfg_err(format!("encoder blocks must be numbered 0..n without gaps, found {blocks:?}")));
+                return Err(cfg_err(format!(
+                    "encoder blocks must be numbered 0..n without gaps, found {blocks:?}"
+                )));
             }
-            let f = w.shape_of("encoder_blocks.0.ffn.fc1_weight").ok_or_else(|| cfg_err("missing `encoder_blocks.0.ffn.fc1_weight`".into()))?;
+            let f = w
+                .shape_of("encoder_blocks.0.ffn.fc1_weight")
+                .ok_or_else(|| cfg_err("missing `encoder_blocks.0.ffn.fc1_weight`".into()))?;
             let ffn_dim = match *f {
                 [f, dd] if dd == d && f > 0 => f,
-                _ => return Err(cfg_err(format!("`encoder_blocks.0.ffn.fc1_weight` has shape {f:?}, expected [F, {d}]"))),
+                _ => {
+                    return Err(cfg_err(format!(
+                        "`encoder_blocks.0.ffn.fc1_weight` has shape {f:?}, expected [F, {d}]"
+                    )))
+                }
             };
             let num_heads = match heads {
                 Some(h) => h,
                 None if d % 64 == 0 => d / 64,
-                None => return Err(cfg_err(format!("embed_dim {d} is not a multiple of 64: give the number of heads"))),
+                None => {
+                    return Err(cfg_err(format!(
+                        "embed_dim {d} is not a multiple of 64: give the number of heads"
+                    )))
+                }
             };
-            StyleVitConfig { patch_size: p, embed_dim: d, num_heads, num_blocks, ffn_dim }
+            StyleVitConfig {
+                patch_size: p,
+                embed_dim: d,
+                num_heads,
+                num_blocks,
+                ffn_dim,
+            }
         };
         cfg.validate().map_err(cfg_err)?;
         Ok(cfg)
@@ -78,11 +131,21 @@ impl StyleVitConfig {
     /// Checks that every size is positive and that the heads divide the embedding.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let c = self;
-        if c.patch_size == 0 || c.embed_dim == 0 || c.num_heads == 0 || c.num_blocks == 0 || c.ffn_dim == 0 {
-            return Err(format!("invalid StyleViT configuration {c:?}: every size must be positive"));
+        if c.patch_size == 0
+            || c.embed_dim == 0
+            || c.num_heads == 0
+            || c.num_blocks == 0
+            || c.ffn_dim == 0
+        {
+            return Err(format!(
+                "invalid StyleViT configuration {c:?}: every size must be positive"
+            ));
         }
         if !c.embed_dim.is_multiple_of(c.num_heads) {
-            return Err(format!("embed_dim {} is not divisible by num_heads {}", c.embed_dim, c.num_heads));
+            return Err(format!(
+                "embed_dim {} is not divisible by num_heads {}",
+                c.embed_dim, c.num_heads
+            ));
         }
         Ok(())
     }
@@ -91,20 +154,35 @@ impl StyleVitConfig {
 /// One post-norm transformer block (keys `attn.w_qkv`, `attn.bias_qkv`, `attn.w_out`, `attn.bias_out`,
 /// `ffn.fc1_weight`, `ffn.fc1_bias`, `ffn.fc2_weight`, `ffn.fc2_bias`, `norm1.weight/bias`, `norm2.weight/bias`).
 pub struct Block {
-    pub w_qkv: Tensor, pub b_qkv: Tensor, pub w_out: Tensor, pub b_out: Tensor,
-    pub fc1_w: Tensor, pub fc1_b: Tensor, pub fc2_w: Tensor, pub fc2_b: Tensor,
-    pub norm1_w: Tensor, pub norm1_b: Tensor, pub norm2_w: Tensor, pub norm2_b: Tensor,
+    pub w_qkv: Tensor,
+    pub b_qkv: Tensor,
+    pub w_out: Tensor,
+    pub b_out: Tensor,
+    pub fc1_w: Tensor,
+    pub fc1_b: Tensor,
+    pub fc2_w: Tensor,
+    pub fc2_b: Tensor,
+    pub norm1_w: Tensor,
+    pub norm1_b: Tensor,
+    pub norm2_w: Tensor,
+    pub norm2_b: Tensor,
 }
 
 pub struct StyleVit {
     pub cfg: StyleVitConfig,
     /// `patch_embed.proj.weight` [D, 3, p, p], `.bias` [D]
-    pub patch_w: Tensor, pub patch_b: Tensor,
-    pub encoder: Vec<Block>, pub decoder: Vec<Block>,
+    pub patch_w: Tensor,
+    pub patch_b: Tensor,
+    pub encoder: Vec<Block>,
+    pub decoder: Vec<Block>,
     /// `unpatch.to_pixels.weight` [p*p*3, D], `.bias`
-    pub to_pixels_w: Tensor, pub to_pixels_b: Tensor,
+    pub to_pixels_w: Tensor,
+    pub to_pixels_b: Tensor,
     /// `final_conv.0.weight` [3, 3, 3, 3], `.0.bias`, `final_conv.2.weight` [3, 3, 1, 1], `.2.bias`
-    pub final0_w: Tensor, pub final0_b: Tensor, pub final2_w: Tensor, pub final2_b: Tensor,
+    pub final0_w: Tensor,
+    pub final0_b: Tensor,
+    pub final2_w: Tensor,
+    pub final2_b: Tensor,
 }
 
 fn take_block(w: &mut Weights, prefix: &str, d: usize, f: usize) -> Result<Block> {
@@ -128,7 +206,14 @@ fn take_block(w: &mut Weights, prefix: &str, d: usize, f: usize) -> Result<Block
 impl Block {
     /// Post-norm: x = LN1(x + Attn(x)); x = LN2(x + FFN(x)).
     pub fn forward(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
-        let a = ops::multi_head_attention(x, &self.w_qkv, &self.b_qkv, &self.w_out, &self.b_out, heads)?;
+        let a = ops::multi_head_attention(
+            x,
+            &self.w_qkv,
+            &self.b_qkv,
+            &self.w_out,
+            &self.b_out,
+            heads,
+        )?;
         let x = ops::layer_norm(&ops::add(x, &a)?, &self.norm1_w, &self.norm1_b)?;
         let h = ops::gelu(&ops::linear(&x, &self.fc1_w, Some(&self.fc1_b))?);
         let f = ops::linear(&h, &self.fc2_w, Some(&self.fc2_b))?;
@@ -140,13 +225,26 @@ const OP: &str = "style_vit";
 
 impl StyleVit {
     pub fn new(cfg: StyleVitConfig, mut weights: Weights) -> Result<Self> {
-        cfg.validate().map_err(|msg| Error::Config { path: weights.path.clone(), msg })?;
-        let StyleVitConfig { patch_size: p, embed_dim: d, num_blocks: nb, ffn_dim: f, .. } = cfg;
+        cfg.validate().map_err(|msg| Error::Config {
+            path: weights.path.clone(),
+            msg,
+        })?;
+        let StyleVitConfig {
+            patch_size: p,
+            embed_dim: d,
+            num_blocks: nb,
+            ffn_dim: f,
+            ..
+        } = cfg;
         let w = &mut weights;
         let patch_w = w.take("patch_embed.proj.weight", &[d, 3, p, p])?;
         let patch_b = w.take("patch_embed.proj.bias", &[d])?;
-        let encoder = (0..nb).map(|i| take_block(w, &format!("encoder_blocks.{i}"), d, f)).collect::<Result<Vec<_>>>()?;
-        let decoder = (0..nb).map(|i| take_block(w, &format!("decoder_blocks.{i}"), d, f)).collect::<Result<Vec<_>>>()?;
+        let encoder = (0..nb)
+            .map(|i| take_block(w, &format!("encoder_blocks.{i}"), d, f))
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = (0..nb)
+            .map(|i| take_block(w, &format!("decoder_blocks.{i}"), d, f))
+            .collect::<Result<Vec<_>>>()?;
         let to_pixels_w = w.take("unpatch.to_pixels.weight", &[p * p * 3, d])?;
         let to_pixels_b = w.take("unpatch.to_pixels.bias", &[p * p * 3])?;
         let final0_w = w.take("final_conv.0.weight", &[3, 3, 3, 3])?;
@@ -154,7 +252,19 @@ impl StyleVit {
         let final2_w = w.take("final_conv.2.weight", &[3, 3, 1, 1])?;
         let final2_b = w.take("final_conv.2.bias", &[3])?;
         weights.finish()?;
-        Ok(StyleVit { cfg, patch_w, patch_b, encoder, decoder, to_pixels_w, to_pixels_b, final0_w, final0_b, final2_w, final2_b })
+        Ok(StyleVit {
+            cfg,
+            patch_w,
+            patch_b,
+            encoder,
+            decoder,
+            to_pixels_w,
+            to_pixels_b,
+            final0_w,
+            final0_b,
+            final2_w,
+            final2_b,
+        })
     }
 
     /// Checks an image is [B, 3, H, W] with H, W positive multiples of the patch size; returns (B, H, W).
@@ -193,10 +303,16 @@ impl StyleVit {
         let (b, h, w) = self.check_image("content", content)?;
         let (bs, _, _) = self.check_image("style", style)?;
         if bs != b && bs != 1 {
-            return Err(Error::Shape2 { op: OP, msg: format!("style batch {bs} must be 1 or equal the content batch {b}") });
+            return Err(Error::Shape2 {
+                op: OP,
+                msg: format!("style batch {bs} must be 1 or equal the content batch {b}"),
+            });
         }
         if !(0.0..=1.0).contains(&alpha) {
-            return Err(Error::Shape2 { op: OP, msg: format!("alpha {alpha} is outside 0..1") });
+            return Err(Error::Shape2 {
+                op: OP,
+                msg: format!("alpha {alpha} is outside 0..1"),
+            });
         }
         let p = self.cfg.patch_size;
         let (hp, wp) = (h / p, w / p);
@@ -211,8 +327,22 @@ impl StyleVit {
         }
         let px = ops::linear(&x, &self.to_pixels_w, Some(&self.to_pixels_b))?;
         let y = ops::unpatch(&px, hp, wp, p)?;
-        let y = ops::relu(&ops::conv2d(&y, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1)?);
-        ops::conv2d(&y, &self.final2_w, Some(&self.final2_b), 1, Padding::Zero(0), 1)
+        let y = ops::relu(&ops::conv2d(
+            &y,
+            &self.final0_w,
+            Some(&self.final0_b),
+            1,
+            Padding::Zero(1),
+            1,
+        )?);
+        ops::conv2d(
+            &y,
+            &self.final2_w,
+            Some(&self.final2_b),
+            1,
+            Padding::Zero(0),
+            1,
+        )
     }
 }
 
@@ -267,17 +397,38 @@ mod tests {
     }
 
     fn small() -> StyleVitConfig {
-        StyleVitConfig { patch_size: 4, embed_dim: 64, num_heads: 1, num_blocks: 2, ffn_dim: 96 }
+        StyleVitConfig {
+            patch_size: 4,
+            embed_dim: 64,
+            num_heads: 1,
+            num_blocks: 2,
+            ffn_dim: 96,
+        }
     }
 
     fn weights(m: BTreeMap<String, Tensor>, meta: &[(&str, &str)]) -> Weights {
-        Weights::from_map("<test>", m, meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Weights::from_map(
+            "<test>",
+            m,
+            meta.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn variants() {
         let nano = StyleVitConfig::variant("nano").unwrap();
-        assert_eq!(nano, StyleVitConfig { patch_size: 32, embed_dim: 128, num_heads: 2, num_blocks: 2, ffn_dim: 512 });
+        assert_eq!(
+            nano,
+            StyleVitConfig {
+                patch_size: 32,
+                embed_dim: 128,
+                num_heads: 2,
+                num_blocks: 2,
+                ffn_dim: 512
+            }
+        );
         for v in ["nano", "small", "base", "large"] {
             let c = StyleVitConfig::variant(v).unwrap();
             assert_eq!(c.embed_dim / c.num_heads, 64, "{v}");
@@ -290,25 +441,71 @@ mod tests {
         let cfg = small();
         let w = weights(state_dict(&cfg), &[]);
         assert_eq!(StyleVitConfig::from_weights(&w, None).unwrap(), cfg);
-        assert_eq!(StyleVitConfig::from_weights(&w, Some(4)).unwrap().num_heads, 4);
-        assert!(matches!(StyleVitConfig::from_weights(&w, Some(3)), Err(Error::Config { .. })));
+        assert_eq!(
+            StyleVitConfig::from_weights(&w, Some(4)).unwrap().num_heads,
+            4
+        );
+        assert!(matches!(
+            StyleVitConfig::from_weights(&w, Some(3)),
+            Err(Error::Config { .. })
+        ));
         // 96 channels: not a multiple of 64, so heads must be given.
-        let c96 = StyleVitConfig { embed_dim: 96, ..cfg };
+        let c96 = StyleVitConfig {
+            embed_dim: 96,
+            ..cfg
+        };
         let w = weights(state_dict(&c96), &[]);
-        assert!(matches!(StyleVitConfig::from_weights(&w, None), Err(Error::Config { .. })));
-        assert_eq!(StyleVitConfig::from_weights(&w, Some(2)).unwrap(), StyleVitConfig { num_heads: 2, ..c96 });
+        assert!(matches!(
+            StyleVitConfig::from_weights(&w, None),
+            Err(Error::Config { .. })
+        ));
+        assert_eq!(
+            StyleVitConfig::from_weights(&w, Some(2)).unwrap(),
+            StyleVitConfig {
+                num_heads: 2,
+                ..c96
+            }
+        );
     }
 
     #[test]
     fn config_from_metadata() {
         let cfg = small();
-        let meta = [("patch_size", "4"), ("embed_dim", "64"), ("num_heads", "2"), ("num_blocks", "2"), ("ffn_dim", "96"), ("arch", "style_vit")];
+        let meta = [
+            ("patch_size", "4"),
+            ("embed_dim", "64"),
+            ("num_heads", "2"),
+            ("num_blocks", "2"),
+            ("ffn_dim", "96"),
+            ("arch", "style_vit"),
+        ];
         let w = weights(state_dict(&cfg), &meta);
-        assert_eq!(StyleVitConfig::from_weights(&w, None).unwrap(), StyleVitConfig { num_heads: 2, ..cfg });
+        assert_eq!(
+            StyleVitConfig::from_weights(&w, None).unwrap(),
+            StyleVitConfig {
+                num_heads: 2,
+                ..cfg
+            }
+        );
         let w = weights(state_dict(&cfg), &meta[..4]);
-        assert!(matches!(StyleVitConfig::from_weights(&w, None), Err(Error::Config { .. })));
-        let w = weights(state_dict(&cfg), &[("patch_size", "four"), ("embed_dim", "64"), ("num_heads", "2"), ("num_blocks", "2"), ("ffn_dim", "96")]);
-        assert!(matches!(StyleVitConfig::from_weights(&w, None), Err(Error::Config { .. })));
+        assert!(matches!(
+            StyleVitConfig::from_weights(&w, None),
+            Err(Error::Config { .. })
+        ));
+        let w = weights(
+            state_dict(&cfg),
+            &[
+                ("patch_size", "four"),
+                ("embed_dim", "64"),
+                ("num_heads", "2"),
+                ("num_blocks", "2"),
+                ("ffn_dim", "96"),
+            ],
+        );
+        assert!(matches!(
+            StyleVitConfig::from_weights(&w, None),
+            Err(Error::Config { .. })
+        ));
     }
 
     #[test]
@@ -316,13 +513,25 @@ mod tests {
         let cfg = small();
         let mut m = state_dict(&cfg);
         m.insert("encoder_blocks.2.norm1.bias".into(), Tensor::zeros(&[64]));
-        assert!(matches!(StyleVit::new(cfg, weights(m, &[])), Err(Error::UnexpectedKeys { .. })));
+        assert!(matches!(
+            StyleVit::new(cfg, weights(m, &[])),
+            Err(Error::UnexpectedKeys { .. })
+        ));
         let mut m = state_dict(&cfg);
         m.remove("decoder_blocks.1.ffn.fc2_bias");
-        assert!(matches!(StyleVit::new(cfg, weights(m, &[])), Err(Error::MissingKey { .. })));
+        assert!(matches!(
+            StyleVit::new(cfg, weights(m, &[])),
+            Err(Error::MissingKey { .. })
+        ));
         let m = state_dict(&cfg);
-        let wrong = StyleVitConfig { ffn_dim: 128, ..cfg };
-        assert!(matches!(StyleVit::new(wrong, weights(m, &[])), Err(Error::Shape { .. })));
+        let wrong = StyleVitConfig {
+            ffn_dim: 128,
+            ..cfg
+        };
+        assert!(matches!(
+            StyleVit::new(wrong, weights(m, &[])),
+            Err(Error::Shape { .. })
+        ));
     }
 
     #[test]
@@ -330,7 +539,12 @@ mod tests {
         let cfg = small();
         let net = StyleVit::new(cfg, weights(state_dict(&cfg), &[])).unwrap();
         let img = |b: usize, h: usize, w: usize, k: usize| {
-            Tensor::new(&[b, 3, h, w], (0..b * 3 * h * w).map(|i| ((i * k) % 101) as f32 / 100.0).collect())
+            Tensor::new(
+                &[b, 3, h, w],
+                (0..b * 3 * h * w)
+                    .map(|i| ((i * k) % 101) as f32 / 100.0)
+                    .collect(),
+            )
         };
         let content = img(2, 8, 12, 7);
         let style = img(1, 12, 8, 13);
@@ -347,10 +561,25 @@ mod tests {
         assert_eq!(a.data, b.data);
         // Sizes that are not multiples of the patch, wrong channels, batch mismatch, alpha out of range,
         // and a single content token (no unbiased variance).
-        assert!(matches!(net.forward(&img(1, 8, 10, 1), &style, 1.0), Err(Error::Shape2 { .. })));
-        assert!(matches!(net.forward(&Tensor::zeros(&[1, 1, 8, 8]), &style, 1.0), Err(Error::Shape2 { .. })));
-        assert!(matches!(net.forward(&content, &img(3, 8, 8, 1), 1.0), Err(Error::Shape2 { .. })));
-        assert!(matches!(net.forward(&content, &style, 1.5), Err(Error::Shape2 { .. })));
-        assert!(matches!(net.forward(&img(1, 4, 4, 1), &style, 1.0), Err(Error::Shape2 { .. })));
+        assert!(matches!(
+            net.forward(&img(1, 8, 10, 1), &style, 1.0),
+            Err(Error::Shape2 { .. })
+        ));
+        assert!(matches!(
+            net.forward(&Tensor::zeros(&[1, 1, 8, 8]), &style, 1.0),
+            Err(Error::Shape2 { .. })
+        ));
+        assert!(matches!(
+            net.forward(&content, &img(3, 8, 8, 1), 1.0),
+            Err(Error::Shape2 { .. })
+        ));
+        assert!(matches!(
+            net.forward(&content, &style, 1.5),
+            Err(Error::Shape2 { .. })
+        ));
+        assert!(matches!(
+            net.forward(&img(1, 4, 4, 1), &style, 1.0),
+            Err(Error::Shape2 { .. })
+        ));
     }
 }

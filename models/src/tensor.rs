@@ -9,11 +9,21 @@ pub struct Tensor {
 impl Tensor {
     /// Panics if `data.len()` differs from the shape's element count (a programming error).
     pub fn new(shape: &[usize], data: Vec<f32>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "Tensor::new: shape {shape:?}");
-        Tensor { shape: shape.to_vec(), data }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "Tensor::new: shape {shape:?}"
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
     }
     pub fn zeros(shape: &[usize]) -> Tensor {
-        Tensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
     }
     pub fn numel(&self) -> usize {
         self.data.len()
@@ -29,5 +39,9 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
         num += d * d;
         den += (*y as f64) * (*y as f64);
     }
-    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
 }

@@ -18,7 +18,10 @@ fn random(rng: &mut StdRng, shape: &[usize]) -> Tensor {
 fn assert_close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "lengths differ");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + y.abs()), "element {i}: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "element {i}: {x} vs {y}"
+        );
     }
 }
 
@@ -30,7 +33,14 @@ fn assert_shape_err<T: std::fmt::Debug>(r: models::Result<T>, op: &str) {
 }
 
 /// Convolution straight from the definition (nearest upsampling, padding, cross-correlation), in f64.
-fn naive_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Padding, up: usize) -> Tensor {
+fn naive_conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: Padding,
+    up: usize,
+) -> Tensor {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (k, r, s) = (w.shape[0], w.shape[2], w.shape[3]);
     let (hu, wu) = ((h * up) as isize, (wd * up) as isize);
@@ -48,8 +58,20 @@ fn naive_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
                 }
             }
             Padding::Reflect(_) => {
-                i = if i < 0 { -i } else if i >= hu { 2 * (hu - 1) - i } else { i };
-                j = if j < 0 { -j } else if j >= wu { 2 * (wu - 1) - j } else { j };
+                i = if i < 0 {
+                    -i
+                } else if i >= hu {
+                    2 * (hu - 1) - i
+                } else {
+                    i
+                };
+                j = if j < 0 {
+                    -j
+                } else if j >= wu {
+                    2 * (wu - 1) - j
+                } else {
+                    j
+                };
             }
         }
         let (si, sj) = (i as usize / up, j as usize / up);
@@ -66,7 +88,8 @@ fn naive_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
                             for sj in 0..s {
                                 let i = (oi * stride + ri) as isize - p;
                                 let j = (oj * stride + sj) as isize - p;
-                                acc += w.data[((ki * c + ci) * r + ri) * s + sj] as f64 * fetch(ni, ci, i, j);
+                                acc += w.data[((ki * c + ci) * r + ri) * s + sj] as f64
+                                    * fetch(ni, ci, i, j);
                             }
                         }
                     }
@@ -105,7 +128,15 @@ fn conv_reflect_3x3_by_hand() {
 fn conv_stride2_zero_pad_by_hand() {
     // Input 0..15 as 4x4, zero pad 1, stride 2: windows centred on (0,0), (0,2), (2,0), (2,2).
     let x = Tensor::new(&[1, 1, 4, 4], (0..16).map(|v| v as f32).collect());
-    let y = ops::conv2d(&x, &t(&[1, 1, 3, 3], &[1.0; 9]), None, 2, Padding::Zero(1), 1).unwrap();
+    let y = ops::conv2d(
+        &x,
+        &t(&[1, 1, 3, 3], &[1.0; 9]),
+        None,
+        2,
+        Padding::Zero(1),
+        1,
+    )
+    .unwrap();
     assert_eq!(y.shape, [1, 1, 2, 2]);
     assert_eq!(y.data, [10., 24., 51., 90.]);
 }
@@ -119,11 +150,24 @@ fn conv_upsample_pads_in_upsampled_coordinates() {
     tl[0] = 1.0;
     let y = ops::conv2d(&x, &t(&[1, 1, 3, 3], &tl), None, 1, Padding::Reflect(1), 2).unwrap();
     assert_eq!(y.shape, [1, 1, 4, 4]);
-    assert_eq!(y.data, [1., 1., 1., 2., 1., 1., 1., 2., 1., 1., 1., 2., 3., 3., 3., 4.]);
+    assert_eq!(
+        y.data,
+        [1., 1., 1., 2., 1., 1., 1., 2., 1., 1., 1., 2., 3., 3., 3., 4.]
+    );
 }
 
 /// (n, c, h, w, k, r, stride, pad, upsample)
-type ConvCase = (usize, usize, usize, usize, usize, usize, usize, Padding, usize);
+type ConvCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Padding,
+    usize,
+);
 
 #[test]
 fn conv_matches_definition_on_random_cases() {
@@ -151,7 +195,12 @@ fn conv_matches_definition_on_random_cases() {
         let b = random(&mut rng, &[k]);
         let got = ops::conv2d(&x, &wt, Some(&b), stride, pad, up).unwrap();
         let want = naive_conv(&x, &wt, Some(&b), stride, pad, up);
-        assert_eq!(got.shape, want.shape, "case {:?}", (n, c, h, w, k, r, stride, pad, up));
+        assert_eq!(
+            got.shape,
+            want.shape,
+            "case {:?}",
+            (n, c, h, w, k, r, stride, pad, up)
+        );
         assert_close(&got.data, &want.data, 1e-5);
     }
 }
@@ -162,7 +211,15 @@ fn conv_with_upsample_equals_conv_of_upsampled() {
     let x = random(&mut rng, &[2, 3, 5, 4]);
     let w = random(&mut rng, &[4, 3, 3, 3]);
     let a = ops::conv2d(&x, &w, None, 1, Padding::Reflect(1), 2).unwrap();
-    let b = ops::conv2d(&ops::upsample_nearest(&x, 2).unwrap(), &w, None, 1, Padding::Reflect(1), 1).unwrap();
+    let b = ops::conv2d(
+        &ops::upsample_nearest(&x, 2).unwrap(),
+        &w,
+        None,
+        1,
+        Padding::Reflect(1),
+        1,
+    )
+    .unwrap();
     assert_eq!(a.shape, b.shape);
     assert_close(&a.data, &b.data, 1e-6);
 }
@@ -174,11 +231,23 @@ fn conv_is_linear() {
     let x2 = random(&mut rng, &[1, 4, 9, 7]);
     let w = random(&mut rng, &[5, 4, 3, 3]);
     let (a, b) = (0.7f32, -1.3f32);
-    let mix = Tensor::new(&x1.shape, x1.data.iter().zip(&x2.data).map(|(p, q)| a * p + b * q).collect());
+    let mix = Tensor::new(
+        &x1.shape,
+        x1.data
+            .iter()
+            .zip(&x2.data)
+            .map(|(p, q)| a * p + b * q)
+            .collect(),
+    );
     let y = ops::conv2d(&mix, &w, None, 2, Padding::Reflect(1), 1).unwrap();
     let y1 = ops::conv2d(&x1, &w, None, 2, Padding::Reflect(1), 1).unwrap();
     let y2 = ops::conv2d(&x2, &w, None, 2, Padding::Reflect(1), 1).unwrap();
-    let lin: Vec<f32> = y1.data.iter().zip(&y2.data).map(|(p, q)| a * p + b * q).collect();
+    let lin: Vec<f32> = y1
+        .data
+        .iter()
+        .zip(&y2.data)
+        .map(|(p, q)| a * p + b * q)
+        .collect();
     assert_close(&y.data, &lin, 1e-5);
 }
 
@@ -186,8 +255,21 @@ fn conv_is_linear() {
 fn conv_stride2_output_size_follows_pytorch() {
     // (H + 2 pad - R) / stride + 1 with pad 1, R 3: 250 -> 125 -> 63, 190 -> 95 -> 48, 256 -> 128.
     let w = Tensor::zeros(&[1, 1, 3, 3]);
-    for (h, w_, oh, ow) in [(250, 190, 125, 95), (125, 95, 63, 48), (256, 256, 128, 128), (5, 4, 3, 2)] {
-        let y = ops::conv2d(&Tensor::zeros(&[1, 1, h, w_]), &w, None, 2, Padding::Reflect(1), 1).unwrap();
+    for (h, w_, oh, ow) in [
+        (250, 190, 125, 95),
+        (125, 95, 63, 48),
+        (256, 256, 128, 128),
+        (5, 4, 3, 2),
+    ] {
+        let y = ops::conv2d(
+            &Tensor::zeros(&[1, 1, h, w_]),
+            &w,
+            None,
+            2,
+            Padding::Reflect(1),
+            1,
+        )
+        .unwrap();
         assert_eq!(y.shape, [1, 1, oh, ow], "input {h}x{w_}");
     }
     assert_eq!(models::TransformerNet::output_size(250, 190), (252, 192));
@@ -198,14 +280,74 @@ fn conv_stride2_output_size_follows_pytorch() {
 #[test]
 fn conv_rejects_bad_shapes() {
     let x = Tensor::zeros(&[1, 3, 8, 8]);
-    assert_shape_err(ops::conv2d(&x, &Tensor::zeros(&[4, 2, 3, 3]), None, 1, Padding::Zero(1), 1), "conv2d");
-    assert_shape_err(ops::conv2d(&x, &Tensor::zeros(&[4, 3, 3, 3]), Some(&Tensor::zeros(&[3])), 1, Padding::Zero(1), 1), "conv2d");
-    assert_shape_err(ops::conv2d(&Tensor::zeros(&[3, 8, 8]), &Tensor::zeros(&[4, 3, 3, 3]), None, 1, Padding::Zero(1), 1), "conv2d");
-    assert_shape_err(ops::conv2d(&x, &Tensor::zeros(&[4, 3, 3, 3]), None, 0, Padding::Zero(1), 1), "conv2d");
+    assert_shape_err(
+        ops::conv2d(
+            &x,
+            &Tensor::zeros(&[4, 2, 3, 3]),
+            None,
+            1,
+            Padding::Zero(1),
+            1,
+        ),
+        "conv2d",
+    );
+    assert_shape_err(
+        ops::conv2d(
+            &x,
+            &Tensor::zeros(&[4, 3, 3, 3]),
+            Some(&Tensor::zeros(&[3])),
+            1,
+            Padding::Zero(1),
+            1,
+        ),
+        "conv2d",
+    );
+    assert_shape_err(
+        ops::conv2d(
+            &Tensor::zeros(&[3, 8, 8]),
+            &Tensor::zeros(&[4, 3, 3, 3]),
+            None,
+            1,
+            Padding::Zero(1),
+            1,
+        ),
+        "conv2d",
+    );
+    assert_shape_err(
+        ops::conv2d(
+            &x,
+            &Tensor::zeros(&[4, 3, 3, 3]),
+            None,
+            0,
+            Padding::Zero(1),
+            1,
+        ),
+        "conv2d",
+    );
     // Reflection padding must be smaller than the input, as in PyTorch.
-    assert_shape_err(ops::conv2d(&Tensor::zeros(&[1, 3, 4, 4]), &Tensor::zeros(&[1, 3, 9, 9]), None, 1, Padding::Reflect(4), 1), "conv2d");
+    assert_shape_err(
+        ops::conv2d(
+            &Tensor::zeros(&[1, 3, 4, 4]),
+            &Tensor::zeros(&[1, 3, 9, 9]),
+            None,
+            1,
+            Padding::Reflect(4),
+            1,
+        ),
+        "conv2d",
+    );
     // Kernel larger than the padded input.
-    assert_shape_err(ops::conv2d(&x, &Tensor::zeros(&[1, 3, 11, 11]), None, 1, Padding::Zero(1), 1), "conv2d");
+    assert_shape_err(
+        ops::conv2d(
+            &x,
+            &Tensor::zeros(&[1, 3, 11, 11]),
+            None,
+            1,
+            Padding::Zero(1),
+            1,
+        ),
+        "conv2d",
+    );
 }
 
 // ------------------------------------------------------------------ elementwise and norms
@@ -218,7 +360,10 @@ fn upsample_values() {
     #[rustfmt::skip]
     let want = [1., 1., 2., 2., 3., 3.,  1., 1., 2., 2., 3., 3.,  4., 4., 5., 5., 6., 6.,  4., 4., 5., 5., 6., 6.];
     assert_eq!(y.data, want);
-    assert_shape_err(ops::upsample_nearest(&Tensor::zeros(&[2, 2]), 2), "upsample_nearest");
+    assert_shape_err(
+        ops::upsample_nearest(&Tensor::zeros(&[2, 2]), 2),
+        "upsample_nearest",
+    );
 }
 
 #[test]
@@ -229,7 +374,11 @@ fn instance_norm_of_known_vector() {
     let y = ops::instance_norm(&x, &g, &b, false, None).unwrap();
     let inv = 1.0 / (1.25f64 + 1e-5).sqrt();
     for (i, v) in [1., 2., 3., 4.].iter().enumerate() {
-        assert_abs_diff_eq!(y.data[i] as f64, (v - 2.5) * inv * 2.0 + 1.0, epsilon = 1e-6);
+        assert_abs_diff_eq!(
+            y.data[i] as f64,
+            (v - 2.5) * inv * 2.0 + 1.0,
+            epsilon = 1e-6
+        );
     }
     assert_abs_diff_eq!(y.data[0], -1.683_271, epsilon = 2e-6);
     for v in &y.data[4..] {
@@ -241,8 +390,14 @@ fn instance_norm_of_known_vector() {
     for (a, bb) in y2.data.iter().zip(&y.data) {
         assert_abs_diff_eq!(*a, bb.max(0.0) + 10.0, epsilon = 1e-6);
     }
-    assert_shape_err(ops::instance_norm(&x, &t(&[1], &[1.]), &b, false, None), "instance_norm");
-    assert_shape_err(ops::instance_norm(&x, &g, &b, false, Some(&Tensor::zeros(&[1, 2, 2, 1]))), "instance_norm");
+    assert_shape_err(
+        ops::instance_norm(&x, &t(&[1], &[1.]), &b, false, None),
+        "instance_norm",
+    );
+    assert_shape_err(
+        ops::instance_norm(&x, &g, &b, false, Some(&Tensor::zeros(&[1, 2, 2, 1]))),
+        "instance_norm",
+    );
 }
 
 #[test]
@@ -286,7 +441,9 @@ fn linear_long_rows_match_f64_sums() {
     let y = ops::linear(&x, &w, None).unwrap();
     for i in 0..3 {
         for o in 0..5 {
-            let want: f64 = (0..37).map(|j| x.data[i * 37 + j] as f64 * w.data[o * 37 + j] as f64).sum();
+            let want: f64 = (0..37)
+                .map(|j| x.data[i * 37 + j] as f64 * w.data[o * 37 + j] as f64)
+                .sum();
             assert_abs_diff_eq!(y.data[i * 5 + o] as f64, want, epsilon = 1e-5);
         }
     }
@@ -302,7 +459,10 @@ fn layer_norm_by_hand() {
     assert_abs_diff_eq!(y.data[1] as f64, 0.0, epsilon = 1e-6);
     assert_abs_diff_eq!(y.data[2] as f64, s + 1.0, epsilon = 1e-6);
     assert_abs_diff_eq!(y.data[0], -1.224_736, epsilon = 2e-6);
-    assert_shape_err(ops::layer_norm(&x, &t(&[2], &[1., 1.]), &t(&[3], &[0.; 3])), "layer_norm");
+    assert_shape_err(
+        ops::layer_norm(&x, &t(&[2], &[1., 1.]), &t(&[3], &[0.; 3])),
+        "layer_norm",
+    );
 }
 
 #[test]
@@ -369,8 +529,18 @@ fn attention_invariant_to_key_permutation() {
     let a = ops::attention(&q, &k, &v).unwrap();
     let b = ops::attention(&q, &permute(&k), &permute(&v)).unwrap();
     assert_close(&a.data, &b.data, 1e-6);
-    assert_shape_err(ops::attention(&q, &Tensor::zeros(&[1, 2, nk, dh + 1]), &Tensor::zeros(&[1, 2, nk, dh + 1])), "attention");
-    assert_shape_err(ops::attention(&q, &k, &Tensor::zeros(&[1, 2, nk + 1, dh])), "attention");
+    assert_shape_err(
+        ops::attention(
+            &q,
+            &Tensor::zeros(&[1, 2, nk, dh + 1]),
+            &Tensor::zeros(&[1, 2, nk, dh + 1]),
+        ),
+        "attention",
+    );
+    assert_shape_err(
+        ops::attention(&q, &k, &Tensor::zeros(&[1, 2, nk + 1, dh])),
+        "attention",
+    );
 }
 
 #[test]
@@ -391,23 +561,36 @@ fn multi_head_attention_matches_per_head_definition() {
         for hi in 0..h {
             for i in 0..n {
                 let s: Vec<f64> = (0..n)
-                    .map(|j| (0..dh).map(|c| at(bi, i, hi * dh + c) * at(bi, j, d + hi * dh + c)).sum::<f64>() / (dh as f64).sqrt())
+                    .map(|j| {
+                        (0..dh)
+                            .map(|c| at(bi, i, hi * dh + c) * at(bi, j, d + hi * dh + c))
+                            .sum::<f64>()
+                            / (dh as f64).sqrt()
+                    })
                     .collect();
                 let m = s.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
                 for c in 0..dh {
-                    merged[i * d + hi * dh + c] = (0..n).map(|j| (s[j] - m).exp() / z * at(bi, j, 2 * d + hi * dh + c)).sum();
+                    merged[i * d + hi * dh + c] = (0..n)
+                        .map(|j| (s[j] - m).exp() / z * at(bi, j, 2 * d + hi * dh + c))
+                        .sum();
                 }
             }
         }
         for i in 0..n {
             for o in 0..d {
-                let want = bo.data[o] as f64 + (0..d).map(|c| merged[i * d + c] * wo.data[o * d + c] as f64).sum::<f64>();
+                let want = bo.data[o] as f64
+                    + (0..d)
+                        .map(|c| merged[i * d + c] * wo.data[o * d + c] as f64)
+                        .sum::<f64>();
                 assert_abs_diff_eq!(y.data[(bi * n + i) * d + o] as f64, want, epsilon = 1e-5);
             }
         }
     }
-    assert_shape_err(ops::multi_head_attention(&x, &wq, &bq, &wo, &bo, 3), "multi_head_attention");
+    assert_shape_err(
+        ops::multi_head_attention(&x, &wq, &bq, &wo, &bo, 3),
+        "multi_head_attention",
+    );
 }
 
 // ------------------------------------------------------------------ AdaIN, positions, patches
@@ -423,7 +606,10 @@ fn adain_gives_style_statistics() {
     let y = ops::adain(&c, &s).unwrap();
     let stats = |x: &[f32], n: usize, ch: usize| {
         let m = (0..n).map(|t| x[t * 3 + ch] as f64).sum::<f64>() / n as f64;
-        let v = (0..n).map(|t| (x[t * 3 + ch] as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let v = (0..n)
+            .map(|t| (x[t * 3 + ch] as f64 - m).powi(2))
+            .sum::<f64>()
+            / (n - 1) as f64;
         (m, v)
     };
     for b in 0..2 {
@@ -482,7 +668,10 @@ fn patch_embed_then_unpatch_round_trips() {
     assert_eq!(tokens.data[d], img.data[p]);
     let back = ops::unpatch(&tokens, hp, wp, p).unwrap();
     assert_eq!(back, img);
-    assert_shape_err(ops::patch_embed(&Tensor::zeros(&[1, 3, 6, 8]), &w, &Tensor::zeros(&[d]), p), "patch_embed");
+    assert_shape_err(
+        ops::patch_embed(&Tensor::zeros(&[1, 3, 6, 8]), &w, &Tensor::zeros(&[d]), p),
+        "patch_embed",
+    );
     assert_shape_err(ops::unpatch(&tokens, hp, wp + 1, p), "unpatch");
 }
 

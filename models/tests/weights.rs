@@ -24,7 +24,8 @@ impl Pickle {
     }
     fn global(&mut self, module: &str, name: &str) -> &mut Self {
         self.0.push(b'c');
-        self.0.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self.0
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
         self
     }
     fn str(&mut self, s: &str) -> &mut Self {
@@ -97,7 +98,12 @@ struct Storage {
 }
 
 fn f32_storage(key: &'static str, v: &[f32]) -> Storage {
-    Storage { key, class: "FloatStorage", elem: 4, bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    Storage {
+        key,
+        class: "FloatStorage",
+        elem: 4,
+        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
 }
 
 /// The state dict pickle as torch.save writes it: an OrderedDict of `_rebuild_tensor_v2` calls whose
@@ -105,10 +111,17 @@ fn f32_storage(key: &'static str, v: &[f32]) -> Storage {
 /// 1 _rebuild_tensor_v2, 2 the 'storage' string; storage classes at 10+.
 fn state_dict_pickle(entries: &[Entry], storages: &[Storage], legacy: bool) -> Vec<u8> {
     let mut p = Pickle::new();
-    p.global("collections", "OrderedDict").put(0).op(b')').op(b'R').op(b'(');
+    p.global("collections", "OrderedDict")
+        .put(0)
+        .op(b')')
+        .op(b'R')
+        .op(b'(');
     let mut classes: HashMap<&str, u8> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let s = storages.iter().find(|s| s.key == e.storage).expect("test storage");
+        let s = storages
+            .iter()
+            .find(|s| s.key == e.storage)
+            .expect("test storage");
         p.str(e.name);
         if i == 0 {
             p.global("torch._utils", "_rebuild_tensor_v2").put(1);
@@ -128,12 +141,16 @@ fn state_dict_pickle(entries: &[Entry], storages: &[Storage], legacy: bool) -> V
             p.global("torch", s.class).put(slot);
             classes.insert(s.class, slot);
         }
-        p.str(s.key).str(if legacy { "cpu" } else { "cuda:0" }).int((s.bytes.len() / s.elem) as u64);
+        p.str(s.key)
+            .str(if legacy { "cpu" } else { "cuda:0" })
+            .int((s.bytes.len() / s.elem) as u64);
         if legacy {
             p.op(b'N');
         }
         p.op(b't').op(b'Q'); // TUPLE, BINPERSID
-        p.int(e.offset as u64).int_tuple(&e.size).int_tuple(&e.stride);
+        p.int(e.offset as u64)
+            .int_tuple(&e.size)
+            .int_tuple(&e.stride);
         p.op(0x89); // NEWFALSE (requires_grad)
         p.get(0).op(b')').op(b'R'); // backward hooks: OrderedDict()
         p.op(b't').op(b'R');
@@ -142,7 +159,13 @@ fn state_dict_pickle(entries: &[Entry], storages: &[Storage], legacy: bool) -> V
     if !legacy {
         // `_metadata`: {'': {'version': 1}} set through BUILD with a state dict.
         p.op(b'}').str("_metadata").get(0).op(b')').op(b'R');
-        p.op(b'(').str("").op(b'}').str("version").int(1).op(b's').op(b'u');
+        p.op(b'(')
+            .str("")
+            .op(b'}')
+            .str("version")
+            .int(1)
+            .op(b's')
+            .op(b'u');
         p.op(b's').op(b'b'); // SETITEM, BUILD
     }
     p.stop()
@@ -150,7 +173,8 @@ fn state_dict_pickle(entries: &[Entry], storages: &[Storage], legacy: bool) -> V
 
 fn zip_pth(pkl: &[u8], storages: &[Storage]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opt = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opt =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut add = |name: &str, data: &[u8]| {
         w.start_file(name, opt).expect("zip entry");
         w.write_all(data).expect("zip write");
@@ -173,8 +197,22 @@ fn legacy_pth(pkl: &[u8], storages: &[Storage]) -> Vec<u8> {
     out.push(b'.');
     out.extend(Pickle::new().int(1001).stop());
     let mut info = Pickle::new();
-    info.op(b'}').op(b'(').str("protocol_version").int(1001).str("little_endian").op(0x88);
-    info.str("type_sizes").op(b'}').op(b'(').str("short").int(2).str("int").int(4).str("long").int(4).op(b'u');
+    info.op(b'}')
+        .op(b'(')
+        .str("protocol_version")
+        .int(1001)
+        .str("little_endian")
+        .op(0x88);
+    info.str("type_sizes")
+        .op(b'}')
+        .op(b'(')
+        .str("short")
+        .int(2)
+        .str("int")
+        .int(4)
+        .str("long")
+        .int(4)
+        .op(b'u');
     info.op(b'u');
     out.extend(info.stop());
     out.extend_from_slice(pkl);
@@ -196,9 +234,27 @@ fn legacy_pth(pkl: &[u8], storages: &[Storage]) -> Vec<u8> {
 /// of storage 1 (stride [1,3]); `c.bias` [2] at offset 1, stride 2 of the same storage 1.
 fn sample() -> (Vec<Entry>, Vec<Storage>) {
     let entries = vec![
-        Entry { name: "a.weight", storage: "0", offset: 0, size: vec![2, 3], stride: vec![3, 1] },
-        Entry { name: "b.weight", storage: "1", offset: 0, size: vec![3, 2], stride: vec![1, 3] },
-        Entry { name: "c.bias", storage: "1", offset: 1, size: vec![2], stride: vec![2] },
+        Entry {
+            name: "a.weight",
+            storage: "0",
+            offset: 0,
+            size: vec![2, 3],
+            stride: vec![3, 1],
+        },
+        Entry {
+            name: "b.weight",
+            storage: "1",
+            offset: 0,
+            size: vec![3, 2],
+            stride: vec![1, 3],
+        },
+        Entry {
+            name: "c.bias",
+            storage: "1",
+            offset: 1,
+            size: vec![2],
+            stride: vec![2],
+        },
     ];
     let storages = vec![
         f32_storage("0", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
@@ -209,9 +265,15 @@ fn sample() -> (Vec<Entry>, Vec<Storage>) {
 
 fn expected_sample() -> BTreeMap<String, Tensor> {
     BTreeMap::from([
-        ("a.weight".to_string(), Tensor::new(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+        (
+            "a.weight".to_string(),
+            Tensor::new(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        ),
         // Storage 1 viewed as [2,3] is [[10,11,12],[13,14,15]]; b is its transpose.
-        ("b.weight".to_string(), Tensor::new(&[3, 2], vec![10.0, 13.0, 11.0, 14.0, 12.0, 15.0])),
+        (
+            "b.weight".to_string(),
+            Tensor::new(&[3, 2], vec![10.0, 13.0, 11.0, 14.0, 12.0, 15.0]),
+        ),
         ("c.bias".to_string(), Tensor::new(&[2], vec![11.0, 13.0])),
     ])
 }
@@ -232,7 +294,10 @@ fn load(name: &str, bytes: &[u8]) -> Result<Weights, Error> {
 
 /// Replaces the first occurrence of `from` (which must occur) by `to`.
 fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let at = bytes.windows(from.len()).position(|w| w == from).expect("pattern present");
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern present");
     [&bytes[..at], to, &bytes[at + from.len()..]].concat()
 }
 
@@ -252,7 +317,10 @@ fn expect_unsafe(r: Result<Weights, Error>, needle: &str) {
         Err(e @ Error::UnsafePickle { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains(needle), "message `{msg}` lacks `{needle}`");
-            assert!(msg.contains("evil.pth"), "message `{msg}` does not name the file");
+            assert!(
+                msg.contains("evil.pth"),
+                "message `{msg}` does not name the file"
+            );
         }
         Err(other) => panic!("expected UnsafePickle, got {other}"),
         Ok(_) => panic!("expected UnsafePickle, loaded fine"),
@@ -307,7 +375,10 @@ fn load_reads_from_disk_and_names_missing_files() {
 
 #[test]
 fn truncated_zip_and_legacy_files_are_format_errors_at_every_length() {
-    for (name, bytes) in [("cut.pth", sample_zip()), ("cut_legacy.pth", sample_legacy())] {
+    for (name, bytes) in [
+        ("cut.pth", sample_zip()),
+        ("cut_legacy.pth", sample_legacy()),
+    ] {
         for cut in 0..bytes.len() {
             let r = load(name, &bytes[..cut]);
             expect_format(r, name, "");
@@ -319,18 +390,33 @@ fn truncated_zip_and_legacy_files_are_format_errors_at_every_length() {
 fn truncated_legacy_messages_say_where() {
     let bytes = sample_legacy();
     // Inside the state dict pickle.
-    let msg = expect_format(load("t.pth", &bytes[..200]), "t.pth", "truncated at byte 200");
+    let msg = expect_format(
+        load("t.pth", &bytes[..200]),
+        "t.pth",
+        "truncated at byte 200",
+    );
     assert!(msg.contains("state dict"), "{msg}");
     // Inside the last storage's data: names the storage key and a tensor that uses it.
-    let msg = expect_format(load("t.pth", &bytes[..bytes.len() - 3]), "t.pth", "truncated at byte");
-    assert!(msg.contains("storage `0`") && msg.contains("a.weight"), "{msg}");
+    let msg = expect_format(
+        load("t.pth", &bytes[..bytes.len() - 3]),
+        "t.pth",
+        "truncated at byte",
+    );
+    assert!(
+        msg.contains("storage `0`") && msg.contains("a.weight"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn truncated_data_pkl_inside_a_valid_zip_is_a_format_error() {
     let pkl = sample_pickle(false);
     for cut in [1, 10, pkl.len() / 2, pkl.len() - 1] {
-        let msg = expect_format(load("short.pth", &zip_with_pickle(&pkl[..cut])), "short.pth", "truncated at byte");
+        let msg = expect_format(
+            load("short.pth", &zip_with_pickle(&pkl[..cut])),
+            "short.pth",
+            "truncated at byte",
+        );
         assert!(msg.contains("data.pkl"), "{msg}");
     }
 }
@@ -340,7 +426,11 @@ fn short_storage_names_the_tensor() {
     let (e, mut s) = sample();
     let pkl = state_dict_pickle(&e, &s, false);
     s[0].bytes.truncate(20); // 5 of the 6 floats the pickle announces
-    let msg = expect_format(load("short.pth", &zip_pth(&pkl, &s)), "short.pth", "a.weight");
+    let msg = expect_format(
+        load("short.pth", &zip_pth(&pkl, &s)),
+        "short.pth",
+        "a.weight",
+    );
     assert!(msg.contains("storage `0`"), "{msg}");
 }
 
@@ -362,16 +452,28 @@ fn size_one_dimensions_may_have_any_stride() {
     assert_eq!(w.tensors["c.bias"], Tensor::new(&[1, 2], vec![11.0, 13.0]));
     // A stride that overflows the view is refused, not wrapped.
     e[2].size = vec![2, 2];
-    expect_format(load("huge.pth", &zip_pth(&state_dict_pickle(&e, &s, true), &s)), "huge.pth", "c.bias");
+    expect_format(
+        load("huge.pth", &zip_pth(&state_dict_pickle(&e, &s, true), &s)),
+        "huge.pth",
+        "c.bias",
+    );
 }
 
 #[test]
 fn wrong_magic_and_unknown_containers_are_format_errors() {
     let bytes = sample_legacy();
-    let bad = replace(&bytes, &0x1950a86a20f9469cfc6cu128.to_le_bytes()[..10], &0x1950a86a20f9469cfc6du128.to_le_bytes()[..10]);
+    let bad = replace(
+        &bytes,
+        &0x1950a86a20f9469cfc6cu128.to_le_bytes()[..10],
+        &0x1950a86a20f9469cfc6du128.to_le_bytes()[..10],
+    );
     expect_format(load("magic.pth", &bad), "magic.pth", "magic number");
     let msg = "not a safetensors, zip .pth or legacy .pth file";
-    expect_format(load("text.pth", b"hello, this is not a weight file"), "text.pth", msg);
+    expect_format(
+        load("text.pth", b"hello, this is not a weight file"),
+        "text.pth",
+        msg,
+    );
     expect_format(load("empty.pth", b""), "empty.pth", msg);
     // A wrong legacy protocol version.
     let bad = replace(&bytes, &[b'M', 0xe9, 0x03], &[b'M', 0xea, 0x03]);
@@ -382,8 +484,17 @@ fn wrong_magic_and_unknown_containers_are_format_errors() {
 fn foreign_globals_are_refused_in_both_formats() {
     for legacy in [false, true] {
         let pkl = sample_pickle(legacy);
-        for (module, name) in [("os", "system"), ("builtins", "eval"), ("posix", "system"), ("torch", "load")] {
-            let bad = replace(&pkl, b"collections\nOrderedDict\n", format!("{module}\n{name}\n").as_bytes());
+        for (module, name) in [
+            ("os", "system"),
+            ("builtins", "eval"),
+            ("posix", "system"),
+            ("torch", "load"),
+        ] {
+            let bad = replace(
+                &pkl,
+                b"collections\nOrderedDict\n",
+                format!("{module}\n{name}\n").as_bytes(),
+            );
             let file = if legacy {
                 let (_, s) = sample();
                 legacy_pth(&bad, &s)
@@ -439,7 +550,10 @@ fn protocol_4_opcodes_frame_memoize_stack_global_are_understood() {
     let (_, s) = sample();
     let w = load("p4.pth", &zip_pth(&p, &s)).unwrap();
     assert_eq!(w.tensors.len(), 1);
-    assert_eq!(w.tensors["w"], Tensor::new(&[3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]));
+    assert_eq!(
+        w.tensors["w"],
+        Tensor::new(&[3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
+    );
 }
 
 #[test]
@@ -467,20 +581,43 @@ fn calling_a_storage_class_or_building_a_non_dict_is_refused() {
 fn a_pickle_that_is_not_a_state_dict_is_a_format_error() {
     let mut p = Pickle::new();
     p.op(b']');
-    expect_format(load("list.pth", &zip_with_pickle(&p.stop())), "list.pth", "expected a state dict");
+    expect_format(
+        load("list.pth", &zip_with_pickle(&p.stop())),
+        "list.pth",
+        "expected a state dict",
+    );
     let mut p = Pickle::new();
     p.op(b'}').str("epoch").int(3).op(b's');
-    expect_format(load("epoch.pth", &zip_with_pickle(&p.stop())), "epoch.pth", "`epoch` is not a tensor (found int)");
+    expect_format(
+        load("epoch.pth", &zip_with_pickle(&p.stop())),
+        "epoch.pth",
+        "`epoch` is not a tensor (found int)",
+    );
 }
 
 #[test]
 fn integer_storages_are_dtype_errors_naming_the_key() {
     for legacy in [false, true] {
         let (mut e, mut s) = sample();
-        e.push(Entry { name: "bn.num_batches_tracked", storage: "2", offset: 0, size: vec![], stride: vec![] });
-        s.push(Storage { key: "2", class: "LongStorage", elem: 8, bytes: 7u64.to_le_bytes().to_vec() });
+        e.push(Entry {
+            name: "bn.num_batches_tracked",
+            storage: "2",
+            offset: 0,
+            size: vec![],
+            stride: vec![],
+        });
+        s.push(Storage {
+            key: "2",
+            class: "LongStorage",
+            elem: 8,
+            bytes: 7u64.to_le_bytes().to_vec(),
+        });
         let pkl = state_dict_pickle(&e, &s, legacy);
-        let file = if legacy { legacy_pth(&pkl, &s) } else { zip_pth(&pkl, &s) };
+        let file = if legacy {
+            legacy_pth(&pkl, &s)
+        } else {
+            zip_pth(&pkl, &s)
+        };
         match load("ints.pth", &file) {
             Err(Error::DType { path, key, found }) => {
                 assert_eq!(path, PathBuf::from("ints.pth"));
@@ -494,24 +631,73 @@ fn integer_storages_are_dtype_errors_naming_the_key() {
 
 #[test]
 fn half_bfloat16_and_double_storages_convert_to_f32() {
-    let f16: Vec<u8> = [0x3e00u16, 0xc000, 0x7bff, 0x0001].iter().flat_map(|h| h.to_le_bytes()).collect();
-    let bf16: Vec<u8> = [0x3fc0u16, 0xc020].iter().flat_map(|h| h.to_le_bytes()).collect();
-    let f64s: Vec<u8> = [0.1f64, -3.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f16: Vec<u8> = [0x3e00u16, 0xc000, 0x7bff, 0x0001]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = [0x3fc0u16, 0xc020]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let f64s: Vec<u8> = [0.1f64, -3.25]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let s = vec![
-        Storage { key: "h", class: "HalfStorage", elem: 2, bytes: f16 },
-        Storage { key: "b", class: "BFloat16Storage", elem: 2, bytes: bf16 },
-        Storage { key: "d", class: "DoubleStorage", elem: 8, bytes: f64s },
+        Storage {
+            key: "h",
+            class: "HalfStorage",
+            elem: 2,
+            bytes: f16,
+        },
+        Storage {
+            key: "b",
+            class: "BFloat16Storage",
+            elem: 2,
+            bytes: bf16,
+        },
+        Storage {
+            key: "d",
+            class: "DoubleStorage",
+            elem: 8,
+            bytes: f64s,
+        },
     ];
     let e = vec![
-        Entry { name: "h", storage: "h", offset: 0, size: vec![4], stride: vec![1] },
-        Entry { name: "b", storage: "b", offset: 0, size: vec![2], stride: vec![1] },
-        Entry { name: "d", storage: "d", offset: 0, size: vec![2], stride: vec![1] },
+        Entry {
+            name: "h",
+            storage: "h",
+            offset: 0,
+            size: vec![4],
+            stride: vec![1],
+        },
+        Entry {
+            name: "b",
+            storage: "b",
+            offset: 0,
+            size: vec![2],
+            stride: vec![1],
+        },
+        Entry {
+            name: "d",
+            storage: "d",
+            offset: 0,
+            size: vec![2],
+            stride: vec![1],
+        },
     ];
     for legacy in [false, true] {
         let pkl = state_dict_pickle(&e, &s, legacy);
-        let file = if legacy { legacy_pth(&pkl, &s) } else { zip_pth(&pkl, &s) };
+        let file = if legacy {
+            legacy_pth(&pkl, &s)
+        } else {
+            zip_pth(&pkl, &s)
+        };
         let w = load("mixed.pth", &file).unwrap();
-        assert_eq!(w.tensors["h"].data, vec![1.5, -2.0, 65504.0, 2f32.powi(-24)]);
+        assert_eq!(
+            w.tensors["h"].data,
+            vec![1.5, -2.0, 65504.0, 2f32.powi(-24)]
+        );
         assert_eq!(w.tensors["b"].data, vec![1.5, -2.5]);
         assert_eq!(w.tensors["d"].data, vec![0.1f32, -3.25]);
     }
@@ -540,15 +726,26 @@ fn take_checks_shape_and_presence_and_finish_reports_leftovers() {
     assert_eq!(w.shape_of("b.weight"), Some(&[3usize, 2][..]));
     assert_eq!(w.shape_of("nope"), None);
     match w.take("a.weight", &[3, 2]) {
-        Err(Error::Shape { key, expected, found, .. }) => {
-            assert_eq!((key.as_str(), expected, found), ("a.weight", vec![3, 2], vec![2, 3]));
+        Err(Error::Shape {
+            key,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(
+                (key.as_str(), expected, found),
+                ("a.weight", vec![3, 2], vec![2, 3])
+            );
         }
         other => panic!("expected Shape, got {other:?}"),
     }
     match w.take("missing.weight", &[1]) {
         Err(e @ Error::MissingKey { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("tiny.pth") && msg.contains("missing.weight"), "{msg}");
+            assert!(
+                msg.contains("tiny.pth") && msg.contains("missing.weight"),
+                "{msg}"
+            );
         }
         other => panic!("expected MissingKey, got {other:?}"),
     }
@@ -576,10 +773,22 @@ fn safetensors_file(tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn safetensors_f16_bf16_f64_convert_and_keep_metadata() {
-    let f16: Vec<u8> = [0x3c00u16, 0xfc00, 0x8001, 0x4248].iter().flat_map(|h| h.to_le_bytes()).collect();
-    let bf16: Vec<u8> = [0x4049u16, 0x0000, 0xbf80].iter().flat_map(|h| h.to_le_bytes()).collect();
-    let f64s: Vec<u8> = [1e-3f64, 2.5, -7.0, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let f32s: Vec<u8> = [1.25f32, -0.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f16: Vec<u8> = [0x3c00u16, 0xfc00, 0x8001, 0x4248]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = [0x4049u16, 0x0000, 0xbf80]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let f64s: Vec<u8> = [1e-3f64, 2.5, -7.0, 0.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let f32s: Vec<u8> = [1.25f32, -0.5]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let bytes = safetensors_file(&[
         ("h", Dtype::F16, vec![2, 2], f16),
         ("b", Dtype::BF16, vec![3], bf16),
@@ -588,9 +797,18 @@ fn safetensors_f16_bf16_f64_convert_and_keep_metadata() {
     ]);
     let w = load("x.safetensors", &bytes).unwrap();
     assert_eq!(w.metadata.get("arch").map(String::as_str), Some("test"));
-    assert_eq!(w.tensors["h"], Tensor::new(&[2, 2], vec![1.0, f32::NEG_INFINITY, -(2f32.powi(-24)), 3.140625]));
+    assert_eq!(
+        w.tensors["h"],
+        Tensor::new(
+            &[2, 2],
+            vec![1.0, f32::NEG_INFINITY, -(2f32.powi(-24)), 3.140625]
+        )
+    );
     assert_eq!(w.tensors["b"], Tensor::new(&[3], vec![3.140625, 0.0, -1.0]));
-    assert_eq!(w.tensors["d"], Tensor::new(&[4, 1], vec![1e-3f32, 2.5, -7.0, 0.0]));
+    assert_eq!(
+        w.tensors["d"],
+        Tensor::new(&[4, 1], vec![1e-3f32, 2.5, -7.0, 0.0])
+    );
     assert_eq!(w.tensors["f"], Tensor::new(&[2], vec![1.25, -0.5]));
     // The infinity converted from f16 is caught by take.
     let mut w = w;
@@ -606,7 +824,11 @@ fn safetensors_integers_are_dtype_errors_and_truncation_is_a_format_error() {
     }
     let bytes = safetensors_file(&[("w", Dtype::F32, vec![4], vec![0u8; 16])]);
     for cut in [9, 20, bytes.len() - 1] {
-        expect_format(load("cut.safetensors", &bytes[..cut]), "cut.safetensors", "");
+        expect_format(
+            load("cut.safetensors", &bytes[..cut]),
+            "cut.safetensors",
+            "",
+        );
     }
 }
 
@@ -614,8 +836,19 @@ fn safetensors_integers_are_dtype_errors_and_truncation_is_a_format_error() {
 fn f16_conversion_is_exact_for_every_bit_pattern() {
     // All 65536 halves in one HalfStorage, against a reference computed from the definition.
     let all: Vec<u16> = (0..=u16::MAX).collect();
-    let s = vec![Storage { key: "all", class: "HalfStorage", elem: 2, bytes: all.iter().flat_map(|h| h.to_le_bytes()).collect() }];
-    let e = vec![Entry { name: "all", storage: "all", offset: 0, size: vec![65536], stride: vec![1] }];
+    let s = vec![Storage {
+        key: "all",
+        class: "HalfStorage",
+        elem: 2,
+        bytes: all.iter().flat_map(|h| h.to_le_bytes()).collect(),
+    }];
+    let e = vec![Entry {
+        name: "all",
+        storage: "all",
+        offset: 0,
+        size: vec![65536],
+        stride: vec![1],
+    }];
     let w = load("all.pth", &zip_pth(&state_dict_pickle(&e, &s, false), &s)).unwrap();
     for (&h, got) in all.iter().zip(&w.tensors["all"].data) {
         assert_eq!(got.to_bits(), reference_f16(h).to_bits(), "f16 {h:#06x}");
@@ -629,7 +862,11 @@ fn reference_f16(h: u16) -> f32 {
     let v = match exp {
         0 => man * 2f64.powi(-24),
         31 if man == 0.0 => f64::INFINITY,
-        31 => return f32::from_bits(0x7f80_0000 | ((h as u32 & 0x8000) << 16) | ((h as u32 & 0x3ff) << 13)),
+        31 => {
+            return f32::from_bits(
+                0x7f80_0000 | ((h as u32 & 0x8000) << 16) | ((h as u32 & 0x3ff) << 13),
+            )
+        }
         _ => (1.0 + man / 1024.0) * 2f64.powi(exp - 15),
     };
     (sign * v) as f32
@@ -663,5 +900,8 @@ fn corrupted_bytes_never_panic() {
         }
     }
     // Most single-byte changes land in data or strings and still load; the rest must be refused.
-    assert!(loaded > 0 && refused > 0, "loaded {loaded}, refused {refused}");
+    assert!(
+        loaded > 0 && refused > 0,
+        "loaded {loaded}, refused {refused}"
+    );
 }

@@ -23,7 +23,10 @@ pub fn run(suite: &str, cases: &[Case]) -> ExitCode {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let (mut pass, mut fail, mut skip) = (0, 0, 0);
     for c in cases {
-        if filter.as_ref().is_some_and(|f| !c.name.contains(f.as_str())) {
+        if filter
+            .as_ref()
+            .is_some_and(|f| !c.name.contains(f.as_str()))
+        {
             continue;
         }
         let t = Instant::now();
@@ -39,11 +42,19 @@ pub fn run(suite: &str, cases: &[Case]) -> ExitCode {
         match outcome {
             Outcome::Pass(info) => {
                 pass += 1;
-                println!("test {suite}::{} ... ok ({secs:.1}s){}", c.name, suffix(&info));
+                println!(
+                    "test {suite}::{} ... ok ({secs:.1}s){}",
+                    c.name,
+                    suffix(&info)
+                );
             }
             Outcome::Fail(info) => {
                 fail += 1;
-                println!("test {suite}::{} ... FAILED ({secs:.1}s)\n    {}", c.name, info.replace('\n', "\n    "));
+                println!(
+                    "test {suite}::{} ... FAILED ({secs:.1}s)\n    {}",
+                    c.name,
+                    info.replace('\n', "\n    ")
+                );
             }
             Outcome::NotRun(why) => {
                 skip += 1;
@@ -60,21 +71,32 @@ pub fn run(suite: &str, cases: &[Case]) -> ExitCode {
 }
 
 fn suffix(info: &str) -> String {
-    if info.is_empty() { String::new() } else { format!(" -- {info}") }
+    if info.is_empty() {
+        String::new()
+    } else {
+        format!(" -- {info}")
+    }
 }
 
 /// `../shared` beside the workspace (CI always has it; a user's clone may not).
 pub fn shared_dir() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    p.join("fixtures").is_dir().then(|| p.canonicalize().unwrap_or(p))
+    p.join("fixtures")
+        .is_dir()
+        .then(|| p.canonicalize().unwrap_or(p))
 }
 
 /// A file under `../shared`, or `Err(Outcome::NotRun)` saying that `../shared` is absent.
 pub fn shared_file(rel: &str) -> Result<PathBuf, Outcome> {
     match shared_dir() {
         Some(d) if d.join(rel).is_file() => Ok(d.join(rel)),
-        Some(d) => Err(Outcome::Fail(format!("{} is missing from ../shared", d.join(rel).display()))),
-        None => Err(Outcome::NotRun("../shared (fixtures, images) is not beside this checkout".into())),
+        Some(d) => Err(Outcome::Fail(format!(
+            "{} is missing from ../shared",
+            d.join(rel).display()
+        ))),
+        None => Err(Outcome::NotRun(
+            "../shared (fixtures, images) is not beside this checkout".into(),
+        )),
     }
 }
 

@@ -14,13 +14,19 @@ fn load(rel: &str) -> Result<Weights, Outcome> {
 }
 
 fn tensor(w: &Weights, key: &str) -> Result<Tensor, Outcome> {
-    w.tensors.get(key).cloned().ok_or_else(|| Outcome::Fail(format!("{}: no tensor `{key}`", w.path.display())))
+    w.tensors
+        .get(key)
+        .cloned()
+        .ok_or_else(|| Outcome::Fail(format!("{}: no tensor `{key}`", w.path.display())))
 }
 
 /// Compares `out` with `want` (shape and relative L2).
 fn compare(what: &str, out: &Tensor, want: &Tensor) -> Outcome {
     if out.shape != want.shape {
-        return Outcome::Fail(format!("{what}: output shape {:?}, PyTorch's {:?}", out.shape, want.shape));
+        return Outcome::Fail(format!(
+            "{what}: output shape {:?}, PyTorch's {:?}",
+            out.shape, want.shape
+        ));
     }
     let e = rel_l2(&out.data, &want.data);
     if e.is_finite() && e <= TOL {
@@ -31,13 +37,21 @@ fn compare(what: &str, out: &Tensor, want: &Tensor) -> Outcome {
 }
 
 fn tnet(input: &str, output: &str) -> Outcome {
-    let net = check!(TransformerNet::new(try_outcome!(load("fixtures/tnet_a.safetensors"))), "TransformerNet::new");
+    let net = check!(
+        TransformerNet::new(try_outcome!(load("fixtures/tnet_a.safetensors"))),
+        "TransformerNet::new"
+    );
     let io = try_outcome!(load("fixtures/tnet_a_io.safetensors"));
     let x = try_outcome!(tensor(&io, input));
     let want = try_outcome!(tensor(&io, output));
     let (h, w) = TransformerNet::output_size(x.shape[2], x.shape[3]);
     if [h, w] != want.shape[2..] {
-        return Outcome::Fail(format!("output_size({}, {}) = ({h}, {w}), PyTorch gives {:?}", x.shape[2], x.shape[3], &want.shape[2..]));
+        return Outcome::Fail(format!(
+            "output_size({}, {}) = ({h}, {w}), PyTorch gives {:?}",
+            x.shape[2],
+            x.shape[3],
+            &want.shape[2..]
+        ));
     }
     let out = check!(net.forward(&x), "TransformerNet::forward");
     compare(&format!("{input} -> {output}"), &out, &want)
@@ -53,9 +67,14 @@ fn tnet_odd() -> Outcome {
 
 fn vit(content: &str, alpha: f32, output: &str) -> Outcome {
     let w = try_outcome!(load("fixtures/vit_nano.safetensors"));
-    let cfg = check!(StyleVitConfig::from_weights(&w, None), "StyleVitConfig::from_weights");
+    let cfg = check!(
+        StyleVitConfig::from_weights(&w, None),
+        "StyleVitConfig::from_weights"
+    );
     if Some(cfg) != StyleVitConfig::variant("nano") {
-        return Outcome::Fail(format!("configuration from metadata {cfg:?} is not the nano variant"));
+        return Outcome::Fail(format!(
+            "configuration from metadata {cfg:?} is not the nano variant"
+        ));
     }
     let net = check!(StyleVit::new(cfg, w), "StyleVit::new");
     let io = try_outcome!(load("fixtures/vit_nano_io.safetensors"));
@@ -63,7 +82,11 @@ fn vit(content: &str, alpha: f32, output: &str) -> Outcome {
     let s = try_outcome!(tensor(&io, "style"));
     let want = try_outcome!(tensor(&io, output));
     let out = check!(net.forward(&c, &s, alpha), "StyleVit::forward");
-    compare(&format!("({content}, style, alpha {alpha}) -> {output}"), &out, &want)
+    compare(
+        &format!("({content}, style, alpha {alpha}) -> {output}"),
+        &out,
+        &want,
+    )
 }
 
 fn vit_square() -> Outcome {
@@ -82,11 +105,26 @@ fn main() -> ExitCode {
     styleforge_tests::run(
         "fixtures_cpu",
         &[
-            Case { name: "transformer_net_256", run: tnet_256 },
-            Case { name: "transformer_net_odd_250x190", run: tnet_odd },
-            Case { name: "style_vit_square", run: vit_square },
-            Case { name: "style_vit_wide_128x192", run: vit_wide },
-            Case { name: "style_vit_alpha_0_5", run: vit_alpha_half },
+            Case {
+                name: "transformer_net_256",
+                run: tnet_256,
+            },
+            Case {
+                name: "transformer_net_odd_250x190",
+                run: tnet_odd,
+            },
+            Case {
+                name: "style_vit_square",
+                run: vit_square,
+            },
+            Case {
+                name: "style_vit_wide_128x192",
+                run: vit_wide,
+            },
+            Case {
+                name: "style_vit_alpha_0_5",
+                run: vit_alpha_half,
+            },
         ],
     )
 }

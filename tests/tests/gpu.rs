@@ -12,7 +12,10 @@ fn self_check() -> Outcome {
     };
     // Fresh inputs on every run; the seed is printed so a failure can be repeated
     // (`styleforge self-check --seed N`).
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
     println!("self-check seed {seed}");
     let results = selfcheck::run(&gpu, None, seed);
     let table = selfcheck::table(&results);
@@ -25,5 +28,11 @@ fn self_check() -> Outcome {
 }
 
 fn main() -> ExitCode {
-    styleforge_tests::run("gpu", &[Case { name: "self_check", run: self_check }])
+    styleforge_tests::run(
+        "gpu",
+        &[Case {
+            name: "self_check",
+            run: self_check,
+        }],
+    )
 }

@@ -43,12 +43,17 @@ const USAGE: &str = "usage: cargo xtask <command>
 type Result<T> = std::result::Result<T, String>;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn status(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let st = cmd.status().map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let st = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     if st.success() {
         Ok(())
     } else {
@@ -70,7 +75,12 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--arch" => arch = it.next().ok_or("--arch needs a value (e.g. sm_90)")?.clone(),
+            "--arch" => {
+                arch = it
+                    .next()
+                    .ok_or("--arch needs a value (e.g. sm_90)")?
+                    .clone()
+            }
             other => return Err(format!("build-kernels: unknown argument {other}")),
         }
     }
@@ -93,11 +103,30 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .args(["rustc", "-p", "gpu-kernels", "--lib", "--crate-type", "cdylib"])
-        .args(["--target", "nvptx64-nvidia-cuda", "--profile", "kernels", "-Zbuild-std=core"])
+        .args([
+            "rustc",
+            "-p",
+            "gpu-kernels",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+        ])
+        .args([
+            "--target",
+            "nvptx64-nvidia-cuda",
+            "--profile",
+            "kernels",
+            "-Zbuild-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
-        .args(["--", "-C", &format!("target-cpu={arch}"), "-C", &format!("target-feature={ptx_feature}")])
+        .args([
+            "--",
+            "-C",
+            &format!("target-cpu={arch}"),
+            "-C",
+            &format!("target-feature={ptx_feature}"),
+        ])
         .args(["--emit=asm", "-C", "linker=true", "-C", "debuginfo=0"]);
     status(&mut cmd)?;
 
@@ -107,27 +136,41 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "s")
-                && p.file_name().unwrap().to_string_lossy().starts_with("gpu_kernels")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("gpu_kernels")
         })
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .ok_or_else(|| format!("no gpu_kernels*.s in {}", deps.display()))?;
     let ptx = std::fs::read_to_string(&asm).map_err(|e| format!("{}: {e}", asm.display()))?;
 
     // An unresolved function (a libm or compiler-builtins call LTO could not resolve) would fail at load time.
-    let externs: Vec<&str> = ptx.lines().filter(|l| l.trim_start().starts_with(".extern .func")).collect();
+    let externs: Vec<&str> = ptx
+        .lines()
+        .filter(|l| l.trim_start().starts_with(".extern .func"))
+        .collect();
     if !externs.is_empty() {
-        return Err(format!("the PTX calls functions nothing defines:\n  {}", externs.join("\n  ")));
+        return Err(format!(
+            "the PTX calls functions nothing defines:\n  {}",
+            externs.join("\n  ")
+        ));
     }
     let kernels = ptx.lines().filter(|l| l.contains(".entry ")).count();
     if kernels == 0 {
         return Err("the PTX has no kernel entry points".into());
     }
 
-    let hash = source_hash(&root.join("gpu-kernels")).map_err(|e| format!("hashing kernel sources: {e}"))?;
+    let hash = source_hash(&root.join("gpu-kernels"))
+        .map_err(|e| format!("hashing kernel sources: {e}"))?;
     let out = root.join(PTX_REL);
     std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| e.to_string())?;
     let tmp = out.with_extension("ptx.tmp");
-    std::fs::write(&tmp, format!("{PTX_HASH_PREFIX}{hash}\n// arch: {arch}\n{ptx}")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &tmp,
+        format!("{PTX_HASH_PREFIX}{hash}\n// arch: {arch}\n{ptx}"),
+    )
+    .map_err(|e| e.to_string())?;
 
     // ptxas: a rejection here is a load failure on the GPU later.
     let o = Command::new(ptxas())
@@ -143,7 +186,10 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
     let report = ptxas_report(&log);
     std::fs::write(root.join("target/ptx/ptxas-report.txt"), &report).map_err(|e| e.to_string())?;
     print!("{report}");
-    println!("wrote {} ({kernels} kernels, {arch}, source hash {hash})", out.display());
+    println!(
+        "wrote {} ({kernels} kernels, {arch}, source hash {hash})",
+        out.display()
+    );
     Ok(out)
 }
 
@@ -151,7 +197,11 @@ fn nightly_has_rust_src() -> bool {
     Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
         .unwrap_or(false)
 }
 
@@ -175,7 +225,10 @@ fn ptxas_report(log: &str) -> String {
     let mut rows: Vec<Row> = Vec::new();
     for line in log.lines() {
         if let Some(rest) = line.split("Function properties for ").nth(1) {
-            rows.push(Row { name: rest.trim().to_string(), ..Default::default() });
+            rows.push(Row {
+                name: rest.trim().to_string(),
+                ..Default::default()
+            });
         } else if let Some(r) = rows.last_mut() {
             if line.contains("bytes stack frame") {
                 r.stack = num_before(line, "stack frame");
@@ -222,7 +275,11 @@ fn cuda_ld_path() -> Option<String> {
     }
     let stub = root().join(".tools/cuda/lib64");
     let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    Some(if old.is_empty() { stub.display().to_string() } else { format!("{}:{old}", stub.display()) })
+    Some(if old.is_empty() {
+        stub.display().to_string()
+    } else {
+        format!("{}:{old}", stub.display())
+    })
 }
 
 fn cargo_stable() -> Command {
@@ -238,7 +295,14 @@ fn cargo_stable() -> Command {
 fn test(args: &[String]) -> Result<()> {
     install_tools()?;
     build_kernels(&[])?;
-    status(cargo_stable().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    status(cargo_stable().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     status(cargo_stable().args(["test", "--workspace"]).args(args))
 }
 
@@ -254,7 +318,9 @@ fn run(args: &[String]) -> Result<()> {
     if let Some(p) = cuda_ld_path() {
         c.env("LD_LIBRARY_PATH", p);
     }
-    let st = c.status().map_err(|e| format!("cannot start styleforge: {e}"))?;
+    let st = c
+        .status()
+        .map_err(|e| format!("cannot start styleforge: {e}"))?;
     if st.success() {
         Ok(())
     } else {
@@ -279,11 +345,19 @@ fn bundle(args: &[String]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let copy = |from: &Path, to: &Path| -> Result<()> {
-        std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
+        std::fs::copy(from, to)
+            .map(|_| ())
+            .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
     };
-    copy(&root.join("target/release/styleforge"), &out.join("styleforge"))?;
+    copy(
+        &root.join("target/release/styleforge"),
+        &out.join("styleforge"),
+    )?;
     copy(&ptx, &out.join("styleforge_kernels.ptx"))?;
-    copy(&root.join("target/ptx/ptxas-report.txt"), &out.join("ptxas-report.txt"))?;
+    copy(
+        &root.join("target/ptx/ptxas-report.txt"),
+        &out.join("ptxas-report.txt"),
+    )?;
     let shared = root.join("../shared");
     if shared.is_dir() {
         for sub in ["fixtures", "images", "bench", "reference"] {

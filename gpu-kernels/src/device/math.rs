@@ -6,7 +6,9 @@ use core::arch::asm;
 pub fn ex2_approx(x: f32) -> f32 {
     let r: f32;
     // SAFETY: pure arithmetic instruction.
-    unsafe { asm!("ex2.approx.ftz.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("ex2.approx.ftz.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack))
+    };
     r
 }
 /// `e^x` through `ex2.approx` (used by the softmax, where the fp32 path keeps 1e-4 parity).
@@ -24,7 +26,9 @@ pub fn exp(x: f32) -> f32 {
 pub fn rsqrt(x: f32) -> f32 {
     let r: f32;
     // SAFETY: pure arithmetic instruction.
-    unsafe { asm!("rsqrt.approx.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("rsqrt.approx.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack))
+    };
     r
 }
 /// IEEE square root (`sqrt.rn.f32`).
@@ -32,7 +36,9 @@ pub fn rsqrt(x: f32) -> f32 {
 pub fn sqrt(x: f32) -> f32 {
     let r: f32;
     // SAFETY: pure arithmetic instruction.
-    unsafe { asm!("sqrt.rn.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("sqrt.rn.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack))
+    };
     r
 }
 /// IEEE division (`div.rn.f32`).
@@ -52,9 +58,17 @@ pub fn gelu_erf(x: f32) -> f32 {
 }
 #[inline(always)]
 pub fn max(a: f32, b: f32) -> f32 {
-    if a > b { a } else { b }
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
 #[inline(always)]
 pub fn relu(x: f32) -> f32 {
-    if x > 0.0 { x } else { 0.0 }
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
 }

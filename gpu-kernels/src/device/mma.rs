@@ -141,7 +141,9 @@ pub unsafe fn cp_async_wait_group<const N: u32>() {
 pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
     let r: u32;
     // SAFETY: pure arithmetic instruction (sm_80+).
-    unsafe { asm!("cvt.rn.bf16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("cvt.rn.bf16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
+    };
     r
 }
 
@@ -161,7 +163,9 @@ pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
     let (lo, hi) = (lo.clamp(-F16_MAX, F16_MAX), hi.clamp(-F16_MAX, F16_MAX));
     let r: u32;
     // SAFETY: pure arithmetic instruction (sm_80+).
-    unsafe { asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
+    };
     r
 }
 

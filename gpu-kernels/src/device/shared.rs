@@ -57,7 +57,11 @@ pub unsafe fn block_sum(v: f32, scratch: *mut f32) -> f32 {
         *scratch.add(w as usize) = s;
     }
     sync_threads();
-    let mut t = if lane < warps { *scratch.add(lane as usize) } else { 0.0 };
+    let mut t = if lane < warps {
+        *scratch.add(lane as usize)
+    } else {
+        0.0
+    };
     t = warp_sum(t);
     sync_threads();
     t

@@ -5,7 +5,9 @@
 //! over the tokens. A block owns 32 channels of one sample (threadIdx.x = channel, coalesced) and
 //! ADAIN_ROWS token rows (threadIdx.y strides the tokens); column sums are finished through shared memory.
 //! Two-pass statistics (mean, then Σ(v − mean)²). The style batch may be 1 (broadcast to every sample).
-use crate::device::{block_idx_x, block_idx_y, math, shared, sync_threads, thread_idx_x, thread_idx_y};
+use crate::device::{
+    block_idx_x, block_idx_y, math, shared, sync_threads, thread_idx_x, thread_idx_y,
+};
 use crate::launch::{ADAIN_COLS, ADAIN_EPS, ADAIN_ROWS};
 
 const COLS: usize = ADAIN_COLS as usize;
@@ -27,7 +29,16 @@ unsafe fn column_sum(v: f32, red: u32, tx: usize, ty: usize) -> f32 {
 
 /// Mean and Σ(v − mean)² of column `ch` of the [n, d] matrix at `p` (zeros when `!valid`).
 #[inline(always)]
-unsafe fn column_stats(p: *const f32, n: usize, d: usize, ch: usize, valid: bool, red: u32, tx: usize, ty: usize) -> (f32, f32) {
+unsafe fn column_stats(
+    p: *const f32,
+    n: usize,
+    d: usize,
+    ch: usize,
+    valid: bool,
+    red: u32,
+    tx: usize,
+    ty: usize,
+) -> (f32, f32) {
     let mut s = 0f32;
     if valid {
         let mut t = ty;
@@ -54,7 +65,14 @@ unsafe fn column_stats(p: *const f32, n: usize, d: usize, ch: usize, valid: bool
 /// nc, ns ≥ 2 (unbiased variance).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn adain(
-    c: *const f32, s: *const f32, out: *mut f32, nc: u32, ns: u32, d: u32, style_bstride: usize, alpha: f32,
+    c: *const f32,
+    s: *const f32,
+    out: *mut f32,
+    nc: u32,
+    ns: u32,
+    d: u32,
+    style_bstride: usize,
+    alpha: f32,
 ) {
     let (nc, ns, d) = (nc as usize, ns as usize, d as usize);
     let (tx, ty) = (thread_idx_x() as usize, thread_idx_y() as usize);

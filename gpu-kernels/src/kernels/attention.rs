@@ -17,7 +17,9 @@
 //! V [BK][dh], P [64][BK+1]. Query rows past Nq compute on zeros and are not stored; key columns past Nk
 //! get probability 0 and zero K/V, so any Nq, Nk ≥ 1 work and nothing is read out of bounds.
 use crate::device::unroll::unroll;
-use crate::device::{block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, warp};
+use crate::device::{
+    block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, warp,
+};
 use crate::launch::{attn_bk, ATTN_BQ, ATTN_THREADS};
 
 const BQ: usize = ATTN_BQ as usize;
@@ -40,8 +42,16 @@ fn group16_max(mut v: f32) -> f32 {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn attention_impl<const DH: usize, const BK: usize, const JN: usize, const JD: usize>(
-    q: *const f32, k: *const f32, v: *const f32, o: *mut f32,
-    nq: u32, nk: u32, ld_q: u32, ld_kv: u32, ld_o: u32, scale_log2: f32,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    o: *mut f32,
+    nq: u32,
+    nk: u32,
+    ld_q: u32,
+    ld_kv: u32,
+    ld_o: u32,
+    scale_log2: f32,
 ) {
     const { assert!(BK == JN * 16 && DH == JD * 16 && BK == attn_bk(DH as u32) as usize) };
     const { assert!((BQ * DH) % THREADS == 0 && (BK * DH) % THREADS == 0 && RQ == 4 && RQ * 16 == BQ) };
@@ -83,7 +93,11 @@ unsafe fn attention_impl<const DH: usize, const BK: usize, const JN: usize, cons
             let e = it * THREADS + t;
             let (c, d) = (e / DH, e % DH);
             let key = k0 + c;
-            let (kv, vv) = if key < nk { (*kb.add(key * ld_kv + d), *vb.add(key * ld_kv + d)) } else { (0.0, 0.0) };
+            let (kv, vv) = if key < nk {
+                (*kb.add(key * ld_kv + d), *vb.add(key * ld_kv + d))
+            } else {
+                (0.0, 0.0)
+            };
             shared::st_f32(at(ks, d * (BK + 1) + c), kv);
             shared::st_f32(at(vs, c * DH + d), vv);
         }
@@ -109,7 +123,11 @@ unsafe fn attention_impl<const DH: usize, const BK: usize, const JN: usize, cons
             let mut mx = f32::NEG_INFINITY;
             for j in 0..JN {
                 let valid = k0 + tx + 16 * j < nk;
-                s[i][j] = if valid { s[i][j] * scale_log2 } else { f32::NEG_INFINITY };
+                s[i][j] = if valid {
+                    s[i][j] * scale_log2
+                } else {
+                    f32::NEG_INFINITY
+                };
                 mx = math::max(mx, s[i][j]);
             }
             let m_new = math::max(m_run[i], group16_max(mx));
@@ -118,7 +136,11 @@ unsafe fn attention_impl<const DH: usize, const BK: usize, const JN: usize, cons
             m_run[i] = m_new;
             let mut rs = 0f32;
             for j in 0..JN {
-                let p = if s[i][j] == f32::NEG_INFINITY { 0.0 } else { math::ex2_approx(s[i][j] - m_new) };
+                let p = if s[i][j] == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    math::ex2_approx(s[i][j] - m_new)
+                };
                 rs += p;
                 shared::st_f32(at(ps, (ty + 16 * i) * (BK + 1) + tx + 16 * j), p);
             }
@@ -163,7 +185,16 @@ unsafe fn attention_impl<const DH: usize, const BK: usize, const JN: usize, cons
 /// q [B, Nq, ld_q], k and v [B, Nk, ld_kv] (pointers already offset to their first column), o [B, Nq, ld_o].
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_d32(
-    q: *const f32, k: *const f32, v: *const f32, o: *mut f32, nq: u32, nk: u32, ld_q: u32, ld_kv: u32, ld_o: u32, scale_log2: f32,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    o: *mut f32,
+    nq: u32,
+    nk: u32,
+    ld_q: u32,
+    ld_kv: u32,
+    ld_o: u32,
+    scale_log2: f32,
 ) {
     attention_impl::<32, 64, 4, 2>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
 }
@@ -171,7 +202,16 @@ pub unsafe extern "ptx-kernel" fn attention_d32(
 /// Head dimension 64 (as [`attention_d32`]).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_d64(
-    q: *const f32, k: *const f32, v: *const f32, o: *mut f32, nq: u32, nk: u32, ld_q: u32, ld_kv: u32, ld_o: u32, scale_log2: f32,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    o: *mut f32,
+    nq: u32,
+    nk: u32,
+    ld_q: u32,
+    ld_kv: u32,
+    ld_o: u32,
+    scale_log2: f32,
 ) {
     attention_impl::<64, 64, 4, 4>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
 }
@@ -179,7 +219,16 @@ pub unsafe extern "ptx-kernel" fn attention_d64(
 /// Head dimension 128 (as [`attention_d32`]; key tiles of 32).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_d128(
-    q: *const f32, k: *const f32, v: *const f32, o: *mut f32, nq: u32, nk: u32, ld_q: u32, ld_kv: u32, ld_o: u32, scale_log2: f32,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    o: *mut f32,
+    nq: u32,
+    nk: u32,
+    ld_q: u32,
+    ld_kv: u32,
+    ld_o: u32,
+    scale_log2: f32,
 ) {
     attention_impl::<128, 32, 2, 8>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
 }

@@ -26,10 +26,13 @@
 //! probability 0 (masked to −∞ before the max; every tile holds at least one real key, so every row max
 //! is finite); rows past Nq are not stored. So any Nq, Nk ≥ 1 work and nothing is read out of bounds.
 use crate::device::mma::{
-    cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, ldmatrix_x4_trans, mma_f16_16816, pack_f16x2,
+    cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, ldmatrix_x4_trans,
+    mma_f16_16816, pack_f16x2,
 };
 use crate::device::unroll::unroll;
-use crate::device::{block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, warp};
+use crate::device::{
+    block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, warp,
+};
 use crate::launch::{attn_tc_bq, attn_tc_m_tiles, attn_tc_smem_bytes, ATTN_TC_BK, ATTN_TC_WARPS};
 
 const BK: usize = ATTN_TC_BK as usize;
@@ -112,8 +115,16 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
             let r = id / ch;
             let c = id % ch;
             let ok = q0 + r < nq;
-            let src = qb.add(if ok { (q0 + r) as usize * ld_q as usize + c as usize * 8 } else { 0 });
-            cp_async_16(qs + swz(ch, r, c), src as *const u8, if ok { 16 } else { 0 });
+            let src = qb.add(if ok {
+                (q0 + r) as usize * ld_q as usize + c as usize * 8
+            } else {
+                0
+            });
+            cp_async_16(
+                qs + swz(ch, r, c),
+                src as *const u8,
+                if ok { 16 } else { 0 },
+            );
             id += THREADS as u32;
         }
     }
@@ -127,7 +138,11 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
             let c = id % ch;
             let key = kt * BK as u32 + r;
             let ok = key < nk;
-            let off = if ok { key as usize * ld_kv as usize + c as usize * 8 } else { 0 };
+            let off = if ok {
+                key as usize * ld_kv as usize + c as usize * 8
+            } else {
+                0
+            };
             let sz = if ok { 16 } else { 0 };
             let sw = swz(ch, r, c);
             cp_async_16(ks + sw, kb.add(off) as *const u8, sz);
@@ -232,7 +247,9 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
                 ];
             });
             unroll_n!(dt_pairs, |dp| {
-                let bf = ldmatrix_x4_trans(vs + swz(ch, v_row + 16 * kk as u32, 2 * dp as u32 + v_chunk));
+                let bf = ldmatrix_x4_trans(
+                    vs + swz(ch, v_row + 16 * kk as u32, 2 * dp as u32 + v_chunk),
+                );
                 unroll_n!(MT, |mi| {
                     mma_f16_16816(&mut o_acc[mi][2 * dp], pa[mi], [bf[0], bf[1]]);
                     mma_f16_16816(&mut o_acc[mi][2 * dp + 1], pa[mi], [bf[2], bf[3]]);
@@ -257,7 +274,10 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
                 unroll_n!(dt_pairs, |dp| {
                     unroll!(2, |e| {
                         let dn = 2 * dp + e;
-                        let hv = pack_f16x2(o_acc[mi][dn][2 * hh] * inv, o_acc[mi][dn][2 * hh + 1] * inv);
+                        let hv = pack_f16x2(
+                            o_acc[mi][dn][2 * hh] * inv,
+                            o_acc[mi][dn][2 * hh + 1] * inv,
+                        );
                         *(orow.add(dn * 8) as *mut u32) = hv;
                     });
                 });

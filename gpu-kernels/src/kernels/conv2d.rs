@@ -7,7 +7,9 @@
 //! chunk's weights (`[c][r*s][k]`, k innermost) in dynamic shared memory, then every thread accumulates
 //! its `px` pixels x `kx` channels with FMAs. Layout of the shared memory (floats):
 //! `[cc_chunk * r*r * channels]` weights, then `[cc_chunk][in_rows][in_cols]` input.
-use crate::device::{block_idx_x, block_idx_y, block_idx_z, math::fma, shared, sync_threads, thread_idx_x};
+use crate::device::{
+    block_idx_x, block_idx_y, block_idx_z, math::fma, shared, sync_threads, thread_idx_x,
+};
 use crate::launch::{Conv2dVariant, CONV2D_NARROW, CONV2D_THREADS, CONV2D_TILE_Q, CONV2D_WIDE};
 
 /// Maps a coordinate of the padded (and upsampled) input to a source row/column of `x`, or `None` where
@@ -57,7 +59,12 @@ unsafe fn conv2d_body<const KG: usize, const KX: usize, const PX: usize>(
     cc_chunk: u32,
 ) {
     const { assert!(KX % 4 == 0 && KG > 0 && PX > 0) };
-    let v = Conv2dVariant { name: "", kg: KG as u32, kx: KX as u32, px: PX as u32 };
+    let v = Conv2dVariant {
+        name: "",
+        kg: KG as u32,
+        kx: KX as u32,
+        px: PX as u32,
+    };
     let kt = v.channels(); // output channels per block
     let pt = v.pixel_threads();
     let rg_count = v.row_groups();
@@ -98,7 +105,11 @@ unsafe fn conv2d_body<const KG: usize, const KX: usize, const PX: usize>(
     let mut acc = [[0f32; KX]; PX];
     let mut c0 = 0;
     while c0 < c_in {
-        let cc = if c_in - c0 < cc_chunk { c_in - c0 } else { cc_chunk };
+        let cc = if c_in - c0 < cc_chunk {
+            c_in - c0
+        } else {
+            cc_chunk
+        };
         // The previous chunk's reads are finished before its tiles are overwritten.
         sync_threads();
 
@@ -108,7 +119,9 @@ unsafe fn conv2d_body<const KG: usize, const KX: usize, const PX: usize>(
             let cl = row / rows_in;
             let iy = row % rows_in;
             let sy = source_coord(oy0 * stride + iy, pad, hu, up, reflect);
-            let plane = x.add(((n as usize * c_in as usize) + (c0 + cl) as usize) * (h as usize * wd as usize));
+            let plane = x.add(
+                ((n as usize * c_in as usize) + (c0 + cl) as usize) * (h as usize * wd as usize),
+            );
             let mut ix = lane;
             while ix < cols_in {
                 let sx = source_coord(ox0 * stride + ix, pad, wu, up, reflect);
@@ -130,7 +143,11 @@ unsafe fn conv2d_body<const KG: usize, const KX: usize, const PX: usize>(
             let cl = rest / rs;
             let tap = rest % rs;
             let k = k0 + kl;
-            let val = if k < k_out { *w.add(((k * c_in + c0 + cl) * rs + tap) as usize) } else { 0.0 };
+            let val = if k < k_out {
+                *w.add(((k * c_in + c0 + cl) * rs + tap) as usize)
+            } else {
+                0.0
+            };
             shared::st_f32(w_s + e * 4, val);
             e += CONV2D_THREADS;
         }
@@ -211,7 +228,11 @@ pub unsafe extern "ptx-kernel" fn conv2d_k32(
     up: u32,
     cc_chunk: u32,
 ) {
-    conv2d_body::<{ CONV2D_WIDE.kg as usize }, { CONV2D_WIDE.kx as usize }, { CONV2D_WIDE.px as usize }>(
+    conv2d_body::<
+        { CONV2D_WIDE.kg as usize },
+        { CONV2D_WIDE.kx as usize },
+        { CONV2D_WIDE.px as usize },
+    >(
         x, w, b, y, c_in, h, wd, k_out, p_out, q_out, r, stride, pad, reflect, up, cc_chunk,
     )
 }
@@ -237,7 +258,11 @@ pub unsafe extern "ptx-kernel" fn conv2d_k4(
     up: u32,
     cc_chunk: u32,
 ) {
-    conv2d_body::<{ CONV2D_NARROW.kg as usize }, { CONV2D_NARROW.kx as usize }, { CONV2D_NARROW.px as usize }>(
+    conv2d_body::<
+        { CONV2D_NARROW.kg as usize },
+        { CONV2D_NARROW.kx as usize },
+        { CONV2D_NARROW.px as usize },
+    >(
         x, w, b, y, c_in, h, wd, k_out, p_out, q_out, r, stride, pad, reflect, up, cc_chunk,
     )
 }

@@ -22,11 +22,16 @@
 //! 16-byte pieces (8 channels of one tap; C % 8 == 0) or, for the 4-channel first layer (`C4`), 8-byte
 //! pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q gather pixel P*Q-1
 //! (in range) and are neither stored nor counted in the statistics.
-use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2};
+use crate::device::mma::{
+    cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x4,
+    mma_f16_16816, pack_f16x2,
+};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
-use crate::launch::{CONV2D_TC_BK, CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_STAGES, CONV2D_TC_THREADS};
+use crate::launch::{
+    CONV2D_TC_BK, CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_STAGES, CONV2D_TC_THREADS,
+};
 
 /// Bytes of one shared-memory row (BK f16).
 const ROW_BYTES: u32 = CONV2D_TC_BK * 2;
@@ -78,7 +83,13 @@ struct Shape {
 /// gather width in bytes (16, or 8 for 4-channel inputs), `A_ROWS` = A-tile rows gathered per thread.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const PIECE: u32, const A_ROWS: usize>(
+unsafe fn conv2d_tc_body<
+    const MT: usize,
+    const NT: usize,
+    const WN: u32,
+    const PIECE: u32,
+    const A_ROWS: usize,
+>(
     x: *const u16,
     w: *const u16,
     s: Shape,
@@ -94,13 +105,28 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     const { assert!(CONV2D_TC_THREADS == 256 && CHUNKS == 4 && (NT == 1 || NT == 4)) };
     const { assert!(16 * MT as u32 * (8 / WN) <= CONV2D_TC_BM) };
     // A_ROWS rows per thread cover the tile (for BM = 32 half the threads have no row: skipped below).
-    const { assert!((PIECE == 16 || PIECE == 8) && A_ROWS as u32 * CONV2D_TC_THREADS * PIECE >= 16 * MT as u32 * (8 / WN) * ROW_BYTES) };
-    const { assert!(A_ROWS == 1 || A_ROWS as u32 * CONV2D_TC_THREADS * PIECE == 16 * MT as u32 * (8 / WN) * ROW_BYTES) };
+    const {
+        assert!(
+            (PIECE == 16 || PIECE == 8)
+                && A_ROWS as u32 * CONV2D_TC_THREADS * PIECE
+                    >= 16 * MT as u32 * (8 / WN) * ROW_BYTES
+        )
+    };
+    const {
+        assert!(
+            A_ROWS == 1
+                || A_ROWS as u32 * CONV2D_TC_THREADS * PIECE
+                    == 16 * MT as u32 * (8 / WN) * ROW_BYTES
+        )
+    };
     // Repeats a block for i in 0..MT (fully unrolled, so the fragment arrays stay in registers).
     macro_rules! unroll_mt {
         (|$i:ident| $body:block) => {
             match MT {
-                1 => { let $i: usize = 0; $body }
+                1 => {
+                    let $i: usize = 0;
+                    $body
+                }
                 2 => unroll!(2, |$i| $body),
                 _ => unroll!(4, |$i| $body),
             }
@@ -109,7 +135,10 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     macro_rules! unroll_nt {
         (|$i:ident| $body:block) => {
             match NT {
-                1 => { let $i: usize = 0; $body }
+                1 => {
+                    let $i: usize = 0;
+                    $body
+                }
                 _ => unroll!(4, |$i| $body),
             }
         };
@@ -212,7 +241,11 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let a_row = row0 + (lane % 16);
     let a_chunk = lane / 16;
     // NT = 4: one x4 gives n-tiles 2jp, 2jp+1 of one k16 half; NT = 1: one x4 gives both halves.
-    let (b_row, b_chunk) = if NT == 4 { (col0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1) } else { (col0 + (lane & 7), lane >> 3) };
+    let (b_row, b_chunk) = if NT == 4 {
+        (col0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1)
+    } else {
+        (col0 + (lane & 7), lane >> 3)
+    };
 
     let mut kt = 0;
     while kt < ktiles {
@@ -228,7 +261,11 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
 
         let a_base = smem + (kt % CONV2D_TC_STAGES) * stage_bytes;
         let b_base = a_base + a_bytes;
-        let b_all = if NT == 1 { ldmatrix_x4(b_base + swz(b_row, b_chunk)) } else { [0; 4] };
+        let b_all = if NT == 1 {
+            ldmatrix_x4(b_base + swz(b_row, b_chunk))
+        } else {
+            [0; 4]
+        };
         unroll!(2, |half| {
             let hf = half as u32;
             let mut a = [[0u32; 4]; MT];
@@ -237,7 +274,11 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             });
             if NT == 1 {
                 unroll_mt!(|mi| {
-                    mma_f16_16816(&mut acc[mi][0], a[mi], [b_all[2 * half], b_all[2 * half + 1]]);
+                    mma_f16_16816(
+                        &mut acc[mi][0],
+                        a[mi],
+                        [b_all[2 * half], b_all[2 * half + 1]],
+                    );
                 });
             } else {
                 unroll!(2, |jp| {
@@ -268,7 +309,8 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                     let out = y16.add((pix0 + m as usize) * (k_out / 2) as usize);
                     unroll_nt!(|jn| {
                         let col = col0 + tq * 2 + jn as u32 * 8;
-                        *out.add((col / 2) as usize) = pack_f16x2(acc[mi][jn][2 * half], acc[mi][jn][2 * half + 1]);
+                        *out.add((col / 2) as usize) =
+                            pack_f16x2(acc[mi][jn][2 * half], acc[mi][jn][2 * half + 1]);
                     });
                 }
             });
@@ -292,7 +334,9 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                 });
                 let v = sum_rows(v);
                 if g == 0 {
-                    *red.add(wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e) = v;
+                    *red.add(
+                        wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e,
+                    ) = v;
                 }
             });
         });
@@ -321,7 +365,9 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                 });
                 let v = sum_rows(v);
                 if g == 0 {
-                    *red2.add(wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e) = v;
+                    *red2.add(
+                        wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e,
+                    ) = v;
                 }
             });
         });
@@ -347,7 +393,8 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                         unroll!(2, |e| {
                             let col = col0 + tq * 2 + jn as u32 * 8 + e as u32;
                             if col < k_real {
-                                *y32.add(((n_img * k_real + col) * pq + m) as usize) = acc[mi][jn][2 * half + e] + *bias.add(col as usize);
+                                *y32.add(((n_img * k_real + col) * pq + m) as usize) =
+                                    acc[mi][jn][2 * half + e] + *bias.add(col as usize);
                             }
                         });
                     });
@@ -385,8 +432,21 @@ macro_rules! conv2d_tc_entry {
             bias: *const f32,
             k_real: u32,
         ) {
-            let s = Shape { h, wd, c, kw, p_out, q_out, r, stride, pad, up };
-            conv2d_tc_body::<$mt, $nt, $wn, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real)
+            let s = Shape {
+                h,
+                wd,
+                c,
+                kw,
+                p_out,
+                q_out,
+                r,
+                stride,
+                pad,
+                up,
+            };
+            conv2d_tc_body::<$mt, $nt, $wn, $piece, $rows>(
+                x, w, s, mode, y16, part, y32, bias, k_real,
+            )
         }
     };
 }
@@ -412,13 +472,30 @@ conv2d_tc_entry!(conv2d_tc_c4_k32, 1, 4, 1, 8, 4);
 /// H, W ≥ 5, k_real ≤ 8, every index below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
+pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(
+    x: *const u16,
+    w: *const u16,
+    h: u32,
+    wd: u32,
+    y32: *mut f32,
+    bias: *const f32,
+    k_real: u32,
+) {
     use crate::device::{block_idx_z, shared::ld_v2_u32};
-    use crate::launch::{CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS};
+    use crate::launch::{
+        CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS,
+    };
     const HW: u32 = CONV2D_TC_HALO_TW + 8; // halo tile width
     const HPIX: u32 = (CONV2D_TC_HALO_TH + 8) * HW;
     const PIX_BYTES: u32 = CONV2D_TC_HALO_C * 2; // 64: four 16-byte chunks
-    const { assert!(CONV2D_TC_THREADS == 256 && CONV2D_TC_HALO_TH == 8 && CONV2D_TC_HALO_TW == 32 && PIX_BYTES == 64) };
+    const {
+        assert!(
+            CONV2D_TC_THREADS == 256
+                && CONV2D_TC_HALO_TH == 8
+                && CONV2D_TC_HALO_TW == 32
+                && PIX_BYTES == 64
+        )
+    };
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
@@ -439,7 +516,9 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
         let (hy, hx) = (hp / HW, hp % HW);
         let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
         let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
-        let src = x.add(((n_img * h + ih) * wd + iw) as usize * CONV2D_TC_HALO_C as usize + ch as usize * 8);
+        let src = x.add(
+            ((n_img * h + ih) * wd + iw) as usize * CONV2D_TC_HALO_C as usize + ch as usize * 8,
+        );
         cp_async_16_ca(chunk_addr(hp, ch), src as *const u8, 16);
         id += CONV2D_TC_THREADS;
     }
@@ -487,7 +566,9 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
                     unroll!(2, |e| {
                         let ch = tq * 2 + e as u32;
                         if ch < k_real {
-                            *y32.add((((n_img * k_real + ch) * p_out + oh) * q_out + ow) as usize) = acc[mi][2 * hf + e] + *bias.add(ch as usize);
+                            *y32.add(
+                                (((n_img * k_real + ch) * p_out + oh) * q_out + ow) as usize,
+                            ) = acc[mi][2 * hf + e] + *bias.add(ch as usize);
                         }
                     });
                 }

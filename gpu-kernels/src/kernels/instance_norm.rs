@@ -4,17 +4,29 @@
 //! and writes its mean and sum of squared deviations, both computed in two passes over the chunk),
 //! `instance_norm_finalize` (one thread per plane: combines the chunks with Chan's formula, writes mean and
 //! 1/sqrt(var + eps), biased variance) and `instance_norm_apply` (elementwise; in-place safe).
-use crate::device::{block_dim_x, block_idx_x, block_idx_y, global_index_x, grid_dim_x, math, shared, thread_idx_x};
+use crate::device::{
+    block_dim_x, block_idx_x, block_idx_y, global_index_x, grid_dim_x, math, shared, thread_idx_x,
+};
 
 /// `part[(plane * splits + s) * 2 + {0, 1}] = (mean, M2)` of elements `s*chunk .. min(hw, (s+1)*chunk)`
 /// of plane `blockIdx.y` of `x` (planes of `hw` contiguous floats). Block: a multiple of 32 threads;
 /// dynamic shared memory: 32 floats.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn instance_norm_partial(x: *const f32, part: *mut f32, hw: usize, chunk: usize, splits: u32) {
+pub unsafe extern "ptx-kernel" fn instance_norm_partial(
+    x: *const f32,
+    part: *mut f32,
+    hw: usize,
+    chunk: usize,
+    splits: u32,
+) {
     let s = block_idx_x() as usize;
     let plane = block_idx_y() as usize;
     let start = s * chunk;
-    let end = if start + chunk < hw { start + chunk } else { hw };
+    let end = if start + chunk < hw {
+        start + chunk
+    } else {
+        hw
+    };
     let src = x.add(plane * hw);
     let t = thread_idx_x() as usize;
     let bd = block_dim_x() as usize;
@@ -64,7 +76,11 @@ pub unsafe extern "ptx-kernel" fn instance_norm_finalize(
     let (mut n_a, mut mean, mut m2) = (0f32, 0f32, 0f32);
     for s in 0..splits as usize {
         let start = s * chunk;
-        let end = if start + chunk < hw { start + chunk } else { hw };
+        let end = if start + chunk < hw {
+            start + chunk
+        } else {
+            hw
+        };
         let n_b = end.saturating_sub(start) as f32;
         if n_b == 0.0 {
             continue;

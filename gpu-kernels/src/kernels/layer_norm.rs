@@ -11,7 +11,14 @@ use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_ROWS};
 /// x, res, y: [rows, d] contiguous; gamma, beta: [d].
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn layer_norm(
-    x: *const f32, res: *const f32, gamma: *const f32, beta: *const f32, y: *mut f32, rows: u32, d: u32, has_res: u32,
+    x: *const f32,
+    res: *const f32,
+    gamma: *const f32,
+    beta: *const f32,
+    y: *mut f32,
+    rows: u32,
+    d: u32,
+    has_res: u32,
 ) {
     let row = (block_idx_x() * LAYER_NORM_ROWS + thread_idx_x() / 32) as usize;
     if row >= rows as usize {

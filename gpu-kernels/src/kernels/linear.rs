@@ -10,7 +10,10 @@
 //! smaller to broadcast e.g. positional embeddings over the batch).
 use crate::device::unroll::unroll;
 use crate::device::{block_idx_x, block_idx_y, math, shared, smem_vec, sync_threads, thread_idx_x};
-use crate::launch::{LINEAR_BIAS, LINEAR_BK, LINEAR_BM, LINEAR_BN, LINEAR_GELU, LINEAR_LDS, LINEAR_RESIDUAL, LINEAR_THREADS};
+use crate::launch::{
+    LINEAR_BIAS, LINEAR_BK, LINEAR_BM, LINEAR_BN, LINEAR_GELU, LINEAR_LDS, LINEAR_RESIDUAL,
+    LINEAR_THREADS,
+};
 
 const BM: usize = LINEAR_BM as usize;
 const BN: usize = LINEAR_BN as usize;
@@ -23,27 +26,54 @@ const LOADS: usize = BM / ROW_STEP;
 /// Floats per stage: the x tile [BK][LDS] then the w tile [BK][LDS].
 const STAGE: usize = 2 * BK * LDS;
 
-const _: () = assert!(BM == BN && BM == 16 * 4 && THREADS == 256 && BM % ROW_STEP == 0 && LDS % 4 == 0);
+const _: () =
+    assert!(BM == BN && BM == 16 * 4 && THREADS == 256 && BM % ROW_STEP == 0 && LDS % 4 == 0);
 
 /// Loads the K slice starting at `k0` of the x rows `m0..m0+BM` and w rows `n0..n0+BN` into registers
 /// (zero outside the matrices).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn fetch(
-    x: *const f32, w: *const f32, m: usize, n: usize, kd: usize, ldx: usize, m0: usize, n0: usize, k0: usize,
-    lk: usize, lr: usize, xr: &mut [f32; LOADS], wr: &mut [f32; LOADS],
+    x: *const f32,
+    w: *const f32,
+    m: usize,
+    n: usize,
+    kd: usize,
+    ldx: usize,
+    m0: usize,
+    n0: usize,
+    k0: usize,
+    lk: usize,
+    lr: usize,
+    xr: &mut [f32; LOADS],
+    wr: &mut [f32; LOADS],
 ) {
     let kk = k0 + lk;
     for e in 0..LOADS {
         let r = lr + ROW_STEP * e;
-        xr[e] = if m0 + r < m && kk < kd { *x.add((m0 + r) * ldx + kk) } else { 0.0 };
-        wr[e] = if n0 + r < n && kk < kd { *w.add((n0 + r) * kd + kk) } else { 0.0 };
+        xr[e] = if m0 + r < m && kk < kd {
+            *x.add((m0 + r) * ldx + kk)
+        } else {
+            0.0
+        };
+        wr[e] = if n0 + r < n && kk < kd {
+            *w.add((n0 + r) * kd + kk)
+        } else {
+            0.0
+        };
     }
 }
 
 /// Stores the fetched registers transposed into shared stage `stage`.
 #[inline(always)]
-unsafe fn store(smem: u32, stage: usize, lk: usize, lr: usize, xr: &[f32; LOADS], wr: &[f32; LOADS]) {
+unsafe fn store(
+    smem: u32,
+    stage: usize,
+    lk: usize,
+    lr: usize,
+    xr: &[f32; LOADS],
+    wr: &[f32; LOADS],
+) {
     let xs = stage * STAGE + lk * LDS;
     let ws = xs + BK * LDS;
     for e in 0..LOADS {
@@ -58,10 +88,26 @@ unsafe fn store(smem: u32, stage: usize, lk: usize, lr: usize, xr: &[f32; LOADS]
 /// `bias` [N] is read only with `LINEAR_BIAS`, `res` [res_rows, N] only with `LINEAR_RESIDUAL` (res_rows ≥ 1).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear(
-    x: *const f32, w: *const f32, bias: *const f32, res: *const f32, y: *mut f32,
-    m: u32, n: u32, k_dim: u32, ldx: u32, ldy: u32, res_rows: u32, flags: u32,
+    x: *const f32,
+    w: *const f32,
+    bias: *const f32,
+    res: *const f32,
+    y: *mut f32,
+    m: u32,
+    n: u32,
+    k_dim: u32,
+    ldx: u32,
+    ldy: u32,
+    res_rows: u32,
+    flags: u32,
 ) {
-    let (m, n, kd, ldx, ldy) = (m as usize, n as usize, k_dim as usize, ldx as usize, ldy as usize);
+    let (m, n, kd, ldx, ldy) = (
+        m as usize,
+        n as usize,
+        k_dim as usize,
+        ldx as usize,
+        ldy as usize,
+    );
     let t = thread_idx_x() as usize;
     let (tx, ty) = (t % 16, t / 16);
     let m0 = block_idx_y() as usize * BM;
@@ -81,7 +127,21 @@ pub unsafe extern "ptx-kernel" fn linear(
         let stage = tile & 1;
         let more = tile + 1 < ntiles;
         if more {
-            fetch(x, w, m, n, kd, ldx, m0, n0, (tile + 1) * BK, lk, lr, &mut xr, &mut wr);
+            fetch(
+                x,
+                w,
+                m,
+                n,
+                kd,
+                ldx,
+                m0,
+                n0,
+                (tile + 1) * BK,
+                lk,
+                lr,
+                &mut xr,
+                &mut wr,
+            );
         }
         let xs = smem + (stage * STAGE * 4) as u32;
         let ws = xs + (BK * LDS * 4) as u32;

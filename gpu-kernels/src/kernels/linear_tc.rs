@@ -17,13 +17,14 @@
 //! conflict-free). K must be a multiple of 8 (host-checked), so a 16-byte chunk is either entirely
 //! inside K or entirely past it (zero-filled). Rows past M (x) or N (w) are zero-filled and not stored.
 use crate::device::mma::{
-    cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2, unpack_f16x2,
+    cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
+    unpack_f16x2,
 };
 use crate::device::unroll::unroll;
 use crate::device::{block_idx_x, block_idx_y, math, shared, sync_threads, thread_idx_x};
 use crate::launch::{
-    LINEAR_TC_BIAS, LINEAR_TC_BK, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16,
-    LINEAR_TC_STAGES, LINEAR_TC_THREADS,
+    LINEAR_TC_BIAS, LINEAR_TC_BK, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL,
+    LINEAR_TC_RES_F16, LINEAR_TC_STAGES, LINEAR_TC_THREADS,
 };
 
 const BM: u32 = LINEAR_TC_BM;
@@ -40,7 +41,14 @@ const ROW_STEP: u32 = THREADS / CHUNKS;
 const A_BYTES: u32 = BM * ROW_BYTES;
 const STAGE_BYTES: u32 = (BM + BN) * ROW_BYTES;
 
-const _: () = assert!(BM == 128 && BN == 128 && CHUNKS == 4 && THREADS == 256 && BM == 2 * ROW_STEP && BN == 2 * ROW_STEP);
+const _: () = assert!(
+    BM == 128
+        && BN == 128
+        && CHUNKS == 4
+        && THREADS == 256
+        && BM == 2 * ROW_STEP
+        && BN == 2 * ROW_STEP
+);
 const _: () = assert!(STAGES >= 2);
 
 /// Byte offset of 16-byte chunk `chunk` of row `row` in a tile (XOR swizzle, see the module comment).
@@ -99,8 +107,16 @@ pub unsafe extern "ptx-kernel" fn linear_tc(
         let row = r0 + ROW_STEP * i as u32;
         a_ok[i] = m0 + row < m;
         b_ok[i] = n0 + row < n;
-        a_src[i] = x.add(if a_ok[i] { (m0 + row) as usize * k as usize } else { 0 });
-        b_src[i] = w.add(if b_ok[i] { (n0 + row) as usize * k as usize } else { 0 });
+        a_src[i] = x.add(if a_ok[i] {
+            (m0 + row) as usize * k as usize
+        } else {
+            0
+        });
+        b_src[i] = w.add(if b_ok[i] {
+            (n0 + row) as usize * k as usize
+        } else {
+            0
+        });
     });
     let load = |stage: u32, kt: u32| {
         let base = smem + stage * STAGE_BYTES;
@@ -112,7 +128,11 @@ pub unsafe extern "ptx-kernel" fn linear_tc(
             let sa = if a_ok[i] && kin { 16 } else { 0 };
             let sb = if b_ok[i] && kin { 16 } else { 0 };
             cp_async_16(base + swz(row, j), a_src[i].add(koff) as *const u8, sa);
-            cp_async_16(base + A_BYTES + swz(row, j), b_src[i].add(koff) as *const u8, sb);
+            cp_async_16(
+                base + A_BYTES + swz(row, j),
+                b_src[i].add(koff) as *const u8,
+                sb,
+            );
         });
     };
 
@@ -181,7 +201,11 @@ pub unsafe extern "ptx-kernel" fn linear_tc(
             let row = m0 + wm * 64 + mi as u32 * 16 + g + 8 * half as u32;
             if row < m {
                 let out = row as usize * n as usize;
-                let rrow = if has_res { (row % res_rows) as usize * n as usize } else { 0 };
+                let rrow = if has_res {
+                    (row % res_rows) as usize * n as usize
+                } else {
+                    0
+                };
                 unroll!(4, |ni| {
                     let col = n0 + wn * 32 + ni as u32 * 8 + tq * 2;
                     if col < n {

@@ -12,7 +12,12 @@ use crate::launch::NHWC_COEF_THREADS;
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
 /// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn nhwc_pack_input(x: *const f32, y: *mut u32, n_pix: usize, hw: usize) {
+pub unsafe extern "ptx-kernel" fn nhwc_pack_input(
+    x: *const f32,
+    y: *mut u32,
+    n_pix: usize,
+    hw: usize,
+) {
     let (mut pix, stride) = global_index_x();
     while pix < n_pix {
         let n = pix / hw;
@@ -36,7 +41,11 @@ fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
         return b;
     }
     let delta = b.1 - a.1;
-    (n, a.1 + delta * (b.0 / n), a.2 + b.2 + delta * delta * (a.0 * b.0 / n))
+    (
+        n,
+        a.1 + delta * (b.0 / n),
+        a.2 + b.2 + delta * delta * (a.0 * b.0 / n),
+    )
 }
 
 /// Block (`NHWC_COEF_THREADS` threads) per plane p = n*C + ch (grid x = N*C): combines
@@ -63,13 +72,28 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     let mut i = t;
     while i < tiles {
         let start = i * tile_px;
-        let cnt = if pq - start < tile_px { pq - start } else { tile_px };
-        acc = chan(acc, (cnt as f32, *src.add(2 * i as usize), *src.add(2 * i as usize + 1)));
+        let cnt = if pq - start < tile_px {
+            pq - start
+        } else {
+            tile_px
+        };
+        acc = chan(
+            acc,
+            (
+                cnt as f32,
+                *src.add(2 * i as usize),
+                *src.add(2 * i as usize + 1),
+            ),
+        );
         i += NHWC_COEF_THREADS;
     }
     let mut m = 16;
     while m > 0 {
-        let o = (shfl_xor_f32(acc.0, m), shfl_xor_f32(acc.1, m), shfl_xor_f32(acc.2, m));
+        let o = (
+            shfl_xor_f32(acc.0, m),
+            shfl_xor_f32(acc.1, m),
+            shfl_xor_f32(acc.2, m),
+        );
         acc = chan(acc, o);
         m >>= 1;
     }
@@ -85,7 +109,10 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     if t == 0 {
         let mut tot = (0f32, 0f32, 0f32);
         for w in 0..warps as usize {
-            tot = chan(tot, (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)));
+            tot = chan(
+                tot,
+                (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
+            );
         }
         let var = tot.2 / pq as f32;
         let var = if var > 0.0 { var } else { 0.0 };
@@ -127,7 +154,11 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
         let ch0 = e % c;
         let cf = coef.add(((n * c + ch0) * 2) as usize);
         let xv = *x.add(i as usize);
-        let rv = if residual.is_null() { H8([0; 4]) } else { *residual.add(i as usize) };
+        let rv = if residual.is_null() {
+            H8([0; 4])
+        } else {
+            *residual.add(i as usize)
+        };
         let mut out = H8([0; 4]);
         for k in 0..4 {
             let (x0, x1) = unpack_f16x2(xv.0[k]);

@@ -13,7 +13,14 @@ use crate::device::{global_index_x, math};
 /// cols[(b·hp·wp + py·wp + px)·3p² + (c·p + ky)·p + kx] = img[b, c, py·p + ky, px·p + kx].
 /// img [B, 3, H, W] with H = hp·p, W = wp·p.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn patch_im2col(img: *const f32, cols: *mut f32, batch: u32, hp: u32, wp: u32, p: u32) {
+pub unsafe extern "ptx-kernel" fn patch_im2col(
+    img: *const f32,
+    cols: *mut f32,
+    batch: u32,
+    hp: u32,
+    wp: u32,
+    p: u32,
+) {
     let (batch, hp, wp, p) = (batch as usize, hp as usize, wp as usize, p as usize);
     let (h, w) = (hp * p, wp * p);
     let kdim = 3 * p * p;
@@ -33,7 +40,14 @@ pub unsafe extern "ptx-kernel" fn patch_im2col(img: *const f32, cols: *mut f32, 
 
 /// img[b, c, py·p + ky, px·p + kx] = tok[b, py·wp + px, (ky·p + kx)·3 + c]; tok [B, hp·wp, 3p²].
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn patch_unpatch(tok: *const f32, img: *mut f32, batch: u32, hp: u32, wp: u32, p: u32) {
+pub unsafe extern "ptx-kernel" fn patch_unpatch(
+    tok: *const f32,
+    img: *mut f32,
+    batch: u32,
+    hp: u32,
+    wp: u32,
+    p: u32,
+) {
     let (batch, hp, wp, p) = (batch as usize, hp as usize, wp as usize, p as usize);
     let (h, w) = (hp * p, wp * p);
     let total = batch * 3 * h * w;
@@ -52,7 +66,14 @@ pub unsafe extern "ptx-kernel" fn patch_unpatch(tok: *const f32, img: *mut f32, 
 /// y[n, k, i] = b[k] + Σ_c w[k, c] · relu(x[n, c, i]); x [N, C, HW], w [K, C], b [K], y [N, K, HW].
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn patch_relu_conv1x1(
-    x: *const f32, w: *const f32, b: *const f32, y: *mut f32, n: u32, c_in: u32, k_out: u32, hw: usize,
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    y: *mut f32,
+    n: u32,
+    c_in: u32,
+    k_out: u32,
+    hw: usize,
 ) {
     let (n, c_in, k_out) = (n as usize, c_in as usize, k_out as usize);
     let total = n * k_out * hw;

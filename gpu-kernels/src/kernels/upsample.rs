@@ -4,7 +4,14 @@ use crate::device::global_index_x;
 /// Nearest upsampling by an integer `factor`: `y[plane, oy, ox] = x[plane, oy / factor, ox / factor]`,
 /// `planes` planes of `h x w` in, `h*factor x w*factor` out. Grid-stride over the output.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn upsample_nearest(x: *const f32, y: *mut f32, planes: usize, h: usize, w: usize, factor: usize) {
+pub unsafe extern "ptx-kernel" fn upsample_nearest(
+    x: *const f32,
+    y: *mut f32,
+    planes: usize,
+    h: usize,
+    w: usize,
+    factor: usize,
+) {
     let ho = h * factor;
     let wo = w * factor;
     let total = planes * ho * wo;

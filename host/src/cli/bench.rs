@@ -7,8 +7,8 @@ use cust::event::{Event, EventFlags};
 use models::{StyleVit, StyleVitConfig, TransformerNet};
 use rand::{Rng, SeedableRng};
 
-use styleforge::nets::transformer_net::LayerCost;
 use styleforge::nets::style_vit_fast::GpuStyleVitFast;
+use styleforge::nets::transformer_net::{LayerCost, OpKind};
 use styleforge::nets::GpuStyleVit;
 use styleforge::{DeviceTensor, Gpu, Layout};
 
@@ -100,7 +100,15 @@ struct Row {
 fn header() -> String {
     format!(
         "{:<16} {:<8} {:<9} {:>6} {:>6} {:>7} {:>11} {:>10} {:>10}",
-        "model", "variant", "precision", "size", "batch", "tokens", "median ms", "min ms", "images/s"
+        "model",
+        "variant",
+        "precision",
+        "size",
+        "batch",
+        "tokens",
+        "median ms",
+        "min ms",
+        "images/s"
     )
 }
 
@@ -143,12 +151,21 @@ impl Row {
 pub fn median_min(times: &mut [f32]) -> (f64, f64) {
     times.sort_by(f32::total_cmp);
     let n = times.len();
-    let median = if n % 2 == 1 { times[n / 2] as f64 } else { (times[n / 2 - 1] as f64 + times[n / 2] as f64) / 2.0 };
+    let median = if n % 2 == 1 {
+        times[n / 2] as f64
+    } else {
+        (times[n / 2 - 1] as f64 + times[n / 2] as f64) / 2.0
+    };
     (median, times[0] as f64)
 }
 
 /// Runs `step` `warmup` times, then `iters` times each between two events on the GPU's stream.
-fn time_on_stream(gpu: &Gpu, warmup: usize, iters: usize, mut step: impl FnMut() -> Result<(), String>) -> Result<(f64, f64), String> {
+fn time_on_stream(
+    gpu: &Gpu,
+    warmup: usize,
+    iters: usize,
+    mut step: impl FnMut() -> Result<(), String>,
+) -> Result<(f64, f64), String> {
     let cuda = |what: &str, e: cust::error::CudaError| format!("{what}: {e}");
     for _ in 0..warmup {
         step()?;
@@ -158,11 +175,22 @@ fn time_on_stream(gpu: &Gpu, warmup: usize, iters: usize, mut step: impl FnMut()
     let stop = Event::new(EventFlags::DEFAULT).map_err(|e| cuda("creating an event", e))?;
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
-        start.record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
+        start
+            .record(gpu.stream())
+            .map_err(|e| cuda("recording an event", e))?;
         step()?;
-        stop.record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
-        stop.synchronize().map_err(|e| cuda("waiting for the forward pass (a kernel may have faulted)", e))?;
-        times.push(stop.elapsed_time_f32(&start).map_err(|e| cuda("reading the event timer", e))?);
+        stop.record(gpu.stream())
+            .map_err(|e| cuda("recording an event", e))?;
+        stop.synchronize().map_err(|e| {
+            cuda(
+                "waiting for the forward pass (a kernel may have faulted)",
+                e,
+            )
+        })?;
+        times.push(
+            stop.elapsed_time_f32(&start)
+                .map_err(|e| cuda("reading the event timer", e))?,
+        );
     }
     Ok(median_min(&mut times))
 }
@@ -176,7 +204,11 @@ fn random_device(rng: &mut impl Rng, shape: &[usize], hi: f32) -> Result<DeviceT
 fn ensure_fits(gpu: &Gpu, need: usize) -> Result<(), String> {
     let free = gpu.memory_info().map_err(|e| e.to_string())?.0;
     if need > free {
-        return Err(format!("skipped: needs about {} of GPU memory, {} free", gib(need), gib(free)));
+        return Err(format!(
+            "skipped: needs about {} of GPU memory, {} free",
+            gib(need),
+            gib(free)
+        ));
     }
     Ok(())
 }
@@ -199,9 +231,11 @@ fn graph_used(asked: bool, error: Option<&str>, what: &str) -> bool {
 /// The callback a marked forward pass calls after each layer group.
 type Mark<'a> = &'a mut dyn FnMut(&'static str) -> styleforge::Result<()>;
 
-/// One layer group's timing.
+/// One layer group's timing (summed over the `count` marks of the same name).
 struct LayerRow {
     name: &'static str,
+    kind: OpKind,
+    count: usize,
     ms: f64,
     tflops: f64,
     gbps: f64,
@@ -210,41 +244,109 @@ struct LayerRow {
 
 impl LayerRow {
     fn line(&self) -> String {
-        format!("  {:<14} {:>10.4} {:>9.2} {:>9.1} {:>7.1}%", self.name, self.ms, self.tflops, self.gbps, 100.0 * self.share)
+        format!(
+            "  {:<20} {:>3} {:>10.4} {:>9.2} {:>9.1} {:>7.1}%",
+            self.name,
+            self.count,
+            self.ms,
+            self.tflops,
+            self.gbps,
+            100.0 * self.share
+        )
     }
     fn json(&self, model: &str, precision: Precision, size: usize, batch: usize) -> String {
         serde_json::json!({
-            "model": model, "precision": precision.name(), "size": size, "batch": batch, "layer": self.name, "median_ms": self.ms,
+            "model": model, "precision": precision.name(), "size": size, "batch": batch, "layer": self.name, "kind": self.kind.name(), "count": self.count, "median_ms": self.ms,
             "tflops": self.tflops, "gbps": self.gbps, "share": self.share,
         })
         .to_string()
     }
 }
 
-/// Combines per-layer median times (ms) with the cost estimates: rates and shares of the summed time.
+/// Combines per-mark median times (ms) with the cost estimates: marks of the same name (one op of every
+/// transformer block, say) are summed into one row, in order of first appearance; then rates and shares
+/// of the summed time.
 fn layer_rows(costs: &[LayerCost], ms: &[f64]) -> Vec<LayerRow> {
-    let total: f64 = ms.iter().sum();
-    costs
-        .iter()
-        .zip(ms)
-        .map(|(c, &t)| {
-            let secs = t / 1000.0;
-            let rate = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
-            LayerRow {
-                name: c.name,
-                ms: t,
-                tflops: rate(c.flops) / 1e12,
-                gbps: rate(c.bytes) / 1e9,
-                share: if total > 0.0 { t / total } else { 0.0 },
+    let mut groups: Vec<(LayerCost, usize, f64)> = Vec::new();
+    for (c, &t) in costs.iter().zip(ms) {
+        match groups.iter_mut().find(|g| g.0.name == c.name) {
+            Some(g) => {
+                g.0.flops += c.flops;
+                g.0.bytes += c.bytes;
+                g.1 += 1;
+                g.2 += t;
             }
-        })
+            None => groups.push((c.clone(), 1, t)),
+        }
+    }
+    let total: f64 = ms.iter().sum();
+    groups
+        .into_iter()
+        .map(|(c, count, t)| rate_row(c.name, c.kind, count, c.flops, c.bytes, t, total))
+        .collect()
+}
+
+/// The `--layers` result: one row per layer group or op, and the totals per kind of op.
+struct LayerTable {
+    rows: Vec<LayerRow>,
+    kinds: Vec<LayerRow>,
+}
+
+fn rate_row(
+    name: &'static str,
+    kind: OpKind,
+    count: usize,
+    flops: f64,
+    bytes: f64,
+    ms: f64,
+    total: f64,
+) -> LayerRow {
+    let secs = ms / 1000.0;
+    let rate = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+    LayerRow {
+        name,
+        kind,
+        count,
+        ms,
+        tflops: rate(flops) / 1e12,
+        gbps: rate(bytes) / 1e9,
+        share: if total > 0.0 { ms / total } else { 0.0 },
+    }
+}
+
+/// Totals per kind of op (GEMM, attention, norm, ...), in order of first appearance; empty when every row
+/// is of one kind (the table's sum says it all).
+fn kind_rows(costs: &[LayerCost], ms: &[f64]) -> Vec<LayerRow> {
+    let mut kinds: Vec<(OpKind, usize, f64, f64, f64)> = Vec::new();
+    for (c, &t) in costs.iter().zip(ms) {
+        match kinds.iter_mut().find(|k| k.0 == c.kind) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += c.flops;
+                k.3 += c.bytes;
+                k.4 += t;
+            }
+            None => kinds.push((c.kind, 1, c.flops, c.bytes, t)),
+        }
+    }
+    if kinds.len() < 2 {
+        return Vec::new();
+    }
+    let total: f64 = ms.iter().sum();
+    kinds
+        .into_iter()
+        .map(|(k, n, fl, by, t)| rate_row(k.name(), k, n, fl, by, t, total))
         .collect()
 }
 
 impl Bench<'_> {
     /// Per-layer-group timings: `pass(mark)` queues one marked forward pass (direct launches); events
     /// are recorded at each mark; median over `iters` passes after `warmup` passes.
-    fn time_layers(&self, costs: &[LayerCost], pass: &mut dyn FnMut(Mark) -> styleforge::Result<()>) -> Result<Vec<LayerRow>, String> {
+    fn time_layers(
+        &self,
+        costs: &[LayerCost],
+        pass: &mut dyn FnMut(Mark) -> styleforge::Result<()>,
+    ) -> Result<LayerTable, String> {
         let cuda = |what: &str, e: cust::error::CudaError| format!("{what}: {e}");
         let gpu = self.gpu;
         for _ in 0..self.args.warmup {
@@ -257,52 +359,108 @@ impl Bench<'_> {
         }
         let mut times: Vec<Vec<f32>> = vec![Vec::with_capacity(self.args.iters); costs.len()];
         for _ in 0..self.args.iters {
-            events[0].record(gpu.stream()).map_err(|e| cuda("recording an event", e))?;
+            events[0]
+                .record(gpu.stream())
+                .map_err(|e| cuda("recording an event", e))?;
             let mut i = 0usize;
             pass(&mut |name| {
                 i += 1;
-                let ev = events.get(i).filter(|_| costs.get(i - 1).is_some_and(|c| c.name == name)).ok_or_else(|| {
-                    styleforge::Error::Other(format!("layer group `{name}` (#{i}) does not match the cost table"))
-                })?;
-                ev.record(gpu.stream()).map_err(|source| styleforge::Error::Cuda { what: "recording an event".into(), source })
+                let ev = events
+                    .get(i)
+                    .filter(|_| costs.get(i - 1).is_some_and(|c| c.name == name))
+                    .ok_or_else(|| {
+                        styleforge::Error::Other(format!(
+                            "layer group `{name}` (#{i}) does not match the cost table"
+                        ))
+                    })?;
+                ev.record(gpu.stream())
+                    .map_err(|source| styleforge::Error::Cuda {
+                        what: "recording an event".into(),
+                        source,
+                    })
             })
             .map_err(|e| e.to_string())?;
             if i != costs.len() {
                 return Err(format!("{i} layer groups marked, {} expected", costs.len()));
             }
-            events[i].synchronize().map_err(|e| cuda("waiting for the forward pass (a kernel may have faulted)", e))?;
+            events[i].synchronize().map_err(|e| {
+                cuda(
+                    "waiting for the forward pass (a kernel may have faulted)",
+                    e,
+                )
+            })?;
             for (k, t) in times.iter_mut().enumerate() {
-                t.push(events[k + 1].elapsed_time_f32(&events[k]).map_err(|e| cuda("reading the event timer", e))?);
+                t.push(
+                    events[k + 1]
+                        .elapsed_time_f32(&events[k])
+                        .map_err(|e| cuda("reading the event timer", e))?,
+                );
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median_min(t).0).collect();
-        Ok(layer_rows(costs, &medians))
+        Ok(LayerTable {
+            rows: layer_rows(costs, &medians),
+            kinds: kind_rows(costs, &medians),
+        })
     }
 
-    fn tnet_layers(&self, gnet: &mut GpuTnet, x: &DeviceTensor) -> Result<Vec<LayerRow>, String> {
+    fn tnet_layers(&self, gnet: &mut GpuTnet, x: &DeviceTensor) -> Result<LayerTable, String> {
         let costs = gnet.layer_costs(&x.shape).map_err(|e| e.to_string())?;
-        self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(x, mark).map(|_| ()))
+        self.time_layers(&costs, &mut |mark| {
+            gnet.forward_device_marked(x, mark).map(|_| ())
+        })
     }
 
-    fn print_layers(&self, model: &str, precision: Precision, size: usize, batch: usize, rows: &[LayerRow]) {
+    fn print_layers(
+        &self,
+        model: &str,
+        precision: Precision,
+        size: usize,
+        batch: usize,
+        table: &LayerTable,
+    ) {
         if self.args.json {
-            for r in rows {
+            for r in &table.rows {
                 println!("{}", r.json(model, precision, size, batch));
             }
+            for r in &table.kinds {
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&r.json(model, precision, size, batch))
+                        .unwrap_or_default();
+                v["layer"] = serde_json::Value::Null;
+                println!("{v}");
+            }
         } else {
-            println!("  per layer group, {model} {} {size}x{size} batch {batch} (direct launches, median):", precision.name());
-            println!("  {:<14} {:>10} {:>9} {:>9} {:>8}", "layer", "ms", "TFLOP/s", "GB/s", "share");
-            for r in rows {
+            println!("  per layer group, {model} {} {size}x{size} batch {batch} (direct launches, median; n = marks summed):", precision.name());
+            let head = || {
+                println!(
+                    "  {:<20} {:>3} {:>10} {:>9} {:>9} {:>8}",
+                    "layer", "n", "ms", "TFLOP/s", "GB/s", "share"
+                )
+            };
+            head();
+            for r in &table.rows {
                 println!("{}", r.line());
             }
-            let total: f64 = rows.iter().map(|r| r.ms).sum();
-            println!("  {:<14} {:>10.4}", "sum", total);
+            let total: f64 = table.rows.iter().map(|r| r.ms).sum();
+            println!("  {:<24} {:>10.4}", "sum", total);
+            if !table.kinds.is_empty() {
+                println!("  per kind of op:");
+                for r in &table.kinds {
+                    println!("{}", r.line());
+                }
+            }
         }
         let _ = std::io::stdout().flush();
     }
 
     /// Emits the row, then its per-layer table when `--layers` produced one.
-    fn emit_with_layers(&mut self, r: Result<(Row, Option<Vec<LayerRow>>), String>, what: String, model: &str) {
+    fn emit_with_layers(
+        &mut self,
+        r: Result<(Row, Option<LayerTable>), String>,
+        what: String,
+        model: &str,
+    ) {
         match r {
             Ok((row, layers)) => {
                 let (precision, size, batch) = (row.precision, row.size, row.batch);
@@ -317,7 +475,14 @@ impl Bench<'_> {
 
     fn emit(&mut self, r: Result<Row, String>, what: String) {
         match r {
-            Ok(row) => println!("{}", if self.args.json { row.json() } else { row.line() }),
+            Ok(row) => println!(
+                "{}",
+                if self.args.json {
+                    row.json()
+                } else {
+                    row.line()
+                }
+            ),
             Err(e) => {
                 self.failures += 1;
                 if self.args.json {
@@ -352,14 +517,32 @@ impl Bench<'_> {
                     let what = format!("transformer_net {} {s}x{s} batch {b}", p.name());
                     let r = (|| {
                         ensure_fits(self.gpu, precision::bytes(p, b, s, s))?;
-                        let mut gnet = GpuTnet::new(self.gpu, &net, p).map_err(|e| format!("uploading the weights: {e}"))?;
+                        let mut gnet = GpuTnet::new(self.gpu, &net, p)
+                            .map_err(|e| format!("uploading the weights: {e}"))?;
                         gnet.set_use_graph(!self.args.no_graph);
-                        let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
-                            gnet.forward_device(&x).map(|_| ()).map_err(|e| e.to_string())
-                        })?;
+                        let (median_ms, min_ms) =
+                            time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
+                                gnet.forward_device(&x)
+                                    .map(|_| ())
+                                    .map_err(|e| e.to_string())
+                            })?;
                         let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                        let row = Row { model: "transformer_net", variant: "-", precision: p, size: s, batch: b, tokens: None, median_ms, min_ms, graph };
-                        let layers = if self.args.layers { Some(self.tnet_layers(&mut gnet, &x)?) } else { None };
+                        let row = Row {
+                            model: "transformer_net",
+                            variant: "-",
+                            precision: p,
+                            size: s,
+                            batch: b,
+                            tokens: None,
+                            median_ms,
+                            min_ms,
+                            graph,
+                        };
+                        let layers = if self.args.layers {
+                            Some(self.tnet_layers(&mut gnet, &x)?)
+                        } else {
+                            None
+                        };
                         Ok((row, layers))
                     })();
                     self.emit_with_layers(r, what, "transformer_net");
@@ -376,7 +559,12 @@ impl Bench<'_> {
         cfg.patch_size = self.args.patch;
         let (p, ss) = (cfg.patch_size, self.args.style_size);
         if ss % p != 0 {
-            return self.emit(Err(format!("--style-size {ss} is not a multiple of --patch {p}")), label);
+            return self.emit(
+                Err(format!(
+                    "--style-size {ss} is not a multiple of --patch {p}"
+                )),
+                label,
+            );
         }
         let weights = model::random_vit_weights(&cfg, &mut self.rng);
         let net = match StyleVit::new(cfg, weights) {
@@ -400,19 +588,43 @@ impl Bench<'_> {
                         let what = format!("{label} {} {s}x{s} batch {b}", $prec.name());
                         let r = (|| {
                             if s % p != 0 {
-                                return Err(format!("size {s} is not a multiple of the patch size {p}"));
+                                return Err(format!(
+                                    "size {s} is not a multiple of the patch size {p}"
+                                ));
                             }
                             ensure_fits(self.gpu, model::vit_bytes(&cfg, b, s, s, 1, ss, ss))?;
                             let x = random_device(&mut self.rng, &[b, 3, s, s], 1.0)?;
-                            let (median_ms, min_ms) = time_on_stream(self.gpu, self.args.warmup, self.args.iters, || {
-                                gnet.forward_device(&x, &style, 1.0).map(|_| ()).map_err(|e| e.to_string())
-                            })?;
+                            let (median_ms, min_ms) = time_on_stream(
+                                self.gpu,
+                                self.args.warmup,
+                                self.args.iters,
+                                || {
+                                    gnet.forward_device(&x, &style, 1.0)
+                                        .map(|_| ())
+                                        .map_err(|e| e.to_string())
+                                },
+                            )?;
                             let tokens = Some((s / p) * (s / p));
                             let graph = graph_used(gnet.use_graph(), gnet.graph_error(), &what);
-                            let row = Row { model: "style_vit", variant, precision: $prec, size: s, batch: b, tokens, median_ms, min_ms, graph };
+                            let row = Row {
+                                model: "style_vit",
+                                variant,
+                                precision: $prec,
+                                size: s,
+                                batch: b,
+                                tokens,
+                                median_ms,
+                                min_ms,
+                                graph,
+                            };
                             let layers = if self.args.layers {
-                                let costs = gnet.layer_costs(&x.shape, &style.shape).map_err(|e| e.to_string())?;
-                                Some(self.time_layers(&costs, &mut |mark| gnet.forward_device_marked(&x, &style, 1.0, mark).map(|_| ()))?)
+                                let costs = gnet
+                                    .layer_costs(&x.shape, &style.shape)
+                                    .map_err(|e| e.to_string())?;
+                                Some(self.time_layers(&costs, &mut |mark| {
+                                    gnet.forward_device_marked(&x, &style, 1.0, mark)
+                                        .map(|_| ())
+                                })?)
                             } else {
                                 None
                             };
@@ -434,10 +646,20 @@ impl Bench<'_> {
 
 /// Expands `all` and removes repeats, keeping the order given.
 fn model_list(given: &[BenchModel]) -> Vec<BenchModel> {
-    let all = [BenchModel::TransformerNet, BenchModel::VitNano, BenchModel::VitSmall, BenchModel::VitBase, BenchModel::VitLarge];
+    let all = [
+        BenchModel::TransformerNet,
+        BenchModel::VitNano,
+        BenchModel::VitSmall,
+        BenchModel::VitBase,
+        BenchModel::VitLarge,
+    ];
     let mut out = Vec::new();
     for m in given {
-        let items: &[BenchModel] = if *m == BenchModel::All { &all } else { std::slice::from_ref(m) };
+        let items: &[BenchModel] = if *m == BenchModel::All {
+            &all
+        } else {
+            std::slice::from_ref(m)
+        };
         for i in items {
             if !out.contains(i) {
                 out.push(*i);
@@ -463,13 +685,25 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
         gpu.name,
         a.warmup,
         a.iters,
-        if a.no_graph { "direct launches" } else { "CUDA graph replay" }
+        if a.no_graph {
+            "direct launches"
+        } else {
+            "CUDA graph replay"
+        }
     );
     if model_list(&a.model).contains(&BenchModel::TransformerNet) {
-        let names: Vec<&str> = precision::dedup(&a.precision).iter().map(|p| p.name()).collect();
+        let names: Vec<&str> = precision::dedup(&a.precision)
+            .iter()
+            .map(|p| p.name())
+            .collect();
         eprintln!("precision: {}", names.join(", "));
     }
-    let mut bench = Bench { gpu: &gpu, args: &a, rng: rand::rngs::StdRng::seed_from_u64(0x5f0e), failures: 0 };
+    let mut bench = Bench {
+        gpu: &gpu,
+        args: &a,
+        rng: rand::rngs::StdRng::seed_from_u64(0x5f0e),
+        failures: 0,
+    };
     if !a.json {
         println!("{}", header());
     }
@@ -502,7 +736,17 @@ mod tests {
 
     #[test]
     fn row_json_has_fields() {
-        let r = Row { model: "style_vit", variant: "nano", precision: Precision::Fp32, size: 256, batch: 2, tokens: Some(64), median_ms: 4.0, min_ms: 3.5, graph: true };
+        let r = Row {
+            model: "style_vit",
+            variant: "nano",
+            precision: Precision::Fp32,
+            size: 256,
+            batch: 2,
+            tokens: Some(64),
+            median_ms: 4.0,
+            min_ms: 3.5,
+            graph: true,
+        };
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["images_per_s"], 500.0);
         assert_eq!(v["tokens"], 64);
@@ -517,10 +761,21 @@ mod tests {
     #[test]
     fn layer_rows_rates_and_shares() {
         let costs = [
-            LayerCost { name: "a", flops: 2e9, bytes: 1e9 },
-            LayerCost { name: "b", flops: 0.0, bytes: 3e9 },
+            LayerCost {
+                name: "a",
+                kind: OpKind::Gemm,
+                flops: 2e9,
+                bytes: 1e9,
+            },
+            LayerCost {
+                name: "b",
+                kind: OpKind::Norm,
+                flops: 0.0,
+                bytes: 3e9,
+            },
         ];
         let rows = layer_rows(&costs, &[2.0, 6.0]);
+        assert!(rows.iter().all(|r| r.count == 1));
         assert_eq!(rows.len(), 2);
         // 2e9 FLOP in 2 ms = 1 TFLOP/s; 1e9 B in 2 ms = 500 GB/s; 2 of 8 ms = 25 %.
         assert!((rows[0].tflops - 1.0).abs() < 1e-12);
@@ -528,9 +783,47 @@ mod tests {
         assert!((rows[0].share - 0.25).abs() < 1e-12);
         assert!((rows[1].share - 0.75).abs() < 1e-12);
         assert_eq!(rows[1].tflops, 0.0);
-        let v: serde_json::Value = serde_json::from_str(&rows[1].json("transformer_net", Precision::Fp16, 256, 1)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&rows[1].json("transformer_net", Precision::Fp16, 256, 1))
+                .unwrap();
         assert_eq!(v["layer"], "b");
         assert_eq!(v["precision"], "fp16");
         assert_eq!(v["size"], 256);
+        assert_eq!(v["kind"], "norm");
+    }
+
+    #[test]
+    fn layer_rows_sum_repeated_marks_and_kinds() {
+        // Two blocks of (gemm "g", attention "a"), then a gemm "t": "g" and "a" are summed per name, and
+        // the kind totals put "t" with "g".
+        let c = |name, kind, flops| LayerCost {
+            name,
+            kind,
+            flops,
+            bytes: 0.0,
+        };
+        let costs = [
+            c("g", OpKind::Gemm, 1e9),
+            c("a", OpKind::Attention, 4e9),
+            c("g", OpKind::Gemm, 1e9),
+            c("a", OpKind::Attention, 4e9),
+            c("t", OpKind::Gemm, 2e9),
+        ];
+        let ms = [1.0, 2.0, 1.0, 2.0, 4.0];
+        let rows = layer_rows(&costs, &ms);
+        let names: Vec<_> = rows.iter().map(|r| (r.name, r.count)).collect();
+        assert_eq!(names, [("g", 2), ("a", 2), ("t", 1)]);
+        assert!((rows[0].ms - 2.0).abs() < 1e-12 && (rows[0].tflops - 1.0).abs() < 1e-12);
+        assert!((rows[1].ms - 4.0).abs() < 1e-12 && (rows[1].tflops - 2.0).abs() < 1e-12);
+        assert!((rows[1].share - 0.4).abs() < 1e-12);
+        let kinds = kind_rows(&costs, &ms);
+        let k: Vec<_> = kinds.iter().map(|r| (r.kind, r.count)).collect();
+        assert_eq!(k, [(OpKind::Gemm, 3), (OpKind::Attention, 2)]);
+        assert!(
+            (kinds[0].ms - 6.0).abs() < 1e-12
+                && (kinds[0].tflops - 4e9 / 6e-3 / 1e12).abs() < 1e-12
+        );
+        // One kind only: no totals.
+        assert!(kind_rows(&costs[..1], &ms[..1]).is_empty());
     }
 }

@@ -9,8 +9,10 @@ use image::{ImageFormat, RgbImage};
 use models::Tensor;
 
 /// Extensions (lower case) of the files a folder input contributes.
-pub const IMAGE_EXTENSIONS: &[&str] =
-    &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "tga", "ppm", "pgm", "pbm", "pnm", "qoi"];
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "tga", "ppm", "pgm", "pbm", "pnm",
+    "qoi",
+];
 
 /// The formats outputs can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,7 +77,8 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, bool), String>
     for input in inputs {
         if input.is_dir() {
             any_dir = true;
-            let entries = fs::read_dir(input).map_err(|e| format!("{}: cannot list the folder: {e}", input.display()))?;
+            let entries = fs::read_dir(input)
+                .map_err(|e| format!("{}: cannot list the folder: {e}", input.display()))?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && has_image_extension(p))
@@ -104,7 +107,9 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, String> {
     if reader.format().is_none() {
         return Err("not an image in a format this program reads (png, jpeg, bmp, tiff, webp, gif, tga, pnm, qoi)".into());
     }
-    let img = reader.decode().map_err(|e| format!("cannot decode the image: {e}"))?;
+    let img = reader
+        .decode()
+        .map_err(|e| format!("cannot decode the image: {e}"))?;
     if img.width() == 0 || img.height() == 0 {
         return Err("the image is empty (0 pixels)".into());
     }
@@ -141,8 +146,12 @@ pub fn rgb_to_tensor(img: &RgbImage, scale: f32) -> Tensor {
 /// The top-left `w` x `h` of sample 0 of a [N, 3, H', W'] network output (H' >= h, W' >= w), clamped
 /// to 0..`max` and mapped to 0..255 with rounding. NaN becomes 0.
 pub fn tensor_to_rgb(t: &Tensor, w: usize, h: usize, max: f32) -> Result<RgbImage, String> {
-    if t.shape.len() != 4 || t.shape[1] != 3 || t.shape[0] == 0 || t.shape[2] < h || t.shape[3] < w {
-        return Err(format!("the network returned shape {:?}, expected [N, 3, >={h}, >={w}]", t.shape));
+    if t.shape.len() != 4 || t.shape[1] != 3 || t.shape[0] == 0 || t.shape[2] < h || t.shape[3] < w
+    {
+        return Err(format!(
+            "the network returned shape {:?}, expected [N, 3, >={h}, >={w}]",
+            t.shape
+        ));
     }
     let (th, tw) = (t.shape[2], t.shape[3]);
     let mut img = RgbImage::new(w as u32, h as u32);
@@ -165,7 +174,11 @@ pub fn reflect_index(i: usize, n: usize) -> usize {
     }
     let period = 2 * (n - 1);
     let r = i % period;
-    if r < n { r } else { period - r }
+    if r < n {
+        r
+    } else {
+        period - r
+    }
 }
 
 /// Pads [B, C, H, W] on the bottom and right by reflection up to `(ht, wt)` (each >= the current size).
@@ -201,24 +214,33 @@ pub fn write_atomic(img: &RgbImage, path: &Path, format: OutFormat) -> Result<()
     match format {
         OutFormat::Jpg => {
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
-            img.write_with_encoder(enc).map_err(|e| format!("cannot encode as JPEG: {e}"))?;
+            img.write_with_encoder(enc)
+                .map_err(|e| format!("cannot encode as JPEG: {e}"))?;
         }
         OutFormat::Ppm => {
             // Binary P6 (the encoder's default for RGB is PAM, which fewer programs read).
             use image::codecs::pnm::{PnmEncoder, PnmSubtype, SampleEncoding};
-            let enc = PnmEncoder::new(&mut bytes).with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary));
-            img.write_with_encoder(enc).map_err(|e| format!("cannot encode as PPM: {e}"))?;
+            let enc = PnmEncoder::new(&mut bytes)
+                .with_subtype(PnmSubtype::Pixmap(SampleEncoding::Binary));
+            img.write_with_encoder(enc)
+                .map_err(|e| format!("cannot encode as PPM: {e}"))?;
         }
         f => img
             .write_to(&mut Cursor::new(&mut bytes), f.image_format())
             .map_err(|e| format!("cannot encode as {}: {e}", f.extension()))?,
     }
-    let name = path.file_name().ok_or_else(|| "the output path has no file name".to_string())?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| "the output path has no file name".to_string())?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
@@ -273,7 +295,7 @@ mod tests {
         assert_eq!(t.shape, vec![1, 3, 2, 3]);
         assert_eq!(t.data[3 + 1], 10.0); // R at (x=1, y=1)
         assert_eq!(t.data[6 + 3 + 2], 20.0); // G at (x=2, y=1)
-        // A larger output: pad by 1 on each dim, then crop back.
+                                             // A larger output: pad by 1 on each dim, then crop back.
         let mut big = reflect_pad_to(&t, 3, 4);
         big.data[0] = -5.0; // clamps to 0
         big.data[2 * 12 + 1] = 300.4; // B at (x=1, y=0) clamps to 255
@@ -283,7 +305,10 @@ mod tests {
         assert_eq!(back.get_pixel(2, 1).0, [20, 20, 200]);
         // 0..1 scale with rounding
         let one = Tensor::new(&[1, 3, 1, 1], vec![0.5, 1.2, f32::NAN]);
-        assert_eq!(tensor_to_rgb(&one, 1, 1, 1.0).unwrap().get_pixel(0, 0).0, [128, 255, 0]);
+        assert_eq!(
+            tensor_to_rgb(&one, 1, 1, 1.0).unwrap().get_pixel(0, 0).0,
+            [128, 255, 0]
+        );
         assert!(tensor_to_rgb(&one, 2, 1, 1.0).is_err());
     }
 
@@ -292,7 +317,10 @@ mod tests {
         let img = RgbImage::new(400, 100);
         let s = limit_size(img, Some(200));
         assert_eq!(s.dimensions(), (200, 50));
-        assert_eq!(limit_size(RgbImage::new(10, 20), Some(200)).dimensions(), (10, 20));
+        assert_eq!(
+            limit_size(RgbImage::new(10, 20), Some(200)).dimensions(),
+            (10, 20)
+        );
     }
 
     #[test]
@@ -311,16 +339,29 @@ mod tests {
         }
         let ppm = fs::read(dir.join("t.ppm")).unwrap();
         assert!(ppm.starts_with(b"P6"));
-        let mut left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         left.sort();
-        assert_eq!(left.len(), OutFormat::value_variants().len(), "temp files left: {left:?}");
+        assert_eq!(
+            left.len(),
+            OutFormat::value_variants().len(),
+            "temp files left: {left:?}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn out_format_from_path() {
-        assert_eq!(OutFormat::from_path(Path::new("a/b.JPEG")), Some(OutFormat::Jpg));
-        assert_eq!(OutFormat::from_path(Path::new("b.png")), Some(OutFormat::Png));
+        assert_eq!(
+            OutFormat::from_path(Path::new("a/b.JPEG")),
+            Some(OutFormat::Jpg)
+        );
+        assert_eq!(
+            OutFormat::from_path(Path::new("b.png")),
+            Some(OutFormat::Png)
+        );
         assert_eq!(OutFormat::from_path(Path::new("b")), None);
         assert_eq!(OutFormat::from_path(Path::new("b.xyz")), None);
     }

@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand};
 use styleforge::{Error, Gpu};
 
 #[derive(Parser, Debug)]
-#[command(name = "styleforge", version, about = "GPU neural style transfer (TransformerNet and StyleViT)")]
+#[command(
+    name = "styleforge",
+    version,
+    about = "GPU neural style transfer (TransformerNet and StyleViT)"
+)]
 pub struct Cli {
     /// The kernel module to load (default: $STYLEFORGE_PTX, next to the executable, or the build's target/ptx/).
     #[arg(long, global = true, value_name = "FILE")]
@@ -51,7 +55,10 @@ pub struct Failure {
 impl Failure {
     /// Nothing could be done (bad arguments, model, device): exit status 2.
     pub fn setup(msg: impl Into<String>) -> Self {
-        Failure { code: 2, msg: msg.into() }
+        Failure {
+            code: 2,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -100,11 +107,24 @@ fn info(ptx: Option<PathBuf>) -> Outcome {
         }
     };
     println!("GPU:                {}", gpu.name);
-    println!("compute capability: {}.{} (sm_{}{})", gpu.compute_capability.0, gpu.compute_capability.1, gpu.compute_capability.0, gpu.compute_capability.1);
+    println!(
+        "compute capability: {}.{} (sm_{}{})",
+        gpu.compute_capability.0,
+        gpu.compute_capability.1,
+        gpu.compute_capability.0,
+        gpu.compute_capability.1
+    );
     println!("SMs:                {}", gpu.sm_count);
     match gpu.memory_info() {
-        Ok((free, total)) => println!("memory:             {} total, {} free", gib(total), gib(free)),
-        Err(e) => println!("memory:             {} total (free unknown: {e})", gib(gpu.total_memory)),
+        Ok((free, total)) => println!(
+            "memory:             {} total, {} free",
+            gib(total),
+            gib(free)
+        ),
+        Err(e) => println!(
+            "memory:             {} total (free unknown: {e})",
+            gib(gpu.total_memory)
+        ),
     }
     println!("PTX:                {}", gpu.ptx_path.display());
     Ok(0)

@@ -63,10 +63,14 @@ pub fn load_weights(path: &Path) -> Result<(Weights, Kind), String> {
 /// Builds the network from weights (`heads` overrides the StyleViT head count when the file lacks it).
 pub fn build(w: Weights, kind: Kind, heads: Option<usize>) -> Result<Net, String> {
     match kind {
-        Kind::TransformerNet => TransformerNet::new(w).map(|n| Net::Tnet(Box::new(n))).map_err(|e| e.to_string()),
+        Kind::TransformerNet => TransformerNet::new(w)
+            .map(|n| Net::Tnet(Box::new(n)))
+            .map_err(|e| e.to_string()),
         Kind::StyleVit => {
             let cfg = StyleVitConfig::from_weights(&w, heads).map_err(|e| e.to_string())?;
-            StyleVit::new(cfg, w).map(|n| Net::Vit(Box::new(n))).map_err(|e| e.to_string())
+            StyleVit::new(cfg, w)
+                .map(|n| Net::Vit(Box::new(n)))
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -111,7 +115,8 @@ pub fn tnet_fast_bytes(n: usize, h: usize, w: usize) -> usize {
     // GpuTransformerNetFast's buffers: NCHW f32 input staging and output, the 4-channel packed input, every
     // conv output in f16 (normalised in place), three trunk-sized tensors, and the InstanceNorm partials
     // (2 f32 per channel per tile of ≥ 32 pixels: at most 1/16 of a layer's f16 bytes).
-    let per_image = f32b * 3 * h * w + half * 4 * h * w
+    let per_image = f32b * 3 * h * w
+        + half * 4 * h * w
         + half * (32 * h * w + 64 * h2 * w2 + 3 * 128 * h3 * w3 + 64 * hu * wu + 32 * ho * wo)
         + f32b * 3 * ho * wo
         + half * 32 * ho * wo / 16;
@@ -121,8 +126,22 @@ pub fn tnet_fast_bytes(n: usize, h: usize, w: usize) -> usize {
 
 /// Estimated device bytes to run StyleViT with content [n, 3, h, w] and style [ns, 3, hs, ws] (padded
 /// sizes): weights, the token activations of one block (attention scores materialised), the images.
-pub fn vit_bytes(cfg: &StyleVitConfig, n: usize, h: usize, w: usize, ns: usize, hs: usize, ws: usize) -> usize {
-    let (p, d, f, heads, l) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim, cfg.num_heads, cfg.num_blocks);
+pub fn vit_bytes(
+    cfg: &StyleVitConfig,
+    n: usize,
+    h: usize,
+    w: usize,
+    ns: usize,
+    hs: usize,
+    ws: usize,
+) -> usize {
+    let (p, d, f, heads, l) = (
+        cfg.patch_size,
+        cfg.embed_dim,
+        cfg.ffn_dim,
+        cfg.num_heads,
+        cfg.num_blocks,
+    );
     let params = 2 * (3 * p * p * d + d) + 2 * l * (4 * d * d + 2 * d * f + 9 * d + f) + 120;
     let tc = n * (h / p) * (w / p);
     let ts = ns * (hs / p) * (ws / p);
@@ -149,15 +168,31 @@ mod tests {
         assert_eq!(detect(&w), Ok(Kind::TransformerNet));
         w.metadata.clear();
         assert_eq!(detect(&w), Ok(Kind::TransformerNet));
-        let cfg = StyleVitConfig { patch_size: 8, embed_dim: 64, num_heads: 1, num_blocks: 1, ffn_dim: 32 };
+        let cfg = StyleVitConfig {
+            patch_size: 8,
+            embed_dim: 64,
+            num_heads: 1,
+            num_blocks: 1,
+            ffn_dim: 32,
+        };
         let mut v = random_vit_weights(&cfg, &mut rng);
         assert_eq!(detect(&v), Ok(Kind::StyleVit));
         v.metadata.clear();
         assert_eq!(detect(&v), Ok(Kind::StyleVit));
-        assert_eq!(v.shape_of("unpatch.to_pixels.weight"), Some(&[192usize, 64][..]));
-        let other = Weights::from_map("x.safetensors", BTreeMap::from([("fc.weight".into(), Tensor::zeros(&[2]))]), BTreeMap::new());
+        assert_eq!(
+            v.shape_of("unpatch.to_pixels.weight"),
+            Some(&[192usize, 64][..])
+        );
+        let other = Weights::from_map(
+            "x.safetensors",
+            BTreeMap::from([("fc.weight".into(), Tensor::zeros(&[2]))]),
+            BTreeMap::new(),
+        );
         let e = detect(&other).unwrap_err();
-        assert!(e.contains("x.safetensors") && e.contains("fc.weight"), "{e}");
+        assert!(
+            e.contains("x.safetensors") && e.contains("fc.weight"),
+            "{e}"
+        );
     }
 
     #[test]

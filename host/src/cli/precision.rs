@@ -79,7 +79,11 @@ impl<'g> GpuTnet<'g> {
         }
     }
 
-    pub fn forward_device_marked(&mut self, x: &DeviceTensor, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<&DeviceTensor> {
+    pub fn forward_device_marked(
+        &mut self,
+        x: &DeviceTensor,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<&DeviceTensor> {
         match self {
             GpuTnet::Fp32(g) => g.forward_device_marked(x, mark),
             GpuTnet::Fp16(g) => g.forward_device_marked(x, mark),
@@ -131,7 +135,10 @@ mod tests {
     fn names_and_dedup() {
         assert_eq!(Precision::Fp16.name(), "fp16");
         assert_eq!(Precision::from_str("fp32", true), Ok(Precision::Fp32));
-        assert_eq!(dedup(&[Precision::Fp32, Precision::Fp16, Precision::Fp32]), vec![Precision::Fp32, Precision::Fp16]);
+        assert_eq!(
+            dedup(&[Precision::Fp32, Precision::Fp16, Precision::Fp32]),
+            vec![Precision::Fp32, Precision::Fp16]
+        );
     }
 
     #[test]

@@ -51,7 +51,10 @@ fn selected(op: &str, filter: Option<&str>) -> bool {
 }
 
 /// Whole-network agreement with the fixtures: relative L2 only (the README's fp32 bound).
-pub const FIXTURE_TOL: Tolerance = Tolerance { rel_l2: 1e-4, max_rel: f64::INFINITY };
+pub const FIXTURE_TOL: Tolerance = Tolerance {
+    rel_l2: 1e-4,
+    max_rel: f64::INFINITY,
+};
 
 /// The input/output tensors of a fixture file, taken by name.
 struct Io {
@@ -60,19 +63,26 @@ struct Io {
 
 impl Io {
     fn load(path: &Path) -> Result<Io, String> {
-        Weights::load(path).map(|w| Io { w }).map_err(|e| e.to_string())
+        Weights::load(path)
+            .map(|w| Io { w })
+            .map_err(|e| e.to_string())
     }
     fn get(&self, key: &str) -> Result<&Tensor, String> {
-        self.w.tensors.get(key).ok_or_else(|| format!("{}: no tensor `{key}`", self.w.path.display()))
+        self.w
+            .tensors
+            .get(key)
+            .ok_or_else(|| format!("{}: no tensor `{key}`", self.w.path.display()))
     }
 }
 
 fn compare(op: &str, case: &str, got: Result<Tensor, String>, expected: &Tensor) -> CheckResult {
     match got {
         Err(e) => selfcheck::errored(op, case, e),
-        Ok(t) if t.shape != expected.shape => {
-            selfcheck::errored(op, case, format!("output shape {:?}, expected {:?}", t.shape, expected.shape))
-        }
+        Ok(t) if t.shape != expected.shape => selfcheck::errored(
+            op,
+            case,
+            format!("output shape {:?}, expected {:?}", t.shape, expected.shape),
+        ),
         Ok(t) => selfcheck::compare(op, case, &t.data, &expected.data, FIXTURE_TOL),
     }
 }
@@ -101,9 +111,17 @@ fn tnet_cases(gpu: &Gpu, dir: &Path, paths: &[Via]) -> Vec<CheckResult> {
     };
     let (net, io) = match setup() {
         Ok(v) => v,
-        Err(e) => return paths.iter().map(|p| selfcheck::errored(p.op(), "tnet (loading)", &e)).collect(),
+        Err(e) => {
+            return paths
+                .iter()
+                .map(|p| selfcheck::errored(p.op(), "tnet (loading)", &e))
+                .collect()
+        }
     };
-    let cases = [("tnet 256", "input_256", "output_256"), ("tnet odd 250x190", "input_odd", "output_odd")];
+    let cases = [
+        ("tnet 256", "input_256", "output_256"),
+        ("tnet odd 250x190", "input_odd", "output_odd"),
+    ];
     let mut out = Vec::new();
     for &path in paths {
         let mut gnet = match path {
@@ -142,7 +160,12 @@ fn vit_cases(gpu: &Gpu, dir: &Path, paths: &[Via]) -> Vec<CheckResult> {
     };
     let (net, io) = match setup() {
         Ok(v) => v,
-        Err(e) => return paths.iter().map(|p| selfcheck::errored(p.op(), "vit (loading)", &e)).collect(),
+        Err(e) => {
+            return paths
+                .iter()
+                .map(|p| selfcheck::errored(p.op(), "vit (loading)", &e))
+                .collect()
+        }
     };
     let cases = [
         ("vit square 256", "content", 1.0, "output"),
@@ -170,7 +193,9 @@ fn vit_cases(gpu: &Gpu, dir: &Path, paths: &[Via]) -> Vec<CheckResult> {
                     };
                     compare(path.op(), case, got, y)
                 }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => selfcheck::errored(path.op(), case, e),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    selfcheck::errored(path.op(), case, e)
+                }
             };
             out.push(r);
         }
@@ -193,7 +218,14 @@ fn psnr_lines(results: &[CheckResult]) -> String {
     results
         .iter()
         .filter(|r| r.op == psnr::OP)
-        .map(|r| format!("psnr: {}: {}{}\n", r.case, r.detail, if r.passed { "" } else { "  FAIL" }))
+        .map(|r| {
+            format!(
+                "psnr: {}: {}{}\n",
+                r.case,
+                r.detail,
+                if r.passed { "" } else { "  FAIL" }
+            )
+        })
         .collect()
 }
 
@@ -207,7 +239,10 @@ fn seed_from_clock() -> u64 {
 pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
     if let Some(dir) = &a.fixtures {
         if !dir.is_dir() {
-            return Err(Failure::setup(format!("--fixtures {}: not a folder", dir.display())));
+            return Err(Failure::setup(format!(
+                "--fixtures {}: not a folder",
+                dir.display()
+            )));
         }
     }
     if a.cpu && a.fixtures.is_none() {
@@ -215,23 +250,36 @@ pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
     }
     if let Some(dir) = &a.images {
         if a.fixtures.is_none() {
-            return Err(Failure::setup("--images needs --fixtures DIR (the psnr check runs the fixture model)"));
+            return Err(Failure::setup(
+                "--images needs --fixtures DIR (the psnr check runs the fixture model)",
+            ));
         }
         if !dir.is_dir() {
-            return Err(Failure::setup(format!("--images {}: not a folder", dir.display())));
+            return Err(Failure::setup(format!(
+                "--images {}: not a folder",
+                dir.display()
+            )));
         }
     }
     let filter = a.filter.as_deref();
-    let registered = selfcheck::all_checks().iter().any(|c| selected(c.op, filter));
+    let registered = selfcheck::all_checks()
+        .iter()
+        .any(|c| selected(c.op, filter));
     let vias: Vec<Via> = match &a.fixtures {
         Some(_) if a.cpu => vec![Via::Gpu, Via::Cpu],
         Some(_) => vec![Via::Gpu],
         None => vec![],
     };
-    let vias: Vec<Via> = vias.into_iter().filter(|v| selected(v.op(), filter)).collect();
+    let vias: Vec<Via> = vias
+        .into_iter()
+        .filter(|v| selected(v.op(), filter))
+        .collect();
     let run_psnr = selected(psnr::OP, filter);
     if !registered && vias.is_empty() && !run_psnr {
-        return Err(Failure::setup(format!("--filter {}: matches no check", filter.unwrap_or(""))));
+        return Err(Failure::setup(format!(
+            "--filter {}: matches no check",
+            filter.unwrap_or("")
+        )));
     }
     let gpu = match open_gpu(ptx) {
         Ok(g) => g,
@@ -242,7 +290,10 @@ pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
         }
     };
     let seed = a.seed.unwrap_or_else(seed_from_clock);
-    println!("GPU: {} (sm_{}{}), {} SMs", gpu.name, gpu.compute_capability.0, gpu.compute_capability.1, gpu.sm_count);
+    println!(
+        "GPU: {} (sm_{}{}), {} SMs",
+        gpu.name, gpu.compute_capability.0, gpu.compute_capability.1, gpu.sm_count
+    );
     println!("seed: {seed} (repeat with --seed {seed})");
     let mut results = selfcheck::run(&gpu, filter, seed);
     if let Some(dir) = &a.fixtures {
@@ -250,8 +301,16 @@ pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
     }
     let mut not_run = Vec::new();
     if run_psnr {
-        let images = a.images.clone().or_else(|| a.fixtures.as_ref().map(|d| d.join("..").join("images")));
-        let report = psnr::checks(&gpu, a.fixtures.as_deref(), images.as_deref(), &STYLIZE_IMAGE_IO);
+        let images = a
+            .images
+            .clone()
+            .or_else(|| a.fixtures.as_ref().map(|d| d.join("..").join("images")));
+        let report = psnr::checks(
+            &gpu,
+            a.fixtures.as_deref(),
+            images.as_deref(),
+            &STYLIZE_IMAGE_IO,
+        );
         results.extend(report.results);
         not_run = report.not_run;
     }
@@ -260,7 +319,11 @@ pub fn run(a: SelfCheckArgs, ptx: Option<PathBuf>) -> Outcome {
     for reason in &not_run {
         println!("NOT RUN: {reason}");
     }
-    Ok(if results.iter().all(|r| r.passed) { 0 } else { 1 })
+    Ok(if results.iter().all(|r| r.passed) {
+        0
+    } else {
+        1
+    })
 }
 
 #[cfg(test)]
@@ -281,17 +344,32 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("styleforge-sc-io-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("wide.png");
-        image::RgbImage::from_fn(1024, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 9])).save(&p).unwrap();
+        image::RgbImage::from_fn(1024, 300, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 9])
+        })
+        .save(&p)
+        .unwrap();
         let t = (STYLIZE_IMAGE_IO.load)(&p, 512);
         let small = (STYLIZE_IMAGE_IO.load)(&p, 2048);
         std::fs::remove_dir_all(&dir).unwrap();
         let t = t.unwrap();
         assert_eq!(t.shape, vec![1, 3, 150, 512]); // longer side 512, aspect kept
         assert_eq!(small.unwrap().shape, vec![1, 3, 300, 1024]); // never enlarged
-        assert!(t.data.iter().all(|v| (0.0..=255.0).contains(v) && v.fract() == 0.0));
+        assert!(t
+            .data
+            .iter()
+            .all(|v| (0.0..=255.0).contains(v) && v.fract() == 0.0));
         // Quantisation: crop, clamp, round, RGB interleaved.
-        let y = models::Tensor::new(&[1, 3, 2, 2], vec![-3.0, 0.4, 254.6, 300.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
-        assert_eq!((STYLIZE_IMAGE_IO.quantize)(&y, 1, 2).unwrap(), vec![0, 1, 5, 255, 3, 7]);
+        let y = models::Tensor::new(
+            &[1, 3, 2, 2],
+            vec![
+                -3.0, 0.4, 254.6, 300.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0,
+            ],
+        );
+        assert_eq!(
+            (STYLIZE_IMAGE_IO.quantize)(&y, 1, 2).unwrap(),
+            vec![0, 1, 5, 255, 3, 7]
+        );
         assert!((STYLIZE_IMAGE_IO.quantize)(&y, 3, 2).is_err());
         assert!((STYLIZE_IMAGE_IO.load)(Path::new("/no/such/image.jpg"), 512).is_err());
     }
@@ -306,7 +384,10 @@ mod tests {
         let other = selfcheck::errored("fixture gpu", "tnet 256", "boom");
         let s = psnr_lines(&[ok, other, bad]);
         assert_eq!(s.lines().count(), 2, "{s}");
-        assert!(s.starts_with("psnr: a.jpg 512x512 fast vs fp32: PSNR 45.00 dB"), "{s}");
+        assert!(
+            s.starts_with("psnr: a.jpg 512x512 fast vs fp32: PSNR 45.00 dB"),
+            "{s}"
+        );
         assert!(s.lines().nth(1).is_some_and(|l| l.ends_with("FAIL")), "{s}");
     }
 }

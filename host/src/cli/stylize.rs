@@ -3,8 +3,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
 use models::{StyleVit, Tensor, TransformerNet};
 
 use styleforge::nets::GpuStyleVit;
@@ -80,10 +80,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn plan(files: &[PathBuf], batch: bool, output: &Path, format: Option<OutFormat>) -> Result<Plan, Failure> {
+fn plan(
+    files: &[PathBuf],
+    batch: bool,
+    output: &Path,
+    format: Option<OutFormat>,
+) -> Result<Plan, Failure> {
     let guard = |input: &Path, out: PathBuf, fmt: OutFormat| {
         if same_file(input, &out) {
-            Err(format!("its output {} would overwrite the input; choose another --output or --format", out.display()))
+            Err(format!(
+                "its output {} would overwrite the input; choose another --output or --format",
+                out.display()
+            ))
         } else {
             Ok((out, fmt))
         }
@@ -107,7 +115,11 @@ fn plan(files: &[PathBuf], batch: bool, output: &Path, format: Option<OutFormat>
                     name.push(fmt.extension());
                     let out = output.join(name);
                     if let Some(first) = seen.get(&out) {
-                        Err(format!("its output {} would also be written from {}", out.display(), first.display()))
+                        Err(format!(
+                            "its output {} would also be written from {}",
+                            out.display(),
+                            first.display()
+                        ))
                     } else {
                         seen.insert(out.clone(), f);
                         guard(f, out, fmt)
@@ -116,7 +128,11 @@ fn plan(files: &[PathBuf], batch: bool, output: &Path, format: Option<OutFormat>
             };
             items.push((f.clone(), item));
         }
-        Ok(Plan { items, dir: Some(output.to_path_buf()), dest: output.to_path_buf() })
+        Ok(Plan {
+            items,
+            dir: Some(output.to_path_buf()),
+            dest: output.to_path_buf(),
+        })
     } else {
         let fmt = match format.or_else(|| OutFormat::from_path(output)) {
             Some(f) => f,
@@ -128,9 +144,16 @@ fn plan(files: &[PathBuf], batch: bool, output: &Path, format: Option<OutFormat>
                 )))
             }
         };
-        let dir = output.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf);
+        let dir = output
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf);
         let item = guard(&files[0], output.to_path_buf(), fmt);
-        Ok(Plan { items: vec![(files[0].clone(), item)], dir, dest: output.to_path_buf() })
+        Ok(Plan {
+            items: vec![(files[0].clone(), item)],
+            dir,
+            dest: output.to_path_buf(),
+        })
     }
 }
 
@@ -146,7 +169,10 @@ fn pick_device(choice: DeviceChoice, ptx: Option<PathBuf>) -> Result<Option<Gpu>
                 eprintln!("device: GPU {}", g.name);
                 Ok(Some(g))
             }
-            Err(e) => Err(Failure::setup(format!("--device cuda: {}", describe_gpu_error(&e)))),
+            Err(e) => Err(Failure::setup(format!(
+                "--device cuda: {}",
+                describe_gpu_error(&e)
+            ))),
         },
         DeviceChoice::Auto => match Gpu::with_ptx(ptx) {
             Ok(g) => {
@@ -154,7 +180,10 @@ fn pick_device(choice: DeviceChoice, ptx: Option<PathBuf>) -> Result<Option<Gpu>
                 Ok(Some(g))
             }
             Err(e) => {
-                eprintln!("device: CPU ({}; --device cuda would make this an error)", describe_gpu_error(&e));
+                eprintln!(
+                    "device: CPU ({}; --device cuda would make this an error)",
+                    describe_gpu_error(&e)
+                );
                 Ok(None)
             }
         },
@@ -189,8 +218,19 @@ struct Engine<'g> {
 
 impl<'g> Engine<'g> {
     /// Puts `net` on `gpu` (TransformerNet in `precision`), or runs on the CPU when `gpu` is `None`.
-    fn new(gpu: Option<&'g Gpu>, net: &Net, cpu_fallback: bool, precision: Precision) -> Result<Self, Failure> {
-        let mut e = Engine { gpu: None, cpu_fallback, tnet: None, vit: None, last_gpu: None };
+    fn new(
+        gpu: Option<&'g Gpu>,
+        net: &Net,
+        cpu_fallback: bool,
+        precision: Precision,
+    ) -> Result<Self, Failure> {
+        let mut e = Engine {
+            gpu: None,
+            cpu_fallback,
+            tnet: None,
+            vit: None,
+            last_gpu: None,
+        };
         let Some(g) = gpu else { return Ok(e) };
         let uploaded = match net {
             Net::Tnet(n) => GpuTnet::new(g, n, precision).map(|t| e.tnet = Some(t)),
@@ -198,19 +238,33 @@ impl<'g> Engine<'g> {
         };
         match uploaded {
             Ok(()) => e.gpu = Some(g),
-            Err(err) if cpu_fallback => eprintln!("note: cannot put the model on the GPU ({err}); using the CPU"),
-            Err(err) => return Err(Failure::setup(format!("cannot put the model on the GPU: {err}"))),
+            Err(err) if cpu_fallback => {
+                eprintln!("note: cannot put the model on the GPU ({err}); using the CPU")
+            }
+            Err(err) => {
+                return Err(Failure::setup(format!(
+                    "cannot put the model on the GPU: {err}"
+                )))
+            }
         }
         Ok(e)
     }
 
     /// The precision the GPU runs in; fp32 on the CPU and for StyleViT.
     fn precision(&self) -> Precision {
-        self.tnet.as_ref().map_or(Precision::Fp32, GpuTnet::precision)
+        self.tnet
+            .as_ref()
+            .map_or(Precision::Fp32, GpuTnet::precision)
     }
 
     /// Whether `need` bytes fit in the GPU's free memory: Ok(true) run there, Ok(false) run on the CPU.
-    fn fits(&mut self, g: &Gpu, shapes: Vec<usize>, need: usize, log: &dyn Fn(String)) -> Result<bool, String> {
+    fn fits(
+        &mut self,
+        g: &Gpu,
+        shapes: Vec<usize>,
+        need: usize,
+        log: &dyn Fn(String),
+    ) -> Result<bool, String> {
         let reusable = match &self.last_gpu {
             Some((s, _)) if *s == shapes => return Ok(true),
             Some((_, bytes)) => *bytes,
@@ -221,41 +275,70 @@ impl<'g> Engine<'g> {
             self.last_gpu = Some((shapes, need));
             return Ok(true);
         }
-        let msg = format!("needs about {} of GPU memory for its activations, {} is free", gib(need), gib(free));
+        let msg = format!(
+            "needs about {} of GPU memory for its activations, {} is free",
+            gib(need),
+            gib(free)
+        );
         if self.cpu_fallback {
             log(format!("{msg}; running it on the CPU (fp32)"));
             Ok(false)
         } else {
-            Err(format!("{msg}; use --max-size N to downscale it, or --device cpu"))
+            Err(format!(
+                "{msg}; use --max-size N to downscale it, or --device cpu"
+            ))
         }
     }
 
-    fn tnet(&mut self, net: &TransformerNet, x: &Tensor, log: &dyn Fn(String)) -> Result<Tensor, String> {
+    fn tnet(
+        &mut self,
+        net: &TransformerNet,
+        x: &Tensor,
+        log: &dyn Fn(String),
+    ) -> Result<Tensor, String> {
         if let (Some(g), Some(t)) = (self.gpu, self.tnet.as_ref()) {
             let need = t.bytes(x.shape[0], x.shape[2], x.shape[3]);
             if self.fits(g, x.shape.clone(), need, log)? {
                 if let Some(t) = self.tnet.as_mut() {
-                    return t.forward(x).map_err(|e| format!("GPU forward pass failed: {e}"));
+                    return t
+                        .forward(x)
+                        .map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
             }
         }
         net.forward(x).map_err(|e| e.to_string())
     }
 
-    fn vit(&mut self, net: &StyleVit, x: &Tensor, style: &Tensor, alpha: f32, log: &dyn Fn(String)) -> Result<Tensor, String> {
+    fn vit(
+        &mut self,
+        net: &StyleVit,
+        x: &Tensor,
+        style: &Tensor,
+        alpha: f32,
+        log: &dyn Fn(String),
+    ) -> Result<Tensor, String> {
         if let (Some(g), true) = (self.gpu, self.vit.is_some()) {
             let (s, c) = (&style.shape, &x.shape);
             let need = model::vit_bytes(&net.cfg, c[0], c[2], c[3], s[0], s[2], s[3]);
             if self.fits(g, [c.as_slice(), s.as_slice()].concat(), need, log)? {
                 if let Some(v) = self.vit.as_mut() {
-                    return v.forward(x, style, alpha).map_err(|e| format!("GPU forward pass failed: {e}"));
+                    return v
+                        .forward(x, style, alpha)
+                        .map_err(|e| format!("GPU forward pass failed: {e}"));
                 }
             }
         }
         net.forward(x, style, alpha).map_err(|e| e.to_string())
     }
 
-    fn stylize(&mut self, net: &Net, style: Option<&Tensor>, alpha: f32, img: &RgbImage, log: &dyn Fn(String)) -> Result<RgbImage, String> {
+    fn stylize(
+        &mut self,
+        net: &Net,
+        style: Option<&Tensor>,
+        alpha: f32,
+        img: &RgbImage,
+        log: &dyn Fn(String),
+    ) -> Result<RgbImage, String> {
         let (w, h) = (img.width() as usize, img.height() as usize);
         match net {
             Net::Tnet(n) => {
@@ -268,7 +351,10 @@ impl<'g> Engine<'g> {
             Net::Vit(n) => {
                 let style = style.ok_or("StyleViT needs a style image")?;
                 vit_size_ok(w, h, n.cfg.patch_size)?;
-                let x = image_io::reflect_pad_multiple(&image_io::rgb_to_tensor(img, 1.0 / 255.0), n.cfg.patch_size);
+                let x = image_io::reflect_pad_multiple(
+                    &image_io::rgb_to_tensor(img, 1.0 / 255.0),
+                    n.cfg.patch_size,
+                );
                 let y = self.vit(n, &x, style, alpha, log)?;
                 image_io::tensor_to_rgb(&y, w, h, 1.0)
             }
@@ -284,7 +370,9 @@ fn precision_note(asked: Option<Precision>, kind: Kind, on_gpu: bool) -> Option<
     }
     match (kind, on_gpu) {
         (Kind::StyleVit, _) => Some("StyleViT has no fp16 path yet; running it in fp32"),
-        (Kind::TransformerNet, false) => Some("the CPU path is fp32 only; --precision fp16 applies on the GPU"),
+        (Kind::TransformerNet, false) => {
+            Some("the CPU path is fp32 only; --precision fp16 applies on the GPU")
+        }
         (Kind::TransformerNet, true) => None,
     }
 }
@@ -301,8 +389,10 @@ fn process(
     let pb = if progress {
         let pb = ProgressBar::new(items.len() as u64);
         pb.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}, eta {eta}] {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} [{elapsed_precise}, eta {eta}] {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         pb
     } else {
@@ -310,7 +400,12 @@ fn process(
     };
     let (mut written, mut failed) = (0usize, 0usize);
     for (input, item) in items {
-        pb.set_message(input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        pb.set_message(
+            input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         let log = |m: String| pb.suspend(|| eprintln!("note: {}: {m}", input.display()));
         let result = item.and_then(|(out, fmt)| {
             let img = image_io::limit_size(image_io::load_rgb(&input)?, max_size);
@@ -332,7 +427,10 @@ fn process(
 
 pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
     if !(0.0..=1.0).contains(&a.alpha) {
-        return Err(Failure::setup(format!("--alpha {}: must be between 0 and 1", a.alpha)));
+        return Err(Failure::setup(format!(
+            "--alpha {}: must be between 0 and 1",
+            a.alpha
+        )));
     }
     if a.max_size == Some(0) {
         return Err(Failure::setup("--max-size must be at least 1"));
@@ -357,31 +455,54 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
 
     let style = match (&net, &a.style) {
         (Net::Vit(v), Some(path)) => {
-            let img = image_io::load_rgb(path).map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
-            let img = image_io::limit_size(img, a.max_size);
-            vit_size_ok(img.width() as usize, img.height() as usize, v.cfg.patch_size)
+            let img = image_io::load_rgb(path)
                 .map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
+            let img = image_io::limit_size(img, a.max_size);
+            vit_size_ok(
+                img.width() as usize,
+                img.height() as usize,
+                v.cfg.patch_size,
+            )
+            .map_err(|e| Failure::setup(format!("{}: {e}", path.display())))?;
             let t = image_io::rgb_to_tensor(&img, 1.0 / 255.0);
             Some(image_io::reflect_pad_multiple(&t, v.cfg.patch_size))
         }
         _ => None,
     };
 
-    let mut engine = Engine::new(gpu.as_ref(), &net, a.device == DeviceChoice::Auto, a.precision.unwrap_or(DEFAULT_PRECISION))?;
+    let mut engine = Engine::new(
+        gpu.as_ref(),
+        &net,
+        a.device == DeviceChoice::Auto,
+        a.precision.unwrap_or(DEFAULT_PRECISION),
+    )?;
     let precision = engine.precision();
     if let Some(note) = precision_note(a.precision, kind, engine.gpu.is_some()) {
         eprintln!("note: {note}");
     }
     match &net {
-        Net::Tnet(_) => eprintln!("model: {} ({}, {})", a.model.display(), kind.name(), precision.name()),
+        Net::Tnet(_) => eprintln!(
+            "model: {} ({}, {})",
+            a.model.display(),
+            kind.name(),
+            precision.name()
+        ),
         Net::Vit(v) => eprintln!(
             "model: {} (StyleViT: patch {}, dim {}, {} heads, {} blocks, ffn {}, {})",
-            a.model.display(), v.cfg.patch_size, v.cfg.embed_dim, v.cfg.num_heads, v.cfg.num_blocks, v.cfg.ffn_dim, precision.name()
+            a.model.display(),
+            v.cfg.patch_size,
+            v.cfg.embed_dim,
+            v.cfg.num_heads,
+            v.cfg.num_blocks,
+            v.cfg.ffn_dim,
+            precision.name()
         ),
     }
 
     if let Some(dir) = &plan.dir {
-        std::fs::create_dir_all(dir).map_err(|e| Failure::setup(format!("{}: cannot create the folder: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::setup(format!("{}: cannot create the folder: {e}", dir.display()))
+        })?;
     }
 
     let total = plan.items.len();
@@ -389,7 +510,10 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
         engine.stylize(&net, style.as_ref(), a.alpha, img, log)
     });
     if batch {
-        eprintln!("wrote {written} of {total} images to {}", plan.dest.display());
+        eprintln!(
+            "wrote {written} of {total} images to {}",
+            plan.dest.display()
+        );
     } else if written == 1 {
         eprintln!("wrote {}", plan.dest.display());
     }
@@ -409,8 +533,14 @@ mod tests {
     struct TmpDir(PathBuf);
     impl TmpDir {
         fn new(tag: &str) -> TmpDir {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            let p = std::env::temp_dir().join(format!("styleforge-unit-{tag}-{}-{nanos}", std::process::id()));
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let p = std::env::temp_dir().join(format!(
+                "styleforge-unit-{tag}-{}-{nanos}",
+                std::process::id()
+            ));
             std::fs::create_dir_all(&p).unwrap();
             TmpDir(p)
         }
@@ -422,14 +552,22 @@ mod tests {
     }
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }
 
     #[test]
     fn precision_notes_only_for_an_explicit_fp16_that_cannot_be_honoured() {
-        let (t, v, f16, f32) = (Kind::TransformerNet, Kind::StyleVit, Some(Precision::Fp16), Some(Precision::Fp32));
+        let (t, v, f16, f32) = (
+            Kind::TransformerNet,
+            Kind::StyleVit,
+            Some(Precision::Fp16),
+            Some(Precision::Fp32),
+        );
         // The default never nags; fp32 never needs a note.
         for kind in [t, v] {
             for gpu in [false, true] {
@@ -438,35 +576,61 @@ mod tests {
             }
         }
         assert_eq!(precision_note(f16, t, true), None);
-        assert!(precision_note(f16, t, false).is_some_and(|n| n.contains("CPU") && n.contains("fp32")));
+        assert!(
+            precision_note(f16, t, false).is_some_and(|n| n.contains("CPU") && n.contains("fp32"))
+        );
         for gpu in [false, true] {
-            assert!(precision_note(f16, v, gpu).is_some_and(|n| n.contains("StyleViT") && n.contains("fp32")));
+            assert!(precision_note(f16, v, gpu)
+                .is_some_and(|n| n.contains("StyleViT") && n.contains("fp32")));
         }
     }
 
     #[test]
     fn plan_batch_names_and_collisions() {
-        let files = vec![PathBuf::from("in/a.png"), PathBuf::from("in/b.jpg"), PathBuf::from("other/a.jpg")];
-        let p = plan(&files, true, Path::new("out"), None).map_err(|f| f.msg).unwrap();
+        let files = vec![
+            PathBuf::from("in/a.png"),
+            PathBuf::from("in/b.jpg"),
+            PathBuf::from("other/a.jpg"),
+        ];
+        let p = plan(&files, true, Path::new("out"), None)
+            .map_err(|f| f.msg)
+            .unwrap();
         assert_eq!(p.dir.as_deref(), Some(Path::new("out")));
-        assert_eq!(p.items[0].1.as_ref().unwrap(), &(PathBuf::from("out/a.png"), OutFormat::Png));
+        assert_eq!(
+            p.items[0].1.as_ref().unwrap(),
+            &(PathBuf::from("out/a.png"), OutFormat::Png)
+        );
         assert_eq!(p.items[1].1.as_ref().unwrap().0, PathBuf::from("out/b.png"));
         let e = p.items[2].1.as_ref().unwrap_err();
         assert!(e.contains("in/a.png"), "{e}");
-        let p = plan(&files[..1], true, Path::new("out"), Some(OutFormat::Jpg)).map_err(|f| f.msg).unwrap();
-        assert_eq!(p.items[0].1.as_ref().unwrap(), &(PathBuf::from("out/a.jpg"), OutFormat::Jpg));
+        let p = plan(&files[..1], true, Path::new("out"), Some(OutFormat::Jpg))
+            .map_err(|f| f.msg)
+            .unwrap();
+        assert_eq!(
+            p.items[0].1.as_ref().unwrap(),
+            &(PathBuf::from("out/a.jpg"), OutFormat::Jpg)
+        );
     }
 
     #[test]
     fn plan_single_output_format() {
         let files = vec![PathBuf::from("a.png")];
-        let p = plan(&files, false, Path::new("x/y.JPG"), None).map_err(|f| f.msg).unwrap();
-        assert_eq!(p.items[0].1.as_ref().unwrap(), &(PathBuf::from("x/y.JPG"), OutFormat::Jpg));
+        let p = plan(&files, false, Path::new("x/y.JPG"), None)
+            .map_err(|f| f.msg)
+            .unwrap();
+        assert_eq!(
+            p.items[0].1.as_ref().unwrap(),
+            &(PathBuf::from("x/y.JPG"), OutFormat::Jpg)
+        );
         assert_eq!(p.dir.as_deref(), Some(Path::new("x")));
-        let f = plan(&files, false, Path::new("y.unknown"), None).err().unwrap();
+        let f = plan(&files, false, Path::new("y.unknown"), None)
+            .err()
+            .unwrap();
         assert_eq!(f.code, 2);
         assert!(f.msg.contains("y.unknown"));
-        let p = plan(&files, false, Path::new("y.unknown"), Some(OutFormat::Bmp)).map_err(|f| f.msg).unwrap();
+        let p = plan(&files, false, Path::new("y.unknown"), Some(OutFormat::Bmp))
+            .map_err(|f| f.msg)
+            .unwrap();
         assert_eq!(p.items[0].1.as_ref().unwrap().1, OutFormat::Bmp);
     }
 
@@ -475,9 +639,13 @@ mod tests {
         let t = TmpDir::new("plan");
         let a = t.0.join("a.png");
         image::RgbImage::new(2, 2).save(&a).unwrap();
-        let p = plan(std::slice::from_ref(&a), true, &t.0, None).map_err(|f| f.msg).unwrap();
+        let p = plan(std::slice::from_ref(&a), true, &t.0, None)
+            .map_err(|f| f.msg)
+            .unwrap();
         assert!(p.items[0].1.as_ref().unwrap_err().contains("overwrite"));
-        let p = plan(std::slice::from_ref(&a), false, &a, None).map_err(|f| f.msg).unwrap();
+        let p = plan(std::slice::from_ref(&a), false, &a, None)
+            .map_err(|f| f.msg)
+            .unwrap();
         assert!(p.items[0].1.is_err());
         // An existing file given as the folder of a batch.
         let f = plan(&[a.clone(), a.clone()], true, &a, None).err().unwrap();

@@ -52,8 +52,11 @@ impl CudaGraph {
                 let r = body();
                 end_capture(main, r)?
             }
-            Err(direct) => capture_joined(gpu, body)
-                .map_err(|e| Error::Other(format!("{direct}; capturing through a side stream failed too: {e}")))?,
+            Err(direct) => capture_joined(gpu, body).map_err(|e| {
+                Error::Other(format!(
+                    "{direct}; capturing through a side stream failed too: {e}"
+                ))
+            })?,
         };
         let mut nodes = 0usize;
         // SAFETY: `graph` is a valid graph; a null node array asks only for the count, written to `nodes`.
@@ -61,7 +64,9 @@ impl CudaGraph {
         let mut exec: cu::CUgraphExec = ptr::null_mut();
         // SAFETY: `graph` is a valid graph and `exec` a valid out-pointer; flags 0 = default instantiation.
         let inst = unsafe { cu::cuGraphInstantiateWithFlags(&mut exec, graph, 0) };
-        if let Err(e) = check(counted, "counting graph nodes").and(check(inst, "instantiating the captured graph")) {
+        if let Err(e) = check(counted, "counting graph nodes")
+            .and(check(inst, "instantiating the captured graph"))
+        {
             if !exec.is_null() {
                 // SAFETY: `exec` came from cuGraphInstantiateWithFlags and is destroyed once, here.
                 unsafe { cu::cuGraphExecDestroy(exec) };
@@ -107,7 +112,12 @@ impl Drop for CudaGraph {
 fn begin_capture(stream: cu::CUstream) -> Result<()> {
     // SAFETY: the caller passes a live stream it borrows for the duration of the capture; the mode is a
     // valid enum value.
-    let r = unsafe { cu::cuStreamBeginCapture_v2(stream, cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) };
+    let r = unsafe {
+        cu::cuStreamBeginCapture_v2(
+            stream,
+            cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+        )
+    };
     check(r, "beginning a stream capture")
 }
 
@@ -117,7 +127,10 @@ fn end_capture(stream: cu::CUstream, body_result: Result<()>) -> Result<cu::CUgr
     let mut graph: cu::CUgraph = ptr::null_mut();
     // SAFETY: ends the capture begun on the same live stream; `graph` is a valid out-pointer.
     let end = unsafe { cu::cuStreamEndCapture(stream, &mut graph) };
-    let ended = check(end, "ending the stream capture (was it invalidated by a synchronising or legacy-stream call?)");
+    let ended = check(
+        end,
+        "ending the stream capture (was it invalidated by a synchronising or legacy-stream call?)",
+    );
     if let Err(e) = body_result.and(ended) {
         if !graph.is_null() {
             // SAFETY: `graph` was just returned by cuStreamEndCapture and is destroyed once, here.
@@ -138,16 +151,24 @@ impl RawEvent {
         let mut ev: cu::CUevent = ptr::null_mut();
         // SAFETY: `ev` is a valid out-pointer; the flag is a valid event flag. A context is current (the
         // caller holds a `Gpu`).
-        let r = unsafe { cu::cuEventCreate(&mut ev, cu::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32) };
+        let r = unsafe {
+            cu::cuEventCreate(&mut ev, cu::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32)
+        };
         check(r, "creating an event")?;
         Ok(RawEvent(ev))
     }
     /// Records the event on `on` and makes `waiter` wait for it.
     fn link(&self, on: cu::CUstream, waiter: cu::CUstream) -> Result<()> {
         // SAFETY: the event is live (owned by `self`); both streams are live streams borrowed by the caller.
-        check(unsafe { cu::cuEventRecord(self.0, on) }, "recording an event")?;
+        check(
+            unsafe { cu::cuEventRecord(self.0, on) },
+            "recording an event",
+        )?;
         // SAFETY: as above; flags 0 is the only defined value.
-        check(unsafe { cu::cuStreamWaitEvent(waiter, self.0, 0) }, "making a stream wait for an event")
+        check(
+            unsafe { cu::cuStreamWaitEvent(waiter, self.0, 0) },
+            "making a stream wait for an event",
+        )
     }
 }
 impl Drop for RawEvent {
@@ -164,7 +185,10 @@ fn capture_joined(gpu: &Gpu, body: impl FnOnce() -> Result<()>) -> Result<cu::CU
     let (s, main) = (side.as_inner(), gpu.stream().as_inner());
     begin_capture(s)?;
     let forked = fork.link(s, main);
-    let mut r = forked.as_ref().map(|_| ()).map_err(|e| Error::Other(e.to_string()));
+    let mut r = forked
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| Error::Other(e.to_string()));
     if r.is_ok() {
         r = body();
     }
@@ -179,15 +203,24 @@ impl Gpu {
     /// Queues a device-to-device copy of all of `src` into `dst` on the stream (no host synchronisation;
     /// capturable into a graph). Sizes must match.
     pub fn copy_device_async(&self, src: &DeviceTensor, dst: &mut DeviceTensor) -> Result<()> {
-        crate::error::ensure(src.bytes() == dst.bytes() && src.dtype == dst.dtype, "copy_device_async", || {
-            format!("{:?} {:?} into {:?} {:?}", src.dtype, src.shape, dst.dtype, dst.shape)
-        })?;
+        crate::error::ensure(
+            src.bytes() == dst.bytes() && src.dtype == dst.dtype,
+            "copy_device_async",
+            || {
+                format!(
+                    "{:?} {:?} into {:?} {:?}",
+                    src.dtype, src.shape, dst.dtype, dst.shape
+                )
+            },
+        )?;
         if src.bytes() == 0 || src.ptr() == dst.ptr() {
             return Ok(());
         }
         // SAFETY: both are live device allocations of at least `bytes` bytes (checked above: a tensor owns
         // at least its element count times the element size); the stream is live.
-        let r = unsafe { cu::cuMemcpyDtoDAsync_v2(dst.ptr(), src.ptr(), src.bytes(), self.stream().as_inner()) };
+        let r = unsafe {
+            cu::cuMemcpyDtoDAsync_v2(dst.ptr(), src.ptr(), src.bytes(), self.stream().as_inner())
+        };
         check(r, "queueing a device-to-device copy")
     }
 }

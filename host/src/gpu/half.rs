@@ -49,7 +49,10 @@ pub fn round_f16(v: f32) -> f32 {
 
 /// A host tensor with every element rounded to f16 (the values an f16 upload of it holds).
 pub fn round_tensor_f16(t: &models::Tensor) -> models::Tensor {
-    models::Tensor { shape: t.shape.clone(), data: t.data.iter().map(|&v| round_f16(v)).collect() }
+    models::Tensor {
+        shape: t.shape.clone(),
+        data: t.data.iter().map(|&v| round_f16(v)).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -79,7 +82,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_relative_error() {
-        for h in (0u16..0x7c00).step_by(7).chain([0x3555, 0x7bff, 0x0001, 0x03ff]) {
+        for h in (0u16..0x7c00)
+            .step_by(7)
+            .chain([0x3555, 0x7bff, 0x0001, 0x03ff])
+        {
             let v = f16_to_f32(h);
             assert_eq!(f32_to_f16(v), h, "{h:#x}");
             assert_eq!(f32_to_f16(-v), h | 0x8000, "-{h:#x}");
@@ -106,7 +112,10 @@ mod tests {
         // 1 + 3·2^-11 is halfway between 1 + 2^-10 (odd) and 1 + 2^-9: rounds up to even.
         assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
         // Just above halfway rounds up.
-        assert_eq!(f32_to_f16(f32::from_bits(1.0f32.to_bits() + 0x1001)), 0x3c01);
+        assert_eq!(
+            f32_to_f16(f32::from_bits(1.0f32.to_bits() + 0x1001)),
+            0x3c01
+        );
         // 65520 is halfway between 65504 and 65536 (= infinity): saturates to 65504.
         assert_eq!(f32_to_f16(65520.0), 0x7bff);
         assert_eq!(f32_to_f16(65519.0), 0x7bff);
@@ -127,7 +136,10 @@ mod tests {
             let v = f16_to_f32(h);
             if v.is_finite() {
                 let back = f32_to_f16(v);
-                assert!(back == h || (v == 0.0 && (back & 0x7fff) == 0), "{h:#06x} -> {v} -> {back:#06x}");
+                assert!(
+                    back == h || (v == 0.0 && (back & 0x7fff) == 0),
+                    "{h:#06x} -> {v} -> {back:#06x}"
+                );
             }
         }
         // Rounding error bound for normal values: half an ulp = 2^-11 relative.
@@ -139,8 +151,7 @@ mod tests {
     #[test]
     fn f16_matches_nearest_by_search() {
         // Brute force: the nearest half value (ties to even mantissa) for a sweep of f32 inputs.
-        let halves: Vec<(f32, u16)> =
-            (0u16..0x7c00).map(|h| (f16_to_f32(h), h)).collect();
+        let halves: Vec<(f32, u16)> = (0u16..0x7c00).map(|h| (f16_to_f32(h), h)).collect();
         let mut x = 1.0e-8f32;
         while x < 70000.0 {
             let want = {
@@ -152,7 +163,11 @@ mod tests {
                 } else {
                     let (lo, hi) = (halves[i - 1], halves[i]);
                     let (dl, dh) = (x - lo.0, hi.0 - x);
-                    if dl < dh || (dl == dh && lo.1 & 1 == 0) { lo.1 } else { hi.1 }
+                    if dl < dh || (dl == dh && lo.1 & 1 == 0) {
+                        lo.1
+                    } else {
+                        hi.1
+                    }
                 }
             };
             assert_eq!(f32_to_f16(x), want, "{x:e}");

@@ -42,8 +42,10 @@ impl Gpu {
 
     /// As [`Gpu::new`], with an explicit PTX path.
     pub fn with_ptx(ptx: Option<PathBuf>) -> Result<Self> {
-        cust::init(cust::CudaFlags::empty()).map_err(|e| Error::NoGpu(format!("driver init failed: {e}")))?;
-        let device = Device::get_device(0).map_err(|e| Error::NoGpu(format!("no device 0: {e}")))?;
+        cust::init(cust::CudaFlags::empty())
+            .map_err(|e| Error::NoGpu(format!("driver init failed: {e}")))?;
+        let device =
+            Device::get_device(0).map_err(|e| Error::NoGpu(format!("no device 0: {e}")))?;
         let ctx = Context::new(device).during("creating the CUDA context")?;
         let (ptx_path, text) = find_ptx(ptx)?;
         let module = Module::from_ptx(&text, &[])
@@ -73,7 +75,9 @@ impl Gpu {
 
     /// Waits for all work queued on the stream; surfaces asynchronous kernel faults.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().during("stream synchronize (a kernel may have faulted)")
+        self.stream
+            .synchronize()
+            .during("stream synchronize (a kernel may have faulted)")
     }
 
     /// Free and total device memory in bytes.
@@ -96,10 +100,12 @@ impl Gpu {
         shared_mem_bytes: u32,
         args: &[*mut c_void],
     ) -> Result<()> {
-        let f = self
-            .module
-            .get_function(name)
-            .map_err(|e| Error::Ptx(format!("kernel `{name}` is not in {}: {e}", self.ptx_path.display())))?;
+        let f = self.module.get_function(name).map_err(|e| {
+            Error::Ptx(format!(
+                "kernel `{name}` is not in {}: {e}",
+                self.ptx_path.display()
+            ))
+        })?;
         if shared_mem_bytes > 48 * 1024 {
             // Opt in to more than 48 KB of dynamic shared memory.
             let r = cust::sys::cuFuncSetAttribute(
@@ -108,19 +114,37 @@ impl Gpu {
                 shared_mem_bytes as i32,
             );
             if r != cust::sys::cudaError_enum::CUDA_SUCCESS {
-                return Err(Error::Shape { op: "launch", msg: format!("{name}: {shared_mem_bytes} B of shared memory refused ({r:?})") });
+                return Err(Error::Shape {
+                    op: "launch",
+                    msg: format!("{name}: {shared_mem_bytes} B of shared memory refused ({r:?})"),
+                });
             }
         }
-        let max_threads = f.get_attribute(FunctionAttribute::MaxThreadsPerBlock).during("reading kernel attributes")?;
+        let max_threads = f
+            .get_attribute(FunctionAttribute::MaxThreadsPerBlock)
+            .during("reading kernel attributes")?;
         let threads = block.0 * block.1 * block.2;
-        if threads == 0 || threads as i32 > max_threads || grid.0 == 0 || grid.1 == 0 || grid.2 == 0 || grid.1 > 65535 || grid.2 > 65535 {
+        if threads == 0
+            || threads as i32 > max_threads
+            || grid.0 == 0
+            || grid.1 == 0
+            || grid.2 == 0
+            || grid.1 > 65535
+            || grid.2 > 65535
+        {
             return Err(Error::Shape {
                 op: "launch",
                 msg: format!("{name}: grid {grid:?} x block {block:?} is not launchable (max {max_threads} threads per block)"),
             });
         }
         self.stream
-            .launch(&f, GridSize::xyz(grid.0, grid.1, grid.2), BlockSize::xyz(block.0, block.1, block.2), shared_mem_bytes, args)
+            .launch(
+                &f,
+                GridSize::xyz(grid.0, grid.1, grid.2),
+                BlockSize::xyz(block.0, block.1, block.2),
+                shared_mem_bytes,
+                args,
+            )
             .during(format!("launching {name}"))
     }
 

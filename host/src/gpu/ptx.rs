@@ -18,7 +18,10 @@ pub fn find_ptx(explicit: Option<PathBuf>) -> Result<(PathBuf, String)> {
     } else if let Some(p) = std::env::var_os("STYLEFORGE_PTX") {
         candidates.push(PathBuf::from(p));
     } else {
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.to_path_buf())) {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.to_path_buf()))
+        {
             candidates.push(dir.join(PTX_FILE));
         }
         candidates.push(PathBuf::from(env!("STYLEFORGE_DEFAULT_PTX")));
@@ -30,9 +33,14 @@ pub fn find_ptx(explicit: Option<PathBuf>) -> Result<(PathBuf, String)> {
             candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         )));
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Ptx(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Ptx(format!("{}: {e}", path.display())))?;
     let expected = env!("STYLEFORGE_KERNELS_HASH");
-    let found = text.lines().next().and_then(|l| l.strip_prefix(PTX_HASH_PREFIX)).map(str::trim);
+    let found = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(PTX_HASH_PREFIX))
+        .map(str::trim);
     match found {
         Some(h) if h == expected => Ok((path, text)),
         Some(h) => Err(Error::Ptx(format!(

@@ -44,9 +44,17 @@ impl DeviceTensor {
     pub fn empty(shape: &[usize], dtype: DType, layout: Layout) -> Result<Self> {
         let bytes = shape.iter().product::<usize>() * dtype.size();
         // SAFETY: u8 has no invalid bit patterns; the contents are written by a kernel or a copy before use.
-        let buf = unsafe { DeviceBuffer::uninitialized(bytes.max(1)) }
-            .map_err(|e| Error::Cuda { what: format!("allocating {bytes} bytes for {shape:?}"), source: e })?;
-        Ok(DeviceTensor { buf, shape: shape.to_vec(), dtype, layout })
+        let buf =
+            unsafe { DeviceBuffer::uninitialized(bytes.max(1)) }.map_err(|e| Error::Cuda {
+                what: format!("allocating {bytes} bytes for {shape:?}"),
+                source: e,
+            })?;
+        Ok(DeviceTensor {
+            buf,
+            shape: shape.to_vec(),
+            dtype,
+            layout,
+        })
     }
 
     /// Copies a host f32 slice to a new device tensor.
@@ -68,20 +76,34 @@ impl DeviceTensor {
         })?;
         let t = Self::empty(shape, DType::F16, layout)?;
         if n > 0 {
-            let bytes: Vec<u8> = data.iter().flat_map(|&v| super::half::f32_to_f16(v).to_le_bytes()).collect();
-            t.buf.index(..bytes.len()).copy_from(&bytes[..]).during("copying to the device")?;
+            let bytes: Vec<u8> = data
+                .iter()
+                .flat_map(|&v| super::half::f32_to_f16(v).to_le_bytes())
+                .collect();
+            t.buf
+                .index(..bytes.len())
+                .copy_from(&bytes[..])
+                .during("copying to the device")?;
         }
         Ok(t)
     }
 
     /// Copies this f16 tensor to the host as f32 values (exact); blocking, like [`Self::to_vec_f32`].
     pub fn to_vec_f16_as_f32(&self) -> Result<Vec<f32>> {
-        crate::error::ensure(self.dtype == DType::F16, "to_vec_f16_as_f32", || format!("tensor is {:?}", self.dtype))?;
+        crate::error::ensure(self.dtype == DType::F16, "to_vec_f16_as_f32", || {
+            format!("tensor is {:?}", self.dtype)
+        })?;
         let mut bytes = vec![0u8; self.numel() * 2];
         if !bytes.is_empty() {
-            self.buf.index(..bytes.len()).copy_to(&mut bytes[..]).during("copying to the host")?;
+            self.buf
+                .index(..bytes.len())
+                .copy_to(&mut bytes[..])
+                .during("copying to the host")?;
         }
-        Ok(bytes.chunks_exact(2).map(|b| super::half::f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect())
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|b| super::half::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect())
     }
 
     /// Uploads a host tensor as row-major f16 (GEMM operands), same shape.
@@ -95,31 +117,51 @@ impl DeviceTensor {
 
     /// Copies host data into this (f32) tensor; blocking.
     pub fn copy_from_f32(&mut self, data: &[f32]) -> Result<()> {
-        crate::error::ensure(self.dtype == DType::F32 && data.len() == self.numel(), "copy_from_f32", || {
-            format!("{:?} tensor of {} elements, {} given", self.dtype, self.numel(), data.len())
-        })?;
+        crate::error::ensure(
+            self.dtype == DType::F32 && data.len() == self.numel(),
+            "copy_from_f32",
+            || {
+                format!(
+                    "{:?} tensor of {} elements, {} given",
+                    self.dtype,
+                    self.numel(),
+                    data.len()
+                )
+            },
+        )?;
         if data.is_empty() {
             return Ok(());
         }
         let bytes: &[u8] = f32_bytes(data);
-        self.buf.index(..bytes.len()).copy_from(bytes).during("copying to the device")
+        self.buf
+            .index(..bytes.len())
+            .copy_from(bytes)
+            .during("copying to the device")
     }
 
     /// Copies this (f32) tensor to the host; blocking, ordered after the work queued on the StyleForge stream
     /// (call [`crate::Gpu::synchronize`] first anyway to get a kernel fault reported as such).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        crate::error::ensure(self.dtype == DType::F32, "to_vec_f32", || format!("tensor is {:?}", self.dtype))?;
+        crate::error::ensure(self.dtype == DType::F32, "to_vec_f32", || {
+            format!("tensor is {:?}", self.dtype)
+        })?;
         let mut out = vec![0f32; self.numel()];
         if out.is_empty() {
             return Ok(out);
         }
         let bytes = f32_bytes_mut(&mut out);
-        self.buf.index(..bytes.len()).copy_to(bytes).during("copying to the host")?;
+        self.buf
+            .index(..bytes.len())
+            .copy_to(bytes)
+            .during("copying to the host")?;
         Ok(out)
     }
 
     pub fn to_host(&self) -> Result<models::tensor::Tensor> {
-        Ok(models::tensor::Tensor { shape: self.shape.clone(), data: self.to_vec_f32()? })
+        Ok(models::tensor::Tensor {
+            shape: self.shape.clone(),
+            data: self.to_vec_f32()?,
+        })
     }
 
     pub fn numel(&self) -> usize {
@@ -138,7 +180,9 @@ impl DeviceTensor {
     /// Reinterprets the shape (same element count).
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
-        crate::error::ensure(n == self.numel(), "reshape", || format!("{:?} -> {shape:?}", self.shape))?;
+        crate::error::ensure(n == self.numel(), "reshape", || {
+            format!("{:?} -> {shape:?}", self.shape)
+        })?;
         self.shape = shape.to_vec();
         Ok(self)
     }

@@ -17,7 +17,7 @@ use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DeviceTensor, Gpu, Layout};
-use crate::nets::transformer_net::LayerCost;
+use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention::{attention_qkv, HEAD_DIMS};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, linear_gelu};
@@ -51,9 +51,18 @@ struct BlockW {
 impl BlockW {
     fn new(b: &models::style_vit::Block) -> Result<Self> {
         Ok(BlockW {
-            w_qkv: mat(&b.w_qkv)?, b_qkv: mat(&b.b_qkv)?, w_out: mat(&b.w_out)?, b_out: mat(&b.b_out)?,
-            fc1_w: mat(&b.fc1_w)?, fc1_b: mat(&b.fc1_b)?, fc2_w: mat(&b.fc2_w)?, fc2_b: mat(&b.fc2_b)?,
-            n1_w: mat(&b.norm1_w)?, n1_b: mat(&b.norm1_b)?, n2_w: mat(&b.norm2_w)?, n2_b: mat(&b.norm2_b)?,
+            w_qkv: mat(&b.w_qkv)?,
+            b_qkv: mat(&b.b_qkv)?,
+            w_out: mat(&b.w_out)?,
+            b_out: mat(&b.b_out)?,
+            fc1_w: mat(&b.fc1_w)?,
+            fc1_b: mat(&b.fc1_b)?,
+            fc2_w: mat(&b.fc2_w)?,
+            fc2_b: mat(&b.fc2_b)?,
+            n1_w: mat(&b.norm1_w)?,
+            n1_b: mat(&b.norm1_b)?,
+            n2_w: mat(&b.norm2_w)?,
+            n2_b: mat(&b.norm2_b)?,
         })
     }
 }
@@ -73,7 +82,8 @@ struct Seq {
 impl Seq {
     fn new(cfg: &StyleVitConfig, b: usize, n: usize) -> Result<Self> {
         let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
-        let e = |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::RowMajor);
+        let e =
+            |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::RowMajor);
         Ok(Seq {
             cols: e(&[b * n, 3 * p * p])?,
             pos: mat(&models::ops::sinusoidal(n, d))?,
@@ -139,14 +149,27 @@ impl<'g> GpuStyleVit<'g> {
     pub fn new(gpu: &'g Gpu, net: &StyleVit) -> Result<Self> {
         let cfg = net.cfg;
         let (p, d) = (cfg.patch_size, cfg.embed_dim);
-        ensure(p > 0 && cfg.num_heads > 0 && d.is_multiple_of(cfg.num_heads), OP, || format!("bad config {cfg:?}"))?;
+        ensure(
+            p > 0 && cfg.num_heads > 0 && d.is_multiple_of(cfg.num_heads),
+            OP,
+            || format!("bad config {cfg:?}"),
+        )?;
         let dh = d / cfg.num_heads;
-        ensure(HEAD_DIMS.contains(&dh), OP, || format!("head_dim {dh} is not supported (only {HEAD_DIMS:?})"))?;
+        ensure(HEAD_DIMS.contains(&dh), OP, || {
+            format!("head_dim {dh} is not supported (only {HEAD_DIMS:?})")
+        })?;
         ensure(net.patch_w.numel() == d * 3 * p * p, OP, || {
-            format!("patch weight {:?} is not [{d}, 3, {p}, {p}]", net.patch_w.shape)
+            format!(
+                "patch weight {:?} is not [{d}, 3, {p}, {p}]",
+                net.patch_w.shape
+            )
         })?;
         ensure(net.to_pixels_w.shape == [3 * p * p, d], OP, || {
-            format!("to_pixels weight {:?} is not [{}, {d}]", net.to_pixels_w.shape, 3 * p * p)
+            format!(
+                "to_pixels weight {:?} is not [{}, {d}]",
+                net.to_pixels_w.shape,
+                3 * p * p
+            )
         })?;
         Ok(GpuStyleVit {
             gpu,
@@ -177,7 +200,9 @@ impl<'g> GpuStyleVit<'g> {
         let p = self.cfg.patch_size;
         let (b, hp, wp) = patch_grid(content, p)?;
         let (bs, hps, wps) = patch_grid(style, p)?;
-        ensure(bs == b || bs == 1, OP, || format!("style batch {bs} must be 1 or the content batch {b}"))?;
+        ensure(bs == b || bs == 1, OP, || {
+            format!("style batch {bs} must be 1 or the content batch {b}")
+        })?;
         let e = |shape: &[usize]| DeviceTensor::empty(shape, crate::gpu::DType::F32, Layout::Nchw);
         self.bufs = Some(Bufs {
             graph: None,
@@ -185,7 +210,11 @@ impl<'g> GpuStyleVit<'g> {
             sin: e(style)?,
             content: Seq::new(&self.cfg, b, hp * wp)?,
             style: Seq::new(&self.cfg, bs, hps * wps)?,
-            pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], crate::gpu::DType::F32, Layout::RowMajor)?,
+            pix: DeviceTensor::empty(
+                &[b, hp * wp, 3 * p * p],
+                crate::gpu::DType::F32,
+                Layout::RowMajor,
+            )?,
             img: e(content)?,
             img2: e(content)?,
             out: e(content)?,
@@ -217,16 +246,33 @@ impl<'g> GpuStyleVit<'g> {
 
     /// Node count of the graph captured for the current shapes, if there is one.
     pub fn graph_nodes(&self) -> Option<usize> {
-        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(|(g, _)| g.node_count())
+        self.bufs
+            .as_ref()
+            .and_then(|b| b.graph.as_ref())
+            .map(|(g, _)| g.node_count())
     }
 
     /// Queues the forward pass on the stream with no host sync; content [B, 3, H, W], style [B or 1, 3, Hs, Ws]
     /// (multiples of the patch size). Returns the output buffer [B, 3, H, W].
-    pub fn forward_device(&mut self, content: &DeviceTensor, style: &DeviceTensor, alpha: f32) -> Result<&DeviceTensor> {
-        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
-        ensure(content.dtype == crate::gpu::DType::F32 && style.dtype == crate::gpu::DType::F32, OP, || {
-            format!("inputs must be f32, got {:?} and {:?}", content.dtype, style.dtype)
+    pub fn forward_device(
+        &mut self,
+        content: &DeviceTensor,
+        style: &DeviceTensor,
+        alpha: f32,
+    ) -> Result<&DeviceTensor> {
+        ensure(alpha.is_finite(), OP, || {
+            format!("alpha {alpha} is not finite")
         })?;
+        ensure(
+            content.dtype == crate::gpu::DType::F32 && style.dtype == crate::gpu::DType::F32,
+            OP,
+            || {
+                format!(
+                    "inputs must be f32, got {:?} and {:?}",
+                    content.dtype, style.dtype
+                )
+            },
+        )?;
         self.ensure_bufs(&content.shape, &style.shape)?;
         self.run(Some((content, style)), alpha)?;
         self.output()
@@ -241,7 +287,9 @@ impl<'g> GpuStyleVit<'g> {
         alpha: f32,
         mark: &mut dyn FnMut(&'static str) -> Result<()>,
     ) -> Result<&DeviceTensor> {
-        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        ensure(alpha.is_finite(), OP, || {
+            format!("alpha {alpha} is not finite")
+        })?;
         self.ensure_bufs(&content.shape, &style.shape)?;
         self.queue(Some((content, style)), alpha, mark)?;
         self.output()
@@ -251,7 +299,11 @@ impl<'g> GpuStyleVit<'g> {
     /// once) of each stage of [`Self::forward_device_marked`] for these input shapes.
     pub fn layer_costs(&self, content: &[usize], style: &[usize]) -> Result<Vec<LayerCost>> {
         let cfg = self.cfg;
-        let (p, d, f) = (cfg.patch_size as f64, cfg.embed_dim as f64, cfg.ffn_dim as f64);
+        let (p, d, f) = (
+            cfg.patch_size as f64,
+            cfg.embed_dim as f64,
+            cfg.ffn_dim as f64,
+        );
         let (b, hp, wp) = patch_grid(content, cfg.patch_size)?;
         let (bs, hps, wps) = patch_grid(style, cfg.patch_size)?;
         let k = 3.0 * p * p;
@@ -277,21 +329,40 @@ impl<'g> GpuStyleVit<'g> {
         };
         let (nc, ns) = (hp * wp, hps * wps);
         let mut v = Vec::new();
-        for (name, (flops, bytes)) in [("content encoder", encoder(b, nc)), ("style encoder", encoder(bs, ns))] {
-            v.push(LayerCost { name, flops, bytes });
+        for (name, (flops, bytes)) in [
+            ("content encoder", encoder(b, nc)),
+            ("style encoder", encoder(bs, ns)),
+        ] {
+            v.push(LayerCost {
+                name,
+                kind: OpKind::Other,
+                flops,
+                bytes,
+            });
         }
         let (mc, ms) = ((b * nc) as f64, (bs * ns) as f64);
-        v.push(LayerCost { name: "adain", flops: 0.0, bytes: 4.0 * d * (2.0 * mc + ms) });
+        v.push(LayerCost {
+            name: "adain",
+            kind: OpKind::Norm,
+            flops: 0.0,
+            bytes: 4.0 * d * (2.0 * mc + ms),
+        });
         let (mut fl, mut by) = (0.0, 0.0);
         for _ in &self.decoder {
             let (x, y) = block(b, nc);
             fl += x;
             by += y;
         }
-        v.push(LayerCost { name: "decoder", flops: fl, bytes: by });
+        v.push(LayerCost {
+            name: "decoder",
+            kind: OpKind::Other,
+            flops: fl,
+            bytes: by,
+        });
         let px = (b * content[2] * content[3]) as f64;
         v.push(LayerCost {
             name: "to_pixels+tail",
+            kind: OpKind::Other,
             flops: 2.0 * mc * d * k + 2.0 * px * 3.0 * 27.0 + 2.0 * px * 9.0,
             bytes: 4.0 * (mc * d + 2.0 * mc * k + 2.0 * px * 3.0 * 3.0 + d * k),
         });
@@ -325,10 +396,16 @@ impl<'g> GpuStyleVit<'g> {
         self.queue(inputs, alpha, &mut |_| Ok(()))
     }
 
-    fn run_graph(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+    fn run_graph(
+        &mut self,
+        inputs: Option<(&DeviceTensor, &DeviceTensor)>,
+        alpha: f32,
+    ) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+            return Err(Error::Other(
+                "GpuStyleVit: buffers missing after allocation".into(),
+            ));
         };
         if let Some((c, s)) = inputs {
             // Ordered on the stream before the replay; no-ops when the inputs are the staging buffers.
@@ -353,27 +430,58 @@ impl<'g> GpuStyleVit<'g> {
             // captured with (dropped together, the graph first); the weights are owned by `self`; `gpu`
             // is the GPU the capture used.
             Some((g, _)) => unsafe { g.launch(gpu) },
-            None => Err(Error::Other("GpuStyleVit: graph missing after capture".into())),
+            None => Err(Error::Other(
+                "GpuStyleVit: graph missing after capture".into(),
+            )),
         }
     }
 
     /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`).
-    fn queue(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
+    fn queue(
+        &mut self,
+        inputs: Option<(&DeviceTensor, &DeviceTensor)>,
+        alpha: f32,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
         let gpu = self.gpu;
         let cfg = self.cfg;
         let p = cfg.patch_size;
         let heads = cfg.num_heads;
         let Some(bufs) = self.bufs.as_mut() else {
-            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+            return Err(Error::Other(
+                "GpuStyleVit: buffers missing after allocation".into(),
+            ));
         };
-        let Bufs { cin, sin, content: cseq, style: sseq, pix, img, img2, out, .. } = bufs;
+        let Bufs {
+            cin,
+            sin,
+            content: cseq,
+            style: sseq,
+            pix,
+            img,
+            img2,
+            out,
+            ..
+        } = bufs;
         let (content, style): (&DeviceTensor, &DeviceTensor) = match inputs {
             Some(io) => io,
             None => (cin, sin),
         };
         let (_, hp, wp) = patch_grid(&content.shape, p)?;
-        for (img, seq, name) in [(content, &mut *cseq, "content encoder"), (style, &mut *sseq, "style encoder")] {
-            patch_embed(gpu, img, &self.patch_w, &self.patch_b, Some(&seq.pos), p, &mut seq.cols, &mut seq.x)?;
+        for (img, seq, name) in [
+            (content, &mut *cseq, "content encoder"),
+            (style, &mut *sseq, "style encoder"),
+        ] {
+            patch_embed(
+                gpu,
+                img,
+                &self.patch_w,
+                &self.patch_b,
+                Some(&seq.pos),
+                p,
+                &mut seq.cols,
+                &mut seq.x,
+            )?;
             for w in &self.encoder {
                 seq.block(gpu, w, heads)?;
             }
@@ -389,17 +497,30 @@ impl<'g> GpuStyleVit<'g> {
         mark("decoder")?;
         linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), pix)?;
         unpatch(gpu, pix, hp, wp, p, img)?;
-        crate::ops::conv2d::conv2d(gpu, img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, img2)?;
+        crate::ops::conv2d::conv2d(
+            gpu,
+            img,
+            &self.final0_w,
+            Some(&self.final0_b),
+            1,
+            Padding::Zero(1),
+            1,
+            img2,
+        )?;
         relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
         mark("to_pixels+tail")
     }
 
     /// Host tensors in, host tensor out (uploads, runs, synchronises, downloads).
     pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
-        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        ensure(alpha.is_finite(), OP, || {
+            format!("alpha {alpha} is not finite")
+        })?;
         self.ensure_bufs(&content.shape, &style.shape)?;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(Error::Other("GpuStyleVit: buffers missing after allocation".into()));
+            return Err(Error::Other(
+                "GpuStyleVit: buffers missing after allocation".into(),
+            ));
         };
         // Blocking copies on the legacy stream: they wait for earlier work on our (blocking) stream, and
         // our stream's later work waits for them.

@@ -17,7 +17,7 @@ use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
-use crate::nets::transformer_net::LayerCost;
+use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
 use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
 use crate::ops::patch::{patch_embed, patch_grid, relu_conv1x1, unpatch};
@@ -47,9 +47,18 @@ struct BlockW {
 impl BlockW {
     fn new(b: &models::style_vit::Block) -> Result<Self> {
         Ok(BlockW {
-            w_qkv: DeviceTensor::from_host_f16(&b.w_qkv)?, b_qkv: mat(&b.b_qkv)?, w_out: DeviceTensor::from_host_f16(&b.w_out)?, b_out: mat(&b.b_out)?,
-            fc1_w: DeviceTensor::from_host_f16(&b.fc1_w)?, fc1_b: mat(&b.fc1_b)?, fc2_w: DeviceTensor::from_host_f16(&b.fc2_w)?, fc2_b: mat(&b.fc2_b)?,
-            n1_w: mat(&b.norm1_w)?, n1_b: mat(&b.norm1_b)?, n2_w: mat(&b.norm2_w)?, n2_b: mat(&b.norm2_b)?,
+            w_qkv: DeviceTensor::from_host_f16(&b.w_qkv)?,
+            b_qkv: mat(&b.b_qkv)?,
+            w_out: DeviceTensor::from_host_f16(&b.w_out)?,
+            b_out: mat(&b.b_out)?,
+            fc1_w: DeviceTensor::from_host_f16(&b.fc1_w)?,
+            fc1_b: mat(&b.fc1_b)?,
+            fc2_w: DeviceTensor::from_host_f16(&b.fc2_w)?,
+            fc2_b: mat(&b.fc2_b)?,
+            n1_w: mat(&b.norm1_w)?,
+            n1_b: mat(&b.norm1_b)?,
+            n2_w: mat(&b.norm2_w)?,
+            n2_b: mat(&b.norm2_b)?,
         })
     }
 }
@@ -87,21 +96,130 @@ impl Seq {
         })
     }
 
-    /// One post-norm block; input in `x` and `x16`, output there too.
-    fn block(&mut self, gpu: &Gpu, w: &BlockW, heads: usize) -> Result<()> {
-        let bias = |b| EpilogueTc { bias: Some(b), ..Default::default() };
-        linear_tc(gpu, &self.x16, &w.w_qkv, bias(&w.b_qkv), None, Some(&mut self.qkv16))?;
+    /// One post-norm block; input in `x` and `x16`, output there too. Calls `mark(names[i])` after
+    /// each of its [`BLOCK_OPS`] ops is queued.
+    fn block(
+        &mut self,
+        gpu: &Gpu,
+        w: &BlockW,
+        heads: usize,
+        names: &[&'static str; 7],
+        mark: Mark,
+    ) -> Result<()> {
+        let bias = |b| EpilogueTc {
+            bias: Some(b),
+            ..Default::default()
+        };
+        linear_tc(
+            gpu,
+            &self.x16,
+            &w.w_qkv,
+            bias(&w.b_qkv),
+            None,
+            Some(&mut self.qkv16),
+        )?;
+        mark(names[0])?;
         attention_tc_qkv(gpu, &self.qkv16, heads, &mut self.a16)?;
-        let ep = EpilogueTc { bias: Some(&w.b_out), gelu: false, residual: Some(&self.x) };
+        mark(names[1])?;
+        let ep = EpilogueTc {
+            bias: Some(&w.b_out),
+            gelu: false,
+            residual: Some(&self.x),
+        };
         linear_tc(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t), None)?;
-        layer_norm_f16(gpu, &self.t, None, &w.n1_w, &w.n1_b, Some(&mut self.x2), &mut self.x2_16)?;
-        let ep = EpilogueTc { bias: Some(&w.fc1_b), gelu: true, residual: None };
+        mark(names[2])?;
+        layer_norm_f16(
+            gpu,
+            &self.t,
+            None,
+            &w.n1_w,
+            &w.n1_b,
+            Some(&mut self.x2),
+            &mut self.x2_16,
+        )?;
+        mark(names[3])?;
+        let ep = EpilogueTc {
+            bias: Some(&w.fc1_b),
+            gelu: true,
+            residual: None,
+        };
         linear_tc(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16))?;
-        let ep = EpilogueTc { bias: Some(&w.fc2_b), gelu: false, residual: Some(&self.x2) };
+        mark(names[4])?;
+        let ep = EpilogueTc {
+            bias: Some(&w.fc2_b),
+            gelu: false,
+            residual: Some(&self.x2),
+        };
         linear_tc(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t), None)?;
-        layer_norm_f16(gpu, &self.t, None, &w.n2_w, &w.n2_b, Some(&mut self.x), &mut self.x16)
+        mark(names[5])?;
+        layer_norm_f16(
+            gpu,
+            &self.t,
+            None,
+            &w.n2_w,
+            &w.n2_b,
+            Some(&mut self.x),
+            &mut self.x16,
+        )?;
+        mark(names[6])
     }
 }
+
+/// The callback of [`GpuStyleVitFast::forward_device_marked`].
+type Mark<'a> = &'a mut dyn FnMut(&'static str) -> Result<()>;
+
+/// The kinds of a block's seven ops, in queue order: qkv GEMM, attention, out-projection GEMM (+ residual),
+/// LayerNorm, fc1 GEMM (+ GELU), fc2 GEMM (+ residual), LayerNorm.
+const BLOCK_OPS: [OpKind; 7] = [
+    OpKind::Gemm,
+    OpKind::Attention,
+    OpKind::Gemm,
+    OpKind::Norm,
+    OpKind::Gemm,
+    OpKind::Gemm,
+    OpKind::Norm,
+];
+
+/// Per-op names that [`GpuStyleVitFast::forward_device_marked`] reports, per stage (the same name for the
+/// same op of every block: `bench --layers` sums them).
+struct StageNames {
+    patch: &'static str,
+    block: [&'static str; 7],
+}
+
+const CONTENT_OPS: StageNames = StageNames {
+    patch: "content patch",
+    block: [
+        "content qkv",
+        "content attention",
+        "content out+res",
+        "content norm1",
+        "content fc1+gelu",
+        "content fc2+res",
+        "content norm2",
+    ],
+};
+const STYLE_OPS: StageNames = StageNames {
+    patch: "style patch",
+    block: [
+        "style qkv",
+        "style attention",
+        "style out+res",
+        "style norm1",
+        "style fc1+gelu",
+        "style fc2+res",
+        "style norm2",
+    ],
+};
+const DECODER_OPS: [&str; 7] = [
+    "decoder qkv",
+    "decoder attention",
+    "decoder out+res",
+    "decoder norm1",
+    "decoder fc1+gelu",
+    "decoder fc2+res",
+    "decoder norm2",
+];
 
 /// Buffers for one (content shape, style shape).
 struct Bufs {
@@ -147,15 +265,30 @@ impl<'g> GpuStyleVitFast<'g> {
     pub fn new(gpu: &'g Gpu, net: &StyleVit) -> Result<Self> {
         let cfg = net.cfg;
         let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
-        ensure(p > 0 && cfg.num_heads > 0 && d.is_multiple_of(cfg.num_heads), OP, || format!("bad config {cfg:?}"))?;
+        ensure(
+            p > 0 && cfg.num_heads > 0 && d.is_multiple_of(cfg.num_heads),
+            OP,
+            || format!("bad config {cfg:?}"),
+        )?;
         let dh = d / cfg.num_heads;
-        ensure(HEAD_DIMS.contains(&dh), OP, || format!("head_dim {dh} is not supported (only {HEAD_DIMS:?})"))?;
-        ensure(d.is_multiple_of(8) && f.is_multiple_of(8), OP, || format!("embed dim {d} and ffn dim {f} must be multiples of 8"))?;
+        ensure(HEAD_DIMS.contains(&dh), OP, || {
+            format!("head_dim {dh} is not supported (only {HEAD_DIMS:?})")
+        })?;
+        ensure(d.is_multiple_of(8) && f.is_multiple_of(8), OP, || {
+            format!("embed dim {d} and ffn dim {f} must be multiples of 8")
+        })?;
         ensure(net.patch_w.numel() == d * 3 * p * p, OP, || {
-            format!("patch weight {:?} is not [{d}, 3, {p}, {p}]", net.patch_w.shape)
+            format!(
+                "patch weight {:?} is not [{d}, 3, {p}, {p}]",
+                net.patch_w.shape
+            )
         })?;
         ensure(net.to_pixels_w.shape == [3 * p * p, d], OP, || {
-            format!("to_pixels weight {:?} is not [{}, {d}]", net.to_pixels_w.shape, 3 * p * p)
+            format!(
+                "to_pixels weight {:?} is not [{}, {d}]",
+                net.to_pixels_w.shape,
+                3 * p * p
+            )
         })?;
         Ok(GpuStyleVitFast {
             gpu,
@@ -166,9 +299,17 @@ impl<'g> GpuStyleVitFast<'g> {
             decoder: net.decoder.iter().map(BlockW::new).collect::<Result<_>>()?,
             to_pixels_w: DeviceTensor::from_host_f16(&net.to_pixels_w)?,
             to_pixels_b: mat(&net.to_pixels_b)?,
-            final0_w: DeviceTensor::from_f32(&net.final0_w.shape, &net.final0_w.data, Layout::Nchw)?,
+            final0_w: DeviceTensor::from_f32(
+                &net.final0_w.shape,
+                &net.final0_w.data,
+                Layout::Nchw,
+            )?,
             final0_b: mat(&net.final0_b)?,
-            final2_w: DeviceTensor::from_f32(&net.final2_w.shape, &net.final2_w.data, Layout::Nchw)?,
+            final2_w: DeviceTensor::from_f32(
+                &net.final2_w.shape,
+                &net.final2_w.data,
+                Layout::Nchw,
+            )?,
             final2_b: mat(&net.final2_b)?,
             bufs: None,
             use_graph: true,
@@ -186,7 +327,9 @@ impl<'g> GpuStyleVitFast<'g> {
         let p = self.cfg.patch_size;
         let (b, hp, wp) = patch_grid(content, p)?;
         let (bs, hps, wps) = patch_grid(style, p)?;
-        ensure(bs == b || bs == 1, OP, || format!("style batch {bs} must be 1 or the content batch {b}"))?;
+        ensure(bs == b || bs == 1, OP, || {
+            format!("style batch {bs} must be 1 or the content batch {b}")
+        })?;
         let e = |shape: &[usize]| DeviceTensor::empty(shape, DType::F32, Layout::Nchw);
         self.bufs = Some(Bufs {
             graph: None,
@@ -226,23 +369,41 @@ impl<'g> GpuStyleVitFast<'g> {
 
     /// Node count of the graph captured for the current shapes, if there is one.
     pub fn graph_nodes(&self) -> Option<usize> {
-        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(|(g, _)| g.node_count())
+        self.bufs
+            .as_ref()
+            .and_then(|b| b.graph.as_ref())
+            .map(|(g, _)| g.node_count())
     }
 
     /// Queues the forward pass on the stream with no host sync; content [B, 3, H, W], style [B or 1, 3,
     /// Hs, Ws] f32 (multiples of the patch size). Returns the output buffer [B, 3, H, W] (f32).
-    pub fn forward_device(&mut self, content: &DeviceTensor, style: &DeviceTensor, alpha: f32) -> Result<&DeviceTensor> {
-        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
-        ensure(content.dtype == DType::F32 && style.dtype == DType::F32, OP, || {
-            format!("inputs must be f32, got {:?} and {:?}", content.dtype, style.dtype)
+    pub fn forward_device(
+        &mut self,
+        content: &DeviceTensor,
+        style: &DeviceTensor,
+        alpha: f32,
+    ) -> Result<&DeviceTensor> {
+        ensure(alpha.is_finite(), OP, || {
+            format!("alpha {alpha} is not finite")
         })?;
+        ensure(
+            content.dtype == DType::F32 && style.dtype == DType::F32,
+            OP,
+            || {
+                format!(
+                    "inputs must be f32, got {:?} and {:?}",
+                    content.dtype, style.dtype
+                )
+            },
+        )?;
         self.ensure_bufs(&content.shape, &style.shape)?;
         self.run(Some((content, style)), alpha)?;
         self.output()
     }
 
-    /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each stage
-    /// is queued (names: content encoder, style encoder, adain, decoder, to_pixels+tail).
+    /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each op is
+    /// queued (the names of [`Self::layer_costs`], in order: per stage the patch embedding and each
+    /// block's qkv, attention, out+res, norm1, fc1+gelu, fc2+res, norm2; then adain, to_pixels, unpatch+tail).
     pub fn forward_device_marked(
         &mut self,
         content: &DeviceTensor,
@@ -250,64 +411,106 @@ impl<'g> GpuStyleVitFast<'g> {
         alpha: f32,
         mark: &mut dyn FnMut(&'static str) -> Result<()>,
     ) -> Result<&DeviceTensor> {
-        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
-        ensure(content.dtype == DType::F32 && style.dtype == DType::F32, OP, || {
-            format!("inputs must be f32, got {:?} and {:?}", content.dtype, style.dtype)
+        ensure(alpha.is_finite(), OP, || {
+            format!("alpha {alpha} is not finite")
         })?;
+        ensure(
+            content.dtype == DType::F32 && style.dtype == DType::F32,
+            OP,
+            || {
+                format!(
+                    "inputs must be f32, got {:?} and {:?}",
+                    content.dtype, style.dtype
+                )
+            },
+        )?;
         self.ensure_bufs(&content.shape, &style.shape)?;
         self.queue(Some((content, style)), alpha, mark)?;
         self.output()
     }
 
-    /// Estimated FLOPs (linears and attention) and bytes (activations written and read at their stored
-    /// precision, weights read once) of each stage of [`Self::forward_device_marked`].
+    /// Estimated FLOPs and bytes (activations written and read at their stored precision, weights read
+    /// once) of each op of [`Self::forward_device_marked`], in its order.
     pub fn layer_costs(&self, content: &[usize], style: &[usize]) -> Result<Vec<LayerCost>> {
         let cfg = self.cfg;
-        let (p, d, f) = (cfg.patch_size as f64, cfg.embed_dim as f64, cfg.ffn_dim as f64);
+        let (p, d, f) = (
+            cfg.patch_size as f64,
+            cfg.embed_dim as f64,
+            cfg.ffn_dim as f64,
+        );
         let (b, hp, wp) = patch_grid(content, cfg.patch_size)?;
         let (bs, hps, wps) = patch_grid(style, cfg.patch_size)?;
         let k = 3.0 * p * p;
-        // One post-norm block on b sequences of n tokens (per token: f16 = 2 bytes, f32 = 4).
-        let block = |b: usize, n: usize| {
+        let mut v = Vec::new();
+        let mut push = |name, kind, flops, bytes| {
+            v.push(LayerCost {
+                name,
+                kind,
+                flops,
+                bytes,
+            })
+        };
+        // One post-norm block's ops on b sequences of n tokens (f16 = 2 bytes, f32 = 4), in BLOCK_OPS order.
+        let block = |b: usize, n: usize| -> [(f64, f64); 7] {
             let (bf, nf) = (b as f64, n as f64);
             let m = bf * nf;
-            let flops = 2.0 * m * d * (3.0 * d + d + 2.0 * f) + 4.0 * bf * nf * nf * d;
-            // qkv (r D16, w 3D16), attention (r 3D16, w D16), out (r D16 + D32, w D32), LN (r D32,
-            // w D32 + D16), fc1 (r D16, w F16), fc2 (r F16 + D32, w D32), LN (r D32, w D32 + D16);
-            // weights (4D² + 2DF) f16.
-            let bytes = m * (2.0 * (D16_PER_BLOCK * d + 2.0 * f) + 4.0 * D32_PER_BLOCK * d) + 2.0 * (4.0 * d * d + 2.0 * d * f);
-            (flops, bytes)
+            [
+                (
+                    2.0 * m * d * 3.0 * d,
+                    2.0 * (4.0 * m * d + 3.0 * d * d) + 4.0 * 3.0 * d,
+                ),
+                (4.0 * bf * nf * nf * d, 2.0 * 4.0 * m * d),
+                (2.0 * m * d * d, 2.0 * (m * d + d * d) + 4.0 * 2.0 * m * d),
+                (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
+                (2.0 * m * d * f, 2.0 * (m * d + m * f + d * f)),
+                (2.0 * m * f * d, 2.0 * (m * f + d * f) + 4.0 * 2.0 * m * d),
+                (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
+            ]
         };
-        let encoder = |b: usize, n: usize| {
-            let m = (b * n) as f64;
-            let (mut fl, mut by) = (2.0 * m * k * d, 4.0 * (m * k * 2.0 + m * d * 2.0 + k * d) + 2.0 * m * d);
-            for _ in &self.encoder {
-                let (x, y) = block(b, n);
-                fl += x;
-                by += y;
+        let blocks = |push: &mut dyn FnMut(&'static str, OpKind, f64, f64),
+                      names: &[&'static str; 7],
+                      count: usize,
+                      b: usize,
+                      n: usize| {
+            for _ in 0..count {
+                for (i, (fl, by)) in block(b, n).into_iter().enumerate() {
+                    push(names[i], BLOCK_OPS[i], fl, by);
+                }
             }
-            (fl, by)
         };
-        let (nc, ns) = (hp * wp, hps * wps);
-        let mut v = Vec::new();
-        for (name, (flops, bytes)) in [("content encoder", encoder(b, nc)), ("style encoder", encoder(bs, ns))] {
-            v.push(LayerCost { name, flops, bytes });
+        for (names, bb, n) in [(&CONTENT_OPS, b, hp * wp), (&STYLE_OPS, bs, hps * wps)] {
+            let m = (bb * n) as f64;
+            // im2col (read the image, write and read the columns) + GEMM + positions, then the f16 copy.
+            push(
+                names.patch,
+                OpKind::Gemm,
+                2.0 * m * k * d,
+                4.0 * (3.0 * m * k + k * d + 2.0 * m * d) + 2.0 * m * d,
+            );
+            blocks(&mut push, &names.block, self.encoder.len(), bb, n);
         }
-        let (mc, ms) = ((b * nc) as f64, (bs * ns) as f64);
-        v.push(LayerCost { name: "adain", flops: 0.0, bytes: 4.0 * d * (2.0 * mc + ms) + 6.0 * d * mc });
-        let (mut fl, mut by) = (0.0, 0.0);
-        for _ in &self.decoder {
-            let (x, y) = block(b, nc);
-            fl += x;
-            by += y;
-        }
-        v.push(LayerCost { name: "decoder", flops: fl, bytes: by });
+        let (mc, ms) = ((b * hp * wp) as f64, (bs * hps * wps) as f64);
+        push(
+            "adain",
+            OpKind::Norm,
+            0.0,
+            4.0 * d * (2.0 * mc + ms) + 6.0 * d * mc,
+        );
+        blocks(&mut push, &DECODER_OPS, self.decoder.len(), b, hp * wp);
+        push(
+            "to_pixels",
+            OpKind::Gemm,
+            2.0 * mc * d * k,
+            2.0 * (mc * d + d * k) + 4.0 * mc * k,
+        );
         let px = (b * content[2] * content[3]) as f64;
-        v.push(LayerCost {
-            name: "to_pixels+tail",
-            flops: 2.0 * mc * d * k + 2.0 * px * 3.0 * 27.0 + 2.0 * px * 9.0,
-            bytes: 2.0 * mc * d + 4.0 * (2.0 * mc * k + 2.0 * px * 3.0 * 3.0) + 2.0 * d * k,
-        });
+        // unpatch (r, w 3 px), 3x3 conv (r, w), ReLU + 1x1 (r, w).
+        push(
+            "unpatch+tail",
+            OpKind::Other,
+            2.0 * px * 3.0 * 27.0 + 2.0 * px * 9.0,
+            4.0 * 6.0 * px * 3.0,
+        );
         Ok(v)
     }
 
@@ -338,10 +541,16 @@ impl<'g> GpuStyleVitFast<'g> {
         self.queue(inputs, alpha, &mut |_| Ok(()))
     }
 
-    fn run_graph(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32) -> Result<()> {
+    fn run_graph(
+        &mut self,
+        inputs: Option<(&DeviceTensor, &DeviceTensor)>,
+        alpha: f32,
+    ) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(Error::Other("GpuStyleVitFast: buffers missing after allocation".into()));
+            return Err(Error::Other(
+                "GpuStyleVitFast: buffers missing after allocation".into(),
+            ));
         };
         if let Some((c, s)) = inputs {
             // Ordered on the stream before the replay; no-ops when the inputs are the staging buffers.
@@ -366,32 +575,63 @@ impl<'g> GpuStyleVitFast<'g> {
             // captured with (dropped together, the graph first); the weights are owned by `self`; `gpu`
             // is the GPU the capture used.
             Some((g, _)) => unsafe { g.launch(gpu) },
-            None => Err(Error::Other("GpuStyleVitFast: graph missing after capture".into())),
+            None => Err(Error::Other(
+                "GpuStyleVitFast: graph missing after capture".into(),
+            )),
         }
     }
 
     /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`).
-    fn queue(&mut self, inputs: Option<(&DeviceTensor, &DeviceTensor)>, alpha: f32, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
+    fn queue(
+        &mut self,
+        inputs: Option<(&DeviceTensor, &DeviceTensor)>,
+        alpha: f32,
+        mark: Mark,
+    ) -> Result<()> {
         let gpu = self.gpu;
         let cfg = self.cfg;
         let p = cfg.patch_size;
         let heads = cfg.num_heads;
         let Some(bufs) = self.bufs.as_mut() else {
-            return Err(Error::Other("GpuStyleVitFast: buffers missing after allocation".into()));
+            return Err(Error::Other(
+                "GpuStyleVitFast: buffers missing after allocation".into(),
+            ));
         };
-        let Bufs { cin, sin, content: cseq, style: sseq, pix, img, img2, out, .. } = bufs;
+        let Bufs {
+            cin,
+            sin,
+            content: cseq,
+            style: sseq,
+            pix,
+            img,
+            img2,
+            out,
+            ..
+        } = bufs;
         let (content, style): (&DeviceTensor, &DeviceTensor) = match inputs {
             Some(io) => io,
             None => (cin, sin),
         };
         let (_, hp, wp) = patch_grid(&content.shape, p)?;
-        for (img, seq, name) in [(content, &mut *cseq, "content encoder"), (style, &mut *sseq, "style encoder")] {
-            patch_embed(gpu, img, &self.patch_w, &self.patch_b, Some(&seq.pos), p, &mut seq.cols, &mut seq.x)?;
+        for (img, seq, names) in [
+            (content, &mut *cseq, &CONTENT_OPS),
+            (style, &mut *sseq, &STYLE_OPS),
+        ] {
+            patch_embed(
+                gpu,
+                img,
+                &self.patch_w,
+                &self.patch_b,
+                Some(&seq.pos),
+                p,
+                &mut seq.cols,
+                &mut seq.x,
+            )?;
             to_f16(gpu, &seq.x, &mut seq.x16)?;
+            mark(names.patch)?;
             for w in &self.encoder {
-                seq.block(gpu, w, heads)?;
+                seq.block(gpu, w, heads, &names.block, mark)?;
             }
-            mark(name)?;
         }
         let c = cseq;
         crate::ops::adain::adain(gpu, &c.x, &sseq.x, alpha, &mut c.x2)?;
@@ -399,23 +639,39 @@ impl<'g> GpuStyleVitFast<'g> {
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
         for w in &self.decoder {
-            c.block(gpu, w, heads)?;
+            c.block(gpu, w, heads, &DECODER_OPS, mark)?;
         }
-        mark("decoder")?;
-        let ep = EpilogueTc { bias: Some(&self.to_pixels_b), ..Default::default() };
+        let ep = EpilogueTc {
+            bias: Some(&self.to_pixels_b),
+            ..Default::default()
+        };
         linear_tc(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None)?;
+        mark("to_pixels")?;
         unpatch(gpu, pix, hp, wp, p, img)?;
-        crate::ops::conv2d::conv2d(gpu, img, &self.final0_w, Some(&self.final0_b), 1, Padding::Zero(1), 1, img2)?;
+        crate::ops::conv2d::conv2d(
+            gpu,
+            img,
+            &self.final0_w,
+            Some(&self.final0_b),
+            1,
+            Padding::Zero(1),
+            1,
+            img2,
+        )?;
         relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
-        mark("to_pixels+tail")
+        mark("unpatch+tail")
     }
 
     /// Host tensors in, host tensor out (uploads, runs, synchronises, downloads).
     pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
-        ensure(alpha.is_finite(), OP, || format!("alpha {alpha} is not finite"))?;
+        ensure(alpha.is_finite(), OP, || {
+            format!("alpha {alpha} is not finite")
+        })?;
         self.ensure_bufs(&content.shape, &style.shape)?;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(Error::Other("GpuStyleVitFast: buffers missing after allocation".into()));
+            return Err(Error::Other(
+                "GpuStyleVitFast: buffers missing after allocation".into(),
+            ));
         };
         // Blocking copies on the legacy stream: they wait for earlier work on our (blocking) stream, and
         // our stream's later work waits for them.
@@ -429,9 +685,3 @@ impl<'g> GpuStyleVitFast<'g> {
         self.output()?.to_host()
     }
 }
-
-/// f16 activations of width D read + written per token per block (see `layer_costs`): qkv 1 + 3,
-/// attention 3 + 1, out-projection 1, LN 1, fc1 1, LN 1.
-const D16_PER_BLOCK: f64 = 12.0;
-/// f32 activations of width D read + written per token per block: out-projection 2, LN 2, fc2 2, LN 2.
-const D32_PER_BLOCK: f64 = 8.0;

@@ -34,7 +34,9 @@ struct GpuConv {
 impl GpuConv {
     fn new(l: &ConvLayer) -> Result<Self> {
         let s = &l.weight.shape;
-        ensure(s.len() == 4 && s[2] == s[3] && s[2] % 2 == 1, OP, || format!("conv weight {s:?} is not [K, C, R, R] with odd R"))?;
+        ensure(s.len() == 4 && s[2] == s[3] && s[2] % 2 == 1, OP, || {
+            format!("conv weight {s:?} is not [K, C, R, R] with odd R")
+        })?;
         Ok(GpuConv {
             w: DeviceTensor::from_host(&l.weight)?,
             b: DeviceTensor::from_host(&l.bias)?,
@@ -48,11 +50,23 @@ impl GpuConv {
     fn out_shape(&self, x: &[usize]) -> Result<Vec<usize>> {
         let r = self.w.shape[2];
         let (p, q) = conv2d_output_size(x[2], x[3], r, self.stride, self.pad, self.upsample)
-            .ok_or_else(|| crate::Error::Shape { op: OP, msg: format!("input {x:?} too small for a {r}x{r} conv") })?;
+            .ok_or_else(|| crate::Error::Shape {
+                op: OP,
+                msg: format!("input {x:?} too small for a {r}x{r} conv"),
+            })?;
         Ok(vec![x[0], self.k, p, q])
     }
     fn run(&self, gpu: &Gpu, x: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
-        conv2d(gpu, x, &self.w, Some(&self.b), self.stride, self.pad, self.upsample, y)
+        conv2d(
+            gpu,
+            x,
+            &self.w,
+            Some(&self.b),
+            self.stride,
+            self.pad,
+            self.upsample,
+            y,
+        )
     }
 }
 
@@ -62,9 +76,19 @@ struct GpuNorm {
 }
 impl GpuNorm {
     fn new(n: &Norm) -> Result<Self> {
-        Ok(GpuNorm { gamma: DeviceTensor::from_host(&n.gamma)?, beta: DeviceTensor::from_host(&n.beta)? })
+        Ok(GpuNorm {
+            gamma: DeviceTensor::from_host(&n.gamma)?,
+            beta: DeviceTensor::from_host(&n.beta)?,
+        })
     }
-    fn run(&self, gpu: &Gpu, x: &mut DeviceTensor, relu: bool, residual: Option<&DeviceTensor>, stats: &mut DeviceTensor) -> Result<()> {
+    fn run(
+        &self,
+        gpu: &Gpu,
+        x: &mut DeviceTensor,
+        relu: bool,
+        residual: Option<&DeviceTensor>,
+        stats: &mut DeviceTensor,
+    ) -> Result<()> {
         instance_norm_inplace(gpu, x, &self.gamma, &self.beta, relu, residual, stats)
     }
 }
@@ -121,10 +145,39 @@ pub struct GpuTransformerNet<'g> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerCost {
     pub name: &'static str,
+    /// What kind of work the group is (for the per-kind summary of `bench --layers`).
+    pub kind: OpKind,
     /// Convolution FLOPs, 2·N·P·Q·K·C·R·S (InstanceNorm's few FLOPs per element are not counted).
     pub flops: f64,
     /// Bytes moved: activations read and written, weights read once (no cache reuse assumed).
     pub bytes: f64,
+}
+
+/// The kind of work of a layer group or op, for the per-kind totals of `bench --layers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Convolution (with whatever normalisation is fused into it or follows it).
+    Conv,
+    /// Matrix multiply (linear layers, patch embedding).
+    Gemm,
+    /// Attention (QKᵀ, softmax, PV).
+    Attention,
+    /// Normalisation (LayerNorm, AdaIN, InstanceNorm passes).
+    Norm,
+    /// Anything else (layout changes, small tails).
+    Other,
+}
+
+impl OpKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Conv => "conv",
+            OpKind::Gemm => "gemm",
+            OpKind::Attention => "attention",
+            OpKind::Norm => "norm",
+            OpKind::Other => "other",
+        }
+    }
 }
 
 /// Names of the layer groups, in order, as passed to the `mark` callback of
@@ -134,7 +187,6 @@ pub(crate) fn res_name(i: usize) -> &'static str {
     RES_NAMES.get(i).copied().unwrap_or("res")
 }
 
-
 impl<'g> GpuTransformerNet<'g> {
     /// Uploads the weights.
     pub fn new(gpu: &'g Gpu, net: &TransformerNet) -> Result<Self> {
@@ -142,7 +194,12 @@ impl<'g> GpuTransformerNet<'g> {
             .res
             .iter()
             .map(|b| {
-                Ok(GpuResBlock { conv1: GpuConv::new(&b.conv1)?, in1: GpuNorm::new(&b.in1)?, conv2: GpuConv::new(&b.conv2)?, in2: GpuNorm::new(&b.in2)? })
+                Ok(GpuResBlock {
+                    conv1: GpuConv::new(&b.conv1)?,
+                    in1: GpuNorm::new(&b.in1)?,
+                    conv2: GpuConv::new(&b.conv2)?,
+                    in2: GpuNorm::new(&b.in2)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let me = GpuTransformerNet {
@@ -179,13 +236,19 @@ impl<'g> GpuTransformerNet<'g> {
         for b in &self.res {
             let m = b.conv1.out_shape(&st)?;
             let o = b.conv2.out_shape(&m)?;
-            ensure(o == st && m == st, OP, || format!("residual block changes the shape {st:?} -> {o:?}"))?;
+            ensure(o == st && m == st, OP, || {
+                format!("residual block changes the shape {st:?} -> {o:?}")
+            })?;
             st = o;
         }
         let s4 = self.deconv1.out_shape(&s3)?;
         let s5 = self.deconv2.out_shape(&s4)?;
         let s6 = self.deconv3.out_shape(&s5)?;
-        let stats_len = [&s1, &s2, &s3, &s4, &s5].iter().map(|s| instance_norm_stats_len(s)).max().unwrap_or(0);
+        let stats_len = [&s1, &s2, &s3, &s4, &s5]
+            .iter()
+            .map(|s| instance_norm_stats_len(s))
+            .max()
+            .unwrap_or(0);
         let t = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::Nchw);
         self.bufs = Some(Buffers {
             graph: None,
@@ -227,19 +290,31 @@ impl<'g> GpuTransformerNet<'g> {
 
     /// Node count of the graph captured for the current shape, if there is one.
     pub fn graph_nodes(&self) -> Option<usize> {
-        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(CudaGraph::node_count)
+        self.bufs
+            .as_ref()
+            .and_then(|b| b.graph.as_ref())
+            .map(CudaGraph::node_count)
     }
 
     fn check_input(x: &[usize]) -> Result<()> {
-        ensure(x.len() == 4 && x[1] == 3, OP, || format!("input must be f32 [N, 3, H, W], got {x:?}"))?;
+        ensure(x.len() == 4 && x[1] == 3, OP, || {
+            format!("input must be f32 [N, 3, H, W], got {x:?}")
+        })?;
         // H, W ≥ 5 keeps every reflection pad smaller than its input (the 4x4-subsampled trunk is ≥ 2).
-        ensure(x[0] > 0 && x[2] >= 5 && x[3] >= 5, OP, || format!("input {x:?}: batch must be ≥ 1 and H, W ≥ 5"))
+        ensure(x[0] > 0 && x[2] >= 5 && x[3] >= 5, OP, || {
+            format!("input {x:?}: batch must be ≥ 1 and H, W ≥ 5")
+        })
     }
 
     /// Queues the forward pass for `x` [N, 3, H, W] (already on the device) on the GPU's stream, with no
     /// host synchronisation; returns the output buffer [N, 3, H', W'] (valid until the next call).
     pub fn forward_device(&mut self, x: &DeviceTensor) -> Result<&DeviceTensor> {
-        ensure(x.dtype == DType::F32, OP, || format!("input must be f32 [N, 3, H, W], got {:?} {:?}", x.dtype, x.shape))?;
+        ensure(x.dtype == DType::F32, OP, || {
+            format!(
+                "input must be f32 [N, 3, H, W], got {:?} {:?}",
+                x.dtype, x.shape
+            )
+        })?;
         Self::check_input(&x.shape)?;
         self.ensure_buffers(&x.shape)?;
         self.run(Some(x))?;
@@ -249,8 +324,17 @@ impl<'g> GpuTransformerNet<'g> {
     /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each layer
     /// group is queued (names: conv1+in1, conv2+in2, conv3+in3, res1..res5, deconv1+in4, deconv2+in5,
     /// deconv3). `mark` may record events on the stream; it must not synchronise it if timings matter.
-    pub fn forward_device_marked(&mut self, x: &DeviceTensor, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<&DeviceTensor> {
-        ensure(x.dtype == DType::F32, OP, || format!("input must be f32 [N, 3, H, W], got {:?} {:?}", x.dtype, x.shape))?;
+    pub fn forward_device_marked(
+        &mut self,
+        x: &DeviceTensor,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<&DeviceTensor> {
+        ensure(x.dtype == DType::F32, OP, || {
+            format!(
+                "input must be f32 [N, 3, H, W], got {:?} {:?}",
+                x.dtype, x.shape
+            )
+        })?;
         Self::check_input(&x.shape)?;
         self.ensure_buffers(&x.shape)?;
         self.queue(Some(x), mark)?;
@@ -265,27 +349,56 @@ impl<'g> GpuTransformerNet<'g> {
             let o = c.out_shape(x)?;
             let (r, s) = (c.w.shape[2], c.w.shape[3]);
             let flops = 2.0 * (o[0] * o[2] * o[3] * o[1] * x[1] * r * s) as f64;
-            let bytes = 4.0 * (x.iter().product::<usize>() + c.w.numel() + c.b.numel() + o.iter().product::<usize>()) as f64;
+            let bytes = 4.0
+                * (x.iter().product::<usize>()
+                    + c.w.numel()
+                    + c.b.numel()
+                    + o.iter().product::<usize>()) as f64;
             Ok((flops, bytes, o))
         };
         // In place: one pass for the statistics, one to normalise (read + write), plus the residual read.
-        let norm = |o: &[usize], residual: bool| 4.0 * (o.iter().product::<usize>() * if residual { 4 } else { 3 } + 2 * o[1]) as f64;
+        let norm = |o: &[usize], residual: bool| {
+            4.0 * (o.iter().product::<usize>() * if residual { 4 } else { 3 } + 2 * o[1]) as f64
+        };
         let mut v = Vec::new();
         let mut shape = x.to_vec();
-        for (name, c) in [("conv1+in1", &self.conv1), ("conv2+in2", &self.conv2), ("conv3+in3", &self.conv3)] {
+        for (name, c) in [
+            ("conv1+in1", &self.conv1),
+            ("conv2+in2", &self.conv2),
+            ("conv3+in3", &self.conv3),
+        ] {
             let (f, b, o) = conv(c, &shape)?;
-            v.push(LayerCost { name, flops: f, bytes: b + norm(&o, false) });
+            v.push(LayerCost {
+                name,
+                kind: OpKind::Conv,
+                flops: f,
+                bytes: b + norm(&o, false),
+            });
             shape = o;
         }
         for (i, blk) in self.res.iter().enumerate() {
             let (f1, b1, o1) = conv(&blk.conv1, &shape)?;
             let (f2, b2, o2) = conv(&blk.conv2, &o1)?;
-            v.push(LayerCost { name: res_name(i), flops: f1 + f2, bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true) });
+            v.push(LayerCost {
+                name: res_name(i),
+                kind: OpKind::Conv,
+                flops: f1 + f2,
+                bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true),
+            });
             shape = o2;
         }
-        for (name, c, with_norm) in [("deconv1+in4", &self.deconv1, true), ("deconv2+in5", &self.deconv2, true), ("deconv3", &self.deconv3, false)] {
+        for (name, c, with_norm) in [
+            ("deconv1+in4", &self.deconv1, true),
+            ("deconv2+in5", &self.deconv2, true),
+            ("deconv3", &self.deconv3, false),
+        ] {
             let (f, b, o) = conv(c, &shape)?;
-            v.push(LayerCost { name, flops: f, bytes: b + if with_norm { norm(&o, false) } else { 0.0 } });
+            v.push(LayerCost {
+                name,
+                kind: OpKind::Conv,
+                flops: f,
+                bytes: b + if with_norm { norm(&o, false) } else { 0.0 },
+            });
             shape = o;
         }
         Ok(v)
@@ -294,7 +407,9 @@ impl<'g> GpuTransformerNet<'g> {
     fn output(&self) -> Result<&DeviceTensor> {
         match self.bufs.as_ref() {
             Some(b) => Ok(&b.out),
-            None => Err(crate::Error::Other("buffers missing after the forward pass".into())),
+            None => Err(crate::Error::Other(
+                "buffers missing after the forward pass".into(),
+            )),
         }
     }
 
@@ -321,7 +436,9 @@ impl<'g> GpuTransformerNet<'g> {
     fn run_graph(&mut self, x: Option<&DeviceTensor>) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(crate::Error::Other("buffers missing after allocation".into()));
+            return Err(crate::Error::Other(
+                "buffers missing after allocation".into(),
+            ));
         };
         if let Some(x) = x {
             // Ordered on the stream before the replay; a no-op when `x` is the staging buffer itself.
@@ -349,12 +466,30 @@ impl<'g> GpuTransformerNet<'g> {
 
     /// Queues every launch of the pass from `x` (or the staged input when `None`), calling `mark` after
     /// each layer group.
-    fn queue(&mut self, x: Option<&DeviceTensor>, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
+    fn queue(
+        &mut self,
+        x: Option<&DeviceTensor>,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(crate::Error::Other("buffers missing after allocation".into()));
+            return Err(crate::Error::Other(
+                "buffers missing after allocation".into(),
+            ));
         };
-        let Buffers { input, a1, a2, trunk, t1, t2, u1, u2, out, stats, .. } = b;
+        let Buffers {
+            input,
+            a1,
+            a2,
+            trunk,
+            t1,
+            t2,
+            u1,
+            u2,
+            out,
+            stats,
+            ..
+        } = b;
         let x: &DeviceTensor = match x {
             Some(x) => x,
             None => input,
@@ -392,7 +527,9 @@ impl<'g> GpuTransformerNet<'g> {
         Self::check_input(&x.shape)?;
         self.ensure_buffers(&x.shape)?;
         let Some(b) = self.bufs.as_mut() else {
-            return Err(crate::Error::Other("buffers missing after allocation".into()));
+            return Err(crate::Error::Other(
+                "buffers missing after allocation".into(),
+            ));
         };
         // A blocking copy on the legacy stream: it waits for earlier work on our (blocking) stream, so it
         // cannot overwrite the staging buffer under a pass still reading it.

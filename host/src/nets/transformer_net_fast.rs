@@ -14,9 +14,14 @@ use models::{Tensor, TransformerNet};
 
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
-use crate::nets::transformer_net::{res_name, LayerCost};
-use crate::ops::conv2d_tc::{conv2d_tc, conv2d_tc_halo9, conv2d_tc_output_shape, conv2d_tc_part_len, ConvOut, HaloWeight, TcWeight};
-use crate::ops::nhwc::{nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_coef, nhwc_pack_input, PACKED_INPUT_CHANNELS};
+use crate::nets::transformer_net::{res_name, LayerCost, OpKind};
+use crate::ops::conv2d_tc::{
+    conv2d_tc, conv2d_tc_halo9, conv2d_tc_output_shape, conv2d_tc_part_len, ConvOut, HaloWeight,
+    TcWeight,
+};
+use crate::ops::nhwc::{
+    nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_coef, nhwc_pack_input, PACKED_INPUT_CHANNELS,
+};
 
 const OP: &str = "GpuTransformerNetFast";
 /// deconv3's 3 output channels are computed as 8 (the mma n-tile).
@@ -37,13 +42,25 @@ impl TcConv {
     /// Uploads `l`'s weight zero-padded to `c_pad` input and `k_pad` output channels (at least its own).
     fn new(l: &ConvLayer, c_pad: usize, k_pad: usize) -> Result<Self> {
         let s = &l.weight.shape;
-        ensure(s.len() == 4 && s[2] == s[3] && s[2] % 2 == 1, OP, || format!("conv weight {s:?} is not [K, C, R, R] with odd R"))?;
+        ensure(s.len() == 4 && s[2] == s[3] && s[2] % 2 == 1, OP, || {
+            format!("conv weight {s:?} is not [K, C, R, R] with odd R")
+        })?;
         let r = s[2];
-        Ok(TcConv { w: TcWeight::upload(&l.weight, c_pad, k_pad)?, k_real: s[0], c_real: s[1], stride: l.stride, upsample: l.upsample.max(1), pad: r / 2 })
+        Ok(TcConv {
+            w: TcWeight::upload(&l.weight, c_pad, k_pad)?,
+            k_real: s[0],
+            c_real: s[1],
+            stride: l.stride,
+            upsample: l.upsample.max(1),
+            pad: r / 2,
+        })
     }
     fn out_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
         conv2d_tc_output_shape(x, self.w.k, self.w.r, self.stride, self.pad, self.upsample)
-            .ok_or_else(|| Error::Shape { op: OP, msg: format!("input {x:?} too small for a {}x{} conv", self.w.r, self.w.r) })
+            .ok_or_else(|| Error::Shape {
+                op: OP,
+                msg: format!("input {x:?} too small for a {}x{} conv", self.w.r, self.w.r),
+            })
     }
     fn run(&self, gpu: &Gpu, x: &DeviceTensor, out: ConvOut<'_>) -> Result<()> {
         conv2d_tc(gpu, x, &self.w, self.stride, self.pad, self.upsample, out)
@@ -56,22 +73,41 @@ struct GpuNorm {
 }
 impl GpuNorm {
     fn new(n: &Norm) -> Result<Self> {
-        Ok(GpuNorm { gamma: DeviceTensor::from_host(&n.gamma)?, beta: DeviceTensor::from_host(&n.beta)? })
+        Ok(GpuNorm {
+            gamma: DeviceTensor::from_host(&n.gamma)?,
+            beta: DeviceTensor::from_host(&n.beta)?,
+        })
     }
     /// Normalises `y` (the conv output whose partials are in `part`) in place, then ReLU.
-    fn relu_inplace(&self, gpu: &Gpu, y: &mut DeviceTensor, part: &DeviceTensor, coef: &mut DeviceTensor) -> Result<()> {
+    fn relu_inplace(
+        &self,
+        gpu: &Gpu,
+        y: &mut DeviceTensor,
+        part: &DeviceTensor,
+        coef: &mut DeviceTensor,
+    ) -> Result<()> {
         nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
         nhwc_in_apply(gpu, y, coef, true)
     }
     /// `trunk += norm(y)` (the residual blocks' second norm).
-    fn add_into(&self, gpu: &Gpu, y: &DeviceTensor, part: &DeviceTensor, coef: &mut DeviceTensor, trunk: &mut DeviceTensor) -> Result<()> {
+    fn add_into(
+        &self,
+        gpu: &Gpu,
+        y: &DeviceTensor,
+        part: &DeviceTensor,
+        coef: &mut DeviceTensor,
+        trunk: &mut DeviceTensor,
+    ) -> Result<()> {
         nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
         nhwc_in_apply_residual(gpu, y, coef, trunk)
     }
 }
 
 fn shape4(t: &DeviceTensor) -> Result<[usize; 4]> {
-    <[usize; 4]>::try_from(&t.shape[..]).map_err(|_| Error::Shape { op: OP, msg: format!("expected a 4-D tensor, got {:?}", t.shape) })
+    <[usize; 4]>::try_from(&t.shape[..]).map_err(|_| Error::Shape {
+        op: OP,
+        msg: format!("expected a 4-D tensor, got {:?}", t.shape),
+    })
 }
 
 struct ResBlock {
@@ -129,18 +165,29 @@ pub struct GpuTransformerNetFast<'g> {
     graph_error: Option<String>,
 }
 
-
 impl<'g> GpuTransformerNetFast<'g> {
     /// Packs and uploads the weights.
     pub fn new(gpu: &'g Gpu, net: &TransformerNet) -> Result<Self> {
-        ensure(net.deconv3.bias.shape == [3] && net.deconv3.weight.shape.first() == Some(&3), OP, || {
-            format!("deconv3 must have 3 output channels, got weight {:?} bias {:?}", net.deconv3.weight.shape, net.deconv3.bias.shape)
-        })?;
+        ensure(
+            net.deconv3.bias.shape == [3] && net.deconv3.weight.shape.first() == Some(&3),
+            OP,
+            || {
+                format!(
+                    "deconv3 must have 3 output channels, got weight {:?} bias {:?}",
+                    net.deconv3.weight.shape, net.deconv3.bias.shape
+                )
+            },
+        )?;
         let res = net
             .res
             .iter()
             .map(|b| {
-                Ok(ResBlock { conv1: TcConv::new(&b.conv1, 0, 0)?, in1: GpuNorm::new(&b.in1)?, conv2: TcConv::new(&b.conv2, 0, 0)?, in2: GpuNorm::new(&b.in2)? })
+                Ok(ResBlock {
+                    conv1: TcConv::new(&b.conv1, 0, 0)?,
+                    in1: GpuNorm::new(&b.in1)?,
+                    conv2: TcConv::new(&b.conv2, 0, 0)?,
+                    in2: GpuNorm::new(&b.in2)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let me = GpuTransformerNetFast {
@@ -157,7 +204,9 @@ impl<'g> GpuTransformerNetFast<'g> {
             deconv2: TcConv::new(&net.deconv2, 0, 0)?,
             in5: GpuNorm::new(&net.in5)?,
             deconv3: TcConv::new(&net.deconv3, 0, OUT_CHANNELS_PADDED)?,
-            deconv3_halo: (net.deconv3.weight.shape == [3, 32, 9, 9] && net.deconv3.stride == 1 && net.deconv3.upsample <= 1)
+            deconv3_halo: (net.deconv3.weight.shape == [3, 32, 9, 9]
+                && net.deconv3.stride == 1
+                && net.deconv3.upsample <= 1)
                 .then(|| HaloWeight::upload(&net.deconv3.weight))
                 .transpose()?,
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
@@ -169,9 +218,13 @@ impl<'g> GpuTransformerNetFast<'g> {
     }
 
     fn check_input(x: &[usize]) -> Result<()> {
-        ensure(x.len() == 4 && x[1] == 3, OP, || format!("input must be f32 [N, 3, H, W], got {x:?}"))?;
+        ensure(x.len() == 4 && x[1] == 3, OP, || {
+            format!("input must be f32 [N, 3, H, W], got {x:?}")
+        })?;
         // H, W ≥ 5 keeps every reflection pad smaller than its input (the 4x4-subsampled trunk is ≥ 2).
-        ensure(x[0] > 0 && x[2] >= 5 && x[3] >= 5, OP, || format!("input {x:?}: batch must be ≥ 1 and H, W ≥ 5"))
+        ensure(x[0] > 0 && x[2] >= 5 && x[3] >= 5, OP, || {
+            format!("input {x:?}: batch must be ≥ 1 and H, W ≥ 5")
+        })
     }
 
     /// Allocates the activation buffers for NCHW input shape `x` unless they are already there.
@@ -187,13 +240,19 @@ impl<'g> GpuTransformerNetFast<'g> {
         for b in &self.res {
             let m = b.conv1.out_shape(&s3)?;
             let o = b.conv2.out_shape(&m)?;
-            ensure(o == s3 && m == s3, OP, || format!("residual block changes the shape {s3:?} -> {o:?}"))?;
+            ensure(o == s3 && m == s3, OP, || {
+                format!("residual block changes the shape {s3:?} -> {o:?}")
+            })?;
         }
         let s4 = self.deconv1.out_shape(&s3)?;
         let s5 = self.deconv2.out_shape(&s4)?;
         let s6 = self.deconv3.out_shape(&s5)?;
         let shapes = [&s1, &s2, &s3, &s4, &s5];
-        let part_len = shapes.iter().map(|s| conv2d_tc_part_len(s)).max().unwrap_or(0);
+        let part_len = shapes
+            .iter()
+            .map(|s| conv2d_tc_part_len(s))
+            .max()
+            .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
         let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::Nhwc);
         let f = |n: usize| DeviceTensor::empty(&[n.max(1)], DType::F32, Layout::RowMajor);
@@ -239,13 +298,23 @@ impl<'g> GpuTransformerNetFast<'g> {
 
     /// Node count of the graph captured for the current shape, if there is one.
     pub fn graph_nodes(&self) -> Option<usize> {
-        self.bufs.as_ref().and_then(|b| b.graph.as_ref()).map(CudaGraph::node_count)
+        self.bufs
+            .as_ref()
+            .and_then(|b| b.graph.as_ref())
+            .map(CudaGraph::node_count)
     }
 
     fn check_device_input(x: &DeviceTensor) -> Result<()> {
-        ensure(x.dtype == DType::F32 && x.layout != Layout::Nhwc, OP, || {
-            format!("input must be NCHW f32 [N, 3, H, W], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
-        })?;
+        ensure(
+            x.dtype == DType::F32 && x.layout != Layout::Nhwc,
+            OP,
+            || {
+                format!(
+                    "input must be NCHW f32 [N, 3, H, W], got {:?} {:?} {:?}",
+                    x.layout, x.dtype, x.shape
+                )
+            },
+        )?;
         Self::check_input(&x.shape)
     }
 
@@ -260,7 +329,11 @@ impl<'g> GpuTransformerNetFast<'g> {
 
     /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each layer
     /// group is queued (the names of `GpuTransformerNet::forward_device_marked`).
-    pub fn forward_device_marked(&mut self, x: &DeviceTensor, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<&DeviceTensor> {
+    pub fn forward_device_marked(
+        &mut self,
+        x: &DeviceTensor,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<&DeviceTensor> {
         Self::check_device_input(x)?;
         self.ensure_buffers(&x.shape)?;
         self.queue(Some(x), mark)?;
@@ -278,38 +351,72 @@ impl<'g> GpuTransformerNetFast<'g> {
         let conv = |c: &TcConv, x: &[usize]| -> Result<(f64, f64, [usize; 4])> {
             let o = c.out_shape(x)?;
             let flops = 2.0 * (o[0] * o[1] * o[2] * c.k_real * c.w.r * c.w.r * c.c_real) as f64;
-            let bytes = 2.0 * (x.iter().product::<usize>() + c.w.data.numel() + o.iter().product::<usize>()) as f64;
+            let bytes = 2.0
+                * (x.iter().product::<usize>() + c.w.data.numel() + o.iter().product::<usize>())
+                    as f64;
             Ok((flops, bytes, o))
         };
-        let norm = |o: &[usize], trunk: bool| o.iter().product::<usize>() as f64 * if trunk { 6.0 } else { 4.0 };
+        let norm = |o: &[usize], trunk: bool| {
+            o.iter().product::<usize>() as f64 * if trunk { 6.0 } else { 4.0 }
+        };
         let mut v = Vec::new();
         let mut shape = [x[0], x[2], x[3], PACKED_INPUT_CHANNELS];
-        for (name, c) in [("conv1+in1", &self.conv1), ("conv2+in2", &self.conv2), ("conv3+in3", &self.conv3)] {
+        for (name, c) in [
+            ("conv1+in1", &self.conv1),
+            ("conv2+in2", &self.conv2),
+            ("conv3+in3", &self.conv3),
+        ] {
             let (f, b, o) = conv(c, &shape)?;
-            v.push(LayerCost { name, flops: f, bytes: b + norm(&o, name == "conv3+in3") });
+            v.push(LayerCost {
+                name,
+                kind: OpKind::Conv,
+                flops: f,
+                bytes: b + norm(&o, name == "conv3+in3"),
+            });
             shape = o;
         }
         for (i, blk) in self.res.iter().enumerate() {
             let (f1, b1, o1) = conv(&blk.conv1, &shape)?;
             let (f2, b2, o2) = conv(&blk.conv2, &o1)?;
-            v.push(LayerCost { name: res_name(i), flops: f1 + f2, bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true) });
+            v.push(LayerCost {
+                name: res_name(i),
+                kind: OpKind::Conv,
+                flops: f1 + f2,
+                bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true),
+            });
             shape = o2;
         }
-        for (name, c) in [("deconv1+in4", &self.deconv1), ("deconv2+in5", &self.deconv2)] {
+        for (name, c) in [
+            ("deconv1+in4", &self.deconv1),
+            ("deconv2+in5", &self.deconv2),
+        ] {
             let (f, b, o) = conv(c, &shape)?;
-            v.push(LayerCost { name, flops: f, bytes: b + norm(&o, false) });
+            v.push(LayerCost {
+                name,
+                kind: OpKind::Conv,
+                flops: f,
+                bytes: b + norm(&o, false),
+            });
             shape = o;
         }
         let (f, _, o) = conv(&self.deconv3, &shape)?;
-        let bytes = 2.0 * (shape.iter().product::<usize>() + self.deconv3.w.data.numel()) as f64 + 12.0 * (o[0] * o[1] * o[2]) as f64;
-        v.push(LayerCost { name: "deconv3", flops: f, bytes });
+        let bytes = 2.0 * (shape.iter().product::<usize>() + self.deconv3.w.data.numel()) as f64
+            + 12.0 * (o[0] * o[1] * o[2]) as f64;
+        v.push(LayerCost {
+            name: "deconv3",
+            kind: OpKind::Conv,
+            flops: f,
+            bytes,
+        });
         Ok(v)
     }
 
     fn output(&self) -> Result<&DeviceTensor> {
         match self.bufs.as_ref() {
             Some(b) => Ok(&b.out),
-            None => Err(Error::Other("buffers missing after the forward pass".into())),
+            None => Err(Error::Other(
+                "buffers missing after the forward pass".into(),
+            )),
         }
     }
 
@@ -363,12 +470,30 @@ impl<'g> GpuTransformerNetFast<'g> {
 
     /// Queues every launch of the pass from `x` (or the staged input when `None`), calling `mark` after
     /// each layer group.
-    fn queue(&mut self, x: Option<&DeviceTensor>, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
+    fn queue(
+        &mut self,
+        x: Option<&DeviceTensor>,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
         let gpu = self.gpu;
         let Some(b) = self.bufs.as_mut() else {
             return Err(Error::Other("buffers missing after allocation".into()));
         };
-        let Buffers { input, x4, a1, a2, trunk, t1, t2, u1, u2, out, part, coef, .. } = b;
+        let Buffers {
+            input,
+            x4,
+            a1,
+            a2,
+            trunk,
+            t1,
+            t2,
+            u1,
+            u2,
+            out,
+            part,
+            coef,
+            ..
+        } = b;
         let x: &DeviceTensor = match x {
             Some(x) => x,
             None => input,
@@ -380,25 +505,36 @@ impl<'g> GpuTransformerNetFast<'g> {
         self.conv2.run(gpu, a1, ConvOut::F16Stats { y: a2, part })?;
         self.in2.relu_inplace(gpu, a2, part, coef)?;
         mark("conv2+in2")?;
-        self.conv3.run(gpu, a2, ConvOut::F16Stats { y: trunk, part })?;
+        self.conv3
+            .run(gpu, a2, ConvOut::F16Stats { y: trunk, part })?;
         self.in3.relu_inplace(gpu, trunk, part, coef)?;
         mark("conv3+in3")?;
         for (i, blk) in self.res.iter().enumerate() {
-            blk.conv1.run(gpu, trunk, ConvOut::F16Stats { y: t1, part })?;
+            blk.conv1
+                .run(gpu, trunk, ConvOut::F16Stats { y: t1, part })?;
             blk.in1.relu_inplace(gpu, t1, part, coef)?;
             blk.conv2.run(gpu, t1, ConvOut::F16Stats { y: t2, part })?;
             blk.in2.add_into(gpu, t2, part, coef, trunk)?;
             mark(res_name(i))?;
         }
-        self.deconv1.run(gpu, trunk, ConvOut::F16Stats { y: u1, part })?;
+        self.deconv1
+            .run(gpu, trunk, ConvOut::F16Stats { y: u1, part })?;
         self.in4.relu_inplace(gpu, u1, part, coef)?;
         mark("deconv1+in4")?;
-        self.deconv2.run(gpu, u1, ConvOut::F16Stats { y: u2, part })?;
+        self.deconv2
+            .run(gpu, u1, ConvOut::F16Stats { y: u2, part })?;
         self.in5.relu_inplace(gpu, u2, part, coef)?;
         mark("deconv2+in5")?;
         match &self.deconv3_halo {
             Some(w) => conv2d_tc_halo9(gpu, u2, w, &self.out_bias, out)?,
-            None => self.deconv3.run(gpu, u2, ConvOut::NchwBias { y: out, bias: &self.out_bias })?,
+            None => self.deconv3.run(
+                gpu,
+                u2,
+                ConvOut::NchwBias {
+                    y: out,
+                    bias: &self.out_bias,
+                },
+            )?,
         }
         mark("deconv3")
     }
@@ -437,9 +573,22 @@ mod tests {
             let x = random(&mut rng, &shape, 0.0, 255.0);
             let want = net.forward(&x).unwrap();
             let got = crate::selfcheck::fast::emulate_f16(&net, &x).unwrap();
-            let r = compare("emulation", "x", &got.data, &want.data, crate::selfcheck::fast::F16_NET_VS_F32);
-            eprintln!("{shape:?}: f16 emulation vs fp32: rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
-            assert!(r.passed, "{shape:?}: rel L2 {} max rel {} ({})", r.rel_l2, r.max_rel, r.detail);
+            let r = compare(
+                "emulation",
+                "x",
+                &got.data,
+                &want.data,
+                crate::selfcheck::fast::F16_NET_VS_F32,
+            );
+            eprintln!(
+                "{shape:?}: f16 emulation vs fp32: rel L2 {:.2e}, max rel {:.2e}",
+                r.rel_l2, r.max_rel
+            );
+            assert!(
+                r.passed,
+                "{shape:?}: rel L2 {} max rel {} ({})",
+                r.rel_l2, r.max_rel, r.detail
+            );
         }
     }
 }

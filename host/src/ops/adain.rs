@@ -9,17 +9,43 @@ const OP: &str = "adain";
 
 /// out = α·adain(c, s) + (1 − α)·c: c [B, Nc, D], s [B or 1, Ns, D] (batch 1 is broadcast), out [B, Nc, D].
 /// Per sample and channel over the tokens, unbiased variance + 1e-5 (so Nc, Ns ≥ 2).
-pub fn adain(gpu: &Gpu, c: &DeviceTensor, s: &DeviceTensor, alpha: f32, out: &mut DeviceTensor) -> Result<()> {
-    ensure([c, s, &*out].iter().all(|t| t.dtype == DType::F32), OP, || "f32 tensors only".into())?;
-    ensure(c.shape.len() == 3 && s.shape.len() == 3, OP, || format!("c {:?} and s {:?} must be [B, N, D]", c.shape, s.shape))?;
+pub fn adain(
+    gpu: &Gpu,
+    c: &DeviceTensor,
+    s: &DeviceTensor,
+    alpha: f32,
+    out: &mut DeviceTensor,
+) -> Result<()> {
+    ensure(
+        [c, s, &*out].iter().all(|t| t.dtype == DType::F32),
+        OP,
+        || "f32 tensors only".into(),
+    )?;
+    ensure(c.shape.len() == 3 && s.shape.len() == 3, OP, || {
+        format!("c {:?} and s {:?} must be [B, N, D]", c.shape, s.shape)
+    })?;
     let (b, nc, d) = (c.shape[0], c.shape[1], c.shape[2]);
     let (bs, ns) = (s.shape[0], s.shape[1]);
-    ensure(s.shape[2] == d, OP, || format!("c {:?} and s {:?} differ in D", c.shape, s.shape))?;
-    ensure(bs == b || bs == 1, OP, || format!("style batch {bs} must be 1 or the content batch {b}"))?;
-    ensure(out.shape == c.shape, OP, || format!("out {:?} must be c's shape {:?}", out.shape, c.shape))?;
-    ensure(nc >= 2 && ns >= 2, OP, || format!("need at least 2 tokens for an unbiased variance (content {nc}, style {ns})"))?;
-    ensure(b > 0 && d > 0 && b <= 65_535, OP, || format!("batch {b} / D {d} out of range"))?;
-    ensure((b * nc * d).max(bs * ns * d) <= i32::MAX as usize, OP, || "tensors exceed 2^31 elements".into())?;
+    ensure(s.shape[2] == d, OP, || {
+        format!("c {:?} and s {:?} differ in D", c.shape, s.shape)
+    })?;
+    ensure(bs == b || bs == 1, OP, || {
+        format!("style batch {bs} must be 1 or the content batch {b}")
+    })?;
+    ensure(out.shape == c.shape, OP, || {
+        format!("out {:?} must be c's shape {:?}", out.shape, c.shape)
+    })?;
+    ensure(nc >= 2 && ns >= 2, OP, || {
+        format!("need at least 2 tokens for an unbiased variance (content {nc}, style {ns})")
+    })?;
+    ensure(b > 0 && d > 0 && b <= 65_535, OP, || {
+        format!("batch {b} / D {d} out of range")
+    })?;
+    ensure(
+        (b * nc * d).max(bs * ns * d) <= i32::MAX as usize,
+        OP,
+        || "tensors exceed 2^31 elements".into(),
+    )?;
     let style_bstride = if bs == 1 { 0usize } else { ns * d };
     let grid = (d.div_ceil(ADAIN_COLS as usize) as u32, b as u32, 1);
     // SAFETY: adain(c, s, out: f32 pointers, nc, ns, d: u32, style_bstride: usize, alpha: f32), grid
@@ -28,8 +54,20 @@ pub fn adain(gpu: &Gpu, c: &DeviceTensor, s: &DeviceTensor, alpha: f32, out: &mu
     // for a broadcast style of batch 1) and writes out like c: all inside the checked shapes.
     unsafe {
         gpu.launch(
-            "adain", grid, (ADAIN_COLS, ADAIN_ROWS, 1), 4 * ADAIN_COLS * ADAIN_ROWS,
-            kernel_args!(c.ptr(), s.ptr(), out.ptr(), nc as u32, ns as u32, d as u32, style_bstride, alpha),
+            "adain",
+            grid,
+            (ADAIN_COLS, ADAIN_ROWS, 1),
+            4 * ADAIN_COLS * ADAIN_ROWS,
+            kernel_args!(
+                c.ptr(),
+                s.ptr(),
+                out.ptr(),
+                nc as u32,
+                ns as u32,
+                d as u32,
+                style_bstride,
+                alpha
+            ),
         )
     }
 }

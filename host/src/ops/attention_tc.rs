@@ -17,20 +17,47 @@ const OP: &str = "attention_tc";
 /// f16, head h at columns `col + h·head_dim`. head_dim = o's last dimension / heads, one of
 /// [`HEAD_DIMS`]. The kernel copies 16-byte chunks, so every column offset and row length (Cq, Ckv) must
 /// be a multiple of 8.
-pub fn attention_tc(gpu: &Gpu, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: usize, o: &mut DeviceTensor) -> Result<()> {
-    let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
+pub fn attention_tc(
+    gpu: &Gpu,
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    heads: usize,
+    o: &mut DeviceTensor,
+) -> Result<()> {
+    let AttnDims {
+        b,
+        nq,
+        nk,
+        cq,
+        ckv,
+        d,
+        dh,
+    } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
     let kernel = u32::try_from(dh).ok().and_then(attn_tc_kernel);
     let Some(kernel) = kernel else {
-        return Err(Error::Shape { op: OP, msg: format!("head_dim {dh} is not one of {HEAD_DIMS:?}") });
+        return Err(Error::Shape {
+            op: OP,
+            msg: format!("head_dim {dh} is not one of {HEAD_DIMS:?}"),
+        });
     };
-    let aligned = [q.col, k.col, v.col, cq, ckv].iter().all(|c| c.is_multiple_of(8));
+    let aligned = [q.col, k.col, v.col, cq, ckv]
+        .iter()
+        .all(|c| c.is_multiple_of(8));
     ensure(aligned, OP, || {
-        format!("column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8", q.col, k.col, v.col)
+        format!(
+            "column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8",
+            q.col, k.col, v.col
+        )
     })?;
     let bq = attn_tc_bq(dh as u32) as usize;
     let scale_log2 = (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32;
     let grid = (nq.div_ceil(bq) as u32, heads as u32, b as u32);
-    let (q_ptr, k_ptr, v_ptr) = (q.t.ptr() + 2 * q.col as u64, k.t.ptr() + 2 * k.col as u64, v.t.ptr() + 2 * v.col as u64);
+    let (q_ptr, k_ptr, v_ptr) = (
+        q.t.ptr() + 2 * q.col as u64,
+        k.t.ptr() + 2 * k.col as u64,
+        v.t.ptr() + 2 * v.col as u64,
+    );
     let (nq32, nk32, cq32, ckv32, d32) = (nq as u32, nk as u32, cq as u32, ckv as u32, d as u32);
     // SAFETY: attention_tc_dXX(q, k, v: *const u16, o: *mut u16, nq, nk, ld_q, ld_kv, ld_o: u32,
     // scale_log2: f32) matches the argument list, and `kernel` is the variant compiled for this head_dim.
@@ -46,17 +73,42 @@ pub fn attention_tc(gpu: &Gpu, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, heads: 
             grid,
             (32 * ATTN_TC_WARPS, 1, 1),
             attn_tc_smem_bytes(dh as u32),
-            kernel_args!(q_ptr, k_ptr, v_ptr, o.ptr(), nq32, nk32, cq32, ckv32, d32, scale_log2),
+            kernel_args!(
+                q_ptr,
+                k_ptr,
+                v_ptr,
+                o.ptr(),
+                nq32,
+                nk32,
+                cq32,
+                ckv32,
+                d32,
+                scale_log2
+            ),
         )
     }
 }
 
 /// Self-attention straight from the fused QKV projection: qkv [B, N, 3D] f16 (q, k, v at columns 0, D,
 /// 2D, heads within each), o [B, N, D] f16.
-pub fn attention_tc_qkv(gpu: &Gpu, qkv: &DeviceTensor, heads: usize, o: &mut DeviceTensor) -> Result<()> {
+pub fn attention_tc_qkv(
+    gpu: &Gpu,
+    qkv: &DeviceTensor,
+    heads: usize,
+    o: &mut DeviceTensor,
+) -> Result<()> {
     let d = o.shape.last().copied().unwrap_or(0);
-    ensure(qkv.shape.len() == 3 && qkv.shape[2] == 3 * d, OP, || format!("qkv {:?} must be [B, N, 3·{d}]", qkv.shape))?;
-    attention_tc(gpu, Heads { t: qkv, col: 0 }, Heads { t: qkv, col: d }, Heads { t: qkv, col: 2 * d }, heads, o)
+    ensure(qkv.shape.len() == 3 && qkv.shape[2] == 3 * d, OP, || {
+        format!("qkv {:?} must be [B, N, 3·{d}]", qkv.shape)
+    })?;
+    attention_tc(
+        gpu,
+        Heads { t: qkv, col: 0 },
+        Heads { t: qkv, col: d },
+        Heads { t: qkv, col: 2 * d },
+        heads,
+        o,
+    )
 }
 
 #[cfg(test)]

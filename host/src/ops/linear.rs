@@ -1,6 +1,7 @@
 //! `linear` launcher: y = x Wᵀ + b with fused epilogues (GELU, residual add).
 use gpu_kernels::launch::{
-    LINEAR_BIAS, LINEAR_BM, LINEAR_BN, LINEAR_GELU, LINEAR_RESIDUAL, LINEAR_SMEM_BYTES, LINEAR_THREADS,
+    LINEAR_BIAS, LINEAR_BM, LINEAR_BN, LINEAR_GELU, LINEAR_RESIDUAL, LINEAR_SMEM_BYTES,
+    LINEAR_THREADS,
 };
 
 use crate::error::{ensure, Result};
@@ -20,36 +21,95 @@ pub struct Epilogue<'a> {
 }
 
 /// y = x Wᵀ + b (`F.linear`): x [.., K], w [N, K], b [N], y [.., N] with the same leading elements.
-pub fn linear(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, b: Option<&DeviceTensor>, y: &mut DeviceTensor) -> Result<()> {
-    linear_ex(gpu, x, w, Epilogue { bias: b, ..Default::default() }, y)
+pub fn linear(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    b: Option<&DeviceTensor>,
+    y: &mut DeviceTensor,
+) -> Result<()> {
+    linear_ex(
+        gpu,
+        x,
+        w,
+        Epilogue {
+            bias: b,
+            ..Default::default()
+        },
+        y,
+    )
 }
 
 /// y = gelu(x Wᵀ + b) (the feed-forward network's first layer).
-pub fn linear_gelu(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, b: Option<&DeviceTensor>, y: &mut DeviceTensor) -> Result<()> {
-    linear_ex(gpu, x, w, Epilogue { bias: b, gelu: true, residual: None }, y)
+pub fn linear_gelu(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    b: Option<&DeviceTensor>,
+    y: &mut DeviceTensor,
+) -> Result<()> {
+    linear_ex(
+        gpu,
+        x,
+        w,
+        Epilogue {
+            bias: b,
+            gelu: true,
+            residual: None,
+        },
+        y,
+    )
 }
 
 /// `linear` with an explicit epilogue.
-pub fn linear_ex(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, ep: Epilogue<'_>, y: &mut DeviceTensor) -> Result<()> {
-    let all_f32 = [Some(x), Some(w), ep.bias, ep.residual, Some(&*y)].iter().flatten().all(|t| t.dtype == DType::F32);
+pub fn linear_ex(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    ep: Epilogue<'_>,
+    y: &mut DeviceTensor,
+) -> Result<()> {
+    let all_f32 = [Some(x), Some(w), ep.bias, ep.residual, Some(&*y)]
+        .iter()
+        .flatten()
+        .all(|t| t.dtype == DType::F32);
     ensure(all_f32, OP, || "f32 tensors only".into())?;
-    ensure(w.shape.len() == 2, OP, || format!("weight must be [N, K], got {:?}", w.shape))?;
+    ensure(w.shape.len() == 2, OP, || {
+        format!("weight must be [N, K], got {:?}", w.shape)
+    })?;
     let (n, k) = (w.shape[0], w.shape[1]);
     ensure(n > 0 && k > 0, OP, || format!("empty weight {:?}", w.shape))?;
-    ensure(x.shape.last() == Some(&k), OP, || format!("x {:?} does not end in K = {k} (weight {:?})", x.shape, w.shape))?;
+    ensure(x.shape.last() == Some(&k), OP, || {
+        format!(
+            "x {:?} does not end in K = {k} (weight {:?})",
+            x.shape, w.shape
+        )
+    })?;
     let m = x.numel() / k;
     ensure(y.shape.last() == Some(&n) && y.numel() == m * n, OP, || {
-        format!("y {:?} must hold [{m}, {n}] (x {:?}, weight {:?})", y.shape, x.shape, w.shape)
+        format!(
+            "y {:?} must hold [{m}, {n}] (x {:?}, weight {:?})",
+            y.shape, x.shape, w.shape
+        )
     })?;
     ensure(m > 0, OP, || format!("x {:?} has no rows", x.shape))?;
     let fits = |v: usize| v <= i32::MAX as usize;
-    ensure(fits(m) && fits(n) && fits(k), OP, || format!("sizes M {m}, N {n}, K {k} exceed the kernel's 32-bit range"))?;
+    ensure(fits(m) && fits(n) && fits(k), OP, || {
+        format!("sizes M {m}, N {n}, K {k} exceed the kernel's 32-bit range")
+    })?;
     let grid_y = m.div_ceil(LINEAR_BM as usize);
-    ensure(grid_y <= 65_535, OP, || format!("M = {m} rows exceed the grid limit ({} rows)", 65_535 * LINEAR_BM))?;
+    ensure(grid_y <= 65_535, OP, || {
+        format!(
+            "M = {m} rows exceed the grid limit ({} rows)",
+            65_535 * LINEAR_BM
+        )
+    })?;
     let mut flags = 0u32;
     let mut b_ptr = 0u64;
     if let Some(b) = ep.bias {
-        ensure(b.numel() == n, OP, || format!("bias {:?} must have N = {n} elements", b.shape))?;
+        ensure(b.numel() == n, OP, || {
+            format!("bias {:?} must have N = {n} elements", b.shape)
+        })?;
         flags |= LINEAR_BIAS;
         b_ptr = b.ptr();
     }
@@ -60,9 +120,16 @@ pub fn linear_ex(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, ep: Epilogue<'_>
     let mut r_rows = 1usize;
     if let Some(r) = ep.residual {
         r_rows = r.numel() / n;
-        ensure(r.numel().is_multiple_of(n) && r_rows > 0 && m.is_multiple_of(r_rows), OP, || {
-            format!("residual {:?} must be [R, {n}] with R dividing M = {m}", r.shape)
-        })?;
+        ensure(
+            r.numel().is_multiple_of(n) && r_rows > 0 && m.is_multiple_of(r_rows),
+            OP,
+            || {
+                format!(
+                    "residual {:?} must be [R, {n}] with R dividing M = {m}",
+                    r.shape
+                )
+            },
+        )?;
         flags |= LINEAR_RESIDUAL;
         r_ptr = r.ptr();
     }
@@ -73,8 +140,24 @@ pub fn linear_ex(gpu: &Gpu, x: &DeviceTensor, w: &DeviceTensor, ep: Epilogue<'_>
     // kernel is guarded by m, n, k. Its shared memory is LINEAR_SMEM_BYTES with LINEAR_THREADS threads.
     unsafe {
         gpu.launch(
-            "linear", grid, (LINEAR_THREADS, 1, 1), LINEAR_SMEM_BYTES,
-            kernel_args!(x.ptr(), w.ptr(), b_ptr, r_ptr, y.ptr(), m as u32, n as u32, k as u32, k as u32, n as u32, r_rows as u32, flags),
+            "linear",
+            grid,
+            (LINEAR_THREADS, 1, 1),
+            LINEAR_SMEM_BYTES,
+            kernel_args!(
+                x.ptr(),
+                w.ptr(),
+                b_ptr,
+                r_ptr,
+                y.ptr(),
+                m as u32,
+                n as u32,
+                k as u32,
+                k as u32,
+                n as u32,
+                r_rows as u32,
+                flags
+            ),
         )
     }
 }

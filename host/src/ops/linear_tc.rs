@@ -8,8 +8,8 @@
 //! * bias: `[N]` f32; residual: `[R, N]` f32 or f16 with R dividing M (row m gets residual row m % R);
 //! * y32: `[.., N]` f32 and/or y16: `[.., N]` f16 with M·N elements.
 use gpu_kernels::launch::{
-    ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16,
-    LINEAR_TC_SMEM_BYTES, LINEAR_TC_THREADS,
+    ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU,
+    LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES, LINEAR_TC_THREADS,
 };
 
 use crate::error::{ensure, Result};
@@ -42,31 +42,64 @@ pub fn linear_tc(
     ensure(x.dtype == DType::F16 && w.dtype == DType::F16, OP, || {
         format!("x and w must be f16, got {:?} and {:?}", x.dtype, w.dtype)
     })?;
-    ensure(w.shape.len() == 2, OP, || format!("weight must be [N, K], got {:?}", w.shape))?;
+    ensure(w.shape.len() == 2, OP, || {
+        format!("weight must be [N, K], got {:?}", w.shape)
+    })?;
     let (n, k) = (w.shape[0], w.shape[1]);
     ensure(n > 0 && k > 0, OP, || format!("empty weight {:?}", w.shape))?;
-    ensure(k.is_multiple_of(8), OP, || format!("K = {k} must be a multiple of 8 (16-byte f16 chunks)"))?;
-    ensure(x.shape.last() == Some(&k), OP, || format!("x {:?} does not end in K = {k} (weight {:?})", x.shape, w.shape))?;
+    ensure(k.is_multiple_of(8), OP, || {
+        format!("K = {k} must be a multiple of 8 (16-byte f16 chunks)")
+    })?;
+    ensure(x.shape.last() == Some(&k), OP, || {
+        format!(
+            "x {:?} does not end in K = {k} (weight {:?})",
+            x.shape, w.shape
+        )
+    })?;
     let m = x.numel() / k;
     ensure(m > 0, OP, || format!("x {:?} has no rows", x.shape))?;
-    ensure(y32.is_some() || y16.is_some(), OP, || "no output given (y32 and y16 are both None)".into())?;
-    let out_ok = |y: &DeviceTensor, dt: DType| y.dtype == dt && y.shape.last() == Some(&n) && y.numel() == m * n;
+    ensure(y32.is_some() || y16.is_some(), OP, || {
+        "no output given (y32 and y16 are both None)".into()
+    })?;
+    let out_ok = |y: &DeviceTensor, dt: DType| {
+        y.dtype == dt && y.shape.last() == Some(&n) && y.numel() == m * n
+    };
     if let Some(y) = y32.as_deref() {
-        ensure(out_ok(y, DType::F32), OP, || format!("y32 must be f32 holding [{m}, {n}], got {:?} {:?}", y.dtype, y.shape))?;
+        ensure(out_ok(y, DType::F32), OP, || {
+            format!(
+                "y32 must be f32 holding [{m}, {n}], got {:?} {:?}",
+                y.dtype, y.shape
+            )
+        })?;
     }
     if let Some(y) = y16.as_deref() {
-        ensure(out_ok(y, DType::F16), OP, || format!("y16 must be f16 holding [{m}, {n}], got {:?} {:?}", y.dtype, y.shape))?;
+        ensure(out_ok(y, DType::F16), OP, || {
+            format!(
+                "y16 must be f16 holding [{m}, {n}], got {:?} {:?}",
+                y.dtype, y.shape
+            )
+        })?;
     }
     let fits = |v: usize| v < (1usize << 31);
     ensure(fits(m * k) && fits(n * k) && fits(m * n), OP, || {
         format!("sizes M {m}, N {n}, K {k} exceed the kernel's 32-bit range")
     })?;
     let grid_y = m.div_ceil(LINEAR_TC_BM as usize);
-    ensure(grid_y <= 65_535, OP, || format!("M = {m} rows exceed the grid limit ({} rows)", 65_535 * LINEAR_TC_BM))?;
+    ensure(grid_y <= 65_535, OP, || {
+        format!(
+            "M = {m} rows exceed the grid limit ({} rows)",
+            65_535 * LINEAR_TC_BM
+        )
+    })?;
     let mut flags = 0u32;
     let mut b_ptr = 0u64;
     if let Some(b) = ep.bias {
-        ensure(b.dtype == DType::F32 && b.numel() == n, OP, || format!("bias must be f32 with N = {n} elements, got {:?} {:?}", b.dtype, b.shape))?;
+        ensure(b.dtype == DType::F32 && b.numel() == n, OP, || {
+            format!(
+                "bias must be f32 with N = {n} elements, got {:?} {:?}",
+                b.dtype, b.shape
+            )
+        })?;
         flags |= LINEAR_TC_BIAS;
         b_ptr = b.ptr();
     }
@@ -76,11 +109,20 @@ pub fn linear_tc(
     let mut r_ptr = 0u64;
     let mut r_rows = 1usize;
     if let Some(r) = ep.residual {
-        ensure(r.dtype == DType::F32 || r.dtype == DType::F16, OP, || format!("residual must be f32 or f16, got {:?}", r.dtype))?;
-        r_rows = r.numel() / n;
-        ensure(r.numel().is_multiple_of(n) && r_rows > 0 && m.is_multiple_of(r_rows), OP, || {
-            format!("residual {:?} must be [R, {n}] with R dividing M = {m}", r.shape)
+        ensure(r.dtype == DType::F32 || r.dtype == DType::F16, OP, || {
+            format!("residual must be f32 or f16, got {:?}", r.dtype)
         })?;
+        r_rows = r.numel() / n;
+        ensure(
+            r.numel().is_multiple_of(n) && r_rows > 0 && m.is_multiple_of(r_rows),
+            OP,
+            || {
+                format!(
+                    "residual {:?} must be [R, {n}] with R dividing M = {m}",
+                    r.shape
+                )
+            },
+        )?;
         flags |= LINEAR_TC_RESIDUAL;
         if r.dtype == DType::F16 {
             flags |= LINEAR_TC_RES_F16;
@@ -107,7 +149,19 @@ pub fn linear_tc(
             grid,
             (LINEAR_TC_THREADS, 1, 1),
             LINEAR_TC_SMEM_BYTES,
-            kernel_args!(x.ptr(), w.ptr(), b_ptr, r_ptr, y32_ptr, y16_ptr, m32, n32, k32, rr32, flags),
+            kernel_args!(
+                x.ptr(),
+                w.ptr(),
+                b_ptr,
+                r_ptr,
+                y32_ptr,
+                y16_ptr,
+                m32,
+                n32,
+                k32,
+                rr32,
+                flags
+            ),
         )
     }
 }
@@ -117,11 +171,18 @@ pub fn linear_tc(
 pub fn to_f16(gpu: &Gpu, x: &DeviceTensor, y16: &mut DeviceTensor) -> Result<()> {
     const OP: &str = "linear_tc_to_f16";
     ensure(x.dtype == DType::F32 && y16.dtype == DType::F16, OP, || {
-        format!("x must be f32 and y16 f16, got {:?} and {:?}", x.dtype, y16.dtype)
+        format!(
+            "x must be f32 and y16 f16, got {:?} and {:?}",
+            x.dtype, y16.dtype
+        )
     })?;
-    ensure(x.numel() == y16.numel(), OP, || format!("x {:?} and y16 {:?} differ in size", x.shape, y16.shape))?;
+    ensure(x.numel() == y16.numel(), OP, || {
+        format!("x {:?} and y16 {:?} differ in size", x.shape, y16.shape)
+    })?;
     let n = x.numel();
-    ensure(n < (1usize << 31), OP, || format!("{n} elements exceed the kernel's 32-bit range"))?;
+    ensure(n < (1usize << 31), OP, || {
+        format!("{n} elements exceed the kernel's 32-bit range")
+    })?;
     if n == 0 {
         return Ok(());
     }
@@ -152,22 +213,44 @@ pub fn layer_norm_f16(
     y16: &mut DeviceTensor,
 ) -> Result<()> {
     const OP: &str = "linear_tc_layer_norm";
-    let all_f32 = [Some(x), residual, Some(gamma), Some(beta), y.as_deref()].iter().flatten().all(|t| t.dtype == DType::F32);
-    ensure(all_f32 && y16.dtype == DType::F16, OP, || "f32 tensors and an f16 y16 only".into())?;
+    let all_f32 = [Some(x), residual, Some(gamma), Some(beta), y.as_deref()]
+        .iter()
+        .flatten()
+        .all(|t| t.dtype == DType::F32);
+    ensure(all_f32 && y16.dtype == DType::F16, OP, || {
+        "f32 tensors and an f16 y16 only".into()
+    })?;
     let d = *x.shape.last().unwrap_or(&0);
-    ensure(d > 0 && x.numel() > 0, OP, || format!("x {:?} is empty", x.shape))?;
+    ensure(d > 0 && x.numel() > 0, OP, || {
+        format!("x {:?} is empty", x.shape)
+    })?;
     let rows = x.numel() / d;
     if let Some(y) = y.as_deref() {
-        ensure(y.numel() == x.numel() && y.shape.last() == Some(&d), OP, || format!("y {:?} vs x {:?}", y.shape, x.shape))?;
+        ensure(
+            y.numel() == x.numel() && y.shape.last() == Some(&d),
+            OP,
+            || format!("y {:?} vs x {:?}", y.shape, x.shape),
+        )?;
     }
-    ensure(y16.numel() == x.numel() && y16.shape.last() == Some(&d), OP, || format!("y16 {:?} vs x {:?}", y16.shape, x.shape))?;
+    ensure(
+        y16.numel() == x.numel() && y16.shape.last() == Some(&d),
+        OP,
+        || format!("y16 {:?} vs x {:?}", y16.shape, x.shape),
+    )?;
     ensure(gamma.numel() == d && beta.numel() == d, OP, || {
-        format!("gamma {:?} and beta {:?} must have D = {d} elements", gamma.shape, beta.shape)
+        format!(
+            "gamma {:?} and beta {:?} must have D = {d} elements",
+            gamma.shape, beta.shape
+        )
     })?;
     if let Some(r) = residual {
-        ensure(r.numel() == x.numel(), OP, || format!("residual {:?} vs x {:?}", r.shape, x.shape))?;
+        ensure(r.numel() == x.numel(), OP, || {
+            format!("residual {:?} vs x {:?}", r.shape, x.shape)
+        })?;
     }
-    ensure(x.numel() < (1usize << 31), OP, || format!("{rows} rows of {d} are too many"))?;
+    ensure(x.numel() < (1usize << 31), OP, || {
+        format!("{rows} rows of {d} are too many")
+    })?;
     let blocks = rows.div_ceil(LAYER_NORM_ROWS as usize);
     let (r_ptr, has_res) = residual.map_or((0u64, 0u32), |r| (r.ptr(), 1));
     let y_ptr = y.map_or(0u64, |y| y.ptr());
@@ -182,7 +265,17 @@ pub fn layer_norm_f16(
             (blocks as u32, 1, 1),
             (32 * LAYER_NORM_ROWS, 1, 1),
             0,
-            kernel_args!(x.ptr(), r_ptr, gamma.ptr(), beta.ptr(), y_ptr, y16.ptr(), rows32, d32, has_res),
+            kernel_args!(
+                x.ptr(),
+                r_ptr,
+                gamma.ptr(),
+                beta.ptr(),
+                y_ptr,
+                y16.ptr(),
+                rows32,
+                d32,
+                has_res
+            ),
         )
     }
 }

@@ -19,83 +19,198 @@ fn fits32(v: usize) -> bool {
 
 /// NCHW f32 `x` [N, 3, H, W] -> NHWC f16 `y` [N, H, W, 4] (channel 3 zero, nearest even, saturated).
 pub fn nhwc_pack_input(gpu: &Gpu, x: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
-    ensure(x.dtype == DType::F32 && x.layout != Layout::Nhwc && x.shape.len() == 4 && x.shape[1] == 3, OP, || {
-        format!("pack input: x must be NCHW f32 [N, 3, H, W], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
-    })?;
+    ensure(
+        x.dtype == DType::F32 && x.layout != Layout::Nhwc && x.shape.len() == 4 && x.shape[1] == 3,
+        OP,
+        || {
+            format!(
+                "pack input: x must be NCHW f32 [N, 3, H, W], got {:?} {:?} {:?}",
+                x.layout, x.dtype, x.shape
+            )
+        },
+    )?;
     let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3]);
     let want = [n, h, w, PACKED_INPUT_CHANNELS];
-    ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == want, OP, || {
-        format!("pack input: y must be NHWC f16 {want:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
-    })?;
+    ensure(
+        y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == want,
+        OP,
+        || {
+            format!(
+                "pack input: y must be NHWC f16 {want:?}, got {:?} {:?} {:?}",
+                y.layout, y.dtype, y.shape
+            )
+        },
+    )?;
     let n_pix = n * h * w;
-    ensure(n_pix > 0, OP, || format!("pack input: empty input {:?}", x.shape))?;
+    ensure(n_pix > 0, OP, || {
+        format!("pack input: empty input {:?}", x.shape)
+    })?;
     let hw = h * w;
     // SAFETY: nhwc_pack_input(x: *const f32, y: *mut u32, n_pix: usize, hw: usize): thread `pix < n_pix`
     // reads x[(n*3 + c)*hw + i] (c < 3, n = pix / hw < N, i < hw: inside the N*3*H*W floats of x) and writes
     // the 2 words y[pix*2 ..+2] = 4 f16 of pixel pix, inside y's N*H*W*4 f16 (shapes checked above;
     // device allocations are 256-byte aligned, so the 32-bit stores are aligned).
     unsafe {
-        gpu.launch("nhwc_pack_input", (blocks_for(n_pix, ELEMENTWISE_BLOCK), 1, 1), (ELEMENTWISE_BLOCK, 1, 1), 0,
-            kernel_args!(x.ptr(), y.ptr(), n_pix, hw))
+        gpu.launch(
+            "nhwc_pack_input",
+            (blocks_for(n_pix, ELEMENTWISE_BLOCK), 1, 1),
+            (ELEMENTWISE_BLOCK, 1, 1),
+            0,
+            kernel_args!(x.ptr(), y.ptr(), n_pix, hw),
+        )
     }
 }
 
 /// InstanceNorm coefficients from `conv2d_tc`'s partials for its output shape `out` = [N, P, Q, C]:
 /// coef[(n*C + c)*2 ..+2] = (γ[c]·rstd, β[c] − mean·γ[c]·rstd), biased variance, eps = INSTANCE_NORM_EPS.
-pub fn nhwc_in_coef(gpu: &Gpu, out: &[usize; 4], part: &DeviceTensor, gamma: &DeviceTensor, beta: &DeviceTensor, coef: &mut DeviceTensor) -> Result<()> {
+pub fn nhwc_in_coef(
+    gpu: &Gpu,
+    out: &[usize; 4],
+    part: &DeviceTensor,
+    gamma: &DeviceTensor,
+    beta: &DeviceTensor,
+    coef: &mut DeviceTensor,
+) -> Result<()> {
     let [n, p, q, c] = *out;
     let pq = p * q;
     let (bm, tiles) = conv2d_tc_tiling(out);
-    ensure(n > 0 && pq > 0 && c > 0, OP, || format!("coef: empty output shape {out:?}"))?;
-    ensure(part.dtype == DType::F32 && part.numel() >= conv2d_tc_part_len(out), OP, || {
-        format!("coef: partials need {} f32, got {:?} {:?}", conv2d_tc_part_len(out), part.dtype, part.shape)
+    ensure(n > 0 && pq > 0 && c > 0, OP, || {
+        format!("coef: empty output shape {out:?}")
     })?;
+    ensure(
+        part.dtype == DType::F32 && part.numel() >= conv2d_tc_part_len(out),
+        OP,
+        || {
+            format!(
+                "coef: partials need {} f32, got {:?} {:?}",
+                conv2d_tc_part_len(out),
+                part.dtype,
+                part.shape
+            )
+        },
+    )?;
     for (name, t) in [("gamma", gamma), ("beta", beta)] {
-        ensure(t.dtype == DType::F32 && t.shape == [c], OP, || format!("coef: {name} must be f32 [{c}], got {:?} {:?}", t.dtype, t.shape))?;
+        ensure(t.dtype == DType::F32 && t.shape == [c], OP, || {
+            format!(
+                "coef: {name} must be f32 [{c}], got {:?} {:?}",
+                t.dtype, t.shape
+            )
+        })?;
     }
-    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || format!("coef: needs {} f32, got {:?}", n * c * 2, coef.shape))?;
-    ensure(fits32(n * c * tiles * 2) && fits32(pq) && n * c < 65536 * 1024, OP, || format!("coef: output {out:?} too large"))?;
+    ensure(
+        coef.dtype == DType::F32 && coef.numel() >= n * c * 2,
+        OP,
+        || format!("coef: needs {} f32, got {:?}", n * c * 2, coef.shape),
+    )?;
+    ensure(
+        fits32(n * c * tiles * 2) && fits32(pq) && n * c < 65536 * 1024,
+        OP,
+        || format!("coef: output {out:?} too large"),
+    )?;
     let (c32, tiles32, pq32, bm32) = (c as u32, tiles as u32, pq as u32, bm as u32);
     // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, tiles, tile_px, pq:
     // u32, eps: f32): block p < N*C reads part[p*tiles*2 .. (p+1)*tiles*2] (inside the N*C*tiles*2 checked
     // above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2] (N*C*2 checked). Block =
     // NHWC_COEF_THREADS threads with 3 floats of shared memory per warp, as the kernel uses.
     unsafe {
-        gpu.launch("nhwc_in_coef", ((n * c) as u32, 1, 1), (NHWC_COEF_THREADS, 1, 1), 3 * NHWC_COEF_THREADS / 32 * 4,
-            kernel_args!(part.ptr(), coef.ptr(), gamma.ptr(), beta.ptr(), c32, tiles32, bm32, pq32, INSTANCE_NORM_EPS))
+        gpu.launch(
+            "nhwc_in_coef",
+            ((n * c) as u32, 1, 1),
+            (NHWC_COEF_THREADS, 1, 1),
+            3 * NHWC_COEF_THREADS / 32 * 4,
+            kernel_args!(
+                part.ptr(),
+                coef.ptr(),
+                gamma.ptr(),
+                beta.ptr(),
+                c32,
+                tiles32,
+                bm32,
+                pq32,
+                INSTANCE_NORM_EPS
+            ),
+        )
     }
 }
 
 /// x = a·x + b per (sample, channel) from `coef` (see [`nhwc_in_coef`]), then ReLU if `relu`, in place on
 /// NHWC f16 [N, P, Q, C] with C % 8 == 0.
-pub fn nhwc_in_apply(gpu: &Gpu, x: &mut DeviceTensor, coef: &DeviceTensor, relu: bool) -> Result<()> {
+pub fn nhwc_in_apply(
+    gpu: &Gpu,
+    x: &mut DeviceTensor,
+    coef: &DeviceTensor,
+    relu: bool,
+) -> Result<()> {
     let desc = (x.dtype, x.layout, x.shape.clone());
     apply(gpu, x, coef, relu, None, x.ptr(), desc)
 }
 
 /// `acc = a·x + b + acc` (no ReLU): the residual blocks' update of the trunk (NHWC f16, same shapes).
-pub fn nhwc_in_apply_residual(gpu: &Gpu, x: &DeviceTensor, coef: &DeviceTensor, acc: &mut DeviceTensor) -> Result<()> {
+pub fn nhwc_in_apply_residual(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    coef: &DeviceTensor,
+    acc: &mut DeviceTensor,
+) -> Result<()> {
     let desc = (acc.dtype, acc.layout, acc.shape.clone());
-    apply(gpu, x, coef, false, Some((acc.ptr(), desc.clone())), acc.ptr(), desc)
+    apply(
+        gpu,
+        x,
+        coef,
+        false,
+        Some((acc.ptr(), desc.clone())),
+        acc.ptr(),
+        desc,
+    )
 }
 
 type Desc = (DType, Layout, Vec<usize>);
 
 /// Checks and launches `nhwc_in_apply` with output `y_ptr` (described by `y`) and an optional residual.
-fn apply(gpu: &Gpu, x: &DeviceTensor, coef: &DeviceTensor, relu: bool, res: Option<(u64, Desc)>, y_ptr: u64, y: Desc) -> Result<()> {
-    ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4, OP, || {
-        format!("apply: x must be NHWC f16 [N, P, Q, C], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
-    })?;
+fn apply(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    coef: &DeviceTensor,
+    relu: bool,
+    res: Option<(u64, Desc)>,
+    y_ptr: u64,
+    y: Desc,
+) -> Result<()> {
+    ensure(
+        x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4,
+        OP,
+        || {
+            format!(
+                "apply: x must be NHWC f16 [N, P, Q, C], got {:?} {:?} {:?}",
+                x.layout, x.dtype, x.shape
+            )
+        },
+    )?;
     let want: Desc = (DType::F16, Layout::Nhwc, x.shape.clone());
-    ensure(y == want, OP, || format!("apply: y must be NHWC f16 {:?}, got {y:?}", x.shape))?;
+    ensure(y == want, OP, || {
+        format!("apply: y must be NHWC f16 {:?}, got {y:?}", x.shape)
+    })?;
     if let Some((_, r)) = &res {
-        ensure(*r == want, OP, || format!("apply: residual must be NHWC f16 {:?}, got {r:?}", x.shape))?;
+        ensure(*r == want, OP, || {
+            format!("apply: residual must be NHWC f16 {:?}, got {r:?}", x.shape)
+        })?;
     }
     let (n, c) = (x.shape[0], x.shape[3]);
     let total = x.numel();
-    ensure(c > 0 && c % 8 == 0 && total > 0, OP, || format!("apply: channels must be a positive multiple of 8, got {:?}", x.shape))?;
-    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || format!("apply: coef needs {} f32, got {:?}", n * c * 2, coef.shape))?;
-    ensure(fits32(total), OP, || format!("apply: {total} elements need 64-bit indexing"))?;
+    ensure(c > 0 && c % 8 == 0 && total > 0, OP, || {
+        format!(
+            "apply: channels must be a positive multiple of 8, got {:?}",
+            x.shape
+        )
+    })?;
+    ensure(
+        coef.dtype == DType::F32 && coef.numel() >= n * c * 2,
+        OP,
+        || format!("apply: coef needs {} f32, got {:?}", n * c * 2, coef.shape),
+    )?;
+    ensure(fits32(total), OP, || {
+        format!("apply: {total} elements need 64-bit indexing")
+    })?;
     let groups = total / 8;
     let pqc = (total / n) as u32;
     let blocks = blocks_for(groups, ELEMENTWISE_BLOCK).min(8192);
@@ -105,7 +220,21 @@ fn apply(gpu: &Gpu, x: &DeviceTensor, coef: &DeviceTensor, relu: bool, res: Opti
     // groups never straddle a pixel); coef[(n*C + ch)*2 ..+16] with n < N, ch + 8 ≤ C (N*C*2 checked).
     // Each group is read and written by one thread, so y aliasing x or residual is sound.
     unsafe {
-        gpu.launch("nhwc_in_apply", (blocks, 1, 1), (ELEMENTWISE_BLOCK, 1, 1), 0,
-            kernel_args!(x.ptr(), y_ptr, res.map_or(0, |r| r.0), coef.ptr(), groups as u32, c as u32, pqc, relu as u32))
+        gpu.launch(
+            "nhwc_in_apply",
+            (blocks, 1, 1),
+            (ELEMENTWISE_BLOCK, 1, 1),
+            0,
+            kernel_args!(
+                x.ptr(),
+                y_ptr,
+                res.map_or(0, |r| r.0),
+                coef.ptr(),
+                groups as u32,
+                c as u32,
+                pqc,
+                relu as u32
+            ),
+        )
     }
 }

@@ -16,19 +16,42 @@ use crate::ops;
 
 pub fn checks() -> Vec<Check> {
     vec![
-        Check { op: "conv2d", run: conv2d_checks },
-        Check { op: "instance_norm", run: instance_norm_checks },
-        Check { op: "upsample_nearest", run: upsample_checks },
-        Check { op: "relu", run: relu_checks },
-        Check { op: "add", run: add_checks },
-        Check { op: "transformer_net", run: transformer_net_checks },
+        Check {
+            op: "conv2d",
+            run: conv2d_checks,
+        },
+        Check {
+            op: "instance_norm",
+            run: instance_norm_checks,
+        },
+        Check {
+            op: "upsample_nearest",
+            run: upsample_checks,
+        },
+        Check {
+            op: "relu",
+            run: relu_checks,
+        },
+        Check {
+            op: "add",
+            run: add_checks,
+        },
+        Check {
+            op: "transformer_net",
+            run: transformer_net_checks,
+        },
     ]
 }
 
-
-
 /// Synchronises the stream, downloads `y` and compares it with `expected` (shape and values).
-fn finish(gpu: &Gpu, op: &str, case: &str, y: &DeviceTensor, expected: &Tensor, tol: Tolerance) -> Result<CheckResult> {
+fn finish(
+    gpu: &Gpu,
+    op: &str,
+    case: &str,
+    y: &DeviceTensor,
+    expected: &Tensor,
+    tol: Tolerance,
+) -> Result<CheckResult> {
     gpu.synchronize()?;
     let got = y.to_vec_f32()?;
     let mut r = compare(op, case, &got, &expected.data, tol);
@@ -41,7 +64,11 @@ fn finish(gpu: &Gpu, op: &str, case: &str, y: &DeviceTensor, expected: &Tensor, 
 
 /// A case that passes when every launch in `attempts` was refused with an error (no panic, no launch).
 fn expect_refused(op: &str, case: &str, attempts: Vec<(&str, Result<()>)>) -> CheckResult {
-    let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+    let accepted: Vec<&str> = attempts
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| *n)
+        .collect();
     CheckResult {
         op: op.to_string(),
         case: case.to_string(),
@@ -49,7 +76,11 @@ fn expect_refused(op: &str, case: &str, attempts: Vec<(&str, Result<()>)>) -> Ch
         max_rel: 0.0,
         tol: Tolerance::F32,
         passed: accepted.is_empty(),
-        detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+        detail: if accepted.is_empty() {
+            String::new()
+        } else {
+            format!("accepted: {}", accepted.join(", "))
+        },
     }
 }
 
@@ -101,7 +132,17 @@ const CONV_CASES: &[ConvCase] = &[
 fn conv_case(gpu: &Gpu, rng: &mut Rng64, cs: &ConvCase) -> CheckResult {
     let case = format!(
         "{}x{}x{}x{} k{} {}x{} s{} {:?} up{}{}",
-        cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.pad, cs.up, if cs.bias { " +b" } else { "" }
+        cs.n,
+        cs.c,
+        cs.h,
+        cs.w,
+        cs.k,
+        cs.r,
+        cs.r,
+        cs.stride,
+        cs.pad,
+        cs.up,
+        if cs.bias { " +b" } else { "" }
     );
     catch("conv2d", &case.clone(), || {
         let x = random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0);
@@ -113,13 +154,25 @@ fn conv_case(gpu: &Gpu, rng: &mut Rng64, cs: &ConvCase) -> CheckResult {
         let dw = DeviceTensor::from_host(&w)?;
         let db = b.as_ref().map(DeviceTensor::from_host).transpose()?;
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
-        ops::conv2d::conv2d(gpu, &dx, &dw, db.as_ref(), cs.stride, cs.pad, cs.up, &mut dy)?;
+        ops::conv2d::conv2d(
+            gpu,
+            &dx,
+            &dw,
+            db.as_ref(),
+            cs.stride,
+            cs.pad,
+            cs.up,
+            &mut dy,
+        )?;
         finish(gpu, "conv2d", &case, &dy, &expected, Tolerance::F32)
     })
 }
 
 fn conv2d_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut out: Vec<CheckResult> = CONV_CASES.iter().map(|cs| conv_case(gpu, rng, cs)).collect();
+    let mut out: Vec<CheckResult> = CONV_CASES
+        .iter()
+        .map(|cs| conv_case(gpu, rng, cs))
+        .collect();
     out.push(catch("conv2d", "refuses bad shapes", || {
         let t = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::Nchw);
         let x = t(&[1, 4, 3, 3])?;
@@ -131,19 +184,52 @@ fn conv2d_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         let mut y = t(&[1, 8, 3, 3])?;
         let mut y_bad = t(&[1, 8, 3, 4])?;
         let mut y_s2 = t(&[1, 8, 2, 2])?;
-        let c = |x: &DeviceTensor, w: &DeviceTensor, b: Option<&DeviceTensor>, s, p, u, y: &mut DeviceTensor| {
-            ops::conv2d::conv2d(gpu, x, w, b, s, p, u, y)
-        };
-        Ok(expect_refused("conv2d", "refuses bad shapes", vec![
-            ("input channels", c(&x, &w_bad_c, None, 1, Padding::Reflect(1), 1, &mut y)),
-            ("non-square filter", c(&x, &w_rect, None, 1, Padding::Reflect(1), 1, &mut y)),
-            ("bias length", c(&x, &w, Some(&b_bad), 1, Padding::Reflect(1), 1, &mut y)),
-            ("output shape", c(&x, &w, None, 1, Padding::Reflect(1), 1, &mut y_bad)),
-            ("reflect pad >= size", c(&x, &w, None, 1, Padding::Reflect(3), 1, &mut y)),
-            ("stride 0", c(&x, &w, None, 0, Padding::Reflect(1), 1, &mut y_s2)),
-            ("upsample 0", c(&x, &w, None, 1, Padding::Reflect(1), 0, &mut y)),
-            ("bf16 input", c(&x_bf16, &w, None, 1, Padding::Reflect(1), 1, &mut y)),
-        ]))
+        let c =
+            |x: &DeviceTensor,
+             w: &DeviceTensor,
+             b: Option<&DeviceTensor>,
+             s,
+             p,
+             u,
+             y: &mut DeviceTensor| { ops::conv2d::conv2d(gpu, x, w, b, s, p, u, y) };
+        Ok(expect_refused(
+            "conv2d",
+            "refuses bad shapes",
+            vec![
+                (
+                    "input channels",
+                    c(&x, &w_bad_c, None, 1, Padding::Reflect(1), 1, &mut y),
+                ),
+                (
+                    "non-square filter",
+                    c(&x, &w_rect, None, 1, Padding::Reflect(1), 1, &mut y),
+                ),
+                (
+                    "bias length",
+                    c(&x, &w, Some(&b_bad), 1, Padding::Reflect(1), 1, &mut y),
+                ),
+                (
+                    "output shape",
+                    c(&x, &w, None, 1, Padding::Reflect(1), 1, &mut y_bad),
+                ),
+                (
+                    "reflect pad >= size",
+                    c(&x, &w, None, 1, Padding::Reflect(3), 1, &mut y),
+                ),
+                (
+                    "stride 0",
+                    c(&x, &w, None, 0, Padding::Reflect(1), 1, &mut y_s2),
+                ),
+                (
+                    "upsample 0",
+                    c(&x, &w, None, 1, Padding::Reflect(1), 0, &mut y),
+                ),
+                (
+                    "bf16 input",
+                    c(&x_bf16, &w, None, 1, Padding::Reflect(1), 1, &mut y),
+                ),
+            ],
+        ))
     }));
     out
 }
@@ -169,7 +255,10 @@ fn instance_norm_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         .map(|&(shape, relu, res, inplace, offset)| {
             let case = format!(
                 "{}x{}x{}x{}{}{}{} mean~{offset}",
-                shape[0], shape[1], shape[2], shape[3],
+                shape[0],
+                shape[1],
+                shape[2],
+                shape[3],
                 if relu { " +relu" } else { "" },
                 if res { " +res" } else { "" },
                 if inplace { " in-place" } else { "" }
@@ -185,42 +274,88 @@ fn instance_norm_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let dg = DeviceTensor::from_host(&gamma)?;
                 let db = DeviceTensor::from_host(&beta)?;
                 let dr = residual.as_ref().map(DeviceTensor::from_host).transpose()?;
-                let mut stats = poisoned(&[ops::instance_norm::instance_norm_stats_len(&shape)], DType::F32, Layout::Nchw)?;
+                let mut stats = poisoned(
+                    &[ops::instance_norm::instance_norm_stats_len(&shape)],
+                    DType::F32,
+                    Layout::Nchw,
+                )?;
                 if inplace {
-                    ops::instance_norm::instance_norm_inplace(gpu, &mut dx, &dg, &db, relu, dr.as_ref(), &mut stats)?;
+                    ops::instance_norm::instance_norm_inplace(
+                        gpu,
+                        &mut dx,
+                        &dg,
+                        &db,
+                        relu,
+                        dr.as_ref(),
+                        &mut stats,
+                    )?;
                     finish(gpu, "instance_norm", &case, &dx, &expected, Tolerance::F32)
                 } else {
                     let mut dy = poisoned(&shape, DType::F32, Layout::Nchw)?;
-                    ops::instance_norm::instance_norm(gpu, &dx, &dg, &db, relu, dr.as_ref(), &mut dy, &mut stats)?;
+                    ops::instance_norm::instance_norm(
+                        gpu,
+                        &dx,
+                        &dg,
+                        &db,
+                        relu,
+                        dr.as_ref(),
+                        &mut dy,
+                        &mut stats,
+                    )?;
                     finish(gpu, "instance_norm", &case, &dy, &expected, Tolerance::F32)
                 }
             })
         })
-        .chain(std::iter::once(catch("instance_norm", "refuses bad shapes", || {
-            let t = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::Nchw);
-            let x = t(&[1, 4, 8, 8])?;
-            let g = t(&[4])?;
-            let g_bad = t(&[3])?;
-            let r_bad = t(&[1, 4, 8, 7])?;
-            let mut y = t(&[1, 4, 8, 8])?;
-            let mut y_bad = t(&[1, 4, 8, 9])?;
-            let mut stats = t(&[ops::instance_norm::instance_norm_stats_len(&[1, 4, 8, 8])])?;
-            let mut stats_small = t(&[4])?;
-            use ops::instance_norm::instance_norm as inorm;
-            Ok(expect_refused("instance_norm", "refuses bad shapes", vec![
-                ("gamma length", inorm(gpu, &x, &g_bad, &g, false, None, &mut y, &mut stats)),
-                ("residual shape", inorm(gpu, &x, &g, &g, false, Some(&r_bad), &mut y, &mut stats)),
-                ("output shape", inorm(gpu, &x, &g, &g, false, None, &mut y_bad, &mut stats)),
-                ("stats too small", inorm(gpu, &x, &g, &g, false, None, &mut y, &mut stats_small)),
-            ]))
-        })))
+        .chain(std::iter::once(catch(
+            "instance_norm",
+            "refuses bad shapes",
+            || {
+                let t = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::Nchw);
+                let x = t(&[1, 4, 8, 8])?;
+                let g = t(&[4])?;
+                let g_bad = t(&[3])?;
+                let r_bad = t(&[1, 4, 8, 7])?;
+                let mut y = t(&[1, 4, 8, 8])?;
+                let mut y_bad = t(&[1, 4, 8, 9])?;
+                let mut stats = t(&[ops::instance_norm::instance_norm_stats_len(&[1, 4, 8, 8])])?;
+                let mut stats_small = t(&[4])?;
+                use ops::instance_norm::instance_norm as inorm;
+                Ok(expect_refused(
+                    "instance_norm",
+                    "refuses bad shapes",
+                    vec![
+                        (
+                            "gamma length",
+                            inorm(gpu, &x, &g_bad, &g, false, None, &mut y, &mut stats),
+                        ),
+                        (
+                            "residual shape",
+                            inorm(gpu, &x, &g, &g, false, Some(&r_bad), &mut y, &mut stats),
+                        ),
+                        (
+                            "output shape",
+                            inorm(gpu, &x, &g, &g, false, None, &mut y_bad, &mut stats),
+                        ),
+                        (
+                            "stats too small",
+                            inorm(gpu, &x, &g, &g, false, None, &mut y, &mut stats_small),
+                        ),
+                    ],
+                ))
+            },
+        )))
         .collect()
 }
 
 // ---------------------------------------------------------------------------------- upsample, relu, add
 
 fn upsample_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let cases: &[([usize; 4], usize)] = &[([2, 3, 5, 7], 2), ([1, 2, 1, 1], 2), ([1, 64, 17, 9], 2), ([1, 3, 4, 6], 3)];
+    let cases: &[([usize; 4], usize)] = &[
+        ([2, 3, 5, 7], 2),
+        ([1, 2, 1, 1], 2),
+        ([1, 64, 17, 9], 2),
+        ([1, 3, 4, 6], 3),
+    ];
     cases
         .iter()
         .map(|&(shape, f)| {
@@ -231,7 +366,14 @@ fn upsample_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let dx = DeviceTensor::from_host(&x)?;
                 let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
                 ops::upsample::upsample_nearest(gpu, &dx, f, &mut dy)?;
-                finish(gpu, "upsample_nearest", &case, &dy, &expected, Tolerance::F32)
+                finish(
+                    gpu,
+                    "upsample_nearest",
+                    &case,
+                    &dy,
+                    &expected,
+                    Tolerance::F32,
+                )
             })
         })
         .collect()
@@ -277,7 +419,9 @@ fn add_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 
 /// A TransformerNet with random weights, under the pytorch/examples key names.
 pub fn random_transformer_net(rng: &mut Rng64) -> Result<TransformerNet> {
-    Ok(TransformerNet::new(super::random_weights::random_tnet_weights(rng))?)
+    Ok(TransformerNet::new(
+        super::random_weights::random_tnet_weights(rng),
+    )?)
 }
 
 fn transformer_net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
@@ -292,7 +436,14 @@ fn transformer_net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     };
     // Shapes change and come back, so buffers are reallocated and reused; the last case repeats the
     // previous shape (same buffers, different input).
-    let shapes: [[usize; 4]; 6] = [[1, 3, 40, 36], [2, 3, 33, 47], [1, 3, 16, 16], [1, 3, 40, 36], [1, 3, 17, 70], [1, 3, 17, 70]];
+    let shapes: [[usize; 4]; 6] = [
+        [1, 3, 40, 36],
+        [2, 3, 33, 47],
+        [1, 3, 16, 16],
+        [1, 3, 40, 36],
+        [1, 3, 17, 70],
+        [1, 3, 17, 70],
+    ];
     let mut out = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
         let case = format!("{}x{}x{}x{} #{i}", shape[0], shape[1], shape[2], shape[3]);
@@ -313,7 +464,10 @@ fn transformer_net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let mut r = compare(OP, &case, &got.data, &expected.data, Tolerance::F32_LOOSE);
             if got.shape != want || expected.shape != want {
                 r.passed = false;
-                r.detail = format!("shape {:?}, CPU {:?}, output_size {want:?}", got.shape, expected.shape);
+                r.detail = format!(
+                    "shape {:?}, CPU {:?}, output_size {want:?}",
+                    got.shape, expected.shape
+                );
             }
             Ok(r)
         }));

@@ -18,12 +18,21 @@ use crate::ops::nhwc;
 
 const OP: &str = "conv2d_tc";
 /// f32 output: fp32 accumulation of exact f16 products; only the summation order differs from the CPU.
-const TOL_F32: Tolerance = Tolerance { rel_l2: 1e-4, max_rel: 1e-3 };
+const TOL_F32: Tolerance = Tolerance {
+    rel_l2: 1e-4,
+    max_rel: 1e-3,
+};
 /// f16 output: one rounding (relative 2^-11 of each value, at most 2^-11 of the largest) on top.
-const TOL_F16: Tolerance = Tolerance { rel_l2: 1e-3, max_rel: 1e-3 };
+const TOL_F16: Tolerance = Tolerance {
+    rel_l2: 1e-3,
+    max_rel: 1e-3,
+};
 
 pub fn checks() -> Vec<Check> {
-    vec![Check { op: OP, run: conv2d_tc_checks }]
+    vec![Check {
+        op: OP,
+        run: conv2d_tc_checks,
+    }]
 }
 
 struct Case {
@@ -91,14 +100,22 @@ fn cpu_out_shape(cs: &Case) -> [usize; 4] {
 
 fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
-    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
+    let case = format!(
+        "{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm}",
+        cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up
+    );
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
         let bound = 1.0 / ((cs.c * cs.r * cs.r) as f32).sqrt();
         let w = round_tensor_f16(&random(rng, &[cs.k, cs.c, cs.r, cs.r], -bound, bound));
         let pad = cs.r / 2;
         let expected = cpu::conv2d(&x, &w, None, cs.stride, Padding::Reflect(pad), cs.up)?;
-        let [n, k, p, q] = [expected.shape[0], expected.shape[1], expected.shape[2], expected.shape[3]];
+        let [n, k, p, q] = [
+            expected.shape[0],
+            expected.shape[1],
+            expected.shape[2],
+            expected.shape[3],
+        ];
 
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
@@ -106,18 +123,47 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
 
         // Epilogue 1: NHWC f16 + partials -> coefficients.
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
-        let mut part = poisoned(&[tc::conv2d_tc_part_len(&[n, p, q, k])], DType::F32, Layout::RowMajor)?;
-        tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, ConvOut::F16Stats { y: &mut dy, part: &mut part })?;
+        let mut part = poisoned(
+            &[tc::conv2d_tc_part_len(&[n, p, q, k])],
+            DType::F32,
+            Layout::RowMajor,
+        )?;
+        tc::conv2d_tc(
+            gpu,
+            &dx,
+            &dw,
+            cs.stride,
+            pad,
+            cs.up,
+            ConvOut::F16Stats {
+                y: &mut dy,
+                part: &mut part,
+            },
+        )?;
         let gamma = random(rng, &[k], 0.5, 1.5);
         let beta = random(rng, &[k], -0.5, 0.5);
-        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+        let (dg, db) = (
+            DeviceTensor::from_host(&gamma)?,
+            DeviceTensor::from_host(&beta)?,
+        );
         let mut coef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
         nhwc::nhwc_in_coef(gpu, &[n, p, q, k], &part, &dg, &db, &mut coef)?;
         // Epilogue 2: NCHW f32 + bias of the first k_real channels.
         let bias = random(rng, &[cs.k_real], -0.5, 0.5);
         let dbias = DeviceTensor::from_host(&bias)?;
         let mut dy32 = poisoned(&[n, cs.k_real, p, q], DType::F32, Layout::Nchw)?;
-        tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, ConvOut::NchwBias { y: &mut dy32, bias: &dbias })?;
+        tc::conv2d_tc(
+            gpu,
+            &dx,
+            &dw,
+            cs.stride,
+            pad,
+            cs.up,
+            ConvOut::NchwBias {
+                y: &mut dy32,
+                bias: &dbias,
+            },
+        )?;
         gpu.synchronize()?;
 
         let got16 = tc::nhwc_to_nchw([n, p, q, k], &dy.to_vec_f16_as_f32()?)?;
@@ -130,9 +176,27 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
             }
         }
         let mut results = vec![
-            compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
-            compare(OP, &format!("{case} norm coef"), &coef.to_vec_f32()?, &want_coef, Tolerance::F32_LOOSE),
-            compare(OP, &format!("{case} nchw f32 +b ({} ch)", cs.k_real), &dy32.to_vec_f32()?, &want32, TOL_F32),
+            compare(
+                OP,
+                &format!("{case} f16 out"),
+                &got16.data,
+                &expected.data,
+                TOL_F16,
+            ),
+            compare(
+                OP,
+                &format!("{case} norm coef"),
+                &coef.to_vec_f32()?,
+                &want_coef,
+                Tolerance::F32_LOOSE,
+            ),
+            compare(
+                OP,
+                &format!("{case} nchw f32 +b ({} ch)", cs.k_real),
+                &dy32.to_vec_f32()?,
+                &want32,
+                TOL_F32,
+            ),
         ];
         if got16.shape != expected.shape {
             results[0].passed = false;
@@ -147,7 +211,16 @@ fn refusals(gpu: &Gpu) -> CheckResult {
     catch(OP, "refuses bad shapes", || {
         let h = |s: &[usize], l| DeviceTensor::empty(s, DType::F16, l);
         let f = |s: &[usize], l| DeviceTensor::empty(s, DType::F32, l);
-        let weight = |k: usize, c: usize, r: usize| TcWeight::upload(&Tensor { shape: vec![k, c, r, r], data: vec![0.0; k * c * r * r] }, 0, 0);
+        let weight = |k: usize, c: usize, r: usize| {
+            TcWeight::upload(
+                &Tensor {
+                    shape: vec![k, c, r, r],
+                    data: vec![0.0; k * c * r * r],
+                },
+                0,
+                0,
+            )
+        };
         let x = h(&[1, 8, 8, 32], Layout::Nhwc)?;
         let x_c12 = h(&[1, 8, 8, 12], Layout::Nhwc)?;
         let x_c4 = h(&[1, 8, 8, 4], Layout::Nhwc)?;
@@ -171,23 +244,237 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let mut o3_bad = f(&[1, 4, 8, 8], Layout::Nchw)?;
         let mut o33 = f(&[1, 33, 8, 8], Layout::Nchw)?;
         let attempts: Vec<(&str, Result<()>)> = vec![
-            ("C = 12", tc::conv2d_tc(gpu, &x_c12, &w_c12, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("C = 4 with K = 64", tc::conv2d_tc(gpu, &x_c4, &w_c4_k64, 1, 1, 1, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
-            ("K = 48", tc::conv2d_tc(gpu, &x, &w_k48, 1, 1, 1, ConvOut::F16Stats { y: &mut y48, part: &mut part })),
-            ("5x5 filter", tc::conv2d_tc(gpu, &x, &w_5x5, 1, 2, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("wrong padding", tc::conv2d_tc(gpu, &x, &w, 1, 2, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("stride 3", tc::conv2d_tc(gpu, &x, &w, 3, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("upsample 3", tc::conv2d_tc(gpu, &x, &w, 1, 1, 3, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("output shape", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y_bad, part: &mut part })),
-            ("f32 NHWC output", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y_f32, part: &mut part })),
-            ("partials too small", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part_small })),
-            ("NCHW input", tc::conv2d_tc(gpu, &x_nchw, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("f32 input", tc::conv2d_tc(gpu, &x_f32, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("channel mismatch", tc::conv2d_tc(gpu, &x, &w_c16, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
-            ("NCHW output channels ≠ bias", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o3_bad, bias: &b3 })),
-            ("bias longer than K", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o33, bias: &b33 })),
+            (
+                "C = 12",
+                tc::conv2d_tc(
+                    gpu,
+                    &x_c12,
+                    &w_c12,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "C = 4 with K = 64",
+                tc::conv2d_tc(
+                    gpu,
+                    &x_c4,
+                    &w_c4_k64,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y64,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "K = 48",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w_k48,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y48,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "5x5 filter",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w_5x5,
+                    1,
+                    2,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "wrong padding",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    2,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "stride 3",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    3,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "upsample 3",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    1,
+                    3,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "output shape",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y_bad,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "f32 NHWC output",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y_f32,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "partials too small",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part_small,
+                    },
+                ),
+            ),
+            (
+                "NCHW input",
+                tc::conv2d_tc(
+                    gpu,
+                    &x_nchw,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "f32 input",
+                tc::conv2d_tc(
+                    gpu,
+                    &x_f32,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "channel mismatch",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w_c16,
+                    1,
+                    1,
+                    1,
+                    ConvOut::F16Stats {
+                        y: &mut y,
+                        part: &mut part,
+                    },
+                ),
+            ),
+            (
+                "NCHW output channels ≠ bias",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::NchwBias {
+                        y: &mut o3_bad,
+                        bias: &b3,
+                    },
+                ),
+            ),
+            (
+                "bias longer than K",
+                tc::conv2d_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    1,
+                    1,
+                    1,
+                    ConvOut::NchwBias {
+                        y: &mut o33,
+                        bias: &b33,
+                    },
+                ),
+            ),
         ];
-        let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+        let accepted: Vec<&str> = attempts
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
         Ok(CheckResult {
             op: OP.to_string(),
             case: "refuses bad shapes".to_string(),
@@ -195,7 +482,11 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             max_rel: 0.0,
             tol: TOL_F32,
             passed: accepted.is_empty(),
-            detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+            detail: if accepted.is_empty() {
+                String::new()
+            } else {
+                format!("accepted: {}", accepted.join(", "))
+            },
         })
     })
 }
@@ -215,14 +506,26 @@ fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize)
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
         tc::conv2d_tc_halo9(gpu, &dx, &dw, &db, &mut dy)?;
         gpu.synchronize()?;
-        Ok(compare(OP, &case, &dy.to_vec_f32()?, &expected.data, TOL_F32))
+        Ok(compare(
+            OP,
+            &case,
+            &dy.to_vec_f32()?,
+            &expected.data,
+            TOL_F32,
+        ))
     })
 }
 
 fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| run_case(gpu, rng, cs)).collect();
     // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels.
-    for (n, h, w, k) in [(1, 20, 37, 3), (2, 17, 13, 3), (1, 16, 64, 3), (1, 5, 5, 3), (1, 9, 33, 8)] {
+    for (n, h, w, k) in [
+        (1, 20, 37, 3),
+        (2, 17, 13, 3),
+        (1, 16, 64, 3),
+        (1, 5, 5, 3),
+        (1, 9, 33, 8),
+    ] {
         out.push(halo_case(gpu, rng, n, h, w, k));
     }
     out.push(refusals(gpu));

@@ -17,19 +17,37 @@ use crate::ops::nhwc;
 
 const OP_NET: &str = "transformer_net_fast";
 const OP_NHWC: &str = "nhwc";
-const EXACT: Tolerance = Tolerance { rel_l2: 0.0, max_rel: 0.0 };
+const EXACT: Tolerance = Tolerance {
+    rel_l2: 0.0,
+    max_rel: 0.0,
+};
 /// One f16 rounding (relative 2^-11 of each value, ≤ 2^-11 of the largest), with margin for the fma.
-const F16_ROUNDING: Tolerance = Tolerance { rel_l2: 1e-3, max_rel: 1e-3 };
+const F16_ROUNDING: Tolerance = Tolerance {
+    rel_l2: 1e-3,
+    max_rel: 1e-3,
+};
 /// The f16 network against the fp32 reference: the bar for the fast path (1e-2 relative L2).
 /// The CPU emulation measures about 2e-3..3e-3 on the fixture weights and on random weights (see the
 /// test in nets/transformer_net_fast.rs).
 pub const F16_NET_VS_F32: Tolerance = Tolerance::HALF;
 /// GPU f16 network vs the CPU emulation of the same arithmetic: only summation order and the f16 roundings
 /// it flips differ (bf16 showed 6e-3..1e-2 here; f16 has 8x finer steps).
-const F16_NET_VS_EMULATION: Tolerance = Tolerance { rel_l2: 5e-3, max_rel: 2e-2 };
+const F16_NET_VS_EMULATION: Tolerance = Tolerance {
+    rel_l2: 5e-3,
+    max_rel: 2e-2,
+};
 
 pub fn checks() -> Vec<Check> {
-    vec![Check { op: OP_NHWC, run: nhwc_checks }, Check { op: OP_NET, run: net_checks }]
+    vec![
+        Check {
+            op: OP_NHWC,
+            run: nhwc_checks,
+        },
+        Check {
+            op: OP_NET,
+            run: net_checks,
+        },
+    ]
 }
 
 fn pack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
@@ -47,7 +65,8 @@ fn pack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
         for ni in 0..n {
             for c in 0..3 {
                 for i in 0..h * w {
-                    expected[(ni * h * w + i) * 4 + c] = f32_to_f16(x.data[(ni * 3 + c) * h * w + i]);
+                    expected[(ni * h * w + i) * 4 + c] =
+                        f32_to_f16(x.data[(ni * 3 + c) * h * w + i]);
                 }
             }
         }
@@ -67,19 +86,38 @@ fn pack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
 }
 
 fn apply_case(gpu: &Gpu, rng: &mut Rng64, shape: [usize; 4], residual: bool) -> CheckResult {
-    let case = format!("in_apply {}x{}x{}x{}{}", shape[0], shape[1], shape[2], shape[3], if residual { " +res" } else { " relu" });
+    let case = format!(
+        "in_apply {}x{}x{}x{}{}",
+        shape[0],
+        shape[1],
+        shape[2],
+        shape[3],
+        if residual { " +res" } else { " relu" }
+    );
     catch(OP_NHWC, &case.clone(), || {
         let [n, _, _, c] = shape;
         let numel: usize = shape.iter().product();
-        let x: Vec<f32> = random(rng, &[numel], -3.0, 3.0).data.into_iter().map(round_f16).collect();
-        let acc: Vec<f32> = random(rng, &[numel], -2.0, 2.0).data.into_iter().map(round_f16).collect();
+        let x: Vec<f32> = random(rng, &[numel], -3.0, 3.0)
+            .data
+            .into_iter()
+            .map(round_f16)
+            .collect();
+        let acc: Vec<f32> = random(rng, &[numel], -2.0, 2.0)
+            .data
+            .into_iter()
+            .map(round_f16)
+            .collect();
         let coef = random(rng, &[n * c * 2], -1.5, 1.5);
         let pqc = numel / n;
         let expected: Vec<f32> = (0..numel)
             .map(|i| {
                 let (ni, ci) = (i / pqc, i % c);
                 let v = x[i] * coef.data[(ni * c + ci) * 2] + coef.data[(ni * c + ci) * 2 + 1];
-                if residual { v + acc[i] } else { v.max(0.0) }
+                if residual {
+                    v + acc[i]
+                } else {
+                    v.max(0.0)
+                }
             })
             .collect();
         let dcoef = DeviceTensor::from_host(&coef)?;
@@ -118,17 +156,48 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let part = f(&[4], Layout::RowMajor)?;
         let mut coef_ok = f(&[64], Layout::RowMajor)?;
         let attempts: Vec<(&str, Result<()>)> = vec![
-            ("pack 4 channels in", nhwc::nhwc_pack_input(gpu, &x4, &mut p4)),
-            ("pack into 8 channels", nhwc::nhwc_pack_input(gpu, &x3, &mut p8)),
-            ("apply C = 12", nhwc::nhwc_in_apply(gpu, &mut h12, &coef, true)),
-            ("apply coef too small", nhwc::nhwc_in_apply(gpu, &mut h32, &coef_small, true)),
-            ("apply f32 tensor", nhwc::nhwc_in_apply(gpu, &mut f32_nhwc, &coef, true)),
-            ("residual shape", nhwc::nhwc_in_apply_residual(gpu, &h_bad, &coef, &mut h32)),
-            ("coef partials too small", nhwc::nhwc_in_coef(gpu, &[1, 4, 4, 32], &part, &g32, &g32, &mut coef_ok)),
-            ("coef gamma length", nhwc::nhwc_in_coef(gpu, &[1, 1, 1, 32], &coef, &g31, &g32, &mut coef_ok)),
-            ("coef output too small", nhwc::nhwc_in_coef(gpu, &[1, 1, 1, 32], &coef, &g32, &g32, &mut coef_small)),
+            (
+                "pack 4 channels in",
+                nhwc::nhwc_pack_input(gpu, &x4, &mut p4),
+            ),
+            (
+                "pack into 8 channels",
+                nhwc::nhwc_pack_input(gpu, &x3, &mut p8),
+            ),
+            (
+                "apply C = 12",
+                nhwc::nhwc_in_apply(gpu, &mut h12, &coef, true),
+            ),
+            (
+                "apply coef too small",
+                nhwc::nhwc_in_apply(gpu, &mut h32, &coef_small, true),
+            ),
+            (
+                "apply f32 tensor",
+                nhwc::nhwc_in_apply(gpu, &mut f32_nhwc, &coef, true),
+            ),
+            (
+                "residual shape",
+                nhwc::nhwc_in_apply_residual(gpu, &h_bad, &coef, &mut h32),
+            ),
+            (
+                "coef partials too small",
+                nhwc::nhwc_in_coef(gpu, &[1, 4, 4, 32], &part, &g32, &g32, &mut coef_ok),
+            ),
+            (
+                "coef gamma length",
+                nhwc::nhwc_in_coef(gpu, &[1, 1, 1, 32], &coef, &g31, &g32, &mut coef_ok),
+            ),
+            (
+                "coef output too small",
+                nhwc::nhwc_in_coef(gpu, &[1, 1, 1, 32], &coef, &g32, &g32, &mut coef_small),
+            ),
         ];
-        let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+        let accepted: Vec<&str> = attempts
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
         Ok(CheckResult {
             op: OP_NHWC.to_string(),
             case: case.to_string(),
@@ -136,7 +205,11 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             max_rel: 0.0,
             tol: EXACT,
             passed: accepted.is_empty(),
-            detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+            detail: if accepted.is_empty() {
+                String::new()
+            } else {
+                format!("accepted: {}", accepted.join(", "))
+            },
         })
     })
 }
@@ -175,7 +248,10 @@ fn norm_f16(y: &Tensor, n: &Norm, relu: bool, residual: Option<&Tensor>) -> Tens
             out[plane * pq + i] = round_f16(o);
         }
     }
-    Tensor { shape: y.shape.clone(), data: out }
+    Tensor {
+        shape: y.shape.clone(),
+        data: out,
+    }
 }
 
 /// The fast network's arithmetic on the CPU: input, conv inputs and weights in f16 (exact products, f32
@@ -184,9 +260,18 @@ fn norm_f16(y: &Tensor, n: &Norm, relu: bool, residual: Option<&Tensor>) -> Tens
 pub fn emulate_f16(net: &TransformerNet, x: &Tensor) -> Result<Tensor> {
     let conv = |l: &ConvLayer, y: &Tensor, bias: bool| -> Result<Tensor> {
         let r = l.weight.shape.get(2).copied().unwrap_or(1);
-        Ok(ops::conv2d(&round_tensor_f16(y), &round_tensor_f16(&l.weight), bias.then_some(&l.bias), l.stride, Padding::Reflect(r / 2), l.upsample.max(1))?)
+        Ok(ops::conv2d(
+            &round_tensor_f16(y),
+            &round_tensor_f16(&l.weight),
+            bias.then_some(&l.bias),
+            l.stride,
+            Padding::Reflect(r / 2),
+            l.upsample.max(1),
+        )?)
     };
-    let cin = |l: &ConvLayer, n: &Norm, y: &Tensor| -> Result<Tensor> { Ok(norm_f16(&conv(l, y, false)?, n, true, None)) };
+    let cin = |l: &ConvLayer, n: &Norm, y: &Tensor| -> Result<Tensor> {
+        Ok(norm_f16(&conv(l, y, false)?, n, true, None))
+    };
     let mut y = cin(&net.conv1, &net.in1, x)?;
     y = cin(&net.conv2, &net.in2, &y)?;
     y = cin(&net.conv3, &net.in3, &y)?;
@@ -209,7 +294,12 @@ fn net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         Err(e) => return vec![errored(OP_NET, "upload", e)],
     };
     // Direct launches, graph replays (same shape twice), and a shape change in between.
-    let shapes: [[usize; 4]; 4] = [[1, 3, 40, 36], [2, 3, 33, 47], [1, 3, 40, 36], [1, 3, 40, 36]];
+    let shapes: [[usize; 4]; 4] = [
+        [1, 3, 40, 36],
+        [2, 3, 33, 47],
+        [1, 3, 40, 36],
+        [1, 3, 40, 36],
+    ];
     let mut out = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
         let case = format!("{}x{}x{}x{} #{i}", shape[0], shape[1], shape[2], shape[3]);
@@ -228,12 +318,27 @@ fn net_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 gpu.synchronize()?;
                 y.to_host()?
             };
-            let mut a = compare(OP_NET, &format!("{case} vs f16 emulation"), &got.data, &emulated.data, F16_NET_VS_EMULATION);
-            let mut b = compare(OP_NET, &format!("{case} vs fp32"), &got.data, &expected.data, F16_NET_VS_F32);
+            let mut a = compare(
+                OP_NET,
+                &format!("{case} vs f16 emulation"),
+                &got.data,
+                &emulated.data,
+                F16_NET_VS_EMULATION,
+            );
+            let mut b = compare(
+                OP_NET,
+                &format!("{case} vs fp32"),
+                &got.data,
+                &expected.data,
+                F16_NET_VS_F32,
+            );
             if got.shape != want || expected.shape != want {
                 for r in [&mut a, &mut b] {
                     r.passed = false;
-                    r.detail = format!("shape {:?}, CPU {:?}, output_size {want:?}", got.shape, expected.shape);
+                    r.detail = format!(
+                        "shape {:?}, CPU {:?}, output_size {want:?}",
+                        got.shape, expected.shape
+                    );
                 }
             }
             if let Some(e) = gnet.graph_error() {

@@ -10,18 +10,33 @@ use crate::gpu::{DeviceTensor, Gpu};
 use crate::nets::{GpuStyleVit, GpuTransformerNet};
 
 pub fn checks() -> Vec<Check> {
-    vec![Check { op: "graph", run: graph_checks }]
+    vec![Check {
+        op: "graph",
+        run: graph_checks,
+    }]
 }
 
 const OP: &str = "graph";
-const EXACT: Tolerance = Tolerance { rel_l2: 0.0, max_rel: 0.0 };
+const EXACT: Tolerance = Tolerance {
+    rel_l2: 0.0,
+    max_rel: 0.0,
+};
 
 /// Exact comparison plus the requirement that the graph path really replayed a graph.
-fn exact(case: &str, got: &Tensor, want: &Tensor, graph_error: Option<&str>, nodes: Option<usize>) -> CheckResult {
+fn exact(
+    case: &str,
+    got: &Tensor,
+    want: &Tensor,
+    graph_error: Option<&str>,
+    nodes: Option<usize>,
+) -> CheckResult {
     let mut r = compare(OP, case, &got.data, &want.data, EXACT);
     if got.shape != want.shape {
         r.passed = false;
-        r.detail = format!("shape {:?}, direct launches gave {:?}", got.shape, want.shape);
+        r.detail = format!(
+            "shape {:?}, direct launches gave {:?}",
+            got.shape, want.shape
+        );
     } else if let Some(e) = graph_error {
         r.passed = false;
         r.detail = format!("graph capture failed, fell back to direct launches: {e}");
@@ -45,7 +60,8 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         Ok(n) => n,
         Err(e) => return vec![super::errored(OP, "tnet random weights", e)],
     };
-    let nets = GpuTransformerNet::new(gpu, &net).and_then(|d| Ok((d, GpuTransformerNet::new(gpu, &net)?)));
+    let nets =
+        GpuTransformerNet::new(gpu, &net).and_then(|d| Ok((d, GpuTransformerNet::new(gpu, &net)?)));
     let (mut direct, mut graphed) = match nets {
         Ok(n) => n,
         Err(e) => return vec![super::errored(OP, "tnet upload", e)],
@@ -56,11 +72,23 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let x = random(rng, &[1, 3, 40, 36], 0.0, 255.0);
     let want = direct.forward(&x);
     for i in 0..=3 {
-        let case = if i == 0 { "tnet 1x3x40x36 first (capture)".to_string() } else { format!("tnet 1x3x40x36 replay #{i}") };
+        let case = if i == 0 {
+            "tnet 1x3x40x36 first (capture)".to_string()
+        } else {
+            format!("tnet 1x3x40x36 replay #{i}")
+        };
         out.push(catch(OP, &case, || {
-            let want = want.as_ref().map_err(|e| crate::Error::Other(format!("direct launches: {e}")))?;
+            let want = want
+                .as_ref()
+                .map_err(|e| crate::Error::Other(format!("direct launches: {e}")))?;
             let got = graphed.forward(&x)?;
-            Ok(exact(&case, &got, want, graphed.graph_error(), graphed.graph_nodes()))
+            Ok(exact(
+                &case,
+                &got,
+                want,
+                graphed.graph_error(),
+                graphed.graph_nodes(),
+            ))
         }));
     }
     // A new input given on the device (copied into the graph's input buffer on the stream).
@@ -72,7 +100,13 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         let y = graphed.forward_device(&dx)?;
         gpu.synchronize()?;
         let got = y.to_host()?;
-        Ok(exact(case, &got, &want, graphed.graph_error(), graphed.graph_nodes()))
+        Ok(exact(
+            case,
+            &got,
+            &want,
+            graphed.graph_error(),
+            graphed.graph_nodes(),
+        ))
     }));
     // Shape change (recapture) and back (recapture again, new input).
     let steps = [
@@ -82,17 +116,25 @@ fn transformer_net_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         ([1, 3, 40, 36], "back replay"),
     ];
     for (shape, label) in &steps {
-        let case = format!("tnet {}x{}x{}x{} {label}", shape[0], shape[1], shape[2], shape[3]);
+        let case = format!(
+            "tnet {}x{}x{}x{} {label}",
+            shape[0], shape[1], shape[2], shape[3]
+        );
         out.push(catch(OP, &case, || {
             let x = random(rng, shape, 0.0, 255.0);
             let want = direct.forward(&x)?;
             let got = graphed.forward(&x)?;
-            Ok(exact(&case, &got, &want, graphed.graph_error(), graphed.graph_nodes()))
+            Ok(exact(
+                &case,
+                &got,
+                &want,
+                graphed.graph_error(),
+                graphed.graph_nodes(),
+            ))
         }));
     }
     out
 }
-
 
 fn style_vit_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let net = super::vit::random_style_vit(rng, 1);
@@ -120,13 +162,26 @@ fn style_vit_graph(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let first = random(rng, &[1, 3, 32, 48], 0.0, 1.0);
     let mut out = Vec::new();
     for (i, (shape, alpha, label)) in cases.iter().enumerate() {
-        let case = format!("vit {}x{}x{}x{} a{alpha} {label}", shape[0], shape[1], shape[2], shape[3]);
+        let case = format!(
+            "vit {}x{}x{}x{} a{alpha} {label}",
+            shape[0], shape[1], shape[2], shape[3]
+        );
         out.push(catch(OP, &case, || {
             // The replays reuse one input; later cases bring new ones.
-            let content = if i < 4 { first.clone() } else { random(rng, shape, 0.0, 1.0) };
+            let content = if i < 4 {
+                first.clone()
+            } else {
+                random(rng, shape, 0.0, 1.0)
+            };
             let want = direct.forward(&content, &style, *alpha)?;
             let got = graphed.forward(&content, &style, *alpha)?;
-            Ok(exact(&case, &got, &want, graphed.graph_error(), graphed.graph_nodes()))
+            Ok(exact(
+                &case,
+                &got,
+                &want,
+                graphed.graph_error(),
+                graphed.graph_nodes(),
+            ))
         }));
     }
     out

@@ -26,11 +26,20 @@ pub struct Tolerance {
 }
 impl Tolerance {
     /// fp32 kernels whose summation order differs from the CPU's.
-    pub const F32: Tolerance = Tolerance { rel_l2: 1e-5, max_rel: 1e-4 };
+    pub const F32: Tolerance = Tolerance {
+        rel_l2: 1e-5,
+        max_rel: 1e-4,
+    };
     /// fp32 with long reductions or approximate exponentials (attention, whole networks).
-    pub const F32_LOOSE: Tolerance = Tolerance { rel_l2: 1e-4, max_rel: 1e-3 };
+    pub const F32_LOOSE: Tolerance = Tolerance {
+        rel_l2: 1e-4,
+        max_rel: 1e-3,
+    };
     /// bf16/fp16 tensor-core paths.
-    pub const HALF: Tolerance = Tolerance { rel_l2: 1e-2, max_rel: 5e-2 };
+    pub const HALF: Tolerance = Tolerance {
+        rel_l2: 1e-2,
+        max_rel: 5e-2,
+    };
 }
 
 /// One comparison's outcome.
@@ -79,14 +88,34 @@ pub fn run(gpu: &Gpu, filter: Option<&str>, seed: u64) -> Vec<CheckResult> {
 }
 
 /// Compares `actual` (GPU) with `expected` (CPU). NaN anywhere fails.
-pub fn compare(op: &str, case: &str, actual: &[f32], expected: &[f32], tol: Tolerance) -> CheckResult {
+pub fn compare(
+    op: &str,
+    case: &str,
+    actual: &[f32],
+    expected: &[f32],
+    tol: Tolerance,
+) -> CheckResult {
     let mk = |rel_l2, max_rel, passed, detail: String| CheckResult {
-        op: op.to_string(), case: case.to_string(), rel_l2, max_rel, tol, passed, detail,
+        op: op.to_string(),
+        case: case.to_string(),
+        rel_l2,
+        max_rel,
+        tol,
+        passed,
+        detail,
     };
     if actual.len() != expected.len() {
-        return mk(f64::NAN, f64::NAN, false, format!("length {} vs expected {}", actual.len(), expected.len()));
+        return mk(
+            f64::NAN,
+            f64::NAN,
+            false,
+            format!("length {} vs expected {}", actual.len(), expected.len()),
+        );
     }
-    let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-30);
+    let scale = expected
+        .iter()
+        .fold(0f64, |m, v| m.max(v.abs() as f64))
+        .max(1e-30);
     let (mut num, mut den, mut worst, mut worst_i) = (0f64, 0f64, 0f64, 0usize);
     let mut first_bad: Option<usize> = None;
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
@@ -108,7 +137,11 @@ pub fn compare(op: &str, case: &str, actual: &[f32], expected: &[f32], tol: Tole
             first_bad.get_or_insert(i);
         }
     }
-    let rel = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    let rel = if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        num.sqrt()
+    };
     let passed = first_bad.is_none() && rel <= tol.rel_l2 && worst <= tol.max_rel;
     let i = first_bad.unwrap_or(worst_i);
     let detail = if expected.is_empty() {
@@ -122,8 +155,13 @@ pub fn compare(op: &str, case: &str, actual: &[f32], expected: &[f32], tol: Tole
 /// A failed check carrying an error instead of numbers.
 pub fn errored(op: &str, case: &str, e: impl std::fmt::Display) -> CheckResult {
     CheckResult {
-        op: op.to_string(), case: case.to_string(), rel_l2: f64::NAN, max_rel: f64::NAN,
-        tol: Tolerance::F32, passed: false, detail: format!("error: {e}"),
+        op: op.to_string(),
+        case: case.to_string(),
+        rel_l2: f64::NAN,
+        max_rel: f64::NAN,
+        tol: Tolerance::F32,
+        passed: false,
+        detail: format!("error: {e}"),
     }
 }
 
@@ -133,7 +171,11 @@ pub fn catch(op: &str, case: &str, f: impl FnOnce() -> Result<CheckResult>) -> C
 }
 
 /// A device tensor filled with 0xff bytes (NaN in f32), so an element a kernel fails to write fails the check.
-pub fn poisoned(shape: &[usize], dtype: crate::gpu::DType, layout: crate::gpu::Layout) -> Result<crate::gpu::DeviceTensor> {
+pub fn poisoned(
+    shape: &[usize],
+    dtype: crate::gpu::DType,
+    layout: crate::gpu::Layout,
+) -> Result<crate::gpu::DeviceTensor> {
     let mut t = crate::gpu::DeviceTensor::empty(shape, dtype, layout)?;
     t.fill_bytes(0xff)?;
     Ok(t)
@@ -156,13 +198,24 @@ pub fn random(rng: &mut Rng64, shape: &[usize], lo: f32, hi: f32) -> Tensor {
 
 /// Formats results as the table `self-check` prints.
 pub fn table(results: &[CheckResult]) -> String {
-    let mut s = format!("{:<22} {:<34} {:>10} {:>10} {:>9}  {}\n", "op", "case", "rel L2", "max rel", "tol", "result");
+    let mut s = format!(
+        "{:<22} {:<34} {:>10} {:>10} {:>9}  {}\n",
+        "op", "case", "rel L2", "max rel", "tol", "result"
+    );
     for r in results {
         s += &format!(
             "{:<22} {:<34} {:>10.2e} {:>10.2e} {:>9.0e}  {}{}\n",
-            r.op, r.case, r.rel_l2, r.max_rel, r.tol.rel_l2,
+            r.op,
+            r.case,
+            r.rel_l2,
+            r.max_rel,
+            r.tol.rel_l2,
             if r.passed { "pass" } else { "FAIL" },
-            if r.passed { String::new() } else { format!("  ({})", r.detail) }
+            if r.passed {
+                String::new()
+            } else {
+                format!("  ({})", r.detail)
+            }
         );
     }
     let passed = results.iter().filter(|r| r.passed).count();

@@ -23,9 +23,15 @@ pub const OP: &str = "psnr";
 /// The fast net's 8-bit images against the fp32 net's: the bar.
 pub const MIN_PSNR_DB: f64 = 40.0;
 /// The fast net against PyTorch's fp32 outputs: the bar (relative L2 only).
-pub const FAST_VS_FIXTURE: Tolerance = Tolerance { rel_l2: 1e-2, max_rel: f64::INFINITY };
+pub const FAST_VS_FIXTURE: Tolerance = Tolerance {
+    rel_l2: 1e-2,
+    max_rel: f64::INFINITY,
+};
 /// The image cases are judged by PSNR alone; rel L2 is reported, not bounded.
-const REPORT_ONLY: Tolerance = Tolerance { rel_l2: f64::INFINITY, max_rel: f64::INFINITY };
+const REPORT_ONLY: Tolerance = Tolerance {
+    rel_l2: f64::INFINITY,
+    max_rel: f64::INFINITY,
+};
 /// Photographs are downscaled (never enlarged) so that the longer side is at most this.
 pub const IMAGE_LONG_SIDE: u32 = 512;
 
@@ -33,12 +39,20 @@ pub const IMAGE_LONG_SIDE: u32 = 512;
 /// `f64::INFINITY` when they are identical.
 pub fn psnr(a: &[u8], b: &[u8]) -> Result<f64, String> {
     if a.len() != b.len() {
-        return Err(format!("PSNR of images of {} and {} values", a.len(), b.len()));
+        return Err(format!(
+            "PSNR of images of {} and {} values",
+            a.len(),
+            b.len()
+        ));
     }
     if a.is_empty() {
         return Err("PSNR of empty images".into());
     }
-    let sse: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let sse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
     Ok(psnr_from_mse(sse / a.len() as f64))
 }
 
@@ -70,11 +84,15 @@ pub struct Report {
 
 /// `*.jpg` / `*.jpeg` files of `dir` (not recursive), sorted by name.
 pub fn jpegs(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list the folder: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot list the folder: {e}", dir.display()))?;
     let mut v: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+            p.is_file()
+                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")
+                })
         })
         .collect();
     v.sort();
@@ -82,7 +100,9 @@ pub fn jpegs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 /// The detail line of a case: the numbers, then why it failed when it did.
@@ -104,10 +124,14 @@ pub fn checks(gpu: &Gpu, fixtures: Option<&Path>, images: Option<&Path>, io: &Im
     };
     let weights = dir.join("tnet_a.safetensors");
     if !weights.is_file() {
-        rep.not_run.push(format!("psnr: {} not found", weights.display()));
+        rep.not_run
+            .push(format!("psnr: {} not found", weights.display()));
         return rep;
     }
-    let net = match Weights::load(&weights).map_err(|e| e.to_string()).and_then(|w| TransformerNet::new(w).map_err(|e| e.to_string())) {
+    let net = match Weights::load(&weights)
+        .map_err(|e| e.to_string())
+        .and_then(|w| TransformerNet::new(w).map_err(|e| e.to_string()))
+    {
         Ok(n) => n,
         Err(e) => {
             rep.results.push(errored(OP, "tnet_a (loading)", e));
@@ -126,20 +150,30 @@ pub fn checks(gpu: &Gpu, fixtures: Option<&Path>, images: Option<&Path>, io: &Im
     if io_file.is_file() {
         fixture_cases(&mut fast, &io_file, io, &mut rep.results);
     } else {
-        rep.not_run.push(format!("psnr: fixture cases: {} not found", io_file.display()));
+        rep.not_run.push(format!(
+            "psnr: fixture cases: {} not found",
+            io_file.display()
+        ));
     }
 
     let Some(images) = images else {
-        rep.not_run.push("psnr: image cases: no images folder (--images DIR)".into());
+        rep.not_run
+            .push("psnr: image cases: no images folder (--images DIR)".into());
         return rep;
     };
     if !images.is_dir() {
-        rep.not_run.push(format!("psnr: image cases: {} is not a folder", images.display()));
+        rep.not_run.push(format!(
+            "psnr: image cases: {} is not a folder",
+            images.display()
+        ));
         return rep;
     }
     let files = match jpegs(images) {
         Ok(f) if f.is_empty() => {
-            rep.not_run.push(format!("psnr: image cases: no .jpg files in {}", images.display()));
+            rep.not_run.push(format!(
+                "psnr: image cases: no .jpg files in {}",
+                images.display()
+            ));
             return rep;
         }
         Ok(f) => f,
@@ -162,7 +196,12 @@ pub fn checks(gpu: &Gpu, fixtures: Option<&Path>, images: Option<&Path>, io: &Im
 }
 
 /// The fast net on the fixture inputs against PyTorch's outputs.
-fn fixture_cases(fast: &mut GpuTransformerNetFast, path: &Path, io: &ImageIo, out: &mut Vec<CheckResult>) {
+fn fixture_cases(
+    fast: &mut GpuTransformerNetFast,
+    path: &Path,
+    io: &ImageIo,
+    out: &mut Vec<CheckResult>,
+) {
     let tensors = match Weights::load(path) {
         Ok(w) => w.tensors,
         Err(e) => {
@@ -173,13 +212,20 @@ fn fixture_cases(fast: &mut GpuTransformerNetFast, path: &Path, io: &ImageIo, ou
     for (input, output) in [("input_256", "output_256"), ("input_odd", "output_odd")] {
         let case = format!("fast vs PyTorch {input}");
         let (Some(x), Some(y)) = (tensors.get(input), tensors.get(output)) else {
-            out.push(errored(OP, &case, format!("{}: no tensor `{input}` or `{output}`", path.display())));
+            out.push(errored(
+                OP,
+                &case,
+                format!("{}: no tensor `{input}` or `{output}`", path.display()),
+            ));
             continue;
         };
         let mut run = || -> Result<CheckResult, String> {
             let got = fast.forward(x).map_err(|e| e.to_string())?;
             if got.shape != y.shape {
-                return Err(format!("output shape {:?}, PyTorch's {:?}", got.shape, y.shape));
+                return Err(format!(
+                    "output shape {:?}, PyTorch's {:?}",
+                    got.shape, y.shape
+                ));
             }
             let (h, w) = (x.shape[2], x.shape[3]);
             let db = psnr(&(io.quantize)(&got, w, h)?, &(io.quantize)(y, w, h)?)?;
@@ -193,21 +239,35 @@ fn fixture_cases(fast: &mut GpuTransformerNetFast, path: &Path, io: &ImageIo, ou
 }
 
 /// One photograph through both GPU nets; passes when the 8-bit images are within [`MIN_PSNR_DB`].
-fn image_case(fast: &mut GpuTransformerNetFast, f32net: &mut GpuTransformerNet, file: &Path, io: &ImageIo) -> CheckResult {
+fn image_case(
+    fast: &mut GpuTransformerNetFast,
+    f32net: &mut GpuTransformerNet,
+    file: &Path,
+    io: &ImageIo,
+) -> CheckResult {
     let name = file_name(file);
     let mut run = || -> Result<CheckResult, String> {
         let x = (io.load)(file, IMAGE_LONG_SIDE).map_err(|e| format!("{name}: {e}"))?;
         if x.shape.len() != 4 {
-            return Err(format!("{name}: loaded as shape {:?}, expected [1, 3, H, W]", x.shape));
+            return Err(format!(
+                "{name}: loaded as shape {:?}, expected [1, 3, H, W]",
+                x.shape
+            ));
         }
         let (h, w) = (x.shape[2], x.shape[3]);
         let case = format!("{name} {w}x{h} fast vs fp32");
         let reference = f32net.forward(&x).map_err(|e| format!("fp32 net: {e}"))?;
         let got = fast.forward(&x).map_err(|e| format!("fast net: {e}"))?;
         if got.shape != reference.shape {
-            return Err(format!("fast output shape {:?}, fp32 {:?}", got.shape, reference.shape));
+            return Err(format!(
+                "fast output shape {:?}, fp32 {:?}",
+                got.shape, reference.shape
+            ));
         }
-        let db = psnr(&(io.quantize)(&got, w, h)?, &(io.quantize)(&reference, w, h)?)?;
+        let db = psnr(
+            &(io.quantize)(&got, w, h)?,
+            &(io.quantize)(&reference, w, h)?,
+        )?;
         let mut r = compare(OP, &case, &got.data, &reference.data, REPORT_ONLY);
         let why = if !r.passed {
             Some(r.detail.clone()) // a NaN or infinity in the output
@@ -241,7 +301,9 @@ mod tests {
         let b = vec![101u8; 300];
         assert!((psnr(&a, &b).unwrap() - 48.130_803_608).abs() < 1e-6);
         // One value in four off by 10: MSE 25, PSNR 34.1514 dB.
-        let c: Vec<u8> = (0..400).map(|i| if i % 4 == 0 { 110 } else { 100 }).collect();
+        let c: Vec<u8> = (0..400)
+            .map(|i| if i % 4 == 0 { 110 } else { 100 })
+            .collect();
         assert!((psnr(&vec![100u8; 400], &c).unwrap() - 34.151_403_521).abs() < 1e-6);
         // Black against white: MSE 255², 0 dB; symmetric.
         assert_eq!(psnr(&[0, 0], &[255, 255]), Ok(0.0));

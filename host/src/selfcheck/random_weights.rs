@@ -7,19 +7,35 @@ use rand::Rng;
 
 fn uniform(rng: &mut impl Rng, shape: &[usize], bound: f32) -> Tensor {
     let n = shape.iter().product();
-    Tensor::new(shape, (0..n).map(|_| rng.gen_range(-bound..bound)).collect())
+    Tensor::new(
+        shape,
+        (0..n).map(|_| rng.gen_range(-bound..bound)).collect(),
+    )
 }
 
 fn around(rng: &mut impl Rng, n: usize, center: f32, spread: f32) -> Tensor {
-    Tensor::new(&[n], (0..n).map(|_| center + rng.gen_range(-spread..spread)).collect())
+    Tensor::new(
+        &[n],
+        (0..n)
+            .map(|_| center + rng.gen_range(-spread..spread))
+            .collect(),
+    )
 }
 
 /// Random TransformerNet weights with pytorch/examples key names (conv weights U(±1/√fan_in)).
 pub fn random_tnet_weights(rng: &mut impl Rng) -> Weights {
     let mut m = BTreeMap::new();
-    let conv = |m: &mut BTreeMap<String, Tensor>, rng: &mut _, name: &str, k: usize, c: usize, r: usize| {
+    let conv = |m: &mut BTreeMap<String, Tensor>,
+                rng: &mut _,
+                name: &str,
+                k: usize,
+                c: usize,
+                r: usize| {
         let b = 1.0 / ((c * r * r) as f32).sqrt();
-        m.insert(format!("{name}.conv2d.weight"), uniform(rng, &[k, c, r, r], b));
+        m.insert(
+            format!("{name}.conv2d.weight"),
+            uniform(rng, &[k, c, r, r], b),
+        );
         m.insert(format!("{name}.conv2d.bias"), uniform(rng, &[k], b));
     };
     let norm = |m: &mut BTreeMap<String, Tensor>, rng: &mut _, name: &str, c: usize| {
@@ -53,7 +69,10 @@ pub fn random_vit_weights(cfg: &StyleVitConfig, rng: &mut impl Rng) -> Weights {
     let xavier = |o: usize, i: usize| (6.0 / (o + i) as f32).sqrt();
     let mut m = BTreeMap::new();
     let pb = 1.0 / ((3 * p * p) as f32).sqrt();
-    m.insert("patch_embed.proj.weight".into(), uniform(rng, &[d, 3, p, p], pb));
+    m.insert(
+        "patch_embed.proj.weight".into(),
+        uniform(rng, &[d, 3, p, p], pb),
+    );
     m.insert("patch_embed.proj.bias".into(), uniform(rng, &[d], pb));
     for stack in ["encoder_blocks", "decoder_blocks"] {
         for i in 0..cfg.num_blocks {
@@ -73,13 +92,25 @@ pub fn random_vit_weights(cfg: &StyleVitConfig, rng: &mut impl Rng) -> Weights {
         }
     }
     let ub = 1.0 / (d as f32).sqrt();
-    m.insert("unpatch.to_pixels.weight".into(), uniform(rng, &[p * p * 3, d], ub));
-    m.insert("unpatch.to_pixels.bias".into(), uniform(rng, &[p * p * 3], ub));
+    m.insert(
+        "unpatch.to_pixels.weight".into(),
+        uniform(rng, &[p * p * 3, d], ub),
+    );
+    m.insert(
+        "unpatch.to_pixels.bias".into(),
+        uniform(rng, &[p * p * 3], ub),
+    );
     let cb = 1.0 / 27f32.sqrt();
-    m.insert("final_conv.0.weight".into(), uniform(rng, &[3, 3, 3, 3], cb));
+    m.insert(
+        "final_conv.0.weight".into(),
+        uniform(rng, &[3, 3, 3, 3], cb),
+    );
     m.insert("final_conv.0.bias".into(), uniform(rng, &[3], cb));
     let cb = 1.0 / 3f32.sqrt();
-    m.insert("final_conv.2.weight".into(), uniform(rng, &[3, 3, 1, 1], cb));
+    m.insert(
+        "final_conv.2.weight".into(),
+        uniform(rng, &[3, 3, 1, 1], cb),
+    );
     m.insert("final_conv.2.bias".into(), uniform(rng, &[3], cb));
     let meta = BTreeMap::from([
         ("arch".to_string(), "style_vit".to_string()),
@@ -91,4 +122,3 @@ pub fn random_vit_weights(cfg: &StyleVitConfig, rng: &mut impl Rng) -> Weights {
     ]);
     Weights::from_map("<random StyleViT weights>", m, meta)
 }
-

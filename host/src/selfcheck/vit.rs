@@ -21,12 +21,30 @@ use crate::ops::patch::{patch_embed, relu_conv1x1, unpatch};
 
 pub fn checks() -> Vec<Check> {
     vec![
-        Check { op: "linear", run: check_linear },
-        Check { op: "layer_norm", run: check_layer_norm },
-        Check { op: "attention", run: check_attention },
-        Check { op: "adain", run: check_adain },
-        Check { op: "patch", run: check_patch },
-        Check { op: "style_vit", run: check_style_vit },
+        Check {
+            op: "linear",
+            run: check_linear,
+        },
+        Check {
+            op: "layer_norm",
+            run: check_layer_norm,
+        },
+        Check {
+            op: "attention",
+            run: check_attention,
+        },
+        Check {
+            op: "adain",
+            run: check_adain,
+        },
+        Check {
+            op: "patch",
+            run: check_patch,
+        },
+        Check {
+            op: "style_vit",
+            run: check_style_vit,
+        },
     ]
 }
 
@@ -60,13 +78,19 @@ fn check_linear(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 "{m}x{n}x{k}{}{}{}",
                 if bias { " +b" } else { "" },
                 if gelu { " +gelu" } else { "" },
-                match res { Res::None => String::new(), Res::Rows(r) => format!(" +res[{r}]") }
+                match res {
+                    Res::None => String::new(),
+                    Res::Rows(r) => format!(" +res[{r}]"),
+                }
             );
             catch("linear", &name, || {
                 let x = random(rng, &[m, k], -1.0, 1.0);
                 let w = random(rng, &[n, k], -0.5, 0.5);
                 let b = random(rng, &[n], -1.0, 1.0);
-                let r = match res { Res::None => None, Res::Rows(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)) };
+                let r = match res {
+                    Res::None => None,
+                    Res::Rows(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
+                };
                 let mut want = ops::linear(&x, &w, bias.then_some(&b))?;
                 if gelu {
                     want = ops::gelu(&want);
@@ -80,9 +104,19 @@ fn check_linear(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let (xd, wd, bd) = (up(&x)?, up(&w)?, up(&b)?);
                 let rd = r.as_ref().map(up).transpose()?;
                 let mut y = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
-                let ep = Epilogue { bias: bias.then_some(&bd), gelu, residual: rd.as_ref() };
+                let ep = Epilogue {
+                    bias: bias.then_some(&bd),
+                    gelu,
+                    residual: rd.as_ref(),
+                };
                 linear_ex(gpu, &xd, &wd, ep, &mut y)?;
-                Ok(compare("linear", &name, &download(gpu, &y)?, &want.data, Tolerance::F32))
+                Ok(compare(
+                    "linear",
+                    &name,
+                    &download(gpu, &y)?,
+                    &want.data,
+                    Tolerance::F32,
+                ))
             })
         })
         .collect()
@@ -90,7 +124,14 @@ fn check_linear(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 
 // ---------------------------------------------------------------- layer_norm
 fn check_layer_norm(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let cases = [(33, 128, true), (17, 512, true), (9, 768, true), (41, 97, true), (8, 128, false), (3, 1, false)];
+    let cases = [
+        (33, 128, true),
+        (17, 512, true),
+        (9, 768, true),
+        (41, 97, true),
+        (8, 128, false),
+        (3, 1, false),
+    ];
     cases
         .iter()
         .map(|&(rows, d, with_res)| {
@@ -100,12 +141,22 @@ fn check_layer_norm(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let r = random(rng, &[rows, d], -1.0, 1.0);
                 let g = random(rng, &[d], 0.5, 1.5);
                 let b = random(rng, &[d], -0.5, 0.5);
-                let sum = if with_res { ops::add(&x, &r)? } else { x.clone() };
+                let sum = if with_res {
+                    ops::add(&x, &r)?
+                } else {
+                    x.clone()
+                };
                 let want = ops::layer_norm(&sum, &g, &b)?;
                 let (xd, rd, gd, bd) = (up(&x)?, up(&r)?, up(&g)?, up(&b)?);
                 let mut y = poisoned(&[rows, d], DType::F32, Layout::RowMajor)?;
                 layer_norm(gpu, &xd, with_res.then_some(&rd), &gd, &bd, &mut y)?;
-                Ok(compare("layer_norm", &name, &download(gpu, &y)?, &want.data, Tolerance::F32))
+                Ok(compare(
+                    "layer_norm",
+                    &name,
+                    &download(gpu, &y)?,
+                    &want.data,
+                    Tolerance::F32,
+                ))
             })
         })
         .collect()
@@ -137,7 +188,14 @@ fn gather_heads(t: &Tensor, col: usize, heads: usize, dh: usize, rows: &[usize])
 }
 
 /// GPU output o [B, Nq, H·dh] at `rows`, in the CPU's [B, H, rows, dh] order.
-fn gather_output(o: &[f32], b: usize, nq: usize, heads: usize, dh: usize, rows: &[usize]) -> Vec<f32> {
+fn gather_output(
+    o: &[f32],
+    b: usize,
+    nq: usize,
+    heads: usize,
+    dh: usize,
+    rows: &[usize],
+) -> Vec<f32> {
     let d = heads * dh;
     let mut out = Vec::with_capacity(b * heads * rows.len() * dh);
     for bb in 0..b {
@@ -152,7 +210,14 @@ fn gather_output(o: &[f32], b: usize, nq: usize, heads: usize, dh: usize, rows: 
 }
 
 /// Self-attention from a fused QKV buffer [B, N, 3D].
-fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: usize, dh: usize) -> CheckResult {
+fn attention_self_case(
+    gpu: &Gpu,
+    rng: &mut Rng64,
+    b: usize,
+    heads: usize,
+    n: usize,
+    dh: usize,
+) -> CheckResult {
     let name = format!("self B{b} H{heads} N{n} dh{dh}");
     catch("attention", &name, || {
         let d = heads * dh;
@@ -167,13 +232,27 @@ fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: us
         let mut o = poisoned(&[b, n, d], DType::F32, Layout::RowMajor)?;
         attention_qkv(gpu, &qkv_d, heads, &mut o)?;
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
-        Ok(compare("attention", &name, &got, &want.data, Tolerance::F32_LOOSE))
+        Ok(compare(
+            "attention",
+            &name,
+            &got,
+            &want.data,
+            Tolerance::F32_LOOSE,
+        ))
     })
 }
 
 /// Cross attention with Nq != Nk: q [B, Nq, D + 5] read from column 3 (exercises offsets and strides),
 /// k and v from one [B, Nk, 2D] buffer.
-fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: usize, nk: usize, dh: usize) -> CheckResult {
+fn attention_cross_case(
+    gpu: &Gpu,
+    rng: &mut Rng64,
+    b: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    dh: usize,
+) -> CheckResult {
     let name = format!("cross B{b} H{heads} Nq{nq} Nk{nk} dh{dh}");
     catch("attention", &name, || {
         let d = heads * dh;
@@ -187,9 +266,22 @@ fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: 
         let want = ops::attention(&q, &k, &v)?;
         let (qd, kvd) = (up(&qt)?, up(&kv)?);
         let mut o = poisoned(&[b, nq, d], DType::F32, Layout::RowMajor)?;
-        attention(gpu, Heads { t: &qd, col: 3 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d }, heads, &mut o)?;
+        attention(
+            gpu,
+            Heads { t: &qd, col: 3 },
+            Heads { t: &kvd, col: 0 },
+            Heads { t: &kvd, col: d },
+            heads,
+            &mut o,
+        )?;
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
-        Ok(compare("attention", &name, &got, &want.data, Tolerance::F32_LOOSE))
+        Ok(compare(
+            "attention",
+            &name,
+            &got,
+            &want.data,
+            Tolerance::F32_LOOSE,
+        ))
     })
 }
 
@@ -203,7 +295,14 @@ fn check_attention(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         }
     }
     out.push(attention_self_case(gpu, rng, 1, 1, 5000, 64));
-    for &(nq, nk, dh) in &[(37, 300, 64), (300, 37, 32), (37, 300, 128), (1, 5000, 64), (130, 1, 128), (65, 64, 32)] {
+    for &(nq, nk, dh) in &[
+        (37, 300, 64),
+        (300, 37, 32),
+        (37, 300, 128),
+        (1, 5000, 64),
+        (130, 1, 128),
+        (65, 64, 32),
+    ] {
         out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh));
     }
     out
@@ -229,14 +328,28 @@ fn check_adain(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let s_full = if bs == b {
                     s.clone()
                 } else {
-                    Tensor::new(&[b, ns, d], s.data.iter().copied().cycle().take(b * ns * d).collect())
+                    Tensor::new(
+                        &[b, ns, d],
+                        s.data.iter().copied().cycle().take(b * ns * d).collect(),
+                    )
                 };
                 let t = ops::adain(&c, &s_full)?;
-                let want: Vec<f32> = t.data.iter().zip(&c.data).map(|(t, c)| alpha * t + (1.0 - alpha) * c).collect();
+                let want: Vec<f32> = t
+                    .data
+                    .iter()
+                    .zip(&c.data)
+                    .map(|(t, c)| alpha * t + (1.0 - alpha) * c)
+                    .collect();
                 let (cd, sd) = (up(&c)?, up(&s)?);
                 let mut o = poisoned(&[b, nc, d], DType::F32, Layout::RowMajor)?;
                 adain(gpu, &cd, &sd, alpha, &mut o)?;
-                Ok(compare("adain", &name, &download(gpu, &o)?, &want, Tolerance::F32))
+                Ok(compare(
+                    "adain",
+                    &name,
+                    &download(gpu, &o)?,
+                    &want,
+                    Tolerance::F32,
+                ))
             })
         })
         .collect()
@@ -246,8 +359,15 @@ fn check_adain(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
     // Patch embedding (+ positions broadcast over the batch).
-    for &(b, h, w, p, d, with_pos) in &[(2usize, 24usize, 40usize, 8usize, 20usize, true), (1, 8, 12, 4, 7, false), (3, 32, 32, 16, 64, true)] {
-        let name = format!("embed B{b} {h}x{w} p{p} D{d}{}", if with_pos { " +pos" } else { "" });
+    for &(b, h, w, p, d, with_pos) in &[
+        (2usize, 24usize, 40usize, 8usize, 20usize, true),
+        (1, 8, 12, 4, 7, false),
+        (3, 32, 32, 16, 64, true),
+    ] {
+        let name = format!(
+            "embed B{b} {h}x{w} p{p} D{d}{}",
+            if with_pos { " +pos" } else { "" }
+        );
         out.push(catch("patch", &name, || {
             let img = random(rng, &[b, 3, h, w], 0.0, 1.0);
             let wt = random(rng, &[d, 3, p, p], -0.2, 0.2);
@@ -266,12 +386,31 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let pos = up(&ops::sinusoidal(n, d))?;
             let mut cols = poisoned(&[b * n, 3 * p * p], DType::F32, Layout::RowMajor)?;
             let mut o = poisoned(&[b, n, d], DType::F32, Layout::RowMajor)?;
-            patch_embed(gpu, &imgd, &wd, &bd, with_pos.then_some(&pos), p, &mut cols, &mut o)?;
-            Ok(compare("patch", &name, &download(gpu, &o)?, &want.data, Tolerance::F32))
+            patch_embed(
+                gpu,
+                &imgd,
+                &wd,
+                &bd,
+                with_pos.then_some(&pos),
+                p,
+                &mut cols,
+                &mut o,
+            )?;
+            Ok(compare(
+                "patch",
+                &name,
+                &download(gpu, &o)?,
+                &want.data,
+                Tolerance::F32,
+            ))
         }));
     }
     // Unpatch (a pure permutation: must be exact).
-    for &(b, hp, wp, p) in &[(2usize, 3usize, 5usize, 8usize), (1, 2, 1, 32), (2, 1, 1, 1)] {
+    for &(b, hp, wp, p) in &[
+        (2usize, 3usize, 5usize, 8usize),
+        (1, 2, 1, 32),
+        (2, 1, 1, 1),
+    ] {
         let name = format!("unpatch B{b} {hp}x{wp} p{p}");
         out.push(catch("patch", &name, || {
             let tok = random(rng, &[b, hp * wp, 3 * p * p], -1.0, 1.0);
@@ -280,7 +419,10 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let mut img = poisoned(&[b, 3, hp * p, wp * p], DType::F32, Layout::RowMajor)?;
             unpatch(gpu, &td, hp, wp, p, &mut img)?;
             let got = download(gpu, &img)?;
-            let exact = Tolerance { rel_l2: 0.0, max_rel: 0.0 };
+            let exact = Tolerance {
+                rel_l2: 0.0,
+                max_rel: 0.0,
+            };
             Ok(compare("patch", &name, &got, &want.data, exact))
         }));
     }
@@ -294,7 +436,13 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         let (xd, wd, bd) = (up(&x)?, up(&w)?, up(&b)?);
         let mut y = poisoned(&[2, 3, 9, 11], DType::F32, Layout::RowMajor)?;
         relu_conv1x1(gpu, &xd, &wd, &bd, &mut y)?;
-        Ok(compare("patch", name, &download(gpu, &y)?, &want.data, Tolerance::F32))
+        Ok(compare(
+            "patch",
+            name,
+            &download(gpu, &y)?,
+            &want.data,
+            Tolerance::F32,
+        ))
     }));
     out
 }
@@ -324,7 +472,13 @@ fn random_block(rng: &mut Rng64, d: usize, f: usize) -> Block {
 
 /// A small random StyleViT (patch 8, D 64, 2 heads of 32, `blocks` blocks, FFN 128).
 pub(crate) fn random_style_vit(rng: &mut Rng64, blocks: usize) -> StyleVit {
-    let cfg = StyleVitConfig { patch_size: 8, embed_dim: 64, num_heads: 2, num_blocks: blocks, ffn_dim: 128 };
+    let cfg = StyleVitConfig {
+        patch_size: 8,
+        embed_dim: 64,
+        num_heads: 2,
+        num_blocks: blocks,
+        ffn_dim: 128,
+    };
     let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
     let k = 3 * p * p;
     StyleVit {
@@ -361,8 +515,23 @@ fn check_style_vit(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             // Run twice: the second call reuses the buffers of the first and must give the same result.
             let first = g.forward(&content, &style, alpha)?;
             let got = g.forward(&content, &style, alpha)?;
-            let mut r = compare("style_vit", &name, &got.data, &want.data, Tolerance::F32_LOOSE);
-            let again = compare("style_vit", &name, &got.data, &first.data, Tolerance { rel_l2: 1e-6, max_rel: 1e-5 });
+            let mut r = compare(
+                "style_vit",
+                &name,
+                &got.data,
+                &want.data,
+                Tolerance::F32_LOOSE,
+            );
+            let again = compare(
+                "style_vit",
+                &name,
+                &got.data,
+                &first.data,
+                Tolerance {
+                    rel_l2: 1e-6,
+                    max_rel: 1e-5,
+                },
+            );
             if !again.passed {
                 r.passed = false;
                 r.detail = format!("second forward differs from the first: {}", again.detail);

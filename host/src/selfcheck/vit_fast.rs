@@ -13,10 +13,10 @@ use models::Tensor;
 
 use super::{catch, compare, download, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
-use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
-use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::gpu::half::{round_f16, round_tensor_f16};
+use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::nets::style_vit_fast::GpuStyleVitFast;
+use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
 use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
 use models::ops::Padding;
 use models::style_vit::Block;
@@ -24,39 +24,66 @@ use models::StyleVit;
 
 /// `linear_tc` with an f32 output: the f16 x f16 products are exact in f32 and accumulate in f32, so only
 /// the summation order differs from the CPU (as `conv2d_tc`'s tolerance).
-pub const LINEAR_TC_F32: Tolerance = Tolerance { rel_l2: 1e-4, max_rel: 1e-3 };
+pub const LINEAR_TC_F32: Tolerance = Tolerance {
+    rel_l2: 1e-4,
+    max_rel: 1e-3,
+};
 /// `linear_tc` with an f16 output: the f32 result rounded to nearest even f16 adds at most 2^-11
 /// relative (4.9e-4 of |y| ≤ max|y|, so ≤ 4.9e-4 in max_rel) and about 2e-4 in RMS (measured by the
 /// emulation test below: 2.1e-4 rel L2, 2.9e-4 max rel). Tolerance: about 2x the bound, 2.5x the RMS.
-pub const LINEAR_TC_F16: Tolerance = Tolerance { rel_l2: 5e-4, max_rel: 1e-3 };
+pub const LINEAR_TC_F16: Tolerance = Tolerance {
+    rel_l2: 5e-4,
+    max_rel: 1e-3,
+};
 /// `attention_tc` (f16 output): P is rounded to f16 before the PV product (≤ 2^-11 relative per
 /// probability; the row sum uses the f32 values), `ex2.approx` (~2 ulp, negligible) and the f16 output
 /// rounding (≤ 2^-11 relative). The emulation test below (same input distribution as the self-check)
 /// measures 2.5e-4..2.7e-4 rel L2 and 3.3e-4..4.2e-4 max rel for head_dim 32/64/128 and 300..4099
 /// keys, and asserts that it stays within half of this tolerance.
-pub const ATTENTION_TC: Tolerance = Tolerance { rel_l2: 7e-4, max_rel: 1.5e-3 };
+pub const ATTENTION_TC: Tolerance = Tolerance {
+    rel_l2: 7e-4,
+    max_rel: 1.5e-3,
+};
 
 /// [`GpuStyleVitFast`] vs the fp32 CPU reference: dominated by the f16 rounding of the GEMM and attention
 /// inputs. The CPU emulation that rounds at the same places ([`emulate_style_vit_fast`]) measures
 /// 4.5e-4..9.2e-4 rel L2 and 5.2e-4..1.1e-3 max rel against the fp32 reference on the self-check's
 /// networks (1-2 blocks, D 64); the tolerance is about 3x that (the unit test asserts the emulation
 /// stays within half of it), leaving room for the kernels' own rounding on top.
-pub const STYLE_VIT_FAST: Tolerance = Tolerance { rel_l2: 3e-3, max_rel: 4e-3 };
+pub const STYLE_VIT_FAST: Tolerance = Tolerance {
+    rel_l2: 3e-3,
+    max_rel: 4e-3,
+};
 /// [`GpuStyleVitFast`] vs the CPU emulation with the same f16 roundings: what remains is the f32
 /// summation order, `ex2.approx`, the f16 probabilities in attention (2.7e-4 rel L2 at the attention
 /// output, see `ATTENTION_TC`) and f16 roundings that flip by one ulp where the f32 values differ. A
 /// sanity bound (not measured on a GPU yet): 1.5x the measured emulation-vs-fp32 error.
-pub const STYLE_VIT_FAST_VS_EMULATION: Tolerance = Tolerance { rel_l2: 1.5e-3, max_rel: 3e-3 };
+pub const STYLE_VIT_FAST_VS_EMULATION: Tolerance = Tolerance {
+    rel_l2: 1.5e-3,
+    max_rel: 3e-3,
+};
 /// `linear_tc_layer_norm` / `linear_tc_to_f16`: the f32 output as `layer_norm` (fp32, two-pass); the f16
 /// copy adds its rounding (≤ 2^-11 relative, as `LINEAR_TC_F16`).
 pub const LN_F32: Tolerance = Tolerance::F32;
 
 pub fn checks() -> Vec<Check> {
     vec![
-        Check { op: "linear_tc", run: check_linear_tc },
-        Check { op: "linear_tc_prologue", run: check_prologue },
-        Check { op: "attention_tc", run: check_attention_tc },
-        Check { op: "style_vit_fast", run: check_style_vit_fast },
+        Check {
+            op: "linear_tc",
+            run: check_linear_tc,
+        },
+        Check {
+            op: "linear_tc_prologue",
+            run: check_prologue,
+        },
+        Check {
+            op: "attention_tc",
+            run: check_attention_tc,
+        },
+        Check {
+            op: "style_vit_fast",
+            run: check_style_vit_fast,
+        },
     ]
 }
 
@@ -105,12 +132,24 @@ const LIN_CASES: &[LinCase] = &[
 ];
 
 fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
-    let LinCase { m, n, k, bias, gelu, res, out } = *cs;
+    let LinCase {
+        m,
+        n,
+        k,
+        bias,
+        gelu,
+        res,
+        out,
+    } = *cs;
     let name = format!(
         "{m}x{n}x{k}{}{}{} {out:?}",
         if bias { " +b" } else { "" },
         if gelu { " +gelu" } else { "" },
-        match res { Res::None => String::new(), Res::F32(r) => format!(" +res32[{r}]"), Res::F16(r) => format!(" +res16[{r}]") }
+        match res {
+            Res::None => String::new(),
+            Res::F32(r) => format!(" +res32[{r}]"),
+            Res::F16(r) => format!(" +res16[{r}]"),
+        }
     );
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[m, k], -1.0, 1.0));
@@ -132,7 +171,10 @@ fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
                 *v += r.data[i % rn];
             }
         }
-        let (xd, wd) = (DeviceTensor::from_host_f16(&x)?, DeviceTensor::from_host_f16(&w)?);
+        let (xd, wd) = (
+            DeviceTensor::from_host_f16(&x)?,
+            DeviceTensor::from_host_f16(&w)?,
+        );
         let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
         let rd = match (&r, res) {
             (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
@@ -141,7 +183,11 @@ fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
         };
         let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
         let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
-        let ep = EpilogueTc { bias: bias.then_some(&bd), gelu, residual: rd.as_ref() };
+        let ep = EpilogueTc {
+            bias: bias.then_some(&bd),
+            gelu,
+            residual: rd.as_ref(),
+        };
         let (o32, o16) = match out {
             Out::F32 => (Some(&mut y32), None),
             Out::F16 => (None, Some(&mut y16)),
@@ -150,10 +196,22 @@ fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
         linear_tc(gpu, &xd, &wd, ep, o32, o16)?;
         let mut v = Vec::new();
         if out != Out::F16 {
-            v.push(compare("linear_tc", &format!("{name} y32"), &download(gpu, &y32)?, &want.data, LINEAR_TC_F32));
+            v.push(compare(
+                "linear_tc",
+                &format!("{name} y32"),
+                &download(gpu, &y32)?,
+                &want.data,
+                LINEAR_TC_F32,
+            ));
         }
         if out != Out::F32 {
-            v.push(compare("linear_tc", &format!("{name} y16"), &download(gpu, &y16)?, &want.data, LINEAR_TC_F16));
+            v.push(compare(
+                "linear_tc",
+                &format!("{name} y16"),
+                &download(gpu, &y16)?,
+                &want.data,
+                LINEAR_TC_F16,
+            ));
         }
         Ok(v)
     };
@@ -179,23 +237,84 @@ fn linear_refusals(gpu: &Gpu) -> CheckResult {
         let mut y16 = h(&[4, 8])?;
         let ep = EpilogueTc::default();
         let attempts: Vec<(&str, Result<()>)> = vec![
-            ("K not a multiple of 8", linear_tc(gpu, &x12, &w12, ep, Some(&mut y), None)),
-            ("f32 input", linear_tc(gpu, &x32, &w, ep, Some(&mut y), None)),
-            ("3-D weight", linear_tc(gpu, &x, &w3d, ep, Some(&mut y), None)),
-            ("K mismatch", linear_tc(gpu, &x12, &w, ep, Some(&mut y), None)),
+            (
+                "K not a multiple of 8",
+                linear_tc(gpu, &x12, &w12, ep, Some(&mut y), None),
+            ),
+            (
+                "f32 input",
+                linear_tc(gpu, &x32, &w, ep, Some(&mut y), None),
+            ),
+            (
+                "3-D weight",
+                linear_tc(gpu, &x, &w3d, ep, Some(&mut y), None),
+            ),
+            (
+                "K mismatch",
+                linear_tc(gpu, &x12, &w, ep, Some(&mut y), None),
+            ),
             ("no output", linear_tc(gpu, &x, &w, ep, None, None)),
-            ("output shape", linear_tc(gpu, &x, &w, ep, Some(&mut y_bad), None)),
-            ("f32 tensor as y16", linear_tc(gpu, &x, &w, ep, None, Some(&mut y16_as32))),
-            ("bias length", linear_tc(gpu, &x, &w, EpilogueTc { bias: Some(&b_bad), ..ep }, Some(&mut y), None)),
-            ("f16 bias", linear_tc(gpu, &x, &w, EpilogueTc { bias: Some(&b16), ..ep }, Some(&mut y), None)),
-            ("residual rows not dividing M", linear_tc(gpu, &x, &w, EpilogueTc { residual: Some(&r_bad), ..ep }, None, Some(&mut y16))),
+            (
+                "output shape",
+                linear_tc(gpu, &x, &w, ep, Some(&mut y_bad), None),
+            ),
+            (
+                "f32 tensor as y16",
+                linear_tc(gpu, &x, &w, ep, None, Some(&mut y16_as32)),
+            ),
+            (
+                "bias length",
+                linear_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    EpilogueTc {
+                        bias: Some(&b_bad),
+                        ..ep
+                    },
+                    Some(&mut y),
+                    None,
+                ),
+            ),
+            (
+                "f16 bias",
+                linear_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    EpilogueTc {
+                        bias: Some(&b16),
+                        ..ep
+                    },
+                    Some(&mut y),
+                    None,
+                ),
+            ),
+            (
+                "residual rows not dividing M",
+                linear_tc(
+                    gpu,
+                    &x,
+                    &w,
+                    EpilogueTc {
+                        residual: Some(&r_bad),
+                        ..ep
+                    },
+                    None,
+                    Some(&mut y16),
+                ),
+            ),
         ];
         Ok(refusal_result("linear_tc", LINEAR_TC_F32, &attempts))
     })
 }
 
 fn refusal_result(op: &str, tol: Tolerance, attempts: &[(&str, Result<()>)]) -> CheckResult {
-    let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+    let accepted: Vec<&str> = attempts
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| *n)
+        .collect();
     CheckResult {
         op: op.to_string(),
         case: "refuses bad shapes".to_string(),
@@ -203,12 +322,19 @@ fn refusal_result(op: &str, tol: Tolerance, attempts: &[(&str, Result<()>)]) -> 
         max_rel: 0.0,
         tol,
         passed: accepted.is_empty(),
-        detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+        detail: if accepted.is_empty() {
+            String::new()
+        } else {
+            format!("accepted: {}", accepted.join(", "))
+        },
     }
 }
 
 fn check_linear_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut out: Vec<CheckResult> = LIN_CASES.iter().flat_map(|cs| linear_case(gpu, rng, cs)).collect();
+    let mut out: Vec<CheckResult> = LIN_CASES
+        .iter()
+        .flat_map(|cs| linear_case(gpu, rng, cs))
+        .collect();
     out.push(linear_refusals(gpu));
     out
 }
@@ -216,26 +342,60 @@ fn check_linear_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 // ---------------------------------------------------------------- f16 prologue helpers
 fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    for &(rows, d, with_res) in &[(33usize, 512usize, true), (17, 96, false), (3, 1, false), (41, 97, true)] {
-        let name = format!("layer_norm {rows}x{d}{}", if with_res { " +res" } else { "" });
+    for &(rows, d, with_res) in &[
+        (33usize, 512usize, true),
+        (17, 96, false),
+        (3, 1, false),
+        (41, 97, true),
+    ] {
+        let name = format!(
+            "layer_norm {rows}x{d}{}",
+            if with_res { " +res" } else { "" }
+        );
         let run = |rng: &mut Rng64| -> Result<Vec<CheckResult>> {
             let x = random(rng, &[rows, d], -2.0, 3.0);
             let r = random(rng, &[rows, d], -1.0, 1.0);
             let g = random(rng, &[d], 0.5, 1.5);
             let b = random(rng, &[d], -0.5, 0.5);
-            let sum = if with_res { ops::add(&x, &r)? } else { x.clone() };
+            let sum = if with_res {
+                ops::add(&x, &r)?
+            } else {
+                x.clone()
+            };
             let want = ops::layer_norm(&sum, &g, &b)?;
             let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
             let (xd, rd, gd, bd) = (up(&x)?, up(&r)?, up(&g)?, up(&b)?);
             let mut y = poisoned(&[rows, d], DType::F32, Layout::RowMajor)?;
             let mut y16 = poisoned(&[rows, d], DType::F16, Layout::RowMajor)?;
-            layer_norm_f16(gpu, &xd, with_res.then_some(&rd), &gd, &bd, Some(&mut y), &mut y16)?;
+            layer_norm_f16(
+                gpu,
+                &xd,
+                with_res.then_some(&rd),
+                &gd,
+                &bd,
+                Some(&mut y),
+                &mut y16,
+            )?;
             Ok(vec![
-                compare("linear_tc_prologue", &format!("{name} y32"), &download(gpu, &y)?, &want.data, LN_F32),
-                compare("linear_tc_prologue", &format!("{name} y16"), &download(gpu, &y16)?, &want.data, LINEAR_TC_F16),
+                compare(
+                    "linear_tc_prologue",
+                    &format!("{name} y32"),
+                    &download(gpu, &y)?,
+                    &want.data,
+                    LN_F32,
+                ),
+                compare(
+                    "linear_tc_prologue",
+                    &format!("{name} y16"),
+                    &download(gpu, &y16)?,
+                    &want.data,
+                    LINEAR_TC_F16,
+                ),
             ])
         };
-        out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("linear_tc_prologue", &name, e)]));
+        out.extend(
+            run(rng).unwrap_or_else(|e| vec![super::errored("linear_tc_prologue", &name, e)]),
+        );
     }
     for &n in &[1usize, 1000, 70001] {
         let name = format!("to_f16 {n}");
@@ -249,11 +409,24 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 x.data[3] = 65519.0;
             }
             // The device saturates to ±65504 where the host's IEEE conversion gives infinity.
-            let want: Vec<f32> = x.data.iter().map(|&v| round_f16(v.clamp(-65504.0, 65504.0))).collect();
+            let want: Vec<f32> = x
+                .data
+                .iter()
+                .map(|&v| round_f16(v.clamp(-65504.0, 65504.0)))
+                .collect();
             let xd = DeviceTensor::from_f32(&[n], &x.data, Layout::RowMajor)?;
             let mut y16 = poisoned(&[n], DType::F16, Layout::RowMajor)?;
             to_f16(gpu, &xd, &mut y16)?;
-            Ok(compare("linear_tc_prologue", &name, &download(gpu, &y16)?, &want, Tolerance { rel_l2: 0.0, max_rel: 0.0 }))
+            Ok(compare(
+                "linear_tc_prologue",
+                &name,
+                &download(gpu, &y16)?,
+                &want,
+                Tolerance {
+                    rel_l2: 0.0,
+                    max_rel: 0.0,
+                },
+            ))
         }));
     }
     out
@@ -285,7 +458,14 @@ fn gather_heads(t: &Tensor, col: usize, heads: usize, dh: usize, rows: &[usize])
 }
 
 /// GPU output o [B, Nq, H·dh] at `rows`, in the CPU's [B, H, rows, dh] order.
-fn gather_output(o: &[f32], b: usize, nq: usize, heads: usize, dh: usize, rows: &[usize]) -> Vec<f32> {
+fn gather_output(
+    o: &[f32],
+    b: usize,
+    nq: usize,
+    heads: usize,
+    dh: usize,
+    rows: &[usize],
+) -> Vec<f32> {
     let d = heads * dh;
     let mut out = Vec::with_capacity(b * heads * rows.len() * dh);
     for bb in 0..b {
@@ -300,7 +480,14 @@ fn gather_output(o: &[f32], b: usize, nq: usize, heads: usize, dh: usize, rows: 
 }
 
 /// Self-attention from a fused f16 QKV buffer [B, N, 3D].
-fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: usize, dh: usize) -> CheckResult {
+fn attention_self_case(
+    gpu: &Gpu,
+    rng: &mut Rng64,
+    b: usize,
+    heads: usize,
+    n: usize,
+    dh: usize,
+) -> CheckResult {
     let name = format!("self B{b} H{heads} N{n} dh{dh}");
     catch("attention_tc", &name, || {
         let d = heads * dh;
@@ -315,13 +502,27 @@ fn attention_self_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, n: us
         let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
         attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?;
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
-        Ok(compare("attention_tc", &name, &got, &want.data, ATTENTION_TC))
+        Ok(compare(
+            "attention_tc",
+            &name,
+            &got,
+            &want.data,
+            ATTENTION_TC,
+        ))
     })
 }
 
 /// Cross attention with Nq != Nk: q [B, Nq, D + 16] read from column 8 (offsets and strides), k and v
 /// from one [B, Nk, 2D] buffer.
-fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: usize, nk: usize, dh: usize) -> CheckResult {
+fn attention_cross_case(
+    gpu: &Gpu,
+    rng: &mut Rng64,
+    b: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    dh: usize,
+) -> CheckResult {
     let name = format!("cross B{b} H{heads} Nq{nq} Nk{nk} dh{dh}");
     catch("attention_tc", &name, || {
         let d = heads * dh;
@@ -333,11 +534,27 @@ fn attention_cross_case(gpu: &Gpu, rng: &mut Rng64, b: usize, heads: usize, nq: 
         let k = gather_heads(&kv, 0, heads, dh, &all);
         let v = gather_heads(&kv, d, heads, dh, &all);
         let want = ops::attention(&q, &k, &v)?;
-        let (qd, kvd) = (DeviceTensor::from_host_f16(&qt)?, DeviceTensor::from_host_f16(&kv)?);
+        let (qd, kvd) = (
+            DeviceTensor::from_host_f16(&qt)?,
+            DeviceTensor::from_host_f16(&kv)?,
+        );
         let mut o = poisoned(&[b, nq, d], DType::F16, Layout::RowMajor)?;
-        attention_tc(gpu, Heads { t: &qd, col: 8 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d }, heads, &mut o)?;
+        attention_tc(
+            gpu,
+            Heads { t: &qd, col: 8 },
+            Heads { t: &kvd, col: 0 },
+            Heads { t: &kvd, col: d },
+            heads,
+            &mut o,
+        )?;
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
-        Ok(compare("attention_tc", &name, &got, &want.data, ATTENTION_TC))
+        Ok(compare(
+            "attention_tc",
+            &name,
+            &got,
+            &want.data,
+            ATTENTION_TC,
+        ))
     })
 }
 
@@ -354,10 +571,26 @@ fn attention_refusals(gpu: &Gpu) -> CheckResult {
         let hd = |t, col| Heads { t, col };
         let attempts: Vec<(&str, Result<()>)> = vec![
             ("f32 input", attention_tc_qkv(gpu, &qkv32, 1, &mut o)),
-            ("head_dim 48", attention_tc(gpu, hd(&qkv, 0), hd(&qkv, 48), hd(&qkv, 96), 1, &mut o48)),
+            (
+                "head_dim 48",
+                attention_tc(gpu, hd(&qkv, 0), hd(&qkv, 48), hd(&qkv, 96), 1, &mut o48),
+            ),
             ("head_dim 16", attention_tc_qkv(gpu, &qkv, 4, &mut o)),
-            ("columns past the row", attention_tc(gpu, hd(&qkv, 0), hd(&kv_short, 40), hd(&kv_short, 0), 1, &mut o)),
-            ("column offset not a multiple of 8", attention_tc(gpu, hd(&q_odd, 4), hd(&qkv, 64), hd(&qkv, 128), 1, &mut o)),
+            (
+                "columns past the row",
+                attention_tc(
+                    gpu,
+                    hd(&qkv, 0),
+                    hd(&kv_short, 40),
+                    hd(&kv_short, 0),
+                    1,
+                    &mut o,
+                ),
+            ),
+            (
+                "column offset not a multiple of 8",
+                attention_tc(gpu, hd(&q_odd, 4), hd(&qkv, 64), hd(&qkv, 128), 1, &mut o),
+            ),
             ("output length", attention_tc_qkv(gpu, &qkv, 1, &mut o_len)),
         ];
         Ok(refusal_result("attention_tc", ATTENTION_TC, &attempts))
@@ -375,7 +608,15 @@ fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     }
     // The StyleViT base shape on one sequence: 8 heads of 64, 4096 tokens.
     out.push(attention_self_case(gpu, rng, 1, 8, 4096, 64));
-    for &(nq, nk, dh) in &[(37, 300, 64), (300, 37, 32), (37, 300, 128), (1, 5000, 64), (130, 1, 128), (65, 64, 32), (200, 129, 64)] {
+    for &(nq, nk, dh) in &[
+        (37, 300, 64),
+        (300, 37, 32),
+        (37, 300, 128),
+        (1, 5000, 64),
+        (130, 1, 128),
+        (65, 64, 32),
+        (200, 129, 64),
+    ] {
         out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh));
     }
     out.push(attention_refusals(gpu));
@@ -407,18 +648,31 @@ fn emulate_block(blk: &Block, x: &Tensor, heads: usize) -> Result<Tensor> {
     let dh = d / heads;
     let qkv = r(&ops::linear(&r(x), &r(&blk.w_qkv), Some(&blk.b_qkv))?);
     let all: Vec<usize> = (0..n).collect();
-    let (q, k, v) = (gather_heads(&qkv, 0, heads, dh, &all), gather_heads(&qkv, d, heads, dh, &all), gather_heads(&qkv, 2 * d, heads, dh, &all));
+    let (q, k, v) = (
+        gather_heads(&qkv, 0, heads, dh, &all),
+        gather_heads(&qkv, d, heads, dh, &all),
+        gather_heads(&qkv, 2 * d, heads, dh, &all),
+    );
     let a = r(&merge_heads(&ops::attention(&q, &k, &v)?));
     let t = ops::add(&ops::linear(&a, &r(&blk.w_out), Some(&blk.b_out))?, x)?;
     let x2 = ops::layer_norm(&t, &blk.norm1_w, &blk.norm1_b)?;
-    let h = r(&ops::gelu(&ops::linear(&r(&x2), &r(&blk.fc1_w), Some(&blk.fc1_b))?));
+    let h = r(&ops::gelu(&ops::linear(
+        &r(&x2),
+        &r(&blk.fc1_w),
+        Some(&blk.fc1_b),
+    )?));
     let t = ops::add(&ops::linear(&h, &r(&blk.fc2_w), Some(&blk.fc2_b))?, &x2)?;
     Ok(ops::layer_norm(&t, &blk.norm2_w, &blk.norm2_b)?)
 }
 
 /// StyleViT's forward pass on the CPU with [`GpuStyleVitFast`]'s f16 roundings (see [`emulate_block`];
 /// the patch embedding, AdaIN and the tail stay f32, `to_pixels` rounds its input and weight).
-pub fn emulate_style_vit_fast(net: &StyleVit, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
+pub fn emulate_style_vit_fast(
+    net: &StyleVit,
+    content: &Tensor,
+    style: &Tensor,
+    alpha: f32,
+) -> Result<Tensor> {
     let (p, heads) = (net.cfg.patch_size, net.cfg.num_heads);
     let encode = |img: &Tensor| -> Result<Tensor> {
         let mut x = ops::patch_embed(img, &net.patch_w, &net.patch_b, p)?;
@@ -443,11 +697,29 @@ pub fn emulate_style_vit_fast(net: &StyleVit, content: &Tensor, style: &Tensor, 
     for blk in &net.decoder {
         x = emulate_block(blk, &x, heads)?;
     }
-    let px = ops::linear(&round_tensor_f16(&x), &round_tensor_f16(&net.to_pixels_w), Some(&net.to_pixels_b))?;
+    let px = ops::linear(
+        &round_tensor_f16(&x),
+        &round_tensor_f16(&net.to_pixels_w),
+        Some(&net.to_pixels_b),
+    )?;
     let (hp, wp) = (content.shape[2] / p, content.shape[3] / p);
     let y = ops::unpatch(&px, hp, wp, p)?;
-    let y = ops::relu(&ops::conv2d(&y, &net.final0_w, Some(&net.final0_b), 1, Padding::Zero(1), 1)?);
-    Ok(ops::conv2d(&y, &net.final2_w, Some(&net.final2_b), 1, Padding::Zero(0), 1)?)
+    let y = ops::relu(&ops::conv2d(
+        &y,
+        &net.final0_w,
+        Some(&net.final0_b),
+        1,
+        Padding::Zero(1),
+        1,
+    )?);
+    Ok(ops::conv2d(
+        &y,
+        &net.final2_w,
+        Some(&net.final2_b),
+        1,
+        Padding::Zero(0),
+        1,
+    )?)
 }
 
 /// Cases of the whole-network check: (blocks, content shape, style shape, alpha).
@@ -471,13 +743,34 @@ fn check_style_vit_fast(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             // Run twice: the second call (graph replay) reuses the first's buffers and must agree with it.
             let first = g.forward(&content, &style, alpha)?;
             let got = g.forward(&content, &style, alpha)?;
-            let mut r = compare("style_vit_fast", &format!("{name} vs fp32"), &got.data, &exact.data, STYLE_VIT_FAST);
-            let again = compare("style_vit_fast", &name, &got.data, &first.data, Tolerance { rel_l2: 1e-6, max_rel: 1e-5 });
+            let mut r = compare(
+                "style_vit_fast",
+                &format!("{name} vs fp32"),
+                &got.data,
+                &exact.data,
+                STYLE_VIT_FAST,
+            );
+            let again = compare(
+                "style_vit_fast",
+                &name,
+                &got.data,
+                &first.data,
+                Tolerance {
+                    rel_l2: 1e-6,
+                    max_rel: 1e-5,
+                },
+            );
             if !again.passed {
                 r.passed = false;
                 r.detail = format!("second forward differs from the first: {}", again.detail);
             }
-            let e = compare("style_vit_fast", &format!("{name} vs f16 emul"), &got.data, &emulated.data, STYLE_VIT_FAST_VS_EMULATION);
+            let e = compare(
+                "style_vit_fast",
+                &format!("{name} vs f16 emul"),
+                &got.data,
+                &emulated.data,
+                STYLE_VIT_FAST_VS_EMULATION,
+            );
             Ok(vec![r, e])
         };
         out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("style_vit_fast", &name, e)]));
@@ -499,7 +792,12 @@ pub struct KernelTiming {
 /// StyleViT base shapes: `batch` sequences of `tokens` tokens, D 512, 8 heads of 64, FFN 2048. Median of
 /// `iters` runs after one warm-up, CUDA events on the GPU's stream. Not a check (no assertions): for
 /// `styleforge bench`-style reporting, e.g. `bench_kernels(&gpu, 8, 4096, 20)`.
-pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Result<Vec<KernelTiming>> {
+pub fn bench_kernels(
+    gpu: &Gpu,
+    batch: usize,
+    tokens: usize,
+    iters: usize,
+) -> Result<Vec<KernelTiming>> {
     use crate::error::{CudaContext, Error};
     use crate::ops::attention::attention_qkv;
     use crate::ops::linear::{linear_ex, Epilogue};
@@ -523,16 +821,24 @@ pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Re
             start.record(gpu.stream()).during("recording an event")?;
             run()?;
             stop.record(gpu.stream()).during("recording an event")?;
-            stop.synchronize().during("waiting for the kernel (it may have faulted)")?;
-            t.push(stop.elapsed_time_f32(&start).during("reading the event timer")? as f64);
+            stop.synchronize()
+                .during("waiting for the kernel (it may have faulted)")?;
+            t.push(
+                stop.elapsed_time_f32(&start)
+                    .during("reading the event timer")? as f64,
+            );
         }
         t.sort_by(f64::total_cmp);
         Ok(t[t.len() / 2])
     };
     let mut rows = Vec::new();
     // (name, N, K, gelu, residual)
-    let gemms: [(&'static str, usize, usize, bool, bool); 4] =
-        [("qkv", 3 * d, d, false, false), ("out+res", d, d, false, true), ("fc1+gelu", f, d, true, false), ("fc2+res", d, f, false, true)];
+    let gemms: [(&'static str, usize, usize, bool, bool); 4] = [
+        ("qkv", 3 * d, d, false, false),
+        ("out+res", d, d, false, true),
+        ("fc1+gelu", f, d, true, false),
+        ("fc2+res", d, f, false, true),
+    ];
     let xs = [host(&[m, d], 1.0), host(&[m, f], 1.0)];
     let res = up32(&host(&[m, d], 1.0))?;
     for (name, n, k, gelu, with_res) in gemms {
@@ -542,10 +848,17 @@ pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Re
         let flops = 2.0 * (m * n * k) as f64;
         let shape = format!("{name} {m}x{n}x{k}");
         {
-            let (x16, w16) = (DeviceTensor::from_host_f16(x)?, DeviceTensor::from_host_f16(&w)?);
+            let (x16, w16) = (
+                DeviceTensor::from_host_f16(x)?,
+                DeviceTensor::from_host_f16(&w)?,
+            );
             let mut y32 = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
             let mut y16 = DeviceTensor::empty(&[m, n], DType::F16, Layout::RowMajor)?;
-            let ep = EpilogueTc { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
+            let ep = EpilogueTc {
+                bias: Some(&b),
+                gelu,
+                residual: with_res.then_some(&res),
+            };
             let ms = time(&mut || {
                 if with_res {
                     linear_tc(gpu, &x16, &w16, ep, Some(&mut y32), None)
@@ -553,14 +866,28 @@ pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Re
                     linear_tc(gpu, &x16, &w16, ep, None, Some(&mut y16))
                 }
             })?;
-            rows.push(KernelTiming { kernel: "linear_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
+            rows.push(KernelTiming {
+                kernel: "linear_tc",
+                shape: shape.clone(),
+                ms,
+                tflops: flops / ms / 1e9,
+            });
         }
         {
             let (x32, w32) = (up32(x)?, up32(&w)?);
             let mut y = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
-            let ep = Epilogue { bias: Some(&b), gelu, residual: with_res.then_some(&res) };
+            let ep = Epilogue {
+                bias: Some(&b),
+                gelu,
+                residual: with_res.then_some(&res),
+            };
             let ms = time(&mut || linear_ex(gpu, &x32, &w32, ep, &mut y))?;
-            rows.push(KernelTiming { kernel: "linear (fp32)", shape, ms, tflops: flops / ms / 1e9 });
+            rows.push(KernelTiming {
+                kernel: "linear (fp32)",
+                shape,
+                ms,
+                tflops: flops / ms / 1e9,
+            });
         }
     }
     let qkv = host(&[batch, tokens, 3 * d], 2.0);
@@ -570,13 +897,23 @@ pub fn bench_kernels(gpu: &Gpu, batch: usize, tokens: usize, iters: usize) -> Re
         let q16 = DeviceTensor::from_host_f16(&qkv)?;
         let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F16, Layout::RowMajor)?;
         let ms = time(&mut || attention_tc_qkv(gpu, &q16, heads, &mut o))?;
-        rows.push(KernelTiming { kernel: "attention_tc", shape: shape.clone(), ms, tflops: flops / ms / 1e9 });
+        rows.push(KernelTiming {
+            kernel: "attention_tc",
+            shape: shape.clone(),
+            ms,
+            tflops: flops / ms / 1e9,
+        });
     }
     {
         let q32 = up32(&qkv)?;
         let mut o = DeviceTensor::empty(&[batch, tokens, d], DType::F32, Layout::RowMajor)?;
         let ms = time(&mut || attention_qkv(gpu, &q32, heads, &mut o))?;
-        rows.push(KernelTiming { kernel: "attention (fp32)", shape, ms, tflops: flops / ms / 1e9 });
+        rows.push(KernelTiming {
+            kernel: "attention (fp32)",
+            shape,
+            ms,
+            tflops: flops / ms / 1e9,
+        });
     }
     if rows.iter().any(|r| !r.ms.is_finite()) {
         return Err(Error::Other("a kernel timing was not finite".into()));
@@ -600,7 +937,15 @@ mod tests {
             let mut o = vec![0f32; dh];
             for k0 in (0..nk).step_by(64) {
                 let keys = k0..(k0 + 64).min(nk);
-                let s: Vec<f32> = keys.clone().map(|j| qr.iter().zip(&k[j * dh..(j + 1) * dh]).map(|(a, b)| a * b).sum()).collect();
+                let s: Vec<f32> = keys
+                    .clone()
+                    .map(|j| {
+                        qr.iter()
+                            .zip(&k[j * dh..(j + 1) * dh])
+                            .map(|(a, b)| a * b)
+                            .sum()
+                    })
+                    .collect();
                 let m_new = s.iter().cloned().fold(m, f32::max);
                 let alpha = (m * c - m_new * c).exp2();
                 m = m_new;
@@ -623,15 +968,27 @@ mod tests {
     #[test]
     fn attention_tolerance_covers_the_emulated_kernel() {
         let mut rng = Rng64::seed_from_u64(7);
-        for &(nq, nk, dh) in &[(64usize, 1000usize, 64usize), (40, 4099, 64), (64, 300, 32), (32, 300, 128), (16, 1, 64)] {
+        for &(nq, nk, dh) in &[
+            (64usize, 1000usize, 64usize),
+            (40, 4099, 64),
+            (64, 300, 32),
+            (32, 300, 128),
+            (16, 1, 64),
+        ] {
             let q = round_tensor_f16(&random(&mut rng, &[1, 1, nq, dh], -2.0, 2.0));
             let k = round_tensor_f16(&random(&mut rng, &[1, 1, nk, dh], -2.0, 2.0));
             let v = round_tensor_f16(&random(&mut rng, &[1, 1, nk, dh], -2.0, 2.0));
             let want = ops::attention(&q, &k, &v).unwrap();
             let got = flash_emulate(&q.data, &k.data, &v.data, nk, dh);
-            let half = Tolerance { rel_l2: ATTENTION_TC.rel_l2 / 2.0, max_rel: ATTENTION_TC.max_rel / 2.0 };
+            let half = Tolerance {
+                rel_l2: ATTENTION_TC.rel_l2 / 2.0,
+                max_rel: ATTENTION_TC.max_rel / 2.0,
+            };
             let r = compare("attention_tc", "emulation", &got, &want.data, half);
-            eprintln!("emulated attention nq {nq} nk {nk} dh {dh}: rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            eprintln!(
+                "emulated attention nq {nq} nk {nk} dh {dh}: rel L2 {:.2e}, max rel {:.2e}",
+                r.rel_l2, r.max_rel
+            );
             assert!(r.passed, "nq {nq} nk {nk} dh {dh}: {r:?}");
         }
     }
@@ -648,9 +1005,15 @@ mod tests {
                 y = ops::gelu(&y);
             }
             let rounded: Vec<f32> = y.data.iter().map(|&v| round_f16(v)).collect();
-            let half = Tolerance { rel_l2: LINEAR_TC_F16.rel_l2 / 2.0, max_rel: LINEAR_TC_F16.max_rel / 2.0 };
+            let half = Tolerance {
+                rel_l2: LINEAR_TC_F16.rel_l2 / 2.0,
+                max_rel: LINEAR_TC_F16.max_rel / 2.0,
+            };
             let r = compare("linear_tc", "emulation", &rounded, &y.data, half);
-            eprintln!("f16 output rounding (gelu {gelu}): rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            eprintln!(
+                "f16 output rounding (gelu {gelu}): rel L2 {:.2e}, max rel {:.2e}",
+                r.rel_l2, r.max_rel
+            );
             assert!(r.passed, "{r:?}");
         }
     }
@@ -664,9 +1027,21 @@ mod tests {
             let style = random(&mut rng, &ss, 0.0, 1.0);
             let exact = net.forward(&content, &style, alpha).unwrap();
             let emulated = emulate_style_vit_fast(&net, &content, &style, alpha).unwrap();
-            let half = Tolerance { rel_l2: STYLE_VIT_FAST.rel_l2 / 2.0, max_rel: STYLE_VIT_FAST.max_rel / 2.0 };
-            let r = compare("style_vit_fast", "emulation", &emulated.data, &exact.data, half);
-            eprintln!("emulated fast StyleViT {blocks}blk {cs:?} a{alpha}: rel L2 {:.2e}, max rel {:.2e}", r.rel_l2, r.max_rel);
+            let half = Tolerance {
+                rel_l2: STYLE_VIT_FAST.rel_l2 / 2.0,
+                max_rel: STYLE_VIT_FAST.max_rel / 2.0,
+            };
+            let r = compare(
+                "style_vit_fast",
+                "emulation",
+                &emulated.data,
+                &exact.data,
+                half,
+            );
+            eprintln!(
+                "emulated fast StyleViT {blocks}blk {cs:?} a{alpha}: rel L2 {:.2e}, max rel {:.2e}",
+                r.rel_l2, r.max_rel
+            );
             assert!(r.passed, "{r:?}");
         }
     }

@@ -35,19 +35,38 @@ fn source_index(u: isize, len_up: isize, pad: Padding, up: usize) -> Option<usiz
     Some(v as usize / up)
 }
 
-pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Padding, upsample: usize) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: Padding,
+    upsample: usize,
+) -> Result<Tensor> {
     let [n, c, h, wd] = super::dims4(OP, "input", x)?;
     let [k, cw, r, s] = super::dims4(OP, "weight", w)?;
     if cw != c {
-        return Err(shape_err(OP, format!("weight {:?} expects {cw} input channels, input {:?} has {c}", w.shape, x.shape)));
+        return Err(shape_err(
+            OP,
+            format!(
+                "weight {:?} expects {cw} input channels, input {:?} has {c}",
+                w.shape, x.shape
+            ),
+        ));
     }
     if let Some(b) = b {
         if b.shape != [k] {
-            return Err(shape_err(OP, format!("bias shape {:?}, expected [{k}]", b.shape)));
+            return Err(shape_err(
+                OP,
+                format!("bias shape {:?}, expected [{k}]", b.shape),
+            ));
         }
     }
     if stride == 0 || upsample == 0 {
-        return Err(shape_err(OP, format!("stride ({stride}) and upsample ({upsample}) must be at least 1")));
+        return Err(shape_err(
+            OP,
+            format!("stride ({stride}) and upsample ({upsample}) must be at least 1"),
+        ));
     }
     if r == 0 || s == 0 {
         return Err(shape_err(OP, format!("empty kernel {:?}", w.shape)));
@@ -56,7 +75,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
     let p = match pad {
         Padding::Reflect(p) => {
             if p >= hu || p >= wu {
-                return Err(shape_err(OP, format!("reflection padding {p} needs an input larger than {p}, got {hu}x{wu}")));
+                return Err(shape_err(
+                    OP,
+                    format!("reflection padding {p} needs an input larger than {p}, got {hu}x{wu}"),
+                ));
             }
             p
         }
@@ -64,7 +86,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
     };
     let (hp, wp) = (hu + 2 * p, wu + 2 * p);
     if hp < r || wp < s {
-        return Err(shape_err(OP, format!("padded input {hp}x{wp} is smaller than the kernel {r}x{s}")));
+        return Err(shape_err(
+            OP,
+            format!("padded input {hp}x{wp} is smaller than the kernel {r}x{s}"),
+        ));
     }
     let (oh, ow) = ((hp - r) / stride + 1, (wp - s) / stride + 1);
     let mut out = Tensor::zeros(&[n, k, oh, ow]);
@@ -78,14 +103,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
     }
 
     // Padded rows/columns -> source indices, computed once.
-    let rows: Vec<Option<usize>> = (0..hp).map(|i| source_index(i as isize - p as isize, hu as isize, pad, upsample)).collect();
+    let rows: Vec<Option<usize>> = (0..hp)
+        .map(|i| source_index(i as isize - p as isize, hu as isize, pad, upsample))
+        .collect();
     let wj = wp.div_ceil(stride);
     // Phase-major column map: [phase][j] -> source column.
     let cols: Vec<Option<usize>> = (0..stride)
         .flat_map(|ph| (0..wj).map(move |j| (ph, j)))
         .map(|(ph, j)| {
             let col = j * stride + ph;
-            if col < wp { source_index(col as isize - p as isize, wu as isize, pad, upsample) } else { None }
+            if col < wp {
+                source_index(col as isize - p as isize, wu as isize, pad, upsample)
+            } else {
+                None
+            }
         })
         .collect();
     let row_len = stride * wj;
@@ -98,7 +129,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
         for ci in 0..c {
             for ri in 0..r {
                 for si in 0..s {
-                    wt[(((blk * c + ci) * r + ri) * s + si) * KB + lane] = w.data[((kk * c + ci) * r + ri) * s + si];
+                    wt[(((blk * c + ci) * r + ri) * s + si) * KB + lane] =
+                        w.data[((kk * c + ci) * r + ri) * s + si];
                 }
             }
         }
@@ -108,14 +140,31 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
         None => vec![0.0; k],
     };
 
-    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).max(1);
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .max(1);
     // Enough work per band to amortise a thread; small convolutions stay on the calling thread.
     let macs = (k * c * r * s * oh * ow) as u64;
-    let bands_per_sample = if macs < 2_000_000 { 1 } else { threads.min(oh).max(1) };
+    let bands_per_sample = if macs < 2_000_000 {
+        1
+    } else {
+        threads.min(oh).max(1)
+    };
     let band = oh.div_ceil(bands_per_sample);
 
     let mut xs = vec![0f32; c * hp * row_len];
-    let geo = Geo { c, k, r, s, stride, oh, ow, hp, row_len };
+    let geo = Geo {
+        c,
+        k,
+        r,
+        s,
+        stride,
+        oh,
+        ow,
+        hp,
+        row_len,
+    };
     for ni in 0..n {
         // Build this sample's padded, phase-split input.
         let src = &x.data[ni * c * h * wd..(ni + 1) * c * h * wd];
@@ -134,7 +183,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
             }
         }
         let out_n = &mut out.data[ni * k * oh * ow..(ni + 1) * k * oh * ow];
-        let bands: Vec<(usize, usize)> = (0..oh).step_by(band.max(1)).map(|p0| (p0, (p0 + band).min(oh))).collect();
+        let bands: Vec<(usize, usize)> = (0..oh)
+            .step_by(band.max(1))
+            .map(|p0| (p0, (p0 + band).min(oh)))
+            .collect();
         if bands.len() == 1 {
             let buf = conv_band(&geo, &xs, &wt, &bias, 0, oh);
             scatter(out_n, &buf, &geo, 0, oh);
@@ -147,7 +199,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Pa
                         sc.spawn(move || (p0, p1, conv_band(geo, xs, wt, bias, p0, p1)))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
             });
             for (p0, p1, buf) in results {
                 scatter(out_n, &buf, &geo, p0, p1);
@@ -198,8 +253,10 @@ fn conv_band(g: &Geo, xs: &[f32], wt: &[f32], bias: &[f32], p0: usize, p1: usize
             for ci in 0..c {
                 for ri in 0..r {
                     let row_i = p * st + ri;
-                    let xrow = &xs[(ci * g.hp + row_i) * g.row_len..(ci * g.hp + row_i + 1) * g.row_len];
-                    let wrow = &wt[((blk * c + ci) * r + ri) * s * KB..((blk * c + ci) * r + ri + 1) * s * KB];
+                    let xrow =
+                        &xs[(ci * g.hp + row_i) * g.row_len..(ci * g.hp + row_i + 1) * g.row_len];
+                    let wrow = &wt[((blk * c + ci) * r + ri) * s * KB
+                        ..((blk * c + ci) * r + ri + 1) * s * KB];
                     for si in 0..s {
                         let start = (si % st) * wj + si / st;
                         let xv = &xrow[start..start + ow];
@@ -212,7 +269,8 @@ fn conv_band(g: &Geo, xs: &[f32], wt: &[f32], bias: &[f32], p0: usize, p1: usize
                 let kk = blk * KB + lane;
                 if kk < g.k {
                     let src = [&*a0, &*a1, &*a2, &*a3][lane];
-                    buf[(kk * rows + (p - p0)) * ow..(kk * rows + (p - p0) + 1) * ow].copy_from_slice(src);
+                    buf[(kk * rows + (p - p0)) * ow..(kk * rows + (p - p0) + 1) * ow]
+                        .copy_from_slice(src);
                 }
             }
         }

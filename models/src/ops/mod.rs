@@ -14,7 +14,6 @@ pub enum Padding {
     Zero(usize),
 }
 
-
 mod conv2d;
 use crate::Error;
 
@@ -27,26 +26,38 @@ pub(crate) fn shape_err(op: &'static str, msg: String) -> Error {
 pub(crate) fn dims4(op: &'static str, what: &str, t: &Tensor) -> Result<[usize; 4]> {
     match t.shape[..] {
         [a, b, c, d] if t.data.len() == a * b * c * d => Ok([a, b, c, d]),
-        _ => Err(shape_err(op, format!("{what} must be 4-D, got shape {:?}", t.shape))),
+        _ => Err(shape_err(
+            op,
+            format!("{what} must be 4-D, got shape {:?}", t.shape),
+        )),
     }
 }
 
 fn dims3(op: &'static str, what: &str, t: &Tensor) -> Result<[usize; 3]> {
     match t.shape[..] {
         [a, b, c] if t.data.len() == a * b * c => Ok([a, b, c]),
-        _ => Err(shape_err(op, format!("{what} must be 3-D, got shape {:?}", t.shape))),
+        _ => Err(shape_err(
+            op,
+            format!("{what} must be 3-D, got shape {:?}", t.shape),
+        )),
     }
 }
 
 fn check_vec(op: &'static str, what: &str, t: &Tensor, n: usize) -> Result<()> {
     if t.shape != [n] || t.data.len() != n {
-        return Err(shape_err(op, format!("{what} has shape {:?}, expected [{n}]", t.shape)));
+        return Err(shape_err(
+            op,
+            format!("{what} has shape {:?}, expected [{n}]", t.shape),
+        ));
     }
     Ok(())
 }
 
 fn threads() -> usize {
-    std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).max(1)
+    std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Runs `f(chunk_index, chunk)` over the `chunk`-sized pieces of `out`, on several threads when `work`
@@ -59,7 +70,11 @@ where
         return;
     }
     let nchunks = out.len() / chunk;
-    let t = if work < 1_000_000 { 1 } else { threads().min(nchunks).max(1) };
+    let t = if work < 1_000_000 {
+        1
+    } else {
+        threads().min(nchunks).max(1)
+    };
     if t == 1 {
         for (i, c) in out.chunks_mut(chunk).enumerate() {
             f(i, c);
@@ -83,7 +98,14 @@ where
 /// `upsample` = 2 applies nearest x2 upsampling to the input first (UpsampleConvLayer); 1 = none.
 /// With upsampling, padding is applied in upsampled coordinates. Output size follows PyTorch:
 /// (H·up + 2·pad − R) / stride + 1.
-pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: Padding, upsample: usize) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: Padding,
+    upsample: usize,
+) -> Result<Tensor> {
     conv2d::conv2d(x, w, b, stride, pad, upsample)
 }
 
@@ -96,7 +118,11 @@ pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
     }
     let (ho, wo) = (h * factor, w * factor);
     let mut out = Tensor::zeros(&[n, c, ho, wo]);
-    for (plane, src) in out.data.chunks_mut(ho * wo.max(1)).zip(x.data.chunks(h * w.max(1))) {
+    for (plane, src) in out
+        .data
+        .chunks_mut(ho * wo.max(1))
+        .zip(x.data.chunks(h * w.max(1)))
+    {
         for (i, orow) in plane.chunks_mut(wo.max(1)).enumerate() {
             let srow = &src[(i / factor) * w..(i / factor + 1) * w];
             for (j, o) in orow.iter_mut().enumerate() {
@@ -109,14 +135,26 @@ pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
 
 /// InstanceNorm2d(affine): per sample and channel, biased variance over H*W, eps 1e-5, then γ, β.
 /// `relu` applies ReLU after; `residual` (same shape) is added last (after the optional ReLU).
-pub fn instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, relu: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+pub fn instance_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    relu: bool,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     const OP: &str = "instance_norm";
     let [_, c, h, w] = dims4(OP, "input", x)?;
     check_vec(OP, "gamma", gamma, c)?;
     check_vec(OP, "beta", beta, c)?;
     if let Some(r) = residual {
         if r.shape != x.shape {
-            return Err(shape_err(OP, format!("residual shape {:?} differs from input {:?}", r.shape, x.shape)));
+            return Err(shape_err(
+                OP,
+                format!(
+                    "residual shape {:?} differs from input {:?}",
+                    r.shape, x.shape
+                ),
+            ));
         }
     }
     let hw = h * w;
@@ -125,7 +163,11 @@ pub fn instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, relu: bool, resi
         let ch = plane % c;
         let n = y.len() as f64;
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = y.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / n;
+        let var = y
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+            / n;
         let inv = 1.0 / (var + 1e-5).sqrt();
         let scale = (gamma.data[ch] as f64 * inv) as f32;
         let shift = (beta.data[ch] as f64 - mean * gamma.data[ch] as f64 * inv) as f32;
@@ -145,15 +187,24 @@ pub fn instance_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, relu: bool, resi
 }
 
 pub fn relu(x: &Tensor) -> Tensor {
-    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|v| v.max(0.0)).collect() }
+    Tensor {
+        shape: x.shape.clone(),
+        data: x.data.iter().map(|v| v.max(0.0)).collect(),
+    }
 }
 
 /// Elementwise a + b (same shape).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape != b.shape || a.data.len() != b.data.len() {
-        return Err(shape_err("add", format!("shapes {:?} and {:?} differ", a.shape, b.shape)));
+        return Err(shape_err(
+            "add",
+            format!("shapes {:?} and {:?} differ", a.shape, b.shape),
+        ));
     }
-    Ok(Tensor { shape: a.shape.clone(), data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect() })
+    Ok(Tensor {
+        shape: a.shape.clone(),
+        data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect(),
+    })
 }
 
 /// Dot product with eight partial sums (vectorisable, and more accurate than one running sum).
@@ -179,24 +230,51 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear";
     let (Some(&din), &[dout, win]) = (x.shape.last(), &w.shape[..]) else {
-        return Err(shape_err(OP, format!("input {:?} must have at least 1 dimension and weight {:?} exactly 2", x.shape, w.shape)));
+        return Err(shape_err(
+            OP,
+            format!(
+                "input {:?} must have at least 1 dimension and weight {:?} exactly 2",
+                x.shape, w.shape
+            ),
+        ));
     };
     if x.data.len() != x.shape.iter().product::<usize>() {
-        return Err(shape_err(OP, format!("input shape {:?} does not match its {} values", x.shape, x.data.len())));
+        return Err(shape_err(
+            OP,
+            format!(
+                "input shape {:?} does not match its {} values",
+                x.shape,
+                x.data.len()
+            ),
+        ));
     }
     if win != din || w.data.len() != dout * din {
-        return Err(shape_err(OP, format!("weight {:?} does not take inputs of width {din} (input {:?})", w.shape, x.shape)));
+        return Err(shape_err(
+            OP,
+            format!(
+                "weight {:?} does not take inputs of width {din} (input {:?})",
+                w.shape, x.shape
+            ),
+        ));
     }
     if let Some(b) = b {
         check_vec(OP, "bias", b, dout)?;
     }
-    let rows = x.data.len().checked_div(din).unwrap_or_else(|| x.shape[..x.shape.len() - 1].iter().product());
+    let rows = x
+        .data
+        .len()
+        .checked_div(din)
+        .unwrap_or_else(|| x.shape[..x.shape.len() - 1].iter().product());
     let mut shape = x.shape.clone();
     *shape.last_mut().unwrap_or(&mut 0) = dout;
     let mut out = Tensor::zeros(&shape);
     par_chunks(&mut out.data, dout, rows * dout * din, |i, y| {
         let xr = &x.data[i * din..(i + 1) * din];
-        for (o, (yv, wr)) in y.iter_mut().zip(w.data.chunks_exact(din.max(1))).enumerate() {
+        for (o, (yv, wr)) in y
+            .iter_mut()
+            .zip(w.data.chunks_exact(din.max(1)))
+            .enumerate()
+        {
             *yv = if din == 0 { 0.0 } else { dot(xr, wr) } + b.map_or(0.0, |b| b.data[o]);
         }
     });
@@ -210,7 +288,14 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
         return Err(shape_err(OP, "input must have at least 1 dimension".into()));
     };
     if x.data.len() != x.shape.iter().product::<usize>() {
-        return Err(shape_err(OP, format!("input shape {:?} does not match its {} values", x.shape, x.data.len())));
+        return Err(shape_err(
+            OP,
+            format!(
+                "input shape {:?} does not match its {} values",
+                x.shape,
+                x.data.len()
+            ),
+        ));
     }
     check_vec(OP, "weight", gamma, d)?;
     check_vec(OP, "bias", beta, d)?;
@@ -218,7 +303,11 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
     par_chunks(&mut out.data, d, x.numel() * 4, |_, y| {
         let n = y.len() as f64;
         let mean = y.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = y.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / n;
+        let var = y
+            .iter()
+            .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+            .sum::<f64>()
+            / n;
         let inv = 1.0 / (var + 1e-5).sqrt();
         for ((v, g), b) in y.iter_mut().zip(&gamma.data).zip(&beta.data) {
             *v = ((*v as f64 - mean) * inv * *g as f64 + *b as f64) as f32;
@@ -229,8 +318,15 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
 
 /// Exact GELU: 0.5 x (1 + erf(x/√2)).
 pub fn gelu(x: &Tensor) -> Tensor {
-    let data = x.data.iter().map(|&v| 0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))).collect();
-    Tensor { shape: x.shape.clone(), data }
+    let data = x
+        .data
+        .iter()
+        .map(|&v| 0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2)))
+        .collect();
+    Tensor {
+        shape: x.shape.clone(),
+        data,
+    }
 }
 
 /// Scaled dot-product attention per head: q [B, H, Nq, Dh], k and v [B, H, Nk, Dh] -> [B, H, Nq, Dh],
@@ -240,10 +336,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let [b, h, nq, dh] = dims4(OP, "q", q)?;
     let [kb, kh, nk, kd] = dims4(OP, "k", k)?;
     if [kb, kh, kd] != [b, h, dh] {
-        return Err(shape_err(OP, format!("k {:?} does not match q {:?}", k.shape, q.shape)));
+        return Err(shape_err(
+            OP,
+            format!("k {:?} does not match q {:?}", k.shape, q.shape),
+        ));
     }
     if v.shape != k.shape {
-        return Err(shape_err(OP, format!("v {:?} differs from k {:?}", v.shape, k.shape)));
+        return Err(shape_err(
+            OP,
+            format!("v {:?} differs from k {:?}", v.shape, k.shape),
+        ));
     }
     if nk == 0 && nq > 0 {
         return Err(shape_err(OP, "no keys to attend to".into()));
@@ -260,7 +362,13 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let vv = &v.data[bh * nk * dh..(bh + 1) * nk * dh];
         let scores: Vec<f64> = kk
             .chunks_exact(dh)
-            .map(|kr| qr.iter().zip(kr).map(|(a, c)| *a as f64 * *c as f64).sum::<f64>() * scale)
+            .map(|kr| {
+                qr.iter()
+                    .zip(kr)
+                    .map(|(a, c)| *a as f64 * *c as f64)
+                    .sum::<f64>()
+                    * scale
+            })
             .collect();
         let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -280,28 +388,49 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 /// Multi-head self-attention block of the reference (`Attention.forward`): x [B, N, D], w_qkv [3D, D],
 /// b_qkv [3D], w_out [D, D], b_out [D], `heads` heads.
-pub fn multi_head_attention(x: &Tensor, w_qkv: &Tensor, b_qkv: &Tensor, w_out: &Tensor, b_out: &Tensor, heads: usize) -> Result<Tensor> {
+pub fn multi_head_attention(
+    x: &Tensor,
+    w_qkv: &Tensor,
+    b_qkv: &Tensor,
+    w_out: &Tensor,
+    b_out: &Tensor,
+    heads: usize,
+) -> Result<Tensor> {
     const OP: &str = "multi_head_attention";
     let [b, n, d] = dims3(OP, "x", x)?;
     if heads == 0 || d % heads != 0 {
-        return Err(shape_err(OP, format!("embed dim {d} is not divisible by {heads} heads")));
+        return Err(shape_err(
+            OP,
+            format!("embed dim {d} is not divisible by {heads} heads"),
+        ));
     }
     if w_qkv.shape != [3 * d, d] || w_out.shape != [d, d] {
-        return Err(shape_err(OP, format!("w_qkv {:?} / w_out {:?} do not fit embed dim {d}", w_qkv.shape, w_out.shape)));
+        return Err(shape_err(
+            OP,
+            format!(
+                "w_qkv {:?} / w_out {:?} do not fit embed dim {d}",
+                w_qkv.shape, w_out.shape
+            ),
+        ));
     }
     check_vec(OP, "bias_qkv", b_qkv, 3 * d)?;
     check_vec(OP, "bias_out", b_out, d)?;
     let dh = d / heads;
     let qkv = linear(x, w_qkv, Some(b_qkv))?;
     // view(B, N, 3, H, Dh).permute(2, 0, 3, 1, 4)
-    let mut parts = [Tensor::zeros(&[b, heads, n, dh]), Tensor::zeros(&[b, heads, n, dh]), Tensor::zeros(&[b, heads, n, dh])];
+    let mut parts = [
+        Tensor::zeros(&[b, heads, n, dh]),
+        Tensor::zeros(&[b, heads, n, dh]),
+        Tensor::zeros(&[b, heads, n, dh]),
+    ];
     for bi in 0..b {
         for t in 0..n {
             let row = &qkv.data[(bi * n + t) * 3 * d..(bi * n + t + 1) * 3 * d];
             for (which, part) in parts.iter_mut().enumerate() {
                 for hi in 0..heads {
                     let dst = ((bi * heads + hi) * n + t) * dh;
-                    part.data[dst..dst + dh].copy_from_slice(&row[which * d + hi * dh..which * d + (hi + 1) * dh]);
+                    part.data[dst..dst + dh]
+                        .copy_from_slice(&row[which * d + hi * dh..which * d + (hi + 1) * dh]);
                 }
             }
         }
@@ -348,10 +477,16 @@ pub fn adain(c: &Tensor, s: &Tensor) -> Result<Tensor> {
     let [b, nc, d] = dims3(OP, "content", c)?;
     let [bs, ns, ds] = dims3(OP, "style", s)?;
     if ds != d || (bs != b && bs != 1) {
-        return Err(shape_err(OP, format!("style {:?} does not match content {:?}", s.shape, c.shape)));
+        return Err(shape_err(
+            OP,
+            format!("style {:?} does not match content {:?}", s.shape, c.shape),
+        ));
     }
     if nc < 2 || ns < 2 {
-        return Err(shape_err(OP, format!("needs at least 2 tokens in content and style (got {nc} and {ns})")));
+        return Err(shape_err(
+            OP,
+            format!("needs at least 2 tokens in content and style (got {nc} and {ns})"),
+        ));
     }
     let mut out = c.clone();
     if d == 0 {
@@ -362,7 +497,11 @@ pub fn adain(c: &Tensor, s: &Tensor) -> Result<Tensor> {
         let sb = if bs == 1 { 0 } else { bi };
         let (cm, cv) = token_stats(cx, nc, d);
         let (sm, sv) = token_stats(&s.data[sb * ns * d..(sb + 1) * ns * d], ns, d);
-        let scale: Vec<f64> = cv.iter().zip(&sv).map(|(cv, sv)| (sv + 1e-5).sqrt() / (cv + 1e-5).sqrt()).collect();
+        let scale: Vec<f64> = cv
+            .iter()
+            .zip(&sv)
+            .map(|(cv, sv)| (sv + 1e-5).sqrt() / (cv + 1e-5).sqrt())
+            .collect();
         for row in out.data[bi * nc * d..(bi + 1) * nc * d].chunks_exact_mut(d) {
             for (j, v) in row.iter_mut().enumerate() {
                 *v = ((*v as f64 - cm[j]) * scale[j] + sm[j]) as f32;
@@ -377,7 +516,9 @@ pub fn adain(c: &Tensor, s: &Tensor) -> Result<Tensor> {
 pub fn sinusoidal(n: usize, d: usize) -> Tensor {
     let mut pe = Tensor::zeros(&[n, d]);
     let k = -(10000f32.ln()) / d as f32;
-    let div: Vec<f32> = (0..d.div_ceil(2)).map(|i| ((2 * i) as f32 * k).exp()).collect();
+    let div: Vec<f32> = (0..d.div_ceil(2))
+        .map(|i| ((2 * i) as f32 * k).exp())
+        .collect();
     for (t, row) in pe.data.chunks_exact_mut(d.max(1)).enumerate() {
         for (j, v) in row.iter_mut().enumerate() {
             let arg = (t as f32 * div[j / 2]) as f64;
@@ -393,11 +534,17 @@ pub fn patch_embed(img: &Tensor, w: &Tensor, b: &Tensor, p: usize) -> Result<Ten
     let [bn, c, h, wd] = dims4(OP, "image", img)?;
     let [d, wc, r, s] = dims4(OP, "weight", w)?;
     if p == 0 || [wc, r, s] != [c, p, p] {
-        return Err(shape_err(OP, format!("weight {:?} is not [D, {c}, {p}, {p}]", w.shape)));
+        return Err(shape_err(
+            OP,
+            format!("weight {:?} is not [D, {c}, {p}, {p}]", w.shape),
+        ));
     }
     check_vec(OP, "bias", b, d)?;
     if h % p != 0 || wd % p != 0 || h == 0 || wd == 0 {
-        return Err(shape_err(OP, format!("image {h}x{wd} is not a non-empty multiple of the patch size {p}")));
+        return Err(shape_err(
+            OP,
+            format!("image {h}x{wd} is not a non-empty multiple of the patch size {p}"),
+        ));
     }
     let (hp, wp) = (h / p, wd / p);
     let plen = c * p * p;
@@ -417,7 +564,10 @@ pub fn patch_embed(img: &Tensor, w: &Tensor, b: &Tensor, p: usize) -> Result<Ten
             }
         }
     }
-    let wf = Tensor { shape: vec![d, plen], data: w.data.clone() };
+    let wf = Tensor {
+        shape: vec![d, plen],
+        data: w.data.clone(),
+    };
     linear(&patches, &wf, Some(b))
 }
 
@@ -427,18 +577,26 @@ pub fn unpatch(tokens: &Tensor, hp: usize, wp: usize, p: usize) -> Result<Tensor
     const OP: &str = "unpatch";
     let [b, n, f] = dims3(OP, "tokens", tokens)?;
     if n != hp * wp || f != p * p * 3 {
-        return Err(shape_err(OP, format!("tokens {:?} are not [B, {hp}*{wp}, {p}*{p}*3]", tokens.shape)));
+        return Err(shape_err(
+            OP,
+            format!(
+                "tokens {:?} are not [B, {hp}*{wp}, {p}*{p}*3]",
+                tokens.shape
+            ),
+        ));
     }
     let (h, w) = (hp * p, wp * p);
     let mut out = Tensor::zeros(&[b, 3, h, w]);
     for bi in 0..b {
         for y in 0..hp {
             for x in 0..wp {
-                let tok = &tokens.data[((bi * n) + y * wp + x) * f..((bi * n) + y * wp + x + 1) * f];
+                let tok =
+                    &tokens.data[((bi * n) + y * wp + x) * f..((bi * n) + y * wp + x + 1) * f];
                 for i in 0..p {
                     for j in 0..p {
                         for ch in 0..3 {
-                            out.data[((bi * 3 + ch) * h + y * p + i) * w + x * p + j] = tok[(i * p + j) * 3 + ch];
+                            out.data[((bi * 3 + ch) * h + y * p + i) * w + x * p + j] =
+                                tok[(i * p + j) * 3 + ch];
                         }
                     }
                 }

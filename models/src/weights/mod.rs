@@ -53,14 +53,19 @@ impl FloatKind {
 
 /// Little-endian elements of `kind` to f32 (`bytes.len()` must be a multiple of the element size).
 pub(crate) fn decode_f32(kind: FloatKind, bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(kind.size()).map(|c| decode_one(kind, c)).collect()
+    bytes
+        .chunks_exact(kind.size())
+        .map(|c| decode_one(kind, c))
+        .collect()
 }
 
 /// One little-endian element (`bytes` holds at least `kind.size()` bytes).
 pub(crate) fn decode_one(kind: FloatKind, b: &[u8]) -> f32 {
     match kind {
         FloatKind::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        FloatKind::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+        FloatKind::F64 => {
+            f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+        }
         FloatKind::F16 => f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
         FloatKind::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
     }
@@ -92,13 +97,24 @@ pub struct Weights {
 
 impl Weights {
     /// Weights from tensors already in memory (`path` names their origin in errors, e.g. "<random>").
-    pub fn from_map(path: impl Into<PathBuf>, tensors: BTreeMap<String, Tensor>, metadata: BTreeMap<String, String>) -> Weights {
-        Weights { path: path.into(), tensors, metadata }
+    pub fn from_map(
+        path: impl Into<PathBuf>,
+        tensors: BTreeMap<String, Tensor>,
+        metadata: BTreeMap<String, String>,
+    ) -> Weights {
+        Weights {
+            path: path.into(),
+            tensors,
+            metadata,
+        }
     }
 
     /// Reads `.safetensors` or `.pth`/`.pt` (by content, not extension): zip or legacy pickle.
     pub fn load(path: &Path) -> Result<Weights> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), msg: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -106,8 +122,16 @@ impl Weights {
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Weights> {
         match detect(bytes) {
             Some(Kind::Safetensors) => safetensors::load(path, bytes),
-            Some(Kind::Zip) => Ok(Weights::from_map(path, pth::load_zip(path, bytes)?, BTreeMap::new())),
-            Some(Kind::Legacy) => Ok(Weights::from_map(path, pth::load_legacy(path, bytes)?, BTreeMap::new())),
+            Some(Kind::Zip) => Ok(Weights::from_map(
+                path,
+                pth::load_zip(path, bytes)?,
+                BTreeMap::new(),
+            )),
+            Some(Kind::Legacy) => Ok(Weights::from_map(
+                path,
+                pth::load_legacy(path, bytes)?,
+                BTreeMap::new(),
+            )),
             None => Err(Error::Format {
                 path: path.to_path_buf(),
                 msg: "not a safetensors, zip .pth or legacy .pth file".into(),
@@ -117,12 +141,23 @@ impl Weights {
 
     /// Removes and returns `key`, checking its shape and that every value is finite.
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.tensors.remove(key).ok_or_else(|| Error::MissingKey { path: self.path.clone(), key: key.to_string() })?;
+        let t = self.tensors.remove(key).ok_or_else(|| Error::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+        })?;
         if t.shape != shape {
-            return Err(Error::Shape { path: self.path.clone(), key: key.to_string(), expected: shape.to_vec(), found: t.shape });
+            return Err(Error::Shape {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape,
+            });
         }
         if t.data.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { path: self.path.clone(), key: key.to_string() });
+            return Err(Error::NonFinite {
+                path: self.path.clone(),
+                key: key.to_string(),
+            });
         }
         Ok(t)
     }
@@ -137,7 +172,10 @@ impl Weights {
         if self.tensors.is_empty() {
             Ok(())
         } else {
-            Err(Error::UnexpectedKeys { path: self.path, keys: self.tensors.into_keys().collect() })
+            Err(Error::UnexpectedKeys {
+                path: self.path,
+                keys: self.tensors.into_keys().collect(),
+            })
         }
     }
 }

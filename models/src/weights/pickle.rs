@@ -233,8 +233,17 @@ fn type_name(objs: &[Obj], v: Value) -> &'static str {
 /// Reads one pickle from `data[start..]`. `what` names the pickle in messages ("data.pkl", ...); byte
 /// offsets in messages are offsets into `data`.
 pub(crate) fn parse(path: &Path, what: &str, data: &[u8], start: usize) -> Result<Pickle> {
-    Machine { path, what, data, pos: start, objs: Vec::new(), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }
-        .run()
+    Machine {
+        path,
+        what,
+        data,
+        pos: start,
+        objs: Vec::new(),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    }
+    .run()
 }
 
 struct Machine<'a> {
@@ -250,11 +259,17 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn format(&self, msg: impl std::fmt::Display) -> Error {
-        Error::Format { path: self.path.to_path_buf(), msg: format!("{}: {msg}", self.what) }
+        Error::Format {
+            path: self.path.to_path_buf(),
+            msg: format!("{}: {msg}", self.what),
+        }
     }
 
     fn unsafe_pickle(&self, msg: impl std::fmt::Display) -> Error {
-        Error::UnsafePickle { path: self.path.to_path_buf(), msg: format!("{}: {msg}", self.what) }
+        Error::UnsafePickle {
+            path: self.path.to_path_buf(),
+            msg: format!("{}: {msg}", self.what),
+        }
     }
 
     fn truncated(&self) -> Error {
@@ -262,7 +277,11 @@ impl<'a> Machine<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| self.truncated())?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| self.truncated())?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -305,14 +324,19 @@ impl<'a> Machine<'a> {
 
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| self.truncated())?;
-        let s = std::str::from_utf8(&rest[..n]).map_err(|_| self.format(format_args!("non-UTF-8 text at byte {}", self.pos)))?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.truncated())?;
+        let s = std::str::from_utf8(&rest[..n])
+            .map_err(|_| self.format(format_args!("non-UTF-8 text at byte {}", self.pos)))?;
         self.pos += n + 1;
         Ok(s)
     }
 
     fn utf8(&self, b: &[u8], at: usize) -> Result<String> {
-        String::from_utf8(b.to_vec()).map_err(|_| self.format(format_args!("string at byte {at} is not UTF-8")))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| self.format(format_args!("string at byte {at} is not UTF-8")))
     }
 
     fn alloc(&mut self, o: Obj) -> Value {
@@ -330,7 +354,9 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= floor {
             return Err(self.format(format_args!("stack underflow at byte {at}")));
         }
-        self.stack.pop().ok_or_else(|| self.format(format_args!("stack underflow at byte {at}")))
+        self.stack
+            .pop()
+            .ok_or_else(|| self.format(format_args!("stack underflow at byte {at}")))
     }
 
     fn top(&self, at: usize) -> Result<Value> {
@@ -338,12 +364,18 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= floor {
             return Err(self.format(format_args!("stack underflow at byte {at}")));
         }
-        self.stack.last().copied().ok_or_else(|| self.format(format_args!("stack underflow at byte {at}")))
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| self.format(format_args!("stack underflow at byte {at}")))
     }
 
     /// Pops everything down to the last MARK (and the mark).
     fn pop_mark(&mut self, at: usize) -> Result<Vec<Value>> {
-        let m = self.marks.pop().ok_or_else(|| self.format(format_args!("no MARK for the opcode at byte {at}")))?;
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.format(format_args!("no MARK for the opcode at byte {at}")))?;
         Ok(self.stack.split_off(m))
     }
 
@@ -351,7 +383,10 @@ impl<'a> Machine<'a> {
         match v {
             Value::Int(i) => Ok(i),
             Value::Bool(b) => Ok(b as i128),
-            other => Err(self.format(format_args!("{what} at byte {at} is a {}, expected an int", type_name(&self.objs, other)))),
+            other => Err(self.format(format_args!(
+                "{what} at byte {at} is a {}, expected an int",
+                type_name(&self.objs, other)
+            ))),
         }
     }
 
@@ -362,34 +397,57 @@ impl<'a> Machine<'a> {
             Value::Int(i) => Ok(Key::Int(i)),
             Value::Obj(i) => match self.objs.get(i) {
                 Some(Obj::Str(s)) => Ok(Key::Str(s.clone())),
-                _ => Err(self.unsafe_pickle(format_args!("dict key of type {} at byte {at}", type_name(&self.objs, v)))),
+                _ => Err(self.unsafe_pickle(format_args!(
+                    "dict key of type {} at byte {at}",
+                    type_name(&self.objs, v)
+                ))),
             },
-            Value::Float(_) => Err(self.unsafe_pickle(format_args!("dict key of type float at byte {at}"))),
+            Value::Float(_) => {
+                Err(self.unsafe_pickle(format_args!("dict key of type float at byte {at}")))
+            }
         }
     }
 
     fn dict_mut(&mut self, target: Value, at: usize) -> Result<&mut Dict> {
-        let msg = format!("{}: SETITEM(S) at byte {at} on a {}, expected a dict", self.what, type_name(&self.objs, target));
+        let msg = format!(
+            "{}: SETITEM(S) at byte {at} on a {}, expected a dict",
+            self.what,
+            type_name(&self.objs, target)
+        );
         if let Value::Obj(i) = target {
             if let Some(Obj::Dict(d)) = self.objs.get_mut(i) {
                 return Ok(d);
             }
         }
-        Err(Error::Format { path: self.path.to_path_buf(), msg })
+        Err(Error::Format {
+            path: self.path.to_path_buf(),
+            msg,
+        })
     }
 
     fn list_mut(&mut self, target: Value, at: usize) -> Result<&mut Vec<Value>> {
-        let msg = format!("{}: APPEND(S) at byte {at} on a {}, expected a list", self.what, type_name(&self.objs, target));
+        let msg = format!(
+            "{}: APPEND(S) at byte {at} on a {}, expected a list",
+            self.what,
+            type_name(&self.objs, target)
+        );
         if let Value::Obj(i) = target {
             if let Some(Obj::List(l)) = self.objs.get_mut(i) {
                 return Ok(l);
             }
         }
-        Err(Error::Format { path: self.path.to_path_buf(), msg })
+        Err(Error::Format {
+            path: self.path.to_path_buf(),
+            msg,
+        })
     }
 
     fn memo_get(&self, idx: u32, at: usize) -> Result<Value> {
-        self.memo.get(&idx).copied().ok_or_else(|| self.format(format_args!("memo entry {idx} read at byte {at} was never written")))
+        self.memo.get(&idx).copied().ok_or_else(|| {
+            self.format(format_args!(
+                "memo entry {idx} read at byte {at} was never written"
+            ))
+        })
     }
 
     fn global(&mut self, module: &str, name: &str, at: usize) -> Result<()> {
@@ -422,7 +480,11 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => {
                     let root = self.pop(at)?;
-                    return Ok(Pickle { objs: self.objs, root, end: self.pos });
+                    return Ok(Pickle {
+                        objs: self.objs,
+                        root,
+                        end: self.pos,
+                    });
                 }
                 b'(' => self.marks.push(self.stack.len()),
                 b'0' => {
@@ -457,7 +519,9 @@ impl<'a> Machine<'a> {
                 b'd' => {
                     let items = self.pop_mark(at)?;
                     if items.len() % 2 != 0 {
-                        return Err(self.format(format_args!("DICT at byte {at} with an odd number of items")));
+                        return Err(self.format(format_args!(
+                            "DICT at byte {at} with an odd number of items"
+                        )));
                     }
                     let mut d = Dict::default();
                     for kv in items.chunks_exact(2) {
@@ -491,17 +555,26 @@ impl<'a> Machine<'a> {
                     self.push_obj(Obj::Bytes);
                 }
                 b'q' | b'r' => {
-                    let idx = if op == b'q' { self.u8()? as u32 } else { self.u32()? };
+                    let idx = if op == b'q' {
+                        self.u8()? as u32
+                    } else {
+                        self.u32()?
+                    };
                     let v = self.top(at)?;
                     self.memo.insert(idx, v);
                 }
                 0x94 => {
-                    let idx = u32::try_from(self.memo.len()).map_err(|_| self.format("memo overflow"))?;
+                    let idx =
+                        u32::try_from(self.memo.len()).map_err(|_| self.format("memo overflow"))?;
                     let v = self.top(at)?;
                     self.memo.insert(idx, v);
                 }
                 b'h' | b'j' => {
-                    let idx = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
+                    let idx = if op == b'h' {
+                        self.u8()? as u32
+                    } else {
+                        self.u32()?
+                    };
                     let v = self.memo_get(idx, at)?;
                     self.stack.push(v);
                 }
@@ -521,7 +594,9 @@ impl<'a> Machine<'a> {
                 0x8a | 0x8b => {
                     let n = self.len(if op == 0x8a { 1 } else { 4 })?;
                     if n > 16 {
-                        return Err(self.format(format_args!("integer of {n} bytes at byte {at} is too large")));
+                        return Err(self.format(format_args!(
+                            "integer of {n} bytes at byte {at} is too large"
+                        )));
                     }
                     let b = self.take(n)?;
                     let mut v: i128 = 0;
@@ -550,8 +625,12 @@ impl<'a> Machine<'a> {
                 0x93 => {
                     let name = self.pop(at)?;
                     let module = self.pop(at)?;
-                    let (Some(Obj::Str(m)), Some(Obj::Str(n))) = (obj_of(&self.objs, module), obj_of(&self.objs, name)) else {
-                        return Err(self.format(format_args!("STACK_GLOBAL at byte {at} without two strings")));
+                    let (Some(Obj::Str(m)), Some(Obj::Str(n))) =
+                        (obj_of(&self.objs, module), obj_of(&self.objs, name))
+                    else {
+                        return Err(self.format(format_args!(
+                            "STACK_GLOBAL at byte {at} without two strings"
+                        )));
                     };
                     let (m, n) = (m.clone(), n.clone());
                     self.global(&m, &n, at)?;
@@ -577,7 +656,9 @@ impl<'a> Machine<'a> {
                 b'u' => {
                     let items = self.pop_mark(at)?;
                     if items.len() % 2 != 0 {
-                        return Err(self.format(format_args!("SETITEMS at byte {at} with an odd number of items")));
+                        return Err(self.format(format_args!(
+                            "SETITEMS at byte {at} with an odd number of items"
+                        )));
                     }
                     let target = self.top(at)?;
                     let mut pairs = Vec::with_capacity(items.len() / 2);
@@ -611,8 +692,14 @@ impl<'a> Machine<'a> {
                     }
                 }
                 other => {
-                    let shown = if other.is_ascii_graphic() { format!(" ('{}')", other as char) } else { String::new() };
-                    return Err(self.unsafe_pickle(format_args!("opcode 0x{other:02x}{shown} at byte {at} is not supported")));
+                    let shown = if other.is_ascii_graphic() {
+                        format!(" ('{}')", other as char)
+                    } else {
+                        String::new()
+                    };
+                    return Err(self.unsafe_pickle(format_args!(
+                        "opcode 0x{other:02x}{shown} at byte {at} is not supported"
+                    )));
                 }
             }
         }
@@ -626,14 +713,18 @@ impl<'a> Machine<'a> {
     }
 
     fn usize_tuple(&self, v: Value, what: &str, at: usize) -> Result<Vec<usize>> {
-        let items = self
-            .tuple(v)
-            .ok_or_else(|| self.format(format_args!("tensor {what} at byte {at} is a {}, expected a tuple", type_name(&self.objs, v))))?;
+        let items = self.tuple(v).ok_or_else(|| {
+            self.format(format_args!(
+                "tensor {what} at byte {at} is a {}, expected a tuple",
+                type_name(&self.objs, v)
+            ))
+        })?;
         items
             .iter()
             .map(|&x| {
                 let i = self.int(x, what, at)?;
-                usize::try_from(i).map_err(|_| self.format(format_args!("tensor {what} at byte {at} holds {i}")))
+                usize::try_from(i)
+                    .map_err(|_| self.format(format_args!("tensor {what} at byte {at} holds {i}")))
             })
             .collect()
     }
@@ -643,17 +734,27 @@ impl<'a> Machine<'a> {
         let g = match obj_of(&self.objs, callable) {
             Some(Obj::Global(g)) => *g,
             _ => {
-                return Err(self.unsafe_pickle(format_args!("REDUCE at byte {at} on a {}", type_name(&self.objs, callable))));
+                return Err(self.unsafe_pickle(format_args!(
+                    "REDUCE at byte {at} on a {}",
+                    type_name(&self.objs, callable)
+                )));
             }
         };
         let a: Vec<Value> = self
             .tuple(args)
-            .ok_or_else(|| self.format(format_args!("REDUCE at byte {at} with {} arguments, expected a tuple", type_name(&self.objs, args))))?
+            .ok_or_else(|| {
+                self.format(format_args!(
+                    "REDUCE at byte {at} with {} arguments, expected a tuple",
+                    type_name(&self.objs, args)
+                ))
+            })?
             .to_vec();
         match g {
             Global::OrderedDict => {
                 if !a.is_empty() {
-                    return Err(self.unsafe_pickle(format_args!("OrderedDict with arguments at byte {at}")));
+                    return Err(
+                        self.unsafe_pickle(format_args!("OrderedDict with arguments at byte {at}"))
+                    );
                 }
                 Ok(self.alloc(Obj::Dict(Dict::default())))
             }
@@ -663,7 +764,10 @@ impl<'a> Machine<'a> {
                     _ => a.len() == 4,
                 };
                 if !ok {
-                    return Err(self.format(format_args!("tensor rebuild at byte {at} with {} arguments", a.len())));
+                    return Err(self.format(format_args!(
+                        "tensor rebuild at byte {at} with {} arguments",
+                        a.len()
+                    )));
                 }
                 let storage = match obj_of(&self.objs, a[0]) {
                     Some(Obj::Storage(s)) => s.clone(),
@@ -675,17 +779,28 @@ impl<'a> Machine<'a> {
                     }
                 };
                 let offset = self.int(a[1], "storage offset", at)?;
-                let offset = u64::try_from(offset).map_err(|_| self.format(format_args!("storage offset {offset} at byte {at}")))?;
+                let offset = u64::try_from(offset).map_err(|_| {
+                    self.format(format_args!("storage offset {offset} at byte {at}"))
+                })?;
                 let size = self.usize_tuple(a[2], "size", at)?;
                 let stride = self.usize_tuple(a[3], "stride", at)?;
                 if size.len() != stride.len() {
-                    return Err(self.format(format_args!("tensor at byte {at} has size {size:?} but stride {stride:?}")));
+                    return Err(self.format(format_args!(
+                        "tensor at byte {at} has size {size:?} but stride {stride:?}"
+                    )));
                 }
-                Ok(self.alloc(Obj::Tensor(TensorRef { storage, offset, size, stride })))
+                Ok(self.alloc(Obj::Tensor(TensorRef {
+                    storage,
+                    offset,
+                    size,
+                    stride,
+                })))
             }
             Global::RebuildParameter => {
                 if a.len() != 3 || !matches!(obj_of(&self.objs, a[0]), Some(Obj::Tensor(_))) {
-                    return Err(self.format(format_args!("_rebuild_parameter at byte {at} without (tensor, requires_grad, hooks)")));
+                    return Err(self.format(format_args!(
+                        "_rebuild_parameter at byte {at} without (tensor, requires_grad, hooks)"
+                    )));
                 }
                 Ok(a[0])
             }
@@ -700,20 +815,35 @@ impl<'a> Machine<'a> {
         let bad = |why: &str| self.unsafe_pickle(format_args!("persistent id at byte {at} {why}"));
         let t = self.tuple(pid).ok_or_else(|| bad("is not a tuple"))?;
         if !(t.len() == 5 || t.len() == 6) || str_of(&self.objs, t[0]) != Some("storage") {
-            return Err(bad("is not ('storage', type, key, location, numel[, view])"));
+            return Err(bad(
+                "is not ('storage', type, key, location, numel[, view])",
+            ));
         }
         let dtype = match obj_of(&self.objs, t[1]) {
             Some(Obj::Global(Global::StorageType(d))) | Some(Obj::Global(Global::DType(d))) => *d,
             _ => return Err(bad("has no storage type")),
         };
-        let key = str_of(&self.objs, t[2]).ok_or_else(|| bad("has a non-string key"))?.to_string();
+        let key = str_of(&self.objs, t[2])
+            .ok_or_else(|| bad("has a non-string key"))?
+            .to_string();
         let root_numel = self.int(t[4], "storage size", at)?;
         let root_numel = u64::try_from(root_numel).map_err(|_| bad("has a negative size"))?;
-        let mut s = StorageRef { key, dtype, root_numel, view_offset: 0, numel: root_numel };
+        let mut s = StorageRef {
+            key,
+            dtype,
+            root_numel,
+            view_offset: 0,
+            numel: root_numel,
+        };
         if t.len() == 6 && t[5] != Value::None {
-            let v = self.tuple(t[5]).filter(|v| v.len() == 3).ok_or_else(|| bad("has malformed view metadata"))?;
-            let off = u64::try_from(self.int(v[1], "view offset", at)?).map_err(|_| bad("has a negative view offset"))?;
-            let n = u64::try_from(self.int(v[2], "view size", at)?).map_err(|_| bad("has a negative view size"))?;
+            let v = self
+                .tuple(t[5])
+                .filter(|v| v.len() == 3)
+                .ok_or_else(|| bad("has malformed view metadata"))?;
+            let off = u64::try_from(self.int(v[1], "view offset", at)?)
+                .map_err(|_| bad("has a negative view offset"))?;
+            let n = u64::try_from(self.int(v[2], "view size", at)?)
+                .map_err(|_| bad("has a negative view size"))?;
             if off.checked_add(n).is_none_or(|e| e > root_numel) {
                 return Err(self.format(format_args!(
                     "storage view [{off}, {off}+{n}) at byte {at} exceeds its storage `{}` of {root_numel} elements",

@@ -16,22 +16,39 @@ const LEGACY_PROTOCOL: i128 = 1001;
 const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
 fn format(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Format { path: path.to_path_buf(), msg: msg.into() }
+    Error::Format {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 /// The `(name, tensor view)` entries of a state dict pickle, in file order.
 fn state_dict(path: &Path, p: &Pickle) -> Result<Vec<(String, TensorRef)>> {
     let Some(Obj::Dict(d)) = p.obj(p.root) else {
-        return Err(format(path, format!("the pickle holds a {}, expected a state dict", p.type_name(p.root))));
+        return Err(format(
+            path,
+            format!(
+                "the pickle holds a {}, expected a state dict",
+                p.type_name(p.root)
+            ),
+        ));
     };
     let mut out = Vec::with_capacity(d.entries.len());
     for (k, v) in &d.entries {
         let Key::Str(name) = k else {
-            return Err(format(path, format!("state dict key {k:?} is not a string")));
+            return Err(format(
+                path,
+                format!("state dict key {k:?} is not a string"),
+            ));
         };
         match p.obj(*v) {
             Some(Obj::Tensor(t)) => out.push((name.clone(), t.clone())),
-            _ => return Err(format(path, format!("`{name}` is not a tensor (found {})", p.type_name(*v)))),
+            _ => {
+                return Err(format(
+                    path,
+                    format!("`{name}` is not a tensor (found {})", p.type_name(*v)),
+                ))
+            }
         }
     }
     Ok(out)
@@ -43,7 +60,11 @@ fn float_kind(path: &Path, name: &str, d: StorageDType) -> Result<FloatKind> {
         StorageDType::F64 => Ok(FloatKind::F64),
         StorageDType::F16 => Ok(FloatKind::F16),
         StorageDType::BF16 => Ok(FloatKind::BF16),
-        other => Err(Error::DType { path: path.to_path_buf(), key: name.to_string(), found: other.name().to_string() }),
+        other => Err(Error::DType {
+            path: path.to_path_buf(),
+            key: name.to_string(),
+            found: other.name().to_string(),
+        }),
     }
 }
 
@@ -56,7 +77,12 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, root: &[u8]) -> Result<Te
     if need.is_none_or(|n| (root.len() as u64) < n) {
         return Err(format(
             path,
-            format!("`{name}`: storage `{}` holds {} bytes, needs {} elements of {esize} bytes", s.key, root.len(), s.root_numel),
+            format!(
+                "`{name}`: storage `{}` holds {} bytes, needs {} elements of {esize} bytes",
+                s.key,
+                root.len(),
+                s.root_numel
+            ),
         ));
     }
     let bad_view = || {
@@ -68,13 +94,19 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, root: &[u8]) -> Result<Te
             ),
         )
     };
-    let numel = t.size.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(bad_view)?;
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(bad_view)?;
     let mut data = Vec::new();
     if numel > 0 {
         // Largest element index the view touches, relative to the storage.
         let mut last = t.offset;
         for (&n, &st) in t.size.iter().zip(&t.stride) {
-            let span = ((n - 1) as u64).checked_mul(st as u64).ok_or_else(bad_view)?;
+            let span = ((n - 1) as u64)
+                .checked_mul(st as u64)
+                .ok_or_else(bad_view)?;
             last = last.checked_add(span).ok_or_else(bad_view)?;
         }
         // A view may not have more elements than its storage: an expanded (zero-stride) tensor would
@@ -89,7 +121,13 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, root: &[u8]) -> Result<Te
         } else {
             // Odometer over the dimensions longer than 1 (a size-1 dimension's stride is never used),
             // keeping `off` in step with the multi-index.
-            let dims: Vec<(usize, usize)> = t.size.iter().copied().zip(t.stride.iter().copied()).filter(|&(n, _)| n > 1).collect();
+            let dims: Vec<(usize, usize)> = t
+                .size
+                .iter()
+                .copied()
+                .zip(t.stride.iter().copied())
+                .filter(|&(n, _)| n > 1)
+                .collect();
             data.reserve_exact(numel);
             let mut idx = vec![0usize; dims.len()];
             let mut off = base;
@@ -107,7 +145,10 @@ fn materialize(path: &Path, name: &str, t: &TensorRef, root: &[u8]) -> Result<Te
             }
         }
     }
-    Ok(Tensor { shape: t.size.clone(), data })
+    Ok(Tensor {
+        shape: t.size.clone(),
+        data,
+    })
 }
 
 fn is_contiguous(size: &[usize], stride: &[usize]) -> bool {
@@ -123,14 +164,19 @@ fn is_contiguous(size: &[usize], stride: &[usize]) -> bool {
 
 /// The zip format: `<archive>/data.pkl` plus one `<archive>/data/<key>` file per storage.
 pub(crate) fn load_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| format(path, format!("zip .pth: not a readable zip archive (truncated?): {e}")))?;
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+        format(
+            path,
+            format!("zip .pth: not a readable zip archive (truncated?): {e}"),
+        )
+    })?;
     let pkl_name = zip
         .file_names()
         .filter(|n| n.ends_with("data.pkl"))
         .find(|n| {
             let prefix = &n[..n.len() - "data.pkl".len()];
-            prefix.is_empty() || (prefix.ends_with('/') && !prefix[..prefix.len() - 1].contains('/'))
+            prefix.is_empty()
+                || (prefix.ends_with('/') && !prefix[..prefix.len() - 1].contains('/'))
         })
         .map(str::to_string)
         .ok_or_else(|| format(path, "zip .pth: no `<archive>/data.pkl` inside"))?;
@@ -138,10 +184,17 @@ pub(crate) fn load_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Ten
 
     if let Some(order) = read_entry(path, &mut zip, &format!("{prefix}byteorder"), 16)? {
         if order != b"little" {
-            return Err(format(path, format!("zip .pth: byte order `{}` is not supported", String::from_utf8_lossy(&order))));
+            return Err(format(
+                path,
+                format!(
+                    "zip .pth: byte order `{}` is not supported",
+                    String::from_utf8_lossy(&order)
+                ),
+            ));
         }
     }
-    let pkl = read_entry(path, &mut zip, &pkl_name, MAX_PICKLE_BYTES)?.ok_or_else(|| format(path, "zip .pth: data.pkl vanished"))?;
+    let pkl = read_entry(path, &mut zip, &pkl_name, MAX_PICKLE_BYTES)?
+        .ok_or_else(|| format(path, "zip .pth: data.pkl vanished"))?;
     let p = pickle::parse(path, &pkl_name, &pkl, 0)?;
     let entries = state_dict(path, &p)?;
 
@@ -150,9 +203,13 @@ pub(crate) fn load_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Ten
     for (name, t) in entries {
         if !storages.contains_key(&t.storage.key) {
             let entry = format!("{prefix}data/{}", t.storage.key);
-            let need = t.storage.root_numel.saturating_mul(t.storage.dtype.elem_size() as u64);
-            let data = read_entry(path, &mut zip, &entry, need)?
-                .ok_or_else(|| format(path, format!("`{name}`: storage file `{entry}` is missing")))?;
+            let need = t
+                .storage
+                .root_numel
+                .saturating_mul(t.storage.dtype.elem_size() as u64);
+            let data = read_entry(path, &mut zip, &entry, need)?.ok_or_else(|| {
+                format(path, format!("`{name}`: storage file `{entry}` is missing"))
+            })?;
             storages.insert(t.storage.key.clone(), data);
         }
         let tensor = materialize(path, &name, &t, &storages[&t.storage.key])?;
@@ -162,14 +219,22 @@ pub(crate) fn load_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Ten
 }
 
 /// Reads up to `limit` bytes of entry `name`; `None` if there is no such entry.
-fn read_entry(path: &Path, zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+fn read_entry(
+    path: &Path,
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    limit: u64,
+) -> Result<Option<Vec<u8>>> {
     let mut f = match zip.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(format(path, format!("zip .pth: entry `{name}`: {e}"))),
     };
     let mut buf = Vec::new();
-    (&mut f).take(limit).read_to_end(&mut buf).map_err(|e| format(path, format!("zip .pth: entry `{name}`: {e}")))?;
+    (&mut f)
+        .take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|e| format(path, format!("zip .pth: entry `{name}`: {e}")))?;
     Ok(Some(buf))
 }
 
@@ -178,7 +243,10 @@ fn read_entry(path: &Path, zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str,
 pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
     let magic = pickle::parse(path, "legacy .pth magic number", bytes, 0)?;
     if magic.root != Value::Int(LEGACY_MAGIC) {
-        return Err(format(path, "legacy .pth: bad magic number (not a PyTorch file)"));
+        return Err(format(
+            path,
+            "legacy .pth: bad magic number (not a PyTorch file)",
+        ));
     }
     let proto = pickle::parse(path, "legacy .pth protocol version", bytes, magic.end)?;
     if proto.root != Value::Int(LEGACY_PROTOCOL) {
@@ -186,12 +254,18 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
             Value::Int(v) => v.to_string(),
             other => proto.type_name(other).to_string(),
         };
-        return Err(format(path, format!("legacy .pth: unsupported protocol version {found}")));
+        return Err(format(
+            path,
+            format!("legacy .pth: unsupported protocol version {found}"),
+        ));
     }
     let info = pickle::parse(path, "legacy .pth sys_info", bytes, proto.end)?;
     if let Some(Obj::Dict(d)) = info.obj(info.root) {
         if d.get(&Key::Str("little_endian".into())) == Some(Value::Bool(false)) {
-            return Err(format(path, "legacy .pth: big-endian files are not supported"));
+            return Err(format(
+                path,
+                "legacy .pth: big-endian files are not supported",
+            ));
         }
     } else {
         return Err(format(path, "legacy .pth: sys_info is not a dict"));
@@ -200,7 +274,10 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
     let entries = state_dict(path, &sd)?;
     let keys = pickle::parse(path, "legacy .pth storage key list", bytes, sd.end)?;
     let Some(Obj::List(list)) = keys.obj(keys.root) else {
-        return Err(format(path, "legacy .pth: the storage key list is not a list"));
+        return Err(format(
+            path,
+            "legacy .pth: the storage key list is not a list",
+        ));
     };
 
     // Element type of every storage the state dict pickle referenced, and a tensor that uses it.
@@ -218,13 +295,28 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     let mut pos = keys.end;
     for &k in list {
-        let key = keys.str(k).ok_or_else(|| format(path, "legacy .pth: a storage key is not a string"))?;
-        let used_by = user.get(key).map(|n| format!(" (used by `{n}`)")).unwrap_or_default();
-        let dtype = *dtypes
+        let key = keys
+            .str(k)
+            .ok_or_else(|| format(path, "legacy .pth: a storage key is not a string"))?;
+        let used_by = user
             .get(key)
-            .ok_or_else(|| format(path, format!("legacy .pth: storage `{key}` is listed but never referenced")))?;
-        let truncated = |at: usize| format(path, format!("legacy .pth: truncated at byte {at} in storage `{key}`{used_by}"));
-        let head = bytes.get(pos..pos + 8).ok_or_else(|| truncated(bytes.len()))?;
+            .map(|n| format!(" (used by `{n}`)"))
+            .unwrap_or_default();
+        let dtype = *dtypes.get(key).ok_or_else(|| {
+            format(
+                path,
+                format!("legacy .pth: storage `{key}` is listed but never referenced"),
+            )
+        })?;
+        let truncated = |at: usize| {
+            format(
+                path,
+                format!("legacy .pth: truncated at byte {at} in storage `{key}`{used_by}"),
+            )
+        };
+        let head = bytes
+            .get(pos..pos + 8)
+            .ok_or_else(|| truncated(bytes.len()))?;
         let mut n = [0u8; 8];
         n.copy_from_slice(head);
         let numel = u64::from_le_bytes(n);
@@ -240,9 +332,15 @@ pub(crate) fn load_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, 
 
     let mut out = BTreeMap::new();
     for (name, t) in entries {
-        let data = storages
-            .get(&t.storage.key)
-            .ok_or_else(|| format(path, format!("legacy .pth: storage `{}` for `{name}` is missing", t.storage.key)))?;
+        let data = storages.get(&t.storage.key).ok_or_else(|| {
+            format(
+                path,
+                format!(
+                    "legacy .pth: storage `{}` for `{name}` is missing",
+                    t.storage.key
+                ),
+            )
+        })?;
         let tensor = materialize(path, &name, &t, data)?;
         out.insert(name, tensor);
     }
