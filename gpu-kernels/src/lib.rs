@@ -12,6 +12,7 @@
 )]
 #![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
 
+pub mod approx;
 pub mod launch;
 
 #[cfg(not(target_arch = "nvptx64"))]

@@ -51,10 +51,12 @@ pub fn div(a: f32, b: f32) -> f32 {
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     core::intrinsics::fmaf32(a, b, c)
 }
-/// Exact (erf) GELU: `0.5 x (1 + erf(x / sqrt 2))`, as PyTorch's default.
+/// Exact (erf) GELU: `0.5 x (1 + erf(x / sqrt 2))`, as PyTorch's default; erf within 2e-7 absolute
+/// (`crate::approx::erf_with`: two short polynomials and one `ex2.approx`, no branches into libm).
 #[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
+    let e = crate::approx::erf_with(x * core::f32::consts::FRAC_1_SQRT_2, fma, ex2_approx);
+    0.5 * x * (1.0 + e)
 }
 #[inline(always)]
 pub fn max(a: f32, b: f32) -> f32 {
