@@ -920,7 +920,7 @@ fn precision_fp16_on_the_cpu_notes_fp32_and_still_writes() {
 }
 
 #[test]
-fn style_vit_notes_fp32_only_when_fp16_is_asked_for() {
+fn style_vit_on_the_cpu_notes_fp32_only_when_fp16_is_asked_for() {
     let t = TmpDir::new("precision-vit");
     let model = random_vit_model(&t);
     let (content, style) = (t.join("c.png"), t.join("st.png"));
@@ -956,7 +956,7 @@ fn style_vit_notes_fp32_only_when_fp16_is_asked_for() {
     let r = run("a.png", &["--precision", "fp16"]);
     assert_eq!(r.stderr.matches("note:").count(), 1, "{}", r.stderr);
     assert!(
-        r.stderr.contains("StyleViT has no fp16 path"),
+        r.stderr.contains("CPU path is fp32 only"),
         "{}",
         r.stderr
     );

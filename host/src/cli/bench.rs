@@ -7,13 +7,11 @@ use cust::event::{Event, EventFlags};
 use models::{StyleVit, StyleVitConfig, TransformerNet};
 use rand::{Rng, SeedableRng};
 
-use styleforge::nets::style_vit_fast::GpuStyleVitFast;
 use styleforge::nets::transformer_net::{LayerCost, OpKind};
-use styleforge::nets::GpuStyleVit;
 use styleforge::{DeviceTensor, Gpu, Layout};
 
 use super::model;
-use super::precision::{self, GpuTnet, Precision};
+use super::precision::{self, GpuTnet, GpuVit, Precision};
 use super::{gib, open_gpu, Failure, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -575,17 +573,16 @@ impl Bench<'_> {
             Ok(s) => s,
             Err(e) => return self.emit(Err(e), label),
         };
-        // One body for both nets (same API): the fp32 one and the fast (f16 tensor-core) one.
-        macro_rules! time_vit {
-            ($gnet:expr, $prec:expr) => {{
-                let mut gnet = match $gnet {
+        for prec in self.args.precision.clone() {
+            {
+                let mut gnet = match GpuVit::new(self.gpu, &net, prec) {
                     Ok(n) => n,
                     Err(e) => return self.emit(Err(format!("uploading the weights: {e}")), label),
                 };
                 gnet.set_use_graph(!self.args.no_graph);
                 for &b in &self.args.batch {
                     for &s in &self.args.sizes {
-                        let what = format!("{label} {} {s}x{s} batch {b}", $prec.name());
+                        let what = format!("{label} {} {s}x{s} batch {b}", prec.name());
                         let r = (|| {
                             if s % p != 0 {
                                 return Err(format!(
@@ -609,7 +606,7 @@ impl Bench<'_> {
                             let row = Row {
                                 model: "style_vit",
                                 variant,
-                                precision: $prec,
+                                precision: prec,
                                 size: s,
                                 batch: b,
                                 tokens,
@@ -633,12 +630,6 @@ impl Bench<'_> {
                         self.emit_with_layers(r, what, &label);
                     }
                 }
-            }};
-        }
-        for prec in self.args.precision.clone() {
-            match prec {
-                Precision::Fp32 => time_vit!(GpuStyleVit::new(self.gpu, &net), Precision::Fp32),
-                Precision::Fp16 => time_vit!(GpuStyleVitFast::new(self.gpu, &net), Precision::Fp16),
             }
         }
     }

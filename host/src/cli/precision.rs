@@ -1,20 +1,22 @@
-//! The arithmetic precision of the GPU TransformerNet, and one type over its two implementations
-//! ([`GpuTransformerNet`], fp32 CUDA cores; [`GpuTransformerNetFast`], tensor cores) for `stylize` and `bench`.
+//! The arithmetic precision of the GPU nets, and one type per network over its two implementations (fp32
+//! CUDA cores; f16 tensor cores) for `stylize` and `bench`: [`GpuTnet`] ([`GpuTransformerNet`],
+//! [`GpuTransformerNetFast`]) and [`GpuVit`] ([`GpuStyleVit`], [`GpuStyleVitFast`]).
 use clap::ValueEnum;
-use models::{Tensor, TransformerNet};
+use models::{StyleVit, Tensor, TransformerNet};
 
+use styleforge::nets::style_vit_fast::GpuStyleVitFast;
 use styleforge::nets::transformer_net::LayerCost;
 use styleforge::nets::transformer_net_fast::GpuTransformerNetFast;
-use styleforge::nets::GpuTransformerNet;
+use styleforge::nets::{GpuStyleVit, GpuTransformerNet};
 use styleforge::{DeviceTensor, Gpu, Result};
 
 use super::model;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Precision {
-    /// Tensor cores: half-precision operands, fp32 accumulation and statistics (TransformerNet on the GPU).
+    /// Tensor cores: half-precision operands, fp32 accumulation and statistics (both nets on the GPU).
     Fp16,
-    /// fp32 everywhere (the CPU path, StyleViT, and the reference GPU path).
+    /// fp32 everywhere (the CPU path, and the reference GPU path).
     Fp32,
 }
 
@@ -116,6 +118,78 @@ impl<'g> GpuTnet<'g> {
             GpuTnet::Fp32(g) => g.graph_error(),
             GpuTnet::Fp16(g) => g.graph_error(),
         }
+    }
+}
+
+/// StyleViT on the GPU in one of the two precisions; the methods are those the two nets share.
+pub enum GpuVit<'g> {
+    Fp32(GpuStyleVit<'g>),
+    Fp16(GpuStyleVitFast<'g>),
+}
+
+/// `GpuVit`'s methods: the same call on whichever net it holds.
+macro_rules! vit_call {
+    ($self:expr, $g:ident => $e:expr) => {
+        match $self {
+            GpuVit::Fp32($g) => $e,
+            GpuVit::Fp16($g) => $e,
+        }
+    };
+}
+
+impl<'g> GpuVit<'g> {
+    /// Uploads `net`'s weights for the implementation of `precision`.
+    pub fn new(gpu: &'g Gpu, net: &StyleVit, precision: Precision) -> Result<Self> {
+        Ok(match precision {
+            Precision::Fp32 => GpuVit::Fp32(GpuStyleVit::new(gpu, net)?),
+            Precision::Fp16 => GpuVit::Fp16(GpuStyleVitFast::new(gpu, net)?),
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self {
+            GpuVit::Fp32(_) => Precision::Fp32,
+            GpuVit::Fp16(_) => Precision::Fp16,
+        }
+    }
+
+    pub fn forward(&mut self, content: &Tensor, style: &Tensor, alpha: f32) -> Result<Tensor> {
+        vit_call!(self, g => g.forward(content, style, alpha))
+    }
+
+    pub fn forward_device(
+        &mut self,
+        content: &DeviceTensor,
+        style: &DeviceTensor,
+        alpha: f32,
+    ) -> Result<&DeviceTensor> {
+        vit_call!(self, g => g.forward_device(content, style, alpha))
+    }
+
+    pub fn forward_device_marked(
+        &mut self,
+        content: &DeviceTensor,
+        style: &DeviceTensor,
+        alpha: f32,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<&DeviceTensor> {
+        vit_call!(self, g => g.forward_device_marked(content, style, alpha, mark))
+    }
+
+    pub fn layer_costs(&self, content: &[usize], style: &[usize]) -> Result<Vec<LayerCost>> {
+        vit_call!(self, g => g.layer_costs(content, style))
+    }
+
+    pub fn set_use_graph(&mut self, on: bool) {
+        vit_call!(self, g => g.set_use_graph(on))
+    }
+
+    pub fn use_graph(&self) -> bool {
+        vit_call!(self, g => g.use_graph())
+    }
+
+    pub fn graph_error(&self) -> Option<&str> {
+        vit_call!(self, g => g.graph_error())
     }
 }
 

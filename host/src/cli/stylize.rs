@@ -7,12 +7,11 @@ use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use models::{StyleVit, Tensor, TransformerNet};
 
-use styleforge::nets::GpuStyleVit;
 use styleforge::Gpu;
 
 use super::image_io::{self, OutFormat};
 use super::model::{self, Kind, Net};
-use super::precision::{GpuTnet, Precision};
+use super::precision::{GpuTnet, GpuVit, Precision};
 use super::{describe_gpu_error, gib, Failure, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -52,8 +51,9 @@ pub struct StylizeArgs {
     /// StyleViT head count, for weight files that do not record it (default embed_dim / 64).
     #[arg(long, value_name = "N")]
     pub heads: Option<usize>,
-    /// Arithmetic of TransformerNet on the GPU [default: fp16]: fp16 runs the convolutions on tensor cores
-    /// (half-precision operands, fp32 accumulation), fp32 the fp32 kernels. The CPU and StyleViT are fp32.
+    /// Arithmetic on the GPU [default: fp16]: fp16 runs the convolutions (TransformerNet) or the GEMMs and
+    /// attention (StyleViT) on tensor cores (half-precision operands, fp32 accumulation), fp32 the fp32
+    /// kernels (PyTorch parity 1e-4). The CPU is fp32.
     #[arg(long, value_enum, value_name = "PRECISION")]
     pub precision: Option<Precision>,
 }
@@ -210,14 +210,14 @@ struct Engine<'g> {
     /// `--device auto`: images too big for the GPU run on the CPU instead of failing.
     cpu_fallback: bool,
     tnet: Option<GpuTnet<'g>>,
-    vit: Option<GpuStyleVit<'g>>,
+    vit: Option<GpuVit<'g>>,
     /// Input shapes and estimated bytes of the last GPU run: the net keeps its buffers for that shape, so
     /// the same shape needs nothing more and a new one can reuse that memory.
     last_gpu: Option<(Vec<usize>, usize)>,
 }
 
 impl<'g> Engine<'g> {
-    /// Puts `net` on `gpu` (TransformerNet in `precision`), or runs on the CPU when `gpu` is `None`.
+    /// Puts `net` on `gpu` in `precision`, or runs on the CPU when `gpu` is `None`.
     fn new(
         gpu: Option<&'g Gpu>,
         net: &Net,
@@ -234,7 +234,18 @@ impl<'g> Engine<'g> {
         let Some(g) = gpu else { return Ok(e) };
         let uploaded = match net {
             Net::Tnet(n) => GpuTnet::new(g, n, precision).map(|t| e.tnet = Some(t)),
-            Net::Vit(n) => GpuStyleVit::new(g, n).map(|v| e.vit = Some(v)),
+            // A StyleViT the fp16 path cannot run (head_dim not 32/64/128, say) runs in fp32.
+            Net::Vit(n) => GpuVit::new(g, n, precision)
+                .or_else(|err| match precision {
+                    Precision::Fp16 => {
+                        eprintln!(
+                            "note: the fp16 StyleViT cannot run this model ({err}); using fp32"
+                        );
+                        GpuVit::new(g, n, Precision::Fp32)
+                    }
+                    Precision::Fp32 => Err(err),
+                })
+                .map(|v| e.vit = Some(v)),
         };
         match uploaded {
             Ok(()) => e.gpu = Some(g),
@@ -250,11 +261,13 @@ impl<'g> Engine<'g> {
         Ok(e)
     }
 
-    /// The precision the GPU runs in; fp32 on the CPU and for StyleViT.
+    /// The precision the GPU runs in; fp32 on the CPU.
     fn precision(&self) -> Precision {
-        self.tnet
-            .as_ref()
-            .map_or(Precision::Fp32, GpuTnet::precision)
+        match (&self.tnet, &self.vit) {
+            (Some(t), _) => t.precision(),
+            (None, Some(v)) => v.precision(),
+            (None, None) => Precision::Fp32,
+        }
     }
 
     /// Whether `need` bytes fit in the GPU's free memory: Ok(true) run there, Ok(false) run on the CPU.
@@ -362,19 +375,11 @@ impl<'g> Engine<'g> {
     }
 }
 
-/// The note to print when `--precision fp16` was asked for explicitly but the run is fp32 (the CPU, or
-/// StyleViT); none for the default precision or an explicit fp32.
-fn precision_note(asked: Option<Precision>, kind: Kind, on_gpu: bool) -> Option<&'static str> {
-    if asked != Some(Precision::Fp16) {
-        return None;
-    }
-    match (kind, on_gpu) {
-        (Kind::StyleVit, _) => Some("StyleViT has no fp16 path yet; running it in fp32"),
-        (Kind::TransformerNet, false) => {
-            Some("the CPU path is fp32 only; --precision fp16 applies on the GPU")
-        }
-        (Kind::TransformerNet, true) => None,
-    }
+/// The note to print when `--precision fp16` was asked for explicitly but the run is fp32 (the CPU);
+/// none for the default precision or an explicit fp32.
+fn precision_note(asked: Option<Precision>, on_gpu: bool) -> Option<&'static str> {
+    (asked == Some(Precision::Fp16) && !on_gpu)
+        .then_some("the CPU path is fp32 only; --precision fp16 applies on the GPU")
 }
 
 /// Decodes each input, runs `stylize` on it and writes the result atomically; a failure is reported as
@@ -477,7 +482,7 @@ pub fn run(a: StylizeArgs, ptx: Option<PathBuf>) -> Outcome {
         a.precision.unwrap_or(DEFAULT_PRECISION),
     )?;
     let precision = engine.precision();
-    if let Some(note) = precision_note(a.precision, kind, engine.gpu.is_some()) {
+    if let Some(note) = precision_note(a.precision, engine.gpu.is_some()) {
         eprintln!("note: {note}");
     }
     match &net {
@@ -562,27 +567,14 @@ mod tests {
 
     #[test]
     fn precision_notes_only_for_an_explicit_fp16_that_cannot_be_honoured() {
-        let (t, v, f16, f32) = (
-            Kind::TransformerNet,
-            Kind::StyleVit,
-            Some(Precision::Fp16),
-            Some(Precision::Fp32),
-        );
-        // The default never nags; fp32 never needs a note.
-        for kind in [t, v] {
-            for gpu in [false, true] {
-                assert_eq!(precision_note(None, kind, gpu), None);
-                assert_eq!(precision_note(f32, kind, gpu), None);
-            }
-        }
-        assert_eq!(precision_note(f16, t, true), None);
-        assert!(
-            precision_note(f16, t, false).is_some_and(|n| n.contains("CPU") && n.contains("fp32"))
-        );
+        let (f16, f32) = (Some(Precision::Fp16), Some(Precision::Fp32));
+        // The default never nags; fp32 never needs a note; fp16 on the GPU is honoured (both nets).
         for gpu in [false, true] {
-            assert!(precision_note(f16, v, gpu)
-                .is_some_and(|n| n.contains("StyleViT") && n.contains("fp32")));
+            assert_eq!(precision_note(None, gpu), None);
+            assert_eq!(precision_note(f32, gpu), None);
         }
+        assert_eq!(precision_note(f16, true), None);
+        assert!(precision_note(f16, false).is_some_and(|n| n.contains("CPU") && n.contains("fp32")));
     }
 
     #[test]

@@ -7,16 +7,22 @@
 //!   [`IMAGE_LONG_SIDE`], through the fp32 GPU net and the fast GPU net, both quantised to 8 bits as
 //!   `stylize` writes them: PSNR(fast, fp32) ≥ [`MIN_PSNR_DB`].
 //!
+//! The same for the fast StyleViT ([`GpuStyleVitFast`], `vit_nano.safetensors`): the fixture inputs against
+//! PyTorch (`vit_nano_io.safetensors`, relative L2 ≤ 1e-2), and every photograph as content (cropped to a
+//! multiple of the patch size) with one style image ([`VIT_STYLE`] if present, else the first), fast
+//! against the fp32 GPU net, PSNR ≥ [`MIN_PSNR_DB`] on the 8-bit outputs.
+//!
 //! The image helpers are the caller's ([`ImageIo`]: the CLI passes the ones `stylize` uses), so the check
 //! sees images exactly as `stylize` does. Missing inputs are reported as not run, not as failures.
 use std::path::{Path, PathBuf};
 
-use models::{Tensor, TransformerNet, Weights};
+use models::{StyleVit, StyleVitConfig, Tensor, TransformerNet, Weights};
 
 use super::{compare, errored, CheckResult, Tolerance};
 use crate::gpu::Gpu;
+use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::nets::transformer_net_fast::GpuTransformerNetFast;
-use crate::nets::GpuTransformerNet;
+use crate::nets::{GpuStyleVit, GpuTransformerNet};
 
 /// The op name of every case here (`self-check --filter psnr`).
 pub const OP: &str = "psnr";
@@ -34,6 +40,9 @@ const REPORT_ONLY: Tolerance = Tolerance {
 };
 /// Photographs are downscaled (never enlarged) so that the longer side is at most this.
 pub const IMAGE_LONG_SIDE: u32 = 512;
+/// The style image of the StyleViT cases (from the images folder), downscaled to [`VIT_STYLE_SIDE`].
+pub const VIT_STYLE: &str = "mosaic.jpg";
+pub const VIT_STYLE_SIDE: u32 = 256;
 
 /// Peak signal-to-noise ratio in dB of two 8-bit images (same length, peak 255): 10·log10(255² / MSE);
 /// `f64::INFINITY` when they are identical.
@@ -117,6 +126,46 @@ fn detail(db: f64, rel_l2: f64, why: Option<&str>) -> String {
 /// Runs the cases that the given folders allow; `fixtures` must hold `tnet_a.safetensors` (else nothing
 /// runs), `tnet_a_io.safetensors` for the fixture cases, `images` the photographs.
 pub fn checks(gpu: &Gpu, fixtures: Option<&Path>, images: Option<&Path>, io: &ImageIo) -> Report {
+    let mut rep = tnet_checks(gpu, fixtures, images, io);
+    if let Some(dir) = fixtures {
+        vit_checks(gpu, dir, images, io, &mut rep);
+    }
+    rep
+}
+
+/// The photographs of `images` (sorted), or why there are none (recorded as not run).
+fn image_files(images: Option<&Path>, rep: &mut Report, what: &str) -> Option<Vec<PathBuf>> {
+    let Some(images) = images else {
+        rep.not_run.push(format!(
+            "psnr: {what} image cases: no images folder (--images DIR)"
+        ));
+        return None;
+    };
+    if !images.is_dir() {
+        rep.not_run.push(format!(
+            "psnr: {what} image cases: {} is not a folder",
+            images.display()
+        ));
+        return None;
+    }
+    match jpegs(images) {
+        Ok(f) if f.is_empty() => {
+            rep.not_run.push(format!(
+                "psnr: {what} image cases: no .jpg files in {}",
+                images.display()
+            ));
+            None
+        }
+        Ok(f) => Some(f),
+        Err(e) => {
+            rep.results
+                .push(errored(OP, &format!("{what} images (listing)"), e));
+            None
+        }
+    }
+}
+
+fn tnet_checks(gpu: &Gpu, fixtures: Option<&Path>, images: Option<&Path>, io: &ImageIo) -> Report {
     let mut rep = Report::default();
     let Some(dir) = fixtures else {
         rep.not_run.push("psnr: needs --fixtures DIR (tnet_a.safetensors, tnet_a_io.safetensors) and a folder of .jpg images".into());
@@ -156,31 +205,8 @@ pub fn checks(gpu: &Gpu, fixtures: Option<&Path>, images: Option<&Path>, io: &Im
         ));
     }
 
-    let Some(images) = images else {
-        rep.not_run
-            .push("psnr: image cases: no images folder (--images DIR)".into());
+    let Some(files) = image_files(images, &mut rep, "TransformerNet") else {
         return rep;
-    };
-    if !images.is_dir() {
-        rep.not_run.push(format!(
-            "psnr: image cases: {} is not a folder",
-            images.display()
-        ));
-        return rep;
-    }
-    let files = match jpegs(images) {
-        Ok(f) if f.is_empty() => {
-            rep.not_run.push(format!(
-                "psnr: image cases: no .jpg files in {}",
-                images.display()
-            ));
-            return rep;
-        }
-        Ok(f) => f,
-        Err(e) => {
-            rep.results.push(errored(OP, "images (listing)", e));
-            return rep;
-        }
     };
     let mut f32net = match GpuTransformerNet::new(gpu, &net) {
         Ok(g) => g,
@@ -283,9 +309,203 @@ fn image_case(
     run().unwrap_or_else(|e| errored(OP, &format!("{name} fast vs fp32"), e))
 }
 
+/// The fast StyleViT on `vit_nano`: PyTorch's fixture outputs, then the photographs against the fp32 net.
+fn vit_checks(gpu: &Gpu, dir: &Path, images: Option<&Path>, io: &ImageIo, rep: &mut Report) {
+    let weights = dir.join("vit_nano.safetensors");
+    if !weights.is_file() {
+        rep.not_run.push(format!(
+            "psnr: StyleViT cases: {} not found",
+            weights.display()
+        ));
+        return;
+    }
+    let net = match Weights::load(&weights)
+        .map_err(|e| e.to_string())
+        .and_then(|w| {
+            let cfg = StyleVitConfig::from_weights(&w, None).map_err(|e| e.to_string())?;
+            StyleVit::new(cfg, w).map_err(|e| e.to_string())
+        }) {
+        Ok(n) => n,
+        Err(e) => return rep.results.push(errored(OP, "vit_nano (loading)", e)),
+    };
+    let mut fast = match GpuStyleVitFast::new(gpu, &net) {
+        Ok(g) => g,
+        Err(e) => return rep.results.push(errored(OP, "fast StyleViT (upload)", e)),
+    };
+    let io_file = dir.join("vit_nano_io.safetensors");
+    match Weights::load(&io_file) {
+        Ok(w) => {
+            let t = &w.tensors;
+            for (content, output, alpha) in [
+                ("content", "output", 1.0),
+                ("content_wide", "output_wide", 1.0),
+                ("content", "output_alpha_0.5", 0.5),
+            ] {
+                let case = format!("StyleViT fast vs PyTorch {output}");
+                let (Some(c), Some(st), Some(y)) = (t.get(content), t.get("style"), t.get(output))
+                else {
+                    rep.results.push(errored(
+                        OP,
+                        &case,
+                        format!(
+                            "{}: no tensor `{content}`, `style` or `{output}`",
+                            io_file.display()
+                        ),
+                    ));
+                    continue;
+                };
+                let run = |fast: &mut GpuStyleVitFast| -> Result<CheckResult, String> {
+                    let got = fast.forward(c, st, alpha).map_err(|e| e.to_string())?;
+                    if got.shape != y.shape {
+                        return Err(format!(
+                            "output shape {:?}, PyTorch's {:?}",
+                            got.shape, y.shape
+                        ));
+                    }
+                    let (h, w) = (c.shape[2], c.shape[3]);
+                    let db = psnr(
+                        &(io.quantize)(&scaled(&got, 255.0), w, h)?,
+                        &(io.quantize)(&scaled(y, 255.0), w, h)?,
+                    )?;
+                    let mut r = compare(OP, &case, &got.data, &y.data, FAST_VS_FIXTURE);
+                    let why = (!r.passed).then(|| r.detail.clone());
+                    r.detail = detail(db, r.rel_l2, why.as_deref());
+                    Ok(r)
+                };
+                rep.results
+                    .push(run(&mut fast).unwrap_or_else(|e| errored(OP, &case, e)));
+            }
+        }
+        Err(e) => rep.not_run.push(format!(
+            "psnr: StyleViT fixture cases: {}: {e}",
+            io_file.display()
+        )),
+    }
+
+    let Some(files) = image_files(images, rep, "StyleViT") else {
+        return;
+    };
+    let p = net.cfg.patch_size;
+    let style_file = files
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == VIT_STYLE))
+        .unwrap_or(&files[0])
+        .clone();
+    let style = match (io.load)(&style_file, VIT_STYLE_SIDE).and_then(|t| vit_input(&t, p)) {
+        Ok(t) => t,
+        Err(e) => {
+            return rep.results.push(errored(
+                OP,
+                "StyleViT style image",
+                format!("{}: {e}", style_file.display()),
+            ))
+        }
+    };
+    let mut f32net = match GpuStyleVit::new(gpu, &net) {
+        Ok(g) => g,
+        Err(e) => return rep.results.push(errored(OP, "fp32 StyleViT (upload)", e)),
+    };
+    let style_name = file_name(&style_file);
+    for f in files {
+        let name = file_name(&f);
+        let case = format!("StyleViT {name} (style {style_name}) fast vs fp32");
+        let mut run = || -> Result<CheckResult, String> {
+            let x = (io.load)(&f, IMAGE_LONG_SIDE)
+                .and_then(|t| vit_input(&t, p))
+                .map_err(|e| format!("{name}: {e}"))?;
+            let (h, w) = (x.shape[2], x.shape[3]);
+            let case = format!("StyleViT {name} {w}x{h} (style {style_name}) fast vs fp32");
+            let reference = f32net
+                .forward(&x, &style, 1.0)
+                .map_err(|e| format!("fp32 net: {e}"))?;
+            let got = fast
+                .forward(&x, &style, 1.0)
+                .map_err(|e| format!("fast net: {e}"))?;
+            if got.shape != reference.shape {
+                return Err(format!(
+                    "fast output shape {:?}, fp32 {:?}",
+                    got.shape, reference.shape
+                ));
+            }
+            let db = psnr(
+                &(io.quantize)(&scaled(&got, 255.0), w, h)?,
+                &(io.quantize)(&scaled(&reference, 255.0), w, h)?,
+            )?;
+            let mut r = compare(OP, &case, &got.data, &reference.data, REPORT_ONLY);
+            let why = if !r.passed {
+                Some(r.detail.clone())
+            } else if db < MIN_PSNR_DB {
+                Some("PSNR below the bar".to_string())
+            } else {
+                None
+            };
+            r.passed = why.is_none();
+            r.detail = detail(db, r.rel_l2, why.as_deref());
+            Ok(r)
+        };
+        rep.results
+            .push(run().unwrap_or_else(|e| errored(OP, &case, e)));
+    }
+}
+
+/// `t` times `k` (StyleViT works on 0..1 images; the 8-bit quantiser takes 0..255).
+fn scaled(t: &Tensor, k: f32) -> Tensor {
+    Tensor {
+        shape: t.shape.clone(),
+        data: t.data.iter().map(|v| v * k).collect(),
+    }
+}
+
+/// A loaded [1, 3, H, W] 0..255 image as StyleViT input: scaled to 0..1 and cropped (top left) to
+/// multiples of the patch size `p`.
+fn vit_input(t: &Tensor, p: usize) -> Result<Tensor, String> {
+    let [n, c, h, w] = t.shape[..] else {
+        return Err(format!(
+            "loaded as shape {:?}, expected [1, 3, H, W]",
+            t.shape
+        ));
+    };
+    let (hc, wc) = (h - h % p, w - w % p);
+    if hc == 0 || wc == 0 {
+        return Err(format!("{w}x{h} is smaller than the patch size {p}"));
+    }
+    let mut data = Vec::with_capacity(n * c * hc * wc);
+    for plane in t.data.chunks_exact(h * w) {
+        for row in plane.chunks_exact(w).take(hc) {
+            data.extend(row[..wc].iter().map(|v| v / 255.0));
+        }
+    }
+    Ok(Tensor {
+        shape: vec![n, c, hc, wc],
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vit_input_scales_and_crops_to_the_patch() {
+        // [1, 3, 3, 5] with values 0..45 (x 255 / 45 so the 0..255 range is used), patch 2 -> [1, 3, 2, 4].
+        let t = Tensor {
+            shape: vec![1, 3, 3, 5],
+            data: (0..45).map(|v| v as f32 * 255.0 / 45.0).collect(),
+        };
+        let x = vit_input(&t, 2).unwrap();
+        assert_eq!(x.shape, vec![1, 3, 2, 4]);
+        // Channel 1, row 1, column 3 = source element 15 + 5 + 3 = 23.
+        assert!((x.data[8 + 4 + 3] - 23.0 / 45.0).abs() < 1e-6);
+        assert!(vit_input(&t, 4).is_err_and(|e| e.contains("patch")));
+        assert!(vit_input(
+            &Tensor {
+                shape: vec![3, 5],
+                data: vec![0.0; 15]
+            },
+            2
+        )
+        .is_err());
+    }
 
     #[test]
     fn identical_images_have_infinite_psnr() {
