@@ -955,11 +955,7 @@ fn style_vit_on_the_cpu_notes_fp32_only_when_fp16_is_asked_for() {
     };
     let r = run("a.png", &["--precision", "fp16"]);
     assert_eq!(r.stderr.matches("note:").count(), 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("CPU path is fp32 only"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("CPU path is fp32 only"), "{}", r.stderr);
     assert!(
         r.stderr.contains("fp32)"),
         "the model line lacks the precision:\n{}",

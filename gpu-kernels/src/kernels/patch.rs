@@ -10,16 +10,15 @@
 //! All are grid-stride loops over the output (coalesced writes).
 use crate::device::{global_index_x, math};
 
-/// cols[(b·hp·wp + py·wp + px)·3p² + (c·p + ky)·p + kx] = img[b, c, py·p + ky, px·p + kx].
-/// img [B, 3, H, W] with H = hp·p, W = wp·p.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn patch_im2col(
+/// The im2col gather shared by the f32 and f16 kernels: `store(e, v)` for every column element e.
+#[inline(always)]
+unsafe fn im2col_body(
     img: *const f32,
-    cols: *mut f32,
     batch: u32,
     hp: u32,
     wp: u32,
     p: u32,
+    store: impl Fn(usize, f32),
 ) {
     let (batch, hp, wp, p) = (batch as usize, hp as usize, wp as usize, p as usize);
     let (h, w) = (hp * p, wp * p);
@@ -33,9 +32,41 @@ pub unsafe extern "ptx-kernel" fn patch_im2col(
         let (ky, kx) = (rem / p, rem % p);
         let (px, rest) = (tok % wp, tok / wp);
         let (py, b) = (rest % hp, rest / hp);
-        *cols.add(e) = *img.add(((b * 3 + c) * h + py * p + ky) * w + px * p + kx);
+        store(
+            e,
+            *img.add(((b * 3 + c) * h + py * p + ky) * w + px * p + kx),
+        );
         e += stride;
     }
+}
+
+/// cols[(b·hp·wp + py·wp + px)·3p² + (c·p + ky)·p + kx] = img[b, c, py·p + ky, px·p + kx].
+/// img [B, 3, H, W] with H = hp·p, W = wp·p.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn patch_im2col(
+    img: *const f32,
+    cols: *mut f32,
+    batch: u32,
+    hp: u32,
+    wp: u32,
+    p: u32,
+) {
+    im2col_body(img, batch, hp, wp, p, |e, v| *cols.add(e) = v);
+}
+
+/// As `patch_im2col`, the columns rounded to f16 (the `linear_tc` operand of the fast StyleViT).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn patch_im2col_f16(
+    img: *const f32,
+    cols: *mut u16,
+    batch: u32,
+    hp: u32,
+    wp: u32,
+    p: u32,
+) {
+    im2col_body(img, batch, hp, wp, p, |e, v| {
+        *cols.add(e) = crate::device::mma::pack_f16x2(v, 0.0) as u16
+    });
 }
 
 /// img[b, c, py·p + ky, px·p + kx] = tok[b, py·wp + px, (ky·p + kx)·3 + c]; tok [B, hp·wp, 3p²].

@@ -121,7 +121,9 @@ impl<'g> GpuTnet<'g> {
     }
 }
 
-/// StyleViT on the GPU in one of the two precisions; the methods are those the two nets share.
+/// StyleViT on the GPU in one of the two precisions; the methods are those the two nets share. (One
+/// lives per process: the variants' size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum GpuVit<'g> {
     Fp32(GpuStyleVit<'g>),
     Fp16(GpuStyleVitFast<'g>),

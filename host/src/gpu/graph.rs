@@ -223,4 +223,43 @@ impl Gpu {
         };
         check(r, "queueing a device-to-device copy")
     }
+
+    /// Queues a device-to-device copy of all of `src` into `dst` starting at element `at` (same dtype;
+    /// `at + src.numel() ≤ dst.numel()`), on the stream like [`Self::copy_device_async`].
+    pub fn copy_device_into_at(
+        &self,
+        src: &DeviceTensor,
+        dst: &mut DeviceTensor,
+        at: usize,
+    ) -> Result<()> {
+        crate::error::ensure(
+            src.dtype == dst.dtype
+                && at
+                    .checked_add(src.numel())
+                    .is_some_and(|end| end <= dst.numel()),
+            "copy_device_into_at",
+            || {
+                format!(
+                    "{:?} {:?} into {:?} {:?} at element {at}",
+                    src.dtype, src.shape, dst.dtype, dst.shape
+                )
+            },
+        )?;
+        if src.bytes() == 0 {
+            return Ok(());
+        }
+        let offset = (at * dst.dtype.size()) as u64;
+        // SAFETY: src is a live allocation of src.bytes() bytes; dst's allocation holds at least
+        // (at + src.numel()) elements of the same size (checked above), so the destination range
+        // [dst + offset, dst + offset + src.bytes()) is inside it; the stream is live.
+        let r = unsafe {
+            cu::cuMemcpyDtoDAsync_v2(
+                dst.ptr() + offset,
+                src.ptr(),
+                src.bytes(),
+                self.stream().as_inner(),
+            )
+        };
+        check(r, "queueing a device-to-device copy")
+    }
 }

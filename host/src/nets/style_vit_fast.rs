@@ -5,12 +5,14 @@
 //! `qkv16 = linear_tc(x16)` → `a16 = attention_tc(qkv16)` → `t = linear_tc(a16) + x` (residual fused in
 //! the epilogue) → `x2, x2_16 = layer_norm(t)` → `h16 = gelu(linear_tc(x2_16))` →
 //! `t = linear_tc(h16) + x2` → `x, x16 = layer_norm(t)`. The LayerNorms write the f16 copy for the next
-//! GEMM themselves. The patch embedding (K = 3·p·p, small) and AdaIN stay fp32 (followed by one f16
-//! conversion); `to_pixels` runs on `linear_tc`; unpatch and the 3x3 / 1x1 tail are the fp32 kernels.
+//! GEMM themselves. The patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
+//! epilogue, f32 and f16 outputs); AdaIN stays fp32 (followed by one f16 conversion); `to_pixels` runs on
+//! `linear_tc`; unpatch and the 3x3 / 1x1 tail are the fp32 kernels. Content and style images of the same
+//! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
 //! Same public API as [`crate::nets::GpuStyleVit`] (graph capture per shape and alpha included).
 //!
-//! Precision: the f16 rounding of the GEMM and attention inputs (x, weights, qkv, attention output, the
-//! GELU output) is the only systematic difference from the fp32 path; the self-check measures its effect
+//! Precision: the f16 rounding of the GEMM and attention inputs (image, x, weights, qkv, attention output,
+//! the GELU output) is the only systematic difference from the fp32 path; the self-check measures its effect
 //! with a CPU emulation that rounds at the same places (selfcheck/vit_fast.rs).
 use models::ops::Padding;
 use models::{StyleVit, StyleVitConfig, Tensor};
@@ -20,7 +22,7 @@ use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
 use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
-use crate::ops::patch::{patch_embed, patch_grid, relu_conv1x1, unpatch};
+use crate::ops::patch::{patch_embed_f16, patch_grid, relu_conv1x1, unpatch};
 
 const OP: &str = "GpuStyleVitFast";
 
@@ -83,7 +85,7 @@ impl Seq {
         let e = |shape: &[usize]| DeviceTensor::empty(shape, DType::F32, Layout::RowMajor);
         let h = |shape: &[usize]| DeviceTensor::empty(shape, DType::F16, Layout::RowMajor);
         Ok(Seq {
-            cols: e(&[b * n, 3 * p * p])?,
+            cols: h(&[b * n, 3 * p * p])?,
             pos: mat(&models::ops::sinusoidal(n, d))?,
             x: e(&[b, n, d])?,
             x16: h(&[b, n, d])?,
@@ -199,6 +201,19 @@ const CONTENT_OPS: StageNames = StageNames {
         "content norm2",
     ],
 };
+/// Content and style through the encoder as one batch (same image size).
+const ENCODER_OPS: StageNames = StageNames {
+    patch: "encoder patch",
+    block: [
+        "encoder qkv",
+        "encoder attention",
+        "encoder out+res",
+        "encoder norm1",
+        "encoder fc1+gelu",
+        "encoder fc2+res",
+        "encoder norm2",
+    ],
+};
 const STYLE_OPS: StageNames = StageNames {
     patch: "style patch",
     block: [
@@ -229,8 +244,14 @@ struct Bufs {
     /// Fixed-address inputs (staging for `forward`, the graph's inputs).
     cin: DeviceTensor,
     sin: DeviceTensor,
+    /// Content and style of the same size go through the encoder as one batch: their images side by side
+    /// [B + Bs, 3, H, W] and that batch's activations (halves the encoder's launches; small images are
+    /// latency-bound).
+    both: Option<(DeviceTensor, Seq)>,
+    /// The decoder's activations (and the content encoder's when not batched).
     content: Seq,
-    style: Seq,
+    /// The style encoder's activations when not batched.
+    style: Option<Seq>,
     pix: DeviceTensor,
     img: DeviceTensor,
     img2: DeviceTensor,
@@ -293,7 +314,11 @@ impl<'g> GpuStyleVitFast<'g> {
         Ok(GpuStyleVitFast {
             gpu,
             cfg,
-            patch_w: DeviceTensor::from_f32(&[d, 3 * p * p], &net.patch_w.data, Layout::RowMajor)?,
+            patch_w: DeviceTensor::from_f32_as_f16(
+                &[d, 3 * p * p],
+                &net.patch_w.data,
+                Layout::RowMajor,
+            )?,
             patch_b: mat(&net.patch_b)?,
             encoder: net.encoder.iter().map(BlockW::new).collect::<Result<_>>()?,
             decoder: net.decoder.iter().map(BlockW::new).collect::<Result<_>>()?,
@@ -331,12 +356,19 @@ impl<'g> GpuStyleVitFast<'g> {
             format!("style batch {bs} must be 1 or the content batch {b}")
         })?;
         let e = |shape: &[usize]| DeviceTensor::empty(shape, DType::F32, Layout::Nchw);
+        let (both, sep) = if batched(content, style) {
+            let input = e(&[b + bs, 3, content[2], content[3]])?;
+            (Some((input, Seq::new(&self.cfg, b + bs, hp * wp)?)), None)
+        } else {
+            (None, Some(Seq::new(&self.cfg, bs, hps * wps)?))
+        };
         self.bufs = Some(Bufs {
             graph: None,
             cin: e(content)?,
             sin: e(style)?,
+            both,
             content: Seq::new(&self.cfg, b, hp * wp)?,
-            style: Seq::new(&self.cfg, bs, hps * wps)?,
+            style: sep,
             pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], DType::F32, Layout::RowMajor)?,
             img: e(content)?,
             img2: e(content)?,
@@ -478,14 +510,20 @@ impl<'g> GpuStyleVitFast<'g> {
                 }
             }
         };
-        for (names, bb, n) in [(&CONTENT_OPS, b, hp * wp), (&STYLE_OPS, bs, hps * wps)] {
+        let stages = if batched(content, style) {
+            vec![(&ENCODER_OPS, b + bs, hp * wp)]
+        } else {
+            vec![(&CONTENT_OPS, b, hp * wp), (&STYLE_OPS, bs, hps * wps)]
+        };
+        for (names, bb, n) in stages {
             let m = (bb * n) as f64;
-            // im2col (read the image, write and read the columns) + GEMM + positions, then the f16 copy.
+            // im2col (read the image f32, write and read f16 columns) + GEMM (positions read f32, x written
+            // f32 and f16).
             push(
                 names.patch,
                 OpKind::Gemm,
                 2.0 * m * k * d,
-                4.0 * (3.0 * m * k + k * d + 2.0 * m * d) + 2.0 * m * d,
+                4.0 * m * k + 2.0 * (2.0 * m * k + k * d) + 4.0 * n as f64 * d + 6.0 * m * d,
             );
             blocks(&mut push, &names.block, self.encoder.len(), bb, n);
         }
@@ -600,8 +638,9 @@ impl<'g> GpuStyleVitFast<'g> {
         let Bufs {
             cin,
             sin,
-            content: cseq,
-            style: sseq,
+            both,
+            content: c,
+            style: sep,
             pix,
             img,
             img2,
@@ -612,30 +651,42 @@ impl<'g> GpuStyleVitFast<'g> {
             Some(io) => io,
             None => (cin, sin),
         };
-        let (_, hp, wp) = patch_grid(&content.shape, p)?;
-        for (img, seq, names) in [
-            (content, &mut *cseq, &CONTENT_OPS),
-            (style, &mut *sseq, &STYLE_OPS),
-        ] {
-            patch_embed(
-                gpu,
-                img,
-                &self.patch_w,
-                &self.patch_b,
-                Some(&seq.pos),
-                p,
-                &mut seq.cols,
-                &mut seq.x,
-            )?;
-            to_f16(gpu, &seq.x, &mut seq.x16)?;
-            mark(names.patch)?;
-            for w in &self.encoder {
-                seq.block(gpu, w, heads, &names.block, mark)?;
+        let (b, hp, wp) = patch_grid(&content.shape, p)?;
+        let (patch_w, patch_b, encoder) = (&self.patch_w, &self.patch_b, &self.encoder);
+        let encode =
+            |img: &DeviceTensor, seq: &mut Seq, names: &StageNames, mark: Mark| -> Result<()> {
+                patch_embed_f16(
+                    gpu,
+                    img,
+                    patch_w,
+                    patch_b,
+                    &seq.pos,
+                    p,
+                    &mut seq.cols,
+                    &mut seq.x,
+                    &mut seq.x16,
+                )?;
+                mark(names.patch)?;
+                for w in encoder {
+                    seq.block(gpu, w, heads, &names.block, mark)?;
+                }
+                Ok(())
+            };
+        match (both.as_mut(), sep.as_mut()) {
+            (Some((input, seq)), _) => {
+                gpu.copy_device_into_at(content, input, 0)?;
+                gpu.copy_device_into_at(style, input, content.numel())?;
+                encode(input, seq, &ENCODER_OPS, mark)?;
+                crate::ops::adain::adain_split(gpu, &seq.x, b, alpha, &mut c.x)?;
             }
+            (None, Some(s)) => {
+                encode(content, c, &CONTENT_OPS, mark)?;
+                encode(style, s, &STYLE_OPS, mark)?;
+                crate::ops::adain::adain(gpu, &c.x, &s.x, alpha, &mut c.x2)?;
+                std::mem::swap(&mut c.x, &mut c.x2);
+            }
+            (None, None) => return Err(Error::Other("GpuStyleVitFast: no encoder buffers".into())),
         }
-        let c = cseq;
-        crate::ops::adain::adain(gpu, &c.x, &sseq.x, alpha, &mut c.x2)?;
-        std::mem::swap(&mut c.x, &mut c.x2);
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
         for w in &self.decoder {
@@ -684,4 +735,9 @@ impl<'g> GpuStyleVitFast<'g> {
         self.gpu.synchronize()?;
         self.output()?.to_host()
     }
+}
+
+/// Whether content [B, 3, H, W] and style [Bs, 3, Hs, Ws] go through the encoder as one batch: same size.
+fn batched(content: &[usize], style: &[usize]) -> bool {
+    content.get(2..) == style.get(2..)
 }

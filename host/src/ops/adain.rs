@@ -24,16 +24,61 @@ pub fn adain(
     ensure(c.shape.len() == 3 && s.shape.len() == 3, OP, || {
         format!("c {:?} and s {:?} must be [B, N, D]", c.shape, s.shape)
     })?;
-    let (b, nc, d) = (c.shape[0], c.shape[1], c.shape[2]);
-    let (bs, ns) = (s.shape[0], s.shape[1]);
-    ensure(s.shape[2] == d, OP, || {
-        format!("c {:?} and s {:?} differ in D", c.shape, s.shape)
+    let cs = [c.shape[0], c.shape[1], c.shape[2]];
+    let ss = [s.shape[0], s.shape[1], s.shape[2]];
+    adain_raw(gpu, (c.ptr(), cs), (s.ptr(), ss), alpha, out)
+}
+
+/// [`adain`] on one tensor holding both: `both` [B + Bs, N, D] f32 is content samples 0..B then the
+/// style's Bs (1 or B) samples, as the fast StyleViT's batched encoder leaves them; out [B, N, D].
+pub fn adain_split(
+    gpu: &Gpu,
+    both: &DeviceTensor,
+    b: usize,
+    alpha: f32,
+    out: &mut DeviceTensor,
+) -> Result<()> {
+    ensure(
+        both.dtype == DType::F32 && out.dtype == DType::F32,
+        OP,
+        || "f32 tensors only".into(),
+    )?;
+    ensure(
+        both.shape.len() == 3 && b > 0 && both.shape[0] > b,
+        OP,
+        || {
+            format!("{:?} must be [B + Bs, N, D] with B = {b} content samples and at least one style sample", both.shape)
+        },
+    )?;
+    let (n, d) = (both.shape[1], both.shape[2]);
+    let style = both.ptr() + (b * n * d * 4) as u64;
+    adain_raw(
+        gpu,
+        (both.ptr(), [b, n, d]),
+        (style, [both.shape[0] - b, n, d]),
+        alpha,
+        out,
+    )
+}
+
+/// The launch: content and style as (device address, [B, N, D]) of f32 rows inside live tensors.
+fn adain_raw(
+    gpu: &Gpu,
+    c: (u64, [usize; 3]),
+    s: (u64, [usize; 3]),
+    alpha: f32,
+    out: &mut DeviceTensor,
+) -> Result<()> {
+    let (c_ptr, [b, nc, d]) = c;
+    let (s_ptr, [bs, ns, sd]) = s;
+    ensure(sd == d, OP, || {
+        format!("c [{b}, {nc}, {d}] and s [{bs}, {ns}, {sd}] differ in D")
     })?;
     ensure(bs == b || bs == 1, OP, || {
         format!("style batch {bs} must be 1 or the content batch {b}")
     })?;
-    ensure(out.shape == c.shape, OP, || {
-        format!("out {:?} must be c's shape {:?}", out.shape, c.shape)
+    ensure(out.shape == [b, nc, d], OP, || {
+        format!("out {:?} must be c's shape [{b}, {nc}, {d}]", out.shape)
     })?;
     ensure(nc >= 2 && ns >= 2, OP, || {
         format!("need at least 2 tokens for an unbiased variance (content {nc}, style {ns})")
@@ -59,8 +104,8 @@ pub fn adain(
             (ADAIN_COLS, ADAIN_ROWS, 1),
             4 * ADAIN_COLS * ADAIN_ROWS,
             kernel_args!(
-                c.ptr(),
-                s.ptr(),
+                c_ptr,
+                s_ptr,
                 out.ptr(),
                 nc as u32,
                 ns as u32,

@@ -43,7 +43,17 @@ pub fn patch_im2col(
     cols: &mut DeviceTensor,
 ) -> Result<()> {
     const OP: &str = "patch_im2col";
-    f32_only(OP, &[img, cols])?;
+    f32_only(OP, &[img])?;
+    // f16 columns feed linear_tc (the fast StyleViT), f32 ones `linear`.
+    let kernel = match cols.dtype {
+        DType::F32 => "patch_im2col",
+        DType::F16 => "patch_im2col_f16",
+        other => {
+            return Err(crate::error::Error::Other(format!(
+                "{OP}: cols must be f32 or f16, got {other:?}"
+            )))
+        }
+    };
     let (b, hp, wp) = patch_grid(&img.shape, p)?;
     let total = b * hp * wp * 3 * p * p;
     ensure(
@@ -59,11 +69,12 @@ pub fn patch_im2col(
         },
     )?;
     fits(OP, total)?;
-    // SAFETY: patch_im2col(img, cols: f32 pointers, batch, hp, wp, p: u32) writes cols[0..total) and reads
-    // img at (b, c, py*p + ky, px*p + kx) with every coordinate inside [B, 3, hp*p, wp*p] = img's shape.
+    // SAFETY: patch_im2col(_f16)(img: f32 pointer, cols: f32 / f16 pointer of cols' dtype, batch, hp, wp,
+    // p: u32) writes cols[0..total) and reads img at (b, c, py*p + ky, px*p + kx) with every coordinate
+    // inside [B, 3, hp*p, wp*p] = img's shape.
     unsafe {
         gpu.launch(
-            OP,
+            kernel,
             (blocks_for(total, ELEMENTWISE_BLOCK), 1, 1),
             (ELEMENTWISE_BLOCK, 1, 1),
             0,
@@ -77,6 +88,39 @@ pub fn patch_im2col(
             ),
         )
     }
+}
+
+/// The fast StyleViT's patch embedding: `x = im2col(img) · Wᵀ + b + pos` on tensor cores (`linear_tc`,
+/// the positions as its broadcast residual), written as f32 `x` and its f16 copy `x16`, [B, hp·wp, D].
+/// w [D, 3·p·p] f16, b [D] f32, pos [hp·wp, D] f32, `cols16` an f16 scratch [B·hp·wp, 3·p·p].
+#[allow(clippy::too_many_arguments)]
+pub fn patch_embed_f16(
+    gpu: &Gpu,
+    img: &DeviceTensor,
+    w: &DeviceTensor,
+    b: &DeviceTensor,
+    pos: &DeviceTensor,
+    p: usize,
+    cols16: &mut DeviceTensor,
+    x: &mut DeviceTensor,
+    x16: &mut DeviceTensor,
+) -> Result<()> {
+    let (_, hp, wp) = patch_grid(&img.shape, p)?;
+    ensure(cols16.dtype == DType::F16, "patch_embed_f16", || {
+        format!("cols must be f16, got {:?}", cols16.dtype)
+    })?;
+    ensure(
+        pos.shape.first() == Some(&(hp * wp)),
+        "patch_embed_f16",
+        || format!("positions {:?} must be [{}, D]", pos.shape, hp * wp),
+    )?;
+    patch_im2col(gpu, img, p, cols16)?;
+    let ep = crate::ops::linear_tc::EpilogueTc {
+        bias: Some(b),
+        gelu: false,
+        residual: Some(pos),
+    };
+    crate::ops::linear_tc::linear_tc(gpu, cols16, w, ep, Some(x), Some(x16))
 }
 
 /// Patch embedding plus positions: out [B, hp·wp, D] = im2col(img) · Wᵀ + b + pos, with w [D, 3·p·p] (the

@@ -675,7 +675,13 @@ pub fn emulate_style_vit_fast(
 ) -> Result<Tensor> {
     let (p, heads) = (net.cfg.patch_size, net.cfg.num_heads);
     let encode = |img: &Tensor| -> Result<Tensor> {
-        let mut x = ops::patch_embed(img, &net.patch_w, &net.patch_b, p)?;
+        // f16 columns (the image rounded) and weights, f32 accumulation, as patch_embed_f16.
+        let mut x = ops::patch_embed(
+            &round_tensor_f16(img),
+            &round_tensor_f16(&net.patch_w),
+            &net.patch_b,
+            p,
+        )?;
         let (n, d) = (x.shape[1], x.shape[2]);
         let pe = ops::sinusoidal(n, d);
         for row in x.data.chunks_exact_mut(n * d) {
@@ -723,10 +729,15 @@ pub fn emulate_style_vit_fast(
 }
 
 /// Cases of the whole-network check: (blocks, content shape, style shape, alpha).
-const NET_CASES: [(usize, [usize; 4], [usize; 4], f32); 3] = [
+/// (blocks, content, style, alpha). The last three have content and style of one size: the net encodes
+/// them as one batch (style batch B, and 1 broadcast to B).
+const NET_CASES: [(usize, [usize; 4], [usize; 4], f32); 6] = [
     (1, [1, 3, 32, 48], [1, 3, 24, 24], 1.0),
     (1, [1, 3, 32, 48], [1, 3, 24, 24], 0.6),
     (2, [2, 3, 16, 24], [1, 3, 16, 16], 1.0),
+    (2, [2, 3, 16, 24], [2, 3, 16, 24], 1.0),
+    (1, [1, 3, 32, 48], [1, 3, 32, 48], 0.7),
+    (2, [2, 3, 16, 16], [1, 3, 16, 16], 1.0),
 ];
 
 fn check_style_vit_fast(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
