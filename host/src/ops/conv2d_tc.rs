@@ -11,7 +11,7 @@
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 use gpu_kernels::launch::{
-    conv2d_tc_bm, conv2d_tc_kernel, conv2d_tc_kw, conv2d_tc_smem_bytes, CONV2D_TC_HALO_C, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH,
+    conv2d_tc_bm, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_HALO_C, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH,
     CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
 };
 use models::ops::Padding;
@@ -23,6 +23,23 @@ use crate::kernel_args;
 use crate::ops::conv2d::conv2d_output_size;
 
 const OP: &str = "conv2d_tc";
+/// Most dynamic shared memory a block may opt in to (sm_90: 227 KB).
+const MAX_SMEM: u32 = 227 * 1024;
+/// Environment variable choosing the K = 32, 256-pixel kernel: `bk32` selects `conv2d_tc_k32_bk32`
+/// (GEMM-K step 32, two blocks per SM) instead of `conv2d_tc_k32` (step 64, one block per SM). Both
+/// use the same tiles, so the InstanceNorm partials are unchanged. Read once per process.
+pub const K32_VARIANT_ENV: &str = "STYLEFORGE_CONV_TC_K32";
+
+/// The kernel variant [`conv2d_tc`] launches for `k` output channels, `c` input channels and `bm`-pixel
+/// tiles (`launch::conv2d_tc_variant`, with the [`K32_VARIANT_ENV`] override), or `None`.
+pub fn conv2d_tc_pick(k: u32, c: u32, bm: u32) -> Option<Conv2dTcVariant> {
+    static K32_BK32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let v = conv2d_tc_variant(k, c, bm)?;
+    if v == CONV2D_TC_K32_BK64 && *K32_BK32.get_or_init(|| std::env::var(K32_VARIANT_ENV).is_ok_and(|s| s == "bk32")) {
+        return Some(CONV2D_TC_K32_BK32);
+    }
+    Some(v)
+}
 
 fn dims4(what: &str, t: &Tensor) -> Result<[usize; 4]> {
     match t.shape[..] {
@@ -144,6 +161,37 @@ pub enum ConvOut<'a> {
 /// conv(upsample(x) reflect-padded by `pad_reflect`, w) on tensor cores, written as `out` says.
 /// Shapes and types as in the module comment; every violation is an error, nothing is launched.
 pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_reflect: usize, upsample: usize, out: ConvOut<'_>) -> Result<()> {
+    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, None)
+}
+
+/// [`conv2d_tc`] through a given kernel variant instead of the default choice (for the self-check and
+/// device A/B runs): `variant` must be `launch::conv2d_tc_variant`'s for this shape's (K, C, tile) or, for
+/// the K = 32 256-pixel tile, `CONV2D_TC_K32_BK32`; anything else is an error.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_tc_with(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &TcWeight,
+    stride: usize,
+    pad_reflect: usize,
+    upsample: usize,
+    variant: Conv2dTcVariant,
+    out: ConvOut<'_>,
+) -> Result<()> {
+    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, Some(variant))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv2d_tc_launch(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &TcWeight,
+    stride: usize,
+    pad_reflect: usize,
+    upsample: usize,
+    out: ConvOut<'_>,
+    forced: Option<Conv2dTcVariant>,
+) -> Result<()> {
     ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc, OP, || format!("x must be NHWC f16, got {:?} {:?}", x.layout, x.dtype))?;
     ensure(x.shape.len() == 4, OP, || format!("x must be [N, H, W, C], got {:?}", x.shape))?;
     let (n, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
@@ -153,9 +201,19 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
     ensure(w.c == c, OP, || format!("w has {} input channels, x {:?}", w.c, x.shape))?;
     let out_guess = conv2d_tc_output_shape(&x.shape, k, r, stride, pad_reflect, upsample).unwrap_or([n, 1, 1, k]);
     let (bm, tiles) = conv2d_tc_tiling(&out_guess);
-    let kernel = u32::try_from(k).ok().zip(u32::try_from(c).ok()).and_then(|(k, c)| conv2d_tc_kernel(k, c, bm as u32));
-    let Some(kernel) = kernel else {
+    let variant = u32::try_from(k).ok().zip(u32::try_from(c).ok()).and_then(|(k, c)| conv2d_tc_pick(k, c, bm as u32));
+    let Some(variant) = variant else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for {k} output and {c} input channels (K in 8/32/64/128 with C % 8 == 0, or K = 32 with C = 4)") });
+    };
+    let variant = match forced {
+        None => variant,
+        Some(f) => {
+            let default = conv2d_tc_variant(k as u32, c as u32, bm as u32);
+            ensure(Some(f) == default || (f == CONV2D_TC_K32_BK32 && default == Some(CONV2D_TC_K32_BK64)), OP, || {
+                format!("kernel {} does not fit K {k}, C {c} with {bm}-pixel tiles (default {variant:?})", f.name)
+            })?;
+            f
+        }
     };
     ensure(r == 3 || r == 9, OP, || format!("3x3 or 9x9 filters only, got {r}x{r}"))?;
     let kg = r * r * c;
@@ -199,22 +257,26 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
         format!("sizes too large for 32-bit indexing: x {:?}, output {out_shape:?}", x.shape)
     })?;
     ensure(n < 65536, OP, || format!("batch {n} above the grid's 65535"))?;
-    let smem = conv2d_tc_smem_bytes(k as u32, bm as u32);
+    let smem = conv2d_tc_smem(&variant, k as u32, r as u32, w.kw as u32);
+    ensure(smem <= MAX_SMEM, OP, || format!("{}: {smem} B of shared memory for weight rows of {} (at most {MAX_SMEM})", variant.name, w.kw))?;
     let (h32, w32, c32, kw32, p32, q32, r32) = (h as u32, wd as u32, c as u32, w.kw as u32, p as u32, q as u32, r as u32);
     let (s32, pad32, up32, kr32) = (stride as u32, pad_reflect as u32, upsample as u32, k_real as u32);
     // SAFETY: conv2d_tc_*(x, w: *const u16, h, w, c, kw, p, q, r, stride, pad, up, mode: u32, y16: *mut u32,
     // part: *mut f32, y32: *mut f32, bias: *const f32, k_real: u32) match the argument list in order and
-    // type, and `kernel` is the variant compiled for exactly this K and gather width. The kernel reads
+    // type, and `variant` is the one compiled for exactly this K, tile and gather width. The kernel reads
     // x[n][ih][iw][c0..c0+8 (or 4)] with n < N (grid y) and ih/iw reflected into range (pad < H*up, W*up
     // checked; rows past P*Q clamped to the last pixel; GEMM-K positions past R*S*C not read), w[0..K*kw]
     // (rows padded to kw on the host, checked), and, by mode, writes y16[pixel][0..K] and part[.. N*K*tiles*2]
-    // (sized above) or y32[n][0..k_real][pixel] and reads bias[0..k_real]; only pixels < P*Q are written.
+    // (sized above) or y32[n][0..k_real][pixel] and reads bias[0..k_real]; only pixels < P*Q are written;
+    // a trailing half GEMM-K step past kw (BK = 64 variants) is zero-filled, not read.
     // Allocations are 256-byte aligned and C % 8 == 0 (16-byte pieces) or C == 4 (8-byte pieces), so every
     // cp.async source is aligned to its width. Block = CONV2D_TC_THREADS threads and `smem` =
-    // conv2d_tc_smem_bytes(K, BM), the layout the kernel carves for the variant of this BM; grid (tiles, N).
+    // conv2d_tc_smem(variant, K, R, kw), the layout the kernel carves (stages, then its gather tables for
+    // R and kw), within the opt-in limit (checked; `launch` raises the function's limit above 48 KB);
+    // grid (tiles, N) with the variant's BM = bm.
     unsafe {
         gpu.launch(
-            kernel,
+            variant.name,
             (tiles as u32, n as u32, 1),
             (CONV2D_TC_THREADS, 1, 1),
             smem,
@@ -361,23 +423,43 @@ mod tests {
     }
 
     #[test]
-    fn kernels_exist_and_smem_fits_default_limit() {
-        // Every (K, C) the network uses has a kernel for every tile the choice can make.
-        for (k, c) in [(8u32, 32u32), (32, 64), (64, 32), (128, 128), (128, 64), (32, 4)] {
+    fn kernels_exist_and_smem_fits() {
+        use gpu_kernels::launch::conv2d_tc_kernel;
+        // Every (K, C, R) the network uses has a kernel for every tile the choice can make, within the
+        // opt-in shared-memory limit; the tile is one the variant was compiled for.
+        for (k, c, r) in [(8u32, 32u32, 9u32), (32, 64, 3), (64, 32, 3), (64, 128, 3), (128, 128, 3), (128, 64, 3), (32, 4, 9)] {
+            let kw = conv2d_tc_kw(r * r * c);
             for (n, pq) in [(1u32, 16u32), (1, 4096), (1, 16384), (4, 65536), (1, 1 << 20)] {
                 let bm = conv2d_tc_bm(k, n, pq);
-                assert!(conv2d_tc_kernel(k, c, bm).is_some(), "k {k} c {c} bm {bm}");
-                assert!(conv2d_tc_smem_bytes(k, bm) <= 48 * 1024, "k {k}");
+                let v = conv2d_tc_variant(k, c, bm).unwrap_or_else(|| panic!("k {k} c {c} bm {bm}"));
+                assert_eq!(v.bm, bm);
+                assert_eq!(conv2d_tc_kernel(k, c, bm), Some(v.name));
+                assert!(conv2d_tc_smem(&v, k, r, kw) <= MAX_SMEM, "{v:?}");
             }
         }
-        // Small grids take smaller tiles where a variant exists; large ones the 128-pixel tile.
+        // The big variants' shared memory (two blocks per SM need ≤ 113 KB each; one of 228 KB per SM).
+        let smem = |k, c, bm, r| conv2d_tc_smem(&conv2d_tc_variant(k, c, bm).unwrap(), k, r, conv2d_tc_kw(r * r * c));
+        assert_eq!(smem(128, 128, 128, 3), 3 * 256 * 128 + 2 * 3 * 128 * 4 + 1152 / 8 * 8);
+        assert!(smem(128, 128, 128, 3) <= 113 * 1024);
+        assert!(smem(64, 128, 128, 3) <= 113 * 1024);
+        assert!(smem(32, 4, 256, 9) <= 113 * 1024);
+        assert!(conv2d_tc_smem(&CONV2D_TC_K32_BK32, 32, 3, 576) <= 113 * 1024);
+        assert_eq!(conv2d_tc_smem(&CONV2D_TC_K32_BK64, 32, 3, 576), 4 * 288 * 128 + 2 * 3 * 256 * 4 + 576 / 8 * 8);
+        // A trailing half step (kw = 288 with BK = 64) still has table entries for the whole step.
+        assert_eq!(smem(64, 32, 128, 3), 4 * 192 * 128 + 2 * 3 * 128 * 4 + 320 / 8 * 8);
+        // Small grids take smaller tiles where a variant exists; large ones the largest tile.
         assert_eq!(conv2d_tc_bm(128, 1, 64 * 64), 32);
         assert_eq!(conv2d_tc_bm(128, 1, 128 * 128), 64);
         assert_eq!(conv2d_tc_bm(128, 1, 256 * 256), 128);
         assert_eq!(conv2d_tc_bm(64, 1, 64 * 64), 64);
         assert_eq!(conv2d_tc_bm(32, 1, 64 * 64), 128);
-        assert!(conv2d_tc_kernel(48, 32, 128).is_none());
-        assert!(conv2d_tc_kernel(64, 4, 128).is_none());
-        assert!(conv2d_tc_kernel(32, 12, 128).is_none());
+        assert_eq!(conv2d_tc_bm(32, 1, 1 << 20), 256);
+        assert_eq!(conv2d_tc_bm(32, 1, 256 * 256), 256);
+        assert_eq!(conv2d_tc_bm(32, 1, 128 * 256), 128);
+        assert_eq!(conv2d_tc_bm(32, 1, 128 * 128), 128);
+        assert!(conv2d_tc_variant(48, 32, 128).is_none());
+        assert!(conv2d_tc_variant(64, 4, 128).is_none());
+        assert!(conv2d_tc_variant(32, 12, 128).is_none());
+        assert!(conv2d_tc_variant(32, 64, 64).is_none());
     }
 }

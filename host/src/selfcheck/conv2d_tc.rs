@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, ConvOut, TcWeight};
+use gpu_kernels::launch::{conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
 use crate::ops::nhwc;
 
 const OP: &str = "conv2d_tc";
@@ -65,6 +66,18 @@ const CASES: &[Case] = &[
     Case { n: 12, c: 128, h: 15, w: 25, k: 64, r: 3, stride: 1, up: 2, k_real: 64 },
     // Tiny input: reflection touches both borders of every pixel.
     Case { n: 1, c: 32, h: 2, w: 3, k: 64, r: 3, stride: 1, up: 1, k_real: 64 },
+    // The 256-pixel tiles of K = 32: deconv2-like (up x2, 64 -> 32, 136 tiles, the last partial; also
+    // run through conv2d_tc_k32_bk32) and conv1-like (4 packed channels, 9x9, batch 2, 67 tiles each).
+    Case { n: 1, c: 64, h: 95, w: 91, k: 32, r: 3, stride: 1, up: 2, k_real: 32 },
+    Case { n: 2, c: 4, h: 130, w: 130, k: 32, r: 9, stride: 1, up: 1, k_real: 32 },
+    // conv2-like at 128-pixel tiles: C = 32, GEMM-K 288 = 4.5 steps of 64 (zero half step), stride 2.
+    Case { n: 2, c: 32, h: 200, w: 179, k: 64, r: 3, stride: 2, up: 1, k_real: 64 },
+    // K = 128 with 64-pixel tiles (72 tiles of 128 < 132), stride 2 (conv3-like).
+    Case { n: 1, c: 64, h: 192, w: 191, k: 128, r: 3, stride: 2, up: 1, k_real: 128 },
+    // K = 128, 128-pixel tiles, stride 2, batch 4 (34 tiles each, the last one partial).
+    Case { n: 4, c: 64, h: 130, w: 130, k: 128, r: 3, stride: 2, up: 1, k_real: 128 },
+    // C = 16: GEMM-K 144 = 2.25 steps of 64 (a zero half step and zero-filled A positions), K = 128 m32.
+    Case { n: 1, c: 16, h: 21, w: 18, k: 128, r: 3, stride: 1, up: 1, k_real: 128 },
 ];
 
 /// Host (a, b) = (γ·rstd, β − mean·γ·rstd) per (n, c) of an NCHW tensor, f64 statistics, eps 1e-5.
@@ -89,9 +102,20 @@ fn cpu_out_shape(cs: &Case) -> [usize; 4] {
     [cs.n, out(cs.h), out(cs.w), cs.k]
 }
 
-fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
+/// The kernel variants a case runs through: the default one, plus `conv2d_tc_k32_bk32` where the default
+/// is `conv2d_tc_k32` (the two are interchangeable for the 256-pixel tiles of K = 32).
+fn variants(cs: &Case) -> Vec<Option<Conv2dTcVariant>> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
-    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
+    match conv2d_tc_variant(cs.k as u32, cs.c as u32, bm as u32) {
+        Some(v) if v == CONV2D_TC_K32_BK64 => vec![Some(v), Some(CONV2D_TC_K32_BK32)],
+        v => vec![v],
+    }
+}
+
+fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVariant>) -> Vec<CheckResult> {
+    let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
+    let name = variant.map_or("no kernel", |v| v.name);
+    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm} {name}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
         let bound = 1.0 / ((cs.c * cs.r * cs.r) as f32).sqrt();
@@ -107,7 +131,11 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
         // Epilogue 1: NHWC f16 + partials -> coefficients.
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[tc::conv2d_tc_part_len(&[n, p, q, k])], DType::F32, Layout::RowMajor)?;
-        tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, ConvOut::F16Stats { y: &mut dy, part: &mut part })?;
+        let conv = |out: ConvOut<'_>| match variant {
+            Some(v) => tc::conv2d_tc_with(gpu, &dx, &dw, cs.stride, pad, cs.up, v, out),
+            None => tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, out),
+        };
+        conv(ConvOut::F16Stats { y: &mut dy, part: &mut part })?;
         let gamma = random(rng, &[k], 0.5, 1.5);
         let beta = random(rng, &[k], -0.5, 0.5);
         let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
@@ -117,7 +145,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
         let bias = random(rng, &[cs.k_real], -0.5, 0.5);
         let dbias = DeviceTensor::from_host(&bias)?;
         let mut dy32 = poisoned(&[n, cs.k_real, p, q], DType::F32, Layout::Nchw)?;
-        tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, ConvOut::NchwBias { y: &mut dy32, bias: &dbias })?;
+        conv(ConvOut::NchwBias { y: &mut dy32, bias: &dbias })?;
         gpu.synchronize()?;
 
         let got16 = tc::nhwc_to_nchw([n, p, q, k], &dy.to_vec_f16_as_f32()?)?;
@@ -159,6 +187,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let w_c12 = weight(32, 12, 3)?;
         let w_c4_k64 = weight(64, 4, 3)?;
         let w_c16 = weight(32, 16, 3)?;
+        let w_k64 = weight(64, 32, 3)?;
         let mut y = h(&[1, 8, 8, 32], Layout::Nhwc)?;
         let mut y48 = h(&[1, 8, 8, 48], Layout::Nhwc)?;
         let mut y64 = h(&[1, 8, 8, 64], Layout::Nhwc)?;
@@ -186,6 +215,8 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("channel mismatch", tc::conv2d_tc(gpu, &x, &w_c16, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
             ("NCHW output channels ≠ bias", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o3_bad, bias: &b3 })),
             ("bias longer than K", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o33, bias: &b33 })),
+            ("256-pixel kernel for a 128-pixel tiling", tc::conv2d_tc_with(gpu, &x, &w, 1, 1, 1, CONV2D_TC_K32_BK32, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("K = 32 kernel for K = 64", tc::conv2d_tc_with(gpu, &x, &w_k64, 1, 1, 1, CONV2D_TC_K32_BK64, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
         ];
         let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
         Ok(CheckResult {
@@ -220,7 +251,7 @@ fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize)
 }
 
 fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| run_case(gpu, rng, cs)).collect();
+    let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| variants(cs).into_iter().flat_map(|v| run_case(gpu, rng, cs, v)).collect::<Vec<_>>()).collect();
     // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels.
     for (n, h, w, k) in [(1, 20, 37, 3), (2, 17, 13, 3), (1, 16, 64, 3), (1, 5, 5, 3), (1, 9, 33, 8)] {
         out.push(halo_case(gpu, rng, n, h, w, k));
