@@ -199,12 +199,12 @@ pub const fn conv2d_tc_kernel(k: u32, c: u32, bm: u32) -> Option<&'static str> {
 }
 /// `conv2d_tc`: dynamic shared memory of variant `v` for `k` output channels, an `r`x`r` filter and weight
 /// rows of `kw`: `stages` x (A tile [bm][bk] + B tile [k][bk]) f16, then the gather tables: input-row
-/// offsets [r][bm] and input-column offsets [r][bm] (u32), then per GEMM-K piece (ceil(kw / bk) * bk /
-/// (piece / 2) of them) a (channel, table offsets) pair of u32. The epilogue's reduction scratch
+/// offsets [r][bm + 4] and input-column offsets [r][bm + 4] (u32), then per GEMM-K piece (ceil(kw / bk) *
+/// bk / (piece / 2) of them) a (channel, table offsets) pair of u32. The epilogue's reduction scratch
 /// (2 x 8 x k floats) fits inside the first stage.
 pub const fn conv2d_tc_smem(v: &Conv2dTcVariant, k: u32, r: u32, kw: u32) -> u32 {
     let pieces = kw.div_ceil(v.bk) * v.bk / (v.piece / 2);
-    v.stages * (v.bm + k) * v.bk * 2 + 2 * r * v.bm * 4 + pieces * 8
+    v.stages * (v.bm + k) * v.bk * 2 + 2 * r * (v.bm + 4) * 4 + pieces * 8
 }
 /// `conv2d_tc`: SMs the tile choice aims to fill (H100 and H200 SXM have 132).
 pub const CONV2D_TC_TARGET_BLOCKS: u32 = 132;

@@ -166,10 +166,13 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let smem = shared::dynamic_smem_addr();
     let a_bytes = bm * row_bytes;
     let stage_bytes = a_bytes + k_out * row_bytes;
-    // Gather tables after the stages: input-row offsets [r][bm], input-column offsets [r][bm], then a
+    // Gather tables after the stages: input-row offsets [r][ts], input-column offsets [r][ts], then a
     // (channel or u32::MAX past R*S*C, row-table | column-table byte offsets << 16) pair per piece.
+    // Table rows are `ts` = bm + 4 words apart: the 8 lanes of one tile row reading up to 8 different
+    // filter offsets (8-byte pieces) then hit 8 different banks.
+    let ts = bm + 4;
     let tab = smem + STAGES * stage_bytes;
-    let col_tab = s.r * bm * 4;
+    let col_tab = s.r * ts * 4;
     let ktab = tab + 2 * col_tab;
     {
         let hu = (s.h * s.up) as i32;
@@ -186,8 +189,8 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             let ow = m - oh * s.q_out;
             let ih = reflect((oh * s.stride + rr) as i32 - s.pad as i32, hu) as u32 >> up_shift;
             let iw = reflect((ow * s.stride + rr) as i32 - s.pad as i32, wu) as u32 >> up_shift;
-            st_u32(tab + id * 4, (n_img * s.h + ih) * s.wd * s.c);
-            st_u32(tab + col_tab + id * 4, iw * s.c);
+            st_u32(tab + (rr * ts + row) * 4, (n_img * s.h + ih) * s.wd * s.c);
+            st_u32(tab + col_tab + (rr * ts + row) * 4, iw * s.c);
             id += CONV2D_TC_THREADS;
         }
         let n_pieces = ktiles * BK / piece_elems;
@@ -197,7 +200,7 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             let (ci, offs) = if kk < kg {
                 let tap = kk / s.c;
                 let rr = tap / s.r;
-                (kk - tap * s.c, rr * bm * 4 | ((col_tab + (tap - rr * s.r) * bm * 4) << 16))
+                (kk - tap * s.c, rr * ts * 4 | ((col_tab + (tap - rr * s.r) * ts * 4) << 16))
             } else {
                 (u32::MAX, 0)
             };

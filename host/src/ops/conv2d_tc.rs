@@ -439,14 +439,14 @@ mod tests {
         }
         // The big variants' shared memory (two blocks per SM need ≤ 113 KB each; one of 228 KB per SM).
         let smem = |k, c, bm, r| conv2d_tc_smem(&conv2d_tc_variant(k, c, bm).unwrap(), k, r, conv2d_tc_kw(r * r * c));
-        assert_eq!(smem(128, 128, 128, 3), 3 * 256 * 128 + 2 * 3 * 128 * 4 + 1152 / 8 * 8);
+        assert_eq!(smem(128, 128, 128, 3), 3 * 256 * 128 + 2 * 3 * 132 * 4 + 1152 / 8 * 8);
         assert!(smem(128, 128, 128, 3) <= 113 * 1024);
         assert!(smem(64, 128, 128, 3) <= 113 * 1024);
         assert!(smem(32, 4, 256, 9) <= 113 * 1024);
         assert!(conv2d_tc_smem(&CONV2D_TC_K32_BK32, 32, 3, 576) <= 113 * 1024);
-        assert_eq!(conv2d_tc_smem(&CONV2D_TC_K32_BK64, 32, 3, 576), 4 * 288 * 128 + 2 * 3 * 256 * 4 + 576 / 8 * 8);
+        assert_eq!(conv2d_tc_smem(&CONV2D_TC_K32_BK64, 32, 3, 576), 4 * 288 * 128 + 2 * 3 * 260 * 4 + 576 / 8 * 8);
         // A trailing half step (kw = 288 with BK = 64) still has table entries for the whole step.
-        assert_eq!(smem(64, 32, 128, 3), 4 * 192 * 128 + 2 * 3 * 128 * 4 + 320 / 8 * 8);
+        assert_eq!(smem(64, 32, 128, 3), 4 * 192 * 128 + 2 * 3 * 132 * 4 + 320 / 8 * 8);
         // Small grids take smaller tiles where a variant exists; large ones the largest tile.
         assert_eq!(conv2d_tc_bm(128, 1, 64 * 64), 32);
         assert_eq!(conv2d_tc_bm(128, 1, 128 * 128), 64);
