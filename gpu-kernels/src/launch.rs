@@ -26,19 +26,9 @@ pub struct Conv2dVariant {
 }
 
 /// Many output channels (K > 4): 32 channels x 8 x 32 pixels per block, 8 x 4 outputs per thread.
-pub const CONV2D_WIDE: Conv2dVariant = Conv2dVariant {
-    name: "conv2d_k32",
-    kg: 4,
-    kx: 8,
-    px: 4,
-};
+pub const CONV2D_WIDE: Conv2dVariant = Conv2dVariant { name: "conv2d_k32", kg: 4, kx: 8, px: 4 };
 /// Few output channels (K <= 4, the last 9x9 layer): 4 channels x 32 x 32 pixels per block.
-pub const CONV2D_NARROW: Conv2dVariant = Conv2dVariant {
-    name: "conv2d_k4",
-    kg: 1,
-    kx: 4,
-    px: 4,
-};
+pub const CONV2D_NARROW: Conv2dVariant = Conv2dVariant { name: "conv2d_k4", kg: 1, kx: 4, px: 4 };
 
 impl Conv2dVariant {
     /// Output channels per block.
@@ -124,11 +114,7 @@ pub const ATTN_BQ: u32 = 64;
 pub const ATTN_THREADS: u32 = 256;
 /// `attention`: keys per shared-memory tile for a head dimension.
 pub const fn attn_bk(head_dim: u32) -> u32 {
-    if head_dim >= 128 {
-        32
-    } else {
-        64
-    }
+    if head_dim >= 128 { 32 } else { 64 }
 }
 /// `attention`: dynamic shared memory in bytes for a head dimension:
 /// Q tile [dh][BQ+1], K tile [dh][BK+1], V tile [BK][dh], P tile [BQ][BK+1] (floats).
@@ -145,63 +131,98 @@ pub const ADAIN_EPS: f32 = 1e-5;
 
 // ------------------------------------------------------------------------------------------- conv2d_tc
 /// `conv2d_tc` (f16 implicit GEMM on tensor cores): the largest output-pixel tile (GEMM-M) per block.
-pub const CONV2D_TC_BM: u32 = 128;
-/// `conv2d_tc`: GEMM-K slice (f16 elements) per pipeline stage: one 64-byte smem row per pixel/channel.
-/// Weight rows are zero-padded to a multiple of it.
+pub const CONV2D_TC_BM: u32 = 256;
+/// `conv2d_tc`: weight rows are zero-padded to a multiple of this (the smallest GEMM-K step of any
+/// variant; variants stepping by 64 treat a trailing half step as zeros and skip its mma).
 pub const CONV2D_TC_BK: u32 = 32;
 /// `conv2d_tc`: threads per block (8 warps).
 pub const CONV2D_TC_THREADS: u32 = 256;
-/// `conv2d_tc`: cp.async pipeline depth (the kernel waits with `wait_group(STAGES - 2)`).
-pub const CONV2D_TC_STAGES: u32 = 3;
 /// `conv2d_tc` epilogue: NHWC f16 output plus per-tile InstanceNorm partials.
 pub const CONV2D_TC_OUT_F16_STATS: u32 = 0;
 /// `conv2d_tc` epilogue: NCHW f32 output of the first `k_real` channels plus bias.
 pub const CONV2D_TC_OUT_NCHW_BIAS: u32 = 1;
-/// `conv2d_tc`: dynamic shared memory for `k` output channels and `bm`-pixel tiles: per stage an A tile
-/// [bm][BK] and a B tile [k][BK] of f16 (the epilogue's reduction scratch, 2 x 8 x k floats, fits inside).
-pub const fn conv2d_tc_smem_bytes(k: u32, bm: u32) -> u32 {
-    CONV2D_TC_STAGES * (bm + k) * CONV2D_TC_BK * 2
+
+/// One compiled `conv2d_tc` kernel: `bm` output pixels x all K channels per block, GEMM-K steps of `bk`
+/// f16 (32 or 64) through a `stages`-deep cp.async pipeline, A gathered in `piece`-byte pieces (16, or 8
+/// for the 4-channel first layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dTcVariant {
+    pub name: &'static str,
+    pub bm: u32,
+    pub bk: u32,
+    pub stages: u32,
+    pub piece: u32,
 }
-/// `conv2d_tc`: SMs the tile choice aims to fill (H100 and H200 SXM have 132).
-pub const CONV2D_TC_TARGET_BLOCKS: u32 = 132;
-/// `conv2d_tc`: output pixels per block for `k` output channels and `n` samples of `pq` output pixels: the
-/// largest tile (128, then 64, 32 where a variant exists for K) whose grid still fills
-/// `CONV2D_TC_TARGET_BLOCKS` SMs, else the smallest. The launcher and `nhwc_in_coef` both use this.
-pub const fn conv2d_tc_bm(k: u32, n: u32, pq: u32) -> u32 {
-    let smallest = match k {
-        128 => 32,
-        64 => 64,
-        _ => 128,
-    };
-    let mut bm = 128;
-    while bm > smallest && n * pq.div_ceil(bm) < CONV2D_TC_TARGET_BLOCKS {
-        bm /= 2;
-    }
-    bm
+
+const fn tcv(name: &'static str, bm: u32, bk: u32, stages: u32, piece: u32) -> Conv2dTcVariant {
+    Conv2dTcVariant { name, bm, bk, stages, piece }
 }
-/// `conv2d_tc`: kernel name for `k` output channels, `c` input channels (4 selects the 8-byte gather of
+
+/// K = 32, C % 8 == 0, 256-pixel tiles: GEMM-K step 64, 4 stages (154 KB for 3x3: one block per SM).
+pub const CONV2D_TC_K32_BK64: Conv2dTcVariant = tcv("conv2d_tc_k32", 256, 64, 4, 16);
+/// K = 32, C % 8 == 0, 256-pixel tiles: GEMM-K step 32, 4 stages (78 KB for 3x3: two blocks per SM).
+pub const CONV2D_TC_K32_BK32: Conv2dTcVariant = tcv("conv2d_tc_k32_bk32", 256, 32, 4, 16);
+
+/// `conv2d_tc`: the variant for `k` output channels, `c` input channels (4 selects the 8-byte gather of
 /// the 4-channel first layer; otherwise `c` must be a multiple of 8) and `bm`-pixel tiles, or `None`.
-pub const fn conv2d_tc_kernel(k: u32, c: u32, bm: u32) -> Option<&'static str> {
+/// (The host may swap `CONV2D_TC_K32_BK64` for `CONV2D_TC_K32_BK32`: same tile, same partials.)
+pub const fn conv2d_tc_variant(k: u32, c: u32, bm: u32) -> Option<Conv2dTcVariant> {
     if c == 4 {
-        return if k == 32 && bm == 128 {
-            Some("conv2d_tc_c4_k32")
-        } else {
-            None
+        return match (k, bm) {
+            (32, 256) => Some(tcv("conv2d_tc_c4_k32", 256, 32, 4, 8)),
+            (32, 128) => Some(tcv("conv2d_tc_c4_k32_m128", 128, 32, 4, 8)),
+            _ => None,
         };
     }
     if c == 0 || !c.is_multiple_of(8) {
         return None;
     }
     match (k, bm) {
-        (8, 128) => Some("conv2d_tc_k8"),
-        (32, 128) => Some("conv2d_tc_k32"),
-        (64, 128) => Some("conv2d_tc_k64"),
-        (64, 64) => Some("conv2d_tc_k64_m64"),
-        (128, 128) => Some("conv2d_tc_k128"),
-        (128, 64) => Some("conv2d_tc_k128_m64"),
-        (128, 32) => Some("conv2d_tc_k128_m32"),
+        (8, 128) => Some(tcv("conv2d_tc_k8", 128, 32, 3, 16)),
+        (32, 256) => Some(CONV2D_TC_K32_BK64),
+        (32, 128) => Some(tcv("conv2d_tc_k32_m128", 128, 64, 4, 16)),
+        (64, 128) => Some(tcv("conv2d_tc_k64", 128, 64, 4, 16)),
+        (64, 64) => Some(tcv("conv2d_tc_k64_m64", 64, 64, 4, 16)),
+        (128, 128) => Some(tcv("conv2d_tc_k128", 128, 64, 3, 16)),
+        (128, 64) => Some(tcv("conv2d_tc_k128_m64", 64, 64, 4, 16)),
+        (128, 32) => Some(tcv("conv2d_tc_k128_m32", 32, 64, 4, 16)),
         _ => None,
     }
+}
+/// `conv2d_tc`: kernel name for `k` output channels, `c` input channels and `bm`-pixel tiles, or `None`
+/// (the name of [`conv2d_tc_variant`]).
+pub const fn conv2d_tc_kernel(k: u32, c: u32, bm: u32) -> Option<&'static str> {
+    match conv2d_tc_variant(k, c, bm) {
+        Some(v) => Some(v.name),
+        None => None,
+    }
+}
+/// `conv2d_tc`: dynamic shared memory of variant `v` for `k` output channels, an `r`x`r` filter and weight
+/// rows of `kw`: `stages` x (A tile [bm][bk] + B tile [k][bk]) f16, then the gather tables: input-row
+/// offsets [r][bm + 4] and input-column offsets [r][bm + 4] (u32), then per GEMM-K piece (ceil(kw / bk) *
+/// bk / (piece / 2) of them) a (channel, table offsets) pair of u32. The epilogue's reduction scratch
+/// (2 x 8 x k floats) fits inside the first stage.
+pub const fn conv2d_tc_smem(v: &Conv2dTcVariant, k: u32, r: u32, kw: u32) -> u32 {
+    let pieces = kw.div_ceil(v.bk) * v.bk / (v.piece / 2);
+    v.stages * (v.bm + k) * v.bk * 2 + 2 * r * (v.bm + 4) * 4 + pieces * 8
+}
+/// `conv2d_tc`: SMs the tile choice aims to fill (H100 and H200 SXM have 132).
+pub const CONV2D_TC_TARGET_BLOCKS: u32 = 132;
+/// `conv2d_tc`: output pixels per block for `k` output channels and `n` samples of `pq` output pixels: the
+/// largest tile (256 for K = 32, else 128; then halving while a variant exists for K) whose grid still fills
+/// `CONV2D_TC_TARGET_BLOCKS` SMs, else the smallest. The launcher and `nhwc_in_coef` both use this.
+pub const fn conv2d_tc_bm(k: u32, n: u32, pq: u32) -> u32 {
+    let (largest, smallest) = match k {
+        128 => (128, 32),
+        64 => (128, 64),
+        32 => (256, 128),
+        _ => (128, 128),
+    };
+    let mut bm = largest;
+    while bm > smallest && n * pq.div_ceil(bm) < CONV2D_TC_TARGET_BLOCKS {
+        bm /= 2;
+    }
+    bm
 }
 /// `conv2d_tc`: the padded weight row length for GEMM-K = `kg` (a multiple of `CONV2D_TC_BK`).
 pub const fn conv2d_tc_kw(kg: u32) -> u32 {
@@ -222,9 +243,8 @@ pub const CONV2D_TC_HALO_C: u32 = 32;
 pub const CONV2D_TC_HALO_W_ELEMS: u32 = 81 * 2 * 32 * 4;
 /// `conv2d_tc_halo9_k8`: dynamic shared memory: the (TH+8) x (TW+8) x C f16 input tile with its halo, then
 /// the weight.
-pub const CONV2D_TC_HALO_SMEM: u32 =
-    (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2
-        + CONV2D_TC_HALO_W_ELEMS * 2;
+pub const CONV2D_TC_HALO_SMEM: u32 = (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2 + CONV2D_TC_HALO_W_ELEMS * 2;
+
 
 // ------------------------------------------------------------------------------------------- linear_tc
 /// `linear_tc` (f16 tensor-core GEMM, f32 accumulation): output rows (GEMM-M) per block.
@@ -238,8 +258,7 @@ pub const LINEAR_TC_THREADS: u32 = 256;
 /// `linear_tc`: cp.async pipeline depth (the kernel waits with `wait_group(STAGES - 2)`).
 pub const LINEAR_TC_STAGES: u32 = 4;
 /// `linear_tc`: dynamic shared memory: per stage an x tile [BM][BK] and a w tile [BN][BK] of f16.
-pub const LINEAR_TC_SMEM_BYTES: u32 =
-    LINEAR_TC_STAGES * (LINEAR_TC_BM + LINEAR_TC_BN) * LINEAR_TC_BK * 2;
+pub const LINEAR_TC_SMEM_BYTES: u32 = LINEAR_TC_STAGES * (LINEAR_TC_BM + LINEAR_TC_BN) * LINEAR_TC_BK * 2;
 /// `linear_tc` flag: add the f32 bias vector.
 pub const LINEAR_TC_BIAS: u32 = 1;
 /// `linear_tc` flag: exact (erf) GELU after the bias.
@@ -257,11 +276,7 @@ pub const ATTN_TC_BK: u32 = 64;
 /// `attention_tc`: 16-row m-tiles per warp for a head dimension (2 keeps 32 rows per warp, halving the
 /// K/V shared-memory reads per FLOP; head_dim 128 uses 1 to stay within the register file).
 pub const fn attn_tc_m_tiles(head_dim: u32) -> u32 {
-    if head_dim >= 128 {
-        1
-    } else {
-        2
-    }
+    if head_dim >= 128 { 1 } else { 2 }
 }
 /// `attention_tc`: queries per block.
 pub const fn attn_tc_bq(head_dim: u32) -> u32 {

@@ -1,47 +1,75 @@
 //! `conv2d_tc` kernels (host launcher: host/src/ops/conv2d_tc.rs; CPU reference: models::ops::conv2d).
 //!
 //! Implicit-GEMM convolution on tensor cores for the fast TransformerNet: x NHWC f16, w [K][kw] f16 (each
-//! row the (r, s, c) GEMM-K order, zero-padded to `kw`, a multiple of `CONV2D_TC_BK`), fp32 accumulation,
-//! reflection padding, stride, optional nearest upsampling folded into the gather. GEMM: M = P*Q output
-//! pixels of one sample (grid y = sample), N_gemm = K output channels (all of them in one block),
-//! K_gemm = R*S*C, c innermost.
+//! row the (r, s, c) GEMM-K order, zero-padded to `kw`, a multiple of `CONV2D_TC_BK` = 32), fp32
+//! accumulation, reflection padding, stride, optional nearest upsampling folded into the gather. GEMM:
+//! M = P*Q output pixels of one sample (grid y = sample), N_gemm = K output channels (all of them in one
+//! block), K_gemm = R*S*C, c innermost.
 //!
 //! Two epilogues (`mode`):
 //! * `CONV2D_TC_OUT_F16_STATS`: y16 NHWC f16 (saturated to ±65504) and, per block, each channel's
 //!   InstanceNorm partials of the block's pixels, computed from the f32 accumulators in two passes
-//!   (`part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2)); `instance_norm_coef` combines them.
+//!   (`part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2)); `nhwc_in_coef` combines them.
 //! * `CONV2D_TC_OUT_NCHW_BIAS`: y32 NCHW f32 channels `0..k_real` plus bias (the network's last layer).
 //!
-//! Block: `CONV2D_TC_THREADS` = 8 warps, BM = 128, 64 or 32 pixels x all K channels; the warps form a
-//! (8 / WN) x WN grid, each computing MT m-tiles x NT n-tiles of mma m16n8k16 (K = 8 * NT * WN,
-//! BM = 16 * MT * 8 / WN; smaller tiles fill the GPU at small sizes). Grid: x = ceil(P*Q / BM), y = N.
-//! Each GEMM-K step of `BK` = 32 f16 stages an A tile [BM][32] and a B tile [K][32] in shared memory
-//! through a `CONV2D_TC_STAGES`-deep cp.async pipeline. A row is 64 bytes = four 16-byte chunks; chunk
-//! `j` of row `row` lives at `row * 64 + ((j ^ ((row >> 1) & 3)) * 16)` so that 8 consecutive rows of one
-//! chunk column hit 8 different bank groups (ldmatrix and cp.async are conflict-free). The A gather moves
-//! 16-byte pieces (8 channels of one tap; C % 8 == 0) or, for the 4-channel first layer (`C4`), 8-byte
-//! pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q gather pixel P*Q-1
-//! (in range) and are neither stored nor counted in the statistics.
-use crate::device::mma::{
-    cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x4,
-    mma_f16_16816, pack_f16x2,
-};
+//! Block: `CONV2D_TC_THREADS` = 8 warps, BM = 256, 128, 64 or 32 pixels x all K channels (see
+//! `launch::conv2d_tc_variant`); the warps form a (8 / WN) x WN grid, each computing MT m-tiles x NT
+//! n-tiles of mma m16n8k16 (K = 8 * NT * WN, BM = 16 * MT * 8 / WN; smaller tiles fill the GPU at small
+//! sizes). Grid: x = ceil(P*Q / BM), y = N.
+//!
+//! Each GEMM-K step of `BK` (32 or 64) f16 stages an A tile [BM][BK] and a B tile [K][BK] in shared memory
+//! through a `STAGES`-deep cp.async pipeline (one commit group per step, `wait_group(STAGES - 2)`, one
+//! barrier per step). A row is BK * 2 bytes = BK / 8 16-byte chunks; chunk `j` of row `row` lives at
+//! `row * 2BK + ((j ^ sw(row)) * 16)` with sw = `row & 7` (BK = 64) or `(row >> 1) & 3` (BK = 32), so that
+//! 8 consecutive rows of one chunk column hit 8 different bank groups (ldmatrix and cp.async are
+//! conflict-free). When kw is not a multiple of BK = 64 the last step's second half is zero (B
+//! zero-filled, A past R*S*C) and its mma are skipped.
+//!
+//! Gather: before the main loop each block writes two small tables into shared memory: for every tile row
+//! (output pixel) and filter offset r, the element offset of the reflected, upsampled input row
+//! (`(n*H + ih) * W * C`), and for every s the column offset (`iw * C`); and for every GEMM-K piece the
+//! channel and the (r, s) table offsets. A piece's source address is then two shared loads and two adds
+//! instead of the reflections, divisions and multiplications per piece of the first version. The A
+//! gather moves 16-byte pieces (8 channels of one tap; C % 8 == 0) or, for the 4-channel first layer
+//! (`PIECE` = 8), 8-byte pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q
+//! gather pixel P*Q-1 (in range) and are neither stored nor counted in the statistics.
+use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x2, ldmatrix_x4, mma_f16_16816, pack_f16x2};
+use crate::device::shared::ld_v2_u32;
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
-use crate::launch::{
-    CONV2D_TC_BK, CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_STAGES, CONV2D_TC_THREADS,
-};
+use crate::launch::{CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_THREADS};
+use core::arch::asm;
 
-/// Bytes of one shared-memory row (BK f16).
-const ROW_BYTES: u32 = CONV2D_TC_BK * 2;
-/// 16-byte chunks per row.
-const CHUNKS: u32 = ROW_BYTES / 16;
-
-/// Byte offset of 16-byte chunk `chunk` of row `row` in a tile (XOR swizzle, see the module comment).
+/// Byte offset of 16-byte chunk `chunk` of row `row` in a tile of `BK`-element rows (XOR swizzle, see the
+/// module comment).
 #[inline(always)]
-fn swz(row: u32, chunk: u32) -> u32 {
-    row * ROW_BYTES + ((chunk ^ ((row >> 1) & 3)) << 4)
+fn swz<const BK: u32>(row: u32, chunk: u32) -> u32 {
+    if BK == 64 {
+        row * 128 + ((chunk ^ (row & 7)) << 4)
+    } else {
+        row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4)
+    }
+}
+
+/// `ld.shared.u32` at a shared-window byte address.
+///
+/// # Safety
+/// `addr` must be 4-byte aligned inside the launch's dynamic shared memory.
+#[inline(always)]
+unsafe fn ld_u32(addr: u32) -> u32 {
+    let r: u32;
+    asm!("ld.shared.u32 {0}, [{1}];", out(reg32) r, in(reg32) addr, options(nostack, readonly));
+    r
+}
+
+/// `st.shared.u32` at a shared-window byte address.
+///
+/// # Safety
+/// As [`ld_u32`].
+#[inline(always)]
+unsafe fn st_u32(addr: u32, v: u32) {
+    asm!("st.shared.u32 [{0}], {1};", in(reg32) addr, in(reg32) v, options(nostack));
 }
 
 /// Reflects `v` into `0..extent` (one reflection; the host ensures the padding is smaller than `extent`).
@@ -79,17 +107,12 @@ struct Shape {
     up: u32,
 }
 
-/// The kernel body. `MT` m-tiles x `NT` n-tiles per warp, `WN` warps along N (K = 8 NT WN), `PIECE` the
-/// gather width in bytes (16, or 8 for 4-channel inputs), `A_ROWS` = A-tile rows gathered per thread.
+/// The kernel body. `MT` m-tiles x `NT` n-tiles per warp, `WN` warps along N (K = 8 NT WN), GEMM-K step
+/// `BK`, `STAGES` pipeline stages, `PIECE` the gather width in bytes (16, or 8 for 4-channel inputs),
+/// `A_ROWS` = A-tile rows gathered per thread and step.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn conv2d_tc_body<
-    const MT: usize,
-    const NT: usize,
-    const WN: u32,
-    const PIECE: u32,
-    const A_ROWS: usize,
->(
+unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const BK: u32, const STAGES: u32, const PIECE: u32, const A_ROWS: usize>(
     x: *const u16,
     w: *const u16,
     s: Shape,
@@ -100,132 +123,143 @@ unsafe fn conv2d_tc_body<
     bias: *const f32,
     k_real: u32,
 ) {
-    // Output pixels per block.
+    // Output pixels per block, bytes per smem row, 16-byte chunks per row, gather pieces per row.
     let bm: u32 = 16 * MT as u32 * (8 / WN);
-    const { assert!(CONV2D_TC_THREADS == 256 && CHUNKS == 4 && (NT == 1 || NT == 4)) };
-    const { assert!(16 * MT as u32 * (8 / WN) <= CONV2D_TC_BM) };
-    // A_ROWS rows per thread cover the tile (for BM = 32 half the threads have no row: skipped below).
-    const {
-        assert!(
-            (PIECE == 16 || PIECE == 8)
-                && A_ROWS as u32 * CONV2D_TC_THREADS * PIECE
-                    >= 16 * MT as u32 * (8 / WN) * ROW_BYTES
-        )
-    };
-    const {
-        assert!(
-            A_ROWS == 1
-                || A_ROWS as u32 * CONV2D_TC_THREADS * PIECE
-                    == 16 * MT as u32 * (8 / WN) * ROW_BYTES
-        )
-    };
-    // Repeats a block for i in 0..MT (fully unrolled, so the fragment arrays stay in registers).
-    macro_rules! unroll_mt {
-        (|$i:ident| $body:block) => {
-            match MT {
-                1 => {
-                    let $i: usize = 0;
-                    $body
-                }
-                2 => unroll!(2, |$i| $body),
-                _ => unroll!(4, |$i| $body),
-            }
-        };
-    }
-    macro_rules! unroll_nt {
-        (|$i:ident| $body:block) => {
-            match NT {
-                1 => {
-                    let $i: usize = 0;
-                    $body
-                }
-                _ => unroll!(4, |$i| $body),
-            }
-        };
-    }
-    let k_out = 8 * NT as u32 * WN;
-    let pieces = ROW_BYTES / PIECE; // per row
+    let row_bytes = BK * 2;
+    let chunks = BK / 8;
+    let pieces = row_bytes / PIECE;
     let piece_elems = PIECE / 2;
     let a_row_step = CONV2D_TC_THREADS / pieces;
+    let k_out = 8 * NT as u32 * WN;
+    // B tile: rows per pass of the block and passes.
+    let b_row_step = CONV2D_TC_THREADS / chunks;
+    let b_iters = (k_out * chunks).div_ceil(CONV2D_TC_THREADS);
+    const { assert!(CONV2D_TC_THREADS == 256 && (BK == 32 || BK == 64) && (NT == 1 || NT == 4) && STAGES >= 2 && STAGES <= 4) };
+    const { assert!(16 * MT as u32 * (8 / WN) <= CONV2D_TC_BM) };
+    // The per-row steps keep the swizzle term (row & 7 or (row >> 1) & 3) of a thread's rows equal.
+    const { assert!((PIECE == 16 || PIECE == 8) && (CONV2D_TC_THREADS / (BK * 2 / PIECE)) % 8 == 0 && (CONV2D_TC_THREADS / (BK / 8)) % 8 == 0) };
+    // A_ROWS rows per thread cover the tile (for small tiles some threads have no row: skipped below).
+    const { assert!(A_ROWS as u32 * CONV2D_TC_THREADS * PIECE >= 16 * MT as u32 * (8 / WN) * BK * 2) };
+    const { assert!(A_ROWS == 1 || A_ROWS as u32 * CONV2D_TC_THREADS * PIECE == 16 * MT as u32 * (8 / WN) * BK * 2) };
+    const { assert!(A_ROWS <= 8 && (8 * NT as u32 * WN * BK / 8).div_ceil(CONV2D_TC_THREADS) <= 8) };
+    // Repeats a block for i in 0..N (fully unrolled, so fragment arrays stay in registers).
+    macro_rules! unroll_n {
+        ($n:expr, |$i:ident| $body:block) => {
+            match $n {
+                1 => { let $i: usize = 0; $body }
+                2 => unroll!(2, |$i| $body),
+                4 => unroll!(4, |$i| $body),
+                _ => unroll!(8, |$i| $body),
+            }
+        };
+    }
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
     let kg = s.r * s.r * s.c; // GEMM-K (the weight rows are zero-padded to kw ≥ kg)
-    let ktiles = s.kw / CONV2D_TC_BK;
+    let ktiles = s.kw.div_ceil(BK);
     let tile = block_idx_x();
     let n_img = block_idx_y();
     let pq = s.p_out * s.q_out;
     let m0 = tile * bm;
 
     let smem = shared::dynamic_smem_addr();
-    let a_bytes = bm * ROW_BYTES;
-    let stage_bytes = a_bytes + k_out * ROW_BYTES;
-
-    // A gather: this thread's piece column and its rows' pixel coordinates.
-    let j = t % pieces;
-    let hu = (s.h * s.up) as i32;
-    let wu = (s.wd * s.up) as i32;
-    let up_shift = s.up >> 1; // up is 1 or 2 (host-checked): source = upsampled >> up_shift
-    let img = n_img * s.h * s.wd; // pixel index of the sample's first input pixel
-    let mut a_bh = [0i32; A_ROWS]; // oh * stride - pad (upsampled coordinates)
-    let mut a_bw = [0i32; A_ROWS];
-    for i in 0..A_ROWS {
-        let row = t / pieces + a_row_step * i as u32;
-        let mut m = m0 + row;
-        if m >= pq {
-            m = pq - 1;
+    let a_bytes = bm * row_bytes;
+    let stage_bytes = a_bytes + k_out * row_bytes;
+    // Gather tables after the stages: input-row offsets [r][ts], input-column offsets [r][ts], then a
+    // (channel or u32::MAX past R*S*C, row-table | column-table byte offsets << 16) pair per piece.
+    // Table rows are `ts` = bm + 4 words apart: the 8 lanes of one tile row reading up to 8 different
+    // filter offsets (8-byte pieces) then hit 8 different banks.
+    let ts = bm + 4;
+    let tab = smem + STAGES * stage_bytes;
+    let col_tab = s.r * ts * 4;
+    let ktab = tab + 2 * col_tab;
+    {
+        let hu = (s.h * s.up) as i32;
+        let wu = (s.wd * s.up) as i32;
+        let up_shift = s.up >> 1; // up is 1 or 2 (host-checked): source = upsampled >> up_shift
+        let mut id = t;
+        while id < bm * s.r {
+            let (rr, row) = (id / bm, id % bm);
+            let mut m = m0 + row;
+            if m >= pq {
+                m = pq - 1;
+            }
+            let oh = m / s.q_out;
+            let ow = m - oh * s.q_out;
+            let ih = reflect((oh * s.stride + rr) as i32 - s.pad as i32, hu) as u32 >> up_shift;
+            let iw = reflect((ow * s.stride + rr) as i32 - s.pad as i32, wu) as u32 >> up_shift;
+            st_u32(tab + (rr * ts + row) * 4, (n_img * s.h + ih) * s.wd * s.c);
+            st_u32(tab + col_tab + (rr * ts + row) * 4, iw * s.c);
+            id += CONV2D_TC_THREADS;
         }
-        let oh = m / s.q_out;
-        let ow = m - oh * s.q_out;
-        a_bh[i] = (oh * s.stride) as i32 - s.pad as i32;
-        a_bw[i] = (ow * s.stride) as i32 - s.pad as i32;
+        let n_pieces = ktiles * BK / piece_elems;
+        let mut id = t;
+        while id < n_pieces {
+            let kk = id * piece_elems;
+            let (ci, offs) = if kk < kg {
+                let tap = kk / s.c;
+                let rr = tap / s.r;
+                (kk - tap * s.c, rr * ts * 4 | ((col_tab + (tap - rr * s.r) * ts * 4) << 16))
+            } else {
+                (u32::MAX, 0)
+            };
+            st_u32(ktab + id * 8, ci);
+            st_u32(ktab + id * 8 + 4, offs);
+            id += CONV2D_TC_THREADS;
+        }
+        sync_threads();
     }
+
+    // A gather: this thread's piece column j and rows a_row0 + i * a_row_step (same swizzle term).
+    let j = t % pieces;
+    let a_row0 = t / pieces;
+    let a_dst0 = swz::<BK>(a_row0, (j * PIECE) / 16) + (j * PIECE) % 16;
+    let a_tab0 = tab + a_row0 * 4;
+    // B: chunk b_j of rows b_n0 + i * b_row_step.
+    let b_j = t % chunks;
+    let b_n0 = t / chunks;
+    let b_dst0 = swz::<BK>(b_n0, b_j);
+    let b_src0 = w.wrapping_add(b_n0 as usize * s.kw as usize + b_j as usize * 8);
 
     // Issues the copies of GEMM-K step `kt` into pipeline stage `stage`.
     let load = |stage: u32, kt: u32| {
         let base = smem + stage * stage_bytes;
-        let k0 = kt * CONV2D_TC_BK;
-        // A: piece j of each of this thread's rows (one tap, `piece_elems` channels from ci).
-        let kk = k0 + j * piece_elems;
-        let a_ok = kk < kg;
-        let kk_c = if a_ok { kk } else { 0 };
-        let tap = kk_c / s.c;
-        let ci = kk_c - tap * s.c;
-        let rr = tap / s.r;
-        let ss = tap - rr * s.r;
-        let (chunk, within) = ((j * PIECE) / 16, (j * PIECE) % 16);
-        for i in 0..A_ROWS {
-            let row = t / pieces + a_row_step * i as u32;
-            if row >= bm {
-                continue;
+        let k0 = kt * BK;
+        let [ci, offs] = ld_v2_u32(ktab + (k0 / piece_elems + j) * 8);
+        let a_ok = ci != u32::MAX;
+        let ci = if a_ok { ci } else { 0 };
+        let row_t = a_tab0 + (offs & 0xffff);
+        let col_t = a_tab0 + (offs >> 16);
+        unroll_n!(A_ROWS, |i| {
+            let dr = a_row_step * i as u32;
+            if A_ROWS > 1 || a_row0 < bm {
+                let off = ld_u32(row_t + dr * 4) + ld_u32(col_t + dr * 4) + ci;
+                let src = x.add(off as usize) as *const u8;
+                let dst = base + a_dst0 + dr * row_bytes;
+                // L1-cached: neighbouring output pixels and taps re-read the same input.
+                if PIECE == 16 {
+                    cp_async_16_ca(dst, src, if a_ok { 16 } else { 0 });
+                } else {
+                    cp_async_8(dst, src, if a_ok { 8 } else { 0 });
+                }
             }
-            let ih = reflect(a_bh[i] + rr as i32, hu) as u32 >> up_shift;
-            let iw = reflect(a_bw[i] + ss as i32, wu) as u32 >> up_shift;
-            let pix = img + ih * s.wd + iw;
-            let src = x.add(pix as usize * s.c as usize + ci as usize) as *const u8;
-            let dst = base + swz(row, chunk) + within;
-            // L1-cached: neighbouring output pixels and taps re-read the same input.
-            if PIECE == 16 {
-                cp_async_16_ca(dst, src, if a_ok { 16 } else { 0 });
-            } else {
-                cp_async_8(dst, src, if a_ok { 8 } else { 0 });
+        });
+        // B: K rows x `chunks` chunks (rows zero-padded to kw on the host; a half step past kw zero-fills).
+        let b_ok = k0 + b_j * 8 < s.kw;
+        unroll_n!(b_iters, |i| {
+            let n = b_n0 + b_row_step * i as u32;
+            if b_iters * CONV2D_TC_THREADS == k_out * chunks || n < k_out {
+                let src = if b_ok { b_src0.wrapping_add((b_row_step * i as u32) as usize * s.kw as usize + k0 as usize) } else { w };
+                cp_async_16(base + a_bytes + b_dst0 + b_row_step * i as u32 * row_bytes, src as *const u8, if b_ok { 16 } else { 0 });
             }
-        }
-        // B: K rows x 4 chunks, spread over the block (rows are zero-padded to kw on the host).
-        let mut id = t;
-        while id < k_out * CHUNKS {
-            let n = id / CHUNKS;
-            let jj = id % CHUNKS;
-            let off = n as usize * s.kw as usize + (k0 + jj * 8) as usize;
-            cp_async_16(base + a_bytes + swz(n, jj), w.add(off) as *const u8, 16);
-            id += CONV2D_TC_THREADS;
-        }
+        });
     };
 
     let mut acc = [[[0f32; 4]; NT]; MT];
 
     // Prologue: the first STAGES - 1 steps (one commit group each, possibly empty).
-    for st in 0..CONV2D_TC_STAGES - 1 {
+    for st in 0..STAGES - 1 {
         if st < ktiles {
             load(st, st);
         }
@@ -237,57 +271,53 @@ unsafe fn conv2d_tc_body<
     let wn = warp / (8 / WN);
     let row0 = wm * 16 * MT as u32;
     let col0 = wn * 8 * NT as u32;
-    // ldmatrix row addresses of this lane (before the stage base, the m-tile and the k16 half).
+    // ldmatrix row addresses of this lane (before the stage base, the m-tile and the k16 step).
     let a_row = row0 + (lane % 16);
     let a_chunk = lane / 16;
-    // NT = 4: one x4 gives n-tiles 2jp, 2jp+1 of one k16 half; NT = 1: one x4 gives both halves.
-    let (b_row, b_chunk) = if NT == 4 {
-        (col0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1)
-    } else {
-        (col0 + (lane & 7), lane >> 3)
-    };
+    // NT = 4: one x4 gives n-tiles 2jp, 2jp+1 of one k16 step; NT = 1: one x2 (lanes 0..16) gives one step.
+    let (b_row, b_chunk) = if NT == 4 { (col0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1) } else { (col0 + (lane & 7), (lane >> 3) & 1) };
 
     let mut kt = 0;
     while kt < ktiles {
         // Step kt has landed (at most STAGES - 2 younger groups pending) for this thread; the barrier
         // makes every thread's copies visible and guarantees step kt - 1's stage is no longer read.
-        cp_async_wait_group::<{ CONV2D_TC_STAGES - 2 }>();
+        match STAGES {
+            2 => cp_async_wait_group::<0>(),
+            3 => cp_async_wait_group::<1>(),
+            _ => cp_async_wait_group::<2>(),
+        }
         sync_threads();
-        let next = kt + CONV2D_TC_STAGES - 1;
+        let next = kt + STAGES - 1;
         if next < ktiles {
-            load(next % CONV2D_TC_STAGES, next);
+            load(next % STAGES, next);
         }
         cp_async_commit();
 
-        let a_base = smem + (kt % CONV2D_TC_STAGES) * stage_bytes;
+        let a_base = smem + (kt % STAGES) * stage_bytes;
         let b_base = a_base + a_bytes;
-        let b_all = if NT == 1 {
-            ldmatrix_x4(b_base + swz(b_row, b_chunk))
-        } else {
-            [0; 4]
-        };
-        unroll!(2, |half| {
-            let hf = half as u32;
-            let mut a = [[0u32; 4]; MT];
-            unroll_mt!(|mi| {
-                a[mi] = ldmatrix_x4(a_base + swz(a_row + mi as u32 * 16, hf * 2 + a_chunk));
-            });
-            if NT == 1 {
-                unroll_mt!(|mi| {
-                    mma_f16_16816(
-                        &mut acc[mi][0],
-                        a[mi],
-                        [b_all[2 * half], b_all[2 * half + 1]],
-                    );
+        // kw is a multiple of 32: with BK = 64 the last step may hold only two k16 steps.
+        let full = BK == 32 || s.kw - kt * BK >= BK;
+        unroll_n!(BK / 16, |ks| {
+            let kc = ks as u32 * 2;
+            if ks < 2 || full {
+                let mut a = [[0u32; 4]; MT];
+                unroll_n!(MT, |mi| {
+                    a[mi] = ldmatrix_x4(a_base + swz::<BK>(a_row, kc + a_chunk) + mi as u32 * 16 * row_bytes);
                 });
-            } else {
-                unroll!(2, |jp| {
-                    let bf = ldmatrix_x4(b_base + swz(b_row + jp as u32 * 16, hf * 2 + b_chunk));
-                    unroll_mt!(|mi| {
-                        mma_f16_16816(&mut acc[mi][(2 * jp) % NT], a[mi], [bf[0], bf[1]]);
-                        mma_f16_16816(&mut acc[mi][(2 * jp + 1) % NT], a[mi], [bf[2], bf[3]]);
+                if NT == 1 {
+                    let b = ldmatrix_x2(b_base + swz::<BK>(b_row, kc + b_chunk));
+                    unroll_n!(MT, |mi| {
+                        mma_f16_16816(&mut acc[mi][0], a[mi], b);
                     });
-                });
+                } else {
+                    unroll!(2, |jp| {
+                        let bf = ldmatrix_x4(b_base + swz::<BK>(b_row, kc + b_chunk) + jp as u32 * 16 * row_bytes);
+                        unroll_n!(MT, |mi| {
+                            mma_f16_16816(&mut acc[mi][(2 * jp) % NT], a[mi], [bf[0], bf[1]]);
+                            mma_f16_16816(&mut acc[mi][(2 * jp + 1) % NT], a[mi], [bf[2], bf[3]]);
+                        });
+                    });
+                }
             }
         });
         kt += 1;
@@ -302,15 +332,14 @@ unsafe fn conv2d_tc_body<
     let row_ok = |mi: usize, half: usize| m0 + row0 + mi as u32 * 16 + g + 8 * (half as u32) < pq;
     if mode == CONV2D_TC_OUT_F16_STATS {
         let pix0 = (n_img * pq) as usize;
-        unroll_mt!(|mi| {
+        unroll_n!(MT, |mi| {
             unroll!(2, |half| {
                 let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
                 if m < pq {
                     let out = y16.add((pix0 + m as usize) * (k_out / 2) as usize);
-                    unroll_nt!(|jn| {
+                    unroll_n!(NT, |jn| {
                         let col = col0 + tq * 2 + jn as u32 * 8;
-                        *out.add((col / 2) as usize) =
-                            pack_f16x2(acc[mi][jn][2 * half], acc[mi][jn][2 * half + 1]);
+                        *out.add((col / 2) as usize) = pack_f16x2(acc[mi][jn][2 * half], acc[mi][jn][2 * half + 1]);
                     });
                 }
             });
@@ -322,10 +351,10 @@ unsafe fn conv2d_tc_body<
         let red = shared::dynamic_smem::<f32>(); // [8 / WN][K] sums, then [8 / WN][K] M2
         let wms = (8 / WN) as usize;
         let mut mean = [[0f32; 2]; NT];
-        unroll_nt!(|jn| {
+        unroll_n!(NT, |jn| {
             unroll!(2, |e| {
                 let mut v = 0f32;
-                unroll_mt!(|mi| {
+                unroll_n!(MT, |mi| {
                     unroll!(2, |half| {
                         if row_ok(mi, half) {
                             v += acc[mi][jn][2 * half + e];
@@ -334,14 +363,12 @@ unsafe fn conv2d_tc_body<
                 });
                 let v = sum_rows(v);
                 if g == 0 {
-                    *red.add(
-                        wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e,
-                    ) = v;
+                    *red.add(wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e) = v;
                 }
             });
         });
         sync_threads();
-        unroll_nt!(|jn| {
+        unroll_n!(NT, |jn| {
             unroll!(2, |e| {
                 let col = (col0 + tq * 2 + jn as u32 * 8) as usize + e;
                 let mut tot = 0f32;
@@ -352,10 +379,10 @@ unsafe fn conv2d_tc_body<
             });
         });
         let red2 = red.add(wms * k_out as usize);
-        unroll_nt!(|jn| {
+        unroll_n!(NT, |jn| {
             unroll!(2, |e| {
                 let mut v = 0f32;
-                unroll_mt!(|mi| {
+                unroll_n!(MT, |mi| {
                     unroll!(2, |half| {
                         if row_ok(mi, half) {
                             let d = acc[mi][jn][2 * half + e] - mean[jn][e];
@@ -365,9 +392,7 @@ unsafe fn conv2d_tc_body<
                 });
                 let v = sum_rows(v);
                 if g == 0 {
-                    *red2.add(
-                        wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e,
-                    ) = v;
+                    *red2.add(wm as usize * k_out as usize + (col0 + tq * 2 + jn as u32 * 8) as usize + e) = v;
                 }
             });
         });
@@ -385,16 +410,15 @@ unsafe fn conv2d_tc_body<
         }
     } else {
         // NCHW f32 + bias, channels below k_real.
-        unroll_mt!(|mi| {
+        unroll_n!(MT, |mi| {
             unroll!(2, |half| {
                 let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
                 if m < pq {
-                    unroll_nt!(|jn| {
+                    unroll_n!(NT, |jn| {
                         unroll!(2, |e| {
                             let col = col0 + tq * 2 + jn as u32 * 8 + e as u32;
                             if col < k_real {
-                                *y32.add(((n_img * k_real + col) * pq + m) as usize) =
-                                    acc[mi][jn][2 * half + e] + *bias.add(col as usize);
+                                *y32.add(((n_img * k_real + col) * pq + m) as usize) = acc[mi][jn][2 * half + e] + *bias.add(col as usize);
                             }
                         });
                     });
@@ -405,11 +429,14 @@ unsafe fn conv2d_tc_body<
 }
 
 macro_rules! conv2d_tc_entry {
-    ($name:ident, $mt:expr, $nt:expr, $wn:expr, $piece:expr, $rows:expr) => {
-        /// `conv2d_tc` for one (K, gather) variant. Block: `CONV2D_TC_THREADS`; grid (ceil(P*Q / BM), N);
-        /// dynamic shared memory: `conv2d_tc_smem_bytes(K)`. Requires the host's checks: C % 8 == 0 (or
-        /// C == 4 for the 8-byte variant), kw % BK == 0 and kw ≥ R*S*C, reflection padding `pad` < H * up
-        /// and < W * up, every index below 2^31; `mode` chooses the epilogue (see the module comment).
+    ($(#[$doc:meta])* $name:ident, mt $mt:expr, nt $nt:expr, wn $wn:expr, bk $bk:expr, stages $st:expr, piece $piece:expr, rows $rows:expr) => {
+        $(#[$doc])*
+        ///
+        /// Block: `CONV2D_TC_THREADS`; grid (ceil(P*Q / BM), N); dynamic shared memory:
+        /// `conv2d_tc_smem(variant, K, R, kw)` (the variant `launch::conv2d_tc_variant` names this kernel
+        /// for). Requires the host's checks: C % 8 == 0 (or C == 4 for the 8-byte variants), kw % 32 == 0
+        /// and kw ≥ R*S*C, reflection padding `pad` < H * up and < W * up, every index below 2^31; `mode`
+        /// chooses the epilogue (see the module comment).
         #[no_mangle]
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -432,33 +459,74 @@ macro_rules! conv2d_tc_entry {
             bias: *const f32,
             k_real: u32,
         ) {
-            let s = Shape {
-                h,
-                wd,
-                c,
-                kw,
-                p_out,
-                q_out,
-                r,
-                stride,
-                pad,
-                up,
-            };
-            conv2d_tc_body::<$mt, $nt, $wn, $piece, $rows>(
-                x, w, s, mode, y16, part, y32, bias, k_real,
-            )
+            let s = Shape { h, wd, c, kw, p_out, q_out, r, stride, pad, up };
+            conv2d_tc_body::<$mt, $nt, $wn, $bk, $st, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real)
         }
     };
 }
 
-conv2d_tc_entry!(conv2d_tc_k8, 1, 1, 1, 16, 2);
-conv2d_tc_entry!(conv2d_tc_k32, 1, 4, 1, 16, 2);
-conv2d_tc_entry!(conv2d_tc_k64, 2, 4, 2, 16, 2);
-conv2d_tc_entry!(conv2d_tc_k64_m64, 1, 4, 2, 16, 1);
-conv2d_tc_entry!(conv2d_tc_k128, 4, 4, 4, 16, 2);
-conv2d_tc_entry!(conv2d_tc_k128_m64, 2, 4, 4, 16, 1);
-conv2d_tc_entry!(conv2d_tc_k128_m32, 1, 4, 4, 16, 1);
-conv2d_tc_entry!(conv2d_tc_c4_k32, 1, 4, 1, 8, 4);
+conv2d_tc_entry!(
+    /// K = 8 (fallback for the last layer; the network uses `conv2d_tc_halo9_k8`): BM 128, 8 warps of
+    /// 16 pixels x 8 channels, BK 32, 3 stages.
+    conv2d_tc_k8, mt 1, nt 1, wn 1, bk 32, stages 3, piece 16, rows 2
+);
+conv2d_tc_entry!(
+    /// K = 32 (deconv2), 256-pixel tiles: 8 warps of 32 pixels x 32 channels (MT = 2), BK 64, 4 stages.
+    /// Against the first version (16 x 32 warp tiles, BK 32, 3 stages, 8 mma per barrier and warp, 6
+    /// ldmatrix per 8 mma, ~25 integer instructions per gathered piece) each barrier now covers 32 mma
+    /// per warp at 4 ldmatrix per 8 mma, and a piece costs two shared loads and two adds (tables).
+    /// Expected: about 2x on deconv2 (0.48 ms -> ~0.25 ms), the loop being issue-bound on gather
+    /// arithmetic and barrier stalls, not on the tensor cores. 154 KB shared memory: one block per SM
+    /// (see `conv2d_tc_k32_bk32` for the two-blocks-per-SM alternative).
+    conv2d_tc_k32, mt 2, nt 4, wn 1, bk 64, stages 4, piece 16, rows 8
+);
+conv2d_tc_entry!(
+    /// K = 32, 256-pixel tiles as `conv2d_tc_k32` but BK 32 (16 mma per barrier and warp) and 78 KB of
+    /// shared memory for 3x3, so two blocks (16 warps) share an SM and hide each other's barrier stalls.
+    /// Selected instead of `conv2d_tc_k32` by the host when STYLEFORGE_CONV_TC_K32=bk32 (A/B on device).
+    conv2d_tc_k32_bk32, mt 2, nt 4, wn 1, bk 32, stages 4, piece 16, rows 4
+);
+conv2d_tc_entry!(
+    /// K = 32, 128-pixel tiles (small grids): 16 x 32 warp tiles, BK 64, 4 stages.
+    conv2d_tc_k32_m128, mt 1, nt 4, wn 1, bk 64, stages 4, piece 16, rows 4
+);
+conv2d_tc_entry!(
+    /// K = 64 (conv2, deconv1), 128-pixel tiles: 4 x 2 warps of 32 pixels x 32 channels, BK 64 (32 mma
+    /// per barrier and warp instead of 16), 4 stages (~100 KB: two blocks per SM), table gather.
+    /// Expected: 1.3-1.5x (fewer barriers and far cheaper address generation per piece).
+    conv2d_tc_k64, mt 2, nt 4, wn 2, bk 64, stages 4, piece 16, rows 4
+);
+conv2d_tc_entry!(
+    /// K = 64, 64-pixel tiles (small grids): 4 x 2 warps of 16 x 32, BK 64, 4 stages.
+    conv2d_tc_k64_m64, mt 1, nt 4, wn 2, bk 64, stages 4, piece 16, rows 2
+);
+conv2d_tc_entry!(
+    /// K = 128 (conv3, residual blocks), 128-pixel tiles: 2 x 4 warps of 64 pixels x 32 channels, BK 64
+    /// (64 mma per barrier and warp instead of 32), 3 stages (~100 KB: still two blocks per SM), table
+    /// gather (4 pieces per thread and step at two shared loads each instead of ~25 instructions).
+    /// Expected: 1.3-1.6x on the residual convs (174 -> ~250 TFLOP/s).
+    conv2d_tc_k128, mt 4, nt 4, wn 4, bk 64, stages 3, piece 16, rows 4
+);
+conv2d_tc_entry!(
+    /// K = 128, 64-pixel tiles (small grids): 2 x 4 warps of 32 x 32, BK 64, 4 stages.
+    conv2d_tc_k128_m64, mt 2, nt 4, wn 4, bk 64, stages 4, piece 16, rows 2
+);
+conv2d_tc_entry!(
+    /// K = 128, 32-pixel tiles (small grids): 2 x 4 warps of 16 x 32, BK 64, 4 stages.
+    conv2d_tc_k128_m32, mt 1, nt 4, wn 4, bk 64, stages 4, piece 16, rows 1
+);
+conv2d_tc_entry!(
+    /// K = 32 from the 4-channel packed input (conv1, 9x9), 256-pixel tiles: 8 warps of 32 pixels x 32
+    /// channels, BK 32 (kw = 352 stays a multiple of the step: no extra padding), 4 stages, 8-byte pieces
+    /// (one tap each) through the tables: 8 pieces per thread and step at ~7 instructions instead of 4
+    /// at ~30 plus two divisions, and 16 mma per barrier and warp instead of 8. ~91 KB: two blocks per SM.
+    /// Expected: ~2x on conv1 (0.44 ms -> ~0.22 ms).
+    conv2d_tc_c4_k32, mt 2, nt 4, wn 1, bk 32, stages 4, piece 8, rows 8
+);
+conv2d_tc_entry!(
+    /// K = 32 from the 4-channel input, 128-pixel tiles (small grids): 16 x 32 warp tiles, BK 32, 4 stages.
+    conv2d_tc_c4_k32_m128, mt 1, nt 4, wn 1, bk 32, stages 4, piece 8, rows 4
+);
 
 /// `conv2d_tc` for the network's last layer: 9x9, stride 1, reflection pad 4, C = 32 input channels,
 /// 8 computed output channels, NCHW f32 output of the first `k_real` plus bias. Unlike the gather kernels
@@ -472,30 +540,13 @@ conv2d_tc_entry!(conv2d_tc_c4_k32, 1, 4, 1, 8, 4);
 /// H, W ≥ 5, k_real ≤ 8, every index below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(
-    x: *const u16,
-    w: *const u16,
-    h: u32,
-    wd: u32,
-    y32: *mut f32,
-    bias: *const f32,
-    k_real: u32,
-) {
+pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
     use crate::device::{block_idx_z, shared::ld_v2_u32};
-    use crate::launch::{
-        CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS,
-    };
+    use crate::launch::{CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS};
     const HW: u32 = CONV2D_TC_HALO_TW + 8; // halo tile width
     const HPIX: u32 = (CONV2D_TC_HALO_TH + 8) * HW;
     const PIX_BYTES: u32 = CONV2D_TC_HALO_C * 2; // 64: four 16-byte chunks
-    const {
-        assert!(
-            CONV2D_TC_THREADS == 256
-                && CONV2D_TC_HALO_TH == 8
-                && CONV2D_TC_HALO_TW == 32
-                && PIX_BYTES == 64
-        )
-    };
+    const { assert!(CONV2D_TC_THREADS == 256 && CONV2D_TC_HALO_TH == 8 && CONV2D_TC_HALO_TW == 32 && PIX_BYTES == 64) };
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
@@ -516,9 +567,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(
         let (hy, hx) = (hp / HW, hp % HW);
         let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
         let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
-        let src = x.add(
-            ((n_img * h + ih) * wd + iw) as usize * CONV2D_TC_HALO_C as usize + ch as usize * 8,
-        );
+        let src = x.add(((n_img * h + ih) * wd + iw) as usize * CONV2D_TC_HALO_C as usize + ch as usize * 8);
         cp_async_16_ca(chunk_addr(hp, ch), src as *const u8, 16);
         id += CONV2D_TC_THREADS;
     }
@@ -566,9 +615,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(
                     unroll!(2, |e| {
                         let ch = tq * 2 + e as u32;
                         if ch < k_real {
-                            *y32.add(
-                                (((n_img * k_real + ch) * p_out + oh) * q_out + ow) as usize,
-                            ) = acc[mi][2 * hf + e] + *bias.add(ch as usize);
+                            *y32.add((((n_img * k_real + ch) * p_out + oh) * q_out + ow) as usize) = acc[mi][2 * hf + e] + *bias.add(ch as usize);
                         }
                     });
                 }

@@ -14,25 +14,17 @@ use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, ConvOut, TcWeight};
+use gpu_kernels::launch::{conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
 use crate::ops::nhwc;
 
 const OP: &str = "conv2d_tc";
 /// f32 output: fp32 accumulation of exact f16 products; only the summation order differs from the CPU.
-const TOL_F32: Tolerance = Tolerance {
-    rel_l2: 1e-4,
-    max_rel: 1e-3,
-};
+const TOL_F32: Tolerance = Tolerance { rel_l2: 1e-4, max_rel: 1e-3 };
 /// f16 output: one rounding (relative 2^-11 of each value, at most 2^-11 of the largest) on top.
-const TOL_F16: Tolerance = Tolerance {
-    rel_l2: 1e-3,
-    max_rel: 1e-3,
-};
+const TOL_F16: Tolerance = Tolerance { rel_l2: 1e-3, max_rel: 1e-3 };
 
 pub fn checks() -> Vec<Check> {
-    vec![Check {
-        op: OP,
-        run: conv2d_tc_checks,
-    }]
+    vec![Check { op: OP, run: conv2d_tc_checks }]
 }
 
 struct Case {
@@ -74,6 +66,18 @@ const CASES: &[Case] = &[
     Case { n: 12, c: 128, h: 15, w: 25, k: 64, r: 3, stride: 1, up: 2, k_real: 64 },
     // Tiny input: reflection touches both borders of every pixel.
     Case { n: 1, c: 32, h: 2, w: 3, k: 64, r: 3, stride: 1, up: 1, k_real: 64 },
+    // The 256-pixel tiles of K = 32: deconv2-like (up x2, 64 -> 32, 136 tiles, the last partial; also
+    // run through conv2d_tc_k32_bk32) and conv1-like (4 packed channels, 9x9, batch 2, 67 tiles each).
+    Case { n: 1, c: 64, h: 95, w: 91, k: 32, r: 3, stride: 1, up: 2, k_real: 32 },
+    Case { n: 2, c: 4, h: 130, w: 130, k: 32, r: 9, stride: 1, up: 1, k_real: 32 },
+    // conv2-like at 128-pixel tiles: C = 32, GEMM-K 288 = 4.5 steps of 64 (zero half step), stride 2.
+    Case { n: 2, c: 32, h: 200, w: 179, k: 64, r: 3, stride: 2, up: 1, k_real: 64 },
+    // K = 128 with 64-pixel tiles (72 tiles of 128 < 132), stride 2 (conv3-like).
+    Case { n: 1, c: 64, h: 192, w: 191, k: 128, r: 3, stride: 2, up: 1, k_real: 128 },
+    // K = 128, 128-pixel tiles, stride 2, batch 4 (34 tiles each, the last one partial).
+    Case { n: 4, c: 64, h: 130, w: 130, k: 128, r: 3, stride: 2, up: 1, k_real: 128 },
+    // C = 16: GEMM-K 144 = 2.25 steps of 64 (a zero half step and zero-filled A positions), K = 128 m32.
+    Case { n: 1, c: 16, h: 21, w: 18, k: 128, r: 3, stride: 1, up: 1, k_real: 128 },
 ];
 
 /// Host (a, b) = (γ·rstd, β − mean·γ·rstd) per (n, c) of an NCHW tensor, f64 statistics, eps 1e-5.
@@ -98,24 +102,27 @@ fn cpu_out_shape(cs: &Case) -> [usize; 4] {
     [cs.n, out(cs.h), out(cs.w), cs.k]
 }
 
-fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
+/// The kernel variants a case runs through: the default one, plus `conv2d_tc_k32_bk32` where the default
+/// is `conv2d_tc_k32` (the two are interchangeable for the 256-pixel tiles of K = 32).
+fn variants(cs: &Case) -> Vec<Option<Conv2dTcVariant>> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
-    let case = format!(
-        "{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm}",
-        cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up
-    );
+    match conv2d_tc_variant(cs.k as u32, cs.c as u32, bm as u32) {
+        Some(v) if v == CONV2D_TC_K32_BK64 => vec![Some(v), Some(CONV2D_TC_K32_BK32)],
+        v => vec![v],
+    }
+}
+
+fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVariant>) -> Vec<CheckResult> {
+    let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
+    let name = variant.map_or("no kernel", |v| v.name);
+    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm} {name}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
         let bound = 1.0 / ((cs.c * cs.r * cs.r) as f32).sqrt();
         let w = round_tensor_f16(&random(rng, &[cs.k, cs.c, cs.r, cs.r], -bound, bound));
         let pad = cs.r / 2;
         let expected = cpu::conv2d(&x, &w, None, cs.stride, Padding::Reflect(pad), cs.up)?;
-        let [n, k, p, q] = [
-            expected.shape[0],
-            expected.shape[1],
-            expected.shape[2],
-            expected.shape[3],
-        ];
+        let [n, k, p, q] = [expected.shape[0], expected.shape[1], expected.shape[2], expected.shape[3]];
 
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
@@ -123,47 +130,22 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
 
         // Epilogue 1: NHWC f16 + partials -> coefficients.
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
-        let mut part = poisoned(
-            &[tc::conv2d_tc_part_len(&[n, p, q, k])],
-            DType::F32,
-            Layout::RowMajor,
-        )?;
-        tc::conv2d_tc(
-            gpu,
-            &dx,
-            &dw,
-            cs.stride,
-            pad,
-            cs.up,
-            ConvOut::F16Stats {
-                y: &mut dy,
-                part: &mut part,
-            },
-        )?;
+        let mut part = poisoned(&[tc::conv2d_tc_part_len(&[n, p, q, k])], DType::F32, Layout::RowMajor)?;
+        let conv = |out: ConvOut<'_>| match variant {
+            Some(v) => tc::conv2d_tc_with(gpu, &dx, &dw, cs.stride, pad, cs.up, v, out),
+            None => tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, out),
+        };
+        conv(ConvOut::F16Stats { y: &mut dy, part: &mut part })?;
         let gamma = random(rng, &[k], 0.5, 1.5);
         let beta = random(rng, &[k], -0.5, 0.5);
-        let (dg, db) = (
-            DeviceTensor::from_host(&gamma)?,
-            DeviceTensor::from_host(&beta)?,
-        );
+        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
         let mut coef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
         nhwc::nhwc_in_coef(gpu, &[n, p, q, k], &part, &dg, &db, &mut coef)?;
         // Epilogue 2: NCHW f32 + bias of the first k_real channels.
         let bias = random(rng, &[cs.k_real], -0.5, 0.5);
         let dbias = DeviceTensor::from_host(&bias)?;
         let mut dy32 = poisoned(&[n, cs.k_real, p, q], DType::F32, Layout::Nchw)?;
-        tc::conv2d_tc(
-            gpu,
-            &dx,
-            &dw,
-            cs.stride,
-            pad,
-            cs.up,
-            ConvOut::NchwBias {
-                y: &mut dy32,
-                bias: &dbias,
-            },
-        )?;
+        conv(ConvOut::NchwBias { y: &mut dy32, bias: &dbias })?;
         gpu.synchronize()?;
 
         let got16 = tc::nhwc_to_nchw([n, p, q, k], &dy.to_vec_f16_as_f32()?)?;
@@ -176,27 +158,9 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
             }
         }
         let mut results = vec![
-            compare(
-                OP,
-                &format!("{case} f16 out"),
-                &got16.data,
-                &expected.data,
-                TOL_F16,
-            ),
-            compare(
-                OP,
-                &format!("{case} norm coef"),
-                &coef.to_vec_f32()?,
-                &want_coef,
-                Tolerance::F32_LOOSE,
-            ),
-            compare(
-                OP,
-                &format!("{case} nchw f32 +b ({} ch)", cs.k_real),
-                &dy32.to_vec_f32()?,
-                &want32,
-                TOL_F32,
-            ),
+            compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
+            compare(OP, &format!("{case} norm coef"), &coef.to_vec_f32()?, &want_coef, Tolerance::F32_LOOSE),
+            compare(OP, &format!("{case} nchw f32 +b ({} ch)", cs.k_real), &dy32.to_vec_f32()?, &want32, TOL_F32),
         ];
         if got16.shape != expected.shape {
             results[0].passed = false;
@@ -211,16 +175,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
     catch(OP, "refuses bad shapes", || {
         let h = |s: &[usize], l| DeviceTensor::empty(s, DType::F16, l);
         let f = |s: &[usize], l| DeviceTensor::empty(s, DType::F32, l);
-        let weight = |k: usize, c: usize, r: usize| {
-            TcWeight::upload(
-                &Tensor {
-                    shape: vec![k, c, r, r],
-                    data: vec![0.0; k * c * r * r],
-                },
-                0,
-                0,
-            )
-        };
+        let weight = |k: usize, c: usize, r: usize| TcWeight::upload(&Tensor { shape: vec![k, c, r, r], data: vec![0.0; k * c * r * r] }, 0, 0);
         let x = h(&[1, 8, 8, 32], Layout::Nhwc)?;
         let x_c12 = h(&[1, 8, 8, 12], Layout::Nhwc)?;
         let x_c4 = h(&[1, 8, 8, 4], Layout::Nhwc)?;
@@ -232,6 +187,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let w_c12 = weight(32, 12, 3)?;
         let w_c4_k64 = weight(64, 4, 3)?;
         let w_c16 = weight(32, 16, 3)?;
+        let w_k64 = weight(64, 32, 3)?;
         let mut y = h(&[1, 8, 8, 32], Layout::Nhwc)?;
         let mut y48 = h(&[1, 8, 8, 48], Layout::Nhwc)?;
         let mut y64 = h(&[1, 8, 8, 64], Layout::Nhwc)?;
@@ -244,237 +200,25 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let mut o3_bad = f(&[1, 4, 8, 8], Layout::Nchw)?;
         let mut o33 = f(&[1, 33, 8, 8], Layout::Nchw)?;
         let attempts: Vec<(&str, Result<()>)> = vec![
-            (
-                "C = 12",
-                tc::conv2d_tc(
-                    gpu,
-                    &x_c12,
-                    &w_c12,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "C = 4 with K = 64",
-                tc::conv2d_tc(
-                    gpu,
-                    &x_c4,
-                    &w_c4_k64,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y64,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "K = 48",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w_k48,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y48,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "5x5 filter",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w_5x5,
-                    1,
-                    2,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "wrong padding",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    2,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "stride 3",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    3,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "upsample 3",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    1,
-                    3,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "output shape",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y_bad,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "f32 NHWC output",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y_f32,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "partials too small",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part_small,
-                    },
-                ),
-            ),
-            (
-                "NCHW input",
-                tc::conv2d_tc(
-                    gpu,
-                    &x_nchw,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "f32 input",
-                tc::conv2d_tc(
-                    gpu,
-                    &x_f32,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "channel mismatch",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w_c16,
-                    1,
-                    1,
-                    1,
-                    ConvOut::F16Stats {
-                        y: &mut y,
-                        part: &mut part,
-                    },
-                ),
-            ),
-            (
-                "NCHW output channels ≠ bias",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::NchwBias {
-                        y: &mut o3_bad,
-                        bias: &b3,
-                    },
-                ),
-            ),
-            (
-                "bias longer than K",
-                tc::conv2d_tc(
-                    gpu,
-                    &x,
-                    &w,
-                    1,
-                    1,
-                    1,
-                    ConvOut::NchwBias {
-                        y: &mut o33,
-                        bias: &b33,
-                    },
-                ),
-            ),
+            ("C = 12", tc::conv2d_tc(gpu, &x_c12, &w_c12, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("C = 4 with K = 64", tc::conv2d_tc(gpu, &x_c4, &w_c4_k64, 1, 1, 1, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
+            ("K = 48", tc::conv2d_tc(gpu, &x, &w_k48, 1, 1, 1, ConvOut::F16Stats { y: &mut y48, part: &mut part })),
+            ("5x5 filter", tc::conv2d_tc(gpu, &x, &w_5x5, 1, 2, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("wrong padding", tc::conv2d_tc(gpu, &x, &w, 1, 2, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("stride 3", tc::conv2d_tc(gpu, &x, &w, 3, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("upsample 3", tc::conv2d_tc(gpu, &x, &w, 1, 1, 3, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("output shape", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y_bad, part: &mut part })),
+            ("f32 NHWC output", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y_f32, part: &mut part })),
+            ("partials too small", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part_small })),
+            ("NCHW input", tc::conv2d_tc(gpu, &x_nchw, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("f32 input", tc::conv2d_tc(gpu, &x_f32, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("channel mismatch", tc::conv2d_tc(gpu, &x, &w_c16, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("NCHW output channels ≠ bias", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o3_bad, bias: &b3 })),
+            ("bias longer than K", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o33, bias: &b33 })),
+            ("256-pixel kernel for a 128-pixel tiling", tc::conv2d_tc_with(gpu, &x, &w, 1, 1, 1, CONV2D_TC_K32_BK32, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("K = 32 kernel for K = 64", tc::conv2d_tc_with(gpu, &x, &w_k64, 1, 1, 1, CONV2D_TC_K32_BK64, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
         ];
-        let accepted: Vec<&str> = attempts
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(n, _)| *n)
-            .collect();
+        let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
         Ok(CheckResult {
             op: OP.to_string(),
             case: "refuses bad shapes".to_string(),
@@ -482,11 +226,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             max_rel: 0.0,
             tol: TOL_F32,
             passed: accepted.is_empty(),
-            detail: if accepted.is_empty() {
-                String::new()
-            } else {
-                format!("accepted: {}", accepted.join(", "))
-            },
+            detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
         })
     })
 }
@@ -506,26 +246,14 @@ fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize)
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
         tc::conv2d_tc_halo9(gpu, &dx, &dw, &db, &mut dy)?;
         gpu.synchronize()?;
-        Ok(compare(
-            OP,
-            &case,
-            &dy.to_vec_f32()?,
-            &expected.data,
-            TOL_F32,
-        ))
+        Ok(compare(OP, &case, &dy.to_vec_f32()?, &expected.data, TOL_F32))
     })
 }
 
 fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| run_case(gpu, rng, cs)).collect();
+    let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| variants(cs).into_iter().flat_map(|v| run_case(gpu, rng, cs, v)).collect::<Vec<_>>()).collect();
     // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels.
-    for (n, h, w, k) in [
-        (1, 20, 37, 3),
-        (2, 17, 13, 3),
-        (1, 16, 64, 3),
-        (1, 5, 5, 3),
-        (1, 9, 33, 8),
-    ] {
+    for (n, h, w, k) in [(1, 20, 37, 3), (2, 17, 13, 3), (1, 16, 64, 3), (1, 5, 5, 3), (1, 9, 33, 8)] {
         out.push(halo_case(gpu, rng, n, h, w, k));
     }
     out.push(refusals(gpu));
