@@ -268,6 +268,130 @@ pub const LINEAR_TC_RESIDUAL: u32 = 4;
 /// `linear_tc` flag: the residual is f16 (otherwise f32).
 pub const LINEAR_TC_RES_F16: u32 = 8;
 
+/// `linear_tc_small` (few rows: split-K tensor-core GEMM): output rows (GEMM-M) per block.
+pub const LINEAR_TC_S_BM: u32 = 64;
+/// `linear_tc_small`: output columns (GEMM-N) per block.
+pub const LINEAR_TC_S_BN: u32 = 32;
+/// `linear_tc_small`: GEMM-K slice (f16 elements) per pipeline stage: one 128-byte smem row per x/w row.
+pub const LINEAR_TC_S_BK: u32 = 64;
+/// `linear_tc_small`: threads per block (4 warps, warp i owning rows 16i..16i+16 x all 32 columns).
+pub const LINEAR_TC_S_THREADS: u32 = 128;
+/// `linear_tc_small`: cp.async pipeline depth (a split of ≤ STAGES - 1 K tiles is fetched at once).
+pub const LINEAR_TC_S_STAGES: u32 = 4;
+/// `linear_tc_small`: dynamic shared memory: per stage an x tile [BM][BK] and a w tile [BN][BK] of f16
+/// (48 KB: no opt-in needed, four blocks fit on one SM).
+pub const LINEAR_TC_S_SMEM_BYTES: u32 =
+    LINEAR_TC_S_STAGES * (LINEAR_TC_S_BM + LINEAR_TC_S_BN) * LINEAR_TC_S_BK * 2;
+/// `linear_tc_small`: f32 partial sums one block writes (its whole output tile) when K is split.
+pub const LINEAR_TC_S_PARTIAL: u32 = LINEAR_TC_S_BM * LINEAR_TC_S_BN;
+/// `linear_tc` plans: blocks the grid should reach (H100 and H200 SXM have 132 SMs).
+pub const LINEAR_TC_TARGET_BLOCKS: usize = 132;
+/// `linear_tc` plans: at most this many K splits (the last block of a tile reads `splits - 1` partial tiles).
+pub const LINEAR_TC_MAX_SPLITS: usize = 16;
+/// `linear_tc` plans: a K split gets at least this many `LINEAR_TC_S_BK` steps (when K has them).
+pub const LINEAR_TC_MIN_SPLIT_KTILES: usize = 2;
+
+/// Which `linear_tc` kernel runs a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearTcKernel {
+    /// `linear_tc`: 128 x 128 tiles, K walked serially (many rows).
+    Big,
+    /// `linear_tc_small`: 64 x 32 tiles, K optionally split over `gridDim.z` (few rows).
+    Small,
+}
+
+/// How one `y[M, N] = x[M, K] · w[N, K]ᵀ` runs: the kernel, and for `Small` the number of K splits
+/// (`gridDim.z`) and the `LINEAR_TC_S_BK`-wide K steps each split walks (split z covers steps
+/// `z·ktiles_per_split .. min((z+1)·ktiles_per_split, ceil(K/BK))`; none is empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearTcPlan {
+    pub kernel: LinearTcKernel,
+    pub splits: usize,
+    pub ktiles_per_split: usize,
+}
+
+impl LinearTcPlan {
+    /// The big kernel (no split).
+    pub const BIG: LinearTcPlan = LinearTcPlan {
+        kernel: LinearTcKernel::Big,
+        splits: 1,
+        ktiles_per_split: 0,
+    };
+
+    /// The small kernel with at most `splits` K splits (clamped to 1..=ceil(K/BK)); the K steps are
+    /// spread evenly and the split count is reduced so that no split is empty.
+    pub const fn small(k: usize, splits: usize) -> LinearTcPlan {
+        let ktiles = linear_tc_s_ktiles(k);
+        let mut s = if splits < 1 { 1 } else { splits };
+        if s > ktiles {
+            s = ktiles;
+        }
+        let kps = ktiles.div_ceil(s);
+        LinearTcPlan {
+            kernel: LinearTcKernel::Small,
+            splits: ktiles.div_ceil(kps),
+            ktiles_per_split: kps,
+        }
+    }
+
+    /// The rule (`allow_split`: a workspace is at hand):
+    /// 1. `Big` when its grid, ceil(M/128)·ceil(N/128) blocks, already reaches `LINEAR_TC_TARGET_BLOCKS`;
+    /// 2. else `Small` with tiles = ceil(M/64)·ceil(N/32) and ktiles = ceil(K/64): no split when
+    ///    `!allow_split` or tiles ≥ TARGET; otherwise ceil(TARGET / tiles) splits, at most
+    ///    `LINEAR_TC_MAX_SPLITS` and at most ktiles / `LINEAR_TC_MIN_SPLIT_KTILES` (at least 1), evened
+    ///    out by [`LinearTcPlan::small`] (e.g. M 64: qkv N 1536 K 512 → 3 splits x 3 steps, 144 blocks;
+    ///    fc2 N 512 K 2048 → 8 x 4, 128 blocks).
+    pub const fn choose(m: usize, n: usize, k: usize, allow_split: bool) -> LinearTcPlan {
+        let big_blocks = m.div_ceil(LINEAR_TC_BM as usize) * n.div_ceil(LINEAR_TC_BN as usize);
+        if big_blocks >= LINEAR_TC_TARGET_BLOCKS {
+            return LinearTcPlan::BIG;
+        }
+        let tiles = linear_tc_s_tiles(m, n);
+        if !allow_split || tiles >= LINEAR_TC_TARGET_BLOCKS || tiles == 0 {
+            return LinearTcPlan::small(k, 1);
+        }
+        let mut s = LINEAR_TC_TARGET_BLOCKS.div_ceil(tiles);
+        if s > LINEAR_TC_MAX_SPLITS {
+            s = LINEAR_TC_MAX_SPLITS;
+        }
+        let by_k = linear_tc_s_ktiles(k) / LINEAR_TC_MIN_SPLIT_KTILES;
+        if s > by_k {
+            s = by_k;
+        }
+        LinearTcPlan::small(k, s)
+    }
+
+    /// Grid of the plan for M rows and N columns: (x: column tiles, y: row tiles, z: splits).
+    pub const fn grid(&self, m: usize, n: usize) -> (usize, usize, usize) {
+        match self.kernel {
+            LinearTcKernel::Big => (
+                n.div_ceil(LINEAR_TC_BN as usize),
+                m.div_ceil(LINEAR_TC_BM as usize),
+                1,
+            ),
+            LinearTcKernel::Small => (
+                n.div_ceil(LINEAR_TC_S_BN as usize),
+                m.div_ceil(LINEAR_TC_S_BM as usize),
+                self.splits,
+            ),
+        }
+    }
+}
+
+/// `linear_tc_small`: output tiles (blocks per split) for M rows and N columns.
+pub const fn linear_tc_s_tiles(m: usize, n: usize) -> usize {
+    m.div_ceil(LINEAR_TC_S_BM as usize) * n.div_ceil(LINEAR_TC_S_BN as usize)
+}
+/// `linear_tc_small`: K steps of `LINEAR_TC_S_BK` for GEMM-K = k (at least 1).
+pub const fn linear_tc_s_ktiles(k: usize) -> usize {
+    let t = k.div_ceil(LINEAR_TC_S_BK as usize);
+    if t == 0 {
+        1
+    } else {
+        t
+    }
+}
+
 // ---------------------------------------------------------------------------------------- attention_tc
 /// `attention_tc` (f16 flash attention on tensor cores): warps per block, each owning 16·m-tiles query rows.
 pub const ATTN_TC_WARPS: u32 = 4;
