@@ -5,7 +5,10 @@
 //! differs. Every case runs both epilogues: the NHWC f16 output (one f16 rounding from the CPU's f32) with
 //! its InstanceNorm partials turned into coefficients by `nhwc_in_coef` (against f64 statistics of the
 //! CPU output), and the NCHW f32 output of the first `k_real` channels plus bias. Outputs are poisoned
-//! with NaN before each launch.
+//! with NaN before each launch. The cases reach every kernel variant (`launch::conv2d_tc_variant`: each
+//! K at each tile size, the c4 first layer at 256 and 128 pixels, stride 2, upsampling, GEMM-K with a
+//! zero half step of 64, partial last tiles, batch > 1); cases whose default is `conv2d_tc_k32` also run
+//! through `conv2d_tc_k32_bk32`. Each case name ends with the kernel it ran.
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
