@@ -284,13 +284,13 @@ mod tests {
         let tiled = |cs: &Case| {
             let out = cpu_out_shape(cs);
             let (bm, _) = tc::conv2d_tc_tiling(&out);
-            (bm, out[1] * out[2] % bm != 0)
+            (bm, !(out[1] * out[2]).is_multiple_of(bm))
         };
         // 256-pixel tiles with a partial last tile, for both K = 32 gathers.
         assert!(CASES.iter().any(|cs| cs.c == 4 && tiled(cs) == (256, true)));
         assert!(CASES.iter().any(|cs| cs.c % 8 == 0 && cs.k == 32 && cs.up == 2 && tiled(cs) == (256, true)));
         // BK = 64 variants with kw % 64 == 32 (a zero half step), at 128- and 32-pixel tiles.
-        let half_step = |cs: &Case| (cs.r * cs.r * cs.c).div_ceil(32) % 2 == 1 && cs.c % 8 == 0 && cs.k != 8;
+        let half_step = |cs: &Case| (cs.r * cs.r * cs.c).div_ceil(32) % 2 == 1 && cs.c.is_multiple_of(8) && cs.k != 8;
         assert!(CASES.iter().any(|cs| half_step(cs) && cs.stride == 2 && tiled(cs).0 == 128));
         assert!(CASES.iter().any(|cs| half_step(cs) && cs.k == 128));
         // Stride 2 on K = 128's 128-pixel tiles, upsampling on K = 64's.
