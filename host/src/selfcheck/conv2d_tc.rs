@@ -5,7 +5,10 @@
 //! differs. Every case runs both epilogues: the NHWC f16 output (one f16 rounding from the CPU's f32) with
 //! its InstanceNorm partials turned into coefficients by `nhwc_in_coef` (against f64 statistics of the
 //! CPU output), and the NCHW f32 output of the first `k_real` channels plus bias. Outputs are poisoned
-//! with NaN before each launch.
+//! with NaN before each launch. The cases reach every kernel variant (`launch::conv2d_tc_variant`: each
+//! K at each tile size, the c4 first layer at 256 and 128 pixels, stride 2, upsampling, GEMM-K with a
+//! zero half step of 64, partial last tiles, batch > 1); cases whose default is `conv2d_tc_k32` also run
+//! through `conv2d_tc_k32_bk32`. Each case name ends with the kernel it ran.
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
@@ -258,4 +261,40 @@ fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     }
     out.push(refusals(gpu));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cases reach every compiled `conv2d_tc` variant (each name the tile choice can give), the
+    /// BK = 64 zero half step, stride 2 and upsampling on the large tiles, and partial last tiles.
+    #[test]
+    fn cases_cover_every_variant() {
+        let mut seen: Vec<&str> = CASES.iter().flat_map(variants).flatten().map(|v| v.name).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let all = [
+            "conv2d_tc_k8", "conv2d_tc_k32", "conv2d_tc_k32_bk32", "conv2d_tc_k32_m128", "conv2d_tc_k64", "conv2d_tc_k64_m64", "conv2d_tc_k128",
+            "conv2d_tc_k128_m64", "conv2d_tc_k128_m32", "conv2d_tc_c4_k32", "conv2d_tc_c4_k32_m128",
+        ];
+        for name in all {
+            assert!(seen.contains(&name), "no case runs {name} (seen {seen:?})");
+        }
+        let tiled = |cs: &Case| {
+            let out = cpu_out_shape(cs);
+            let (bm, _) = tc::conv2d_tc_tiling(&out);
+            (bm, !(out[1] * out[2]).is_multiple_of(bm))
+        };
+        // 256-pixel tiles with a partial last tile, for both K = 32 gathers.
+        assert!(CASES.iter().any(|cs| cs.c == 4 && tiled(cs) == (256, true)));
+        assert!(CASES.iter().any(|cs| cs.c % 8 == 0 && cs.k == 32 && cs.up == 2 && tiled(cs) == (256, true)));
+        // BK = 64 variants with kw % 64 == 32 (a zero half step), at 128- and 32-pixel tiles.
+        let half_step = |cs: &Case| (cs.r * cs.r * cs.c).div_ceil(32) % 2 == 1 && cs.c.is_multiple_of(8) && cs.k != 8;
+        assert!(CASES.iter().any(|cs| half_step(cs) && cs.stride == 2 && tiled(cs).0 == 128));
+        assert!(CASES.iter().any(|cs| half_step(cs) && cs.k == 128));
+        // Stride 2 on K = 128's 128-pixel tiles, upsampling on K = 64's.
+        assert!(CASES.iter().any(|cs| cs.k == 128 && cs.stride == 2 && tiled(cs).0 == 128));
+        assert!(CASES.iter().any(|cs| cs.k == 64 && cs.up == 2 && tiled(cs).0 == 128));
+    }
 }
