@@ -8,7 +8,7 @@
 //! with NaN before each launch. The cases reach every kernel variant (`launch::conv2d_tc_variant`: each
 //! K at each tile size, the c4 first layer at 256 and 128 pixels, stride 2, upsampling, GEMM-K with a
 //! zero half step of 64, partial last tiles, batch > 1); cases whose default is `conv2d_tc_k32` also run
-//! through `conv2d_tc_k32_bk32`. Each case name ends with the kernel it ran.
+//! through `conv2d_tc_k32` (BK 64) too. Each case name ends with the kernel it ran.
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
@@ -70,7 +70,7 @@ const CASES: &[Case] = &[
     // Tiny input: reflection touches both borders of every pixel.
     Case { n: 1, c: 32, h: 2, w: 3, k: 64, r: 3, stride: 1, up: 1, k_real: 64 },
     // The 256-pixel tiles of K = 32: deconv2-like (up x2, 64 -> 32, 136 tiles, the last partial; also
-    // run through conv2d_tc_k32_bk32) and conv1-like (4 packed channels, 9x9, batch 2, 67 tiles each).
+    // also run through conv2d_tc_k32, BK 64) and conv1-like (4 packed channels, 9x9, batch 2, 67 tiles each).
     Case { n: 1, c: 64, h: 95, w: 91, k: 32, r: 3, stride: 1, up: 2, k_real: 32 },
     Case { n: 2, c: 4, h: 130, w: 130, k: 32, r: 9, stride: 1, up: 1, k_real: 32 },
     // conv2-like at 128-pixel tiles: C = 32, GEMM-K 288 = 4.5 steps of 64 (zero half step), stride 2.
@@ -105,12 +105,12 @@ fn cpu_out_shape(cs: &Case) -> [usize; 4] {
     [cs.n, out(cs.h), out(cs.w), cs.k]
 }
 
-/// The kernel variants a case runs through: the default one, plus `conv2d_tc_k32_bk32` where the default
-/// is `conv2d_tc_k32` (the two are interchangeable for the 256-pixel tiles of K = 32).
+/// The kernel variants a case runs through: the default one, plus `conv2d_tc_k32` (BK 64) where the default
+/// is `conv2d_tc_k32_bk32` (the two are interchangeable for the 256-pixel tiles of K = 32).
 fn variants(cs: &Case) -> Vec<Option<Conv2dTcVariant>> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
     match conv2d_tc_variant(cs.k as u32, cs.c as u32, bm as u32) {
-        Some(v) if v == CONV2D_TC_K32_BK64 => vec![Some(v), Some(CONV2D_TC_K32_BK32)],
+        Some(v) if v == CONV2D_TC_K32_BK32 => vec![Some(v), Some(CONV2D_TC_K32_BK64)],
         v => vec![v],
     }
 }
