@@ -595,34 +595,33 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             // barrier.)
             return;
         }
-        // Sum the partials in split order, two splits' loads in flight at a time.
+        // Sum the partials in split order (a fixed order whichever block arrived last), four splits'
+        // loads (16 float4 per thread) in flight at a time.
         let mut sum = [[0f32; 4]; 4];
         let mut zz = 0;
         while zz < splits {
-            let mut p = [[[0f32; 4]; 4]; 2];
-            unroll!(2, |u| {
+            let mut p = [[[0f32; 4]; 4]; 4];
+            unroll!(4, |u| {
                 let zu = zz + u as u32;
-                if zu < splits {
-                    if zu == z {
-                        p[u] = acc;
-                    } else {
-                        let src = slot(zu);
-                        unroll!(4, |q| {
-                            p[u][q] = ld_relaxed_gpu_v4(
-                                src.add((q * LINEAR_TC_S_THREADS as usize + t as usize) * 4),
-                            );
-                        });
-                    }
+                if zu == z {
+                    p[u] = acc;
+                } else if zu < splits {
+                    let src = slot(zu);
+                    unroll!(4, |q| {
+                        p[u][q] = ld_relaxed_gpu_v4(
+                            src.add((q * LINEAR_TC_S_THREADS as usize + t as usize) * 4),
+                        );
+                    });
                 }
             });
-            unroll!(2, |u| {
+            unroll!(4, |u| {
                 unroll!(4, |q| {
                     unroll!(4, |e| {
                         sum[q][e] += p[u][q][e];
                     });
                 });
             });
-            zz += 2;
+            zz += 4;
         }
         acc = sum;
     }
@@ -645,12 +644,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             let (out, rrow) = ep.row(row);
             unroll!(4, |ni| {
                 let col = n0 + ni as u32 * 8 + tq * 2;
-                ep.pair(
-                    out,
-                    rrow,
-                    col,
-                    [acc[ni][2 * half], acc[ni][2 * half + 1]],
-                );
+                ep.pair(out, rrow, col, [acc[ni][2 * half], acc[ni][2 * half + 1]]);
             });
         }
     });

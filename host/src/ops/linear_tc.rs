@@ -128,7 +128,9 @@ impl LinearTcWorkspace {
 
 /// (tiles, slots) a workspace needs for launches of these (M, N, plan): the largest tile count and
 /// tiles · splits among the split `Small` plans (at least 1 each).
-pub fn workspace_need(plans: impl IntoIterator<Item = (usize, usize, LinearTcPlan)>) -> (usize, usize) {
+pub fn workspace_need(
+    plans: impl IntoIterator<Item = (usize, usize, LinearTcPlan)>,
+) -> (usize, usize) {
     let (mut tiles, mut slots) = (1usize, 1usize);
     for (m, n, plan) in plans {
         if plan.kernel == LinearTcKernel::Small && plan.splits > 1 {
@@ -377,20 +379,16 @@ pub fn linear_tc_plan(
                     op: OP,
                     msg: format!("a {splits}-way K split needs a LinearTcWorkspace"),
                 })?;
-                ensure(
-                    tiles <= ws.tiles && tiles * splits <= ws.slots,
-                    OP,
-                    || {
-                        format!(
-                            "workspace too small: M {m}, N {n} split {splits} ways needs {tiles} \
+                ensure(tiles <= ws.tiles && tiles * splits <= ws.slots, OP, || {
+                    format!(
+                        "workspace too small: M {m}, N {n} split {splits} ways needs {tiles} \
                              tiles and {} partial slots, it has {} and {} (size it with \
                              LinearTcWorkspace::for_shapes)",
-                            tiles * splits,
-                            ws.tiles,
-                            ws.slots
-                        )
-                    },
-                )?;
+                        tiles * splits,
+                        ws.tiles,
+                        ws.slots
+                    )
+                })?;
                 (ws.partials.ptr(), ws.counters.ptr())
             } else {
                 (0u64, 0u64)
@@ -579,8 +577,14 @@ mod tests {
         // Without a workspace: the same kernel, one split.
         assert_eq!(LinearTcPlan::choose(64, 512, 2048, false), small(1, 32));
         // Many rows: the 128 x 128 kernel (the 32768-row case), with or without a workspace.
-        assert_eq!(LinearTcPlan::choose(32768, 512, 2048, true), LinearTcPlan::BIG);
-        assert_eq!(LinearTcPlan::choose(4096, 1536, 512, false), LinearTcPlan::BIG);
+        assert_eq!(
+            LinearTcPlan::choose(32768, 512, 2048, true),
+            LinearTcPlan::BIG
+        );
+        assert_eq!(
+            LinearTcPlan::choose(4096, 1536, 512, false),
+            LinearTcPlan::BIG
+        );
     }
 
     #[test]
@@ -638,8 +642,13 @@ mod tests {
 
     #[test]
     fn workspace_need_takes_the_largest_split_launch() {
-        let plans = [(64, 512, 2048), (64, 1536, 512), (32768, 512, 512), (64, 77, 40)]
-            .map(|(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true)));
+        let plans = [
+            (64, 512, 2048),
+            (64, 1536, 512),
+            (32768, 512, 512),
+            (64, 77, 40),
+        ]
+        .map(|(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true)));
         // fc2: 16 tiles x 8 splits = 128 slots; qkv: 48 tiles x 3 = 144 slots; the others don't split.
         assert_eq!(workspace_need(plans), (48, 144));
         assert_eq!(workspace_need([]), (1, 1));

@@ -569,75 +569,75 @@ fn check_linear_tc_small(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 }
 
 fn small_refusals(gpu: &Gpu) -> CheckResult {
-    catch("linear_tc_small", "refuses bad plans and workspaces", || {
-        let x = DeviceTensor::empty(&[64, 512], DType::F16, Layout::RowMajor)?;
-        let w = DeviceTensor::empty(&[512, 512], DType::F16, Layout::RowMajor)?;
-        let w12 = DeviceTensor::empty(&[512, 12], DType::F16, Layout::RowMajor)?;
-        let mut y = DeviceTensor::empty(&[64, 512], DType::F32, Layout::RowMajor)?;
-        let mut tiny = LinearTcWorkspace::with_capacity(1, 1)?;
-        let ep = EpilogueTc::default();
-        let plan = |splits, kps| LinearTcPlan {
-            kernel: LinearTcKernel::Small,
-            splits,
-            ktiles_per_split: kps,
-        };
-        let attempts: Vec<(&str, Result<()>)> = vec![
-            (
-                "workspace too small",
-                linear_tc_ws(gpu, &x, &w, ep, Some(&mut y), None, &mut tiny),
-            ),
-            (
-                "split without a workspace",
-                linear_tc_plan(
-                    gpu,
-                    &x,
-                    &w,
-                    ep,
-                    Some(&mut y),
-                    None,
-                    LinearTcPlan::small(512, 4),
-                    None,
+    catch(
+        "linear_tc_small",
+        "refuses bad plans and workspaces",
+        || {
+            let x = DeviceTensor::empty(&[64, 512], DType::F16, Layout::RowMajor)?;
+            let w = DeviceTensor::empty(&[512, 512], DType::F16, Layout::RowMajor)?;
+            let w12 = DeviceTensor::empty(&[512, 12], DType::F16, Layout::RowMajor)?;
+            let mut y = DeviceTensor::empty(&[64, 512], DType::F32, Layout::RowMajor)?;
+            let mut tiny = LinearTcWorkspace::with_capacity(1, 1)?;
+            let ep = EpilogueTc::default();
+            let plan = |splits, kps| LinearTcPlan {
+                kernel: LinearTcKernel::Small,
+                splits,
+                ktiles_per_split: kps,
+            };
+            let attempts: Vec<(&str, Result<()>)> = vec![
+                (
+                    "workspace too small",
+                    linear_tc_ws(gpu, &x, &w, ep, Some(&mut y), None, &mut tiny),
                 ),
-            ),
-            (
-                "splits not covering K",
-                linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(1, 4), None),
-            ),
-            (
-                "an empty split",
-                linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(8, 2), None),
-            ),
-            (
-                "zero splits",
-                linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(0, 8), None),
-            ),
-            (
-                "big kernel split",
-                linear_tc_plan(
-                    gpu,
-                    &x,
-                    &w,
-                    ep,
-                    Some(&mut y),
-                    None,
-                    LinearTcPlan {
-                        splits: 2,
-                        ..LinearTcPlan::BIG
-                    },
-                    None,
+                (
+                    "split without a workspace",
+                    linear_tc_plan(
+                        gpu,
+                        &x,
+                        &w,
+                        ep,
+                        Some(&mut y),
+                        None,
+                        LinearTcPlan::small(512, 4),
+                        None,
+                    ),
                 ),
-            ),
-            (
-                "K not a multiple of 8 (ws path)",
-                linear_tc_ws(gpu, &x, &w12, ep, Some(&mut y), None, &mut tiny),
-            ),
-        ];
-        Ok(refusal_result(
-            "linear_tc_small",
-            LINEAR_TC_F32,
-            &attempts,
-        ))
-    })
+                (
+                    "splits not covering K",
+                    linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(1, 4), None),
+                ),
+                (
+                    "an empty split",
+                    linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(8, 2), None),
+                ),
+                (
+                    "zero splits",
+                    linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(0, 8), None),
+                ),
+                (
+                    "big kernel split",
+                    linear_tc_plan(
+                        gpu,
+                        &x,
+                        &w,
+                        ep,
+                        Some(&mut y),
+                        None,
+                        LinearTcPlan {
+                            splits: 2,
+                            ..LinearTcPlan::BIG
+                        },
+                        None,
+                    ),
+                ),
+                (
+                    "K not a multiple of 8 (ws path)",
+                    linear_tc_ws(gpu, &x, &w12, ep, Some(&mut y), None, &mut tiny),
+                ),
+            ];
+            Ok(refusal_result("linear_tc_small", LINEAR_TC_F32, &attempts))
+        },
+    )
 }
 
 // ---------------------------------------------------------------- f16 prologue helpers
@@ -1087,6 +1087,97 @@ pub struct KernelTiming {
     pub shape: String,
     pub ms: f64,
     pub tflops: f64,
+}
+
+/// Times the four StyleViT GEMMs at few rows: M = `m` tokens, model width `d` (FFN 4d), each as the
+/// 128 x 128 kernel, `linear_tc` (its dispatch, no split) and `linear_tc_ws` (split K); the row's
+/// `kernel` names the variant and its shape the plan. Each sample is `reps` back-to-back launches
+/// between two CUDA events divided by `reps` (direct launches, as a stream of kernels sees them); median
+/// of `iters` samples after a warm-up. Not a check (no assertions), e.g.
+/// `bench_linear_tc_small(&gpu, 64, 512, 20, 50)`.
+pub fn bench_linear_tc_small(
+    gpu: &Gpu,
+    m: usize,
+    d: usize,
+    iters: usize,
+    reps: usize,
+) -> Result<Vec<KernelTiming>> {
+    use crate::error::CudaContext;
+    use cust::event::{Event, EventFlags};
+    let mut rng = <Rng64 as rand::SeedableRng>::seed_from_u64(2);
+    let f = 4 * d;
+    let gemms: [(&'static str, usize, usize, bool, bool); 4] = [
+        ("qkv", 3 * d, d, false, false),
+        ("out+res", d, d, false, true),
+        ("fc1+gelu", f, d, true, false),
+        ("fc2+res", d, f, false, true),
+    ];
+    let mut ws = LinearTcWorkspace::for_shapes(&gemms.map(|(_, n, k, _, _)| (m, n, k)))?;
+    let reps = reps.max(1);
+    let start = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+    let stop = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+    let mut rows = Vec::new();
+    for (name, n, k, gelu, with_res) in gemms {
+        let x =
+            DeviceTensor::from_host_f16(&round_tensor_f16(&random(&mut rng, &[m, k], -1.0, 1.0)))?;
+        let bound = 1.0 / (k as f32).sqrt();
+        let w = DeviceTensor::from_host_f16(&random(&mut rng, &[n, k], -bound, bound))?;
+        let b = random(&mut rng, &[n], -0.1, 0.1);
+        let b = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
+        let r = random(&mut rng, &[m, n], -1.0, 1.0);
+        let r = DeviceTensor::from_f32(&[m, n], &r.data, Layout::RowMajor)?;
+        let mut y32 = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
+        let mut y16 = DeviceTensor::empty(&[m, n], DType::F16, Layout::RowMajor)?;
+        let ep = EpilogueTc {
+            bias: Some(&b),
+            gelu,
+            residual: with_res.then_some(&r),
+        };
+        let flops = 2.0 * (m * n * k) as f64;
+        for (kernel, path) in [
+            ("linear_tc big", Path::Big),
+            ("linear_tc", Path::Auto),
+            ("linear_tc_ws", Path::Ws),
+        ] {
+            let plan = path.plan(m, n, k);
+            let mut run = || -> Result<()> {
+                let (o32, o16) = if with_res {
+                    (Some(&mut y32), None)
+                } else {
+                    (None, Some(&mut y16))
+                };
+                match path {
+                    Path::Ws => linear_tc_ws(gpu, &x, &w, ep, o32, o16, &mut ws),
+                    _ => linear_tc_plan(gpu, &x, &w, ep, o32, o16, plan, None),
+                }
+            };
+            run()?;
+            gpu.synchronize()?;
+            let mut t = Vec::with_capacity(iters.max(1));
+            for _ in 0..iters.max(1) {
+                start.record(gpu.stream()).during("recording an event")?;
+                for _ in 0..reps {
+                    run()?;
+                }
+                stop.record(gpu.stream()).during("recording an event")?;
+                stop.synchronize()
+                    .during("waiting for the kernel (it may have faulted)")?;
+                let ms = stop
+                    .elapsed_time_f32(&start)
+                    .during("reading the event timer")? as f64;
+                t.push(ms / reps as f64);
+            }
+            t.sort_by(f64::total_cmp);
+            let ms = t[t.len() / 2];
+            rows.push(KernelTiming {
+                kernel,
+                shape: format!("{name} {m}x{n}x{k} [{}]", plan_name(plan)),
+                ms,
+                tflops: flops / ms / 1e9,
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Times `linear_tc` and `attention_tc` (and the fp32 `linear` / `attention` at the same shapes) at
