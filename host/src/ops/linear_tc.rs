@@ -363,6 +363,7 @@ pub fn linear_tc_plan(
                 splits >= 1
                     && kps >= 1
                     && splits <= 65_535
+                    && kps <= ktiles
                     && (splits - 1) * kps < ktiles
                     && splits * kps >= ktiles,
                 OP,

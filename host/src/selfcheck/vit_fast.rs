@@ -611,6 +611,19 @@ fn small_refusals(gpu: &Gpu) -> CheckResult {
                     linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(8, 2), None),
                 ),
                 (
+                    "absurd K steps per split",
+                    linear_tc_plan(
+                        gpu,
+                        &x,
+                        &w,
+                        ep,
+                        Some(&mut y),
+                        None,
+                        plan(1, usize::MAX),
+                        None,
+                    ),
+                ),
+                (
                     "zero splits",
                     linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(0, 8), None),
                 ),
