@@ -16,6 +16,10 @@
 //! 8 consecutive rows of one chunk column hit 8 different bank groups (ldmatrix and cp.async are
 //! conflict-free). K must be a multiple of 8 (host-checked), so a 16-byte chunk is either entirely
 //! inside K or entirely past it (zero-filled). Rows past M (x) or N (w) are zero-filled and not stored.
+//!
+//! `linear_tc_small` (few rows, see its doc) computes the same thing with 64 x 32 tiles of 4 warps and
+//! 64-wide K steps, optionally splitting K over `gridDim.z` with a last-block reduction through a
+//! workspace; the host picks the kernel (`LinearTcPlan` in `launch.rs`). Both share `Epilogue`.
 use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,
