@@ -16,6 +16,10 @@
 //! 8 consecutive rows of one chunk column hit 8 different bank groups (ldmatrix and cp.async are
 //! conflict-free). K must be a multiple of 8 (host-checked), so a 16-byte chunk is either entirely
 //! inside K or entirely past it (zero-filled). Rows past M (x) or N (w) are zero-filled and not stored.
+//!
+//! `linear_tc_small` (few rows, see its doc) computes the same thing with 64 x 32 tiles of 4 warps and
+//! 64-wide K steps, optionally splitting K over `gridDim.z` with a last-block reduction through a
+//! workspace; the host picks the kernel (`LinearTcPlan` in `launch.rs`). Both share `Epilogue`.
 use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,
@@ -595,34 +599,33 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             // barrier.)
             return;
         }
-        // Sum the partials in split order, two splits' loads in flight at a time.
+        // Sum the partials in split order (a fixed order whichever block arrived last), four splits'
+        // loads (16 float4 per thread) in flight at a time.
         let mut sum = [[0f32; 4]; 4];
         let mut zz = 0;
         while zz < splits {
-            let mut p = [[[0f32; 4]; 4]; 2];
-            unroll!(2, |u| {
+            let mut p = [[[0f32; 4]; 4]; 4];
+            unroll!(4, |u| {
                 let zu = zz + u as u32;
-                if zu < splits {
-                    if zu == z {
-                        p[u] = acc;
-                    } else {
-                        let src = slot(zu);
-                        unroll!(4, |q| {
-                            p[u][q] = ld_relaxed_gpu_v4(
-                                src.add((q * LINEAR_TC_S_THREADS as usize + t as usize) * 4),
-                            );
-                        });
-                    }
+                if zu == z {
+                    p[u] = acc;
+                } else if zu < splits {
+                    let src = slot(zu);
+                    unroll!(4, |q| {
+                        p[u][q] = ld_relaxed_gpu_v4(
+                            src.add((q * LINEAR_TC_S_THREADS as usize + t as usize) * 4),
+                        );
+                    });
                 }
             });
-            unroll!(2, |u| {
+            unroll!(4, |u| {
                 unroll!(4, |q| {
                     unroll!(4, |e| {
                         sum[q][e] += p[u][q][e];
                     });
                 });
             });
-            zz += 2;
+            zz += 4;
         }
         acc = sum;
     }
@@ -645,12 +648,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             let (out, rrow) = ep.row(row);
             unroll!(4, |ni| {
                 let col = n0 + ni as u32 * 8 + tq * 2;
-                ep.pair(
-                    out,
-                    rrow,
-                    col,
-                    [acc[ni][2 * half], acc[ni][2 * half + 1]],
-                );
+                ep.pair(out, rrow, col, [acc[ni][2 * half], acc[ni][2 * half + 1]]);
             });
         }
     });

@@ -7,13 +7,22 @@
 //! * w: `[N, K]` f16 (PyTorch `Linear` layout);
 //! * bias: `[N]` f32; residual: `[R, N]` f32 or f16 with R dividing M (row m gets residual row m % R);
 //! * y32: `[.., N]` f32 and/or y16: `[.., N]` f16 with M·N elements.
+//!
+//! Two kernels ([`LinearTcPlan::choose`] picks): `linear_tc` (128 x 128 tiles, K walked serially) for
+//! many rows, and `linear_tc_small` (64 x 32 tiles) when that grid would leave SMs idle. With a
+//! [`LinearTcWorkspace`] ([`linear_tc_ws`]) the small kernel also splits K over `gridDim.z` so that a
+//! product of a few dozen rows still spreads over ~132 blocks; the last block of each output tile sums
+//! the partials (in split order: deterministic) and applies the epilogue. Same results either way up
+//! to f32 summation order.
 use gpu_kernels::launch::{
-    ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU,
-    LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES, LINEAR_TC_THREADS,
+    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
+    LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
+    LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_THREADS, LINEAR_TC_THREADS,
 };
+pub use gpu_kernels::launch::{LinearTcKernel, LinearTcPlan};
 
 use crate::error::{ensure, Result};
-use crate::gpu::{DType, DeviceTensor, Gpu};
+use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
 
 const OP: &str = "linear_tc";
@@ -29,16 +38,130 @@ pub struct EpilogueTc<'a> {
     pub residual: Option<&'a DeviceTensor>,
 }
 
-/// y = epilogue(x Wᵀ) on tensor cores; writes `y32` (f32) and/or `y16` (f16), at least one. Shapes and
-/// types as in the module comment; every violation is an error and nothing is launched.
-pub fn linear_tc(
-    gpu: &Gpu,
+/// Scratch of the split-K path ([`linear_tc_ws`]): f32 partial tiles and one u32 arrival counter per
+/// output tile. Zeroed at creation; every launch leaves the counters at 0 again (the last block of a
+/// tile resets its counter), so one workspace serves any number of calls and CUDA-graph replays in
+/// stream order. It must not serve two launches that may run concurrently (another stream), and after
+/// a kernel fault call [`LinearTcWorkspace::reset`] (an aborted launch can leave counters non-zero).
+pub struct LinearTcWorkspace {
+    /// `slots` partial tiles of `LINEAR_TC_S_PARTIAL` f32.
+    partials: DeviceTensor,
+    /// `tiles` u32 counters (stored as 4-byte elements of an f32-typed allocation; zero bits = 0).
+    counters: DeviceTensor,
+    tiles: usize,
+    slots: usize,
+}
+
+impl LinearTcWorkspace {
+    /// Room for products of up to `max_m` rows and `max_n` columns split `max_splits` ways (more
+    /// splits also fit when the product has fewer tiles: what counts is tiles·splits ≤
+    /// tiles(max_m, max_n)·max_splits). Memory: 8 KB per tile and split, e.g. 16 MB for M 128, N 2048,
+    /// 16 splits (the split rule never needs more than `LINEAR_TC_TARGET_BLOCKS + tiles` slots; see
+    /// [`LinearTcWorkspace::for_shapes`] for the exact need of given shapes).
+    pub fn new(max_m: usize, max_n: usize, max_splits: usize) -> Result<Self> {
+        ensure(max_m > 0 && max_n > 0 && max_splits > 0, OP, || {
+            format!("workspace for M {max_m}, N {max_n}, {max_splits} splits is empty")
+        })?;
+        let tiles = linear_tc_s_tiles(max_m, max_n);
+        Self::with_capacity(tiles, tiles.saturating_mul(max_splits))
+    }
+
+    /// The smallest workspace for [`linear_tc_ws`] on each of `shapes` (M, N, K) with the default plan
+    /// ([`LinearTcPlan::choose`]); at least one tile and slot.
+    pub fn for_shapes(shapes: &[(usize, usize, usize)]) -> Result<Self> {
+        let (tiles, slots) = workspace_need(
+            shapes
+                .iter()
+                .map(|&(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true))),
+        );
+        Self::with_capacity(tiles, slots)
+    }
+
+    /// Room for launches of up to `tiles` output tiles (64 x 32) and `slots` partial tiles (tiles ·
+    /// splits); at least one of each is allocated.
+    pub fn with_capacity(tiles: usize, slots: usize) -> Result<Self> {
+        let (tiles, slots) = (tiles.max(1), slots.max(1));
+        let floats = slots
+            .checked_mul(LINEAR_TC_S_PARTIAL as usize)
+            .filter(|&f| f < (1usize << 40))
+            .ok_or_else(|| crate::error::Error::Shape {
+                op: OP,
+                msg: format!("workspace of {slots} partial tiles is too large"),
+            })?;
+        let partials = DeviceTensor::empty(&[floats], DType::F32, Layout::RowMajor)?;
+        let mut counters = DeviceTensor::empty(&[tiles], DType::F32, Layout::RowMajor)?;
+        counters.fill_bytes(0)?;
+        Ok(LinearTcWorkspace {
+            partials,
+            counters,
+            tiles,
+            slots,
+        })
+    }
+
+    /// Zeroes the counters again (only needed after a launch was aborted by a fault).
+    pub fn reset(&mut self) -> Result<()> {
+        self.counters.fill_bytes(0)
+    }
+
+    /// Output tiles (64 x 32) one launch may have.
+    pub fn tiles(&self) -> usize {
+        self.tiles
+    }
+
+    /// Partial tiles (tiles · splits) one launch may write.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// How many counters are not 0 (downloads them; synchronise first). Every completed launch leaves
+    /// all of them at 0, so anything else means a launch was aborted or is still running.
+    pub fn pending_counters(&self) -> Result<usize> {
+        Ok(self
+            .counters
+            .to_vec_f32()?
+            .iter()
+            .filter(|v| v.to_bits() != 0)
+            .count())
+    }
+}
+
+/// (tiles, slots) a workspace needs for launches of these (M, N, plan): the largest tile count and
+/// tiles · splits among the split `Small` plans (at least 1 each).
+pub fn workspace_need(
+    plans: impl IntoIterator<Item = (usize, usize, LinearTcPlan)>,
+) -> (usize, usize) {
+    let (mut tiles, mut slots) = (1usize, 1usize);
+    for (m, n, plan) in plans {
+        if plan.kernel == LinearTcKernel::Small && plan.splits > 1 {
+            let t = linear_tc_s_tiles(m, n);
+            tiles = tiles.max(t);
+            slots = slots.max(t.saturating_mul(plan.splits));
+        }
+    }
+    (tiles, slots)
+}
+
+/// Checked arguments of one launch.
+struct Args {
+    m: usize,
+    n: usize,
+    k: usize,
+    r_rows: usize,
+    flags: u32,
+    b_ptr: u64,
+    r_ptr: u64,
+    y32_ptr: u64,
+    y16_ptr: u64,
+}
+
+fn check_args(
     x: &DeviceTensor,
     w: &DeviceTensor,
     ep: EpilogueTc<'_>,
-    y32: Option<&mut DeviceTensor>,
-    y16: Option<&mut DeviceTensor>,
-) -> Result<()> {
+    y32: Option<&DeviceTensor>,
+    y16: Option<&DeviceTensor>,
+) -> Result<Args> {
     ensure(x.dtype == DType::F16 && w.dtype == DType::F16, OP, || {
         format!("x and w must be f16, got {:?} and {:?}", x.dtype, w.dtype)
     })?;
@@ -64,7 +187,7 @@ pub fn linear_tc(
     let out_ok = |y: &DeviceTensor, dt: DType| {
         y.dtype == dt && y.shape.last() == Some(&n) && y.numel() == m * n
     };
-    if let Some(y) = y32.as_deref() {
+    if let Some(y) = y32 {
         ensure(out_ok(y, DType::F32), OP, || {
             format!(
                 "y32 must be f32 holding [{m}, {n}], got {:?} {:?}",
@@ -72,7 +195,7 @@ pub fn linear_tc(
             )
         })?;
     }
-    if let Some(y) = y16.as_deref() {
+    if let Some(y) = y16 {
         ensure(out_ok(y, DType::F16), OP, || {
             format!(
                 "y16 must be f16 holding [{m}, {n}], got {:?} {:?}",
@@ -83,13 +206,6 @@ pub fn linear_tc(
     let fits = |v: usize| v < (1usize << 31);
     ensure(fits(m * k) && fits(n * k) && fits(m * n), OP, || {
         format!("sizes M {m}, N {n}, K {k} exceed the kernel's 32-bit range")
-    })?;
-    let grid_y = m.div_ceil(LINEAR_TC_BM as usize);
-    ensure(grid_y <= 65_535, OP, || {
-        format!(
-            "M = {m} rows exceed the grid limit ({} rows)",
-            65_535 * LINEAR_TC_BM
-        )
     })?;
     let mut flags = 0u32;
     let mut b_ptr = 0u64;
@@ -129,40 +245,193 @@ pub fn linear_tc(
         }
         r_ptr = r.ptr();
     }
-    let y32_ptr = y32.map_or(0u64, |y| y.ptr());
-    let y16_ptr = y16.map_or(0u64, |y| y.ptr());
-    let grid = (n.div_ceil(LINEAR_TC_BN as usize) as u32, grid_y as u32, 1);
-    let (m32, n32, k32, rr32) = (m as u32, n as u32, k as u32, r_rows as u32);
-    // SAFETY: linear_tc(x, w: *const u16, bias: *const f32, res: *const u8, y32: *mut f32, y16: *mut u16,
-    // m, n, k, res_rows, flags: u32) matches the argument list in order and type. The kernel reads
-    // x[0..m*k] and w[0..n*k] in 16-byte chunks that start at multiples of 8 elements of rows of k
-    // (k % 8 == 0 checked; allocations are 256-byte aligned), clamping rows past M/N to row 0 with a
-    // zero-byte copy; bias[0..n] only with LINEAR_TC_BIAS; res[0..r_rows*n] (f32, or f16 with
-    // LINEAR_TC_RES_F16) only with LINEAR_TC_RESIDUAL (r_rows ≥ 1); and writes y32/y16[0..m*n] only when
-    // non-null. Every size was checked against the tensors above and fits 32 bits; the outputs are
-    // exclusive borrows, distinct from the inputs. Block = LINEAR_TC_THREADS threads with
-    // LINEAR_TC_SMEM_BYTES of dynamic shared memory (the layout the kernel carves); the grid covers
-    // ceil(N/BN) x ceil(M/BM) tiles.
-    unsafe {
-        gpu.launch(
-            "linear_tc",
-            grid,
-            (LINEAR_TC_THREADS, 1, 1),
-            LINEAR_TC_SMEM_BYTES,
-            kernel_args!(
-                x.ptr(),
-                w.ptr(),
-                b_ptr,
-                r_ptr,
-                y32_ptr,
-                y16_ptr,
-                m32,
-                n32,
-                k32,
-                rr32,
-                flags
-            ),
-        )
+    Ok(Args {
+        m,
+        n,
+        k,
+        r_rows,
+        flags,
+        b_ptr,
+        r_ptr,
+        y32_ptr: y32.map_or(0, |y| y.ptr()),
+        y16_ptr: y16.map_or(0, |y| y.ptr()),
+    })
+}
+
+/// y = epilogue(x Wᵀ) on tensor cores; writes `y32` (f32) and/or `y16` (f16), at least one. Shapes and
+/// types as in the module comment; every violation is an error and nothing is launched. Runs the plan
+/// [`LinearTcPlan::choose`] picks without a workspace (no K split): the 128 x 128 kernel for many rows,
+/// the 64 x 32 one when that grid would not fill the GPU. For few rows prefer [`linear_tc_ws`].
+pub fn linear_tc(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    ep: EpilogueTc<'_>,
+    y32: Option<&mut DeviceTensor>,
+    y16: Option<&mut DeviceTensor>,
+) -> Result<()> {
+    let plan = match (w.shape.as_slice(), x.shape.last()) {
+        (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, false),
+        // Malformed shapes: the checks in `linear_tc_plan` name the problem.
+        _ => LinearTcPlan::BIG,
+    };
+    linear_tc_plan(gpu, x, w, ep, y32, y16, plan, None)
+}
+
+/// [`linear_tc`] with K split over several blocks where the output has few tiles (few rows): the plan
+/// of [`LinearTcPlan::choose`] with splitting allowed (its doc has the rule), using `ws` for the
+/// partial sums. An error (nothing launched) if `ws` is too small for the plan
+/// ([`LinearTcWorkspace::for_shapes`] sizes one).
+pub fn linear_tc_ws(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    ep: EpilogueTc<'_>,
+    y32: Option<&mut DeviceTensor>,
+    y16: Option<&mut DeviceTensor>,
+    ws: &mut LinearTcWorkspace,
+) -> Result<()> {
+    let plan = match (w.shape.as_slice(), x.shape.last()) {
+        (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
+        _ => LinearTcPlan::BIG,
+    };
+    linear_tc_plan(gpu, x, w, ep, y32, y16, plan, Some(ws))
+}
+
+/// [`linear_tc`] with an explicit plan (tests and tuning; build small plans with
+/// [`LinearTcPlan::small`]). A `Small` plan with more than one split needs `ws`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_tc_plan(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    ep: EpilogueTc<'_>,
+    y32: Option<&mut DeviceTensor>,
+    y16: Option<&mut DeviceTensor>,
+    plan: LinearTcPlan,
+    ws: Option<&mut LinearTcWorkspace>,
+) -> Result<()> {
+    let a = check_args(x, w, ep, y32.as_deref(), y16.as_deref())?;
+    let (m, n, k) = (a.m, a.n, a.k);
+    let (gx, gy, gz) = plan.grid(m, n);
+    ensure(gy <= 65_535 && gx < (1usize << 31), OP, || {
+        format!("M = {m}, N = {n} exceed the grid limits of the {plan:?} plan")
+    })?;
+    let (m32, n32, k32, rr32, flags) = (m as u32, n as u32, k as u32, a.r_rows as u32, a.flags);
+    match plan.kernel {
+        LinearTcKernel::Big => {
+            ensure(plan.splits == 1, OP, || {
+                format!("the big kernel does not split K ({plan:?})")
+            })?;
+            // SAFETY: linear_tc(x, w: *const u16, bias: *const f32, res: *const u8, y32: *mut f32,
+            // y16: *mut u16, m, n, k, res_rows, flags: u32) matches the argument list in order and
+            // type. The kernel reads x[0..m*k] and w[0..n*k] in 16-byte chunks that start at multiples
+            // of 8 elements of rows of k (k % 8 == 0 checked; allocations are 256-byte aligned),
+            // clamping rows past M/N to row 0 with a zero-byte copy; bias[0..n] only with
+            // LINEAR_TC_BIAS; res[0..r_rows*n] (f32, or f16 with LINEAR_TC_RES_F16) only with
+            // LINEAR_TC_RESIDUAL (r_rows ≥ 1); and writes y32/y16[0..m*n] only when non-null. Every
+            // size was checked against the tensors in `check_args` and fits 32 bits; the outputs are
+            // exclusive borrows, distinct from the inputs. Block = LINEAR_TC_THREADS threads with
+            // LINEAR_TC_SMEM_BYTES of dynamic shared memory (the layout the kernel carves); the grid
+            // covers ceil(N/BN) x ceil(M/BM) tiles.
+            unsafe {
+                gpu.launch(
+                    "linear_tc",
+                    (gx as u32, gy as u32, 1),
+                    (LINEAR_TC_THREADS, 1, 1),
+                    LINEAR_TC_SMEM_BYTES,
+                    kernel_args!(
+                        x.ptr(),
+                        w.ptr(),
+                        a.b_ptr,
+                        a.r_ptr,
+                        a.y32_ptr,
+                        a.y16_ptr,
+                        m32,
+                        n32,
+                        k32,
+                        rr32,
+                        flags
+                    ),
+                )
+            }
+        }
+        LinearTcKernel::Small => {
+            let ktiles = linear_tc_s_ktiles(k);
+            let (splits, kps) = (plan.splits, plan.ktiles_per_split);
+            ensure(
+                splits >= 1
+                    && kps >= 1
+                    && splits <= 65_535
+                    && kps <= ktiles
+                    && (splits - 1) * kps < ktiles
+                    && splits * kps >= ktiles,
+                OP,
+                || {
+                    format!(
+                        "plan {plan:?} does not cover the {ktiles} K steps of K = {k} with non-empty \
+                         splits (use LinearTcPlan::small)"
+                    )
+                },
+            )?;
+            let tiles = linear_tc_s_tiles(m, n);
+            let (ws_ptr, ctr_ptr) = if splits > 1 {
+                let ws = ws.ok_or_else(|| crate::error::Error::Shape {
+                    op: OP,
+                    msg: format!("a {splits}-way K split needs a LinearTcWorkspace"),
+                })?;
+                ensure(tiles <= ws.tiles && tiles * splits <= ws.slots, OP, || {
+                    format!(
+                        "workspace too small: M {m}, N {n} split {splits} ways needs {tiles} \
+                             tiles and {} partial slots, it has {} and {} (size it with \
+                             LinearTcWorkspace::for_shapes)",
+                        tiles * splits,
+                        ws.tiles,
+                        ws.slots
+                    )
+                })?;
+                (ws.partials.ptr(), ws.counters.ptr())
+            } else {
+                (0u64, 0u64)
+            };
+            let kps32 = kps as u32;
+            // SAFETY: linear_tc_small(x, w: *const u16, bias: *const f32, res: *const u8, y32: *mut
+            // f32, y16: *mut u16, ws: *mut f32, counters: *mut u32, m, n, k, res_rows, flags, kps: u32)
+            // matches the argument list in order and type. x, w, bias, res, y32 and y16 are accessed
+            // exactly as by `linear_tc` above (same checks, same clamping of rows past M/N). Split z
+            // loads K steps z*kps .. min((z+1)*kps, ceil(K/64)), non-empty and inside K (checked just
+            // above). With splits > 1 the kernel writes ws[slot*PARTIAL .. +PARTIAL] for slot = tile *
+            // splits + z < tiles * splits ≤ ws.slots and atomically updates counters[tile], tile <
+            // tiles ≤ ws.tiles (checked); the workspace is borrowed exclusively, so no other launch
+            // through this API uses it concurrently, and its counters are 0 (zeroed at creation, reset
+            // by every launch). With one split ws and counters are null and never touched. Block =
+            // LINEAR_TC_S_THREADS threads with LINEAR_TC_S_SMEM_BYTES (48 KB, no opt-in) of dynamic
+            // shared memory; grid (ceil(N/32), ceil(M/64) ≤ 65535, splits ≤ 65535).
+            unsafe {
+                gpu.launch(
+                    "linear_tc_small",
+                    (gx as u32, gy as u32, gz as u32),
+                    (LINEAR_TC_S_THREADS, 1, 1),
+                    LINEAR_TC_S_SMEM_BYTES,
+                    kernel_args!(
+                        x.ptr(),
+                        w.ptr(),
+                        a.b_ptr,
+                        a.r_ptr,
+                        a.y32_ptr,
+                        a.y16_ptr,
+                        ws_ptr,
+                        ctr_ptr,
+                        m32,
+                        n32,
+                        k32,
+                        rr32,
+                        flags,
+                        kps32
+                    ),
+                )
+            }
+        }
     }
 }
 
@@ -277,5 +546,112 @@ pub fn layer_norm_f16(
                 has_res
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpu_kernels::launch::{
+        LINEAR_TC_MAX_SPLITS, LINEAR_TC_MIN_SPLIT_KTILES, LINEAR_TC_TARGET_BLOCKS,
+    };
+
+    fn small(splits: usize, kps: usize) -> LinearTcPlan {
+        LinearTcPlan {
+            kernel: LinearTcKernel::Small,
+            splits,
+            ktiles_per_split: kps,
+        }
+    }
+
+    #[test]
+    fn plan_for_style_vit_shapes() {
+        // Base (D 512, FFN 2048), 64 tokens: qkv, out-proj, fc1, fc2.
+        assert_eq!(LinearTcPlan::choose(64, 1536, 512, true), small(3, 3));
+        assert_eq!(LinearTcPlan::choose(64, 512, 512, true), small(4, 2));
+        assert_eq!(LinearTcPlan::choose(64, 2048, 512, true), small(3, 3));
+        assert_eq!(LinearTcPlan::choose(64, 512, 2048, true), small(8, 4));
+        // 128 tokens (content + style batched).
+        assert_eq!(LinearTcPlan::choose(128, 1536, 512, true), small(2, 4));
+        assert_eq!(LinearTcPlan::choose(128, 2048, 512, true), small(2, 4));
+        assert_eq!(LinearTcPlan::choose(128, 512, 2048, true), small(5, 7));
+        // Without a workspace: the same kernel, one split.
+        assert_eq!(LinearTcPlan::choose(64, 512, 2048, false), small(1, 32));
+        // Many rows: the 128 x 128 kernel (the 32768-row case), with or without a workspace.
+        assert_eq!(
+            LinearTcPlan::choose(32768, 512, 2048, true),
+            LinearTcPlan::BIG
+        );
+        assert_eq!(
+            LinearTcPlan::choose(4096, 1536, 512, false),
+            LinearTcPlan::BIG
+        );
+    }
+
+    #[test]
+    fn plans_cover_k_with_nonempty_splits_and_fill_the_gpu() {
+        for m in [1usize, 7, 64, 128, 200, 600, 2000] {
+            for n in [1usize, 33, 45, 256, 512, 1536, 2048] {
+                for k in [8usize, 40, 64, 264, 512, 520, 1024, 2048, 8192] {
+                    for allow in [false, true] {
+                        let p = LinearTcPlan::choose(m, n, k, allow);
+                        let big = m.div_ceil(128) * n.div_ceil(128);
+                        if p.kernel == LinearTcKernel::Big {
+                            assert!(big >= LINEAR_TC_TARGET_BLOCKS, "{m}x{n}x{k}: {p:?}");
+                            assert_eq!(p.splits, 1);
+                            continue;
+                        }
+                        assert!(big < LINEAR_TC_TARGET_BLOCKS, "{m}x{n}x{k}: {p:?}");
+                        let kt = linear_tc_s_ktiles(k);
+                        let (s, kps) = (p.splits, p.ktiles_per_split);
+                        assert!(s >= 1 && kps >= 1, "{m}x{n}x{k}: {p:?}");
+                        assert!(s * kps >= kt && (s - 1) * kps < kt, "{m}x{n}x{k}: {p:?}");
+                        assert!(s <= LINEAR_TC_MAX_SPLITS, "{m}x{n}x{k}: {p:?}");
+                        if !allow {
+                            assert_eq!(s, 1, "{m}x{n}x{k}: {p:?}");
+                            continue;
+                        }
+                        if s > 1 {
+                            assert!(kps >= LINEAR_TC_MIN_SPLIT_KTILES, "{m}x{n}x{k}: {p:?}");
+                        }
+                        // Either the grid is full or a cap stopped the splitting.
+                        let blocks = linear_tc_s_tiles(m, n) * s;
+                        let capped = s == LINEAR_TC_MAX_SPLITS
+                            || kt / (s + 1) < LINEAR_TC_MIN_SPLIT_KTILES
+                            || LinearTcPlan::small(k, s + 1).splits == s;
+                        assert!(
+                            blocks >= LINEAR_TC_TARGET_BLOCKS || capped,
+                            "{m}x{n}x{k}: {p:?}, {blocks} blocks"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_plan_evens_out_and_drops_empty_splits() {
+        // K 40: one K step, so one split whatever is asked.
+        assert_eq!(LinearTcPlan::small(40, 5), small(1, 1));
+        assert_eq!(LinearTcPlan::small(8, 0), small(1, 1));
+        // K 264: 5 steps; 4 splits of 2 would leave the 4th empty -> 3 splits (2, 2, 1).
+        assert_eq!(LinearTcPlan::small(264, 4), small(3, 2));
+        // K 2048: 32 steps, every split one step.
+        assert_eq!(LinearTcPlan::small(2048, usize::MAX), small(32, 1));
+        assert_eq!(LinearTcPlan::small(512, 3), small(3, 3));
+    }
+
+    #[test]
+    fn workspace_need_takes_the_largest_split_launch() {
+        let plans = [
+            (64, 512, 2048),
+            (64, 1536, 512),
+            (32768, 512, 512),
+            (64, 77, 40),
+        ]
+        .map(|(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true)));
+        // fc2: 16 tiles x 8 splits = 128 slots; qkv: 48 tiles x 3 = 144 slots; the others don't split.
+        assert_eq!(workspace_need(plans), (48, 144));
+        assert_eq!(workspace_need([]), (1, 1));
     }
 }

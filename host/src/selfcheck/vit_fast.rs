@@ -17,7 +17,10 @@ use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
-use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
+use crate::ops::linear_tc::{
+    layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
+    LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
+};
 use models::ops::Padding;
 use models::style_vit::Block;
 use models::StyleVit;
@@ -71,6 +74,10 @@ pub fn checks() -> Vec<Check> {
         Check {
             op: "linear_tc",
             run: check_linear_tc,
+        },
+        Check {
+            op: "linear_tc_small",
+            run: check_linear_tc_small,
         },
         Check {
             op: "linear_tc_prologue",
@@ -131,7 +138,48 @@ const LIN_CASES: &[LinCase] = &[
     LinCase { m: 600, n: 512, k: 2048, bias: true, gelu: false, res: Res::F32(600), out: Out::Both },
 ];
 
-fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
+/// How a case is launched.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    /// `linear_tc` (its own plan, no K split).
+    Auto,
+    /// `linear_tc_plan` with the 128 x 128 kernel.
+    Big,
+    /// `linear_tc_ws` (the default split plan) with the shared workspace.
+    Ws,
+    /// `linear_tc_plan` with `LinearTcPlan::small(k, splits)` (usize::MAX: one K step per split).
+    Split(usize),
+}
+
+impl Path {
+    /// The plan this path runs for an M x N x K product.
+    fn plan(self, m: usize, n: usize, k: usize) -> LinearTcPlan {
+        match self {
+            Path::Auto => LinearTcPlan::choose(m, n, k, false),
+            Path::Big => LinearTcPlan::BIG,
+            Path::Ws => LinearTcPlan::choose(m, n, k, true),
+            Path::Split(s) => LinearTcPlan::small(k, s),
+        }
+    }
+}
+
+fn plan_name(p: LinearTcPlan) -> String {
+    match p.kernel {
+        LinearTcKernel::Big => "big".into(),
+        LinearTcKernel::Small => format!("small {}x{}", p.splits, p.ktiles_per_split),
+    }
+}
+
+/// Runs one case along each of `paths` (inputs and CPU reference made once; outputs re-poisoned before
+/// every launch, so a path repeated with the same workspace checks that the counters were reset).
+fn linear_case(
+    gpu: &Gpu,
+    rng: &mut Rng64,
+    op: &str,
+    cs: &LinCase,
+    paths: &[Path],
+    mut ws: Option<&mut LinearTcWorkspace>,
+) -> Vec<CheckResult> {
     let LinCase {
         m,
         n,
@@ -181,41 +229,66 @@ fn linear_case(gpu: &Gpu, rng: &mut Rng64, cs: &LinCase) -> Vec<CheckResult> {
             (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
             (None, _) => None,
         };
-        let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
-        let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
         let ep = EpilogueTc {
             bias: bias.then_some(&bd),
             gelu,
             residual: rd.as_ref(),
         };
-        let (o32, o16) = match out {
-            Out::F32 => (Some(&mut y32), None),
-            Out::F16 => (None, Some(&mut y16)),
-            Out::Both => (Some(&mut y32), Some(&mut y16)),
-        };
-        linear_tc(gpu, &xd, &wd, ep, o32, o16)?;
         let mut v = Vec::new();
-        if out != Out::F16 {
-            v.push(compare(
-                "linear_tc",
-                &format!("{name} y32"),
-                &download(gpu, &y32)?,
-                &want.data,
-                LINEAR_TC_F32,
-            ));
-        }
-        if out != Out::F32 {
-            v.push(compare(
-                "linear_tc",
-                &format!("{name} y16"),
-                &download(gpu, &y16)?,
-                &want.data,
-                LINEAR_TC_F16,
-            ));
+        for (rep, &path) in paths.iter().enumerate() {
+            let case = format!("{name} {} #{rep}", plan_name(path.plan(m, n, k)));
+            let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
+            let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
+            let (o32, o16) = match out {
+                Out::F32 => (Some(&mut y32), None),
+                Out::F16 => (None, Some(&mut y16)),
+                Out::Both => (Some(&mut y32), Some(&mut y16)),
+            };
+            let launched = match path {
+                Path::Auto => linear_tc(gpu, &xd, &wd, ep, o32, o16),
+                Path::Big | Path::Split(_) => linear_tc_plan(
+                    gpu,
+                    &xd,
+                    &wd,
+                    ep,
+                    o32,
+                    o16,
+                    path.plan(m, n, k),
+                    ws.as_deref_mut(),
+                ),
+                Path::Ws => match ws.as_deref_mut() {
+                    Some(ws) => linear_tc_ws(gpu, &xd, &wd, ep, o32, o16, ws),
+                    None => Err(crate::error::Error::Other(
+                        "the check has no workspace".into(),
+                    )),
+                },
+            };
+            if let Err(e) = launched {
+                v.push(super::errored(op, &case, e));
+                continue;
+            }
+            if out != Out::F16 {
+                v.push(compare(
+                    op,
+                    &format!("{case} y32"),
+                    &download(gpu, &y32)?,
+                    &want.data,
+                    LINEAR_TC_F32,
+                ));
+            }
+            if out != Out::F32 {
+                v.push(compare(
+                    op,
+                    &format!("{case} y16"),
+                    &download(gpu, &y16)?,
+                    &want.data,
+                    LINEAR_TC_F16,
+                ));
+            }
         }
         Ok(v)
     };
-    run().unwrap_or_else(|e| vec![super::errored("linear_tc", &name, e)])
+    run().unwrap_or_else(|e| vec![super::errored(op, &name, e)])
 }
 
 fn linear_refusals(gpu: &Gpu) -> CheckResult {
@@ -331,12 +404,253 @@ fn refusal_result(op: &str, tol: Tolerance, attempts: &[(&str, Result<()>)]) -> 
 }
 
 fn check_linear_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    // Each case through `linear_tc`'s own dispatch and through the 128 x 128 kernel explicitly (most of
+    // these sizes leave the big grid short of the GPU, so `linear_tc` runs the small kernel on them).
     let mut out: Vec<CheckResult> = LIN_CASES
         .iter()
-        .flat_map(|cs| linear_case(gpu, rng, cs))
+        .flat_map(|cs| linear_case(gpu, rng, "linear_tc", cs, &[Path::Auto, Path::Big], None))
         .collect();
     out.push(linear_refusals(gpu));
     out
+}
+
+// ---------------------------------------------------------------- linear_tc, few rows (split K)
+/// The paths every few-row case runs: the default split plan, `linear_tc` (no split) and one K step
+/// per split (the most partials per tile).
+const SMALL_PATHS: [Path; 3] = [Path::Ws, Path::Auto, Path::Split(usize::MAX)];
+
+/// The few-row cases: (1) every epilogue combination (bias x GELU x residual none/f32/f16, plain or
+/// broadcast rows x output f32/f16/both) over shapes with N not a multiple of 32 and K tails; (2) M in
+/// {1, 7, 64, 128, 200} x K in {8, 40, 512, 2048}; (3) the StyleViT base and small GEMMs at 64 and 128
+/// tokens.
+fn small_cases() -> Vec<LinCase> {
+    let mut v = Vec::new();
+    let shapes = [
+        (7, 45, 512),
+        (64, 100, 264),
+        (1, 33, 2048),
+        (128, 96, 512),
+        (200, 70, 520),
+        (64, 77, 1024),
+    ];
+    let mut i = 0;
+    for bias in [false, true] {
+        for gelu in [false, true] {
+            for res in 0..5 {
+                for out in [Out::F32, Out::F16, Out::Both] {
+                    // res: 0 none, 1 f32 [M], 2 f32 broadcast, 3 f16 [M], 4 f16 broadcast; the
+                    // broadcast variants (only the residual row index differs) with the f16 output
+                    // only: 4 x (3 x 3 + 2) = 44 cases.
+                    if (res == 2 || res == 4) && out != Out::F16 {
+                        continue;
+                    }
+                    let (m, n, k) = shapes[i % shapes.len()];
+                    i += 1;
+                    let bcast = if m % 4 == 0 { m / 4 } else { 1 };
+                    let res = match res {
+                        0 => Res::None,
+                        1 => Res::F32(m),
+                        2 => Res::F32(bcast),
+                        3 => Res::F16(m),
+                        _ => Res::F16(bcast),
+                    };
+                    v.push(LinCase {
+                        m,
+                        n,
+                        k,
+                        bias,
+                        gelu,
+                        res,
+                        out,
+                    });
+                }
+            }
+        }
+    }
+    for (mi, m) in [1usize, 7, 64, 128, 200].into_iter().enumerate() {
+        for (ki, (k, n)) in [(8usize, 1536usize), (40, 200), (512, 513), (2048, 96)]
+            .into_iter()
+            .enumerate()
+        {
+            let j = mi * 4 + ki;
+            v.push(LinCase {
+                m,
+                n,
+                k,
+                bias: j % 2 == 0,
+                gelu: j % 3 == 0,
+                res: match j % 3 {
+                    0 => Res::None,
+                    1 => Res::F32(m),
+                    _ => Res::F16(1),
+                },
+                out: [Out::F32, Out::F16, Out::Both][j % 3],
+            });
+        }
+    }
+    for m in [64usize, 128] {
+        for d in [512usize, 256] {
+            let f = 4 * d;
+            let gemm = |n, k, gelu, res| LinCase {
+                m,
+                n,
+                k,
+                bias: true,
+                gelu,
+                res,
+                out: if matches!(res, Res::None) {
+                    Out::F16
+                } else {
+                    Out::F32
+                },
+            };
+            v.push(gemm(3 * d, d, false, Res::None));
+            v.push(gemm(d, d, false, Res::F32(m)));
+            v.push(gemm(f, d, true, Res::None));
+            v.push(gemm(d, f, false, Res::F32(m)));
+        }
+    }
+    v
+}
+
+fn check_linear_tc_small(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    const OP: &str = "linear_tc_small";
+    let cases = small_cases();
+    let (tiles, slots) = workspace_need(cases.iter().flat_map(|c| {
+        SMALL_PATHS
+            .iter()
+            .map(move |p| (c.m, c.n, p.plan(c.m, c.n, c.k)))
+    }));
+    let mut ws = match LinearTcWorkspace::with_capacity(tiles, slots) {
+        Ok(ws) => ws,
+        Err(e) => return vec![super::errored(OP, "workspace", e)],
+    };
+    let mut out: Vec<CheckResult> = Vec::new();
+    for cs in &cases {
+        out.extend(linear_case(gpu, rng, OP, cs, &SMALL_PATHS, Some(&mut ws)));
+    }
+    // The same product three times in a row with one workspace: the counters must be back at 0.
+    let again = LinCase {
+        m: 64,
+        n: 512,
+        k: 2048,
+        bias: true,
+        gelu: false,
+        res: Res::F32(64),
+        out: Out::Both,
+    };
+    out.extend(linear_case(
+        gpu,
+        rng,
+        OP,
+        &again,
+        &[Path::Ws, Path::Ws, Path::Split(usize::MAX), Path::Ws],
+        Some(&mut ws),
+    ));
+    out.push(catch(OP, "workspace counters back at 0", || {
+        gpu.synchronize()?;
+        let pending = ws.pending_counters()?;
+        Ok(CheckResult {
+            op: OP.to_string(),
+            case: "workspace counters back at 0".to_string(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: LINEAR_TC_F32,
+            passed: pending == 0,
+            detail: if pending == 0 {
+                String::new()
+            } else {
+                format!("{pending} of {} counters not 0", ws.tiles())
+            },
+        })
+    }));
+    out.push(small_refusals(gpu));
+    out
+}
+
+fn small_refusals(gpu: &Gpu) -> CheckResult {
+    catch(
+        "linear_tc_small",
+        "refuses bad plans and workspaces",
+        || {
+            let x = DeviceTensor::empty(&[64, 512], DType::F16, Layout::RowMajor)?;
+            let w = DeviceTensor::empty(&[512, 512], DType::F16, Layout::RowMajor)?;
+            let w12 = DeviceTensor::empty(&[512, 12], DType::F16, Layout::RowMajor)?;
+            let mut y = DeviceTensor::empty(&[64, 512], DType::F32, Layout::RowMajor)?;
+            let mut tiny = LinearTcWorkspace::with_capacity(1, 1)?;
+            let ep = EpilogueTc::default();
+            let plan = |splits, kps| LinearTcPlan {
+                kernel: LinearTcKernel::Small,
+                splits,
+                ktiles_per_split: kps,
+            };
+            let attempts: Vec<(&str, Result<()>)> = vec![
+                (
+                    "workspace too small",
+                    linear_tc_ws(gpu, &x, &w, ep, Some(&mut y), None, &mut tiny),
+                ),
+                (
+                    "split without a workspace",
+                    linear_tc_plan(
+                        gpu,
+                        &x,
+                        &w,
+                        ep,
+                        Some(&mut y),
+                        None,
+                        LinearTcPlan::small(512, 4),
+                        None,
+                    ),
+                ),
+                (
+                    "splits not covering K",
+                    linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(1, 4), None),
+                ),
+                (
+                    "an empty split",
+                    linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(8, 2), None),
+                ),
+                (
+                    "absurd K steps per split",
+                    linear_tc_plan(
+                        gpu,
+                        &x,
+                        &w,
+                        ep,
+                        Some(&mut y),
+                        None,
+                        plan(1, usize::MAX),
+                        None,
+                    ),
+                ),
+                (
+                    "zero splits",
+                    linear_tc_plan(gpu, &x, &w, ep, Some(&mut y), None, plan(0, 8), None),
+                ),
+                (
+                    "big kernel split",
+                    linear_tc_plan(
+                        gpu,
+                        &x,
+                        &w,
+                        ep,
+                        Some(&mut y),
+                        None,
+                        LinearTcPlan {
+                            splits: 2,
+                            ..LinearTcPlan::BIG
+                        },
+                        None,
+                    ),
+                ),
+                (
+                    "K not a multiple of 8 (ws path)",
+                    linear_tc_ws(gpu, &x, &w12, ep, Some(&mut y), None, &mut tiny),
+                ),
+            ];
+            Ok(refusal_result("linear_tc_small", LINEAR_TC_F32, &attempts))
+        },
+    )
 }
 
 // ---------------------------------------------------------------- f16 prologue helpers
@@ -797,6 +1111,97 @@ pub struct KernelTiming {
     pub shape: String,
     pub ms: f64,
     pub tflops: f64,
+}
+
+/// Times the four StyleViT GEMMs at few rows: M = `m` tokens, model width `d` (FFN 4d), each as the
+/// 128 x 128 kernel, `linear_tc` (its dispatch, no split) and `linear_tc_ws` (split K); the row's
+/// `kernel` names the variant and its shape the plan. Each sample is `reps` back-to-back launches
+/// between two CUDA events divided by `reps` (direct launches, as a stream of kernels sees them); median
+/// of `iters` samples after a warm-up. Not a check (no assertions), e.g.
+/// `bench_linear_tc_small(&gpu, 64, 512, 20, 50)`.
+pub fn bench_linear_tc_small(
+    gpu: &Gpu,
+    m: usize,
+    d: usize,
+    iters: usize,
+    reps: usize,
+) -> Result<Vec<KernelTiming>> {
+    use crate::error::CudaContext;
+    use cust::event::{Event, EventFlags};
+    let mut rng = <Rng64 as rand::SeedableRng>::seed_from_u64(2);
+    let f = 4 * d;
+    let gemms: [(&'static str, usize, usize, bool, bool); 4] = [
+        ("qkv", 3 * d, d, false, false),
+        ("out+res", d, d, false, true),
+        ("fc1+gelu", f, d, true, false),
+        ("fc2+res", d, f, false, true),
+    ];
+    let mut ws = LinearTcWorkspace::for_shapes(&gemms.map(|(_, n, k, _, _)| (m, n, k)))?;
+    let reps = reps.max(1);
+    let start = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+    let stop = Event::new(EventFlags::DEFAULT).during("creating an event")?;
+    let mut rows = Vec::new();
+    for (name, n, k, gelu, with_res) in gemms {
+        let x =
+            DeviceTensor::from_host_f16(&round_tensor_f16(&random(&mut rng, &[m, k], -1.0, 1.0)))?;
+        let bound = 1.0 / (k as f32).sqrt();
+        let w = DeviceTensor::from_host_f16(&random(&mut rng, &[n, k], -bound, bound))?;
+        let b = random(&mut rng, &[n], -0.1, 0.1);
+        let b = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
+        let r = random(&mut rng, &[m, n], -1.0, 1.0);
+        let r = DeviceTensor::from_f32(&[m, n], &r.data, Layout::RowMajor)?;
+        let mut y32 = DeviceTensor::empty(&[m, n], DType::F32, Layout::RowMajor)?;
+        let mut y16 = DeviceTensor::empty(&[m, n], DType::F16, Layout::RowMajor)?;
+        let ep = EpilogueTc {
+            bias: Some(&b),
+            gelu,
+            residual: with_res.then_some(&r),
+        };
+        let flops = 2.0 * (m * n * k) as f64;
+        for (kernel, path) in [
+            ("linear_tc big", Path::Big),
+            ("linear_tc", Path::Auto),
+            ("linear_tc_ws", Path::Ws),
+        ] {
+            let plan = path.plan(m, n, k);
+            let mut run = || -> Result<()> {
+                let (o32, o16) = if with_res {
+                    (Some(&mut y32), None)
+                } else {
+                    (None, Some(&mut y16))
+                };
+                match path {
+                    Path::Ws => linear_tc_ws(gpu, &x, &w, ep, o32, o16, &mut ws),
+                    _ => linear_tc_plan(gpu, &x, &w, ep, o32, o16, plan, None),
+                }
+            };
+            run()?;
+            gpu.synchronize()?;
+            let mut t = Vec::with_capacity(iters.max(1));
+            for _ in 0..iters.max(1) {
+                start.record(gpu.stream()).during("recording an event")?;
+                for _ in 0..reps {
+                    run()?;
+                }
+                stop.record(gpu.stream()).during("recording an event")?;
+                stop.synchronize()
+                    .during("waiting for the kernel (it may have faulted)")?;
+                let ms = stop
+                    .elapsed_time_f32(&start)
+                    .during("reading the event timer")? as f64;
+                t.push(ms / reps as f64);
+            }
+            t.sort_by(f64::total_cmp);
+            let ms = t[t.len() / 2];
+            rows.push(KernelTiming {
+                kernel,
+                shape: format!("{name} {m}x{n}x{k} [{}]", plan_name(plan)),
+                ms,
+                tflops: flops / ms / 1e9,
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Times `linear_tc` and `attention_tc` (and the fp32 `linear` / `attention` at the same shapes) at
