@@ -21,7 +21,7 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
-use crate::ops::linear_tc::{layer_norm_f16, linear_tc, to_f16, EpilogueTc};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, relu_conv1x1, unpatch};
 
 const OP: &str = "GpuStyleVitFast";
@@ -103,6 +103,7 @@ impl Seq {
     fn block(
         &mut self,
         gpu: &Gpu,
+        ws: &mut LinearTcWorkspace,
         w: &BlockW,
         heads: usize,
         names: &[&'static str; 7],
@@ -112,14 +113,12 @@ impl Seq {
             bias: Some(b),
             ..Default::default()
         };
-        linear_tc(
-            gpu,
+        linear_tc_ws(gpu,
             &self.x16,
             &w.w_qkv,
             bias(&w.b_qkv),
             None,
-            Some(&mut self.qkv16),
-        )?;
+            Some(&mut self.qkv16), ws)?;
         mark(names[0])?;
         attention_tc_qkv(gpu, &self.qkv16, heads, &mut self.a16)?;
         mark(names[1])?;
@@ -128,7 +127,7 @@ impl Seq {
             gelu: false,
             residual: Some(&self.x),
         };
-        linear_tc(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t), None)?;
+        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t), None, ws)?;
         mark(names[2])?;
         layer_norm_f16(
             gpu,
@@ -145,14 +144,14 @@ impl Seq {
             gelu: true,
             residual: None,
         };
-        linear_tc(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16))?;
+        linear_tc_ws(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16), ws)?;
         mark(names[4])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc2_b),
             gelu: false,
             residual: Some(&self.x2),
         };
-        linear_tc(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t), None)?;
+        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t), None, ws)?;
         mark(names[5])?;
         layer_norm_f16(
             gpu,
@@ -252,6 +251,8 @@ struct Bufs {
     content: Seq,
     /// The style encoder's activations when not batched.
     style: Option<Seq>,
+    /// Split-K scratch of the small-M GEMMs (`linear_tc_ws`), shared by all of them (stream order).
+    ws: LinearTcWorkspace,
     pix: DeviceTensor,
     img: DeviceTensor,
     img2: DeviceTensor,
@@ -362,7 +363,20 @@ impl<'g> GpuStyleVitFast<'g> {
         } else {
             (None, Some(Seq::new(&self.cfg, bs, hps * wps)?))
         };
+        // One split-K workspace for every GEMM of the pass (they run in stream order): sized for all their
+        // (M, N, K).
+        let (d, f) = (self.cfg.embed_dim, self.cfg.ffn_dim);
+        let mut gemms = vec![(b * hp * wp, 3 * p * p, d)];
+        let seqs: Vec<usize> = match &both {
+            Some(_) => vec![(b + bs) * hp * wp, b * hp * wp],
+            None => vec![b * hp * wp, bs * hps * wps],
+        };
+        for m in seqs {
+            gemms.extend([(m, d, 3 * p * p), (m, 3 * d, d), (m, d, d), (m, f, d), (m, d, f)]);
+        }
+        let ws = LinearTcWorkspace::for_shapes(&gemms)?;
         self.bufs = Some(Bufs {
+            ws,
             graph: None,
             cin: e(content)?,
             sin: e(style)?,
@@ -645,6 +659,7 @@ impl<'g> GpuStyleVitFast<'g> {
             img,
             img2,
             out,
+            ws,
             ..
         } = bufs;
         let (content, style): (&DeviceTensor, &DeviceTensor) = match inputs {
@@ -654,9 +669,10 @@ impl<'g> GpuStyleVitFast<'g> {
         let (b, hp, wp) = patch_grid(&content.shape, p)?;
         let (patch_w, patch_b, encoder) = (&self.patch_w, &self.patch_b, &self.encoder);
         let encode =
-            |img: &DeviceTensor, seq: &mut Seq, names: &StageNames, mark: Mark| -> Result<()> {
+            |img: &DeviceTensor, seq: &mut Seq, ws: &mut LinearTcWorkspace, names: &StageNames, mark: Mark| -> Result<()> {
                 patch_embed_f16(
                     gpu,
+                    ws,
                     img,
                     patch_w,
                     patch_b,
@@ -668,7 +684,7 @@ impl<'g> GpuStyleVitFast<'g> {
                 )?;
                 mark(names.patch)?;
                 for w in encoder {
-                    seq.block(gpu, w, heads, &names.block, mark)?;
+                    seq.block(gpu, ws, w, heads, &names.block, mark)?;
                 }
                 Ok(())
             };
@@ -676,12 +692,12 @@ impl<'g> GpuStyleVitFast<'g> {
             (Some((input, seq)), _) => {
                 gpu.copy_device_into_at(content, input, 0)?;
                 gpu.copy_device_into_at(style, input, content.numel())?;
-                encode(input, seq, &ENCODER_OPS, mark)?;
+                encode(input, seq, ws, &ENCODER_OPS, mark)?;
                 crate::ops::adain::adain_split(gpu, &seq.x, b, alpha, &mut c.x)?;
             }
             (None, Some(s)) => {
-                encode(content, c, &CONTENT_OPS, mark)?;
-                encode(style, s, &STYLE_OPS, mark)?;
+                encode(content, c, ws, &CONTENT_OPS, mark)?;
+                encode(style, s, ws, &STYLE_OPS, mark)?;
                 crate::ops::adain::adain(gpu, &c.x, &s.x, alpha, &mut c.x2)?;
                 std::mem::swap(&mut c.x, &mut c.x2);
             }
@@ -690,13 +706,13 @@ impl<'g> GpuStyleVitFast<'g> {
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
         for w in &self.decoder {
-            c.block(gpu, w, heads, &DECODER_OPS, mark)?;
+            c.block(gpu, ws, w, heads, &DECODER_OPS, mark)?;
         }
         let ep = EpilogueTc {
             bias: Some(&self.to_pixels_b),
             ..Default::default()
         };
-        linear_tc(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None)?;
+        linear_tc_ws(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None, ws)?;
         mark("to_pixels")?;
         unpatch(gpu, pix, hp, wp, p, img)?;
         crate::ops::conv2d::conv2d(

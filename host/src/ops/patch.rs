@@ -92,10 +92,12 @@ pub fn patch_im2col(
 
 /// The fast StyleViT's patch embedding: `x = im2col(img) · Wᵀ + b + pos` on tensor cores (`linear_tc`,
 /// the positions as its broadcast residual), written as f32 `x` and its f16 copy `x16`, [B, hp·wp, D].
-/// w [D, 3·p·p] f16, b [D] f32, pos [hp·wp, D] f32, `cols16` an f16 scratch [B·hp·wp, 3·p·p].
+/// w [D, 3·p·p] f16, b [D] f32, pos [hp·wp, D] f32, `cols16` an f16 scratch [B·hp·wp, 3·p·p]; `ws` the
+/// split-K workspace of the GEMM (few tokens).
 #[allow(clippy::too_many_arguments)]
 pub fn patch_embed_f16(
     gpu: &Gpu,
+    ws: &mut crate::ops::linear_tc::LinearTcWorkspace,
     img: &DeviceTensor,
     w: &DeviceTensor,
     b: &DeviceTensor,
@@ -120,7 +122,7 @@ pub fn patch_embed_f16(
         gelu: false,
         residual: Some(pos),
     };
-    crate::ops::linear_tc::linear_tc(gpu, cols16, w, ep, Some(x), Some(x16))
+    crate::ops::linear_tc::linear_tc_ws(gpu, cols16, w, ep, Some(x), Some(x16), ws)
 }
 
 /// Patch embedding plus positions: out [B, hp·wp, D] = im2col(img) · Wᵀ + b + pos, with w [D, 3·p·p] (the

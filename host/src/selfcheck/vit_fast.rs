@@ -656,11 +656,17 @@ fn small_refusals(gpu: &Gpu) -> CheckResult {
 // ---------------------------------------------------------------- f16 prologue helpers
 fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
+    // d % 4 == 0 and ≤ 1024: the register-resident row (512, 96, 1024, 4, 1020 with a partial group of
+    // lanes); otherwise the strided loop (1, 97, 1028).
     for &(rows, d, with_res) in &[
         (33usize, 512usize, true),
         (17, 96, false),
         (3, 1, false),
         (41, 97, true),
+        (9, 1024, true),
+        (5, 1020, false),
+        (12, 4, true),
+        (3, 1028, true),
     ] {
         let name = format!(
             "layer_norm {rows}x{d}{}",
