@@ -210,7 +210,7 @@ fn conv2d_tc_launch(
         None => variant,
         Some(f) => {
             let default = conv2d_tc_variant(k as u32, c as u32, bm as u32);
-            ensure(Some(f) == default || (f == CONV2D_TC_K32_BK32 && default == Some(CONV2D_TC_K32_BK64)), OP, || {
+            ensure(Some(f) == default || (f == CONV2D_TC_K32_BK64 && default == Some(CONV2D_TC_K32_BK32)), OP, || {
                 format!("kernel {} does not fit K {k}, C {c} with {bm}-pixel tiles (default {variant:?})", f.name)
             })?;
             f
