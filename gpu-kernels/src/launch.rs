@@ -260,9 +260,9 @@ pub const CONV2D_TC_C4H_SLOTS: u32 = CONV2D_TC_C4H_TW + 8;
 /// k16 steps x two n-tile pairs, then the k8 step of tap 8 for all four n-tiles) x 32 lanes x 8 f16.
 pub const CONV2D_TC_C4H_W_ELEMS: u32 = 9 * 5 * 32 * 8;
 /// `conv2d_tc_c4_halo9_k32`: dynamic shared memory: the (TH+8) x SLOTS pair slots (16 bytes each), the
-/// weight, then the epilogue's reduction scratch (2 x 8 warps x 32 floats).
+/// weight, then the epilogue's reduction scratch (2 x 8 warps x 32 floats, then 32 means).
 pub const CONV2D_TC_C4H_SMEM: u32 =
-    (CONV2D_TC_C4H_TH + 8) * CONV2D_TC_C4H_SLOTS * 16 + CONV2D_TC_C4H_W_ELEMS * 2 + 2 * 8 * CONV2D_TC_C4H_K * 4;
+    (CONV2D_TC_C4H_TH + 8) * CONV2D_TC_C4H_SLOTS * 16 + CONV2D_TC_C4H_W_ELEMS * 2 + (2 * 8 + 1) * CONV2D_TC_C4H_K * 4;
 
 
 // ------------------------------------------------------------------------------------------- linear_tc

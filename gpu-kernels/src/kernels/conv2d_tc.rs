@@ -640,6 +640,29 @@ unsafe fn mma_f16_1688(d: &mut [f32; 4], a: [u32; 2], b: u32) {
     );
 }
 
+/// Four u32 (16 bytes, aligned: stored as one vector).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct U32x4([u32; 4]);
+
+/// `shfl.sync.bfly.b32` of a u32: the value of lane `lane ^ xor_mask`. All 32 lanes must call it.
+#[inline(always)]
+fn shfl_xor_u32(v: u32, xor_mask: u32) -> u32 {
+    f32::to_bits(shfl_xor_f32(f32::from_bits(v), xor_mask))
+}
+
+/// `c ? a : b` as a `selp` (keeps the quad transposes branch-free).
+#[inline(always)]
+fn sel(c: bool, a: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic on registers.
+    unsafe {
+        asm!("{{ .reg .pred p; setp.ne.u32 p, {1}, 0; selp.b32 {0}, {2}, {3}, p; }}",
+             out(reg32) r, in(reg32) c as u32, in(reg32) a, in(reg32) b, options(pure, nomem, nostack))
+    };
+    r
+}
+
 /// `ld.shared.v4.u32` at a shared-window byte address.
 ///
 /// # Safety
@@ -681,6 +704,11 @@ unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
 /// is ~7M instructions (~0.05 ms at mma.sync rates), the rest the 64 MB f16 output and the staging; the
 /// input is read from memory ~2.6x per tile (halo) instead of 81 times through L1/L2, with no gather
 /// arithmetic.
+///
+/// Epilogue: the statistics two-pass from the f32 accumulators (3 barriers; the 8 warps' sums are combined
+/// by one thread per channel, which keeps the kernel at 96 registers), then the f16 stores as 16-byte
+/// vectors after a transpose within each lane quad. ptxas (sm_90): 96 registers, no spills, 40.6 KB of
+/// shared memory: two blocks (16 warps) per SM, each staging while the other computes.
 ///
 /// Grid (ceil(W / TW), ceil(H / TH), N); dynamic shared memory `CONV2D_TC_C4H_SMEM`. Requires (host):
 /// H, W ≥ 5, N*H*W*32 < 2^31.
@@ -770,16 +798,6 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *cons
     let oy = |mi: usize| ty0 + 2 * warp + mi as u32 / 2;
     let ox = |mi: usize, hf: usize| tx0 + (mi as u32 % 2) * 16 + g + 8 * hf as u32;
     let ok = |mi: usize, hf: usize| oy(mi) < p_out && ox(mi, hf) < q_out;
-    unroll!(4, |mi| {
-        unroll!(2, |hf| {
-            if ok(mi, hf) {
-                let out = y16.add(((n_img * p_out + oy(mi)) * q_out + ox(mi, hf)) as usize * (K / 2) as usize + tq as usize);
-                unroll!(4, |nt| {
-                    *out.add(nt * 4) = pack_f16x2(acc[mi][nt][2 * hf], acc[mi][nt][2 * hf + 1]);
-                });
-            }
-        });
-    });
     // InstanceNorm partials of this tile (as `conv2d_tc_body`): per channel the sum over the valid pixels
     // (lanes, then the 8 warps through shared memory), the mean, then the sum of squared deviations.
     let rows = if p_out - ty0 < TH { p_out - ty0 } else { TH };
@@ -787,6 +805,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *cons
     let count = (rows * cols) as f32;
     let red = shared::dynamic_smem::<f32>().add(((HROWS * ROW_BYTES + CONV2D_TC_C4H_W_ELEMS * 2) / 4) as usize);
     let red2 = red.add(8 * K as usize);
+    let red_mean = red.add(16 * K as usize);
     let col = |nt: usize, e: usize| nt * 8 + tq as usize * 2 + e;
     let mut mean = [[0f32; 2]; 4];
     unroll!(4, |nt| {
@@ -806,13 +825,19 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *cons
         });
     });
     sync_threads();
+    // One thread per channel sums the 8 warps' sums (instead of every lane loading 64 values while the
+    // accumulators are live: that cost registers), then every lane reads its 8 channels' means.
+    if t < K {
+        let mut tot = 0f32;
+        for wi in 0..8 {
+            tot += *red.add(wi * K as usize + t as usize);
+        }
+        *red_mean.add(t as usize) = tot / count;
+    }
+    sync_threads();
     unroll!(4, |nt| {
         unroll!(2, |e| {
-            let mut tot = 0f32;
-            for wi in 0..8 {
-                tot += *red.add(wi * K as usize + col(nt, e));
-            }
-            mean[nt][e] = tot / count;
+            mean[nt][e] = *red_mean.add(col(nt, e));
         });
     });
     unroll!(4, |nt| {
@@ -832,15 +857,38 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *cons
             }
         });
     });
+    // The 4 lanes of a quad hold the 32 channels of one pixel as v[nt] = channels 8nt + 2tq ..+2; a 4x4
+    // transpose within the quad (two butterfly stages, 4 shuffles) gives lane tq the 8 channels of n-tile
+    // tq (v[i] from lane i), stored as one 16-byte vector: each store instruction writes 8 consecutive
+    // pixels x 64 bytes = 512 contiguous bytes (instead of 32-bit pieces in 16-byte runs).
+    let (bit1, bit0) = (tq & 2 != 0, tq & 1 != 0);
+    unroll!(4, |mi| {
+        unroll!(2, |hf| {
+            let mut v = [0u32; 4];
+            unroll!(4, |nt| {
+                v[nt] = pack_f16x2(acc[mi][nt][2 * hf], acc[mi][nt][2 * hf + 1]);
+            });
+            // Selects only (no branches around the shuffles).
+            let r0 = shfl_xor_u32(sel(bit1, v[0], v[2]), 2);
+            let r1 = shfl_xor_u32(sel(bit1, v[1], v[3]), 2);
+            v = [sel(bit1, r0, v[0]), sel(bit1, r1, v[1]), sel(bit1, v[2], r0), sel(bit1, v[3], r1)];
+            let r0 = shfl_xor_u32(sel(bit0, v[0], v[1]), 1);
+            let r1 = shfl_xor_u32(sel(bit0, v[2], v[3]), 1);
+            v = [sel(bit0, r0, v[0]), sel(bit0, v[1], r0), sel(bit0, r1, v[2]), sel(bit0, v[3], r1)];
+            if ok(mi, hf) {
+                let out = y16.add(((n_img * p_out + oy(mi)) * q_out + ox(mi, hf)) as usize * (K / 2) as usize + tq as usize * 4);
+                *(out as *mut U32x4) = U32x4(v);
+            }
+        });
+    });
     sync_threads();
     if t < K {
-        let (mut tot, mut m2) = (0f32, 0f32);
+        let mut m2 = 0f32;
         for wi in 0..8 {
-            tot += *red.add(wi * K as usize + t as usize);
             m2 += *red2.add(wi * K as usize + t as usize);
         }
         let o = part.add((((n_img * K + t) * tiles + tile) * 2) as usize);
-        *o = tot / count;
+        *o = *red_mean.add(t as usize);
         *o.add(1) = m2;
     }
 }

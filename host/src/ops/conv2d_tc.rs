@@ -8,6 +8,10 @@
 //! * output, one of [`ConvOut`]: NHWC f16 `[N, P, Q, K]` plus InstanceNorm partials (for
 //!   `ops::nhwc::nhwc_in_coef`), or NCHW f32 `[N, k_real, P, Q]` plus bias (the last layer).
 //!
+//! Two halo-staged 9x9 special cases: [`conv2d_tc_halo9`] (the last layer, 32 -> 3, NCHW f32 + bias) and
+//! [`conv2d_tc_c4_halo9`] (conv1, 4 packed channels -> 32, NHWC f16 + InstanceNorm partials over 2-D tiles,
+//! described by a [`PartTiling`]; `STYLEFORGE_CONV1=gather` keeps the fast net on [`conv2d_tc`] for A/B).
+//!
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 use gpu_kernels::launch::{

@@ -8,7 +8,9 @@
 //! with NaN before each launch. The cases reach every kernel variant (`launch::conv2d_tc_variant`: each
 //! K at each tile size, the c4 first layer at 256 and 128 pixels, stride 2, upsampling, GEMM-K with a
 //! zero half step of 64, partial last tiles, batch > 1); cases whose default is `conv2d_tc_k32` also run
-//! through `conv2d_tc_k32` (BK 64) too. Each case name ends with the kernel it ran.
+//! through `conv2d_tc_k32` (BK 64) too. Each case name ends with the kernel it ran. conv1's halo-staged
+//! `conv2d_tc_c4_halo9_k32` has its own cases (partial 2-D tiles, the 5x5 minimum, batch 2) with its 2-D
+//! partials combined by `nhwc_in_coef_tiled`.
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
