@@ -246,6 +246,24 @@ pub const CONV2D_TC_HALO_W_ELEMS: u32 = 81 * 2 * 32 * 4;
 /// the weight.
 pub const CONV2D_TC_HALO_SMEM: u32 = (CONV2D_TC_HALO_TH + 8) * (CONV2D_TC_HALO_TW + 8) * CONV2D_TC_HALO_C * 2 + CONV2D_TC_HALO_W_ELEMS * 2;
 
+// ------------------------------------------------------------------------------ conv2d_tc (c4 halo9)
+/// `conv2d_tc_c4_halo9_k32` (conv1: 9x9, 4 packed input channels -> 32): output tile rows and columns per
+/// block (8 warps, each two rows of 32 columns = four m-tiles of 16 pixels).
+pub const CONV2D_TC_C4H_TH: u32 = 16;
+pub const CONV2D_TC_C4H_TW: u32 = 32;
+/// `conv2d_tc_c4_halo9_k32`: output channels (all in one block).
+pub const CONV2D_TC_C4H_K: u32 = 32;
+/// `conv2d_tc_c4_halo9_k32`: 16-byte pair slots per staged halo row (slot j = halo pixels j and j + 1, so
+/// every ldmatrix row address is 16-byte aligned whatever the pixel's parity).
+pub const CONV2D_TC_C4H_SLOTS: u32 = CONV2D_TC_C4H_TW + 8;
+/// `conv2d_tc_c4_halo9_k32`: f16 elements of the fragment-ordered weight: per filter row 5 chunks (two
+/// k16 steps x two n-tile pairs, then the k8 step of tap 8 for all four n-tiles) x 32 lanes x 8 f16.
+pub const CONV2D_TC_C4H_W_ELEMS: u32 = 9 * 5 * 32 * 8;
+/// `conv2d_tc_c4_halo9_k32`: dynamic shared memory: the (TH+8) x SLOTS pair slots (16 bytes each), the
+/// weight, then the epilogue's reduction scratch (2 x 8 warps x 32 floats, then 32 means).
+pub const CONV2D_TC_C4H_SMEM: u32 =
+    (CONV2D_TC_C4H_TH + 8) * CONV2D_TC_C4H_SLOTS * 16 + CONV2D_TC_C4H_W_ELEMS * 2 + (2 * 8 + 1) * CONV2D_TC_C4H_K * 4;
+
 
 // ------------------------------------------------------------------------------------------- linear_tc
 /// `linear_tc` (f16 tensor-core GEMM, f32 accumulation): output rows (GEMM-M) per block.

@@ -624,3 +624,271 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
         });
     }
 }
+
+/// `mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32`: `d += a * b` with A 16x8 (`a[0]` row g, k 2t..2t+1;
+/// `a[1]` row g+8) and B 8x8 (`b` k 2t..2t+1, column g), g = lane / 4, t = lane % 4.
+///
+/// # Safety
+/// Every lane of the warp must execute it (converged); sm_80 or later.
+#[inline(always)]
+unsafe fn mma_f16_1688(d: &mut [f32; 4], a: [u32; 2], b: u32) {
+    asm!(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {{{0}, {1}, {2}, {3}}}, {{{4}, {5}}}, {{{6}}}, {{{0}, {1}, {2}, {3}}};",
+        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3],
+        in(reg32) a[0], in(reg32) a[1], in(reg32) b,
+        options(nomem, nostack)
+    );
+}
+
+/// Four u32 (16 bytes, aligned: stored as one vector).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct U32x4([u32; 4]);
+
+/// `shfl.sync.bfly.b32` of a u32: the value of lane `lane ^ xor_mask`. All 32 lanes must call it.
+#[inline(always)]
+fn shfl_xor_u32(v: u32, xor_mask: u32) -> u32 {
+    f32::to_bits(shfl_xor_f32(f32::from_bits(v), xor_mask))
+}
+
+/// `c ? a : b` as a `selp` (keeps the quad transposes branch-free).
+#[inline(always)]
+fn sel(c: bool, a: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic on registers.
+    unsafe {
+        asm!("{{ .reg .pred p; setp.ne.u32 p, {1}, 0; selp.b32 {0}, {2}, {3}, p; }}",
+             out(reg32) r, in(reg32) c as u32, in(reg32) a, in(reg32) b, options(pure, nomem, nostack))
+    };
+    r
+}
+
+/// `ld.shared.v4.u32` at a shared-window byte address.
+///
+/// # Safety
+/// `addr` must be 16-byte aligned with `addr .. addr + 16` inside the launch's dynamic shared memory.
+#[inline(always)]
+unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    asm!("ld.shared.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+         out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, readonly));
+    [a, b, c, d]
+}
+
+/// `conv2d_tc` for the network's first layer: 9x9, stride 1, reflection pad 4, x NHWC f16 with 4 (packed
+/// RGB + 0) channels, all 32 output channels, NHWC f16 output (saturated) plus per-tile InstanceNorm
+/// partials as `CONV2D_TC_OUT_F16_STATS` writes them, the tiles being 2-D: tile = blockIdx.y * gridDim.x
+/// + blockIdx.x covers output rows ty0 .. ty0 + TH and columns tx0 .. tx0 + TW (clipped), and
+/// `part[((n*32 + ch)*tiles + tile)*2 ..+2]` = (mean, M2) of its pixels (`nhwc_in_coef` is told the 2-D
+/// tiling by the host).
+///
+/// Like `conv2d_tc_halo9_k8`, each block stages its input tile with the halo in shared memory once and the
+/// whole weight in fragment order, instead of gathering every tap from memory (`conv2d_tc_c4_k32`: 81
+/// reads of each input pixel, a table-driven gather per piece). A pixel is 8 bytes (4 channels), so one
+/// ldmatrix row (8 f16) is two consecutive taps of one filter row and a k16 step of the GEMM
+/// (k = tap * 4 + channel) is four taps: taps 4st .. 4st+3 of filter row r for st = 0, 1 (two
+/// ldmatrix.x4 rows per pixel: taps 4st, 4st+1 and 4st+2, 4st+3), and tap 8 with a zero tap 9 as one
+/// m16n8k8 step (ldmatrix.x2), so a filter row costs 2.5 k16 steps for 2.25 of real work (GEMM-K 360 for
+/// 324, against 352 for the gather kernel). ldmatrix needs 16-byte aligned rows but half of the output
+/// pixels start at an odd 8-byte pixel: the halo is staged as pair slots, slot j of a halo row holding
+/// pixels j and j + 1 (16 bytes), so the row of output column ox for taps s, s+1 is slot ox + s; eight
+/// consecutive columns read 8 consecutive slots (conflict-free).
+///
+/// Block: 256 threads = 8 warps; warp w computes output rows ty0 + 2w, ty0 + 2w + 1, each as two m-tiles
+/// of 16 columns, x all 32 channels (4 n-tiles): per filter row, per k16 step, two ld.shared.v4 of weight
+/// fragments feed 16 mma. Weight in shared memory (`w[((r*5 + j)*32 + lane)*8 ..+8]`, see
+/// `host::ops::conv2d_tc::pack_weight_c4_halo9`): j = 2st + p holds (b0, b1) of n-tiles 2p and 2p+1 for
+/// k16 step st, j = 4 the k8 step's b of n-tiles 0..3.
+///
+/// Expected: conv1 at 1024x1024 from 0.336 ms (`conv2d_tc_c4_k32`, H200) to ~0.10-0.12 ms: the mma work
+/// is ~7M instructions (~0.05 ms at mma.sync rates), the rest the 64 MB f16 output and the staging; the
+/// input is read from memory ~2.6x per tile (halo) instead of 81 times through L1/L2, with no gather
+/// arithmetic.
+///
+/// Epilogue: the statistics two-pass from the f32 accumulators (3 barriers; the 8 warps' sums are combined
+/// by one thread per channel, which keeps the kernel at 96 registers), then the f16 stores as 16-byte
+/// vectors after a transpose within each lane quad. ptxas (sm_90): 96 registers, no spills, 40.6 KB of
+/// shared memory: two blocks (16 warps) per SM, each staging while the other computes.
+///
+/// Grid (ceil(W / TW), ceil(H / TH), N); dynamic shared memory `CONV2D_TC_C4H_SMEM`. Requires (host):
+/// H, W ≥ 5, N*H*W*32 < 2^31.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *const u16, h: u32, wd: u32, y16: *mut u32, part: *mut f32) {
+    use crate::device::{block_idx_z, grid_dim_x, grid_dim_y};
+    use crate::launch::{CONV2D_TC_C4H_K as K, CONV2D_TC_C4H_SLOTS as SLOTS, CONV2D_TC_C4H_TH as TH, CONV2D_TC_C4H_TW as TW, CONV2D_TC_C4H_W_ELEMS};
+    const HROWS: u32 = TH + 8;
+    const ROW_BYTES: u32 = SLOTS * 16;
+    const W_CHUNKS: u32 = CONV2D_TC_C4H_W_ELEMS / 8;
+    const { assert!(CONV2D_TC_THREADS == 256 && TH == 16 && TW == 32 && K == 32 && SLOTS == TW + 8) };
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let tiles_x = grid_dim_x();
+    let tile = block_idx_y() * tiles_x + block_idx_x();
+    let tiles = tiles_x * grid_dim_y();
+    let tx0 = block_idx_x() * TW;
+    let ty0 = block_idx_y() * TH;
+    let n_img = block_idx_z();
+    let (p_out, q_out) = (h, wd); // stride 1, pad 4: same size
+    let smem = shared::dynamic_smem_addr();
+    let w_base = smem + HROWS * ROW_BYTES;
+
+    // Stage the halo: halo row hy = input row ty0 + hy - 4, halo pixel hx = input column tx0 + hx - 4,
+    // reflected (rows and columns past the output of partial tiles, and the zero-weight tap 9 of the last
+    // column, are clamped to H+3 / W+3 first: finite values whose results are not stored or are multiplied
+    // by zero). Piece `rem` of a halo row is half rem % 2 of slot rem / 2, i.e. pixel rem / 2 + rem % 2, at
+    // byte rem * 8 of the row.
+    let mut id = t;
+    while id < HROWS * SLOTS * 2 {
+        let hy = id / (SLOTS * 2);
+        let rem = id - hy * SLOTS * 2;
+        let hx = rem / 2 + rem % 2;
+        let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
+        let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
+        let src = x.add(((n_img * h + ih) * wd + iw) as usize * 4);
+        cp_async_8(smem + hy * ROW_BYTES + rem * 8, src as *const u8, 8);
+        id += CONV2D_TC_THREADS;
+    }
+    let mut id = t;
+    while id < W_CHUNKS {
+        cp_async_16(w_base + id * 16, w.add(id as usize * 8) as *const u8, 16);
+        id += CONV2D_TC_THREADS;
+    }
+    cp_async_commit();
+    cp_async_wait_group::<0>();
+    sync_threads();
+
+    // acc[mi][nt]: m-tile mi = output row 2w + mi / 2, columns (mi % 2) * 16 .. +16; n-tile nt = channels
+    // 8nt .. 8nt + 8.
+    let mut acc = [[[0f32; 4]; 4]; 4];
+    // This lane's ldmatrix row: column lane % 16 of the m-tile; lanes 16..32 give the k 8..15 half (the slot
+    // two pixels on). The k8 step's x2 uses lanes 0..16 only (the others point at valid slots too).
+    let a_lane = smem + (2 * warp * SLOTS + lane % 16) * 16;
+    let a_half = (lane / 16) * 32;
+    let a_off = |mi: usize| (mi as u32 / 2) * ROW_BYTES + (mi as u32 % 2) * 256;
+    let mut r = 0;
+    while r < 9 {
+        let a_r = a_lane + r * ROW_BYTES;
+        let w_r = w_base + (r * 5 * 32 + lane) * 16;
+        unroll!(2, |st| {
+            let b01 = ld_v4_u32(w_r + st as u32 * 2 * 512);
+            let b23 = ld_v4_u32(w_r + (st as u32 * 2 + 1) * 512);
+            unroll!(4, |mi| {
+                let a = ldmatrix_x4(a_r + a_off(mi) + st as u32 * 64 + a_half);
+                mma_f16_16816(&mut acc[mi][0], a, [b01[0], b01[1]]);
+                mma_f16_16816(&mut acc[mi][1], a, [b01[2], b01[3]]);
+                mma_f16_16816(&mut acc[mi][2], a, [b23[0], b23[1]]);
+                mma_f16_16816(&mut acc[mi][3], a, [b23[2], b23[3]]);
+            });
+        });
+        let b8 = ld_v4_u32(w_r + 4 * 512);
+        unroll!(4, |mi| {
+            let a = ldmatrix_x2(a_r + a_off(mi) + 8 * 16);
+            unroll!(4, |nt| {
+                mma_f16_1688(&mut acc[mi][nt], a, b8[nt]);
+            });
+        });
+        r += 1;
+    }
+
+    // Epilogue: m-tile mi rows g, g + 8 = output columns; fragment columns 2tq, 2tq + 1 of n-tile nt =
+    // output channels 8nt + 2tq ..+2.
+    let g = lane / 4;
+    let tq = lane % 4;
+    let oy = |mi: usize| ty0 + 2 * warp + mi as u32 / 2;
+    let ox = |mi: usize, hf: usize| tx0 + (mi as u32 % 2) * 16 + g + 8 * hf as u32;
+    let ok = |mi: usize, hf: usize| oy(mi) < p_out && ox(mi, hf) < q_out;
+    // InstanceNorm partials of this tile (as `conv2d_tc_body`): per channel the sum over the valid pixels
+    // (lanes, then the 8 warps through shared memory), the mean, then the sum of squared deviations.
+    let rows = if p_out - ty0 < TH { p_out - ty0 } else { TH };
+    let cols = if q_out - tx0 < TW { q_out - tx0 } else { TW };
+    let count = (rows * cols) as f32;
+    let red = shared::dynamic_smem::<f32>().add(((HROWS * ROW_BYTES + CONV2D_TC_C4H_W_ELEMS * 2) / 4) as usize);
+    let red2 = red.add(8 * K as usize);
+    let red_mean = red.add(16 * K as usize);
+    let col = |nt: usize, e: usize| nt * 8 + tq as usize * 2 + e;
+    let mut mean = [[0f32; 2]; 4];
+    unroll!(4, |nt| {
+        unroll!(2, |e| {
+            let mut v = 0f32;
+            unroll!(4, |mi| {
+                unroll!(2, |hf| {
+                    if ok(mi, hf) {
+                        v += acc[mi][nt][2 * hf + e];
+                    }
+                });
+            });
+            let v = sum_rows(v);
+            if g == 0 {
+                *red.add(warp as usize * K as usize + col(nt, e)) = v;
+            }
+        });
+    });
+    sync_threads();
+    // One thread per channel sums the 8 warps' sums (instead of every lane loading 64 values while the
+    // accumulators are live: that cost registers), then every lane reads its 8 channels' means.
+    if t < K {
+        let mut tot = 0f32;
+        for wi in 0..8 {
+            tot += *red.add(wi * K as usize + t as usize);
+        }
+        *red_mean.add(t as usize) = tot / count;
+    }
+    sync_threads();
+    unroll!(4, |nt| {
+        unroll!(2, |e| {
+            mean[nt][e] = *red_mean.add(col(nt, e));
+        });
+    });
+    unroll!(4, |nt| {
+        unroll!(2, |e| {
+            let mut v = 0f32;
+            unroll!(4, |mi| {
+                unroll!(2, |hf| {
+                    if ok(mi, hf) {
+                        let d = acc[mi][nt][2 * hf + e] - mean[nt][e];
+                        v += d * d;
+                    }
+                });
+            });
+            let v = sum_rows(v);
+            if g == 0 {
+                *red2.add(warp as usize * K as usize + col(nt, e)) = v;
+            }
+        });
+    });
+    // The 4 lanes of a quad hold the 32 channels of one pixel as v[nt] = channels 8nt + 2tq ..+2; a 4x4
+    // transpose within the quad (two butterfly stages, 4 shuffles) gives lane tq the 8 channels of n-tile
+    // tq (v[i] from lane i), stored as one 16-byte vector: each store instruction writes 8 consecutive
+    // pixels x 64 bytes = 512 contiguous bytes (instead of 32-bit pieces in 16-byte runs).
+    let (bit1, bit0) = (tq & 2 != 0, tq & 1 != 0);
+    unroll!(4, |mi| {
+        unroll!(2, |hf| {
+            let mut v = [0u32; 4];
+            unroll!(4, |nt| {
+                v[nt] = pack_f16x2(acc[mi][nt][2 * hf], acc[mi][nt][2 * hf + 1]);
+            });
+            // Selects only (no branches around the shuffles).
+            let r0 = shfl_xor_u32(sel(bit1, v[0], v[2]), 2);
+            let r1 = shfl_xor_u32(sel(bit1, v[1], v[3]), 2);
+            v = [sel(bit1, r0, v[0]), sel(bit1, r1, v[1]), sel(bit1, v[2], r0), sel(bit1, v[3], r1)];
+            let r0 = shfl_xor_u32(sel(bit0, v[0], v[1]), 1);
+            let r1 = shfl_xor_u32(sel(bit0, v[2], v[3]), 1);
+            v = [sel(bit0, r0, v[0]), sel(bit0, v[1], r0), sel(bit0, r1, v[2]), sel(bit0, v[3], r1)];
+            if ok(mi, hf) {
+                let out = y16.add(((n_img * p_out + oy(mi)) * q_out + ox(mi, hf)) as usize * (K / 2) as usize + tq as usize * 4);
+                *(out as *mut U32x4) = U32x4(v);
+            }
+        });
+    });
+    sync_threads();
+    if t < K {
+        let mut m2 = 0f32;
+        for wi in 0..8 {
+            m2 += *red2.add(wi * K as usize + t as usize);
+        }
+        let o = part.add((((n_img * K + t) * tiles + tile) * 2) as usize);
+        *o = *red_mean.add(t as usize);
+        *o.add(1) = m2;
+    }
+}

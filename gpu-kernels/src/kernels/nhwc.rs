@@ -49,8 +49,12 @@ fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
 }
 
 /// Block (`NHWC_COEF_THREADS` threads) per plane p = n*C + ch (grid x = N*C): combines
-/// part[(p*tiles + i)*2 ..+2] = (mean, M2) of tile i (tile_px pixels, the last one `pq - (tiles-1)*tile_px`),
-/// then writes coef[p*2 ..+2] = (a, b) with rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a.
+/// part[(p*tiles + i)*2 ..+2] = (mean, M2) of tile i, then writes coef[p*2 ..+2] = (a, b) with
+/// rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a. The plane is viewed as `p_rows` x
+/// `q_cols` pixels (pq = their product) cut into tiles of `tile_h` x `tile_w`, `tiles_x` per tile row:
+/// tile i counts min(tile_w, q_cols − (i % tiles_x)·tile_w) · min(tile_h, p_rows − (i / tiles_x)·tile_h)
+/// pixels. The 1-D tiles of `conv2d_tc` (tile_px pixels of the flattened plane) are tiles_x = tiles,
+/// tile_w = tile_px, tile_h = 1, q_cols = P·Q, p_rows = 1; `conv2d_tc_c4_halo9_k32`'s are its 2-D blocks.
 /// Dynamic shared memory: 3 * NHWC_COEF_THREADS / 32 floats.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
@@ -61,22 +65,33 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     beta: *const f32,
     c: u32,
     tiles: u32,
-    tile_px: u32,
-    pq: u32,
+    tiles_x: u32,
+    tile_w: u32,
+    tile_h: u32,
+    q_cols: u32,
+    p_rows: u32,
     eps: f32,
 ) {
+    let pq = p_rows * q_cols;
     let p = block_idx_x();
     let t = thread_idx_x();
     let src = part.add((p * tiles * 2) as usize);
     let mut acc = (0f32, 0f32, 0f32);
     let mut i = t;
     while i < tiles {
-        let start = i * tile_px;
-        let cnt = if pq - start < tile_px {
-            pq - start
+        let ty = i / tiles_x;
+        let (x0, y0) = ((i - ty * tiles_x) * tile_w, ty * tile_h);
+        let cw = if q_cols - x0 < tile_w {
+            q_cols - x0
         } else {
-            tile_px
+            tile_w
         };
+        let rh = if p_rows - y0 < tile_h {
+            p_rows - y0
+        } else {
+            tile_h
+        };
+        let cnt = cw * rh;
         acc = chan(
             acc,
             (

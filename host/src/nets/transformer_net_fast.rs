@@ -7,7 +7,9 @@
 //! affine coefficients and `nhwc_in_apply` normalises in place (+ReLU), or adds the normalised second conv
 //! of a residual block into the trunk. Biases of convs followed by InstanceNorm are dropped (the mean
 //! subtraction cancels them exactly). deconv3 (9x9, 32 -> 3) stages each input tile with its halo in shared memory
-//! once ([`conv2d_tc_halo9`]) and writes the NCHW f32 output with its bias directly. Buffers are allocated once per input shape; no host synchronisation in
+//! once ([`conv2d_tc_halo9`]) and writes the NCHW f32 output with its bias directly; conv1 (9x9, 4 packed
+//! channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose InstanceNorm partials come in 2-D tiles
+//! (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -16,11 +18,13 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{res_name, LayerCost, OpKind};
 use crate::ops::conv2d_tc::{
-    conv2d_tc, conv2d_tc_halo9, conv2d_tc_output_shape, conv2d_tc_part_len, ConvOut, HaloWeight,
+    conv1_use_halo, conv2d_tc, conv2d_tc_c4_halo9, conv2d_tc_c4_halo_tiling, conv2d_tc_halo9,
+    conv2d_tc_output_shape, conv2d_tc_part_len, C4HaloWeight, ConvOut, HaloWeight, PartTiling,
     TcWeight,
 };
 use crate::ops::nhwc::{
-    nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_coef, nhwc_pack_input, PACKED_INPUT_CHANNELS,
+    nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_coef, nhwc_in_coef_tiled, nhwc_pack_input,
+    PACKED_INPUT_CHANNELS,
 };
 
 const OP: &str = "GpuTransformerNetFast";
@@ -89,6 +93,19 @@ impl GpuNorm {
         nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
         nhwc_in_apply(gpu, y, coef, true)
     }
+    /// As [`Self::relu_inplace`] for partials tiled as `tiling` says (conv1's halo kernel).
+    fn relu_inplace_tiled(
+        &self,
+        gpu: &Gpu,
+        y: &mut DeviceTensor,
+        tiling: &PartTiling,
+        part: &DeviceTensor,
+        coef: &mut DeviceTensor,
+    ) -> Result<()> {
+        let s = shape4(y)?;
+        nhwc_in_coef_tiled(gpu, &s, tiling, part, &self.gamma, &self.beta, coef)?;
+        nhwc_in_apply(gpu, y, coef, true)
+    }
     /// `trunk += norm(y)` (the residual blocks' second norm).
     fn add_into(
         &self,
@@ -145,6 +162,9 @@ struct Buffers {
 pub struct GpuTransformerNetFast<'g> {
     gpu: &'g Gpu,
     conv1: TcConv,
+    /// conv1 through the halo-staged kernel (a [32, ≤ 4, 9, 9] stride-1 layer, unless
+    /// `STYLEFORGE_CONV1=gather` when the net was built).
+    conv1_halo: Option<C4HaloWeight>,
     in1: GpuNorm,
     conv2: TcConv,
     in2: GpuNorm,
@@ -193,6 +213,15 @@ impl<'g> GpuTransformerNetFast<'g> {
         let me = GpuTransformerNetFast {
             gpu,
             conv1: TcConv::new(&net.conv1, PACKED_INPUT_CHANNELS, 0)?,
+            conv1_halo: (conv1_use_halo()
+                && net.conv1.weight.shape.len() == 4
+                && net.conv1.weight.shape[0] == 32
+                && (1..=PACKED_INPUT_CHANNELS).contains(&net.conv1.weight.shape[1])
+                && net.conv1.weight.shape[2..] == [9, 9]
+                && net.conv1.stride == 1
+                && net.conv1.upsample <= 1)
+                .then(|| C4HaloWeight::upload(&net.conv1.weight))
+                .transpose()?,
             in1: GpuNorm::new(&net.in1)?,
             conv2: TcConv::new(&net.conv2, 0, 0)?,
             in2: GpuNorm::new(&net.in2)?,
@@ -248,9 +277,11 @@ impl<'g> GpuTransformerNetFast<'g> {
         let s5 = self.deconv2.out_shape(&s4)?;
         let s6 = self.deconv3.out_shape(&s5)?;
         let shapes = [&s1, &s2, &s3, &s4, &s5];
+        // conv1's halo kernel has 2-D tiles (possibly more than the 1-D ones at the same size).
         let part_len = shapes
             .iter()
             .map(|s| conv2d_tc_part_len(s))
+            .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -499,8 +530,16 @@ impl<'g> GpuTransformerNetFast<'g> {
             None => input,
         };
         nhwc_pack_input(gpu, x, x4)?;
-        self.conv1.run(gpu, x4, ConvOut::F16Stats { y: a1, part })?;
-        self.in1.relu_inplace(gpu, a1, part, coef)?;
+        match &self.conv1_halo {
+            Some(w) => {
+                let tiling = conv2d_tc_c4_halo9(gpu, x4, w, a1, part)?;
+                self.in1.relu_inplace_tiled(gpu, a1, &tiling, part, coef)?;
+            }
+            None => {
+                self.conv1.run(gpu, x4, ConvOut::F16Stats { y: a1, part })?;
+                self.in1.relu_inplace(gpu, a1, part, coef)?;
+            }
+        }
         mark("conv1+in1")?;
         self.conv2.run(gpu, a1, ConvOut::F16Stats { y: a2, part })?;
         self.in2.relu_inplace(gpu, a2, part, coef)?;

@@ -8,11 +8,16 @@
 //! * output, one of [`ConvOut`]: NHWC f16 `[N, P, Q, K]` plus InstanceNorm partials (for
 //!   `ops::nhwc::nhwc_in_coef`), or NCHW f32 `[N, k_real, P, Q]` plus bias (the last layer).
 //!
+//! Two halo-staged 9x9 special cases: [`conv2d_tc_halo9`] (the last layer, 32 -> 3, NCHW f32 + bias) and
+//! [`conv2d_tc_c4_halo9`] (conv1, 4 packed channels -> 32, NHWC f16 + InstanceNorm partials over 2-D tiles,
+//! described by a [`PartTiling`]; `STYLEFORGE_CONV1=gather` keeps the fast net on [`conv2d_tc`] for A/B).
+//!
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 use gpu_kernels::launch::{
-    conv2d_tc_bm, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_HALO_C, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH,
-    CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
+    conv2d_tc_bm, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_C4H_K, CONV2D_TC_C4H_SMEM, CONV2D_TC_C4H_TH, CONV2D_TC_C4H_TW,
+    CONV2D_TC_C4H_W_ELEMS, CONV2D_TC_HALO_C, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW,
+    CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
 };
 use models::ops::Padding;
 use models::Tensor;
@@ -149,6 +154,57 @@ pub fn conv2d_tc_tiling(out: &[usize; 4]) -> (usize, usize) {
 /// and tile.
 pub fn conv2d_tc_part_len(out: &[usize; 4]) -> usize {
     out[0] * out[3] * conv2d_tc_tiling(out).1 * 2
+}
+
+/// How a conv's InstanceNorm partials tile one output plane (what `ops::nhwc::nhwc_in_coef_tiled` needs to
+/// weigh them): the plane seen as `p_rows` x `q_cols` pixels, cut into `tile_h` x `tile_w` tiles, `tiles_x`
+/// per tile row and `tiles` in all; tile i covers rows (i / tiles_x)·tile_h .. and columns
+/// (i % tiles_x)·tile_w .. (clipped to the plane). Partials of sample n, channel ch, tile i:
+/// `part[((n*K + ch)*tiles + i)*2 ..+2]` = (mean, M2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartTiling {
+    pub tiles: usize,
+    pub tiles_x: usize,
+    pub tile_w: usize,
+    pub tile_h: usize,
+    pub q_cols: usize,
+    pub p_rows: usize,
+}
+
+impl PartTiling {
+    /// 1-D tiles of `bm` pixels of the flattened plane of `pq` pixels ([`conv2d_tc`]).
+    pub fn linear(pq: usize, bm: usize) -> Self {
+        let tiles = pq.div_ceil(bm.max(1));
+        PartTiling { tiles, tiles_x: tiles, tile_w: bm, tile_h: 1, q_cols: pq, p_rows: 1 }
+    }
+    /// 2-D tiles of `th` x `tw` pixels of a `p` x `q` plane, row-major ([`conv2d_tc_c4_halo9`]).
+    pub fn blocks(p: usize, q: usize, th: usize, tw: usize) -> Self {
+        let tiles_x = q.div_ceil(tw.max(1));
+        PartTiling { tiles: tiles_x * p.div_ceil(th.max(1)), tiles_x, tile_w: tw, tile_h: th, q_cols: q, p_rows: p }
+    }
+    /// f32 elements of the partials of `n` samples with `k` channels.
+    pub fn part_len(&self, n: usize, k: usize) -> usize {
+        n * k * self.tiles * 2
+    }
+    /// Pixels of tile `i`.
+    pub fn count(&self, i: usize) -> usize {
+        let (ty, tx) = (i / self.tiles_x.max(1), i % self.tiles_x.max(1));
+        self.tile_w.min(self.q_cols.saturating_sub(tx * self.tile_w)) * self.tile_h.min(self.p_rows.saturating_sub(ty * self.tile_h))
+    }
+    /// Whether the fields describe a tiling of a `pq`-pixel plane that `nhwc_in_coef` can combine: non-empty
+    /// tiles covering the plane exactly once.
+    pub fn is_valid_for(&self, pq: usize) -> bool {
+        self.tile_w > 0
+            && self.tile_h > 0
+            && self.p_rows.checked_mul(self.q_cols) == Some(pq)
+            && self.tiles_x == self.q_cols.div_ceil(self.tile_w)
+            && self.tiles == self.tiles_x * self.p_rows.div_ceil(self.tile_h)
+    }
+}
+
+/// The tiling of [`conv2d_tc`]'s partials for an output `[N, P, Q, K]` (1-D tiles of [`conv2d_tc_tiling`]).
+pub fn conv2d_tc_part_tiling(out: &[usize; 4]) -> PartTiling {
+    PartTiling::linear(out[1] * out[2], conv2d_tc_tiling(out).0)
 }
 
 /// Where [`conv2d_tc`] writes.
@@ -362,6 +418,118 @@ pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &Devic
     }
 }
 
+/// Environment variable choosing conv1's kernel in the fast net: `gather` selects the implicit-GEMM
+/// `conv2d_tc_c4_k32` (through [`conv2d_tc`]); anything else, or unset, the halo-staged
+/// `conv2d_tc_c4_halo9_k32` ([`conv2d_tc_c4_halo9`]). Read when the net is built (A/B timing).
+pub const CONV1_ENV: &str = "STYLEFORGE_CONV1";
+
+/// Whether [`CONV1_ENV`] leaves conv1 on the halo-staged kernel (the default).
+pub fn conv1_use_halo() -> bool {
+    std::env::var(CONV1_ENV).map_or(true, |s| s != "gather")
+}
+
+/// The first layer's weight for [`conv2d_tc_c4_halo9`]: `[32, C ≤ 4, 9, 9]` in mma-fragment order (f16).
+pub struct C4HaloWeight {
+    pub data: DeviceTensor,
+}
+
+/// Packs `[32, C ≤ 4, 9, 9]` (input channels zero-padded to 4) into the order `conv2d_tc_c4_halo9_k32`
+/// reads. GEMM-K of filter row r is k = (s − s0)·4 + c for the taps s0 .. of a step; with g = lane / 4,
+/// t = lane % 4 an mma B register holds k = 2t, 2t+1 (b0) or 2t+8, 2t+9 (b1) of output channel nt·8 + g,
+/// i.e. tap s0 + t/2 (+2 for b1), channels 2(t%2), 2(t%2)+1. Chunk ((r*5 + j)*32 + lane)*8 ..+8 (f16):
+/// j = 2st + p (k16 step st: taps 4st .. 4st+3): b0, b1 of n-tile 2p, then b0, b1 of n-tile 2p+1;
+/// j = 4 (k8 step: tap 8 and a zero tap 9): b of n-tiles 0, 1, 2, 3.
+pub fn pack_weight_c4_halo9(w: &Tensor) -> Result<Vec<f32>> {
+    let [k, c, r, s] = dims4("weight", w)?;
+    ensure(k == CONV2D_TC_C4H_K as usize && (1..=4).contains(&c) && r == 9 && s == 9, OP, || {
+        format!("the c4 halo kernel takes a [{CONV2D_TC_C4H_K}, ≤ 4, 9, 9] weight, got {:?}", w.shape)
+    })?;
+    let val = |ko: usize, ri: usize, si: usize, ci: usize| if si < 9 && ci < c { w.data[((ko * c + ci) * 9 + ri) * 9 + si] } else { 0.0 };
+    let mut out = vec![0f32; CONV2D_TC_C4H_W_ELEMS as usize];
+    for ri in 0..9 {
+        for lane in 0..32 {
+            let (g, t) = (lane / 4, lane % 4);
+            let (dt, c0) = (t / 2, 2 * (t % 2));
+            for j in 0..5 {
+                let o = ((ri * 5 + j) * 32 + lane) * 8;
+                let chunk = &mut out[o..o + 8];
+                if j < 4 {
+                    let (st, p) = (j / 2, j % 2);
+                    for (h, nt) in [2 * p, 2 * p + 1].into_iter().enumerate() {
+                        for (b, tap) in [4 * st + dt, 4 * st + 2 + dt].into_iter().enumerate() {
+                            for e in 0..2 {
+                                chunk[h * 4 + b * 2 + e] = val(nt * 8 + g, ri, tap, c0 + e);
+                            }
+                        }
+                    }
+                } else {
+                    for nt in 0..4 {
+                        for e in 0..2 {
+                            chunk[nt * 2 + e] = val(nt * 8 + g, ri, 8 + dt, c0 + e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl C4HaloWeight {
+    /// Packs (see [`pack_weight_c4_halo9`]) and uploads `w` rounded to f16.
+    pub fn upload(w: &Tensor) -> Result<Self> {
+        let data = pack_weight_c4_halo9(w)?;
+        Ok(C4HaloWeight { data: DeviceTensor::from_f32_as_f16(&[data.len()], &data, Layout::RowMajor)? })
+    }
+}
+
+/// The tiling of [`conv2d_tc_c4_halo9`]'s partials for an output `[N, P, Q, 32]`: `CONV2D_TC_C4H_TH` x
+/// `CONV2D_TC_C4H_TW` blocks, row-major.
+pub fn conv2d_tc_c4_halo_tiling(out: &[usize; 4]) -> PartTiling {
+    PartTiling::blocks(out[1], out[2], CONV2D_TC_C4H_TH as usize, CONV2D_TC_C4H_TW as usize)
+}
+
+/// conv1 on tensor cores with the halo-staged kernel: y NHWC f16 `[N, H, W, 32]` = conv9x9(x reflect-padded
+/// by 4, w) for x NHWC f16 `[N, H, W, 4]` (the packed input), plus the InstanceNorm partials of the 2-D
+/// tiles it returns (combine them with `ops::nhwc::nhwc_in_coef_tiled`); part needs
+/// `tiling.part_len(N, 32)` f32. Every violation is an error, nothing is launched.
+pub fn conv2d_tc_c4_halo9(gpu: &Gpu, x: &DeviceTensor, w: &C4HaloWeight, y: &mut DeviceTensor, part: &mut DeviceTensor) -> Result<PartTiling> {
+    ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4 && x.shape[3] == 4, OP, || {
+        format!("c4 halo9: x must be NHWC f16 [N, H, W, 4], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
+    })?;
+    let (n, h, wd) = (x.shape[0], x.shape[1], x.shape[2]);
+    ensure(n > 0 && h >= 5 && wd >= 5, OP, || format!("c4 halo9: input {:?} needs N ≥ 1 and H, W ≥ 5 for the reflection pad of 4", x.shape))?;
+    ensure(w.data.dtype == DType::F16 && w.data.numel() == CONV2D_TC_C4H_W_ELEMS as usize, OP, || {
+        format!("c4 halo9: weight must be the packed f16 [{CONV2D_TC_C4H_W_ELEMS}], got {:?} {:?}", w.data.dtype, w.data.shape)
+    })?;
+    let k = CONV2D_TC_C4H_K as usize;
+    let out_shape = [n, h, wd, k];
+    ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out_shape, OP, || {
+        format!("c4 halo9: y must be NHWC f16 {out_shape:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
+    })?;
+    let tiling = conv2d_tc_c4_halo_tiling(&out_shape);
+    let part_len = tiling.part_len(n, k);
+    ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || format!("c4 halo9: partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape))?;
+    let fits = |v: usize| v < (1 << 31);
+    ensure(fits(x.numel()) && fits(y.numel()) && fits(part_len) && n < 65536, OP, || format!("c4 halo9: input {:?} too large for 32-bit indexing", x.shape))?;
+    let grid = (tiling.tiles_x as u32, h.div_ceil(CONV2D_TC_C4H_TH as usize) as u32, n as u32);
+    ensure((grid.1 as usize) < 65536, OP, || format!("c4 halo9: {h} rows exceed the grid"))?;
+    let (h32, w32) = (h as u32, wd as u32);
+    // SAFETY: conv2d_tc_c4_halo9_k32(x, w: *const u16, h, wd: u32, y16: *mut u32, part: *mut f32) match the
+    // arguments in order and type. Block (tx, ty, n) reads x[n][ih][iw][0..4] with ih, iw clamped to H+3 /
+    // W+3 and reflected into 0..H / 0..W (H, W ≥ 5 checked, so one reflection of a distance ≤ 4 stays in
+    // range) and the whole packed weight (CONV2D_TC_C4H_W_ELEMS f16, checked); it writes y[n][oh][ow][0..32]
+    // only for oh < H, ow < W (y's shape checked) and part[((n*32 + ch)*tiles + tile)*2 ..+2] with tiles =
+    // gridDim.x * gridDim.y = tiling.tiles (part holds tiling.part_len(N, 32), checked). Pixels are 8 bytes
+    // and allocations 256-byte aligned, so the 8-byte (input) and 16-byte (weight) cp.async sources are
+    // aligned. Block = 256 threads, CONV2D_TC_C4H_SMEM bytes of dynamic shared memory (the layout the kernel
+    // carves; `launch` raises the limit when above 48 KB).
+    unsafe {
+        gpu.launch("conv2d_tc_c4_halo9_k32", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_C4H_SMEM, kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), part.ptr()))?;
+    }
+    Ok(tiling)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +565,145 @@ mod tests {
         assert!(p[(tap * 2 * 32 + 12) * 4..(tap * 2 * 32 + 32) * 4].iter().all(|&v| v == 0.0));
         assert!(pack_weight_halo9(&Tensor { shape: vec![3, 16, 9, 9], data: vec![0.0; 3 * 16 * 81] }).is_err());
         assert!(pack_weight_halo9(&Tensor { shape: vec![9, 32, 9, 9], data: vec![0.0; 9 * 32 * 81] }).is_err());
+    }
+
+    /// The fast net's conv1 weight packing and the halo kernel's indexing, emulated on the CPU: pair slots
+    /// staged as the kernel stages them (clamp, reflect), A rows read as its ldmatrix reads them, B values
+    /// looked up through the mma fragment layout (b0/b1 of lane 4g + t hold k = 2t, 2t+1 / 2t+8, 2t+9 of
+    /// column g); the result must equal the reference convolution, and the 2-D tiles' partials combined
+    /// with the tiling's counts must give each channel's mean and variance.
+    #[test]
+    fn c4_halo_emulation_matches_conv() {
+        use gpu_kernels::launch::CONV2D_TC_C4H_SLOTS as SLOTS;
+        let (th, tw) = (CONV2D_TC_C4H_TH as usize, CONV2D_TC_C4H_TW as usize);
+        let mut seed = 12345u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (n, h, wd, c) in [(1usize, 5usize, 5usize, 3usize), (2, 9, 9, 4), (1, 37, 53, 3), (1, 16, 32, 3)] {
+            let x = Tensor { shape: vec![n, c, h, wd], data: (0..n * c * h * wd).map(|_| rnd()).collect() };
+            let w = Tensor { shape: vec![32, c, 9, 9], data: (0..32 * c * 81).map(|_| rnd() * 0.1).collect() };
+            let want = models::ops::conv2d(&x, &w, None, 1, Padding::Reflect(4), 1).unwrap();
+            let packed = pack_weight_c4_halo9(&w).unwrap();
+            assert_eq!(packed.len(), CONV2D_TC_C4H_W_ELEMS as usize);
+            let b16 = |r: usize, st: usize, kk: usize, o: usize| {
+                let (nt, g, t, reg, e) = (o / 8, o % 8, (kk % 8) / 2, kk / 8, kk % 2);
+                packed[((r * 5 + 2 * st + nt / 2) * 32 + 4 * g + t) * 8 + (nt % 2) * 4 + reg * 2 + e]
+            };
+            let b8 = |r: usize, kk: usize, o: usize| {
+                let (nt, g, t, e) = (o / 8, o % 8, kk / 2, kk % 2);
+                packed[((r * 5 + 4) * 32 + 4 * g + t) * 8 + nt * 2 + e]
+            };
+            // The packed input: 4 channels, channel 3 nonzero garbage when the weight has 3 (must be ignored).
+            let px = |ni: usize, ih: usize, iw: usize, ci: usize| if ci < c { x.data[((ni * c + ci) * h + ih) * wd + iw] } else { 7.0 };
+            let refl = |v: i64, ext: usize| {
+                let e = ext as i64;
+                let v = v.min(e + 3).abs();
+                (if v > e - 1 { 2 * (e - 1) - v } else { v }) as usize
+            };
+            let tiling = conv2d_tc_c4_halo_tiling(&[n, h, wd, 32]);
+            assert_eq!(tiling.tiles, h.div_ceil(th) * wd.div_ceil(tw));
+            assert_eq!((0..tiling.tiles).map(|i| tiling.count(i)).sum::<usize>(), h * wd);
+            assert!(tiling.is_valid_for(h * wd));
+            let mut got = vec![0f32; n * 32 * h * wd];
+            let mut part = vec![0f64; tiling.part_len(n, 32)];
+            for ni in 0..n {
+                for tile in 0..tiling.tiles {
+                    let (ty0, tx0) = ((tile / tiling.tiles_x) * th, (tile % tiling.tiles_x) * tw);
+                    let slot = |hy: usize, j: usize| -> [f32; 8] {
+                        let ih = refl((ty0 + hy) as i64 - 4, h);
+                        let mut v = [0f32; 8];
+                        for (half, hx) in [j, j + 1].into_iter().enumerate() {
+                            let iw = refl((tx0 + hx) as i64 - 4, wd);
+                            for ci in 0..4 {
+                                v[half * 4 + ci] = px(ni, ih, iw, ci);
+                            }
+                        }
+                        v
+                    };
+                    let mut vals = vec![Vec::new(); 32];
+                    for oy in 0..th {
+                        for ox in 0..tw {
+                            if ty0 + oy >= h || tx0 + ox >= wd {
+                                continue;
+                            }
+                            for (o, vo) in vals.iter_mut().enumerate() {
+                                let mut acc = 0f64;
+                                for r in 0..9 {
+                                    for st in 0..2 {
+                                        assert!(ox + 4 * st + 2 < SLOTS as usize);
+                                        let (lo, hi) = (slot(oy + r, ox + 4 * st), slot(oy + r, ox + 4 * st + 2));
+                                        for kk in 0..16 {
+                                            let a = if kk < 8 { lo[kk] } else { hi[kk - 8] };
+                                            acc += (a * b16(r, st, kk, o)) as f64;
+                                        }
+                                    }
+                                    assert!(ox + 8 < SLOTS as usize && oy + r < th + 8);
+                                    let a = slot(oy + r, ox + 8);
+                                    for (kk, &av) in a.iter().enumerate() {
+                                        acc += (av * b8(r, kk, o)) as f64;
+                                    }
+                                }
+                                got[((ni * 32 + o) * h + ty0 + oy) * wd + tx0 + ox] = acc as f32;
+                                vo.push(acc);
+                            }
+                        }
+                    }
+                    for (o, v) in vals.iter().enumerate() {
+                        assert_eq!(v.len(), tiling.count(tile));
+                        let mean = v.iter().sum::<f64>() / v.len() as f64;
+                        let i = ((ni * 32 + o) * tiling.tiles + tile) * 2;
+                        part[i] = mean;
+                        part[i + 1] = v.iter().map(|a| (a - mean).powi(2)).sum();
+                    }
+                }
+            }
+            for (i, (g, e)) in got.iter().zip(&want.data).enumerate() {
+                assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{n}x{c}x{h}x{wd} element {i}: {g} vs {e}");
+            }
+            // Chan's combination of the tiles (as nhwc_in_coef) against direct statistics.
+            for plane in 0..n * 32 {
+                let (mut cnt, mut mean, mut m2) = (0f64, 0f64, 0f64);
+                for tile in 0..tiling.tiles {
+                    let (nb, mb, m2b) = (tiling.count(tile) as f64, part[(plane * tiling.tiles + tile) * 2], part[(plane * tiling.tiles + tile) * 2 + 1]);
+                    let tot = cnt + nb;
+                    let d = mb - mean;
+                    mean += d * nb / tot;
+                    m2 += m2b + d * d * cnt * nb / tot;
+                    cnt = tot;
+                }
+                let v = &want.data[plane * h * wd..(plane + 1) * h * wd];
+                let wm = v.iter().map(|&a| a as f64).sum::<f64>() / (h * wd) as f64;
+                let wv = v.iter().map(|&a| (a as f64 - wm).powi(2)).sum::<f64>() / (h * wd) as f64;
+                assert!((mean - wm).abs() < 1e-4 && (m2 / cnt - wv).abs() < 1e-4 * (1.0 + wv), "plane {plane}: {mean} {} vs {wm} {wv}", m2 / cnt);
+            }
+        }
+        assert!(pack_weight_c4_halo9(&Tensor { shape: vec![32, 5, 9, 9], data: vec![0.0; 32 * 5 * 81] }).is_err());
+        assert!(pack_weight_c4_halo9(&Tensor { shape: vec![16, 3, 9, 9], data: vec![0.0; 16 * 3 * 81] }).is_err());
+        assert!(pack_weight_c4_halo9(&Tensor { shape: vec![32, 3, 3, 3], data: vec![0.0; 32 * 3 * 9] }).is_err());
+    }
+
+    #[test]
+    fn part_tilings() {
+        // 1-D: conv2d_tc's tiles as a tiling of one row of P*Q pixels.
+        let out = [2, 20, 17, 128];
+        let t = conv2d_tc_part_tiling(&out);
+        assert_eq!((t.tiles, t.tile_w), (conv2d_tc_tiling(&out).1, conv2d_tc_tiling(&out).0));
+        assert!(t.is_valid_for(340));
+        assert_eq!((t.count(0), t.count(10)), (32, 340 - 320));
+        assert_eq!(t.part_len(2, 128), conv2d_tc_part_len(&out));
+        // 2-D: 37x53 in 16x32 blocks: 3 x 2 tiles, the last row 5 high, the last column 21 wide.
+        let b = conv2d_tc_c4_halo_tiling(&[1, 37, 53, 32]);
+        assert_eq!((b.tiles, b.tiles_x), (6, 2));
+        assert_eq!([b.count(0), b.count(1), b.count(4), b.count(5)], [512, 16 * 21, 5 * 32, 5 * 21]);
+        assert!(b.is_valid_for(37 * 53));
+        assert!(!b.is_valid_for(37 * 52));
+        assert!(!PartTiling { tiles: 5, ..b }.is_valid_for(37 * 53));
+        assert!(!PartTiling { tile_h: 0, ..b }.is_valid_for(37 * 53));
+        // At 1024x1024 the 2-D tiles need no more partials than the 1-D ones.
+        let big = [1, 1024, 1024, 32];
+        assert!(conv2d_tc_c4_halo_tiling(&big).part_len(1, 32) <= conv2d_tc_part_len(&big));
     }
 
     #[test]

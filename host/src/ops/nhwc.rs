@@ -7,7 +7,7 @@ use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_COEF_THREAD
 use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
-use crate::ops::conv2d_tc::{conv2d_tc_part_len, conv2d_tc_tiling};
+use crate::ops::conv2d_tc::{conv2d_tc_part_tiling, PartTiling};
 
 const OP: &str = "nhwc";
 /// Channels of the packed input (RGB + one zero channel: 8 bytes per pixel for conv2d_tc's 8-byte gather).
@@ -71,21 +71,45 @@ pub fn nhwc_in_coef(
     beta: &DeviceTensor,
     coef: &mut DeviceTensor,
 ) -> Result<()> {
+    nhwc_in_coef_tiled(
+        gpu,
+        out,
+        &conv2d_tc_part_tiling(out),
+        part,
+        gamma,
+        beta,
+        coef,
+    )
+}
+
+/// As [`nhwc_in_coef`] for partials tiled as `tiling` says (e.g. the 2-D tiles of
+/// `conv2d_tc_c4_halo9`, which returns its tiling); `tiling` must cover the P x Q plane exactly.
+pub fn nhwc_in_coef_tiled(
+    gpu: &Gpu,
+    out: &[usize; 4],
+    tiling: &PartTiling,
+    part: &DeviceTensor,
+    gamma: &DeviceTensor,
+    beta: &DeviceTensor,
+    coef: &mut DeviceTensor,
+) -> Result<()> {
     let [n, p, q, c] = *out;
     let pq = p * q;
-    let (bm, tiles) = conv2d_tc_tiling(out);
+    let tiles = tiling.tiles;
     ensure(n > 0 && pq > 0 && c > 0, OP, || {
         format!("coef: empty output shape {out:?}")
     })?;
+    ensure(tiling.is_valid_for(pq), OP, || {
+        format!("coef: tiling {tiling:?} does not cover the {p}x{q} plane of {out:?}")
+    })?;
+    let part_len = tiling.part_len(n, c);
     ensure(
-        part.dtype == DType::F32 && part.numel() >= conv2d_tc_part_len(out),
+        part.dtype == DType::F32 && part.numel() >= part_len,
         OP,
         || {
             format!(
-                "coef: partials need {} f32, got {:?} {:?}",
-                conv2d_tc_part_len(out),
-                part.dtype,
-                part.shape
+                "coef: partials need {part_len} f32, got {:?} {:?}",
+                part.dtype, part.shape
             )
         },
     )?;
@@ -103,15 +127,27 @@ pub fn nhwc_in_coef(
         || format!("coef: needs {} f32, got {:?}", n * c * 2, coef.shape),
     )?;
     ensure(
-        fits32(n * c * tiles * 2) && fits32(pq) && n * c < 65536 * 1024,
+        fits32(n * c * tiles * 2)
+            && fits32(pq)
+            && fits32(tiling.tile_w)
+            && fits32(tiling.tile_h)
+            && n * c < 65536 * 1024,
         OP,
         || format!("coef: output {out:?} too large"),
     )?;
-    let (c32, tiles32, pq32, bm32) = (c as u32, tiles as u32, pq as u32, bm as u32);
-    // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, tiles, tile_px, pq:
-    // u32, eps: f32): block p < N*C reads part[p*tiles*2 .. (p+1)*tiles*2] (inside the N*C*tiles*2 checked
-    // above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2] (N*C*2 checked). Block =
-    // NHWC_COEF_THREADS threads with 3 floats of shared memory per warp, as the kernel uses.
+    let (c32, tiles32) = (c as u32, tiles as u32);
+    let (tx32, tw32, th32) = (
+        tiling.tiles_x as u32,
+        tiling.tile_w as u32,
+        tiling.tile_h as u32,
+    );
+    let (qc32, pr32) = (tiling.q_cols as u32, tiling.p_rows as u32);
+    // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, tiles, tiles_x,
+    // tile_w, tile_h, q_cols, p_rows: u32, eps: f32): block p < N*C reads part[p*tiles*2 .. (p+1)*tiles*2]
+    // (inside the N*C*tiles*2 checked above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2]
+    // (N*C*2 checked). The tiling covers the plane (checked), so every tile's pixel count is positive and
+    // p_rows*q_cols = P*Q < 2^31 (checked). Block = NHWC_COEF_THREADS threads with 3 floats of shared memory
+    // per warp, as the kernel uses.
     unsafe {
         gpu.launch(
             "nhwc_in_coef",
@@ -125,8 +161,11 @@ pub fn nhwc_in_coef(
                 beta.ptr(),
                 c32,
                 tiles32,
-                bm32,
-                pq32,
+                tx32,
+                tw32,
+                th32,
+                qc32,
+                pr32,
                 INSTANCE_NORM_EPS
             ),
         )

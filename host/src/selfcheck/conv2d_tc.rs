@@ -8,7 +8,9 @@
 //! with NaN before each launch. The cases reach every kernel variant (`launch::conv2d_tc_variant`: each
 //! K at each tile size, the c4 first layer at 256 and 128 pixels, stride 2, upsampling, GEMM-K with a
 //! zero half step of 64, partial last tiles, batch > 1); cases whose default is `conv2d_tc_k32` also run
-//! through `conv2d_tc_k32` (BK 64) too. Each case name ends with the kernel it ran.
+//! through `conv2d_tc_k32` (BK 64) too. Each case name ends with the kernel it ran. conv1's halo-staged
+//! `conv2d_tc_c4_halo9_k32` has its own cases (partial 2-D tiles, the 5x5 minimum, batch 2) with its 2-D
+//! partials combined by `nhwc_in_coef_tiled`.
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
@@ -253,12 +255,99 @@ fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize)
     })
 }
 
+/// `conv2d_tc_c4_halo9`: conv1 (9x9, 4 packed channels -> 32) with the halo-staged kernel, NHWC f16 output
+/// and its 2-D-tiled InstanceNorm partials turned into coefficients by `nhwc_in_coef_tiled`. With a
+/// `c`-channel weight (3 = the network's RGB), input channels past `c` hold garbage the kernel must ignore
+/// (their packed weights are zero); the CPU reference sees only the first `c`.
+fn c4_halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, c: usize) -> Vec<CheckResult> {
+    let case = format!("c4 halo9 {n}x{c}(4)x{h}x{w} -> 32 conv2d_tc_c4_halo9_k32");
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let x4 = round_tensor_f16(&random(rng, &[n, 4, h, w], -1.0, 1.0));
+        let mut x = Tensor { shape: vec![n, c, h, w], data: Vec::with_capacity(n * c * h * w) };
+        for ni in 0..n {
+            x.data.extend_from_slice(&x4.data[ni * 4 * h * w..(ni * 4 + c) * h * w]);
+        }
+        let bound = 1.0 / ((c * 81) as f32).sqrt();
+        let wt = round_tensor_f16(&random(rng, &[32, c, 9, 9], -bound, bound));
+        let expected = cpu::conv2d(&x, &wt, None, 1, Padding::Reflect(4), 1)?;
+        let (xs, xd) = tc::nchw_to_nhwc(&x4)?;
+        let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
+        let dw = tc::C4HaloWeight::upload(&wt)?;
+        let out = [n, h, w, 32];
+        let want_tiling = tc::conv2d_tc_c4_halo_tiling(&out);
+        let mut dy = poisoned(&out, DType::F16, Layout::Nhwc)?;
+        let mut part = poisoned(&[want_tiling.part_len(n, 32)], DType::F32, Layout::RowMajor)?;
+        let tiling = tc::conv2d_tc_c4_halo9(gpu, &dx, &dw, &mut dy, &mut part)?;
+        let gamma = random(rng, &[32], 0.5, 1.5);
+        let beta = random(rng, &[32], -0.5, 0.5);
+        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+        let mut coef = poisoned(&[n * 32 * 2], DType::F32, Layout::RowMajor)?;
+        nhwc::nhwc_in_coef_tiled(gpu, &out, &tiling, &part, &dg, &db, &mut coef)?;
+        gpu.synchronize()?;
+        let got16 = tc::nhwc_to_nchw(out, &dy.to_vec_f16_as_f32()?)?;
+        let want_coef = host_coef(&expected, &gamma.data, &beta.data);
+        let mut results = vec![
+            compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
+            compare(OP, &format!("{case} norm coef ({} tiles)", tiling.tiles), &coef.to_vec_f32()?, &want_coef, Tolerance::F32_LOOSE),
+        ];
+        if tiling != want_tiling || got16.shape != expected.shape {
+            results[0].passed = false;
+            results[0].detail = format!("tiling {tiling:?} (expected {want_tiling:?}), shape {:?} (expected {:?})", got16.shape, expected.shape);
+        }
+        Ok(results)
+    };
+    run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
+}
+
+fn c4_halo_refusals(gpu: &Gpu) -> CheckResult {
+    catch(OP, "c4 halo9 refuses bad shapes", || {
+        let h = |s: &[usize], l| DeviceTensor::empty(s, DType::F16, l);
+        let f = |n: usize| DeviceTensor::empty(&[n], DType::F32, Layout::RowMajor);
+        let w = tc::C4HaloWeight::upload(&Tensor { shape: vec![32, 3, 9, 9], data: vec![0.0; 32 * 3 * 81] })?;
+        let w_bad = tc::C4HaloWeight { data: h(&[100], Layout::RowMajor)? };
+        let x = h(&[1, 8, 8, 4], Layout::Nhwc)?;
+        let x_c8 = h(&[1, 8, 8, 8], Layout::Nhwc)?;
+        let x_small = h(&[1, 4, 8, 4], Layout::Nhwc)?;
+        let x_nchw = h(&[1, 8, 8, 4], Layout::Nchw)?;
+        let mut y = h(&[1, 8, 8, 32], Layout::Nhwc)?;
+        let mut y_small = h(&[1, 4, 8, 32], Layout::Nhwc)?;
+        let mut y_bad = h(&[1, 8, 8, 16], Layout::Nhwc)?;
+        let mut part = f(tc::conv2d_tc_c4_halo_tiling(&[1, 8, 8, 32]).part_len(1, 32))?;
+        let mut part_small = f(10)?;
+        let attempts: Vec<(&str, Result<tc::PartTiling>)> = vec![
+            ("8 input channels", tc::conv2d_tc_c4_halo9(gpu, &x_c8, &w, &mut y, &mut part)),
+            ("H = 4", tc::conv2d_tc_c4_halo9(gpu, &x_small, &w, &mut y_small, &mut part)),
+            ("NCHW input", tc::conv2d_tc_c4_halo9(gpu, &x_nchw, &w, &mut y, &mut part)),
+            ("16 output channels", tc::conv2d_tc_c4_halo9(gpu, &x, &w, &mut y_bad, &mut part)),
+            ("partials too small", tc::conv2d_tc_c4_halo9(gpu, &x, &w, &mut y, &mut part_small)),
+            ("unpacked weight", tc::conv2d_tc_c4_halo9(gpu, &x, &w_bad, &mut y, &mut part)),
+        ];
+        let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+        Ok(CheckResult {
+            op: OP.to_string(),
+            case: "c4 halo9 refuses bad shapes".to_string(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: TOL_F32,
+            passed: accepted.is_empty(),
+            detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+        })
+    })
+}
+
 fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| variants(cs).into_iter().flat_map(|v| run_case(gpu, rng, cs, v)).collect::<Vec<_>>()).collect();
     // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels.
     for (n, h, w, k) in [(1, 20, 37, 3), (2, 17, 13, 3), (1, 16, 64, 3), (1, 5, 5, 3), (1, 9, 33, 8)] {
         out.push(halo_case(gpu, rng, n, h, w, k));
     }
+    // conv1's halo kernel: partial tiles in both directions (37x53), the smallest input the reflection
+    // allows (5x5), 9x9, an exact tile, batch 2 with several tiles, RGB (3-channel weight, garbage in the
+    // 4th input channel) and 4 real channels.
+    for (n, h, w, c) in [(1, 37, 53, 3), (1, 5, 5, 3), (1, 9, 9, 4), (1, 16, 32, 3), (2, 20, 33, 4), (2, 130, 70, 3)] {
+        out.extend(c4_halo_case(gpu, rng, n, h, w, c));
+    }
+    out.push(c4_halo_refusals(gpu));
     out.push(refusals(gpu));
     out
 }
