@@ -667,8 +667,8 @@ pub unsafe extern "ptx-kernel" fn linear_tc_to_f16(x: *const f32, y: *mut u16, n
     }
 }
 
-/// `y = LayerNorm(x + res) · γ + β` over rows of `d` (as the `layer_norm` kernel: one warp per row,
-/// two-pass statistics, eps `LAYER_NORM_EPS`), writing the f32 result to `y` when non-null and its f16
+/// `y = LayerNorm(x + res) · γ + β` over rows of `d` (the `layer_norm` kernel's row routine,
+/// `layer_norm::layer_norm_row`: one warp per row, two-pass statistics, eps `LAYER_NORM_EPS`), writing the f32 result to `y` when non-null and its f16
 /// rounding to `y16` when non-null (the next GEMM's operand). `res` is read only when `has_res != 0`.
 /// Grid ceil(rows / LAYER_NORM_ROWS), block 32 · LAYER_NORM_ROWS.
 #[no_mangle]
@@ -684,137 +684,5 @@ pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm(
     d: u32,
     has_res: u32,
 ) {
-    use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_ROWS};
-    let row = (block_idx_x() * LAYER_NORM_ROWS + thread_idx_x() / 32) as usize;
-    if row >= rows as usize {
-        // Whole warps leave together; the kernel has no block barrier.
-        return;
-    }
-    let d = d as usize;
-    let lane = crate::device::lane_id() as usize;
-    if d.is_multiple_of(4) && d <= 4 * 32 * LN_VEC {
-        return layer_norm_row_regs(x, res, gamma, beta, y, y16, row, d, has_res != 0, lane);
-    }
-    let xr = x.add(row * d);
-    let rr = res.wrapping_add(row * d);
-    let val = |j: usize| -> f32 {
-        if has_res != 0 {
-            *xr.add(j) + *rr.add(j)
-        } else {
-            *xr.add(j)
-        }
-    };
-    let mut s = 0.0f32;
-    let mut j = lane;
-    while j < d {
-        s += val(j);
-        j += 32;
-    }
-    let mean = math::div(crate::device::warp::warp_sum(s), d as f32);
-    let mut s2 = 0.0f32;
-    j = lane;
-    while j < d {
-        let dv = val(j) - mean;
-        s2 = math::fma(dv, dv, s2);
-        j += 32;
-    }
-    let var = math::div(crate::device::warp::warp_sum(s2), d as f32);
-    let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
-    j = lane;
-    while j < d {
-        let v = math::fma((val(j) - mean) * rstd, *gamma.add(j), *beta.add(j));
-        if !y.is_null() {
-            *y.add(row * d + j) = v;
-        }
-        if !y16.is_null() {
-            *y16.add(row * d + j) = pack_f16x2(v, 0.0) as u16;
-        }
-        j += 32;
-    }
-}
-
-/// Float4 groups per lane held in registers by [`layer_norm_row_regs`] (rows up to 4·32·8 = 1024).
-const LN_VEC: usize = 8;
-
-/// Four f32 that the compiler loads / stores with one 16-byte access.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct F32x4([f32; 4]);
-
-/// One LayerNorm row of `d` (a multiple of 4, ≤ 1024) by one warp with the row in registers: every load
-/// of the row (and the residual's) is issued before the first sum, so the warp waits for memory once
-/// instead of once per strided iteration (the loop form's three passes over 512 floats cost ~9 µs per
-/// launch at 64 tokens, latency-bound). Two-pass statistics from the registers, as the loop form.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn layer_norm_row_regs(
-    x: *const f32,
-    res: *const f32,
-    gamma: *const f32,
-    beta: *const f32,
-    y: *mut f32,
-    y16: *mut u16,
-    row: usize,
-    d: usize,
-    has_res: bool,
-    lane: usize,
-) {
-    use crate::launch::LAYER_NORM_EPS;
-    let groups = d / 4;
-    let xr = x.add(row * d) as *const F32x4;
-    let rr = res.wrapping_add(row * d) as *const F32x4;
-    let mut v = [F32x4([0.0; 4]); LN_VEC];
-    unroll!(8, |i| {
-        let g = lane + 32 * i;
-        if g < groups {
-            v[i] = *xr.add(g);
-        }
-    });
-    if has_res {
-        unroll!(8, |i| {
-            let g = lane + 32 * i;
-            if g < groups {
-                let r = *rr.add(g);
-                unroll!(4, |e| {
-                    v[i].0[e] += r.0[e];
-                });
-            }
-        });
-    }
-    let mut s = 0.0f32;
-    unroll!(8, |i| {
-        unroll!(4, |e| {
-            s += v[i].0[e]; // zeros past the row
-        });
-    });
-    let mean = math::div(crate::device::warp::warp_sum(s), d as f32);
-    let mut s2 = 0.0f32;
-    unroll!(8, |i| {
-        if lane + 32 * i < groups {
-            unroll!(4, |e| {
-                let dv = v[i].0[e] - mean;
-                s2 = math::fma(dv, dv, s2);
-            });
-        }
-    });
-    let var = math::div(crate::device::warp::warp_sum(s2), d as f32);
-    let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
-    let (gv, bv) = (gamma as *const F32x4, beta as *const F32x4);
-    unroll!(8, |i| {
-        let g = lane + 32 * i;
-        if g < groups {
-            let (ga, be) = (*gv.add(g), *bv.add(g));
-            let mut o = F32x4([0.0; 4]);
-            unroll!(4, |e| {
-                o.0[e] = math::fma((v[i].0[e] - mean) * rstd, ga.0[e], be.0[e]);
-            });
-            if !y.is_null() {
-                *(y.add(row * d) as *mut F32x4).add(g) = o;
-            }
-            if !y16.is_null() {
-                let h = [pack_f16x2(o.0[0], o.0[1]), pack_f16x2(o.0[2], o.0[3])];
-                *(y16.add(row * d + 4 * g) as *mut [u32; 2]) = h;
-            }
-        }
-    });
+    super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
 }
