@@ -253,11 +253,14 @@ impl LayerRow {
         )
     }
     fn json(&self, model: &str, precision: Precision, size: usize, batch: usize) -> String {
+        self.json_value(model, precision, size, batch, Some(self.name)).to_string()
+    }
+    /// The JSON object; `layer` null for a per-kind total.
+    fn json_value(&self, model: &str, precision: Precision, size: usize, batch: usize, layer: Option<&str>) -> serde_json::Value {
         serde_json::json!({
-            "model": model, "precision": precision.name(), "size": size, "batch": batch, "layer": self.name, "kind": self.kind.name(), "count": self.count, "median_ms": self.ms,
+            "model": model, "precision": precision.name(), "size": size, "batch": batch, "layer": layer, "kind": self.kind.name(), "count": self.count, "median_ms": self.ms,
             "tflops": self.tflops, "gbps": self.gbps, "share": self.share,
         })
-        .to_string()
     }
 }
 
@@ -265,22 +268,29 @@ impl LayerRow {
 /// transformer block, say) are summed into one row, in order of first appearance; then rates and shares
 /// of the summed time.
 fn layer_rows(costs: &[LayerCost], ms: &[f64]) -> Vec<LayerRow> {
-    let mut groups: Vec<(LayerCost, usize, f64)> = Vec::new();
+    summed(costs, ms, |c| c.name)
+}
+
+/// Sums marks with the same `key(cost)` (costs, counts, times) into one row each, in order of first
+/// appearance; the row takes the first mark's name and kind.
+fn summed<K: PartialEq>(costs: &[LayerCost], ms: &[f64], key: impl Fn(&LayerCost) -> K) -> Vec<LayerRow> {
+    let mut groups: Vec<(K, LayerCost, usize, f64)> = Vec::new();
     for (c, &t) in costs.iter().zip(ms) {
-        match groups.iter_mut().find(|g| g.0.name == c.name) {
+        let k = key(c);
+        match groups.iter_mut().find(|g| g.0 == k) {
             Some(g) => {
-                g.0.flops += c.flops;
-                g.0.bytes += c.bytes;
-                g.1 += 1;
-                g.2 += t;
+                g.1.flops += c.flops;
+                g.1.bytes += c.bytes;
+                g.2 += 1;
+                g.3 += t;
             }
-            None => groups.push((c.clone(), 1, t)),
+            None => groups.push((k, c.clone(), 1, t)),
         }
     }
     let total: f64 = ms.iter().sum();
     groups
         .into_iter()
-        .map(|(c, count, t)| rate_row(c.name, c.kind, count, c.flops, c.bytes, t, total))
+        .map(|(_, c, count, t)| rate_row(c.name, c.kind, count, c.flops, c.bytes, t, total))
         .collect()
 }
 
@@ -315,26 +325,14 @@ fn rate_row(
 /// Totals per kind of op (GEMM, attention, norm, ...), in order of first appearance; empty when every row
 /// is of one kind (the table's sum says it all).
 fn kind_rows(costs: &[LayerCost], ms: &[f64]) -> Vec<LayerRow> {
-    let mut kinds: Vec<(OpKind, usize, f64, f64, f64)> = Vec::new();
-    for (c, &t) in costs.iter().zip(ms) {
-        match kinds.iter_mut().find(|k| k.0 == c.kind) {
-            Some(k) => {
-                k.1 += 1;
-                k.2 += c.flops;
-                k.3 += c.bytes;
-                k.4 += t;
-            }
-            None => kinds.push((c.kind, 1, c.flops, c.bytes, t)),
-        }
-    }
-    if kinds.len() < 2 {
+    let mut rows = summed(costs, ms, |c| c.kind);
+    if rows.len() < 2 {
         return Vec::new();
     }
-    let total: f64 = ms.iter().sum();
-    kinds
-        .into_iter()
-        .map(|(k, n, fl, by, t)| rate_row(k.name(), k, n, fl, by, t, total))
-        .collect()
+    for r in &mut rows {
+        r.name = r.kind.name();
+    }
+    rows
 }
 
 impl Bench<'_> {
@@ -422,11 +420,7 @@ impl Bench<'_> {
                 println!("{}", r.json(model, precision, size, batch));
             }
             for r in &table.kinds {
-                let mut v: serde_json::Value =
-                    serde_json::from_str(&r.json(model, precision, size, batch))
-                        .unwrap_or_default();
-                v["layer"] = serde_json::Value::Null;
-                println!("{v}");
+                println!("{}", r.json_value(model, precision, size, batch, None));
             }
         } else {
             println!("  per layer group, {model} {} {size}x{size} batch {batch} (direct launches, median; n = marks summed):", precision.name());

@@ -213,15 +213,10 @@ impl Gpu {
                 )
             },
         )?;
-        if src.bytes() == 0 || src.ptr() == dst.ptr() {
+        if src.ptr() == dst.ptr() {
             return Ok(());
         }
-        // SAFETY: both are live device allocations of at least `bytes` bytes (checked above: a tensor owns
-        // at least its element count times the element size); the stream is live.
-        let r = unsafe {
-            cu::cuMemcpyDtoDAsync_v2(dst.ptr(), src.ptr(), src.bytes(), self.stream().as_inner())
-        };
-        check(r, "queueing a device-to-device copy")
+        self.copy_device_into_at(src, dst, 0)
     }
 
     /// Queues a device-to-device copy of all of `src` into `dst` starting at element `at` (same dtype;

@@ -114,6 +114,30 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// A fast-vs-PyTorch fixture case: relative L2 within [`FAST_VS_FIXTURE`], the PSNR reported.
+fn judge_fixture(case: &str, got: &[f32], want: &[f32], db: f64) -> CheckResult {
+    let mut r = compare(OP, case, got, want, FAST_VS_FIXTURE);
+    let why = (!r.passed).then(|| r.detail.clone());
+    r.detail = detail(db, r.rel_l2, why.as_deref());
+    r
+}
+
+/// A photograph fast vs fp32: passes when the outputs are finite and the 8-bit PSNR is at least
+/// [`MIN_PSNR_DB`]; relative L2 reported.
+fn judge_photo(case: &str, got: &[f32], reference: &[f32], db: f64) -> CheckResult {
+    let mut r = compare(OP, case, got, reference, REPORT_ONLY);
+    let why = if !r.passed {
+        Some(r.detail.clone()) // a NaN or infinity in the output
+    } else if db < MIN_PSNR_DB {
+        Some("PSNR below the bar".to_string())
+    } else {
+        None
+    };
+    r.passed = why.is_none();
+    r.detail = detail(db, r.rel_l2, why.as_deref());
+    r
+}
+
 /// The detail line of a case: the numbers, then why it failed when it did.
 fn detail(db: f64, rel_l2: f64, why: Option<&str>) -> String {
     let mut s = format!("PSNR {db:.2} dB (bar {MIN_PSNR_DB} dB), rel L2 {rel_l2:.2e}");
@@ -255,10 +279,7 @@ fn fixture_cases(
             }
             let (h, w) = (x.shape[2], x.shape[3]);
             let db = psnr(&(io.quantize)(&got, w, h)?, &(io.quantize)(y, w, h)?)?;
-            let mut r = compare(OP, &case, &got.data, &y.data, FAST_VS_FIXTURE);
-            let why = (!r.passed).then(|| r.detail.clone());
-            r.detail = detail(db, r.rel_l2, why.as_deref());
-            Ok(r)
+            Ok(judge_fixture(&case, &got.data, &y.data, db))
         };
         out.push(run().unwrap_or_else(|e| errored(OP, &case, e)));
     }
@@ -294,17 +315,7 @@ fn image_case(
             &(io.quantize)(&got, w, h)?,
             &(io.quantize)(&reference, w, h)?,
         )?;
-        let mut r = compare(OP, &case, &got.data, &reference.data, REPORT_ONLY);
-        let why = if !r.passed {
-            Some(r.detail.clone()) // a NaN or infinity in the output
-        } else if db < MIN_PSNR_DB {
-            Some("PSNR below the bar".to_string())
-        } else {
-            None
-        };
-        r.passed = why.is_none();
-        r.detail = detail(db, r.rel_l2, why.as_deref());
-        Ok(r)
+        Ok(judge_photo(&case, &got.data, &reference.data, db))
     };
     run().unwrap_or_else(|e| errored(OP, &format!("{name} fast vs fp32"), e))
 }
@@ -367,10 +378,7 @@ fn vit_checks(gpu: &Gpu, dir: &Path, images: Option<&Path>, io: &ImageIo, rep: &
                         &(io.quantize)(&scaled(&got, 255.0), w, h)?,
                         &(io.quantize)(&scaled(y, 255.0), w, h)?,
                     )?;
-                    let mut r = compare(OP, &case, &got.data, &y.data, FAST_VS_FIXTURE);
-                    let why = (!r.passed).then(|| r.detail.clone());
-                    r.detail = detail(db, r.rel_l2, why.as_deref());
-                    Ok(r)
+                    Ok(judge_fixture(&case, &got.data, &y.data, db))
                 };
                 rep.results
                     .push(run(&mut fast).unwrap_or_else(|e| errored(OP, &case, e)));
@@ -431,17 +439,7 @@ fn vit_checks(gpu: &Gpu, dir: &Path, images: Option<&Path>, io: &ImageIo, rep: &
                 &(io.quantize)(&scaled(&got, 255.0), w, h)?,
                 &(io.quantize)(&scaled(&reference, 255.0), w, h)?,
             )?;
-            let mut r = compare(OP, &case, &got.data, &reference.data, REPORT_ONLY);
-            let why = if !r.passed {
-                Some(r.detail.clone())
-            } else if db < MIN_PSNR_DB {
-                Some("PSNR below the bar".to_string())
-            } else {
-                None
-            };
-            r.passed = why.is_none();
-            r.detail = detail(db, r.rel_l2, why.as_deref());
-            Ok(r)
+            Ok(judge_photo(&case, &got.data, &reference.data, db))
         };
         rep.results
             .push(run().unwrap_or_else(|e| errored(OP, &case, e)));
