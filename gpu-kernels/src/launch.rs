@@ -163,9 +163,16 @@ pub const CONV2D_TC_K32_BK64: Conv2dTcVariant = tcv("conv2d_tc_k32", 256, 64, 4,
 /// K = 32, C % 8 == 0, 256-pixel tiles: GEMM-K step 32, 4 stages (78 KB for 3x3: two blocks per SM).
 pub const CONV2D_TC_K32_BK32: Conv2dTcVariant = tcv("conv2d_tc_k32_bk32", 256, 32, 4, 16);
 
+/// `conv2d_tc`: the interchangeable kernel for default variant `v` (same tile, same partials), if any: the
+/// K = 32 256-pixel tile's BK 64 kernel for its BK 32 default. The host's A/B switch, the launcher's check
+/// of a forced variant and the self-check's coverage all ask this.
+pub fn conv2d_tc_alternative(v: Conv2dTcVariant) -> Option<Conv2dTcVariant> {
+    (v == CONV2D_TC_K32_BK32).then_some(CONV2D_TC_K32_BK64)
+}
+
 /// `conv2d_tc`: the variant for `k` output channels, `c` input channels (4 selects the 8-byte gather of
 /// the 4-channel first layer; otherwise `c` must be a multiple of 8) and `bm`-pixel tiles, or `None`.
-/// (The host may swap `CONV2D_TC_K32_BK32` for `CONV2D_TC_K32_BK64`: same tile, same partials. BK 32 is
+/// (The host may swap it for [`conv2d_tc_alternative`]. For the K = 32 256-pixel tile BK 32 is
 /// the default: deconv2 at 1024x1024 took 0.347 ms with it against 0.371 ms with BK 64, H200, `bench --layers`.)
 pub const fn conv2d_tc_variant(k: u32, c: u32, bm: u32) -> Option<Conv2dTcVariant> {
     if c == 4 {

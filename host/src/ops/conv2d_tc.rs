@@ -16,7 +16,7 @@
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 use gpu_kernels::launch::{
     conv2d_tc_bm, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_C4H_K, CONV2D_TC_C4H_SMEM, CONV2D_TC_C4H_TH, CONV2D_TC_C4H_TW,
-    CONV2D_TC_C4H_W_ELEMS, CONV2D_TC_HALO_C, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW,
+    CONV2D_TC_C4H_W_ELEMS, CONV2D_TC_HALO_C, conv2d_tc_alternative, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW,
     CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
 };
 use models::ops::Padding;
@@ -41,8 +41,10 @@ pub const K32_VARIANT_ENV: &str = "STYLEFORGE_CONV_TC_K32";
 pub fn conv2d_tc_pick(k: u32, c: u32, bm: u32) -> Option<Conv2dTcVariant> {
     static K32_BK64: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let v = conv2d_tc_variant(k, c, bm)?;
-    if v == CONV2D_TC_K32_BK32 && *K32_BK64.get_or_init(|| std::env::var(K32_VARIANT_ENV).is_ok_and(|s| s == "bk64")) {
-        return Some(CONV2D_TC_K32_BK64);
+    if *K32_BK64.get_or_init(|| std::env::var(K32_VARIANT_ENV).is_ok_and(|s| s == "bk64")) {
+        if let Some(alt) = conv2d_tc_alternative(v) {
+            return Some(alt);
+        }
     }
     Some(v)
 }
@@ -222,8 +224,8 @@ pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_r
 }
 
 /// [`conv2d_tc`] through a given kernel variant instead of the default choice (for the self-check and
-/// device A/B runs): `variant` must be `launch::conv2d_tc_variant`'s for this shape's (K, C, tile) or, for
-/// the K = 32 256-pixel tile, `CONV2D_TC_K32_BK32`; anything else is an error.
+/// device A/B runs): `variant` must be `launch::conv2d_tc_variant`'s for this shape's (K, C, tile) or its
+/// `launch::conv2d_tc_alternative`; anything else is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_tc_with(
     gpu: &Gpu,
@@ -266,7 +268,7 @@ fn conv2d_tc_launch(
         None => variant,
         Some(f) => {
             let default = conv2d_tc_variant(k as u32, c as u32, bm as u32);
-            ensure(Some(f) == default || (f == CONV2D_TC_K32_BK64 && default == Some(CONV2D_TC_K32_BK32)), OP, || {
+            ensure(Some(f) == default || default.and_then(conv2d_tc_alternative) == Some(f), OP, || {
                 format!("kernel {} does not fit K {k}, C {c} with {bm}-pixel tiles (default {variant:?})", f.name)
             })?;
             f
@@ -533,6 +535,7 @@ pub fn conv2d_tc_c4_halo9(gpu: &Gpu, x: &DeviceTensor, w: &C4HaloWeight, y: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gpu_kernels::launch::{CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
 
     #[test]
     fn weight_packing_is_krsc_padded() {

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, ConvOut, TcWeight};
-use gpu_kernels::launch::{conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
+use gpu_kernels::launch::{conv2d_tc_alternative, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
 use crate::ops::nhwc;
 
 const OP: &str = "conv2d_tc";
@@ -107,13 +107,13 @@ fn cpu_out_shape(cs: &Case) -> [usize; 4] {
     [cs.n, out(cs.h), out(cs.w), cs.k]
 }
 
-/// The kernel variants a case runs through: the default one, plus `conv2d_tc_k32` (BK 64) where the default
-/// is `conv2d_tc_k32_bk32` (the two are interchangeable for the 256-pixel tiles of K = 32).
+/// The kernel variants a case runs through: the default one, plus its `conv2d_tc_alternative` if it has
+/// one (the BK 64 `conv2d_tc_k32` for the K = 32 256-pixel tiles).
 fn variants(cs: &Case) -> Vec<Option<Conv2dTcVariant>> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
     match conv2d_tc_variant(cs.k as u32, cs.c as u32, bm as u32) {
-        Some(v) if v == CONV2D_TC_K32_BK32 => vec![Some(v), Some(CONV2D_TC_K32_BK64)],
-        v => vec![v],
+        Some(v) => std::iter::once(Some(v)).chain(conv2d_tc_alternative(v).map(Some)).collect(),
+        None => vec![None],
     }
 }
 
