@@ -74,6 +74,7 @@ pub unsafe extern "ptx-kernel" fn adain(
     style_bstride: usize,
     alpha: f32,
 ) {
+    crate::device::grid_dependency_wait();
     let (nc, ns, d) = (nc as usize, ns as usize, d as usize);
     let (tx, ty) = (thread_idx_x() as usize, thread_idx_y() as usize);
     let ch = block_idx_x() as usize * COLS + tx;

@@ -196,6 +196,7 @@ pub unsafe extern "ptx-kernel" fn attention_d32(
     ld_o: u32,
     scale_log2: f32,
 ) {
+    crate::device::grid_dependency_wait();
     attention_impl::<32, 64, 4, 2>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
 }
 
@@ -213,6 +214,7 @@ pub unsafe extern "ptx-kernel" fn attention_d64(
     ld_o: u32,
     scale_log2: f32,
 ) {
+    crate::device::grid_dependency_wait();
     attention_impl::<64, 64, 4, 4>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
 }
 
@@ -230,5 +232,6 @@ pub unsafe extern "ptx-kernel" fn attention_d128(
     ld_o: u32,
     scale_log2: f32,
 ) {
+    crate::device::grid_dependency_wait();
     attention_impl::<128, 32, 2, 8>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
 }

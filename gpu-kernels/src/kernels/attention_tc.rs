@@ -306,6 +306,7 @@ macro_rules! attention_tc_entry {
             ld_o: u32,
             scale_log2: f32,
         ) {
+            crate::device::grid_dependency_wait();
             attention_tc_body::<$dh, $mt>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
         }
     };

@@ -228,6 +228,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_k32(
     up: u32,
     cc_chunk: u32,
 ) {
+    crate::device::grid_dependency_wait();
     conv2d_body::<
         { CONV2D_WIDE.kg as usize },
         { CONV2D_WIDE.kx as usize },
@@ -258,6 +259,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_k4(
     up: u32,
     cc_chunk: u32,
 ) {
+    crate::device::grid_dependency_wait();
     conv2d_body::<
         { CONV2D_NARROW.kg as usize },
         { CONV2D_NARROW.kx as usize },

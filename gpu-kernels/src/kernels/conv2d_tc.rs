@@ -459,6 +459,7 @@ macro_rules! conv2d_tc_entry {
             bias: *const f32,
             k_real: u32,
         ) {
+            crate::device::grid_dependency_wait();
             let s = Shape { h, wd, c, kw, p_out, q_out, r, stride, pad, up };
             conv2d_tc_body::<$mt, $nt, $wn, $bk, $st, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real)
         }
@@ -542,6 +543,7 @@ conv2d_tc_entry!(
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
+    crate::device::grid_dependency_wait();
     use crate::device::{block_idx_z, shared::ld_v2_u32};
     use crate::launch::{CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS};
     const HW: u32 = CONV2D_TC_HALO_TW + 8; // halo tile width
@@ -714,6 +716,7 @@ unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
 /// H, W ≥ 5, N*H*W*32 < 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *const u16, h: u32, wd: u32, y16: *mut u32, part: *mut f32) {
+    crate::device::grid_dependency_wait();
     use crate::device::{block_idx_z, grid_dim_x, grid_dim_y};
     use crate::launch::{CONV2D_TC_C4H_K as K, CONV2D_TC_C4H_SLOTS as SLOTS, CONV2D_TC_C4H_TH as TH, CONV2D_TC_C4H_TW as TW, CONV2D_TC_C4H_W_ELEMS};
     const HROWS: u32 = TH + 8;

@@ -19,6 +19,7 @@ pub unsafe extern "ptx-kernel" fn instance_norm_partial(
     chunk: usize,
     splits: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let s = block_idx_x() as usize;
     let plane = block_idx_y() as usize;
     let start = s * chunk;
@@ -68,6 +69,7 @@ pub unsafe extern "ptx-kernel" fn instance_norm_finalize(
     splits: u32,
     eps: f32,
 ) {
+    crate::device::grid_dependency_wait();
     let (plane, _) = global_index_x();
     if plane >= planes as usize {
         return;
@@ -116,6 +118,7 @@ pub unsafe extern "ptx-kernel" fn instance_norm_apply(
     channels: u32,
     relu: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let plane = block_idx_y() as usize;
     let ch = plane % channels as usize;
     let mean = *stats.add(plane * 2);

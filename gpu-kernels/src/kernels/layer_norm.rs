@@ -24,6 +24,7 @@ pub unsafe extern "ptx-kernel" fn layer_norm(
     d: u32,
     has_res: u32,
 ) {
+    crate::device::grid_dependency_wait();
     layer_norm_row(x, res, gamma, beta, y, core::ptr::null_mut(), rows, d, has_res != 0);
 }
 

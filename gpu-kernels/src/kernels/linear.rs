@@ -101,6 +101,7 @@ pub unsafe extern "ptx-kernel" fn linear(
     res_rows: u32,
     flags: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let (m, n, kd, ldx, ldy) = (
         m as usize,
         n as usize,

@@ -97,6 +97,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc(
     res_rows: u32,
     flags: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
@@ -459,6 +460,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     flags: u32,
     kps: u32,
 ) {
+    crate::device::grid_dependency_wait();
     const STAGES: u32 = LINEAR_TC_S_STAGES;
     let t = thread_idx_x();
     let warp = t / 32;
@@ -659,6 +661,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
 /// that feeds `linear_tc` or `attention_tc`. Grid-stride; block `ELEMENTWISE_BLOCK`.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear_tc_to_f16(x: *const f32, y: *mut u16, n: u32) {
+    crate::device::grid_dependency_wait();
     let (mut i, stride) = crate::device::global_index_x();
     let n = n as usize;
     while i < n {
@@ -684,5 +687,6 @@ pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm(
     d: u32,
     has_res: u32,
 ) {
+    crate::device::grid_dependency_wait();
     super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
 }

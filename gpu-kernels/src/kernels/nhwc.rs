@@ -18,6 +18,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_pack_input(
     n_pix: usize,
     hw: usize,
 ) {
+    crate::device::grid_dependency_wait();
     let (mut pix, stride) = global_index_x();
     while pix < n_pix {
         let n = pix / hw;
@@ -72,6 +73,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     p_rows: u32,
     eps: f32,
 ) {
+    crate::device::grid_dependency_wait();
     let pq = p_rows * q_cols;
     let p = block_idx_x();
     let t = thread_idx_x();
@@ -161,6 +163,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     pqc: u32,
     relu: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let (i0, stride) = global_index_x();
     let (mut i, stride) = (i0 as u32, stride as u32);
     while i < groups {

@@ -51,6 +51,7 @@ pub unsafe extern "ptx-kernel" fn patch_im2col(
     wp: u32,
     p: u32,
 ) {
+    crate::device::grid_dependency_wait();
     im2col_body(img, batch, hp, wp, p, |e, v| *cols.add(e) = v);
 }
 
@@ -64,6 +65,7 @@ pub unsafe extern "ptx-kernel" fn patch_im2col_f16(
     wp: u32,
     p: u32,
 ) {
+    crate::device::grid_dependency_wait();
     im2col_body(img, batch, hp, wp, p, |e, v| {
         *cols.add(e) = crate::device::mma::pack_f16x2(v, 0.0) as u16
     });
@@ -79,6 +81,7 @@ pub unsafe extern "ptx-kernel" fn patch_unpatch(
     wp: u32,
     p: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let (batch, hp, wp, p) = (batch as usize, hp as usize, wp as usize, p as usize);
     let (h, w) = (hp * p, wp * p);
     let total = batch * 3 * h * w;
@@ -106,6 +109,7 @@ pub unsafe extern "ptx-kernel" fn patch_relu_conv1x1(
     k_out: u32,
     hw: usize,
 ) {
+    crate::device::grid_dependency_wait();
     let (n, c_in, k_out) = (n as usize, c_in as usize, k_out as usize);
     let total = n * k_out * hw;
     let (mut e, stride) = global_index_x();

@@ -12,6 +12,7 @@ pub unsafe extern "ptx-kernel" fn upsample_nearest(
     w: usize,
     factor: usize,
 ) {
+    crate::device::grid_dependency_wait();
     let ho = h * factor;
     let wo = w * factor;
     let total = planes * ho * wo;

@@ -53,7 +53,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
     /// Precisions to time (comma-separated), one row each: fp16 is the tensor-core path,
-    /// fp32 the fp32 kernels (StyleViT's fp16 path is timed here; `stylize` runs StyleViT in fp32).
+    /// fp32 the fp32 kernels (both nets)
     #[arg(long, value_enum, value_delimiter = ',', default_value = "fp16,fp32")]
     pub precision: Vec<Precision>,
     /// StyleViT patch size (16 gives 4096 tokens at 1024x1024).
@@ -666,7 +666,7 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
     }
     let gpu = open_gpu(ptx).map_err(|m| Failure::setup(format!("bench needs a GPU: {m}")))?;
     eprintln!(
-        "GPU: {}; {} warm-up + {} timed runs per configuration (CUDA events, {})",
+        "GPU: {}; {} warm-up + {} timed runs per configuration (CUDA events, {}; programmatic dependent launch {})",
         gpu.name,
         a.warmup,
         a.iters,
@@ -674,7 +674,8 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
             "direct launches"
         } else {
             "CUDA graph replay"
-        }
+        },
+        if gpu.uses_pdl() { "on" } else { "off (STYLEFORGE_PDL=0 or pre-sm_90)" }
     );
     if model_list(&a.model).contains(&BenchModel::TransformerNet) {
         let names: Vec<&str> = precision::dedup(&a.precision)

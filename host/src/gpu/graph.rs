@@ -17,7 +17,7 @@ use crate::error::{CudaContext, Error, Result};
 use crate::gpu::{DeviceTensor, Gpu};
 
 /// Maps a driver status to `crate::Error`, naming the call and the raw status.
-fn check(r: cu::CUresult, what: &str) -> Result<()> {
+pub(crate) fn check(r: cu::CUresult, what: &str) -> Result<()> {
     if r == cu::cudaError_enum::CUDA_SUCCESS {
         Ok(())
     } else {

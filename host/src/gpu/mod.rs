@@ -1,6 +1,7 @@
 //! CUDA runtime through cust: one context, one stream, the PTX module.
 mod graph;
 pub mod half;
+mod pdl;
 mod ptx;
 mod tensor;
 
@@ -8,6 +9,7 @@ pub use graph::CudaGraph;
 pub use ptx::find_ptx;
 pub use tensor::{DType, DeviceTensor, Layout};
 
+use std::collections::HashSet;
 use std::ffi::c_void;
 use std::path::PathBuf;
 
@@ -31,6 +33,8 @@ pub struct Gpu {
     pub compute_capability: (u32, u32),
     pub total_memory: usize,
     pub ptx_path: PathBuf,
+    /// Kernels launched with programmatic dependent launch (empty when it is off): see `gpu::pdl`.
+    pdl: HashSet<String>,
     _ctx: Context,
 }
 
@@ -54,6 +58,12 @@ impl Gpu {
         // host<->device copies and memsets use, so uploads and downloads never race the kernels.
         let stream = Stream::new(StreamFlags::DEFAULT, None).during("creating the stream")?;
         let attr = |a| device.get_attribute(a).during("reading device attributes");
+        let cc_major = attr(DeviceAttribute::ComputeCapabilityMajor)? as u32;
+        let pdl = if pdl::pdl_enabled(cc_major) {
+            pdl::pdl_kernels(&text)
+        } else {
+            HashSet::new()
+        };
         Ok(Gpu {
             name: device.name().during("reading the device name")?,
             sm_count: attr(DeviceAttribute::MultiprocessorCount)? as u32,
@@ -63,6 +73,7 @@ impl Gpu {
             ),
             total_memory: device.total_memory().during("reading device memory")?,
             ptx_path,
+            pdl,
             module,
             stream,
             _ctx: ctx,
@@ -137,6 +148,12 @@ impl Gpu {
                 msg: format!("{name}: grid {grid:?} x block {block:?} is not launchable (max {max_threads} threads per block)"),
             });
         }
+        if self.pdl.contains(name) {
+            // SAFETY: the caller's contract (above) covers the arguments; `f` and the stream belong to
+            // this context; the kernel's PTX waits on `griddepcontrol.wait` (that is how it got in `pdl`).
+            let r = pdl::launch_pdl(f.to_raw(), self.stream.as_inner(), grid, block, shared_mem_bytes, args);
+            return graph::check(r, &format!("launching {name} (programmatic dependent launch)"));
+        }
         self.stream
             .launch(
                 &f,
@@ -149,6 +166,11 @@ impl Gpu {
     }
 
     /// Makes this GPU's context current on the calling thread (needed when a `Gpu` moves between threads).
+    /// Whether kernels are launched with programmatic dependent launch (sm_90+, `STYLEFORGE_PDL` not 0).
+    pub fn uses_pdl(&self) -> bool {
+        !self.pdl.is_empty()
+    }
+
     pub fn make_current(&self) -> Result<()> {
         CurrentContext::set_current(&self._ctx).during("setting the current context")
     }
