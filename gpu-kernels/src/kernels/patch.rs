@@ -3,9 +3,9 @@
 //! * `patch_im2col`: the patch-embedding convolution (kernel = stride = p, no padding) as a gather
 //!   [B·hp·wp, 3·p·p] (columns ordered c, ky, kx, i.e. the [D, 3, p, p] weight flattened), followed on the
 //!   host by `linear` (whose residual epilogue adds the positional table, broadcast over the batch).
-//! * `patch_unpatch`: tokens [B, hp·wp, p·p·3] -> image [B, 3, hp·p, wp·p], the reference's
-//!   `reshape(B, hp, wp, p, p, 3).permute(0, 5, 1, 3, 2, 4)`.
-//! * `patch_relu_conv1x1`: StyleViT's tail after the 3x3 conv: `y = W · relu(x) + b` per pixel (1x1 conv).
+//! * `patch_unpatch_tail`: tokens [B, hp·wp, p·p·3] -> image [B, 3, hp·p, wp·p] (the reference's
+//!   `reshape(B, hp, wp, p, p, 3).permute(0, 5, 1, 3, 2, 4)`) fused with StyleViT's `final_conv`
+//!   (3x3 conv, ReLU, 1x1 conv), the unpatched image never stored.
 //!
 //! All are grid-stride loops over the output (coalesced writes).
 use crate::device::{global_index_x, math};
@@ -71,11 +71,21 @@ pub unsafe extern "ptx-kernel" fn patch_im2col_f16(
     });
 }
 
-/// img[b, c, py·p + ky, px·p + kx] = tok[b, py·wp + px, (ky·p + kx)·3 + c]; tok [B, hp·wp, 3p²].
+/// StyleViT's whole tail in one pass: unpatch, 3x3 conv (3 -> 3 channels, zero padding 1, bias), ReLU,
+/// 1x1 conv (3 -> 3, bias). The unpatched image is never stored: output pixel (b, y, x) reads its 3x3
+/// neighbourhood straight from the tokens, img[b, c, py·p + ky, px·p + kx] = tok[b, py·wp + px,
+/// (ky·p + kx)·3 + c] (the reference's reshape(B, hp, wp, p, p, 3).permute(0, 5, 1, 3, 2, 4)).
+/// tok [B, hp·wp, 3p²]; w0 [3, 3, 3, 3] (k, c, ky, kx), b0 [3], w2 [3, 3], b2 [3]; y [B, 3, hp·p, wp·p].
+/// One thread per output pixel (all three channels), grid-stride.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn patch_unpatch(
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn patch_unpatch_tail(
     tok: *const f32,
-    img: *mut f32,
+    w0: *const f32,
+    b0: *const f32,
+    w2: *const f32,
+    b2: *const f32,
+    y: *mut f32,
     batch: u32,
     hp: u32,
     wp: u32,
@@ -84,45 +94,43 @@ pub unsafe extern "ptx-kernel" fn patch_unpatch(
     crate::device::grid_dependency_wait();
     let (batch, hp, wp, p) = (batch as usize, hp as usize, wp as usize, p as usize);
     let (h, w) = (hp * p, wp * p);
-    let total = batch * 3 * h * w;
+    let plane = h * w;
+    let total = batch * plane;
     let (mut e, stride) = global_index_x();
     while e < total {
         let x = e % w;
-        let rest = e / w;
-        let (y, rest) = (rest % h, rest / h);
-        let (c, b) = (rest % 3, rest / 3);
-        let (py, ky, px, kx) = (y / p, y % p, x / p, x % p);
-        *img.add(e) = *tok.add((b * hp * wp + py * wp + px) * 3 * p * p + (ky * p + kx) * 3 + c);
-        e += stride;
-    }
-}
-
-/// y[n, k, i] = b[k] + Σ_c w[k, c] · relu(x[n, c, i]); x [N, C, HW], w [K, C], b [K], y [N, K, HW].
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn patch_relu_conv1x1(
-    x: *const f32,
-    w: *const f32,
-    b: *const f32,
-    y: *mut f32,
-    n: u32,
-    c_in: u32,
-    k_out: u32,
-    hw: usize,
-) {
-    crate::device::grid_dependency_wait();
-    let (n, c_in, k_out) = (n as usize, c_in as usize, k_out as usize);
-    let total = n * k_out * hw;
-    let (mut e, stride) = global_index_x();
-    while e < total {
-        let i = e % hw;
-        let rest = e / hw;
-        let (k, img) = (rest % k_out, rest / k_out);
-        let xb = x.add(img * c_in * hw + i);
-        let mut acc = *b.add(k);
-        for c in 0..c_in {
-            acc = math::fma(*w.add(k * c_in + c), math::relu(*xb.add(c * hw)), acc);
+        let (yy, b) = ((e / w) % h, e / plane);
+        let tb = tok.add(b * hp * wp * 3 * p * p);
+        let mut acc = [*b0, *b0.add(1), *b0.add(2)];
+        for dy in 0..3usize {
+            let iy = yy as isize + dy as isize - 1;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            let iy = iy as usize;
+            for dx in 0..3usize {
+                let ix = x as isize + dx as isize - 1;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let ix = ix as usize;
+                let t = tb.add(((iy / p) * wp + ix / p) * 3 * p * p + ((iy % p) * p + ix % p) * 3);
+                let v = [*t, *t.add(1), *t.add(2)];
+                for (k, a) in acc.iter_mut().enumerate() {
+                    for (c, &vc) in v.iter().enumerate() {
+                        *a = math::fma(*w0.add(((k * 3 + c) * 3 + dy) * 3 + dx), vc, *a);
+                    }
+                }
+            }
         }
-        *y.add(e) = acc;
+        let r = [math::relu(acc[0]), math::relu(acc[1]), math::relu(acc[2])];
+        for k in 0..3usize {
+            let mut o = *b2.add(k);
+            for (c, &rc) in r.iter().enumerate() {
+                o = math::fma(*w2.add(k * 3 + c), rc, o);
+            }
+            *y.add((b * 3 + k) * plane + yy * w + x) = o;
+        }
         e += stride;
     }
 }

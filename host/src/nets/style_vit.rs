@@ -5,14 +5,13 @@
 //! `x2 = layer_norm(t + x)` → `h = gelu(linear(x2))` (fused epilogue) → `t = linear(h)` →
 //! `x = layer_norm(t + x2)`. Patch embedding is an im2col gather plus `linear` whose residual epilogue adds
 //! the sinusoidal table (uploaded once per token count); AdaIN fuses the alpha blend; then the decoder,
-//! `to_pixels`, unpatch, the 3x3 conv (zero padding) and a fused ReLU + 1x1 conv. Everything is queued on
+//! `to_pixels`, then unpatch + 3x3 conv (zero padding) + ReLU + 1x1 conv fused in one kernel. Everything is queued on
 //! the GPU's one stream; buffers are allocated once per (content, style) shape.
 //!
 //! By default the whole pass is captured into a CUDA graph once per (content shape, style shape, alpha)
 //! (on the first call with them, which itself launches directly) and replayed from the next call on; the inputs are first copied (on the stream) into the net's own input buffers so the
 //! graph's addresses stay fixed. If capturing fails the net falls back to direct launches and remembers
 //! why ([`GpuStyleVit::graph_error`]).
-use models::ops::Padding;
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
@@ -21,7 +20,7 @@ use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention::{attention_qkv, HEAD_DIMS};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear, linear_gelu};
-use crate::ops::patch::{patch_embed, patch_grid, relu_conv1x1, unpatch};
+use crate::ops::patch::{patch_embed, patch_grid, unpatch_tail};
 
 const OP: &str = "GpuStyleVit";
 
@@ -119,8 +118,6 @@ struct Bufs {
     content: Seq,
     style: Seq,
     pix: DeviceTensor,
-    img: DeviceTensor,
-    img2: DeviceTensor,
     out: DeviceTensor,
 }
 
@@ -215,8 +212,6 @@ impl<'g> GpuStyleVit<'g> {
                 crate::gpu::DType::F32,
                 Layout::RowMajor,
             )?,
-            img: e(content)?,
-            img2: e(content)?,
             out: e(content)?,
             key,
         });
@@ -458,8 +453,6 @@ impl<'g> GpuStyleVit<'g> {
             content: cseq,
             style: sseq,
             pix,
-            img,
-            img2,
             out,
             ..
         } = bufs;
@@ -496,18 +489,16 @@ impl<'g> GpuStyleVit<'g> {
         }
         mark("decoder")?;
         linear(gpu, &c.x, &self.to_pixels_w, Some(&self.to_pixels_b), pix)?;
-        unpatch(gpu, pix, hp, wp, p, img)?;
-        crate::ops::conv2d::conv2d(
+        unpatch_tail(
             gpu,
-            img,
-            &self.final0_w,
-            Some(&self.final0_b),
-            1,
-            Padding::Zero(1),
-            1,
-            img2,
+            pix,
+            hp,
+            wp,
+            p,
+            (&self.final0_w, &self.final0_b),
+            (&self.final2_w, &self.final2_b),
+            out,
         )?;
-        relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
         mark("to_pixels+tail")
     }
 

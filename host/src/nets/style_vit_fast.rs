@@ -7,14 +7,13 @@
 //! `t = linear_tc(h16) + x2` → `x, x16 = layer_norm(t)`. The LayerNorms write the f16 copy for the next
 //! GEMM themselves. The patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
 //! epilogue, f32 and f16 outputs); AdaIN stays fp32 (followed by one f16 conversion); `to_pixels` runs on
-//! `linear_tc`; unpatch and the 3x3 / 1x1 tail are the fp32 kernels. Content and style images of the same
+//! `linear_tc`; unpatch and the 3x3 / 1x1 tail are one fp32 kernel (`unpatch_tail`). Content and style images of the same
 //! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
 //! Same public API as [`crate::nets::GpuStyleVit`] (graph capture per shape and alpha included).
 //!
 //! Precision: the f16 rounding of the GEMM and attention inputs (image, x, weights, qkv, attention output,
 //! the GELU output) is the only systematic difference from the fp32 path; the self-check measures its effect
 //! with a CPU emulation that rounds at the same places (selfcheck/vit_fast.rs).
-use models::ops::Padding;
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
@@ -22,7 +21,7 @@ use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
 use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
-use crate::ops::patch::{patch_embed_f16, patch_grid, relu_conv1x1, unpatch};
+use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
 
 const OP: &str = "GpuStyleVitFast";
 
@@ -254,8 +253,6 @@ struct Bufs {
     /// Split-K scratch of the small-M GEMMs (`linear_tc_ws`), shared by all of them (stream order).
     ws: LinearTcWorkspace,
     pix: DeviceTensor,
-    img: DeviceTensor,
-    img2: DeviceTensor,
     out: DeviceTensor,
 }
 
@@ -384,8 +381,6 @@ impl<'g> GpuStyleVitFast<'g> {
             content: Seq::new(&self.cfg, b, hp * wp)?,
             style: sep,
             pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], DType::F32, Layout::RowMajor)?,
-            img: e(content)?,
-            img2: e(content)?,
             out: e(content)?,
             key,
         });
@@ -556,12 +551,12 @@ impl<'g> GpuStyleVitFast<'g> {
             2.0 * (mc * d + d * k) + 4.0 * mc * k,
         );
         let px = (b * content[2] * content[3]) as f64;
-        // unpatch (r, w 3 px), 3x3 conv (r, w), ReLU + 1x1 (r, w).
+        // unpatch + 3x3 conv + ReLU + 1x1 in one pass: tokens read (~once), output written.
         push(
             "unpatch+tail",
             OpKind::Other,
             2.0 * px * 3.0 * 27.0 + 2.0 * px * 9.0,
-            4.0 * 6.0 * px * 3.0,
+            4.0 * 2.0 * px * 3.0,
         );
         Ok(v)
     }
@@ -656,8 +651,6 @@ impl<'g> GpuStyleVitFast<'g> {
             content: c,
             style: sep,
             pix,
-            img,
-            img2,
             out,
             ws,
             ..
@@ -714,18 +707,16 @@ impl<'g> GpuStyleVitFast<'g> {
         };
         linear_tc_ws(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None, ws)?;
         mark("to_pixels")?;
-        unpatch(gpu, pix, hp, wp, p, img)?;
-        crate::ops::conv2d::conv2d(
+        unpatch_tail(
             gpu,
-            img,
-            &self.final0_w,
-            Some(&self.final0_b),
-            1,
-            Padding::Zero(1),
-            1,
-            img2,
+            pix,
+            hp,
+            wp,
+            p,
+            (&self.final0_w, &self.final0_b),
+            (&self.final2_w, &self.final2_b),
+            out,
         )?;
-        relu_conv1x1(gpu, img2, &self.final2_w, &self.final2_b, out)?;
         mark("unpatch+tail")
     }
 

@@ -174,23 +174,30 @@ pub fn patch_embed(
     )
 }
 
-/// Unpatch: tokens [B, hp·wp, p·p·3] -> image [B, 3, hp·p, wp·p]
-/// (the reference's reshape(B, hp, wp, p, p, 3).permute(0, 5, 1, 3, 2, 4)).
-pub fn unpatch(
+/// StyleViT's tail, fused: unpatch tokens [B, hp·wp, 3p²] into the image [B, 3, hp·p, wp·p] (the
+/// reference's reshape(B, hp, wp, p, p, 3).permute(0, 5, 1, 3, 2, 4)), then `final_conv`: 3x3 conv
+/// `w0` [3, 3, 3, 3] + `b0` [3] with zero padding 1, ReLU, 1x1 conv `w2` [3, 3, 1, 1] + `b2` [3], into
+/// `y` [B, 3, hp·p, wp·p]. One launch; the unpatched image is not stored.
+#[allow(clippy::too_many_arguments)]
+pub fn unpatch_tail(
     gpu: &Gpu,
     tokens: &DeviceTensor,
     hp: usize,
     wp: usize,
     p: usize,
-    img: &mut DeviceTensor,
+    (w0, b0): (&DeviceTensor, &DeviceTensor),
+    (w2, b2): (&DeviceTensor, &DeviceTensor),
+    y: &mut DeviceTensor,
 ) -> Result<()> {
-    const OP: &str = "unpatch";
-    f32_only(OP, &[tokens, img])?;
+    const OP: &str = "unpatch_tail";
+    f32_only(OP, &[tokens, w0, b0, w2, b2, y])?;
     ensure(
         tokens.shape.len() == 3
             && tokens.shape[1] == hp * wp
             && tokens.shape[2] == 3 * p * p
-            && p > 0,
+            && p > 0
+            && hp > 0
+            && wp > 0,
         OP,
         || {
             format!(
@@ -201,86 +208,47 @@ pub fn unpatch(
             )
         },
     )?;
+    ensure(
+        w0.shape == [3, 3, 3, 3]
+            && b0.numel() == 3
+            && w2.numel() == 9
+            && w2.shape[..2] == [3, 3]
+            && b2.numel() == 3,
+        OP,
+        || {
+            format!(
+                "final_conv weights {:?} / {:?} / {:?} / {:?} must be [3, 3, 3, 3], [3], [3, 3, 1, 1], [3]",
+                w0.shape, b0.shape, w2.shape, b2.shape
+            )
+        },
+    )?;
     let b = tokens.shape[0];
-    ensure(img.shape == [b, 3, hp * p, wp * p], OP, || {
-        format!(
-            "image {:?} must be [{b}, 3, {}, {}]",
-            img.shape,
-            hp * p,
-            wp * p
-        )
+    ensure(y.shape == [b, 3, hp * p, wp * p], OP, || {
+        format!("y {:?} must be [{b}, 3, {}, {}]", y.shape, hp * p, wp * p)
     })?;
-    let total = img.numel();
-    fits(OP, total)?;
-    // SAFETY: patch_unpatch(tok, img: f32 pointers, batch, hp, wp, p: u32) writes img[0..total) and reads
-    // tok[(b*hp*wp + py*wp + px)*3p² + (ky*p + kx)*3 + c] with b < B, py < hp, px < wp, ky, kx < p, c < 3:
-    // inside tokens [B, hp*wp, 3p²] (checked).
+    let pixels = b * hp * p * wp * p;
+    fits(OP, y.numel().max(tokens.numel()))?;
+    // SAFETY: patch_unpatch_tail(tok, w0, b0, w2, b2, y: f32 pointers, batch, hp, wp, p: u32) writes
+    // y[(b*3 + k)*H*W + i] for pixel (b, i) < B*H*W, k < 3, and reads tok[(b*hp*wp + py*wp + px)*3p² +
+    // (ky*p + kx)*3 + c] (py < hp, px < wp, ky, kx < p, c < 3: inside tokens), w0[0..81), w2[0..9),
+    // b0[0..3), b2[0..3): all shapes checked above.
     unsafe {
         gpu.launch(
-            "patch_unpatch",
-            (blocks_for(total, ELEMENTWISE_BLOCK), 1, 1),
+            "patch_unpatch_tail",
+            (blocks_for(pixels, ELEMENTWISE_BLOCK), 1, 1),
             (ELEMENTWISE_BLOCK, 1, 1),
             0,
             kernel_args!(
                 tokens.ptr(),
-                img.ptr(),
+                w0.ptr(),
+                b0.ptr(),
+                w2.ptr(),
+                b2.ptr(),
+                y.ptr(),
                 b as u32,
                 hp as u32,
                 wp as u32,
                 p as u32
-            ),
-        )
-    }
-}
-
-/// StyleViT's tail: y = conv1x1(relu(x)), x [N, C, H, W], w [K, C, 1, 1] (or [K, C]), b [K], y [N, K, H, W].
-pub fn relu_conv1x1(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    w: &DeviceTensor,
-    b: &DeviceTensor,
-    y: &mut DeviceTensor,
-) -> Result<()> {
-    const OP: &str = "relu_conv1x1";
-    f32_only(OP, &[x, w, b, y])?;
-    ensure(
-        x.shape.len() == 4 && w.shape.len() >= 2 && w.shape[2..].iter().all(|&s| s == 1),
-        OP,
-        || {
-            format!(
-                "x {:?} must be [N, C, H, W] and w {:?} [K, C, 1, 1]",
-                x.shape, w.shape
-            )
-        },
-    )?;
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let k = w.shape[0];
-    ensure(w.shape[1] == c && b.numel() == k, OP, || {
-        format!("w {:?} / b {:?} do not match C = {c}", w.shape, b.shape)
-    })?;
-    ensure(y.shape == [n, k, h, wd], OP, || {
-        format!("y {:?} must be [{n}, {k}, {h}, {wd}]", y.shape)
-    })?;
-    let total = y.numel();
-    fits(OP, total.max(x.numel()))?;
-    ensure(total > 0, OP, || "empty output".into())?;
-    // SAFETY: patch_relu_conv1x1(x, w, b, y: f32 pointers, n, c_in, k_out: u32, hw: usize) writes
-    // y[0..n*k*hw) and reads x[(img*c + ci)*hw + i], w[k*c + ci], b[k] for in-range indices (shapes checked).
-    unsafe {
-        gpu.launch(
-            "patch_relu_conv1x1",
-            (blocks_for(total, ELEMENTWISE_BLOCK), 1, 1),
-            (ELEMENTWISE_BLOCK, 1, 1),
-            0,
-            kernel_args!(
-                x.ptr(),
-                w.ptr(),
-                b.ptr(),
-                y.ptr(),
-                n as u32,
-                c as u32,
-                k as u32,
-                h * wd
             ),
         )
     }

@@ -17,7 +17,7 @@ use crate::ops::adain::adain;
 use crate::ops::attention::{attention, attention_qkv, Heads};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear_ex, Epilogue};
-use crate::ops::patch::{patch_embed, relu_conv1x1, unpatch};
+use crate::ops::patch::{patch_embed, unpatch_tail};
 
 pub fn checks() -> Vec<Check> {
     vec![
@@ -405,45 +405,36 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             ))
         }));
     }
-    // Unpatch (a pure permutation: must be exact).
+    // Unpatch + final_conv (3x3 zero-padded conv, ReLU, 1x1 conv) fused, against the CPU composition.
+    // Cases: several patches and batch, one column of patches, 1-pixel patches (every tap crosses a patch).
     for &(b, hp, wp, p) in &[
         (2usize, 3usize, 5usize, 8usize),
         (1, 2, 1, 32),
         (2, 1, 1, 1),
+        (1, 4, 3, 2),
     ] {
-        let name = format!("unpatch B{b} {hp}x{wp} p{p}");
+        let name = format!("unpatch_tail B{b} {hp}x{wp} p{p}");
         out.push(catch("patch", &name, || {
             let tok = random(rng, &[b, hp * wp, 3 * p * p], -1.0, 1.0);
-            let want = ops::unpatch(&tok, hp, wp, p)?;
-            let td = up(&tok)?;
-            let mut img = poisoned(&[b, 3, hp * p, wp * p], DType::F32, Layout::RowMajor)?;
-            unpatch(gpu, &td, hp, wp, p, &mut img)?;
-            let got = download(gpu, &img)?;
-            let exact = Tolerance {
-                rel_l2: 0.0,
-                max_rel: 0.0,
-            };
-            Ok(compare("patch", &name, &got, &want.data, exact))
+            let w0 = random(rng, &[3, 3, 3, 3], -0.5, 0.5);
+            let b0 = random(rng, &[3], -0.3, 0.3);
+            let w2 = random(rng, &[3, 3, 1, 1], -1.0, 1.0);
+            let b2 = random(rng, &[3], -0.5, 0.5);
+            let img = ops::unpatch(&tok, hp, wp, p)?;
+            let h = ops::conv2d(&img, &w0, Some(&b0), 1, Padding::Zero(1), 1)?;
+            let want = ops::conv2d(&ops::relu(&h), &w2, Some(&b2), 1, Padding::Zero(0), 1)?;
+            let (td, w0d, b0d, w2d, b2d) = (up(&tok)?, up(&w0)?, up(&b0)?, up(&w2)?, up(&b2)?);
+            let mut y = poisoned(&[b, 3, hp * p, wp * p], DType::F32, Layout::RowMajor)?;
+            unpatch_tail(gpu, &td, hp, wp, p, (&w0d, &b0d), (&w2d, &b2d), &mut y)?;
+            Ok(compare(
+                "patch",
+                &name,
+                &download(gpu, &y)?,
+                &want.data,
+                Tolerance::F32,
+            ))
         }));
     }
-    // ReLU + 1x1 conv (StyleViT's tail).
-    let name = "relu_conv1x1 2x3x9x11";
-    out.push(catch("patch", name, || {
-        let x = random(rng, &[2, 3, 9, 11], -1.0, 1.0);
-        let w = random(rng, &[3, 3, 1, 1], -1.0, 1.0);
-        let b = random(rng, &[3], -0.5, 0.5);
-        let want = ops::conv2d(&ops::relu(&x), &w, Some(&b), 1, Padding::Zero(0), 1)?;
-        let (xd, wd, bd) = (up(&x)?, up(&w)?, up(&b)?);
-        let mut y = poisoned(&[2, 3, 9, 11], DType::F32, Layout::RowMajor)?;
-        relu_conv1x1(gpu, &xd, &wd, &bd, &mut y)?;
-        Ok(compare(
-            "patch",
-            name,
-            &download(gpu, &y)?,
-            &want.data,
-            Tolerance::F32,
-        ))
-    }));
     out
 }
 
