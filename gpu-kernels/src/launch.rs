@@ -445,3 +445,31 @@ pub const fn attn_tc_kernel(head_dim: u32) -> Option<&'static str> {
         _ => None,
     }
 }
+
+// ------------------------------------------------------------------------- conv2d_tc (halo9, taps in N)
+/// `conv2d_tc_halo9_taps` (the last layer, 9x9, 32 -> at most 3 channels): output rows and columns per
+/// block (8 warps, one output row each).
+pub const CONV2D_TC_TAPS_TH: u32 = 8;
+pub const CONV2D_TC_TAPS_TW: u32 = 56;
+/// Halo columns staged per block (TW + 8): four m-tiles of 16.
+pub const CONV2D_TC_TAPS_HW: u32 = CONV2D_TC_TAPS_TW + 8;
+/// Output channels the GEMM's N holds per filter column (N = 9 columns x 3 channels = 27 of 32).
+pub const CONV2D_TC_TAPS_K: u32 = 3;
+/// f16 elements of the fragment-ordered weight: 18 k16 steps (9 filter rows x 32 channels) x 32 lanes x
+/// 4 n-tiles x 2 registers x 2 halves.
+pub const CONV2D_TC_TAPS_W_ELEMS: u32 = 18 * 32 * 4 * 4;
+/// f32 row pitch of the staged per-column partial sums Z (32 columns + 8 padding: conflict-free v2 stores).
+pub const CONV2D_TC_TAPS_ZP: u32 = 40;
+/// Bytes of the region holding first the input halo tile ((TH + 8) x HW pixels x 64 B), then Z
+/// (TH x HW x ZP f32), whichever is larger.
+pub const CONV2D_TC_TAPS_TILE_BYTES: u32 = {
+    let halo = (CONV2D_TC_TAPS_TH + 8) * CONV2D_TC_TAPS_HW * CONV2D_TC_HALO_C * 2;
+    let z = CONV2D_TC_TAPS_TH * CONV2D_TC_TAPS_HW * CONV2D_TC_TAPS_ZP * 4;
+    if halo > z {
+        halo
+    } else {
+        z
+    }
+};
+/// Dynamic shared memory of `conv2d_tc_halo9_taps`: the tile region, then the weight.
+pub const CONV2D_TC_TAPS_SMEM: u32 = CONV2D_TC_TAPS_TILE_BYTES + CONV2D_TC_TAPS_W_ELEMS * 2;

@@ -5,6 +5,7 @@ mod attention;
 mod attention_tc;
 mod conv2d;
 mod conv2d_tc;
+mod conv2d_tc_taps;
 mod elementwise;
 mod instance_norm;
 mod layer_norm;

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod attention_tc;
 pub mod conv2d;
 pub mod conv2d_tc;
+pub mod conv2d_tc_taps;
 pub mod elementwise;
 pub mod instance_norm;
 pub mod layer_norm;

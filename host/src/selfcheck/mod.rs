@@ -5,6 +5,7 @@
 //! and compares with a tolerance preset. Failures report the index, the actual and the expected value.
 pub mod cnn;
 pub mod conv2d_tc;
+pub mod conv2d_tc_taps;
 pub mod fast;
 pub mod graph;
 pub mod psnr;
@@ -68,6 +69,7 @@ pub fn all_checks() -> Vec<Check> {
     let mut v = cnn::checks();
     v.extend(vit::checks());
     v.extend(conv2d_tc::checks());
+    v.extend(conv2d_tc_taps::checks());
     v.extend(graph::checks());
     v.extend(fast::checks());
     v.extend(vit_fast::checks());
