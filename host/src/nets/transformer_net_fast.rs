@@ -2,7 +2,7 @@
 //! InstanceNorm statistics.
 //!
 //! Activations are NHWC f16. The NCHW f32 input is packed into 4 channels (RGB + 0; conv1 gathers one
-//! 8-byte tap at a time), every conv is [`conv2d_tc`], which writes its f16 output and per-tile
+//! 8-byte tap at a time), every conv is [`conv2d_tc`](crate::ops::conv2d_tc::conv2d_tc), which writes its f16 output and per-tile
 //! InstanceNorm partials computed from the f32 accumulators; `nhwc_in_coef` turns those into per-channel
 //! affine coefficients, and the NEXT conv applies the norm + ReLU to every element it loads (the
 //! `InputNorm` of `conv2d_tc` / `conv2d_tc_halo9`: f32 math, one f16 rounding, the values
@@ -10,7 +10,7 @@
 //! second norm is still `nhwc_in_apply` adding into the materialised trunk; conv3's output stays raw in
 //! the trunk buffer and the first residual update applies in3 (+ReLU) to it while adding. Biases of convs followed by InstanceNorm are dropped (the mean
 //! subtraction cancels them exactly). deconv3 (9x9, 32 -> 3) stages each input tile with its halo in shared memory
-//! once ([`conv2d_tc_halo9`]) and writes the NCHW f32 output with its bias directly; conv1 (9x9, 4 packed
+//! once ([`conv2d_tc_halo9_in`]) and writes the NCHW f32 output with its bias directly; conv1 (9x9, 4 packed
 //! channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose InstanceNorm partials come in 2-D tiles
 //! (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
