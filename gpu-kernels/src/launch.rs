@@ -214,6 +214,11 @@ pub const fn conv2d_tc_smem(v: &Conv2dTcVariant, k: u32, r: u32, kw: u32) -> u32
     let pieces = kw.div_ceil(v.bk) * v.bk / (v.piece / 2);
     v.stages * (v.bm + k) * v.bk * 2 + 2 * r * (v.bm + 4) * 4 + pieces * 8
 }
+/// `conv2d_tc` with an input norm (`in_coef` not null): dynamic shared memory added after
+/// [`conv2d_tc_smem`]'s for the (a, b) f32 pairs of the `c` input channels.
+pub const fn conv2d_tc_in_norm_smem(c: u32) -> u32 {
+    c * 8
+}
 /// `conv2d_tc`: SMs the tile choice aims to fill (H100 and H200 SXM have 132).
 pub const CONV2D_TC_TARGET_BLOCKS: u32 = 132;
 /// `conv2d_tc`: output pixels per block for `k` output channels and `n` samples of `pq` output pixels: the

@@ -33,8 +33,21 @@
 //! gather moves 16-byte pieces (8 channels of one tap; C % 8 == 0) or, for the 4-channel first layer
 //! (`PIECE` = 8), 8-byte pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q
 //! gather pixel P*Q-1 (in range) and are neither stored nor counted in the statistics.
-use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x2, ldmatrix_x4, mma_f16_16816, pack_f16x2};
-use crate::device::shared::ld_v2_u32;
+//!
+//! Input norm (`in_coef` not null; 16-byte pieces only): the input is a raw conv output and each element
+//! is loaded as relu(a_c x + b_c), (a, b) = `in_coef[(n*C + c)*2 ..+2]` (`nhwc_in_coef`'s layout). The
+//! block copies its sample's C pairs into shared memory after the gather tables (`C * 8` bytes more, see
+//! `launch::conv2d_tc_in_norm_smem`); in the main loop, after step kt's copies have landed
+//! (`cp.async.wait_group`) and before the barrier, each thread rewrites the 16-byte pieces it copied itself
+//! (its piece column gives one channel group for all its rows) in f32 with one f16 rounding, as
+//! `nhwc_in_apply` did. Zero-filled pieces past R*S*C are skipped; the clamped rows past P*Q are
+//! transformed too (finite, never stored). Reflection and upsampling copy elements, so they commute with
+//! the transform. ptxas (sm_90) registers without -> with the input norm: k8 38 -> 55, k32 114 -> 123,
+//! k32_bk32 114 -> 116, k32_m128 80 -> 80, k64 72 -> 96, k64_m64 56 -> 71, k128 127 -> 128 (still two blocks
+//! of 256 threads per SM), k128_m64 80 -> 80, k128_m32 64 -> 64; no spills.
+use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x2, ldmatrix_x4, mma_f16_16816, pack_f16x2, unpack_f16x2};
+use crate::device::math;
+use crate::device::shared::{ld_v2_u32, ld_v4_f32};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
@@ -70,6 +83,30 @@ unsafe fn ld_u32(addr: u32) -> u32 {
 #[inline(always)]
 unsafe fn st_u32(addr: u32, v: u32) {
     asm!("st.shared.u32 [{0}], {1};", in(reg32) addr, in(reg32) v, options(nostack));
+}
+
+/// `st.shared.v4.u32` at a shared-window byte address.
+///
+/// # Safety
+/// `addr` must be 16-byte aligned with `addr .. addr + 16` inside the launch's dynamic shared memory.
+#[inline(always)]
+unsafe fn st_v4_u32(addr: u32, v: [u32; 4]) {
+    asm!("st.shared.v4.u32 [{0}], {{{1}, {2}, {3}, {4}}};", in(reg32) addr, in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3], options(nostack));
+}
+
+/// The input norm of 8 consecutive f16 channels: relu(a_i x_i + b_i) in f32, rounded once to f16 (as
+/// `nhwc_in_apply` with ReLU: the same fma, ReLU and saturating round, so the result is bit-identical).
+/// `ab[q]` = (a, b) of channels 2q, 2q + 1 as (a0, b0, a1, b1).
+#[inline(always)]
+fn in_norm_relu(v: [u32; 4], ab: &[[f32; 4]; 4]) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    unroll!(4, |q| {
+        let (x0, x1) = unpack_f16x2(v[q]);
+        let y0 = math::relu(math::fma(x0, ab[q][0], ab[q][1]));
+        let y1 = math::relu(math::fma(x1, ab[q][2], ab[q][3]));
+        out[q] = pack_f16x2(y0, y1);
+    });
+    out
 }
 
 /// Reflects `v` into `0..extent` (one reflection; the host ensures the padding is smaller than `extent`).
@@ -122,6 +159,7 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     y32: *mut f32,
     bias: *const f32,
     k_real: u32,
+    in_coef: *const f32,
 ) {
     // Output pixels per block, bytes per smem row, 16-byte chunks per row, gather pieces per row.
     let bm: u32 = 16 * MT as u32 * (8 / WN);
@@ -208,8 +246,18 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             st_u32(ktab + id * 8 + 4, offs);
             id += CONV2D_TC_THREADS;
         }
+        // The input norm's (a, b) of this sample's C channels (16-byte aligned: n_pieces is a multiple of 4).
+        if PIECE == 16 && !in_coef.is_null() {
+            let src = in_coef.add((n_img * s.c * 2) as usize);
+            let mut id = t;
+            while id < s.c * 2 {
+                shared::st_f32(ktab + n_pieces * 8 + id * 4, *src.add(id as usize));
+                id += CONV2D_TC_THREADS;
+            }
+        }
         sync_threads();
     }
+    let coef_tab = ktab + (ktiles * BK / piece_elems) * 8;
 
     // A gather: this thread's piece column j and rows a_row0 + i * a_row_step (same swizzle term).
     let j = t % pieces;
@@ -285,6 +333,22 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             2 => cp_async_wait_group::<0>(),
             3 => cp_async_wait_group::<1>(),
             _ => cp_async_wait_group::<2>(),
+        }
+        // Input norm: this thread's own pieces of step kt have landed; x -> relu(a_c x + b_c) in place,
+        // before the barrier publishes them to ldmatrix. Zero-filled pieces past R*S*C are left alone.
+        if PIECE == 16 && !in_coef.is_null() {
+            let base = smem + (kt % STAGES) * stage_bytes;
+            let [ci, _] = ld_v2_u32(ktab + (kt * BK / piece_elems + j) * 8);
+            if ci != u32::MAX {
+                let cf = coef_tab + ci * 8;
+                let ab = [ld_v4_f32(cf), ld_v4_f32(cf + 16), ld_v4_f32(cf + 32), ld_v4_f32(cf + 48)];
+                unroll_n!(A_ROWS, |i| {
+                    if A_ROWS > 1 || a_row0 < bm {
+                        let addr = base + a_dst0 + a_row_step * i as u32 * row_bytes;
+                        st_v4_u32(addr, in_norm_relu(ld_v4_u32(addr), &ab));
+                    }
+                });
+            }
         }
         sync_threads();
         let next = kt + STAGES - 1;
@@ -436,7 +500,8 @@ macro_rules! conv2d_tc_entry {
         /// `conv2d_tc_smem(variant, K, R, kw)` (the variant `launch::conv2d_tc_variant` names this kernel
         /// for). Requires the host's checks: C % 8 == 0 (or C == 4 for the 8-byte variants), kw % 32 == 0
         /// and kw ≥ R*S*C, reflection padding `pad` < H * up and < W * up, every index below 2^31; `mode`
-        /// chooses the epilogue (see the module comment).
+        /// chooses the epilogue (see the module comment); `in_coef` is the optional input norm (null =
+        /// none; with it, `launch::conv2d_tc_in_norm_smem(C)` more bytes of shared memory).
         #[no_mangle]
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -458,10 +523,11 @@ macro_rules! conv2d_tc_entry {
             y32: *mut f32,
             bias: *const f32,
             k_real: u32,
+            in_coef: *const f32,
         ) {
             crate::device::grid_dependency_wait();
             let s = Shape { h, wd, c, kw, p_out, q_out, r, stride, pad, up };
-            conv2d_tc_body::<$mt, $nt, $wn, $bk, $st, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real)
+            conv2d_tc_body::<$mt, $nt, $wn, $bk, $st, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real, in_coef)
         }
     };
 }
@@ -539,10 +605,12 @@ conv2d_tc_entry!(
 /// shifted pixels: the input is read from memory once per tile instead of 81 times.
 /// Block: 256 threads = 8 warps, warp w computes output row ty0 + w, columns tx0 .. tx0 + 32 (two m-tiles).
 /// Grid (ceil(Q / 32), ceil(P / 8), N); dynamic shared memory `CONV2D_TC_HALO_SMEM`. Requires (host):
-/// H, W ≥ 5, k_real ≤ 8, every index below 2^31.
+/// H, W ≥ 5, k_real ≤ 8, every index below 2^31. `in_coef` (null = none): the input norm + ReLU of the
+/// module comment, applied to the staged tile by the threads that staged it (ptxas: 31 -> 39 registers).
+/// Halo pixels are reflected copies, so they get the same transform as the pixels they copy.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
+pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32, in_coef: *const f32) {
     crate::device::grid_dependency_wait();
     use crate::device::{block_idx_z, shared::ld_v2_u32};
     use crate::launch::{CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS};
@@ -581,6 +649,24 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
     }
     cp_async_commit();
     cp_async_wait_group::<0>();
+    // Input norm: relu(a_c x + b_c) on the chunks this thread staged (their channel group t % 4 is the
+    // same for all of them: the stride 256 is a multiple of 4), before the barrier publishes them.
+    if !in_coef.is_null() {
+        let ch = t % 4;
+        let cf = in_coef.add(((n_img * CONV2D_TC_HALO_C + ch * 8) * 2) as usize);
+        let mut ab = [[0f32; 4]; 4];
+        unroll!(4, |q| {
+            unroll!(4, |e| {
+                ab[q][e] = *cf.add(q * 4 + e);
+            });
+        });
+        let mut id = t;
+        while id < HPIX * 4 {
+            let addr = chunk_addr(id / 4, ch);
+            st_v4_u32(addr, in_norm_relu(ld_v4_u32(addr), &ab));
+            id += CONV2D_TC_THREADS;
+        }
+    }
     sync_threads();
 
     let mut acc = [[0f32; 4]; 2];

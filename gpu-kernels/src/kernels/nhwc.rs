@@ -3,7 +3,8 @@
 //! * `nhwc_pack_input`: NCHW f32 [N, 3, H, W] -> NHWC f16 [N, H, W, 4], channel 3 zero;
 //! * `nhwc_in_coef`: combines the per-tile InstanceNorm partials that `conv2d_tc` writes into per
 //!   (sample, channel) affine coefficients a = γ·rstd, b = β − mean·a;
-//! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual) on NHWC f16, eight channels per thread.
+//! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual, itself optionally normalised + ReLU) on NHWC f16,
+//!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
@@ -149,8 +150,11 @@ pub struct H8(pub [u32; 4]);
 /// Over `groups` = N*P*Q*C/8 groups of eight channels of NHWC f16 `x` (C % 8 == 0): group i covers
 /// channels ch0 = (8i) % C .. +8 of sample n = 8i / pqc (pqc = P*Q*C). v = a·x + b with
 /// (a, b) = coef[(n*C + ch)*2 ..+2], then ReLU when `relu` != 0, then + residual (f16, same layout) when
-/// not null; written as f16 (saturated). Each group is read and written by one thread, so `y` may equal
-/// `x` or `residual`. The launcher keeps `groups * 8` below 2^31.
+/// not null; written as f16 (saturated). With `res_coef` not null (and a residual) the residual is itself
+/// a raw conv output whose norm + ReLU is applied first: r = f16(relu(a'·r + b')) with (a', b') =
+/// res_coef[(n*C + ch)*2 ..+2], rounded to f16 as `nhwc_in_apply` with ReLU would have stored it (so the
+/// trunk equals the value the next conv's input norm reads from the same raw tensor). Each group is read
+/// and written by one thread, so `y` may equal `x` or `residual`. The launcher keeps `groups * 8` below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
@@ -162,6 +166,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     c: u32,
     pqc: u32,
     relu: u32,
+    res_coef: *const f32,
 ) {
     crate::device::grid_dependency_wait();
     let (i0, stride) = global_index_x();
@@ -187,7 +192,13 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
                 v1 = math::relu(v1);
             }
             if !residual.is_null() {
-                let (r0, r1) = unpack_f16x2(rv.0[k]);
+                let (mut r0, mut r1) = unpack_f16x2(rv.0[k]);
+                if !res_coef.is_null() {
+                    let rc = res_coef.add(((n * c + ch0) * 2) as usize);
+                    let r0n = math::relu(math::fma(r0, *rc.add(4 * k), *rc.add(4 * k + 1)));
+                    let r1n = math::relu(math::fma(r1, *rc.add(4 * k + 2), *rc.add(4 * k + 3)));
+                    (r0, r1) = unpack_f16x2(pack_f16x2(r0n, r1n));
+                }
                 v0 += r0;
                 v1 += r1;
             }

@@ -2,12 +2,15 @@
 //! InstanceNorm statistics.
 //!
 //! Activations are NHWC f16. The NCHW f32 input is packed into 4 channels (RGB + 0; conv1 gathers one
-//! 8-byte tap at a time), every conv is [`conv2d_tc`], which writes its f16 output and per-tile
+//! 8-byte tap at a time), every conv is [`conv2d_tc`](crate::ops::conv2d_tc::conv2d_tc), which writes its f16 output and per-tile
 //! InstanceNorm partials computed from the f32 accumulators; `nhwc_in_coef` turns those into per-channel
-//! affine coefficients and `nhwc_in_apply` normalises in place (+ReLU), or adds the normalised second conv
-//! of a residual block into the trunk. Biases of convs followed by InstanceNorm are dropped (the mean
+//! affine coefficients, and the NEXT conv applies the norm + ReLU to every element it loads (the
+//! `InputNorm` of `conv2d_tc` / `conv2d_tc_halo9`: f32 math, one f16 rounding, the values
+//! `nhwc_in_apply` used to store), so no ReLU norm makes a memory pass of its own. The residual blocks'
+//! second norm is still `nhwc_in_apply` adding into the materialised trunk; conv3's output stays raw in
+//! the trunk buffer and the first residual update applies in3 (+ReLU) to it while adding. Biases of convs followed by InstanceNorm are dropped (the mean
 //! subtraction cancels them exactly). deconv3 (9x9, 32 -> 3) stages each input tile with its halo in shared memory
-//! once ([`conv2d_tc_halo9`]) and writes the NCHW f32 output with its bias directly; conv1 (9x9, 4 packed
+//! once ([`conv2d_tc_halo9_in`]) and writes the NCHW f32 output with its bias directly; conv1 (9x9, 4 packed
 //! channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose InstanceNorm partials come in 2-D tiles
 //! (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
@@ -18,13 +21,13 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{res_name, LayerCost, OpKind};
 use crate::ops::conv2d_tc::{
-    conv1_use_halo, conv2d_tc, conv2d_tc_c4_halo9, conv2d_tc_c4_halo_tiling, conv2d_tc_halo9,
-    conv2d_tc_output_shape, conv2d_tc_part_len, C4HaloWeight, ConvOut, HaloWeight, PartTiling,
-    TcWeight,
+    conv1_use_halo, conv2d_tc_c4_halo9, conv2d_tc_c4_halo_tiling, conv2d_tc_halo9_in,
+    conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, C4HaloWeight, ConvOpts, ConvOut,
+    HaloWeight, InputNorm, PartTiling, TcWeight,
 };
 use crate::ops::nhwc::{
-    nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_coef, nhwc_in_coef_tiled, nhwc_pack_input,
-    PACKED_INPUT_CHANNELS,
+    nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
+    nhwc_pack_input, PACKED_INPUT_CHANNELS,
 };
 
 const OP: &str = "GpuTransformerNetFast";
@@ -66,8 +69,19 @@ impl TcConv {
                 msg: format!("input {x:?} too small for a {}x{} conv", self.w.r, self.w.r),
             })
     }
-    fn run(&self, gpu: &Gpu, x: &DeviceTensor, out: ConvOut<'_>) -> Result<()> {
-        conv2d_tc(gpu, x, &self.w, self.stride, self.pad, self.upsample, out)
+    /// Runs the conv on `x`, normalised (+ReLU) on the way in by `norm`'s coefficients when given.
+    fn run(
+        &self,
+        gpu: &Gpu,
+        x: &DeviceTensor,
+        norm: Option<&DeviceTensor>,
+        out: ConvOut<'_>,
+    ) -> Result<()> {
+        let opts = ConvOpts {
+            variant: None,
+            input_norm: norm.map(|coef| InputNorm { coef }),
+        };
+        conv2d_tc_opts(gpu, x, &self.w, self.stride, self.pad, self.upsample, out, opts)
     }
 }
 
@@ -82,31 +96,30 @@ impl GpuNorm {
             beta: DeviceTensor::from_host(&n.beta)?,
         })
     }
-    /// Normalises `y` (the conv output whose partials are in `part`) in place, then ReLU.
-    fn relu_inplace(
+    /// The norm's coefficients for `y` (the conv output whose partials are in `part`); the norm + ReLU is
+    /// then applied by the consumer as it loads `y` (no pass of its own).
+    fn coef(
         &self,
         gpu: &Gpu,
-        y: &mut DeviceTensor,
+        y: &DeviceTensor,
         part: &DeviceTensor,
         coef: &mut DeviceTensor,
     ) -> Result<()> {
-        nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
-        nhwc_in_apply(gpu, y, coef, true)
+        nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)
     }
-    /// As [`Self::relu_inplace`] for partials tiled as `tiling` says (conv1's halo kernel).
-    fn relu_inplace_tiled(
+    /// As [`Self::coef`] for partials tiled as `tiling` says (conv1's halo kernel).
+    fn coef_tiled(
         &self,
         gpu: &Gpu,
-        y: &mut DeviceTensor,
+        y: &DeviceTensor,
         tiling: &PartTiling,
         part: &DeviceTensor,
         coef: &mut DeviceTensor,
     ) -> Result<()> {
-        let s = shape4(y)?;
-        nhwc_in_coef_tiled(gpu, &s, tiling, part, &self.gamma, &self.beta, coef)?;
-        nhwc_in_apply(gpu, y, coef, true)
+        nhwc_in_coef_tiled(gpu, &shape4(y)?, tiling, part, &self.gamma, &self.beta, coef)
     }
-    /// `trunk += norm(y)` (the residual blocks' second norm).
+    /// `trunk = trunk' + norm(y)` (the residual blocks' second norm), where trunk' is `trunk` itself or,
+    /// with `trunk_norm`, relu(norm(trunk)) by those coefficients (the trunk still raw from conv3).
     fn add_into(
         &self,
         gpu: &Gpu,
@@ -114,9 +127,13 @@ impl GpuNorm {
         part: &DeviceTensor,
         coef: &mut DeviceTensor,
         trunk: &mut DeviceTensor,
+        trunk_norm: Option<&DeviceTensor>,
     ) -> Result<()> {
         nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
-        nhwc_in_apply_residual(gpu, y, coef, trunk)
+        match trunk_norm {
+            Some(tc) => nhwc_in_apply_residual_normed(gpu, y, coef, trunk, tc),
+            None => nhwc_in_apply_residual(gpu, y, coef, trunk),
+        }
     }
 }
 
@@ -134,7 +151,8 @@ struct ResBlock {
     in2: GpuNorm,
 }
 
-/// Activation buffers for one input shape: NHWC f16 conv outputs, normalised in place.
+/// Activation buffers for one input shape: NHWC f16 raw conv outputs (each normalised by its consumer
+/// as it loads it; the residual trunk is updated in place).
 struct Buffers {
     /// The captured forward pass for this shape (declared first: dropped before the buffers it uses).
     graph: Option<CudaGraph>,
@@ -155,6 +173,9 @@ struct Buffers {
     /// conv2d_tc's InstanceNorm partials and the coefficients made from them (sized for the largest layer).
     part: DeviceTensor,
     coef: DeviceTensor,
+    /// in3's coefficients: the raw conv3 output in `trunk` is normalised by the first residual block's
+    /// conv and its residual update, two launches apart (after `coef` has been reused).
+    coef_trunk: DeviceTensor,
 }
 
 /// TransformerNet's weights (f16, packed) on the device plus per-shape activation buffers. Borrows the
@@ -302,6 +323,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             out: DeviceTensor::empty(&[s6[0], 3, s6[1], s6[2]], DType::F32, Layout::Nchw)?,
             part: f(part_len)?,
             coef: f(coef_len)?,
+            coef_trunk: f(coef_len)?,
         });
         Ok(())
     }
@@ -377,8 +399,9 @@ impl<'g> GpuTransformerNetFast<'g> {
     pub fn layer_costs(&self, x: &[usize]) -> Result<Vec<LayerCost>> {
         Self::check_input(x)?;
         // Conv: reads its f16 input (once, ignoring the halo re-reads the caches serve) and weight, writes
-        // f16; the norm reads the partials (small) and reads + writes the f16 output once more (+ the
-        // trunk read on the residual add). The last conv writes 3 f32 channels.
+        // f16; a ReLU norm costs only its partials and coefficients (small: the next conv applies it while
+        // loading), the residual update reads the second conv's output and the trunk and writes the trunk.
+        // The last conv writes 3 f32 channels.
         let conv = |c: &TcConv, x: &[usize]| -> Result<(f64, f64, [usize; 4])> {
             let o = c.out_shape(x)?;
             let flops = 2.0 * (o[0] * o[1] * o[2] * c.k_real * c.w.r * c.w.r * c.c_real) as f64;
@@ -387,8 +410,8 @@ impl<'g> GpuTransformerNetFast<'g> {
                     as f64;
             Ok((flops, bytes, o))
         };
-        let norm = |o: &[usize], trunk: bool| {
-            o.iter().product::<usize>() as f64 * if trunk { 6.0 } else { 4.0 }
+        let norm = |o: &[usize], residual: bool| {
+            o.iter().product::<usize>() as f64 * if residual { 6.0 } else { 0.0 }
         };
         let mut v = Vec::new();
         let mut shape = [x[0], x[2], x[3], PACKED_INPUT_CHANNELS];
@@ -402,7 +425,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                 name,
                 kind: OpKind::Conv,
                 flops: f,
-                bytes: b + norm(&o, name == "conv3+in3"),
+                bytes: b + norm(&o, false),
             });
             shape = o;
         }
@@ -523,52 +546,63 @@ impl<'g> GpuTransformerNetFast<'g> {
             out,
             part,
             coef,
+            coef_trunk,
             ..
         } = b;
         let x: &DeviceTensor = match x {
             Some(x) => x,
             None => input,
         };
+        // Every conv writes its raw f16 output; `nhwc_in_coef` turns the partials into the norm's (a, b)
+        // and the NEXT conv applies relu(a·x + b) to each element it loads (`coef` is rewritten only after
+        // that conv, in stream order). in3's output is also the first skip connection: it stays raw in
+        // `trunk` and the first residual update normalises it (into `trunk`) while adding.
         nhwc_pack_input(gpu, x, x4)?;
         match &self.conv1_halo {
             Some(w) => {
                 let tiling = conv2d_tc_c4_halo9(gpu, x4, w, a1, part)?;
-                self.in1.relu_inplace_tiled(gpu, a1, &tiling, part, coef)?;
+                self.in1.coef_tiled(gpu, a1, &tiling, part, coef)?;
             }
             None => {
-                self.conv1.run(gpu, x4, ConvOut::F16Stats { y: a1, part })?;
-                self.in1.relu_inplace(gpu, a1, part, coef)?;
+                self.conv1.run(gpu, x4, None, ConvOut::F16Stats { y: a1, part })?;
+                self.in1.coef(gpu, a1, part, coef)?;
             }
         }
         mark("conv1+in1")?;
-        self.conv2.run(gpu, a1, ConvOut::F16Stats { y: a2, part })?;
-        self.in2.relu_inplace(gpu, a2, part, coef)?;
+        self.conv2.run(gpu, a1, Some(coef), ConvOut::F16Stats { y: a2, part })?;
+        self.in2.coef(gpu, a2, part, coef)?;
         mark("conv2+in2")?;
         self.conv3
-            .run(gpu, a2, ConvOut::F16Stats { y: trunk, part })?;
-        self.in3.relu_inplace(gpu, trunk, part, coef)?;
+            .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
+        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         mark("conv3+in3")?;
+        // The trunk's pending norm (in3's) until the first residual update applies it.
+        let mut trunk_norm: Option<&DeviceTensor> = Some(coef_trunk);
         for (i, blk) in self.res.iter().enumerate() {
             blk.conv1
-                .run(gpu, trunk, ConvOut::F16Stats { y: t1, part })?;
-            blk.in1.relu_inplace(gpu, t1, part, coef)?;
-            blk.conv2.run(gpu, t1, ConvOut::F16Stats { y: t2, part })?;
-            blk.in2.add_into(gpu, t2, part, coef, trunk)?;
+                .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: t1, part })?;
+            blk.in1.coef(gpu, t1, part, coef)?;
+            blk.conv2
+                .run(gpu, t1, Some(coef), ConvOut::F16Stats { y: t2, part })?;
+            blk.in2.add_into(gpu, t2, part, coef, trunk, trunk_norm)?;
+            trunk_norm = None;
             mark(res_name(i))?;
         }
         self.deconv1
-            .run(gpu, trunk, ConvOut::F16Stats { y: u1, part })?;
-        self.in4.relu_inplace(gpu, u1, part, coef)?;
+            .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: u1, part })?;
+        self.in4.coef(gpu, u1, part, coef)?;
         mark("deconv1+in4")?;
         self.deconv2
-            .run(gpu, u1, ConvOut::F16Stats { y: u2, part })?;
-        self.in5.relu_inplace(gpu, u2, part, coef)?;
+            .run(gpu, u1, Some(coef), ConvOut::F16Stats { y: u2, part })?;
+        self.in5.coef(gpu, u2, part, coef)?;
         mark("deconv2+in5")?;
+        let in5 = Some(InputNorm { coef });
         match &self.deconv3_halo {
-            Some(w) => conv2d_tc_halo9(gpu, u2, w, &self.out_bias, out)?,
+            Some(w) => conv2d_tc_halo9_in(gpu, u2, in5, w, &self.out_bias, out)?,
             None => self.deconv3.run(
                 gpu,
                 u2,
+                Some(coef),
                 ConvOut::NchwBias {
                     y: out,
                     bias: &self.out_bias,

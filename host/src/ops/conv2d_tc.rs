@@ -14,8 +14,12 @@
 //!
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
+//!
+//! Optionally ([`InputNorm`], through [`conv2d_tc_opts`] / [`conv2d_tc_halo9_in`]) the input is the raw
+//! output of the previous conv and its InstanceNorm + ReLU is applied to every element as it lands in
+//! shared memory (C % 8 == 0 inputs), instead of by a separate `nhwc_in_apply` pass.
 use gpu_kernels::launch::{
-    conv2d_tc_bm, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_C4H_K, CONV2D_TC_C4H_SMEM, CONV2D_TC_C4H_TH, CONV2D_TC_C4H_TW,
+    conv2d_tc_bm, conv2d_tc_in_norm_smem, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_C4H_K, CONV2D_TC_C4H_SMEM, CONV2D_TC_C4H_TH, CONV2D_TC_C4H_TW,
     CONV2D_TC_C4H_W_ELEMS, CONV2D_TC_HALO_C, conv2d_tc_alternative, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW,
     CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
 };
@@ -217,10 +221,56 @@ pub enum ConvOut<'a> {
     NchwBias { y: &'a mut DeviceTensor, bias: &'a DeviceTensor },
 }
 
+/// An InstanceNorm + ReLU applied to the conv's input as it is loaded: every input element x of sample n,
+/// channel c is read as relu(a·x + b) with (a, b) = `coef[(n*C + c)*2 ..+2]` (the layout
+/// `ops::nhwc::nhwc_in_coef` writes for the producing conv's output), computed in f32 and rounded once to
+/// f16, exactly as `ops::nhwc::nhwc_in_apply(.., relu = true)` would have stored it. The transform commutes
+/// with the reflection padding and the nearest upsampling (both only copy elements), so the result is the
+/// conv of the normalised input. `coef`: f32 with at least N*C*2 elements.
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    pub coef: &'a DeviceTensor,
+}
+
+/// Checks `norm`'s coefficients for an input `[N, H, W, C]`; the device pointer (0 = no input norm).
+fn input_norm_ptr(norm: Option<InputNorm<'_>>, n: usize, c: usize) -> Result<u64> {
+    let Some(InputNorm { coef }) = norm else {
+        return Ok(0);
+    };
+    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2 && n * c * 2 < (1 << 31), OP, || {
+        format!("input norm: coef needs {} f32 ((a, b) per sample and input channel), got {:?} {:?}", n * c * 2, coef.dtype, coef.shape)
+    })?;
+    Ok(coef.ptr())
+}
+
+/// Options of [`conv2d_tc_opts`].
+#[derive(Clone, Copy, Default)]
+pub struct ConvOpts<'a> {
+    /// A kernel variant instead of the default choice (see [`conv2d_tc_with`]).
+    pub variant: Option<Conv2dTcVariant>,
+    /// Normalise (+ReLU) the input while loading it (see [`InputNorm`]; C % 8 == 0 inputs only).
+    pub input_norm: Option<InputNorm<'a>>,
+}
+
 /// conv(upsample(x) reflect-padded by `pad_reflect`, w) on tensor cores, written as `out` says.
 /// Shapes and types as in the module comment; every violation is an error, nothing is launched.
 pub fn conv2d_tc(gpu: &Gpu, x: &DeviceTensor, w: &TcWeight, stride: usize, pad_reflect: usize, upsample: usize, out: ConvOut<'_>) -> Result<()> {
-    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, None)
+    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, ConvOpts::default())
+}
+
+/// [`conv2d_tc`] with [`ConvOpts`]: a forced kernel variant and/or an input norm.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_tc_opts(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    w: &TcWeight,
+    stride: usize,
+    pad_reflect: usize,
+    upsample: usize,
+    out: ConvOut<'_>,
+    opts: ConvOpts<'_>,
+) -> Result<()> {
+    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, opts)
 }
 
 /// [`conv2d_tc`] through a given kernel variant instead of the default choice (for the self-check and
@@ -237,7 +287,7 @@ pub fn conv2d_tc_with(
     variant: Conv2dTcVariant,
     out: ConvOut<'_>,
 ) -> Result<()> {
-    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, Some(variant))
+    conv2d_tc_launch(gpu, x, w, stride, pad_reflect, upsample, out, ConvOpts { variant: Some(variant), input_norm: None })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -249,8 +299,9 @@ fn conv2d_tc_launch(
     pad_reflect: usize,
     upsample: usize,
     out: ConvOut<'_>,
-    forced: Option<Conv2dTcVariant>,
+    opts: ConvOpts<'_>,
 ) -> Result<()> {
+    let forced = opts.variant;
     ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc, OP, || format!("x must be NHWC f16, got {:?} {:?}", x.layout, x.dtype))?;
     ensure(x.shape.len() == 4, OP, || format!("x must be [N, H, W, C], got {:?}", x.shape))?;
     let (n, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
@@ -316,13 +367,17 @@ fn conv2d_tc_launch(
         format!("sizes too large for 32-bit indexing: x {:?}, output {out_shape:?}", x.shape)
     })?;
     ensure(n < 65536, OP, || format!("batch {n} above the grid's 65535"))?;
-    let smem = conv2d_tc_smem(&variant, k as u32, r as u32, w.kw as u32);
+    ensure(opts.input_norm.is_none() || variant.piece == 16, OP, || format!("input norm: not for the {c}-channel 8-byte gather ({})", variant.name))?;
+    let in_coef = input_norm_ptr(opts.input_norm, n, c)?;
+    let smem = conv2d_tc_smem(&variant, k as u32, r as u32, w.kw as u32) + if in_coef != 0 { conv2d_tc_in_norm_smem(c as u32) } else { 0 };
     ensure(smem <= MAX_SMEM, OP, || format!("{}: {smem} B of shared memory for weight rows of {} (at most {MAX_SMEM})", variant.name, w.kw))?;
     let (h32, w32, c32, kw32, p32, q32, r32) = (h as u32, wd as u32, c as u32, w.kw as u32, p as u32, q as u32, r as u32);
     let (s32, pad32, up32, kr32) = (stride as u32, pad_reflect as u32, upsample as u32, k_real as u32);
     // SAFETY: conv2d_tc_*(x, w: *const u16, h, w, c, kw, p, q, r, stride, pad, up, mode: u32, y16: *mut u32,
-    // part: *mut f32, y32: *mut f32, bias: *const f32, k_real: u32) match the argument list in order and
-    // type, and `variant` is the one compiled for exactly this K, tile and gather width. The kernel reads
+    // part: *mut f32, y32: *mut f32, bias: *const f32, k_real: u32, in_coef: *const f32) match the argument
+    // list in order and type, and `variant` is the one compiled for exactly this K, tile and gather width.
+    // With in_coef non-null (16-byte pieces only, checked) it reads in_coef[n*C*2 .. (n+1)*C*2] for its
+    // sample n < N (N*C*2 f32 checked) into the C*8 bytes added to `smem`. The kernel reads
     // x[n][ih][iw][c0..c0+8 (or 4)] with n < N (grid y) and ih/iw reflected into range (pad < H*up, W*up
     // checked; rows past P*Q clamped to the last pixel; GEMM-K positions past R*S*C not read), w[0..K*kw]
     // (rows padded to kw on the host, checked), and, by mode, writes y16[pixel][0..K] and part[.. N*K*tiles*2]
@@ -330,8 +385,8 @@ fn conv2d_tc_launch(
     // a trailing half GEMM-K step past kw (BK = 64 variants) is zero-filled, not read.
     // Allocations are 256-byte aligned and C % 8 == 0 (16-byte pieces) or C == 4 (8-byte pieces), so every
     // cp.async source is aligned to its width. Block = CONV2D_TC_THREADS threads and `smem` =
-    // conv2d_tc_smem(variant, K, R, kw), the layout the kernel carves (stages, then its gather tables for
-    // R and kw), within the opt-in limit (checked; `launch` raises the function's limit above 48 KB);
+    // conv2d_tc_smem(variant, K, R, kw) (+ conv2d_tc_in_norm_smem(C) with an input norm), the layout the
+    // kernel carves (stages, then its gather tables for R and kw, then the norm's table), within the opt-in limit (checked; `launch` raises the function's limit above 48 KB);
     // grid (tiles, N) with the variant's BM = bm.
     unsafe {
         gpu.launch(
@@ -339,7 +394,7 @@ fn conv2d_tc_launch(
             (tiles as u32, n as u32, 1),
             (CONV2D_TC_THREADS, 1, 1),
             smem,
-            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, c32, kw32, p32, q32, r32, s32, pad32, up32, mode, y16, part, y32, bias, kr32),
+            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, c32, kw32, p32, q32, r32, s32, pad32, up32, mode, y16, part, y32, bias, kr32, in_coef),
         )
     }
 }
@@ -388,6 +443,11 @@ impl HaloWeight {
 /// y `[N, k_real, H, W]` (NCHW f32) = conv9x9(x reflect-padded by 4, w) channels 0..k_real + bias, for x
 /// NHWC f16 `[N, H, W, 32]` (the network's last layer), with the input tile staged in shared memory once.
 pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+    conv2d_tc_halo9_in(gpu, x, None, w, bias, y)
+}
+
+/// [`conv2d_tc_halo9`] with an optional [`InputNorm`] (+ReLU) applied to the input as it is staged.
+pub fn conv2d_tc_halo9_in(gpu: &Gpu, x: &DeviceTensor, norm: Option<InputNorm<'_>>, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
     ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4, OP, || {
         format!("halo9: x must be NHWC f16 [N, H, W, 32], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
     })?;
@@ -406,9 +466,11 @@ pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &Devic
     ensure(fits(x.numel()) && fits(y.numel()) && n < 65536, OP, || format!("halo9: input {:?} too large for 32-bit indexing", x.shape))?;
     let grid = (wd.div_ceil(CONV2D_TC_HALO_TW as usize) as u32, h.div_ceil(CONV2D_TC_HALO_TH as usize) as u32, n as u32);
     ensure(grid.1 < 65536, OP, || format!("halo9: {h} rows exceed the grid"))?;
+    let in_coef = input_norm_ptr(norm, n, c)?;
     let (h32, w32, kr32) = (h as u32, wd as u32, kr as u32);
-    // SAFETY: conv2d_tc_halo9_k8(x, w: *const u16, h, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32)
-    // match the arguments in order and type. Block (tx, ty, n) reads x[n][ih][iw][0..32] with ih, iw
+    // SAFETY: conv2d_tc_halo9_k8(x, w: *const u16, h, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32,
+    // in_coef: *const f32) match the arguments in order and type; a non-null in_coef is read at
+    // [n*64 .. (n+1)*64] for block sample n < N (N*32*2 f32 checked). Block (tx, ty, n) reads x[n][ih][iw][0..32] with ih, iw
     // clamped to H+3 / W+3 and reflected into 0..H / 0..W (H, W ≥ 5 checked, so one reflection of a
     // distance ≤ 4 stays in range), the whole packed weight (CONV2D_TC_HALO_W_ELEMS f16, checked),
     // bias[0..k_real], and writes y[n][0..k_real][oh][ow] only for oh < H, ow < W (y's shape checked).
@@ -416,7 +478,7 @@ pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &Devic
     // Block = 256 threads, CONV2D_TC_HALO_SMEM bytes of dynamic shared memory (opted in by `launch`).
     unsafe {
         gpu.launch("conv2d_tc_halo9_k8", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_HALO_SMEM,
-            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), bias.ptr(), kr32))
+            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), bias.ptr(), kr32, in_coef))
     }
 }
 

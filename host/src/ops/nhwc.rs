@@ -197,7 +197,30 @@ pub fn nhwc_in_apply_residual(
         x,
         coef,
         false,
-        Some((acc.ptr(), desc.clone())),
+        Some((acc.ptr(), desc.clone(), None)),
+        acc.ptr(),
+        desc,
+    )
+}
+
+/// `acc = a·x + b + f16(relu(a'·acc + b'))` with (a', b') per (sample, channel) from `acc_coef`: the
+/// first residual block's update when the trunk still holds the raw output of the conv before it (its
+/// norm + ReLU folded into the consumers instead of applied on its own); the normalised trunk is rounded
+/// to f16 before the add, as if it had been stored.
+pub fn nhwc_in_apply_residual_normed(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    coef: &DeviceTensor,
+    acc: &mut DeviceTensor,
+    acc_coef: &DeviceTensor,
+) -> Result<()> {
+    let desc = (acc.dtype, acc.layout, acc.shape.clone());
+    apply(
+        gpu,
+        x,
+        coef,
+        false,
+        Some((acc.ptr(), desc.clone(), Some(acc_coef))),
         acc.ptr(),
         desc,
     )
@@ -211,7 +234,7 @@ fn apply(
     x: &DeviceTensor,
     coef: &DeviceTensor,
     relu: bool,
-    res: Option<(u64, Desc)>,
+    res: Option<(u64, Desc, Option<&DeviceTensor>)>,
     y_ptr: u64,
     y: Desc,
 ) -> Result<()> {
@@ -229,7 +252,7 @@ fn apply(
     ensure(y == want, OP, || {
         format!("apply: y must be NHWC f16 {:?}, got {y:?}", x.shape)
     })?;
-    if let Some((_, r)) = &res {
+    if let Some((_, r, _)) = &res {
         ensure(*r == want, OP, || {
             format!("apply: residual must be NHWC f16 {:?}, got {r:?}", x.shape)
         })?;
@@ -247,13 +270,25 @@ fn apply(
         OP,
         || format!("apply: coef needs {} f32, got {:?}", n * c * 2, coef.shape),
     )?;
+    let res_coef = res.as_ref().and_then(|r| r.2);
+    if let Some(rc) = res_coef {
+        ensure(rc.dtype == DType::F32 && rc.numel() >= n * c * 2, OP, || {
+            format!(
+                "apply: residual coef needs {} f32, got {:?} {:?}",
+                n * c * 2,
+                rc.dtype,
+                rc.shape
+            )
+        })?;
+    }
     ensure(fits32(total), OP, || {
         format!("apply: {total} elements need 64-bit indexing")
     })?;
     let groups = total / 8;
     let pqc = (total / n) as u32;
     let blocks = blocks_for(groups, ELEMENTWISE_BLOCK).min(8192);
-    // SAFETY: nhwc_in_apply(x, y, residual: 16-byte groups, coef: *const f32, groups, c, pqc, relu: u32):
+    // SAFETY: nhwc_in_apply(x, y, residual: 16-byte groups, coef: *const f32, groups, c, pqc, relu: u32,
+    // res_coef: *const f32): res_coef (non-null only with a residual) is read like coef (N*C*2 checked);
     // group i < groups reads x[i], residual[i] (when non-null) and writes y[i], 16 bytes each, inside the
     // N*P*Q*C f16 of x, y and residual (same shape, checked; 256-byte aligned allocations, C % 8 == 0 so
     // groups never straddle a pixel); coef[(n*C + ch)*2 ..+16] with n < N, ch + 8 ≤ C (N*C*2 checked).
@@ -267,12 +302,13 @@ fn apply(
             kernel_args!(
                 x.ptr(),
                 y_ptr,
-                res.map_or(0, |r| r.0),
+                res.as_ref().map_or(0, |r| r.0),
                 coef.ptr(),
                 groups as u32,
                 c as u32,
                 pqc,
-                relu as u32
+                relu as u32,
+                res_coef.map_or(0, |rc| rc.ptr())
             ),
         )
     }

@@ -11,14 +11,20 @@
 //! through `conv2d_tc_k32` (BK 64) too. Each case name ends with the kernel it ran. conv1's halo-staged
 //! `conv2d_tc_c4_halo9_k32` has its own cases (partial 2-D tiles, the 5x5 minimum, batch 2) with its 2-D
 //! partials combined by `nhwc_in_coef_tiled`.
+//!
+//! Input norm ([`InputNorm`]): every case with C % 8 == 0 runs again through each of its variants with a
+//! raw input and random (a, b) per (sample, channel) (negative slopes and offsets included, so ReLU clips
+//! on both signs of x); the CPU reference convolves f16(relu(a·x + b)) (f32 fma, one f16 rounding, as the
+//! kernels do), so reflection padding, upsampling, tile tails and zero-filled GEMM-K tails all meet the
+//! transform. `conv2d_tc_halo9` has the same with and without the norm.
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
 use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
-use crate::gpu::half::round_tensor_f16;
+use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{self as tc, ConvOut, TcWeight};
+use crate::ops::conv2d_tc::{self as tc, ConvOpts, ConvOut, InputNorm, TcWeight};
 use gpu_kernels::launch::{conv2d_tc_alternative, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
 use crate::ops::nhwc;
 
@@ -101,6 +107,11 @@ fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Whether a case also runs with the input norm (the kernels take it with 16-byte pieces: C % 8 == 0).
+fn norm_case(cs: &Case) -> bool {
+    cs.c.is_multiple_of(8)
+}
+
 /// The NHWC output shape of a case.
 fn cpu_out_shape(cs: &Case) -> [usize; 4] {
     let out = |v: usize| (v * cs.up + 2 * (cs.r / 2) - cs.r) / cs.stride + 1;
@@ -117,28 +128,62 @@ fn variants(cs: &Case) -> Vec<Option<Conv2dTcVariant>> {
     }
 }
 
-fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVariant>) -> Vec<CheckResult> {
+/// Random input-norm coefficients (a, b) per (sample, channel): a in [-1.5, 1.5] (negative slopes too),
+/// b in [-0.5, 0.5], so that ReLU clips a good share of the inputs on both signs of x.
+fn random_in_coef(rng: &mut Rng64, n: usize, c: usize) -> Tensor {
+    let a = random(rng, &[n * c], -1.5, 1.5);
+    let b = random(rng, &[n * c], -0.5, 0.5);
+    Tensor { shape: vec![n * c * 2], data: a.data.iter().zip(&b.data).flat_map(|(&a, &b)| [a, b]).collect() }
+}
+
+/// What the input norm makes of NCHW `x`: f16(relu(a·x + b)) per (sample, channel), the f32 fma and the
+/// single f16 rounding the kernels (and `nhwc_in_apply`) do.
+fn apply_in_norm(x: &Tensor, coef: &[f32]) -> Tensor {
+    let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let hw = h * w;
+    let mut out = x.clone();
+    for plane in 0..n * c {
+        let (a, b) = (coef[plane * 2], coef[plane * 2 + 1]);
+        for v in &mut out.data[plane * hw..(plane + 1) * hw] {
+            *v = round_f16(v.mul_add(a, b).max(0.0));
+        }
+    }
+    out
+}
+
+/// Runs `cs` through `variant` (None: the default choice), with the input norm when `norm` (the GPU gets
+/// the raw input and the coefficients; the CPU reference convolves the normalised input).
+fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVariant>, norm: bool) -> Vec<CheckResult> {
     let (bm, _) = tc::conv2d_tc_tiling(&cpu_out_shape(cs));
     let name = variant.map_or("no kernel", |v| v.name);
-    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm} {name}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
+    let tag = if norm { " +in_norm" } else { "" };
+    let case = format!("{}x{}x{}x{} k{} {}x{} s{} up{} bm{bm} {name}{tag}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.r, cs.stride, cs.up);
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
         let bound = 1.0 / ((cs.c * cs.r * cs.r) as f32).sqrt();
         let w = round_tensor_f16(&random(rng, &[cs.k, cs.c, cs.r, cs.r], -bound, bound));
         let pad = cs.r / 2;
-        let expected = cpu::conv2d(&x, &w, None, cs.stride, Padding::Reflect(pad), cs.up)?;
+        let in_coef = norm.then(|| random_in_coef(rng, cs.n, cs.c));
+        let x_cpu = match &in_coef {
+            Some(cf) => apply_in_norm(&x, &cf.data),
+            None => x.clone(),
+        };
+        let expected = cpu::conv2d(&x_cpu, &w, None, cs.stride, Padding::Reflect(pad), cs.up)?;
         let [n, k, p, q] = [expected.shape[0], expected.shape[1], expected.shape[2], expected.shape[3]];
 
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dw = TcWeight::upload(&w, 0, 0)?;
+        let dcoef = in_coef.as_ref().map(DeviceTensor::from_host).transpose()?;
 
         // Epilogue 1: NHWC f16 + partials -> coefficients.
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[tc::conv2d_tc_part_len(&[n, p, q, k])], DType::F32, Layout::RowMajor)?;
-        let conv = |out: ConvOut<'_>| match variant {
-            Some(v) => tc::conv2d_tc_with(gpu, &dx, &dw, cs.stride, pad, cs.up, v, out),
-            None => tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, out),
+        let opts = ConvOpts { variant, input_norm: dcoef.as_ref().map(|coef| InputNorm { coef }) };
+        let conv = |out: ConvOut<'_>| match (variant, &dcoef) {
+            (Some(v), None) => tc::conv2d_tc_with(gpu, &dx, &dw, cs.stride, pad, cs.up, v, out),
+            (None, None) => tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, out),
+            _ => tc::conv2d_tc_opts(gpu, &dx, &dw, cs.stride, pad, cs.up, out, opts),
         };
         conv(ConvOut::F16Stats { y: &mut dy, part: &mut part })?;
         let gamma = random(rng, &[k], 0.5, 1.5);
@@ -204,6 +249,13 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let b33 = f(&[33], Layout::RowMajor)?;
         let mut o3_bad = f(&[1, 4, 8, 8], Layout::Nchw)?;
         let mut o33 = f(&[1, 33, 8, 8], Layout::Nchw)?;
+        let mut o3 = f(&[1, 3, 8, 8], Layout::Nchw)?;
+        let w_c4_k32 = weight(32, 4, 9)?;
+        let w_halo = tc::HaloWeight::upload(&Tensor { shape: vec![3, 32, 9, 9], data: vec![0.0; 3 * 32 * 81] })?;
+        let coef64 = f(&[64], Layout::RowMajor)?;
+        let coef_small = f(&[63], Layout::RowMajor)?;
+        let coef_f16 = h(&[64], Layout::RowMajor)?;
+        let norm = |coef| ConvOpts { variant: None, input_norm: Some(InputNorm { coef }) };
         let attempts: Vec<(&str, Result<()>)> = vec![
             ("C = 12", tc::conv2d_tc(gpu, &x_c12, &w_c12, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
             ("C = 4 with K = 64", tc::conv2d_tc(gpu, &x_c4, &w_c4_k64, 1, 1, 1, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
@@ -222,6 +274,10 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("bias longer than K", tc::conv2d_tc(gpu, &x, &w, 1, 1, 1, ConvOut::NchwBias { y: &mut o33, bias: &b33 })),
             ("256-pixel kernel for a 128-pixel tiling", tc::conv2d_tc_with(gpu, &x, &w, 1, 1, 1, CONV2D_TC_K32_BK32, ConvOut::F16Stats { y: &mut y, part: &mut part })),
             ("K = 32 kernel for K = 64", tc::conv2d_tc_with(gpu, &x, &w_k64, 1, 1, 1, CONV2D_TC_K32_BK64, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
+            ("input norm on 4 channels", tc::conv2d_tc_opts(gpu, &x_c4, &w_c4_k32, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part }, norm(&coef64))),
+            ("input norm coef too small", tc::conv2d_tc_opts(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part }, norm(&coef_small))),
+            ("input norm coef f16", tc::conv2d_tc_opts(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part }, norm(&coef_f16))),
+            ("halo9 input norm coef too small", tc::conv2d_tc_halo9_in(gpu, &x, Some(InputNorm { coef: &coef_small }), &w_halo, &b3, &mut o3)),
         ];
         let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
         Ok(CheckResult {
@@ -237,19 +293,28 @@ fn refusals(gpu: &Gpu) -> CheckResult {
 }
 
 /// `conv2d_tc_halo9`: the last layer (32 -> k_real, 9x9) with the halo-staged kernel.
-fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize) -> CheckResult {
-    let case = format!("halo9 {n}x32x{h}x{w} -> {k}");
+/// With `norm`, the input norm + ReLU is applied while staging (CPU: on the input before the conv).
+fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize, norm: bool) -> CheckResult {
+    let case = format!("halo9 {n}x32x{h}x{w} -> {k}{}", if norm { " +in_norm" } else { "" });
     catch(OP, &case.clone(), || {
         let x = round_tensor_f16(&random(rng, &[n, 32, h, w], -1.0, 1.0));
         let wt = round_tensor_f16(&random(rng, &[k, 32, 9, 9], -0.05, 0.05));
         let bias = random(rng, &[k], -0.5, 0.5);
-        let expected = cpu::conv2d(&x, &wt, Some(&bias), 1, Padding::Reflect(4), 1)?;
+        let in_coef = norm.then(|| random_in_coef(rng, n, 32));
+        let x_cpu = match &in_coef {
+            Some(cf) => apply_in_norm(&x, &cf.data),
+            None => x.clone(),
+        };
+        let expected = cpu::conv2d(&x_cpu, &wt, Some(&bias), 1, Padding::Reflect(4), 1)?;
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dw = tc::HaloWeight::upload(&wt)?;
         let db = DeviceTensor::from_host(&bias)?;
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
-        tc::conv2d_tc_halo9(gpu, &dx, &dw, &db, &mut dy)?;
+        match in_coef.as_ref().map(DeviceTensor::from_host).transpose()? {
+            Some(dc) => tc::conv2d_tc_halo9_in(gpu, &dx, Some(InputNorm { coef: &dc }), &dw, &db, &mut dy)?,
+            None => tc::conv2d_tc_halo9(gpu, &dx, &dw, &db, &mut dy)?,
+        }
         gpu.synchronize()?;
         Ok(compare(OP, &case, &dy.to_vec_f32()?, &expected.data, TOL_F32))
     })
@@ -336,10 +401,19 @@ fn c4_halo_refusals(gpu: &Gpu) -> CheckResult {
 }
 
 fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| variants(cs).into_iter().flat_map(|v| run_case(gpu, rng, cs, v)).collect::<Vec<_>>()).collect();
-    // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels.
+    let mut out: Vec<CheckResult> = CASES.iter().flat_map(|cs| variants(cs).into_iter().flat_map(|v| run_case(gpu, rng, cs, v, false)).collect::<Vec<_>>()).collect();
+    // The input norm (+ReLU) on every case with 16-byte pieces (every variant but the 4-channel ones, with
+    // stride 2, upsampling, partial tiles and zero-filled GEMM-K tails among them).
+    for cs in CASES.iter().filter(|cs| norm_case(cs)) {
+        for v in variants(cs) {
+            out.extend(run_case(gpu, rng, cs, v, true));
+        }
+    }
+    // Partial tiles in both directions, batch 2, exact tiles, the smallest input, 8 real channels; with
+    // and without the input norm.
     for (n, h, w, k) in [(1, 20, 37, 3), (2, 17, 13, 3), (1, 16, 64, 3), (1, 5, 5, 3), (1, 9, 33, 8)] {
-        out.push(halo_case(gpu, rng, n, h, w, k));
+        out.push(halo_case(gpu, rng, n, h, w, k, false));
+        out.push(halo_case(gpu, rng, n, h, w, k, true));
     }
     // conv1's halo kernel: partial tiles in both directions (37x53), the smallest input the reflection
     // allows (5x5), 9x9, an exact tile, batch 2 with several tiles, RGB (3-channel weight, garbage in the
@@ -370,6 +444,14 @@ mod tests {
         for name in all {
             assert!(seen.contains(&name), "no case runs {name} (seen {seen:?})");
         }
+        // The input norm reaches every 16-byte-piece variant, with upsampling and stride 2 among its cases.
+        let mut normed: Vec<&str> = CASES.iter().filter(|cs| norm_case(cs)).flat_map(variants).flatten().map(|v| v.name).collect();
+        normed.sort_unstable();
+        normed.dedup();
+        for name in all.iter().filter(|n| !n.starts_with("conv2d_tc_c4")) {
+            assert!(normed.contains(name), "no input-norm case runs {name}");
+        }
+        assert!(CASES.iter().any(|cs| norm_case(cs) && cs.up == 2) && CASES.iter().any(|cs| norm_case(cs) && cs.stride == 2));
         let tiled = |cs: &Case| {
             let out = cpu_out_shape(cs);
             let (bm, _) = tc::conv2d_tc_tiling(&out);

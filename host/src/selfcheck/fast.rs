@@ -1,7 +1,8 @@
 //! Self-checks of the fast (f16) TransformerNet ([`GpuTransformerNetFast`]) and its NHWC glue kernels.
 //!
 //! * `nhwc_pack_input`: exact against the host's f16 rounding;
-//! * `nhwc_in_apply`: in place with ReLU, and the residual update, against the host (one f16 rounding);
+//! * `nhwc_in_apply`: in place with ReLU, and the residual update (also with its residual normalised +
+//!   ReLU first, as the first residual block applies in3), against the host (one f16 rounding);
 //!   `nhwc_in_coef` is checked with real `conv2d_tc` partials in the conv2d_tc check;
 //! * the whole network against a CPU emulation of the same f16 arithmetic and against the fp32 reference.
 use models::ops::{self, Padding};
@@ -85,14 +86,26 @@ fn pack_case(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
     })
 }
 
-fn apply_case(gpu: &Gpu, rng: &mut Rng64, shape: [usize; 4], residual: bool) -> CheckResult {
+/// `nhwc_in_apply` with ReLU (`residual` false), or the residual update (`residual` true), whose residual
+/// is itself normalised (+ReLU, one f16 rounding) first when `res_norm`.
+fn apply_case(
+    gpu: &Gpu,
+    rng: &mut Rng64,
+    shape: [usize; 4],
+    residual: bool,
+    res_norm: bool,
+) -> CheckResult {
     let case = format!(
         "in_apply {}x{}x{}x{}{}",
         shape[0],
         shape[1],
         shape[2],
         shape[3],
-        if residual { " +res" } else { " relu" }
+        match (residual, res_norm) {
+            (false, _) => " relu",
+            (true, false) => " +res",
+            (true, true) => " +relu(norm(res))",
+        }
     );
     catch(OP_NHWC, &case.clone(), || {
         let [n, _, _, c] = shape;
@@ -108,13 +121,20 @@ fn apply_case(gpu: &Gpu, rng: &mut Rng64, shape: [usize; 4], residual: bool) -> 
             .map(round_f16)
             .collect();
         let coef = random(rng, &[n * c * 2], -1.5, 1.5);
+        let acc_coef = random(rng, &[n * c * 2], -1.5, 1.5);
         let pqc = numel / n;
         let expected: Vec<f32> = (0..numel)
             .map(|i| {
                 let (ni, ci) = (i / pqc, i % c);
                 let v = x[i] * coef.data[(ni * c + ci) * 2] + coef.data[(ni * c + ci) * 2 + 1];
                 if residual {
-                    v + acc[i]
+                    let r = if res_norm {
+                        let (a, b) = (acc_coef.data[(ni * c + ci) * 2], acc_coef.data[(ni * c + ci) * 2 + 1]);
+                        round_f16(acc[i].mul_add(a, b).max(0.0))
+                    } else {
+                        acc[i]
+                    };
+                    v + r
                 } else {
                     v.max(0.0)
                 }
@@ -124,7 +144,12 @@ fn apply_case(gpu: &Gpu, rng: &mut Rng64, shape: [usize; 4], residual: bool) -> 
         let mut dx = DeviceTensor::from_f32_as_f16(&shape, &x, Layout::Nhwc)?;
         let got = if residual {
             let mut dacc = DeviceTensor::from_f32_as_f16(&shape, &acc, Layout::Nhwc)?;
-            nhwc::nhwc_in_apply_residual(gpu, &dx, &dcoef, &mut dacc)?;
+            if res_norm {
+                let dacc_coef = DeviceTensor::from_host(&acc_coef)?;
+                nhwc::nhwc_in_apply_residual_normed(gpu, &dx, &dcoef, &mut dacc, &dacc_coef)?;
+            } else {
+                nhwc::nhwc_in_apply_residual(gpu, &dx, &dcoef, &mut dacc)?;
+            }
             gpu.synchronize()?;
             dacc.to_vec_f16_as_f32()?
         } else {
@@ -148,6 +173,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let mut h12 = h(&[1, 4, 4, 12])?;
         let mut h32 = h(&[1, 4, 4, 32])?;
         let h_bad = h(&[1, 4, 5, 32])?;
+        let h32_in = h(&[1, 4, 4, 32])?;
         let mut f32_nhwc = f(&[1, 4, 4, 32], Layout::Nhwc)?;
         let coef = f(&[64], Layout::RowMajor)?;
         let mut coef_small = f(&[10], Layout::RowMajor)?;
@@ -179,6 +205,10 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             (
                 "residual shape",
                 nhwc::nhwc_in_apply_residual(gpu, &h_bad, &coef, &mut h32),
+            ),
+            (
+                "residual coef too small",
+                nhwc::nhwc_in_apply_residual_normed(gpu, &h32_in, &coef, &mut h32, &coef_small),
             ),
             (
                 "coef partials too small",
@@ -217,10 +247,11 @@ fn refusals(gpu: &Gpu) -> CheckResult {
 fn nhwc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     vec![
         pack_case(gpu, rng),
-        apply_case(gpu, rng, [2, 9, 11, 64], false),
-        apply_case(gpu, rng, [1, 70, 70, 32], true),
-        apply_case(gpu, rng, [2, 5, 3, 128], true),
-        apply_case(gpu, rng, [3, 1, 1, 8], false),
+        apply_case(gpu, rng, [2, 9, 11, 64], false, false),
+        apply_case(gpu, rng, [1, 70, 70, 32], true, false),
+        apply_case(gpu, rng, [2, 5, 3, 128], true, false),
+        apply_case(gpu, rng, [3, 1, 1, 8], false, false),
+        apply_case(gpu, rng, [2, 9, 7, 128], true, true),
         refusals(gpu),
     ]
 }
@@ -257,6 +288,13 @@ fn norm_f16(y: &Tensor, n: &Norm, relu: bool, residual: Option<&Tensor>) -> Tens
 /// The fast network's arithmetic on the CPU: input, conv inputs and weights in f16 (exact products, f32
 /// sums), no bias before InstanceNorm, conv outputs stored in f16 with statistics from the f32 values,
 /// normalised activations and the residual trunk stored in f16, deconv3 in f32 with its bias.
+///
+/// The rounding points are those of the fused GPU path: each conv's raw output is rounded to f16 when
+/// stored (before the norm), and the next conv's loader computes relu(a·x + b) in f32 from it and rounds
+/// once to f16 in shared memory (`norm_f16` rounds `v` and then its result: the same two roundings the
+/// separate `nhwc_in_apply` pass had, so folding the pass changed no values). conv3's output is normalised
+/// both by the first residual conv's loader and by the first residual update, which also rounds the
+/// normalised trunk to f16 before adding (the `y` below that both the conv and the residual read).
 pub fn emulate_f16(net: &TransformerNet, x: &Tensor) -> Result<Tensor> {
     let conv = |l: &ConvLayer, y: &Tensor, bias: bool| -> Result<Tensor> {
         let r = l.weight.shape.get(2).copied().unwrap_or(1);
