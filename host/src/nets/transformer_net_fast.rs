@@ -20,6 +20,7 @@ use models::{Tensor, TransformerNet};
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{res_name, LayerCost, OpKind};
+use crate::ops::conv2d_tc_taps::{conv2d_tc_halo9_taps, TapsWeight};
 use crate::ops::conv2d_tc::{
     conv1_use_halo, conv2d_tc_c4_halo9, conv2d_tc_c4_halo_tiling, conv2d_tc_halo9_in,
     conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, C4HaloWeight, ConvOpts, ConvOut,
@@ -35,6 +36,27 @@ const OP: &str = "GpuTransformerNetFast";
 const OUT_CHANNELS_PADDED: usize = 8;
 
 /// A conv layer on the device: packed f16 weight, no bias (applied elsewhere or cancelled).
+/// Environment variable choosing deconv3's kernel: `k8` selects `conv2d_tc_halo9_k8` (N = 8 padded
+/// output channels); anything else, or unset, `conv2d_tc_halo9_taps` (filter columns in N). Read when the
+/// net is built (A/B timing).
+pub const DECONV3_ENV: &str = "STYLEFORGE_DECONV3";
+
+/// deconv3's packed weight for the kernel [`DECONV3_ENV`] picks.
+enum Deconv3 {
+    Taps(TapsWeight),
+    K8(HaloWeight),
+}
+
+impl Deconv3 {
+    fn upload(w: &Tensor) -> Result<Self> {
+        if std::env::var(DECONV3_ENV).is_ok_and(|v| v == "k8") {
+            Ok(Deconv3::K8(HaloWeight::upload(w)?))
+        } else {
+            Ok(Deconv3::Taps(TapsWeight::upload(w)?))
+        }
+    }
+}
+
 struct TcConv {
     w: TcWeight,
     /// The layer's own output and input channels (the weight may be zero-padded beyond them).
@@ -197,8 +219,9 @@ pub struct GpuTransformerNetFast<'g> {
     deconv2: TcConv,
     in5: GpuNorm,
     deconv3: TcConv,
-    /// deconv3 through the halo-staged 9x9 kernel (the standard 32 -> 3 layer, stride 1, no upsampling).
-    deconv3_halo: Option<HaloWeight>,
+    /// deconv3 through a halo-staged 9x9 kernel (the standard 32 -> 3 layer, stride 1, no upsampling):
+    /// `conv2d_tc_halo9_taps` by default, `conv2d_tc_halo9_k8` with `STYLEFORGE_DECONV3=k8` (A/B).
+    deconv3_halo: Option<Deconv3>,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -257,7 +280,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             deconv3_halo: (net.deconv3.weight.shape == [3, 32, 9, 9]
                 && net.deconv3.stride == 1
                 && net.deconv3.upsample <= 1)
-                .then(|| HaloWeight::upload(&net.deconv3.weight))
+                .then(|| Deconv3::upload(&net.deconv3.weight))
                 .transpose()?,
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
@@ -598,7 +621,8 @@ impl<'g> GpuTransformerNetFast<'g> {
         mark("deconv2+in5")?;
         let in5 = Some(InputNorm { coef });
         match &self.deconv3_halo {
-            Some(w) => conv2d_tc_halo9_in(gpu, u2, in5, w, &self.out_bias, out)?,
+            Some(Deconv3::Taps(w)) => conv2d_tc_halo9_taps(gpu, u2, w, Some(coef), &self.out_bias, out)?,
+            Some(Deconv3::K8(w)) => conv2d_tc_halo9_in(gpu, u2, in5, w, &self.out_bias, out)?,
             None => self.deconv3.run(
                 gpu,
                 u2,
