@@ -7,6 +7,7 @@ pub mod cnn;
 pub mod conv2d_tc;
 pub mod fast;
 pub mod graph;
+pub mod linear_wg;
 pub mod psnr;
 pub mod random_weights;
 pub mod vit;
@@ -71,6 +72,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(graph::checks());
     v.extend(fast::checks());
     v.extend(vit_fast::checks());
+    v.extend(linear_wg::checks());
     v
 }
 
