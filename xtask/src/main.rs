@@ -177,7 +177,9 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
         .find(|l| l.starts_with(".target"))
         .ok_or("the PTX has no .target line")?;
     if target.split_whitespace().nth(1) != Some(arch.as_str()) {
-        return Err(format!("the PTX says `{target}`, expected `.target {arch}`"));
+        return Err(format!(
+            "the PTX says `{target}`, expected `.target {arch}`"
+        ));
     }
     let kernels = ptx.lines().filter(|l| l.contains(".entry ")).count();
     if kernels == 0 {

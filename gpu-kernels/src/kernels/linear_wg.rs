@@ -245,13 +245,21 @@ pub unsafe extern "ptx-kernel" fn wgmma_probe(
     // 128 threads: rows t/8 + 16i.
     let mut row = t / CHUNKS;
     while row < 64 {
-        let src = if kin { a.add(row as usize * k as usize + koff) } else { a };
+        let src = if kin {
+            a.add(row as usize * k as usize + koff)
+        } else {
+            a
+        };
         cp_async_16(smem + sw128_offset(row, j), src as *const u8, size);
         row += 16;
     }
     let mut row = t / CHUNKS;
     while row < n {
-        let src = if kin { b.add(row as usize * k as usize + koff) } else { b };
+        let src = if kin {
+            b.add(row as usize * k as usize + koff)
+        } else {
+            b
+        };
         cp_async_16(b_smem + sw128_offset(row, j), src as *const u8, size);
         row += 16;
     }
@@ -265,7 +273,8 @@ pub unsafe extern "ptx-kernel" fn wgmma_probe(
     let col0 = (lane % 4) * 2;
     let steps = k / 16;
     let store = |i: usize, half: usize, v0: f32, v1: f32| {
-        let p = d.add((row0 + 8 * half as u32) as usize * n as usize + (col0 + 8 * i as u32) as usize);
+        let p =
+            d.add((row0 + 8 * half as u32) as usize * n as usize + (col0 + 8 * i as u32) as usize);
         *p = v0;
         *p.add(1) = v1;
     };

@@ -116,14 +116,19 @@ pub fn wgmma_probe(
         _ => {
             return Err(crate::error::Error::Shape {
                 op: OP,
-                msg: format!("a must be [64, k] and b [n, k], got {:?} and {:?}", a.shape, b.shape),
+                msg: format!(
+                    "a must be [64, k] and b [n, k], got {:?} and {:?}",
+                    a.shape, b.shape
+                ),
             })
         }
     };
     ensure(ka == k && matches!(k, 16 | 32 | 48 | 64), OP, || {
         format!("k must be 16, 32, 48 or 64 in both, got {ka} and {k}")
     })?;
-    ensure(n == 128 || n == 256, OP, || format!("n must be 128 or 256, got {n}"))?;
+    ensure(n == 128 || n == 256, OP, || {
+        format!("n must be 128 or 256, got {n}")
+    })?;
     ensure(
         d.dtype == DType::F32 && d.shape.as_slice() == [64, n],
         OP,
@@ -164,5 +169,4 @@ mod tests {
         assert_eq!(grid(200, 128), (1, 2));
         assert_eq!(grid(4100, 2048), (8, 33));
     }
-
 }

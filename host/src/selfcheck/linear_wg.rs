@@ -43,10 +43,19 @@ fn check_probe(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 let a = round_tensor_f16(&random(rng, &[64, k], -1.0, 1.0));
                 let b = round_tensor_f16(&random(rng, &[n, k], -1.0, 1.0));
                 let want = ops::linear(&a, &b, None)?;
-                let (ad, bd) = (DeviceTensor::from_host_f16(&a)?, DeviceTensor::from_host_f16(&b)?);
+                let (ad, bd) = (
+                    DeviceTensor::from_host_f16(&a)?,
+                    DeviceTensor::from_host_f16(&b)?,
+                );
                 let mut d = poisoned(&[64, n], DType::F32, Layout::RowMajor)?;
                 wgmma_probe(gpu, &ad, &bd, &mut d)?;
-                Ok(compare(OP, &case, &download(gpu, &d)?, &want.data, LINEAR_TC_F32))
+                Ok(compare(
+                    OP,
+                    &case,
+                    &download(gpu, &d)?,
+                    &want.data,
+                    LINEAR_TC_F32,
+                ))
             }));
         }
     }
@@ -67,7 +76,10 @@ fn check_probe(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
                 .collect(),
         ));
         let want = ops::linear(&a, &b, None)?;
-        let (ad, bd) = (DeviceTensor::from_host_f16(&a)?, DeviceTensor::from_host_f16(&b)?);
+        let (ad, bd) = (
+            DeviceTensor::from_host_f16(&a)?,
+            DeviceTensor::from_host_f16(&b)?,
+        );
         let mut d = poisoned(&[64, n], DType::F32, Layout::RowMajor)?;
         wgmma_probe(gpu, &ad, &bd, &mut d)?;
         Ok(compare(
@@ -279,9 +291,15 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let mut y12 = f(&[4, 12])?;
         let mut y16_bad = f(&[4, 8])?;
         let attempts: Vec<(&str, Result<()>)> = vec![
-            ("K = 96", linear_wg(gpu, &x96, &w96, ep, Some(&mut y8), None)),
+            (
+                "K = 96",
+                linear_wg(gpu, &x96, &w96, ep, Some(&mut y8), None),
+            ),
             ("K = 8", linear_wg(gpu, &x8, &w8, ep, Some(&mut y8), None)),
-            ("N = 12", linear_wg(gpu, &x64, &w12, ep, Some(&mut y12), None)),
+            (
+                "N = 12",
+                linear_wg(gpu, &x64, &w12, ep, Some(&mut y12), None),
+            ),
             ("no output", linear_wg(gpu, &x64, &w, ep, None, None)),
             (
                 "f32 tensor as y16",
@@ -316,7 +334,13 @@ mod tests {
     #[test]
     fn cases_are_legal_and_cover_the_epilogues() {
         for c in WG_CASES {
-            assert!(crate::ops::linear_wg::supports(c.n, c.k), "{}x{}x{}", c.m, c.n, c.k);
+            assert!(
+                crate::ops::linear_wg::supports(c.n, c.k),
+                "{}x{}x{}",
+                c.m,
+                c.n,
+                c.k
+            );
             if let Res::F32(r) | Res::F16(r) = c.res {
                 assert!(c.m.is_multiple_of(r), "{}: residual rows {r}", c.m);
             }
@@ -346,6 +370,9 @@ mod tests {
         assert_eq!(compared_rows(200), vec![0..200]);
         assert_eq!(compared_rows(4100), vec![0..256, 3800..4100]);
         let data: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        assert_eq!(take_rows(&data, 3, &[0..1, 3..4]), vec![0.0, 1.0, 2.0, 9.0, 10.0, 11.0]);
+        assert_eq!(
+            take_rows(&data, 3, &[0..1, 3..4]),
+            vec![0.0, 1.0, 2.0, 9.0, 10.0, 11.0]
+        );
     }
 }
