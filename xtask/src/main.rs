@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: StyleForge's build tasks (rust-analyzer style: plain Rust, no dependencies
 //! beyond the workspace, an explicit toolchain and target dir for every nested cargo).
 //!
-//! * `build-kernels [--arch sm_90]`  gpu-kernels -> PTX (nightly, -Zbuild-std=core), ptxas check + report
+//! * `build-kernels [--arch sm_90a]` gpu-kernels -> PTX (nightly, -Zbuild-std=core), ptxas check + report
 //! * `test`                          what CI runs: tools, kernels, clippy -D warnings, the whole test suite
 //! * `run [ARGS...]`                 build and run the release `styleforge` binary with ARGS
 //! * `bundle [--out DIR]`            release binary + PTX + fixtures + PyTorch scripts for a GPU machine
@@ -10,6 +10,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use gpu_kernels::source_hash::{source_hash, PTX_HASH_PREFIX};
+
+/// The kernels' default target: Hopper with its architecture-specific instructions (`wgmma`).
+const DEFAULT_ARCH: &str = "sm_90a";
+
+/// The SM number of `sm_XX` or `sm_XXa` (the `a` suffix: architecture-specific features, LLVM's
+/// NVPTX knows `sm_90a`), or `None`.
+fn parse_arch(arch: &str) -> Option<u32> {
+    let digits = arch.strip_prefix("sm_")?;
+    let digits = digits.strip_suffix('a').unwrap_or(digits);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 /// Where the host looks for the PTX by default (relative to the workspace root).
 const PTX_REL: &str = "target/ptx/styleforge_kernels.ptx";
@@ -34,7 +48,7 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage: cargo xtask <command>
-  build-kernels [--arch sm_90]   compile gpu-kernels to target/ptx/styleforge_kernels.ptx, check with ptxas
+  build-kernels [--arch sm_90a]  compile gpu-kernels to target/ptx/styleforge_kernels.ptx, check with ptxas
   test                           install tools, build kernels, clippy -D warnings, run every test
   run [ARGS...]                  build the release styleforge binary and run it with ARGS
   bundle [--out DIR]             gather binary, PTX, fixtures and PyTorch scripts for a GPU machine (default bundle/)
@@ -71,23 +85,22 @@ fn ptxas() -> PathBuf {
 
 /// Compiles the kernel crate into one PTX module, checks it with ptxas and prints the per-kernel report.
 fn build_kernels(args: &[String]) -> Result<PathBuf> {
-    let mut arch = "sm_90".to_string();
+    // sm_90a: the architecture-specific Hopper target. `wgmma.mma_async` (linear_wg) exists only
+    // there; PTX for sm_90a loads on sm_90 devices (H100, H200) and nowhere else.
+    let mut arch = DEFAULT_ARCH.to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--arch" => {
                 arch = it
                     .next()
-                    .ok_or("--arch needs a value (e.g. sm_90)")?
+                    .ok_or("--arch needs a value (e.g. sm_90a)")?
                     .clone()
             }
             other => return Err(format!("build-kernels: unknown argument {other}")),
         }
     }
-    let sm: u32 = arch
-        .strip_prefix("sm_")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("--arch {arch}: expected sm_XX"))?;
+    let sm = parse_arch(&arch).ok_or_else(|| format!("--arch {arch}: expected sm_XX or sm_XXa"))?;
     if !ptxas().exists() || !nightly_has_rust_src() {
         install_tools()?;
     }
@@ -154,6 +167,18 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
         return Err(format!(
             "the PTX calls functions nothing defines:\n  {}",
             externs.join("\n  ")
+        ));
+    }
+    // LLVM must have emitted the architecture asked for: `wgmma` needs `.target sm_90a` exactly
+    // (ptxas rejects it under plain sm_90, and the driver would refuse to load it).
+    let target = ptx
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(".target"))
+        .ok_or("the PTX has no .target line")?;
+    if target.split_whitespace().nth(1) != Some(arch.as_str()) {
+        return Err(format!(
+            "the PTX says `{target}`, expected `.target {arch}`"
         ));
     }
     let kernels = ptx.lines().filter(|l| l.contains(".entry ")).count();
@@ -381,4 +406,20 @@ fn bundle(args: &[String]) -> Result<()> {
     }
     println!("bundle ready in {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_arch;
+
+    #[test]
+    fn arch_names() {
+        assert_eq!(parse_arch("sm_90a"), Some(90));
+        assert_eq!(parse_arch("sm_90"), Some(90));
+        assert_eq!(parse_arch("sm_80"), Some(80));
+        assert_eq!(parse_arch("sm_"), None);
+        assert_eq!(parse_arch("sm_a"), None);
+        assert_eq!(parse_arch("sm_9x"), None);
+        assert_eq!(parse_arch("90"), None);
+    }
 }

@@ -230,20 +230,21 @@ pub unsafe extern "ptx-kernel" fn linear_tc(
 }
 
 /// The fused epilogue of both GEMM kernels (see the module comment): + bias, GELU, + residual, stores.
-struct Epilogue {
-    bias: *const f32,
-    res: *const u8,
-    y32: *mut f32,
-    y16: *mut u16,
-    n: u32,
-    res_rows: u32,
-    flags: u32,
+/// Also used by `linear_wg` (same contract).
+pub(crate) struct Epilogue {
+    pub(crate) bias: *const f32,
+    pub(crate) res: *const u8,
+    pub(crate) y32: *mut f32,
+    pub(crate) y16: *mut u16,
+    pub(crate) n: u32,
+    pub(crate) res_rows: u32,
+    pub(crate) flags: u32,
 }
 
 impl Epilogue {
     /// Element offsets of output row `row` (< M) and of its residual row `row % res_rows`.
     #[inline(always)]
-    fn row(&self, row: u32) -> (usize, usize) {
+    pub(crate) fn row(&self, row: u32) -> (usize, usize) {
         let out = row as usize * self.n as usize;
         let rrow = if self.flags & LINEAR_TC_RESIDUAL != 0 {
             (row % self.res_rows) as usize * self.n as usize
@@ -260,7 +261,7 @@ impl Epilogue {
     /// # Safety
     /// The pointers must be valid as the kernels' contracts say, `out`/`rrow` from [`Epilogue::row`].
     #[inline(always)]
-    unsafe fn pair(&self, out: usize, rrow: usize, col: u32, mut v: [f32; 2]) {
+    pub(crate) unsafe fn pair(&self, out: usize, rrow: usize, col: u32, mut v: [f32; 2]) {
         let n = self.n;
         if col >= n {
             return;

@@ -11,6 +11,7 @@ mod instance_norm;
 mod layer_norm;
 mod linear;
 mod linear_tc;
+mod linear_wg;
 mod nhwc;
 mod patch;
 mod upsample;

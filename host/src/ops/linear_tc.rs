@@ -142,17 +142,17 @@ pub fn workspace_need(
     (tiles, slots)
 }
 
-/// Checked arguments of one launch.
-struct Args {
-    m: usize,
-    n: usize,
-    k: usize,
-    r_rows: usize,
-    flags: u32,
-    b_ptr: u64,
-    r_ptr: u64,
-    y32_ptr: u64,
-    y16_ptr: u64,
+/// Checked arguments of one launch (also `linear_wg`'s, which shares the contract).
+pub(crate) struct Args {
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) r_rows: usize,
+    pub(crate) flags: u32,
+    pub(crate) b_ptr: u64,
+    pub(crate) r_ptr: u64,
+    pub(crate) y32_ptr: u64,
+    pub(crate) y16_ptr: u64,
 }
 
 fn check_args(
@@ -162,33 +162,46 @@ fn check_args(
     y32: Option<&DeviceTensor>,
     y16: Option<&DeviceTensor>,
 ) -> Result<Args> {
-    ensure(x.dtype == DType::F16 && w.dtype == DType::F16, OP, || {
+    check_args_for(OP, x, w, ep, y32, y16)
+}
+
+/// The checks of the `linear_tc` contract (module comment), errors naming `op`: f16 x [.., K] and w
+/// [N, K], K a positive multiple of 8, bias / residual / outputs as documented, sizes below 2^31.
+pub(crate) fn check_args_for(
+    op: &'static str,
+    x: &DeviceTensor,
+    w: &DeviceTensor,
+    ep: EpilogueTc<'_>,
+    y32: Option<&DeviceTensor>,
+    y16: Option<&DeviceTensor>,
+) -> Result<Args> {
+    ensure(x.dtype == DType::F16 && w.dtype == DType::F16, op, || {
         format!("x and w must be f16, got {:?} and {:?}", x.dtype, w.dtype)
     })?;
-    ensure(w.shape.len() == 2, OP, || {
+    ensure(w.shape.len() == 2, op, || {
         format!("weight must be [N, K], got {:?}", w.shape)
     })?;
     let (n, k) = (w.shape[0], w.shape[1]);
-    ensure(n > 0 && k > 0, OP, || format!("empty weight {:?}", w.shape))?;
-    ensure(k.is_multiple_of(8), OP, || {
+    ensure(n > 0 && k > 0, op, || format!("empty weight {:?}", w.shape))?;
+    ensure(k.is_multiple_of(8), op, || {
         format!("K = {k} must be a multiple of 8 (16-byte f16 chunks)")
     })?;
-    ensure(x.shape.last() == Some(&k), OP, || {
+    ensure(x.shape.last() == Some(&k), op, || {
         format!(
             "x {:?} does not end in K = {k} (weight {:?})",
             x.shape, w.shape
         )
     })?;
     let m = x.numel() / k;
-    ensure(m > 0, OP, || format!("x {:?} has no rows", x.shape))?;
-    ensure(y32.is_some() || y16.is_some(), OP, || {
+    ensure(m > 0, op, || format!("x {:?} has no rows", x.shape))?;
+    ensure(y32.is_some() || y16.is_some(), op, || {
         "no output given (y32 and y16 are both None)".into()
     })?;
     let out_ok = |y: &DeviceTensor, dt: DType| {
         y.dtype == dt && y.shape.last() == Some(&n) && y.numel() == m * n
     };
     if let Some(y) = y32 {
-        ensure(out_ok(y, DType::F32), OP, || {
+        ensure(out_ok(y, DType::F32), op, || {
             format!(
                 "y32 must be f32 holding [{m}, {n}], got {:?} {:?}",
                 y.dtype, y.shape
@@ -196,7 +209,7 @@ fn check_args(
         })?;
     }
     if let Some(y) = y16 {
-        ensure(out_ok(y, DType::F16), OP, || {
+        ensure(out_ok(y, DType::F16), op, || {
             format!(
                 "y16 must be f16 holding [{m}, {n}], got {:?} {:?}",
                 y.dtype, y.shape
@@ -204,13 +217,13 @@ fn check_args(
         })?;
     }
     let fits = |v: usize| v < (1usize << 31);
-    ensure(fits(m * k) && fits(n * k) && fits(m * n), OP, || {
+    ensure(fits(m * k) && fits(n * k) && fits(m * n), op, || {
         format!("sizes M {m}, N {n}, K {k} exceed the kernel's 32-bit range")
     })?;
     let mut flags = 0u32;
     let mut b_ptr = 0u64;
     if let Some(b) = ep.bias {
-        ensure(b.dtype == DType::F32 && b.numel() == n, OP, || {
+        ensure(b.dtype == DType::F32 && b.numel() == n, op, || {
             format!(
                 "bias must be f32 with N = {n} elements, got {:?} {:?}",
                 b.dtype, b.shape
@@ -225,7 +238,7 @@ fn check_args(
     let mut r_ptr = 0u64;
     let mut r_rows = 1usize;
     if let Some(r) = ep.residual {
-        ensure(r.dtype == DType::F32 || r.dtype == DType::F16, OP, || {
+        ensure(r.dtype == DType::F32 || r.dtype == DType::F16, op, || {
             format!("residual must be f32 or f16, got {:?}", r.dtype)
         })?;
         r_rows = r.numel() / n;
@@ -275,7 +288,30 @@ pub fn linear_tc(
         // Malformed shapes: the checks in `linear_tc_plan` name the problem.
         _ => LinearTcPlan::BIG,
     };
+    if routes_to_wg(plan, w) {
+        return crate::ops::linear_wg::linear_wg(gpu, x, w, ep, y32, y16);
+    }
     linear_tc_plan(gpu, x, w, ep, y32, y16, plan, None)
+}
+
+/// Environment variable that sends the many-row (`Big`) plan of [`linear_tc`] and [`linear_tc_ws`] to
+/// the Hopper `wgmma` kernel ([`crate::ops::linear_wg::linear_wg`]) when set to `1` and the shape
+/// allows it (K % 64 == 0, N % 8 == 0); otherwise the 128 x 128 `mma.sync` kernel runs. Off by
+/// default until `linear_wg` is validated on the device. Read once per process. ([`linear_tc_plan`]
+/// with an explicit plan never reroutes.)
+pub const LINEAR_WG_ENV: &str = "STYLEFORGE_LINEAR_WG";
+
+/// Whether [`LINEAR_WG_ENV`] is `1` (read once).
+pub fn linear_wg_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(LINEAR_WG_ENV).is_ok_and(|s| s == "1"))
+}
+
+/// Whether an automatically chosen `plan` for weight `w` runs on `linear_wg` instead.
+fn routes_to_wg(plan: LinearTcPlan, w: &DeviceTensor) -> bool {
+    plan == LinearTcPlan::BIG
+        && linear_wg_enabled()
+        && matches!(w.shape.as_slice(), &[n, k] if crate::ops::linear_wg::supports(n, k))
 }
 
 /// [`linear_tc`] with K split over several blocks where the output has few tiles (few rows): the plan
@@ -295,6 +331,9 @@ pub fn linear_tc_ws(
         (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
         _ => LinearTcPlan::BIG,
     };
+    if routes_to_wg(plan, w) {
+        return crate::ops::linear_wg::linear_wg(gpu, x, w, ep, y32, y16);
+    }
     linear_tc_plan(gpu, x, w, ep, y32, y16, plan, Some(ws))
 }
 

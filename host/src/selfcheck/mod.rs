@@ -8,6 +8,7 @@ pub mod conv2d_tc;
 pub mod conv2d_tc_taps;
 pub mod fast;
 pub mod graph;
+pub mod linear_wg;
 pub mod psnr;
 pub mod random_weights;
 pub mod vit;
@@ -73,6 +74,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(graph::checks());
     v.extend(fast::checks());
     v.extend(vit_fast::checks());
+    v.extend(linear_wg::checks());
     v
 }
 
