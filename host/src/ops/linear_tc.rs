@@ -887,4 +887,17 @@ mod tests {
         assert_eq!(workspace_need(plans), (48, 144));
         assert_eq!(workspace_need([]), (1, 1));
     }
+
+    #[test]
+    fn band_need_counts_every_small_launch() {
+        // 64-row bands of the small plans, split or not; the big plan needs none (two launches).
+        let plans = [(64, 512, 2048), (130, 512, 512), (200, 77, 40), (32768, 512, 2048)]
+            .map(|(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true)));
+        assert_eq!(plans[2].2, small(1, 1));
+        assert_eq!(plans[3].2, LinearTcPlan::BIG);
+        assert_eq!(band_need(plans), 4);
+        assert_eq!(band_need([(100, 512, small(1, 8))]), 2);
+        assert_eq!(band_need([(32768, 512, LinearTcPlan::BIG)]), 1);
+        assert_eq!(band_need([]), 1);
+    }
 }
