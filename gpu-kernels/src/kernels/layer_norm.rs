@@ -35,7 +35,7 @@ const LN_VEC: usize = 8;
 /// Four f32 that the compiler loads / stores with one 16-byte access.
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
-struct F32x4([f32; 4]);
+pub(super) struct F32x4(pub [f32; 4]);
 
 /// The row of this warp (`block · LAYER_NORM_ROWS + warp`, if below `rows`): `y` (f32, when non-null)
 /// and `y16` (its f16 rounding, when non-null) = LayerNorm(x + res if `has_res`) · γ + β. Pointers as the
@@ -62,7 +62,10 @@ pub(super) unsafe fn layer_norm_row(
     let lane = lane_id() as usize;
     let src = RowSrc { x, res, has_res };
     if d.is_multiple_of(4) && d <= 4 * 32 * LN_VEC {
-        rows_in_registers::<1, LN_VEC, false>(src, gamma, beta, y, y16, row, 1, d, lane);
+        // γ, β read after the statistics (fewer live registers: occupancy for the bandwidth-bound
+        // many-row case).
+        let gb = GammaBeta::Ptr(gamma, beta);
+        rows_in_registers::<1, LN_VEC, false>(src, gb, y, y16, row, 1, d, lane);
     } else {
         row_from_cache::<false>(src, gamma, beta, y, y16, row, d, lane);
     }
@@ -154,19 +157,49 @@ pub(super) unsafe fn row_from_cache<const STRONG: bool>(
     }
 }
 
+/// Where [`rows_in_registers`] gets γ and β: read from memory at the stores, or already in registers.
+#[derive(Clone, Copy)]
+pub(super) enum GammaBeta<'a, const V: usize> {
+    Ptr(*const f32, *const f32),
+    Regs(&'a [[F32x4; V]; 2]),
+}
+
+/// γ and β groups `lane + 32 i` (i < V) of a row of D (D % 4 == 0, D ≤ 4·32·V; zeros past D): the
+/// per-lane γ, β of [`rows_in_registers`], loaded once for any number of rows.
+#[inline(always)]
+pub(super) unsafe fn gamma_beta<const V: usize>(
+    gamma: *const f32,
+    beta: *const f32,
+    d: usize,
+    lane: usize,
+) -> [[F32x4; V]; 2] {
+    const { assert!(V >= 1 && V <= 8) };
+    let (gv, bv) = (gamma as *const F32x4, beta as *const F32x4);
+    let mut gb = [[F32x4([0.0; 4]); V]; 2];
+    unroll!(8, |i| {
+        let g = lane + 32 * i;
+        if i < V && g < d / 4 {
+            gb[0][i] = *gv.add(g);
+            gb[1][i] = *bv.add(g);
+        }
+    });
+    gb
+}
+
 /// D % 4 == 0, D ≤ 4·32·V: rows `row0 .. row0 + valid` (valid ≤ R) of the warp, each loaded into
 /// registers (V float4 per lane: group g = lane + 32 i of the row) with every load of all R rows issued
 /// before the first sum, so the warp waits for memory once per R rows instead of once per strided
 /// iteration (the cache form cost ~9 µs per launch at 64 tokens, latency-bound), and the R rows'
 /// reductions interleave. Two-pass statistics from the registers, per row exactly as the one-row form.
-/// `STRONG`: loads of `src.x` as [`ld4`]. In place (`y` = `src.x`) is allowed: a lane writes only the
-/// groups it read, after reading all of them.
+/// `STRONG`: loads of `src.x` as [`ld4`]. `gb`: γ and β, as pointers (loaded at the stores) or this
+/// lane's groups in registers ([`gamma_beta`], loaded once by a caller that normalises many rows, so no
+/// load waits after the statistics). In place (`y` = `src.x`) is
+/// allowed: a lane writes only the groups it read, after reading all of them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn rows_in_registers<const R: usize, const V: usize, const STRONG: bool>(
     src: RowSrc,
-    gamma: *const f32,
-    beta: *const f32,
+    gb: GammaBeta<'_, V>,
     y: *mut f32,
     y16: *mut u16,
     row0: usize,
@@ -246,11 +279,16 @@ pub(super) unsafe fn rows_in_registers<const R: usize, const V: usize, const STR
             rstd[r] = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
         }
     });
-    let (gv, bv) = (gamma as *const F32x4, beta as *const F32x4);
     unroll!(8, |i| {
         let g = lane + 32 * i;
         if i < V && g < groups {
-            let (ga, be) = (*gv.add(g), *bv.add(g));
+            let (ga, be) = match gb {
+                GammaBeta::Ptr(gp, bp) => (
+                    *(gp as *const F32x4).add(g),
+                    *(bp as *const F32x4).add(g),
+                ),
+                GammaBeta::Regs(r) => (r[0][i], r[1][i]),
+            };
             unroll!(4, |r| {
                 if r < R && r < valid {
                     let row = row0 + r;

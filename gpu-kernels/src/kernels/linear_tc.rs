@@ -20,6 +20,8 @@
 //! `linear_tc_small` (few rows, see its doc) computes the same thing with 64 x 32 tiles of 4 warps and
 //! 64-wide K steps, optionally splitting K over `gridDim.z` with a last-block reduction through a
 //! workspace; the host picks the kernel (`LinearTcPlan` in `launch.rs`). Both share `Epilogue`.
+//! `linear_tc_small_ln` is `linear_tc_small` plus a LayerNorm over each output row in the same launch
+//! (the block that completes a 64-row band normalises it in place; see its doc).
 use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,
@@ -756,7 +758,7 @@ unsafe fn small<const LN: bool>(
 /// carries the decision).
 #[inline(always)]
 unsafe fn band_layer_norm(ln: Ln, y32: *mut f32, y16: *mut u16, m: u32, n: u32, m0: u32, smem: u32) {
-    use super::layer_norm::{row_from_cache, rows_in_registers, RowSrc};
+    use super::layer_norm::{gamma_beta, row_from_cache, rows_in_registers, GammaBeta, RowSrc};
     let t = thread_idx_x();
     // This thread's tile stores before the barrier; with it, every thread's before thread 0's release.
     // The barrier also retires every earlier read of shared word 0.
@@ -784,14 +786,23 @@ unsafe fn band_layer_norm(ln: Ln, y32: *mut f32, y16: *mut u16, m: u32, n: u32, 
         res: core::ptr::null(),
         has_res: false,
     };
-    // R consecutive rows per warp at a time, the warps interleaved: rows (i·warps + warp)·R .. + R.
+    // R consecutive rows per warp at a time, the warps interleaved: rows (i·warps + warp)·R .. + R;
+    // the lane's γ, β groups loaded once for all of them.
     macro_rules! band {
         ($r:literal, $v:literal) => {{
+            let gb = gamma_beta::<$v>(ln.gamma, ln.beta, d, lane);
             let mut r0 = warp * $r;
             while r0 < rows {
                 let valid = (rows - r0).min($r);
                 rows_in_registers::<$r, $v, true>(
-                    src, ln.gamma, ln.beta, y32, y16, m0 + r0, valid, d, lane,
+                    src,
+                    GammaBeta::Regs(&gb),
+                    y32,
+                    y16,
+                    m0 + r0,
+                    valid,
+                    d,
+                    lane,
                 );
                 r0 += warps * $r;
             }
