@@ -18,8 +18,9 @@ use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
 use crate::ops::linear_tc::{
-    layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
-    LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
+    band_need, layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_plan_ln, linear_tc_ws,
+    linear_tc_ws_ln, to_f16, workspace_need, EpilogueTc, LayerNormTc, LinearTcKernel, LinearTcPlan,
+    LinearTcWorkspace,
 };
 use models::ops::Padding;
 use models::style_vit::Block;
@@ -78,6 +79,10 @@ pub fn checks() -> Vec<Check> {
         Check {
             op: "linear_tc_small",
             run: check_linear_tc_small,
+        },
+        Check {
+            op: "linear_tc_ln",
+            run: check_linear_tc_ln,
         },
         Check {
             op: "linear_tc_prologue",
@@ -651,6 +656,301 @@ fn small_refusals(gpu: &Gpu) -> CheckResult {
             Ok(refusal_result("linear_tc_small", LINEAR_TC_F32, &attempts))
         },
     )
+}
+
+// ---------------------------------------------------------------- linear_tc + LayerNorm
+/// One fused GEMM + LayerNorm case: `linear_tc` epilogue as in [`LinCase`] (always an f32 output), then
+/// LayerNorm over rows of N with random γ, β; `y16` asks for the f16 copy too.
+struct LnCase {
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: bool,
+    gelu: bool,
+    res: Res,
+    y16: bool,
+}
+
+/// The paths every fused case runs: the default split plan twice in a row (the band and tile counters
+/// must be back at 0 for the second), one split (no workspace partials), one K step per split (the most
+/// partials per tile) and the 128 x 128 kernel (GEMM and LayerNorm as two launches).
+const LN_PATHS: [Path; 5] = [
+    Path::Ws,
+    Path::Ws,
+    Path::Split(1),
+    Path::Split(usize::MAX),
+    Path::Big,
+];
+
+/// (1) the StyleViT shapes: M in {64, 128, 100 (a partial band)} x N in {384, 512, 768} (tiny, small,
+/// base widths; 4 rows per warp in registers up to 512, 2 above) x K in {512, 2048} (out-proj, fc2),
+/// bias and an f32 residual [M], both outputs; (2) the other row forms and epilogues: N 1024 (2 rows
+/// per warp), 1100 (over 1024: rows re-read from L2), 45 and 770 (N % 4 != 0: re-read, scalar stores),
+/// M 1 and 7, GELU, f16 and broadcast residuals, no residual, no f16 output.
+fn ln_cases() -> Vec<LnCase> {
+    let mut v = Vec::new();
+    for m in [64usize, 128, 100] {
+        for n in [384usize, 512, 768] {
+            for k in [512usize, 2048] {
+                v.push(LnCase {
+                    m,
+                    n,
+                    k,
+                    bias: true,
+                    gelu: false,
+                    res: Res::F32(m),
+                    y16: true,
+                });
+            }
+        }
+    }
+    #[rustfmt::skip]
+    let more = [
+        LnCase { m: 100, n: 1024, k: 512, bias: true, gelu: false, res: Res::F32(100), y16: true },
+        LnCase { m: 70, n: 1100, k: 264, bias: true, gelu: true, res: Res::F16(70), y16: true },
+        LnCase { m: 7, n: 45, k: 520, bias: false, gelu: false, res: Res::F32(1), y16: true },
+        LnCase { m: 130, n: 770, k: 512, bias: true, gelu: false, res: Res::F16(1), y16: false },
+        LnCase { m: 1, n: 512, k: 2048, bias: true, gelu: false, res: Res::F32(1), y16: true },
+        LnCase { m: 64, n: 256, k: 1024, bias: false, gelu: true, res: Res::None, y16: false },
+        LnCase { m: 128, n: 512, k: 512, bias: true, gelu: false, res: Res::F32(64), y16: true },
+    ];
+    v.extend(more);
+    v
+}
+
+/// Runs one fused case along every path of [`LN_PATHS`] (inputs and CPU reference made once; outputs
+/// re-poisoned before every launch).
+fn ln_case(gpu: &Gpu, rng: &mut Rng64, cs: &LnCase, ws: &mut LinearTcWorkspace) -> Vec<CheckResult> {
+    const OP: &str = "linear_tc_ln";
+    let LnCase {
+        m,
+        n,
+        k,
+        bias,
+        gelu,
+        res,
+        y16,
+    } = *cs;
+    let name = format!(
+        "{m}x{n}x{k}{}{}{}{} +ln",
+        if bias { " +b" } else { "" },
+        if gelu { " +gelu" } else { "" },
+        match res {
+            Res::None => String::new(),
+            Res::F32(r) => format!(" +res32[{r}]"),
+            Res::F16(r) => format!(" +res16[{r}]"),
+        },
+        if y16 { "" } else { " (no y16)" }
+    );
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let x = round_tensor_f16(&random(rng, &[m, k], -1.0, 1.0));
+        let bound = 1.0 / (k as f32).sqrt();
+        let w = round_tensor_f16(&random(rng, &[n, k], -bound, bound));
+        let b = random(rng, &[n], -0.5, 0.5);
+        let r = match res {
+            Res::None => None,
+            Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
+            Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
+        };
+        let g = random(rng, &[n], 0.5, 1.5);
+        let be = random(rng, &[n], -0.5, 0.5);
+        let mut t = ops::linear(&x, &w, bias.then_some(&b))?;
+        if gelu {
+            t = ops::gelu(&t);
+        }
+        if let Some(r) = &r {
+            let rn = r.numel();
+            for (i, v) in t.data.iter_mut().enumerate() {
+                *v += r.data[i % rn];
+            }
+        }
+        let want = ops::layer_norm(&t, &g, &be)?;
+        let (xd, wd) = (
+            DeviceTensor::from_host_f16(&x)?,
+            DeviceTensor::from_host_f16(&w)?,
+        );
+        let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
+        let (bd, gd, bed) = (up(&b)?, up(&g)?, up(&be)?);
+        let rd = match (&r, res) {
+            (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
+            (Some(r), _) => Some(up(r)?),
+            (None, _) => None,
+        };
+        let ep = EpilogueTc {
+            bias: bias.then_some(&bd),
+            gelu,
+            residual: rd.as_ref(),
+        };
+        let ln = LayerNormTc {
+            gamma: &gd,
+            beta: &bed,
+        };
+        let mut v = Vec::new();
+        for (rep, &path) in LN_PATHS.iter().enumerate() {
+            let case = format!("{name} {} #{rep}", plan_name(path.plan(m, n, k)));
+            let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
+            let mut y16d = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
+            let o16 = y16.then_some(&mut y16d);
+            let launched = match path {
+                Path::Ws => linear_tc_ws_ln(gpu, &xd, &wd, ep, ln, &mut y32, o16, ws),
+                _ => linear_tc_plan_ln(
+                    gpu,
+                    &xd,
+                    &wd,
+                    ep,
+                    ln,
+                    &mut y32,
+                    o16,
+                    path.plan(m, n, k),
+                    ws,
+                ),
+            };
+            if let Err(e) = launched {
+                v.push(super::errored(OP, &case, e));
+                continue;
+            }
+            v.push(compare(
+                OP,
+                &format!("{case} y32"),
+                &download(gpu, &y32)?,
+                &want.data,
+                LINEAR_TC_F32,
+            ));
+            if y16 {
+                v.push(compare(
+                    OP,
+                    &format!("{case} y16"),
+                    &download(gpu, &y16d)?,
+                    &want.data,
+                    LINEAR_TC_F16,
+                ));
+            }
+        }
+        Ok(v)
+    };
+    run().unwrap_or_else(|e| vec![super::errored(OP, &name, e)])
+}
+
+fn check_linear_tc_ln(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    const OP: &str = "linear_tc_ln";
+    let cases = ln_cases();
+    let plans = || {
+        cases.iter().flat_map(|c| {
+            LN_PATHS
+                .iter()
+                .map(move |p| (c.m, c.n, p.plan(c.m, c.n, c.k)))
+        })
+    };
+    let (tiles, slots) = workspace_need(plans());
+    let mut ws = match LinearTcWorkspace::with_bands(tiles, slots, band_need(plans())) {
+        Ok(ws) => ws,
+        Err(e) => return vec![super::errored(OP, "workspace", e)],
+    };
+    let mut out: Vec<CheckResult> = Vec::new();
+    for cs in &cases {
+        out.extend(ln_case(gpu, rng, cs, &mut ws));
+    }
+    out.push(catch(OP, "workspace counters back at 0", || {
+        gpu.synchronize()?;
+        let pending = ws.pending_counters()?;
+        Ok(CheckResult {
+            op: OP.to_string(),
+            case: "workspace counters back at 0".to_string(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: LINEAR_TC_F32,
+            passed: pending == 0,
+            detail: if pending == 0 {
+                String::new()
+            } else {
+                format!(
+                    "{pending} of {} tile and {} band counters not 0",
+                    ws.tiles(),
+                    ws.bands()
+                )
+            },
+        })
+    }));
+    out.push(ln_refusals(gpu));
+    out
+}
+
+fn ln_refusals(gpu: &Gpu) -> CheckResult {
+    catch("linear_tc_ln", "refuses bad shapes and workspaces", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::RowMajor);
+        let x = h(&[128, 512])?;
+        let w = h(&[512, 512])?;
+        let (g, b) = (f(&[512])?, f(&[512])?);
+        let (g_short, g16) = (f(&[511])?, h(&[512])?);
+        let mut y = f(&[128, 512])?;
+        let mut y_bad = f(&[128, 256])?;
+        let mut y16 = h(&[128, 512])?;
+        let mut y16_bad = h(&[64, 512])?;
+        // Enough tiles and slots for the plan, one band where M 128 needs two.
+        let mut one_band = LinearTcWorkspace::with_bands(64, 1024, 1)?;
+        let mut ws = LinearTcWorkspace::for_shapes(&[(128, 512, 512)])?;
+        let ep = EpilogueTc::default();
+        let ln = LayerNormTc { gamma: &g, beta: &b };
+        let attempts: Vec<(&str, Result<()>)> = vec![
+            (
+                "gamma length",
+                linear_tc_ws_ln(
+                    gpu,
+                    &x,
+                    &w,
+                    ep,
+                    LayerNormTc {
+                        gamma: &g_short,
+                        ..ln
+                    },
+                    &mut y,
+                    None,
+                    &mut ws,
+                ),
+            ),
+            (
+                "f16 beta",
+                linear_tc_ws_ln(
+                    gpu,
+                    &x,
+                    &w,
+                    ep,
+                    LayerNormTc { beta: &g16, ..ln },
+                    &mut y,
+                    None,
+                    &mut ws,
+                ),
+            ),
+            (
+                "y32 shape",
+                linear_tc_ws_ln(gpu, &x, &w, ep, ln, &mut y_bad, None, &mut ws),
+            ),
+            (
+                "y16 shape",
+                linear_tc_ws_ln(gpu, &x, &w, ep, ln, &mut y, Some(&mut y16_bad), &mut ws),
+            ),
+            (
+                "too few band counters",
+                linear_tc_ws_ln(gpu, &x, &w, ep, ln, &mut y, Some(&mut y16), &mut one_band),
+            ),
+            (
+                "too few band counters (one split)",
+                linear_tc_plan_ln(
+                    gpu,
+                    &x,
+                    &w,
+                    ep,
+                    ln,
+                    &mut y,
+                    None,
+                    LinearTcPlan::small(512, 1),
+                    &mut one_band,
+                ),
+            ),
+        ];
+        Ok(refusal_result("linear_tc_ln", LINEAR_TC_F32, &attempts))
+    })
 }
 
 // ---------------------------------------------------------------- f16 prologue helpers
