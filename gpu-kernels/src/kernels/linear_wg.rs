@@ -97,6 +97,7 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
     res_rows: u32,
     flags: u32,
 ) {
+    crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let wg = t / 128;
     let n0 = block_idx_x() * BN;
@@ -234,6 +235,7 @@ pub unsafe extern "ptx-kernel" fn wgmma_probe(
     n: u32,
     k: u32,
 ) {
+    crate::device::grid_dependency_wait();
     const _: () = assert!(WGMMA_PROBE_THREADS == 128 && WGMMA_PROBE_SMEM_BYTES == 320 * 128 + 1024);
     let t = thread_idx_x();
     let smem = aligned_smem();
