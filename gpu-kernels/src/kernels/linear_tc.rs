@@ -20,8 +20,6 @@
 //! `linear_tc_small` (few rows, see its doc) computes the same thing with 64 x 32 tiles of 4 warps and
 //! 64-wide K steps, optionally splitting K over `gridDim.z` with a last-block reduction through a
 //! workspace; the host picks the kernel (`LinearTcPlan` in `launch.rs`). Both share `Epilogue`.
-//! `linear_tc_small_ln` is `linear_tc_small` plus a LayerNorm over each output row in the same launch
-//! (the block that completes a 64-row band normalises it in place; see its doc).
 use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,
@@ -385,7 +383,7 @@ unsafe fn st_global_v4(p: *mut f32, v: [f32; 4]) {
 /// # Safety
 /// `p` must be 16-byte aligned and valid for 16 bytes of reads.
 #[inline(always)]
-pub(super) unsafe fn ld_relaxed_gpu_v4(p: *const f32) -> [f32; 4] {
+unsafe fn ld_relaxed_gpu_v4(p: *const f32) -> [f32; 4] {
     let (a, b, c, d): (f32, f32, f32, f32);
     asm!(
         "ld.relaxed.gpu.global.v4.f32 {{{0}, {1}, {2}, {3}}}, [{4}];",
@@ -393,21 +391,6 @@ pub(super) unsafe fn ld_relaxed_gpu_v4(p: *const f32) -> [f32; 4] {
         options(nostack, readonly)
     );
     [a, b, c, d]
-}
-
-/// `ld.relaxed.gpu.global.f32`: one float another block wrote (as [`ld_relaxed_gpu_v4`]).
-///
-/// # Safety
-/// `p` must be 4-byte aligned and valid for 4 bytes of reads.
-#[inline(always)]
-pub(super) unsafe fn ld_relaxed_gpu_f32(p: *const f32) -> f32 {
-    let v: f32;
-    asm!(
-        "ld.relaxed.gpu.global.f32 {0}, [{1}];",
-        out(reg32) v, in(reg64) p,
-        options(nostack, readonly)
-    );
-    v
 }
 
 /// `fence.acq_rel.gpu` (`__threadfence()`): this thread's earlier memory operations are ordered before
@@ -477,81 +460,6 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     res_rows: u32,
     flags: u32,
     kps: u32,
-) {
-    let nul = core::ptr::null_mut();
-    small::<false>(
-        x, w, bias, res, y32, y16, ws, counters, m, n, k, res_rows, flags, kps,
-        Ln { gamma: nul, beta: nul, bands: nul as *mut u32 },
-    );
-}
-
-/// The row LayerNorm that `linear_tc_small_ln` applies after the epilogue: γ, β [N] f32 and one u32
-/// arrival counter per 64-row band (`bands[blockIdx.y]`).
-#[derive(Clone, Copy)]
-struct Ln {
-    gamma: *const f32,
-    beta: *const f32,
-    bands: *mut u32,
-}
-
-/// `linear_tc_small` followed by a LayerNorm over each output row: y32 = LayerNorm(epilogue(x · wᵀ)) ·
-/// γ + β (eps `LAYER_NORM_EPS`, the row numerics of `layer_norm::layer_norm_row`), y16 = its f16
-/// rounding (when non-null); `y32` must be non-null (it holds the pre-norm rows in between). Arguments,
-/// grid, block and shared memory as `linear_tc_small`, plus γ, β ([N] f32, 16-byte aligned) and `bands`
-/// (≥ ceil(M/64) u32 counters, 0 at launch and left at 0, as `counters`). N % 4 == 0 with N ≤ 1024 keeps
-/// the rows in registers; other N work (re-read from L2).
-///
-/// Every block that finishes an output tile (the only block with one split, the last arrival with
-/// several) writes the pre-norm tile to `y32`, then arrives on its band's counter (fence, barrier,
-/// `atom.acq_rel.gpu`, as the tile hand-off below); the block that completes the band's last tile (all
-/// gridDim.x tiles of its 64 rows) resets the counter and normalises the band's rows (those below M)
-/// in place, reading them back with `ld.relaxed.gpu`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn linear_tc_small_ln(
-    x: *const u16,
-    w: *const u16,
-    bias: *const f32,
-    res: *const u8,
-    y32: *mut f32,
-    y16: *mut u16,
-    ws: *mut f32,
-    counters: *mut u32,
-    m: u32,
-    n: u32,
-    k: u32,
-    res_rows: u32,
-    flags: u32,
-    kps: u32,
-    gamma: *const f32,
-    beta: *const f32,
-    bands: *mut u32,
-) {
-    small::<true>(
-        x, w, bias, res, y32, y16, ws, counters, m, n, k, res_rows, flags, kps,
-        Ln { gamma, beta, bands },
-    );
-}
-
-/// The body of `linear_tc_small` (`LN` false) and `linear_tc_small_ln` (`LN` true).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn small<const LN: bool>(
-    x: *const u16,
-    w: *const u16,
-    bias: *const f32,
-    res: *const u8,
-    y32: *mut f32,
-    y16: *mut u16,
-    ws: *mut f32,
-    counters: *mut u32,
-    m: u32,
-    n: u32,
-    k: u32,
-    res_rows: u32,
-    flags: u32,
-    kps: u32,
-    ln: Ln,
 ) {
     crate::device::grid_dependency_wait();
     const STAGES: u32 = LINEAR_TC_S_STAGES;
@@ -732,8 +640,7 @@ unsafe fn small<const LN: bool>(
         bias,
         res,
         y32,
-        // With the LayerNorm the f16 copy is written by the band's normalisation, not here.
-        y16: if LN { core::ptr::null_mut() } else { y16 },
+        y16,
         n,
         res_rows,
         flags,
@@ -748,80 +655,6 @@ unsafe fn small<const LN: bool>(
             });
         }
     });
-    if LN {
-        band_layer_norm(ln, y32, y16, m, n, m0, smem);
-    }
-}
-
-/// The band hand-off and LayerNorm of `linear_tc_small_ln`, run by every block that has just written
-/// its finished tile to `y32` (all threads of the block; see the kernel's doc and "Cross-block
-/// hand-off"): the block arrives on `bands[blockIdx.y]`; the one that completes the band (its arrival
-/// is the gridDim.x-th) resets the counter and normalises rows m0 .. min(m0 + 64, M) of `y32` in place,
-/// writing the f16 rounding to `y16` when non-null. `smem` is the block's dynamic shared memory (word 0
-/// carries the decision).
-#[inline(always)]
-unsafe fn band_layer_norm(ln: Ln, y32: *mut f32, y16: *mut u16, m: u32, n: u32, m0: u32, smem: u32) {
-    use super::layer_norm::{gamma_beta, row_from_cache, rows_in_registers, GammaBeta, RowSrc};
-    let t = thread_idx_x();
-    // This thread's tile stores before the barrier; with it, every thread's before thread 0's release.
-    // The barrier also retires every earlier read of shared word 0.
-    fence_acq_rel_gpu();
-    sync_threads();
-    if t == 0 {
-        let ctr = ln.bands.add(block_idx_y() as usize);
-        let last = atom_add_acq_rel_gpu(ctr, 1) == grid_dim_x() - 1;
-        if last {
-            st_relaxed_gpu_u32(ctr, 0);
-        }
-        shared::st_f32(smem, if last { 1.0 } else { 0.0 });
-    }
-    sync_threads();
-    if shared::ld_f32(smem) == 0.0 {
-        // Another block completes this band. (Block-uniform exit after the last barrier.)
-        return;
-    }
-    let (warp, lane) = ((t / 32) as usize, (t % 32) as usize);
-    let warps = (LINEAR_TC_S_THREADS / 32) as usize;
-    let rows = (m - m0).min(LINEAR_TC_S_BM) as usize;
-    let (m0, d) = (m0 as usize, n as usize);
-    let src = RowSrc {
-        x: y32,
-        res: core::ptr::null(),
-        has_res: false,
-    };
-    // R consecutive rows per warp at a time, the warps interleaved: rows (i·warps + warp)·R .. + R;
-    // the lane's γ, β groups loaded once for all of them.
-    macro_rules! band {
-        ($r:literal, $v:literal) => {{
-            let gb = gamma_beta::<$v>(ln.gamma, ln.beta, d, lane);
-            let mut r0 = warp * $r;
-            while r0 < rows {
-                let valid = (rows - r0).min($r);
-                rows_in_registers::<$r, $v, true>(
-                    src,
-                    GammaBeta::Regs(&gb),
-                    y32,
-                    y16,
-                    m0 + r0,
-                    valid,
-                    d,
-                    lane,
-                );
-                r0 += warps * $r;
-            }
-        }};
-    }
-    if d.is_multiple_of(4) && d <= 512 {
-        band!(4, 4);
-    } else if d.is_multiple_of(4) && d <= 1024 {
-        band!(2, 8);
-    } else {
-        let mut r = warp;
-        while r < rows {
-            row_from_cache::<true>(src, ln.gamma, ln.beta, y32, y16, m0 + r, d, lane);
-            r += warps;
-        }
-    }
 }
 
 // ---------------------------------------------------------------- f16 operands for the next GEMM

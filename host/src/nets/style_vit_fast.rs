@@ -1,13 +1,11 @@
 //! StyleViT on the GPU, tensor-core path: the transformer blocks' GEMMs run on `linear_tc` (f16 inputs,
 //! f32 accumulation) and attention on `attention_tc` (f16); everything between them stays f32.
 //!
-//! Per post-norm block (tokens [M = B·N, D]; `·16` marks the f16 copies), four GEMM launches and one
-//! attention: `qkv16 = linear_tc(x16)` → `a16 = attention_tc(qkv16)` →
-//! `x2, x2_16 = layer_norm(linear_tc(a16) + x)` → `h16 = gelu(linear_tc(x2_16))` →
-//! `x, x16 = layer_norm(linear_tc(h16) + x2)`. The residual adds are fused in the GEMM epilogues and the
-//! LayerNorms in the same launches (`linear_tc_ws_ln`: the pre-norm rows land in the f32 output, x2 or
-//! x, and are normalised there in place; the f16 copy for the next GEMM is written alongside). The
-//! patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
+//! Per post-norm block (tokens [M = B·N, D]; `·16` marks the f16 copies):
+//! `qkv16 = linear_tc(x16)` → `a16 = attention_tc(qkv16)` → `t = linear_tc(a16) + x` (residual fused in
+//! the epilogue) → `x2, x2_16 = layer_norm(t)` → `h16 = gelu(linear_tc(x2_16))` →
+//! `t = linear_tc(h16) + x2` → `x, x16 = layer_norm(t)`. The LayerNorms write the f16 copy for the next
+//! GEMM themselves. The patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
 //! epilogue, f32 and f16 outputs); AdaIN stays fp32 (followed by one f16 conversion); `to_pixels` runs on
 //! `linear_tc`; unpatch and the 3x3 / 1x1 tail are one fp32 kernel (`unpatch_tail`). Content and style images of the same
 //! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
@@ -22,9 +20,7 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
-use crate::ops::linear_tc::{
-    linear_tc_ws, linear_tc_ws_ln, to_f16, EpilogueTc, LayerNormTc, LinearTcWorkspace,
-};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
 
 const OP: &str = "GpuStyleVitFast";
@@ -78,6 +74,7 @@ struct Seq {
     x2_16: DeviceTensor,
     qkv16: DeviceTensor,
     a16: DeviceTensor,
+    t: DeviceTensor,
     h16: DeviceTensor,
 }
 
@@ -95,6 +92,7 @@ impl Seq {
             x2_16: h(&[b, n, d])?,
             qkv16: h(&[b, n, 3 * d])?,
             a16: h(&[b, n, d])?,
+            t: e(&[b, n, d])?,
             h16: h(&[b, n, f])?,
         })
     }
@@ -107,7 +105,7 @@ impl Seq {
         ws: &mut LinearTcWorkspace,
         w: &BlockW,
         heads: usize,
-        names: &[&'static str; BLOCK_LEN],
+        names: &[&'static str; 7],
         mark: Mark,
     ) -> Result<()> {
         let bias = |b| EpilogueTc {
@@ -123,80 +121,70 @@ impl Seq {
         mark(names[0])?;
         attention_tc_qkv(gpu, &self.qkv16, heads, &mut self.a16)?;
         mark(names[1])?;
-        // x2 = LayerNorm(a16 W_outᵀ + b + x): the pre-norm rows are written to x2 and normalised there
-        // (x, the residual, is another buffer).
         let ep = EpilogueTc {
             bias: Some(&w.b_out),
             gelu: false,
             residual: Some(&self.x),
         };
-        let ln = LayerNormTc {
-            gamma: &w.n1_w,
-            beta: &w.n1_b,
-        };
-        linear_tc_ws_ln(
-            gpu,
-            &self.a16,
-            &w.w_out,
-            ep,
-            ln,
-            &mut self.x2,
-            Some(&mut self.x2_16),
-            ws,
-        )?;
+        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t), None, ws)?;
         mark(names[2])?;
+        layer_norm_f16(
+            gpu,
+            &self.t,
+            None,
+            &w.n1_w,
+            &w.n1_b,
+            Some(&mut self.x2),
+            &mut self.x2_16,
+        )?;
+        mark(names[3])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc1_b),
             gelu: true,
             residual: None,
         };
         linear_tc_ws(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16), ws)?;
-        mark(names[3])?;
-        // x = LayerNorm(h16 fc2ᵀ + b + x2), in x (its old value, the block input, is no longer read).
+        mark(names[4])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc2_b),
             gelu: false,
             residual: Some(&self.x2),
         };
-        let ln = LayerNormTc {
-            gamma: &w.n2_w,
-            beta: &w.n2_b,
-        };
-        linear_tc_ws_ln(
+        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t), None, ws)?;
+        mark(names[5])?;
+        layer_norm_f16(
             gpu,
-            &self.h16,
-            &w.fc2_w,
-            ep,
-            ln,
-            &mut self.x,
-            Some(&mut self.x16),
-            ws,
+            &self.t,
+            None,
+            &w.n2_w,
+            &w.n2_b,
+            Some(&mut self.x),
+            &mut self.x16,
         )?;
-        mark(names[4])
+        mark(names[6])
     }
 }
 
 /// The callback of [`GpuStyleVitFast::forward_device_marked`].
 type Mark<'a> = &'a mut dyn FnMut(&'static str) -> Result<()>;
 
-/// Launches (ops) of one block.
-const BLOCK_LEN: usize = 5;
-
-/// The kinds of a block's five ops, in queue order: qkv GEMM, attention, out-projection GEMM (+ residual
-/// + LayerNorm), fc1 GEMM (+ GELU), fc2 GEMM (+ residual + LayerNorm).
-const BLOCK_OPS: [OpKind; BLOCK_LEN] = [
+/// The kinds of a block's seven ops, in queue order: qkv GEMM, attention, out-projection GEMM (+ residual),
+/// LayerNorm, fc1 GEMM (+ GELU), fc2 GEMM (+ residual), LayerNorm.
+const BLOCK_OPS: [OpKind; 7] = [
     OpKind::Gemm,
     OpKind::Attention,
     OpKind::Gemm,
+    OpKind::Norm,
     OpKind::Gemm,
     OpKind::Gemm,
+    OpKind::Norm,
 ];
 
 /// Per-op names that [`GpuStyleVitFast::forward_device_marked`] reports, per stage (the same name for the
 /// same op of every block: `bench --layers` sums them).
 struct StageNames {
     patch: &'static str,
-    block: [&'static str; BLOCK_LEN],
+    block: [&'static str; 7],
 }
 
 const CONTENT_OPS: StageNames = StageNames {
@@ -204,9 +192,11 @@ const CONTENT_OPS: StageNames = StageNames {
     block: [
         "content qkv",
         "content attention",
-        "content out+res+norm1",
+        "content out+res",
+        "content norm1",
         "content fc1+gelu",
-        "content fc2+res+norm2",
+        "content fc2+res",
+        "content norm2",
     ],
 };
 /// Content and style through the encoder as one batch (same image size).
@@ -215,9 +205,11 @@ const ENCODER_OPS: StageNames = StageNames {
     block: [
         "encoder qkv",
         "encoder attention",
-        "encoder out+res+norm1",
+        "encoder out+res",
+        "encoder norm1",
         "encoder fc1+gelu",
-        "encoder fc2+res+norm2",
+        "encoder fc2+res",
+        "encoder norm2",
     ],
 };
 const STYLE_OPS: StageNames = StageNames {
@@ -225,17 +217,21 @@ const STYLE_OPS: StageNames = StageNames {
     block: [
         "style qkv",
         "style attention",
-        "style out+res+norm1",
+        "style out+res",
+        "style norm1",
         "style fc1+gelu",
-        "style fc2+res+norm2",
+        "style fc2+res",
+        "style norm2",
     ],
 };
-const DECODER_OPS: [&str; BLOCK_LEN] = [
+const DECODER_OPS: [&str; 7] = [
     "decoder qkv",
     "decoder attention",
-    "decoder out+res+norm1",
+    "decoder out+res",
+    "decoder norm1",
     "decoder fc1+gelu",
-    "decoder fc2+res+norm2",
+    "decoder fc2+res",
+    "decoder norm2",
 ];
 
 /// Buffers for one (content shape, style shape).
@@ -448,8 +444,7 @@ impl<'g> GpuStyleVitFast<'g> {
 
     /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each op is
     /// queued (the names of [`Self::layer_costs`], in order: per stage the patch embedding and each
-    /// block's qkv, attention, out+res+norm1, fc1+gelu, fc2+res+norm2; then adain, to_pixels,
-    /// unpatch+tail).
+    /// block's qkv, attention, out+res, norm1, fc1+gelu, fc2+res, norm2; then adain, to_pixels, unpatch+tail).
     pub fn forward_device_marked(
         &mut self,
         content: &DeviceTensor,
@@ -497,31 +492,24 @@ impl<'g> GpuStyleVitFast<'g> {
             })
         };
         // One post-norm block's ops on b sequences of n tokens (f16 = 2 bytes, f32 = 4), in BLOCK_OPS order.
-        // The fused LayerNorm adds reading the pre-norm rows back (f32) and writing the normalised f32 and
-        // f16 rows to the GEMM's (residual read, f32 pre-norm write).
-        let block = |b: usize, n: usize| -> [(f64, f64); BLOCK_LEN] {
+        let block = |b: usize, n: usize| -> [(f64, f64); 7] {
             let (bf, nf) = (b as f64, n as f64);
             let m = bf * nf;
-            let norm = 4.0 * 2.0 * m * d + 2.0 * m * d;
             [
                 (
                     2.0 * m * d * 3.0 * d,
                     2.0 * (4.0 * m * d + 3.0 * d * d) + 4.0 * 3.0 * d,
                 ),
                 (4.0 * bf * nf * nf * d, 2.0 * 4.0 * m * d),
-                (
-                    2.0 * m * d * d,
-                    2.0 * (m * d + d * d) + 4.0 * 2.0 * m * d + norm,
-                ),
+                (2.0 * m * d * d, 2.0 * (m * d + d * d) + 4.0 * 2.0 * m * d),
+                (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
                 (2.0 * m * d * f, 2.0 * (m * d + m * f + d * f)),
-                (
-                    2.0 * m * f * d,
-                    2.0 * (m * f + d * f) + 4.0 * 2.0 * m * d + norm,
-                ),
+                (2.0 * m * f * d, 2.0 * (m * f + d * f) + 4.0 * 2.0 * m * d),
+                (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
             ]
         };
         let blocks = |push: &mut dyn FnMut(&'static str, OpKind, f64, f64),
-                      names: &[&'static str; BLOCK_LEN],
+                      names: &[&'static str; 7],
                       count: usize,
                       b: usize,
                       n: usize| {
