@@ -2,17 +2,21 @@
 //! InstanceNorm statistics.
 //!
 //! Activations are NHWC f16. The NCHW f32 input is packed into 4 channels (RGB + 0; conv1 gathers one
-//! 8-byte tap at a time), every conv is [`conv2d_tc`](crate::ops::conv2d_tc::conv2d_tc), which writes its f16 output and per-tile
-//! InstanceNorm partials computed from the f32 accumulators; `nhwc_in_coef` turns those into per-channel
-//! affine coefficients, and the NEXT conv applies the norm + ReLU to every element it loads (the
-//! `InputNorm` of `conv2d_tc` / `conv2d_tc_halo9`: f32 math, one f16 rounding, the values
-//! `nhwc_in_apply` used to store), so no ReLU norm makes a memory pass of its own. The residual blocks'
-//! second norm is still `nhwc_in_apply` adding into the materialised trunk; conv3's output stays raw in
-//! the trunk buffer and the first residual update applies in3 (+ReLU) to it while adding. Biases of convs followed by InstanceNorm are dropped (the mean
-//! subtraction cancels them exactly). deconv3 (9x9, 32 -> 3) stages each input tile with its halo in shared memory
-//! once ([`conv2d_tc_halo9_in`]) and writes the NCHW f32 output with its bias directly; conv1 (9x9, 4 packed
-//! channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose InstanceNorm partials come in 2-D tiles
-//! (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
+//! 8-byte tap at a time), every conv is [`conv2d_tc`](crate::ops::conv2d_tc::conv2d_tc), which writes its
+//! f16 output and per-tile InstanceNorm partials computed from the f32 accumulators; `nhwc_in_coef` turns
+//! those into per-channel affine coefficients. Where it measured faster (run 11, H200), the NEXT conv
+//! applies the norm + ReLU to every element it loads (the `InputNorm` of `conv2d_tc`: f32 math, one f16
+//! rounding, the values `nhwc_in_apply` would store): in1 in conv2, in2 in conv3, each residual block's
+//! first norm in its second conv, in5 in deconv3. in3 and in4 stay a pass of their own (`nhwc_in_apply`
+//! in place): deconv2 gathers each input element 36 times (3x3 taps of a 2x upsampled image), so
+//! normalising on load cost 0.50 against 0.35 ms for deconv2+in5 at 1024x1024, and in3's output is
+//! also the first skip connection. The residual blocks' second norm is `nhwc_in_apply` adding into the
+//! materialised trunk. Biases of convs followed by InstanceNorm are dropped (the mean subtraction cancels
+//! them exactly). deconv3 (9x9, 32 -> 3) stages each input tile with its halo in shared memory once
+//! ([`conv2d_tc_halo9_taps`]: filter columns in the GEMM's N) and writes the NCHW f32 output with its bias
+//! directly; conv1 (9x9, 4 packed channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose
+//! InstanceNorm partials come in 2-D tiles (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM
+//! `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -27,7 +31,7 @@ use crate::ops::conv2d_tc::{
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
 use crate::ops::nhwc::{
-    nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
+    nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
 };
 
@@ -222,6 +226,8 @@ pub struct GpuTransformerNetFast<'g> {
     /// deconv3 through a halo-staged 9x9 kernel (the standard 32 -> 3 layer, stride 1, no upsampling):
     /// `conv2d_tc_halo9_taps` by default, `conv2d_tc_halo9_k8` with `STYLEFORGE_DECONV3=k8` (A/B).
     deconv3_halo: Option<Deconv3>,
+    /// `STYLEFORGE_FOLD_IN3=1`: in3 applied on load by the first residual block instead of in place.
+    fold_in3: bool,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -282,6 +288,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                 && net.deconv3.upsample <= 1)
                 .then(|| Deconv3::upload(&net.deconv3.weight))
                 .transpose()?,
+            fold_in3: std::env::var("STYLEFORGE_FOLD_IN3").is_ok_and(|v| v == "1"),
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -422,8 +429,9 @@ impl<'g> GpuTransformerNetFast<'g> {
     pub fn layer_costs(&self, x: &[usize]) -> Result<Vec<LayerCost>> {
         Self::check_input(x)?;
         // Conv: reads its f16 input (once, ignoring the halo re-reads the caches serve) and weight, writes
-        // f16; a ReLU norm costs only its partials and coefficients (small: the next conv applies it while
-        // loading), the residual update reads the second conv's output and the trunk and writes the trunk.
+        // f16; a ReLU norm applied by the next conv costs only its partials and coefficients (small), one
+        // applied in place (in3, in4) reads and writes the f16 tensor, the residual update reads the second
+        // conv's output and the trunk and writes the trunk.
         // The last conv writes 3 f32 channels.
         let conv = |c: &TcConv, x: &[usize]| -> Result<(f64, f64, [usize; 4])> {
             let o = c.out_shape(x)?;
@@ -433,22 +441,22 @@ impl<'g> GpuTransformerNetFast<'g> {
                     as f64;
             Ok((flops, bytes, o))
         };
-        let norm = |o: &[usize], residual: bool| {
-            o.iter().product::<usize>() as f64 * if residual { 6.0 } else { 0.0 }
-        };
+        // Bytes per element: 0 applied on load, 4 in place, 6 residual update.
+        let norm = |o: &[usize], per_elem: f64| o.iter().product::<usize>() as f64 * per_elem;
+        let in3_bytes = if self.fold_in3 { 0.0 } else { 4.0 };
         let mut v = Vec::new();
         let mut shape = [x[0], x[2], x[3], PACKED_INPUT_CHANNELS];
-        for (name, c) in [
-            ("conv1+in1", &self.conv1),
-            ("conv2+in2", &self.conv2),
-            ("conv3+in3", &self.conv3),
+        for (name, c, nb) in [
+            ("conv1+in1", &self.conv1, 0.0),
+            ("conv2+in2", &self.conv2, 0.0),
+            ("conv3+in3", &self.conv3, in3_bytes),
         ] {
             let (f, b, o) = conv(c, &shape)?;
             v.push(LayerCost {
                 name,
                 kind: OpKind::Conv,
                 flops: f,
-                bytes: b + norm(&o, false),
+                bytes: b + norm(&o, nb),
             });
             shape = o;
         }
@@ -459,20 +467,20 @@ impl<'g> GpuTransformerNetFast<'g> {
                 name: res_name(i),
                 kind: OpKind::Conv,
                 flops: f1 + f2,
-                bytes: b1 + b2 + norm(&o1, false) + norm(&o2, true),
+                bytes: b1 + b2 + norm(&o1, 0.0) + norm(&o2, 6.0),
             });
             shape = o2;
         }
-        for (name, c) in [
-            ("deconv1+in4", &self.deconv1),
-            ("deconv2+in5", &self.deconv2),
+        for (name, c, nb) in [
+            ("deconv1+in4", &self.deconv1, 4.0),
+            ("deconv2+in5", &self.deconv2, 0.0),
         ] {
             let (f, b, o) = conv(c, &shape)?;
             v.push(LayerCost {
                 name,
                 kind: OpKind::Conv,
                 flops: f,
-                bytes: b + norm(&o, false),
+                bytes: b + norm(&o, nb),
             });
             shape = o;
         }
@@ -578,8 +586,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         };
         // Every conv writes its raw f16 output; `nhwc_in_coef` turns the partials into the norm's (a, b)
         // and the NEXT conv applies relu(a·x + b) to each element it loads (`coef` is rewritten only after
-        // that conv, in stream order). in3's output is also the first skip connection: it stays raw in
-        // `trunk` and the first residual update normalises it (into `trunk`) while adding.
+        // that conv, in stream order), except in3 and in4, applied in place (see the module doc).
         nhwc_pack_input(gpu, x, x4)?;
         match &self.conv1_halo {
             Some(w) => {
@@ -598,9 +605,16 @@ impl<'g> GpuTransformerNetFast<'g> {
         self.conv3
             .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
         self.in3.coef(gpu, trunk, part, coef_trunk)?;
+        // The trunk's pending norm: none when in3 is applied in place (the default); with
+        // `STYLEFORGE_FOLD_IN3=1` (A/B) the trunk stays raw and the first residual block's conv and update
+        // apply in3 on load.
+        let mut trunk_norm: Option<&DeviceTensor> = None;
+        if self.fold_in3 {
+            trunk_norm = Some(coef_trunk);
+        } else {
+            nhwc_in_apply(gpu, trunk, coef_trunk, true)?;
+        }
         mark("conv3+in3")?;
-        // The trunk's pending norm (in3's) until the first residual update applies it.
-        let mut trunk_norm: Option<&DeviceTensor> = Some(coef_trunk);
         for (i, blk) in self.res.iter().enumerate() {
             blk.conv1
                 .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: t1, part })?;
@@ -614,9 +628,10 @@ impl<'g> GpuTransformerNetFast<'g> {
         self.deconv1
             .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: u1, part })?;
         self.in4.coef(gpu, u1, part, coef)?;
+        nhwc_in_apply(gpu, u1, coef, true)?;
         mark("deconv1+in4")?;
         self.deconv2
-            .run(gpu, u1, Some(coef), ConvOut::F16Stats { y: u2, part })?;
+            .run(gpu, u1, None, ConvOut::F16Stats { y: u2, part })?;
         self.in5.coef(gpu, u2, part, coef)?;
         mark("deconv2+in5")?;
         let in5 = Some(InputNorm { coef });
