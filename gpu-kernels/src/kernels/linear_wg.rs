@@ -5,12 +5,12 @@
 //! K-major wgmma operands), f32 accumulation, and `linear_tc`'s epilogue (`linear_tc::Epilogue`: + bias,
 //! exact GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
 //!
-//! Block: `LINEAR_WG_THREADS` = 2 warpgroups, output tile `LINEAR_WG_BM` x `LINEAR_WG_BN` = 128 x 256;
-//! warpgroup g owns rows 64g .. 64g + 64 and all 256 columns (one `wgmma.m64n256k16` per k16 step, 128
-//! f32 accumulators per thread). Grid (ceil(N / 256), ceil(M / 128)): consecutive blocks share x rows.
+//! Block: `LINEAR_WG_THREADS` = 2 warpgroups, output tile `LINEAR_WG_BM` x `LINEAR_WG_BN` = 128 x 128;
+//! warpgroup g owns rows 64g .. 64g + 64 and all 128 columns (one `wgmma.m64n128k16` per k16 step, 64
+//! f32 accumulators per thread). Grid (ceil(N / 128), ceil(M / 128)): consecutive blocks share x rows.
 //!
 //! Pipeline (`LINEAR_WG_STAGES` = S stages of BK = 64, every thread loads; no warp specialisation): each
-//! stage holds the x tile [128][64] and the w tile [256][64] in the 128-byte-swizzle layout of
+//! stage holds the x tile [128][64] and the w tile [128][64] in the 128-byte-swizzle layout of
 //! `device::wgmma` (16-byte chunk j of row r at `r·128 + ((j ^ (r % 8))·16)`, tile bases 1024-byte
 //! aligned), written by `cp.async` (rows past M or N: src-size 0, zero fill). Iteration kt:
 //! 1. `cp.async.wait_group(S - 3)`: this thread's copies of K tile kt have landed;
@@ -57,13 +57,13 @@ const WG_A_BYTES: u32 = 64 * SW128_ROW_BYTES;
 
 const _: () = assert!(
     BM == 128
-        && BN == 256
+        && BN == 128
         && BK == 64
         && CHUNKS == 8
         && THREADS == 256
         && ROW_STEP == 32
         && A_LOADS == 4
-        && B_LOADS == 8
+        && B_LOADS == 4
         && STAGES >= 3
         && A_BYTES % SW128_ATOM_BYTES == 0
         && STAGE_BYTES % SW128_ATOM_BYTES == 0
@@ -77,7 +77,7 @@ fn aligned_smem() -> u32 {
     (shared::dynamic_smem_addr() + (SW128_ATOM_BYTES - 1)) & !(SW128_ATOM_BYTES - 1)
 }
 
-/// y = epilogue(x · wᵀ) for x [M, K] f16, w [N, K] f16 on `wgmma`. Grid (ceil(N/256), ceil(M/128)),
+/// y = epilogue(x · wᵀ) for x [M, K] f16, w [N, K] f16 on `wgmma`. Grid (ceil(N/128), ceil(M/128)),
 /// block `LINEAR_WG_THREADS`, dynamic shared memory `LINEAR_WG_SMEM_BYTES`. Requires K % 64 == 0,
 /// K ≥ 64, N % 8 == 0, M, N ≥ 1 and every size below 2^31 (host-checked). Arguments and epilogue as
 /// `linear_tc`: `bias` [N] only with `LINEAR_TC_BIAS`, `res` ([res_rows, N], f32 or with
@@ -105,7 +105,7 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
     let ktiles = k / BK;
     let smem = aligned_smem();
 
-    // Loader: chunk j of x rows r0 + 32i (i < 4) and w rows r0 + 32i (i < 8). Rows past M / N read
+    // Loader: chunk j of x rows r0 + 32i (i < 4) and w rows r0 + 32i (i < 4). Rows past M / N read
     // row 0 with src_size 0 (zero fill), so every source address stays inside the tensors. K % 64 == 0:
     // every chunk lies inside K.
     let j = t % CHUNKS;
@@ -127,7 +127,7 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
                 if ok { 16 } else { 0 },
             );
         });
-        unroll!(8, |i| {
+        unroll!(4, |i| {
             let row = r0 + ROW_STEP * i as u32;
             let ok = n0 + row < n;
             let src = if ok {
@@ -151,7 +151,7 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
         cp_async_commit();
     }
 
-    let mut acc = splat128(0.0);
+    let mut acc = splat64(0.0);
     let mut kt = 0;
     while kt < ktiles {
         // Groups committed so far: S - 2 + kt, group g holding K tile g; tile kt landed when at most
@@ -167,10 +167,10 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
 
         let a_base = smem + (kt % STAGES) * STAGE_BYTES + wg * WG_A_BYTES;
         let b_base = smem + (kt % STAGES) * STAGE_BYTES + A_BYTES;
-        fence_acc128(&mut acc);
+        fence_acc64(&mut acc);
         unroll!(4, |s| {
             let off = 32 * s as u32;
-            mma_m64n256k16_f16(
+            mma_m64n128k16_f16(
                 &mut acc,
                 smem_desc_sw128(a_base + off),
                 smem_desc_sw128(b_base + off),
@@ -181,7 +181,7 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
         wgmma::wait_group::<1>();
         kt += 1;
     }
-    wait_acc128::<0>(&mut acc);
+    wait_acc64::<0>(&mut acc);
     // Drain the (empty) trailing cp.async groups before the block exits.
     cp_async_wait_group::<0>();
 
@@ -204,7 +204,7 @@ pub unsafe extern "ptx-kernel" fn linear_wg(
         let row = row0 + 8 * half as u32;
         if row < m {
             let (out, rrow) = ep.row(row);
-            unroll!(4, |ia| {
+            unroll!(2, |ia| {
                 unroll!(8, |ib| {
                     let i = ia * 8 + ib;
                     ep.pair(

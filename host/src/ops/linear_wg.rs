@@ -1,12 +1,12 @@
 //! `linear_wg` launcher: the `linear_tc` product (y = epilogue(x Wᵀ), f16 inputs, f32 accumulation,
 //! bias / exact GELU / residual, f32 and/or f16 outputs; see [`crate::ops::linear_tc`]) on the Hopper
-//! `wgmma` kernel (128 x 256 tiles; PTX target `sm_90a`, so H100/H200 only). Meant for many rows: the
-//! grid has ceil(M/128)·ceil(N/256) blocks of one per SM.
+//! `wgmma` kernel (128 x 128 tiles, two blocks per SM; PTX target `sm_90a`, so H100/H200 only). Meant
+//! for many rows: the grid has ceil(M/128)·ceil(N/128) blocks.
 //!
 //! Extra shape rules on top of `linear_tc`'s: K a positive multiple of 64 (the kernel's K step, no
 //! tail handling) and N a multiple of 8. M is arbitrary (rows past M are zero-filled and not stored).
-//! [`crate::ops::linear_tc::linear_tc`] / `linear_tc_ws` route their many-row plan here when
-//! `STYLEFORGE_LINEAR_WG=1` ([`crate::ops::linear_tc::LINEAR_WG_ENV`]) and [`supports`] says yes.
+//! [`crate::ops::linear_tc::linear_tc`] / `linear_tc_ws` route their many-row plan here unless
+//! `STYLEFORGE_LINEAR_WG=0` ([`crate::ops::linear_tc::LINEAR_WG_ENV`]), when [`supports`] says yes.
 //!
 //! Also the launcher of `wgmma_probe`, the one-MMA layout probe of the self-check.
 use gpu_kernels::launch::{
@@ -30,7 +30,7 @@ pub fn supports(n: usize, k: usize) -> bool {
     n > 0 && n.is_multiple_of(8) && k > 0 && k.is_multiple_of(LINEAR_WG_BK as usize)
 }
 
-/// Grid of `linear_wg` for M rows and N columns: (ceil(N / 256), ceil(M / 128)).
+/// Grid of `linear_wg` for M rows and N columns: (ceil(N / 128), ceil(M / 128)).
 pub fn grid(m: usize, n: usize) -> (usize, usize) {
     (
         n.div_ceil(LINEAR_WG_BN as usize),
@@ -73,7 +73,7 @@ pub fn linear_wg(
     // `check_args_for` and fits 32 bits; the outputs are exclusive borrows, distinct from the inputs.
     // Block = LINEAR_WG_THREADS (2 warpgroups, as the kernel's wgmma needs) with LINEAR_WG_SMEM_BYTES of
     // dynamic shared memory (the 4 stages plus 1 KB alignment slack the kernel carves; ≤ 227 KB, opted
-    // in by `Gpu::launch`); the grid covers ceil(N/256) x ceil(M/128) ≤ 65535 tiles.
+    // in by `Gpu::launch`); the grid covers ceil(N/128) x ceil(M/128) ≤ 65535 tiles.
     unsafe {
         gpu.launch(
             "linear_wg",
