@@ -165,8 +165,8 @@ mod tests {
         assert!(!supports(0, 64));
         assert!(!supports(45, 64));
         assert!(!supports(512, 0));
-        assert_eq!(grid(32768, 1536), (6, 256));
+        assert_eq!(grid(32768, 1536), (12, 256));
         assert_eq!(grid(200, 128), (1, 2));
-        assert_eq!(grid(4100, 2048), (8, 33));
+        assert_eq!(grid(4100, 2048), (16, 33));
     }
 }
