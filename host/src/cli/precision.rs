@@ -42,16 +42,17 @@ pub fn dedup(given: &[Precision]) -> Vec<Precision> {
 
 /// TransformerNet on the GPU in one of the two precisions; the methods are those the two nets share.
 pub enum GpuTnet<'g> {
-    Fp32(GpuTransformerNet<'g>),
-    Fp16(GpuTransformerNetFast<'g>),
+    // Boxed: the nets hold their weights' device handles and per-shape buffers (~2 KB each).
+    Fp32(Box<GpuTransformerNet<'g>>),
+    Fp16(Box<GpuTransformerNetFast<'g>>),
 }
 
 impl<'g> GpuTnet<'g> {
     /// Uploads `net`'s weights for the implementation of `precision`.
     pub fn new(gpu: &'g Gpu, net: &TransformerNet, precision: Precision) -> Result<Self> {
         Ok(match precision {
-            Precision::Fp32 => GpuTnet::Fp32(GpuTransformerNet::new(gpu, net)?),
-            Precision::Fp16 => GpuTnet::Fp16(GpuTransformerNetFast::new(gpu, net)?),
+            Precision::Fp32 => GpuTnet::Fp32(Box::new(GpuTransformerNet::new(gpu, net)?)),
+            Precision::Fp16 => GpuTnet::Fp16(Box::new(GpuTransformerNetFast::new(gpu, net)?)),
         })
     }
 
