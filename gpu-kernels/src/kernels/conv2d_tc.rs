@@ -90,7 +90,7 @@ unsafe fn st_u32(addr: u32, v: u32) {
 /// # Safety
 /// `addr` must be 16-byte aligned with `addr .. addr + 16` inside the launch's dynamic shared memory.
 #[inline(always)]
-unsafe fn st_v4_u32(addr: u32, v: [u32; 4]) {
+pub(super) unsafe fn st_v4_u32(addr: u32, v: [u32; 4]) {
     asm!("st.shared.v4.u32 [{0}], {{{1}, {2}, {3}, {4}}};", in(reg32) addr, in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3], options(nostack));
 }
 
@@ -596,6 +596,62 @@ conv2d_tc_entry!(
     conv2d_tc_c4_k32_m128, mt 1, nt 4, wn 1, bk 32, stages 4, piece 8, rows 4
 );
 
+/// Shared-window address of 16-byte chunk `chunk` (0..4) of halo pixel `hp` in the 32-channel halo tiles of
+/// `conv2d_tc_halo9_k8` and `conv2d_tc_halo9_taps`: 64-byte pixels, chunks swizzled by `(hp >> 1) & 3` so
+/// that eight consecutive pixels of one chunk column are conflict-free for ldmatrix.
+#[inline(always)]
+pub(super) fn halo32_chunk(smem: u32, hp: u32, chunk: u32) -> u32 {
+    smem + hp * 64 + ((chunk ^ ((hp >> 1) & 3)) << 4)
+}
+
+/// Issues (does not commit) the cp.async copies of a 32-channel halo tile for a 9x9 reflection-padded
+/// conv: `hpix` pixels, `hw` per row, halo pixel (hy, hx) = input (ty0 + hy - 4, tx0 + hx - 4) of image
+/// `n_img`, reflected; rows and columns past the output (partial tiles) are clamped first (their results
+/// are not stored). Thread t copies chunks t, t + 256, ... (so always channel group t % 4).
+///
+/// # Safety
+/// 256 threads; x NHWC f16 [N, h, wd, 32] with h, wd ≥ 5 and n_img < N; the tile lies inside the
+/// launch's dynamic shared memory from `smem`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn halo32_load(x: *const u16, smem: u32, h: u32, wd: u32, tx0: u32, ty0: u32, n_img: u32, hw: u32, hpix: u32) {
+    let mut id = thread_idx_x();
+    while id < hpix * 4 {
+        let (hp, ch) = (id / 4, id % 4);
+        let (hy, hx) = (hp / hw, hp % hw);
+        let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
+        let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
+        let src = x.add(((n_img * h + ih) * wd + iw) as usize * crate::launch::CONV2D_TC_HALO_C as usize + ch as usize * 8);
+        cp_async_16_ca(halo32_chunk(smem, hp, ch), src as *const u8, 16);
+        id += CONV2D_TC_THREADS;
+    }
+}
+
+/// The input norm + ReLU (`in_norm_relu`, coefficients `in_coef[(n_img*32 + c)*2 ..+2]`) on the halo chunks
+/// this thread copied with [`halo32_load`] (all of channel group t % 4: the stride 256 is a multiple of 4).
+/// Call after this thread's cp.async wait and before the barrier that publishes the tile.
+///
+/// # Safety
+/// As [`halo32_load`]; `in_coef` holds the image's 32 (a, b) pairs.
+#[inline(always)]
+pub(super) unsafe fn halo32_in_norm(in_coef: *const f32, smem: u32, n_img: u32, hpix: u32) {
+    let t = thread_idx_x();
+    let ch = t % 4;
+    let cf = in_coef.add(((n_img * crate::launch::CONV2D_TC_HALO_C + ch * 8) * 2) as usize);
+    let mut ab = [[0f32; 4]; 4];
+    unroll!(4, |q| {
+        unroll!(4, |e| {
+            ab[q][e] = *cf.add(q * 4 + e);
+        });
+    });
+    let mut id = t;
+    while id < hpix * 4 {
+        let addr = halo32_chunk(smem, id / 4, ch);
+        st_v4_u32(addr, in_norm_relu(ld_v4_u32(addr), &ab));
+        id += CONV2D_TC_THREADS;
+    }
+}
+
 /// `conv2d_tc` for the network's last layer: 9x9, stride 1, reflection pad 4, C = 32 input channels,
 /// 8 computed output channels, NCHW f32 output of the first `k_real` plus bias. Unlike the gather kernels
 /// above, each block stages its input tile with the halo in shared memory once (16-byte chunks swizzled
@@ -627,21 +683,10 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
     let (p_out, q_out) = (h, wd); // stride 1, pad 4: same size
     let smem = shared::dynamic_smem_addr();
     let w_base = smem + HPIX * PIX_BYTES;
-    let chunk_addr = |hp: u32, chunk: u32| smem + hp * PIX_BYTES + ((chunk ^ ((hp >> 1) & 3)) << 4);
+    let chunk_addr = |hp: u32, chunk: u32| halo32_chunk(smem, hp, chunk);
 
-    // Stage the halo tile: input rows ty0-4 .. ty0+TH+4, columns tx0-4 .. tx0+TW+4, reflected; rows and
-    // columns past the output (partial tiles) are clamped first (their results are not stored).
-    let mut id = t;
-    while id < HPIX * 4 {
-        let hp = id / 4;
-        let ch = id % 4;
-        let (hy, hx) = (hp / HW, hp % HW);
-        let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
-        let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
-        let src = x.add(((n_img * h + ih) * wd + iw) as usize * CONV2D_TC_HALO_C as usize + ch as usize * 8);
-        cp_async_16_ca(chunk_addr(hp, ch), src as *const u8, 16);
-        id += CONV2D_TC_THREADS;
-    }
+    // Stage the halo tile (input rows ty0-4 .. ty0+TH+4, columns tx0-4 .. tx0+TW+4) and the weight.
+    halo32_load(x, smem, h, wd, tx0, ty0, n_img, HW, HPIX);
     let mut id = t;
     while id < CONV2D_TC_HALO_W_ELEMS / 8 {
         cp_async_16(w_base + id * 16, w.add(id as usize * 8) as *const u8, 16);
@@ -649,23 +694,8 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
     }
     cp_async_commit();
     cp_async_wait_group::<0>();
-    // Input norm: relu(a_c x + b_c) on the chunks this thread staged (their channel group t % 4 is the
-    // same for all of them: the stride 256 is a multiple of 4), before the barrier publishes them.
     if !in_coef.is_null() {
-        let ch = t % 4;
-        let cf = in_coef.add(((n_img * CONV2D_TC_HALO_C + ch * 8) * 2) as usize);
-        let mut ab = [[0f32; 4]; 4];
-        unroll!(4, |q| {
-            unroll!(4, |e| {
-                ab[q][e] = *cf.add(q * 4 + e);
-            });
-        });
-        let mut id = t;
-        while id < HPIX * 4 {
-            let addr = chunk_addr(id / 4, ch);
-            st_v4_u32(addr, in_norm_relu(ld_v4_u32(addr), &ab));
-            id += CONV2D_TC_THREADS;
-        }
+        halo32_in_norm(in_coef, smem, n_img, HPIX);
     }
     sync_threads();
 
@@ -756,7 +786,7 @@ fn sel(c: bool, a: u32, b: u32) -> u32 {
 /// # Safety
 /// `addr` must be 16-byte aligned with `addr .. addr + 16` inside the launch's dynamic shared memory.
 #[inline(always)]
-unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
+pub(super) unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
     let (a, b, c, d): (u32, u32, u32, u32);
     asm!("ld.shared.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
          out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, readonly));

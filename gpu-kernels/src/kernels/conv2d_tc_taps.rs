@@ -25,42 +25,16 @@
 //! f16 as `nhwc_in_apply` does), so the normalised activation never goes through memory.
 //! After the MMA loop, Z goes to shared memory (f32, row pitch `CONV2D_TC_TAPS_ZP`, over the dead input
 //! tile) and the shifted sums are written as NCHW f32 plus bias, x fastest (coalesced).
-use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2, unpack_f16x2};
+use super::conv2d_tc::{halo32_chunk, halo32_in_norm, halo32_load, ld_v4_u32};
+use crate::device::mma::{cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816};
 use crate::device::shared::{self, ld_f32};
 use crate::device::unroll::unroll;
-use crate::device::{block_idx_x, block_idx_y, block_idx_z, math, sync_threads, thread_idx_x};
+use crate::device::{block_idx_x, block_idx_y, block_idx_z, sync_threads, thread_idx_x};
 use crate::launch::{
     CONV2D_TC_HALO_C as C, CONV2D_TC_TAPS_HW as HW, CONV2D_TC_TAPS_K as KT, CONV2D_TC_TAPS_TH as TH, CONV2D_TC_TAPS_TILE_BYTES, CONV2D_TC_TAPS_TW as TW,
     CONV2D_TC_TAPS_W_ELEMS, CONV2D_TC_TAPS_ZP as ZP, CONV2D_TC_THREADS,
 };
 use core::arch::asm;
-
-/// Reflection of `v` into 0..extent (one reflection: |distance| < extent).
-#[inline(always)]
-fn reflect(v: i32, extent: i32) -> i32 {
-    let v = if v < 0 { -v } else { v };
-    if v > extent - 1 {
-        2 * (extent - 1) - v
-    } else {
-        v
-    }
-}
-
-/// `ld.shared.v4.u32`. # Safety: `addr` 16-byte aligned inside the dynamic shared memory.
-#[inline(always)]
-unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
-    let (a, b, c, d): (u32, u32, u32, u32);
-    asm!("ld.shared.v4.u32 {{{0}, {1}, {2}, {3}}}, [{4}];",
-         out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, readonly));
-    [a, b, c, d]
-}
-
-/// `st.shared.v4.u32`. # Safety: `addr` 16-byte aligned inside the dynamic shared memory.
-#[inline(always)]
-unsafe fn st_v4_u32(addr: u32, v: [u32; 4]) {
-    asm!("st.shared.v4.u32 [{0}], {{{1}, {2}, {3}, {4}}};",
-         in(reg32) addr, in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3], options(nostack));
-}
 
 /// `st.shared.v2.f32`. # Safety: `addr` 8-byte aligned inside the dynamic shared memory.
 #[inline(always)]
@@ -91,23 +65,11 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const 
     let n_img = block_idx_z();
     let smem = shared::dynamic_smem_addr();
     let w_base = smem + CONV2D_TC_TAPS_TILE_BYTES;
-    let chunk_addr = |hp: u32, chunk: u32| smem + hp * PIX_BYTES + ((chunk ^ ((hp >> 1) & 3)) << 4);
-    let src_of = |id: u32| {
-        let (hp, ch) = (id / 4, id % 4);
-        let (hy, hx) = (hp / HW, hp % HW);
-        // Rows / columns past the output (partial tiles) are clamped first (their results are not stored).
-        let ih = reflect(((ty0 + hy) as i32 - 4).min(h as i32 + 3), h as i32) as u32;
-        let iw = reflect(((tx0 + hx) as i32 - 4).min(wd as i32 + 3), wd as i32) as u32;
-        (hp, ch, x.add(((n_img * h + ih) * wd + iw) as usize * C as usize + ch as usize * 8))
-    };
+    let chunk_addr = |hp: u32, chunk: u32| halo32_chunk(smem, hp, chunk);
 
-    // Stage the input tile rows ty0-4 .. ty0+TH+4, columns tx0-4 .. tx0+TW+4 (reflected) and the weight.
-    let mut id = t;
-    while id < HPIX * 4 {
-        let (hp, ch, src) = src_of(id);
-        cp_async_16_ca(chunk_addr(hp, ch), src as *const u8, 16);
-        id += CONV2D_TC_THREADS;
-    }
+    // Stage the input tile rows ty0-4 .. ty0+TH+4, columns tx0-4 .. tx0+TW+4 (reflected) and the weight;
+    // normalise it in shared memory when asked.
+    halo32_load(x, smem, h, wd, tx0, ty0, n_img, HW, HPIX);
     let mut id = t;
     while id < CONV2D_TC_TAPS_W_ELEMS / 8 {
         cp_async_16(w_base + id * 16, w.add(id as usize * 8) as *const u8, 16);
@@ -116,24 +78,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const 
     cp_async_commit();
     cp_async_wait_group::<0>();
     if !coef.is_null() {
-        // Each thread normalises the chunks it copied itself (its own cp.async writes are complete and
-        // visible to it after the wait); the barrier below publishes them.
-        let cb = coef.add(n_img as usize * C as usize * 2);
-        let mut id = t;
-        while id < HPIX * 4 {
-            let (hp, ch) = (id / 4, id % 4);
-            let a = chunk_addr(hp, ch);
-            let mut v = ld_v4_u32(a);
-            unroll!(4, |k| {
-                let ci = (ch * 8 + 2 * k as u32) as usize;
-                let (x0, x1) = unpack_f16x2(v[k]);
-                let y0 = math::relu(math::fma(*cb.add(2 * ci), x0, *cb.add(2 * ci + 1)));
-                let y1 = math::relu(math::fma(*cb.add(2 * ci + 2), x1, *cb.add(2 * ci + 3)));
-                v[k] = pack_f16x2(y0, y1);
-            });
-            st_v4_u32(a, v);
-            id += CONV2D_TC_THREADS;
-        }
+        halo32_in_norm(coef, smem, n_img, HPIX);
     }
     sync_threads();
 

@@ -636,7 +636,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         mark("deconv2+in5")?;
         let in5 = Some(InputNorm { coef });
         match &self.deconv3_halo {
-            Some(Deconv3::Taps(w)) => conv2d_tc_halo9_taps(gpu, u2, w, Some(coef), &self.out_bias, out)?,
+            Some(Deconv3::Taps(w)) => conv2d_tc_halo9_taps(gpu, u2, w, in5, &self.out_bias, out)?,
             Some(Deconv3::K8(w)) => conv2d_tc_halo9_in(gpu, u2, in5, w, &self.out_bias, out)?,
             None => self.deconv3.run(
                 gpu,

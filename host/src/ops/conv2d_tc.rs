@@ -233,7 +233,7 @@ pub struct InputNorm<'a> {
 }
 
 /// Checks `norm`'s coefficients for an input `[N, H, W, C]`; the device pointer (0 = no input norm).
-fn input_norm_ptr(norm: Option<InputNorm<'_>>, n: usize, c: usize) -> Result<u64> {
+pub(crate) fn input_norm_ptr(norm: Option<InputNorm<'_>>, n: usize, c: usize) -> Result<u64> {
     let Some(InputNorm { coef }) = norm else {
         return Ok(0);
     };
@@ -447,25 +447,35 @@ pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &Devic
 }
 
 /// [`conv2d_tc_halo9`] with an optional [`InputNorm`] (+ReLU) applied to the input as it is staged.
-pub fn conv2d_tc_halo9_in(gpu: &Gpu, x: &DeviceTensor, norm: Option<InputNorm<'_>>, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+/// The checks the 9x9 halo launchers share ([`conv2d_tc_halo9_in`], `conv2d_tc_halo9_taps`; `what` names
+/// the kernel in messages): x NHWC f16 `[N, H, W, 32]` with H, W ≥ 5, the packed f16 weight of `w_elems`
+/// values for 1..=`k_max` real output channels, bias f32 `[k]`, y NCHW f32 `[N, k, H, W]`, 32-bit sizes.
+/// Returns N and the grid of `tile` = (rows, columns) output tiles per block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn halo9_check(what: &str, x: &DeviceTensor, w: &DeviceTensor, w_elems: u32, k: usize, k_max: usize, bias: &DeviceTensor, y: &DeviceTensor, tile: (u32, u32)) -> Result<(usize, (u32, u32, u32))> {
     ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4, OP, || {
-        format!("halo9: x must be NHWC f16 [N, H, W, 32], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
+        format!("{what}: x must be NHWC f16 [N, H, W, 32], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
     })?;
     let (n, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    ensure(c == CONV2D_TC_HALO_C as usize, OP, || format!("halo9: x must have {CONV2D_TC_HALO_C} channels, got {:?}", x.shape))?;
-    ensure(n > 0 && h >= 5 && wd >= 5, OP, || format!("halo9: input {:?} needs H, W ≥ 5 for the reflection pad of 4", x.shape))?;
-    ensure(w.data.dtype == DType::F16 && w.data.numel() == CONV2D_TC_HALO_W_ELEMS as usize && (1..=8).contains(&w.k), OP, || {
-        format!("halo9: weight must be the packed f16 [{CONV2D_TC_HALO_W_ELEMS}], got {:?} {:?}", w.data.dtype, w.data.shape)
+    ensure(c == CONV2D_TC_HALO_C as usize, OP, || format!("{what}: x must have {CONV2D_TC_HALO_C} channels, got {:?}", x.shape))?;
+    ensure(n > 0 && h >= 5 && wd >= 5, OP, || format!("{what}: input {:?} needs H, W ≥ 5 for the reflection pad of 4", x.shape))?;
+    ensure(w.dtype == DType::F16 && w.numel() == w_elems as usize && (1..=k_max).contains(&k), OP, || {
+        format!("{what}: weight must be the packed f16 [{w_elems}], got {:?} {:?}", w.dtype, w.shape)
     })?;
-    let kr = w.k;
-    ensure(bias.dtype == DType::F32 && bias.shape == [kr], OP, || format!("halo9: bias must be f32 [{kr}], got {:?} {:?}", bias.dtype, bias.shape))?;
-    ensure(y.dtype == DType::F32 && y.layout != Layout::Nhwc && y.shape == [n, kr, h, wd], OP, || {
-        format!("halo9: y must be NCHW f32 {:?}, got {:?} {:?} {:?}", [n, kr, h, wd], y.layout, y.dtype, y.shape)
+    ensure(bias.dtype == DType::F32 && bias.shape == [k], OP, || format!("{what}: bias must be f32 [{k}], got {:?} {:?}", bias.dtype, bias.shape))?;
+    ensure(y.dtype == DType::F32 && y.layout != Layout::Nhwc && y.shape == [n, k, h, wd], OP, || {
+        format!("{what}: y must be NCHW f32 {:?}, got {:?} {:?} {:?}", [n, k, h, wd], y.layout, y.dtype, y.shape)
     })?;
     let fits = |v: usize| v < (1 << 31);
-    ensure(fits(x.numel()) && fits(y.numel()) && n < 65536, OP, || format!("halo9: input {:?} too large for 32-bit indexing", x.shape))?;
-    let grid = (wd.div_ceil(CONV2D_TC_HALO_TW as usize) as u32, h.div_ceil(CONV2D_TC_HALO_TH as usize) as u32, n as u32);
-    ensure(grid.1 < 65536, OP, || format!("halo9: {h} rows exceed the grid"))?;
+    ensure(fits(x.numel()) && fits(y.numel()) && n < 65536, OP, || format!("{what}: input {:?} too large for 32-bit indexing", x.shape))?;
+    let grid = (wd.div_ceil(tile.1 as usize) as u32, h.div_ceil(tile.0 as usize) as u32, n as u32);
+    ensure(grid.1 < 65536, OP, || format!("{what}: {h} rows exceed the grid"))?;
+    Ok((n, grid))
+}
+
+pub fn conv2d_tc_halo9_in(gpu: &Gpu, x: &DeviceTensor, norm: Option<InputNorm<'_>>, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+    let (n, grid) = halo9_check("halo9", x, &w.data, CONV2D_TC_HALO_W_ELEMS, w.k, 8, bias, y, (CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW))?;
+    let (h, wd, c, kr) = (x.shape[1], x.shape[2], x.shape[3], w.k);
     let in_coef = input_norm_ptr(norm, n, c)?;
     let (h32, w32, kr32) = (h as u32, wd as u32, kr as u32);
     // SAFETY: conv2d_tc_halo9_k8(x, w: *const u16, h, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32,

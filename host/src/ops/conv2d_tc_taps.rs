@@ -7,7 +7,8 @@ use gpu_kernels::launch::{
 use models::Tensor;
 
 use crate::error::{ensure, Result};
-use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::gpu::{DeviceTensor, Gpu, Layout};
+use crate::ops::conv2d_tc::{halo9_check, input_norm_ptr, InputNorm};
 use crate::kernel_args;
 
 const OP: &str = "conv2d_tc";
@@ -64,34 +65,13 @@ impl TapsWeight {
 }
 
 /// y `[N, k, H, W]` (NCHW f32) = bias + conv9x9(x' reflect-padded by 4, w) for x NHWC f16 `[N, H, W, 32]`,
-/// where x' = relu(a·x + b) per channel with (a, b) = `in_coef[(n·32 + c)·2 ..+2]` (f32, `nhwc_in_coef`'s
-/// layout) when `in_coef` is given, else x' = x.
-pub fn conv2d_tc_halo9_taps(gpu: &Gpu, x: &DeviceTensor, w: &TapsWeight, in_coef: Option<&DeviceTensor>, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
-    let c_in = CONV2D_TC_HALO_C as usize;
-    ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4, OP, || {
-        format!("halo9 taps: x must be NHWC f16 [N, H, W, {c_in}], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
-    })?;
-    let (n, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    ensure(c == c_in, OP, || format!("halo9 taps: x must have {c_in} channels, got {:?}", x.shape))?;
-    ensure(n > 0 && h >= 5 && wd >= 5, OP, || format!("halo9 taps: input {:?} needs H, W ≥ 5 for the reflection pad of 4", x.shape))?;
-    ensure(w.data.dtype == DType::F16 && w.data.numel() == CONV2D_TC_TAPS_W_ELEMS as usize && (1..=CONV2D_TC_TAPS_K as usize).contains(&w.k), OP, || {
-        format!("halo9 taps: weight must be the packed f16 [{CONV2D_TC_TAPS_W_ELEMS}], got {:?} {:?}", w.data.dtype, w.data.shape)
-    })?;
-    let kr = w.k;
-    ensure(bias.dtype == DType::F32 && bias.shape == [kr], OP, || format!("halo9 taps: bias must be f32 [{kr}], got {:?} {:?}", bias.dtype, bias.shape))?;
-    if let Some(cf) = in_coef {
-        ensure(cf.dtype == DType::F32 && cf.numel() >= n * c_in * 2, OP, || {
-            format!("halo9 taps: input coefficients must be f32 with {} values, got {:?} {:?}", n * c_in * 2, cf.dtype, cf.shape)
-        })?;
-    }
-    ensure(y.dtype == DType::F32 && y.layout != Layout::Nhwc && y.shape == [n, kr, h, wd], OP, || {
-        format!("halo9 taps: y must be NCHW f32 {:?}, got {:?} {:?} {:?}", [n, kr, h, wd], y.layout, y.dtype, y.shape)
-    })?;
-    let fits = |v: usize| v < (1 << 31);
-    ensure(fits(x.numel()) && fits(y.numel()) && n < 65536, OP, || format!("halo9 taps: input {:?} too large for 32-bit indexing", x.shape))?;
-    let grid = (wd.div_ceil(CONV2D_TC_TAPS_TW as usize) as u32, h.div_ceil(CONV2D_TC_TAPS_TH as usize) as u32, n as u32);
-    ensure(grid.1 < 65536, OP, || format!("halo9 taps: {h} rows exceed the grid"))?;
-    let coef = in_coef.map_or(0u64, |c| c.ptr());
+/// where x' = relu(a·x + b) per channel with (a, b) = `in_norm`'s `coef[(n·32 + c)·2 ..+2]` (f32,
+/// `nhwc_in_coef`'s layout) when given, else x' = x.
+pub fn conv2d_tc_halo9_taps(gpu: &Gpu, x: &DeviceTensor, w: &TapsWeight, in_norm: Option<InputNorm<'_>>, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+    let tile = (CONV2D_TC_TAPS_TH, CONV2D_TC_TAPS_TW);
+    let (n, grid) = halo9_check("halo9 taps", x, &w.data, CONV2D_TC_TAPS_W_ELEMS, w.k, CONV2D_TC_TAPS_K as usize, bias, y, tile)?;
+    let coef = input_norm_ptr(in_norm, n, CONV2D_TC_HALO_C as usize)?;
+    let (h, wd, kr) = (x.shape[1], x.shape[2], w.k);
     let (h32, w32, kr32) = (h as u32, wd as u32, kr as u32);
     // SAFETY: conv2d_tc_halo9_taps(x, w: *const u16, coef: *const f32, h, wd: u32, y32: *mut f32,
     // bias: *const f32, k_real: u32) match the arguments in order and type. Block (tx, ty, n) reads

@@ -72,7 +72,7 @@ pub fn linear_wg(
     // when non-null, only rows < m and columns < n. Every size was checked against the tensors in
     // `check_args_for` and fits 32 bits; the outputs are exclusive borrows, distinct from the inputs.
     // Block = LINEAR_WG_THREADS (2 warpgroups, as the kernel's wgmma needs) with LINEAR_WG_SMEM_BYTES of
-    // dynamic shared memory (the 4 stages plus 1 KB alignment slack the kernel carves; ≤ 227 KB, opted
+    // dynamic shared memory (the stages plus 1 KB alignment slack the kernel carves; ≤ 227 KB, opted
     // in by `Gpu::launch`); the grid covers ceil(N/128) x ceil(M/128) ≤ 65535 tiles.
     unsafe {
         gpu.launch(
