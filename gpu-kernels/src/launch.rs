@@ -141,6 +141,14 @@ pub const CONV2D_TC_THREADS: u32 = 256;
 pub const CONV2D_TC_OUT_F16_STATS: u32 = 0;
 /// `conv2d_tc` epilogue: NCHW f32 output of the first `k_real` channels plus bias.
 pub const CONV2D_TC_OUT_NCHW_BIAS: u32 = 1;
+/// `conv2d_tc` mode flag (OR-ed into `CONV2D_TC_OUT_F16_STATS`): sub-pixel form of "nearest 2x upsample,
+/// reflection pad 1, 3x3 conv". Output pixel (2i + a, 2j + b) only sees low-resolution rows i + a - 1,
+/// i + a and columns j + b - 1, j + b (reflection in the upsampled image = clamping in the source), so each
+/// of the four parities (a, b) is a 2x2 conv of the source with its own summed weights: 4 taps per output
+/// instead of 9. The launch passes R = 2, up = 2, P x Q = the source's H x W (one parity plane), weights
+/// `[4][K][kw]` (parity-major, `host::ops::conv2d_tc::pack_weight_subpixel`), and a grid of
+/// 4 * ceil(H*W / BM) tiles per sample, parity-major; partial tile index = blockIdx.x.
+pub const CONV2D_TC_SUBPIXEL: u32 = 2;
 
 /// One compiled `conv2d_tc` kernel: `bm` output pixels x all K channels per block, GEMM-K steps of `bk`
 /// f16 (32 or 64) through a `stages`-deep cp.async pipeline, A gathered in `piece`-byte pieces (16, or 8

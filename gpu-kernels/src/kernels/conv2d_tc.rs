@@ -50,8 +50,8 @@ use crate::device::math;
 use crate::device::shared::{ld_v2_u32, ld_v4_f32};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
-use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
-use crate::launch::{CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_THREADS};
+use crate::device::{block_idx_x, block_idx_y, grid_dim_x, shared, sync_threads, thread_idx_x};
+use crate::launch::{CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_SUBPIXEL, CONV2D_TC_THREADS};
 use core::arch::asm;
 
 /// Byte offset of 16-byte chunk `chunk` of row `row` in a tile of `BK`-element rows (XOR swizzle, see the
@@ -196,7 +196,15 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let lane = t % 32;
     let kg = s.r * s.r * s.c; // GEMM-K (the weight rows are zero-padded to kw ≥ kg)
     let ktiles = s.kw.div_ceil(BK);
-    let tile = block_idx_x();
+    // Sub-pixel mode (`CONV2D_TC_SUBPIXEL`): the grid's x covers the four parity planes of tiles.
+    let sub = mode & CONV2D_TC_SUBPIXEL != 0;
+    let mode = mode & !CONV2D_TC_SUBPIXEL;
+    let (parity, tile) = if sub {
+        let tpp = (s.p_out * s.q_out).div_ceil(16 * MT as u32 * (8 / WN));
+        (block_idx_x() / tpp, block_idx_x() % tpp)
+    } else {
+        (0, block_idx_x())
+    };
     let n_img = block_idx_y();
     let pq = s.p_out * s.q_out;
     let m0 = tile * bm;
@@ -225,8 +233,13 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             }
             let oh = m / s.q_out;
             let ow = m - oh * s.q_out;
-            let ih = reflect((oh * s.stride + rr) as i32 - s.pad as i32, hu) as u32 >> up_shift;
-            let iw = reflect((ow * s.stride + rr) as i32 - s.pad as i32, wu) as u32 >> up_shift;
+            let (ih, iw) = if sub {
+                // Source row i + a - 1 + rr and column j + b - 1 + rr, clamped (= reflected upsampled).
+                let clamp = |v: i32, n: u32| if v < 0 { 0 } else if v as u32 >= n { n - 1 } else { v as u32 };
+                (clamp((oh + (parity >> 1) + rr) as i32 - 1, s.h), clamp((ow + (parity & 1) + rr) as i32 - 1, s.wd))
+            } else {
+                (reflect((oh * s.stride + rr) as i32 - s.pad as i32, hu) as u32 >> up_shift, reflect((ow * s.stride + rr) as i32 - s.pad as i32, wu) as u32 >> up_shift)
+            };
             st_u32(tab + (rr * ts + row) * 4, (n_img * s.h + ih) * s.wd * s.c);
             st_u32(tab + col_tab + (rr * ts + row) * 4, iw * s.c);
             id += CONV2D_TC_THREADS;
@@ -268,6 +281,8 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let b_j = t % chunks;
     let b_n0 = t / chunks;
     let b_dst0 = swz::<BK>(b_n0, b_j);
+    // Sub-pixel mode: this parity's weight matrix.
+    let w = w.wrapping_add((parity * k_out * s.kw) as usize);
     let b_src0 = w.wrapping_add(b_n0 as usize * s.kw as usize + b_j as usize * 8);
 
     // Issues the copies of GEMM-K step `kt` into pipeline stage `stage`.
@@ -400,7 +415,14 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             unroll!(2, |half| {
                 let m = m0 + row0 + mi as u32 * 16 + g + 8 * half as u32;
                 if m < pq {
-                    let out = y16.add((pix0 + m as usize) * (k_out / 2) as usize);
+                    let opix = if sub {
+                        // Output pixel (2i + a, 2j + b) of the 2H x 2W image.
+                        let (i, j) = (m / s.q_out, m % s.q_out);
+                        ((n_img * 2 * s.p_out + 2 * i + (parity >> 1)) * 2 * s.q_out + 2 * j + (parity & 1)) as usize
+                    } else {
+                        pix0 + m as usize
+                    };
+                    let out = y16.add(opix * (k_out / 2) as usize);
                     unroll_n!(NT, |jn| {
                         let col = col0 + tq * 2 + jn as u32 * 8;
                         *out.add((col / 2) as usize) = pack_f16x2(acc[mi][jn][2 * half], acc[mi][jn][2 * half + 1]);
@@ -467,7 +489,8 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                 tot += *red.add(r * k_out as usize + t as usize);
                 m2 += *red2.add(r * k_out as usize + t as usize);
             }
-            let tiles = pq.div_ceil(bm);
+            // Tile index over the grid (= the plane's tile, or parity-major in sub-pixel mode).
+            let (tiles, tile) = (grid_dim_x(), block_idx_x());
             let o = part.add((((n_img * k_out + t) * tiles + tile) * 2) as usize);
             *o = tot / count as f32;
             *o.add(1) = m2;

@@ -16,7 +16,10 @@
 //! ([`conv2d_tc_halo9_taps`]: filter columns in the GEMM's N) and writes the NCHW f32 output with its bias
 //! directly; conv1 (9x9, 4 packed channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose
 //! InstanceNorm partials come in 2-D tiles (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM
-//! `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
+//! `conv2d_tc_c4_k32` instead). The upsampling convs deconv1 and deconv2 run in sub-pixel form
+//! (`launch::CONV2D_TC_SUBPIXEL`): nearest 2x upsampling + reflection pad 1 + 3x3 is, per output parity,
+//! a 2x2 conv of the source with summed weights, 4 taps instead of 9 (run 20, H200, 1024x1024: deconv1+in4
+//! 0.224 -> 0.140 ms, deconv2+in5 0.316 -> 0.192; `STYLEFORGE_SUBPIXEL=0` for the 9-tap form). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -27,7 +30,7 @@ use crate::nets::transformer_net::{res_name, LayerCost, OpKind};
 use crate::ops::conv2d_tc_taps::{conv2d_tc_halo9_taps, TapsWeight};
 use crate::ops::conv2d_tc::{
     conv1_use_halo, conv2d_tc_c4_halo9, conv2d_tc_c4_halo_tiling, conv2d_tc_halo9_in,
-    conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, C4HaloWeight, ConvOpts, ConvOut,
+    conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, conv2d_tc_part_tiling, conv2d_tc_subpixel_tiling, C4HaloWeight, ConvOpts, ConvOut,
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
 use crate::ops::nhwc::{
@@ -44,6 +47,11 @@ const OUT_CHANNELS_PADDED: usize = 8;
 /// output channels); anything else, or unset, `conv2d_tc_halo9_taps` (filter columns in N). Read when the
 /// net is built (A/B timing).
 pub const DECONV3_ENV: &str = "STYLEFORGE_DECONV3";
+
+/// Environment variable: `0` runs the upsampling convs (deconv1, deconv2) as 9-tap convs of the upsampled
+/// input instead of their sub-pixel form (4 taps per output parity, `launch::CONV2D_TC_SUBPIXEL`). Read
+/// when the net is built (A/B timing).
+pub const SUBPIXEL_ENV: &str = "STYLEFORGE_SUBPIXEL";
 
 /// deconv3's packed weight for the kernel [`DECONV3_ENV`] picks.
 enum Deconv3 {
@@ -79,8 +87,18 @@ impl TcConv {
             format!("conv weight {s:?} is not [K, C, R, R] with odd R")
         })?;
         let r = s[2];
+        let subpixel = r == 3
+            && l.upsample == 2
+            && l.stride == 1
+            && c_pad == 0
+            && k_pad == 0
+            && std::env::var(SUBPIXEL_ENV).map_or(true, |v| v != "0");
         Ok(TcConv {
-            w: TcWeight::upload(&l.weight, c_pad, k_pad)?,
+            w: if subpixel {
+                TcWeight::upload_subpixel(&l.weight)?
+            } else {
+                TcWeight::upload(&l.weight, c_pad, k_pad)?
+            },
             k_real: s[0],
             c_real: s[1],
             stride: l.stride,
@@ -89,11 +107,19 @@ impl TcConv {
         })
     }
     fn out_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
-        conv2d_tc_output_shape(x, self.w.k, self.w.r, self.stride, self.pad, self.upsample)
+        conv2d_tc_output_shape(x, self.w.k, 2 * self.pad + 1, self.stride, self.pad, self.upsample)
             .ok_or_else(|| Error::Shape {
                 op: OP,
-                msg: format!("input {x:?} too small for a {}x{} conv", self.w.r, self.w.r),
+                msg: format!("input {x:?} too small for a {0}x{0} conv", 2 * self.pad + 1),
             })
+    }
+    /// How the conv's InstanceNorm partials tile its output `out`.
+    fn tiling(&self, out: &[usize; 4]) -> PartTiling {
+        if self.w.subpixel {
+            conv2d_tc_subpixel_tiling(out)
+        } else {
+            conv2d_tc_part_tiling(out)
+        }
     }
     /// Runs the conv on `x`, normalised (+ReLU) on the way in by `norm`'s coefficients when given.
     fn run(
@@ -332,6 +358,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         let part_len = shapes
             .iter()
             .map(|s| conv2d_tc_part_len(s))
+            .chain([self.deconv1.tiling(&s4).part_len(s4[0], s4[3]), self.deconv2.tiling(&s5).part_len(s5[0], s5[3])])
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
             .max()
             .unwrap_or(0);
@@ -425,7 +452,8 @@ impl<'g> GpuTransformerNetFast<'g> {
 
     /// Estimated FLOPs and bytes of each layer group for NCHW input shape `x`, in the order and with the
     /// names of [`Self::forward_device_marked`]. FLOPs are the network's own (not the zero-padded channels the
-    /// tensor cores also compute: conv1's 4th input channel, deconv3's 5 extra outputs).
+    /// tensor cores also compute: conv1's 4th input channel, deconv3's 5 extra outputs); the sub-pixel
+    /// deconv1 and deconv2 count their nominal 9 taps.
     pub fn layer_costs(&self, x: &[usize]) -> Result<Vec<LayerCost>> {
         Self::check_input(x)?;
         // Conv: reads its f16 input (once, ignoring the halo re-reads the caches serve) and weight, writes
@@ -435,7 +463,10 @@ impl<'g> GpuTransformerNetFast<'g> {
         // The last conv writes 3 f32 channels.
         let conv = |c: &TcConv, x: &[usize]| -> Result<(f64, f64, [usize; 4])> {
             let o = c.out_shape(x)?;
-            let flops = 2.0 * (o[0] * o[1] * o[2] * c.k_real * c.w.r * c.w.r * c.c_real) as f64;
+            // The layer's own 3x3 / 9x9 FLOPs, also for the sub-pixel form (which executes 4/9 of them),
+            // so TFLOP/s compare across forms.
+            let r = 2 * c.pad + 1;
+            let flops = 2.0 * (o[0] * o[1] * o[2] * c.k_real * r * r * c.c_real) as f64;
             let bytes = 2.0
                 * (x.iter().product::<usize>() + c.w.data.numel() + o.iter().product::<usize>())
                     as f64;
@@ -627,12 +658,14 @@ impl<'g> GpuTransformerNetFast<'g> {
         }
         self.deconv1
             .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: u1, part })?;
-        self.in4.coef(gpu, u1, part, coef)?;
+        let tiling = self.deconv1.tiling(&shape4(u1)?);
+        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         nhwc_in_apply(gpu, u1, coef, true)?;
         mark("deconv1+in4")?;
         self.deconv2
             .run(gpu, u1, None, ConvOut::F16Stats { y: u2, part })?;
-        self.in5.coef(gpu, u2, part, coef)?;
+        let tiling = self.deconv2.tiling(&shape4(u2)?);
+        self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
         mark("deconv2+in5")?;
         let in5 = Some(InputNorm { coef });
         match &self.deconv3_halo {

@@ -21,7 +21,7 @@
 use gpu_kernels::launch::{
     conv2d_tc_bm, conv2d_tc_in_norm_smem, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_C4H_K, CONV2D_TC_C4H_SMEM, CONV2D_TC_C4H_TH, CONV2D_TC_C4H_TW,
     CONV2D_TC_C4H_W_ELEMS, CONV2D_TC_HALO_C, conv2d_tc_alternative, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW,
-    CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_THREADS,
+    CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_SUBPIXEL, CONV2D_TC_THREADS,
 };
 use models::ops::Padding;
 use models::Tensor;
@@ -68,6 +68,9 @@ pub struct TcWeight {
     pub r: usize,
     pub c: usize,
     pub kw: usize,
+    /// The sub-pixel form of an upsample-2 3x3 conv ([`pack_weight_subpixel`]): `data` is `[4K, kw]`
+    /// (one `[K, kw]` matrix of summed 2x2 weights per output parity) and `r` is 2.
+    pub subpixel: bool,
 }
 
 /// Packs an NCHW-style f32 weight `[K, C, R, R]` as rows `[R][R][C']` zero-padded to C' = max(C, c_pad)
@@ -96,8 +99,53 @@ impl TcWeight {
     /// Packs (see [`pack_weight`]) and uploads `w` rounded to f16.
     pub fn upload(w: &Tensor, c_pad: usize, k_pad: usize) -> Result<Self> {
         let (k, c, kw, data) = pack_weight(w, c_pad, k_pad)?;
-        Ok(TcWeight { data: DeviceTensor::from_f32_as_f16(&[k, kw], &data, Layout::RowMajor)?, k, r: w.shape[2], c, kw })
+        Ok(TcWeight { data: DeviceTensor::from_f32_as_f16(&[k, kw], &data, Layout::RowMajor)?, k, r: w.shape[2], c, kw, subpixel: false })
     }
+
+    /// Packs (see [`pack_weight_subpixel`]) and uploads `w` (a 3x3 conv that follows a nearest 2x upsample)
+    /// in sub-pixel form, rounded to f16.
+    pub fn upload_subpixel(w: &Tensor) -> Result<Self> {
+        let (k, c, kw, data) = pack_weight_subpixel(w)?;
+        Ok(TcWeight { data: DeviceTensor::from_f32_as_f16(&[4 * k, kw], &data, Layout::RowMajor)?, k, r: 2, c, kw, subpixel: true })
+    }
+}
+
+/// The source rows (or columns) an upsampled 3x3 tap lands on, per output parity: for parity 0 the taps
+/// r = 0 | r = 1, 2 fall on source offsets -1 | 0, for parity 1 the taps r = 0, 1 | r = 2 on 0 | +1
+/// (`launch::CONV2D_TC_SUBPIXEL`). `SUBPIXEL_TAPS[parity][r]` = the 2x2 tap (0 or 1) tap r adds into.
+pub const SUBPIXEL_TAPS: [[usize; 3]; 2] = [[0, 1, 1], [0, 0, 1]];
+
+/// Packs a `[K, C, 3, 3]` weight that follows a nearest 2x upsample (reflection pad 1) as four `[K, kw]`
+/// matrices, parity (a, b) = output row and column parity at index 2a + b, each row in the (dr, ds, c)
+/// order of a 2x2 filter with the 3x3 taps summed in f32 as [`SUBPIXEL_TAPS`] says, zero-padded to
+/// kw = `conv2d_tc_kw(4C)`. Returns (K, C, kw, data).
+pub fn pack_weight_subpixel(w: &Tensor) -> Result<(usize, usize, usize, Vec<f32>)> {
+    let [k, c, r, s] = dims4("weight", w)?;
+    ensure(r == 3 && s == 3, OP, || format!("sub-pixel packing needs a 3x3 filter, got {:?}", w.shape))?;
+    let kw = conv2d_tc_kw(u32::try_from(4 * c).map_err(|_| Error::Shape { op: OP, msg: format!("weight {:?} too large", w.shape) })?) as usize;
+    let mut out = vec![0f32; 4 * k * kw];
+    for parity in 0..4 {
+        let (ta, tb) = (SUBPIXEL_TAPS[parity >> 1], SUBPIXEL_TAPS[parity & 1]);
+        for ki in 0..k {
+            let row = &mut out[(parity * k + ki) * kw..][..kw];
+            for ci in 0..c {
+                for ri in 0..3 {
+                    for si in 0..3 {
+                        row[(ta[ri] * 2 + tb[si]) * c + ci] += w.data[((ki * c + ci) * 3 + ri) * 3 + si];
+                    }
+                }
+            }
+        }
+    }
+    Ok((k, c, kw, out))
+}
+
+/// The partial tiling of a sub-pixel conv ([`TcWeight::upload_subpixel`]) with output `[N, 2H, 2W, K]`:
+/// the four parity planes of H*W pixels each cut into tiles of [`conv2d_tc_tiling`]'s size, parity-major
+/// (a 4 x H*W plane in 1 x BM tiles for `ops::nhwc::nhwc_in_coef_tiled`).
+pub fn conv2d_tc_subpixel_tiling(out: &[usize; 4]) -> PartTiling {
+    let (bm, _) = conv2d_tc_tiling(out);
+    PartTiling::blocks(4, out[1] / 2 * (out[2] / 2), 1, bm)
 }
 
 /// An NCHW f32 tensor as NHWC data `[N, H, W, C]` (values unchanged) with its shape.
@@ -305,12 +353,20 @@ fn conv2d_tc_launch(
     ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc, OP, || format!("x must be NHWC f16, got {:?} {:?}", x.layout, x.dtype))?;
     ensure(x.shape.len() == 4, OP, || format!("x must be [N, H, W, C], got {:?}", x.shape))?;
     let (n, h, wd, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let (k, r) = (w.k, w.r);
-    ensure(w.data.dtype == DType::F16 && w.data.shape == [w.k, w.kw], OP, || format!("w must be f16 [{}, {}], got {:?} {:?}", w.k, w.kw, w.data.dtype, w.data.shape))?;
+    // Sub-pixel weights: R = 2 in the GEMM, the layer itself is the 3x3 upsample-2 conv.
+    let sub = w.subpixel;
+    let (k, r) = (w.k, if sub { 3 } else { w.r });
+    let rows = if sub { 4 * w.k } else { w.k };
+    ensure(w.data.dtype == DType::F16 && w.data.shape == [rows, w.kw], OP, || format!("w must be f16 [{rows}, {}], got {:?} {:?}", w.kw, w.data.dtype, w.data.shape))?;
+    ensure(!sub || (w.r == 2 && stride == 1 && upsample == 2 && pad_reflect == 1 && matches!(out, ConvOut::F16Stats { .. }) && opts.variant.is_none()), OP, || {
+        format!("sub-pixel weights need stride 1, upsample 2, padding 1, the F16Stats output and the default kernel (got stride {stride}, upsample {upsample}, padding {pad_reflect})")
+    })?;
     ensure(n > 0 && h > 0 && wd > 0, OP, || format!("empty input {:?}", x.shape))?;
     ensure(w.c == c, OP, || format!("w has {} input channels, x {:?}", w.c, x.shape))?;
     let out_guess = conv2d_tc_output_shape(&x.shape, k, r, stride, pad_reflect, upsample).unwrap_or([n, 1, 1, k]);
     let (bm, tiles) = conv2d_tc_tiling(&out_guess);
+    // Sub-pixel: four parity planes of (P/2)(Q/2) pixels, each in tiles of bm.
+    let tiles = if sub { conv2d_tc_subpixel_tiling(&out_guess).tiles } else { tiles };
     let variant = u32::try_from(k).ok().zip(u32::try_from(c).ok()).and_then(|(k, c)| conv2d_tc_pick(k, c, bm as u32));
     let Some(variant) = variant else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for {k} output and {c} input channels (K in 8/32/64/128 with C % 8 == 0, or K = 32 with C = 4)") });
@@ -326,7 +382,7 @@ fn conv2d_tc_launch(
         }
     };
     ensure(r == 3 || r == 9, OP, || format!("3x3 or 9x9 filters only, got {r}x{r}"))?;
-    let kg = r * r * c;
+    let kg = w.r * w.r * c;
     ensure(w.kw >= kg && w.kw as u32 == conv2d_tc_kw(kg as u32), OP, || format!("weight rows of {} for GEMM-K {kg}", w.kw))?;
     ensure(pad_reflect == r / 2, OP, || format!("reflection padding must be {} for a {r}x{r} filter, got {pad_reflect}", r / 2))?;
     ensure(stride == 1 || stride == 2, OP, || format!("stride {stride} not 1 or 2"))?;
@@ -345,10 +401,12 @@ fn conv2d_tc_launch(
             ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out_shape, OP, || {
                 format!("y must be NHWC f16 {out_shape:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
             })?;
-            ensure(part.dtype == DType::F32 && part.numel() >= conv2d_tc_part_len(&out_shape), OP, || {
-                format!("partials need {} f32, got {:?} {:?}", conv2d_tc_part_len(&out_shape), part.dtype, part.shape)
+            let part_len = n * k * tiles * 2;
+            ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
+                format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
             })?;
-            (CONV2D_TC_OUT_F16_STATS, y.ptr(), part.ptr(), 0u64, 0u64, k)
+            let mode = if sub { CONV2D_TC_OUT_F16_STATS | CONV2D_TC_SUBPIXEL } else { CONV2D_TC_OUT_F16_STATS };
+            (mode, y.ptr(), part.ptr(), 0u64, 0u64, k)
         }
         ConvOut::NchwBias { y, bias } => {
             let kr = bias.numel();
@@ -369,9 +427,11 @@ fn conv2d_tc_launch(
     ensure(n < 65536, OP, || format!("batch {n} above the grid's 65535"))?;
     ensure(opts.input_norm.is_none() || variant.piece == 16, OP, || format!("input norm: not for the {c}-channel 8-byte gather ({})", variant.name))?;
     let in_coef = input_norm_ptr(opts.input_norm, n, c)?;
-    let smem = conv2d_tc_smem(&variant, k as u32, r as u32, w.kw as u32) + if in_coef != 0 { conv2d_tc_in_norm_smem(c as u32) } else { 0 };
+    let smem = conv2d_tc_smem(&variant, k as u32, w.r as u32, w.kw as u32) + if in_coef != 0 { conv2d_tc_in_norm_smem(c as u32) } else { 0 };
     ensure(smem <= MAX_SMEM, OP, || format!("{}: {smem} B of shared memory for weight rows of {} (at most {MAX_SMEM})", variant.name, w.kw))?;
-    let (h32, w32, c32, kw32, p32, q32, r32) = (h as u32, wd as u32, c as u32, w.kw as u32, p as u32, q as u32, r as u32);
+    // Sub-pixel: the kernel's P x Q is one parity plane (= the source's H x W) and its R the 2x2 taps.
+    let (p_k, q_k) = if sub { (h, wd) } else { (p, q) };
+    let (h32, w32, c32, kw32, p32, q32, r32) = (h as u32, wd as u32, c as u32, w.kw as u32, p_k as u32, q_k as u32, w.r as u32);
     let (s32, pad32, up32, kr32) = (stride as u32, pad_reflect as u32, upsample as u32, k_real as u32);
     // SAFETY: conv2d_tc_*(x, w: *const u16, h, w, c, kw, p, q, r, stride, pad, up, mode: u32, y16: *mut u32,
     // part: *mut f32, y32: *mut f32, bias: *const f32, k_real: u32, in_coef: *const f32) match the argument
@@ -387,7 +447,11 @@ fn conv2d_tc_launch(
     // cp.async source is aligned to its width. Block = CONV2D_TC_THREADS threads and `smem` =
     // conv2d_tc_smem(variant, K, R, kw) (+ conv2d_tc_in_norm_smem(C) with an input norm), the layout the
     // kernel carves (stages, then its gather tables for R and kw, then the norm's table), within the opt-in limit (checked; `launch` raises the function's limit above 48 KB);
-    // grid (tiles, N) with the variant's BM = bm.
+    // grid (tiles, N) with the variant's BM = bm. Sub-pixel weights (mode | CONV2D_TC_SUBPIXEL, checked: F16Stats
+    // only, stride 1, upsample 2): the kernel gets P x Q = H x W and R = 2, reads the parity's rows
+    // w[(parity*K ..+K)*kw] of the [4K, kw] weight (shape checked), clamps source rows/columns into 0..H /
+    // 0..W, writes y16 at output pixel (2i + a, 2j + b) < 2H x 2W = y's shape (checked) and partials for
+    // tiles = 4 * ceil(H*W / bm) = the grid's x (part length n*K*tiles*2 checked).
     unsafe {
         gpu.launch(
             variant.name,
@@ -608,6 +672,46 @@ pub fn conv2d_tc_c4_halo9(gpu: &Gpu, x: &DeviceTensor, w: &C4HaloWeight, y: &mut
 mod tests {
     use super::*;
     use gpu_kernels::launch::{CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
+
+    /// The sub-pixel weights reproduce "nearest 2x upsample, reflection pad 1, 3x3 conv" exactly when the
+    /// 2x2 convs of each parity read the source with clamped coordinates (what the kernel does), on odd
+    /// sizes, both borders, several channels.
+    #[test]
+    fn subpixel_packing_matches_the_upsampled_conv() {
+        let (n, c, h, w, k) = (2, 3, 5, 4, 2);
+        let val = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        let x = Tensor { shape: vec![n, c, h, w], data: (0..n * c * h * w).map(|i| val(i, 1)).collect() };
+        let wt = Tensor { shape: vec![k, c, 3, 3], data: (0..k * c * 9).map(|i| val(i, 2)).collect() };
+        let want = models::ops::conv2d(&x, &wt, None, 1, models::ops::Padding::Reflect(1), 2).unwrap();
+        assert_eq!(want.shape, [n, k, 2 * h, 2 * w]);
+        let (kp, cp, kw, packed) = pack_weight_subpixel(&wt).unwrap();
+        assert_eq!((kp, cp, kw, packed.len()), (k, c, 32, 4 * k * 32));
+        let clamp = |v: isize, m: usize| v.clamp(0, m as isize - 1) as usize;
+        for ni in 0..n {
+            for ki in 0..k {
+                for oy in 0..2 * h {
+                    for ox in 0..2 * w {
+                        let (i, a, j, b) = (oy / 2, oy % 2, ox / 2, ox % 2);
+                        let row = &packed[((2 * a + b) * k + ki) * kw..][..kw];
+                        let mut acc = 0f32;
+                        for dr in 0..2 {
+                            for ds in 0..2 {
+                                let iy = clamp(i as isize + a as isize - 1 + dr as isize, h);
+                                let ix = clamp(j as isize + b as isize - 1 + ds as isize, w);
+                                for ci in 0..c {
+                                    acc += x.data[((ni * c + ci) * h + iy) * w + ix] * row[(dr * 2 + ds) * c + ci];
+                                }
+                            }
+                        }
+                        let e = want.data[((ni * k + ki) * 2 * h + oy) * 2 * w + ox];
+                        assert!((acc - e).abs() < 1e-5, "n {ni} k {ki} ({oy}, {ox}): {acc} vs {e}");
+                    }
+                }
+            }
+        }
+        let tiling = conv2d_tc_subpixel_tiling(&[1, 2 * h, 2 * w, 64]);
+        assert!(tiling.is_valid_for(4 * h * w) && tiling.tiles == 4 * (h * w).div_ceil(tiling.tile_w));
+    }
 
     #[test]
     fn weight_packing_is_krsc_padded() {

@@ -255,6 +255,9 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let coef64 = f(&[64], Layout::RowMajor)?;
         let coef_small = f(&[63], Layout::RowMajor)?;
         let coef_f16 = h(&[64], Layout::RowMajor)?;
+        let w_sub = TcWeight::upload_subpixel(&Tensor { shape: vec![32, 32, 3, 3], data: vec![0.0; 32 * 32 * 9] })?;
+        let mut y_up = h(&[1, 16, 16, 32], Layout::Nhwc)?;
+        let mut o_up = f(&[1, 3, 16, 16], Layout::Nchw)?;
         let norm = |coef| ConvOpts { variant: None, input_norm: Some(InputNorm { coef }) };
         let attempts: Vec<(&str, Result<()>)> = vec![
             ("C = 12", tc::conv2d_tc(gpu, &x_c12, &w_c12, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
@@ -277,6 +280,9 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("input norm on 4 channels", tc::conv2d_tc_opts(gpu, &x_c4, &w_c4_k32, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part }, norm(&coef64))),
             ("input norm coef too small", tc::conv2d_tc_opts(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part }, norm(&coef_small))),
             ("input norm coef f16", tc::conv2d_tc_opts(gpu, &x, &w, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part }, norm(&coef_f16))),
+            ("sub-pixel weights without upsampling", tc::conv2d_tc(gpu, &x, &w_sub, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
+            ("sub-pixel weights, NCHW output", tc::conv2d_tc(gpu, &x, &w_sub, 1, 1, 2, ConvOut::NchwBias { y: &mut o_up, bias: &b3 })),
+            ("sub-pixel weights, partials too small", tc::conv2d_tc(gpu, &x, &w_sub, 1, 1, 2, ConvOut::F16Stats { y: &mut y_up, part: &mut part })),
             ("halo9 input norm coef too small", tc::conv2d_tc_halo9_in(gpu, &x, Some(InputNorm { coef: &coef_small }), &w_halo, &b3, &mut o3)),
         ];
         let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
@@ -422,8 +428,67 @@ fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         out.extend(c4_halo_case(gpu, rng, n, h, w, c));
     }
     out.push(c4_halo_refusals(gpu));
+    // Sub-pixel upsample-2 convs (deconv1 / deconv2 shapes): odd planes (partial tiles in every parity),
+    // batch 2, the smallest input, and planes large enough for the 128-pixel (K = 64) and 256-pixel
+    // (K = 32) tiles; with and without the input norm.
+    for (n, c, h, w, k, norm) in [(1, 128, 9, 13, 64, false), (2, 64, 17, 11, 32, true), (1, 64, 2, 3, 32, false), (1, 128, 70, 66, 64, true), (1, 64, 96, 100, 32, false)] {
+        out.extend(subpixel_case(gpu, rng, n, c, h, w, k, norm));
+    }
     out.push(refusals(gpu));
     out
+}
+
+/// A nearest-2x-upsample + reflection-pad-1 + 3x3 conv through the sub-pixel weights
+/// ([`TcWeight::upload_subpixel`]) against the CPU's upsample-2 conv of the same f16 input and weights.
+/// The kernel's weights are the 3x3 taps summed per parity then rounded to f16 once (a second rounding of
+/// up to 2^-12 relative per summed weight), hence the looser tolerance. Partials through
+/// `nhwc_in_coef_tiled` with [`tc::conv2d_tc_subpixel_tiling`] against the CPU output's statistics.
+#[allow(clippy::too_many_arguments)]
+fn subpixel_case(gpu: &Gpu, rng: &mut Rng64, n: usize, c: usize, h: usize, w: usize, k: usize, norm: bool) -> Vec<CheckResult> {
+    const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
+    let out = [n, 2 * h, 2 * w, k];
+    let (bm, _) = tc::conv2d_tc_tiling(&out);
+    let kernel = conv2d_tc_variant(k as u32, c as u32, bm as u32).map_or("no kernel", |v| v.name);
+    let tag = if norm { " +in_norm" } else { "" };
+    let case = format!("subpixel {n}x{c}x{h}x{w} up2 3x3 -> {k} bm{bm} {kernel}{tag}");
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
+        let bound = 1.0 / ((c * 9) as f32).sqrt();
+        let wt = round_tensor_f16(&random(rng, &[k, c, 3, 3], -bound, bound));
+        let in_coef = norm.then(|| random_in_coef(rng, n, c));
+        let x_cpu = match &in_coef {
+            Some(cf) => apply_in_norm(&x, &cf.data),
+            None => x.clone(),
+        };
+        let expected = cpu::conv2d(&x_cpu, &wt, None, 1, Padding::Reflect(1), 2)?;
+        let (xs, xd) = tc::nchw_to_nhwc(&x)?;
+        let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
+        let dw = TcWeight::upload_subpixel(&wt)?;
+        let dcoef = in_coef.as_ref().map(DeviceTensor::from_host).transpose()?;
+        let tiling = tc::conv2d_tc_subpixel_tiling(&out);
+        let mut dy = poisoned(&out, DType::F16, Layout::Nhwc)?;
+        let mut part = poisoned(&[tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
+        let opts = ConvOpts { variant: None, input_norm: dcoef.as_ref().map(|coef| InputNorm { coef }) };
+        tc::conv2d_tc_opts(gpu, &dx, &dw, 1, 1, 2, ConvOut::F16Stats { y: &mut dy, part: &mut part }, opts)?;
+        let gamma = random(rng, &[k], 0.5, 1.5);
+        let beta = random(rng, &[k], -0.5, 0.5);
+        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+        let mut coef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
+        nhwc::nhwc_in_coef_tiled(gpu, &out, &tiling, &part, &dg, &db, &mut coef)?;
+        gpu.synchronize()?;
+        let got16 = tc::nhwc_to_nchw(out, &dy.to_vec_f16_as_f32()?)?;
+        let want_coef = host_coef(&expected, &gamma.data, &beta.data);
+        let mut results = vec![
+            compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_SUB),
+            compare(OP, &format!("{case} norm coef ({} tiles)", tiling.tiles), &coef.to_vec_f32()?, &want_coef, Tolerance::F32_LOOSE),
+        ];
+        if got16.shape != expected.shape {
+            results[0].passed = false;
+            results[0].detail = format!("shape {:?}, expected {:?}", got16.shape, expected.shape);
+        }
+        Ok(results)
+    };
+    run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
 }
 
 #[cfg(test)]
