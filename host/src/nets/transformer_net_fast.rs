@@ -254,6 +254,8 @@ pub struct GpuTransformerNetFast<'g> {
     deconv3_halo: Option<Deconv3>,
     /// `STYLEFORGE_FOLD_IN3=1`: in3 applied on load by the first residual block instead of in place.
     fold_in3: bool,
+    /// `STYLEFORGE_FOLD_IN4=1`: in4 applied on load by deconv2 instead of in place.
+    fold_in4: bool,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -315,6 +317,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                 .then(|| Deconv3::upload(&net.deconv3.weight))
                 .transpose()?,
             fold_in3: std::env::var("STYLEFORGE_FOLD_IN3").is_ok_and(|v| v == "1"),
+            fold_in4: std::env::var("STYLEFORGE_FOLD_IN4").is_ok_and(|v| v == "1"),
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -503,7 +506,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             shape = o2;
         }
         for (name, c, nb) in [
-            ("deconv1+in4", &self.deconv1, 4.0),
+            ("deconv1+in4", &self.deconv1, if self.fold_in4 { 0.0 } else { 4.0 }),
             ("deconv2+in5", &self.deconv2, 0.0),
         ] {
             let (f, b, o) = conv(c, &shape)?;
@@ -660,10 +663,16 @@ impl<'g> GpuTransformerNetFast<'g> {
             .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: u1, part })?;
         let tiling = self.deconv1.tiling(&shape4(u1)?);
         self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
-        nhwc_in_apply(gpu, u1, coef, true)?;
+        // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
+        let u1_norm = if self.fold_in4 {
+            Some(&*coef)
+        } else {
+            nhwc_in_apply(gpu, u1, coef, true)?;
+            None
+        };
         mark("deconv1+in4")?;
         self.deconv2
-            .run(gpu, u1, None, ConvOut::F16Stats { y: u2, part })?;
+            .run(gpu, u1, u1_norm, ConvOut::F16Stats { y: u2, part })?;
         let tiling = self.deconv2.tiling(&shape4(u2)?);
         self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
         mark("deconv2+in5")?;
