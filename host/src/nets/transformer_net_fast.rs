@@ -16,7 +16,9 @@
 //! ([`conv2d_tc_halo9_taps`]: filter columns in the GEMM's N) and writes the NCHW f32 output with its bias
 //! directly; conv1 (9x9, 4 packed channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose
 //! InstanceNorm partials come in 2-D tiles (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM
-//! `conv2d_tc_c4_k32` instead). Buffers are allocated once per input shape; no host synchronisation in
+//! `conv2d_tc_c4_k32` instead). The residual blocks' convs run on the `wgmma` kernel
+//! [`conv2d_wg`](crate::ops::conv2d_wg::conv2d_wg) when its grid fills two blocks per SM (1-D tiles of 128
+//! pixels; `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc`). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -30,6 +32,8 @@ use crate::ops::conv2d_tc::{
     conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, C4HaloWeight, ConvOpts, ConvOut,
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
+use crate::ops::conv2d_tc::conv2d_tc_part_tiling;
+use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
 use crate::ops::nhwc::{
     nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
@@ -38,6 +42,10 @@ use crate::ops::nhwc::{
 const OP: &str = "GpuTransformerNetFast";
 /// deconv3's 3 output channels are computed as 8 (the mma n-tile).
 const OUT_CHANNELS_PADDED: usize = 8;
+
+/// Fewest blocks for which a conv goes to `conv2d_wg` (two per SM on 132 SMs; smaller grids, e.g. the
+/// residual convs of a 256x256 input with 32 tiles, stay on `conv2d_tc`'s smaller tiles).
+const CONV_WG_MIN_BLOCKS: usize = 2 * 132;
 
 /// A conv layer on the device: packed f16 weight, no bias (applied elsewhere or cancelled).
 /// Environment variable choosing deconv3's kernel: `k8` selects `conv2d_tc_halo9_k8` (N = 8 padded
@@ -109,6 +117,30 @@ impl TcConv {
         };
         conv2d_tc_opts(gpu, x, &self.w, self.stride, self.pad, self.upsample, out, opts)
     }
+    /// [`Self::run`] into NHWC f16 `y` plus InstanceNorm partials in `part`, through the `wgmma` kernel
+    /// `conv2d_wg` when `wg` is set and it takes the layer (3x3, stride 1, 128 outputs, C % 64 == 0) with
+    /// at least [`CONV_WG_MIN_BLOCKS`] blocks; returns the partials' tiling.
+    fn run_stats(
+        &self,
+        gpu: &Gpu,
+        x: &DeviceTensor,
+        norm: Option<&DeviceTensor>,
+        y: &mut DeviceTensor,
+        part: &mut DeviceTensor,
+        wg: bool,
+    ) -> Result<PartTiling> {
+        if wg
+            && self.stride == 1
+            && self.pad == 1
+            && conv2d_wg_fits(&x.shape, &self.w, self.upsample)
+            && conv2d_wg_blocks(&x.shape, self.upsample) >= CONV_WG_MIN_BLOCKS
+        {
+            let norm = norm.map(|coef| InputNorm { coef });
+            return conv2d_wg(gpu, x, &self.w, self.upsample, norm, y, part);
+        }
+        self.run(gpu, x, norm, ConvOut::F16Stats { y, part })?;
+        Ok(conv2d_tc_part_tiling(&shape4(y)?))
+    }
 }
 
 struct GpuNorm {
@@ -146,16 +178,18 @@ impl GpuNorm {
     }
     /// `trunk = trunk' + norm(y)` (the residual blocks' second norm), where trunk' is `trunk` itself or,
     /// with `trunk_norm`, relu(norm(trunk)) by those coefficients (the trunk still raw from conv3).
+    #[allow(clippy::too_many_arguments)]
     fn add_into(
         &self,
         gpu: &Gpu,
         y: &DeviceTensor,
+        tiling: &PartTiling,
         part: &DeviceTensor,
         coef: &mut DeviceTensor,
         trunk: &mut DeviceTensor,
         trunk_norm: Option<&DeviceTensor>,
     ) -> Result<()> {
-        nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
+        nhwc_in_coef_tiled(gpu, &shape4(y)?, tiling, part, &self.gamma, &self.beta, coef)?;
         match trunk_norm {
             Some(tc) => nhwc_in_apply_residual_normed(gpu, y, coef, trunk, tc),
             None => nhwc_in_apply_residual(gpu, y, coef, trunk),
@@ -228,6 +262,9 @@ pub struct GpuTransformerNetFast<'g> {
     deconv3_halo: Option<Deconv3>,
     /// `STYLEFORGE_FOLD_IN3=1`: in3 applied on load by the first residual block instead of in place.
     fold_in3: bool,
+    /// The residual convs on `conv2d_wg` where it takes them (large grids); `STYLEFORGE_CONV_WG=0` keeps
+    /// them on `conv2d_tc` (A/B).
+    conv_wg: bool,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -289,6 +326,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                 .then(|| Deconv3::upload(&net.deconv3.weight))
                 .transpose()?,
             fold_in3: std::env::var("STYLEFORGE_FOLD_IN3").is_ok_and(|v| v == "1"),
+            conv_wg: !std::env::var(CONV_WG_ENV).is_ok_and(|v| v == "0"),
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -333,6 +371,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             .iter()
             .map(|s| conv2d_tc_part_len(s))
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
+            .chain([conv2d_wg_part_tiling(&s3).part_len(s3[0], s3[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -616,12 +655,10 @@ impl<'g> GpuTransformerNetFast<'g> {
         }
         mark("conv3+in3")?;
         for (i, blk) in self.res.iter().enumerate() {
-            blk.conv1
-                .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: t1, part })?;
-            blk.in1.coef(gpu, t1, part, coef)?;
-            blk.conv2
-                .run(gpu, t1, Some(coef), ConvOut::F16Stats { y: t2, part })?;
-            blk.in2.add_into(gpu, t2, part, coef, trunk, trunk_norm)?;
+            let tiling = blk.conv1.run_stats(gpu, trunk, trunk_norm, t1, part, self.conv_wg)?;
+            blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
+            let tiling = blk.conv2.run_stats(gpu, t1, Some(coef), t2, part, self.conv_wg)?;
+            blk.in2.add_into(gpu, t2, &tiling, part, coef, trunk, trunk_norm)?;
             trunk_norm = None;
             mark(res_name(i))?;
         }
