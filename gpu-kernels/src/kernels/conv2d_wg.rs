@@ -9,9 +9,10 @@
 //! the (optionally nearest x2 upsampled) image: output P = H*up, Q = W*up; the reflected coordinate is
 //! taken in the upsampled image and divided by `up`, exactly as `conv2d_tc`'s gather.
 //!
-//! Block: `CONV2D_WG_THREADS` = 2 warpgroups, tile `CONV2D_WG_BM` = 128 pixels x K = 128 channels;
-//! warpgroup g owns tile rows 64g .. 64g + 64 (one `wgmma.m64n128k16` per k16 step, 64 f32 accumulators
-//! per thread). Grid (ceil(P*Q / 128), N).
+//! Block: `CONV2D_WG_THREADS` = 2 warpgroups, tile `CONV2D_WG_BM` = 128 pixels x all K channels;
+//! warpgroup g owns tile rows 64g .. 64g + 64 (`conv2d_wg_k128`: one `wgmma.m64n128k16` per k16 step, 64
+//! f32 accumulators per thread; `conv2d_wg_k64`, deconv1: `wgmma.m64n64k16`, 32). Grid (ceil(P*Q / 128),
+//! N). ptxas (sm_90a): k128 127 registers, k64 72, no spills (k128: two blocks of 256 threads per SM).
 //!
 //! GEMM-K step kt (BK = 64) is one tap (r, s) = (tap / 3, tap % 3), tap = 64kt / C, and the 64 channels
 //! c0 .. c0 + 64, c0 = 64kt - tap*C: tile row `row` is the 128-byte run x[n][ih][iw][c0 .. c0 + 64] of
@@ -47,17 +48,15 @@ use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_commit, cp_async_
 use crate::device::shared::{ld_f32, ld_v4_f32, st_f32};
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
-    self, fence_acc64, mma_m64n128k16_f16, smem_desc_sw128, splat64, sw128_offset, wait_acc64,
-    SW128_ATOM_BYTES, SW128_ROW_BYTES,
+    self, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
+    splat64, sw128_offset, wait_acc32, wait_acc64, SW128_ATOM_BYTES, SW128_ROW_BYTES,
 };
 use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
 use crate::launch::{
-    CONV2D_WG_BK, CONV2D_WG_BM, CONV2D_WG_K, CONV2D_WG_SMEM_BYTES, CONV2D_WG_STAGES, CONV2D_WG_TAPS,
-    CONV2D_WG_THREADS,
+    conv2d_wg_smem, CONV2D_WG_BK, CONV2D_WG_BM, CONV2D_WG_STAGES, CONV2D_WG_TAPS, CONV2D_WG_THREADS,
 };
 
 const BM: u32 = CONV2D_WG_BM;
-const BN: u32 = CONV2D_WG_K;
 const BK: u32 = CONV2D_WG_BK;
 const STAGES: u32 = CONV2D_WG_STAGES;
 const THREADS: u32 = CONV2D_WG_THREADS;
@@ -67,8 +66,6 @@ const CHUNKS: u32 = BK * 2 / 16;
 /// Rows one loader pass covers (thread t copies chunk t % CHUNKS of rows t / CHUNKS + ROW_STEP·i).
 const ROW_STEP: u32 = THREADS / CHUNKS;
 const A_BYTES: u32 = BM * SW128_ROW_BYTES;
-const B_BYTES: u32 = BN * SW128_ROW_BYTES;
-const STAGE_BYTES: u32 = A_BYTES + B_BYTES;
 /// Bytes of one warpgroup's 64 A-tile rows.
 const WG_A_BYTES: u32 = 64 * SW128_ROW_BYTES;
 /// Bytes of the gather table (u32 per tap and tile row).
@@ -76,17 +73,12 @@ const TAB_BYTES: u32 = TAPS * BM * 4;
 
 const _: () = assert!(
     BM == 128
-        && BN == 128
         && BK == 64
         && CHUNKS == 8
         && THREADS == 256
         && ROW_STEP == 32
         && STAGES == 3
         && A_BYTES % SW128_ATOM_BYTES == 0
-        && STAGE_BYTES % SW128_ATOM_BYTES == 0
-        && CONV2D_WG_SMEM_BYTES == STAGES * STAGE_BYTES + SW128_ATOM_BYTES + TAB_BYTES
-        // The epilogue's scratch (8 x 128 sums, 128 means, 8 x 128 M2) fits in the first stage.
-        && (2 * 8 * BN + BN) * 4 <= STAGE_BYTES
 );
 
 /// The first 1024-byte aligned shared-window address of dynamic shared memory (the launch reserves
@@ -96,16 +88,20 @@ fn aligned_smem() -> u32 {
     (shared::dynamic_smem_addr() + (SW128_ATOM_BYTES - 1)) & !(SW128_ATOM_BYTES - 1)
 }
 
-/// 3x3 conv, reflection padding 1, stride 1, optional nearest x2 upsampling (`up` 1 or 2), 128 output
-/// channels, on `wgmma` (see the module comment). x NHWC f16 `[N, h, wd, c]`, w f16 `[128][9c]`; writes
-/// y16 NHWC f16 `[N, h*up, wd*up, 128]` (as f16 pairs) and the InstanceNorm partials `part`
-/// `[N][128][tiles][2]`; `in_coef` f32 `[N][c][2]` or null. Grid (ceil(P*Q / 128), N), block
-/// `CONV2D_WG_THREADS`, dynamic shared memory `CONV2D_WG_SMEM_BYTES` (+ `conv2d_wg_in_norm_smem(c)` with
+macro_rules! conv2d_wg_entry {
+    ($(#[$doc:meta])* $name:ident, k $bn:expr, acc $na:expr, $splat:ident, $fence:ident, $mma:ident, $wait:ident, n8x8 $no:tt, b_rows $nb:tt) => {
+$(#[$doc])*
+///
+/// 3x3 conv, reflection padding 1, stride 1, optional nearest x2 upsampling (`up` 1 or 2), K output
+/// channels, on `wgmma` (see the module comment). x NHWC f16 `[N, h, wd, c]`, w f16 `[K][9c]`; writes
+/// y16 NHWC f16 `[N, h*up, wd*up, K]` (as f16 pairs) and the InstanceNorm partials `part`
+/// `[N][K][tiles][2]`; `in_coef` f32 `[N][c][2]` or null. Grid (ceil(P*Q / 128), N), block
+/// `CONV2D_WG_THREADS`, dynamic shared memory `conv2d_wg_smem(K)` (+ `conv2d_wg_in_norm_smem(c)` with
 /// `in_coef`). Requires (host-checked): c % 64 == 0, c ≥ 64, 1 < h*up, 1 < wd*up, every element index
 /// of x, w, y16 and part below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
+pub unsafe extern "ptx-kernel" fn $name(
     x: *const u16,
     w: *const u16,
     h: u32,
@@ -116,6 +112,19 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
     part: *mut f32,
     in_coef: *const f32,
 ) {
+    const BN: u32 = $bn;
+    const B_BYTES: u32 = BN * SW128_ROW_BYTES;
+    const STAGE_BYTES: u32 = A_BYTES + B_BYTES;
+    const _: () = assert!(
+        BN % 64 == 0
+            && BN / ROW_STEP == $nb
+            && $na == BN / 2
+            && $no * 8 * 8 == BN
+            && STAGE_BYTES % SW128_ATOM_BYTES == 0
+            && conv2d_wg_smem(BN) == STAGES * STAGE_BYTES + SW128_ATOM_BYTES + TAB_BYTES
+            // The epilogue's scratch (8 x K sums, K means, 8 x K M2) fits in the first stage.
+            && (2 * 8 * BN + BN) * 4 <= STAGE_BYTES
+    );
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let wg = t / 128;
@@ -182,7 +191,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
             cp_async_16_ca(base + dr * SW128_ROW_BYTES, src as *const u8, 16);
         });
         let wk = w0.add((kt * BK) as usize);
-        unroll!(4, |i| {
+        unroll!($nb, |i| {
             let dr = ROW_STEP * i as u32;
             cp_async_16(
                 base + A_BYTES + dr * SW128_ROW_BYTES,
@@ -200,7 +209,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
         cp_async_commit();
     }
 
-    let mut acc = splat64(0.0);
+    let mut acc = $splat(0.0);
     let mut kt = 0;
     while kt < ktiles {
         // Groups committed so far: S - 2 + kt, group g holding K tile g; tile kt landed when at most
@@ -228,10 +237,10 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
 
         let a_base = smem + (kt % STAGES) * STAGE_BYTES + wg * WG_A_BYTES;
         let b_base = smem + (kt % STAGES) * STAGE_BYTES + A_BYTES;
-        fence_acc64(&mut acc);
+        $fence(&mut acc);
         unroll!(4, |s| {
             let off = 32 * s as u32;
-            mma_m64n128k16_f16(
+            $mma(
                 &mut acc,
                 smem_desc_sw128(a_base + off),
                 smem_desc_sw128(b_base + off),
@@ -242,7 +251,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
         wgmma::wait_group::<1>();
         kt += 1;
     }
-    wait_acc64::<0>(&mut acc);
+    $wait::<0>(&mut acc);
     // Drain the (empty) trailing cp.async groups; the barrier retires both warpgroups' MMAs before the
     // epilogue reuses the first stage as scratch.
     cp_async_wait_group::<0>();
@@ -260,7 +269,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
         let m = row0 + 8 * half as u32;
         if ok[half] {
             let out = y16.add(((pix0 + m) * (BN / 2)) as usize);
-            unroll!(2, |ia| {
+            unroll!($no, |ia| {
                 unroll!(8, |ib| {
                     let i = ia * 8 + ib;
                     *out.add((col0 / 2 + 4 * i as u32) as usize) =
@@ -278,7 +287,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
     let mean_tab = smem + 8 * BN * 4; // [BN] means
     let red2 = mean_tab + BN * 4; // [8 warps][BN] M2
     let write_col = lane < 4;
-    unroll!(2, |ia| {
+    unroll!($no, |ia| {
         unroll!(8, |ib| {
             let i = ia * 8 + ib;
             unroll!(2, |e| {
@@ -306,7 +315,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
         st_f32(mean_tab + t * 4, mean);
     }
     sync_threads();
-    unroll!(2, |ia| {
+    unroll!($no, |ia| {
         unroll!(8, |ib| {
             let i = ia * 8 + ib;
             unroll!(2, |e| {
@@ -338,3 +347,14 @@ pub unsafe extern "ptx-kernel" fn conv2d_wg_k128(
         *o.add(1) = m2;
     }
 }
+    };
+}
+
+conv2d_wg_entry!(
+    /// K = 128 (the residual blocks' convs): one `wgmma.m64n128k16` per warpgroup and k16 step.
+    conv2d_wg_k128, k 128, acc 64, splat64, fence_acc64, mma_m64n128k16_f16, wait_acc64, n8x8 2, b_rows 4
+);
+conv2d_wg_entry!(
+    /// K = 64 (deconv1: 128 -> 64 channels, upsampled x2): one `wgmma.m64n64k16` per warpgroup and k16 step.
+    conv2d_wg_k64, k 64, acc 32, splat32, fence_acc32, mma_m64n64k16_f16, wait_acc32, n8x8 1, b_rows 2
+);

@@ -16,7 +16,7 @@
 //! ([`conv2d_tc_halo9_taps`]: filter columns in the GEMM's N) and writes the NCHW f32 output with its bias
 //! directly; conv1 (9x9, 4 packed channels -> 32) likewise through [`conv2d_tc_c4_halo9`], whose
 //! InstanceNorm partials come in 2-D tiles (`STYLEFORGE_CONV1=gather` selects the implicit-GEMM
-//! `conv2d_tc_c4_k32` instead). The residual blocks' convs run on the `wgmma` kernel
+//! `conv2d_tc_c4_k32` instead). The residual blocks' convs and deconv1 run on the `wgmma` kernels
 //! [`conv2d_wg`](crate::ops::conv2d_wg::conv2d_wg) when its grid fills two blocks per SM (1-D tiles of 128
 //! pixels; `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc`). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
@@ -118,7 +118,7 @@ impl TcConv {
         conv2d_tc_opts(gpu, x, &self.w, self.stride, self.pad, self.upsample, out, opts)
     }
     /// [`Self::run`] into NHWC f16 `y` plus InstanceNorm partials in `part`, through the `wgmma` kernel
-    /// `conv2d_wg` when `wg` is set and it takes the layer (3x3, stride 1, 128 outputs, C % 64 == 0) with
+    /// `conv2d_wg` when `wg` is set and it takes the layer (3x3, stride 1, 128 or 64 outputs, C % 64 == 0) with
     /// at least [`CONV_WG_MIN_BLOCKS`] blocks; returns the partials' tiling.
     fn run_stats(
         &self,
@@ -262,8 +262,8 @@ pub struct GpuTransformerNetFast<'g> {
     deconv3_halo: Option<Deconv3>,
     /// `STYLEFORGE_FOLD_IN3=1`: in3 applied on load by the first residual block instead of in place.
     fold_in3: bool,
-    /// The residual convs on `conv2d_wg` where it takes them (large grids); `STYLEFORGE_CONV_WG=0` keeps
-    /// them on `conv2d_tc` (A/B).
+    /// The residual convs and deconv1 on `conv2d_wg` where it takes them (large grids);
+    /// `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc` (A/B).
     conv_wg: bool,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
@@ -371,7 +371,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             .iter()
             .map(|s| conv2d_tc_part_len(s))
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
-            .chain([conv2d_wg_part_tiling(&s3).part_len(s3[0], s3[3])])
+            .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -662,9 +662,8 @@ impl<'g> GpuTransformerNetFast<'g> {
             trunk_norm = None;
             mark(res_name(i))?;
         }
-        self.deconv1
-            .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: u1, part })?;
-        self.in4.coef(gpu, u1, part, coef)?;
+        let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, self.conv_wg)?;
+        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         nhwc_in_apply(gpu, u1, coef, true)?;
         mark("deconv1+in4")?;
         self.deconv2

@@ -1,4 +1,4 @@
-//! Self-checks of `conv2d_wg` (the `wgmma` implicit-GEMM 3x3 conv, 128 output channels) against the CPU
+//! Self-checks of `conv2d_wg` (the `wgmma` implicit-GEMM 3x3 conv, 128 or 64 output channels) against the CPU
 //! reference, the way `selfcheck::conv2d_tc` checks `conv2d_tc`.
 //!
 //! Inputs and weights are rounded to f16 on the host and `models::ops::conv2d` (reflection padding 1,
@@ -12,7 +12,7 @@
 //!   whole plane (`host_coef`);
 //! * the returned tiling against `PartTiling::linear(P*Q, 128)`.
 //!
-//! Cases: C = 128 and C = 64, with and without the input norm (random (a, b), negative slopes included;
+//! Cases: K = 128 (`conv2d_wg_k128`) and K = 64 (`conv2d_wg_k64`, deconv1-like), C = 128 and C = 64, with and without the input norm (random (a, b), negative slopes included;
 //! the CPU convolves f16(relu(a·x + b))), upsample 1 and 2, P*Q not a multiple of 128 (9x13 -> 117 pixels,
 //! one partial tile; 18x26 -> 468), exact tiles, batch 2 and 3, a 1x1 input upsampled to 2x2 (every tap
 //! reflected), and a grid of many tiles. A last check makes sure the launcher refuses bad shapes.
@@ -31,8 +31,6 @@ use crate::ops::nhwc;
 const OP: &str = "conv2d_wg";
 /// f16 output: fp32 accumulation of exact f16 products plus one rounding (relative 2^-11).
 const TOL_F16: Tolerance = Tolerance { rel_l2: 1e-3, max_rel: 1e-3 };
-/// Output channels of the kernel.
-const K: usize = 128;
 /// Pixels per tile.
 const BM: usize = 128;
 
@@ -43,6 +41,7 @@ pub fn checks() -> Vec<Check> {
 struct Case {
     n: usize,
     c: usize,
+    k: usize,
     h: usize,
     w: usize,
     up: usize,
@@ -51,19 +50,25 @@ struct Case {
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     // 117 output pixels: one partial tile.
-    Case { n: 1, c: 128, h: 9, w: 13, up: 1 },
+    Case { n: 1, c: 128, k: 128, h: 9, w: 13, up: 1 },
     // Upsampled, batch 2: 18x26 = 468 pixels, 4 tiles, the last partial.
-    Case { n: 2, c: 128, h: 9, w: 13, up: 2 },
+    Case { n: 2, c: 128, k: 128, h: 9, w: 13, up: 2 },
     // C = 64 (one GEMM-K step per tap), batch 2, odd sizes.
-    Case { n: 2, c: 64, h: 19, w: 23, up: 1 },
+    Case { n: 2, c: 64, k: 128, h: 19, w: 23, up: 1 },
     // C = 64 upsampled, exact tiles (32x32 = 8 tiles).
-    Case { n: 1, c: 64, h: 16, w: 16, up: 2 },
+    Case { n: 1, c: 64, k: 128, h: 16, w: 16, up: 2 },
     // The smallest input: 1x1 upsampled to 2x2, every tap reflected.
-    Case { n: 1, c: 128, h: 1, w: 1, up: 2 },
+    Case { n: 1, c: 128, k: 128, h: 1, w: 1, up: 2 },
     // Batch 3, 40x37 = 1480 pixels = 12 tiles (the last one partial).
-    Case { n: 3, c: 128, h: 40, w: 37, up: 1 },
+    Case { n: 3, c: 128, k: 128, h: 40, w: 37, up: 1 },
     // A residual-block-like grid at reduced size: 64x64, 32 tiles per sample, batch 2.
-    Case { n: 2, c: 128, h: 64, w: 64, up: 1 },
+    Case { n: 2, c: 128, k: 128, h: 64, w: 64, up: 1 },
+    // K = 64 (deconv1-like: 128 -> 64, upsampled): 18x26 (partial tile), batch 2; C = 64 odd sizes; the
+    // smallest input; many tiles.
+    Case { n: 2, c: 128, k: 64, h: 9, w: 13, up: 2 },
+    Case { n: 1, c: 64, k: 64, h: 19, w: 23, up: 1 },
+    Case { n: 1, c: 128, k: 64, h: 1, w: 1, up: 2 },
+    Case { n: 1, c: 128, k: 64, h: 40, w: 37, up: 2 },
 ];
 
 /// Per (sample, channel, tile) (mean, M2) of the tiles of `BM` pixels of an NCHW tensor, in f64.
@@ -86,11 +91,11 @@ fn host_partials(y: &Tensor) -> (Vec<f32>, Vec<f32>) {
 
 fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, norm: bool) -> Vec<CheckResult> {
     let tag = if norm { " +in_norm" } else { "" };
-    let case = format!("{}x{}x{}x{} k{K} 3x3 up{}{tag}", cs.n, cs.c, cs.h, cs.w, cs.up);
+    let case = format!("{}x{}x{}x{} k{} 3x3 up{}{tag}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.up);
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[cs.n, cs.c, cs.h, cs.w], -1.0, 1.0));
         let bound = 1.0 / ((cs.c * 9) as f32).sqrt();
-        let w = round_tensor_f16(&random(rng, &[K, cs.c, 3, 3], -bound, bound));
+        let w = round_tensor_f16(&random(rng, &[cs.k, cs.c, 3, 3], -bound, bound));
         let in_coef = norm.then(|| random_in_coef(rng, cs.n, cs.c));
         let x_cpu = match &in_coef {
             Some(cf) => apply_in_norm(&x, &cf.data),
@@ -149,6 +154,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let x_1px = h(&[1, 1, 1, 64], Layout::Nhwc)?;
         let w = weight(128, 64, 3)?;
         let w_c32 = weight(128, 32, 3)?;
+        let w_k32 = weight(32, 64, 3)?;
         let w_k64 = weight(64, 64, 3)?;
         let w_9x9 = weight(128, 64, 9)?;
         let w_c128 = weight(128, 128, 3)?;
@@ -157,14 +163,15 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let mut y_1px = h(&[1, 1, 1, 128], Layout::Nhwc)?;
         let mut y_bad = h(&[1, 8, 9, 128], Layout::Nhwc)?;
         let mut y_f32 = f(&[1, 8, 8, 128], Layout::Nhwc)?;
-        let mut part = f(&[PartTiling::linear(256, BM).part_len(1, K)], Layout::RowMajor)?;
-        let mut part_small = f(&[PartTiling::linear(64, BM).part_len(1, K) - 1], Layout::RowMajor)?;
+        let mut part = f(&[PartTiling::linear(256, BM).part_len(1, 128)], Layout::RowMajor)?;
+        let mut part_small = f(&[PartTiling::linear(64, BM).part_len(1, 128) - 1], Layout::RowMajor)?;
         let coef_small = f(&[127], Layout::RowMajor)?;
         let coef_f16 = h(&[128], Layout::RowMajor)?;
         let norm = |coef| Some(InputNorm { coef });
         let attempts: Vec<(&str, Result<PartTiling>)> = vec![
             ("C = 32", conv2d_wg(gpu, &x_c32, &w_c32, 1, None, &mut y, &mut part)),
-            ("K = 64", conv2d_wg(gpu, &x, &w_k64, 1, None, &mut y, &mut part)),
+            ("K = 32", conv2d_wg(gpu, &x, &w_k32, 1, None, &mut y, &mut part)),
+            ("K = 64 into a 128-channel output", conv2d_wg(gpu, &x, &w_k64, 1, None, &mut y, &mut part)),
             ("9x9", conv2d_wg(gpu, &x, &w_9x9, 1, None, &mut y, &mut part)),
             ("channel mismatch", conv2d_wg(gpu, &x, &w_c128, 1, None, &mut y, &mut part)),
             ("upsample 3", conv2d_wg(gpu, &x, &w, 3, None, &mut y, &mut part)),
@@ -217,6 +224,12 @@ mod tests {
     fn cases_cover_the_contract() {
         let pq = |cs: &Case| cs.h * cs.up * cs.w * cs.up;
         assert!(CASES.iter().any(|cs| cs.c == 64) && CASES.iter().any(|cs| cs.c == 128));
+        for k in [64, 128] {
+            assert!(CASES.iter().any(|cs| cs.k == k && cs.up == 2 && !pq(cs).is_multiple_of(BM)));
+            assert!(CASES.iter().any(|cs| cs.k == k && cs.c == 64));
+            assert!(CASES.iter().any(|cs| cs.k == k && cs.h * cs.up == 2));
+        }
+        assert!(CASES.iter().all(|cs| cs.k == 64 || cs.k == 128));
         assert!(CASES.iter().any(|cs| cs.up == 2 && cs.n > 1 && !pq(cs).is_multiple_of(BM)));
         assert!(CASES.iter().any(|cs| cs.up == 1 && !pq(cs).is_multiple_of(BM)));
         assert!(CASES.iter().any(|cs| pq(cs).is_multiple_of(BM)));
