@@ -458,6 +458,44 @@ pub const WGMMA_PROBE_THREADS: u32 = 128;
 /// 1024-byte alignment slack.
 pub const WGMMA_PROBE_SMEM_BYTES: u32 = (64 + 256) * 128 + 1024;
 
+// ------------------------------------------------------------------------------------------- conv2d_wg
+/// `conv2d_wg` (3x3 reflect-padded implicit-GEMM convolution on `wgmma`, the `linear_wg` pipeline with the
+/// A tile gathered from the NHWC image): output pixels per block (two warpgroups of 64 rows).
+pub const CONV2D_WG_BM: u32 = 128;
+/// `conv2d_wg_k128`: output channels (all of them in one block: one `wgmma.m64n128k16` per warpgroup and
+/// k16 step). `conv2d_wg_k64` has 64 (`wgmma.m64n64k16`).
+pub const CONV2D_WG_K: u32 = 128;
+/// `conv2d_wg`: the kernel for `k` output channels (128 or 64), or `None`.
+pub const fn conv2d_wg_kernel(k: u32) -> Option<&'static str> {
+    match k {
+        128 => Some("conv2d_wg_k128"),
+        64 => Some("conv2d_wg_k64"),
+        _ => None,
+    }
+}
+/// `conv2d_wg`: GEMM-K slice per pipeline stage (one tap, 64 input channels; the host requires C % 64 == 0).
+pub const CONV2D_WG_BK: u32 = 64;
+/// `conv2d_wg`: threads per block (2 warpgroups; every thread also issues cp.async loads).
+pub const CONV2D_WG_THREADS: u32 = 256;
+/// `conv2d_wg`: pipeline stages (as `LINEAR_WG_STAGES`: S - 2 loads in flight, `wgmma.wait_group 1`).
+pub const CONV2D_WG_STAGES: u32 = 3;
+/// `conv2d_wg`: filter taps (3x3 only).
+pub const CONV2D_WG_TAPS: u32 = 9;
+/// `conv2d_wg` for `k` output channels: dynamic shared memory without the input norm: per stage an A tile
+/// [BM][BK] and a B tile [k][BK] of f16, 1024 bytes of alignment slack (the swizzle atom), then the gather
+/// table: per tap and tile row the u32 element offset of the reflected (upsampled) input pixel (K = 128:
+/// ~102 KB, K = 64: ~78 KB; two blocks per SM either way).
+pub const fn conv2d_wg_smem(k: u32) -> u32 {
+    CONV2D_WG_STAGES * (CONV2D_WG_BM + k) * CONV2D_WG_BK * 2 + 1024 + CONV2D_WG_TAPS * CONV2D_WG_BM * 4
+}
+/// `conv2d_wg_k128`'s [`conv2d_wg_smem`].
+pub const CONV2D_WG_SMEM_BYTES: u32 = conv2d_wg_smem(CONV2D_WG_K);
+/// `conv2d_wg` with an input norm (`in_coef` not null): shared memory added after the gather table for the
+/// (a, b) f32 pairs of the `c` input channels.
+pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
+    c * 8
+}
+
 // ---------------------------------------------------------------------------------------- attention_tc
 /// `attention_tc` (f16 flash attention on tensor cores): warps per block, each owning 16·m-tiles query rows.
 pub const ATTN_TC_WARPS: u32 = 4;

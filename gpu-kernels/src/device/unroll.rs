@@ -1,7 +1,11 @@
-//! `unroll!(N, |i| { ... })`: repeats a block with `i` bound to 0..N (N = 2, 4 or 8) so that per-thread
+//! `unroll!(N, |i| { ... })`: repeats a block with `i` bound to 0..N (N = 1, 2, 4 or 8) so that per-thread
 //! register arrays indexed by `i` stay in registers (LLVM does not always fully unroll large loop bodies,
 //! and a dynamically indexed array lives in local memory).
 macro_rules! unroll {
+    (1, |$i:ident| $body:block) => {{
+        let $i: usize = 0;
+        $body
+    }};
     (2, |$i:ident| $body:block) => {{
         {
             let $i: usize = 0;

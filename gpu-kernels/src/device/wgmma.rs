@@ -783,3 +783,166 @@ pub fn splat64(v: f32) -> [f32; 64] {
         d48, d49, d50, d51, d52, d53, d54, d55, d56, d57, d58, d59, d60, d61, d62, d63,
     ]
 }
+
+/// `d (+)= A · Bᵀ` for one k16 step: `wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16` with A (64 x 16)
+/// and B (64 x 16) both K-major in shared memory, read through the descriptors `a_desc` and `b_desc`
+/// ([`smem_desc_sw128`]); f32 accumulators `d` in the layout of the module comment (32 per thread).
+/// `scale_d == false` ignores the old `d` (D = A·B), `true` accumulates (D = A·B + D). Immediates:
+/// imm-scale-a = imm-scale-b = 1 (no negation), imm-trans-a = imm-trans-b = 0 (both K-major).
+///
+/// The instruction is asynchronous: `d` must not be touched by other instructions until a
+/// [`wait_acc32`] retires its commit group ([`commit_group`]), and the described shared memory must
+/// not be overwritten before then.
+///
+/// # Safety
+/// All 128 threads of the warpgroup must execute it convergently with the same descriptors (`sm_90a`),
+/// after a [`fence_acc32`] since `d` was last written by anything else; the described tiles must lie
+/// in the launch's shared memory in the layout of the module comment, written before a
+/// [`fence_proxy_async_shared`] and a barrier.
+#[inline(always)]
+#[rustfmt::skip]
+pub unsafe fn mma_m64n64k16_f16(d: &mut [f32; 32], a_desc: u64, b_desc: u64, scale_d: bool) {
+    asm!(
+        "{{",
+        ".reg .pred p;",
+        "setp.ne.b32 p, {34}, 0;",
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16",
+        "{{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}}},",
+        "{32}, {33}, p, 1, 1, 0, 0;",
+        "}}",
+        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3], inout(reg32) d[4], inout(reg32) d[5], inout(reg32) d[6], inout(reg32) d[7],
+        inout(reg32) d[8], inout(reg32) d[9], inout(reg32) d[10], inout(reg32) d[11], inout(reg32) d[12], inout(reg32) d[13], inout(reg32) d[14], inout(reg32) d[15],
+        inout(reg32) d[16], inout(reg32) d[17], inout(reg32) d[18], inout(reg32) d[19], inout(reg32) d[20], inout(reg32) d[21], inout(reg32) d[22], inout(reg32) d[23],
+        inout(reg32) d[24], inout(reg32) d[25], inout(reg32) d[26], inout(reg32) d[27], inout(reg32) d[28], inout(reg32) d[29], inout(reg32) d[30], inout(reg32) d[31],
+        in(reg64) a_desc,
+        in(reg64) b_desc,
+        in(reg32) scale_d as u32,
+        options(nostack)
+    );
+}
+
+/// [`fence`] with the 32 accumulators as operands (`wgmma.fence.sync.aligned`): every earlier write
+/// of `d` (the zeroing before the first k step) is ordered before the following `wgmma.mma_async`, and
+/// the compiler cannot move such a write past it. (The operands appear in a PTX comment only.)
+///
+/// # Safety
+/// As [`fence`].
+#[inline(always)]
+#[rustfmt::skip]
+pub unsafe fn fence_acc32(d: &mut [f32; 32]) {
+    asm!(
+        "wgmma.fence.sync.aligned;",
+        "// {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}",
+        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3], inout(reg32) d[4], inout(reg32) d[5], inout(reg32) d[6], inout(reg32) d[7],
+        inout(reg32) d[8], inout(reg32) d[9], inout(reg32) d[10], inout(reg32) d[11], inout(reg32) d[12], inout(reg32) d[13], inout(reg32) d[14], inout(reg32) d[15],
+        inout(reg32) d[16], inout(reg32) d[17], inout(reg32) d[18], inout(reg32) d[19], inout(reg32) d[20], inout(reg32) d[21], inout(reg32) d[22], inout(reg32) d[23],
+        inout(reg32) d[24], inout(reg32) d[25], inout(reg32) d[26], inout(reg32) d[27], inout(reg32) d[28], inout(reg32) d[29], inout(reg32) d[30], inout(reg32) d[31],
+        options(nostack)
+    );
+}
+
+/// [`wait_group`] with the 32 accumulators as operands: afterwards `d` holds the results of every
+/// committed `wgmma.mma_async` but those of the newest `N` groups, and the compiler cannot read `d`
+/// before it. Use `N = 0` before reading the accumulators.
+///
+/// # Safety
+/// As [`wait_group`].
+#[inline(always)]
+#[rustfmt::skip]
+pub unsafe fn wait_acc32<const N: u32>(d: &mut [f32; 32]) {
+    asm!(
+        "wgmma.wait_group.sync.aligned {n};",
+        "// {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}",
+        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3], inout(reg32) d[4], inout(reg32) d[5], inout(reg32) d[6], inout(reg32) d[7],
+        inout(reg32) d[8], inout(reg32) d[9], inout(reg32) d[10], inout(reg32) d[11], inout(reg32) d[12], inout(reg32) d[13], inout(reg32) d[14], inout(reg32) d[15],
+        inout(reg32) d[16], inout(reg32) d[17], inout(reg32) d[18], inout(reg32) d[19], inout(reg32) d[20], inout(reg32) d[21], inout(reg32) d[22], inout(reg32) d[23],
+        inout(reg32) d[24], inout(reg32) d[25], inout(reg32) d[26], inout(reg32) d[27], inout(reg32) d[28], inout(reg32) d[29], inout(reg32) d[30], inout(reg32) d[31],
+        n = const N,
+        options(nostack)
+    );
+}
+
+/// `[v; 32]` as 32 separate registers, for accumulator arrays (see [`splat64`]).
+#[inline(always)]
+#[rustfmt::skip]
+pub fn splat32(v: f32) -> [f32; 32] {
+    let d0: f32;
+    let d1: f32;
+    let d2: f32;
+    let d3: f32;
+    let d4: f32;
+    let d5: f32;
+    let d6: f32;
+    let d7: f32;
+    let d8: f32;
+    let d9: f32;
+    let d10: f32;
+    let d11: f32;
+    let d12: f32;
+    let d13: f32;
+    let d14: f32;
+    let d15: f32;
+    let d16: f32;
+    let d17: f32;
+    let d18: f32;
+    let d19: f32;
+    let d20: f32;
+    let d21: f32;
+    let d22: f32;
+    let d23: f32;
+    let d24: f32;
+    let d25: f32;
+    let d26: f32;
+    let d27: f32;
+    let d28: f32;
+    let d29: f32;
+    let d30: f32;
+    let d31: f32;
+    // SAFETY: register moves only.
+    unsafe {
+        asm!(
+        "mov.b32 {0}, {32};",
+        "mov.b32 {1}, {32};",
+        "mov.b32 {2}, {32};",
+        "mov.b32 {3}, {32};",
+        "mov.b32 {4}, {32};",
+        "mov.b32 {5}, {32};",
+        "mov.b32 {6}, {32};",
+        "mov.b32 {7}, {32};",
+        "mov.b32 {8}, {32};",
+        "mov.b32 {9}, {32};",
+        "mov.b32 {10}, {32};",
+        "mov.b32 {11}, {32};",
+        "mov.b32 {12}, {32};",
+        "mov.b32 {13}, {32};",
+        "mov.b32 {14}, {32};",
+        "mov.b32 {15}, {32};",
+        "mov.b32 {16}, {32};",
+        "mov.b32 {17}, {32};",
+        "mov.b32 {18}, {32};",
+        "mov.b32 {19}, {32};",
+        "mov.b32 {20}, {32};",
+        "mov.b32 {21}, {32};",
+        "mov.b32 {22}, {32};",
+        "mov.b32 {23}, {32};",
+        "mov.b32 {24}, {32};",
+        "mov.b32 {25}, {32};",
+        "mov.b32 {26}, {32};",
+        "mov.b32 {27}, {32};",
+        "mov.b32 {28}, {32};",
+        "mov.b32 {29}, {32};",
+        "mov.b32 {30}, {32};",
+        "mov.b32 {31}, {32};",
+        out(reg32) d0, out(reg32) d1, out(reg32) d2, out(reg32) d3, out(reg32) d4, out(reg32) d5, out(reg32) d6, out(reg32) d7,
+        out(reg32) d8, out(reg32) d9, out(reg32) d10, out(reg32) d11, out(reg32) d12, out(reg32) d13, out(reg32) d14, out(reg32) d15,
+        out(reg32) d16, out(reg32) d17, out(reg32) d18, out(reg32) d19, out(reg32) d20, out(reg32) d21, out(reg32) d22, out(reg32) d23,
+        out(reg32) d24, out(reg32) d25, out(reg32) d26, out(reg32) d27, out(reg32) d28, out(reg32) d29, out(reg32) d30, out(reg32) d31,
+        in(reg32) v,
+        options(pure, nomem, nostack)
+        );
+    }
+    [
+        d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15,
+        d16, d17, d18, d19, d20, d21, d22, d23, d24, d25, d26, d27, d28, d29, d30, d31,
+    ]
+}

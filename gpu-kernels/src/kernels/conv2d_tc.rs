@@ -70,7 +70,7 @@ fn swz<const BK: u32>(row: u32, chunk: u32) -> u32 {
 /// # Safety
 /// `addr` must be 4-byte aligned inside the launch's dynamic shared memory.
 #[inline(always)]
-unsafe fn ld_u32(addr: u32) -> u32 {
+pub(super) unsafe fn ld_u32(addr: u32) -> u32 {
     let r: u32;
     asm!("ld.shared.u32 {0}, [{1}];", out(reg32) r, in(reg32) addr, options(nostack, readonly));
     r
@@ -81,7 +81,7 @@ unsafe fn ld_u32(addr: u32) -> u32 {
 /// # Safety
 /// As [`ld_u32`].
 #[inline(always)]
-unsafe fn st_u32(addr: u32, v: u32) {
+pub(super) unsafe fn st_u32(addr: u32, v: u32) {
     asm!("st.shared.u32 [{0}], {1};", in(reg32) addr, in(reg32) v, options(nostack));
 }
 
@@ -98,7 +98,7 @@ pub(super) unsafe fn st_v4_u32(addr: u32, v: [u32; 4]) {
 /// `nhwc_in_apply` with ReLU: the same fma, ReLU and saturating round, so the result is bit-identical).
 /// `ab[q]` = (a, b) of channels 2q, 2q + 1 as (a0, b0, a1, b1).
 #[inline(always)]
-fn in_norm_relu(v: [u32; 4], ab: &[[f32; 4]; 4]) -> [u32; 4] {
+pub(super) fn in_norm_relu(v: [u32; 4], ab: &[[f32; 4]; 4]) -> [u32; 4] {
     let mut out = [0u32; 4];
     unroll!(4, |q| {
         let (x0, x1) = unpack_f16x2(v[q]);
@@ -111,7 +111,7 @@ fn in_norm_relu(v: [u32; 4], ab: &[[f32; 4]; 4]) -> [u32; 4] {
 
 /// Reflects `v` into `0..extent` (one reflection; the host ensures the padding is smaller than `extent`).
 #[inline(always)]
-fn reflect(v: i32, extent: i32) -> i32 {
+pub(super) fn reflect(v: i32, extent: i32) -> i32 {
     let mut v = v;
     if v < 0 {
         v = -v;
@@ -124,7 +124,7 @@ fn reflect(v: i32, extent: i32) -> i32 {
 
 /// Sum over the 8 lanes sharing `lane % 4` (the mma row groups g = 0..7).
 #[inline(always)]
-fn sum_rows(v: f32) -> f32 {
+pub(super) fn sum_rows(v: f32) -> f32 {
     let v = v + shfl_xor_f32(v, 4);
     let v = v + shfl_xor_f32(v, 8);
     v + shfl_xor_f32(v, 16)

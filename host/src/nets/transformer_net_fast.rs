@@ -19,7 +19,10 @@
 //! `conv2d_tc_c4_k32` instead). The upsampling convs deconv1 and deconv2 run in sub-pixel form
 //! (`launch::CONV2D_TC_SUBPIXEL`): nearest 2x upsampling + reflection pad 1 + 3x3 is, per output parity,
 //! a 2x2 conv of the source with summed weights, 4 taps instead of 9 (run 20, H200, 1024x1024: deconv1+in4
-//! 0.224 -> 0.140 ms, deconv2+in5 0.316 -> 0.192; `STYLEFORGE_SUBPIXEL=0` for the 9-tap form). Buffers are allocated once per input shape; no host synchronisation in
+//! 0.224 -> 0.140 ms, deconv2+in5 0.316 -> 0.192; `STYLEFORGE_SUBPIXEL=0` for the 9-tap form). The
+//! residual blocks' convs (and deconv1 in its 9-tap form) run on the `wgmma` kernels
+//! [`conv2d_wg`](crate::ops::conv2d_wg::conv2d_wg) when its grid fills two blocks per SM (1-D tiles of 128
+//! pixels; `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc`). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -33,6 +36,7 @@ use crate::ops::conv2d_tc::{
     conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, conv2d_tc_part_tiling, conv2d_tc_subpixel_tiling, C4HaloWeight, ConvOpts, ConvOut,
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
+use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
 use crate::ops::nhwc::{
     nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
@@ -41,6 +45,10 @@ use crate::ops::nhwc::{
 const OP: &str = "GpuTransformerNetFast";
 /// deconv3's 3 output channels are computed as 8 (the mma n-tile).
 const OUT_CHANNELS_PADDED: usize = 8;
+
+/// Fewest blocks for which a conv goes to `conv2d_wg` (two per SM on 132 SMs; smaller grids, e.g. the
+/// residual convs of a 256x256 input with 32 tiles, stay on `conv2d_tc`'s smaller tiles).
+const CONV_WG_MIN_BLOCKS: usize = 2 * 132;
 
 /// A conv layer on the device: packed f16 weight, no bias (applied elsewhere or cancelled).
 /// Environment variable choosing deconv3's kernel: `k8` selects `conv2d_tc_halo9_k8` (N = 8 padded
@@ -135,6 +143,31 @@ impl TcConv {
         };
         conv2d_tc_opts(gpu, x, &self.w, self.stride, self.pad, self.upsample, out, opts)
     }
+    /// [`Self::run`] into NHWC f16 `y` plus InstanceNorm partials in `part`, through the `wgmma` kernel
+    /// `conv2d_wg` when `wg` is set and it takes the layer (3x3, stride 1, 128 or 64 outputs, C % 64 == 0) with
+    /// at least [`CONV_WG_MIN_BLOCKS`] blocks; returns the partials' tiling.
+    fn run_stats(
+        &self,
+        gpu: &Gpu,
+        x: &DeviceTensor,
+        norm: Option<&DeviceTensor>,
+        y: &mut DeviceTensor,
+        part: &mut DeviceTensor,
+        wg: bool,
+    ) -> Result<PartTiling> {
+        if wg
+            && !self.w.subpixel
+            && self.stride == 1
+            && self.pad == 1
+            && conv2d_wg_fits(&x.shape, &self.w, self.upsample)
+            && conv2d_wg_blocks(&x.shape, self.upsample) >= CONV_WG_MIN_BLOCKS
+        {
+            let norm = norm.map(|coef| InputNorm { coef });
+            return conv2d_wg(gpu, x, &self.w, self.upsample, norm, y, part);
+        }
+        self.run(gpu, x, norm, ConvOut::F16Stats { y, part })?;
+        Ok(self.tiling(&shape4(y)?))
+    }
 }
 
 struct GpuNorm {
@@ -172,16 +205,18 @@ impl GpuNorm {
     }
     /// `trunk = trunk' + norm(y)` (the residual blocks' second norm), where trunk' is `trunk` itself or,
     /// with `trunk_norm`, relu(norm(trunk)) by those coefficients (the trunk still raw from conv3).
+    #[allow(clippy::too_many_arguments)]
     fn add_into(
         &self,
         gpu: &Gpu,
         y: &DeviceTensor,
+        tiling: &PartTiling,
         part: &DeviceTensor,
         coef: &mut DeviceTensor,
         trunk: &mut DeviceTensor,
         trunk_norm: Option<&DeviceTensor>,
     ) -> Result<()> {
-        nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)?;
+        nhwc_in_coef_tiled(gpu, &shape4(y)?, tiling, part, &self.gamma, &self.beta, coef)?;
         match trunk_norm {
             Some(tc) => nhwc_in_apply_residual_normed(gpu, y, coef, trunk, tc),
             None => nhwc_in_apply_residual(gpu, y, coef, trunk),
@@ -256,6 +291,9 @@ pub struct GpuTransformerNetFast<'g> {
     fold_in3: bool,
     /// `STYLEFORGE_FOLD_IN4=1`: in4 applied on load by deconv2 instead of in place.
     fold_in4: bool,
+    /// The residual convs (and a 9-tap deconv1) on `conv2d_wg` where it takes them (large grids);
+    /// `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc` (A/B).
+    conv_wg: bool,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -318,6 +356,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                 .transpose()?,
             fold_in3: std::env::var("STYLEFORGE_FOLD_IN3").is_ok_and(|v| v == "1"),
             fold_in4: std::env::var("STYLEFORGE_FOLD_IN4").is_ok_and(|v| v == "1"),
+            conv_wg: !std::env::var(CONV_WG_ENV).is_ok_and(|v| v == "0"),
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -363,6 +402,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             .map(|s| conv2d_tc_part_len(s))
             .chain([self.deconv1.tiling(&s4).part_len(s4[0], s4[3]), self.deconv2.tiling(&s5).part_len(s5[0], s5[3])])
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
+            .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -650,18 +690,14 @@ impl<'g> GpuTransformerNetFast<'g> {
         }
         mark("conv3+in3")?;
         for (i, blk) in self.res.iter().enumerate() {
-            blk.conv1
-                .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: t1, part })?;
-            blk.in1.coef(gpu, t1, part, coef)?;
-            blk.conv2
-                .run(gpu, t1, Some(coef), ConvOut::F16Stats { y: t2, part })?;
-            blk.in2.add_into(gpu, t2, part, coef, trunk, trunk_norm)?;
+            let tiling = blk.conv1.run_stats(gpu, trunk, trunk_norm, t1, part, self.conv_wg)?;
+            blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
+            let tiling = blk.conv2.run_stats(gpu, t1, Some(coef), t2, part, self.conv_wg)?;
+            blk.in2.add_into(gpu, t2, &tiling, part, coef, trunk, trunk_norm)?;
             trunk_norm = None;
             mark(res_name(i))?;
         }
-        self.deconv1
-            .run(gpu, trunk, trunk_norm, ConvOut::F16Stats { y: u1, part })?;
-        let tiling = self.deconv1.tiling(&shape4(u1)?);
+        let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, self.conv_wg)?;
         self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
         let u1_norm = if self.fold_in4 {

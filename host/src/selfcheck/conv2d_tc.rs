@@ -92,7 +92,7 @@ const CASES: &[Case] = &[
 ];
 
 /// Host (a, b) = (γ·rstd, β − mean·γ·rstd) per (n, c) of an NCHW tensor, f64 statistics, eps 1e-5.
-fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+pub(super) fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     let [n, c, p, q] = [y.shape[0], y.shape[1], y.shape[2], y.shape[3]];
     let pq = p * q;
     let mut out = Vec::with_capacity(n * c * 2);
@@ -130,7 +130,7 @@ fn variants(cs: &Case) -> Vec<Option<Conv2dTcVariant>> {
 
 /// Random input-norm coefficients (a, b) per (sample, channel): a in [-1.5, 1.5] (negative slopes too),
 /// b in [-0.5, 0.5], so that ReLU clips a good share of the inputs on both signs of x.
-fn random_in_coef(rng: &mut Rng64, n: usize, c: usize) -> Tensor {
+pub(super) fn random_in_coef(rng: &mut Rng64, n: usize, c: usize) -> Tensor {
     let a = random(rng, &[n * c], -1.5, 1.5);
     let b = random(rng, &[n * c], -0.5, 0.5);
     Tensor { shape: vec![n * c * 2], data: a.data.iter().zip(&b.data).flat_map(|(&a, &b)| [a, b]).collect() }
@@ -138,7 +138,7 @@ fn random_in_coef(rng: &mut Rng64, n: usize, c: usize) -> Tensor {
 
 /// What the input norm makes of NCHW `x`: f16(relu(a·x + b)) per (sample, channel), the f32 fma and the
 /// single f16 rounding the kernels (and `nhwc_in_apply`) do.
-fn apply_in_norm(x: &Tensor, coef: &[f32]) -> Tensor {
+pub(super) fn apply_in_norm(x: &Tensor, coef: &[f32]) -> Tensor {
     let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     let hw = h * w;
     let mut out = x.clone();
