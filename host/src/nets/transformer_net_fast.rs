@@ -144,8 +144,8 @@ impl TcConv {
         conv2d_tc_opts(gpu, x, &self.w, self.stride, self.pad, self.upsample, out, opts)
     }
     /// [`Self::run`] into NHWC f16 `y` plus InstanceNorm partials in `part`, through the `wgmma` kernel
-    /// `conv2d_wg` when `wg` is set and it takes the layer (3x3, stride 1, 128 or 64 outputs, C % 64 == 0) with
-    /// at least [`CONV_WG_MIN_BLOCKS`] blocks; returns the partials' tiling.
+    /// `conv2d_wg` when `wg_min_blocks` is given and it takes the layer (3x3, stride 1, 128 or 64 outputs,
+    /// C % 64 == 0, not sub-pixel) with at least that many blocks; returns the partials' tiling.
     fn run_stats(
         &self,
         gpu: &Gpu,
@@ -153,14 +153,15 @@ impl TcConv {
         norm: Option<&DeviceTensor>,
         y: &mut DeviceTensor,
         part: &mut DeviceTensor,
-        wg: bool,
+        wg_min_blocks: Option<usize>,
     ) -> Result<PartTiling> {
-        if wg
+        let min_blocks = wg_min_blocks.unwrap_or(usize::MAX);
+        if wg_min_blocks.is_some()
             && !self.w.subpixel
             && self.stride == 1
             && self.pad == 1
             && conv2d_wg_fits(&x.shape, &self.w, self.upsample)
-            && conv2d_wg_blocks(&x.shape, self.upsample) >= CONV_WG_MIN_BLOCKS
+            && conv2d_wg_blocks(&x.shape, self.upsample) >= min_blocks
         {
             let norm = norm.map(|coef| InputNorm { coef });
             return conv2d_wg(gpu, x, &self.w, self.upsample, norm, y, part);
@@ -294,6 +295,8 @@ pub struct GpuTransformerNetFast<'g> {
     /// The residual convs (and a 9-tap deconv1) on `conv2d_wg` where it takes them (large grids);
     /// `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc` (A/B).
     conv_wg: bool,
+    /// Blocks a conv's grid needs before it goes to `conv2d_wg` ([`Self::set_conv_wg_min_blocks`]).
+    conv_wg_min_blocks: usize,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -357,6 +360,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             fold_in3: std::env::var("STYLEFORGE_FOLD_IN3").is_ok_and(|v| v == "1"),
             fold_in4: std::env::var("STYLEFORGE_FOLD_IN4").is_ok_and(|v| v == "1"),
             conv_wg: !std::env::var(CONV_WG_ENV).is_ok_and(|v| v == "0"),
+            conv_wg_min_blocks: CONV_WG_MIN_BLOCKS,
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -426,6 +430,21 @@ impl<'g> GpuTransformerNetFast<'g> {
             coef_trunk: f(coef_len)?,
         });
         Ok(())
+    }
+
+    /// Lets `conv2d_wg` take every conv it fits with at least `min_blocks` blocks (default 2 x 132: two per
+    /// SM); 0 forces it for small inputs too (the self-check runs photos that way, so the network path
+    /// through `conv2d_wg` is compared with the fp32 net). Drops a captured graph.
+    pub fn set_conv_wg_min_blocks(&mut self, min_blocks: usize) {
+        self.conv_wg_min_blocks = min_blocks;
+        if let Some(b) = self.bufs.as_mut() {
+            b.graph = None;
+        }
+    }
+
+    /// `conv2d_wg`'s block threshold when it is on (`STYLEFORGE_CONV_WG` not 0).
+    fn wg_min_blocks(&self) -> Option<usize> {
+        self.conv_wg.then_some(self.conv_wg_min_blocks)
     }
 
     /// Replays the forward pass from a CUDA graph (captured once per input shape) when on (the default),
@@ -635,6 +654,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         mark: &mut dyn FnMut(&'static str) -> Result<()>,
     ) -> Result<()> {
         let gpu = self.gpu;
+        let wg_min = self.wg_min_blocks();
         let Some(b) = self.bufs.as_mut() else {
             return Err(Error::Other("buffers missing after allocation".into()));
         };
@@ -690,14 +710,14 @@ impl<'g> GpuTransformerNetFast<'g> {
         }
         mark("conv3+in3")?;
         for (i, blk) in self.res.iter().enumerate() {
-            let tiling = blk.conv1.run_stats(gpu, trunk, trunk_norm, t1, part, self.conv_wg)?;
+            let tiling = blk.conv1.run_stats(gpu, trunk, trunk_norm, t1, part, wg_min)?;
             blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
-            let tiling = blk.conv2.run_stats(gpu, t1, Some(coef), t2, part, self.conv_wg)?;
+            let tiling = blk.conv2.run_stats(gpu, t1, Some(coef), t2, part, wg_min)?;
             blk.in2.add_into(gpu, t2, &tiling, part, coef, trunk, trunk_norm)?;
             trunk_norm = None;
             mark(res_name(i))?;
         }
-        let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, self.conv_wg)?;
+        let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?;
         self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
         let u1_norm = if self.fold_in4 {
