@@ -20,9 +20,10 @@
 //! (`launch::CONV2D_TC_SUBPIXEL`): nearest 2x upsampling + reflection pad 1 + 3x3 is, per output parity,
 //! a 2x2 conv of the source with summed weights, 4 taps instead of 9 (run 20, H200, 1024x1024: deconv1+in4
 //! 0.224 -> 0.140 ms, deconv2+in5 0.316 -> 0.192; `STYLEFORGE_SUBPIXEL=0` for the 9-tap form). The
-//! residual blocks' convs (and deconv1 in its 9-tap form) run on the `wgmma` kernels
-//! [`conv2d_wg`](crate::ops::conv2d_wg::conv2d_wg) when its grid fills two blocks per SM (1-D tiles of 128
-//! pixels; `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc`). Buffers are allocated once per input shape; no host synchronisation in
+//! residual blocks' convs (and deconv1 in its 9-tap form) can run on the `wgmma` kernels
+//! [`conv2d_wg`](crate::ops::conv2d_wg::conv2d_wg) with `STYLEFORGE_CONV_WG=1` when the grid fills two blocks
+//! per SM; not the default, since it measured slower than `conv2d_tc` (run 21, H200, 1024x1024: residual block
+//! 0.217 against 0.207 ms). Buffers are allocated once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -292,8 +293,8 @@ pub struct GpuTransformerNetFast<'g> {
     fold_in3: bool,
     /// `STYLEFORGE_FOLD_IN4=1`: in4 applied on load by deconv2 instead of in place.
     fold_in4: bool,
-    /// The residual convs (and a 9-tap deconv1) on `conv2d_wg` where it takes them (large grids);
-    /// `STYLEFORGE_CONV_WG=0` keeps them on `conv2d_tc` (A/B).
+    /// The residual convs (and a 9-tap deconv1) on `conv2d_wg` where it takes them (large grids), with
+    /// `STYLEFORGE_CONV_WG=1` (A/B; slower so far).
     conv_wg: bool,
     /// Blocks a conv's grid needs before it goes to `conv2d_wg` ([`Self::set_conv_wg_min_blocks`]).
     conv_wg_min_blocks: usize,
@@ -359,7 +360,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                 .transpose()?,
             fold_in3: std::env::var("STYLEFORGE_FOLD_IN3").is_ok_and(|v| v == "1"),
             fold_in4: std::env::var("STYLEFORGE_FOLD_IN4").is_ok_and(|v| v == "1"),
-            conv_wg: !std::env::var(CONV_WG_ENV).is_ok_and(|v| v == "0"),
+            conv_wg: std::env::var(CONV_WG_ENV).is_ok_and(|v| v == "1"),
             conv_wg_min_blocks: CONV_WG_MIN_BLOCKS,
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
