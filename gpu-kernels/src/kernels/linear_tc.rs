@@ -20,6 +20,9 @@
 //! `linear_tc_small` (few rows, see its doc) computes the same thing with 64 x 32 tiles of 4 warps and
 //! 64-wide K steps, optionally splitting K over `gridDim.z` with a last-block reduction through a
 //! workspace; the host picks the kernel (`LinearTcPlan` in `launch.rs`). Both share `Epilogue`.
+//! `linear_tc_small` can also LayerNorm its x operand and / or its f32 residual row-wise on the fly
+//! (`LINEAR_TC_LN_A`, `LINEAR_TC_LN_RES`, see its doc), which removes the LayerNorm launches of a
+//! post-norm transformer block at few tokens.
 use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,

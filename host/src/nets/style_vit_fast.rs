@@ -11,6 +11,19 @@
 //! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
 //! Same public API as [`crate::nets::GpuStyleVit`] (graph capture per shape and alpha included).
 //!
+//! LayerNorm folding (few tokens, the default; [`GpuStyleVitFast::set_ln_fold`], `STYLEFORGE_LN_FOLD=0`
+//! to disable): when all four block GEMMs of a sequence run on the few-row kernel (`linear_tc_small`,
+//! e.g. 64 or 128 tokens), a block is five launches instead of seven: `qkv16 = linear_tc(LN2'(t2_16))`
+//! → attention → `t1, t1_16 = linear_tc(a16) + LN2'(t2)` → `h16 = gelu(linear_tc(LN1(t1_16)))` →
+//! `t2, t2_16 = linear_tc(h16) + LN1(t1)`, where LN2' is the previous block's norm2 and every LN is
+//! applied by the consuming GEMM (`RowNorms`: row statistics from the f32 sum in its prologue, the
+//! x operand normalised in shared memory, the residual in the epilogue). The first block reads the
+//! patch embedding's (or AdaIN's) explicit `x`, `x16`; the encoder's last norm2 stays an explicit
+//! `layer_norm_f16` (AdaIN consumes it); the decoder's last one is applied by `to_pixels`. At 64 tokens
+//! (base, 6 + 6 blocks) that removes 23 of the 24 LayerNorm launches. The GEMM operands become
+//! LN(f16(t)) instead of f16(LN(t)) (≈1e-3-level differences, measured by the emulation in
+//! selfcheck/vit_fast.rs); the residual path stays f32 as before.
+//!
 //! Precision: the f16 rounding of the GEMM and attention inputs (image, x, weights, qkv, attention output,
 //! the GELU output) is the only systematic difference from the fp32 path; the self-check measures its effect
 //! with a CPU emulation that rounds at the same places (selfcheck/vit_fast.rs).
@@ -650,6 +663,9 @@ impl<'g> GpuStyleVitFast<'g> {
     /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each op is
     /// queued (the names of [`Self::layer_costs`], in order: per stage the patch embedding and each
     /// block's qkv, attention, out+res, norm1, fc1+gelu, fc2+res, norm2; then adain, to_pixels, unpatch+tail).
+    /// With the LayerNorms folded ([`Self::set_ln_fold`]) a block marks only qkv, attention, out+res,
+    /// fc1+gelu, fc2+res, and the encoder's last norm2 is marked after its last block (likewise the
+    /// decoder's, when `to_pixels` cannot apply it).
     pub fn forward_device_marked(
         &mut self,
         content: &DeviceTensor,

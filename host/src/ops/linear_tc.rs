@@ -14,6 +14,10 @@
 //! product of a few dozen rows still spreads over ~132 blocks; the last block of each output tile sums
 //! the partials (in split order: deterministic) and applies the epilogue. Same results either way up
 //! to f32 summation order.
+//!
+//! The few-row kernel can also apply LayerNorms on the fly ([`RowNorms`], [`linear_tc_ln`]): to its x
+//! operand (given as the f16 copy of an f32 tensor whose row statistics it computes) and / or to its
+//! f32 residual, so that a post-norm transformer block needs no LayerNorm launch.
 use gpu_kernels::launch::{
     linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_EPS, LAYER_NORM_ROWS,
     LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_LN_A, LINEAR_TC_LN_RES, LINEAR_TC_RESIDUAL,
@@ -893,6 +897,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn row_norms_fold_at_few_tokens_only() {
+        // StyleViT base (D 512, FFN 2048, patch 32): 64 tokens (one 256 x 256 image), 128 (content +
+        // style batched) and the to_pixels product fold; many rows (patch 16, batch 8) do not.
+        for m in [1usize, 37, 64, 128, 256] {
+            for (n, k) in [(1536, 512), (512, 512), (2048, 512), (512, 2048), (3072, 512)] {
+                assert!(supports_row_norms(m, n, k), "{m}x{n}x{k}");
+            }
+        }
+        assert!(!supports_row_norms(8 * 256, 2048, 512));
+        assert!(!supports_row_norms(32768, 512, 2048));
+        assert!(RowNorms::default().is_empty());
     }
 
     #[test]

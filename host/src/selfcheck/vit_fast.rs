@@ -1752,6 +1752,32 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_with_own_stats_is_layer_norm() {
+        let mut rng = Rng64::seed_from_u64(10);
+        let t = random(&mut rng, &[5, 96], -2.0, 3.0);
+        let g = random(&mut rng, &[96], 0.5, 1.5);
+        let b = random(&mut rng, &[96], -0.5, 0.5);
+        let want = ops::layer_norm(&t, &g, &b).unwrap();
+        assert_eq!(layer_norm_with_stats_of(&t, &t, &g, &b).data, want.data);
+        // Applied to the f16 copy: the folded operand differs from f16(LN(t)) at the f16 rounding level.
+        let t16 = round_tensor_f16(&t);
+        let folded = round_tensor_f16(&layer_norm_with_stats_of(&t, &t16, &g, &b));
+        let explicit = round_tensor_f16(&want);
+        let r = compare(
+            "layer_norm",
+            "fold",
+            &folded.data,
+            &explicit.data,
+            Tolerance {
+                rel_l2: 2e-3,
+                max_rel: 4e-3,
+            },
+        );
+        assert!(r.passed, "{r:?}");
+        assert_ne!(folded.data, explicit.data);
+    }
+
+    #[test]
     fn style_vit_fast_tolerance_covers_the_emulated_rounding() {
         let mut rng = Rng64::seed_from_u64(9);
         for (blocks, cs, ss, alpha) in NET_CASES {
