@@ -306,13 +306,6 @@ pub const LINEAR_TC_GELU: u32 = 2;
 pub const LINEAR_TC_RESIDUAL: u32 = 4;
 /// `linear_tc` flag: the residual is f16 (otherwise f32).
 pub const LINEAR_TC_RES_F16: u32 = 8;
-/// `linear_tc_small` flag: the x operand is the f16 copy of an f32 tensor `ln_src` [M, K] that the kernel
-/// LayerNorms row-wise on the fly (statistics of each row of `ln_src`, `ln_g`/`ln_b` [K]) before the
-/// tensor cores read it.
-pub const LINEAR_TC_LN_A: u32 = 16;
-/// `linear_tc_small` flag: the (f32, one row per output row) residual is LayerNormed row-wise before it
-/// is added (statistics of each residual row, `rn_g`/`rn_b` [N]).
-pub const LINEAR_TC_LN_RES: u32 = 32;
 
 /// `linear_tc_small` (few rows: split-K tensor-core GEMM): output rows (GEMM-M) per block.
 pub const LINEAR_TC_S_BM: u32 = 64;

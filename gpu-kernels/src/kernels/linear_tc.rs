@@ -20,22 +20,17 @@
 //! `linear_tc_small` (few rows, see its doc) computes the same thing with 64 x 32 tiles of 4 warps and
 //! 64-wide K steps, optionally splitting K over `gridDim.z` with a last-block reduction through a
 //! workspace; the host picks the kernel (`LinearTcPlan` in `launch.rs`). Both share `Epilogue`.
-//! `linear_tc_small` can also LayerNorm its x operand and / or its f32 residual row-wise on the fly
-//! (`LINEAR_TC_LN_A`, `LINEAR_TC_LN_RES`, see its doc), which removes the LayerNorm launches of a
-//! post-norm transformer block at few tokens.
 use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,
 };
 use crate::device::unroll::unroll;
-use super::conv2d_tc::{ld_v4_u32, st_v4_u32};
 use crate::device::{
     block_idx_x, block_idx_y, block_idx_z, grid_dim_x, grid_dim_z, math, shared, sync_threads,
-    thread_idx_x, warp,
+    thread_idx_x,
 };
 use crate::launch::{
-    LINEAR_TC_BIAS, LINEAR_TC_BK, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_LN_A,
-    LINEAR_TC_LN_RES, LINEAR_TC_RESIDUAL,
+    LINEAR_TC_BIAS, LINEAR_TC_BK, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL,
     LINEAR_TC_RES_F16, LINEAR_TC_STAGES, LINEAR_TC_S_BK, LINEAR_TC_S_BM, LINEAR_TC_S_BN,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_STAGES, LINEAR_TC_S_THREADS,
     LINEAR_TC_THREADS,
@@ -266,25 +261,7 @@ impl Epilogue {
     /// # Safety
     /// The pointers must be valid as the kernels' contracts say, `out`/`rrow` from [`Epilogue::row`].
     #[inline(always)]
-    pub(crate) unsafe fn pair(&self, out: usize, rrow: usize, col: u32, v: [f32; 2]) {
-        self.pair_norm(out, rrow, col, v, None)
-    }
-
-    /// [`Epilogue::pair`] with the f32 residual row LayerNormed first when `rn` is given:
-    /// `r -> fma((r - mean) · rstd, γ_c, β_c)`, the arithmetic of `layer_norm_row`, so that with the
-    /// row's statistics the added value is bit-identical to the explicit LayerNorm's f32 output.
-    ///
-    /// # Safety
-    /// As [`Epilogue::pair`]; `rn`'s γ and β hold N floats.
-    #[inline(always)]
-    pub(crate) unsafe fn pair_norm(
-        &self,
-        out: usize,
-        rrow: usize,
-        col: u32,
-        mut v: [f32; 2],
-        rn: Option<ResNorm>,
-    ) {
+    pub(crate) unsafe fn pair(&self, out: usize, rrow: usize, col: u32, mut v: [f32; 2]) {
         let n = self.n;
         if col >= n {
             return;
@@ -312,13 +289,9 @@ impl Epilogue {
                 }
             } else {
                 let r = self.res as *const f32;
-                let norm = |x: f32, cc: usize| match rn {
-                    Some(s) => math::fma((x - s.mean) * s.rstd, *s.gamma.add(cc), *s.beta.add(cc)),
-                    None => x,
-                };
-                v[0] += norm(*r.add(rrow + c), c);
+                v[0] += *r.add(rrow + c);
                 if pair {
-                    v[1] += norm(*r.add(rrow + c + 1), c + 1);
+                    v[1] += *r.add(rrow + c + 1);
                 }
             }
         }
@@ -346,16 +319,6 @@ impl Epilogue {
             }
         }
     }
-}
-
-/// The LayerNorm of one residual row in the epilogue ([`Epilogue::pair_norm`]): the row's statistics and
-/// the norm's γ, β ([N] f32).
-#[derive(Clone, Copy)]
-pub(crate) struct ResNorm {
-    pub(crate) mean: f32,
-    pub(crate) rstd: f32,
-    pub(crate) gamma: *const f32,
-    pub(crate) beta: *const f32,
 }
 
 // ---------------------------------------------------------------- few rows: split-K
@@ -466,136 +429,6 @@ unsafe fn st_relaxed_gpu_u32(p: *mut u32, v: u32) {
     asm!("st.relaxed.gpu.global.u32 [{0}], {1};", in(reg64) p, in(reg32) v, options(nostack));
 }
 
-/// Four f32 that the compiler loads with one 16-byte access.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct F32x4([f32; 4]);
-
-/// Float4 groups per lane of [`row_stats`]' register form (rows up to 4 · 32 · 4 = 512 floats).
-const STATS_VEC: usize = 4;
-
-/// (mean, rstd) of one row held as float4 groups `lane + 32 i` (zeros past the row), the statistics of
-/// `layer_norm::row_in_registers` in its order of operations (mean, then Σ (v − mean)², biased variance,
-/// eps inside the square root), so they are bit-identical to the explicit LayerNorm's for D ≤ 512.
-/// Every lane of the warp must call it (warp sums).
-#[inline(always)]
-fn stats_of(v: &[F32x4; STATS_VEC], groups: usize, lane: usize, d: u32, eps: f32) -> (f32, f32) {
-    let mut s = 0.0f32;
-    unroll!(4, |i| {
-        unroll!(4, |e| {
-            s += v[i].0[e];
-        });
-    });
-    let mean = math::div(warp::warp_sum(s), d as f32);
-    let mut s2 = 0.0f32;
-    unroll!(4, |i| {
-        if lane + 32 * i < groups {
-            unroll!(4, |e| {
-                let dv = v[i].0[e] - mean;
-                s2 = math::fma(dv, dv, s2);
-            });
-        }
-    });
-    let var = math::div(warp::warp_sum(s2), d as f32);
-    (mean, math::div(1.0, math::sqrt(var + eps)))
-}
-
-/// LayerNorm statistics of the block's rows `m0 .. m0 + LINEAR_TC_S_BM` (those below `m`) of the f32
-/// tensor `src` [m, d] (d % 4 == 0, rows 16-byte aligned): (mean, rstd) of local row r at shared byte
-/// address `out + 8 r`, `out + 8 r + 4` (rows past m are not written). Warp `warp` takes local rows
-/// 16 warp .. 16 warp + 16. For d ≤ 512 four rows at a time are held in registers, all their loads
-/// issued before the first sum (the block reads 64 rows: latency, not arithmetic, is the cost); larger
-/// d re-read each row from cache for the second pass (same order of operations as the register form of
-/// `layer_norm_row`, which also covers d ≤ 1024 that way).
-///
-/// # Safety
-/// `src` must hold `m · d` floats, 16-byte aligned; `out .. out + 512` must be shared memory no other
-/// thread touches until the next barrier.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn row_stats(src: *const f32, m0: u32, m: u32, d: u32, eps: f32, out: u32, warp: u32, lane: u32) {
-    let groups = (d / 4) as usize;
-    let ln = lane as usize;
-    if groups <= 32 * STATS_VEC {
-        let mut round = 0u32;
-        while round < 4 {
-            let r_base = warp * 16 + round * 4;
-            if m0 + r_base >= m {
-                break; // warp-uniform: the later rows are past M too
-            }
-            let mut v = [[F32x4([0.0; 4]); STATS_VEC]; 4];
-            unroll!(4, |q| {
-                let row = m0 + r_base + q as u32;
-                if row < m {
-                    let p = src.add(row as usize * d as usize) as *const F32x4;
-                    unroll!(4, |i| {
-                        let g = ln + 32 * i;
-                        if g < groups {
-                            v[q][i] = *p.add(g);
-                        }
-                    });
-                }
-            });
-            unroll!(4, |q| {
-                let (mean, rstd) = stats_of(&v[q], groups, ln, d, eps);
-                let r = r_base + q as u32;
-                if lane == 0 && m0 + r < m {
-                    shared::st_f32(out + 8 * r, mean);
-                    shared::st_f32(out + 8 * r + 4, rstd);
-                }
-            });
-            round += 1;
-        }
-    } else {
-        let mut r = warp * 16;
-        while r < warp * 16 + 16 && m0 + r < m {
-            let p = src.add((m0 + r) as usize * d as usize) as *const F32x4;
-            let mut s = 0.0f32;
-            let mut g = ln;
-            while g < groups {
-                let x = *p.add(g);
-                unroll!(4, |e| {
-                    s += x.0[e];
-                });
-                g += 32;
-            }
-            let mean = math::div(warp::warp_sum(s), d as f32);
-            let mut s2 = 0.0f32;
-            g = ln;
-            while g < groups {
-                let x = *p.add(g);
-                unroll!(4, |e| {
-                    let dv = x.0[e] - mean;
-                    s2 = math::fma(dv, dv, s2);
-                });
-                g += 32;
-            }
-            let var = math::div(warp::warp_sum(s2), d as f32);
-            if lane == 0 {
-                shared::st_f32(out + 8 * r, mean);
-                shared::st_f32(out + 8 * r + 4, math::div(1.0, math::sqrt(var + eps)));
-            }
-            r += 1;
-        }
-    }
-}
-
-/// The A-operand LayerNorm of 8 consecutive f16 columns of one row: `(x − mean) · rstd · γ + β` in f32
-/// with `layer_norm_row`'s fma, rounded once to f16. `gb` = (γ, β) of the 8 columns as two float4 each.
-#[inline(always)]
-fn ln_chunk(v: [u32; 4], mean: f32, rstd: f32, gb: &[F32x4; 4]) -> [u32; 4] {
-    let mut out = [0u32; 4];
-    unroll!(4, |q| {
-        let (x0, x1) = unpack_f16x2(v[q]);
-        let (g, b) = (&gb[q / 2].0, &gb[2 + q / 2].0);
-        let e = 2 * (q % 2);
-        let y0 = math::fma((x0 - mean) * rstd, g[e], b[e]);
-        let y1 = math::fma((x1 - mean) * rstd, g[e + 1], b[e + 1]);
-        out[q] = pack_f16x2(y0, y1);
-    });
-    out
-}
-
 /// y = epilogue(x · wᵀ) for few rows: the `linear_tc` contract (x [M, K] f16, w [N, K] f16, K % 8 == 0,
 /// epilogue flags, bias, res, y32, y16 as there) with 64 x 32 output tiles and K optionally split.
 /// Grid (ceil(N/32), ceil(M/64), splits); block `LINEAR_TC_S_THREADS` (4 warps, warp i owns rows
@@ -610,18 +443,6 @@ fn ln_chunk(v: [u32; 4], mean: f32, rstd: f32, gb: &[F32x4; 4]) -> [u32; 4] {
 /// registers: the result does not depend on the arrival order), applies the epilogue and resets the
 /// counter to 0 for the next launch. `counters[0..tiles]` must be 0 at launch (the workspace is zeroed
 /// at creation and every launch leaves it so); one workspace must not serve two launches at once.
-///
-/// Row LayerNorms (post-norm transformer blocks without LayerNorm launches; eps `eps`):
-/// * `LINEAR_TC_LN_A`: x is the f16 copy of the f32 `ln_src` [M, K], and the product uses
-///   `LN(x)` row-wise: `(x − mean_r) · rstd_r · ln_g[k] + ln_b[k]` with the statistics of row r of
-///   `ln_src` (f32, two-pass), rounded once to f16. Each thread rewrites the 16-byte chunks it copied
-///   itself after they landed and before the barrier that publishes them (zero-filled chunks stay 0).
-/// * `LINEAR_TC_LN_RES` (with `LINEAR_TC_RESIDUAL`, an f32 residual and res_rows == M): the residual
-///   row r is replaced by `(res − mean_r) · rstd_r · rn_g[n] + rn_b[n]` with row r's statistics.
-///
-/// The statistics are computed in a prologue by every block (for its ≤ 64 rows: full rows of K resp. N
-/// floats; once when `res == ln_src` and N == K) while the first cp.async steps are in flight, staged
-/// in the pipeline's last stage (not written before the first main-loop barrier) and kept in registers.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn linear_tc_small(
@@ -633,18 +454,12 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     y16: *mut u16,
     ws: *mut f32,
     counters: *mut u32,
-    ln_src: *const f32,
-    ln_g: *const f32,
-    ln_b: *const f32,
-    rn_g: *const f32,
-    rn_b: *const f32,
     m: u32,
     n: u32,
     k: u32,
     res_rows: u32,
     flags: u32,
     kps: u32,
-    eps: f32,
 ) {
     crate::device::grid_dependency_wait();
     const STAGES: u32 = LINEAR_TC_S_STAGES;
@@ -719,42 +534,6 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
         cp_async_commit();
     }
 
-    // Row LayerNorm statistics (see the doc), computed while the first steps are in flight. Staged in
-    // the last pipeline stage: the main loop first writes it after its first barrier, by which time
-    // every thread has read its statistics into registers.
-    let ln_a = flags & LINEAR_TC_LN_A != 0;
-    let ln_res = flags & LINEAR_TC_LN_RES != 0;
-    let mut a_stats = [(0f32, 0f32); 4];
-    let mut r_stats = [(0f32, 0f32); 2];
-    if ln_a || ln_res {
-        let st_a = smem + (STAGES - 1) * S_STAGE_BYTES;
-        let shared_stats = ln_a && res as *const f32 == ln_src && n == k;
-        let st_r = if shared_stats { st_a } else { st_a + 8 * LINEAR_TC_S_BM };
-        if ln_a {
-            row_stats(ln_src, m0, m, k, eps, st_a, warp, lane);
-        }
-        if ln_res && !shared_stats {
-            row_stats(res as *const f32, m0, m, n, eps, st_r, warp, lane);
-        }
-        sync_threads();
-        let rd = |at: u32, r: u32| (shared::ld_f32(at + 8 * r), shared::ld_f32(at + 8 * r + 4));
-        if ln_a {
-            unroll!(4, |i| {
-                if a_ok[i] {
-                    a_stats[i] = rd(st_a, r0 + S_ROW_STEP * i as u32);
-                }
-            });
-        }
-        if ln_res {
-            unroll!(2, |h| {
-                let r = warp * 16 + lane / 4 + 8 * h as u32;
-                if m0 + r < m {
-                    r_stats[h] = rd(st_r, r);
-                }
-            });
-        }
-    }
-
     // Warps whose 16 rows all lie past M skip the tensor-core work (warp-uniform branch); they still
     // load and reach every barrier.
     let active = m0 + warp * 16 < m;
@@ -766,33 +545,9 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     let mut acc = [[0f32; 4]; 4];
     let mut i = 0;
     while i < nkt {
-        // γ, β of this thread's 8 columns of step i (issued before the wait: their latency overlaps it).
-        let kk = (kt0 + i) * LINEAR_TC_S_BK + j * 8;
-        let ln_here = ln_a && kk < k;
-        let mut gb = [F32x4([0.0; 4]); 4];
-        if ln_here {
-            let (g, b) = (ln_g.add(kk as usize), ln_b.add(kk as usize));
-            gb = [
-                *(g as *const F32x4),
-                *(g.add(4) as *const F32x4),
-                *(b as *const F32x4),
-                *(b.add(4) as *const F32x4),
-            ];
-        }
         // As `linear_tc`: step i has landed for this thread; the barrier publishes every thread's copies
         // and retires step i - 1's stage before it is refilled.
         cp_async_wait_group::<{ STAGES - 2 }>();
-        if ln_here {
-            // A-operand LayerNorm of this thread's own chunks (rows past M were zero-filled: left alone).
-            let base = smem + (i % STAGES) * S_STAGE_BYTES;
-            unroll!(4, |q| {
-                if a_ok[q] {
-                    let addr = base + swz8(r0 + S_ROW_STEP * q as u32, j);
-                    let (mean, rstd) = a_stats[q];
-                    st_v4_u32(addr, ln_chunk(ld_v4_u32(addr), mean, rstd, &gb));
-                }
-            });
-        }
         sync_threads();
         let next = i + STAGES - 1;
         if next < nkt {
@@ -894,19 +649,9 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
         let row = m0 + warp * 16 + g + 8 * half as u32;
         if row < m {
             let (out, rrow) = ep.row(row);
-            let rn = if ln_res {
-                Some(ResNorm {
-                    mean: r_stats[half].0,
-                    rstd: r_stats[half].1,
-                    gamma: rn_g,
-                    beta: rn_b,
-                })
-            } else {
-                None
-            };
             unroll!(4, |ni| {
                 let col = n0 + ni as u32 * 8 + tq * 2;
-                ep.pair_norm(out, rrow, col, [acc[ni][2 * half], acc[ni][2 * half + 1]], rn);
+                ep.pair(out, rrow, col, [acc[ni][2 * half], acc[ni][2 * half + 1]]);
             });
         }
     });

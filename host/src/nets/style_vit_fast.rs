@@ -11,19 +11,6 @@
 //! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
 //! Same public API as [`crate::nets::GpuStyleVit`] (graph capture per shape and alpha included).
 //!
-//! LayerNorm folding (few tokens, the default; [`GpuStyleVitFast::set_ln_fold`], `STYLEFORGE_LN_FOLD=0`
-//! to disable): when all four block GEMMs of a sequence run on the few-row kernel (`linear_tc_small`,
-//! e.g. 64 or 128 tokens), a block is five launches instead of seven: `qkv16 = linear_tc(LN2'(t2_16))`
-//! → attention → `t1, t1_16 = linear_tc(a16) + LN2'(t2)` → `h16 = gelu(linear_tc(LN1(t1_16)))` →
-//! `t2, t2_16 = linear_tc(h16) + LN1(t1)`, where LN2' is the previous block's norm2 and every LN is
-//! applied by the consuming GEMM (`RowNorms`: row statistics from the f32 sum in its prologue, the
-//! x operand normalised in shared memory, the residual in the epilogue). The first block reads the
-//! patch embedding's (or AdaIN's) explicit `x`, `x16`; the encoder's last norm2 stays an explicit
-//! `layer_norm_f16` (AdaIN consumes it); the decoder's last one is applied by `to_pixels`. At 64 tokens
-//! (base, 6 + 6 blocks) that removes 23 of the 24 LayerNorm launches. The GEMM operands become
-//! LN(f16(t)) instead of f16(LN(t)) (≈1e-3-level differences, measured by the emulation in
-//! selfcheck/vit_fast.rs); the residual path stays f32 as before.
-//!
 //! Precision: the f16 rounding of the GEMM and attention inputs (image, x, weights, qkv, attention output,
 //! the GELU output) is the only systematic difference from the fp32 path; the self-check measures its effect
 //! with a CPU emulation that rounds at the same places (selfcheck/vit_fast.rs).
@@ -33,10 +20,7 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
-use crate::ops::linear_tc::{
-    layer_norm_f16, linear_tc_ln, linear_tc_ws, supports_row_norms, to_f16, EpilogueTc,
-    LinearTcWorkspace, RowNorm, RowNorms,
-};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
 
 const OP: &str = "GpuStyleVitFast";
@@ -90,19 +74,12 @@ struct Seq {
     x2_16: DeviceTensor,
     qkv16: DeviceTensor,
     a16: DeviceTensor,
-    /// The out-projection's pre-norm sum (f32, and its f16 copy when the norms are folded).
-    t1: DeviceTensor,
-    t1_16: DeviceTensor,
-    /// fc2's pre-norm sum (f32, and its f16 copy when the norms are folded).
-    t2: DeviceTensor,
-    t2_16: DeviceTensor,
+    t: DeviceTensor,
     h16: DeviceTensor,
-    /// Whether this sequence's blocks fold their LayerNorms into the GEMMs ([`Seq::block_folded`]).
-    fold: bool,
 }
 
 impl Seq {
-    fn new(cfg: &StyleVitConfig, b: usize, n: usize, fold: bool) -> Result<Self> {
+    fn new(cfg: &StyleVitConfig, b: usize, n: usize) -> Result<Self> {
         let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
         let e = |shape: &[usize]| DeviceTensor::empty(shape, DType::F32, Layout::RowMajor);
         let h = |shape: &[usize]| DeviceTensor::empty(shape, DType::F16, Layout::RowMajor);
@@ -115,150 +92,9 @@ impl Seq {
             x2_16: h(&[b, n, d])?,
             qkv16: h(&[b, n, 3 * d])?,
             a16: h(&[b, n, d])?,
-            t1: e(&[b, n, d])?,
-            t1_16: h(&[b, n, d])?,
-            t2: e(&[b, n, d])?,
-            t2_16: h(&[b, n, d])?,
+            t: e(&[b, n, d])?,
             h16: h(&[b, n, f])?,
-            fold,
         })
-    }
-
-    /// One post-norm block with its LayerNorms folded into the GEMMs (five launches). Input: `prev`
-    /// `None`: the normalised `x`, `x16`; `Some(p)`: LN(t2) with `p`'s norm2 (the previous block's
-    /// output, left unnormalised in `t2`, `t2_16`). Output: LN(t2) with `w`'s norm2, left for the
-    /// consumer to apply (the next block's GEMMs, `to_pixels`, or [`Seq::finish`]). The out-projection
-    /// writes t1 (f32 + f16): fc1 normalises it as its x operand, fc2 as its residual; fc2 writes t2,
-    /// which the next block's qkv and out-projection normalise the same way. Calls `mark(names[i])`
-    /// for i in [`FOLDED_OPS`].
-    #[allow(clippy::too_many_arguments)]
-    fn block_folded(
-        &mut self,
-        gpu: &Gpu,
-        ws: &mut LinearTcWorkspace,
-        w: &BlockW,
-        prev: Option<&BlockW>,
-        heads: usize,
-        names: &[&'static str; 7],
-        mark: Mark,
-    ) -> Result<()> {
-        let n2 = prev.map(|p| RowNorm::new(&self.t2, &p.n2_w, &p.n2_b));
-        let (x16, residual) = match prev {
-            Some(_) => (&self.t2_16, None),
-            None => (&self.x16, Some(&self.x)),
-        };
-        let ep = EpilogueTc {
-            bias: Some(&w.b_qkv),
-            ..Default::default()
-        };
-        let norms = RowNorms {
-            ln: n2,
-            res_ln: None,
-        };
-        linear_tc_ln(gpu, x16, &w.w_qkv, ep, norms, None, Some(&mut self.qkv16), ws)?;
-        mark(names[0])?;
-        attention_tc_qkv(gpu, &self.qkv16, heads, &mut self.a16)?;
-        mark(names[1])?;
-        let ep = EpilogueTc {
-            bias: Some(&w.b_out),
-            gelu: false,
-            residual,
-        };
-        let norms = RowNorms {
-            ln: None,
-            res_ln: n2,
-        };
-        linear_tc_ln(
-            gpu,
-            &self.a16,
-            &w.w_out,
-            ep,
-            norms,
-            Some(&mut self.t1),
-            Some(&mut self.t1_16),
-            ws,
-        )?;
-        mark(names[2])?;
-        let n1 = RowNorm::new(&self.t1, &w.n1_w, &w.n1_b);
-        let ep = EpilogueTc {
-            bias: Some(&w.fc1_b),
-            gelu: true,
-            residual: None,
-        };
-        let norms = RowNorms {
-            ln: Some(n1),
-            res_ln: None,
-        };
-        linear_tc_ln(gpu, &self.t1_16, &w.fc1_w, ep, norms, None, Some(&mut self.h16), ws)?;
-        mark(names[4])?;
-        let ep = EpilogueTc {
-            bias: Some(&w.fc2_b),
-            ..Default::default()
-        };
-        let norms = RowNorms {
-            ln: None,
-            res_ln: Some(n1),
-        };
-        linear_tc_ln(
-            gpu,
-            &self.h16,
-            &w.fc2_w,
-            ep,
-            norms,
-            Some(&mut self.t2),
-            Some(&mut self.t2_16),
-            ws,
-        )?;
-        mark(names[5])
-    }
-
-    /// Runs `blocks` on the sequence (input in `x`, `x16`), folded or not as the sequence says. Returns
-    /// the block whose norm2 is still to be applied to `t2` (folded), or `None` when `x`, `x16` hold
-    /// the output.
-    #[allow(clippy::too_many_arguments)]
-    fn blocks<'w>(
-        &mut self,
-        gpu: &Gpu,
-        ws: &mut LinearTcWorkspace,
-        blocks: &'w [BlockW],
-        heads: usize,
-        names: &[&'static str; 7],
-        mark: Mark,
-    ) -> Result<Option<&'w BlockW>> {
-        let mut pending: Option<&BlockW> = None;
-        for w in blocks {
-            if self.fold {
-                self.block_folded(gpu, ws, w, pending, heads, names, mark)?;
-                pending = Some(w);
-            } else {
-                self.block(gpu, ws, w, heads, names, mark)?;
-            }
-        }
-        Ok(pending)
-    }
-
-    /// Applies a pending norm2 ([`Seq::blocks`]) explicitly: `x`, `x16` = LN(t2) (for consumers that
-    /// are not GEMMs: AdaIN), marked as `name`.
-    fn finish(
-        &mut self,
-        gpu: &Gpu,
-        pending: Option<&BlockW>,
-        name: &'static str,
-        mark: Mark,
-    ) -> Result<()> {
-        if let Some(w) = pending {
-            layer_norm_f16(
-                gpu,
-                &self.t2,
-                None,
-                &w.n2_w,
-                &w.n2_b,
-                Some(&mut self.x),
-                &mut self.x16,
-            )?;
-            mark(name)?;
-        }
-        Ok(())
     }
 
     /// One post-norm block; input in `x` and `x16`, output there too. Calls `mark(names[i])` after
@@ -290,11 +126,11 @@ impl Seq {
             gelu: false,
             residual: Some(&self.x),
         };
-        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t1), None, ws)?;
+        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t), None, ws)?;
         mark(names[2])?;
         layer_norm_f16(
             gpu,
-            &self.t1,
+            &self.t,
             None,
             &w.n1_w,
             &w.n1_b,
@@ -314,11 +150,11 @@ impl Seq {
             gelu: false,
             residual: Some(&self.x2),
         };
-        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t2), None, ws)?;
+        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t), None, ws)?;
         mark(names[5])?;
         layer_norm_f16(
             gpu,
-            &self.t2,
+            &self.t,
             None,
             &w.n2_w,
             &w.n2_b,
@@ -343,14 +179,6 @@ const BLOCK_OPS: [OpKind; 7] = [
     OpKind::Gemm,
     OpKind::Norm,
 ];
-
-/// The ops of a block with folded LayerNorms ([`Seq::block_folded`]), as indices into [`BLOCK_OPS`] and
-/// the stage's names: the norms disappear, the GEMMs keep their names.
-const FOLDED_OPS: [usize; 5] = [0, 1, 2, 4, 5];
-
-/// Environment variable: `0` keeps the explicit LayerNorm launches where the net would fold them into
-/// the few-row GEMMs (A/B timing; read when the net is created).
-pub const LN_FOLD_ENV: &str = "STYLEFORGE_LN_FOLD";
 
 /// Per-op names that [`GpuStyleVitFast::forward_device_marked`] reports, per stage (the same name for the
 /// same op of every block: `bench --layers` sums them).
@@ -426,8 +254,6 @@ struct Bufs {
     ws: LinearTcWorkspace,
     pix: DeviceTensor,
     out: DeviceTensor,
-    /// Whether `to_pixels` applies the decoder's last norm2 (`GpuStyleVitFast::to_pixels_folds`).
-    px_fold: bool,
 }
 
 /// StyleViT's weights on the device (GEMM weights in f16) plus per-shape buffers. Borrows the [`Gpu`].
@@ -450,9 +276,6 @@ pub struct GpuStyleVitFast<'g> {
     use_graph: bool,
     /// Why graph capture failed (graphs are then no longer tried).
     graph_error: Option<String>,
-    /// Whether sequences whose GEMMs all run on the few-row kernel fold the LayerNorms into them
-    /// ([`Self::set_ln_fold`], [`LN_FOLD_ENV`]).
-    ln_fold: bool,
 }
 
 impl<'g> GpuStyleVitFast<'g> {
@@ -514,46 +337,7 @@ impl<'g> GpuStyleVitFast<'g> {
             bufs: None,
             use_graph: true,
             graph_error: None,
-            ln_fold: std::env::var(LN_FOLD_ENV).map_or(true, |v| v != "0"),
         })
-    }
-
-    /// Folds the transformer blocks' LayerNorms into the few-row GEMMs (on by default unless
-    /// [`LN_FOLD_ENV`] is `0`): per block five launches instead of seven. The producers of the pre-norm
-    /// sums (out-projection, fc2) write them in f32 and f16; the consumers' GEMMs normalise their x
-    /// operand (qkv, fc1, `to_pixels`) or residual (out-projection, fc2) on the fly
-    /// ([`crate::ops::linear_tc::RowNorms`]). Applies to a token sequence of M = B·N rows only when
-    /// every GEMM of its blocks plans the few-row kernel (e.g. 64 or 128 tokens); sequences of many rows
-    /// keep the explicit LayerNorm launches. An explicit LayerNorm remains at the end of the encoder
-    /// (AdaIN consumes the normalised tokens). Numerics: the GEMM operands become LN(f16(t)) instead of
-    /// f16(LN(t)) (a difference at the f16 rounding level); the residual path stays f32-exact. Changing
-    /// it drops the buffers and the captured graph.
-    pub fn set_ln_fold(&mut self, on: bool) {
-        if on != self.ln_fold {
-            self.ln_fold = on;
-            self.bufs = None;
-        }
-    }
-
-    /// Whether LayerNorm folding is on ([`Self::set_ln_fold`]).
-    pub fn ln_fold(&self) -> bool {
-        self.ln_fold
-    }
-
-    /// Whether a sequence of `m` token rows folds its LayerNorms: folding is on and all four block GEMMs
-    /// (qkv, out-projection, fc1, fc2) of M = `m` plan the few-row kernel.
-    fn fold_for(&self, m: usize) -> bool {
-        let (d, f) = (self.cfg.embed_dim, self.cfg.ffn_dim);
-        self.ln_fold
-            && [(3 * d, d), (d, d), (f, d), (d, f)]
-                .iter()
-                .all(|&(n, k)| supports_row_norms(m, n, k))
-    }
-
-    /// Whether `to_pixels` (M = `m` rows) applies the decoder's last norm2 itself.
-    fn to_pixels_folds(&self, m: usize) -> bool {
-        let (p, d) = (self.cfg.patch_size, self.cfg.embed_dim);
-        self.fold_for(m) && !self.decoder.is_empty() && supports_row_norms(m, 3 * p * p, d)
     }
 
     /// Allocates the buffers for these input shapes unless they are already there.
@@ -570,12 +354,11 @@ impl<'g> GpuStyleVitFast<'g> {
             format!("style batch {bs} must be 1 or the content batch {b}")
         })?;
         let e = |shape: &[usize]| DeviceTensor::empty(shape, DType::F32, Layout::Nchw);
-        let seq = |bb: usize, n: usize| Seq::new(&self.cfg, bb, n, self.fold_for(bb * n));
         let (both, sep) = if batched(content, style) {
             let input = e(&[b + bs, 3, content[2], content[3]])?;
-            (Some((input, seq(b + bs, hp * wp)?)), None)
+            (Some((input, Seq::new(&self.cfg, b + bs, hp * wp)?)), None)
         } else {
-            (None, Some(seq(bs, hps * wps)?))
+            (None, Some(Seq::new(&self.cfg, bs, hps * wps)?))
         };
         // One split-K workspace for every GEMM of the pass (they run in stream order): sized for all their
         // (M, N, K).
@@ -595,11 +378,10 @@ impl<'g> GpuStyleVitFast<'g> {
             cin: e(content)?,
             sin: e(style)?,
             both,
-            content: seq(b, hp * wp)?,
+            content: Seq::new(&self.cfg, b, hp * wp)?,
             style: sep,
             pix: DeviceTensor::empty(&[b, hp * wp, 3 * p * p], DType::F32, Layout::RowMajor)?,
             out: e(content)?,
-            px_fold: self.to_pixels_folds(b * hp * wp),
             key,
         });
         Ok(())
@@ -663,9 +445,6 @@ impl<'g> GpuStyleVitFast<'g> {
     /// As [`Self::forward_device`], always with direct launches, calling `mark(name)` after each op is
     /// queued (the names of [`Self::layer_costs`], in order: per stage the patch embedding and each
     /// block's qkv, attention, out+res, norm1, fc1+gelu, fc2+res, norm2; then adain, to_pixels, unpatch+tail).
-    /// With the LayerNorms folded ([`Self::set_ln_fold`]) a block marks only qkv, attention, out+res,
-    /// fc1+gelu, fc2+res, and the encoder's last norm2 is marked after its last block (likewise the
-    /// decoder's, when `to_pixels` cannot apply it).
     pub fn forward_device_marked(
         &mut self,
         content: &DeviceTensor,
@@ -729,34 +508,15 @@ impl<'g> GpuStyleVitFast<'g> {
                 (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
             ]
         };
-        // `end_norm`: with folded norms, whether the last norm2 is an explicit LayerNorm (the encoder's;
-        // the decoder's when to_pixels cannot apply it).
         let blocks = |push: &mut dyn FnMut(&'static str, OpKind, f64, f64),
                       names: &[&'static str; 7],
                       count: usize,
                       b: usize,
-                      n: usize,
-                      end_norm: bool| {
-            let c = block(b, n);
-            let fold = self.fold_for(b * n);
-            let md = (b * n) as f64 * d;
-            for blk in 0..count {
-                if !fold {
-                    for (i, (fl, by)) in c.into_iter().enumerate() {
-                        push(names[i], BLOCK_OPS[i], fl, by);
-                    }
-                    continue;
+                      n: usize| {
+            for _ in 0..count {
+                for (i, (fl, by)) in block(b, n).into_iter().enumerate() {
+                    push(names[i], BLOCK_OPS[i], fl, by);
                 }
-                // Folded: the producers also write the f16 copy (2·m·d); every normalising GEMM reads
-                // its rows' f32 statistics source (~4·m·d; the first block's input is explicit).
-                let stats = if blk > 0 { 4.0 * md } else { 0.0 };
-                let extra = [stats, 0.0, 2.0 * md + stats, 0.0, 4.0 * md, 6.0 * md, 0.0];
-                for i in FOLDED_OPS {
-                    push(names[i], BLOCK_OPS[i], c[i].0, c[i].1 + extra[i]);
-                }
-            }
-            if fold && end_norm && count > 0 {
-                push(names[6], BLOCK_OPS[6], c[6].0, c[6].1);
             }
         };
         let stages = if batched(content, style) {
@@ -774,7 +534,7 @@ impl<'g> GpuStyleVitFast<'g> {
                 2.0 * m * k * d,
                 4.0 * m * k + 2.0 * (2.0 * m * k + k * d) + 4.0 * n as f64 * d + 6.0 * m * d,
             );
-            blocks(&mut push, &names.block, self.encoder.len(), bb, n, true);
+            blocks(&mut push, &names.block, self.encoder.len(), bb, n);
         }
         let (mc, ms) = ((b * hp * wp) as f64, (bs * hps * wps) as f64);
         push(
@@ -783,13 +543,12 @@ impl<'g> GpuStyleVitFast<'g> {
             0.0,
             4.0 * d * (2.0 * mc + ms) + 6.0 * d * mc,
         );
-        let px_fold = self.to_pixels_folds(b * hp * wp);
-        blocks(&mut push, &DECODER_OPS, self.decoder.len(), b, hp * wp, !px_fold);
+        blocks(&mut push, &DECODER_OPS, self.decoder.len(), b, hp * wp);
         push(
             "to_pixels",
             OpKind::Gemm,
             2.0 * mc * d * k,
-            2.0 * (mc * d + d * k) + 4.0 * mc * k + if px_fold { 4.0 * mc * d } else { 0.0 },
+            2.0 * (mc * d + d * k) + 4.0 * mc * k,
         );
         let px = (b * content[2] * content[3]) as f64;
         // unpatch + 3x3 conv + ReLU + 1x1 in one pass: tokens read (~once), output written.
@@ -894,7 +653,6 @@ impl<'g> GpuStyleVitFast<'g> {
             pix,
             out,
             ws,
-            px_fold,
             ..
         } = bufs;
         let (content, style): (&DeviceTensor, &DeviceTensor) = match inputs {
@@ -918,9 +676,10 @@ impl<'g> GpuStyleVitFast<'g> {
                     &mut seq.x16,
                 )?;
                 mark(names.patch)?;
-                let pending = seq.blocks(gpu, ws, encoder, heads, &names.block, mark)?;
-                // AdaIN reads the normalised tokens: the last norm2 stays explicit.
-                seq.finish(gpu, pending, names.block[6], mark)
+                for w in encoder {
+                    seq.block(gpu, ws, w, heads, &names.block, mark)?;
+                }
+                Ok(())
             };
         match (both.as_mut(), sep.as_mut()) {
             (Some((input, seq)), _) => {
@@ -939,26 +698,14 @@ impl<'g> GpuStyleVitFast<'g> {
         }
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
-        let pending = c.blocks(gpu, ws, &self.decoder, heads, &DECODER_OPS, mark)?;
+        for w in &self.decoder {
+            c.block(gpu, ws, w, heads, &DECODER_OPS, mark)?;
+        }
         let ep = EpilogueTc {
             bias: Some(&self.to_pixels_b),
             ..Default::default()
         };
-        match pending {
-            // `to_pixels_folds` holds for the decoder's shape whenever its blocks fold (same M), unless
-            // the to_pixels product itself needs the many-row kernel: then the norm is explicit.
-            Some(w) if *px_fold => {
-                let norms = RowNorms {
-                    ln: Some(RowNorm::new(&c.t2, &w.n2_w, &w.n2_b)),
-                    res_ln: None,
-                };
-                linear_tc_ln(gpu, &c.t2_16, &self.to_pixels_w, ep, norms, Some(pix), None, ws)?;
-            }
-            _ => {
-                c.finish(gpu, pending, DECODER_OPS[6], mark)?;
-                linear_tc_ws(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None, ws)?;
-            }
-        }
+        linear_tc_ws(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None, ws)?;
         mark("to_pixels")?;
         unpatch_tail(
             gpu,

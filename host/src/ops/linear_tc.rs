@@ -14,14 +14,9 @@
 //! product of a few dozen rows still spreads over ~132 blocks; the last block of each output tile sums
 //! the partials (in split order: deterministic) and applies the epilogue. Same results either way up
 //! to f32 summation order.
-//!
-//! The few-row kernel can also apply LayerNorms on the fly ([`RowNorms`], [`linear_tc_ln`]): to its x
-//! operand (given as the f16 copy of an f32 tensor whose row statistics it computes) and / or to its
-//! f32 residual, so that a post-norm transformer block needs no LayerNorm launch.
 use gpu_kernels::launch::{
-    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_EPS, LAYER_NORM_ROWS,
-    LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_LN_A, LINEAR_TC_LN_RES, LINEAR_TC_RESIDUAL,
-    LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
+    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
+    LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_THREADS, LINEAR_TC_THREADS,
 };
 pub use gpu_kernels::launch::{LinearTcKernel, LinearTcPlan};
@@ -41,55 +36,6 @@ pub struct EpilogueTc<'a> {
     /// f32 or f16 [R, N] (any shape with R·N elements) where R divides M: row m gets residual row
     /// `m % R` (R = M is a plain residual add; R < M broadcasts, e.g. positions over the batch).
     pub residual: Option<&'a DeviceTensor>,
-}
-
-/// A row-wise LayerNorm that `linear_tc_small` applies on the fly to one of its operands
-/// ([`RowNorms`]): `(v − mean_r) · rstd_r · γ + β` with mean_r and rstd_r the statistics of row r of
-/// `src32` (biased variance, eps inside the square root: `nn.LayerNorm`, as
-/// [`crate::ops::layer_norm::layer_norm`] computes them).
-#[derive(Clone, Copy)]
-pub struct RowNorm<'a> {
-    /// f32 [M, D], the tensor whose rows are normalised (D = K for the x operand, N for the residual).
-    pub src32: &'a DeviceTensor,
-    /// f32 [D].
-    pub gamma: &'a DeviceTensor,
-    /// f32 [D].
-    pub beta: &'a DeviceTensor,
-    pub eps: f32,
-}
-
-impl<'a> RowNorm<'a> {
-    /// `nn.LayerNorm`'s default eps (1e-5, the explicit LayerNorm kernels' `LAYER_NORM_EPS`).
-    pub fn new(src32: &'a DeviceTensor, gamma: &'a DeviceTensor, beta: &'a DeviceTensor) -> Self {
-        RowNorm {
-            src32,
-            gamma,
-            beta,
-            eps: LAYER_NORM_EPS,
-        }
-    }
-}
-
-/// LayerNorms folded into a few-row GEMM ([`linear_tc_ln`]), so that a post-norm transformer block
-/// needs no LayerNorm launch: the producer GEMM writes the pre-norm sum `t` in f32 and f16, the
-/// consumers normalise it.
-#[derive(Clone, Copy, Default)]
-pub struct RowNorms<'a> {
-    /// The x operand is the f16 copy of `ln.src32` ([M, K]); the product uses LN(x) row-wise, computed
-    /// in f32 from the f16 values with `src32`'s row statistics and rounded once to f16. (That is
-    /// LN(f16(t)) where the explicit path computes f16(LN(t)): a difference at the f16 rounding level.)
-    pub ln: Option<RowNorm<'a>>,
-    /// The residual is LN(`res_ln.src32`) ([M, N] f32, one row per output row), added exactly as the
-    /// explicit LayerNorm's f32 output would be. `EpilogueTc::residual` must then be `None` or that
-    /// same tensor.
-    pub res_ln: Option<RowNorm<'a>>,
-}
-
-impl RowNorms<'_> {
-    /// Whether neither norm is asked for.
-    pub fn is_empty(&self) -> bool {
-        self.ln.is_none() && self.res_ln.is_none()
-    }
 }
 
 /// Scratch of the split-K path ([`linear_tc_ws`]): f32 partial tiles and one u32 arrival counter per
@@ -405,177 +351,13 @@ pub fn linear_tc_plan(
     plan: LinearTcPlan,
     ws: Option<&mut LinearTcWorkspace>,
 ) -> Result<()> {
-    linear_tc_plan_ln(gpu, x, w, ep, RowNorms::default(), y32, y16, plan, ws)
-}
-
-/// Whether an (M, N, K) product can take [`RowNorms`] through [`linear_tc_ln`]: its default plan with
-/// a workspace ([`LinearTcPlan::choose`]) is the few-row kernel.
-pub fn supports_row_norms(m: usize, n: usize, k: usize) -> bool {
-    LinearTcPlan::choose(m, n, k, true).kernel == LinearTcKernel::Small
-}
-
-/// [`linear_tc_ws`] with LayerNorms folded in ([`RowNorms`]): only for products whose plan is the
-/// few-row kernel ([`supports_row_norms`]); otherwise an error and nothing is launched. With empty
-/// `norms` it is [`linear_tc_ws`].
-#[allow(clippy::too_many_arguments)]
-pub fn linear_tc_ln(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    w: &DeviceTensor,
-    ep: EpilogueTc<'_>,
-    norms: RowNorms<'_>,
-    y32: Option<&mut DeviceTensor>,
-    y16: Option<&mut DeviceTensor>,
-    ws: &mut LinearTcWorkspace,
-) -> Result<()> {
-    if norms.is_empty() {
-        return linear_tc_ws(gpu, x, w, ep, y32, y16, ws);
-    }
-    let plan = match (w.shape.as_slice(), x.shape.last()) {
-        (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
-        _ => LinearTcPlan::BIG,
-    };
-    linear_tc_plan_ln(gpu, x, w, ep, norms, y32, y16, plan, Some(ws))
-}
-
-/// Checked pointers and flags of [`RowNorms`] for a product of `a`'s shape (after `check_args`, with
-/// the residual already substituted by `res_ln.src32` where it was `None`).
-struct NormArgs {
-    flags: u32,
-    ln_src: u64,
-    ln_g: u64,
-    ln_b: u64,
-    rn_g: u64,
-    rn_b: u64,
-    eps: f32,
-}
-
-fn check_norms(a: &Args, ep: &EpilogueTc<'_>, norms: &RowNorms<'_>) -> Result<NormArgs> {
-    let mut na = NormArgs {
-        flags: 0,
-        ln_src: 0,
-        ln_g: 0,
-        ln_b: 0,
-        rn_g: 0,
-        rn_b: 0,
-        eps: LAYER_NORM_EPS,
-    };
-    let (m, n, k) = (a.m, a.n, a.k);
-    let check_gb = |what: &str, rn: &RowNorm<'_>, d: usize| {
-        ensure(
-            rn.gamma.dtype == DType::F32
-                && rn.beta.dtype == DType::F32
-                && rn.gamma.numel() == d
-                && rn.beta.numel() == d,
-            OP,
-            || {
-                format!(
-                    "{what} gamma {:?} {:?} and beta {:?} {:?} must be f32 with {d} elements",
-                    rn.gamma.dtype, rn.gamma.shape, rn.beta.dtype, rn.beta.shape
-                )
-            },
-        )?;
-        ensure(rn.eps.is_finite() && rn.eps > 0.0, OP, || {
-            format!("{what} eps {} must be finite and positive", rn.eps)
-        })
-    };
-    let mut eps = None;
-    if let Some(rn) = &norms.ln {
-        let s = rn.src32;
-        ensure(
-            s.dtype == DType::F32 && s.numel() == m * k && s.shape.last() == Some(&k),
-            OP,
-            || {
-                format!(
-                    "ln src32 must be f32 [{m}, {k}] (the f32 tensor x is the f16 copy of), got {:?} {:?}",
-                    s.dtype, s.shape
-                )
-            },
-        )?;
-        check_gb("ln", rn, k)?;
-        na.flags |= LINEAR_TC_LN_A;
-        (na.ln_src, na.ln_g, na.ln_b) = (s.ptr(), rn.gamma.ptr(), rn.beta.ptr());
-        eps = Some(rn.eps);
-    }
-    if let Some(rn) = &norms.res_ln {
-        let s = rn.src32;
-        ensure(
-            s.dtype == DType::F32 && s.numel() == m * n && s.shape.last() == Some(&n),
-            OP,
-            || {
-                format!(
-                    "res_ln src32 must be f32 [{m}, {n}], got {:?} {:?}",
-                    s.dtype, s.shape
-                )
-            },
-        )?;
-        ensure(
-            ep.residual.is_some_and(|r| r.ptr() == s.ptr())
-                && a.r_ptr == s.ptr()
-                && a.r_rows == m
-                && a.flags & LINEAR_TC_RES_F16 == 0,
-            OP,
-            || "res_ln needs the residual to be its src32 (or None)".into(),
-        )?;
-        ensure(n.is_multiple_of(4), OP, || {
-            format!("res_ln needs N = {n} to be a multiple of 4 (16-byte rows)")
-        })?;
-        check_gb("res_ln", rn, n)?;
-        if let Some(e) = eps {
-            ensure(e.to_bits() == rn.eps.to_bits(), OP, || {
-                format!("ln eps {e} and res_ln eps {} differ", rn.eps)
-            })?;
-        }
-        na.flags |= LINEAR_TC_LN_RES;
-        (na.rn_g, na.rn_b) = (rn.gamma.ptr(), rn.beta.ptr());
-        eps = Some(rn.eps);
-    }
-    if let Some(e) = eps {
-        na.eps = e;
-    }
-    Ok(na)
-}
-
-/// [`linear_tc_plan`] with [`RowNorms`] (only with a `Small` plan when `norms` is not empty).
-#[allow(clippy::too_many_arguments)]
-pub fn linear_tc_plan_ln(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    w: &DeviceTensor,
-    ep: EpilogueTc<'_>,
-    norms: RowNorms<'_>,
-    y32: Option<&mut DeviceTensor>,
-    y16: Option<&mut DeviceTensor>,
-    plan: LinearTcPlan,
-    ws: Option<&mut LinearTcWorkspace>,
-) -> Result<()> {
-    // With res_ln the residual is its src32 (given or not).
-    let ep = match (norms.res_ln, ep.residual) {
-        (Some(rn), None) => EpilogueTc {
-            residual: Some(rn.src32),
-            ..ep
-        },
-        _ => ep,
-    };
     let a = check_args(x, w, ep, y32.as_deref(), y16.as_deref())?;
-    let na = check_norms(&a, &ep, &norms)?;
-    ensure(
-        norms.is_empty() || plan.kernel == LinearTcKernel::Small,
-        OP,
-        || {
-            format!(
-                "row LayerNorms need the few-row kernel; M {}, N {}, K {} plans {plan:?}",
-                a.m, a.n, a.k
-            )
-        },
-    )?;
     let (m, n, k) = (a.m, a.n, a.k);
     let (gx, gy, gz) = plan.grid(m, n);
     ensure(gy <= 65_535 && gx < (1usize << 31), OP, || {
         format!("M = {m}, N = {n} exceed the grid limits of the {plan:?} plan")
     })?;
-    let (m32, n32, k32, rr32) = (m as u32, n as u32, k as u32, a.r_rows as u32);
-    let flags = a.flags | na.flags;
+    let (m32, n32, k32, rr32, flags) = (m as u32, n as u32, k as u32, a.r_rows as u32, a.flags);
     match plan.kernel {
         LinearTcKernel::Big => {
             ensure(plan.splits == 1, OP, || {
@@ -653,15 +435,9 @@ pub fn linear_tc_plan_ln(
                 (0u64, 0u64)
             };
             let kps32 = kps as u32;
-            let eps = na.eps;
             // SAFETY: linear_tc_small(x, w: *const u16, bias: *const f32, res: *const u8, y32: *mut
-            // f32, y16: *mut u16, ws: *mut f32, counters: *mut u32, ln_src, ln_g, ln_b, rn_g, rn_b:
-            // *const f32, m, n, k, res_rows, flags, kps: u32, eps: f32) matches the argument list in
-            // order and type. With LINEAR_TC_LN_A (check_norms) ln_src holds M*K f32 (rows of K, 16-byte
-            // aligned as K % 8 == 0) and ln_g/ln_b K f32, read only; with LINEAR_TC_LN_RES the residual
-            // is f32 [M, N] (res_rows == M, checked) and rn_g/rn_b hold N f32; otherwise these pointers
-            // are null and never read. The statistics are staged in the last pipeline stage of the
-            // kernel's own dynamic shared memory. x, w, bias, res, y32 and y16 are accessed
+            // f32, y16: *mut u16, ws: *mut f32, counters: *mut u32, m, n, k, res_rows, flags, kps: u32)
+            // matches the argument list in order and type. x, w, bias, res, y32 and y16 are accessed
             // exactly as by `linear_tc` above (same checks, same clamping of rows past M/N). Split z
             // loads K steps z*kps .. min((z+1)*kps, ceil(K/64)), non-empty and inside K (checked just
             // above). With splits > 1 the kernel writes ws[slot*PARTIAL .. +PARTIAL] for slot = tile *
@@ -686,18 +462,12 @@ pub fn linear_tc_plan_ln(
                         a.y16_ptr,
                         ws_ptr,
                         ctr_ptr,
-                        na.ln_src,
-                        na.ln_g,
-                        na.ln_b,
-                        na.rn_g,
-                        na.rn_b,
                         m32,
                         n32,
                         k32,
                         rr32,
                         flags,
-                        kps32,
-                        eps
+                        kps32
                     ),
                 )
             }
@@ -897,20 +667,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn row_norms_fold_at_few_tokens_only() {
-        // StyleViT base (D 512, FFN 2048, patch 32): 64 tokens (one 256 x 256 image), 128 (content +
-        // style batched) and the to_pixels product fold; many rows (patch 16, batch 8) do not.
-        for m in [1usize, 37, 64, 128, 256] {
-            for (n, k) in [(1536, 512), (512, 512), (2048, 512), (512, 2048), (3072, 512)] {
-                assert!(supports_row_norms(m, n, k), "{m}x{n}x{k}");
-            }
-        }
-        assert!(!supports_row_norms(8 * 256, 2048, 512));
-        assert!(!supports_row_norms(32768, 512, 2048));
-        assert!(RowNorms::default().is_empty());
     }
 
     #[test]
