@@ -75,6 +75,13 @@ pub const fn smem_desc_sw128(addr: u32) -> u64 {
     smem_desc(addr, 16, SW128_ATOM_BYTES, SWIZZLE_128B)
 }
 
+/// The first [`SW128_ATOM_BYTES`]-aligned shared-window address of dynamic shared memory, where the
+/// 128-byte-swizzled tiles start (launches reserve `SW128_ATOM_BYTES` of slack for this).
+#[inline(always)]
+pub fn aligned_smem() -> u32 {
+    (crate::device::shared::dynamic_smem_addr() + (SW128_ATOM_BYTES - 1)) & !(SW128_ATOM_BYTES - 1)
+}
+
 /// Byte offset of 16-byte chunk `chunk` (0..8) of row `row` in a 128-byte-swizzled K-major tile of
 /// 64-wide f16 rows (the tile base must be 1024-byte aligned).
 #[inline(always)]

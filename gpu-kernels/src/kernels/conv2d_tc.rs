@@ -200,7 +200,7 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let sub = mode & CONV2D_TC_SUBPIXEL != 0;
     let mode = mode & !CONV2D_TC_SUBPIXEL;
     let (parity, tile) = if sub {
-        let tpp = (s.p_out * s.q_out).div_ceil(16 * MT as u32 * (8 / WN));
+        let tpp = (s.p_out * s.q_out).div_ceil(bm);
         (block_idx_x() / tpp, block_idx_x() % tpp)
     } else {
         (0, block_idx_x())

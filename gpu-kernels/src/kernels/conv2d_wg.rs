@@ -48,10 +48,11 @@ use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_commit, cp_async_
 use crate::device::shared::{ld_f32, ld_v4_f32, st_f32};
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
+    aligned_smem,
     self, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
     splat64, sw128_offset, wait_acc32, wait_acc64, SW128_ATOM_BYTES, SW128_ROW_BYTES,
 };
-use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
+use crate::device::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::launch::{
     conv2d_wg_smem, CONV2D_WG_BK, CONV2D_WG_BM, CONV2D_WG_STAGES, CONV2D_WG_TAPS, CONV2D_WG_THREADS,
 };
@@ -80,13 +81,6 @@ const _: () = assert!(
         && STAGES == 3
         && A_BYTES % SW128_ATOM_BYTES == 0
 );
-
-/// The first 1024-byte aligned shared-window address of dynamic shared memory (the launch reserves
-/// 1024 bytes of slack for this).
-#[inline(always)]
-fn aligned_smem() -> u32 {
-    (shared::dynamic_smem_addr() + (SW128_ATOM_BYTES - 1)) & !(SW128_ATOM_BYTES - 1)
-}
 
 macro_rules! conv2d_wg_entry {
     ($(#[$doc:meta])* $name:ident, k $bn:expr, acc $na:expr, $splat:ident, $fence:ident, $mma:ident, $wait:ident, n8x8 $no:tt, b_rows $nb:tt) => {

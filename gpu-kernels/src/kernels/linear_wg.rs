@@ -28,10 +28,11 @@ use super::linear_tc::Epilogue;
 use crate::device::mma::{cp_async_16, cp_async_commit, cp_async_wait_group};
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
+    aligned_smem,
     self, fence_acc128, fence_acc64, mma_m64n128k16_f16, mma_m64n256k16_f16, smem_desc_sw128,
     splat128, splat64, sw128_offset, wait_acc128, wait_acc64, SW128_ATOM_BYTES, SW128_ROW_BYTES,
 };
-use crate::device::{block_idx_x, block_idx_y, shared, sync_threads, thread_idx_x};
+use crate::device::{block_idx_x, block_idx_y, sync_threads, thread_idx_x};
 use crate::launch::{
     LINEAR_WG_BK, LINEAR_WG_BM, LINEAR_WG_BN, LINEAR_WG_SMEM_BYTES, LINEAR_WG_STAGES,
     LINEAR_WG_THREADS, WGMMA_PROBE_SMEM_BYTES, WGMMA_PROBE_THREADS,
@@ -69,13 +70,6 @@ const _: () = assert!(
         && STAGE_BYTES % SW128_ATOM_BYTES == 0
         && LINEAR_WG_SMEM_BYTES == STAGES * STAGE_BYTES + SW128_ATOM_BYTES
 );
-
-/// The first 1024-byte aligned shared-window address of dynamic shared memory (the launch reserves
-/// 1024 bytes of slack for this).
-#[inline(always)]
-fn aligned_smem() -> u32 {
-    (shared::dynamic_smem_addr() + (SW128_ATOM_BYTES - 1)) & !(SW128_ATOM_BYTES - 1)
-}
 
 /// y = epilogue(x · wᵀ) for x [M, K] f16, w [N, K] f16 on `wgmma`. Grid (ceil(N/128), ceil(M/128)),
 /// block `LINEAR_WG_THREADS`, dynamic shared memory `LINEAR_WG_SMEM_BYTES`. Requires K % 64 == 0,

@@ -156,13 +156,11 @@ impl TcConv {
         part: &mut DeviceTensor,
         wg_min_blocks: Option<usize>,
     ) -> Result<PartTiling> {
-        let min_blocks = wg_min_blocks.unwrap_or(usize::MAX);
-        if wg_min_blocks.is_some()
-            && !self.w.subpixel
-            && self.stride == 1
+        // conv2d_wg_fits refuses sub-pixel weights (2x2 taps) itself.
+        if self.stride == 1
             && self.pad == 1
             && conv2d_wg_fits(&x.shape, &self.w, self.upsample)
-            && conv2d_wg_blocks(&x.shape, self.upsample) >= min_blocks
+            && wg_min_blocks.is_some_and(|min| conv2d_wg_blocks(&x.shape, self.upsample) >= min)
         {
             let norm = norm.map(|coef| InputNorm { coef });
             return conv2d_wg(gpu, x, &self.w, self.upsample, norm, y, part);
@@ -728,9 +726,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             None
         };
         mark("deconv1+in4")?;
-        self.deconv2
-            .run(gpu, u1, u1_norm, ConvOut::F16Stats { y: u2, part })?;
-        let tiling = self.deconv2.tiling(&shape4(u2)?);
+        let tiling = self.deconv2.run_stats(gpu, u1, u1_norm, u2, part, wg_min)?;
         self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
         mark("deconv2+in5")?;
         let in5 = Some(InputNorm { coef });
