@@ -496,6 +496,65 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
     c * 8
 }
 
+// ------------------------------------------------------------------------------------------ conv2d_tma
+/// `conv2d_tma` (3x3 conv on an explicitly reflection-padded NHWC f16 input, TMA-fed persistent
+/// warp-specialised `wgmma` implicit GEMM): output channels (one `wgmma.m64n128k16` per consumer
+/// warpgroup and k16 step).
+pub const CONV2D_TMA_K: u32 = 128;
+/// `conv2d_tma`: GEMM-K slice per stage (one tap, 64 input channels: C % 64 == 0).
+pub const CONV2D_TMA_BK: u32 = 64;
+/// `conv2d_tma`: the kernel with `consumers` warpgroups (tiles of up to 64·consumers pixels) and a ring
+/// of `stages` shared-memory stages, or `None`.
+pub const fn conv2d_tma_kernel(consumers: u32, stages: u32) -> Option<&'static str> {
+    match (consumers, stages) {
+        (2, 4) => Some("conv2d_tma_m128"),
+        (1, 3) => Some("conv2d_tma_m64"),
+        _ => None,
+    }
+}
+/// `conv2d_tma`: threads per block (the consumer warpgroups, then one producer warp).
+pub const fn conv2d_tma_threads(consumers: u32) -> u32 {
+    consumers * 128 + 32
+}
+/// `conv2d_tma`: the ring stages of the kernel with `consumers` warpgroups (4 with two: one block per SM;
+/// 3 with one: two blocks per SM).
+pub const fn conv2d_tma_stages(consumers: u32) -> u32 {
+    if consumers == 2 {
+        4
+    } else {
+        3
+    }
+}
+/// `conv2d_tma`: floats per row of the epilogue's f32 staging tile (128 columns + 8 of padding).
+pub const CONV2D_TMA_SROW: u32 = CONV2D_TMA_K + 8;
+/// Where `conv2d_tma` keeps things in dynamic shared memory, as byte offsets from the first 1024-byte
+/// aligned address (the launch reserves 1024 bytes of slack for that alignment).
+#[derive(Clone, Copy)]
+pub struct Conv2dTmaLayout {
+    /// A tile bytes per stage (64·consumers rows of 128 bytes); the B tile (128 rows) follows it.
+    pub a_bytes: u32,
+    /// Bytes per stage (A + B tiles; a multiple of 1024).
+    pub stage_bytes: u32,
+    /// The stages' "full" mbarriers (8 bytes each), then their "empty" ones.
+    pub bars: u32,
+    /// The epilogue's per-warpgroup column sums [consumers][128] f32, then the M2 [consumers][128].
+    pub red: u32,
+    /// The epilogue's f32 staging tile [64·consumers][CONV2D_TMA_SROW].
+    pub staging: u32,
+    /// Dynamic shared memory to launch with (slack included).
+    pub smem: u32,
+}
+/// [`Conv2dTmaLayout`] for `consumers` warpgroups and `stages` stages.
+pub const fn conv2d_tma_layout(consumers: u32, stages: u32) -> Conv2dTmaLayout {
+    let a_bytes = consumers * 64 * 128;
+    let stage_bytes = a_bytes + CONV2D_TMA_K * 128;
+    let bars = stages * stage_bytes;
+    let red = bars + 2 * stages * 8;
+    let staging = red + 2 * consumers * CONV2D_TMA_K * 4;
+    let end = staging + consumers * 64 * CONV2D_TMA_SROW * 4;
+    Conv2dTmaLayout { a_bytes, stage_bytes, bars, red, staging, smem: end + 1024 }
+}
+
 // ---------------------------------------------------------------------------------------- attention_tc
 /// `attention_tc` (f16 flash attention on tensor cores): warps per block, each owning 16·m-tiles query rows.
 pub const ATTN_TC_WARPS: u32 = 4;

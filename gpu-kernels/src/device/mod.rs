@@ -12,6 +12,7 @@ pub mod shared;
 pub mod smem_vec;
 pub mod unroll;
 pub mod warp;
+pub mod tma;
 pub mod wgmma;
 
 /// Stops the kernel with an error the host sees at the next synchronisation.

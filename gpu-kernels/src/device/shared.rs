@@ -89,3 +89,12 @@ pub unsafe fn ld_v2_u32(addr: u32) -> [u32; 2] {
     asm!("ld.shared.v2.b32 {{{0}, {1}}}, [{2}];", out(reg32) a, out(reg32) b, in(reg32) addr, options(nostack, readonly));
     [a, b]
 }
+
+/// `st.shared.v2.f32` at an 8-byte aligned shared-window byte address: two consecutive floats.
+///
+/// # Safety
+/// `addr` must be 8-byte aligned and `addr .. addr + 8` must lie inside the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn st_v2_f32(addr: u32, a: f32, b: f32) {
+    asm!("st.shared.v2.f32 [{0}], {{{1}, {2}}};", in(reg32) addr, in(reg32) a, in(reg32) b, options(nostack));
+}

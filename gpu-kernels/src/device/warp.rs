@@ -10,7 +10,7 @@ pub fn shfl_xor_f32(v: f32, xor_mask: u32) -> f32 {
     // SAFETY: every lane of the warp executes the shuffle with the full mask (callers are warp-uniform).
     unsafe {
         asm!("shfl.sync.bfly.b32 {0}, {1}, {2}, 0x1f, {3};",
-             out(reg32) r, in(reg32) v, in(reg32) xor_mask, in(reg32) FULL_MASK, options(nomem, nostack))
+             out(reg32) r, in(reg32) v, in(reg32) xor_mask, const FULL_MASK, options(nomem, nostack))
     };
     r
 }
@@ -21,7 +21,7 @@ pub fn shfl_idx_f32(v: f32, src: u32) -> f32 {
     // SAFETY: as `shfl_xor_f32`.
     unsafe {
         asm!("shfl.sync.idx.b32 {0}, {1}, {2}, 0x1f, {3};",
-             out(reg32) r, in(reg32) v, in(reg32) src, in(reg32) FULL_MASK, options(nomem, nostack))
+             out(reg32) r, in(reg32) v, in(reg32) src, const FULL_MASK, options(nomem, nostack))
     };
     r
 }
@@ -54,4 +54,15 @@ pub fn group_sum(mut v: f32, width: u32) -> f32 {
         m >>= 1;
     }
     v
+}
+
+/// `bar.warp.sync 0xffffffff`: reconverges the warp. After a loop whose exit each lane decides for
+/// itself (an mbarrier wait), the compiler cannot prove the warp converged and compiles later `shfl.sync`
+/// through a slow collective path; a warp barrier first restores the plain shuffles.
+///
+/// # Safety
+/// Every lane of the warp must reach it.
+#[inline(always)]
+pub unsafe fn warp_sync() {
+    core::arch::asm!("bar.warp.sync 0xffffffff;", options(nostack));
 }

@@ -6,6 +6,7 @@ mod attention_tc;
 mod conv2d;
 mod conv2d_tc;
 mod conv2d_tc_taps;
+mod conv2d_tma;
 mod conv2d_wg;
 mod elementwise;
 mod instance_norm;

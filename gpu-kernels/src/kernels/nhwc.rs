@@ -208,3 +208,66 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
         i += stride;
     }
 }
+
+/// `nhwc_in_apply` written into a reflection-padded image: over the `groups` 16-byte groups of the output
+/// `y` (NHWC f16 `[N, H + 2p, W + 2p, C]`, p = `pad` 0 or 1), output pixel (py, px) of sample n takes the
+/// source pixel (sy, sx) = (reflect(py - p), reflect(px - p)) of the raw `x` `[N, H, W, C]`:
+/// v = a·x + b with (a, b) = coef[(n*C + ch)*2 ..+2], ReLU when `relu` != 0, then + the residual's pixel
+/// (sy + 1, sx + 1) when `residual` (padded `[N, H + 2, W + 2, C]`) is not null; stored as f16 (saturated),
+/// the arithmetic of `nhwc_in_apply` exactly. `y` must not alias `x` or `residual` (border pixels read
+/// other pixels). The launcher keeps every element index below 2^31.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
+    x: *const H8,
+    coef: *const f32,
+    residual: *const H8,
+    y: *mut H8,
+    groups: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    relu: u32,
+    pad: u32,
+) {
+    crate::device::grid_dependency_wait();
+    let (i0, stride) = global_index_x();
+    let (mut i, stride) = (i0 as u32, stride as u32);
+    let cg = c / 8;
+    let (ho, wo) = (h + 2 * pad, w + 2 * pad);
+    while i < groups {
+        let g = i % cg;
+        let pix = i / cg;
+        let px = pix % wo;
+        let rest = pix / wo;
+        let py = rest % ho;
+        let n = rest / ho;
+        let sy = super::conv2d_tc::reflect(py as i32 - pad as i32, h as i32) as u32;
+        let sx = super::conv2d_tc::reflect(px as i32 - pad as i32, w as i32) as u32;
+        let cf = coef.add(((n * c + g * 8) * 2) as usize);
+        let xv = *x.add((((n * h + sy) * w + sx) * cg + g) as usize);
+        let rv = if residual.is_null() {
+            H8([0; 4])
+        } else {
+            *residual.add((((n * (h + 2) + sy + 1) * (w + 2) + sx + 1) * cg + g) as usize)
+        };
+        let mut out = H8([0; 4]);
+        for k in 0..4 {
+            let (x0, x1) = unpack_f16x2(xv.0[k]);
+            let mut v0 = math::fma(x0, *cf.add(4 * k), *cf.add(4 * k + 1));
+            let mut v1 = math::fma(x1, *cf.add(4 * k + 2), *cf.add(4 * k + 3));
+            if relu != 0 {
+                v0 = math::relu(v0);
+                v1 = math::relu(v1);
+            }
+            if !residual.is_null() {
+                let (r0, r1) = unpack_f16x2(rv.0[k]);
+                v0 += r0;
+                v1 += r1;
+            }
+            out.0[k] = pack_f16x2(v0, v1);
+        }
+        *y.add(i as usize) = out;
+        i += stride;
+    }
+}

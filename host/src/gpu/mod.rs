@@ -4,10 +4,12 @@ pub mod half;
 mod pdl;
 mod ptx;
 mod tensor;
+mod tma;
 
 pub use graph::CudaGraph;
 pub use ptx::find_ptx;
 pub use tensor::{DType, DeviceTensor, Layout};
+pub use tma::DeviceTensorMap;
 
 use std::collections::HashSet;
 use std::ffi::c_void;

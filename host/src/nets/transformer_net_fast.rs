@@ -38,8 +38,9 @@ use crate::ops::conv2d_tc::{
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
+use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
-    nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
+    nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
 };
 
@@ -61,6 +62,20 @@ pub const DECONV3_ENV: &str = "STYLEFORGE_DECONV3";
 /// input instead of their sub-pixel form (4 taps per output parity, `launch::CONV2D_TC_SUBPIXEL`). Read
 /// when the net is built (A/B timing).
 pub const SUBPIXEL_ENV: &str = "STYLEFORGE_SUBPIXEL";
+
+/// Environment variable: `0` keeps the residual blocks on `conv2d_tc` (with the norms folded into the
+/// loads) instead of `conv2d_tma` over padded inputs. Read when the net is built (A/B timing).
+pub const CONV_TMA_ENV: &str = "STYLEFORGE_CONV_TMA";
+
+fn conv_tma_on() -> bool {
+    std::env::var(CONV_TMA_ENV).map_or(true, |v| v != "0")
+}
+
+/// Whether `conv2d_tma` takes a residual conv: 3x3, 128 outputs, C % 64 == 0, stride 1, no upsampling.
+fn tma_takes(l: &ConvLayer) -> bool {
+    let s = &l.weight.shape;
+    s.len() == 4 && s[0] == 128 && s[1] % 64 == 0 && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample <= 1
+}
 
 /// deconv3's packed weight for the kernel [`DECONV3_ENV`] picks.
 enum Deconv3 {
@@ -236,6 +251,17 @@ struct ResBlock {
     in1: GpuNorm,
     conv2: TcConv,
     in2: GpuNorm,
+    /// conv1 and conv2 for `conv2d_tma` (None with `STYLEFORGE_CONV_TMA=0` or weights it does not take).
+    tma: Option<[TmaConvWeight; 2]>,
+}
+
+/// The reflection-padded activations of the `conv2d_tma` residual blocks: the trunk (ping-pong: the
+/// update reads one and writes the other, since border pixels read other pixels) and the first conv's
+/// normalised output.
+struct TmaPads {
+    trunk_a: PaddedInput,
+    trunk_b: PaddedInput,
+    t1: PaddedInput,
 }
 
 /// Activation buffers for one input shape: NHWC f16 raw conv outputs (each normalised by its consumer
@@ -263,6 +289,8 @@ struct Buffers {
     /// in3's coefficients: the raw conv3 output in `trunk` is normalised by the first residual block's
     /// conv and its residual update, two launches apart (after `coef` has been reused).
     coef_trunk: DeviceTensor,
+    /// The residual blocks' padded activations when they run on `conv2d_tma`.
+    pads: Option<TmaPads>,
 }
 
 /// TransformerNet's weights (f16, packed) on the device plus per-shape activation buffers. Borrows the
@@ -325,6 +353,9 @@ impl<'g> GpuTransformerNetFast<'g> {
                     in1: GpuNorm::new(&b.in1)?,
                     conv2: TcConv::new(&b.conv2, 0, 0)?,
                     in2: GpuNorm::new(&b.in2)?,
+                    tma: (conv_tma_on() && tma_takes(&b.conv1) && tma_takes(&b.conv2))
+                        .then(|| Ok::<_, Error>([TmaConvWeight::upload(&b.conv1.weight)?, TmaConvWeight::upload(&b.conv2.weight)?]))
+                        .transpose()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -406,6 +437,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             .chain([self.deconv1.tiling(&s4).part_len(s4[0], s4[3]), self.deconv2.tiling(&s5).part_len(s5[0], s5[3])])
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
             .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
+            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2]).part_len(s3[0], s3[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -427,6 +459,13 @@ impl<'g> GpuTransformerNetFast<'g> {
             part: f(part_len)?,
             coef: f(coef_len)?,
             coef_trunk: f(coef_len)?,
+            pads: if self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() {
+                let tl = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
+                let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl);
+                Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
+            } else {
+                None
+            },
         });
         Ok(())
     }
@@ -671,6 +710,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             part,
             coef,
             coef_trunk,
+            pads,
             ..
         } = b;
         let x: &DeviceTensor = match x {
@@ -698,10 +738,32 @@ impl<'g> GpuTransformerNetFast<'g> {
         self.conv3
             .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
         self.in3.coef(gpu, trunk, part, coef_trunk)?;
+        let mut trunk_norm: Option<&DeviceTensor> = None;
+        if let Some(TmaPads { trunk_a, trunk_b, t1: t1p }) = pads.as_mut() {
+            // The residual blocks on conv2d_tma: every norm is a pass writing the next conv's padded input
+            // (the last block's update writes the plain trunk for deconv1).
+            nhwc_in_apply_pad(gpu, trunk, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
+            mark("conv3+in3")?;
+            let (mut cur, mut next) = (trunk_a, trunk_b);
+            let last = self.res.len() - 1;
+            for (i, blk) in self.res.iter().enumerate() {
+                let Some([w1, w2]) = blk.tma.as_ref() else {
+                    return Err(Error::Other("residual block without its conv2d_tma weights".into()));
+                };
+                let tiling = conv2d_tma(gpu, &*cur, w1, t1, part)?;
+                blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
+                nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
+                let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
+                blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
+                let out = if i == last { PadOut::Plain(&mut *trunk) } else { PadOut::Padded(&mut *next) };
+                nhwc_in_apply_pad(gpu, t2, coef, false, Some(&*cur), out)?;
+                std::mem::swap(&mut cur, &mut next);
+                mark(res_name(i))?;
+            }
+        } else {
         // The trunk's pending norm: none when in3 is applied in place (the default); with
         // `STYLEFORGE_FOLD_IN3=1` (A/B) the trunk stays raw and the first residual block's conv and update
         // apply in3 on load.
-        let mut trunk_norm: Option<&DeviceTensor> = None;
         if self.fold_in3 {
             trunk_norm = Some(coef_trunk);
         } else {
@@ -715,6 +777,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             blk.in2.add_into(gpu, t2, &tiling, part, coef, trunk, trunk_norm)?;
             trunk_norm = None;
             mark(res_name(i))?;
+        }
         }
         let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?;
         self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;

@@ -7,6 +7,7 @@ pub mod attention_tc;
 pub mod conv2d;
 pub mod conv2d_tc;
 pub mod conv2d_tc_taps;
+pub mod conv2d_tma;
 pub mod conv2d_wg;
 pub mod elementwise;
 pub mod instance_norm;

@@ -8,6 +8,7 @@ use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
 use crate::ops::conv2d_tc::{conv2d_tc_part_tiling, PartTiling};
+use crate::ops::conv2d_tma::PaddedInput;
 
 const OP: &str = "nhwc";
 /// Channels of the packed input (RGB + one zero channel: 8 bytes per pixel for conv2d_tc's 8-byte gather).
@@ -309,6 +310,89 @@ fn apply(
                 pqc,
                 relu as u32,
                 res_coef.map_or(0, |rc| rc.ptr())
+            ),
+        )
+    }
+}
+
+/// Where [`nhwc_in_apply_pad`] writes.
+pub enum PadOut<'a> {
+    /// The reflection-padded image (for `conv2d_tma`).
+    Padded(&'a mut PaddedInput),
+    /// A plain NHWC f16 `[N, H, W, C]` image (the last residual block's output, for deconv1).
+    Plain(&'a mut DeviceTensor),
+}
+
+/// `nhwc_in_apply` from the raw conv output `x` (NHWC f16 `[N, H, W, C]`) into `out`: relu?(a·x + b)
+/// (+ the residual's interior pixel), reflection-padded by 1 when `out` is [`PadOut::Padded`]. The same
+/// f32 arithmetic and single f16 rounding as [`nhwc_in_apply`].
+pub fn nhwc_in_apply_pad(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    coef: &DeviceTensor,
+    relu: bool,
+    residual: Option<&PaddedInput>,
+    out: PadOut<'_>,
+) -> Result<()> {
+    ensure(
+        x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4,
+        OP,
+        || format!("apply pad: x must be NHWC f16 [N, H, W, C], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape),
+    )?;
+    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    ensure(n > 0 && h >= 2 && w >= 2 && c > 0 && c % 8 == 0, OP, || {
+        format!("apply pad: x {:?} needs H, W ≥ 2 and C a positive multiple of 8", x.shape)
+    })?;
+    if let Some(r) = residual {
+        ensure(r.image_shape() == [n, h, w, c], OP, || {
+            format!("apply pad: residual image {:?} differs from x {:?}", r.image_shape(), x.shape)
+        })?;
+    }
+    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
+        format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
+    })?;
+    let (y_ptr, pad, y_numel) = match out {
+        PadOut::Padded(p) => {
+            ensure(p.image_shape() == [n, h, w, c], OP, || {
+                format!("apply pad: output image {:?} differs from x {:?}", p.image_shape(), x.shape)
+            })?;
+            (p.t.ptr(), 1u32, p.t.numel())
+        }
+        PadOut::Plain(y) => {
+            ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == x.shape, OP, || {
+                format!("apply pad: y must be NHWC f16 {:?}, got {:?} {:?} {:?}", x.shape, y.layout, y.dtype, y.shape)
+            })?;
+            (y.ptr(), 0u32, y.numel())
+        }
+    };
+    let padded_numel = n * (h + 2) * (w + 2) * c;
+    ensure(fits32(padded_numel), OP, || format!("apply pad: {padded_numel} elements need 64-bit indexing"))?;
+    let groups = y_numel / 8;
+    let blocks = blocks_for(groups, ELEMENTWISE_BLOCK).min(8192);
+    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, groups, h, w, c, relu, pad): group i < groups of y
+    // (N·(H+2p)·(W+2p)·C/8 16-byte groups: y's whole size, the padded PaddedInput tensor or the plain
+    // [N, H, W, C] one, checked) reads x at its reflected source pixel (sy < H, sx < W: reflect needs H, W ≥
+    // 2, checked) inside x's N·H·W·C f16, the residual (when non-null, a padded [N, H + 2, W + 2, C] image
+    // of the same N, H, W, C, checked) at (sy + 1, sx + 1), and coef[(n·C + ch)·2 ..+16] (N·C·2 f32
+    // checked). y is an exclusive borrow, so it aliases neither x nor the residual. Indices fit 31 bits
+    // (checked); allocations are 256-byte aligned and C % 8 == 0, so every group is 16-byte aligned.
+    unsafe {
+        gpu.launch(
+            "nhwc_in_apply_pad",
+            (blocks, 1, 1),
+            (ELEMENTWISE_BLOCK, 1, 1),
+            0,
+            kernel_args!(
+                x.ptr(),
+                coef.ptr(),
+                residual.map_or(0, |r| r.t.ptr()),
+                y_ptr,
+                groups as u32,
+                h as u32,
+                w as u32,
+                c as u32,
+                relu as u32,
+                pad
             ),
         )
     }

@@ -6,6 +6,7 @@
 pub mod cnn;
 pub mod conv2d_tc;
 pub mod conv2d_tc_taps;
+pub mod conv2d_tma;
 pub mod conv2d_wg;
 pub mod fast;
 pub mod graph;
@@ -73,6 +74,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(conv2d_tc::checks());
     v.extend(conv2d_tc_taps::checks());
     v.extend(conv2d_wg::checks());
+    v.extend(conv2d_tma::checks());
     v.extend(graph::checks());
     v.extend(fast::checks());
     v.extend(vit_fast::checks());

@@ -1,0 +1,282 @@
+//! `conv2d_tma`: the residual blocks' 3x3 convs (C input channels, 128 outputs, stride 1) as a
+//! warp-specialised, persistent implicit GEMM on Hopper: bulk tensor copies (TMA) feed a multi-stage
+//! shared-memory ring, `wgmma` multiplies, and the epilogue writes NHWC f16 plus the InstanceNorm
+//! partials, as `conv2d_wg` does.
+//!
+//! # Input: an explicitly padded image
+//! x is NHWC f16 `[N, H + 2, W + 2, C]`, the reflection-padded (already normalised) input
+//! (`nhwc_in_apply_pad` writes it). Output pixel (y, x) and tap (r, s) read padded pixel (y + r, x + s),
+//! so the A operand of one GEMM-K step (one tap, 64 channels) for a tile of R rows x Wt columns of output
+//! pixels starting at (y0, x0) is the box [c0 .. c0 + 64] x [x0 + s .. + Wt] x [y0 + r .. + R] of sample n:
+//! one 4-D TMA request (tensor map dims C, W + 2, H + 2, N, innermost first; box 64 x Wt x R x 1, 128-byte
+//! swizzle). It lands as Wt·R rows of 128 bytes, tile row i = pixel (y0 + i / Wt, x0 + i % Wt), in the
+//! K-major swizzled layout `device::wgmma` describes. Rows outside the tensor are zero-filled; tile rows
+//! past Wt·R or outside the H x W image are computed on whatever the stage holds and never stored.
+//! The B operand is the `conv2d_tc` `TcWeight` f16 `[128][9C]` (k = tap·C + c), a 2-D tensor map with
+//! box 64 x 128: 128 rows of one 64-wide K slice.
+//!
+//! # Roles (block = `NC` consumer warpgroups + 1 producer warp)
+//! * Producer (the last warp, one lane): for each tile of the block and each K step, waits until the
+//!   ring's next stage is empty, arms its "full" mbarrier with the stage's byte count and issues the two
+//!   copies.
+//! * Consumer warpgroup g (tile rows 64g .. 64g + 64): per K step waits on "full", four
+//!   `wgmma.m64n128k16`, commit, `wgmma.wait_group 1` (the previous step's batch has retired), then each
+//!   warp's lane 0 arrives on the previous stage's "empty" mbarrier (count 4·NC).
+//! * Tiles: block b takes tiles b, b + gridDim.x, ... of the N·tiles (persistent; the grid is at most the
+//!   SMs times the blocks that fit on one). The producer runs ahead into the next tile while the
+//!   consumers do the epilogue.
+//!
+//! # Epilogue (consumers; named barrier 1 among them)
+//! y16 NHWC f16 `[N, H, W, 128]` (saturated) and per channel the tile's (mean, M2) over its valid
+//! pixels, `part[((n·128 + ch)·tiles + tile)·2 ..+2]` in the order of `PartTiling::blocks(H, W, R, Wt)`
+//! (tile = ty·tiles_x + tx). Two passes as `conv2d_wg`'s: sums reduced over the 8 lanes of a row group by
+//! shuffles and over the consumer warps through a scratch area outside the ring (the producer keeps
+//! filling the ring meanwhile).
+use crate::device::mma::pack_f16x2;
+use crate::device::shared::{ld_f32, ld_v4_f32, st_f32, st_v2_f32};
+use crate::device::tma::{
+    arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
+    prefetch_map, wait_parity,
+};
+use crate::device::unroll::unroll;
+use crate::device::wgmma::{
+    self, aligned_smem, fence_acc64, mma_m64n128k16_f16, smem_desc_sw128, splat64, wait_acc64,
+    SW128_ROW_BYTES,
+};
+use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
+use crate::launch::{conv2d_tma_layout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_SROW};
+
+const BK: u32 = CONV2D_TMA_BK;
+const BN: u32 = CONV2D_TMA_K;
+/// Bytes of the B tile of one stage (128 rows of one 64-wide K slice).
+const B_BYTES: u32 = BN * SW128_ROW_BYTES;
+/// Bytes of one consumer warpgroup's 64 A rows.
+const WG_A_BYTES: u32 = 64 * SW128_ROW_BYTES;
+/// Named barrier of the consumer warpgroups (0 is `bar.sync 0`, the whole block).
+const CONSUMER_BARRIER: u32 = 1;
+/// Floats per row of the epilogue's staging tile (128 columns + 8 of padding against bank conflicts).
+const SROW: u32 = CONV2D_TMA_SROW;
+
+const _: () = assert!(BK == 64 && BN == 128);
+
+macro_rules! conv2d_tma_entry {
+    ($(#[$doc:meta])* $name:ident, consumers $nc:expr, stages $st:expr) => {
+$(#[$doc])*
+///
+/// x: the tensor map of the padded input (module comment), w: the weight's; `h`, `wd`: the output (=
+/// unpadded input) size, `c` the input channels; tiles of `box_r` rows x `box_w` columns (the A map's
+/// box), `tiles_x` per row of tiles, `tiles` per sample, `total` = N·tiles. Writes y16 (f16 pairs) and
+/// `part`. Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
+/// (≤ total, 1, 1). Requires (host-checked): c % 64 == 0, box_w·box_r ≤ 64·NC, every index below 2^31.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn $name(
+    xmap: *const u8,
+    wmap: *const u8,
+    h: u32,
+    wd: u32,
+    c: u32,
+    box_w: u32,
+    box_r: u32,
+    tiles_x: u32,
+    tiles: u32,
+    total: u32,
+    y16: *mut u32,
+    part: *mut f32,
+) {
+    const NC: u32 = $nc;
+    const STAGES: u32 = $st;
+    const L: crate::launch::Conv2dTmaLayout = conv2d_tma_layout(NC, STAGES);
+    const A_BYTES: u32 = L.a_bytes;
+    const WARPS: u32 = NC * 4;
+    const _: () = assert!(NC * 128 == 2 * BN || NC * 128 == BN);
+    const _: () = assert!(L.stage_bytes == A_BYTES + B_BYTES && A_BYTES == NC * WG_A_BYTES && STAGES >= 2);
+    crate::device::grid_dependency_wait();
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let smem = aligned_smem();
+    let full = smem + L.bars;
+    let empty = full + STAGES * 8;
+    if t == 0 {
+        for s in 0..STAGES {
+            mbarrier_init(full + 8 * s, 1);
+            mbarrier_init(empty + 8 * s, WARPS);
+        }
+        fence_mbarrier_init();
+    }
+    sync_threads();
+    let ktiles = 9 * c / BK;
+    let a_tx = box_w * box_r * SW128_ROW_BYTES;
+
+    if warp == WARPS {
+        // Producer: one lane issues every copy.
+        if lane == 0 {
+            prefetch_map(xmap);
+            prefetch_map(wmap);
+            let (mut stage, mut phase) = (0u32, 0u32);
+            let mut tile = block_idx_x();
+            while tile < total {
+                let n = tile / tiles;
+                let ti = tile - n * tiles;
+                let ty = ti / tiles_x;
+                let (y0, x0) = (ty * box_r, (ti - ty * tiles_x) * box_w);
+                let mut kt = 0;
+                while kt < ktiles {
+                    let k0 = kt * BK;
+                    let tap = k0 / c;
+                    let r = tap / 3;
+                    let s = tap - 3 * r;
+                    wait_parity(empty + 8 * stage, phase ^ 1);
+                    let bar = full + 8 * stage;
+                    arrive_expect_tx(bar, a_tx + B_BYTES);
+                    let dst = smem + stage * L.stage_bytes;
+                    load_4d(dst, xmap, [(k0 - tap * c) as i32, (x0 + s) as i32, (y0 + r) as i32, n as i32], bar);
+                    load_2d(dst + A_BYTES, wmap, k0 as i32, 0, bar);
+                    stage += 1;
+                    if stage == STAGES {
+                        stage = 0;
+                        phase ^= 1;
+                    }
+                    kt += 1;
+                }
+                tile += grid_dim_x();
+            }
+        }
+        return;
+    }
+
+    // Consumers.
+    let wg = warp / 4;
+    let wq = warp % 4;
+    let col0 = (lane % 4) * 2;
+    let red = smem + L.red; // [NC][BN] sums
+    let red2 = red + NC * BN * 4; // [NC][BN] M2
+    let stg = smem + L.staging; // [64·NC][SROW] f32
+    let (mut stage, mut phase) = (0u32, 0u32);
+    let mut tile = block_idx_x();
+    while tile < total {
+        let n = tile / tiles;
+        let ti = tile - n * tiles;
+        let ty = ti / tiles_x;
+        let (y0, x0) = (ty * box_r, (ti - ty * tiles_x) * box_w);
+
+        let mut acc = splat64(0.0);
+        let mut prev = 0u32;
+        let mut kt = 0;
+        while kt < ktiles {
+            wait_parity(full + 8 * stage, phase);
+            let base = smem + stage * L.stage_bytes;
+            let a_base = base + wg * WG_A_BYTES;
+            let b_base = base + A_BYTES;
+            fence_acc64(&mut acc);
+            unroll!(4, |s| {
+                let off = 32 * s as u32;
+                mma_m64n128k16_f16(&mut acc, smem_desc_sw128(a_base + off), smem_desc_sw128(b_base + off), true);
+            });
+            wgmma::commit_group();
+            wgmma::wait_group::<1>();
+            // The batch of step kt - 1 has retired: its stage may be refilled.
+            if kt > 0 && lane == 0 {
+                arrive(empty + 8 * prev);
+            }
+            prev = stage;
+            stage += 1;
+            if stage == STAGES {
+                stage = 0;
+                phase ^= 1;
+            }
+            kt += 1;
+        }
+        wait_acc64::<0>(&mut acc);
+        if lane == 0 {
+            arrive(empty + 8 * prev);
+        }
+
+        // Epilogue. The valid tile rows are a prefix: rows < count (whole rows of the box, or one row cut
+        // at the right edge). The accumulators go to the f32 staging tile [row][SROW] (rows 64 wg + 16 wq +
+        // lane/4 (+ 8), columns 8i + 2(lane % 4) (+ 1) of n8 block i), then every thread works on column
+        // t % 128 over its warpgroup's 64 rows: sum, mean, sum of squared deviations; then the f16 rows
+        // leave the staging tile as 16-byte stores.
+        let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
+        let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
+        let count = cols_x * rows_y;
+        // The previous tile's readers of the staging tile are done.
+        named_barrier(CONSUMER_BARRIER, NC * 128);
+        let row0 = wg * 64 + wq * 16 + lane / 4;
+        unroll!(2, |half| {
+            let rowa = stg + (row0 + 8 * half as u32) * SROW * 4 + col0 * 4;
+            unroll!(2, |ia| {
+                unroll!(8, |ib| {
+                    let i = ia * 8 + ib;
+                    st_v2_f32(rowa + 32 * i as u32, acc[4 * i + 2 * half], acc[4 * i + 2 * half + 1]);
+                });
+            });
+        });
+        named_barrier(CONSUMER_BARRIER, NC * 128);
+        let col = t % BN;
+        let r_lo = wg * 64;
+        let r_hi = if count < r_lo + 64 { if count > r_lo { count } else { r_lo } } else { r_lo + 64 };
+        let mut sum = 0f32;
+        let mut r = r_lo;
+        while r < r_hi {
+            sum += ld_f32(stg + (r * SROW + col) * 4);
+            r += 1;
+        }
+        st_f32(red + t * 4, sum);
+        named_barrier(CONSUMER_BARRIER, NC * 128);
+        let mut tot = 0f32;
+        for g in 0..NC {
+            tot += ld_f32(red + (g * BN + col) * 4);
+        }
+        let mean = tot / count as f32;
+        let mut m2 = 0f32;
+        let mut r = r_lo;
+        while r < r_hi {
+            let d = ld_f32(stg + (r * SROW + col) * 4) - mean;
+            m2 += d * d;
+            r += 1;
+        }
+        st_f32(red2 + t * 4, m2);
+        // f16 output: 16 threads per 256-byte pixel row (8 channels each), 8·NC rows per pass.
+        let j = t % 16;
+        let mut rr = t / 16;
+        while rr < count {
+            let dy = rr / box_w;
+            let p = (n * h + y0 + dy) * wd + x0 + rr - dy * box_w;
+            let src = stg + (rr * SROW + 8 * j) * 4;
+            let (v0, v1) = (ld_v4_f32(src), ld_v4_f32(src + 16));
+            let out = y16.add((p * (BN / 2) + 4 * j) as usize) as *mut [u32; 4];
+            *out = [
+                pack_f16x2(v0[0], v0[1]),
+                pack_f16x2(v0[2], v0[3]),
+                pack_f16x2(v1[0], v1[1]),
+                pack_f16x2(v1[2], v1[3]),
+            ];
+            rr += NC * 8;
+        }
+        named_barrier(CONSUMER_BARRIER, NC * 128);
+        if t < BN {
+            let mut m2 = 0f32;
+            for g in 0..NC {
+                m2 += ld_f32(red2 + (g * BN + t) * 4);
+            }
+            let o = part.add((((n * BN + t) * tiles + ti) * 2) as usize);
+            *o = mean;
+            *o.add(1) = m2;
+        }
+        tile += grid_dim_x();
+    }
+}
+    };
+}
+
+conv2d_tma_entry!(
+    /// Tiles of up to 128 pixels: two consumer warpgroups (the large images), 4 stages, one block per SM.
+    conv2d_tma_m128, consumers 2, stages 4
+);
+conv2d_tma_entry!(
+    /// Tiles of up to 64 pixels: one consumer warpgroup (small images: twice the tiles), 3 stages, two
+    /// blocks per SM.
+    conv2d_tma_m64, consumers 1, stages 3
+);

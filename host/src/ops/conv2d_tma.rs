@@ -1,0 +1,238 @@
+//! `conv2d_tma` launcher: the fast TransformerNet's residual-block convs (3x3, stride 1, C % 64 == 0
+//! inputs, 128 outputs) as a persistent, warp-specialised `wgmma` implicit GEMM fed by the bulk tensor
+//! copy engine (sm_90a: H100/H200 only). See `gpu-kernels/src/kernels/conv2d_tma.rs`.
+//!
+//! The input is an explicitly reflection-padded NHWC f16 image, [`PaddedInput`] (written by
+//! `ops::nhwc::nhwc_in_apply_pad`), so each GEMM-K step's A tile is one rectangular box of it. The
+//! weight is a [`TmaConvWeight`] (a `conv2d_tc` [`TcWeight`] with its tensor map). Both own the memory
+//! their tensor map names. Output: y NHWC f16 `[N, H, W, 128]` and the InstanceNorm partials, tiled as
+//! the returned [`PartTiling`] says (`PartTiling::blocks(H, W, R, Wt)`).
+use gpu_kernels::launch::{
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K,
+};
+use models::Tensor;
+
+use crate::error::{ensure, Error, Result};
+use crate::gpu::{DType, DeviceTensor, DeviceTensorMap, Gpu, Layout};
+use crate::kernel_args;
+use crate::ops::conv2d_tc::{PartTiling, TcWeight};
+
+const OP: &str = "conv2d_tma";
+/// Environment variable: `64` or `128` forces the tile height (consumer warpgroups 1 or 2) instead of
+/// picking by grid size (A/B).
+pub const CONV_TMA_M_ENV: &str = "STYLEFORGE_CONV_TMA_M";
+
+/// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
+/// pixels), `tiles_x` per row of tiles, `tiles` per sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmaTiling {
+    pub consumers: u32,
+    /// Shared-memory ring stages (`conv2d_tma_stages`).
+    pub stages: u32,
+    pub box_w: usize,
+    pub box_r: usize,
+    pub tiles_x: usize,
+    pub tiles: usize,
+}
+
+impl TmaTiling {
+    /// Tiles of up to 64·`consumers` pixels: whole rows of them when W is at least that wide, else
+    /// as many full rows of W as fit.
+    pub fn new(h: usize, w: usize, consumers: u32) -> Self {
+        let bm = 64 * consumers as usize;
+        let (box_w, box_r) = if w >= bm { (bm, 1) } else { (w.max(1), bm / w.max(1)) };
+        let tiles_x = w.div_ceil(box_w);
+        let stages = conv2d_tma_stages(consumers);
+        TmaTiling { consumers, stages, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
+    }
+
+    /// The partials' tiling for `nhwc_in_coef_tiled`.
+    pub fn part_tiling(&self, h: usize, w: usize) -> PartTiling {
+        PartTiling::blocks(h, w, self.box_r, self.box_w)
+    }
+
+    /// Blocks of this kernel that fit on one SM (shared memory: one with two consumer warpgroups, two
+    /// with one).
+    fn blocks_per_sm(&self) -> usize {
+        if self.consumers == 2 {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// The tiling for N samples of `h x w` on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel
+/// tiles) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many);
+/// [`CONV_TMA_M_ENV`] overrides.
+pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTiling {
+    let forced = std::env::var(CONV_TMA_M_ENV).ok().and_then(|v| match v.trim() {
+        "64" => Some(1),
+        "128" => Some(2),
+        _ => None,
+    });
+    let consumers = forced.unwrap_or_else(|| {
+        if n * TmaTiling::new(h, w, 2).tiles >= 2 * sm_count as usize {
+            2
+        } else {
+            1
+        }
+    });
+    TmaTiling::new(h, w, consumers)
+}
+
+/// A reflection-padded NHWC f16 activation `[N, H + 2, W + 2, C]` (the padded view of an `[N, H, W, C]`
+/// image) with the tensor map `conv2d_tma` reads its A tiles through.
+pub struct PaddedInput {
+    /// Declared before `t`: the map names `t`'s memory.
+    map: DeviceTensorMap,
+    /// The padded tensor, shape `[N, H + 2, W + 2, C]`.
+    pub t: DeviceTensor,
+    /// The unpadded image's N, H, W, C.
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub tiling: TmaTiling,
+}
+
+impl PaddedInput {
+    /// Allocates the padded buffer for an `[n, h, w, c]` image and encodes its map with `tiling`'s box.
+    pub fn new(n: usize, h: usize, w: usize, c: usize, tiling: TmaTiling) -> Result<Self> {
+        ensure(n > 0 && h >= 2 && w >= 2 && c > 0 && c % CONV2D_TMA_BK as usize == 0, OP, || {
+            format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
+        })?;
+        ensure(tiling == TmaTiling::new(h, w, tiling.consumers) && conv2d_tma_kernel(tiling.consumers, tiling.stages).is_some(), OP, || {
+            format!("tiling {tiling:?} is not conv2d_tma's for {h}x{w}")
+        })?;
+        let (hp, wp) = (h + 2, w + 2);
+        ensure((n * hp * wp * c) < (1 << 31), OP, || format!("padded input [{n}, {hp}, {wp}, {c}] needs 64-bit indexing"))?;
+        let t = DeviceTensor::empty(&[n, hp, wp, c], DType::F16, Layout::Nhwc)?;
+        let row = (c * 2) as u64;
+        let map = DeviceTensorMap::tiled_f16(
+            t.ptr(),
+            &[c as u64, wp as u64, hp as u64, n as u64],
+            &[row, row * wp as u64, row * (wp * hp) as u64],
+            &[CONV2D_TMA_BK, tiling.box_w as u32, tiling.box_r as u32, 1],
+        )?;
+        Ok(PaddedInput { map, t, n, h, w, c, tiling })
+    }
+
+    /// The unpadded image's shape `[N, H, W, C]`.
+    pub fn image_shape(&self) -> [usize; 4] {
+        [self.n, self.h, self.w, self.c]
+    }
+}
+
+/// A 3x3 conv weight with 128 outputs packed for `conv2d_tc` (`[128, 9C]`, k = tap·C + c) and the
+/// tensor map of its 128 x 64 B tiles.
+pub struct TmaConvWeight {
+    /// Declared before `w`: the map names `w`'s memory.
+    map: DeviceTensorMap,
+    pub w: TcWeight,
+}
+
+impl TmaConvWeight {
+    /// Packs and uploads a `[128, C, 3, 3]` weight (C % 64 == 0) rounded to f16, with its map.
+    pub fn upload(weight: &Tensor) -> Result<Self> {
+        let w = TcWeight::upload(weight, 0, 0)?;
+        ensure(
+            w.k == CONV2D_TMA_K as usize && w.r == 3 && w.c % CONV2D_TMA_BK as usize == 0 && w.kw == 9 * w.c && !w.subpixel,
+            OP,
+            || format!("weight {:?} is not a 3x3 conv with 128 outputs and a multiple of 64 inputs", weight.shape),
+        )?;
+        let map = DeviceTensorMap::tiled_f16(
+            w.data.ptr(),
+            &[w.kw as u64, w.k as u64],
+            &[(w.kw * 2) as u64],
+            &[CONV2D_TMA_BK, CONV2D_TMA_K],
+        )?;
+        Ok(TmaConvWeight { map, w })
+    }
+}
+
+/// conv3x3(x, w) over the padded input `x` (already normalised and reflection-padded), stride 1: y NHWC
+/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part`; returns their tiling. Every shape
+/// violation is an error and nothing is launched.
+pub fn conv2d_tma(
+    gpu: &Gpu,
+    x: &PaddedInput,
+    w: &TmaConvWeight,
+    y: &mut DeviceTensor,
+    part: &mut DeviceTensor,
+) -> Result<PartTiling> {
+    let (n, h, wd, c) = (x.n, x.h, x.w, x.c);
+    ensure(w.w.c == c, OP, || format!("weight has {} input channels, the input {c}", w.w.c))?;
+    let k = CONV2D_TMA_K as usize;
+    let out = [n, h, wd, k];
+    ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out, OP, || {
+        format!("y must be NHWC f16 {out:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
+    })?;
+    let tl = x.tiling;
+    let tiling = tl.part_tiling(h, wd);
+    let part_len = tiling.part_len(n, k);
+    ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
+        format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
+    })?;
+    let total = n * tl.tiles;
+    ensure(n * h * wd * k < (1 << 31) && part_len < (1 << 31), OP, || {
+        format!("output [{n}, {h}, {wd}, {k}] needs 64-bit indexing")
+    })?;
+    let Some(name) = conv2d_tma_kernel(tl.consumers, tl.stages) else {
+        return Err(Error::Shape { op: OP, msg: format!("no kernel for {} consumer warpgroups", tl.consumers) });
+    };
+    let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
+    let layout = conv2d_tma_layout(tl.consumers, tl.stages);
+    let (h32, w32, c32) = (h as u32, wd as u32, c as u32);
+    let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
+    // SAFETY: conv2d_tma_m128 / _m64 (`name`, the kernel for tl.consumers warpgroups and tl.stages stages) take (xmap, wmap:
+    // *const u8, h, w, c, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32),
+    // matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C] f16 with box
+    // 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there); the kernel's
+    // box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the tensor is
+    // zero-filled by the copy engine, never read from outside it. wmap covers w.w.data, [128, 9C] f16
+    // (checked at upload, C equal to the input's, checked here) with box 64 x 128 at (64·kt < 9C, 0). The
+    // kernel writes y16 words of pixels (n, y < H, x < W) only (y is f16 [N, H, W, 128], checked) and
+    // part[((n·128 + ch)·tiles + tile)·2 ..+2] with tile < tiles (part_len checked); y and part are exclusive
+    // borrows, distinct from the inputs. Every index fits 31 bits (checked here and in PaddedInput::new).
+    // Block conv2d_tma_threads(consumers) (the warpgroups the kernel's roles assume) with
+    // layout.smem ≤ 227 KB (a const of the kernel crate; `launch` opts in above 48 KB); grid ≤ total,
+    // each block striding over the tiles.
+    unsafe {
+        gpu.launch(
+            name,
+            (grid, 1, 1),
+            (conv2d_tma_threads(tl.consumers), 1, 1),
+            layout.smem,
+            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
+        )?;
+    }
+    Ok(tiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tilings() {
+        let t = TmaTiling::new(256, 256, 2);
+        assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (128, 1, 2, 512));
+        let t = TmaTiling::new(64, 64, 2);
+        assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (64, 2, 1, 32));
+        let t = TmaTiling::new(64, 64, 1);
+        assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (64, 1, 1, 64));
+        // Odd sizes: partial tiles at the right and bottom edges.
+        let t = TmaTiling::new(47, 250, 2);
+        assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (128, 1, 2, 94));
+        let t = TmaTiling::new(9, 50, 2);
+        assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (50, 2, 1, 5));
+        let p = t.part_tiling(9, 50);
+        assert!(p.is_valid_for(450));
+        assert_eq!((p.count(0), p.count(4)), (100, 50));
+        let sm = 132;
+        assert_eq!(conv2d_tma_tiling(1, 256, 256, sm).consumers, 2);
+        assert_eq!(conv2d_tma_tiling(1, 64, 64, sm).consumers, 1);
+        assert_eq!(conv2d_tma_tiling(4, 256, 256, sm).consumers, 2);
+    }
+}

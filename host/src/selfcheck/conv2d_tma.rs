@@ -1,0 +1,301 @@
+//! Self-checks of `conv2d_tma` (the TMA-fed warp-specialised `wgmma` 3x3 conv of the residual blocks) and
+//! of `nhwc_in_apply_pad` (the pass that writes its reflection-padded, normalised input), against the CPU.
+//!
+//! Inputs and weights are rounded to f16 on the host; the input norm is f16(relu(a·x + b)) as the kernels
+//! compute it, so `models::ops::conv2d` (reflection padding 1) sees exactly the GPU's operands and only the
+//! fp32 summation order differs. Each conv case:
+//! * writes the padded input with `nhwc_in_apply_pad` (random (a, b) + ReLU, or the identity (1, 0)
+//!   without ReLU) and checks the padded tensor against the CPU's reflection padding of the same values;
+//! * checks the NHWC f16 output (NaN-poisoned first, so an unwritten pixel fails), the InstanceNorm
+//!   partials per (sample, channel, tile) against f64 sums over the CPU output's tiles
+//!   (`PartTiling::blocks(H, W, R, Wt)`), and the coefficients `nhwc_in_coef_tiled` makes of them;
+//! * runs one or two consumer warpgroups (64- or 128-pixel tiles), boxes of whole rows and boxes of
+//!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
+//!   than blocks (each block strides over several tiles).
+//!
+//! The residual update (`nhwc_in_apply_pad` with a padded residual, into a padded and into a plain
+//! output) is checked on its own, and a last check makes sure the launchers refuse bad shapes.
+use models::ops::{self as cpu, Padding};
+use models::Tensor;
+
+use super::conv2d_tc::{apply_in_norm, host_coef, random_in_coef};
+use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
+use crate::error::Result;
+use crate::gpu::half::{round_f16, round_tensor_f16};
+use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
+use crate::ops::conv2d_tc::{self as tc, PartTiling};
+use crate::ops::conv2d_tma::{conv2d_tma, PaddedInput, TmaConvWeight, TmaTiling};
+use crate::ops::nhwc::{self, nhwc_in_apply_pad, PadOut};
+
+const OP: &str = "conv2d_tma";
+/// f16 output: fp32 accumulation of exact f16 products plus one rounding (relative 2^-11).
+const TOL_F16: Tolerance = Tolerance { rel_l2: 1e-3, max_rel: 1e-3 };
+
+pub fn checks() -> Vec<Check> {
+    vec![Check { op: OP, run: conv2d_tma_checks }]
+}
+
+struct Case {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    consumers: u32,
+    norm: bool,
+}
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // The 256x256 image's residual conv (64x64): one warpgroup, tiles of one row.
+    Case { n: 1, c: 128, h: 64, w: 64, consumers: 1, norm: true },
+    // The same with two warpgroups: boxes of 64 x 2 rows.
+    Case { n: 1, c: 128, h: 64, w: 64, consumers: 2, norm: false },
+    // Short rows: 13 x 9 boxes (117 of 128 tile rows used), batch 2.
+    Case { n: 2, c: 128, h: 9, w: 13, consumers: 2, norm: true },
+    // C = 64 (one K step per tap), 23 x 2 boxes, a partial bottom tile.
+    Case { n: 1, c: 64, h: 19, w: 23, consumers: 1, norm: true },
+    // Batch 3, 37 x 3 boxes, partial bottom tiles.
+    Case { n: 3, c: 128, h: 40, w: 37, consumers: 2, norm: false },
+    // The smallest input (every tap reflected).
+    Case { n: 1, c: 128, h: 2, w: 2, consumers: 1, norm: true },
+    // Rows wider than a tile: 128-wide boxes, a 44-pixel partial tile at the right edge.
+    Case { n: 1, c: 128, h: 20, w: 300, consumers: 2, norm: true },
+    // More tiles than blocks on any GPU: 130 x 130, 260 (two warpgroups) or 390 (one) tiles.
+    Case { n: 1, c: 128, h: 130, w: 130, consumers: 2, norm: true },
+    Case { n: 1, c: 128, h: 130, w: 130, consumers: 1, norm: false },
+];
+
+/// Per (sample, channel, tile) (mean, M2) in f64 over the tiles of `tiling` of an NCHW tensor.
+fn host_partials(y: &Tensor, tiling: &PartTiling) -> (Vec<f32>, Vec<f32>) {
+    let [n, c, h, w] = [y.shape[0], y.shape[1], y.shape[2], y.shape[3]];
+    let (mut means, mut m2s) = (Vec::new(), Vec::new());
+    for plane in 0..n * c {
+        let v = &y.data[plane * h * w..(plane + 1) * h * w];
+        for i in 0..tiling.tiles {
+            let (ty, tx) = (i / tiling.tiles_x, i % tiling.tiles_x);
+            let pix: Vec<f64> = (ty * tiling.tile_h..((ty + 1) * tiling.tile_h).min(h))
+                .flat_map(|yy| (tx * tiling.tile_w..((tx + 1) * tiling.tile_w).min(w)).map(move |xx| (yy, xx)))
+                .map(|(yy, xx)| v[yy * w + xx] as f64)
+                .collect();
+            let mean = pix.iter().sum::<f64>() / pix.len() as f64;
+            means.push(mean as f32);
+            m2s.push(pix.iter().map(|x| (x - mean).powi(2)).sum::<f64>() as f32);
+        }
+    }
+    (means, m2s)
+}
+
+/// The identity input norm (a, b) = (1, 0) for `n` samples of `c` channels.
+fn identity_coef(n: usize, c: usize) -> Tensor {
+    Tensor { shape: vec![n * c * 2], data: (0..n * c).flat_map(|_| [1.0, 0.0]).collect() }
+}
+
+/// NCHW `x` reflection-padded by 1, as NHWC `[N, H + 2, W + 2, C]` values.
+fn pad_nhwc(x: &Tensor) -> Vec<f32> {
+    let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let refl = |v: isize, e: usize| -> usize {
+        let v = v.unsigned_abs();
+        if v > e - 1 { 2 * (e - 1) - v } else { v }
+    };
+    let mut out = Vec::with_capacity(n * (h + 2) * (w + 2) * c);
+    for s in 0..n {
+        for py in 0..h + 2 {
+            for px in 0..w + 2 {
+                let (sy, sx) = (refl(py as isize - 1, h), refl(px as isize - 1, w));
+                for ch in 0..c {
+                    out.push(x.data[((s * c + ch) * h + sy) * w + sx]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
+    let tag = if cs.norm { " +in_norm" } else { "" };
+    let case = format!("{}x{}x{}x{} m{}{tag}", cs.n, cs.c, cs.h, cs.w, 64 * cs.consumers);
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let (n, c, h, w) = (cs.n, cs.c, cs.h, cs.w);
+        let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
+        let bound = 1.0 / ((c * 9) as f32).sqrt();
+        let wt = round_tensor_f16(&random(rng, &[128, c, 3, 3], -bound, bound));
+        let coef = if cs.norm { random_in_coef(rng, n, c) } else { identity_coef(n, c) };
+        let x_cpu = if cs.norm { apply_in_norm(&x, &coef.data) } else { x.clone() };
+        let expected = cpu::conv2d(&x_cpu, &wt, None, 1, Padding::Reflect(1), 1)?;
+
+        let (xs, xd) = tc::nchw_to_nhwc(&x)?;
+        let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
+        let dcoef = DeviceTensor::from_host(&coef)?;
+        let tl = TmaTiling::new(h, w, cs.consumers);
+        let mut xp = PaddedInput::new(n, h, w, c, tl)?;
+        let dw = TmaConvWeight::upload(&wt)?;
+        nhwc_in_apply_pad(gpu, &dx, &dcoef, cs.norm, None, PadOut::Padded(&mut xp))?;
+        let want_tiling = tl.part_tiling(h, w);
+        let mut dy = poisoned(&[n, h, w, 128], DType::F16, Layout::Nhwc)?;
+        let mut part = poisoned(&[want_tiling.part_len(n, 128)], DType::F32, Layout::RowMajor)?;
+        let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
+        let gamma = random(rng, &[128], 0.5, 1.5);
+        let beta = random(rng, &[128], -0.5, 0.5);
+        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+        let mut ncoef = poisoned(&[n * 128 * 2], DType::F32, Layout::RowMajor)?;
+        nhwc::nhwc_in_coef_tiled(gpu, &[n, h, w, 128], &tiling, &part, &dg, &db, &mut ncoef)?;
+        gpu.synchronize()?;
+
+        let got_pad = xp.t.to_vec_f16_as_f32()?;
+        let got16 = tc::nhwc_to_nchw([n, h, w, 128], &dy.to_vec_f16_as_f32()?)?;
+        let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = part.to_vec_f32()?.chunks(2).map(|p| (p[0], p[1])).unzip();
+        let (want_mean, want_m2) = host_partials(&expected, &want_tiling);
+        let mut results = vec![
+            compare(OP, &format!("{case} padded input"), &got_pad, &pad_nhwc(&x_cpu), Tolerance::F32),
+            compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
+            compare(OP, &format!("{case} tile means ({} tiles of {}x{})", tiling.tiles, tl.box_r, tl.box_w), &got_mean, &want_mean, Tolerance::F32_LOOSE),
+            compare(OP, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
+            compare(OP, &format!("{case} norm coef (tiled)"), &ncoef.to_vec_f32()?, &host_coef(&expected, &gamma.data, &beta.data), Tolerance::F32_LOOSE),
+        ];
+        if tiling != want_tiling {
+            results[1].passed = false;
+            results[1].detail = format!("tiling {tiling:?} (expected {want_tiling:?})");
+        }
+        Ok(results)
+    };
+    run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
+}
+
+/// `nhwc_in_apply_pad` with a padded residual: out = f16(a·x + b + r) at the reflected source pixel, into
+/// a padded output and into a plain one.
+fn residual_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize) -> Vec<CheckResult> {
+    let c = 128;
+    let case = format!("apply_pad residual {n}x{c}x{h}x{w}");
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let t = round_tensor_f16(&random(rng, &[n, c, h, w], -2.0, 2.0));
+        let r = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
+        let coef = random_in_coef(rng, n, c);
+        let tl = TmaTiling::new(h, w, 1);
+        let (ts, td) = tc::nchw_to_nhwc(&t)?;
+        let (rs, rd) = tc::nchw_to_nhwc(&r)?;
+        let dt = DeviceTensor::from_f32_as_f16(&ts, &td, Layout::Nhwc)?;
+        let dr = DeviceTensor::from_f32_as_f16(&rs, &rd, Layout::Nhwc)?;
+        let dcoef = DeviceTensor::from_host(&coef)?;
+        let dident = DeviceTensor::from_host(&identity_coef(n, c))?;
+        let mut rp = PaddedInput::new(n, h, w, c, tl)?;
+        let mut out_p = PaddedInput::new(n, h, w, c, tl)?;
+        let mut out_plain = poisoned(&[n, h, w, c], DType::F16, Layout::Nhwc)?;
+        nhwc_in_apply_pad(gpu, &dr, &dident, false, None, PadOut::Padded(&mut rp))?;
+        nhwc_in_apply_pad(gpu, &dt, &dcoef, false, Some(&rp), PadOut::Padded(&mut out_p))?;
+        nhwc_in_apply_pad(gpu, &dt, &dcoef, false, Some(&rp), PadOut::Plain(&mut out_plain))?;
+        gpu.synchronize()?;
+        let mut want = t.clone();
+        let hw = h * w;
+        for plane in 0..n * c {
+            let (a, b) = (coef.data[2 * plane], coef.data[2 * plane + 1]);
+            for i in 0..hw {
+                let k = plane * hw + i;
+                want.data[k] = round_f16(t.data[k].mul_add(a, b) + r.data[k]);
+            }
+        }
+        let got_plain = tc::nhwc_to_nchw([n, h, w, c], &out_plain.to_vec_f16_as_f32()?)?;
+        Ok(vec![
+            compare(OP, &format!("{case} padded"), &out_p.t.to_vec_f16_as_f32()?, &pad_nhwc(&want), TOL_F16),
+            compare(OP, &format!("{case} plain"), &got_plain.data, &want.data, TOL_F16),
+        ])
+    };
+    run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
+}
+
+fn refusals(gpu: &Gpu) -> CheckResult {
+    catch(OP, "refuses bad shapes", || {
+        let zeros = |shape: &[usize]| Tensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] };
+        let h16 = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::Nhwc);
+        let tl = TmaTiling::new(8, 8, 1);
+        let x = PaddedInput::new(1, 8, 8, 128, tl)?;
+        let w = TmaConvWeight::upload(&zeros(&[128, 128, 3, 3]))?;
+        let w64 = TmaConvWeight::upload(&zeros(&[128, 64, 3, 3]))?;
+        let part_len = tl.part_tiling(8, 8).part_len(1, 128);
+        let mut part = DeviceTensor::empty(&[part_len], DType::F32, Layout::RowMajor)?;
+        let mut part_small = DeviceTensor::empty(&[part_len - 1], DType::F32, Layout::RowMajor)?;
+        let mut y = h16(&[1, 8, 8, 128])?;
+        let mut y_bad = h16(&[1, 8, 9, 128])?;
+        let raw = h16(&[1, 8, 8, 128])?;
+        let raw_bad = h16(&[1, 8, 9, 128])?;
+        let coef = DeviceTensor::from_host(&identity_coef(1, 128))?;
+        let coef_small = DeviceTensor::empty(&[255], DType::F32, Layout::RowMajor)?;
+        let mut xp = PaddedInput::new(1, 8, 8, 128, tl)?;
+        let attempts: Vec<(&str, bool)> = vec![
+            ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
+            ("output shape", conv2d_tma(gpu, &x, &w, &mut y_bad, &mut part).is_ok()),
+            ("partials too small", conv2d_tma(gpu, &x, &w, &mut y, &mut part_small).is_ok()),
+            ("64 output channels", TmaConvWeight::upload(&zeros(&[64, 128, 3, 3])).is_ok()),
+            ("9x9 weight", TmaConvWeight::upload(&zeros(&[128, 128, 9, 9])).is_ok()),
+            ("32 input channels", TmaConvWeight::upload(&zeros(&[128, 32, 3, 3])).is_ok()),
+            ("padded input with C = 32", PaddedInput::new(1, 8, 8, 32, tl).is_ok()),
+            ("padded input 1 pixel high", PaddedInput::new(1, 1, 8, 128, TmaTiling::new(1, 8, 1)).is_ok()),
+            ("padded input with another tiling", PaddedInput::new(1, 8, 8, 128, TmaTiling::new(8, 9, 1)).is_ok()),
+            ("apply_pad image mismatch", nhwc_in_apply_pad(gpu, &raw_bad, &coef, true, None, PadOut::Padded(&mut xp)).is_ok()),
+            ("apply_pad residual mismatch", nhwc_in_apply_pad(gpu, &raw_bad, &coef, true, Some(&x), PadOut::Plain(&mut y_bad)).is_ok()),
+            ("apply_pad coef too small", nhwc_in_apply_pad(gpu, &raw, &coef_small, true, None, PadOut::Padded(&mut xp)).is_ok()),
+        ];
+        // The right calls are taken (so the refusals above are about what they name).
+        let control = nhwc_in_apply_pad(gpu, &raw, &coef, true, None, PadOut::Padded(&mut xp))
+            .and_then(|_| conv2d_tma(gpu, &xp, &w, &mut y, &mut part));
+        gpu.synchronize()?;
+        let accepted: Vec<&str> = attempts.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
+        let mut detail = if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) };
+        if let Err(e) = &control {
+            detail = format!("{detail} refused a valid call: {e}");
+        }
+        Ok(CheckResult {
+            op: OP.to_string(),
+            case: "refuses bad shapes".to_string(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: Tolerance::F32,
+            passed: accepted.is_empty() && control.is_ok(),
+            detail,
+        })
+    })
+}
+
+fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for cs in CASES {
+        out.extend(run_case(gpu, rng, cs));
+    }
+    out.extend(residual_case(gpu, rng, 2, 9, 13));
+    out.extend(residual_case(gpu, rng, 1, 64, 64));
+    out.push(refusals(gpu));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_partials_two_d_tiles() {
+        // One 3x5 plane in tiles of 2 rows x 3 columns: 4 tiles (6, 4, 3 and 2 pixels).
+        let y = Tensor { shape: vec![1, 1, 3, 5], data: (0..15).map(|i| i as f32).collect() };
+        let (m, m2) = host_partials(&y, &PartTiling::blocks(3, 5, 2, 3));
+        assert_eq!(m, vec![(0. + 1. + 2. + 5. + 6. + 7.) / 6., (3. + 4. + 8. + 9.) / 4., 11., 13.5]);
+        assert_eq!(m2[3], 0.5);
+    }
+
+    #[test]
+    fn padding_reflects() {
+        let x = Tensor { shape: vec![1, 1, 2, 3], data: vec![1., 2., 3., 4., 5., 6.] };
+        let p = pad_nhwc(&x);
+        assert_eq!(p.len(), 4 * 5);
+        assert_eq!(&p[0..5], &[5., 4., 5., 6., 5.]);
+        assert_eq!(&p[5..10], &[2., 1., 2., 3., 2.]);
+        assert_eq!(&p[15..20], &[2., 1., 2., 3., 2.]);
+    }
+
+    #[test]
+    fn cases_cover_the_contract() {
+        assert!(CASES.iter().any(|c| c.consumers == 1) && CASES.iter().any(|c| c.consumers == 2));
+        assert!(CASES.iter().any(|c| c.c == 64));
+        assert!(CASES.iter().any(|c| c.w > 128 && c.w % 128 != 0), "partial tile at the right edge");
+        assert!(CASES.iter().any(|c| c.w < 64 && c.h % TmaTiling::new(c.h, c.w, c.consumers).box_r != 0), "partial bottom tile");
+        assert!(CASES.iter().any(|c| c.n > 1));
+        assert!(CASES.iter().any(|c| TmaTiling::new(c.h, c.w, c.consumers).tiles * c.n > 264), "more tiles than blocks");
+    }
+}
