@@ -496,6 +496,9 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
     c * 8
 }
 
+/// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
+pub const NHWC_APPLY_PAD_THREADS: u32 = 256;
+
 // ------------------------------------------------------------------------------------------ conv2d_tma
 /// `conv2d_tma` (3x3 conv on an explicitly reflection-padded NHWC f16 input, TMA-fed persistent
 /// warp-specialised `wgmma` implicit GEMM): output channels (one `wgmma.m64n128k16` per consumer

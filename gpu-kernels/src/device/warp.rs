@@ -55,14 +55,3 @@ pub fn group_sum(mut v: f32, width: u32) -> f32 {
     }
     v
 }
-
-/// `bar.warp.sync 0xffffffff`: reconverges the warp. After a loop whose exit each lane decides for
-/// itself (an mbarrier wait), the compiler cannot prove the warp converged and compiles later `shfl.sync`
-/// through a slow collective path; a warp barrier first restores the plain shuffles.
-///
-/// # Safety
-/// Every lane of the warp must reach it.
-#[inline(always)]
-pub unsafe fn warp_sync() {
-    core::arch::asm!("bar.warp.sync 0xffffffff;", options(nostack));
-}

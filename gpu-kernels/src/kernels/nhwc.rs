@@ -8,7 +8,7 @@
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
-use crate::launch::NHWC_COEF_THREADS;
+use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
 /// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
@@ -209,13 +209,15 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     }
 }
 
-/// `nhwc_in_apply` written into a reflection-padded image: over the `groups` 16-byte groups of the output
-/// `y` (NHWC f16 `[N, H + 2p, W + 2p, C]`, p = `pad` 0 or 1), output pixel (py, px) of sample n takes the
-/// source pixel (sy, sx) = (reflect(py - p), reflect(px - p)) of the raw `x` `[N, H, W, C]`:
-/// v = a·x + b with (a, b) = coef[(n*C + ch)*2 ..+2], ReLU when `relu` != 0, then + the residual's pixel
-/// (sy + 1, sx + 1) when `residual` (padded `[N, H + 2, W + 2, C]`) is not null; stored as f16 (saturated),
-/// the arithmetic of `nhwc_in_apply` exactly. `y` must not alias `x` or `residual` (border pixels read
-/// other pixels). The launcher keeps every element index below 2^31.
+/// `nhwc_in_apply` written into a reflection-padded image: block b writes output row b of `y` (NHWC f16
+/// `[N, H + 2p, W + 2p, C]`, p = `pad` 0 or 1; b = n·(H + 2p) + py). Thread t handles the 16-byte channel
+/// group g = t % (C/8) of the output pixels px = t / (C/8), + 256 / (C/8), ... (threads past the last whole
+/// pixel group idle), each taken from the source pixel (sy, sx) = (reflect(py - p), reflect(px - p)) of the
+/// raw `x` `[N, H, W, C]`: v = a·x + b with (a, b) = coef[(n*C + ch)*2 ..+2], ReLU when `relu` != 0, then
+/// + the residual's pixel (sy + 1, sx + 1) when `residual` (padded `[N, H + 2, W + 2, C]`) is not null;
+/// stored as f16 (saturated), the arithmetic of `nhwc_in_apply` exactly. `y` must not alias `x` or
+/// `residual` (border pixels read other pixels). Block `NHWC_APPLY_PAD_THREADS`; the launcher keeps
+/// C/8 ≤ that and every element index below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
@@ -223,7 +225,6 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
     coef: *const f32,
     residual: *const H8,
     y: *mut H8,
-    groups: u32,
     h: u32,
     w: u32,
     c: u32,
@@ -231,31 +232,40 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
     pad: u32,
 ) {
     crate::device::grid_dependency_wait();
-    let (i0, stride) = global_index_x();
-    let (mut i, stride) = (i0 as u32, stride as u32);
+    let t = thread_idx_x();
     let cg = c / 8;
+    let step = NHWC_APPLY_PAD_THREADS / cg;
+    if t >= step * cg {
+        return;
+    }
+    let g = t % cg;
     let (ho, wo) = (h + 2 * pad, w + 2 * pad);
-    while i < groups {
-        let g = i % cg;
-        let pix = i / cg;
-        let px = pix % wo;
-        let rest = pix / wo;
-        let py = rest % ho;
-        let n = rest / ho;
-        let sy = super::conv2d_tc::reflect(py as i32 - pad as i32, h as i32) as u32;
+    let row = block_idx_x();
+    let n = row / ho;
+    let py = row - n * ho;
+    let sy = super::conv2d_tc::reflect(py as i32 - pad as i32, h as i32) as u32;
+    let cf = coef.add(((n * c + g * 8) * 2) as usize);
+    let mut ab = [0f32; 8 * 2];
+    for (k, v) in ab.iter_mut().enumerate() {
+        *v = *cf.add(k);
+    }
+    let x_row = x.add(((n * h + sy) * w * cg + g) as usize);
+    let r_row = if residual.is_null() {
+        residual
+    } else {
+        residual.add((((n * (h + 2) + sy + 1) * (w + 2) + 1) * cg + g) as usize)
+    };
+    let y_row = y.add((row * wo * cg + g) as usize);
+    let mut px = t / cg;
+    while px < wo {
         let sx = super::conv2d_tc::reflect(px as i32 - pad as i32, w as i32) as u32;
-        let cf = coef.add(((n * c + g * 8) * 2) as usize);
-        let xv = *x.add((((n * h + sy) * w + sx) * cg + g) as usize);
-        let rv = if residual.is_null() {
-            H8([0; 4])
-        } else {
-            *residual.add((((n * (h + 2) + sy + 1) * (w + 2) + sx + 1) * cg + g) as usize)
-        };
+        let xv = *x_row.add((sx * cg) as usize);
+        let rv = if residual.is_null() { H8([0; 4]) } else { *r_row.add((sx * cg) as usize) };
         let mut out = H8([0; 4]);
         for k in 0..4 {
             let (x0, x1) = unpack_f16x2(xv.0[k]);
-            let mut v0 = math::fma(x0, *cf.add(4 * k), *cf.add(4 * k + 1));
-            let mut v1 = math::fma(x1, *cf.add(4 * k + 2), *cf.add(4 * k + 3));
+            let mut v0 = math::fma(x0, ab[4 * k], ab[4 * k + 1]);
+            let mut v1 = math::fma(x1, ab[4 * k + 2], ab[4 * k + 3]);
             if relu != 0 {
                 v0 = math::relu(v0);
                 v1 = math::relu(v1);
@@ -267,7 +277,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             }
             out.0[k] = pack_f16x2(v0, v1);
         }
-        *y.add(i as usize) = out;
-        i += stride;
+        *y_row.add((px * cg) as usize) = out;
+        px += step;
     }
 }

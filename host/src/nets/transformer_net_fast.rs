@@ -324,6 +324,8 @@ pub struct GpuTransformerNetFast<'g> {
     conv_wg: bool,
     /// Blocks a conv's grid needs before it goes to `conv2d_wg` ([`Self::set_conv_wg_min_blocks`]).
     conv_wg_min_blocks: usize,
+    /// The residual blocks on `conv2d_tma` (default; [`CONV_TMA_ENV`], [`Self::set_conv_tma`]).
+    conv_tma: bool,
     out_bias: DeviceTensor,
     bufs: Option<Buffers>,
     use_graph: bool,
@@ -391,6 +393,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             fold_in4: std::env::var("STYLEFORGE_FOLD_IN4").is_ok_and(|v| v == "1"),
             conv_wg: std::env::var(CONV_WG_ENV).is_ok_and(|v| v == "1"),
             conv_wg_min_blocks: CONV_WG_MIN_BLOCKS,
+            conv_tma: conv_tma_on(),
             out_bias: DeviceTensor::from_host(&net.deconv3.bias)?,
             bufs: None,
             use_graph: true,
@@ -459,7 +462,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             part: f(part_len)?,
             coef: f(coef_len)?,
             coef_trunk: f(coef_len)?,
-            pads: if self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() {
+            pads: if self.conv_tma && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() {
                 let tl = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
                 let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl);
                 Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
@@ -470,14 +473,23 @@ impl<'g> GpuTransformerNetFast<'g> {
         Ok(())
     }
 
-    /// Lets `conv2d_wg` take every conv it fits with at least `min_blocks` blocks (default 2 x 132: two per
+    /// Turns `conv2d_wg` on (as `STYLEFORGE_CONV_WG=1` does) for every conv it fits with at least `min_blocks` blocks (default 2 x 132: two per
     /// SM); 0 forces it for small inputs too (the self-check runs photos that way, so the network path
     /// through `conv2d_wg` is compared with the fp32 net). Drops a captured graph.
     pub fn set_conv_wg_min_blocks(&mut self, min_blocks: usize) {
+        self.conv_wg = true;
         self.conv_wg_min_blocks = min_blocks;
         if let Some(b) = self.bufs.as_mut() {
             b.graph = None;
         }
+    }
+
+    /// Runs the residual blocks on `conv2d_tma` (`on`, the default unless `STYLEFORGE_CONV_TMA=0` when the
+    /// net was built, which also skips its weights) or on `conv2d_tc` / `conv2d_wg` (the self-check runs
+    /// photos both ways). Drops the buffers and any captured graph.
+    pub fn set_conv_tma(&mut self, on: bool) {
+        self.conv_tma = on;
+        self.bufs = None;
     }
 
     /// `conv2d_wg`'s block threshold when it is on (`STYLEFORGE_CONV_WG` not 0).

@@ -2,7 +2,7 @@
 //! input packing (NCHW f32 -> NHWC f16, 4 channels) and InstanceNorm on `conv2d_tc`'s f16 output
 //! (`nhwc_in_coef` combines the conv's per-tile partials into per-channel affine coefficients,
 //! `nhwc_in_apply` applies them with ReLU or a residual add, f16 in and out).
-use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_COEF_THREADS};
+use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
@@ -367,27 +367,30 @@ pub fn nhwc_in_apply_pad(
     };
     let padded_numel = n * (h + 2) * (w + 2) * c;
     ensure(fits32(padded_numel), OP, || format!("apply pad: {padded_numel} elements need 64-bit indexing"))?;
-    let groups = y_numel / 8;
-    let blocks = blocks_for(groups, ELEMENTWISE_BLOCK).min(8192);
-    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, groups, h, w, c, relu, pad): group i < groups of y
-    // (N·(H+2p)·(W+2p)·C/8 16-byte groups: y's whole size, the padded PaddedInput tensor or the plain
-    // [N, H, W, C] one, checked) reads x at its reflected source pixel (sy < H, sx < W: reflect needs H, W ≥
-    // 2, checked) inside x's N·H·W·C f16, the residual (when non-null, a padded [N, H + 2, W + 2, C] image
-    // of the same N, H, W, C, checked) at (sy + 1, sx + 1), and coef[(n·C + ch)·2 ..+16] (N·C·2 f32
-    // checked). y is an exclusive borrow, so it aliases neither x nor the residual. Indices fit 31 bits
-    // (checked); allocations are 256-byte aligned and C % 8 == 0, so every group is 16-byte aligned.
+    ensure(c / 8 <= NHWC_APPLY_PAD_THREADS as usize, OP, || {
+        format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
+    })?;
+    let rows = y_numel / (c * (w + 2 * pad as usize));
+    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad): block `row` < rows = N·(H + 2p)
+    // writes the W + 2p pixels of output row `row` of y (16-byte groups; y's whole size, the padded
+    // PaddedInput tensor or the plain [N, H, W, C] one, checked) and reads x at reflected source pixels
+    // (sy < H, sx < W: reflect needs H, W ≥ 2, checked) inside x's N·H·W·C f16, the residual (when
+    // non-null, a padded [N, H + 2, W + 2, C] image of the same N, H, W, C, checked) at (sy + 1, sx + 1),
+    // and coef[(n·C + 8g)·2 ..+16] (N·C·2 f32 checked). C/8 ≤ NHWC_APPLY_PAD_THREADS (checked), so every
+    // channel group has a thread. y is an exclusive borrow, so it aliases neither x nor the residual.
+    // Indices fit 31 bits (checked); allocations are 256-byte aligned and C % 8 == 0, so every group is
+    // 16-byte aligned.
     unsafe {
         gpu.launch(
             "nhwc_in_apply_pad",
-            (blocks, 1, 1),
-            (ELEMENTWISE_BLOCK, 1, 1),
+            (rows as u32, 1, 1),
+            (NHWC_APPLY_PAD_THREADS, 1, 1),
             0,
             kernel_args!(
                 x.ptr(),
                 coef.ptr(),
                 residual.map_or(0, |r| r.t.ptr()),
                 y_ptr,
-                groups as u32,
                 h as u32,
                 w as u32,
                 c as u32,
