@@ -49,7 +49,7 @@ pub fn map_problem(addr: u64, dims: &[u64], strides: &[u64], box_dims: &[u32]) -
     if !(2..=5).contains(&rank) || strides.len() != rank - 1 || box_dims.len() != rank {
         return Some(format!("rank {rank} with {} strides and {} box dims", strides.len(), box_dims.len()));
     }
-    if addr % 16 != 0 {
+    if !addr.is_multiple_of(16) {
         return Some(format!("base address {addr:#x} not 16-byte aligned"));
     }
     if dims.iter().any(|&d| d == 0 || d > 1 << 32) {
@@ -62,7 +62,7 @@ pub fn map_problem(addr: u64, dims: &[u64], strides: &[u64], box_dims: &[u32]) -
         return Some(format!("box {box_dims:?} must be in 1..=256"));
     }
     // 128-byte swizzle: the innermost box extent is at most 128 bytes (and a multiple of 16).
-    if box_dims[0] as usize * 2 > 128 || (box_dims[0] as usize * 2) % 16 != 0 {
+    if box_dims[0] as usize * 2 > 128 || !(box_dims[0] as usize * 2).is_multiple_of(16) {
         return Some(format!("innermost box extent {} f16 must be 16..128 bytes, a multiple of 16", box_dims[0]));
     }
     None

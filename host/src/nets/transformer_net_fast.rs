@@ -23,7 +23,15 @@
 //! residual blocks' convs (and deconv1 in its 9-tap form) can run on the `wgmma` kernels
 //! [`conv2d_wg`](crate::ops::conv2d_wg::conv2d_wg) with `STYLEFORGE_CONV_WG=1` when the grid fills two blocks
 //! per SM; not the default, since it measured slower than `conv2d_tc` (run 21, H200, 1024x1024: residual block
-//! 0.217 against 0.207 ms). Buffers are allocated once per input shape; no host synchronisation in
+//! 0.217 against 0.207 ms). By default, though, the residual blocks run on
+//! [`conv2d_tma`](crate::ops::conv2d_tma::conv2d_tma) (TMA-fed, warp-specialised, persistent `wgmma`
+//! implicit GEMM): each norm is then a pass of its own, `nhwc_in_apply_pad`, that writes the next conv's
+//! input already normalised and reflection-padded (in3 into the first padded trunk; in1 of each block into
+//! a padded t1; in2 plus the residual into the other padded trunk, the last block's into the plain trunk
+//! for deconv1), so every A tile is one rectangular box copy (run 31, H200, 1024x1024 b1: 1.341 ms against
+//! 1.768 with `STYLEFORGE_CONV_TMA=0`, the old path; residual block 0.120 ms, 0.207 on `conv2d_tc` in run
+//! 22). Buffers are allocated
+//! once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
 use models::{Tensor, TransformerNet};
@@ -74,7 +82,7 @@ fn conv_tma_on() -> bool {
 /// Whether `conv2d_tma` takes a residual conv: 3x3, 128 outputs, C % 64 == 0, stride 1, no upsampling.
 fn tma_takes(l: &ConvLayer) -> bool {
     let s = &l.weight.shape;
-    s.len() == 4 && s[0] == 128 && s[1] % 64 == 0 && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample <= 1
+    s.len() == 4 && s[0] == 128 && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample <= 1
 }
 
 /// deconv3's packed weight for the kernel [`DECONV3_ENV`] picks.

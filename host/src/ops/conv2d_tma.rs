@@ -99,7 +99,7 @@ pub struct PaddedInput {
 impl PaddedInput {
     /// Allocates the padded buffer for an `[n, h, w, c]` image and encodes its map with `tiling`'s box.
     pub fn new(n: usize, h: usize, w: usize, c: usize, tiling: TmaTiling) -> Result<Self> {
-        ensure(n > 0 && h >= 2 && w >= 2 && c > 0 && c % CONV2D_TMA_BK as usize == 0, OP, || {
+        ensure(n > 0 && h >= 2 && w >= 2 && c > 0 && c.is_multiple_of(CONV2D_TMA_BK as usize), OP, || {
             format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
         })?;
         ensure(tiling == TmaTiling::new(h, w, tiling.consumers) && conv2d_tma_kernel(tiling.consumers, tiling.stages).is_some(), OP, || {
