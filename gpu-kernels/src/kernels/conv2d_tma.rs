@@ -59,6 +59,16 @@ const SROW: u32 = CONV2D_TMA_SROW;
 
 const _: () = assert!(BK == 64 && BN == 128);
 
+/// Block tile `tile` of the N·tiles: (sample n, tile index ti within it, first output row y0, first
+/// column x0), tiles row-major with `tiles_x` per row of `box_r` x `box_w` boxes.
+#[inline(always)]
+fn tile_origin(tile: u32, tiles: u32, tiles_x: u32, box_r: u32, box_w: u32) -> (u32, u32, u32, u32) {
+    let n = tile / tiles;
+    let ti = tile - n * tiles;
+    let ty = ti / tiles_x;
+    (n, ti, ty * box_r, (ti - ty * tiles_x) * box_w)
+}
+
 macro_rules! conv2d_tma_entry {
     ($(#[$doc:meta])* $name:ident, consumers $nc:expr, stages $st:expr) => {
 $(#[$doc])*
@@ -117,10 +127,7 @@ pub unsafe extern "ptx-kernel" fn $name(
             let (mut stage, mut phase) = (0u32, 0u32);
             let mut tile = block_idx_x();
             while tile < total {
-                let n = tile / tiles;
-                let ti = tile - n * tiles;
-                let ty = ti / tiles_x;
-                let (y0, x0) = (ty * box_r, (ti - ty * tiles_x) * box_w);
+                let (n, _, y0, x0) = tile_origin(tile, tiles, tiles_x, box_r, box_w);
                 let mut kt = 0;
                 while kt < ktiles {
                     let k0 = kt * BK;
@@ -156,10 +163,7 @@ pub unsafe extern "ptx-kernel" fn $name(
     let (mut stage, mut phase) = (0u32, 0u32);
     let mut tile = block_idx_x();
     while tile < total {
-        let n = tile / tiles;
-        let ti = tile - n * tiles;
-        let ty = ti / tiles_x;
-        let (y0, x0) = (ty * box_r, (ti - ty * tiles_x) * box_w);
+        let (n, ti, y0, x0) = tile_origin(tile, tiles, tiles_x, box_r, box_w);
 
         let mut acc = splat64(0.0);
         let mut prev = 0u32;

@@ -20,7 +20,7 @@ use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
 use super::conv2d_tc::{apply_in_norm, host_coef, random_in_coef};
-use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64, Tolerance};
+use super::{catch, compare, errored, poisoned, random, refusal_result, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
@@ -189,19 +189,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let control = conv2d_wg(gpu, &x, &w, 2, None, &mut y_up, &mut part);
         gpu.synchronize()?;
         let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
-        let mut detail = if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) };
-        if let Err(e) = &control {
-            detail = format!("{detail} refused a valid call: {e}");
-        }
-        Ok(CheckResult {
-            op: OP.to_string(),
-            case: "refuses bad shapes".to_string(),
-            rel_l2: 0.0,
-            max_rel: 0.0,
-            tol: Tolerance::F32,
-            passed: accepted.is_empty() && control.is_ok(),
-            detail,
-        })
+        Ok(refusal_result(OP, &accepted, control.err().map(|e| e.to_string())))
     })
 }
 

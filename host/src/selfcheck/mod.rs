@@ -230,3 +230,21 @@ pub fn table(results: &[CheckResult]) -> String {
     s += &format!("{} passed, {} failed\n", passed, results.len() - passed);
     s
 }
+
+/// The result of a "refuses bad shapes" check: passes when no bad call was `accepted` (their names) and the
+/// control call (the same launch with valid arguments) was taken (`control_error` is None).
+pub fn refusal_result(op: &str, accepted: &[&str], control_error: Option<String>) -> CheckResult {
+    let mut detail = if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) };
+    if let Some(e) = &control_error {
+        detail = format!("{detail} refused a valid call: {e}");
+    }
+    CheckResult {
+        op: op.to_string(),
+        case: "refuses bad shapes".to_string(),
+        rel_l2: 0.0,
+        max_rel: 0.0,
+        tol: Tolerance::F32,
+        passed: accepted.is_empty() && control_error.is_none(),
+        detail,
+    }
+}
