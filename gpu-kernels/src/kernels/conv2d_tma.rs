@@ -205,8 +205,8 @@ pub unsafe extern "ptx-kernel" fn $name(
         let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
         let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
         let count = cols_x * rows_y;
-        // The previous tile's readers of the staging tile are done.
-        named_barrier(CONSUMER_BARRIER, NC * 128);
+        // No barrier before writing the staging tile: every read of it for the previous tile came before
+        // that tile's last barrier, which this thread has passed.
         let row0 = wg * 64 + wq * 16 + lane / 4;
         unroll!(2, |half| {
             let rowa = stg + (row0 + 8 * half as u32) * SROW * 4 + col0 * 4;

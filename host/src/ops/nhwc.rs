@@ -351,18 +351,18 @@ pub fn nhwc_in_apply_pad(
     ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
         format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
     })?;
-    let (y_ptr, pad, y_numel) = match out {
+    let (y_ptr, pad) = match out {
         PadOut::Padded(p) => {
             ensure(p.image_shape() == [n, h, w, c], OP, || {
                 format!("apply pad: output image {:?} differs from x {:?}", p.image_shape(), x.shape)
             })?;
-            (p.t.ptr(), 1u32, p.t.numel())
+            (p.t.ptr(), 1u32)
         }
         PadOut::Plain(y) => {
             ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == x.shape, OP, || {
                 format!("apply pad: y must be NHWC f16 {:?}, got {:?} {:?} {:?}", x.shape, y.layout, y.dtype, y.shape)
             })?;
-            (y.ptr(), 0u32, y.numel())
+            (y.ptr(), 0u32)
         }
     };
     let padded_numel = n * (h + 2) * (w + 2) * c;
@@ -370,7 +370,7 @@ pub fn nhwc_in_apply_pad(
     ensure(c / 8 <= NHWC_APPLY_PAD_THREADS as usize, OP, || {
         format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
     })?;
-    let rows = y_numel / (c * (w + 2 * pad as usize));
+    let rows = n * (h + 2 * pad as usize);
     // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad): block `row` < rows = N·(H + 2p)
     // writes the W + 2p pixels of output row `row` of y (16-byte groups; y's whole size, the padded
     // PaddedInput tensor or the plain [N, H, W, C] one, checked) and reads x at reflected source pixels

@@ -24,7 +24,7 @@ use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64
 use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{self as tc, ConvOpts, ConvOut, InputNorm, TcWeight};
+use crate::ops::conv2d_tc::{self as tc, ConvOpts, ConvOut, InputNorm, PartTiling, TcWeight};
 use gpu_kernels::launch::{conv2d_tc_alternative, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
 use crate::ops::nhwc;
 
@@ -90,6 +90,29 @@ const CASES: &[Case] = &[
     // C = 16: GEMM-K 144 = 2.25 steps of 64 (a zero half step and zero-filled A positions), K = 128 m32.
     Case { n: 1, c: 16, h: 21, w: 18, k: 128, r: 3, stride: 1, up: 1, k_real: 128 },
 ];
+
+/// Per (sample, channel, tile) (mean, M2) in f64 over the tiles of `tiling` of an NCHW tensor whose planes
+/// hold `tiling.p_rows` x `tiling.q_cols` values (`PartTiling::linear` treats a plane as one row), in the
+/// order of the kernels' partials.
+pub(super) fn host_partials(y: &Tensor, tiling: &PartTiling) -> (Vec<f32>, Vec<f32>) {
+    let (p, q) = (tiling.p_rows, tiling.q_cols);
+    let planes = y.data.len() / (p * q).max(1);
+    let (mut means, mut m2s) = (Vec::new(), Vec::new());
+    for plane in 0..planes {
+        let v = &y.data[plane * p * q..(plane + 1) * p * q];
+        for i in 0..tiling.tiles {
+            let (ty, tx) = (i / tiling.tiles_x, i % tiling.tiles_x);
+            let pix: Vec<f64> = (ty * tiling.tile_h..((ty + 1) * tiling.tile_h).min(p))
+                .flat_map(|yy| (tx * tiling.tile_w..((tx + 1) * tiling.tile_w).min(q)).map(move |xx| (yy, xx)))
+                .map(|(yy, xx)| v[yy * q + xx] as f64)
+                .collect();
+            let mean = pix.iter().sum::<f64>() / pix.len() as f64;
+            means.push(mean as f32);
+            m2s.push(pix.iter().map(|x| (x - mean).powi(2)).sum::<f64>() as f32);
+        }
+    }
+    (means, m2s)
+}
 
 /// Host (a, b) = (γ·rstd, β − mean·γ·rstd) per (n, c) of an NCHW tensor, f64 statistics, eps 1e-5.
 pub(super) fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {

@@ -18,12 +18,12 @@
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
-use super::conv2d_tc::{apply_in_norm, host_coef, random_in_coef};
+use super::conv2d_tc::{apply_in_norm, host_coef, host_partials, random_in_coef};
 use super::{catch, compare, errored, poisoned, random, refusal_result, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{self as tc, PartTiling};
+use crate::ops::conv2d_tc as tc;
 use crate::ops::conv2d_tma::{conv2d_tma, PaddedInput, TmaConvWeight, TmaTiling};
 use crate::ops::nhwc::{self, nhwc_in_apply_pad, PadOut};
 
@@ -64,26 +64,6 @@ const CASES: &[Case] = &[
     Case { n: 1, c: 128, h: 130, w: 130, consumers: 2, norm: true },
     Case { n: 1, c: 128, h: 130, w: 130, consumers: 1, norm: false },
 ];
-
-/// Per (sample, channel, tile) (mean, M2) in f64 over the tiles of `tiling` of an NCHW tensor.
-fn host_partials(y: &Tensor, tiling: &PartTiling) -> (Vec<f32>, Vec<f32>) {
-    let [n, c, h, w] = [y.shape[0], y.shape[1], y.shape[2], y.shape[3]];
-    let (mut means, mut m2s) = (Vec::new(), Vec::new());
-    for plane in 0..n * c {
-        let v = &y.data[plane * h * w..(plane + 1) * h * w];
-        for i in 0..tiling.tiles {
-            let (ty, tx) = (i / tiling.tiles_x, i % tiling.tiles_x);
-            let pix: Vec<f64> = (ty * tiling.tile_h..((ty + 1) * tiling.tile_h).min(h))
-                .flat_map(|yy| (tx * tiling.tile_w..((tx + 1) * tiling.tile_w).min(w)).map(move |xx| (yy, xx)))
-                .map(|(yy, xx)| v[yy * w + xx] as f64)
-                .collect();
-            let mean = pix.iter().sum::<f64>() / pix.len() as f64;
-            means.push(mean as f32);
-            m2s.push(pix.iter().map(|x| (x - mean).powi(2)).sum::<f64>() as f32);
-        }
-    }
-    (means, m2s)
-}
 
 /// The identity input norm (a, b) = (1, 0) for `n` samples of `c` channels.
 fn identity_coef(n: usize, c: usize) -> Tensor {
@@ -257,6 +237,7 @@ fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::conv2d_tc::PartTiling;
 
     #[test]
     fn host_partials_two_d_tiles() {

@@ -19,7 +19,7 @@
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
-use super::conv2d_tc::{apply_in_norm, host_coef, random_in_coef};
+use super::conv2d_tc::{apply_in_norm, host_coef, host_partials, random_in_coef};
 use super::{catch, compare, errored, poisoned, random, refusal_result, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
@@ -71,24 +71,6 @@ const CASES: &[Case] = &[
     Case { n: 1, c: 128, k: 64, h: 40, w: 37, up: 2 },
 ];
 
-/// Per (sample, channel, tile) (mean, M2) of the tiles of `BM` pixels of an NCHW tensor, in f64.
-fn host_partials(y: &Tensor) -> (Vec<f32>, Vec<f32>) {
-    let [n, c, p, q] = [y.shape[0], y.shape[1], y.shape[2], y.shape[3]];
-    let pq = p * q;
-    let tiles = pq.div_ceil(BM);
-    let (mut means, mut m2s) = (Vec::with_capacity(n * c * tiles), Vec::with_capacity(n * c * tiles));
-    for plane in 0..n * c {
-        let v = &y.data[plane * pq..(plane + 1) * pq];
-        for tile in v.chunks(BM) {
-            let mean = tile.iter().map(|&x| x as f64).sum::<f64>() / tile.len() as f64;
-            let m2 = tile.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>();
-            means.push(mean as f32);
-            m2s.push(m2 as f32);
-        }
-    }
-    (means, m2s)
-}
-
 fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, norm: bool) -> Vec<CheckResult> {
     let tag = if norm { " +in_norm" } else { "" };
     let case = format!("{}x{}x{}x{} k{} 3x3 up{}{tag}", cs.n, cs.c, cs.h, cs.w, cs.k, cs.up);
@@ -125,7 +107,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, norm: bool) -> Vec<CheckResul
         let got16 = tc::nhwc_to_nchw([n, p, q, k], &dy.to_vec_f16_as_f32()?)?;
         let got_part = part.to_vec_f32()?;
         let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = got_part.chunks(2).map(|pr| (pr[0], pr[1])).unzip();
-        let (want_mean, want_m2) = host_partials(&expected);
+        let (want_mean, want_m2) = host_partials(&expected, &want_tiling);
         let want_coef = host_coef(&expected, &gamma.data, &beta.data);
         let mut results = vec![
             compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
@@ -229,7 +211,7 @@ mod tests {
     fn host_partials_per_tile() {
         // One plane of 130 pixels: tiles of 128 and 2.
         let y = Tensor { shape: vec![1, 1, 10, 13], data: (0..130).map(|i| i as f32).collect() };
-        let (m, m2) = host_partials(&y);
+        let (m, m2) = host_partials(&y, &PartTiling::linear(130, BM));
         assert_eq!(m, vec![63.5, 128.5]);
         assert_eq!(m2[1], 0.5);
         let want: f64 = (0..128).map(|i| (i as f64 - 63.5).powi(2)).sum();
