@@ -497,7 +497,7 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
 }
 
 /// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
-pub const NHWC_APPLY_PAD_THREADS: u32 = 256;
+pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
 
 // ------------------------------------------------------------------------------------------ conv2d_tma
 /// `conv2d_tma` (3x3 conv on an explicitly reflection-padded NHWC f16 input, TMA-fed persistent

@@ -15,6 +15,17 @@
 //! The B operand is the `conv2d_tc` `TcWeight` f16 `[128][9C]` (k = tap·C + c), a 2-D tensor map with
 //! box 64 x 128: 128 rows of one 64-wide K slice.
 //!
+//! # Sub-pixel upsampling convs (`up` = 2)
+//! A nearest 2x upsampling, reflection pad 1 and 3x3 conv to 32 channels (deconv2) is, per output parity
+//! (py, px), a conv of the low-resolution image replicate-padded by 1 (`nhwc_in_apply_pad` mode 2) whose
+//! 3x3 taps are the original taps summed as `conv2d_tc::SUBPIXEL_TAPS` says (some of them zero). With the
+//! four parities' 32 channels side by side as the GEMM's 128 columns (column 32·(2py + px) + k, the
+//! host's `TmaConvWeight::upload_upsample`), the A operand is the same as a plain 3x3 conv's: the tile
+//! rows are low-resolution pixels (yl, xl), and the epilogue stores column block q to output pixel
+//! (2yl + py, 2xl + px) of y16 `[N, 2H, 2W, 32]`. Channel k's partials combine its four columns over the
+//! tile's rows, a tile of 2R x 2Wt output pixels (`PartTiling::blocks(2H, 2W, 2R, 2Wt)`). This computes
+//! 9/4 of the sub-pixel form's products (the zero taps) at the 128-wide tile's speed.
+//!
 //! # Roles (block = `NC` consumer warpgroups + 1 producer warp)
 //! * Producer (the last warp, one lane): for each tile of the block and each K step, waits until the
 //!   ring's next stage is empty, arms its "full" mbarrier with the stage's byte count and issues the two
@@ -27,7 +38,7 @@
 //!   consumers do the epilogue.
 //!
 //! # Epilogue (consumers; named barrier 1 among them)
-//! y16 NHWC f16 `[N, H, W, 128]` (saturated) and per channel the tile's (mean, M2) over its valid
+//! y16 NHWC f16 `[N, H, W, 128]` (saturated; `up` = 2: the pixel shuffle above) and per channel the tile's (mean, M2) over its valid
 //! pixels, `part[((n·128 + ch)·tiles + tile)·2 ..+2]` in the order of `PartTiling::blocks(H, W, R, Wt)`
 //! (tile = ty·tiles_x + tx). Two passes as `conv2d_wg`'s: sums reduced over the 8 lanes of a row group by
 //! shuffles and over the consumer warps through a scratch area outside the ring (the producer keeps
@@ -74,7 +85,8 @@ macro_rules! conv2d_tma_entry {
 $(#[$doc])*
 ///
 /// x: the tensor map of the padded input (module comment), w: the weight's; `h`, `wd`: the output (=
-/// unpadded input) size, `c` the input channels; tiles of `box_r` rows x `box_w` columns (the A map's
+/// unpadded input) size, `c` the input channels, `up` 1 (a 3x3 conv) or 2 (the sub-pixel form of a 2x
+/// upsampling conv with 32 outputs: module comment); tiles of `box_r` rows x `box_w` columns (the A map's
 /// box), `tiles_x` per row of tiles, `tiles` per sample, `total` = N·tiles. Writes y16 (f16 pairs) and
 /// `part`. Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
 /// (≤ total, 1, 1). Requires (host-checked): c % 64 == 0, box_w·box_r ≤ 64·NC, every index below 2^31.
@@ -86,6 +98,7 @@ pub unsafe extern "ptx-kernel" fn $name(
     h: u32,
     wd: u32,
     c: u32,
+    up: u32,
     box_w: u32,
     box_r: u32,
     tiles_x: u32,
@@ -229,11 +242,18 @@ pub unsafe extern "ptx-kernel" fn $name(
         }
         st_f32(red + t * 4, sum);
         named_barrier(CONSUMER_BARRIER, NC * 128);
+        // The GEMM columns of this thread's output channel: one, or one per parity.
+        let kc = BN / (up * up);
+        let ch = col % kc;
         let mut tot = 0f32;
         for g in 0..NC {
-            tot += ld_f32(red + (g * BN + col) * 4);
+            let mut q = 0;
+            while q < up * up {
+                tot += ld_f32(red + (g * BN + q * kc + ch) * 4);
+                q += 1;
+            }
         }
-        let mean = tot / count as f32;
+        let mean = tot / (count * up * up) as f32;
         let mut m2 = 0f32;
         let mut r = r_lo;
         while r < r_hi {
@@ -242,15 +262,20 @@ pub unsafe extern "ptx-kernel" fn $name(
             r += 1;
         }
         st_f32(red2 + t * 4, m2);
-        // f16 output: 16 threads per 256-byte pixel row (8 channels each), 8·NC rows per pass.
+        // f16 output: 16 threads per 256-byte tile row (8 GEMM columns each), 8·NC rows per pass. Thread j's
+        // columns 8j .. 8j + 8 are channels (8j) % kc .. of parity q = 8j / kc = (py, px), output pixel
+        // (up·yl + py, up·xl + px) of tile row (yl, xl).
         let j = t % 16;
+        let q = 8 * j / kc;
+        let (py, px) = (q / up, q % up);
         let mut rr = t / 16;
         while rr < count {
             let dy = rr / box_w;
-            let p = (n * h + y0 + dy) * wd + x0 + rr - dy * box_w;
+            let (yl, xl) = (y0 + dy, x0 + rr - dy * box_w);
+            let p = (n * up * h + up * yl + py) * up * wd + up * xl + px;
             let src = stg + (rr * SROW + 8 * j) * 4;
             let (v0, v1) = (ld_v4_f32(src), ld_v4_f32(src + 16));
-            let out = y16.add((p * (BN / 2) + 4 * j) as usize) as *mut [u32; 4];
+            let out = y16.add((p * (kc / 2) + (8 * j - q * kc) / 2) as usize) as *mut [u32; 4];
             *out = [
                 pack_f16x2(v0[0], v0[1]),
                 pack_f16x2(v0[2], v0[3]),
@@ -260,12 +285,16 @@ pub unsafe extern "ptx-kernel" fn $name(
             rr += NC * 8;
         }
         named_barrier(CONSUMER_BARRIER, NC * 128);
-        if t < BN {
+        if t < kc {
             let mut m2 = 0f32;
             for g in 0..NC {
-                m2 += ld_f32(red2 + (g * BN + t) * 4);
+                let mut q = 0;
+                while q < up * up {
+                    m2 += ld_f32(red2 + (g * BN + q * kc + t) * 4);
+                    q += 1;
+                }
             }
-            let o = part.add((((n * BN + t) * tiles + ti) * 2) as usize);
+            let o = part.add((((n * kc + t) * tiles + ti) * 2) as usize);
             *o = mean;
             *o.add(1) = m2;
         }

@@ -209,15 +209,18 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     }
 }
 
-/// `nhwc_in_apply` written into a reflection-padded image: block b writes output row b of `y` (NHWC f16
-/// `[N, H + 2p, W + 2p, C]`, p = `pad` 0 or 1; b = n·(H + 2p) + py). Thread t handles the 16-byte channel
-/// group g = t % (C/8) of the output pixels px = t / (C/8), + 256 / (C/8), ... (threads past the last whole
-/// pixel group idle), each taken from the source pixel (sy, sx) = (reflect(py - p), reflect(px - p)) of the
-/// raw `x` `[N, H, W, C]`: v = a·x + b with (a, b) = coef[(n*C + ch)*2 ..+2], ReLU when `relu` != 0, then
-/// + the residual's pixel (sy + 1, sx + 1) when `residual` (padded `[N, H + 2, W + 2, C]`) is not null;
-/// stored as f16 (saturated), the arithmetic of `nhwc_in_apply` exactly. `y` must not alias `x` or
-/// `residual` (border pixels read other pixels). Block `NHWC_APPLY_PAD_THREADS`; the launcher keeps
-/// C/8 ≤ that and every element index below 2^31.
+/// `nhwc_in_apply` written into a padded image: block b writes output row b of `y` (NHWC f16
+/// `[N, H + 2p, W + 2p, C]`, p = 0 when `pad_mode` is 0, else 1; b = n·(H + 2p) + py). Padding 1 reflects
+/// (`pad_mode` 1: source index -1 -> 1, H -> H - 2) or replicates (`pad_mode` 2: -1 -> 0, H -> H - 1, the
+/// low-resolution view of a 2x nearest upsampling followed by a reflection pad). Thread t handles the
+/// 16-byte channel group g = t % (C/8) of the output pixels px = t / (C/8), + T / (C/8), ... (T the block
+/// size; threads past the last whole pixel group idle), two pixels per iteration (both loads issued before
+/// the stores: one block per row leaves few threads per SM, so the loads in flight set the speed), each taken
+/// from the source pixel (sy, sx) of the raw `x` `[N, H, W, C]`: v = a·x + b with (a, b) =
+/// coef[(n*C + ch)*2 ..+2], ReLU when `relu` != 0, then + the residual's pixel (sy + 1, sx + 1) when
+/// `residual` (padded `[N, H + 2, W + 2, C]`) is not null; stored as f16 (saturated), the arithmetic of
+/// `nhwc_in_apply` exactly. `y` must not alias `x` or `residual` (border pixels read other pixels). Block
+/// `NHWC_APPLY_PAD_THREADS`; the launcher keeps C/8 ≤ that and every element index below 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
@@ -229,7 +232,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
     w: u32,
     c: u32,
     relu: u32,
-    pad: u32,
+    pad_mode: u32,
 ) {
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
@@ -238,12 +241,27 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
     if t >= step * cg {
         return;
     }
+    let pad = if pad_mode == 0 { 0 } else { 1 };
+    let src = |i: u32, e: u32| -> u32 {
+        let v = i as i32 - pad as i32;
+        if pad_mode == 2 {
+            if v < 0 {
+                0
+            } else if v >= e as i32 {
+                e - 1
+            } else {
+                v as u32
+            }
+        } else {
+            super::conv2d_tc::reflect(v, e as i32) as u32
+        }
+    };
     let g = t % cg;
     let (ho, wo) = (h + 2 * pad, w + 2 * pad);
     let row = block_idx_x();
     let n = row / ho;
     let py = row - n * ho;
-    let sy = super::conv2d_tc::reflect(py as i32 - pad as i32, h as i32) as u32;
+    let sy = src(py, h);
     let cf = coef.add(((n * c + g * 8) * 2) as usize);
     let mut ab = [0f32; 8 * 2];
     for (k, v) in ab.iter_mut().enumerate() {
@@ -256,11 +274,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         residual.add((((n * (h + 2) + sy + 1) * (w + 2) + 1) * cg + g) as usize)
     };
     let y_row = y.add((row * wo * cg + g) as usize);
-    let mut px = t / cg;
-    while px < wo {
-        let sx = super::conv2d_tc::reflect(px as i32 - pad as i32, w as i32) as u32;
-        let xv = *x_row.add((sx * cg) as usize);
-        let rv = if residual.is_null() { H8([0; 4]) } else { *r_row.add((sx * cg) as usize) };
+    let apply = |xv: H8, rv: H8| -> H8 {
         let mut out = H8([0; 4]);
         for k in 0..4 {
             let (x0, x1) = unpack_f16x2(xv.0[k]);
@@ -277,7 +291,22 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             }
             out.0[k] = pack_f16x2(v0, v1);
         }
-        *y_row.add((px * cg) as usize) = out;
-        px += step;
+        out
+    };
+    let mut px = t / cg;
+    while px < wo {
+        let px2 = px + step;
+        let (sx, sx2) = (src(px, w), src(if px2 < wo { px2 } else { px }, w));
+        let (xv, xv2) = (*x_row.add((sx * cg) as usize), *x_row.add((sx2 * cg) as usize));
+        let (rv, rv2) = if residual.is_null() {
+            (H8([0; 4]), H8([0; 4]))
+        } else {
+            (*r_row.add((sx * cg) as usize), *r_row.add((sx2 * cg) as usize))
+        };
+        *y_row.add((px * cg) as usize) = apply(xv, rv);
+        if px2 < wo {
+            *y_row.add((px2 * cg) as usize) = apply(xv2, rv2);
+        }
+        px += 2 * step;
     }
 }

@@ -46,7 +46,7 @@ use crate::ops::conv2d_tc::{
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
-use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PaddedInput, TmaConvWeight};
+use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
     nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
@@ -77,6 +77,17 @@ pub const CONV_TMA_ENV: &str = "STYLEFORGE_CONV_TMA";
 
 fn conv_tma_on() -> bool {
     std::env::var(CONV_TMA_ENV).map_or(true, |v| v != "0")
+}
+
+/// Environment variable: `0` keeps deconv2 on `conv2d_tc`'s sub-pixel kernel instead of `conv2d_tma`'s
+/// sub-pixel form (which also needs `conv2d_tma` on). Read when the net is built (A/B timing).
+pub const DECONV2_TMA_ENV: &str = "STYLEFORGE_DECONV2_TMA";
+
+/// Whether `conv2d_tma` takes deconv2 in sub-pixel form: 2x upsampling, 3x3, 32 outputs, C % 64 == 0,
+/// stride 1.
+fn tma_takes_upsample(l: &ConvLayer) -> bool {
+    let s = &l.weight.shape;
+    s.len() == 4 && s[0] == 32 && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample == 2
 }
 
 /// Whether `conv2d_tma` takes a residual conv: 3x3, 128 outputs, C % 64 == 0, stride 1, no upsampling.
@@ -299,6 +310,8 @@ struct Buffers {
     coef_trunk: DeviceTensor,
     /// The residual blocks' padded activations when they run on `conv2d_tma`.
     pads: Option<TmaPads>,
+    /// deconv1's normalised output replicate-padded, when deconv2 runs on `conv2d_tma`.
+    u1_pad: Option<PaddedInput>,
 }
 
 /// TransformerNet's weights (f16, packed) on the device plus per-shape activation buffers. Borrows the
@@ -318,6 +331,9 @@ pub struct GpuTransformerNetFast<'g> {
     deconv1: TcConv,
     in4: GpuNorm,
     deconv2: TcConv,
+    /// deconv2's sub-pixel form for `conv2d_tma` (None with `STYLEFORGE_CONV_TMA=0`,
+    /// `STYLEFORGE_DECONV2_TMA=0` or a layer it does not take).
+    deconv2_tma: Option<TmaConvWeight>,
     in5: GpuNorm,
     deconv3: TcConv,
     /// deconv3 through a halo-staged 9x9 kernel (the standard 32 -> 3 layer, stride 1, no upsampling):
@@ -390,6 +406,11 @@ impl<'g> GpuTransformerNetFast<'g> {
             deconv1: TcConv::new(&net.deconv1, 0, 0)?,
             in4: GpuNorm::new(&net.in4)?,
             deconv2: TcConv::new(&net.deconv2, 0, 0)?,
+            deconv2_tma: (conv_tma_on()
+                && std::env::var(DECONV2_TMA_ENV).map_or(true, |v| v != "0")
+                && tma_takes_upsample(&net.deconv2))
+                .then(|| TmaConvWeight::upload_upsample(&net.deconv2.weight))
+                .transpose()?,
             in5: GpuNorm::new(&net.in5)?,
             deconv3: TcConv::new(&net.deconv3, 0, OUT_CHANNELS_PADDED)?,
             deconv3_halo: (net.deconv3.weight.shape == [3, 32, 9, 9]
@@ -448,7 +469,8 @@ impl<'g> GpuTransformerNetFast<'g> {
             .chain([self.deconv1.tiling(&s4).part_len(s4[0], s4[3]), self.deconv2.tiling(&s5).part_len(s5[0], s5[3])])
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
             .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
-            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2]).part_len(s3[0], s3[3])])
+            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2], 1).part_len(s3[0], s3[3])])
+            .chain([conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count).part_tiling(s4[1], s4[2], 2).part_len(s5[0], s5[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -472,10 +494,17 @@ impl<'g> GpuTransformerNetFast<'g> {
             coef_trunk: f(coef_len)?,
             pads: if self.conv_tma && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() {
                 let tl = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
-                let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl);
+                let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl, PadMode::Reflect);
                 Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
             } else {
                 None
+            },
+            u1_pad: match &self.deconv2_tma {
+                Some(w) if self.conv_tma && s4[3] == w.w.c => {
+                    let tl = conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count);
+                    Some(PaddedInput::new(s4[0], s4[1], s4[2], s4[3], tl, PadMode::Replicate)?)
+                }
+                _ => None,
             },
         });
         Ok(())
@@ -731,6 +760,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             coef,
             coef_trunk,
             pads,
+            u1_pad,
             ..
         } = b;
         let x: &DeviceTensor = match x {
@@ -801,16 +831,27 @@ impl<'g> GpuTransformerNetFast<'g> {
         }
         let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?;
         self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
-        // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
-        let u1_norm = if self.fold_in4 {
-            Some(&*coef)
-        } else {
-            nhwc_in_apply(gpu, u1, coef, true)?;
-            None
-        };
-        mark("deconv1+in4")?;
-        let tiling = self.deconv2.run_stats(gpu, u1, u1_norm, u2, part, wg_min)?;
-        self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
+        match (&self.deconv2_tma, u1_pad.as_mut()) {
+            (Some(w), Some(u1p)) => {
+                // in4 written replicate-padded for deconv2's sub-pixel form on conv2d_tma.
+                nhwc_in_apply_pad(gpu, u1, coef, true, None, PadOut::Padded(u1p))?;
+                mark("deconv1+in4")?;
+                let tiling = conv2d_tma(gpu, u1p, w, u2, part)?;
+                self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
+            }
+            _ => {
+                // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
+                let u1_norm = if self.fold_in4 {
+                    Some(&*coef)
+                } else {
+                    nhwc_in_apply(gpu, u1, coef, true)?;
+                    None
+                };
+                mark("deconv1+in4")?;
+                let tiling = self.deconv2.run_stats(gpu, u1, u1_norm, u2, part, wg_min)?;
+                self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
+            }
+        }
         mark("deconv2+in5")?;
         let in5 = Some(InputNorm { coef });
         match &self.deconv3_halo {

@@ -2,11 +2,16 @@
 //! inputs, 128 outputs) as a persistent, warp-specialised `wgmma` implicit GEMM fed by the bulk tensor
 //! copy engine (sm_90a: H100/H200 only). See `gpu-kernels/src/kernels/conv2d_tma.rs`.
 //!
-//! The input is an explicitly reflection-padded NHWC f16 image, [`PaddedInput`] (written by
+//! The input is an explicitly padded NHWC f16 image, [`PaddedInput`] (written by
 //! `ops::nhwc::nhwc_in_apply_pad`), so each GEMM-K step's A tile is one rectangular box of it. The
 //! weight is a [`TmaConvWeight`] (a `conv2d_tc` [`TcWeight`] with its tensor map). Both own the memory
 //! their tensor map names. Output: y NHWC f16 `[N, H, W, 128]` and the InstanceNorm partials, tiled as
 //! the returned [`PartTiling`] says (`PartTiling::blocks(H, W, R, Wt)`).
+//!
+//! A 2x nearest upsampling + reflection pad + 3x3 conv with 32 outputs (TransformerNet's deconv2) runs
+//! in sub-pixel form on the same kernel ([`TmaConvWeight::upload_upsample`]): the input is the
+//! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
+//! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
     conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K,
 };
@@ -15,7 +20,7 @@ use models::Tensor;
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, DeviceTensorMap, Gpu, Layout};
 use crate::kernel_args;
-use crate::ops::conv2d_tc::{PartTiling, TcWeight};
+use crate::ops::conv2d_tc::{PartTiling, TcWeight, SUBPIXEL_TAPS};
 
 const OP: &str = "conv2d_tma";
 /// Environment variable: `64` or `128` forces the tile height (consumer warpgroups 1 or 2) instead of
@@ -46,9 +51,11 @@ impl TmaTiling {
         TmaTiling { consumers, stages, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
     }
 
-    /// The partials' tiling for `nhwc_in_coef_tiled`.
-    pub fn part_tiling(&self, h: usize, w: usize) -> PartTiling {
-        PartTiling::blocks(h, w, self.box_r, self.box_w)
+    /// The partials' tiling for `nhwc_in_coef_tiled` of a conv over an `h x w` input whose output is `up`
+    /// times larger (1, or 2 for the sub-pixel form): each tile's `box_r x box_w` input pixels give
+    /// `up·box_r x up·box_w` output pixels.
+    pub fn part_tiling(&self, h: usize, w: usize, up: usize) -> PartTiling {
+        PartTiling::blocks(up * h, up * w, up * self.box_r, up * self.box_w)
     }
 
     /// Blocks of this kernel that fit on one SM (shared memory: one with two consumer warpgroups, two
@@ -81,8 +88,18 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTili
     TmaTiling::new(h, w, consumers)
 }
 
-/// A reflection-padded NHWC f16 activation `[N, H + 2, W + 2, C]` (the padded view of an `[N, H, W, C]`
-/// image) with the tensor map `conv2d_tma` reads its A tiles through.
+/// How a [`PaddedInput`]'s one-pixel border is filled (by `nhwc_in_apply_pad`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    /// Reflection (index -1 reads 1): a 3x3 conv's reflection padding.
+    Reflect,
+    /// Replication (index -1 reads 0): the low-resolution view of a 2x nearest upsampling followed by a
+    /// reflection pad of 1, for the sub-pixel form of an upsampling conv.
+    Replicate,
+}
+
+/// A padded NHWC f16 activation `[N, H + 2, W + 2, C]` (the padded view of an `[N, H, W, C]` image,
+/// border as `mode` says) with the tensor map `conv2d_tma` reads its A tiles through.
 pub struct PaddedInput {
     /// Declared before `t`: the map names `t`'s memory.
     map: DeviceTensorMap,
@@ -94,11 +111,12 @@ pub struct PaddedInput {
     pub w: usize,
     pub c: usize,
     pub tiling: TmaTiling,
+    pub mode: PadMode,
 }
 
 impl PaddedInput {
     /// Allocates the padded buffer for an `[n, h, w, c]` image and encodes its map with `tiling`'s box.
-    pub fn new(n: usize, h: usize, w: usize, c: usize, tiling: TmaTiling) -> Result<Self> {
+    pub fn new(n: usize, h: usize, w: usize, c: usize, tiling: TmaTiling, mode: PadMode) -> Result<Self> {
         ensure(n > 0 && h >= 2 && w >= 2 && c > 0 && c.is_multiple_of(CONV2D_TMA_BK as usize), OP, || {
             format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
         })?;
@@ -115,7 +133,7 @@ impl PaddedInput {
             &[row, row * wp as u64, row * (wp * hp) as u64],
             &[CONV2D_TMA_BK, tiling.box_w as u32, tiling.box_r as u32, 1],
         )?;
-        Ok(PaddedInput { map, t, n, h, w, c, tiling })
+        Ok(PaddedInput { map, t, n, h, w, c, tiling, mode })
     }
 
     /// The unpadded image's shape `[N, H, W, C]`.
@@ -124,17 +142,35 @@ impl PaddedInput {
     }
 }
 
-/// A 3x3 conv weight with 128 outputs packed for `conv2d_tc` (`[128, 9C]`, k = tap·C + c) and the
-/// tensor map of its 128 x 64 B tiles.
+/// A 3x3 conv weight with 128 GEMM columns packed for `conv2d_tc` (`[128, 9C]`, k = tap·C + c) and the
+/// tensor map of its 128 x 64 B tiles: a conv with 128 outputs, or the sub-pixel form of a 2x upsampling
+/// conv with 32 ([`Self::upload_upsample`]).
 pub struct TmaConvWeight {
     /// Declared before `w`: the map names `w`'s memory.
     map: DeviceTensorMap,
     pub w: TcWeight,
+    /// 1, or 2 for the sub-pixel form of a 2x upsampling conv.
+    pub up: usize,
+    /// The layer's output channels (128, or 32 with `up` = 2).
+    pub k_out: usize,
 }
 
 impl TmaConvWeight {
     /// Packs and uploads a `[128, C, 3, 3]` weight (C % 64 == 0) rounded to f16, with its map.
     pub fn upload(weight: &Tensor) -> Result<Self> {
+        Self::packed(weight, 1)
+    }
+
+    /// The sub-pixel form of a `[32, C, 3, 3]` weight (C % 64 == 0) that follows a 2x nearest upsampling
+    /// and a reflection pad of 1: a `[128, C, 3, 3]` conv of the replicate-padded low-resolution input whose
+    /// row 32·(2py + px) + k holds output parity (py, px)'s filter for channel k, the original taps summed
+    /// in f32 (rounded to f16 once) into the low-resolution taps they land on (`SUBPIXEL_TAPS`: parity a's
+    /// tap r adds into low-resolution tap `SUBPIXEL_TAPS[a][r] + a`); the others are zero.
+    pub fn upload_upsample(weight: &Tensor) -> Result<Self> {
+        Self::packed(&upsample_weight(weight)?, 2)
+    }
+
+    fn packed(weight: &Tensor, up: usize) -> Result<Self> {
         let w = TcWeight::upload(weight, 0, 0)?;
         ensure(
             w.k == CONV2D_TMA_K as usize && w.r == 3 && w.c % CONV2D_TMA_BK as usize == 0 && w.kw == 9 * w.c && !w.subpixel,
@@ -147,13 +183,41 @@ impl TmaConvWeight {
             &[(w.kw * 2) as u64],
             &[CONV2D_TMA_BK, CONV2D_TMA_K],
         )?;
-        Ok(TmaConvWeight { map, w })
+        Ok(TmaConvWeight { map, w, up, k_out: CONV2D_TMA_K as usize / (up * up) })
     }
 }
 
-/// conv3x3(x, w) over the padded input `x` (already normalised and reflection-padded), stride 1: y NHWC
-/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part`; returns their tiling. Every shape
-/// violation is an error and nothing is launched.
+/// The `[128, C, 3, 3]` f32 weight of [`TmaConvWeight::upload_upsample`]'s sub-pixel form of a
+/// `[32, C, 3, 3]` upsampling conv weight (C % 64 == 0).
+pub fn upsample_weight(weight: &Tensor) -> Result<Tensor> {
+    let s = &weight.shape;
+    let k = CONV2D_TMA_K as usize / 4;
+    ensure(s.len() == 4 && s[0] == k && s[1] > 0 && s[1].is_multiple_of(CONV2D_TMA_BK as usize) && s[2..] == [3, 3], OP, || {
+        format!("upsampling weight {s:?} is not a 3x3 conv with {k} outputs and a multiple of {CONV2D_TMA_BK} inputs")
+    })?;
+    let c = s[1];
+    let mut data = vec![0f32; 4 * k * c * 9];
+    for q in 0..4 {
+        let (a, b) = (q / 2, q % 2);
+        for ki in 0..k {
+            for ci in 0..c {
+                for r in 0..3 {
+                    for t in 0..3 {
+                        let (lr, lt) = (SUBPIXEL_TAPS[a][r] + a, SUBPIXEL_TAPS[b][t] + b);
+                        data[(((q * k + ki) * c + ci) * 3 + lr) * 3 + lt] += weight.data[((ki * c + ci) * 3 + r) * 3 + t];
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor { shape: vec![4 * k, c, 3, 3], data })
+}
+
+/// conv3x3(x, w) over the padded input `x` (already normalised and padded), stride 1: y NHWC
+/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part`; returns their tiling. With a sub-pixel
+/// weight ([`TmaConvWeight::upload_upsample`], `x` replicate-padded) the conv of the 2x upsampled,
+/// reflection-padded input: y `[N, 2H, 2W, 32]`. Every shape violation is an error and nothing is
+/// launched.
 pub fn conv2d_tma(
     gpu: &Gpu,
     x: &PaddedInput,
@@ -163,37 +227,40 @@ pub fn conv2d_tma(
 ) -> Result<PartTiling> {
     let (n, h, wd, c) = (x.n, x.h, x.w, x.c);
     ensure(w.w.c == c, OP, || format!("weight has {} input channels, the input {c}", w.w.c))?;
-    let k = CONV2D_TMA_K as usize;
-    let out = [n, h, wd, k];
+    let want_mode = if w.up == 2 { PadMode::Replicate } else { PadMode::Reflect };
+    ensure(x.mode == want_mode, OP, || format!("a weight with up = {} needs a {want_mode:?} input, got {:?}", w.up, x.mode))?;
+    let (k, up) = (w.k_out, w.up);
+    let out = [n, up * h, up * wd, k];
     ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out, OP, || {
         format!("y must be NHWC f16 {out:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
     })?;
     let tl = x.tiling;
-    let tiling = tl.part_tiling(h, wd);
+    let tiling = tl.part_tiling(h, wd, up);
     let part_len = tiling.part_len(n, k);
     ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
         format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
     })?;
     let total = n * tl.tiles;
-    ensure(n * h * wd * k < (1 << 31) && part_len < (1 << 31), OP, || {
-        format!("output [{n}, {h}, {wd}, {k}] needs 64-bit indexing")
+    ensure(out.iter().product::<usize>() < (1 << 31) && part_len < (1 << 31), OP, || {
+        format!("output {out:?} needs 64-bit indexing")
     })?;
     let Some(name) = conv2d_tma_kernel(tl.consumers, tl.stages) else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for {} consumer warpgroups", tl.consumers) });
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
     let layout = conv2d_tma_layout(tl.consumers, tl.stages);
-    let (h32, w32, c32) = (h as u32, wd as u32, c as u32);
+    let (h32, w32, c32, up32) = (h as u32, wd as u32, c as u32, up as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
     // SAFETY: conv2d_tma_m128 / _m64 (`name`, the kernel for tl.consumers warpgroups and tl.stages stages) take (xmap, wmap:
-    // *const u8, h, w, c, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32),
+    // *const u8, h, w, c, up, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32),
     // matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C] f16 with box
     // 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there); the kernel's
     // box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the tensor is
     // zero-filled by the copy engine, never read from outside it. wmap covers w.w.data, [128, 9C] f16
     // (checked at upload, C equal to the input's, checked here) with box 64 x 128 at (64·kt < 9C, 0). The
-    // kernel writes y16 words of pixels (n, y < H, x < W) only (y is f16 [N, H, W, 128], checked) and
-    // part[((n·128 + ch)·tiles + tile)·2 ..+2] with tile < tiles (part_len checked); y and part are exclusive
+    // kernel writes y16 words of pixels (n, y < up·H, x < up·W) only (y is f16 [N, up·H, up·W, k_out] with
+    // k_out·up² = 128, checked; up is the weight's, 1 or 2) and part[((n·k_out + ch)·tiles + tile)·2 ..+2]
+    // with ch < k_out, tile < tiles (part_len checked); y and part are exclusive
     // borrows, distinct from the inputs. Every index fits 31 bits (checked here and in PaddedInput::new).
     // Block conv2d_tma_threads(consumers) (the warpgroups the kernel's roles assume) with
     // layout.smem ≤ 227 KB (a const of the kernel crate; `launch` opts in above 48 KB); grid ≤ total,
@@ -204,7 +271,7 @@ pub fn conv2d_tma(
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
             layout.smem,
-            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
+            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
         )?;
     }
     Ok(tiling)
@@ -227,7 +294,7 @@ mod tests {
         assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (128, 1, 2, 94));
         let t = TmaTiling::new(9, 50, 2);
         assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (50, 2, 1, 5));
-        let p = t.part_tiling(9, 50);
+        let p = t.part_tiling(9, 50, 1);
         assert!(p.is_valid_for(450));
         assert_eq!((p.count(0), p.count(4)), (100, 50));
         let sm = 132;

@@ -8,7 +8,7 @@ use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
 use crate::ops::conv2d_tc::{conv2d_tc_part_tiling, PartTiling};
-use crate::ops::conv2d_tma::PaddedInput;
+use crate::ops::conv2d_tma::{PadMode, PaddedInput};
 
 const OP: &str = "nhwc";
 /// Channels of the packed input (RGB + one zero channel: 8 bytes per pixel for conv2d_tc's 8-byte gather).
@@ -317,14 +317,15 @@ fn apply(
 
 /// Where [`nhwc_in_apply_pad`] writes.
 pub enum PadOut<'a> {
-    /// The reflection-padded image (for `conv2d_tma`).
+    /// The padded image (for `conv2d_tma`), its border reflected or replicated as its `mode` says.
     Padded(&'a mut PaddedInput),
     /// A plain NHWC f16 `[N, H, W, C]` image (the last residual block's output, for deconv1).
     Plain(&'a mut DeviceTensor),
 }
 
 /// `nhwc_in_apply` from the raw conv output `x` (NHWC f16 `[N, H, W, C]`) into `out`: relu?(a·x + b)
-/// (+ the residual's interior pixel), reflection-padded by 1 when `out` is [`PadOut::Padded`]. The same
+/// (+ the residual's interior pixel), padded by 1 when `out` is [`PadOut::Padded`] (reflected or replicated
+/// as its [`PadMode`] says). The same
 /// f32 arithmetic and single f16 rounding as [`nhwc_in_apply`].
 pub fn nhwc_in_apply_pad(
     gpu: &Gpu,
@@ -356,7 +357,7 @@ pub fn nhwc_in_apply_pad(
             ensure(p.image_shape() == [n, h, w, c], OP, || {
                 format!("apply pad: output image {:?} differs from x {:?}", p.image_shape(), x.shape)
             })?;
-            (p.t.ptr(), 1u32)
+            (p.t.ptr(), match p.mode { PadMode::Reflect => 1u32, PadMode::Replicate => 2 })
         }
         PadOut::Plain(y) => {
             ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == x.shape, OP, || {
@@ -370,11 +371,11 @@ pub fn nhwc_in_apply_pad(
     ensure(c / 8 <= NHWC_APPLY_PAD_THREADS as usize, OP, || {
         format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
     })?;
-    let rows = n * (h + 2 * pad as usize);
-    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad): block `row` < rows = N·(H + 2p)
-    // writes the W + 2p pixels of output row `row` of y (16-byte groups; y's whole size, the padded
-    // PaddedInput tensor or the plain [N, H, W, C] one, checked) and reads x at reflected source pixels
-    // (sy < H, sx < W: reflect needs H, W ≥ 2, checked) inside x's N·H·W·C f16, the residual (when
+    let rows = n * (h + 2 * (pad != 0) as usize);
+    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block `row` < rows =
+    // N·(H + 2p) (p = 1 for pad_mode 1 or 2, 0 for 0) writes the W + 2p pixels of output row `row` of y
+    // (16-byte groups; y's whole size, the padded PaddedInput tensor or the plain [N, H, W, C] one, checked)
+    // and reads x at reflected or clamped source pixels (sy < H, sx < W: reflect needs H, W ≥ 2, checked) inside x's N·H·W·C f16, the residual (when
     // non-null, a padded [N, H + 2, W + 2, C] image of the same N, H, W, C, checked) at (sy + 1, sx + 1),
     // and coef[(n·C + 8g)·2 ..+16] (N·C·2 f32 checked). C/8 ≤ NHWC_APPLY_PAD_THREADS (checked), so every
     // channel group has a thread. y is an exclusive borrow, so it aliases neither x nor the residual.

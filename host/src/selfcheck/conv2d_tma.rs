@@ -15,6 +15,13 @@
 //!
 //! The residual update (`nhwc_in_apply_pad` with a padded residual, into a padded and into a plain
 //! output) is checked on its own, and a last check makes sure the launchers refuse bad shapes.
+//!
+//! The sub-pixel form of a 2x upsampling conv (deconv2: `TmaConvWeight::upload_upsample` over a
+//! replicate-padded input) is checked against the CPU twice: against the nominal upsample + reflection
+//! pad + 3x3 conv with the original f16 weights (the kernel rounds each summed weight to f16 once more,
+//! hence a looser tolerance), and, for the output and the partials, against the CPU conv of the
+//! replicate-padded input with the kernel's own f16 sub-pixel weights, pixel-shuffled (only the summation
+//! order differs).
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
@@ -24,7 +31,7 @@ use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc as tc;
-use crate::ops::conv2d_tma::{conv2d_tma, PaddedInput, TmaConvWeight, TmaTiling};
+use crate::ops::conv2d_tma::{conv2d_tma, upsample_weight, PadMode, PaddedInput, TmaConvWeight, TmaTiling};
 use crate::ops::nhwc::{self, nhwc_in_apply_pad, PadOut};
 
 const OP: &str = "conv2d_tma";
@@ -72,10 +79,20 @@ fn identity_coef(n: usize, c: usize) -> Tensor {
 
 /// NCHW `x` reflection-padded by 1, as NHWC `[N, H + 2, W + 2, C]` values.
 fn pad_nhwc(x: &Tensor) -> Vec<f32> {
+    pad_nhwc_mode(x, PadMode::Reflect)
+}
+
+/// NCHW `x` padded by 1 as `mode` says, as NHWC `[N, H + 2, W + 2, C]` values.
+fn pad_nhwc_mode(x: &Tensor, mode: PadMode) -> Vec<f32> {
     let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     let refl = |v: isize, e: usize| -> usize {
-        let v = v.unsigned_abs();
-        if v > e - 1 { 2 * (e - 1) - v } else { v }
+        match mode {
+            PadMode::Replicate => v.clamp(0, e as isize - 1) as usize,
+            PadMode::Reflect => {
+                let v = v.unsigned_abs();
+                if v > e - 1 { 2 * (e - 1) - v } else { v }
+            }
+        }
     };
     let mut out = Vec::with_capacity(n * (h + 2) * (w + 2) * c);
     for s in 0..n {
@@ -107,10 +124,10 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dcoef = DeviceTensor::from_host(&coef)?;
         let tl = TmaTiling::new(h, w, cs.consumers);
-        let mut xp = PaddedInput::new(n, h, w, c, tl)?;
+        let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Reflect)?;
         let dw = TmaConvWeight::upload(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, cs.norm, None, PadOut::Padded(&mut xp))?;
-        let want_tiling = tl.part_tiling(h, w);
+        let want_tiling = tl.part_tiling(h, w, 1);
         let mut dy = poisoned(&[n, h, w, 128], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, 128)], DType::F32, Layout::RowMajor)?;
         let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
@@ -157,8 +174,8 @@ fn residual_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize) -> Ve
         let dr = DeviceTensor::from_f32_as_f16(&rs, &rd, Layout::Nhwc)?;
         let dcoef = DeviceTensor::from_host(&coef)?;
         let dident = DeviceTensor::from_host(&identity_coef(n, c))?;
-        let mut rp = PaddedInput::new(n, h, w, c, tl)?;
-        let mut out_p = PaddedInput::new(n, h, w, c, tl)?;
+        let mut rp = PaddedInput::new(n, h, w, c, tl, PadMode::Reflect)?;
+        let mut out_p = PaddedInput::new(n, h, w, c, tl, PadMode::Reflect)?;
         let mut out_plain = poisoned(&[n, h, w, c], DType::F16, Layout::Nhwc)?;
         nhwc_in_apply_pad(gpu, &dr, &dident, false, None, PadOut::Padded(&mut rp))?;
         nhwc_in_apply_pad(gpu, &dt, &dcoef, false, Some(&rp), PadOut::Padded(&mut out_p))?;
@@ -187,10 +204,10 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let zeros = |shape: &[usize]| Tensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] };
         let h16 = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::Nhwc);
         let tl = TmaTiling::new(8, 8, 1);
-        let x = PaddedInput::new(1, 8, 8, 128, tl)?;
+        let x = PaddedInput::new(1, 8, 8, 128, tl, PadMode::Reflect)?;
         let w = TmaConvWeight::upload(&zeros(&[128, 128, 3, 3]))?;
         let w64 = TmaConvWeight::upload(&zeros(&[128, 64, 3, 3]))?;
-        let part_len = tl.part_tiling(8, 8).part_len(1, 128);
+        let part_len = tl.part_tiling(8, 8, 1).part_len(1, 128);
         let mut part = DeviceTensor::empty(&[part_len], DType::F32, Layout::RowMajor)?;
         let mut part_small = DeviceTensor::empty(&[part_len - 1], DType::F32, Layout::RowMajor)?;
         let mut y = h16(&[1, 8, 8, 128])?;
@@ -199,7 +216,11 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let raw_bad = h16(&[1, 8, 9, 128])?;
         let coef = DeviceTensor::from_host(&identity_coef(1, 128))?;
         let coef_small = DeviceTensor::empty(&[255], DType::F32, Layout::RowMajor)?;
-        let mut xp = PaddedInput::new(1, 8, 8, 128, tl)?;
+        let mut xp = PaddedInput::new(1, 8, 8, 128, tl, PadMode::Reflect)?;
+        let x_rep = PaddedInput::new(1, 8, 8, 128, tl, PadMode::Replicate)?;
+        let w_up = TmaConvWeight::upload_upsample(&zeros(&[32, 128, 3, 3]))?;
+        let mut y_up = h16(&[1, 16, 16, 32])?;
+        let mut part_up = DeviceTensor::empty(&[tl.part_tiling(8, 8, 2).part_len(1, 32)], DType::F32, Layout::RowMajor)?;
         let attempts: Vec<(&str, bool)> = vec![
             ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
             ("output shape", conv2d_tma(gpu, &x, &w, &mut y_bad, &mut part).is_ok()),
@@ -207,26 +228,130 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("64 output channels", TmaConvWeight::upload(&zeros(&[64, 128, 3, 3])).is_ok()),
             ("9x9 weight", TmaConvWeight::upload(&zeros(&[128, 128, 9, 9])).is_ok()),
             ("32 input channels", TmaConvWeight::upload(&zeros(&[128, 32, 3, 3])).is_ok()),
-            ("padded input with C = 32", PaddedInput::new(1, 8, 8, 32, tl).is_ok()),
-            ("padded input 1 pixel high", PaddedInput::new(1, 1, 8, 128, TmaTiling::new(1, 8, 1)).is_ok()),
-            ("padded input with another tiling", PaddedInput::new(1, 8, 8, 128, TmaTiling::new(8, 9, 1)).is_ok()),
+            ("padded input with C = 32", PaddedInput::new(1, 8, 8, 32, tl, PadMode::Reflect).is_ok()),
+            ("padded input 1 pixel high", PaddedInput::new(1, 1, 8, 128, TmaTiling::new(1, 8, 1), PadMode::Reflect).is_ok()),
+            ("padded input with another tiling", PaddedInput::new(1, 8, 8, 128, TmaTiling::new(8, 9, 1), PadMode::Reflect).is_ok()),
             ("apply_pad image mismatch", nhwc_in_apply_pad(gpu, &raw_bad, &coef, true, None, PadOut::Padded(&mut xp)).is_ok()),
             ("apply_pad residual mismatch", nhwc_in_apply_pad(gpu, &raw_bad, &coef, true, Some(&x), PadOut::Plain(&mut y_bad)).is_ok()),
             ("apply_pad coef too small", nhwc_in_apply_pad(gpu, &raw, &coef_small, true, None, PadOut::Padded(&mut xp)).is_ok()),
+            ("sub-pixel weight over a reflection-padded input", conv2d_tma(gpu, &x, &w_up, &mut y_up, &mut part_up).is_ok()),
+            ("sub-pixel weight into a 1x output", conv2d_tma(gpu, &x_rep, &w_up, &mut y, &mut part_up).is_ok()),
+            ("plain weight over a replicate-padded input", conv2d_tma(gpu, &x_rep, &w, &mut y, &mut part).is_ok()),
+            ("sub-pixel weight with 64 outputs", TmaConvWeight::upload_upsample(&zeros(&[64, 128, 3, 3])).is_ok()),
+            ("sub-pixel weight with 32 inputs", TmaConvWeight::upload_upsample(&zeros(&[32, 32, 3, 3])).is_ok()),
         ];
         // The right calls are taken (so the refusals above are about what they name).
         let control = nhwc_in_apply_pad(gpu, &raw, &coef, true, None, PadOut::Padded(&mut xp))
-            .and_then(|_| conv2d_tma(gpu, &xp, &w, &mut y, &mut part));
+            .and_then(|_| conv2d_tma(gpu, &xp, &w, &mut y, &mut part))
+            .and_then(|_| conv2d_tma(gpu, &x_rep, &w_up, &mut y_up, &mut part_up).map(|_| ()));
         gpu.synchronize()?;
         let accepted: Vec<&str> = attempts.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
         Ok(refusal_result(OP, &accepted, control.err().map(|e| e.to_string())))
     })
 }
 
+/// Sub-pixel 2x upsampling conv cases: (N, C, H, W) of the low-resolution input, consumer warpgroups, input
+/// norm.
+#[rustfmt::skip]
+const UP_CASES: &[(usize, usize, usize, usize, u32, bool)] = &[
+    // deconv2 of a 256x256 image (128x128 -> 256x256), one warpgroup as the net picks there.
+    (1, 64, 128, 128, 1, true),
+    // Short rows (13 x 9 boxes), batch 2, partial bottom tiles.
+    (2, 64, 9, 13, 2, true),
+    // A 44-pixel partial tile at the right edge, no norm.
+    (1, 64, 6, 300, 2, false),
+    // C = 128 (two K steps per tap), 7 x 9 boxes.
+    (1, 128, 11, 7, 1, true),
+    // The smallest input (every tap replicated).
+    (1, 64, 2, 2, 1, true),
+    // Batch 3, more tiles than blocks.
+    (3, 64, 40, 37, 2, false),
+];
+
+/// The sub-pixel form on the CPU: NCHW `x` `[N, C, H, W]` replicate-padded, convolved with `w_sub`
+/// `[128, C, 3, 3]` (`upsample_weight`), column block q = 2py + px of the result moved to output pixel
+/// (2y + py, 2x + px): `[N, 32, 2H, 2W]`.
+fn subpixel_conv_cpu(x: &Tensor, w_sub: &Tensor) -> Result<Tensor> {
+    let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let xpad = tc::nhwc_to_nchw([n, h + 2, w + 2, c], &pad_nhwc_mode(x, PadMode::Replicate))?;
+    let sub = cpu::conv2d(&xpad, w_sub, None, 1, Padding::Zero(0), 1)?;
+    let (ho, wo) = (2 * h, 2 * w);
+    let mut out = Tensor { shape: vec![n, 32, ho, wo], data: vec![0.0; n * 32 * ho * wo] };
+    for s in 0..n {
+        for q in 0..4 {
+            for k in 0..32 {
+                for y in 0..h {
+                    for xx in 0..w {
+                        out.data[((s * 32 + k) * ho + 2 * y + q / 2) * wo + 2 * xx + q % 2] = sub.data[((s * 128 + q * 32 + k) * h + y) * w + xx];
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One [`UP_CASES`] case (module comment).
+fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, consumers, norm): (usize, usize, usize, usize, u32, bool)) -> Vec<CheckResult> {
+    const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
+    let tag = if norm { " +in_norm" } else { "" };
+    let case = format!("up2 {n}x{c}x{h}x{w} -> 32 m{}{tag}", 64 * consumers);
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
+        let bound = 1.0 / ((c * 9) as f32).sqrt();
+        let wt = round_tensor_f16(&random(rng, &[32, c, 3, 3], -bound, bound));
+        let coef = if norm { random_in_coef(rng, n, c) } else { identity_coef(n, c) };
+        let x_cpu = if norm { apply_in_norm(&x, &coef.data) } else { x.clone() };
+        let nominal = cpu::conv2d(&x_cpu, &wt, None, 1, Padding::Reflect(1), 2)?;
+        // The kernel's own arithmetic: its f16 sub-pixel weights.
+        let exact = subpixel_conv_cpu(&x_cpu, &round_tensor_f16(&upsample_weight(&wt)?))?;
+        let (ho, wo) = (2 * h, 2 * w);
+
+        let (xs, xd) = tc::nchw_to_nhwc(&x)?;
+        let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
+        let dcoef = DeviceTensor::from_host(&coef)?;
+        let tl = TmaTiling::new(h, w, consumers);
+        let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Replicate)?;
+        let dw = TmaConvWeight::upload_upsample(&wt)?;
+        nhwc_in_apply_pad(gpu, &dx, &dcoef, norm, None, PadOut::Padded(&mut xp))?;
+        let want_tiling = tl.part_tiling(h, w, 2);
+        let mut dy = poisoned(&[n, ho, wo, 32], DType::F16, Layout::Nhwc)?;
+        let mut part = poisoned(&[want_tiling.part_len(n, 32)], DType::F32, Layout::RowMajor)?;
+        let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
+        let gamma = random(rng, &[32], 0.5, 1.5);
+        let beta = random(rng, &[32], -0.5, 0.5);
+        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+        let mut ncoef = poisoned(&[n * 32 * 2], DType::F32, Layout::RowMajor)?;
+        nhwc::nhwc_in_coef_tiled(gpu, &[n, ho, wo, 32], &tiling, &part, &dg, &db, &mut ncoef)?;
+        gpu.synchronize()?;
+
+        let got16 = tc::nhwc_to_nchw([n, ho, wo, 32], &dy.to_vec_f16_as_f32()?)?;
+        let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = part.to_vec_f32()?.chunks(2).map(|p| (p[0], p[1])).unzip();
+        let (want_mean, want_m2) = host_partials(&exact, &want_tiling);
+        let mut results = vec![
+            compare(OP, &format!("{case} replicate-padded input"), &xp.t.to_vec_f16_as_f32()?, &pad_nhwc_mode(&x_cpu, PadMode::Replicate), Tolerance::F32),
+            compare(OP, &format!("{case} f16 out vs upsample conv"), &got16.data, &nominal.data, TOL_SUB),
+            compare(OP, &format!("{case} f16 out vs sub-pixel conv"), &got16.data, &exact.data, TOL_F16),
+            compare(OP, &format!("{case} tile means ({} tiles of {}x{})", tiling.tiles, 2 * tl.box_r, 2 * tl.box_w), &got_mean, &want_mean, Tolerance::F32_LOOSE),
+            compare(OP, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
+            compare(OP, &format!("{case} norm coef (tiled)"), &ncoef.to_vec_f32()?, &host_coef(&exact, &gamma.data, &beta.data), Tolerance::F32_LOOSE),
+        ];
+        if tiling != want_tiling {
+            results[2].passed = false;
+            results[2].detail = format!("tiling {tiling:?} (expected {want_tiling:?})");
+        }
+        Ok(results)
+    };
+    run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
+}
+
 fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for cs in CASES {
         out.extend(run_case(gpu, rng, cs));
+    }
+    for &cs in UP_CASES {
+        out.extend(upsample_case(gpu, rng, cs));
     }
     out.extend(residual_case(gpu, rng, 2, 9, 13));
     out.extend(residual_case(gpu, rng, 1, 64, 64));
@@ -256,6 +381,52 @@ mod tests {
         assert_eq!(&p[0..5], &[5., 4., 5., 6., 5.]);
         assert_eq!(&p[5..10], &[2., 1., 2., 3., 2.]);
         assert_eq!(&p[15..20], &[2., 1., 2., 3., 2.]);
+    }
+
+    #[test]
+    fn padding_replicates() {
+        let x = Tensor { shape: vec![1, 1, 2, 3], data: vec![1., 2., 3., 4., 5., 6.] };
+        let p = pad_nhwc_mode(&x, PadMode::Replicate);
+        assert_eq!(&p[0..5], &[1., 1., 2., 3., 3.]);
+        assert_eq!(&p[5..10], &[1., 1., 2., 3., 3.]);
+        assert_eq!(&p[15..20], &[4., 4., 5., 6., 6.]);
+    }
+
+    /// The sub-pixel weight's four parities, summed taps: a weight of ones gives each parity's low-resolution
+    /// taps the count of 3x3 taps landing there (rows: parity 0 -> [1, 2, 0], parity 1 -> [0, 2, 1]).
+    #[test]
+    fn upsample_weight_sums_taps() {
+        let w = Tensor { shape: vec![32, 64, 3, 3], data: vec![1.0; 32 * 64 * 9] };
+        let u = upsample_weight(&w).unwrap();
+        assert_eq!(u.shape, vec![128, 64, 3, 3]);
+        let rows = [[1., 2., 0.], [0., 2., 1.]];
+        for q in 0..4 {
+            let (a, b) = (q / 2, q % 2);
+            let f = &u.data[(q * 32 + 5) * 64 * 9 + 7 * 9..][..9];
+            for r in 0..3 {
+                for t in 0..3 {
+                    assert_eq!(f[r * 3 + t], rows[a][r] * rows[b][t], "parity {q} tap ({r}, {t})");
+                }
+            }
+        }
+        assert!(upsample_weight(&Tensor { shape: vec![32, 32, 3, 3], data: vec![0.0; 32 * 32 * 9] }).is_err());
+    }
+
+    /// The sub-pixel form (replicate pad, summed taps, pixel shuffle) is the upsample-2 + reflection-pad +
+    /// 3x3 conv, on the CPU in f32 (odd sizes, the smallest input).
+    #[test]
+    fn subpixel_form_is_the_upsampling_conv() {
+        let mut rng = <Rng64 as rand::SeedableRng>::seed_from_u64(3);
+        for (h, w) in [(3, 5), (2, 2), (4, 7)] {
+            let x = random(&mut rng, &[2, 64, h, w], -1.0, 1.0);
+            let wt = random(&mut rng, &[32, 64, 3, 3], -0.1, 0.1);
+            let want = cpu::conv2d(&x, &wt, None, 1, Padding::Reflect(1), 2).unwrap();
+            let got = subpixel_conv_cpu(&x, &upsample_weight(&wt).unwrap()).unwrap();
+            assert_eq!(got.shape, want.shape);
+            for (i, (g, e)) in got.data.iter().zip(&want.data).enumerate() {
+                assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "{h}x{w} index {i}: {g} vs {e}");
+            }
+        }
     }
 
     #[test]
