@@ -26,6 +26,12 @@
 //! tile's rows, a tile of 2R x 2Wt output pixels (`PartTiling::blocks(2H, 2W, 2R, 2Wt)`). This computes
 //! 9/4 of the sub-pixel form's products (the zero taps) at the 128-wide tile's speed.
 //!
+//! With 64 outputs (deconv1) the GEMM has 256 columns, two N tiles (`n_tiles` = 2): N tile py holds
+//! parities (py, 0) and (py, 1), so its partials cover output rows 2yl + py of the tile; they are stored
+//! N tile major (partial tile nt·tiles + tile), i.e. tiles of R x 2Wt pixels of a plane whose rows are
+//! the even output rows then the odd ones (`PartTiling::blocks(2H, 2W, R, 2Wt)`, exact when R divides H;
+//! the host checks that).
+//!
 //! # Roles (block = `NC` consumer warpgroups + 1 producer warp)
 //! * Producer (the last warp, one lane): for each tile of the block and each K step, waits until the
 //!   ring's next stage is empty, arms its "full" mbarrier with the stage's byte count and issues the two
@@ -86,8 +92,10 @@ $(#[$doc])*
 ///
 /// x: the tensor map of the padded input (module comment), w: the weight's; `h`, `wd`: the output (=
 /// unpadded input) size, `c` the input channels, `up` 1 (a 3x3 conv) or 2 (the sub-pixel form of a 2x
-/// upsampling conv with 32 outputs: module comment); tiles of `box_r` rows x `box_w` columns (the A map's
-/// box), `tiles_x` per row of tiles, `tiles` per sample, `total` = N·tiles. Writes y16 (f16 pairs) and
+/// upsampling conv: module comment), `n_tiles` the 128-column GEMM N tiles (the weight has 128·n_tiles
+/// rows; output channels kc = 128·n_tiles / up²); tiles of `box_r` rows x `box_w` columns (the A map's
+/// box), `tiles_x` per row of tiles, `tiles` per sample, `total` = N·tiles·n_tiles jobs (job = tile·n_tiles
+/// + N tile). Writes y16 (f16 pairs) and
 /// `part`. Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
 /// (≤ total, 1, 1). Requires (host-checked): c % 64 == 0, box_w·box_r ≤ 64·NC, every index below 2^31.
 #[no_mangle]
@@ -99,6 +107,7 @@ pub unsafe extern "ptx-kernel" fn $name(
     wd: u32,
     c: u32,
     up: u32,
+    n_tiles: u32,
     box_w: u32,
     box_r: u32,
     tiles_x: u32,
@@ -140,7 +149,8 @@ pub unsafe extern "ptx-kernel" fn $name(
             let (mut stage, mut phase) = (0u32, 0u32);
             let mut tile = block_idx_x();
             while tile < total {
-                let (n, _, y0, x0) = tile_origin(tile, tiles, tiles_x, box_r, box_w);
+                let nt = tile % n_tiles;
+                let (n, _, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
                 let mut kt = 0;
                 while kt < ktiles {
                     let k0 = kt * BK;
@@ -152,7 +162,7 @@ pub unsafe extern "ptx-kernel" fn $name(
                     arrive_expect_tx(bar, a_tx + B_BYTES);
                     let dst = smem + stage * L.stage_bytes;
                     load_4d(dst, xmap, [(k0 - tap * c) as i32, (x0 + s) as i32, (y0 + r) as i32, n as i32], bar);
-                    load_2d(dst + A_BYTES, wmap, k0 as i32, 0, bar);
+                    load_2d(dst + A_BYTES, wmap, k0 as i32, (nt * BN) as i32, bar);
                     stage += 1;
                     if stage == STAGES {
                         stage = 0;
@@ -175,8 +185,12 @@ pub unsafe extern "ptx-kernel" fn $name(
     let stg = smem + L.staging; // [64·NC][SROW] f32
     let (mut stage, mut phase) = (0u32, 0u32);
     let mut tile = block_idx_x();
+    // Output channels, and the GEMM columns of one channel within an N tile (one, or one per parity).
+    let kc = BN * n_tiles / (up * up);
+    let cpt = BN / kc;
     while tile < total {
-        let (n, ti, y0, x0) = tile_origin(tile, tiles, tiles_x, box_r, box_w);
+        let nt = tile % n_tiles;
+        let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
 
         let mut acc = splat64(0.0);
         let mut prev = 0u32;
@@ -242,18 +256,17 @@ pub unsafe extern "ptx-kernel" fn $name(
         }
         st_f32(red + t * 4, sum);
         named_barrier(CONSUMER_BARRIER, NC * 128);
-        // The GEMM columns of this thread's output channel: one, or one per parity.
-        let kc = BN / (up * up);
+        // The GEMM columns of this thread's output channel in this N tile: col % kc + q·kc, q < cpt.
         let ch = col % kc;
         let mut tot = 0f32;
         for g in 0..NC {
             let mut q = 0;
-            while q < up * up {
+            while q < cpt {
                 tot += ld_f32(red + (g * BN + q * kc + ch) * 4);
                 q += 1;
             }
         }
-        let mean = tot / (count * up * up) as f32;
+        let mean = tot / (count * cpt) as f32;
         let mut m2 = 0f32;
         let mut r = r_lo;
         while r < r_hi {
@@ -263,10 +276,10 @@ pub unsafe extern "ptx-kernel" fn $name(
         }
         st_f32(red2 + t * 4, m2);
         // f16 output: 16 threads per 256-byte tile row (8 GEMM columns each), 8·NC rows per pass. Thread j's
-        // columns 8j .. 8j + 8 are channels (8j) % kc .. of parity q = 8j / kc = (py, px), output pixel
-        // (up·yl + py, up·xl + px) of tile row (yl, xl).
+        // columns 8j .. 8j + 8 (global 128·nt + 8j) are channels (8j) % kc .. of parity q = (128·nt + 8j) / kc
+        // = (py, px), output pixel (up·yl + py, up·xl + px) of tile row (yl, xl).
         let j = t % 16;
-        let q = 8 * j / kc;
+        let q = (BN * nt + 8 * j) / kc;
         let (py, px) = (q / up, q % up);
         let mut rr = t / 16;
         while rr < count {
@@ -275,7 +288,7 @@ pub unsafe extern "ptx-kernel" fn $name(
             let p = (n * up * h + up * yl + py) * up * wd + up * xl + px;
             let src = stg + (rr * SROW + 8 * j) * 4;
             let (v0, v1) = (ld_v4_f32(src), ld_v4_f32(src + 16));
-            let out = y16.add((p * (kc / 2) + (8 * j - q * kc) / 2) as usize) as *mut [u32; 4];
+            let out = y16.add((p * (kc / 2) + (8 * j) % kc / 2) as usize) as *mut [u32; 4];
             *out = [
                 pack_f16x2(v0[0], v0[1]),
                 pack_f16x2(v0[2], v0[3]),
@@ -289,12 +302,13 @@ pub unsafe extern "ptx-kernel" fn $name(
             let mut m2 = 0f32;
             for g in 0..NC {
                 let mut q = 0;
-                while q < up * up {
+                while q < cpt {
                     m2 += ld_f32(red2 + (g * BN + q * kc + t) * 4);
                     q += 1;
                 }
             }
-            let o = part.add((((n * kc + t) * tiles + ti) * 2) as usize);
+            // Partial tiles per plane: tiles·n_tiles, N tile major.
+            let o = part.add((((n * kc + t) * tiles * n_tiles + nt * tiles + ti) * 2) as usize);
             *o = mean;
             *o.add(1) = m2;
         }

@@ -82,12 +82,23 @@ fn conv_tma_on() -> bool {
 /// Environment variable: `0` keeps deconv2 on `conv2d_tc`'s sub-pixel kernel instead of `conv2d_tma`'s
 /// sub-pixel form (which also needs `conv2d_tma` on). Read when the net is built (A/B timing).
 pub const DECONV2_TMA_ENV: &str = "STYLEFORGE_DECONV2_TMA";
+/// As [`DECONV2_TMA_ENV`] for deconv1 (which also needs the residual blocks on `conv2d_tma`: the last one
+/// writes deconv1's replicate-padded input).
+pub const DECONV1_TMA_ENV: &str = "STYLEFORGE_DECONV1_TMA";
 
-/// Whether `conv2d_tma` takes deconv2 in sub-pixel form: 2x upsampling, 3x3, 32 outputs, C % 64 == 0,
-/// stride 1.
-fn tma_takes_upsample(l: &ConvLayer) -> bool {
+/// Whether `conv2d_tma` takes an upsampling conv in sub-pixel form: 2x upsampling, 3x3, `k` outputs,
+/// C % 64 == 0, stride 1.
+fn tma_takes_upsample(l: &ConvLayer, k: usize) -> bool {
     let s = &l.weight.shape;
-    s.len() == 4 && s[0] == 32 && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample == 2
+    s.len() == 4 && s[0] == k && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample == 2
+}
+
+/// The sub-pixel `conv2d_tma` weight of `l` when `conv2d_tma` is on, `env` is not `0` and it takes the
+/// layer with `k` outputs.
+fn upsample_tma(l: &ConvLayer, k: usize, env: &str) -> Result<Option<TmaConvWeight>> {
+    (conv_tma_on() && std::env::var(env).map_or(true, |v| v != "0") && tma_takes_upsample(l, k))
+        .then(|| TmaConvWeight::upload_upsample(&l.weight))
+        .transpose()
 }
 
 /// Whether `conv2d_tma` takes a residual conv: 3x3, 128 outputs, C % 64 == 0, stride 1, no upsampling.
@@ -312,6 +323,9 @@ struct Buffers {
     pads: Option<TmaPads>,
     /// deconv1's normalised output replicate-padded, when deconv2 runs on `conv2d_tma`.
     u1_pad: Option<PaddedInput>,
+    /// The residual trunk's final value replicate-padded (the last block writes it), when deconv1 runs on
+    /// `conv2d_tma`.
+    trunk_up: Option<PaddedInput>,
 }
 
 /// TransformerNet's weights (f16, packed) on the device plus per-shape activation buffers. Borrows the
@@ -329,6 +343,8 @@ pub struct GpuTransformerNetFast<'g> {
     in3: GpuNorm,
     res: Vec<ResBlock>,
     deconv1: TcConv,
+    /// deconv1's sub-pixel form for `conv2d_tma` (two N tiles), as `deconv2_tma`.
+    deconv1_tma: Option<TmaConvWeight>,
     in4: GpuNorm,
     deconv2: TcConv,
     /// deconv2's sub-pixel form for `conv2d_tma` (None with `STYLEFORGE_CONV_TMA=0`,
@@ -404,13 +420,10 @@ impl<'g> GpuTransformerNetFast<'g> {
             in3: GpuNorm::new(&net.in3)?,
             res,
             deconv1: TcConv::new(&net.deconv1, 0, 0)?,
+            deconv1_tma: upsample_tma(&net.deconv1, 64, DECONV1_TMA_ENV)?,
             in4: GpuNorm::new(&net.in4)?,
             deconv2: TcConv::new(&net.deconv2, 0, 0)?,
-            deconv2_tma: (conv_tma_on()
-                && std::env::var(DECONV2_TMA_ENV).map_or(true, |v| v != "0")
-                && tma_takes_upsample(&net.deconv2))
-                .then(|| TmaConvWeight::upload_upsample(&net.deconv2.weight))
-                .transpose()?,
+            deconv2_tma: upsample_tma(&net.deconv2, 32, DECONV2_TMA_ENV)?,
             in5: GpuNorm::new(&net.in5)?,
             deconv3: TcConv::new(&net.deconv3, 0, OUT_CHANNELS_PADDED)?,
             deconv3_halo: (net.deconv3.weight.shape == [3, 32, 9, 9]
@@ -469,8 +482,9 @@ impl<'g> GpuTransformerNetFast<'g> {
             .chain([self.deconv1.tiling(&s4).part_len(s4[0], s4[3]), self.deconv2.tiling(&s5).part_len(s5[0], s5[3])])
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
             .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
-            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2], 1).part_len(s3[0], s3[3])])
-            .chain([conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count).part_tiling(s4[1], s4[2], 2).part_len(s5[0], s5[3])])
+            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2], 1, 1).part_len(s3[0], s3[3])])
+            .chain([conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count).part_tiling(s4[1], s4[2], 2, 1).part_len(s5[0], s5[3])])
+            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2], 2, 2).part_len(s4[0], s4[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -503,6 +517,14 @@ impl<'g> GpuTransformerNetFast<'g> {
                 Some(w) if self.conv_tma && s4[3] == w.w.c => {
                     let tl = conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count);
                     Some(PaddedInput::new(s4[0], s4[1], s4[2], s4[3], tl, PadMode::Replicate)?)
+                }
+                _ => None,
+            },
+            trunk_up: match &self.deconv1_tma {
+                Some(w) if self.conv_tma && s3[3] == w.w.c && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() => {
+                    let tl = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
+                    // Two N tiles need tile rows dividing H (small odd images keep conv2d_tc).
+                    tl.splits_rows(s3[1]).then(|| PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl, PadMode::Replicate)).transpose()?
                 }
                 _ => None,
             },
@@ -761,6 +783,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             coef_trunk,
             pads,
             u1_pad,
+            trunk_up,
             ..
         } = b;
         let x: &DeviceTensor = match x {
@@ -805,7 +828,11 @@ impl<'g> GpuTransformerNetFast<'g> {
                 nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
                 let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
                 blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
-                let out = if i == last { PadOut::Plain(&mut *trunk) } else { PadOut::Padded(&mut *next) };
+                let out = match (i == last, trunk_up.as_mut()) {
+                    (false, _) => PadOut::Padded(&mut *next),
+                    (true, Some(tu)) => PadOut::Padded(tu),
+                    (true, None) => PadOut::Plain(&mut *trunk),
+                };
                 nhwc_in_apply_pad(gpu, t2, coef, false, Some(&*cur), out)?;
                 std::mem::swap(&mut cur, &mut next);
                 mark(res_name(i))?;
@@ -829,7 +856,10 @@ impl<'g> GpuTransformerNetFast<'g> {
             mark(res_name(i))?;
         }
         }
-        let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?;
+        let tiling = match (&self.deconv1_tma, trunk_up.as_ref()) {
+            (Some(w), Some(tu)) => conv2d_tma(gpu, tu, w, u1, part)?,
+            _ => self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?,
+        };
         self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         match (&self.deconv2_tma, u1_pad.as_mut()) {
             (Some(w), Some(u1p)) => {

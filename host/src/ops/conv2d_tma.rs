@@ -52,10 +52,21 @@ impl TmaTiling {
     }
 
     /// The partials' tiling for `nhwc_in_coef_tiled` of a conv over an `h x w` input whose output is `up`
-    /// times larger (1, or 2 for the sub-pixel form): each tile's `box_r x box_w` input pixels give
-    /// `up·box_r x up·box_w` output pixels.
-    pub fn part_tiling(&self, h: usize, w: usize, up: usize) -> PartTiling {
-        PartTiling::blocks(up * h, up * w, up * self.box_r, up * self.box_w)
+    /// times larger (1, or 2 for the sub-pixel form) with `n_tiles` GEMM N tiles: each tile's `box_r x
+    /// box_w` input pixels give `up·box_r x up·box_w` output pixels; with two N tiles (sub-pixel, 64
+    /// outputs) N tile py covers the output rows of parity py: `box_r x 2·box_w` tiles of a plane of the even
+    /// rows then the odd ones, exact when `box_r` divides `h` ([`Self::splits_rows`]).
+    pub fn part_tiling(&self, h: usize, w: usize, up: usize, n_tiles: usize) -> PartTiling {
+        if n_tiles == 2 {
+            PartTiling::blocks(2 * h, 2 * w, self.box_r, 2 * self.box_w)
+        } else {
+            PartTiling::blocks(up * h, up * w, up * self.box_r, up * self.box_w)
+        }
+    }
+
+    /// Whether the tile rows divide `h` (needed by a two-N-tile sub-pixel conv's partials).
+    pub fn splits_rows(&self, h: usize) -> bool {
+        h.is_multiple_of(self.box_r)
     }
 
     /// Blocks of this kernel that fit on one SM (shared memory: one with two consumer warpgroups, two
@@ -151,7 +162,9 @@ pub struct TmaConvWeight {
     pub w: TcWeight,
     /// 1, or 2 for the sub-pixel form of a 2x upsampling conv.
     pub up: usize,
-    /// The layer's output channels (128, or 32 with `up` = 2).
+    /// GEMM N tiles of 128 columns (the packed weight's rows / 128).
+    pub n_tiles: usize,
+    /// The layer's output channels (128; with `up` = 2, 32 or 64).
     pub k_out: usize,
 }
 
@@ -161,9 +174,9 @@ impl TmaConvWeight {
         Self::packed(weight, 1)
     }
 
-    /// The sub-pixel form of a `[32, C, 3, 3]` weight (C % 64 == 0) that follows a 2x nearest upsampling
-    /// and a reflection pad of 1: a `[128, C, 3, 3]` conv of the replicate-padded low-resolution input whose
-    /// row 32·(2py + px) + k holds output parity (py, px)'s filter for channel k, the original taps summed
+    /// The sub-pixel form of a `[K, C, 3, 3]` weight (K = 32 or 64, C % 64 == 0) that follows a 2x nearest
+    /// upsampling and a reflection pad of 1: a `[4K, C, 3, 3]` conv of the replicate-padded low-resolution
+    /// input whose row K·(2py + px) + k holds output parity (py, px)'s filter for channel k, the original taps summed
     /// in f32 (rounded to f16 once) into the low-resolution taps they land on (`SUBPIXEL_TAPS`: parity a's
     /// tap r adds into low-resolution tap `SUBPIXEL_TAPS[a][r] + a`); the others are zero.
     pub fn upload_upsample(weight: &Tensor) -> Result<Self> {
@@ -172,8 +185,9 @@ impl TmaConvWeight {
 
     fn packed(weight: &Tensor, up: usize) -> Result<Self> {
         let w = TcWeight::upload(weight, 0, 0)?;
+        let bn = CONV2D_TMA_K as usize;
         ensure(
-            w.k == CONV2D_TMA_K as usize && w.r == 3 && w.c % CONV2D_TMA_BK as usize == 0 && w.kw == 9 * w.c && !w.subpixel,
+            (w.k == bn || (up == 2 && w.k == 2 * bn)) && w.r == 3 && w.c % CONV2D_TMA_BK as usize == 0 && w.kw == 9 * w.c && !w.subpixel,
             OP,
             || format!("weight {:?} is not a 3x3 conv with 128 outputs and a multiple of 64 inputs", weight.shape),
         )?;
@@ -183,17 +197,18 @@ impl TmaConvWeight {
             &[(w.kw * 2) as u64],
             &[CONV2D_TMA_BK, CONV2D_TMA_K],
         )?;
-        Ok(TmaConvWeight { map, w, up, k_out: CONV2D_TMA_K as usize / (up * up) })
+        let n_tiles = w.k / bn;
+        Ok(TmaConvWeight { map, w, up, n_tiles, k_out: bn * n_tiles / (up * up) })
     }
 }
 
-/// The `[128, C, 3, 3]` f32 weight of [`TmaConvWeight::upload_upsample`]'s sub-pixel form of a
-/// `[32, C, 3, 3]` upsampling conv weight (C % 64 == 0).
+/// The `[4K, C, 3, 3]` f32 weight of [`TmaConvWeight::upload_upsample`]'s sub-pixel form of a
+/// `[K, C, 3, 3]` upsampling conv weight (K = 32 or 64, C % 64 == 0).
 pub fn upsample_weight(weight: &Tensor) -> Result<Tensor> {
     let s = &weight.shape;
-    let k = CONV2D_TMA_K as usize / 4;
-    ensure(s.len() == 4 && s[0] == k && s[1] > 0 && s[1].is_multiple_of(CONV2D_TMA_BK as usize) && s[2..] == [3, 3], OP, || {
-        format!("upsampling weight {s:?} is not a 3x3 conv with {k} outputs and a multiple of {CONV2D_TMA_BK} inputs")
+    let k = s.first().copied().unwrap_or(0);
+    ensure(s.len() == 4 && (k == 32 || k == 64) && s[1] > 0 && s[1].is_multiple_of(CONV2D_TMA_BK as usize) && s[2..] == [3, 3], OP, || {
+        format!("upsampling weight {s:?} is not a 3x3 conv with 32 or 64 outputs and a multiple of {CONV2D_TMA_BK} inputs")
     })?;
     let c = s[1];
     let mut data = vec![0f32; 4 * k * c * 9];
@@ -201,9 +216,9 @@ pub fn upsample_weight(weight: &Tensor) -> Result<Tensor> {
         let (a, b) = (q / 2, q % 2);
         for ki in 0..k {
             for ci in 0..c {
-                for r in 0..3 {
-                    for t in 0..3 {
-                        let (lr, lt) = (SUBPIXEL_TAPS[a][r] + a, SUBPIXEL_TAPS[b][t] + b);
+                for (r, &ta) in SUBPIXEL_TAPS[a].iter().enumerate() {
+                    for (t, &tb) in SUBPIXEL_TAPS[b].iter().enumerate() {
+                        let (lr, lt) = (ta + a, tb + b);
                         data[(((q * k + ki) * c + ci) * 3 + lr) * 3 + lt] += weight.data[((ki * c + ci) * 3 + r) * 3 + t];
                     }
                 }
@@ -229,18 +244,21 @@ pub fn conv2d_tma(
     ensure(w.w.c == c, OP, || format!("weight has {} input channels, the input {c}", w.w.c))?;
     let want_mode = if w.up == 2 { PadMode::Replicate } else { PadMode::Reflect };
     ensure(x.mode == want_mode, OP, || format!("a weight with up = {} needs a {want_mode:?} input, got {:?}", w.up, x.mode))?;
-    let (k, up) = (w.k_out, w.up);
+    let (k, up, ntn) = (w.k_out, w.up, w.n_tiles);
     let out = [n, up * h, up * wd, k];
     ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out, OP, || {
         format!("y must be NHWC f16 {out:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
     })?;
     let tl = x.tiling;
-    let tiling = tl.part_tiling(h, wd, up);
+    ensure(ntn == 1 || tl.splits_rows(h), OP, || {
+        format!("a two-N-tile sub-pixel conv needs tiles of whole rows dividing H = {h} (tiles of {} rows)", tl.box_r)
+    })?;
+    let tiling = tl.part_tiling(h, wd, up, ntn);
     let part_len = tiling.part_len(n, k);
     ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
         format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
     })?;
-    let total = n * tl.tiles;
+    let total = n * tl.tiles * ntn;
     ensure(out.iter().product::<usize>() < (1 << 31) && part_len < (1 << 31), OP, || {
         format!("output {out:?} needs 64-bit indexing")
     })?;
@@ -249,29 +267,29 @@ pub fn conv2d_tma(
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
     let layout = conv2d_tma_layout(tl.consumers, tl.stages);
-    let (h32, w32, c32, up32) = (h as u32, wd as u32, c as u32, up as u32);
+    let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, ntn as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
-    // SAFETY: conv2d_tma_m128 / _m64 (`name`, the kernel for tl.consumers warpgroups and tl.stages stages) take (xmap, wmap:
-    // *const u8, h, w, c, up, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32),
-    // matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C] f16 with box
-    // 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there); the kernel's
-    // box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the tensor is
-    // zero-filled by the copy engine, never read from outside it. wmap covers w.w.data, [128, 9C] f16
-    // (checked at upload, C equal to the input's, checked here) with box 64 x 128 at (64·kt < 9C, 0). The
-    // kernel writes y16 words of pixels (n, y < up·H, x < up·W) only (y is f16 [N, up·H, up·W, k_out] with
-    // k_out·up² = 128, checked; up is the weight's, 1 or 2) and part[((n·k_out + ch)·tiles + tile)·2 ..+2]
-    // with ch < k_out, tile < tiles (part_len checked); y and part are exclusive
-    // borrows, distinct from the inputs. Every index fits 31 bits (checked here and in PaddedInput::new).
-    // Block conv2d_tma_threads(consumers) (the warpgroups the kernel's roles assume) with
-    // layout.smem ≤ 227 KB (a const of the kernel crate; `launch` opts in above 48 KB); grid ≤ total,
-    // each block striding over the tiles.
+    // SAFETY: conv2d_tma_m128 / _m64 (`name`, the kernel for tl.consumers warpgroups and tl.stages stages)
+    // take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut
+    // u32, part: *mut f32), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
+    // f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there);
+    // the kernel's box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the
+    // tensor is zero-filled by the copy engine, never read from outside it. wmap covers w.w.data,
+    // [128·n_tiles, 9C] f16 (checked at upload, C equal to the input's, checked here) with box 64 x 128 at
+    // (64·kt < 9C, 128·nt < 128·n_tiles). The kernel writes y16 words of pixels (n, y < up·H, x < up·W) only
+    // (y is f16 [N, up·H, up·W, k_out] with k_out·up² = 128·n_tiles, checked; up and n_tiles are the
+    // weight's) and part[((n·k_out + ch)·tiles·n_tiles + nt·tiles + tile)·2 ..+2] with ch < k_out, nt <
+    // n_tiles, tile < tiles (part_len checked); y and part are exclusive borrows, distinct from the inputs.
+    // Every index fits 31 bits (checked here and in PaddedInput::new). Block conv2d_tma_threads(consumers)
+    // (the warpgroups the kernel's roles assume) with layout.smem ≤ 227 KB (a const of the kernel crate;
+    // `launch` opts in above 48 KB); grid ≤ total, each block striding over the jobs.
     unsafe {
         gpu.launch(
             name,
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
             layout.smem,
-            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
+            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
         )?;
     }
     Ok(tiling)
@@ -294,7 +312,7 @@ mod tests {
         assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (128, 1, 2, 94));
         let t = TmaTiling::new(9, 50, 2);
         assert_eq!((t.box_w, t.box_r, t.tiles_x, t.tiles), (50, 2, 1, 5));
-        let p = t.part_tiling(9, 50, 1);
+        let p = t.part_tiling(9, 50, 1, 1);
         assert!(p.is_valid_for(450));
         assert_eq!((p.count(0), p.count(4)), (100, 50));
         let sm = 132;

@@ -127,7 +127,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
         let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Reflect)?;
         let dw = TmaConvWeight::upload(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, cs.norm, None, PadOut::Padded(&mut xp))?;
-        let want_tiling = tl.part_tiling(h, w, 1);
+        let want_tiling = tl.part_tiling(h, w, 1, 1);
         let mut dy = poisoned(&[n, h, w, 128], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, 128)], DType::F32, Layout::RowMajor)?;
         let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
@@ -207,7 +207,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let x = PaddedInput::new(1, 8, 8, 128, tl, PadMode::Reflect)?;
         let w = TmaConvWeight::upload(&zeros(&[128, 128, 3, 3]))?;
         let w64 = TmaConvWeight::upload(&zeros(&[128, 64, 3, 3]))?;
-        let part_len = tl.part_tiling(8, 8, 1).part_len(1, 128);
+        let part_len = tl.part_tiling(8, 8, 1, 1).part_len(1, 128);
         let mut part = DeviceTensor::empty(&[part_len], DType::F32, Layout::RowMajor)?;
         let mut part_small = DeviceTensor::empty(&[part_len - 1], DType::F32, Layout::RowMajor)?;
         let mut y = h16(&[1, 8, 8, 128])?;
@@ -220,7 +220,13 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let x_rep = PaddedInput::new(1, 8, 8, 128, tl, PadMode::Replicate)?;
         let w_up = TmaConvWeight::upload_upsample(&zeros(&[32, 128, 3, 3]))?;
         let mut y_up = h16(&[1, 16, 16, 32])?;
-        let mut part_up = DeviceTensor::empty(&[tl.part_tiling(8, 8, 2).part_len(1, 32)], DType::F32, Layout::RowMajor)?;
+        let mut part_up = DeviceTensor::empty(&[tl.part_tiling(8, 8, 2, 1).part_len(1, 32)], DType::F32, Layout::RowMajor)?;
+        // 9 rows in tiles of 64 / 8 = 8 rows (one warpgroup): a two-N-tile conv's partials need whole tiles.
+        let tl_odd = TmaTiling::new(9, 8, 1);
+        let x_odd = PaddedInput::new(1, 9, 8, 128, tl_odd, PadMode::Replicate)?;
+        let w_up64 = TmaConvWeight::upload_upsample(&zeros(&[64, 128, 3, 3]))?;
+        let mut y_odd = h16(&[1, 18, 16, 64])?;
+        let mut part_odd = DeviceTensor::empty(&[4 * tl_odd.part_tiling(9, 8, 2, 2).part_len(1, 64)], DType::F32, Layout::RowMajor)?;
         let attempts: Vec<(&str, bool)> = vec![
             ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
             ("output shape", conv2d_tma(gpu, &x, &w, &mut y_bad, &mut part).is_ok()),
@@ -237,7 +243,8 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("sub-pixel weight over a reflection-padded input", conv2d_tma(gpu, &x, &w_up, &mut y_up, &mut part_up).is_ok()),
             ("sub-pixel weight into a 1x output", conv2d_tma(gpu, &x_rep, &w_up, &mut y, &mut part_up).is_ok()),
             ("plain weight over a replicate-padded input", conv2d_tma(gpu, &x_rep, &w, &mut y, &mut part).is_ok()),
-            ("sub-pixel weight with 64 outputs", TmaConvWeight::upload_upsample(&zeros(&[64, 128, 3, 3])).is_ok()),
+            ("sub-pixel weight with 128 outputs", TmaConvWeight::upload_upsample(&zeros(&[128, 128, 3, 3])).is_ok()),
+            ("two N tiles with tile rows not dividing H", conv2d_tma(gpu, &x_odd, &w_up64, &mut y_odd, &mut part_odd).is_ok()),
             ("sub-pixel weight with 32 inputs", TmaConvWeight::upload_upsample(&zeros(&[32, 32, 3, 3])).is_ok()),
         ];
         // The right calls are taken (so the refusals above are about what they name).
@@ -250,39 +257,48 @@ fn refusals(gpu: &Gpu) -> CheckResult {
     })
 }
 
-/// Sub-pixel 2x upsampling conv cases: (N, C, H, W) of the low-resolution input, consumer warpgroups, input
-/// norm.
+/// Sub-pixel 2x upsampling conv cases: (N, C, H, W) of the low-resolution input, output channels K (32: one
+/// N tile; 64: two), consumer warpgroups, input norm.
 #[rustfmt::skip]
-const UP_CASES: &[(usize, usize, usize, usize, u32, bool)] = &[
+const UP_CASES: &[(usize, usize, usize, usize, usize, u32, bool)] = &[
     // deconv2 of a 256x256 image (128x128 -> 256x256), one warpgroup as the net picks there.
-    (1, 64, 128, 128, 1, true),
+    (1, 64, 128, 128, 32, 1, true),
     // Short rows (13 x 9 boxes), batch 2, partial bottom tiles.
-    (2, 64, 9, 13, 2, true),
+    (2, 64, 9, 13, 32, 2, true),
     // A 44-pixel partial tile at the right edge, no norm.
-    (1, 64, 6, 300, 2, false),
+    (1, 64, 6, 300, 32, 2, false),
     // C = 128 (two K steps per tap), 7 x 9 boxes.
-    (1, 128, 11, 7, 1, true),
+    (1, 128, 11, 7, 32, 1, true),
     // The smallest input (every tap replicated).
-    (1, 64, 2, 2, 1, true),
+    (1, 64, 2, 2, 32, 1, true),
     // Batch 3, more tiles than blocks.
-    (3, 64, 40, 37, 2, false),
+    (3, 64, 40, 37, 32, 2, false),
+    // deconv1 (128 -> 64, two N tiles) of a 256x256 image (64x64 -> 128x128).
+    (1, 128, 64, 64, 64, 1, true),
+    // Two N tiles: 13 x 9 boxes (9 rows divide H), batch 2; a partial right tile; batch 3 with 37 x 3 boxes.
+    (2, 128, 9, 13, 64, 2, true),
+    (1, 128, 6, 300, 64, 2, false),
+    (3, 128, 24, 37, 64, 2, true),
+    // C = 64 with two N tiles, a single tile of 4 rows.
+    (1, 64, 4, 16, 64, 1, false),
 ];
 
 /// The sub-pixel form on the CPU: NCHW `x` `[N, C, H, W]` replicate-padded, convolved with `w_sub`
-/// `[128, C, 3, 3]` (`upsample_weight`), column block q = 2py + px of the result moved to output pixel
-/// (2y + py, 2x + px): `[N, 32, 2H, 2W]`.
+/// `[4K, C, 3, 3]` (`upsample_weight`), column block q = 2py + px of the result moved to output pixel
+/// (2y + py, 2x + px): `[N, K, 2H, 2W]`.
 fn subpixel_conv_cpu(x: &Tensor, w_sub: &Tensor) -> Result<Tensor> {
     let [n, c, h, w] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let kc = w_sub.shape[0] / 4;
     let xpad = tc::nhwc_to_nchw([n, h + 2, w + 2, c], &pad_nhwc_mode(x, PadMode::Replicate))?;
     let sub = cpu::conv2d(&xpad, w_sub, None, 1, Padding::Zero(0), 1)?;
     let (ho, wo) = (2 * h, 2 * w);
-    let mut out = Tensor { shape: vec![n, 32, ho, wo], data: vec![0.0; n * 32 * ho * wo] };
+    let mut out = Tensor { shape: vec![n, kc, ho, wo], data: vec![0.0; n * kc * ho * wo] };
     for s in 0..n {
         for q in 0..4 {
-            for k in 0..32 {
+            for k in 0..kc {
                 for y in 0..h {
                     for xx in 0..w {
-                        out.data[((s * 32 + k) * ho + 2 * y + q / 2) * wo + 2 * xx + q % 2] = sub.data[((s * 128 + q * 32 + k) * h + y) * w + xx];
+                        out.data[((s * kc + k) * ho + 2 * y + q / 2) * wo + 2 * xx + q % 2] = sub.data[((s * 4 * kc + q * kc + k) * h + y) * w + xx];
                     }
                 }
             }
@@ -291,15 +307,28 @@ fn subpixel_conv_cpu(x: &Tensor, w_sub: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// `[N, C, 2H, W]` with the even rows first, then the odd ones (the plane two-N-tile partials tile).
+fn rows_by_parity(t: &Tensor) -> Tensor {
+    let [n, c, h2, w] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    let mut out = t.clone();
+    for plane in 0..n * c {
+        for r in 0..h2 {
+            let dst = (r % 2) * (h2 / 2) + r / 2;
+            out.data[(plane * h2 + dst) * w..][..w].copy_from_slice(&t.data[(plane * h2 + r) * w..][..w]);
+        }
+    }
+    out
+}
+
 /// One [`UP_CASES`] case (module comment).
-fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, consumers, norm): (usize, usize, usize, usize, u32, bool)) -> Vec<CheckResult> {
+fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool)) -> Vec<CheckResult> {
     const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
     let tag = if norm { " +in_norm" } else { "" };
-    let case = format!("up2 {n}x{c}x{h}x{w} -> 32 m{}{tag}", 64 * consumers);
+    let case = format!("up2 {n}x{c}x{h}x{w} -> {k} m{}{tag}", 64 * consumers);
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
         let bound = 1.0 / ((c * 9) as f32).sqrt();
-        let wt = round_tensor_f16(&random(rng, &[32, c, 3, 3], -bound, bound));
+        let wt = round_tensor_f16(&random(rng, &[k, c, 3, 3], -bound, bound));
         let coef = if norm { random_in_coef(rng, n, c) } else { identity_coef(n, c) };
         let x_cpu = if norm { apply_in_norm(&x, &coef.data) } else { x.clone() };
         let nominal = cpu::conv2d(&x_cpu, &wt, None, 1, Padding::Reflect(1), 2)?;
@@ -314,20 +343,22 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, consumers, norm): (usi
         let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Replicate)?;
         let dw = TmaConvWeight::upload_upsample(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, norm, None, PadOut::Padded(&mut xp))?;
-        let want_tiling = tl.part_tiling(h, w, 2);
-        let mut dy = poisoned(&[n, ho, wo, 32], DType::F16, Layout::Nhwc)?;
-        let mut part = poisoned(&[want_tiling.part_len(n, 32)], DType::F32, Layout::RowMajor)?;
+        let want_tiling = tl.part_tiling(h, w, 2, k / 32);
+        let mut dy = poisoned(&[n, ho, wo, k], DType::F16, Layout::Nhwc)?;
+        let mut part = poisoned(&[want_tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
         let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
-        let gamma = random(rng, &[32], 0.5, 1.5);
-        let beta = random(rng, &[32], -0.5, 0.5);
+        let gamma = random(rng, &[k], 0.5, 1.5);
+        let beta = random(rng, &[k], -0.5, 0.5);
         let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
-        let mut ncoef = poisoned(&[n * 32 * 2], DType::F32, Layout::RowMajor)?;
-        nhwc::nhwc_in_coef_tiled(gpu, &[n, ho, wo, 32], &tiling, &part, &dg, &db, &mut ncoef)?;
+        let mut ncoef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
+        nhwc::nhwc_in_coef_tiled(gpu, &[n, ho, wo, k], &tiling, &part, &dg, &db, &mut ncoef)?;
         gpu.synchronize()?;
 
-        let got16 = tc::nhwc_to_nchw([n, ho, wo, 32], &dy.to_vec_f16_as_f32()?)?;
+        let got16 = tc::nhwc_to_nchw([n, ho, wo, k], &dy.to_vec_f16_as_f32()?)?;
         let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = part.to_vec_f32()?.chunks(2).map(|p| (p[0], p[1])).unzip();
-        let (want_mean, want_m2) = host_partials(&exact, &want_tiling);
+        // Two N tiles: the partials tile a plane of the even output rows then the odd ones.
+        let exact_rows = if k == 64 { rows_by_parity(&exact) } else { exact.clone() };
+        let (want_mean, want_m2) = host_partials(&exact_rows, &want_tiling);
         let mut results = vec![
             compare(OP, &format!("{case} replicate-padded input"), &xp.t.to_vec_f16_as_f32()?, &pad_nhwc_mode(&x_cpu, PadMode::Replicate), Tolerance::F32),
             compare(OP, &format!("{case} f16 out vs upsample conv"), &got16.data, &nominal.data, TOL_SUB),
@@ -417,9 +448,9 @@ mod tests {
     #[test]
     fn subpixel_form_is_the_upsampling_conv() {
         let mut rng = <Rng64 as rand::SeedableRng>::seed_from_u64(3);
-        for (h, w) in [(3, 5), (2, 2), (4, 7)] {
+        for (h, w, k) in [(3, 5, 32), (2, 2, 32), (4, 7, 64)] {
             let x = random(&mut rng, &[2, 64, h, w], -1.0, 1.0);
-            let wt = random(&mut rng, &[32, 64, 3, 3], -0.1, 0.1);
+            let wt = random(&mut rng, &[k, 64, 3, 3], -0.1, 0.1);
             let want = cpu::conv2d(&x, &wt, None, 1, Padding::Reflect(1), 2).unwrap();
             let got = subpixel_conv_cpu(&x, &upsample_weight(&wt).unwrap()).unwrap();
             assert_eq!(got.shape, want.shape);
@@ -431,6 +462,8 @@ mod tests {
 
     #[test]
     fn cases_cover_the_contract() {
+        assert!(UP_CASES.iter().all(|c| c.4 == 32 || TmaTiling::new(c.2, c.3, c.5).splits_rows(c.2)), "two-N-tile cases need whole tiles");
+        assert!(UP_CASES.iter().any(|c| c.4 == 64 && c.0 > 1) && UP_CASES.iter().any(|c| c.4 == 32 && c.0 > 1));
         assert!(CASES.iter().any(|c| c.consumers == 1) && CASES.iter().any(|c| c.consumers == 2));
         assert!(CASES.iter().any(|c| c.c == 64));
         assert!(CASES.iter().any(|c| c.w > 128 && c.w % 128 != 0), "partial tile at the right edge");
