@@ -30,7 +30,12 @@
 //! a padded t1; in2 plus the residual into the other padded trunk, the last block's into the plain trunk
 //! for deconv1), so every A tile is one rectangular box copy (run 31, H200, 1024x1024 b1: 1.341 ms against
 //! 1.768 with `STYLEFORGE_CONV_TMA=0`, the old path; residual block 0.120 ms, 0.207 on `conv2d_tc` in run
-//! 22). Buffers are allocated
+//! 22). With the residual blocks on `conv2d_tma`, deconv1 and deconv2 run there too, in sub-pixel form
+//! (`TmaConvWeight::upload_upsample`: the four output parities as GEMM columns over the replicate-padded
+//! low-resolution input; the last residual block writes deconv1's padded input, in4 is a replicate
+//! `nhwc_in_apply_pad` into deconv2's; run 37, H200, 1024x1024 b1: 1.213 ms against 1.315 with
+//! `STYLEFORGE_DECONV1_TMA=0 STYLEFORGE_DECONV2_TMA=0`; deconv1 keeps `conv2d_tc` when its tile rows do not
+//! divide the trunk's height, which only happens below 64-pixel-wide trunks). Buffers are allocated
 //! once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
