@@ -91,25 +91,19 @@ pub const DECONV2_TMA_ENV: &str = "STYLEFORGE_DECONV2_TMA";
 /// writes deconv1's replicate-padded input).
 pub const DECONV1_TMA_ENV: &str = "STYLEFORGE_DECONV1_TMA";
 
-/// Whether `conv2d_tma` takes an upsampling conv in sub-pixel form: 2x upsampling, 3x3, `k` outputs,
-/// C % 64 == 0, stride 1.
-fn tma_takes_upsample(l: &ConvLayer, k: usize) -> bool {
+/// Whether `conv2d_tma` takes `l` as a 3x3, stride-1 conv with C % 64 == 0 inputs and `k` outputs,
+/// upsampled `up` times first (1: a residual conv, 128 outputs; 2: the sub-pixel form, 32 or 64).
+fn tma_takes(l: &ConvLayer, k: usize, up: usize) -> bool {
     let s = &l.weight.shape;
-    s.len() == 4 && s[0] == k && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample == 2
+    s.len() == 4 && s[0] == k && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample.max(1) == up
 }
 
 /// The sub-pixel `conv2d_tma` weight of `l` when `conv2d_tma` is on, `env` is not `0` and it takes the
 /// layer with `k` outputs.
 fn upsample_tma(l: &ConvLayer, k: usize, env: &str) -> Result<Option<TmaConvWeight>> {
-    (conv_tma_on() && std::env::var(env).map_or(true, |v| v != "0") && tma_takes_upsample(l, k))
+    (conv_tma_on() && std::env::var(env).map_or(true, |v| v != "0") && tma_takes(l, k, 2))
         .then(|| TmaConvWeight::upload_upsample(&l.weight))
         .transpose()
-}
-
-/// Whether `conv2d_tma` takes a residual conv: 3x3, 128 outputs, C % 64 == 0, stride 1, no upsampling.
-fn tma_takes(l: &ConvLayer) -> bool {
-    let s = &l.weight.shape;
-    s.len() == 4 && s[0] == 128 && s[1].is_multiple_of(64) && s[1] > 0 && s[2..] == [3, 3] && l.stride == 1 && l.upsample <= 1
 }
 
 /// deconv3's packed weight for the kernel [`DECONV3_ENV`] picks.
@@ -400,7 +394,7 @@ impl<'g> GpuTransformerNetFast<'g> {
                     in1: GpuNorm::new(&b.in1)?,
                     conv2: TcConv::new(&b.conv2, 0, 0)?,
                     in2: GpuNorm::new(&b.in2)?,
-                    tma: (conv_tma_on() && tma_takes(&b.conv1) && tma_takes(&b.conv2))
+                    tma: (conv_tma_on() && tma_takes(&b.conv1, 128, 1) && tma_takes(&b.conv2, 128, 1))
                         .then(|| Ok::<_, Error>([TmaConvWeight::upload(&b.conv1.weight)?, TmaConvWeight::upload(&b.conv2.weight)?]))
                         .transpose()?,
                 })
@@ -480,6 +474,10 @@ impl<'g> GpuTransformerNetFast<'g> {
         let s5 = self.deconv2.out_shape(&s4)?;
         let s6 = self.deconv3.out_shape(&s5)?;
         let shapes = [&s1, &s2, &s3, &s4, &s5];
+        // conv2d_tma's tilings of the trunk (residual convs, deconv1) and of deconv1's output (deconv2).
+        let tl3 = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
+        let tl4 = conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count);
+        let res_tma = self.conv_tma && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty();
         // conv1's halo kernel has 2-D tiles (possibly more than the 1-D ones at the same size).
         let part_len = shapes
             .iter()
@@ -487,9 +485,9 @@ impl<'g> GpuTransformerNetFast<'g> {
             .chain([self.deconv1.tiling(&s4).part_len(s4[0], s4[3]), self.deconv2.tiling(&s5).part_len(s5[0], s5[3])])
             .chain([conv2d_tc_c4_halo_tiling(&s1).part_len(s1[0], s1[3])])
             .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
-            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2], 1, 1).part_len(s3[0], s3[3])])
-            .chain([conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count).part_tiling(s4[1], s4[2], 2, 1).part_len(s5[0], s5[3])])
-            .chain([conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count).part_tiling(s3[1], s3[2], 2, 2).part_len(s4[0], s4[3])])
+            .chain([tl3.part_tiling(s3[1], s3[2], 1, 1).part_len(s3[0], s3[3])])
+            .chain([tl4.part_tiling(s4[1], s4[2], 2, 1).part_len(s5[0], s5[3])])
+            .chain([tl3.part_tiling(s3[1], s3[2], 2, 2).part_len(s4[0], s4[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -511,25 +509,20 @@ impl<'g> GpuTransformerNetFast<'g> {
             part: f(part_len)?,
             coef: f(coef_len)?,
             coef_trunk: f(coef_len)?,
-            pads: if self.conv_tma && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() {
-                let tl = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
-                let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl, PadMode::Reflect);
+            pads: if res_tma {
+                let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3, PadMode::Reflect);
                 Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
             } else {
                 None
             },
             u1_pad: match &self.deconv2_tma {
-                Some(w) if self.conv_tma && s4[3] == w.w.c => {
-                    let tl = conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count);
-                    Some(PaddedInput::new(s4[0], s4[1], s4[2], s4[3], tl, PadMode::Replicate)?)
-                }
+                Some(w) if self.conv_tma && s4[3] == w.w.c => Some(PaddedInput::new(s4[0], s4[1], s4[2], s4[3], tl4, PadMode::Replicate)?),
                 _ => None,
             },
             trunk_up: match &self.deconv1_tma {
-                Some(w) if self.conv_tma && s3[3] == w.w.c && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty() => {
-                    let tl = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
-                    // Two N tiles need tile rows dividing H (small odd images keep conv2d_tc).
-                    tl.splits_rows(s3[1]).then(|| PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl, PadMode::Replicate)).transpose()?
+                // Two N tiles need tile rows dividing H (small odd images keep conv2d_tc).
+                Some(w) if res_tma && s3[3] == w.w.c && tl3.splits_rows(s3[1]) => {
+                    Some(PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3, PadMode::Replicate)?)
                 }
                 _ => None,
             },
