@@ -506,16 +506,18 @@ pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
 pub const CONV2D_TMA_K: u32 = 128;
 /// `conv2d_tma`: GEMM-K slice per stage (one tap, 64 input channels: C % 64 == 0).
 pub const CONV2D_TMA_BK: u32 = 64;
-/// `conv2d_tma`: the kernel with `consumers` warpgroups (tiles of up to 64·consumers pixels) and a ring
-/// of `stages` shared-memory stages, or `None`.
-pub const fn conv2d_tma_kernel(consumers: u32, stages: u32) -> Option<&'static str> {
-    match (consumers, stages) {
-        (2, 4) => Some("conv2d_tma_m128"),
-        (1, 3) => Some("conv2d_tma_m64"),
+/// `conv2d_tma`: the kernel with `consumers` warpgroups (tiles of up to 64·consumers pixels), a ring of
+/// `stages` shared-memory stages and the ping-pong schedule or not, or `None`.
+pub const fn conv2d_tma_kernel(consumers: u32, stages: u32, pingpong: bool) -> Option<&'static str> {
+    match (consumers, stages, pingpong) {
+        (2, 4, false) => Some("conv2d_tma_m128"),
+        (1, 3, false) => Some("conv2d_tma_m64"),
+        (2, CONV2D_TMA_PP_STAGES, true) => Some("conv2d_tma_pp"),
         _ => None,
     }
 }
-/// `conv2d_tma`: threads per block (the consumer warpgroups, then one producer warp).
+/// `conv2d_tma`: threads per block (the consumer warpgroups, then one producer warp; the ping-pong kernel's
+/// too, with two).
 pub const fn conv2d_tma_threads(consumers: u32) -> u32 {
     consumers * 128 + 32
 }
@@ -557,6 +559,48 @@ pub const fn conv2d_tma_layout(consumers: u32, stages: u32) -> Conv2dTmaLayout {
     let end = staging + consumers * 64 * CONV2D_TMA_SROW * 4;
     Conv2dTmaLayout { a_bytes, stage_bytes, bars, red, staging, smem: end + 1024 }
 }
+
+/// `conv2d_tma_pp` (the ping-pong schedule: two consumer warpgroups, each multiplying a whole tile of up to
+/// 128 pixels while the other runs its epilogue): ring stages.
+pub const CONV2D_TMA_PP_STAGES: u32 = 4;
+/// `conv2d_tma_pp`: threads per block (two consumer warpgroups, then one producer warp).
+pub const CONV2D_TMA_PP_THREADS: u32 = conv2d_tma_threads(2);
+/// Where `conv2d_tma_pp` keeps things in dynamic shared memory (byte offsets from the first 1024-byte aligned
+/// address; the launch reserves 1024 bytes of slack for that alignment).
+#[derive(Clone, Copy)]
+pub struct Conv2dTmaPpLayout {
+    /// Bytes per stage: the A tile (128 rows of 128 bytes), then the B tile (128 rows); a multiple of 1024.
+    pub stage_bytes: u32,
+    /// The stages' "full" mbarriers (8 bytes each), their "empty" ones, then the "mainloop order" one.
+    pub bars: u32,
+    /// Per warpgroup: the epilogue's column means [128] f32, then the column M2 [128].
+    pub red: u32,
+    /// Per warpgroup: the epilogue's f32 staging tile [64][CONV2D_TMA_SROW] (one 64-row half of a tile at a
+    /// time), `CONV2D_TMA_PP_STAGING` bytes each.
+    pub staging: u32,
+    /// Dynamic shared memory to launch with (slack included).
+    pub smem: u32,
+}
+/// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
+/// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
+/// keeps their registers within it.
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS)];
+/// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
+pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
+/// [`Conv2dTmaPpLayout`].
+pub const fn conv2d_tma_pp_layout() -> Conv2dTmaPpLayout {
+    let stage_bytes = 2 * 64 * 128 + CONV2D_TMA_K * 128;
+    let bars = CONV2D_TMA_PP_STAGES * stage_bytes;
+    // 16-byte aligned: the staging tile takes 8- and 16-byte accesses.
+    let red = bars + ((2 * CONV2D_TMA_PP_STAGES + 1) * 8).next_multiple_of(16);
+    let staging = red + 2 * 2 * CONV2D_TMA_K * 4;
+    let end = staging + 2 * CONV2D_TMA_PP_STAGING;
+    Conv2dTmaPpLayout { stage_bytes, bars, red, staging, smem: end + 1024 }
+}
+const _: () = {
+    let l = conv2d_tma_pp_layout();
+    assert!(l.smem <= 227 * 1024 && l.red.is_multiple_of(16) && l.staging.is_multiple_of(16) && CONV2D_TMA_PP_STAGING.is_multiple_of(16));
+};
 
 // ---------------------------------------------------------------------------------------- attention_tc
 /// `attention_tc` (f16 flash attention on tensor cores): warps per block, each owning 16·m-tiles query rows.

@@ -157,6 +157,7 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .ok_or_else(|| format!("no gpu_kernels*.s in {}", deps.display()))?;
     let ptx = std::fs::read_to_string(&asm).map_err(|e| format!("{}: {e}", asm.display()))?;
+    let ptx = with_max_threads(&ptx, gpu_kernels::launch::MAX_THREADS)?;
 
     // An unresolved function (a libm or compiler-builtins call LTO could not resolve) would fail at load time.
     let externs: Vec<&str> = ptx
@@ -216,6 +217,26 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
         out.display()
     );
     Ok(out)
+}
+
+/// Adds `.maxntid N, 1, 1` to each named kernel's entry (rustc cannot say it): ptxas then keeps the
+/// kernel's registers within what N threads per block can have. Without it a JIT compiler may use so many
+/// that a block of N threads is not launchable.
+fn with_max_threads(ptx: &str, bounds: &[(&str, u32)]) -> Result<String> {
+    let mut lines: Vec<String> = ptx.lines().map(str::to_owned).collect();
+    for &(name, threads) in bounds {
+        let entry = lines
+            .iter()
+            .position(|l| l.contains(&format!(".entry {name}(")))
+            .ok_or_else(|| format!("MAX_THREADS names {name}, which the PTX does not define"))?;
+        let body = entry
+            + lines[entry..]
+                .iter()
+                .position(|l| l.trim() == "{")
+                .ok_or_else(|| format!("no body after .entry {name}"))?;
+        lines.insert(body, format!(".maxntid {threads}, 1, 1"));
+    }
+    Ok(lines.join("\n") + "\n")
 }
 
 fn nightly_has_rust_src() -> bool {
@@ -410,6 +431,16 @@ fn bundle(args: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::with_max_threads;
+
+    #[test]
+    fn inserts_maxntid_before_the_body() {
+        let ptx = ".visible .entry a(\n\t.param .u32 p\n)\n{\n\tret;\n}\n.visible .entry b(\n)\n{\n}\n";
+        let out = with_max_threads(ptx, &[("b", 288)]).unwrap();
+        assert_eq!(out, ".visible .entry a(\n\t.param .u32 p\n)\n{\n\tret;\n}\n.visible .entry b(\n)\n.maxntid 288, 1, 1\n{\n}\n");
+        assert!(with_max_threads(ptx, &[("c", 32)]).is_err());
+    }
+
     use super::parse_arch;
 
     #[test]

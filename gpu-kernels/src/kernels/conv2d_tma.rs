@@ -49,6 +49,7 @@
 //! (tile = ty·tiles_x + tx). Two passes as `conv2d_wg`'s: sums reduced over the 8 lanes of a row group by
 //! shuffles and over the consumer warps through a scratch area outside the ring (the producer keeps
 //! filling the ring meanwhile).
+use crate::device::math::fma;
 use crate::device::mma::pack_f16x2;
 use crate::device::shared::{ld_f32, ld_v4_f32, st_f32, st_v2_f32};
 use crate::device::tma::{
@@ -61,7 +62,11 @@ use crate::device::wgmma::{
     SW128_ROW_BYTES,
 };
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
-use crate::launch::{conv2d_tma_layout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_SROW};
+use crate::kernels::nhwc::H8;
+use crate::launch::{
+    conv2d_tma_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_PP_STAGES,
+    CONV2D_TMA_PP_STAGING, CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
+};
 
 const BK: u32 = CONV2D_TMA_BK;
 const BN: u32 = CONV2D_TMA_K;
@@ -84,6 +89,110 @@ fn tile_origin(tile: u32, tiles: u32, tiles_x: u32, box_r: u32, box_w: u32) -> (
     let ti = tile - n * tiles;
     let ty = ti / tiles_x;
     (n, ti, ty * box_r, (ti - ty * tiles_x) * box_w)
+}
+
+/// The launch's tiling parameters the producer needs (kernel arguments of the same names).
+#[derive(Clone, Copy)]
+struct Shape {
+    c: u32,
+    n_tiles: u32,
+    box_w: u32,
+    box_r: u32,
+    tiles_x: u32,
+    tiles: u32,
+    total: u32,
+}
+
+/// The shared-memory ring: `stages` stages of `stage_bytes` from `base` (the A tile, `a_bytes`, then the B
+/// tile), their "full" mbarriers from `full` and "empty" ones from `empty` (8 bytes each).
+#[derive(Clone, Copy)]
+struct Ring {
+    base: u32,
+    full: u32,
+    empty: u32,
+    stages: u32,
+    stage_bytes: u32,
+    a_bytes: u32,
+}
+
+/// The producer lane: for the block's jobs (block b takes b, b + gridDim.x, ...) and each K step in order,
+/// waits until the ring's next stage is empty, arms its "full" mbarrier with the stage's byte count and
+/// issues the A box (one tap, 64 channels of `box_w` x `box_r` padded-input pixels) and the B box (the
+/// weight's 128 rows of N tile `job % n_tiles`, the same 64-wide K slice).
+///
+/// # Safety
+/// One lane of the block calls it; the maps, ring and mbarriers as the kernels' comments say.
+#[inline(always)]
+unsafe fn produce(xmap: *const u8, wmap: *const u8, sh: &Shape, ring: Ring) {
+    prefetch_map(xmap);
+    prefetch_map(wmap);
+    let ktiles = 9 * sh.c / BK;
+    let tx = sh.box_w * sh.box_r * SW128_ROW_BYTES + B_BYTES;
+    let (mut stage, mut phase) = (0u32, 0u32);
+    let mut tile = block_idx_x();
+    while tile < sh.total {
+        let nt = tile % sh.n_tiles;
+        let (n, _, y0, x0) = tile_origin(tile / sh.n_tiles, sh.tiles, sh.tiles_x, sh.box_r, sh.box_w);
+        let mut kt = 0;
+        while kt < ktiles {
+            let k0 = kt * BK;
+            let tap = k0 / sh.c;
+            let r = tap / 3;
+            let s = tap - 3 * r;
+            wait_parity(ring.empty + 8 * stage, phase ^ 1);
+            let bar = ring.full + 8 * stage;
+            arrive_expect_tx(bar, tx);
+            let dst = ring.base + stage * ring.stage_bytes;
+            load_4d(dst, xmap, [(k0 - tap * sh.c) as i32, (x0 + s) as i32, (y0 + r) as i32, n as i32], bar);
+            load_2d(dst + ring.a_bytes, wmap, k0 as i32, (nt * BN) as i32, bar);
+            stage += 1;
+            if stage == ring.stages {
+                stage = 0;
+                phase ^= 1;
+            }
+            kt += 1;
+        }
+        tile += grid_dim_x();
+    }
+}
+
+/// Where a tile's GEMM rows and columns go in y16 (`[N, up·H, up·W, kc]` f16): sample `n`, N tile `nt`,
+/// first low-resolution pixel (y0, x0), `box_w` pixels per tile row.
+#[derive(Clone, Copy)]
+struct OutTile {
+    n: u32,
+    h: u32,
+    wd: u32,
+    up: u32,
+    kc: u32,
+    nt: u32,
+    y0: u32,
+    x0: u32,
+    box_w: u32,
+}
+
+/// Stores `rows` rows of the f32 staging tile `stg` ([row][SROW]), which hold tile rows `row0 ..`, to y16 as
+/// f16: 16 threads per row (thread `i` of the storing ones, `step` = their number / 16 rows per pass).
+/// Thread i % 16 = j stores GEMM columns 8j .. 8j + 8 (global 128·nt + 8j): channels (8j) % kc .. of
+/// parity q = (128·nt + 8j) / kc = (py, px), output pixel (up·yl + py, up·xl + px) of tile row (yl, xl).
+#[inline(always)]
+unsafe fn store_rows(stg: u32, y16: *mut u32, o: &OutTile, row0: u32, rows: u32, i: u32, step: u32) {
+    let j = i % 16;
+    let q = (BN * o.nt + 8 * j) / o.kc;
+    let (py, px) = (q / o.up, q % o.up);
+    let mut rr = i / 16;
+    while rr < rows {
+        let r = row0 + rr;
+        let dy = r / o.box_w;
+        let (yl, xl) = (o.y0 + dy, o.x0 + r - dy * o.box_w);
+        let p = (o.n * o.up * o.h + o.up * yl + py) * o.up * o.wd + o.up * xl + px;
+        let src = stg + (rr * SROW + 8 * j) * 4;
+        let (v0, v1) = (ld_v4_f32(src), ld_v4_f32(src + 16));
+        // H8 (16-byte aligned) makes it one 16-byte store; the offset is a multiple of 8 halves.
+        let dst = y16.add((p * (o.kc / 2) + (8 * j) % o.kc / 2) as usize) as *mut H8;
+        *dst = H8([pack_f16x2(v0[0], v0[1]), pack_f16x2(v0[2], v0[3]), pack_f16x2(v1[0], v1[1]), pack_f16x2(v1[2], v1[3])]);
+        rr += step;
+    }
 }
 
 macro_rules! conv2d_tma_entry {
@@ -139,39 +248,11 @@ pub unsafe extern "ptx-kernel" fn $name(
     }
     sync_threads();
     let ktiles = 9 * c / BK;
-    let a_tx = box_w * box_r * SW128_ROW_BYTES;
+    let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
 
     if warp == WARPS {
-        // Producer: one lane issues every copy.
         if lane == 0 {
-            prefetch_map(xmap);
-            prefetch_map(wmap);
-            let (mut stage, mut phase) = (0u32, 0u32);
-            let mut tile = block_idx_x();
-            while tile < total {
-                let nt = tile % n_tiles;
-                let (n, _, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
-                let mut kt = 0;
-                while kt < ktiles {
-                    let k0 = kt * BK;
-                    let tap = k0 / c;
-                    let r = tap / 3;
-                    let s = tap - 3 * r;
-                    wait_parity(empty + 8 * stage, phase ^ 1);
-                    let bar = full + 8 * stage;
-                    arrive_expect_tx(bar, a_tx + B_BYTES);
-                    let dst = smem + stage * L.stage_bytes;
-                    load_4d(dst, xmap, [(k0 - tap * c) as i32, (x0 + s) as i32, (y0 + r) as i32, n as i32], bar);
-                    load_2d(dst + A_BYTES, wmap, k0 as i32, (nt * BN) as i32, bar);
-                    stage += 1;
-                    if stage == STAGES {
-                        stage = 0;
-                        phase ^= 1;
-                    }
-                    kt += 1;
-                }
-                tile += grid_dim_x();
-            }
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES });
         }
         return;
     }
@@ -275,28 +356,9 @@ pub unsafe extern "ptx-kernel" fn $name(
             r += 1;
         }
         st_f32(red2 + t * 4, m2);
-        // f16 output: 16 threads per 256-byte tile row (8 GEMM columns each), 8·NC rows per pass. Thread j's
-        // columns 8j .. 8j + 8 (global 128·nt + 8j) are channels (8j) % kc .. of parity q = (128·nt + 8j) / kc
-        // = (py, px), output pixel (up·yl + py, up·xl + px) of tile row (yl, xl).
-        let j = t % 16;
-        let q = (BN * nt + 8 * j) / kc;
-        let (py, px) = (q / up, q % up);
-        let mut rr = t / 16;
-        while rr < count {
-            let dy = rr / box_w;
-            let (yl, xl) = (y0 + dy, x0 + rr - dy * box_w);
-            let p = (n * up * h + up * yl + py) * up * wd + up * xl + px;
-            let src = stg + (rr * SROW + 8 * j) * 4;
-            let (v0, v1) = (ld_v4_f32(src), ld_v4_f32(src + 16));
-            let out = y16.add((p * (kc / 2) + (8 * j) % kc / 2) as usize) as *mut [u32; 4];
-            *out = [
-                pack_f16x2(v0[0], v0[1]),
-                pack_f16x2(v0[2], v0[3]),
-                pack_f16x2(v1[0], v1[1]),
-                pack_f16x2(v1[2], v1[3]),
-            ];
-            rr += NC * 8;
-        }
+        // f16 output: 16 threads per 256-byte tile row, 8·NC rows per pass.
+        let out = OutTile { n, h, wd, up, kc, nt, y0, x0, box_w };
+        store_rows(stg, y16, &out, 0, count, t, NC * 8);
         named_barrier(CONSUMER_BARRIER, NC * 128);
         if t < kc {
             let mut m2 = 0f32;
@@ -327,3 +389,237 @@ conv2d_tma_entry!(
     /// blocks per SM.
     conv2d_tma_m64, consumers 1, stages 3
 );
+
+/// (mean, M2) of staged column `col` over rows 0 .. `rows` (≥ 1) in one pass: sums of d = v - v₀ and d²
+/// (shifted by the first row's value, so the difference Σd² - (Σd)²/rows does not cancel when the mean is
+/// large against the spread), four independent chains so the loads overlap.
+#[inline(always)]
+unsafe fn column_stats(stg: u32, col: u32, rows: u32) -> (f32, f32) {
+    let a = stg + col * 4;
+    let shift = ld_f32(a);
+    let mut s = [0f32; 4];
+    let mut q = [0f32; 4];
+    let mut r = 0;
+    while r + 4 <= rows {
+        unroll!(4, |k| {
+            let d = ld_f32(a + (r + k as u32) * SROW * 4) - shift;
+            s[k] += d;
+            q[k] = fma(d, d, q[k]);
+        });
+        r += 4;
+    }
+    while r < rows {
+        let d = ld_f32(a + r * SROW * 4) - shift;
+        s[0] += d;
+        q[0] = fma(d, d, q[0]);
+        r += 1;
+    }
+    let (s, q) = ((s[0] + s[1]) + (s[2] + s[3]), (q[0] + q[1]) + (q[2] + q[3]));
+    let m = s / rows as f32;
+    (shift + m, q - s * m)
+}
+
+/// `conv2d_tma` with the ping-pong schedule (the large images): the same GEMM, operands, outputs and
+/// arguments as `conv2d_tma_m128` (tiles of up to 128 pixels), but each of the two consumer warpgroups
+/// multiplies a whole tile (two `wgmma.m64n128k16` per k16 step, 128 accumulators per thread) and the
+/// warpgroups take turns: while one runs its tile's epilogue, the other's `wgmma`s keep the tensor cores
+/// busy (in `conv2d_tma_m128` both warpgroups run the epilogue at once and the tensor cores idle).
+///
+/// * Jobs: the block's jobs b, b + gridDim.x, ... are numbered i = 0, 1, 2, ...; warpgroup i % 2 takes job
+///   i, whose K steps are ring steps i·ktiles .. (i + 1)·ktiles (the producer is `produce`, unchanged).
+/// * Mainloop order (the "order" mbarrier, one arrival per phase): job i's warpgroup starts waiting on the
+///   ring only after phase i - 1 completed, i.e. after job i - 1's warpgroup saw its last stage arrive. So
+///   every fill of an earlier step has completed when a warpgroup waits on a stage, and a "full" barrier's
+///   parity names one fill only (without the order a warpgroup could run more than a ring's length ahead
+///   and pass on an older phase of the same parity).
+/// * Epilogue: each warpgroup stages the tile's two 64-row halves in turn in its own f32 staging tile (so
+///   the two epilogues may overlap). Per half, each thread takes one GEMM column: (mean, M2) over the valid
+///   rows in one shifted pass (`column_stats`), the channel's `cpt` columns combined, then merged across the
+///   halves with Chan's formula: the tile's partials as `conv2d_tma_m128` writes them. Two barriers per half.
+///
+/// Block `CONV2D_TMA_PP_THREADS` (warpgroups 0 and 1, then the producer warp), dynamic shared memory
+/// `conv2d_tma_pp_layout().smem`, grid (≤ total, 1, 1), one block per SM. Requires (host-checked): c % 64
+/// == 0, box_w·box_r ≤ 128, every index below 2^31.
+#[no_mangle]
+#[allow(clippy::too_many_arguments, unused_assignments)]
+pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
+    xmap: *const u8,
+    wmap: *const u8,
+    h: u32,
+    wd: u32,
+    c: u32,
+    up: u32,
+    n_tiles: u32,
+    box_w: u32,
+    box_r: u32,
+    tiles_x: u32,
+    tiles: u32,
+    total: u32,
+    y16: *mut u32,
+    part: *mut f32,
+) {
+    const STAGES: u32 = CONV2D_TMA_PP_STAGES;
+    const L: Conv2dTmaPpLayout = conv2d_tma_pp_layout();
+    const A_BYTES: u32 = 2 * WG_A_BYTES;
+    const _: () = assert!(L.stage_bytes == A_BYTES + B_BYTES && CONV2D_TMA_PP_THREADS == 2 * 128 + 32);
+    crate::device::grid_dependency_wait();
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let smem = aligned_smem();
+    let full = smem + L.bars;
+    let empty = full + STAGES * 8;
+    let order = empty + STAGES * 8;
+    if t == 0 {
+        for s in 0..STAGES {
+            mbarrier_init(full + 8 * s, 1);
+            mbarrier_init(empty + 8 * s, 4);
+        }
+        mbarrier_init(order, 1);
+        fence_mbarrier_init();
+    }
+    sync_threads();
+    let ktiles = 9 * c / BK;
+    let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
+
+    if warp == 8 {
+        if lane == 0 {
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES });
+        }
+        return;
+    }
+
+    // Consumers: warpgroup wg, thread tw of it.
+    let wg = warp / 4;
+    let wq = warp % 4;
+    let tw = t % 128;
+    let bar_id = 1 + wg;
+    let col0 = (lane % 4) * 2;
+    let red = smem + L.red + wg * 2 * BN * 4; // [128] column means
+    let red2 = red + BN * 4; // [128] column M2
+    let stg = smem + L.staging + wg * CONV2D_TMA_PP_STAGING; // [64][SROW] f32
+    let kc = BN * n_tiles / (up * up);
+    let cpt = BN / kc;
+    let col = tw;
+    let mut i = wg;
+    let mut tile = block_idx_x() + wg * grid_dim_x();
+    while tile < total {
+        let nt = tile % n_tiles;
+        let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
+        if i > 0 {
+            wait_parity(order, (i - 1) & 1);
+        }
+        let s0 = i * ktiles;
+        let (mut stage, mut phase) = (s0 % STAGES, (s0 / STAGES) & 1);
+        let mut acc0 = splat64(0.0);
+        let mut acc1 = splat64(0.0);
+        let mut prev = 0u32;
+        let mut kt = 0;
+        while kt < ktiles {
+            wait_parity(full + 8 * stage, phase);
+            if kt + 1 == ktiles && tw == 0 {
+                // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
+                arrive(order);
+            }
+            let a_base = smem + stage * L.stage_bytes;
+            let b_base = a_base + A_BYTES;
+            fence_acc64(&mut acc0);
+            fence_acc64(&mut acc1);
+            unroll!(4, |s| {
+                let off = 32 * s as u32;
+                let b = smem_desc_sw128(b_base + off);
+                mma_m64n128k16_f16(&mut acc0, smem_desc_sw128(a_base + off), b, true);
+                mma_m64n128k16_f16(&mut acc1, smem_desc_sw128(a_base + WG_A_BYTES + off), b, true);
+            });
+            wgmma::commit_group();
+            wgmma::wait_group::<1>();
+            // The batch of step kt - 1 has retired: its stage may be refilled.
+            if kt > 0 && lane == 0 {
+                arrive(empty + 8 * prev);
+            }
+            prev = stage;
+            stage += 1;
+            if stage == STAGES {
+                stage = 0;
+                phase ^= 1;
+            }
+            kt += 1;
+        }
+        wait_acc64::<0>(&mut acc0);
+        wait_acc64::<0>(&mut acc1);
+        if lane == 0 {
+            arrive(empty + 8 * prev);
+        }
+
+        // Epilogue.
+        let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
+        let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
+        let count = cols_x * rows_y;
+        let out = OutTile { n, h, wd, up, kc, nt, y0, x0, box_w };
+        let row = wq * 16 + lane / 4;
+        // Running (values, mean, M2) of channel tw's columns over the halves so far (threads tw < kc).
+        let (mut n_a, mut mean_a, mut m2_a) = (0f32, 0f32, 0f32);
+        unroll!(2, |half| {
+            let acc = if half == 0 { &acc0 } else { &acc1 };
+            let r0 = 64 * half as u32;
+            // Valid rows of this half: uniform across the warpgroup, so are the barriers below.
+            let rows = if count <= r0 { 0 } else if count - r0 < 64 { count - r0 } else { 64 };
+            if rows > 0 {
+                // Every read of the staging tile and of red for the previous half came before the last
+                // barrier, which this thread has passed.
+                unroll!(2, |hh| {
+                    let rowa = stg + (row + 8 * hh as u32) * SROW * 4 + col0 * 4;
+                    unroll!(2, |ia| {
+                        unroll!(8, |ib| {
+                            let k = ia * 8 + ib;
+                            st_v2_f32(rowa + 32 * k as u32, acc[4 * k + 2 * hh], acc[4 * k + 2 * hh + 1]);
+                        });
+                    });
+                });
+                named_barrier(bar_id, 128);
+                let (mc, m2c) = column_stats(stg, col, rows);
+                store_rows(stg, y16, &out, r0, rows, tw, 8);
+                if cpt > 1 {
+                    st_f32(red + col * 4, mc);
+                    st_f32(red2 + col * 4, m2c);
+                }
+                named_barrier(bar_id, 128);
+                if tw < kc {
+                    // Channel tw over its cpt columns q·kc + tw (rows values each).
+                    let (mut mean, mut m2) = (mc, m2c);
+                    if cpt > 1 {
+                        let mut msum = 0f32;
+                        let mut q = 0;
+                        while q < cpt {
+                            msum += ld_f32(red + (q * kc + tw) * 4);
+                            q += 1;
+                        }
+                        mean = msum / cpt as f32;
+                        m2 = 0.0;
+                        let mut q = 0;
+                        while q < cpt {
+                            let d = ld_f32(red + (q * kc + tw) * 4) - mean;
+                            m2 += ld_f32(red2 + (q * kc + tw) * 4) + rows as f32 * d * d;
+                            q += 1;
+                        }
+                    }
+                    // Chan: merge (nb, mean, m2) into the running (n_a, mean_a, m2_a).
+                    let nb = (rows * cpt) as f32;
+                    let nn = n_a + nb;
+                    let d = mean - mean_a;
+                    mean_a += d * (nb / nn);
+                    m2_a += m2 + d * d * (n_a * nb / nn);
+                    n_a = nn;
+                }
+            }
+        });
+        if tw < kc {
+            // Partial tiles per plane: tiles·n_tiles, N tile major.
+            let o = part.add((((n * kc + tw) * tiles * n_tiles + nt * tiles + ti) * 2) as usize);
+            *o = mean_a;
+            *o.add(1) = m2_a;
+        }
+        i += 2;
+        tile += 2 * grid_dim_x();
+    }
+}

@@ -13,7 +13,8 @@
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK,
+    CONV2D_TMA_K, CONV2D_TMA_PP_STAGES,
 };
 use models::Tensor;
 
@@ -26,14 +27,19 @@ const OP: &str = "conv2d_tma";
 /// Environment variable: `64` or `128` forces the tile height (consumer warpgroups 1 or 2) instead of
 /// picking by grid size (A/B).
 pub const CONV_TMA_M_ENV: &str = "STYLEFORGE_CONV_TMA_M";
+/// Environment variable: `0` runs 128-pixel tiles with both warpgroups on each tile (`conv2d_tma_m128`)
+/// instead of the ping-pong schedule (`conv2d_tma_pp`) (A/B).
+pub const CONV_TMA_PP_ENV: &str = "STYLEFORGE_CONV_TMA_PP";
 
 /// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
 /// pixels), `tiles_x` per row of tiles, `tiles` per sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TmaTiling {
     pub consumers: u32,
-    /// Shared-memory ring stages (`conv2d_tma_stages`).
+    /// Shared-memory ring stages (`conv2d_tma_stages`, or `CONV2D_TMA_PP_STAGES` ping-pong).
     pub stages: u32,
+    /// Two consumer warpgroups taking turns on whole tiles (`conv2d_tma_pp`) instead of sharing each tile.
+    pub pingpong: bool,
     pub box_w: usize,
     pub box_r: usize,
     pub tiles_x: usize,
@@ -48,7 +54,17 @@ impl TmaTiling {
         let (box_w, box_r) = if w >= bm { (bm, 1) } else { (w.max(1), bm / w.max(1)) };
         let tiles_x = w.div_ceil(box_w);
         let stages = conv2d_tma_stages(consumers);
-        TmaTiling { consumers, stages, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
+        TmaTiling { consumers, stages, pingpong: false, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
+    }
+
+    /// The same tiles (of up to 128 pixels: two consumer warpgroups) with the ping-pong schedule.
+    pub fn pingpong(self) -> Self {
+        TmaTiling { pingpong: true, stages: CONV2D_TMA_PP_STAGES, ..self }
+    }
+
+    /// The kernel that runs this tiling.
+    fn kernel(&self) -> Option<&'static str> {
+        conv2d_tma_kernel(self.consumers, self.stages, self.pingpong)
     }
 
     /// The partials' tiling for `nhwc_in_coef_tiled` of a conv over an `h x w` input whose output is `up`
@@ -81,8 +97,8 @@ impl TmaTiling {
 }
 
 /// The tiling for N samples of `h x w` on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel
-/// tiles) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many);
-/// [`CONV_TMA_M_ENV`] overrides.
+/// tiles, ping-pong) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many);
+/// [`CONV_TMA_M_ENV`] and [`CONV_TMA_PP_ENV`] override.
 pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTiling {
     let forced = std::env::var(CONV_TMA_M_ENV).ok().and_then(|v| match v.trim() {
         "64" => Some(1),
@@ -96,7 +112,12 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTili
             1
         }
     });
-    TmaTiling::new(h, w, consumers)
+    let tl = TmaTiling::new(h, w, consumers);
+    if consumers == 2 && std::env::var(CONV_TMA_PP_ENV).map(|v| v.trim() != "0").unwrap_or(true) {
+        tl.pingpong()
+    } else {
+        tl
+    }
 }
 
 /// How a [`PaddedInput`]'s one-pixel border is filled (by `nhwc_in_apply_pad`).
@@ -131,7 +152,9 @@ impl PaddedInput {
         ensure(n > 0 && h >= 2 && w >= 2 && c > 0 && c.is_multiple_of(CONV2D_TMA_BK as usize), OP, || {
             format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
         })?;
-        ensure(tiling == TmaTiling::new(h, w, tiling.consumers) && conv2d_tma_kernel(tiling.consumers, tiling.stages).is_some(), OP, || {
+        let plain = TmaTiling::new(h, w, tiling.consumers);
+        let same = tiling == plain || tiling == plain.pingpong();
+        ensure(same && tiling.kernel().is_some(), OP, || {
             format!("tiling {tiling:?} is not conv2d_tma's for {h}x{w}")
         })?;
         let (hp, wp) = (h + 2, w + 2);
@@ -262,15 +285,15 @@ pub fn conv2d_tma(
     ensure(out.iter().product::<usize>() < (1 << 31) && part_len < (1 << 31), OP, || {
         format!("output {out:?} needs 64-bit indexing")
     })?;
-    let Some(name) = conv2d_tma_kernel(tl.consumers, tl.stages) else {
-        return Err(Error::Shape { op: OP, msg: format!("no kernel for {} consumer warpgroups", tl.consumers) });
+    let Some(name) = tl.kernel() else {
+        return Err(Error::Shape { op: OP, msg: format!("no kernel for tiling {tl:?}") });
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
-    let layout = conv2d_tma_layout(tl.consumers, tl.stages);
+    let smem = if tl.pingpong { conv2d_tma_pp_layout().smem } else { conv2d_tma_layout(tl.consumers, tl.stages).smem };
     let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, ntn as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
-    // SAFETY: conv2d_tma_m128 / _m64 (`name`, the kernel for tl.consumers warpgroups and tl.stages stages)
-    // take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut
+    // SAFETY: conv2d_tma_m128 / _m64 / _pp (`name`, the kernel for tl.consumers warpgroups, tl.stages stages
+    // and tl.pingpong) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut
     // u32, part: *mut f32), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
     // f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there);
     // the kernel's box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the
@@ -281,14 +304,14 @@ pub fn conv2d_tma(
     // weight's) and part[((n·k_out + ch)·tiles·n_tiles + nt·tiles + tile)·2 ..+2] with ch < k_out, nt <
     // n_tiles, tile < tiles (part_len checked); y and part are exclusive borrows, distinct from the inputs.
     // Every index fits 31 bits (checked here and in PaddedInput::new). Block conv2d_tma_threads(consumers)
-    // (the warpgroups the kernel's roles assume) with layout.smem ≤ 227 KB (a const of the kernel crate;
+    // (the warpgroups the kernel's roles assume; 2 · 128 + 32 = CONV2D_TMA_PP_THREADS for _pp) with smem ≤ 227 KB (a const of the kernel crate;
     // `launch` opts in above 48 KB); grid ≤ total, each block striding over the jobs.
     unsafe {
         gpu.launch(
             name,
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
-            layout.smem,
+            smem,
             kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
         )?;
     }
@@ -317,6 +340,10 @@ mod tests {
         assert_eq!((p.count(0), p.count(4)), (100, 50));
         let sm = 132;
         assert_eq!(conv2d_tma_tiling(1, 256, 256, sm).consumers, 2);
+        assert!(conv2d_tma_tiling(1, 256, 256, sm).pingpong && !conv2d_tma_tiling(1, 64, 64, sm).pingpong);
+        let pp = TmaTiling::new(256, 256, 2).pingpong();
+        assert_eq!((pp.box_w, pp.box_r, pp.tiles, pp.kernel()), (128, 1, 512, Some("conv2d_tma_pp")));
+        assert_eq!(TmaTiling::new(64, 64, 1).pingpong().kernel(), None, "ping-pong needs two warpgroups");
         assert_eq!(conv2d_tma_tiling(1, 64, 64, sm).consumers, 1);
         assert_eq!(conv2d_tma_tiling(4, 256, 256, sm).consumers, 2);
     }

@@ -9,7 +9,8 @@
 //! * checks the NHWC f16 output (NaN-poisoned first, so an unwritten pixel fails), the InstanceNorm
 //!   partials per (sample, channel, tile) against f64 sums over the CPU output's tiles
 //!   (`PartTiling::blocks(H, W, R, Wt)`), and the coefficients `nhwc_in_coef_tiled` makes of them;
-//! * runs one or two consumer warpgroups (64- or 128-pixel tiles), boxes of whole rows and boxes of
+//! * runs one or two consumer warpgroups (64- or 128-pixel tiles; every two-warpgroup case also with the
+//!   ping-pong schedule, `conv2d_tma_pp`, whose partials combine two 64-row halves), boxes of whole rows and boxes of
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
@@ -108,9 +109,24 @@ fn pad_nhwc_mode(x: &Tensor, mode: PadMode) -> Vec<f32> {
     out
 }
 
-fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
+/// The tiling a case runs: `consumers` warpgroups, ping-pong (`conv2d_tma_pp`, two warpgroups) or not.
+fn case_tiling(h: usize, w: usize, consumers: u32, pp: bool) -> TmaTiling {
+    let tl = TmaTiling::new(h, w, consumers);
+    if pp {
+        tl.pingpong()
+    } else {
+        tl
+    }
+}
+
+/// The case label's kernel: m64, m128 or m128pp.
+fn kernel_tag(consumers: u32, pp: bool) -> String {
+    format!("m{}{}", 64 * consumers, if pp { "pp" } else { "" })
+}
+
+fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, pp: bool) -> Vec<CheckResult> {
     let tag = if cs.norm { " +in_norm" } else { "" };
-    let case = format!("{}x{}x{}x{} m{}{tag}", cs.n, cs.c, cs.h, cs.w, 64 * cs.consumers);
+    let case = format!("{}x{}x{}x{} {}{tag}", cs.n, cs.c, cs.h, cs.w, kernel_tag(cs.consumers, pp));
     let mut run = || -> Result<Vec<CheckResult>> {
         let (n, c, h, w) = (cs.n, cs.c, cs.h, cs.w);
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
@@ -123,7 +139,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case) -> Vec<CheckResult> {
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dcoef = DeviceTensor::from_host(&coef)?;
-        let tl = TmaTiling::new(h, w, cs.consumers);
+        let tl = case_tiling(h, w, cs.consumers, pp);
         let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Reflect)?;
         let dw = TmaConvWeight::upload(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, cs.norm, None, PadOut::Padded(&mut xp))?;
@@ -321,10 +337,10 @@ fn rows_by_parity(t: &Tensor) -> Tensor {
 }
 
 /// One [`UP_CASES`] case (module comment).
-fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool)) -> Vec<CheckResult> {
+fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool), pp: bool) -> Vec<CheckResult> {
     const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
     let tag = if norm { " +in_norm" } else { "" };
-    let case = format!("up2 {n}x{c}x{h}x{w} -> {k} m{}{tag}", 64 * consumers);
+    let case = format!("up2 {n}x{c}x{h}x{w} -> {k} {}{tag}", kernel_tag(consumers, pp));
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
         let bound = 1.0 / ((c * 9) as f32).sqrt();
@@ -339,7 +355,7 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dcoef = DeviceTensor::from_host(&coef)?;
-        let tl = TmaTiling::new(h, w, consumers);
+        let tl = case_tiling(h, w, consumers, pp);
         let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Replicate)?;
         let dw = TmaConvWeight::upload_upsample(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, norm, None, PadOut::Padded(&mut xp))?;
@@ -378,11 +394,18 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (
 
 fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
+    // Every two-warpgroup case runs both schedules: both warpgroups on each tile, and ping-pong.
     for cs in CASES {
-        out.extend(run_case(gpu, rng, cs));
+        out.extend(run_case(gpu, rng, cs, false));
+        if cs.consumers == 2 {
+            out.extend(run_case(gpu, rng, cs, true));
+        }
     }
     for &cs in UP_CASES {
-        out.extend(upsample_case(gpu, rng, cs));
+        out.extend(upsample_case(gpu, rng, cs, false));
+        if cs.5 == 2 {
+            out.extend(upsample_case(gpu, rng, cs, true));
+        }
     }
     out.extend(residual_case(gpu, rng, 2, 9, 13));
     out.extend(residual_case(gpu, rng, 1, 64, 64));
