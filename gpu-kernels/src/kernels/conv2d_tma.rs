@@ -128,7 +128,7 @@ unsafe fn produce(xmap: *const u8, wmap: *const u8, sh: &Shape, ring: Ring) {
     prefetch_map(wmap);
     let ktiles = 9 * sh.c / BK;
     let tx = sh.box_w * sh.box_r * SW128_ROW_BYTES + B_BYTES;
-    let (mut stage, mut phase) = (0u32, 0u32);
+    let mut pos = RingPos::at(0, ring.stages);
     let mut tile = block_idx_x();
     while tile < sh.total {
         let nt = tile % sh.n_tiles;
@@ -139,21 +139,65 @@ unsafe fn produce(xmap: *const u8, wmap: *const u8, sh: &Shape, ring: Ring) {
             let tap = k0 / sh.c;
             let r = tap / 3;
             let s = tap - 3 * r;
-            wait_parity(ring.empty + 8 * stage, phase ^ 1);
-            let bar = ring.full + 8 * stage;
+            wait_parity(ring.empty + 8 * pos.stage, pos.phase ^ 1);
+            let bar = ring.full + 8 * pos.stage;
             arrive_expect_tx(bar, tx);
-            let dst = ring.base + stage * ring.stage_bytes;
+            let dst = ring.base + pos.stage * ring.stage_bytes;
             load_4d(dst, xmap, [(k0 - tap * sh.c) as i32, (x0 + s) as i32, (y0 + r) as i32, n as i32], bar);
             load_2d(dst + ring.a_bytes, wmap, k0 as i32, (nt * BN) as i32, bar);
-            stage += 1;
-            if stage == ring.stages {
-                stage = 0;
-                phase ^= 1;
-            }
+            pos.advance(ring.stages);
             kt += 1;
         }
         tile += grid_dim_x();
     }
+}
+
+/// A position in the shared-memory ring: the stage and the parity of its current phase.
+#[derive(Clone, Copy)]
+struct RingPos {
+    stage: u32,
+    phase: u32,
+}
+
+impl RingPos {
+    /// Ring step `step` (steps fill stages 0, 1, .. in turn; the parity flips at each wrap).
+    #[inline(always)]
+    fn at(step: u32, stages: u32) -> Self {
+        RingPos { stage: step % stages, phase: (step / stages) & 1 }
+    }
+
+    #[inline(always)]
+    fn advance(&mut self, stages: u32) {
+        self.stage += 1;
+        if self.stage == stages {
+            self.stage = 0;
+            self.phase ^= 1;
+        }
+    }
+}
+
+/// Pixels of the tile at (y0, x0) inside the `h x wd` image: the valid tile rows are a prefix (whole rows of
+/// the `box_r x box_w` box, or rows cut at the right or bottom edge).
+#[inline(always)]
+fn valid_pixels(h: u32, wd: u32, y0: u32, x0: u32, box_r: u32, box_w: u32) -> u32 {
+    let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
+    let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
+    cols_x * rows_y
+}
+
+/// Writes one thread's 64 accumulators of a `wgmma.m64n128` tile to the f32 staging tile at `rowa` (the
+/// byte address of its row lane/4 (+ 16 wq), column 2(lane % 4)): row + 8·half, columns 8i (+ 1) of n8 block i.
+#[inline(always)]
+unsafe fn stage_acc(rowa: u32, acc: &[f32; 64]) {
+    unroll!(2, |half| {
+        let r = rowa + 8 * half as u32 * SROW * 4;
+        unroll!(2, |ia| {
+            unroll!(8, |ib| {
+                let i = ia * 8 + ib;
+                st_v2_f32(r + 32 * i as u32, acc[4 * i + 2 * half], acc[4 * i + 2 * half + 1]);
+            });
+        });
+    });
 }
 
 /// Where a tile's GEMM rows and columns go in y16 (`[N, up·H, up·W, kc]` f16): sample `n`, N tile `nt`,
@@ -264,7 +308,7 @@ pub unsafe extern "ptx-kernel" fn $name(
     let red = smem + L.red; // [NC][BN] sums
     let red2 = red + NC * BN * 4; // [NC][BN] M2
     let stg = smem + L.staging; // [64·NC][SROW] f32
-    let (mut stage, mut phase) = (0u32, 0u32);
+    let mut pos = RingPos::at(0, STAGES);
     let mut tile = block_idx_x();
     // Output channels, and the GEMM columns of one channel within an N tile (one, or one per parity).
     let kc = BN * n_tiles / (up * up);
@@ -277,8 +321,8 @@ pub unsafe extern "ptx-kernel" fn $name(
         let mut prev = 0u32;
         let mut kt = 0;
         while kt < ktiles {
-            wait_parity(full + 8 * stage, phase);
-            let base = smem + stage * L.stage_bytes;
+            wait_parity(full + 8 * pos.stage, pos.phase);
+            let base = smem + pos.stage * L.stage_bytes;
             let a_base = base + wg * WG_A_BYTES;
             let b_base = base + A_BYTES;
             fence_acc64(&mut acc);
@@ -292,12 +336,8 @@ pub unsafe extern "ptx-kernel" fn $name(
             if kt > 0 && lane == 0 {
                 arrive(empty + 8 * prev);
             }
-            prev = stage;
-            stage += 1;
-            if stage == STAGES {
-                stage = 0;
-                phase ^= 1;
-            }
+            prev = pos.stage;
+            pos.advance(STAGES);
             kt += 1;
         }
         wait_acc64::<0>(&mut acc);
@@ -310,21 +350,10 @@ pub unsafe extern "ptx-kernel" fn $name(
         // lane/4 (+ 8), columns 8i + 2(lane % 4) (+ 1) of n8 block i), then every thread works on column
         // t % 128 over its warpgroup's 64 rows: sum, mean, sum of squared deviations; then the f16 rows
         // leave the staging tile as 16-byte stores.
-        let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
-        let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
-        let count = cols_x * rows_y;
+        let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
         // No barrier before writing the staging tile: every read of it for the previous tile came before
         // that tile's last barrier, which this thread has passed.
-        let row0 = wg * 64 + wq * 16 + lane / 4;
-        unroll!(2, |half| {
-            let rowa = stg + (row0 + 8 * half as u32) * SROW * 4 + col0 * 4;
-            unroll!(2, |ia| {
-                unroll!(8, |ib| {
-                    let i = ia * 8 + ib;
-                    st_v2_f32(rowa + 32 * i as u32, acc[4 * i + 2 * half], acc[4 * i + 2 * half + 1]);
-                });
-            });
-        });
+        stage_acc(stg + (wg * 64 + wq * 16 + lane / 4) * SROW * 4 + col0 * 4, &acc);
         named_barrier(CONSUMER_BARRIER, NC * 128);
         let col = t % BN;
         let r_lo = wg * 64;
@@ -509,19 +538,18 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
         if i > 0 {
             wait_parity(order, (i - 1) & 1);
         }
-        let s0 = i * ktiles;
-        let (mut stage, mut phase) = (s0 % STAGES, (s0 / STAGES) & 1);
+        let mut pos = RingPos::at(i * ktiles, STAGES);
         let mut acc0 = splat64(0.0);
         let mut acc1 = splat64(0.0);
         let mut prev = 0u32;
         let mut kt = 0;
         while kt < ktiles {
-            wait_parity(full + 8 * stage, phase);
+            wait_parity(full + 8 * pos.stage, pos.phase);
             if kt + 1 == ktiles && tw == 0 {
                 // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
                 arrive(order);
             }
-            let a_base = smem + stage * L.stage_bytes;
+            let a_base = smem + pos.stage * L.stage_bytes;
             let b_base = a_base + A_BYTES;
             fence_acc64(&mut acc0);
             fence_acc64(&mut acc1);
@@ -537,12 +565,8 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
             if kt > 0 && lane == 0 {
                 arrive(empty + 8 * prev);
             }
-            prev = stage;
-            stage += 1;
-            if stage == STAGES {
-                stage = 0;
-                phase ^= 1;
-            }
+            prev = pos.stage;
+            pos.advance(STAGES);
             kt += 1;
         }
         wait_acc64::<0>(&mut acc0);
@@ -552,9 +576,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
         }
 
         // Epilogue.
-        let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
-        let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
-        let count = cols_x * rows_y;
+        let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
         let out = OutTile { n, h, wd, up, kc, nt, y0, x0, box_w };
         let row = wq * 16 + lane / 4;
         // Running (values, mean, M2) of channel tw's columns over the halves so far (threads tw < kc).
@@ -567,15 +589,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
             if rows > 0 {
                 // Every read of the staging tile and of red for the previous half came before the last
                 // barrier, which this thread has passed.
-                unroll!(2, |hh| {
-                    let rowa = stg + (row + 8 * hh as u32) * SROW * 4 + col0 * 4;
-                    unroll!(2, |ia| {
-                        unroll!(8, |ib| {
-                            let k = ia * 8 + ib;
-                            st_v2_f32(rowa + 32 * k as u32, acc[4 * k + 2 * hh], acc[4 * k + 2 * hh + 1]);
-                        });
-                    });
-                });
+                stage_acc(stg + row * SROW * 4 + col0 * 4, acc);
                 named_barrier(bar_id, 128);
                 let (mc, m2c) = column_stats(stg, col, rows);
                 store_rows(stg, y16, &out, r0, rows, tw, 8);
