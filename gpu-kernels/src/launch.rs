@@ -565,6 +565,34 @@ pub const fn conv2d_tma_layout(consumers: u32, stages: u32) -> Conv2dTmaLayout {
 pub const CONV2D_TMA_PP_STAGES: u32 = 4;
 /// `conv2d_tma_pp`: threads per block (two consumer warpgroups, then one producer warp).
 pub const CONV2D_TMA_PP_THREADS: u32 = conv2d_tma_threads(2);
+
+/// The `conv2d_tma` kernels' last argument, by value: where their fused InstanceNorm coefficient step
+/// writes the (a, b) of every (sample, channel) plane (`coef`, f32 pairs), the norm's γ and β (f32 [K]),
+/// two u32 arrival counters (`sync`, 0 between launches), the blocks that combine the partials
+/// (`reducers`, 1 ..= grid), eps, and the partials' layout. Device addresses as u64 (`CUdeviceptr`). One struct rather than six
+/// arguments: its fields are read from parameter space where the step uses them, after the main loop,
+/// instead of occupying registers through it (`conv2d_tma_pp` is at its register limit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv2dTmaNorm {
+    pub coef: u64,
+    pub gamma: u64,
+    pub beta: u64,
+    pub sync: u64,
+    pub reducers: u32,
+    pub eps: f32,
+    /// Output channels K and the (sample, channel) planes N·K.
+    pub k: u32,
+    pub planes: u32,
+    /// The partials' tiling (`TmaTiling::part_tiling`, as `nhwc_in_coef` takes it): tiles per plane, tiles
+    /// per row, tile width and height, the plane's columns and rows.
+    pub tiles: u32,
+    pub tiles_x: u32,
+    pub tile_w: u32,
+    pub tile_h: u32,
+    pub q_cols: u32,
+    pub p_rows: u32,
+}
 /// Where `conv2d_tma_pp` keeps things in dynamic shared memory (byte offsets from the first 1024-byte aligned
 /// address; the launch reserves 1024 bytes of slack for that alignment).
 #[derive(Clone, Copy)]

@@ -10,6 +10,7 @@ pub mod math;
 pub mod mma;
 pub mod shared;
 pub mod smem_vec;
+pub mod sync;
 pub mod unroll;
 pub mod warp;
 pub mod tma;

@@ -6,8 +6,10 @@
 //! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual, itself optionally normalised + ReLU) on NHWC f16,
 //!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
+use crate::device::sync::ld_relaxed_gpu_v2;
+use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
-use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
+use crate::device::{block_idx_x, global_index_x, math, thread_idx_x};
 use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
@@ -45,19 +47,100 @@ fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
     let delta = b.1 - a.1;
     (
         n,
-        a.1 + delta * (b.0 / n),
-        a.2 + b.2 + delta * delta * (a.0 * b.0 / n),
+        a.1 + delta * math::div_full(b.0, n),
+        a.2 + b.2 + delta * delta * math::div_full(a.0 * b.0, n),
     )
 }
 
-/// Block (`NHWC_COEF_THREADS` threads) per plane p = n*C + ch (grid x = N*C): combines
-/// part[(p*tiles + i)*2 ..+2] = (mean, M2) of tile i, then writes coef[p*2 ..+2] = (a, b) with
-/// rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a. The plane is viewed as `p_rows` x
-/// `q_cols` pixels (pq = their product) cut into tiles of `tile_h` x `tile_w`, `tiles_x` per tile row:
-/// tile i counts min(tile_w, q_cols − (i % tiles_x)·tile_w) · min(tile_h, p_rows − (i / tiles_x)·tile_h)
-/// pixels. The 1-D tiles of `conv2d_tc` (tile_px pixels of the flattened plane) are tiles_x = tiles,
-/// tile_w = tile_px, tile_h = 1, q_cols = P·Q, p_rows = 1; `conv2d_tc_c4_halo9_k32`'s are its 2-D blocks.
-/// Dynamic shared memory: 3 * NHWC_COEF_THREADS / 32 floats.
+/// The per-tile partials of one plane as `nhwc_in_coef` and the `conv2d_tma` kernels combine them (the
+/// host's `PartTiling`): `tiles` partials, the plane viewed as `p_rows` x `q_cols` pixels cut into tiles
+/// of `tile_h` x `tile_w`, `tiles_x` per tile row; tile i counts min(tile_w, q_cols − (i % tiles_x)·tile_w)
+/// · min(tile_h, p_rows − (i / tiles_x)·tile_h) pixels. The 1-D tiles of `conv2d_tc` (tile_px pixels of the
+/// flattened plane) are tiles_x = tiles, tile_w = tile_px, tile_h = 1, q_cols = P·Q, p_rows = 1;
+/// `conv2d_tc_c4_halo9_k32`'s are its 2-D blocks.
+#[derive(Clone, Copy)]
+pub(crate) struct PartGeom {
+    pub tiles: u32,
+    pub tiles_x: u32,
+    pub tile_w: u32,
+    pub tile_h: u32,
+    pub q_cols: u32,
+    pub p_rows: u32,
+}
+
+impl PartGeom {
+    /// Pixels of tile `i`.
+    #[inline(always)]
+    fn count(&self, i: u32) -> u32 {
+        let ty = i / self.tiles_x;
+        let (x0, y0) = ((i - ty * self.tiles_x) * self.tile_w, ty * self.tile_h);
+        let cw = if self.q_cols - x0 < self.tile_w { self.q_cols - x0 } else { self.tile_w };
+        let rh = if self.p_rows - y0 < self.tile_h { self.p_rows - y0 } else { self.tile_h };
+        cw * rh
+    }
+}
+
+/// One warp (all 32 lanes call it, `lane` their index) combines plane p = n·C + ch's partials
+/// part[(p·tiles + i)·2 ..+2] = (mean, M2) of tile i (geometry `g`) with Chan's formula (each lane a
+/// strided subset, four loads in flight, then a butterfly over the lanes) and lane 0 writes
+/// coef[p·2 ..+2] = (a, b): rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a. The loads are
+/// `ld.relaxed.gpu` (the partials may come from other blocks of the same launch: `conv2d_tma`'s fused
+/// coefficients).
+///
+/// # Safety
+/// part, coef, gamma and beta valid for those indices; the warp converged.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn plane_coef(
+    part: *const f32,
+    coef: *mut f32,
+    gamma: *const f32,
+    beta: *const f32,
+    c: u32,
+    g: &PartGeom,
+    eps: f32,
+    p: u32,
+    lane: u32,
+) {
+    let src = part.add((p * g.tiles * 2) as usize);
+    let mut acc = (0f32, 0f32, 0f32);
+    let mut i = lane;
+    while i < g.tiles {
+        let mut v = [[0f32; 2]; 4];
+        unroll!(4, |k| {
+            let j = i + 32 * k as u32;
+            if j < g.tiles {
+                v[k] = ld_relaxed_gpu_v2(src.add(2 * j as usize));
+            }
+        });
+        unroll!(4, |k| {
+            let j = i + 32 * k as u32;
+            if j < g.tiles {
+                acc = chan(acc, (g.count(j) as f32, v[k][0], v[k][1]));
+            }
+        });
+        i += 128;
+    }
+    let mut m = 16;
+    while m > 0 {
+        let o = (shfl_xor_f32(acc.0, m), shfl_xor_f32(acc.1, m), shfl_xor_f32(acc.2, m));
+        acc = chan(acc, o);
+        m >>= 1;
+    }
+    if lane == 0 {
+        let var = acc.2 / (g.p_rows * g.q_cols) as f32;
+        let var = if var > 0.0 { var } else { 0.0 };
+        let rstd = math::div_full(1.0, math::sqrt(var + eps));
+        let ch = (p % c) as usize;
+        let a = *gamma.add(ch) * rstd;
+        *coef.add(2 * p as usize) = a;
+        *coef.add(2 * p as usize + 1) = *beta.add(ch) - acc.1 * a;
+    }
+}
+
+/// Warp w of block b (`NHWC_COEF_THREADS` threads) takes plane p = b·(NHWC_COEF_THREADS / 32) + w < `planes`
+/// = N·C and writes its coefficients ([`plane_coef`] with the tiling `tiles`, `tiles_x`, `tile_w`, `tile_h`,
+/// `q_cols`, `p_rows`).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
@@ -66,6 +149,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     gamma: *const f32,
     beta: *const f32,
     c: u32,
+    planes: u32,
     tiles: u32,
     tiles_x: u32,
     tile_w: u32,
@@ -75,70 +159,11 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     eps: f32,
 ) {
     crate::device::grid_dependency_wait();
-    let pq = p_rows * q_cols;
-    let p = block_idx_x();
     let t = thread_idx_x();
-    let src = part.add((p * tiles * 2) as usize);
-    let mut acc = (0f32, 0f32, 0f32);
-    let mut i = t;
-    while i < tiles {
-        let ty = i / tiles_x;
-        let (x0, y0) = ((i - ty * tiles_x) * tile_w, ty * tile_h);
-        let cw = if q_cols - x0 < tile_w {
-            q_cols - x0
-        } else {
-            tile_w
-        };
-        let rh = if p_rows - y0 < tile_h {
-            p_rows - y0
-        } else {
-            tile_h
-        };
-        let cnt = cw * rh;
-        acc = chan(
-            acc,
-            (
-                cnt as f32,
-                *src.add(2 * i as usize),
-                *src.add(2 * i as usize + 1),
-            ),
-        );
-        i += NHWC_COEF_THREADS;
-    }
-    let mut m = 16;
-    while m > 0 {
-        let o = (
-            shfl_xor_f32(acc.0, m),
-            shfl_xor_f32(acc.1, m),
-            shfl_xor_f32(acc.2, m),
-        );
-        acc = chan(acc, o);
-        m >>= 1;
-    }
-    let red = shared::dynamic_smem::<f32>();
-    let warps = NHWC_COEF_THREADS / 32;
-    if t % 32 == 0 {
-        let w = (t / 32) as usize;
-        *red.add(3 * w) = acc.0;
-        *red.add(3 * w + 1) = acc.1;
-        *red.add(3 * w + 2) = acc.2;
-    }
-    sync_threads();
-    if t == 0 {
-        let mut tot = (0f32, 0f32, 0f32);
-        for w in 0..warps as usize {
-            tot = chan(
-                tot,
-                (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
-            );
-        }
-        let var = tot.2 / pq as f32;
-        let var = if var > 0.0 { var } else { 0.0 };
-        let rstd = 1.0 / math::sqrt(var + eps);
-        let ch = (p % c) as usize;
-        let a = *gamma.add(ch) * rstd;
-        *coef.add(2 * p as usize) = a;
-        *coef.add(2 * p as usize + 1) = *beta.add(ch) - tot.1 * a;
+    let p = block_idx_x() * (NHWC_COEF_THREADS / 32) + t / 32;
+    if p < planes {
+        let g = PartGeom { tiles, tiles_x, tile_w, tile_h, q_cols, p_rows };
+        plane_coef(part, coef, gamma, beta, c, &g, eps, p, t % 32);
     }
 }
 

@@ -10,16 +10,18 @@
 //! The input is an explicitly padded NHWC f16 image, [`PaddedInput`] (written by
 //! `ops::nhwc::nhwc_in_apply_pad`), so each GEMM-K step's A tile is one rectangular box of it. The
 //! weight is a [`TmaConvWeight`] (a `conv2d_tc` [`TcWeight`] with its tensor map). Both own the memory
-//! their tensor map names. Output: y NHWC f16 `[N, H, W, 128]` and the InstanceNorm partials, tiled as
-//! the returned [`PartTiling`] says (`PartTiling::blocks(H, W, R, Wt)`).
+//! their tensor map names. Output: y NHWC f16 `[N, H, W, 128]`, the InstanceNorm partials, tiled as
+//! the returned [`PartTiling`] says (`PartTiling::blocks(H, W, R, Wt)`), and the norm's coefficients
+//! ([`TmaNorm`]): the last blocks to finish combine the partials, as `nhwc_in_coef` would in a launch of
+//! its own (run 44, H200: that launch was 12 of the 42 in a 256x256 forward).
 //!
 //! A 2x nearest upsampling + reflection pad + 3x3 conv with 32 outputs (TransformerNet's deconv2) runs
 //! in sub-pixel form on the same kernel ([`TmaConvWeight::upload_upsample`]): the input is the
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK,
-    CONV2D_TMA_K, CONV2D_TMA_PP_STAGES,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, Conv2dTmaNorm,
+    CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_PP_STAGES, INSTANCE_NORM_EPS,
 };
 use models::Tensor;
 
@@ -256,8 +258,45 @@ pub fn upsample_weight(weight: &Tensor) -> Result<Tensor> {
     Ok(Tensor { shape: vec![4 * k, c, 3, 3], data })
 }
 
+/// The two u32 arrival counters of `conv2d_tma`'s fused coefficient step. Zeroed at creation; every
+/// completed launch leaves them at 0 again, so one serves any number of launches and CUDA-graph replays
+/// in stream order (not two launches running at once). After a kernel fault call [`CoefSync::reset`].
+pub struct CoefSync {
+    counters: DeviceTensor,
+}
+
+impl CoefSync {
+    pub fn new() -> Result<Self> {
+        // Two 4-byte elements of an f32-typed allocation; zero bits = 0.
+        let mut counters = DeviceTensor::empty(&[2], DType::F32, Layout::RowMajor)?;
+        counters.fill_bytes(0)?;
+        Ok(CoefSync { counters })
+    }
+
+    /// Zeroes the counters again (only needed after a launch was aborted by a fault).
+    pub fn reset(&mut self) -> Result<()> {
+        self.counters.fill_bytes(0)
+    }
+
+    /// Whether a counter is not 0 (downloads them; synchronise first): a launch was aborted or still runs.
+    pub fn pending(&self) -> Result<bool> {
+        Ok(self.counters.to_vec_f32()?.iter().any(|v| v.to_bits() != 0))
+    }
+}
+
+/// The InstanceNorm that follows a `conv2d_tma`: γ and β (f32 `[K]`), where its (a, b) coefficients go
+/// (f32 `[N·K·2]`, per (sample, channel) a = γ·rstd, b = β − mean·a, as `nhwc_in_coef` writes them) and
+/// the counters the kernel's blocks meet on.
+pub struct TmaNorm<'a> {
+    pub gamma: &'a DeviceTensor,
+    pub beta: &'a DeviceTensor,
+    pub coef: &'a mut DeviceTensor,
+    pub sync: &'a mut CoefSync,
+}
+
 /// conv3x3(x, w) over the padded input `x` (already normalised and padded), stride 1: y NHWC
-/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part`; returns their tiling. With a sub-pixel
+/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part` and the coefficients of `norm`; returns
+/// the partials' tiling. With a sub-pixel
 /// weight ([`TmaConvWeight::upload_upsample`], `x` replicate-padded) the conv of the 2x upsampled,
 /// reflection-padded input: y `[N, 2H, 2W, 32]`. Every shape violation is an error and nothing is
 /// launched.
@@ -267,6 +306,7 @@ pub fn conv2d_tma(
     w: &TmaConvWeight,
     y: &mut DeviceTensor,
     part: &mut DeviceTensor,
+    norm: TmaNorm<'_>,
 ) -> Result<PartTiling> {
     let (n, h, wd, c) = (x.n, x.h, x.w, x.c);
     ensure(w.w.c == c, OP, || format!("weight has {} input channels, the input {c}", w.w.c))?;
@@ -290,16 +330,43 @@ pub fn conv2d_tma(
     ensure(out.iter().product::<usize>() < (1 << 31) && part_len < (1 << 31), OP, || {
         format!("output {out:?} needs 64-bit indexing")
     })?;
+    for (what, t) in [("gamma", norm.gamma), ("beta", norm.beta)] {
+        ensure(t.dtype == DType::F32 && t.shape == [k], OP, || format!("{what} must be f32 [{k}], got {:?} {:?}", t.dtype, t.shape))?;
+    }
+    let planes = n * k;
+    ensure(norm.coef.dtype == DType::F32 && norm.coef.numel() >= 2 * planes, OP, || {
+        format!("coefficients need {} f32, got {:?} {:?}", 2 * planes, norm.coef.dtype, norm.coef.shape)
+    })?;
     let Some(name) = tl.kernel() else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for tiling {tl:?}") });
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
+    // Blocks that combine the partials: enough for one plane per warp, at most the grid, and fewer than
+    // half the SMs (the rest exit or run, so the blocks the reducers wait for always find a slot).
+    let warps = 4 * tl.consumers as usize;
+    let reducers = planes.div_ceil(warps).min(grid as usize).min((gpu.sm_count as usize / 2).max(1)) as u32;
+    let norm_arg = Conv2dTmaNorm {
+        coef: norm.coef.ptr(),
+        gamma: norm.gamma.ptr(),
+        beta: norm.beta.ptr(),
+        sync: norm.sync.counters.ptr(),
+        reducers,
+        eps: INSTANCE_NORM_EPS,
+        k: k as u32,
+        planes: planes as u32,
+        tiles: tiling.tiles as u32,
+        tiles_x: tiling.tiles_x as u32,
+        tile_w: tiling.tile_w as u32,
+        tile_h: tiling.tile_h as u32,
+        q_cols: tiling.q_cols as u32,
+        p_rows: tiling.p_rows as u32,
+    };
     let smem = if tl.pingpong { conv2d_tma_pp_layout().smem } else { conv2d_tma_layout(tl.consumers, tl.stages).smem };
     let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, ntn as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
     // SAFETY: conv2d_tma_m128 / _m64 / _pp (`name`, the kernel for tl.consumers warpgroups, tl.stages stages
     // and tl.pingpong) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut
-    // u32, part: *mut f32), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
+    // u32, part: *mut f32, norm: Conv2dTmaNorm), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
     // f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there);
     // the kernel's box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the
     // tensor is zero-filled by the copy engine, never read from outside it. wmap covers w.w.data,
@@ -308,6 +375,11 @@ pub fn conv2d_tma(
     // (y is f16 [N, up·H, up·W, k_out] with k_out·up² = 128·n_tiles, checked; up and n_tiles are the
     // weight's) and part[((n·k_out + ch)·tiles·n_tiles + nt·tiles + tile)·2 ..+2] with ch < k_out, nt <
     // n_tiles, tile < tiles (part_len checked); y and part are exclusive borrows, distinct from the inputs.
+    // norm_arg (by value, #[repr(C)] as the kernels declare it): the last `reducers` (≥ 1, ≤ grid, < SMs / 2)
+    // blocks to arrive on sync (two u32, 0 between launches: zeroed at creation, reset by every launch; the
+    // exclusive borrow keeps other launches through this API off them) read the partials above and write
+    // coef[0 .. 2·N·k] (numel checked) from gamma/beta[0 .. k] (shapes checked); tiles, tiles_x, tile_w,
+    // tile_h, q_cols, p_rows are the partials' tiling, which covers the up·H x up·W plane.
     // Every index fits 31 bits (checked here and in PaddedInput::new). Block conv2d_tma_threads(consumers)
     // (the warpgroups the kernel's roles assume; 2 · 128 + 32 = CONV2D_TMA_PP_THREADS for _pp) with smem ≤ 227 KB (a const of the kernel crate;
     // `launch` opts in above 48 KB); grid ≤ total, each block striding over the jobs.
@@ -317,7 +389,7 @@ pub fn conv2d_tma(
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
             smem,
-            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
+            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr(), norm_arg),
         )?;
     }
     Ok(tiling)

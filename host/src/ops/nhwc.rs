@@ -143,24 +143,27 @@ pub fn nhwc_in_coef_tiled(
         tiling.tile_h as u32,
     );
     let (qc32, pr32) = (tiling.q_cols as u32, tiling.p_rows as u32);
-    // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, tiles, tiles_x,
-    // tile_w, tile_h, q_cols, p_rows: u32, eps: f32): block p < N*C reads part[p*tiles*2 .. (p+1)*tiles*2]
-    // (inside the N*C*tiles*2 checked above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2]
-    // (N*C*2 checked). The tiling covers the plane (checked), so every tile's pixel count is positive and
-    // p_rows*q_cols = P*Q < 2^31 (checked). Block = NHWC_COEF_THREADS threads with 3 floats of shared memory
-    // per warp, as the kernel uses.
+    let planes = (n * c) as u32;
+    let per_block = NHWC_COEF_THREADS / 32;
+    // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, planes, tiles,
+    // tiles_x, tile_w, tile_h, q_cols, p_rows: u32, eps: f32): warp w of block b takes plane
+    // p = b·per_block + w < planes = N*C, reads part[p*tiles*2 .. (p+1)*tiles*2] (inside the N*C*tiles*2
+    // checked above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2] (N*C*2 checked). The
+    // tiling covers the plane (checked), so every tile's pixel count is positive and p_rows*q_cols = P*Q <
+    // 2^31 (checked). Block = NHWC_COEF_THREADS threads (whole warps), no shared memory.
     unsafe {
         gpu.launch(
             "nhwc_in_coef",
-            ((n * c) as u32, 1, 1),
+            (planes.div_ceil(per_block), 1, 1),
             (NHWC_COEF_THREADS, 1, 1),
-            3 * NHWC_COEF_THREADS / 32 * 4,
+            0,
             kernel_args!(
                 part.ptr(),
                 coef.ptr(),
                 gamma.ptr(),
                 beta.ptr(),
                 c32,
+                planes,
                 tiles32,
                 tx32,
                 tw32,
