@@ -512,6 +512,7 @@ pub const fn conv2d_tma_kernel(consumers: u32, stages: u32, pingpong: bool) -> O
     match (consumers, stages, pingpong) {
         (2, 4, false) => Some("conv2d_tma_m128"),
         (1, 3, false) => Some("conv2d_tma_m64"),
+        (1, CONV2D_TMA_M64_DEEP_STAGES, false) => Some("conv2d_tma_m64_deep"),
         (2, CONV2D_TMA_PP_STAGES, true) => Some("conv2d_tma_pp"),
         _ => None,
     }
@@ -530,6 +531,10 @@ pub const fn conv2d_tma_stages(consumers: u32) -> u32 {
         3
     }
 }
+/// `conv2d_tma_m64_deep`: the ring stages of the one-warpgroup kernel when one block per SM is enough (as
+/// many jobs as SMs or fewer): 7 stages of 24 KB (~205 KB of shared memory) keep more of the operand
+/// copies in flight than the 3 of `conv2d_tma_m64`, sized for two blocks per SM.
+pub const CONV2D_TMA_M64_DEEP_STAGES: u32 = 7;
 /// `conv2d_tma`: floats per row of the epilogue's f32 staging tile (128 columns + 8 of padding).
 pub const CONV2D_TMA_SROW: u32 = CONV2D_TMA_K + 8;
 /// Where `conv2d_tma` keeps things in dynamic shared memory, as byte offsets from the first 1024-byte
@@ -560,39 +565,13 @@ pub const fn conv2d_tma_layout(consumers: u32, stages: u32) -> Conv2dTmaLayout {
     Conv2dTmaLayout { a_bytes, stage_bytes, bars, red, staging, smem: end + 1024 }
 }
 
+const _: () = assert!(conv2d_tma_layout(1, CONV2D_TMA_M64_DEEP_STAGES).smem <= 227 * 1024);
+
 /// `conv2d_tma_pp` (the ping-pong schedule: two consumer warpgroups, each multiplying a whole tile of up to
 /// 128 pixels while the other runs its epilogue): ring stages.
 pub const CONV2D_TMA_PP_STAGES: u32 = 4;
 /// `conv2d_tma_pp`: threads per block (two consumer warpgroups, then one producer warp).
 pub const CONV2D_TMA_PP_THREADS: u32 = conv2d_tma_threads(2);
-
-/// The `conv2d_tma` kernels' last argument, by value: where their fused InstanceNorm coefficient step
-/// writes the (a, b) of every (sample, channel) plane (`coef`, f32 pairs), the norm's γ and β (f32 [K]),
-/// two u32 arrival counters (`sync`, 0 between launches), the blocks that combine the partials
-/// (`reducers`, 1 ..= grid), eps, and the partials' layout. Device addresses as u64 (`CUdeviceptr`). One struct rather than six
-/// arguments: its fields are read from parameter space where the step uses them, after the main loop,
-/// instead of occupying registers through it (`conv2d_tma_pp` is at its register limit).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Conv2dTmaNorm {
-    pub coef: u64,
-    pub gamma: u64,
-    pub beta: u64,
-    pub sync: u64,
-    pub reducers: u32,
-    pub eps: f32,
-    /// Output channels K and the (sample, channel) planes N·K.
-    pub k: u32,
-    pub planes: u32,
-    /// The partials' tiling (`TmaTiling::part_tiling`, as `nhwc_in_coef` takes it): tiles per plane, tiles
-    /// per row, tile width and height, the plane's columns and rows.
-    pub tiles: u32,
-    pub tiles_x: u32,
-    pub tile_w: u32,
-    pub tile_h: u32,
-    pub q_cols: u32,
-    pub p_rows: u32,
-}
 /// Where `conv2d_tma_pp` keeps things in dynamic shared memory (byte offsets from the first 1024-byte aligned
 /// address; the launch reserves 1024 bytes of slack for that alignment).
 #[derive(Clone, Copy)]

@@ -46,16 +46,6 @@ pub fn sqrt(x: f32) -> f32 {
 pub fn div(a: f32, b: f32) -> f32 {
     a / b
 }
-/// Division to within 2 ulp (`div.full.f32`): no slow-path subroutine, unlike `div.rn.f32`.
-#[inline(always)]
-pub fn div_full(a: f32, b: f32) -> f32 {
-    let r: f32;
-    // SAFETY: pure arithmetic on registers.
-    unsafe {
-        asm!("div.full.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) a, in(reg32) b, options(pure, nomem, nostack))
-    };
-    r
-}
 /// Fused multiply-add `a * b + c` (`fma.rn.f32`); rustc never contracts by itself.
 #[inline(always)]
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {

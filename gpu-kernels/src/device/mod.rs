@@ -10,7 +10,6 @@ pub mod math;
 pub mod mma;
 pub mod shared;
 pub mod smem_vec;
-pub mod sync;
 pub mod unroll;
 pub mod warp;
 pub mod tma;

@@ -56,16 +56,15 @@ use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
     prefetch_map, wait_parity,
 };
-use crate::device::sync::{atom_add_acq_rel_gpu, fence_acq_rel_gpu, ld_acquire_gpu_u32, nanosleep, st_relaxed_gpu_u32};
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
     self, aligned_smem, fence_acc64, mma_m64n128k16_f16, smem_desc_sw128, splat64, wait_acc64,
     SW128_ROW_BYTES,
 };
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
-use crate::kernels::nhwc::{plane_coef, PartGeom, H8};
+use crate::kernels::nhwc::H8;
 use crate::launch::{
-    conv2d_tma_layout, conv2d_tma_pp_layout, Conv2dTmaNorm, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_PP_STAGES,
+    conv2d_tma_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_PP_STAGES,
     CONV2D_TMA_PP_STAGING, CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
 };
 
@@ -240,61 +239,6 @@ unsafe fn store_rows(stg: u32, y16: *mut u32, o: &OutTile, row0: u32, rows: u32,
     }
 }
 
-/// Named barrier of the consumer threads of both schedules in [`norm_coefs`] (1 and 2 are the epilogues').
-const TAIL_BARRIER: u32 = 3;
-
-/// The consumers' last step, after their last tile (every consumer thread of the block calls it: `t` its
-/// index, `threads` their number): the InstanceNorm coefficients of the conv's output into `a.coef`, which
-/// `nhwc_in_coef` would compute from the partials `part` in a launch of its own.
-///
-/// Every block publishes its partials (fence, barrier, then one `atom.acq_rel.gpu` arrival on
-/// `sync[0]`). The last `a.reducers` blocks to arrive wait until all `gridDim.x` have (they are resident,
-/// and each block they wait for has arrived, runs, or gets a slot when one of the others exits: the host
-/// keeps `reducers` below half the SMs), then reducer r's warp w combines planes (r·warps + w) +
-/// k·reducers·warps with [`plane_coef`] (the partials' tiling is the host's, in `a`); the others exit.
-/// `sync[1]` counts the reducers past their wait; the last resets both counters. Everything comes from `a`
-/// (read from parameter space here, not held in registers through the main loop). `scratch`: 4 bytes of
-/// shared memory no consumer reads any more.
-///
-/// # Safety
-/// As the kernels' comments say; `a` as [`Conv2dTmaNorm`] says.
-#[inline(always)]
-unsafe fn norm_coefs(part: *const f32, a: &Conv2dTmaNorm, scratch: u32, t: u32, threads: u32) {
-    fence_acq_rel_gpu();
-    named_barrier(TAIL_BARRIER, threads);
-    let grid = grid_dim_x();
-    let sync = a.sync as *mut u32;
-    if t == 0 {
-        let ticket = atom_add_acq_rel_gpu(sync, 1);
-        let mut idx = -1f32;
-        if ticket + a.reducers >= grid {
-            while ld_acquire_gpu_u32(sync) < grid {
-                nanosleep(32);
-            }
-            idx = (ticket + a.reducers - grid) as f32;
-            if atom_add_acq_rel_gpu(sync.add(1), 1) == a.reducers - 1 {
-                // Every reducer is past its wait: nobody of this launch reads the counters any more.
-                st_relaxed_gpu_u32(sync, 0);
-                st_relaxed_gpu_u32(sync.add(1), 0);
-            }
-        }
-        st_f32(scratch, idx);
-    }
-    named_barrier(TAIL_BARRIER, threads);
-    let idx = ld_f32(scratch);
-    if idx < 0.0 {
-        return;
-    }
-    let g = PartGeom { tiles: a.tiles, tiles_x: a.tiles_x, tile_w: a.tile_w, tile_h: a.tile_h, q_cols: a.q_cols, p_rows: a.p_rows };
-    let (coef, gamma, beta) = (a.coef as *mut f32, a.gamma as *const f32, a.beta as *const f32);
-    let warps = threads / 32;
-    let mut p = idx as u32 * warps + t / 32;
-    while p < a.planes {
-        plane_coef(part, coef, gamma, beta, a.k, &g, a.eps, p, t % 32);
-        p += a.reducers * warps;
-    }
-}
-
 macro_rules! conv2d_tma_entry {
     ($(#[$doc:meta])* $name:ident, consumers $nc:expr, stages $st:expr) => {
 $(#[$doc])*
@@ -324,7 +268,6 @@ pub unsafe extern "ptx-kernel" fn $name(
     total: u32,
     y16: *mut u32,
     part: *mut f32,
-    norm: Conv2dTmaNorm,
 ) {
     const NC: u32 = $nc;
     const STAGES: u32 = $st;
@@ -462,7 +405,6 @@ pub unsafe extern "ptx-kernel" fn $name(
         }
         tile += grid_dim_x();
     }
-    norm_coefs(part, &norm, red, t, NC * 128);
 }
     };
 }
@@ -475,6 +417,11 @@ conv2d_tma_entry!(
     /// Tiles of up to 64 pixels: one consumer warpgroup (small images: twice the tiles), 3 stages, two
     /// blocks per SM.
     conv2d_tma_m64, consumers 1, stages 3
+);
+conv2d_tma_entry!(
+    /// Tiles of up to 64 pixels, one consumer warpgroup, `CONV2D_TMA_M64_DEEP_STAGES` stages: one block per
+    /// SM (grids of at most one job per SM: the 256x256 images' residual convs), more copies in flight.
+    conv2d_tma_m64_deep, consumers 1, stages CONV2D_TMA_M64_DEEP_STAGES
 );
 
 /// (mean, M2) of staged column `col` over rows 0 .. `rows` (≥ 1) in one pass: sums of d = v - v₀ and d²
@@ -544,7 +491,6 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
     total: u32,
     y16: *mut u32,
     part: *mut f32,
-    norm: Conv2dTmaNorm,
 ) {
     const STAGES: u32 = CONV2D_TMA_PP_STAGES;
     const L: Conv2dTmaPpLayout = conv2d_tma_pp_layout();
@@ -695,5 +641,4 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
         i += 2;
         tile += 2 * grid_dim_x();
     }
-    norm_coefs(part, &norm, smem + L.red, t, 256);
 }

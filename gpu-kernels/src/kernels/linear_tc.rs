@@ -24,7 +24,6 @@ use crate::device::mma::{
     cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816, pack_f16x2,
     unpack_f16x2,
 };
-use crate::device::sync::{atom_add_acq_rel_gpu, fence_acq_rel_gpu, ld_relaxed_gpu_v4, st_relaxed_gpu_u32};
 use crate::device::unroll::unroll;
 use crate::device::{
     block_idx_x, block_idx_y, block_idx_z, grid_dim_x, grid_dim_z, math, shared, sync_threads,
@@ -378,6 +377,57 @@ unsafe fn st_global_v4(p: *mut f32, v: [f32; 4]) {
     );
 }
 
+/// `ld.relaxed.gpu.global.v4.f32`: four floats another block wrote (strong load at GPU scope: it is
+/// ordered by the acquire that precedes it in causality order and does not hit a stale L1 line).
+///
+/// # Safety
+/// `p` must be 16-byte aligned and valid for 16 bytes of reads.
+#[inline(always)]
+unsafe fn ld_relaxed_gpu_v4(p: *const f32) -> [f32; 4] {
+    let (a, b, c, d): (f32, f32, f32, f32);
+    asm!(
+        "ld.relaxed.gpu.global.v4.f32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+        out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg64) p,
+        options(nostack, readonly)
+    );
+    [a, b, c, d]
+}
+
+/// `fence.acq_rel.gpu` (`__threadfence()`): this thread's earlier memory operations are ordered before
+/// its later ones for every thread of the GPU; here, its partial-sum stores before the barrier that
+/// precedes the block's counter increment.
+#[inline(always)]
+fn fence_acq_rel_gpu() {
+    // SAFETY: a fence has no operands and touches no memory of its own.
+    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) };
+}
+
+/// `atom.acq_rel.gpu.global.add.u32`: adds `v` to `*p` and returns the old value; releases this
+/// thread's (and, through the preceding barrier, its block's) earlier writes and acquires those of the
+/// arrivals it reads after.
+///
+/// # Safety
+/// `p` must be a 4-byte aligned global address valid for reads and writes.
+#[inline(always)]
+unsafe fn atom_add_acq_rel_gpu(p: *mut u32, v: u32) -> u32 {
+    let old: u32;
+    asm!(
+        "atom.acq_rel.gpu.global.add.u32 {0}, [{1}], {2};",
+        out(reg32) old, in(reg64) p, in(reg32) v,
+        options(nostack)
+    );
+    old
+}
+
+/// `st.relaxed.gpu.global.u32`: resets a counter (no other block of the launch touches it afterwards;
+/// the next launch on the stream sees the store).
+///
+/// # Safety
+/// `p` must be a 4-byte aligned global address valid for writes.
+#[inline(always)]
+unsafe fn st_relaxed_gpu_u32(p: *mut u32, v: u32) {
+    asm!("st.relaxed.gpu.global.u32 [{0}], {1};", in(reg64) p, in(reg32) v, options(nostack));
+}
 
 /// y = epilogue(x · wᵀ) for few rows: the `linear_tc` contract (x [M, K] f16, w [N, K] f16, K % 8 == 0,
 /// epilogue flags, bias, res, y32, y16 as there) with 64 x 32 output tiles and K optionally split.

@@ -6,10 +6,9 @@
 //! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual, itself optionally normalised + ReLU) on NHWC f16,
 //!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
-use crate::device::sync::ld_relaxed_gpu_v2;
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
-use crate::device::{block_idx_x, global_index_x, math, thread_idx_x};
+use crate::device::{block_idx_x, block_idx_y, global_index_x, grid_dim_y, math, thread_idx_x};
 use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
@@ -47,19 +46,18 @@ fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
     let delta = b.1 - a.1;
     (
         n,
-        a.1 + delta * math::div_full(b.0, n),
-        a.2 + b.2 + delta * delta * math::div_full(a.0 * b.0, n),
+        a.1 + delta * (b.0 / n),
+        a.2 + b.2 + delta * delta * (a.0 * b.0 / n),
     )
 }
 
-/// The per-tile partials of one plane as `nhwc_in_coef` and the `conv2d_tma` kernels combine them (the
-/// host's `PartTiling`): `tiles` partials, the plane viewed as `p_rows` x `q_cols` pixels cut into tiles
+/// The per-tile partials of one plane as `nhwc_in_coef` combines them (the host's `PartTiling`): `tiles` partials, the plane viewed as `p_rows` x `q_cols` pixels cut into tiles
 /// of `tile_h` x `tile_w`, `tiles_x` per tile row; tile i counts min(tile_w, q_cols − (i % tiles_x)·tile_w)
 /// · min(tile_h, p_rows − (i / tiles_x)·tile_h) pixels. The 1-D tiles of `conv2d_tc` (tile_px pixels of the
 /// flattened plane) are tiles_x = tiles, tile_w = tile_px, tile_h = 1, q_cols = P·Q, p_rows = 1;
 /// `conv2d_tc_c4_halo9_k32`'s are its 2-D blocks.
 #[derive(Clone, Copy)]
-pub(crate) struct PartGeom {
+struct PartGeom {
     pub tiles: u32,
     pub tiles_x: u32,
     pub tile_w: u32,
@@ -83,15 +81,13 @@ impl PartGeom {
 /// One warp (all 32 lanes call it, `lane` their index) combines plane p = n·C + ch's partials
 /// part[(p·tiles + i)·2 ..+2] = (mean, M2) of tile i (geometry `g`) with Chan's formula (each lane a
 /// strided subset, four loads in flight, then a butterfly over the lanes) and lane 0 writes
-/// coef[p·2 ..+2] = (a, b): rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a. The loads are
-/// `ld.relaxed.gpu` (the partials may come from other blocks of the same launch: `conv2d_tma`'s fused
-/// coefficients).
+/// coef[p·2 ..+2] = (a, b): rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a.
 ///
 /// # Safety
 /// part, coef, gamma and beta valid for those indices; the warp converged.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn plane_coef(
+unsafe fn plane_coef(
     part: *const f32,
     coef: *mut f32,
     gamma: *const f32,
@@ -110,7 +106,7 @@ pub(crate) unsafe fn plane_coef(
         unroll!(4, |k| {
             let j = i + 32 * k as u32;
             if j < g.tiles {
-                v[k] = ld_relaxed_gpu_v2(src.add(2 * j as usize));
+                v[k] = [*src.add(2 * j as usize), *src.add(2 * j as usize + 1)];
             }
         });
         unroll!(4, |k| {
@@ -130,7 +126,7 @@ pub(crate) unsafe fn plane_coef(
     if lane == 0 {
         let var = acc.2 / (g.p_rows * g.q_cols) as f32;
         let var = if var > 0.0 { var } else { 0.0 };
-        let rstd = math::div_full(1.0, math::sqrt(var + eps));
+        let rstd = 1.0 / math::sqrt(var + eps);
         let ch = (p % c) as usize;
         let a = *gamma.add(ch) * rstd;
         *coef.add(2 * p as usize) = a;
@@ -234,11 +230,12 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     }
 }
 
-/// `nhwc_in_apply` written into a padded image: block b writes output row b of `y` (NHWC f16
+/// `nhwc_in_apply` written into a padded image: block (b, j) writes chunk j of the gridDim.y equal chunks
+/// (the last one shorter) of output row b of `y` (NHWC f16
 /// `[N, H + 2p, W + 2p, C]`, p = 0 when `pad_mode` is 0, else 1; b = n·(H + 2p) + py). Padding 1 reflects
 /// (`pad_mode` 1: source index -1 -> 1, H -> H - 2) or replicates (`pad_mode` 2: -1 -> 0, H -> H - 1, the
 /// low-resolution view of a 2x nearest upsampling followed by a reflection pad). Thread t handles the
-/// 16-byte channel group g = t % (C/8) of the output pixels px = t / (C/8), + T / (C/8), ... (T the block
+/// 16-byte channel group g = t % (C/8) of the chunk's output pixels px = px0 + t / (C/8), + T / (C/8), ... (T the block
 /// size; threads past the last whole pixel group idle), two pixels per iteration (both loads issued before
 /// the stores: one block per row leaves few threads per SM, so the loads in flight set the speed), each taken
 /// from the source pixel (sy, sx) of the raw `x` `[N, H, W, C]`: v = a·x + b with (a, b) =
@@ -318,10 +315,14 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         }
         out
     };
-    let mut px = t / cg;
-    while px < wo {
+    // This block's share of the row: pixels px0 .. px1 of chunk y of gridDim.y equal chunks.
+    let span = wo.div_ceil(grid_dim_y());
+    let px0 = block_idx_y() * span;
+    let px1 = if px0 + span < wo { px0 + span } else { wo };
+    let mut px = px0 + t / cg;
+    while px < px1 {
         let px2 = px + step;
-        let (sx, sx2) = (src(px, w), src(if px2 < wo { px2 } else { px }, w));
+        let (sx, sx2) = (src(px, w), src(if px2 < px1 { px2 } else { px }, w));
         let (xv, xv2) = (*x_row.add((sx * cg) as usize), *x_row.add((sx2 * cg) as usize));
         let (rv, rv2) = if residual.is_null() {
             (H8([0; 4]), H8([0; 4]))
@@ -329,7 +330,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             (*r_row.add((sx * cg) as usize), *r_row.add((sx2 * cg) as usize))
         };
         *y_row.add((px * cg) as usize) = apply(xv, rv);
-        if px2 < wo {
+        if px2 < px1 {
             *y_row.add((px2 * cg) as usize) = apply(xv2, rv2);
         }
         px += 2 * step;

@@ -54,7 +54,7 @@ use crate::ops::conv2d_tc::{
     HaloWeight, InputNorm, PartTiling, TcWeight,
 };
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
-use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, CoefSync, PadMode, PaddedInput, TmaConvWeight, TmaNorm};
+use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
     nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
@@ -239,10 +239,6 @@ impl GpuNorm {
     ) -> Result<()> {
         nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)
     }
-    /// The norm as `conv2d_tma` computes its coefficients (into `coef`) at the end of the conv.
-    fn tma<'a>(&'a self, coef: &'a mut DeviceTensor, sync: &'a mut CoefSync) -> TmaNorm<'a> {
-        TmaNorm { gamma: &self.gamma, beta: &self.beta, coef, sync }
-    }
     /// As [`Self::coef`] for partials tiled as `tiling` says (conv1's halo kernel).
     fn coef_tiled(
         &self,
@@ -325,8 +321,6 @@ struct Buffers {
     /// in3's coefficients: the raw conv3 output in `trunk` is normalised by the first residual block's
     /// conv and its residual update, two launches apart (after `coef` has been reused).
     coef_trunk: DeviceTensor,
-    /// The arrival counters of `conv2d_tma`'s fused coefficient step (it writes `coef` itself).
-    coef_sync: CoefSync,
     /// The residual blocks' padded activations when they run on `conv2d_tma`.
     pads: Option<TmaPads>,
     /// deconv1's normalised output replicate-padded, when deconv2 runs on `conv2d_tma`.
@@ -518,7 +512,6 @@ impl<'g> GpuTransformerNetFast<'g> {
             part: f(part_len)?,
             coef: f(coef_len)?,
             coef_trunk: f(coef_len)?,
-            coef_sync: CoefSync::new()?,
             pads: if res_tma {
                 let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3, PadMode::Reflect);
                 Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
@@ -789,7 +782,6 @@ impl<'g> GpuTransformerNetFast<'g> {
             part,
             coef,
             coef_trunk,
-            coef_sync,
             pads,
             u1_pad,
             trunk_up,
@@ -832,9 +824,11 @@ impl<'g> GpuTransformerNetFast<'g> {
                 let Some([w1, w2]) = blk.tma.as_ref() else {
                     return Err(Error::Other("residual block without its conv2d_tma weights".into()));
                 };
-                conv2d_tma(gpu, &*cur, w1, t1, part, blk.in1.tma(coef, coef_sync))?;
+                let tiling = conv2d_tma(gpu, &*cur, w1, t1, part)?;
+                blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
                 nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
-                conv2d_tma(gpu, t1p, w2, t2, part, blk.in2.tma(coef, coef_sync))?;
+                let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
+                blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
                 let out = match (i == last, trunk_up.as_mut()) {
                     (false, _) => PadOut::Padded(&mut *next),
                     (true, Some(tu)) => PadOut::Padded(tu),
@@ -863,21 +857,18 @@ impl<'g> GpuTransformerNetFast<'g> {
             mark(res_name(i))?;
         }
         }
-        match (&self.deconv1_tma, trunk_up.as_ref()) {
-            (Some(w), Some(tu)) => {
-                conv2d_tma(gpu, tu, w, u1, part, self.in4.tma(coef, coef_sync))?;
-            }
-            _ => {
-                let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?;
-                self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
-            }
-        }
+        let tiling = match (&self.deconv1_tma, trunk_up.as_ref()) {
+            (Some(w), Some(tu)) => conv2d_tma(gpu, tu, w, u1, part)?,
+            _ => self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?,
+        };
+        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         match (&self.deconv2_tma, u1_pad.as_mut()) {
             (Some(w), Some(u1p)) => {
                 // in4 written replicate-padded for deconv2's sub-pixel form on conv2d_tma.
                 nhwc_in_apply_pad(gpu, u1, coef, true, None, PadOut::Padded(u1p))?;
                 mark("deconv1+in4")?;
-                conv2d_tma(gpu, u1p, w, u2, part, self.in5.tma(coef, coef_sync))?;
+                let tiling = conv2d_tma(gpu, u1p, w, u2, part)?;
+                self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
             }
             _ => {
                 // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.

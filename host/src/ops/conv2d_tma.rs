@@ -10,18 +10,16 @@
 //! The input is an explicitly padded NHWC f16 image, [`PaddedInput`] (written by
 //! `ops::nhwc::nhwc_in_apply_pad`), so each GEMM-K step's A tile is one rectangular box of it. The
 //! weight is a [`TmaConvWeight`] (a `conv2d_tc` [`TcWeight`] with its tensor map). Both own the memory
-//! their tensor map names. Output: y NHWC f16 `[N, H, W, 128]`, the InstanceNorm partials, tiled as
-//! the returned [`PartTiling`] says (`PartTiling::blocks(H, W, R, Wt)`), and the norm's coefficients
-//! ([`TmaNorm`]): the last blocks to finish combine the partials, as `nhwc_in_coef` would in a launch of
-//! its own (run 44, H200: that launch was 12 of the 42 in a 256x256 forward).
+//! their tensor map names. Output: y NHWC f16 `[N, H, W, 128]` and the InstanceNorm partials, tiled as
+//! the returned [`PartTiling`] says (`PartTiling::blocks(H, W, R, Wt)`).
 //!
 //! A 2x nearest upsampling + reflection pad + 3x3 conv with 32 outputs (TransformerNet's deconv2) runs
 //! in sub-pixel form on the same kernel ([`TmaConvWeight::upload_upsample`]): the input is the
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, Conv2dTmaNorm,
-    CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_PP_STAGES, INSTANCE_NORM_EPS,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK,
+    CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_PP_STAGES,
 };
 use models::Tensor;
 
@@ -37,13 +35,17 @@ pub const CONV_TMA_M_ENV: &str = "STYLEFORGE_CONV_TMA_M";
 /// Environment variable: `0` runs 128-pixel tiles with both warpgroups on each tile (`conv2d_tma_m128`)
 /// instead of the ping-pong schedule (`conv2d_tma_pp`) (A/B).
 pub const CONV_TMA_PP_ENV: &str = "STYLEFORGE_CONV_TMA_PP";
+/// Environment variable: `0` keeps 64-pixel tiles on the 3-stage kernel sized for two blocks per SM
+/// (`conv2d_tma_m64`) even where one block per SM is enough (`conv2d_tma_m64_deep`) (A/B).
+pub const CONV_TMA_DEEP_ENV: &str = "STYLEFORGE_CONV_TMA_DEEP";
 
 /// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
 /// pixels), `tiles_x` per row of tiles, `tiles` per sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TmaTiling {
     pub consumers: u32,
-    /// Shared-memory ring stages (`conv2d_tma_stages`, or `CONV2D_TMA_PP_STAGES` ping-pong).
+    /// Shared-memory ring stages (`conv2d_tma_stages`, `CONV2D_TMA_PP_STAGES` ping-pong, or
+    /// `CONV2D_TMA_M64_DEEP_STAGES`).
     pub stages: u32,
     /// Two consumer warpgroups taking turns on whole tiles (`conv2d_tma_pp`) instead of sharing each tile.
     pub pingpong: bool,
@@ -69,6 +71,12 @@ impl TmaTiling {
         TmaTiling { pingpong: true, stages: CONV2D_TMA_PP_STAGES, ..self }
     }
 
+    /// The same tiles (of up to 64 pixels: one consumer warpgroup) on the deep ring (`conv2d_tma_m64_deep`:
+    /// one block per SM).
+    pub fn deep(self) -> Self {
+        TmaTiling { stages: CONV2D_TMA_M64_DEEP_STAGES, ..self }
+    }
+
     /// The kernel that runs this tiling.
     fn kernel(&self) -> Option<&'static str> {
         conv2d_tma_kernel(self.consumers, self.stages, self.pingpong)
@@ -92,20 +100,26 @@ impl TmaTiling {
         h.is_multiple_of(self.box_r)
     }
 
-    /// Blocks of this kernel that fit on one SM (shared memory: one with two consumer warpgroups, two
-    /// with one).
+    /// Blocks of this kernel that fit on one SM by shared memory (228 KB per SM, 1 KB of it reserved per
+    /// block): two of the 3-stage one-warpgroup kernel, one of the others.
     fn blocks_per_sm(&self) -> usize {
-        if self.consumers == 2 {
-            1
+        (233_472 / (self.smem() as usize + 1024)).max(1)
+    }
+
+    /// Dynamic shared memory of this tiling's kernel.
+    fn smem(&self) -> u32 {
+        if self.pingpong {
+            conv2d_tma_pp_layout().smem
         } else {
-            2
+            conv2d_tma_layout(self.consumers, self.stages).smem
         }
     }
 }
 
 /// The tiling for N samples of `h x w` on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel
-/// tiles, ping-pong) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many);
-/// [`CONV_TMA_M_ENV`] and [`CONV_TMA_PP_ENV`] override.
+/// tiles, ping-pong) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many; on
+/// the deep ring when there are no more of them than SMs); [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`] and
+/// [`CONV_TMA_DEEP_ENV`] override.
 pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTiling {
     let forced = std::env::var(CONV_TMA_M_ENV).ok().and_then(|v| match v.trim() {
         "64" => Some(1),
@@ -120,8 +134,11 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTili
         }
     });
     let tl = TmaTiling::new(h, w, consumers);
-    if consumers == 2 && std::env::var(CONV_TMA_PP_ENV).map(|v| v.trim() != "0").unwrap_or(true) {
+    let on = |var: &str| std::env::var(var).map(|v| v.trim() != "0").unwrap_or(true);
+    if consumers == 2 && on(CONV_TMA_PP_ENV) {
         tl.pingpong()
+    } else if consumers == 1 && n * tl.tiles <= sm_count as usize && on(CONV_TMA_DEEP_ENV) {
+        tl.deep()
     } else {
         tl
     }
@@ -160,7 +177,7 @@ impl PaddedInput {
             format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
         })?;
         let plain = TmaTiling::new(h, w, tiling.consumers);
-        let same = tiling == plain || tiling == plain.pingpong();
+        let same = tiling == plain || tiling == plain.pingpong() || tiling == plain.deep();
         ensure(same && tiling.kernel().is_some(), OP, || {
             format!("tiling {tiling:?} is not conv2d_tma's for {h}x{w}")
         })?;
@@ -258,45 +275,8 @@ pub fn upsample_weight(weight: &Tensor) -> Result<Tensor> {
     Ok(Tensor { shape: vec![4 * k, c, 3, 3], data })
 }
 
-/// The two u32 arrival counters of `conv2d_tma`'s fused coefficient step. Zeroed at creation; every
-/// completed launch leaves them at 0 again, so one serves any number of launches and CUDA-graph replays
-/// in stream order (not two launches running at once). After a kernel fault call [`CoefSync::reset`].
-pub struct CoefSync {
-    counters: DeviceTensor,
-}
-
-impl CoefSync {
-    pub fn new() -> Result<Self> {
-        // Two 4-byte elements of an f32-typed allocation; zero bits = 0.
-        let mut counters = DeviceTensor::empty(&[2], DType::F32, Layout::RowMajor)?;
-        counters.fill_bytes(0)?;
-        Ok(CoefSync { counters })
-    }
-
-    /// Zeroes the counters again (only needed after a launch was aborted by a fault).
-    pub fn reset(&mut self) -> Result<()> {
-        self.counters.fill_bytes(0)
-    }
-
-    /// Whether a counter is not 0 (downloads them; synchronise first): a launch was aborted or still runs.
-    pub fn pending(&self) -> Result<bool> {
-        Ok(self.counters.to_vec_f32()?.iter().any(|v| v.to_bits() != 0))
-    }
-}
-
-/// The InstanceNorm that follows a `conv2d_tma`: γ and β (f32 `[K]`), where its (a, b) coefficients go
-/// (f32 `[N·K·2]`, per (sample, channel) a = γ·rstd, b = β − mean·a, as `nhwc_in_coef` writes them) and
-/// the counters the kernel's blocks meet on.
-pub struct TmaNorm<'a> {
-    pub gamma: &'a DeviceTensor,
-    pub beta: &'a DeviceTensor,
-    pub coef: &'a mut DeviceTensor,
-    pub sync: &'a mut CoefSync,
-}
-
 /// conv3x3(x, w) over the padded input `x` (already normalised and padded), stride 1: y NHWC
-/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part` and the coefficients of `norm`; returns
-/// the partials' tiling. With a sub-pixel
+/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part`; returns their tiling. With a sub-pixel
 /// weight ([`TmaConvWeight::upload_upsample`], `x` replicate-padded) the conv of the 2x upsampled,
 /// reflection-padded input: y `[N, 2H, 2W, 32]`. Every shape violation is an error and nothing is
 /// launched.
@@ -306,7 +286,6 @@ pub fn conv2d_tma(
     w: &TmaConvWeight,
     y: &mut DeviceTensor,
     part: &mut DeviceTensor,
-    norm: TmaNorm<'_>,
 ) -> Result<PartTiling> {
     let (n, h, wd, c) = (x.n, x.h, x.w, x.c);
     ensure(w.w.c == c, OP, || format!("weight has {} input channels, the input {c}", w.w.c))?;
@@ -330,43 +309,16 @@ pub fn conv2d_tma(
     ensure(out.iter().product::<usize>() < (1 << 31) && part_len < (1 << 31), OP, || {
         format!("output {out:?} needs 64-bit indexing")
     })?;
-    for (what, t) in [("gamma", norm.gamma), ("beta", norm.beta)] {
-        ensure(t.dtype == DType::F32 && t.shape == [k], OP, || format!("{what} must be f32 [{k}], got {:?} {:?}", t.dtype, t.shape))?;
-    }
-    let planes = n * k;
-    ensure(norm.coef.dtype == DType::F32 && norm.coef.numel() >= 2 * planes, OP, || {
-        format!("coefficients need {} f32, got {:?} {:?}", 2 * planes, norm.coef.dtype, norm.coef.shape)
-    })?;
     let Some(name) = tl.kernel() else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for tiling {tl:?}") });
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
-    // Blocks that combine the partials: enough for one plane per warp, at most the grid, and fewer than
-    // half the SMs (the rest exit or run, so the blocks the reducers wait for always find a slot).
-    let warps = 4 * tl.consumers as usize;
-    let reducers = planes.div_ceil(warps).min(grid as usize).min((gpu.sm_count as usize / 2).max(1)) as u32;
-    let norm_arg = Conv2dTmaNorm {
-        coef: norm.coef.ptr(),
-        gamma: norm.gamma.ptr(),
-        beta: norm.beta.ptr(),
-        sync: norm.sync.counters.ptr(),
-        reducers,
-        eps: INSTANCE_NORM_EPS,
-        k: k as u32,
-        planes: planes as u32,
-        tiles: tiling.tiles as u32,
-        tiles_x: tiling.tiles_x as u32,
-        tile_w: tiling.tile_w as u32,
-        tile_h: tiling.tile_h as u32,
-        q_cols: tiling.q_cols as u32,
-        p_rows: tiling.p_rows as u32,
-    };
-    let smem = if tl.pingpong { conv2d_tma_pp_layout().smem } else { conv2d_tma_layout(tl.consumers, tl.stages).smem };
+    let smem = tl.smem();
     let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, ntn as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
-    // SAFETY: conv2d_tma_m128 / _m64 / _pp (`name`, the kernel for tl.consumers warpgroups, tl.stages stages
+    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp (`name`, the kernel for tl.consumers warpgroups, tl.stages stages
     // and tl.pingpong) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut
-    // u32, part: *mut f32, norm: Conv2dTmaNorm), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
+    // u32, part: *mut f32), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
     // f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there);
     // the kernel's box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the
     // tensor is zero-filled by the copy engine, never read from outside it. wmap covers w.w.data,
@@ -375,11 +327,6 @@ pub fn conv2d_tma(
     // (y is f16 [N, up·H, up·W, k_out] with k_out·up² = 128·n_tiles, checked; up and n_tiles are the
     // weight's) and part[((n·k_out + ch)·tiles·n_tiles + nt·tiles + tile)·2 ..+2] with ch < k_out, nt <
     // n_tiles, tile < tiles (part_len checked); y and part are exclusive borrows, distinct from the inputs.
-    // norm_arg (by value, #[repr(C)] as the kernels declare it): the last `reducers` (≥ 1, ≤ grid, < SMs / 2)
-    // blocks to arrive on sync (two u32, 0 between launches: zeroed at creation, reset by every launch; the
-    // exclusive borrow keeps other launches through this API off them) read the partials above and write
-    // coef[0 .. 2·N·k] (numel checked) from gamma/beta[0 .. k] (shapes checked); tiles, tiles_x, tile_w,
-    // tile_h, q_cols, p_rows are the partials' tiling, which covers the up·H x up·W plane.
     // Every index fits 31 bits (checked here and in PaddedInput::new). Block conv2d_tma_threads(consumers)
     // (the warpgroups the kernel's roles assume; 2 · 128 + 32 = CONV2D_TMA_PP_THREADS for _pp) with smem ≤ 227 KB (a const of the kernel crate;
     // `launch` opts in above 48 KB); grid ≤ total, each block striding over the jobs.
@@ -389,7 +336,7 @@ pub fn conv2d_tma(
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
             smem,
-            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr(), norm_arg),
+            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
         )?;
     }
     Ok(tiling)
@@ -422,6 +369,13 @@ mod tests {
         assert_eq!((pp.box_w, pp.box_r, pp.tiles, pp.kernel()), (128, 1, 512, Some("conv2d_tma_pp")));
         assert_eq!(TmaTiling::new(64, 64, 1).pingpong().kernel(), None, "ping-pong needs two warpgroups");
         assert_eq!(conv2d_tma_tiling(1, 64, 64, sm).consumers, 1);
+        // 64 tiles of 64 pixels: one block per SM is enough, the deep ring; 256 tiles: two per SM.
+        let small = conv2d_tma_tiling(1, 64, 64, sm);
+        assert_eq!((small.stages, small.kernel(), small.blocks_per_sm()), (7, Some("conv2d_tma_m64_deep"), 1));
+        let mid = conv2d_tma_tiling(1, 128, 128, sm);
+        assert_eq!((mid.consumers, mid.kernel(), mid.blocks_per_sm()), (1, Some("conv2d_tma_m64"), 2));
+        assert_eq!(pp.blocks_per_sm(), 1);
+        assert_eq!(TmaTiling::new(64, 64, 2).blocks_per_sm(), 1);
         assert_eq!(conv2d_tma_tiling(4, 256, 256, sm).consumers, 2);
     }
 }

@@ -176,6 +176,19 @@ pub fn nhwc_in_coef_tiled(
     }
 }
 
+/// Environment variable: `1` runs `nhwc_in_apply_pad` with one block per output row (A/B; by default the
+/// rows of small images are cut into chunks, [`apply_pad_chunks`]).
+pub const APPLY_PAD_CHUNKS_ENV: &str = "STYLEFORGE_APPLY_PAD_CHUNKS";
+
+/// Blocks per output row of `nhwc_in_apply_pad` for `rows` rows of `wo` pixels: enough for two blocks per SM
+/// (at most 4, and chunks of at least 16 pixels), one for the large images; [`APPLY_PAD_CHUNKS_ENV`]
+/// overrides.
+pub fn apply_pad_chunks(rows: usize, wo: usize, sm_count: u32) -> u32 {
+    let forced = std::env::var(APPLY_PAD_CHUNKS_ENV).ok().and_then(|v| v.trim().parse::<u32>().ok());
+    let auto = (2 * sm_count as usize).div_ceil(rows.max(1)).clamp(1, 4).min((wo / 16).max(1));
+    forced.unwrap_or(auto as u32).clamp(1, 64)
+}
+
 /// x = a·x + b per (sample, channel) from `coef` (see [`nhwc_in_coef`]), then ReLU if `relu`, in place on
 /// NHWC f16 [N, P, Q, C] with C % 8 == 0.
 pub fn nhwc_in_apply(
@@ -375,8 +388,10 @@ pub fn nhwc_in_apply_pad(
         format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
     })?;
     let rows = n * (h + 2 * (pad != 0) as usize);
-    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block `row` < rows =
-    // N·(H + 2p) (p = 1 for pad_mode 1 or 2, 0 for 0) writes the W + 2p pixels of output row `row` of y
+    let chunks = apply_pad_chunks(rows, w + 2 * (pad != 0) as usize, gpu.sm_count);
+    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block (`row`, j) with row <
+    // rows = N·(H + 2p) (p = 1 for pad_mode 1 or 2, 0 for 0), j < chunks writes chunk j of the W + 2p pixels
+    // of output row `row` of y
     // (16-byte groups; y's whole size, the padded PaddedInput tensor or the plain [N, H, W, C] one, checked)
     // and reads x at reflected or clamped source pixels (sy < H, sx < W: reflect needs H, W ≥ 2, checked) inside x's N·H·W·C f16, the residual (when
     // non-null, a padded [N, H + 2, W + 2, C] image of the same N, H, W, C, checked) at (sy + 1, sx + 1),
@@ -387,7 +402,7 @@ pub fn nhwc_in_apply_pad(
     unsafe {
         gpu.launch(
             "nhwc_in_apply_pad",
-            (rows as u32, 1, 1),
+            (rows as u32, chunks, 1),
             (NHWC_APPLY_PAD_THREADS, 1, 1),
             0,
             kernel_args!(
