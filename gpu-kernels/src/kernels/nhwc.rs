@@ -6,9 +6,8 @@
 //! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual, itself optionally normalised + ReLU) on NHWC f16,
 //!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
-use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
-use crate::device::{block_idx_x, block_idx_y, global_index_x, grid_dim_y, math, thread_idx_x};
+use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
 use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
@@ -51,92 +50,14 @@ fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
     )
 }
 
-/// The per-tile partials of one plane as `nhwc_in_coef` combines them (the host's `PartTiling`): `tiles` partials, the plane viewed as `p_rows` x `q_cols` pixels cut into tiles
-/// of `tile_h` x `tile_w`, `tiles_x` per tile row; tile i counts min(tile_w, q_cols − (i % tiles_x)·tile_w)
-/// · min(tile_h, p_rows − (i / tiles_x)·tile_h) pixels. The 1-D tiles of `conv2d_tc` (tile_px pixels of the
-/// flattened plane) are tiles_x = tiles, tile_w = tile_px, tile_h = 1, q_cols = P·Q, p_rows = 1;
-/// `conv2d_tc_c4_halo9_k32`'s are its 2-D blocks.
-#[derive(Clone, Copy)]
-struct PartGeom {
-    pub tiles: u32,
-    pub tiles_x: u32,
-    pub tile_w: u32,
-    pub tile_h: u32,
-    pub q_cols: u32,
-    pub p_rows: u32,
-}
-
-impl PartGeom {
-    /// Pixels of tile `i`.
-    #[inline(always)]
-    fn count(&self, i: u32) -> u32 {
-        let ty = i / self.tiles_x;
-        let (x0, y0) = ((i - ty * self.tiles_x) * self.tile_w, ty * self.tile_h);
-        let cw = if self.q_cols - x0 < self.tile_w { self.q_cols - x0 } else { self.tile_w };
-        let rh = if self.p_rows - y0 < self.tile_h { self.p_rows - y0 } else { self.tile_h };
-        cw * rh
-    }
-}
-
-/// One warp (all 32 lanes call it, `lane` their index) combines plane p = n·C + ch's partials
-/// part[(p·tiles + i)·2 ..+2] = (mean, M2) of tile i (geometry `g`) with Chan's formula (each lane a
-/// strided subset, four loads in flight, then a butterfly over the lanes) and lane 0 writes
-/// coef[p·2 ..+2] = (a, b): rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a.
-///
-/// # Safety
-/// part, coef, gamma and beta valid for those indices; the warp converged.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn plane_coef(
-    part: *const f32,
-    coef: *mut f32,
-    gamma: *const f32,
-    beta: *const f32,
-    c: u32,
-    g: &PartGeom,
-    eps: f32,
-    p: u32,
-    lane: u32,
-) {
-    let src = part.add((p * g.tiles * 2) as usize);
-    let mut acc = (0f32, 0f32, 0f32);
-    let mut i = lane;
-    while i < g.tiles {
-        let mut v = [[0f32; 2]; 4];
-        unroll!(4, |k| {
-            let j = i + 32 * k as u32;
-            if j < g.tiles {
-                v[k] = [*src.add(2 * j as usize), *src.add(2 * j as usize + 1)];
-            }
-        });
-        unroll!(4, |k| {
-            let j = i + 32 * k as u32;
-            if j < g.tiles {
-                acc = chan(acc, (g.count(j) as f32, v[k][0], v[k][1]));
-            }
-        });
-        i += 128;
-    }
-    let mut m = 16;
-    while m > 0 {
-        let o = (shfl_xor_f32(acc.0, m), shfl_xor_f32(acc.1, m), shfl_xor_f32(acc.2, m));
-        acc = chan(acc, o);
-        m >>= 1;
-    }
-    if lane == 0 {
-        let var = acc.2 / (g.p_rows * g.q_cols) as f32;
-        let var = if var > 0.0 { var } else { 0.0 };
-        let rstd = 1.0 / math::sqrt(var + eps);
-        let ch = (p % c) as usize;
-        let a = *gamma.add(ch) * rstd;
-        *coef.add(2 * p as usize) = a;
-        *coef.add(2 * p as usize + 1) = *beta.add(ch) - acc.1 * a;
-    }
-}
-
-/// Warp w of block b (`NHWC_COEF_THREADS` threads) takes plane p = b·(NHWC_COEF_THREADS / 32) + w < `planes`
-/// = N·C and writes its coefficients ([`plane_coef`] with the tiling `tiles`, `tiles_x`, `tile_w`, `tile_h`,
-/// `q_cols`, `p_rows`).
+/// Block (`NHWC_COEF_THREADS` threads) per plane p = n*C + ch (grid x = N*C): combines
+/// part[(p*tiles + i)*2 ..+2] = (mean, M2) of tile i, then writes coef[p*2 ..+2] = (a, b) with
+/// rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a. The plane is viewed as `p_rows` x
+/// `q_cols` pixels (pq = their product) cut into tiles of `tile_h` x `tile_w`, `tiles_x` per tile row:
+/// tile i counts min(tile_w, q_cols − (i % tiles_x)·tile_w) · min(tile_h, p_rows − (i / tiles_x)·tile_h)
+/// pixels. The 1-D tiles of `conv2d_tc` (tile_px pixels of the flattened plane) are tiles_x = tiles,
+/// tile_w = tile_px, tile_h = 1, q_cols = P·Q, p_rows = 1; `conv2d_tc_c4_halo9_k32`'s are its 2-D blocks.
+/// Dynamic shared memory: 3 * NHWC_COEF_THREADS / 32 floats.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
@@ -145,7 +66,6 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     gamma: *const f32,
     beta: *const f32,
     c: u32,
-    planes: u32,
     tiles: u32,
     tiles_x: u32,
     tile_w: u32,
@@ -155,11 +75,70 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     eps: f32,
 ) {
     crate::device::grid_dependency_wait();
+    let pq = p_rows * q_cols;
+    let p = block_idx_x();
     let t = thread_idx_x();
-    let p = block_idx_x() * (NHWC_COEF_THREADS / 32) + t / 32;
-    if p < planes {
-        let g = PartGeom { tiles, tiles_x, tile_w, tile_h, q_cols, p_rows };
-        plane_coef(part, coef, gamma, beta, c, &g, eps, p, t % 32);
+    let src = part.add((p * tiles * 2) as usize);
+    let mut acc = (0f32, 0f32, 0f32);
+    let mut i = t;
+    while i < tiles {
+        let ty = i / tiles_x;
+        let (x0, y0) = ((i - ty * tiles_x) * tile_w, ty * tile_h);
+        let cw = if q_cols - x0 < tile_w {
+            q_cols - x0
+        } else {
+            tile_w
+        };
+        let rh = if p_rows - y0 < tile_h {
+            p_rows - y0
+        } else {
+            tile_h
+        };
+        let cnt = cw * rh;
+        acc = chan(
+            acc,
+            (
+                cnt as f32,
+                *src.add(2 * i as usize),
+                *src.add(2 * i as usize + 1),
+            ),
+        );
+        i += NHWC_COEF_THREADS;
+    }
+    let mut m = 16;
+    while m > 0 {
+        let o = (
+            shfl_xor_f32(acc.0, m),
+            shfl_xor_f32(acc.1, m),
+            shfl_xor_f32(acc.2, m),
+        );
+        acc = chan(acc, o);
+        m >>= 1;
+    }
+    let red = shared::dynamic_smem::<f32>();
+    let warps = NHWC_COEF_THREADS / 32;
+    if t % 32 == 0 {
+        let w = (t / 32) as usize;
+        *red.add(3 * w) = acc.0;
+        *red.add(3 * w + 1) = acc.1;
+        *red.add(3 * w + 2) = acc.2;
+    }
+    sync_threads();
+    if t == 0 {
+        let mut tot = (0f32, 0f32, 0f32);
+        for w in 0..warps as usize {
+            tot = chan(
+                tot,
+                (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
+            );
+        }
+        let var = tot.2 / pq as f32;
+        let var = if var > 0.0 { var } else { 0.0 };
+        let rstd = 1.0 / math::sqrt(var + eps);
+        let ch = (p % c) as usize;
+        let a = *gamma.add(ch) * rstd;
+        *coef.add(2 * p as usize) = a;
+        *coef.add(2 * p as usize + 1) = *beta.add(ch) - tot.1 * a;
     }
 }
 
@@ -230,12 +209,11 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
     }
 }
 
-/// `nhwc_in_apply` written into a padded image: block (b, j) writes chunk j of the gridDim.y equal chunks
-/// (the last one shorter) of output row b of `y` (NHWC f16
+/// `nhwc_in_apply` written into a padded image: block b writes output row b of `y` (NHWC f16
 /// `[N, H + 2p, W + 2p, C]`, p = 0 when `pad_mode` is 0, else 1; b = n·(H + 2p) + py). Padding 1 reflects
 /// (`pad_mode` 1: source index -1 -> 1, H -> H - 2) or replicates (`pad_mode` 2: -1 -> 0, H -> H - 1, the
 /// low-resolution view of a 2x nearest upsampling followed by a reflection pad). Thread t handles the
-/// 16-byte channel group g = t % (C/8) of the chunk's output pixels px = px0 + t / (C/8), + T / (C/8), ... (T the block
+/// 16-byte channel group g = t % (C/8) of the output pixels px = t / (C/8), + T / (C/8), ... (T the block
 /// size; threads past the last whole pixel group idle), two pixels per iteration (both loads issued before
 /// the stores: one block per row leaves few threads per SM, so the loads in flight set the speed), each taken
 /// from the source pixel (sy, sx) of the raw `x` `[N, H, W, C]`: v = a·x + b with (a, b) =
@@ -315,14 +293,10 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         }
         out
     };
-    // This block's share of the row: pixels px0 .. px1 of chunk y of gridDim.y equal chunks.
-    let span = wo.div_ceil(grid_dim_y());
-    let px0 = block_idx_y() * span;
-    let px1 = if px0 + span < wo { px0 + span } else { wo };
-    let mut px = px0 + t / cg;
-    while px < px1 {
+    let mut px = t / cg;
+    while px < wo {
         let px2 = px + step;
-        let (sx, sx2) = (src(px, w), src(if px2 < px1 { px2 } else { px }, w));
+        let (sx, sx2) = (src(px, w), src(if px2 < wo { px2 } else { px }, w));
         let (xv, xv2) = (*x_row.add((sx * cg) as usize), *x_row.add((sx2 * cg) as usize));
         let (rv, rv2) = if residual.is_null() {
             (H8([0; 4]), H8([0; 4]))
@@ -330,7 +304,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             (*r_row.add((sx * cg) as usize), *r_row.add((sx2 * cg) as usize))
         };
         *y_row.add((px * cg) as usize) = apply(xv, rv);
-        if px2 < px1 {
+        if px2 < wo {
             *y_row.add((px2 * cg) as usize) = apply(xv2, rv2);
         }
         px += 2 * step;

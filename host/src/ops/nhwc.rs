@@ -143,27 +143,24 @@ pub fn nhwc_in_coef_tiled(
         tiling.tile_h as u32,
     );
     let (qc32, pr32) = (tiling.q_cols as u32, tiling.p_rows as u32);
-    let planes = (n * c) as u32;
-    let per_block = NHWC_COEF_THREADS / 32;
-    // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, planes, tiles,
-    // tiles_x, tile_w, tile_h, q_cols, p_rows: u32, eps: f32): warp w of block b takes plane
-    // p = b·per_block + w < planes = N*C, reads part[p*tiles*2 .. (p+1)*tiles*2] (inside the N*C*tiles*2
-    // checked above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2] (N*C*2 checked). The
-    // tiling covers the plane (checked), so every tile's pixel count is positive and p_rows*q_cols = P*Q <
-    // 2^31 (checked). Block = NHWC_COEF_THREADS threads (whole warps), no shared memory.
+    // SAFETY: nhwc_in_coef(part: *const f32, coef: *mut f32, gamma, beta: *const f32, c, tiles, tiles_x,
+    // tile_w, tile_h, q_cols, p_rows: u32, eps: f32): block p < N*C reads part[p*tiles*2 .. (p+1)*tiles*2]
+    // (inside the N*C*tiles*2 checked above), gamma/beta[p % C] (C elements each) and writes coef[2p ..2p+2]
+    // (N*C*2 checked). The tiling covers the plane (checked), so every tile's pixel count is positive and
+    // p_rows*q_cols = P*Q < 2^31 (checked). Block = NHWC_COEF_THREADS threads with 3 floats of shared memory
+    // per warp, as the kernel uses.
     unsafe {
         gpu.launch(
             "nhwc_in_coef",
-            (planes.div_ceil(per_block), 1, 1),
+            ((n * c) as u32, 1, 1),
             (NHWC_COEF_THREADS, 1, 1),
-            0,
+            3 * NHWC_COEF_THREADS / 32 * 4,
             kernel_args!(
                 part.ptr(),
                 coef.ptr(),
                 gamma.ptr(),
                 beta.ptr(),
                 c32,
-                planes,
                 tiles32,
                 tx32,
                 tw32,
@@ -174,19 +171,6 @@ pub fn nhwc_in_coef_tiled(
             ),
         )
     }
-}
-
-/// Environment variable: `1` runs `nhwc_in_apply_pad` with one block per output row (A/B; by default the
-/// rows of small images are cut into chunks, [`apply_pad_chunks`]).
-pub const APPLY_PAD_CHUNKS_ENV: &str = "STYLEFORGE_APPLY_PAD_CHUNKS";
-
-/// Blocks per output row of `nhwc_in_apply_pad` for `rows` rows of `wo` pixels: enough for two blocks per SM
-/// (at most 4, and chunks of at least 16 pixels), one for the large images; [`APPLY_PAD_CHUNKS_ENV`]
-/// overrides.
-pub fn apply_pad_chunks(rows: usize, wo: usize, sm_count: u32) -> u32 {
-    let forced = std::env::var(APPLY_PAD_CHUNKS_ENV).ok().and_then(|v| v.trim().parse::<u32>().ok());
-    let auto = (2 * sm_count as usize).div_ceil(rows.max(1)).clamp(1, 4).min((wo / 16).max(1));
-    forced.unwrap_or(auto as u32).clamp(1, 64)
 }
 
 /// x = a·x + b per (sample, channel) from `coef` (see [`nhwc_in_coef`]), then ReLU if `relu`, in place on
@@ -388,10 +372,8 @@ pub fn nhwc_in_apply_pad(
         format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
     })?;
     let rows = n * (h + 2 * (pad != 0) as usize);
-    let chunks = apply_pad_chunks(rows, w + 2 * (pad != 0) as usize, gpu.sm_count);
-    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block (`row`, j) with row <
-    // rows = N·(H + 2p) (p = 1 for pad_mode 1 or 2, 0 for 0), j < chunks writes chunk j of the W + 2p pixels
-    // of output row `row` of y
+    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block `row` < rows =
+    // N·(H + 2p) (p = 1 for pad_mode 1 or 2, 0 for 0) writes the W + 2p pixels of output row `row` of y
     // (16-byte groups; y's whole size, the padded PaddedInput tensor or the plain [N, H, W, C] one, checked)
     // and reads x at reflected or clamped source pixels (sy < H, sx < W: reflect needs H, W ≥ 2, checked) inside x's N·H·W·C f16, the residual (when
     // non-null, a padded [N, H + 2, W + 2, C] image of the same N, H, W, C, checked) at (sy + 1, sx + 1),
@@ -402,7 +384,7 @@ pub fn nhwc_in_apply_pad(
     unsafe {
         gpu.launch(
             "nhwc_in_apply_pad",
-            (rows as u32, chunks, 1),
+            (rows as u32, 1, 1),
             (NHWC_APPLY_PAD_THREADS, 1, 1),
             0,
             kernel_args!(
