@@ -498,28 +498,6 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
 
 /// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
 pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
-/// `nhwc_in_apply_pad`'s last argument, by value: with `part` != 0, each block computes its sample's
-/// InstanceNorm coefficients itself from the conv's per-tile partials (`part`, tiled as `tiles`, `tiles_x`,
-/// `tile_w`, `tile_h`, `q_cols`, `p_rows` say: the host's `PartTiling`), γ and β (f32 [C], device
-/// addresses) and `eps`, instead of reading them from `coef` (written by an `nhwc_in_coef` launch). Shared
-/// memory: C·2 f32. Device addresses as u64 (`CUdeviceptr`); `part` = 0: coefficients from `coef`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct InCoefArgs {
-    pub part: u64,
-    pub gamma: u64,
-    pub beta: u64,
-    pub tiles: u32,
-    pub tiles_x: u32,
-    pub tile_w: u32,
-    pub tile_h: u32,
-    pub q_cols: u32,
-    pub p_rows: u32,
-    pub eps: f32,
-}
-/// `nhwc_in_apply_pad` computes the coefficients itself when a plane has at most this many partial tiles
-/// (each block combines all of its sample's: C·tiles partials).
-pub const APPLY_PAD_FUSED_COEF_MAX_TILES: u32 = 128;
 
 // ------------------------------------------------------------------------------------------ conv2d_tma
 /// `conv2d_tma` (3x3 conv on an explicitly reflection-padded NHWC f16 input, TMA-fed persistent

@@ -7,9 +7,8 @@
 //!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::warp::shfl_xor_f32;
-use crate::device::unroll::unroll;
 use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
-use crate::launch::{InCoefArgs, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
+use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
 /// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
@@ -82,12 +81,24 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     let src = part.add((p * tiles * 2) as usize);
     let mut acc = (0f32, 0f32, 0f32);
     let mut i = t;
-    let geo = PartGeom { tiles, tiles_x, tile_w, tile_h, q_cols, p_rows };
     while i < tiles {
+        let ty = i / tiles_x;
+        let (x0, y0) = ((i - ty * tiles_x) * tile_w, ty * tile_h);
+        let cw = if q_cols - x0 < tile_w {
+            q_cols - x0
+        } else {
+            tile_w
+        };
+        let rh = if p_rows - y0 < tile_h {
+            p_rows - y0
+        } else {
+            tile_h
+        };
+        let cnt = cw * rh;
         acc = chan(
             acc,
             (
-                geo.count(i) as f32,
+                cnt as f32,
                 *src.add(2 * i as usize),
                 *src.add(2 * i as usize + 1),
             ),
@@ -121,99 +132,14 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
                 (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
             );
         }
+        let var = tot.2 / pq as f32;
+        let var = if var > 0.0 { var } else { 0.0 };
+        let rstd = 1.0 / math::sqrt(var + eps);
         let ch = (p % c) as usize;
-        let (a, b) = affine(tot, pq, *gamma.add(ch), *beta.add(ch), eps);
+        let a = *gamma.add(ch) * rstd;
         *coef.add(2 * p as usize) = a;
-        *coef.add(2 * p as usize + 1) = b;
+        *coef.add(2 * p as usize + 1) = *beta.add(ch) - tot.1 * a;
     }
-}
-
-/// The partials' tiling of one plane (the host's `PartTiling`): `tiles` tiles of `tile_h` x `tile_w` pixels,
-/// `tiles_x` per row, over a `p_rows` x `q_cols` plane.
-#[derive(Clone, Copy)]
-struct PartGeom {
-    tiles: u32,
-    tiles_x: u32,
-    tile_w: u32,
-    tile_h: u32,
-    q_cols: u32,
-    p_rows: u32,
-}
-
-impl PartGeom {
-    /// Pixels of tile `i` (cut at the plane's right and bottom edges).
-    #[inline(always)]
-    fn count(&self, i: u32) -> u32 {
-        let ty = i / self.tiles_x;
-        let (x0, y0) = ((i - ty * self.tiles_x) * self.tile_w, ty * self.tile_h);
-        let cw = if self.q_cols - x0 < self.tile_w { self.q_cols - x0 } else { self.tile_w };
-        let rh = if self.p_rows - y0 < self.tile_h { self.p_rows - y0 } else { self.tile_h };
-        cw * rh
-    }
-}
-
-/// The norm's (a, b) from a plane's (count, mean, M2) over its `pq` pixels: rstd = 1/sqrt(M2/pq + eps),
-/// a = γ·rstd, b = β − mean·a.
-#[inline(always)]
-fn affine(tot: (f32, f32, f32), pq: u32, gamma: f32, beta: f32, eps: f32) -> (f32, f32) {
-    let var = tot.2 / pq as f32;
-    let var = if var > 0.0 { var } else { 0.0 };
-    let rstd = 1.0 / math::sqrt(var + eps);
-    let a = gamma * rstd;
-    (a, beta - tot.1 * a)
-}
-
-/// `nhwc_in_apply_pad`'s prologue when it combines the partials itself (`a.part` != 0): the block's
-/// `NHWC_APPLY_PAD_THREADS` threads, `tpp` = NHWC_APPLY_PAD_THREADS / C per plane (a power of two ≤ 32, so
-/// a plane's threads are consecutive lanes of one warp), combine sample n's C planes: thread t takes
-/// channel t / tpp and tiles t % tpp, + tpp, ... (Chan), then a butterfly over the plane's lanes; the
-/// plane's first thread writes (a, b) to `ab` (shared, C pairs). Every thread of the block calls it (it
-/// ends with a barrier).
-///
-/// # Safety
-/// `a` as [`InCoefArgs`] says, with n·C + C planes of `a.tiles` partials; `ab` shared memory of 2·C f32.
-#[inline(always)]
-unsafe fn apply_pad_coef(a: &InCoefArgs, n: u32, c: u32, ab: *mut f32) {
-    let t = thread_idx_x();
-    let tpp = NHWC_APPLY_PAD_THREADS / c;
-    let (ch, sub) = (t / tpp, t % tpp);
-    let geo = PartGeom { tiles: a.tiles, tiles_x: a.tiles_x, tile_w: a.tile_w, tile_h: a.tile_h, q_cols: a.q_cols, p_rows: a.p_rows };
-    let mut acc = (0f32, 0f32, 0f32);
-    if ch < c {
-        let src = (a.part as *const f32).add(((n * c + ch) * a.tiles * 2) as usize);
-        let mut i = sub;
-        while i < a.tiles {
-            // Four tiles' loads in flight.
-            let mut v = [[0f32; 2]; 4];
-            unroll!(4, |k| {
-                let j = i + k as u32 * tpp;
-                if j < a.tiles {
-                    v[k] = [*src.add(2 * j as usize), *src.add(2 * j as usize + 1)];
-                }
-            });
-            unroll!(4, |k| {
-                let j = i + k as u32 * tpp;
-                if j < a.tiles {
-                    acc = chan(acc, (geo.count(j) as f32, v[k][0], v[k][1]));
-                }
-            });
-            i += 4 * tpp;
-        }
-    }
-    // Butterfly over the plane's tpp lanes (uniform trip count: every lane of the warp shuffles).
-    let mut m = tpp / 2;
-    while m > 0 {
-        let o = (shfl_xor_f32(acc.0, m), shfl_xor_f32(acc.1, m), shfl_xor_f32(acc.2, m));
-        acc = chan(acc, o);
-        m >>= 1;
-    }
-    if ch < c && sub == 0 {
-        let (ga, be) = (*(a.gamma as *const f32).add(ch as usize), *(a.beta as *const f32).add(ch as usize));
-        let (ca, cb) = affine(acc, a.q_cols * a.p_rows, ga, be, a.eps);
-        *ab.add(2 * ch as usize) = ca;
-        *ab.add(2 * ch as usize + 1) = cb;
-    }
-    sync_threads();
 }
 
 /// Eight f16 (16 bytes).
@@ -307,27 +233,15 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
     c: u32,
     relu: u32,
     pad_mode: u32,
-    stats: InCoefArgs,
 ) {
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let cg = c / 8;
     let step = NHWC_APPLY_PAD_THREADS / cg;
-    let pad = if pad_mode == 0 { 0 } else { 1 };
-    let (ho, wo) = (h + 2 * pad, w + 2 * pad);
-    let row = block_idx_x();
-    let n = row / ho;
-    // Sample n's (a, b) pairs: combined from the partials into shared memory, or from `coef`.
-    let coef_n = if stats.part != 0 {
-        let ab = shared::dynamic_smem::<f32>();
-        apply_pad_coef(&stats, n, c, ab);
-        ab as *const f32
-    } else {
-        coef.add((n * c * 2) as usize)
-    };
     if t >= step * cg {
         return;
     }
+    let pad = if pad_mode == 0 { 0 } else { 1 };
     let src = |i: u32, e: u32| -> u32 {
         let v = i as i32 - pad as i32;
         if pad_mode == 2 {
@@ -343,9 +257,12 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         }
     };
     let g = t % cg;
+    let (ho, wo) = (h + 2 * pad, w + 2 * pad);
+    let row = block_idx_x();
+    let n = row / ho;
     let py = row - n * ho;
     let sy = src(py, h);
-    let cf = coef_n.add((g * 8 * 2) as usize);
+    let cf = coef.add(((n * c + g * 8) * 2) as usize);
     let mut ab = [0f32; 8 * 2];
     for (k, v) in ab.iter_mut().enumerate() {
         *v = *cf.add(k);

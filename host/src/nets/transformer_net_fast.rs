@@ -56,7 +56,7 @@ use crate::ops::conv2d_tc::{
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
 use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
-    nhwc_in_apply_pad_stats, InStats, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
+    nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
 };
 
@@ -238,10 +238,6 @@ impl GpuNorm {
         coef: &mut DeviceTensor,
     ) -> Result<()> {
         nhwc_in_coef(gpu, &shape4(y)?, part, &self.gamma, &self.beta, coef)
-    }
-    /// The norm's raw statistics: the conv's partials in `part`, tiled as `tiling` says.
-    fn stats<'a>(&'a self, part: &'a DeviceTensor, tiling: &'a PartTiling) -> InStats<'a> {
-        InStats { part, tiling, gamma: &self.gamma, beta: &self.beta }
     }
     /// As [`Self::coef`] for partials tiled as `tiling` says (conv1's halo kernel).
     fn coef_tiled(
@@ -815,13 +811,12 @@ impl<'g> GpuTransformerNetFast<'g> {
         mark("conv2+in2")?;
         self.conv3
             .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
+        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         let mut trunk_norm: Option<&DeviceTensor> = None;
         if let Some(TmaPads { trunk_a, trunk_b, t1: t1p }) = pads.as_mut() {
             // The residual blocks on conv2d_tma: every norm is a pass writing the next conv's padded input
-            // (the last block's update writes the plain trunk for deconv1), which combines the partials
-            // itself where they are few (`nhwc_in_apply_pad_stats`).
-            let conv3_tiling = conv2d_tc_part_tiling(&shape4(trunk)?);
-            nhwc_in_apply_pad_stats(gpu, trunk, &self.in3.stats(part, &conv3_tiling), coef_trunk, true, None, PadOut::Padded(trunk_a))?;
+            // (the last block's update writes the plain trunk for deconv1).
+            nhwc_in_apply_pad(gpu, trunk, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
             mark("conv3+in3")?;
             let (mut cur, mut next) = (trunk_a, trunk_b);
             let last = self.res.len() - 1;
@@ -830,19 +825,20 @@ impl<'g> GpuTransformerNetFast<'g> {
                     return Err(Error::Other("residual block without its conv2d_tma weights".into()));
                 };
                 let tiling = conv2d_tma(gpu, &*cur, w1, t1, part)?;
-                nhwc_in_apply_pad_stats(gpu, t1, &blk.in1.stats(part, &tiling), coef, true, None, PadOut::Padded(t1p))?;
+                blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
+                nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
                 let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
+                blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
                 let out = match (i == last, trunk_up.as_mut()) {
                     (false, _) => PadOut::Padded(&mut *next),
                     (true, Some(tu)) => PadOut::Padded(tu),
                     (true, None) => PadOut::Plain(&mut *trunk),
                 };
-                nhwc_in_apply_pad_stats(gpu, t2, &blk.in2.stats(part, &tiling), coef, false, Some(&*cur), out)?;
+                nhwc_in_apply_pad(gpu, t2, coef, false, Some(&*cur), out)?;
                 std::mem::swap(&mut cur, &mut next);
                 mark(res_name(i))?;
             }
         } else {
-        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         // The trunk's pending norm: none when in3 is applied in place (the default); with
         // `STYLEFORGE_FOLD_IN3=1` (A/B) the trunk stays raw and the first residual block's conv and update
         // apply in3 on load.
@@ -865,16 +861,16 @@ impl<'g> GpuTransformerNetFast<'g> {
             (Some(w), Some(tu)) => conv2d_tma(gpu, tu, w, u1, part)?,
             _ => self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?,
         };
+        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         match (&self.deconv2_tma, u1_pad.as_mut()) {
             (Some(w), Some(u1p)) => {
                 // in4 written replicate-padded for deconv2's sub-pixel form on conv2d_tma.
-                nhwc_in_apply_pad_stats(gpu, u1, &self.in4.stats(part, &tiling), coef, true, None, PadOut::Padded(u1p))?;
+                nhwc_in_apply_pad(gpu, u1, coef, true, None, PadOut::Padded(u1p))?;
                 mark("deconv1+in4")?;
                 let tiling = conv2d_tma(gpu, u1p, w, u2, part)?;
                 self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
             }
             _ => {
-                self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
                 // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
                 let u1_norm = if self.fold_in4 {
                     Some(&*coef)

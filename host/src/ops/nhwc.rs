@@ -2,11 +2,9 @@
 //! input packing (NCHW f32 -> NHWC f16, 4 channels) and InstanceNorm on `conv2d_tc`'s f16 output
 //! (`nhwc_in_coef` combines the conv's per-tile partials into per-channel affine coefficients,
 //! `nhwc_in_apply` applies them with ReLU or a residual add, f16 in and out).
-use gpu_kernels::launch::{
-    InCoefArgs, APPLY_PAD_FUSED_COEF_MAX_TILES, ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS,
-};
+use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
-use crate::error::{ensure, Error, Result};
+use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
 use crate::ops::conv2d_tc::{conv2d_tc_part_tiling, PartTiling};
@@ -337,61 +335,6 @@ pub fn nhwc_in_apply_pad(
     residual: Option<&PaddedInput>,
     out: PadOut<'_>,
 ) -> Result<()> {
-    apply_pad(gpu, x, coef, None, relu, residual, out)
-}
-
-/// A conv's raw InstanceNorm statistics: its per-tile partials (tiled as `tiling` says) and the norm's γ, β.
-pub struct InStats<'a> {
-    pub part: &'a DeviceTensor,
-    pub tiling: &'a PartTiling,
-    pub gamma: &'a DeviceTensor,
-    pub beta: &'a DeviceTensor,
-}
-
-/// Environment variable: `0` always combines the partials in an `nhwc_in_coef` launch of its own before
-/// `nhwc_in_apply_pad` (A/B; by default `nhwc_in_apply_pad` combines them itself where a plane has few
-/// tiles, [`nhwc_in_apply_pad_stats`]).
-pub const APPLY_PAD_COEF_ENV: &str = "STYLEFORGE_APPLY_PAD_COEF";
-
-/// [`nhwc_in_apply_pad`] with the norm given by the conv's partials `stats`: where a plane has at most
-/// `APPLY_PAD_FUSED_COEF_MAX_TILES` tiles (and C is a power of two from 16 to 512), each block combines
-/// its sample's partials itself (one launch; `coef` untouched); otherwise `nhwc_in_coef_tiled` writes
-/// `coef` first (two launches). The same arithmetic either way, up to the order of the combination.
-pub fn nhwc_in_apply_pad_stats(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    stats: &InStats<'_>,
-    coef: &mut DeviceTensor,
-    relu: bool,
-    residual: Option<&PaddedInput>,
-    out: PadOut<'_>,
-) -> Result<()> {
-    let shape: [usize; 4] = <[usize; 4]>::try_from(&x.shape[..]).map_err(|_| Error::Shape {
-        op: OP,
-        msg: format!("apply pad: x must be 4-D, got {:?}", x.shape),
-    })?;
-    let c = shape[3];
-    let fuse = std::env::var(APPLY_PAD_COEF_ENV).map(|v| v.trim() != "0").unwrap_or(true)
-        && stats.tiling.tiles <= APPLY_PAD_FUSED_COEF_MAX_TILES as usize
-        && c.is_power_of_two()
-        && (16..=NHWC_APPLY_PAD_THREADS as usize).contains(&c);
-    if !fuse {
-        nhwc_in_coef_tiled(gpu, &shape, stats.tiling, stats.part, stats.gamma, stats.beta, coef)?;
-        return apply_pad(gpu, x, coef, None, relu, residual, out);
-    }
-    apply_pad(gpu, x, coef, Some(stats), relu, residual, out)
-}
-
-/// The `nhwc_in_apply_pad` launch: coefficients from `coef`, or combined by the kernel from `stats`.
-fn apply_pad(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    coef: &DeviceTensor,
-    stats: Option<&InStats<'_>>,
-    relu: bool,
-    residual: Option<&PaddedInput>,
-    out: PadOut<'_>,
-) -> Result<()> {
     ensure(
         x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4,
         OP,
@@ -406,42 +349,9 @@ fn apply_pad(
             format!("apply pad: residual image {:?} differs from x {:?}", r.image_shape(), x.shape)
         })?;
     }
-    let stats_arg = match stats {
-        None => {
-            ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
-                format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
-            })?;
-            InCoefArgs::default()
-        }
-        Some(st) => {
-            let tl = st.tiling;
-            ensure(tl.is_valid_for(h * w), OP, || format!("apply pad: tiling {tl:?} does not cover the {h}x{w} plane"))?;
-            let part_len = tl.part_len(n, c);
-            ensure(st.part.dtype == DType::F32 && st.part.numel() >= part_len, OP, || {
-                format!("apply pad: partials need {part_len} f32, got {:?} {:?}", st.part.dtype, st.part.shape)
-            })?;
-            for (name, t) in [("gamma", st.gamma), ("beta", st.beta)] {
-                ensure(t.dtype == DType::F32 && t.shape == [c], OP, || {
-                    format!("apply pad: {name} must be f32 [{c}], got {:?} {:?}", t.dtype, t.shape)
-                })?;
-            }
-            ensure(c.is_power_of_two() && (16..=NHWC_APPLY_PAD_THREADS as usize).contains(&c) && fits32(part_len), OP, || {
-                format!("apply pad: combining partials needs C a power of two in 16 ..= {NHWC_APPLY_PAD_THREADS}, got {c}")
-            })?;
-            InCoefArgs {
-                part: st.part.ptr(),
-                gamma: st.gamma.ptr(),
-                beta: st.beta.ptr(),
-                tiles: tl.tiles as u32,
-                tiles_x: tl.tiles_x as u32,
-                tile_w: tl.tile_w as u32,
-                tile_h: tl.tile_h as u32,
-                q_cols: tl.q_cols as u32,
-                p_rows: tl.p_rows as u32,
-                eps: INSTANCE_NORM_EPS,
-            }
-        }
-    };
+    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
+        format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
+    })?;
     let (y_ptr, pad) = match out {
         PadOut::Padded(p) => {
             ensure(p.image_shape() == [n, h, w, c], OP, || {
@@ -470,16 +380,13 @@ fn apply_pad(
     // and coef[(n·C + 8g)·2 ..+16] (N·C·2 f32 checked). C/8 ≤ NHWC_APPLY_PAD_THREADS (checked), so every
     // channel group has a thread. y is an exclusive borrow, so it aliases neither x nor the residual.
     // Indices fit 31 bits (checked); allocations are 256-byte aligned and C % 8 == 0, so every group is
-    // 16-byte aligned. stats_arg (by value, #[repr(C)] as the kernel declares it): part = 0 (coef read as
-    // above), or the partials of N·C planes of `tiles` each (part_len checked) tiled to cover the H x W plane
-    // (checked), gamma/beta f32 [C] (checked) and C a power of two in 16 ..= NHWC_APPLY_PAD_THREADS
-    // (checked: whole warps' lanes per plane), with C·2 f32 of dynamic shared memory for the pairs.
+    // 16-byte aligned.
     unsafe {
         gpu.launch(
             "nhwc_in_apply_pad",
             (rows as u32, 1, 1),
             (NHWC_APPLY_PAD_THREADS, 1, 1),
-            if stats.is_some() { (c * 2 * 4) as u32 } else { 0 },
+            0,
             kernel_args!(
                 x.ptr(),
                 coef.ptr(),
@@ -489,8 +396,7 @@ fn apply_pad(
                 w as u32,
                 c as u32,
                 relu as u32,
-                pad,
-                stats_arg
+                pad
             ),
         )
     }
