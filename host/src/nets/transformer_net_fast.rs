@@ -37,7 +37,9 @@
 //! `STYLEFORGE_DECONV1_TMA=0 STYLEFORGE_DECONV2_TMA=0`; deconv1 keeps `conv2d_tc` when its tile rows do not
 //! divide the trunk's height, possible only for trunks at most 64 pixels wide). Where the tiles are of 128
 //! pixels, those convs run with the ping-pong schedule (`conv2d_tma_pp`: one warpgroup's epilogue overlaps the
-//! other's `wgmma`s; run 41, H200, 1024x1024 b1: 1.148 ms against 1.191 with `STYLEFORGE_CONV_TMA_PP=0`).
+//! other's `wgmma`s; run 41, H200, 1024x1024 b1: 1.148 ms against 1.191 with `STYLEFORGE_CONV_TMA_PP=0`); where
+//! there are no more 64-pixel tiles than SMs (256x256 images), on a 7-stage ring with one block per SM
+//! (`conv2d_tma_m64_deep`; run 46, H200, 256x256 b1: 0.234 ms against 0.244 with `STYLEFORGE_CONV_TMA_DEEP=0`).
 //! Buffers are allocated
 //! once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
