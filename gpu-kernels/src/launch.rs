@@ -499,6 +499,14 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
 /// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
 pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
 
+/// Shared memory of one SM on sm_90 (H100/H200): 228 KB, of which the driver reserves
+/// [`SMEM_RESERVED_PER_BLOCK`] per resident block; one block may opt into at most [`MAX_SMEM_PER_BLOCK`].
+pub const SMEM_PER_SM: u32 = 228 * 1024;
+/// Shared memory the driver reserves for each resident block (sm_90).
+pub const SMEM_RESERVED_PER_BLOCK: u32 = 1024;
+/// Dynamic shared memory one block may use on sm_90 (227 KB).
+pub const MAX_SMEM_PER_BLOCK: u32 = SMEM_PER_SM - SMEM_RESERVED_PER_BLOCK;
+
 // ------------------------------------------------------------------------------------------ conv2d_tma
 /// `conv2d_tma` (3x3 conv on an explicitly reflection-padded NHWC f16 input, TMA-fed persistent
 /// warp-specialised `wgmma` implicit GEMM): output channels (one `wgmma.m64n128k16` per consumer
@@ -565,7 +573,7 @@ pub const fn conv2d_tma_layout(consumers: u32, stages: u32) -> Conv2dTmaLayout {
     Conv2dTmaLayout { a_bytes, stage_bytes, bars, red, staging, smem: end + 1024 }
 }
 
-const _: () = assert!(conv2d_tma_layout(1, CONV2D_TMA_M64_DEEP_STAGES).smem <= 227 * 1024);
+const _: () = assert!(conv2d_tma_layout(1, CONV2D_TMA_M64_DEEP_STAGES).smem <= MAX_SMEM_PER_BLOCK);
 
 /// `conv2d_tma_pp` (the ping-pong schedule: two consumer warpgroups, each multiplying a whole tile of up to
 /// 128 pixels while the other runs its epilogue): ring stages.
@@ -606,7 +614,7 @@ pub const fn conv2d_tma_pp_layout() -> Conv2dTmaPpLayout {
 }
 const _: () = {
     let l = conv2d_tma_pp_layout();
-    assert!(l.smem <= 227 * 1024 && l.red.is_multiple_of(16) && l.staging.is_multiple_of(16) && CONV2D_TMA_PP_STAGING.is_multiple_of(16));
+    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16) && l.staging.is_multiple_of(16) && CONV2D_TMA_PP_STAGING.is_multiple_of(16));
 };
 
 // ---------------------------------------------------------------------------------------- attention_tc

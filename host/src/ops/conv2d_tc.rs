@@ -33,7 +33,7 @@ use crate::ops::conv2d::conv2d_output_size;
 
 const OP: &str = "conv2d_tc";
 /// Most dynamic shared memory a block may opt in to (sm_90: 227 KB).
-const MAX_SMEM: u32 = 227 * 1024;
+const MAX_SMEM: u32 = gpu_kernels::launch::MAX_SMEM_PER_BLOCK;
 /// Environment variable choosing the K = 32, 256-pixel kernel for A/B timing: `bk64` selects
 /// `conv2d_tc_k32` (GEMM-K step 64, one block per SM) instead of the default `conv2d_tc_k32_bk32` (step
 /// 32, two blocks per SM; measured faster: deconv2 at 1024x1024 0.347 vs 0.371 ms, H200). Both use the

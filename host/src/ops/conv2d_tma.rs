@@ -21,7 +21,7 @@
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
     conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK,
-    CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_PP_STAGES,
+    CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_PP_STAGES, SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
 };
 use models::Tensor;
 
@@ -102,10 +102,10 @@ impl TmaTiling {
         h.is_multiple_of(self.box_r)
     }
 
-    /// Blocks of this kernel that fit on one SM by shared memory (228 KB per SM, 1 KB of it reserved per
-    /// block): two of the 3-stage one-warpgroup kernel, one of the others.
+    /// Blocks of this kernel that fit on one SM by shared memory (`SMEM_PER_SM`, `SMEM_RESERVED_PER_BLOCK`
+    /// of it per block): two of the 3-stage one-warpgroup kernel, one of the others.
     fn blocks_per_sm(&self) -> usize {
-        (233_472 / (self.smem() as usize + 1024)).max(1)
+        (SMEM_PER_SM / (self.smem() + SMEM_RESERVED_PER_BLOCK)).max(1) as usize
     }
 
     /// Dynamic shared memory of this tiling's kernel.

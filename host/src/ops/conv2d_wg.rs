@@ -26,7 +26,7 @@ use crate::ops::conv2d_tc::{input_norm_ptr, InputNorm, PartTiling, TcWeight};
 
 const OP: &str = "conv2d_wg";
 /// Most dynamic shared memory a block may opt in to (sm_90: 227 KB).
-const MAX_SMEM: u32 = 227 * 1024;
+const MAX_SMEM: u32 = gpu_kernels::launch::MAX_SMEM_PER_BLOCK;
 /// Environment variable: `1` puts the fast net's residual convs on `conv2d_wg` (off by default: run 21,
 /// H200, 1024x1024 b1 1.826 ms with it against 1.783 without; residual block 0.217 vs 0.207 ms).
 pub const CONV_WG_ENV: &str = "STYLEFORGE_CONV_WG";

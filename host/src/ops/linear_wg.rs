@@ -22,7 +22,7 @@ use crate::ops::linear_tc::{check_args_for, EpilogueTc};
 const OP: &str = "linear_wg";
 
 // The kernel's shared memory fits the sm_90 opt-in limit (227 KB); the probe's needs no opt-in.
-const _: () = assert!(LINEAR_WG_SMEM_BYTES <= 227 * 1024 && WGMMA_PROBE_SMEM_BYTES <= 48 * 1024);
+const _: () = assert!(LINEAR_WG_SMEM_BYTES <= gpu_kernels::launch::MAX_SMEM_PER_BLOCK && WGMMA_PROBE_SMEM_BYTES <= 48 * 1024);
 
 /// Whether `linear_wg` takes a weight of `n` rows and `k` columns: K a positive multiple of 64, N a
 /// positive multiple of 8.
