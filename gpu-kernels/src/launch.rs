@@ -498,6 +498,10 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
 
 /// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
 pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
+/// `nhwc_in_coef_apply_pad`: threads per block (16 per channel of its group of eight).
+pub const NHWC_COEF_APPLY_THREADS: u32 = 128;
+/// `nhwc_in_coef_apply_pad`: dynamic shared memory (the eight channels' (a, b) f32 pairs).
+pub const NHWC_COEF_APPLY_SMEM: u32 = 16 * 4;
 
 /// Shared memory of one SM on sm_90 (H100/H200): 228 KB, of which the driver reserves
 /// [`SMEM_RESERVED_PER_BLOCK`] per resident block; one block may opt into at most [`MAX_SMEM_PER_BLOCK`].
@@ -515,13 +519,15 @@ pub const CONV2D_TMA_K: u32 = 128;
 /// `conv2d_tma`: GEMM-K slice per stage (one tap, 64 input channels: C % 64 == 0).
 pub const CONV2D_TMA_BK: u32 = 64;
 /// `conv2d_tma`: the kernel with `consumers` warpgroups (tiles of up to 64·consumers pixels), a ring of
-/// `stages` shared-memory stages and the ping-pong schedule or not, or `None`.
-pub const fn conv2d_tma_kernel(consumers: u32, stages: u32, pingpong: bool) -> Option<&'static str> {
-    match (consumers, stages, pingpong) {
-        (2, 4, false) => Some("conv2d_tma_m128"),
-        (1, 3, false) => Some("conv2d_tma_m64"),
-        (1, CONV2D_TMA_M64_DEEP_STAGES, false) => Some("conv2d_tma_m64_deep"),
-        (2, CONV2D_TMA_PP_STAGES, true) => Some("conv2d_tma_pp"),
+/// `stages` shared-memory stages, the ping-pong schedule or not and GEMM N tiles of `bn` columns (128, or
+/// 64: `conv2d_tma_n64`), or `None`.
+pub const fn conv2d_tma_kernel(consumers: u32, stages: u32, pingpong: bool, bn: u32) -> Option<&'static str> {
+    match (consumers, stages, pingpong, bn) {
+        (2, 4, false, CONV2D_TMA_K) => Some("conv2d_tma_m128"),
+        (1, 3, false, CONV2D_TMA_K) => Some("conv2d_tma_m64"),
+        (1, CONV2D_TMA_M64_DEEP_STAGES, false, CONV2D_TMA_K) => Some("conv2d_tma_m64_deep"),
+        (2, CONV2D_TMA_PP_STAGES, true, CONV2D_TMA_K) => Some("conv2d_tma_pp"),
+        (1, CONV2D_TMA_N64_STAGES, false, CONV2D_TMA_N64_BN) => Some("conv2d_tma_n64"),
         _ => None,
     }
 }
@@ -574,6 +580,27 @@ pub const fn conv2d_tma_layout(consumers: u32, stages: u32) -> Conv2dTmaLayout {
 }
 
 const _: () = assert!(conv2d_tma_layout(1, CONV2D_TMA_M64_DEEP_STAGES).smem <= MAX_SMEM_PER_BLOCK);
+
+/// `conv2d_tma_n64` (one consumer warpgroup, 64-pixel tiles, each job half of the 128 output channels: twice
+/// the jobs of `conv2d_tma_m64` for grids that would leave SMs idle): GEMM columns per N tile.
+pub const CONV2D_TMA_N64_BN: u32 = 64;
+/// `conv2d_tma_n64`: ring stages (16 KB each; one block per SM).
+pub const CONV2D_TMA_N64_STAGES: u32 = 10;
+/// [`Conv2dTmaLayout`] of `conv2d_tma_n64`: stages of the A tile (64 rows of 128 bytes) and the B tile (64
+/// rows); no column sums (`red` = `staging`: one pass over the staging tile per column); the staging tile
+/// [64][CONV2D_TMA_SROW].
+pub const fn conv2d_tma_n64_layout() -> Conv2dTmaLayout {
+    let a_bytes = 64 * 128;
+    let stage_bytes = a_bytes + CONV2D_TMA_N64_BN * 128;
+    let bars = CONV2D_TMA_N64_STAGES * stage_bytes;
+    let staging = (bars + 2 * CONV2D_TMA_N64_STAGES * 8).next_multiple_of(16);
+    let end = staging + 64 * CONV2D_TMA_SROW * 4;
+    Conv2dTmaLayout { a_bytes, stage_bytes, bars, red: staging, staging, smem: end + 1024 }
+}
+const _: () = {
+    let l = conv2d_tma_n64_layout();
+    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.stage_bytes.is_multiple_of(1024) && l.staging.is_multiple_of(16));
+};
 
 /// `conv2d_tma_pp` (the ping-pong schedule: two consumer warpgroups, each multiplying a whole tile of up to
 /// 128 pixels while the other runs its epilogue): ring stages.

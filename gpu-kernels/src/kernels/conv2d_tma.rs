@@ -58,14 +58,15 @@ use crate::device::tma::{
 };
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
-    self, aligned_smem, fence_acc64, mma_m64n128k16_f16, smem_desc_sw128, splat64, wait_acc64,
-    SW128_ROW_BYTES,
+    self, aligned_smem, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
+    splat64, wait_acc32, wait_acc64, SW128_ROW_BYTES,
 };
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
 use crate::kernels::nhwc::H8;
 use crate::launch::{
-    conv2d_tma_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_PP_STAGES,
-    CONV2D_TMA_PP_STAGING, CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
+    conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K,
+    CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PP_STAGING,
+    CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
 };
 
 const BK: u32 = CONV2D_TMA_BK;
@@ -104,7 +105,8 @@ struct Shape {
 }
 
 /// The shared-memory ring: `stages` stages of `stage_bytes` from `base` (the A tile, `a_bytes`, then the B
-/// tile), their "full" mbarriers from `full` and "empty" ones from `empty` (8 bytes each).
+/// tile of `b_rows` weight rows), their "full" mbarriers from `full` and "empty" ones from `empty` (8 bytes
+/// each).
 #[derive(Clone, Copy)]
 struct Ring {
     base: u32,
@@ -113,12 +115,14 @@ struct Ring {
     stages: u32,
     stage_bytes: u32,
     a_bytes: u32,
+    b_rows: u32,
 }
 
 /// The producer lane: for the block's jobs (block b takes b, b + gridDim.x, ...) and each K step in order,
 /// waits until the ring's next stage is empty, arms its "full" mbarrier with the stage's byte count and
 /// issues the A box (one tap, 64 channels of `box_w` x `box_r` padded-input pixels) and the B box (the
-/// weight's 128 rows of N tile `job % n_tiles`, the same 64-wide K slice).
+/// weight's `b_rows` rows of N tile `job % n_tiles`, the same 64-wide K slice; the weight map's box has
+/// `b_rows` rows).
 ///
 /// # Safety
 /// One lane of the block calls it; the maps, ring and mbarriers as the kernels' comments say.
@@ -127,7 +131,7 @@ unsafe fn produce(xmap: *const u8, wmap: *const u8, sh: &Shape, ring: Ring) {
     prefetch_map(xmap);
     prefetch_map(wmap);
     let ktiles = 9 * sh.c / BK;
-    let tx = sh.box_w * sh.box_r * SW128_ROW_BYTES + B_BYTES;
+    let tx = (sh.box_w * sh.box_r + ring.b_rows) * SW128_ROW_BYTES;
     let mut pos = RingPos::at(0, ring.stages);
     let mut tile = block_idx_x();
     while tile < sh.total {
@@ -144,7 +148,7 @@ unsafe fn produce(xmap: *const u8, wmap: *const u8, sh: &Shape, ring: Ring) {
             arrive_expect_tx(bar, tx);
             let dst = ring.base + pos.stage * ring.stage_bytes;
             load_4d(dst, xmap, [(k0 - tap * sh.c) as i32, (x0 + s) as i32, (y0 + r) as i32, n as i32], bar);
-            load_2d(dst + ring.a_bytes, wmap, k0 as i32, (nt * BN) as i32, bar);
+            load_2d(dst + ring.a_bytes, wmap, k0 as i32, (nt * ring.b_rows) as i32, bar);
             pos.advance(ring.stages);
             kt += 1;
         }
@@ -185,16 +189,19 @@ fn valid_pixels(h: u32, wd: u32, y0: u32, x0: u32, box_r: u32, box_w: u32) -> u3
     cols_x * rows_y
 }
 
-/// Writes one thread's 64 accumulators of a `wgmma.m64n128` tile to the f32 staging tile at `rowa` (the
-/// byte address of its row lane/4 (+ 16 wq), column 2(lane % 4)): row + 8·half, columns 8i (+ 1) of n8 block i.
+/// Writes one thread's `A` accumulators of a `wgmma.m64nN` tile (N = A / 2: 128 or 64 columns) to the f32
+/// staging tile at `rowa` (the byte address of its row lane/4 (+ 16 wq), column 2(lane % 4)): row + 8·half,
+/// columns 8i (+ 1) of n8 block i.
 #[inline(always)]
-unsafe fn stage_acc(rowa: u32, acc: &[f32; 64]) {
+unsafe fn stage_acc<const A: usize>(rowa: u32, acc: &[f32; A]) {
     unroll!(2, |half| {
         let r = rowa + 8 * half as u32 * SROW * 4;
         unroll!(2, |ia| {
             unroll!(8, |ib| {
                 let i = ia * 8 + ib;
-                st_v2_f32(r + 32 * i as u32, acc[4 * i + 2 * half], acc[4 * i + 2 * half + 1]);
+                if i < A / 4 {
+                    st_v2_f32(r + 32 * i as u32, acc[4 * i + 2 * half], acc[4 * i + 2 * half + 1]);
+                }
             });
         });
     });
@@ -215,16 +222,18 @@ struct OutTile {
     box_w: u32,
 }
 
-/// Stores `rows` rows of the f32 staging tile `stg` ([row][SROW]), which hold tile rows `row0 ..`, to y16 as
-/// f16: 16 threads per row (thread `i` of the storing ones, `step` = their number / 16 rows per pass).
-/// Thread i % 16 = j stores GEMM columns 8j .. 8j + 8 (global 128·nt + 8j): channels (8j) % kc .. of
-/// parity q = (128·nt + 8j) / kc = (py, px), output pixel (up·yl + py, up·xl + px) of tile row (yl, xl).
+/// Stores `rows` rows of the f32 staging tile `stg` ([row][SROW]), which hold tile rows `row0 ..` of the
+/// `COLS` GEMM columns of N tile `o.nt`, to y16 as f16: `COLS / 8` threads per row (thread `i` of the storing
+/// ones, `step` = their number / (COLS / 8) rows per pass). Thread i % (COLS / 8) = j stores the tile's
+/// columns 8j .. 8j + 8, global GEMM column g = COLS·nt + 8j: channels g % kc .. of parity q = g / kc =
+/// (py, px), output pixel (up·yl + py, up·xl + px) of tile row (yl, xl).
 #[inline(always)]
-unsafe fn store_rows(stg: u32, y16: *mut u32, o: &OutTile, row0: u32, rows: u32, i: u32, step: u32) {
-    let j = i % 16;
-    let q = (BN * o.nt + 8 * j) / o.kc;
+unsafe fn store_rows<const COLS: u32>(stg: u32, y16: *mut u32, o: &OutTile, row0: u32, rows: u32, i: u32, step: u32) {
+    let j = i % (COLS / 8);
+    let g = COLS * o.nt + 8 * j;
+    let q = g / o.kc;
     let (py, px) = (q / o.up, q % o.up);
-    let mut rr = i / 16;
+    let mut rr = i / (COLS / 8);
     while rr < rows {
         let r = row0 + rr;
         let dy = r / o.box_w;
@@ -233,7 +242,7 @@ unsafe fn store_rows(stg: u32, y16: *mut u32, o: &OutTile, row0: u32, rows: u32,
         let src = stg + (rr * SROW + 8 * j) * 4;
         let (v0, v1) = (ld_v4_f32(src), ld_v4_f32(src + 16));
         // H8 (16-byte aligned) makes it one 16-byte store; the offset is a multiple of 8 halves.
-        let dst = y16.add((p * (o.kc / 2) + (8 * j) % o.kc / 2) as usize) as *mut H8;
+        let dst = y16.add((p * (o.kc / 2) + g % o.kc / 2) as usize) as *mut H8;
         *dst = H8([pack_f16x2(v0[0], v0[1]), pack_f16x2(v0[2], v0[3]), pack_f16x2(v1[0], v1[1]), pack_f16x2(v1[2], v1[3])]);
         rr += step;
     }
@@ -296,7 +305,7 @@ pub unsafe extern "ptx-kernel" fn $name(
 
     if warp == WARPS {
         if lane == 0 {
-            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES });
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
         }
         return;
     }
@@ -387,7 +396,7 @@ pub unsafe extern "ptx-kernel" fn $name(
         st_f32(red2 + t * 4, m2);
         // f16 output: 16 threads per 256-byte tile row, 8·NC rows per pass.
         let out = OutTile { n, h, wd, up, kc, nt, y0, x0, box_w };
-        store_rows(stg, y16, &out, 0, count, t, NC * 8);
+        store_rows::<BN>(stg, y16, &out, 0, count, t, NC * 8);
         named_barrier(CONSUMER_BARRIER, NC * 128);
         if t < kc {
             let mut m2 = 0f32;
@@ -423,6 +432,116 @@ conv2d_tma_entry!(
     /// SM (grids of at most one job per SM: the 256x256 images' residual convs), more copies in flight.
     conv2d_tma_m64_deep, consumers 1, stages CONV2D_TMA_M64_DEEP_STAGES
 );
+
+/// `conv2d_tma` with the 128 output channels split over two jobs (small grids): one consumer warpgroup,
+/// tiles of up to 64 pixels, job = tile·2 + N tile, N tile nt computing channels 64nt .. 64nt + 64 (one
+/// `wgmma.m64n64k16` per k16 step, 32 accumulators per thread; the weight map's box is 64 x 64). Twice
+/// the jobs of `conv2d_tma_m64`, each streaming half the weight: where one warpgroup's tiles would leave
+/// SMs idle (the 256x256 image's residual convs: 64 tiles, now 128 jobs), the grid fills the GPU and each
+/// block's copies halve. Ring of `CONV2D_TMA_N64_STAGES` stages; epilogue: every thread t < 64 takes column
+/// t: (mean, M2) over the tile's valid rows in one shifted pass (`column_stats`) into
+/// `part[((n·128 + 64nt + t)·tiles + tile)·2 ..+2]` (the partials of `conv2d_tma_m64`'s tiling: channels
+/// split, not pixels), and the f16 rows leave the staging tile as 16-byte stores.
+///
+/// Arguments as `conv2d_tma_m64` with `up` = 1 and `n_tiles` = 2 (host-checked); block
+/// `conv2d_tma_threads(1)`, dynamic shared memory `conv2d_tma_n64_layout().smem`, grid (≤ total, 1, 1).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(
+    xmap: *const u8,
+    wmap: *const u8,
+    h: u32,
+    wd: u32,
+    c: u32,
+    up: u32,
+    n_tiles: u32,
+    box_w: u32,
+    box_r: u32,
+    tiles_x: u32,
+    tiles: u32,
+    total: u32,
+    y16: *mut u32,
+    part: *mut f32,
+) {
+    const STAGES: u32 = CONV2D_TMA_N64_STAGES;
+    const NB: u32 = CONV2D_TMA_N64_BN;
+    const L: crate::launch::Conv2dTmaLayout = conv2d_tma_n64_layout();
+    const _: () = assert!(NB == 64 && L.a_bytes == WG_A_BYTES && L.stage_bytes == WG_A_BYTES + NB * SW128_ROW_BYTES);
+    crate::device::grid_dependency_wait();
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let smem = aligned_smem();
+    let full = smem + L.bars;
+    let empty = full + STAGES * 8;
+    if t == 0 {
+        for s in 0..STAGES {
+            mbarrier_init(full + 8 * s, 1);
+            mbarrier_init(empty + 8 * s, 4);
+        }
+        fence_mbarrier_init();
+    }
+    sync_threads();
+    let ktiles = 9 * c / BK;
+    let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
+
+    if warp == 4 {
+        if lane == 0 {
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: L.a_bytes, b_rows: NB });
+        }
+        return;
+    }
+
+    let stg = smem + L.staging; // [64][SROW] f32, columns 0 .. 64 used
+    let mut pos = RingPos::at(0, STAGES);
+    let mut tile = block_idx_x();
+    while tile < total {
+        let nt = tile % n_tiles;
+        let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
+        let mut acc = splat32(0.0);
+        let mut prev = 0u32;
+        let mut kt = 0;
+        while kt < ktiles {
+            wait_parity(full + 8 * pos.stage, pos.phase);
+            let a_base = smem + pos.stage * L.stage_bytes;
+            let b_base = a_base + L.a_bytes;
+            fence_acc32(&mut acc);
+            unroll!(4, |s| {
+                let off = 32 * s as u32;
+                mma_m64n64k16_f16(&mut acc, smem_desc_sw128(a_base + off), smem_desc_sw128(b_base + off), true);
+            });
+            wgmma::commit_group();
+            wgmma::wait_group::<1>();
+            // The batch of step kt - 1 has retired: its stage may be refilled.
+            if kt > 0 && lane == 0 {
+                arrive(empty + 8 * prev);
+            }
+            prev = pos.stage;
+            pos.advance(STAGES);
+            kt += 1;
+        }
+        wait_acc32::<0>(&mut acc);
+        if lane == 0 {
+            arrive(empty + 8 * prev);
+        }
+
+        // Epilogue. No barrier before writing the staging tile: every read of it for the previous job
+        // came before that job's last barrier, which this thread has passed.
+        let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
+        stage_acc(stg + ((warp * 16 + lane / 4) * SROW + (lane % 4) * 2) * 4, &acc);
+        named_barrier(CONSUMER_BARRIER, 128);
+        if t < NB {
+            let (mean, m2) = column_stats(stg, t, count);
+            let o = part.add((((n * BN + NB * nt + t) * tiles + ti) * 2) as usize);
+            *o = mean;
+            *o.add(1) = m2;
+        }
+        let out = OutTile { n, h, wd, up, kc: BN, nt, y0, x0, box_w };
+        store_rows::<NB>(stg, y16, &out, 0, count, t, 128 / (NB / 8));
+        named_barrier(CONSUMER_BARRIER, 128);
+        tile += grid_dim_x();
+    }
+}
 
 /// (mean, M2) of staged column `col` over rows 0 .. `rows` (≥ 1) in one pass: sums of d = v - v₀ and d²
 /// (shifted by the first row's value, so the difference Σd² - (Σd)²/rows does not cancel when the mean is
@@ -518,7 +637,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
 
     if warp == 8 {
         if lane == 0 {
-            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES });
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
         }
         return;
     }
@@ -597,7 +716,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
                 stage_acc(stg + row * SROW * 4 + col0 * 4, acc);
                 named_barrier(bar_id, 128);
                 let (mc, m2c) = column_stats(stg, col, rows);
-                store_rows(stg, y16, &out, r0, rows, tw, 8);
+                store_rows::<BN>(stg, y16, &out, r0, rows, tw, 8);
                 if cpt > 1 {
                     st_f32(red + col * 4, mc);
                     st_f32(red2 + col * 4, m2c);

@@ -58,7 +58,7 @@ use crate::ops::conv2d_tc::{
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
 use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
-    nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
+    in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
 };
 
@@ -251,6 +251,23 @@ impl GpuNorm {
         coef: &mut DeviceTensor,
     ) -> Result<()> {
         nhwc_in_coef_tiled(gpu, &shape4(y)?, tiling, part, &self.gamma, &self.beta, coef)
+    }
+    /// The norm of `y` (partials in `part`, tiled as `tiling` says) applied into `out` with ReLU or + the
+    /// padded residual: one launch where the partials are few, else the coefficients into `coef` and a pass
+    /// (`nhwc::in_apply_pad`).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_pad(
+        &self,
+        gpu: &Gpu,
+        y: &DeviceTensor,
+        tiling: &PartTiling,
+        part: &DeviceTensor,
+        coef: &mut DeviceTensor,
+        relu: bool,
+        residual: Option<&PaddedInput>,
+        out: PadOut<'_>,
+    ) -> Result<()> {
+        in_apply_pad(gpu, y, tiling, part, &self.gamma, &self.beta, coef, relu, residual, out)
     }
     /// `trunk = trunk' + norm(y)` (the residual blocks' second norm), where trunk' is `trunk` itself or,
     /// with `trunk_norm`, relu(norm(trunk)) by those coefficients (the trunk still raw from conv3).
@@ -813,12 +830,13 @@ impl<'g> GpuTransformerNetFast<'g> {
         mark("conv2+in2")?;
         self.conv3
             .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
-        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         let mut trunk_norm: Option<&DeviceTensor> = None;
         if let Some(TmaPads { trunk_a, trunk_b, t1: t1p }) = pads.as_mut() {
             // The residual blocks on conv2d_tma: every norm is a pass writing the next conv's padded input
-            // (the last block's update writes the plain trunk for deconv1).
-            nhwc_in_apply_pad(gpu, trunk, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
+            // (the last block's update writes the plain trunk for deconv1), combining the conv's partials
+            // itself where they are few (`nhwc::in_apply_pad`).
+            let tiling = conv2d_tc_part_tiling(&shape4(trunk)?);
+            self.in3.apply_pad(gpu, trunk, &tiling, part, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
             mark("conv3+in3")?;
             let (mut cur, mut next) = (trunk_a, trunk_b);
             let last = self.res.len() - 1;
@@ -827,20 +845,19 @@ impl<'g> GpuTransformerNetFast<'g> {
                     return Err(Error::Other("residual block without its conv2d_tma weights".into()));
                 };
                 let tiling = conv2d_tma(gpu, &*cur, w1, t1, part)?;
-                blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
-                nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
+                blk.in1.apply_pad(gpu, t1, &tiling, part, coef, true, None, PadOut::Padded(t1p))?;
                 let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
-                blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
                 let out = match (i == last, trunk_up.as_mut()) {
                     (false, _) => PadOut::Padded(&mut *next),
                     (true, Some(tu)) => PadOut::Padded(tu),
                     (true, None) => PadOut::Plain(&mut *trunk),
                 };
-                nhwc_in_apply_pad(gpu, t2, coef, false, Some(&*cur), out)?;
+                blk.in2.apply_pad(gpu, t2, &tiling, part, coef, false, Some(&*cur), out)?;
                 std::mem::swap(&mut cur, &mut next);
                 mark(res_name(i))?;
             }
         } else {
+        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         // The trunk's pending norm: none when in3 is applied in place (the default); with
         // `STYLEFORGE_FOLD_IN3=1` (A/B) the trunk stays raw and the first residual block's conv and update
         // apply in3 on load.
@@ -863,16 +880,16 @@ impl<'g> GpuTransformerNetFast<'g> {
             (Some(w), Some(tu)) => conv2d_tma(gpu, tu, w, u1, part)?,
             _ => self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?,
         };
-        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         match (&self.deconv2_tma, u1_pad.as_mut()) {
             (Some(w), Some(u1p)) => {
                 // in4 written replicate-padded for deconv2's sub-pixel form on conv2d_tma.
-                nhwc_in_apply_pad(gpu, u1, coef, true, None, PadOut::Padded(u1p))?;
+                self.in4.apply_pad(gpu, u1, &tiling, part, coef, true, None, PadOut::Padded(u1p))?;
                 mark("deconv1+in4")?;
                 let tiling = conv2d_tma(gpu, u1p, w, u2, part)?;
                 self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
             }
             _ => {
+                self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
                 // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
                 let u1_norm = if self.fold_in4 {
                     Some(&*coef)

@@ -20,8 +20,9 @@
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads, CONV2D_TMA_BK,
-    CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_PP_STAGES, SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads,
+    CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES,
+    SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
 };
 use models::Tensor;
 
@@ -40,6 +41,9 @@ pub const CONV_TMA_PP_ENV: &str = "STYLEFORGE_CONV_TMA_PP";
 /// Environment variable: `0` keeps 64-pixel tiles on the 3-stage kernel sized for two blocks per SM
 /// (`conv2d_tma_m64`) even where one block per SM is enough (`conv2d_tma_m64_deep`) (A/B).
 pub const CONV_TMA_DEEP_ENV: &str = "STYLEFORGE_CONV_TMA_DEEP";
+/// Environment variable: `0` keeps each 64-pixel tile's 128 output channels in one job (the deep ring) even
+/// where splitting them over two jobs (`conv2d_tma_n64`) still gives every job its own SM (A/B).
+pub const CONV_TMA_N64_ENV: &str = "STYLEFORGE_CONV_TMA_N64";
 
 /// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
 /// pixels), `tiles_x` per row of tiles, `tiles` per sample.
@@ -51,6 +55,9 @@ pub struct TmaTiling {
     pub stages: u32,
     /// Two consumer warpgroups taking turns on whole tiles (`conv2d_tma_pp`) instead of sharing each tile.
     pub pingpong: bool,
+    /// GEMM columns per job: 128 (every output channel of a tile), or 64 (`conv2d_tma_n64`: two jobs per
+    /// tile, one per half of the channels).
+    pub bn: u32,
     pub box_w: usize,
     pub box_r: usize,
     pub tiles_x: usize,
@@ -65,7 +72,7 @@ impl TmaTiling {
         let (box_w, box_r) = if w >= bm { (bm, 1) } else { (w.max(1), bm / w.max(1)) };
         let tiles_x = w.div_ceil(box_w);
         let stages = conv2d_tma_stages(consumers);
-        TmaTiling { consumers, stages, pingpong: false, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
+        TmaTiling { consumers, stages, pingpong: false, bn: CONV2D_TMA_K, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
     }
 
     /// The same tiles (of up to 128 pixels: two consumer warpgroups) with the ping-pong schedule.
@@ -76,12 +83,30 @@ impl TmaTiling {
     /// The same tiles (of up to 64 pixels: one consumer warpgroup) on the deep ring (`conv2d_tma_m64_deep`:
     /// one block per SM).
     pub fn deep(self) -> Self {
-        TmaTiling { stages: CONV2D_TMA_M64_DEEP_STAGES, ..self }
+        TmaTiling { stages: CONV2D_TMA_M64_DEEP_STAGES, bn: CONV2D_TMA_K, ..self }
+    }
+
+    /// The same tiles (of up to 64 pixels: one consumer warpgroup) with each tile's 128 output channels
+    /// split over two jobs (`conv2d_tma_n64`: one block per SM). Plain convs only: a sub-pixel weight runs
+    /// these tiles on the deep ring instead ([`Self::for_up`]).
+    pub fn split_n(self) -> Self {
+        TmaTiling { stages: CONV2D_TMA_N64_STAGES, bn: CONV2D_TMA_N64_BN, ..self }
+    }
+
+    /// The tiling that runs a weight with upsampling factor `up` over this input: itself, or for a sub-pixel
+    /// weight (`up` = 2, whose epilogue scatters 128-column blocks) the deep ring instead of split channels.
+    /// The A boxes are the same, so the input's map serves both.
+    pub fn for_up(self, up: usize) -> Self {
+        if up != 1 && self.bn != CONV2D_TMA_K {
+            self.deep()
+        } else {
+            self
+        }
     }
 
     /// The kernel that runs this tiling.
     fn kernel(&self) -> Option<&'static str> {
-        conv2d_tma_kernel(self.consumers, self.stages, self.pingpong)
+        conv2d_tma_kernel(self.consumers, self.stages, self.pingpong, self.bn)
     }
 
     /// The partials' tiling for `nhwc_in_coef_tiled` of a conv over an `h x w` input whose output is `up`
@@ -112,6 +137,8 @@ impl TmaTiling {
     fn smem(&self) -> u32 {
         if self.pingpong {
             conv2d_tma_pp_layout().smem
+        } else if self.bn == CONV2D_TMA_N64_BN {
+            conv2d_tma_n64_layout().smem
         } else {
             conv2d_tma_layout(self.consumers, self.stages).smem
         }
@@ -119,8 +146,9 @@ impl TmaTiling {
 }
 
 /// The tiling for N samples of `h x w` on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel
-/// tiles, ping-pong) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many; on
-/// the deep ring when there are no more of them than SMs); [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`] and
+/// tiles, ping-pong) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many; with
+/// the channels split over two jobs when even that leaves an SM for every job, else on the deep ring when
+/// there are no more tiles than SMs); [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`], [`CONV_TMA_N64_ENV`] and
 /// [`CONV_TMA_DEEP_ENV`] override.
 pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTiling {
     let forced = std::env::var(CONV_TMA_M_ENV).ok().and_then(|v| match v.trim() {
@@ -139,6 +167,8 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTili
     let on = |var: &str| std::env::var(var).map(|v| v.trim() != "0").unwrap_or(true);
     if consumers == 2 && on(CONV_TMA_PP_ENV) {
         tl.pingpong()
+    } else if consumers == 1 && 2 * n * tl.tiles <= sm_count as usize && on(CONV_TMA_N64_ENV) {
+        tl.split_n()
     } else if consumers == 1 && n * tl.tiles <= sm_count as usize && on(CONV_TMA_DEEP_ENV) {
         tl.deep()
     } else {
@@ -179,7 +209,7 @@ impl PaddedInput {
             format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
         })?;
         let plain = TmaTiling::new(h, w, tiling.consumers);
-        let same = tiling == plain || tiling == plain.pingpong() || tiling == plain.deep();
+        let same = tiling == plain || tiling == plain.pingpong() || tiling == plain.deep() || tiling == plain.split_n();
         ensure(same && tiling.kernel().is_some(), OP, || {
             format!("tiling {tiling:?} is not conv2d_tma's for {h}x{w}")
         })?;
@@ -206,8 +236,10 @@ impl PaddedInput {
 /// tensor map of its 128 x 64 B tiles: a conv with 128 outputs, or the sub-pixel form of a 2x upsampling
 /// conv with 32 ([`Self::upload_upsample`]).
 pub struct TmaConvWeight {
-    /// Declared before `w`: the map names `w`'s memory.
+    /// Declared before `w`: the maps name `w`'s memory. Box 64 x 128 (one job per tile).
     map: DeviceTensorMap,
+    /// Box 64 x 64, for `conv2d_tma_n64` (plain convs only: `up` = 1).
+    map_n64: Option<DeviceTensorMap>,
     pub w: TcWeight,
     /// 1, or 2 for the sub-pixel form of a 2x upsampling conv.
     pub up: usize,
@@ -246,8 +278,13 @@ impl TmaConvWeight {
             &[(w.kw * 2) as u64],
             &[CONV2D_TMA_BK, CONV2D_TMA_K],
         )?;
+        let map_n64 = if up == 1 {
+            Some(DeviceTensorMap::tiled_f16(w.data.ptr(), &[w.kw as u64, w.k as u64], &[(w.kw * 2) as u64], &[CONV2D_TMA_BK, CONV2D_TMA_N64_BN])?)
+        } else {
+            None
+        };
         let n_tiles = w.k / bn;
-        Ok(TmaConvWeight { map, w, up, n_tiles, k_out: bn * n_tiles / (up * up) })
+        Ok(TmaConvWeight { map, map_n64, w, up, n_tiles, k_out: bn * n_tiles / (up * up) })
     }
 }
 
@@ -298,7 +335,7 @@ pub fn conv2d_tma(
     ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out, OP, || {
         format!("y must be NHWC f16 {out:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
     })?;
-    let tl = x.tiling;
+    let tl = x.tiling.for_up(up);
     ensure(ntn == 1 || tl.splits_rows(h), OP, || {
         format!("a two-N-tile sub-pixel conv needs tiles of whole rows dividing H = {h} (tiles of {} rows)", tl.box_r)
     })?;
@@ -307,7 +344,14 @@ pub fn conv2d_tma(
     ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
         format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
     })?;
-    let total = n * tl.tiles * ntn;
+    // Jobs per tile: the weight's 128-column N tiles, each split in two by conv2d_tma_n64.
+    let jobs = ntn * (CONV2D_TMA_K / tl.bn) as usize;
+    let wmap = if tl.bn == CONV2D_TMA_K {
+        &w.map
+    } else {
+        w.map_n64.as_ref().ok_or_else(|| Error::Shape { op: OP, msg: "split-channel tiling without the weight's 64-row map".into() })?
+    };
+    let total = n * tl.tiles * jobs;
     ensure(out.iter().product::<usize>() < (1 << 31) && part_len < (1 << 31), OP, || {
         format!("output {out:?} needs 64-bit indexing")
     })?;
@@ -316,19 +360,21 @@ pub fn conv2d_tma(
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
     let smem = tl.smem();
-    let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, ntn as u32);
+    let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, jobs as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
-    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp (`name`, the kernel for tl.consumers warpgroups, tl.stages stages
-    // and tl.pingpong) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total: u32, y16: *mut
-    // u32, part: *mut f32), matching in order and type. xmap is a tensor map over x.t, [N, H + 2, W + 2, C]
-    // f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for exactly this tiling, checked there);
-    // the kernel's box origins are (c0 < C, x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the
-    // tensor is zero-filled by the copy engine, never read from outside it. wmap covers w.w.data,
-    // [128·n_tiles, 9C] f16 (checked at upload, C equal to the input's, checked here) with box 64 x 128 at
-    // (64·kt < 9C, 128·nt < 128·n_tiles). The kernel writes y16 words of pixels (n, y < up·H, x < up·W) only
-    // (y is f16 [N, up·H, up·W, k_out] with k_out·up² = 128·n_tiles, checked; up and n_tiles are the
-    // weight's) and part[((n·k_out + ch)·tiles·n_tiles + nt·tiles + tile)·2 ..+2] with ch < k_out, nt <
-    // n_tiles, tile < tiles (part_len checked); y and part are exclusive borrows, distinct from the inputs.
+    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _n64 (`name`, the kernel for tl.consumers warpgroups,
+    // tl.stages stages, tl.pingpong and tl.bn) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r,
+    // tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32), matching in order and type. xmap is a tensor map
+    // over x.t, [N, H + 2, W + 2, C] f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for these
+    // boxes, checked there; for_up only changes the ring, not the boxes); the kernel's box origins are (c0 < C,
+    // x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the tensor is zero-filled by the copy engine,
+    // never read from outside it. wmap covers w.w.data, [128·ntn, 9C] f16 (checked at upload, C equal to the
+    // input's, checked here) with box 64 x bn at (64·kt < 9C, bn·nt < 128·ntn), the kernel's n_tiles being
+    // jobs = ntn·128/bn (bn = 64 only with up = 1: for_up, and map_n64 exists exactly for up = 1). The kernel
+    // writes y16 words of pixels (n, y < up·H, x < up·W) only (y is f16 [N, up·H, up·W, k_out] with k_out·up²
+    // = 128·ntn, checked; up and ntn are the weight's) and part[((n·k_out + ch)·tiles·ntn + nt·tiles +
+    // tile)·2 ..+2] with ch < k_out, nt < ntn, tile < tiles (_n64: ((n·128 + ch)·tiles + tile), ntn = 1; part_len
+    // checked); y and part are exclusive borrows, distinct from the inputs.
     // Every index fits 31 bits (checked here and in PaddedInput::new). Block conv2d_tma_threads(consumers)
     // (the warpgroups the kernel's roles assume; 2 · 128 + 32 = CONV2D_TMA_PP_THREADS for _pp) with smem ≤ 227 KB (a const of the kernel crate;
     // `launch` opts in above 48 KB); grid ≤ total, each block striding over the jobs.
@@ -338,7 +384,7 @@ pub fn conv2d_tma(
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
             smem,
-            kernel_args!(x.map.ptr(), w.map.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
+            kernel_args!(x.map.ptr(), wmap.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
         )?;
     }
     Ok(tiling)
@@ -371,13 +417,22 @@ mod tests {
         assert_eq!((pp.box_w, pp.box_r, pp.tiles, pp.kernel()), (128, 1, 512, Some("conv2d_tma_pp")));
         assert_eq!(TmaTiling::new(64, 64, 1).pingpong().kernel(), None, "ping-pong needs two warpgroups");
         assert_eq!(conv2d_tma_tiling(1, 64, 64, sm).consumers, 1);
-        // 64 tiles of 64 pixels: one block per SM is enough, the deep ring; 256 tiles: two per SM.
-        let small = conv2d_tma_tiling(1, 64, 64, sm);
-        assert_eq!((small.stages, small.kernel(), small.blocks_per_sm()), (7, Some("conv2d_tma_m64_deep"), 1));
+        // 96 tiles of 64 pixels: one block per SM is enough, the deep ring; 256 tiles: two per SM.
+        let deep = conv2d_tma_tiling(1, 96, 64, sm);
+        assert_eq!((deep.stages, deep.kernel(), deep.blocks_per_sm()), (7, Some("conv2d_tma_m64_deep"), 1));
         let mid = conv2d_tma_tiling(1, 128, 128, sm);
         assert_eq!((mid.consumers, mid.kernel(), mid.blocks_per_sm()), (1, Some("conv2d_tma_m64"), 2));
         assert_eq!(pp.blocks_per_sm(), 1);
         assert_eq!(TmaTiling::new(64, 64, 2).blocks_per_sm(), 1);
         assert_eq!(conv2d_tma_tiling(4, 256, 256, sm).consumers, 2);
+        // 64 tiles of 64 pixels: the channels split over 128 jobs, one per SM; 96 tiles (192 jobs) would not fit.
+        let small = TmaTiling::new(64, 64, 1);
+        assert_eq!(conv2d_tma_tiling(1, 64, 64, sm), small.split_n());
+        assert_eq!((small.split_n().kernel(), small.split_n().blocks_per_sm()), (Some("conv2d_tma_n64"), 1));
+        assert_eq!(conv2d_tma_tiling(1, 96, 64, sm), TmaTiling::new(96, 64, 1).deep());
+        // A sub-pixel weight over a split-channel input runs the deep ring on the same boxes.
+        assert_eq!(small.split_n().for_up(2), small.deep());
+        assert_eq!(small.split_n().for_up(1), small.split_n());
+        assert_eq!(small.deep().for_up(2), small.deep());
     }
 }

@@ -11,7 +11,8 @@
 //!   (`PartTiling::blocks(H, W, R, Wt)`), and the coefficients `nhwc_in_coef_tiled` makes of them;
 //! * runs one or two consumer warpgroups (64- or 128-pixel tiles; every two-warpgroup case also with the
 //!   ping-pong schedule, `conv2d_tma_pp`, whose partials combine two 64-row halves, and every one-warpgroup
-//!   case also on the deep ring, `conv2d_tma_m64_deep`), boxes of whole rows and boxes of
+//!   case also on the deep ring, `conv2d_tma_m64_deep`, and with the channels split over two jobs,
+//!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring), boxes of whole rows and boxes of
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
@@ -110,31 +111,52 @@ fn pad_nhwc_mode(x: &Tensor, mode: PadMode) -> Vec<f32> {
     out
 }
 
-/// The tiling a case runs: `consumers` warpgroups on the default kernel for that count, or (`alt`) on the
-/// other one: the ping-pong schedule (`conv2d_tma_pp`) with two, the deep ring (`conv2d_tma_m64_deep`) with
-/// one.
-fn case_tiling(h: usize, w: usize, consumers: u32, alt: bool) -> TmaTiling {
-    let tl = TmaTiling::new(h, w, consumers);
-    match (alt, consumers) {
-        (false, _) => tl,
-        (true, 2) => tl.pingpong(),
-        (true, _) => tl.deep(),
+/// Which of the kernels of a warpgroup count a case runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kern {
+    /// `conv2d_tma_m128` (two warpgroups) or `conv2d_tma_m64` (one).
+    Base,
+    /// The ping-pong schedule (`conv2d_tma_pp`) with two, the deep ring (`conv2d_tma_m64_deep`) with one.
+    Alt,
+    /// One warpgroup, the channels split over two jobs (`conv2d_tma_n64`; a sub-pixel weight falls back to
+    /// the deep ring: `TmaTiling::for_up`).
+    SplitN,
+}
+
+/// The kernels a case with `consumers` warpgroups runs on.
+fn kernels(consumers: u32) -> &'static [Kern] {
+    if consumers == 1 {
+        &[Kern::Base, Kern::Alt, Kern::SplitN]
+    } else {
+        &[Kern::Base, Kern::Alt]
     }
 }
 
-/// The case label's kernel: m64, m64deep, m128 or m128pp.
-fn kernel_tag(consumers: u32, alt: bool) -> String {
-    let alt = match (alt, consumers) {
-        (false, _) => "",
-        (true, 2) => "pp",
-        (true, _) => "deep",
+/// The tiling a case runs: `consumers` warpgroups on kernel `k`.
+fn case_tiling(h: usize, w: usize, consumers: u32, k: Kern) -> TmaTiling {
+    let tl = TmaTiling::new(h, w, consumers);
+    match (k, consumers) {
+        (Kern::Base, _) => tl,
+        (Kern::Alt, 2) => tl.pingpong(),
+        (Kern::Alt, _) => tl.deep(),
+        (Kern::SplitN, _) => tl.split_n(),
+    }
+}
+
+/// The case label's kernel: m64, m64deep, m64n64, m128 or m128pp.
+fn kernel_tag(consumers: u32, k: Kern) -> String {
+    let alt = match (k, consumers) {
+        (Kern::Base, _) => "",
+        (Kern::Alt, 2) => "pp",
+        (Kern::Alt, _) => "deep",
+        (Kern::SplitN, _) => "n64",
     };
     format!("m{}{alt}", 64 * consumers)
 }
 
-fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, alt: bool) -> Vec<CheckResult> {
+fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, k: Kern) -> Vec<CheckResult> {
     let tag = if cs.norm { " +in_norm" } else { "" };
-    let case = format!("{}x{}x{}x{} {}{tag}", cs.n, cs.c, cs.h, cs.w, kernel_tag(cs.consumers, alt));
+    let case = format!("{}x{}x{}x{} {}{tag}", cs.n, cs.c, cs.h, cs.w, kernel_tag(cs.consumers, k));
     let mut run = || -> Result<Vec<CheckResult>> {
         let (n, c, h, w) = (cs.n, cs.c, cs.h, cs.w);
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
@@ -147,7 +169,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, alt: bool) -> Vec<CheckResult
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dcoef = DeviceTensor::from_host(&coef)?;
-        let tl = case_tiling(h, w, cs.consumers, alt);
+        let tl = case_tiling(h, w, cs.consumers, k);
         let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Reflect)?;
         let dw = TmaConvWeight::upload(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, cs.norm, None, PadOut::Padded(&mut xp))?;
@@ -160,7 +182,16 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, alt: bool) -> Vec<CheckResult
         let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
         let mut ncoef = poisoned(&[n * 128 * 2], DType::F32, Layout::RowMajor)?;
         nhwc::nhwc_in_coef_tiled(gpu, &[n, h, w, 128], &tiling, &part, &dg, &db, &mut ncoef)?;
+        // The next norm in one launch (`nhwc_in_coef_apply_pad`: coefficients from the partials inside the
+        // apply pass) against the two launches (`nhwc_in_coef_tiled` above, then `nhwc_in_apply_pad`), with
+        // ReLU, or with the padded input as the residual (128 input channels).
+        let residual = (!cs.norm && c == 128).then_some(&xp);
+        let mut fused = PaddedInput::new(n, h, w, 128, tl, PadMode::Reflect)?;
+        let mut two = PaddedInput::new(n, h, w, 128, tl, PadMode::Reflect)?;
+        nhwc::nhwc_in_coef_apply_pad(gpu, &dy, &tiling, &part, &dg, &db, cs.norm, residual, PadOut::Padded(&mut fused))?;
+        nhwc_in_apply_pad(gpu, &dy, &ncoef, cs.norm, residual, PadOut::Padded(&mut two))?;
         gpu.synchronize()?;
+        let fused_case = format!("{case} next norm in one launch ({})", if residual.is_some() { "+residual" } else { "relu" });
 
         let got_pad = xp.t.to_vec_f16_as_f32()?;
         let got16 = tc::nhwc_to_nchw([n, h, w, 128], &dy.to_vec_f16_as_f32()?)?;
@@ -172,6 +203,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, alt: bool) -> Vec<CheckResult
             compare(OP, &format!("{case} tile means ({} tiles of {}x{})", tiling.tiles, tl.box_r, tl.box_w), &got_mean, &want_mean, Tolerance::F32_LOOSE),
             compare(OP, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
             compare(OP, &format!("{case} norm coef (tiled)"), &ncoef.to_vec_f32()?, &host_coef(&expected, &gamma.data, &beta.data), Tolerance::F32_LOOSE),
+            compare("nhwc_in_coef_apply_pad", &fused_case, &fused.t.to_vec_f16_as_f32()?, &two.t.to_vec_f16_as_f32()?, TOL_F16),
         ];
         if tiling != want_tiling {
             results[1].passed = false;
@@ -251,6 +283,8 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let w_up64 = TmaConvWeight::upload_upsample(&zeros(&[64, 128, 3, 3]))?;
         let mut y_odd = h16(&[1, 18, 16, 64])?;
         let mut part_odd = DeviceTensor::empty(&[4 * tl_odd.part_tiling(9, 8, 2, 2).part_len(1, 64)], DType::F32, Layout::RowMajor)?;
+        let ptl = tl.part_tiling(8, 8, 1, 1);
+        let (g128, g64) = (DeviceTensor::from_host(&zeros(&[128]))?, DeviceTensor::from_host(&zeros(&[64]))?);
         let attempts: Vec<(&str, bool)> = vec![
             ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
             ("output shape", conv2d_tma(gpu, &x, &w, &mut y_bad, &mut part).is_ok()),
@@ -270,11 +304,16 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("sub-pixel weight with 128 outputs", TmaConvWeight::upload_upsample(&zeros(&[128, 128, 3, 3])).is_ok()),
             ("two N tiles with tile rows not dividing H", conv2d_tma(gpu, &x_odd, &w_up64, &mut y_odd, &mut part_odd).is_ok()),
             ("sub-pixel weight with 32 inputs", TmaConvWeight::upload_upsample(&zeros(&[32, 32, 3, 3])).is_ok()),
+            ("coef apply with partials too small", nhwc::nhwc_in_coef_apply_pad(gpu, &raw, &ptl, &part_small, &g128, &g128, true, None, PadOut::Padded(&mut xp)).is_ok()),
+            ("coef apply with a tiling of another plane", nhwc::nhwc_in_coef_apply_pad(gpu, &raw, &tl_odd.part_tiling(9, 8, 1, 1), &part, &g128, &g128, true, None, PadOut::Padded(&mut xp)).is_ok()),
+            ("coef apply with 64 gammas", nhwc::nhwc_in_coef_apply_pad(gpu, &raw, &ptl, &part, &g64, &g128, true, None, PadOut::Padded(&mut xp)).is_ok()),
+            ("coef apply image mismatch", nhwc::nhwc_in_coef_apply_pad(gpu, &raw_bad, &ptl, &part, &g128, &g128, true, None, PadOut::Padded(&mut xp)).is_ok()),
         ];
         // The right calls are taken (so the refusals above are about what they name).
         let control = nhwc_in_apply_pad(gpu, &raw, &coef, true, None, PadOut::Padded(&mut xp))
             .and_then(|_| conv2d_tma(gpu, &xp, &w, &mut y, &mut part))
-            .and_then(|_| conv2d_tma(gpu, &x_rep, &w_up, &mut y_up, &mut part_up).map(|_| ()));
+            .and_then(|_| conv2d_tma(gpu, &x_rep, &w_up, &mut y_up, &mut part_up).map(|_| ()))
+            .and_then(|_| nhwc::nhwc_in_coef_apply_pad(gpu, &raw, &ptl, &part, &g128, &g128, true, None, PadOut::Padded(&mut xp)));
         gpu.synchronize()?;
         let accepted: Vec<&str> = attempts.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
         Ok(refusal_result(OP, &accepted, control.err().map(|e| e.to_string())))
@@ -345,10 +384,11 @@ fn rows_by_parity(t: &Tensor) -> Tensor {
 }
 
 /// One [`UP_CASES`] case (module comment).
-fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool), alt: bool) -> Vec<CheckResult> {
+fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool), kern: Kern) -> Vec<CheckResult> {
     const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
     let tag = if norm { " +in_norm" } else { "" };
-    let case = format!("up2 {n}x{c}x{h}x{w} -> {k} {}{tag}", kernel_tag(consumers, alt));
+    let fallback = if kern == Kern::SplitN { " (runs m64deep)" } else { "" };
+    let case = format!("up2 {n}x{c}x{h}x{w} -> {k} {}{fallback}{tag}", kernel_tag(consumers, kern));
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
         let bound = 1.0 / ((c * 9) as f32).sqrt();
@@ -363,7 +403,7 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (
         let (xs, xd) = tc::nchw_to_nhwc(&x)?;
         let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
         let dcoef = DeviceTensor::from_host(&coef)?;
-        let tl = case_tiling(h, w, consumers, alt);
+        let tl = case_tiling(h, w, consumers, kern);
         let mut xp = PaddedInput::new(n, h, w, c, tl, PadMode::Replicate)?;
         let dw = TmaConvWeight::upload_upsample(&wt)?;
         nhwc_in_apply_pad(gpu, &dx, &dcoef, norm, None, PadOut::Padded(&mut xp))?;
@@ -402,15 +442,18 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (
 
 fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    // Every case runs on both kernels of its warpgroup count: two warpgroups on each tile and ping-pong;
-    // one warpgroup on the 3-stage ring and on the deep one.
+    // Every case runs on every kernel of its warpgroup count: two warpgroups on each tile and ping-pong;
+    // one warpgroup on the 3-stage ring, on the deep one and with the channels split over two jobs (a
+    // sub-pixel weight: on the deep ring, through the launcher's fallback).
     for cs in CASES {
-        out.extend(run_case(gpu, rng, cs, false));
-        out.extend(run_case(gpu, rng, cs, true));
+        for &k in kernels(cs.consumers) {
+            out.extend(run_case(gpu, rng, cs, k));
+        }
     }
     for &cs in UP_CASES {
-        out.extend(upsample_case(gpu, rng, cs, false));
-        out.extend(upsample_case(gpu, rng, cs, true));
+        for &k in kernels(cs.5) {
+            out.extend(upsample_case(gpu, rng, cs, k));
+        }
     }
     out.extend(residual_case(gpu, rng, 2, 9, 13));
     out.extend(residual_case(gpu, rng, 1, 64, 64));
