@@ -498,10 +498,6 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
 
 /// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
 pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
-/// `nhwc_in_coef_apply_pad`: threads per block (16 per channel of its group of eight).
-pub const NHWC_COEF_APPLY_THREADS: u32 = 128;
-/// `nhwc_in_coef_apply_pad`: dynamic shared memory (the eight channels' (a, b) f32 pairs).
-pub const NHWC_COEF_APPLY_SMEM: u32 = 16 * 4;
 
 /// Shared memory of one SM on sm_90 (H100/H200): 228 KB, of which the driver reserves
 /// [`SMEM_RESERVED_PER_BLOCK`] per resident block; one block may opt into at most [`MAX_SMEM_PER_BLOCK`].

@@ -4,14 +4,11 @@
 //! * `nhwc_in_coef`: combines the per-tile InstanceNorm partials that `conv2d_tc` writes into per
 //!   (sample, channel) affine coefficients a = γ·rstd, b = β − mean·a;
 //! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual, itself optionally normalised + ReLU) on NHWC f16,
-//!   eight channels per thread;
-//! * `nhwc_in_apply_pad`: the same into a padded image (the input of `conv2d_tma`);
-//! * `nhwc_in_coef_apply_pad`: `nhwc_in_coef` + `nhwc_in_apply_pad` in one launch where planes have few
-//!   partial tiles (each block combines the partials of its eight channels).
+//!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::warp::shfl_xor_f32;
-use crate::device::{block_idx_x, block_idx_y, block_idx_z, global_index_x, math, shared, sync_threads, thread_idx_x};
-use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_APPLY_THREADS, NHWC_COEF_THREADS};
+use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
+use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
 /// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
@@ -82,8 +79,32 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     let p = block_idx_x();
     let t = thread_idx_x();
     let src = part.add((p * tiles * 2) as usize);
-    let pt = PlaneTiles { tiles, tiles_x, tile_w, tile_h, q_cols, p_rows };
-    let mut acc = pt.combine(src, t, NHWC_COEF_THREADS);
+    let mut acc = (0f32, 0f32, 0f32);
+    let mut i = t;
+    while i < tiles {
+        let ty = i / tiles_x;
+        let (x0, y0) = ((i - ty * tiles_x) * tile_w, ty * tile_h);
+        let cw = if q_cols - x0 < tile_w {
+            q_cols - x0
+        } else {
+            tile_w
+        };
+        let rh = if p_rows - y0 < tile_h {
+            p_rows - y0
+        } else {
+            tile_h
+        };
+        let cnt = cw * rh;
+        acc = chan(
+            acc,
+            (
+                cnt as f32,
+                *src.add(2 * i as usize),
+                *src.add(2 * i as usize + 1),
+            ),
+        );
+        i += NHWC_COEF_THREADS;
+    }
     let mut m = 16;
     while m > 0 {
         let o = (
@@ -111,59 +132,14 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
                 (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
             );
         }
-        let (a, b) = affine(tot, pq, *gamma.add((p % c) as usize), *beta.add((p % c) as usize), eps);
+        let var = tot.2 / pq as f32;
+        let var = if var > 0.0 { var } else { 0.0 };
+        let rstd = 1.0 / math::sqrt(var + eps);
+        let ch = (p % c) as usize;
+        let a = *gamma.add(ch) * rstd;
         *coef.add(2 * p as usize) = a;
-        *coef.add(2 * p as usize + 1) = b;
+        *coef.add(2 * p as usize + 1) = *beta.add(ch) - tot.1 * a;
     }
-}
-
-/// The tiling of one plane's partials (`nhwc_in_coef`'s arguments of the same names).
-#[derive(Clone, Copy)]
-struct PlaneTiles {
-    tiles: u32,
-    tiles_x: u32,
-    tile_w: u32,
-    tile_h: u32,
-    q_cols: u32,
-    p_rows: u32,
-}
-
-impl PlaneTiles {
-    /// Pixels of tile `i`: min(tile_w, q_cols − (i % tiles_x)·tile_w) · min(tile_h, p_rows − (i / tiles_x)·tile_h).
-    #[inline(always)]
-    fn count(&self, i: u32) -> u32 {
-        let ty = i / self.tiles_x;
-        let (x0, y0) = ((i - ty * self.tiles_x) * self.tile_w, ty * self.tile_h);
-        let cw = if self.q_cols - x0 < self.tile_w { self.q_cols - x0 } else { self.tile_w };
-        let rh = if self.p_rows - y0 < self.tile_h { self.p_rows - y0 } else { self.tile_h };
-        cw * rh
-    }
-
-    /// Chan's combination of the plane's tiles `first`, `first + step`, ... from `src` ((mean, M2) pairs).
-    ///
-    /// # Safety
-    /// `src` holds the plane's `tiles` pairs.
-    #[inline(always)]
-    unsafe fn combine(&self, src: *const f32, first: u32, step: u32) -> (f32, f32, f32) {
-        let mut acc = (0f32, 0f32, 0f32);
-        let mut i = first;
-        while i < self.tiles {
-            acc = chan(acc, (self.count(i) as f32, *src.add(2 * i as usize), *src.add(2 * i as usize + 1)));
-            i += step;
-        }
-        acc
-    }
-}
-
-/// The norm's (a, b) from a plane's (count, mean, M2) over its `pq` pixels: rstd = 1/sqrt(M2/pq + eps)
-/// (biased variance, clamped at 0), a = γ·rstd, b = β − mean·a.
-#[inline(always)]
-fn affine(tot: (f32, f32, f32), pq: u32, gamma: f32, beta: f32, eps: f32) -> (f32, f32) {
-    let var = tot.2 / pq as f32;
-    let var = if var > 0.0 { var } else { 0.0 };
-    let rstd = 1.0 / math::sqrt(var + eps);
-    let a = gamma * rstd;
-    (a, beta - tot.1 * a)
 }
 
 /// Eight f16 (16 bytes).
@@ -266,7 +242,20 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         return;
     }
     let pad = if pad_mode == 0 { 0 } else { 1 };
-    let src = |i: u32, e: u32| pad_src(i, e, pad_mode);
+    let src = |i: u32, e: u32| -> u32 {
+        let v = i as i32 - pad as i32;
+        if pad_mode == 2 {
+            if v < 0 {
+                0
+            } else if v >= e as i32 {
+                e - 1
+            } else {
+                v as u32
+            }
+        } else {
+            super::conv2d_tc::reflect(v, e as i32) as u32
+        }
+    };
     let g = t % cg;
     let (ho, wo) = (h + 2 * pad, w + 2 * pad);
     let row = block_idx_x();
@@ -285,7 +274,25 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         residual.add((((n * (h + 2) + sy + 1) * (w + 2) + 1) * cg + g) as usize)
     };
     let y_row = y.add((row * wo * cg + g) as usize);
-    let apply = |xv: H8, rv: H8| apply8(xv, rv, &ab, relu != 0, !residual.is_null());
+    let apply = |xv: H8, rv: H8| -> H8 {
+        let mut out = H8([0; 4]);
+        for k in 0..4 {
+            let (x0, x1) = unpack_f16x2(xv.0[k]);
+            let mut v0 = math::fma(x0, ab[4 * k], ab[4 * k + 1]);
+            let mut v1 = math::fma(x1, ab[4 * k + 2], ab[4 * k + 3]);
+            if relu != 0 {
+                v0 = math::relu(v0);
+                v1 = math::relu(v1);
+            }
+            if !residual.is_null() {
+                let (r0, r1) = unpack_f16x2(rv.0[k]);
+                v0 += r0;
+                v1 += r1;
+            }
+            out.0[k] = pack_f16x2(v0, v1);
+        }
+        out
+    };
     let mut px = t / cg;
     while px < wo {
         let px2 = px + step;
@@ -301,139 +308,5 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             *y_row.add((px2 * cg) as usize) = apply(xv2, rv2);
         }
         px += 2 * step;
-    }
-}
-
-/// Source index of padded index `i` along an axis of `e` pixels: `pad_mode` 0 none, 1 reflection by 1
-/// (-1 -> 1, e -> e - 2), 2 replication by 1 (-1 -> 0, e -> e - 1).
-#[inline(always)]
-fn pad_src(i: u32, e: u32, pad_mode: u32) -> u32 {
-    let v = i as i32 - if pad_mode == 0 { 0 } else { 1 };
-    if pad_mode == 2 {
-        if v < 0 {
-            0
-        } else if v >= e as i32 {
-            e - 1
-        } else {
-            v as u32
-        }
-    } else {
-        super::conv2d_tc::reflect(v, e as i32) as u32
-    }
-}
-
-/// Eight channels normalised: v = a·x + b with (a, b) = (ab[2k], ab[2k + 1]) for channel k, ReLU when `relu`,
-/// then + the residual's channel when `res`; f16 (saturated).
-#[inline(always)]
-fn apply8(xv: H8, rv: H8, ab: &[f32; 16], relu: bool, res: bool) -> H8 {
-    let mut out = H8([0; 4]);
-    for k in 0..4 {
-        let (x0, x1) = unpack_f16x2(xv.0[k]);
-        let mut v0 = math::fma(x0, ab[4 * k], ab[4 * k + 1]);
-        let mut v1 = math::fma(x1, ab[4 * k + 2], ab[4 * k + 3]);
-        if relu {
-            v0 = math::relu(v0);
-            v1 = math::relu(v1);
-        }
-        if res {
-            let (r0, r1) = unpack_f16x2(rv.0[k]);
-            v0 += r0;
-            v1 += r1;
-        }
-        out.0[k] = pack_f16x2(v0, v1);
-    }
-    out
-}
-
-/// `nhwc_in_coef` and `nhwc_in_apply_pad` in one launch, for planes of few partial tiles (the small images:
-/// each block combines its eight channels' partials itself). Block (g, band, n) (grid (C/8, bands, N),
-/// `NHWC_COEF_APPLY_THREADS` = 128 threads) owns channel group g (channels 8g .. 8g + 8, 16 bytes per pixel)
-/// of output rows `band·band_rows ..` (at most `band_rows`) of sample n of the padded output y
-/// (`[N, H + 2p, W + 2p, C]`, p as `pad_mode` says, `nhwc_in_apply_pad`'s modes):
-/// 1. threads 16j .. 16j + 16 combine plane n·C + 8g + j's partials (`part`, tiled as `nhwc_in_coef`'s
-///    arguments say) with Chan's formula, strided over the tiles, then by shuffles; the plane's (a, b)
-///    (`nhwc_in_coef`'s formula, γ, β, eps) go to shared memory;
-/// 2. every pixel (row, px) of the band: v = a·x + b (+ReLU when `relu`) (+ the padded residual's pixel
-///    (sy + 1, sx + 1) when `residual` is not null) at the source pixel (sy, sx) of x `[N, H, W, C]`, as
-///    `nhwc_in_apply_pad`. Two pixels per iteration, loads before stores.
-///
-/// `y` must not alias `x` or `residual`. Dynamic shared memory: 64 bytes. The launcher checks C % 8 == 0,
-/// the tiling, and every index below 2^31.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn nhwc_in_coef_apply_pad(
-    x: *const H8,
-    part: *const f32,
-    gamma: *const f32,
-    beta: *const f32,
-    residual: *const H8,
-    y: *mut H8,
-    h: u32,
-    w: u32,
-    c: u32,
-    relu: u32,
-    pad_mode: u32,
-    band_rows: u32,
-    tiles: u32,
-    tiles_x: u32,
-    tile_w: u32,
-    tile_h: u32,
-    q_cols: u32,
-    p_rows: u32,
-    eps: f32,
-) {
-    const T: u32 = NHWC_COEF_APPLY_THREADS;
-    const _: () = assert!(T == 128);
-    crate::device::grid_dependency_wait();
-    let t = thread_idx_x();
-    let (g, band, n) = (block_idx_x(), block_idx_y(), block_idx_z());
-    let cg = c / 8;
-    // 1. Coefficients of the eight planes, 16 threads each (lanes 0-15 or 16-31 of a warp).
-    let (j, l) = (t / 16, t % 16);
-    let plane = n * c + 8 * g + j;
-    let pt = PlaneTiles { tiles, tiles_x, tile_w, tile_h, q_cols, p_rows };
-    let mut acc = pt.combine(part.add((plane * tiles * 2) as usize), l, 16);
-    let mut m = 8;
-    while m > 0 {
-        acc = chan(acc, (shfl_xor_f32(acc.0, m), shfl_xor_f32(acc.1, m), shfl_xor_f32(acc.2, m)));
-        m >>= 1;
-    }
-    let red = shared::dynamic_smem::<f32>();
-    if l == 0 {
-        let ch = (8 * g + j) as usize;
-        let (a, b) = affine(acc, p_rows * q_cols, *gamma.add(ch), *beta.add(ch), eps);
-        *red.add(2 * j as usize) = a;
-        *red.add(2 * j as usize + 1) = b;
-    }
-    sync_threads();
-    let mut ab = [0f32; 16];
-    for (k, v) in ab.iter_mut().enumerate() {
-        *v = *red.add(k);
-    }
-    // 2. The band's pixels.
-    let pad = if pad_mode == 0 { 0 } else { 1 };
-    let (ho, wo) = (h + 2 * pad, w + 2 * pad);
-    let r0 = band * band_rows;
-    let r1 = if ho - r0 < band_rows { ho } else { r0 + band_rows };
-    let npx = (r1 - r0) * wo;
-    let has_res = !residual.is_null();
-    let load = |idx: u32| -> (u32, H8, H8) {
-        let dr = idx / wo;
-        let (row, px) = (r0 + dr, idx - dr * wo);
-        let (sy, sx) = (pad_src(row, h, pad_mode), pad_src(px, w, pad_mode));
-        let xv = *x.add((((n * h + sy) * w + sx) * cg + g) as usize);
-        let rv = if has_res { *residual.add((((n * (h + 2) + sy + 1) * (w + 2) + sx + 1) * cg + g) as usize) } else { H8([0; 4]) };
-        ((((n * ho + row) * wo + px) * cg + g), xv, rv)
-    };
-    let mut idx = t;
-    while idx < npx {
-        let idx2 = idx + T;
-        let (o1, xv1, rv1) = load(idx);
-        let second = if idx2 < npx { Some(load(idx2)) } else { None };
-        *y.add(o1 as usize) = apply8(xv1, rv1, &ab, relu != 0, has_res);
-        if let Some((o2, xv2, rv2)) = second {
-            *y.add(o2 as usize) = apply8(xv2, rv2, &ab, relu != 0, has_res);
-        }
-        idx += 2 * T;
     }
 }

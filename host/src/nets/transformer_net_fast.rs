@@ -38,8 +38,10 @@
 //! divide the trunk's height, possible only for trunks at most 64 pixels wide). Where the tiles are of 128
 //! pixels, those convs run with the ping-pong schedule (`conv2d_tma_pp`: one warpgroup's epilogue overlaps the
 //! other's `wgmma`s; run 41, H200, 1024x1024 b1: 1.148 ms against 1.191 with `STYLEFORGE_CONV_TMA_PP=0`); where
-//! there are no more 64-pixel tiles than SMs (256x256 images), on a 7-stage ring with one block per SM
-//! (`conv2d_tma_m64_deep`; run 46, H200, 256x256 b1: 0.234 ms against 0.244 with `STYLEFORGE_CONV_TMA_DEEP=0`).
+//! there are no more 64-pixel tiles than SMs, on a 7-stage ring with one block per SM (`conv2d_tma_m64_deep`;
+//! run 46, H200, 256x256 b1: 0.234 ms against 0.244 with `STYLEFORGE_CONV_TMA_DEEP=0`), and where even twice
+//! those tiles leave an SM each (256x256 images' residual convs), with each tile's channels split over two
+//! jobs (`conv2d_tma_n64`; run 50, H100, 256x256 b1: 0.224-0.227 ms against 0.242 with `STYLEFORGE_CONV_TMA_N64=0`).
 //! Buffers are allocated
 //! once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
@@ -58,7 +60,7 @@ use crate::ops::conv2d_tc::{
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
 use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
-    in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
+    nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
     nhwc_pack_input, PACKED_INPUT_CHANNELS,
 };
 
@@ -251,23 +253,6 @@ impl GpuNorm {
         coef: &mut DeviceTensor,
     ) -> Result<()> {
         nhwc_in_coef_tiled(gpu, &shape4(y)?, tiling, part, &self.gamma, &self.beta, coef)
-    }
-    /// The norm of `y` (partials in `part`, tiled as `tiling` says) applied into `out` with ReLU or + the
-    /// padded residual: one launch where the partials are few, else the coefficients into `coef` and a pass
-    /// (`nhwc::in_apply_pad`).
-    #[allow(clippy::too_many_arguments)]
-    fn apply_pad(
-        &self,
-        gpu: &Gpu,
-        y: &DeviceTensor,
-        tiling: &PartTiling,
-        part: &DeviceTensor,
-        coef: &mut DeviceTensor,
-        relu: bool,
-        residual: Option<&PaddedInput>,
-        out: PadOut<'_>,
-    ) -> Result<()> {
-        in_apply_pad(gpu, y, tiling, part, &self.gamma, &self.beta, coef, relu, residual, out)
     }
     /// `trunk = trunk' + norm(y)` (the residual blocks' second norm), where trunk' is `trunk` itself or,
     /// with `trunk_norm`, relu(norm(trunk)) by those coefficients (the trunk still raw from conv3).
@@ -830,13 +815,12 @@ impl<'g> GpuTransformerNetFast<'g> {
         mark("conv2+in2")?;
         self.conv3
             .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
+        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         let mut trunk_norm: Option<&DeviceTensor> = None;
         if let Some(TmaPads { trunk_a, trunk_b, t1: t1p }) = pads.as_mut() {
             // The residual blocks on conv2d_tma: every norm is a pass writing the next conv's padded input
-            // (the last block's update writes the plain trunk for deconv1), combining the conv's partials
-            // itself where they are few (`nhwc::in_apply_pad`).
-            let tiling = conv2d_tc_part_tiling(&shape4(trunk)?);
-            self.in3.apply_pad(gpu, trunk, &tiling, part, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
+            // (the last block's update writes the plain trunk for deconv1).
+            nhwc_in_apply_pad(gpu, trunk, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
             mark("conv3+in3")?;
             let (mut cur, mut next) = (trunk_a, trunk_b);
             let last = self.res.len() - 1;
@@ -845,19 +829,20 @@ impl<'g> GpuTransformerNetFast<'g> {
                     return Err(Error::Other("residual block without its conv2d_tma weights".into()));
                 };
                 let tiling = conv2d_tma(gpu, &*cur, w1, t1, part)?;
-                blk.in1.apply_pad(gpu, t1, &tiling, part, coef, true, None, PadOut::Padded(t1p))?;
+                blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
+                nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
                 let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
+                blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
                 let out = match (i == last, trunk_up.as_mut()) {
                     (false, _) => PadOut::Padded(&mut *next),
                     (true, Some(tu)) => PadOut::Padded(tu),
                     (true, None) => PadOut::Plain(&mut *trunk),
                 };
-                blk.in2.apply_pad(gpu, t2, &tiling, part, coef, false, Some(&*cur), out)?;
+                nhwc_in_apply_pad(gpu, t2, coef, false, Some(&*cur), out)?;
                 std::mem::swap(&mut cur, &mut next);
                 mark(res_name(i))?;
             }
         } else {
-        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         // The trunk's pending norm: none when in3 is applied in place (the default); with
         // `STYLEFORGE_FOLD_IN3=1` (A/B) the trunk stays raw and the first residual block's conv and update
         // apply in3 on load.
@@ -880,16 +865,16 @@ impl<'g> GpuTransformerNetFast<'g> {
             (Some(w), Some(tu)) => conv2d_tma(gpu, tu, w, u1, part)?,
             _ => self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?,
         };
+        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
         match (&self.deconv2_tma, u1_pad.as_mut()) {
             (Some(w), Some(u1p)) => {
                 // in4 written replicate-padded for deconv2's sub-pixel form on conv2d_tma.
-                self.in4.apply_pad(gpu, u1, &tiling, part, coef, true, None, PadOut::Padded(u1p))?;
+                nhwc_in_apply_pad(gpu, u1, coef, true, None, PadOut::Padded(u1p))?;
                 mark("deconv1+in4")?;
                 let tiling = conv2d_tma(gpu, u1p, w, u2, part)?;
                 self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
             }
             _ => {
-                self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
                 // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
                 let u1_norm = if self.fold_in4 {
                     Some(&*coef)

@@ -2,12 +2,13 @@
 //! inputs, 128 outputs) as a persistent, warp-specialised `wgmma` implicit GEMM fed by the bulk tensor
 //! copy engine (sm_90a: H100/H200 only). See `gpu-kernels/src/kernels/conv2d_tma.rs`.
 //!
-//! Four kernels: `conv2d_tma_m64` (one consumer warpgroup, 64-pixel tiles, 3 stages, two blocks per SM:
+//! Five kernels: `conv2d_tma_m64` (one consumer warpgroup, 64-pixel tiles, 3 stages, two blocks per SM:
 //! small images), `conv2d_tma_m64_deep` (the same with 7 stages and one block per SM, where there are no
-//! more tiles than SMs: [`TmaTiling::deep`]), `conv2d_tma_m128` (two warpgroups sharing each 128-pixel tile)
-//! and `conv2d_tma_pp` (the same tiles with the ping-pong schedule: each warpgroup multiplies a whole tile
-//! while the other runs its epilogue), the default where the tiles are of 128 pixels ([`conv2d_tma_tiling`],
-//! [`TmaTiling::pingpong`]).
+//! more tiles than SMs: [`TmaTiling::deep`]), `conv2d_tma_n64` (the same tiles with each tile's 128 channels
+//! split over two jobs, where even twice the tiles leave an SM for every job: [`TmaTiling::split_n`]; plain
+//! convs only), `conv2d_tma_m128` (two warpgroups sharing each 128-pixel tile) and `conv2d_tma_pp` (the same
+//! tiles with the ping-pong schedule: each warpgroup multiplies a whole tile while the other runs its
+//! epilogue), the default where the tiles are of 128 pixels ([`conv2d_tma_tiling`], [`TmaTiling::pingpong`]).
 //!
 //! The input is an explicitly padded NHWC f16 image, [`PaddedInput`] (written by
 //! `ops::nhwc::nhwc_in_apply_pad`), so each GEMM-K step's A tile is one rectangular box of it. The

@@ -2,11 +2,9 @@
 //! input packing (NCHW f32 -> NHWC f16, 4 channels) and InstanceNorm on `conv2d_tc`'s f16 output
 //! (`nhwc_in_coef` combines the conv's per-tile partials into per-channel affine coefficients,
 //! `nhwc_in_apply` applies them with ReLU or a residual add, f16 in and out).
-use gpu_kernels::launch::{
-    ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_APPLY_SMEM, NHWC_COEF_APPLY_THREADS, NHWC_COEF_THREADS,
-};
+use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
 
-use crate::error::{ensure, Error, Result};
+use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
 use crate::ops::conv2d_tc::{conv2d_tc_part_tiling, PartTiling};
@@ -85,9 +83,17 @@ pub fn nhwc_in_coef(
     )
 }
 
-/// The checks [`nhwc_in_coef_tiled`] and [`nhwc_in_coef_apply_pad`] share: a non-empty output `out` =
-/// [N, P, Q, C] whose planes `tiling` covers, enough f32 partials, f32 [C] γ and β, and 31-bit indices.
-fn check_partials(out: &[usize; 4], tiling: &PartTiling, part: &DeviceTensor, gamma: &DeviceTensor, beta: &DeviceTensor) -> Result<()> {
+/// As [`nhwc_in_coef`] for partials tiled as `tiling` says (e.g. the 2-D tiles of
+/// `conv2d_tc_c4_halo9`, which returns its tiling); `tiling` must cover the P x Q plane exactly.
+pub fn nhwc_in_coef_tiled(
+    gpu: &Gpu,
+    out: &[usize; 4],
+    tiling: &PartTiling,
+    part: &DeviceTensor,
+    gamma: &DeviceTensor,
+    beta: &DeviceTensor,
+    coef: &mut DeviceTensor,
+) -> Result<()> {
     let [n, p, q, c] = *out;
     let pq = p * q;
     let tiles = tiling.tiles;
@@ -117,30 +123,18 @@ fn check_partials(out: &[usize; 4], tiling: &PartTiling, part: &DeviceTensor, ga
         })?;
     }
     ensure(
-        fits32(n * c * tiles * 2) && fits32(pq) && fits32(tiling.tile_w) && fits32(tiling.tile_h) && n * c < 65536 * 1024,
-        OP,
-        || format!("coef: output {out:?} too large"),
-    )
-}
-
-/// As [`nhwc_in_coef`] for partials tiled as `tiling` says (e.g. the 2-D tiles of
-/// `conv2d_tc_c4_halo9`, which returns its tiling); `tiling` must cover the P x Q plane exactly.
-pub fn nhwc_in_coef_tiled(
-    gpu: &Gpu,
-    out: &[usize; 4],
-    tiling: &PartTiling,
-    part: &DeviceTensor,
-    gamma: &DeviceTensor,
-    beta: &DeviceTensor,
-    coef: &mut DeviceTensor,
-) -> Result<()> {
-    check_partials(out, tiling, part, gamma, beta)?;
-    let [n, _, _, c] = *out;
-    let tiles = tiling.tiles;
-    ensure(
         coef.dtype == DType::F32 && coef.numel() >= n * c * 2,
         OP,
         || format!("coef: needs {} f32, got {:?}", n * c * 2, coef.shape),
+    )?;
+    ensure(
+        fits32(n * c * tiles * 2)
+            && fits32(pq)
+            && fits32(tiling.tile_w)
+            && fits32(tiling.tile_h)
+            && n * c < 65536 * 1024,
+        OP,
+        || format!("coef: output {out:?} too large"),
     )?;
     let (c32, tiles32) = (c as u32, tiles as u32);
     let (tx32, tw32, th32) = (
@@ -329,10 +323,18 @@ pub enum PadOut<'a> {
     Plain(&'a mut DeviceTensor),
 }
 
-/// The checks [`nhwc_in_apply_pad`] and [`nhwc_in_coef_apply_pad`] share: `x` NHWC f16 [N, H, W, C] with H,
-/// W ≥ 2 and C % 8 == 0, the residual and `out` of the same image, 31-bit indices, C/8 channel groups a block
-/// covers. Returns y's address and the kernels' `pad_mode` (0 plain, 1 reflect, 2 replicate).
-fn pad_target(x: &DeviceTensor, residual: Option<&PaddedInput>, out: PadOut<'_>) -> Result<(u64, u32)> {
+/// `nhwc_in_apply` from the raw conv output `x` (NHWC f16 `[N, H, W, C]`) into `out`: relu?(a·x + b)
+/// (+ the residual's interior pixel), padded by 1 when `out` is [`PadOut::Padded`] (reflected or replicated
+/// as its [`PadMode`] says). The same
+/// f32 arithmetic and single f16 rounding as [`nhwc_in_apply`].
+pub fn nhwc_in_apply_pad(
+    gpu: &Gpu,
+    x: &DeviceTensor,
+    coef: &DeviceTensor,
+    relu: bool,
+    residual: Option<&PaddedInput>,
+    out: PadOut<'_>,
+) -> Result<()> {
     ensure(
         x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4,
         OP,
@@ -347,6 +349,9 @@ fn pad_target(x: &DeviceTensor, residual: Option<&PaddedInput>, out: PadOut<'_>)
             format!("apply pad: residual image {:?} differs from x {:?}", r.image_shape(), x.shape)
         })?;
     }
+    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
+        format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
+    })?;
     let (y_ptr, pad) = match out {
         PadOut::Padded(p) => {
             ensure(p.image_shape() == [n, h, w, c], OP, || {
@@ -365,26 +370,6 @@ fn pad_target(x: &DeviceTensor, residual: Option<&PaddedInput>, out: PadOut<'_>)
     ensure(fits32(padded_numel), OP, || format!("apply pad: {padded_numel} elements need 64-bit indexing"))?;
     ensure(c / 8 <= NHWC_APPLY_PAD_THREADS as usize, OP, || {
         format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
-    })?;
-    Ok((y_ptr, pad))
-}
-
-/// `nhwc_in_apply` from the raw conv output `x` (NHWC f16 `[N, H, W, C]`) into `out`: relu?(a·x + b)
-/// (+ the residual's interior pixel), padded by 1 when `out` is [`PadOut::Padded`] (reflected or replicated
-/// as its [`PadMode`] says). The same
-/// f32 arithmetic and single f16 rounding as [`nhwc_in_apply`].
-pub fn nhwc_in_apply_pad(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    coef: &DeviceTensor,
-    relu: bool,
-    residual: Option<&PaddedInput>,
-    out: PadOut<'_>,
-) -> Result<()> {
-    let (y_ptr, pad) = pad_target(x, residual, out)?;
-    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
-        format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
     })?;
     let rows = n * (h + 2 * (pad != 0) as usize);
     // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block `row` < rows =
@@ -412,115 +397,6 @@ pub fn nhwc_in_apply_pad(
                 c as u32,
                 relu as u32,
                 pad
-            ),
-        )
-    }
-}
-
-/// Partial tiles per plane up to which [`in_apply_pad`] combines a conv's partials inside the apply launch
-/// ([`nhwc_in_coef_apply_pad`]) rather than in an `nhwc_in_coef` launch of its own: each block of the fused
-/// kernel combines its eight planes' partials, so the work repeats for every row band.
-pub const COEF_APPLY_MAX_TILES: usize = 128;
-/// Environment variable: `0` keeps the `nhwc_in_coef` launch before `nhwc_in_apply_pad` at every size (A/B).
-pub const COEF_APPLY_ENV: &str = "STYLEFORGE_COEF_APPLY";
-
-/// Whether [`in_apply_pad`] takes the one-launch path for partials tiled as `tiling` says.
-pub fn coef_apply_fused(tiling: &PartTiling) -> bool {
-    tiling.tiles <= COEF_APPLY_MAX_TILES && std::env::var(COEF_APPLY_ENV).map(|v| v.trim() != "0").unwrap_or(true)
-}
-
-/// The InstanceNorm of a conv output `x` (NHWC f16 `[N, H, W, C]`, its partials in `part` tiled as `tiling`
-/// says, affine `gamma`, `beta`) applied into `out` as [`nhwc_in_apply_pad`] does: one launch,
-/// [`nhwc_in_coef_apply_pad`], where [`coef_apply_fused`] says so, else [`nhwc_in_coef_tiled`] into `coef` and
-/// [`nhwc_in_apply_pad`] (`coef` is then overwritten; otherwise untouched).
-#[allow(clippy::too_many_arguments)]
-pub fn in_apply_pad(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    tiling: &PartTiling,
-    part: &DeviceTensor,
-    gamma: &DeviceTensor,
-    beta: &DeviceTensor,
-    coef: &mut DeviceTensor,
-    relu: bool,
-    residual: Option<&PaddedInput>,
-    out: PadOut<'_>,
-) -> Result<()> {
-    if coef_apply_fused(tiling) {
-        nhwc_in_coef_apply_pad(gpu, x, tiling, part, gamma, beta, relu, residual, out)
-    } else {
-        let shape: [usize; 4] = x.shape.as_slice().try_into().map_err(|_| Error::Shape {
-            op: OP,
-            msg: format!("apply pad: x must be [N, H, W, C], got {:?}", x.shape),
-        })?;
-        nhwc_in_coef_tiled(gpu, &shape, tiling, part, gamma, beta, coef)?;
-        nhwc_in_apply_pad(gpu, x, coef, relu, residual, out)
-    }
-}
-
-/// [`nhwc_in_coef_tiled`] + [`nhwc_in_apply_pad`] in one launch (kernel `nhwc_in_coef_apply_pad`): block
-/// (g, band, n) combines the partials of channels 8g .. 8g + 8 of sample n itself and writes their values in
-/// a band of output rows. Same checks and arithmetic as the two (Chan's combination in another order).
-#[allow(clippy::too_many_arguments)]
-pub fn nhwc_in_coef_apply_pad(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    tiling: &PartTiling,
-    part: &DeviceTensor,
-    gamma: &DeviceTensor,
-    beta: &DeviceTensor,
-    relu: bool,
-    residual: Option<&PaddedInput>,
-    out: PadOut<'_>,
-) -> Result<()> {
-    let (y_ptr, pad) = pad_target(x, residual, out)?;
-    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    check_partials(&[n, h, w, c], tiling, part, gamma, beta)?;
-    let groups = c / 8;
-    let ho = h + 2 * (pad != 0) as usize;
-    // About two blocks per SM: bands of rows so that groups · bands · N reaches 2 · SMs.
-    let target = 2 * gpu.sm_count as usize;
-    let bands = target.div_ceil(groups * n).clamp(1, ho);
-    let band_rows = ho.div_ceil(bands);
-    let bands = ho.div_ceil(band_rows);
-    ensure(n < 65536 && bands < 65536, OP, || format!("coef apply: grid ({groups}, {bands}, {n}) too large"))?;
-    let t = tiling;
-    // SAFETY: nhwc_in_coef_apply_pad(x, part, gamma, beta, residual, y: pointers; h, w, c, relu, pad_mode,
-    // band_rows, tiles, tiles_x, tile_w, tile_h, q_cols, p_rows: u32; eps: f32), in that order. Block (g < C/8,
-    // band, n < N) reads part[(n·C + 8g + j)·tiles·2 ..] for j < 8 (N·C·tiles·2 f32 checked by check_partials,
-    // whose tiling covers the H x W plane, so each tile's count is positive), gamma/beta[8g + j] (f32 [C],
-    // checked), and for rows band·band_rows .. < H + 2p of the padded output (bands·band_rows ≥ H + 2p, and a
-    // block past the last row writes nothing) the pixels pad_target checked: x at source pixels inside [N, H,
-    // W, C] f16, the residual (padded [N, H + 2, W + 2, C], same image, checked) and y (padded or plain, as
-    // pad_mode says, checked; an exclusive borrow, so it aliases neither input). Indices fit 31 bits (checked),
-    // C % 8 == 0 and 256-byte aligned allocations make every 16-byte group aligned. Block
-    // NHWC_COEF_APPLY_THREADS (the 8 x 16 threads phase 1 assumes) with NHWC_COEF_APPLY_SMEM bytes.
-    unsafe {
-        gpu.launch(
-            "nhwc_in_coef_apply_pad",
-            (groups as u32, bands as u32, n as u32),
-            (NHWC_COEF_APPLY_THREADS, 1, 1),
-            NHWC_COEF_APPLY_SMEM,
-            kernel_args!(
-                x.ptr(),
-                part.ptr(),
-                gamma.ptr(),
-                beta.ptr(),
-                residual.map_or(0, |r| r.t.ptr()),
-                y_ptr,
-                h as u32,
-                w as u32,
-                c as u32,
-                relu as u32,
-                pad,
-                band_rows as u32,
-                t.tiles as u32,
-                t.tiles_x as u32,
-                t.tile_w as u32,
-                t.tile_h as u32,
-                t.q_cols as u32,
-                t.p_rows as u32,
-                INSTANCE_NORM_EPS
             ),
         )
     }
