@@ -248,6 +248,52 @@ unsafe fn store_rows<const COLS: u32>(stg: u32, y16: *mut u32, o: &OutTile, row0
     }
 }
 
+/// Initialises the ring's mbarriers (thread 0: each stage's "full" one with one arrival, its "empty" one with
+/// `empty_arrivals`) and makes them visible to the block (a block-wide barrier).
+///
+/// # Safety
+/// Every thread of the block calls it once, before any use of the barriers; `full` and `empty` address
+/// `stages` 8-byte mbarriers each in shared memory.
+#[inline(always)]
+unsafe fn init_ring(full: u32, empty: u32, stages: u32, empty_arrivals: u32) {
+    if thread_idx_x() == 0 {
+        for s in 0..stages {
+            mbarrier_init(full + 8 * s, 1);
+            mbarrier_init(empty + 8 * s, empty_arrivals);
+        }
+        fence_mbarrier_init();
+    }
+    sync_threads();
+}
+
+/// One job's K loop on the consumer side: for each of `ktiles` steps, waits until the ring's stage at `pos`
+/// is full, runs `mma(stage base address)` (the accumulator fence and the stage's k16 `wgmma`s), commits,
+/// waits until only that batch is in flight (`wgmma.wait_group 1`) and releases the previous step's stage
+/// (lane 0 of each warp arrives on its "empty" mbarrier). Returns the last step's stage, which the caller
+/// releases after retiring the last batch.
+///
+/// # Safety
+/// All threads of the consumer warpgroup(s) call it convergently, with the ring the producer fills.
+#[inline(always)]
+unsafe fn consume_job(pos: &mut RingPos, ring: &Ring, ktiles: u32, lane: u32, mut mma: impl FnMut(u32)) -> u32 {
+    let mut prev = 0u32;
+    let mut kt = 0;
+    while kt < ktiles {
+        wait_parity(ring.full + 8 * pos.stage, pos.phase);
+        mma(ring.base + pos.stage * ring.stage_bytes);
+        wgmma::commit_group();
+        wgmma::wait_group::<1>();
+        // The batch of step kt - 1 has retired: its stage may be refilled.
+        if kt > 0 && lane == 0 {
+            arrive(ring.empty + 8 * prev);
+        }
+        prev = pos.stage;
+        pos.advance(ring.stages);
+        kt += 1;
+    }
+    prev
+}
+
 macro_rules! conv2d_tma_entry {
     ($(#[$doc:meta])* $name:ident, consumers $nc:expr, stages $st:expr) => {
 $(#[$doc])*
@@ -292,20 +338,14 @@ pub unsafe extern "ptx-kernel" fn $name(
     let smem = aligned_smem();
     let full = smem + L.bars;
     let empty = full + STAGES * 8;
-    if t == 0 {
-        for s in 0..STAGES {
-            mbarrier_init(full + 8 * s, 1);
-            mbarrier_init(empty + 8 * s, WARPS);
-        }
-        fence_mbarrier_init();
-    }
-    sync_threads();
+    init_ring(full, empty, STAGES, WARPS);
     let ktiles = 9 * c / BK;
     let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
+    let ring = Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN };
 
     if warp == WARPS {
         if lane == 0 {
-            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
+            produce(xmap, wmap, &sh, ring);
         }
         return;
     }
@@ -327,11 +367,7 @@ pub unsafe extern "ptx-kernel" fn $name(
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
 
         let mut acc = splat64(0.0);
-        let mut prev = 0u32;
-        let mut kt = 0;
-        while kt < ktiles {
-            wait_parity(full + 8 * pos.stage, pos.phase);
-            let base = smem + pos.stage * L.stage_bytes;
+        let prev = consume_job(&mut pos, &ring, ktiles, lane, |base| {
             let a_base = base + wg * WG_A_BYTES;
             let b_base = base + A_BYTES;
             fence_acc64(&mut acc);
@@ -339,16 +375,7 @@ pub unsafe extern "ptx-kernel" fn $name(
                 let off = 32 * s as u32;
                 mma_m64n128k16_f16(&mut acc, smem_desc_sw128(a_base + off), smem_desc_sw128(b_base + off), true);
             });
-            wgmma::commit_group();
-            wgmma::wait_group::<1>();
-            // The batch of step kt - 1 has retired: its stage may be refilled.
-            if kt > 0 && lane == 0 {
-                arrive(empty + 8 * prev);
-            }
-            prev = pos.stage;
-            pos.advance(STAGES);
-            kt += 1;
-        }
+        });
         wait_acc64::<0>(&mut acc);
         if lane == 0 {
             arrive(empty + 8 * prev);
@@ -474,20 +501,14 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(
     let smem = aligned_smem();
     let full = smem + L.bars;
     let empty = full + STAGES * 8;
-    if t == 0 {
-        for s in 0..STAGES {
-            mbarrier_init(full + 8 * s, 1);
-            mbarrier_init(empty + 8 * s, 4);
-        }
-        fence_mbarrier_init();
-    }
-    sync_threads();
+    init_ring(full, empty, STAGES, 4);
     let ktiles = 9 * c / BK;
     let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
+    let ring = Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: L.a_bytes, b_rows: NB };
 
     if warp == 4 {
         if lane == 0 {
-            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: L.a_bytes, b_rows: NB });
+            produce(xmap, wmap, &sh, ring);
         }
         return;
     }
@@ -499,27 +520,14 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(
         let nt = tile % n_tiles;
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
         let mut acc = splat32(0.0);
-        let mut prev = 0u32;
-        let mut kt = 0;
-        while kt < ktiles {
-            wait_parity(full + 8 * pos.stage, pos.phase);
-            let a_base = smem + pos.stage * L.stage_bytes;
+        let prev = consume_job(&mut pos, &ring, ktiles, lane, |a_base| {
             let b_base = a_base + L.a_bytes;
             fence_acc32(&mut acc);
             unroll!(4, |s| {
                 let off = 32 * s as u32;
                 mma_m64n64k16_f16(&mut acc, smem_desc_sw128(a_base + off), smem_desc_sw128(b_base + off), true);
             });
-            wgmma::commit_group();
-            wgmma::wait_group::<1>();
-            // The batch of step kt - 1 has retired: its stage may be refilled.
-            if kt > 0 && lane == 0 {
-                arrive(empty + 8 * prev);
-            }
-            prev = pos.stage;
-            pos.advance(STAGES);
-            kt += 1;
-        }
+        });
         wait_acc32::<0>(&mut acc);
         if lane == 0 {
             arrive(empty + 8 * prev);
