@@ -149,3 +149,87 @@ pub unsafe fn prefetch_map(map: *const u8) {
 pub unsafe fn named_barrier(id: u32, threads: u32) {
     asm!("bar.sync {0}, {1};", in(reg32) id, in(reg32) threads, options(nostack));
 }
+
+// ------------------------------------------------------------------------------------ thread-block clusters
+// A kernel launched with a cluster dimension (sm_90) runs its blocks in groups that are co-scheduled on one
+// GPC and can address each other's shared memory ("distributed shared memory"): a copy may be multicast to
+// the same offset in several blocks of the cluster, and a thread may arrive on a peer block's mbarrier.
+
+/// `%cluster_ctarank`: this block's rank in its cluster (0 .. cluster size).
+#[inline(always)]
+pub fn cluster_ctarank() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u32 {0}, %cluster_ctarank;", out(reg32) r, options(pure, nomem, nostack)) };
+    r
+}
+
+/// `%clusterid.x`: this cluster's index in the grid of clusters.
+#[inline(always)]
+pub fn cluster_id_x() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u32 {0}, %clusterid.x;", out(reg32) r, options(pure, nomem, nostack)) };
+    r
+}
+
+/// `%nclusterid.x`: the clusters in the grid along x.
+#[inline(always)]
+pub fn cluster_count_x() -> u32 {
+    let r: u32;
+    // SAFETY: reads a special register.
+    unsafe { asm!("mov.u32 {0}, %nclusterid.x;", out(reg32) r, options(pure, nomem, nostack)) };
+    r
+}
+
+/// `barrier.cluster.arrive.release` + `barrier.cluster.wait.acquire`: every (non-exited) thread of every
+/// block of the cluster must call it; afterwards what any of them wrote before (shared memory, mbarrier
+/// initialisations fenced by [`fence_mbarrier_init`]) is visible to all.
+///
+/// # Safety
+/// All threads of the cluster must reach it the same number of times (a thread that never arrives hangs
+/// the cluster).
+#[inline(always)]
+pub unsafe fn cluster_sync() {
+    asm!("barrier.cluster.arrive.release;", "barrier.cluster.wait.acquire;", options(nostack));
+}
+
+/// `mapa.shared::cluster.u32`: the shared::cluster address of the variable at this block's shared address
+/// `addr` in the cluster's block `rank`.
+///
+/// # Safety
+/// `rank` must be a block of this launch's cluster; the result addresses that block's shared memory, valid
+/// only while it runs.
+#[inline(always)]
+pub unsafe fn map_to_rank(addr: u32, rank: u32) -> u32 {
+    let r: u32;
+    asm!("mapa.shared::cluster.u32 {0}, {1}, {2};", out(reg32) r, in(reg32) addr, in(reg32) rank, options(pure, nomem, nostack));
+    r
+}
+
+/// `mbarrier.arrive.release.cluster.shared::cluster.b64`: arrives on the mbarrier at shared::cluster
+/// address `bar` (possibly a peer block's, from [`map_to_rank`]), ordering this thread's earlier memory
+/// accesses before the phase completes for threads of the whole cluster.
+///
+/// # Safety
+/// `bar` must be an initialised mbarrier of a running block of the cluster whose current phase expects
+/// this arrival.
+#[inline(always)]
+pub unsafe fn arrive_cluster(bar: u32) {
+    asm!("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [{0}];", in(reg32) bar, options(nostack));
+}
+
+/// As [`load_4d`], multicast: the box lands at shared offset `dst` of every block of the cluster whose bit
+/// is set in `mask`, and completes the mbarrier at offset `bar` in each of them by the box's bytes.
+///
+/// # Safety
+/// As [`load_4d`], for every block in `mask` (each must have room at `dst` and an mbarrier at `bar` whose
+/// current phase expects the bytes, and must not exit before the copy completed there).
+#[inline(always)]
+pub unsafe fn load_4d_multicast(dst: u32, map: *const u8, x: [i32; 4], bar: u32, mask: u16) {
+    asm!(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [{0}], [{1}, {{{2}, {3}, {4}, {5}}}], [{6}], {7};",
+        in(reg32) dst, in(reg64) map, in(reg32) x[0], in(reg32) x[1], in(reg32) x[2], in(reg32) x[3], in(reg32) bar,
+        in(reg16) mask, options(nostack)
+    );
+}

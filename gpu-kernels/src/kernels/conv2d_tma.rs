@@ -51,11 +51,13 @@
 //! filling the ring meanwhile).
 use crate::device::math::fma;
 use crate::device::mma::pack_f16x2;
-use crate::device::shared::{ld_f32, ld_v4_f32, st_f32, st_v2_f32};
+use crate::device::shared::{ld_f32, ld_v2_f32, ld_v4_f32, st_f32, st_v2_f32};
 use crate::device::tma::{
-    arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
-    prefetch_map, wait_parity,
+    arrive, arrive_cluster, arrive_expect_tx, cluster_count_x, cluster_ctarank, cluster_id_x, cluster_sync,
+    fence_mbarrier_init, load_2d, load_4d, load_4d_multicast, map_to_rank, mbarrier_init, named_barrier, prefetch_map,
+    wait_parity,
 };
+use crate::device::warp::shfl_xor_f32;
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
     self, aligned_smem, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
@@ -64,7 +66,9 @@ use crate::device::wgmma::{
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
 use crate::kernels::nhwc::H8;
 use crate::launch::{
-    conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K,
+    conv2d_tma_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, Conv2dTmaMcLayout,
+    Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_MC_BOX_R, CONV2D_TMA_MC_BOX_W, CONV2D_TMA_MC_CLUSTER,
+    CONV2D_TMA_MC_RED, CONV2D_TMA_MC_STAGES, CONV2D_TMA_MC_THREADS,
     CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PP_STAGING,
     CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
 };
@@ -768,4 +772,278 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
         i += 2;
         tile += 2 * grid_dim_x();
     }
+}
+
+/// `conv2d_tma` on 2-block clusters for the large images' residual convs (`up` = 1, 128 outputs, C ≤
+/// `CONV2D_TMA_MC_MAX_C`). The ping-pong kernel streams the whole 295 KB weight and nine A boxes per 64
+/// channels through L2 for every 128-pixel tile (576 KB per tile: L2 bandwidth, not the tensor cores, sets
+/// its pace). Here:
+///
+/// * Cluster = 2 blocks on one tile: block `rank` multiplies output channels 64·rank .. + 64 and holds
+///   that half of the weight (9C x 64 f16, 144 KB at C = 128) resident in shared memory, loaded once.
+/// * Tiles of `CONV2D_TMA_MC_BOX_R` (4) rows x `CONV2D_TMA_MC_BOX_W` (32) columns. A ring step is one
+///   halo box: channels 64cs .. + 64 of padded rows y0 .. y0 + 6, columns x0 + s .. + 32 (filter column
+///   s). The three filter rows r read it at tile row offset 32r (a multiple of the 8-row swizzle atom), so
+///   a tile takes 3·C/64 boxes instead of 9·C/64. Each box is multicast to both blocks of the cluster,
+///   issued by the block of rank step % 2.
+/// * Per step and warpgroup: 3 filter rows x 4 k16 x 2 halves of `wgmma.m64n64k16` (tile rows 64h ..,
+///   the resident weight's K slice (3r + s)·C/64 + cs).
+/// * Ring protocol: "full" counts the local producer's arrival (the box's bytes, from whichever block
+///   issued it); "empty" counts 8 arrivals, the consuming warpgroup's 4 warps of each block (remote
+///   arrivals through `mapa`), so a stage is refilled only when both blocks are done with it.
+/// * Ping-pong as `conv2d_tma_pp`: the two consumer warpgroups take the cluster's jobs in turn (job i:
+///   ring steps i·3C/64 ..), the "order" mbarrier keeping their mainloops in sequence.
+/// * Epilogue from registers (no staging tile): per column (mean, M2) over the tile's valid pixels in two
+///   passes (shuffles over the warp's rows, a [4][64] area over the warps), f16 pairs stored straight to
+///   y16, `part[((n·128 + ch)·tiles + tile)·2 ..+2]` as `conv2d_tma_m128` tiles them
+///   (`PartTiling::blocks(H, W, 4, 32)`).
+/// * Cluster barriers after the mbarrier initialisation (before any multicast or remote arrival) and
+///   before exit (no block leaves while its peer may still arrive on its barriers).
+///
+/// Arguments as `conv2d_tma_m128` with `up` = 1, `n_tiles` = 1, `box_w` = 32, `box_r` = 4 (host-checked)
+/// and x's tensor map box 64 x 32 x 6 x 1; w's map is the 64-row one (`conv2d_tma_n64`'s). Block
+/// `CONV2D_TMA_MC_THREADS`, cluster (2, 1, 1), dynamic shared memory `conv2d_tma_mc_layout().smem`, grid
+/// (2 · clusters ≤ 2 · total, 1, 1), one block per SM.
+#[no_mangle]
+#[allow(clippy::too_many_arguments, unused_assignments)]
+pub unsafe extern "ptx-kernel" fn conv2d_tma_mc(
+    xmap: *const u8,
+    wmap: *const u8,
+    h: u32,
+    wd: u32,
+    c: u32,
+    _up: u32,
+    _n_tiles: u32,
+    _box_w: u32,
+    _box_r: u32,
+    tiles_x: u32,
+    tiles: u32,
+    total: u32,
+    y16: *mut u32,
+    part: *mut f32,
+) {
+    const STAGES: u32 = CONV2D_TMA_MC_STAGES;
+    const L: Conv2dTmaMcLayout = conv2d_tma_mc_layout();
+    const BW: u32 = CONV2D_TMA_MC_BOX_W;
+    const BR: u32 = CONV2D_TMA_MC_BOX_R;
+    const NB: u32 = 64;
+    /// Bytes of one resident K slice (64 weight rows x 64 channels).
+    const W_SLICE: u32 = NB * SW128_ROW_BYTES;
+    const _: () = assert!(BW * BR == 128 && CONV2D_TMA_MC_THREADS == 2 * 128 + 32 && CONV2D_TMA_MC_CLUSTER == 2);
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let smem = aligned_smem();
+    let wres = smem + L.w;
+    let ring = smem + L.ring;
+    let full = smem + L.bars;
+    let empty = full + STAGES * 8;
+    let order = empty + STAGES * 8;
+    let wbar = order + 8;
+    let rank = cluster_ctarank();
+    if t == 0 {
+        for s in 0..STAGES {
+            mbarrier_init(full + 8 * s, 1);
+            mbarrier_init(empty + 8 * s, 8);
+        }
+        mbarrier_init(order, 1);
+        mbarrier_init(wbar, 1);
+        fence_mbarrier_init();
+    }
+    // Both blocks' barriers are initialised before either multicasts into the other or arrives on it.
+    cluster_sync();
+    let ksl = c / BK;
+    let steps = 3 * ksl;
+    let cid = cluster_id_x();
+    let ncl = cluster_count_x();
+
+    if warp == 8 {
+        if lane == 0 {
+            prefetch_map(xmap);
+            prefetch_map(wmap);
+            // The resident half-weight. Weights are uploaded once and never written by a kernel, so this
+            // may run before the previous grid finished.
+            let kts = 9 * ksl;
+            arrive_expect_tx(wbar, kts * W_SLICE);
+            let mut kt = 0;
+            while kt < kts {
+                load_2d(wres + kt * W_SLICE, wmap, (kt * BK) as i32, (rank * NB) as i32, wbar);
+                kt += 1;
+            }
+            crate::device::grid_dependency_wait();
+            let tx = L.stage_bytes;
+            let mut pos = RingPos::at(0, STAGES);
+            let mut step = 0u32;
+            let mut tile = cid;
+            while tile < total {
+                let (n, _, y0, x0) = tile_origin(tile, tiles, tiles_x, BR, BW);
+                let mut j = 0;
+                while j < steps {
+                    let cs = j / 3;
+                    let s = j - 3 * cs;
+                    wait_parity(empty + 8 * pos.stage, pos.phase ^ 1);
+                    let bar = full + 8 * pos.stage;
+                    arrive_expect_tx(bar, tx);
+                    if step & 1 == rank {
+                        let coords = [(cs * BK) as i32, (x0 + s) as i32, y0 as i32, n as i32];
+                        load_4d_multicast(ring + pos.stage * L.stage_bytes, xmap, coords, bar, 0b11);
+                    }
+                    pos.advance(STAGES);
+                    step += 1;
+                    j += 1;
+                }
+                tile += ncl;
+            }
+        }
+    } else {
+        // Consumers: warpgroup wg, warp wq of it.
+        let wg = warp / 4;
+        let wq = warp % 4;
+        let tw = t % 128;
+        let bar_id = 1 + wg;
+        let sums = smem + L.red + wg * CONV2D_TMA_MC_RED; // [4][64]
+        let m2s = sums + 4 * NB * 4; // [4][64]
+        let means = m2s + 4 * NB * 4; // [64]
+        let peer_empty = map_to_rank(empty, rank ^ 1);
+        let q = lane % 4;
+        wait_parity(wbar, 0);
+        let mut i = wg;
+        let mut tile = cid + wg * ncl;
+        while tile < total {
+            let (n, ti, y0, x0) = tile_origin(tile, tiles, tiles_x, BR, BW);
+            if i > 0 {
+                wait_parity(order, (i - 1) & 1);
+            }
+            let mut pos = RingPos::at(i * steps, STAGES);
+            let mut acc0 = splat32(0.0);
+            let mut acc1 = splat32(0.0);
+            let mut prev = 0u32;
+            let mut j = 0;
+            while j < steps {
+                wait_parity(full + 8 * pos.stage, pos.phase);
+                if j + 1 == steps && tw == 0 {
+                    // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
+                    arrive(order);
+                }
+                let a = ring + pos.stage * L.stage_bytes;
+                let cs = j / 3;
+                let s = j - 3 * cs;
+                fence_acc32(&mut acc0);
+                fence_acc32(&mut acc1);
+                unroll!(3, |r| {
+                    let b = wres + ((3 * r as u32 + s) * ksl + cs) * W_SLICE;
+                    let ar = a + 32 * r as u32 * SW128_ROW_BYTES;
+                    unroll!(4, |k| {
+                        let off = 32 * k as u32;
+                        let bd = smem_desc_sw128(b + off);
+                        mma_m64n64k16_f16(&mut acc0, smem_desc_sw128(ar + off), bd, true);
+                        mma_m64n64k16_f16(&mut acc1, smem_desc_sw128(ar + 64 * SW128_ROW_BYTES + off), bd, true);
+                    });
+                });
+                wgmma::commit_group();
+                wgmma::wait_group::<1>();
+                // The batch of step j - 1 has retired: both blocks' copies of its stage may be refilled.
+                if j > 0 && lane == 0 {
+                    arrive(empty + 8 * prev);
+                    arrive_cluster(peer_empty + 8 * prev);
+                }
+                prev = pos.stage;
+                pos.advance(STAGES);
+                j += 1;
+            }
+            wait_acc32::<0>(&mut acc0);
+            wait_acc32::<0>(&mut acc1);
+            if lane == 0 {
+                arrive(empty + 8 * prev);
+                arrive_cluster(peer_empty + 8 * prev);
+            }
+
+            // Epilogue. Accumulator 4i + 2e + b of half hf is tile row p = 64hf + 16wq + lane/4 + 8e (pixel
+            // (y0 + p / 32, x0 + p % 32)), column 8i + 2q + b.
+            let count = valid_pixels(h, wd, y0, x0, BR, BW);
+            let dx0 = 16 * (wq % 2) + lane / 4;
+            let mut valid = [false; 4];
+            let mut pix = [0u32; 4];
+            unroll!(4, |v| {
+                let (hf, e) = (v as u32 / 2, v as u32 % 2);
+                let (y, x) = (y0 + 2 * hf + wq / 2, x0 + dx0 + 8 * e);
+                valid[v] = y < h && x < wd;
+                pix[v] = (n * h + y) * wd + x;
+            });
+            // Pass 1: column sums -> means.
+            let mut col = [0f32; 16];
+            unroll!(16, |k| {
+                let (ii, b) = (k / 2, k % 2);
+                let mut s = 0f32;
+                unroll!(4, |v| {
+                    let accv = if v < 2 { &acc0 } else { &acc1 };
+                    if valid[v] {
+                        s += accv[4 * ii + 2 * (v % 2) + b];
+                    }
+                });
+                s += shfl_xor_f32(s, 4);
+                s += shfl_xor_f32(s, 8);
+                s += shfl_xor_f32(s, 16);
+                col[k] = s;
+            });
+            if lane < 4 {
+                unroll!(8, |ii| {
+                    st_v2_f32(sums + (wq * NB + 8 * ii as u32 + 2 * q) * 4, col[2 * ii], col[2 * ii + 1]);
+                });
+            }
+            named_barrier(bar_id, 128);
+            if tw < NB {
+                let tot = (ld_f32(sums + tw * 4) + ld_f32(sums + (NB + tw) * 4))
+                    + (ld_f32(sums + (2 * NB + tw) * 4) + ld_f32(sums + (3 * NB + tw) * 4));
+                st_f32(means + tw * 4, tot / count as f32);
+            }
+            // Stores, meanwhile: f16 pairs of the valid pixels.
+            unroll!(4, |v| {
+                let accv = if v < 2 { &acc0 } else { &acc1 };
+                if valid[v] {
+                    // Word (ch / 2) of the pixel's BN / 2, ch = 64·rank + 8ii + 2q.
+                    let o = y16.add((pix[v] * (BN / 2) + (NB / 2) * rank + q) as usize);
+                    unroll!(8, |ii| {
+                        *o.add(4 * ii) = pack_f16x2(accv[4 * ii + 2 * (v % 2)], accv[4 * ii + 2 * (v % 2) + 1]);
+                    });
+                }
+            });
+            named_barrier(bar_id, 128);
+            // Pass 2: sums of squared deviations.
+            unroll!(8, |ii| {
+                let m = ld_v2_f32(means + (8 * ii as u32 + 2 * q) * 4);
+                unroll!(2, |b| {
+                    let mut s = 0f32;
+                    unroll!(4, |v| {
+                        let accv = if v < 2 { &acc0 } else { &acc1 };
+                        if valid[v] {
+                            let d = accv[4 * ii + 2 * (v % 2) + b] - m[b];
+                            s = fma(d, d, s);
+                        }
+                    });
+                    s += shfl_xor_f32(s, 4);
+                    s += shfl_xor_f32(s, 8);
+                    s += shfl_xor_f32(s, 16);
+                    col[2 * ii + b] = s;
+                });
+            });
+            if lane < 4 {
+                unroll!(8, |ii| {
+                    st_v2_f32(m2s + (wq * NB + 8 * ii as u32 + 2 * q) * 4, col[2 * ii], col[2 * ii + 1]);
+                });
+            }
+            named_barrier(bar_id, 128);
+            if tw < NB {
+                let m2 = (ld_f32(m2s + tw * 4) + ld_f32(m2s + (NB + tw) * 4))
+                    + (ld_f32(m2s + (2 * NB + tw) * 4) + ld_f32(m2s + (3 * NB + tw) * 4));
+                let o = part.add((((n * BN + NB * rank + tw) * tiles + ti) * 2) as usize);
+                *o = ld_f32(means + tw * 4);
+                *o.add(1) = m2;
+            }
+            i += 2;
+            tile += 2 * ncl;
+        }
+    }
+    // No block leaves while its peer may still arrive on its "empty" barriers.
+    cluster_sync();
 }

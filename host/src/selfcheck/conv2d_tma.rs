@@ -12,7 +12,8 @@
 //! * runs one or two consumer warpgroups (64- or 128-pixel tiles; every two-warpgroup case also with the
 //!   ping-pong schedule, `conv2d_tma_pp`, whose partials combine two 64-row halves, and every one-warpgroup
 //!   case also on the deep ring, `conv2d_tma_m64_deep`, and with the channels split over two jobs,
-//!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring), boxes of whole rows and boxes of
+//!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring; every plain case also on 2-block
+//!   clusters with 4 x 32 tiles, `conv2d_tma_mc`), boxes of whole rows and boxes of
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
@@ -121,14 +122,17 @@ enum Kern {
     /// One warpgroup, the channels split over two jobs (`conv2d_tma_n64`; a sub-pixel weight falls back to
     /// the deep ring: `TmaTiling::for_up`).
     SplitN,
+    /// 2-block clusters on 4 x 32 tiles with resident half-weights and multicast halo boxes
+    /// (`conv2d_tma_mc`, `TmaTiling::multicast`; plain convs only).
+    Mc,
 }
 
 /// The kernels a case with `consumers` warpgroups runs on.
 fn kernels(consumers: u32) -> &'static [Kern] {
     if consumers == 1 {
-        &[Kern::Base, Kern::Alt, Kern::SplitN]
+        &[Kern::Base, Kern::Alt, Kern::SplitN, Kern::Mc]
     } else {
-        &[Kern::Base, Kern::Alt]
+        &[Kern::Base, Kern::Alt, Kern::Mc]
     }
 }
 
@@ -140,16 +144,18 @@ fn case_tiling(h: usize, w: usize, consumers: u32, k: Kern) -> TmaTiling {
         (Kern::Alt, 2) => tl.pingpong(),
         (Kern::Alt, _) => tl.deep(),
         (Kern::SplitN, _) => tl.split_n(),
+        (Kern::Mc, _) => TmaTiling::multicast(h, w),
     }
 }
 
-/// The case label's kernel: m64, m64deep, m64n64, m128 or m128pp.
+/// The case label's kernel: m64, m64deep, m64n64, m128, m128pp or mc.
 fn kernel_tag(consumers: u32, k: Kern) -> String {
     let alt = match (k, consumers) {
         (Kern::Base, _) => "",
         (Kern::Alt, 2) => "pp",
         (Kern::Alt, _) => "deep",
         (Kern::SplitN, _) => "n64",
+        (Kern::Mc, _) => return "mc".into(),
     };
     format!("m{}{alt}", 64 * consumers)
 }
@@ -273,6 +279,10 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let w_up64 = TmaConvWeight::upload_upsample(&zeros(&[64, 128, 3, 3]))?;
         let mut y_odd = h16(&[1, 18, 16, 64])?;
         let mut part_odd = DeviceTensor::empty(&[4 * tl_odd.part_tiling(9, 8, 2, 2).part_len(1, 64)], DType::F32, Layout::RowMajor)?;
+        // conv2d_tma_mc: plain convs of at most 128 channels.
+        let tl_mc = TmaTiling::multicast(8, 8);
+        let x_mc_rep = PaddedInput::new(1, 8, 8, 128, tl_mc, PadMode::Replicate)?;
+        let mut part_mc_up = DeviceTensor::empty(&[tl_mc.part_tiling(8, 8, 2, 1).part_len(1, 32) * 4], DType::F32, Layout::RowMajor)?;
         let attempts: Vec<(&str, bool)> = vec![
             ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
             ("output shape", conv2d_tma(gpu, &x, &w, &mut y_bad, &mut part).is_ok()),
@@ -292,6 +302,8 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("sub-pixel weight with 128 outputs", TmaConvWeight::upload_upsample(&zeros(&[128, 128, 3, 3])).is_ok()),
             ("two N tiles with tile rows not dividing H", conv2d_tma(gpu, &x_odd, &w_up64, &mut y_odd, &mut part_odd).is_ok()),
             ("sub-pixel weight with 32 inputs", TmaConvWeight::upload_upsample(&zeros(&[32, 32, 3, 3])).is_ok()),
+            ("sub-pixel weight on conv2d_tma_mc's tiling", conv2d_tma(gpu, &x_mc_rep, &w_up, &mut y_up, &mut part_mc_up).is_ok()),
+            ("conv2d_tma_mc's tiling with 192 channels", PaddedInput::new(1, 8, 8, 192, tl_mc, PadMode::Reflect).is_ok()),
         ];
         // The right calls are taken (so the refusals above are about what they name).
         let control = nhwc_in_apply_pad(gpu, &raw, &coef, true, None, PadOut::Padded(&mut xp))
@@ -427,14 +439,16 @@ fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
     // Every case runs on every kernel of its warpgroup count: two warpgroups on each tile and ping-pong;
     // one warpgroup on the 3-stage ring, on the deep one and with the channels split over two jobs (a
-    // sub-pixel weight: on the deep ring, through the launcher's fallback).
+    // sub-pixel weight: on the deep ring, through the launcher's fallback); and every plain case on the
+    // 2-block clusters (`conv2d_tma_mc`, its own 4 x 32 tiles).
     for cs in CASES {
         for &k in kernels(cs.consumers) {
             out.extend(run_case(gpu, rng, cs, k));
         }
     }
+    // Sub-pixel weights: not on conv2d_tma_mc (refused: `refusals`).
     for &cs in UP_CASES {
-        for &k in kernels(cs.5) {
+        for &k in kernels(cs.5).iter().filter(|&&k| k != Kern::Mc) {
             out.extend(upsample_case(gpu, rng, cs, k));
         }
     }
