@@ -523,6 +523,7 @@ pub const fn conv2d_tma_kernel(consumers: u32, stages: u32, pingpong: bool, bn: 
         (1, 3, false, CONV2D_TMA_K) => Some("conv2d_tma_m64"),
         (1, CONV2D_TMA_M64_DEEP_STAGES, false, CONV2D_TMA_K) => Some("conv2d_tma_m64_deep"),
         (2, CONV2D_TMA_PP_STAGES, true, CONV2D_TMA_K) => Some("conv2d_tma_pp"),
+        (2, CONV2D_TMA_PR_STAGES, true, CONV2D_TMA_K) => Some("conv2d_tma_pr"),
         (1, CONV2D_TMA_N64_STAGES, false, CONV2D_TMA_N64_BN) => Some("conv2d_tma_n64"),
         _ => None,
     }
@@ -622,7 +623,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("conv2d_tma_mc", CONV2D_TMA_MC_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("conv2d_tma_mc", CONV2D_TMA_MC_THREADS), ("conv2d_tma_pr", CONV2D_TMA_PP_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -673,6 +674,12 @@ pub struct Conv2dTmaMcLayout {
 }
 /// Bytes of one warpgroup's `conv2d_tma_mc` reduction area.
 pub const CONV2D_TMA_MC_RED: u32 = (2 * 4 * 64 + 64) * 4;
+impl Conv2dTmaMcLayout {
+    /// Warpgroup `wg`'s reduction area in the block's shared memory at `smem`.
+    pub const fn red_at(&self, smem: u32, wg: u32) -> u32 {
+        smem + self.red + wg * CONV2D_TMA_MC_RED
+    }
+}
 /// [`Conv2dTmaMcLayout`].
 pub const fn conv2d_tma_mc_layout() -> Conv2dTmaMcLayout {
     let w_bytes = 9 * CONV2D_TMA_MC_MAX_C * 64 * 2;
@@ -687,6 +694,26 @@ const _: () = {
     let l = conv2d_tma_mc_layout();
     assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.ring.is_multiple_of(1024) && l.stage_bytes.is_multiple_of(1024) && l.red.is_multiple_of(16));
     assert!(CONV2D_TMA_MC_BOX_W.is_multiple_of(8) && CONV2D_TMA_MC_BOX_W * CONV2D_TMA_MC_BOX_R == 128);
+};
+
+/// `conv2d_tma_pr` (`conv2d_tma_pp` for plain convs with the epilogue in registers, no staging tile): ring
+/// stages.
+pub const CONV2D_TMA_PR_STAGES: u32 = 6;
+/// Bytes of one warpgroup's `conv2d_tma_pr` reduction area (per warp the column sums [4][128] f32, per warp
+/// the column M2 [4][128], the column means [128]).
+pub const CONV2D_TMA_PR_RED: u32 = (2 * 4 + 1) * CONV2D_TMA_K * 4;
+/// [`Conv2dTmaPpLayout`] of `conv2d_tma_pr`: the stages, the mbarriers, the two warpgroups' reduction
+/// areas (`red`); no staging tile (`staging` = `smem`'s end, unused).
+pub const fn conv2d_tma_pr_layout() -> Conv2dTmaPpLayout {
+    let stage_bytes = 2 * 64 * 128 + CONV2D_TMA_K * 128;
+    let bars = CONV2D_TMA_PR_STAGES * stage_bytes;
+    let red = bars + ((2 * CONV2D_TMA_PR_STAGES + 1) * 8).next_multiple_of(16);
+    let end = red + 2 * CONV2D_TMA_PR_RED;
+    Conv2dTmaPpLayout { stage_bytes, bars, red, staging: end, smem: end + 1024 }
+}
+const _: () = {
+    let l = conv2d_tma_pr_layout();
+    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16));
 };
 
 // ---------------------------------------------------------------------------------------- attention_tc

@@ -21,10 +21,10 @@
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_stages,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_pr_layout, conv2d_tma_stages,
     conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_MC_BOX_R, CONV2D_TMA_MC_BOX_W,
     CONV2D_TMA_MC_CLUSTER, CONV2D_TMA_MC_MAX_C, CONV2D_TMA_MC_STAGES, CONV2D_TMA_MC_THREADS, CONV2D_TMA_N64_BN,
-    CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
+    CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PR_STAGES, SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
 };
 use models::Tensor;
 
@@ -46,9 +46,13 @@ pub const CONV_TMA_DEEP_ENV: &str = "STYLEFORGE_CONV_TMA_DEEP";
 /// Environment variable: `0` keeps each 64-pixel tile's 128 output channels in one job (the deep ring) even
 /// where splitting them over two jobs (`conv2d_tma_n64`) still gives every job its own SM (A/B).
 pub const CONV_TMA_N64_ENV: &str = "STYLEFORGE_CONV_TMA_N64";
-/// Environment variable: `0` keeps the large images' plain convs on the ping-pong kernel (`conv2d_tma_pp`)
-/// instead of 2-block clusters with resident half-weights and multicast halo boxes (`conv2d_tma_mc`) (A/B).
+/// Environment variable: `1` runs the large images' plain convs on 2-block clusters with resident
+/// half-weights and multicast halo boxes (`conv2d_tma_mc`) instead of the ping-pong kernels (A/B; off by
+/// default: slower on an H100, see docs/PERF.md).
 pub const CONV_TMA_MC_ENV: &str = "STYLEFORGE_CONV_TMA_MC";
+/// Environment variable: `0` keeps the large images' plain convs on the staged-epilogue ping-pong kernel
+/// (`conv2d_tma_pp`, 4 stages) instead of the register-epilogue one (`conv2d_tma_pr`, 6 stages) (A/B).
+pub const CONV_TMA_PR_ENV: &str = "STYLEFORGE_CONV_TMA_PR";
 
 /// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
 /// pixels), `tiles_x` per row of tiles, `tiles` per sample.
@@ -117,6 +121,13 @@ impl TmaTiling {
         TmaTiling { pingpong: true, stages: CONV2D_TMA_PP_STAGES, cluster: false, ..self }
     }
 
+    /// The ping-pong tiles with the epilogue in registers (`conv2d_tma_pr`: no staging tile, so
+    /// `CONV2D_TMA_PR_STAGES` stages). Plain convs only: a sub-pixel weight runs the staged kernel on the
+    /// same boxes ([`Self::for_up`]).
+    pub fn regs(self) -> Self {
+        TmaTiling { stages: CONV2D_TMA_PR_STAGES, ..self.pingpong() }
+    }
+
     /// The same tiles (of up to 64 pixels: one consumer warpgroup) on the deep ring (`conv2d_tma_m64_deep`:
     /// one block per SM).
     pub fn deep(self) -> Self {
@@ -134,7 +145,9 @@ impl TmaTiling {
     /// weight (`up` = 2, whose epilogue scatters 128-column blocks) the deep ring instead of split channels.
     /// The A boxes are the same, so the input's map serves both.
     pub fn for_up(self, up: usize) -> Self {
-        if up != 1 && self.bn != CONV2D_TMA_K && !self.cluster {
+        if up != 1 && self.pingpong && self.stages == CONV2D_TMA_PR_STAGES && !self.cluster {
+            self.pingpong()
+        } else if up != 1 && self.bn != CONV2D_TMA_K && !self.cluster {
             self.deep()
         } else {
             self
@@ -180,6 +193,8 @@ impl TmaTiling {
     fn smem(&self) -> u32 {
         if self.cluster {
             conv2d_tma_mc_layout().smem
+        } else if self.pingpong && self.stages == CONV2D_TMA_PR_STAGES {
+            conv2d_tma_pr_layout().smem
         } else if self.pingpong {
             conv2d_tma_pp_layout().smem
         } else if self.bn == CONV2D_TMA_N64_BN {
@@ -191,12 +206,13 @@ impl TmaTiling {
 }
 
 /// The tiling for N samples of `h x w` with `c` channels, read by a conv with upsampling factor `up` (1, or
-/// 2 for the sub-pixel form), on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel tiles) when
-/// that still gives every SM two tiles, on 2-block clusters (`conv2d_tma_mc`) for plain convs of at most
-/// `CONV2D_TMA_MC_MAX_C` channels at least 32 pixels wide, else ping-pong; else one warpgroup (64-pixel
-/// tiles, twice as many; with the channels split over two jobs when even that leaves an SM for every job,
-/// else on the deep ring when there are no more tiles than SMs); [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`],
-/// [`CONV_TMA_MC_ENV`], [`CONV_TMA_N64_ENV`] and [`CONV_TMA_DEEP_ENV`] override.
+/// 2 for the sub-pixel form), on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel tiles, the
+/// ping-pong schedule) when that still gives every SM two tiles, plain convs with the register epilogue
+/// (`conv2d_tma_pr`); else one warpgroup (64-pixel tiles, twice as many; with the channels split over two
+/// jobs when even that leaves an SM for every job, else on the deep ring when there are no more tiles than
+/// SMs). [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`], [`CONV_TMA_PR_ENV`], [`CONV_TMA_N64_ENV`] and
+/// [`CONV_TMA_DEEP_ENV`] override; [`CONV_TMA_MC_ENV`] = 1 puts plain convs of at most
+/// `CONV2D_TMA_MC_MAX_C` channels, at least 32 pixels wide, on 2-block clusters (`conv2d_tma_mc`).
 pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, c: usize, up: usize, sm_count: u32) -> TmaTiling {
     let forced = std::env::var(CONV_TMA_M_ENV).ok().and_then(|v| match v.trim() {
         "64" => Some(1),
@@ -212,9 +228,12 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, c: usize, up: usize, sm_c
     });
     let tl = TmaTiling::new(h, w, consumers);
     let on = |var: &str| std::env::var(var).map(|v| v.trim() != "0").unwrap_or(true);
+    let forced_on = |var: &str| std::env::var(var).is_ok_and(|v| v.trim() == "1");
     let mc_fits = up == 1 && c <= CONV2D_TMA_MC_MAX_C as usize && w >= CONV2D_TMA_MC_BOX_W as usize;
-    if consumers == 2 && on(CONV_TMA_PP_ENV) && on(CONV_TMA_MC_ENV) && mc_fits {
+    if consumers == 2 && on(CONV_TMA_PP_ENV) && forced_on(CONV_TMA_MC_ENV) && mc_fits {
         TmaTiling::multicast(h, w)
+    } else if consumers == 2 && on(CONV_TMA_PP_ENV) && up == 1 && on(CONV_TMA_PR_ENV) {
+        tl.regs()
     } else if consumers == 2 && on(CONV_TMA_PP_ENV) {
         tl.pingpong()
     } else if consumers == 1 && 2 * n * tl.tiles <= sm_count as usize && on(CONV_TMA_N64_ENV) {
@@ -261,6 +280,7 @@ impl PaddedInput {
         let plain = TmaTiling::new(h, w, tiling.consumers);
         let same = tiling == plain
             || tiling == plain.pingpong()
+            || tiling == plain.regs()
             || tiling == plain.deep()
             || tiling == plain.split_n()
             || (tiling == TmaTiling::multicast(h, w) && c <= CONV2D_TMA_MC_MAX_C as usize);
@@ -504,15 +524,18 @@ mod tests {
         let tiling = |n, h, w| conv2d_tma_tiling(n, h, w, 128, 1, sm);
         assert_eq!(tiling(1, 256, 256).consumers, 2);
         assert!(tiling(1, 256, 256).pingpong && !tiling(1, 64, 64).pingpong);
-        // The large images' residual convs: 2-block clusters on 4 x 32 tiles (halo boxes of 6 rows); the
-        // sub-pixel deconv1 and inputs of more than 128 channels: ping-pong.
-        let mc = tiling(1, 256, 256);
-        assert_eq!(mc, TmaTiling::multicast(256, 256));
+        // The large images' residual convs: ping-pong with the register epilogue; the sub-pixel deconv1 and
+        // inputs of more than 128 channels: ping-pong; 2-block clusters on 4 x 32 tiles (halo boxes of 6 rows)
+        // on request.
+        assert_eq!(tiling(1, 256, 256), TmaTiling::new(256, 256, 2).regs());
+        assert_eq!(tiling(1, 256, 256).kernel(), Some("conv2d_tma_pr"));
+        assert_eq!(TmaTiling::new(256, 256, 2).regs().for_up(2), TmaTiling::new(256, 256, 2).pingpong());
+        let mc = TmaTiling::multicast(256, 256);
         assert_eq!((mc.box_w, mc.box_r, mc.a_box_rows(), mc.tiles_x, mc.tiles, mc.kernel()), (32, 4, 6, 8, 512, Some("conv2d_tma_mc")));
         assert_eq!(mc.part_tiling(256, 256, 1, 1), PartTiling::blocks(256, 256, 4, 32));
         assert_eq!(mc.for_up(2), mc, "a sub-pixel conv on mc's input is refused by conv2d_tma, not re-tiled");
         assert_eq!(conv2d_tma_tiling(1, 256, 256, 128, 2, sm), TmaTiling::new(256, 256, 2).pingpong());
-        assert_eq!(conv2d_tma_tiling(1, 256, 256, 192, 1, sm), TmaTiling::new(256, 256, 2).pingpong());
+        assert_eq!(conv2d_tma_tiling(1, 256, 256, 192, 1, sm), TmaTiling::new(256, 256, 2).regs());
         let pp = TmaTiling::new(256, 256, 2).pingpong();
         assert_eq!((pp.box_w, pp.box_r, pp.tiles, pp.kernel()), (128, 1, 512, Some("conv2d_tma_pp")));
         assert_eq!(TmaTiling::new(64, 64, 1).pingpong().kernel(), None, "ping-pong needs two warpgroups");

@@ -13,7 +13,8 @@
 //!   ping-pong schedule, `conv2d_tma_pp`, whose partials combine two 64-row halves, and every one-warpgroup
 //!   case also on the deep ring, `conv2d_tma_m64_deep`, and with the channels split over two jobs,
 //!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring; every plain case also on 2-block
-//!   clusters with 4 x 32 tiles, `conv2d_tma_mc`), boxes of whole rows and boxes of
+//!   clusters with 4 x 32 tiles, `conv2d_tma_mc`, and every two-warpgroup one with the register epilogue,
+//!   `conv2d_tma_pr`), boxes of whole rows and boxes of
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
@@ -122,6 +123,9 @@ enum Kern {
     /// One warpgroup, the channels split over two jobs (`conv2d_tma_n64`; a sub-pixel weight falls back to
     /// the deep ring: `TmaTiling::for_up`).
     SplitN,
+    /// Two warpgroups, ping-pong with the epilogue in registers (`conv2d_tma_pr`; a sub-pixel weight falls
+    /// back to `conv2d_tma_pp`: `TmaTiling::for_up`).
+    Regs,
     /// 2-block clusters on 4 x 32 tiles with resident half-weights and multicast halo boxes
     /// (`conv2d_tma_mc`, `TmaTiling::multicast`; plain convs only).
     Mc,
@@ -132,7 +136,7 @@ fn kernels(consumers: u32) -> &'static [Kern] {
     if consumers == 1 {
         &[Kern::Base, Kern::Alt, Kern::SplitN, Kern::Mc]
     } else {
-        &[Kern::Base, Kern::Alt, Kern::Mc]
+        &[Kern::Base, Kern::Alt, Kern::Regs, Kern::Mc]
     }
 }
 
@@ -144,17 +148,19 @@ fn case_tiling(h: usize, w: usize, consumers: u32, k: Kern) -> TmaTiling {
         (Kern::Alt, 2) => tl.pingpong(),
         (Kern::Alt, _) => tl.deep(),
         (Kern::SplitN, _) => tl.split_n(),
+        (Kern::Regs, _) => tl.regs(),
         (Kern::Mc, _) => TmaTiling::multicast(h, w),
     }
 }
 
-/// The case label's kernel: m64, m64deep, m64n64, m128, m128pp or mc.
+/// The case label's kernel: m64, m64deep, m64n64, m128, m128pp, m128pr or mc.
 fn kernel_tag(consumers: u32, k: Kern) -> String {
     let alt = match (k, consumers) {
         (Kern::Base, _) => "",
         (Kern::Alt, 2) => "pp",
         (Kern::Alt, _) => "deep",
         (Kern::SplitN, _) => "n64",
+        (Kern::Regs, _) => "pr",
         (Kern::Mc, _) => return "mc".into(),
     };
     format!("m{}{alt}", 64 * consumers)
@@ -382,7 +388,11 @@ fn rows_by_parity(t: &Tensor) -> Tensor {
 fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool), kern: Kern) -> Vec<CheckResult> {
     const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
     let tag = if norm { " +in_norm" } else { "" };
-    let fallback = if kern == Kern::SplitN { " (runs m64deep)" } else { "" };
+    let fallback = match kern {
+        Kern::SplitN => " (runs m64deep)",
+        Kern::Regs => " (runs m128pp)",
+        _ => "",
+    };
     let case = format!("up2 {n}x{c}x{h}x{w} -> {k} {}{fallback}{tag}", kernel_tag(consumers, kern));
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
