@@ -623,7 +623,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("conv2d_tma_mc", CONV2D_TMA_MC_THREADS), ("conv2d_tma_pr", CONV2D_TMA_PP_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("conv2d_tma_mc", CONV2D_TMA_MC_THREADS), ("conv2d_tma_pr", CONV2D_TMA_PP_THREADS), ("conv2d_tma_m256", CONV2D_TMA_PP_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -714,6 +714,25 @@ pub const fn conv2d_tma_pr_layout() -> Conv2dTmaPpLayout {
 const _: () = {
     let l = conv2d_tma_pr_layout();
     assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16));
+};
+
+/// `conv2d_tma_m256` (256-pixel tiles shared by both consumer warpgroups, 128 pixels each): ring stages
+/// (256 A rows and 128 B rows: 48 KB each).
+pub const CONV2D_TMA_M256_STAGES: u32 = 4;
+/// `conv2d_tma_m256`: tile pixels (one row).
+pub const CONV2D_TMA_M256_BOX_W: u32 = 256;
+/// [`Conv2dTmaPpLayout`] of `conv2d_tma_m256`: the stages, the mbarriers, the two warpgroups' reduction
+/// areas (`CONV2D_TMA_PR_RED` each); no staging tile.
+pub const fn conv2d_tma_m256_layout() -> Conv2dTmaPpLayout {
+    let stage_bytes = CONV2D_TMA_M256_BOX_W * 128 + CONV2D_TMA_K * 128;
+    let bars = CONV2D_TMA_M256_STAGES * stage_bytes;
+    let red = bars + (2 * CONV2D_TMA_M256_STAGES * 8).next_multiple_of(16);
+    let end = red + 2 * CONV2D_TMA_PR_RED;
+    Conv2dTmaPpLayout { stage_bytes, bars, red, staging: end, smem: end + 1024 }
+}
+const _: () = {
+    let l = conv2d_tma_m256_layout();
+    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16) && l.stage_bytes.is_multiple_of(1024));
 };
 
 // ---------------------------------------------------------------------------------------- attention_tc

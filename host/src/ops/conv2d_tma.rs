@@ -21,8 +21,8 @@
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_pr_layout, conv2d_tma_stages,
-    conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_MC_BOX_R, CONV2D_TMA_MC_BOX_W,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_m256_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_pr_layout, conv2d_tma_stages,
+    conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M256_BOX_W, CONV2D_TMA_M256_STAGES, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_MC_BOX_R, CONV2D_TMA_MC_BOX_W,
     CONV2D_TMA_MC_CLUSTER, CONV2D_TMA_MC_MAX_C, CONV2D_TMA_MC_STAGES, CONV2D_TMA_MC_THREADS, CONV2D_TMA_N64_BN,
     CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PR_STAGES, SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
 };
@@ -53,6 +53,9 @@ pub const CONV_TMA_MC_ENV: &str = "STYLEFORGE_CONV_TMA_MC";
 /// Environment variable: `0` keeps the large images' plain convs on the staged-epilogue ping-pong kernel
 /// (`conv2d_tma_pp`, 4 stages) instead of the register-epilogue one (`conv2d_tma_pr`, 6 stages) (A/B).
 pub const CONV_TMA_PR_ENV: &str = "STYLEFORGE_CONV_TMA_PR";
+/// Environment variable: `0` keeps plain convs at least 256 pixels wide on 128-pixel ping-pong tiles instead of
+/// 256-pixel tiles shared by both warpgroups (`conv2d_tma_m256`) (A/B).
+pub const CONV_TMA_WIDE_ENV: &str = "STYLEFORGE_CONV_TMA_WIDE";
 
 /// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
 /// pixels), `tiles_x` per row of tiles, `tiles` per sample.
@@ -70,6 +73,8 @@ pub struct TmaTiling {
     /// `conv2d_tma_mc`: 2-block clusters, tiles of 4 x 32 pixels read as halo boxes of 6 rows
     /// ([`Self::multicast`]).
     pub cluster: bool,
+    /// `conv2d_tma_m256`: tiles of one row of 256 pixels, 128 per warpgroup ([`Self::wide`]).
+    pub wide: bool,
     pub box_w: usize,
     pub box_r: usize,
     pub tiles_x: usize,
@@ -84,7 +89,7 @@ impl TmaTiling {
         let (box_w, box_r) = if w >= bm { (bm, 1) } else { (w.max(1), bm / w.max(1)) };
         let tiles_x = w.div_ceil(box_w);
         let stages = conv2d_tma_stages(consumers);
-        TmaTiling { consumers, stages, pingpong: false, bn: CONV2D_TMA_K, cluster: false, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
+        TmaTiling { consumers, stages, pingpong: false, bn: CONV2D_TMA_K, cluster: false, wide: false, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
     }
 
     /// `conv2d_tma_mc`'s tiling of an `h x w` output: tiles of `CONV2D_TMA_MC_BOX_R` x `CONV2D_TMA_MC_BOX_W`
@@ -99,10 +104,30 @@ impl TmaTiling {
             pingpong: true,
             bn: CONV2D_TMA_N64_BN,
             cluster: true,
+            wide: false,
             box_w,
             box_r,
             tiles_x,
             tiles: tiles_x * h.div_ceil(box_r),
+        }
+    }
+
+    /// `conv2d_tma_m256`'s tiling of an `h x w` output: tiles of one row of `CONV2D_TMA_M256_BOX_W` (256)
+    /// pixels, both consumer warpgroups on each (128 pixels each). Plain convs (`up` = 1) only.
+    pub fn wide(h: usize, w: usize) -> Self {
+        let box_w = CONV2D_TMA_M256_BOX_W as usize;
+        let tiles_x = w.div_ceil(box_w);
+        TmaTiling {
+            consumers: 2,
+            stages: CONV2D_TMA_M256_STAGES,
+            pingpong: false,
+            bn: CONV2D_TMA_K,
+            cluster: false,
+            wide: true,
+            box_w,
+            box_r: 1,
+            tiles_x,
+            tiles: tiles_x * h,
         }
     }
 
@@ -156,6 +181,13 @@ impl TmaTiling {
 
     /// The kernel that runs this tiling.
     fn kernel(&self) -> Option<&'static str> {
+        if self.wide {
+            let ok = self.box_w == CONV2D_TMA_M256_BOX_W as usize
+                && self.box_r == 1
+                && !self.cluster
+                && (self.consumers, self.stages, self.pingpong, self.bn) == (2, CONV2D_TMA_M256_STAGES, false, CONV2D_TMA_K);
+            return ok.then_some("conv2d_tma_m256");
+        }
         if self.cluster {
             let mc = self.box_w == CONV2D_TMA_MC_BOX_W as usize
                 && self.box_r == CONV2D_TMA_MC_BOX_R as usize
@@ -171,7 +203,10 @@ impl TmaTiling {
     /// outputs) N tile py covers the output rows of parity py: `box_r x 2·box_w` tiles of a plane of the even
     /// rows then the odd ones, exact when `box_r` divides `h` ([`Self::splits_rows`]).
     pub fn part_tiling(&self, h: usize, w: usize, up: usize, n_tiles: usize) -> PartTiling {
-        if n_tiles == 2 {
+        if self.wide {
+            // conv2d_tma_m256: one block per warpgroup's 128 pixels (plain convs only).
+            PartTiling::blocks(h, w, 1, 128)
+        } else if n_tiles == 2 {
             PartTiling::blocks(2 * h, 2 * w, self.box_r, 2 * self.box_w)
         } else {
             PartTiling::blocks(up * h, up * w, up * self.box_r, up * self.box_w)
@@ -191,7 +226,9 @@ impl TmaTiling {
 
     /// Dynamic shared memory of this tiling's kernel.
     fn smem(&self) -> u32 {
-        if self.cluster {
+        if self.wide {
+            conv2d_tma_m256_layout().smem
+        } else if self.cluster {
             conv2d_tma_mc_layout().smem
         } else if self.pingpong && self.stages == CONV2D_TMA_PR_STAGES {
             conv2d_tma_pr_layout().smem
@@ -230,7 +267,9 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, c: usize, up: usize, sm_c
     let on = |var: &str| std::env::var(var).map(|v| v.trim() != "0").unwrap_or(true);
     let forced_on = |var: &str| std::env::var(var).is_ok_and(|v| v.trim() == "1");
     let mc_fits = up == 1 && c <= CONV2D_TMA_MC_MAX_C as usize && w >= CONV2D_TMA_MC_BOX_W as usize;
-    if consumers == 2 && on(CONV_TMA_PP_ENV) && forced_on(CONV_TMA_MC_ENV) && mc_fits {
+    if consumers == 2 && up == 1 && w >= CONV2D_TMA_M256_BOX_W as usize && on(CONV_TMA_WIDE_ENV) {
+        TmaTiling::wide(h, w)
+    } else if consumers == 2 && on(CONV_TMA_PP_ENV) && forced_on(CONV_TMA_MC_ENV) && mc_fits {
         TmaTiling::multicast(h, w)
     } else if consumers == 2 && on(CONV_TMA_PP_ENV) && up == 1 && on(CONV_TMA_PR_ENV) {
         tl.regs()
@@ -283,7 +322,8 @@ impl PaddedInput {
             || tiling == plain.regs()
             || tiling == plain.deep()
             || tiling == plain.split_n()
-            || (tiling == TmaTiling::multicast(h, w) && c <= CONV2D_TMA_MC_MAX_C as usize);
+            || (tiling == TmaTiling::multicast(h, w) && c <= CONV2D_TMA_MC_MAX_C as usize)
+            || tiling == TmaTiling::wide(h, w);
         ensure(same && tiling.kernel().is_some(), OP, || {
             format!("tiling {tiling:?} is not conv2d_tma's for {h}x{w}")
         })?;
@@ -410,6 +450,7 @@ pub fn conv2d_tma(
         format!("y must be NHWC f16 {out:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
     })?;
     let tl = x.tiling.for_up(up);
+    ensure(!tl.wide || (up == 1 && ntn == 1), OP, || format!("conv2d_tma_m256 runs plain convs (up = {up})"))?;
     ensure(!tl.cluster || (up == 1 && ntn == 1 && c <= CONV2D_TMA_MC_MAX_C as usize), OP, || {
         format!("conv2d_tma_mc runs plain convs of at most {CONV2D_TMA_MC_MAX_C} channels (up = {up}, C = {c})")
     })?;
@@ -472,8 +513,9 @@ pub fn conv2d_tma(
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
     let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, jobs as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
-    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _n64 (`name`, the kernel for tl.consumers warpgroups,
-    // tl.stages stages, tl.pingpong and tl.bn) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r,
+    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _pr / _n64 / _m256 (`name`, the kernel for tl.consumers
+    // warpgroups, tl.stages stages, tl.pingpong, tl.bn and tl.wide; _pr and _m256 plain convs only: for_up and
+    // the check above) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r,
     // tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32), matching in order and type. xmap is a tensor map
     // over x.t, [N, H + 2, W + 2, C] f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for these
     // boxes, checked there; for_up only changes the ring, not the boxes); the kernel's box origins are (c0 < C,
@@ -523,19 +565,25 @@ mod tests {
         let sm = 132;
         let tiling = |n, h, w| conv2d_tma_tiling(n, h, w, 128, 1, sm);
         assert_eq!(tiling(1, 256, 256).consumers, 2);
-        assert!(tiling(1, 256, 256).pingpong && !tiling(1, 64, 64).pingpong);
+        assert!(!tiling(1, 64, 64).pingpong);
         // The large images' residual convs: ping-pong with the register epilogue; the sub-pixel deconv1 and
         // inputs of more than 128 channels: ping-pong; 2-block clusters on 4 x 32 tiles (halo boxes of 6 rows)
         // on request.
-        assert_eq!(tiling(1, 256, 256), TmaTiling::new(256, 256, 2).regs());
-        assert_eq!(tiling(1, 256, 256).kernel(), Some("conv2d_tma_pr"));
+        let wide = tiling(1, 256, 256);
+        assert_eq!(wide, TmaTiling::wide(256, 256));
+        assert_eq!((wide.box_w, wide.box_r, wide.tiles, wide.kernel()), (256, 1, 256, Some("conv2d_tma_m256")));
+        assert_eq!(wide.part_tiling(256, 256, 1, 1), PartTiling::blocks(256, 256, 1, 128));
+        assert_eq!(wide.for_up(2), wide, "a sub-pixel conv on m256's input is refused by conv2d_tma, not re-tiled");
+        // Narrower than 256 pixels: ping-pong with the register epilogue.
+        assert_eq!(conv2d_tma_tiling(2, 200, 200, 128, 1, sm), TmaTiling::new(200, 200, 2).regs());
+        assert_eq!(TmaTiling::new(256, 256, 2).regs().kernel(), Some("conv2d_tma_pr"));
         assert_eq!(TmaTiling::new(256, 256, 2).regs().for_up(2), TmaTiling::new(256, 256, 2).pingpong());
         let mc = TmaTiling::multicast(256, 256);
         assert_eq!((mc.box_w, mc.box_r, mc.a_box_rows(), mc.tiles_x, mc.tiles, mc.kernel()), (32, 4, 6, 8, 512, Some("conv2d_tma_mc")));
         assert_eq!(mc.part_tiling(256, 256, 1, 1), PartTiling::blocks(256, 256, 4, 32));
         assert_eq!(mc.for_up(2), mc, "a sub-pixel conv on mc's input is refused by conv2d_tma, not re-tiled");
         assert_eq!(conv2d_tma_tiling(1, 256, 256, 128, 2, sm), TmaTiling::new(256, 256, 2).pingpong());
-        assert_eq!(conv2d_tma_tiling(1, 256, 256, 192, 1, sm), TmaTiling::new(256, 256, 2).regs());
+        assert_eq!(conv2d_tma_tiling(1, 256, 256, 192, 1, sm), TmaTiling::wide(256, 256));
         let pp = TmaTiling::new(256, 256, 2).pingpong();
         assert_eq!((pp.box_w, pp.box_r, pp.tiles, pp.kernel()), (128, 1, 512, Some("conv2d_tma_pp")));
         assert_eq!(TmaTiling::new(64, 64, 1).pingpong().kernel(), None, "ping-pong needs two warpgroups");

@@ -14,7 +14,8 @@
 //!   case also on the deep ring, `conv2d_tma_m64_deep`, and with the channels split over two jobs,
 //!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring; every plain case also on 2-block
 //!   clusters with 4 x 32 tiles, `conv2d_tma_mc`, and every two-warpgroup one with the register epilogue,
-//!   `conv2d_tma_pr`), boxes of whole rows and boxes of
+//!   `conv2d_tma_pr`, and on 256-pixel tiles shared by both warpgroups, `conv2d_tma_m256`), boxes of whole
+//!   rows and boxes of
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
@@ -75,6 +76,9 @@ const CASES: &[Case] = &[
     // More tiles than blocks on any GPU: 130 x 130, 260 (two warpgroups) or 390 (one) tiles.
     Case { n: 1, c: 128, h: 130, w: 130, consumers: 2, norm: true },
     Case { n: 1, c: 128, h: 130, w: 130, consumers: 1, norm: false },
+    // 256-pixel tiles: 288 of them (more than blocks), the second of each row 4 pixels wide (its second
+    // warpgroup's half past the edge).
+    Case { n: 2, c: 64, h: 72, w: 260, consumers: 2, norm: true },
 ];
 
 /// The identity input norm (a, b) = (1, 0) for `n` samples of `c` channels.
@@ -126,6 +130,8 @@ enum Kern {
     /// Two warpgroups, ping-pong with the epilogue in registers (`conv2d_tma_pr`; a sub-pixel weight falls
     /// back to `conv2d_tma_pp`: `TmaTiling::for_up`).
     Regs,
+    /// 256-pixel one-row tiles shared by both warpgroups (`conv2d_tma_m256`; plain convs only).
+    Wide,
     /// 2-block clusters on 4 x 32 tiles with resident half-weights and multicast halo boxes
     /// (`conv2d_tma_mc`, `TmaTiling::multicast`; plain convs only).
     Mc,
@@ -136,7 +142,7 @@ fn kernels(consumers: u32) -> &'static [Kern] {
     if consumers == 1 {
         &[Kern::Base, Kern::Alt, Kern::SplitN, Kern::Mc]
     } else {
-        &[Kern::Base, Kern::Alt, Kern::Regs, Kern::Mc]
+        &[Kern::Base, Kern::Alt, Kern::Regs, Kern::Wide, Kern::Mc]
     }
 }
 
@@ -149,11 +155,12 @@ fn case_tiling(h: usize, w: usize, consumers: u32, k: Kern) -> TmaTiling {
         (Kern::Alt, _) => tl.deep(),
         (Kern::SplitN, _) => tl.split_n(),
         (Kern::Regs, _) => tl.regs(),
+        (Kern::Wide, _) => TmaTiling::wide(h, w),
         (Kern::Mc, _) => TmaTiling::multicast(h, w),
     }
 }
 
-/// The case label's kernel: m64, m64deep, m64n64, m128, m128pp, m128pr or mc.
+/// The case label's kernel: m64, m64deep, m64n64, m128, m128pp, m128pr, m256 or mc.
 fn kernel_tag(consumers: u32, k: Kern) -> String {
     let alt = match (k, consumers) {
         (Kern::Base, _) => "",
@@ -161,6 +168,7 @@ fn kernel_tag(consumers: u32, k: Kern) -> String {
         (Kern::Alt, _) => "deep",
         (Kern::SplitN, _) => "n64",
         (Kern::Regs, _) => "pr",
+        (Kern::Wide, _) => return "m256".into(),
         (Kern::Mc, _) => return "mc".into(),
     };
     format!("m{}{alt}", 64 * consumers)
@@ -288,6 +296,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         // conv2d_tma_mc: plain convs of at most 128 channels.
         let tl_mc = TmaTiling::multicast(8, 8);
         let x_mc_rep = PaddedInput::new(1, 8, 8, 128, tl_mc, PadMode::Replicate)?;
+        let x_wide_rep = PaddedInput::new(1, 8, 8, 128, TmaTiling::wide(8, 8), PadMode::Replicate)?;
         let mut part_mc_up = DeviceTensor::empty(&[tl_mc.part_tiling(8, 8, 2, 1).part_len(1, 32) * 4], DType::F32, Layout::RowMajor)?;
         let attempts: Vec<(&str, bool)> = vec![
             ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
@@ -310,6 +319,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("sub-pixel weight with 32 inputs", TmaConvWeight::upload_upsample(&zeros(&[32, 32, 3, 3])).is_ok()),
             ("sub-pixel weight on conv2d_tma_mc's tiling", conv2d_tma(gpu, &x_mc_rep, &w_up, &mut y_up, &mut part_mc_up).is_ok()),
             ("conv2d_tma_mc's tiling with 192 channels", PaddedInput::new(1, 8, 8, 192, tl_mc, PadMode::Reflect).is_ok()),
+            ("sub-pixel weight on conv2d_tma_m256's tiling", conv2d_tma(gpu, &x_wide_rep, &w_up, &mut y_up, &mut part_mc_up).is_ok()),
         ];
         // The right calls are taken (so the refusals above are about what they name).
         let control = nhwc_in_apply_pad(gpu, &raw, &coef, true, None, PadOut::Padded(&mut xp))
@@ -456,9 +466,9 @@ fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             out.extend(run_case(gpu, rng, cs, k));
         }
     }
-    // Sub-pixel weights: not on conv2d_tma_mc (refused: `refusals`).
+    // Sub-pixel weights: not on conv2d_tma_mc or conv2d_tma_m256 (refused: `refusals`).
     for &cs in UP_CASES {
-        for &k in kernels(cs.5).iter().filter(|&&k| k != Kern::Mc) {
+        for &k in kernels(cs.5).iter().filter(|&&k| k != Kern::Mc && k != Kern::Wide) {
             out.extend(upsample_case(gpu, rng, cs, k));
         }
     }
