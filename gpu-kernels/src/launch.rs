@@ -523,7 +523,6 @@ pub const fn conv2d_tma_kernel(consumers: u32, stages: u32, pingpong: bool, bn: 
         (1, 3, false, CONV2D_TMA_K) => Some("conv2d_tma_m64"),
         (1, CONV2D_TMA_M64_DEEP_STAGES, false, CONV2D_TMA_K) => Some("conv2d_tma_m64_deep"),
         (2, CONV2D_TMA_PP_STAGES, true, CONV2D_TMA_K) => Some("conv2d_tma_pp"),
-        (2, CONV2D_TMA_PR_STAGES, true, CONV2D_TMA_K) => Some("conv2d_tma_pr"),
         (1, CONV2D_TMA_N64_STAGES, false, CONV2D_TMA_N64_BN) => Some("conv2d_tma_n64"),
         _ => None,
     }
@@ -623,7 +622,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("conv2d_tma_mc", CONV2D_TMA_MC_THREADS), ("conv2d_tma_pr", CONV2D_TMA_PP_THREADS), ("conv2d_tma_m256", CONV2D_TMA_PP_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -639,100 +638,6 @@ pub const fn conv2d_tma_pp_layout() -> Conv2dTmaPpLayout {
 const _: () = {
     let l = conv2d_tma_pp_layout();
     assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16) && l.staging.is_multiple_of(16) && CONV2D_TMA_PP_STAGING.is_multiple_of(16));
-};
-
-/// `conv2d_tma_mc` (2-block clusters, each block holding half of the weight resident and multiplying 64 of
-/// the 128 output channels of the cluster's tile, the A halo boxes multicast to both): tile columns.
-pub const CONV2D_TMA_MC_BOX_W: u32 = 32;
-/// `conv2d_tma_mc`: tile rows (the A box has two more: the halo the three filter rows share).
-pub const CONV2D_TMA_MC_BOX_R: u32 = 4;
-/// `conv2d_tma_mc`: blocks per cluster (the channel halves).
-pub const CONV2D_TMA_MC_CLUSTER: u32 = 2;
-/// `conv2d_tma_mc`: ring stages (one halo box of (BOX_R + 2) x BOX_W pixels x 64 channels each).
-pub const CONV2D_TMA_MC_STAGES: u32 = 3;
-/// `conv2d_tma_mc`: the largest input channel count whose half-weight (9C x 64 f16) stays resident.
-pub const CONV2D_TMA_MC_MAX_C: u32 = 128;
-/// `conv2d_tma_mc`: threads per block (two consumer warpgroups, then one producer warp).
-pub const CONV2D_TMA_MC_THREADS: u32 = conv2d_tma_threads(2);
-/// Where `conv2d_tma_mc` keeps things in dynamic shared memory (byte offsets from the first 1024-byte aligned
-/// address; the launch reserves 1024 bytes of slack for that alignment).
-#[derive(Clone, Copy)]
-pub struct Conv2dTmaMcLayout {
-    /// The block's resident half-weight: 9C/64 K slices of 64 rows x 128 bytes (room for C = MAX_C) at 0.
-    pub w: u32,
-    /// The ring: `CONV2D_TMA_MC_STAGES` halo boxes of `stage_bytes` (a multiple of 1024).
-    pub ring: u32,
-    pub stage_bytes: u32,
-    /// The stages' "full" mbarriers (8 bytes each), their "empty" ones, the "mainloop order" one, the
-    /// weight's.
-    pub bars: u32,
-    /// Per warpgroup (`CONV2D_TMA_MC_RED` bytes each): per warp the column sums [4][64] f32, per warp the
-    /// column M2 [4][64], the column means [64].
-    pub red: u32,
-    /// Dynamic shared memory to launch with (slack included).
-    pub smem: u32,
-}
-/// Bytes of one warpgroup's `conv2d_tma_mc` reduction area.
-pub const CONV2D_TMA_MC_RED: u32 = (2 * 4 * 64 + 64) * 4;
-impl Conv2dTmaMcLayout {
-    /// Warpgroup `wg`'s reduction area in the block's shared memory at `smem`.
-    pub const fn red_at(&self, smem: u32, wg: u32) -> u32 {
-        smem + self.red + wg * CONV2D_TMA_MC_RED
-    }
-}
-/// [`Conv2dTmaMcLayout`].
-pub const fn conv2d_tma_mc_layout() -> Conv2dTmaMcLayout {
-    let w_bytes = 9 * CONV2D_TMA_MC_MAX_C * 64 * 2;
-    let stage_bytes = (CONV2D_TMA_MC_BOX_R + 2) * CONV2D_TMA_MC_BOX_W * 128;
-    let ring = w_bytes;
-    let bars = ring + CONV2D_TMA_MC_STAGES * stage_bytes;
-    let red = bars + ((2 * CONV2D_TMA_MC_STAGES + 2) * 8).next_multiple_of(16);
-    let end = red + 2 * CONV2D_TMA_MC_RED;
-    Conv2dTmaMcLayout { w: 0, ring, stage_bytes, bars, red, smem: end + 1024 }
-}
-const _: () = {
-    let l = conv2d_tma_mc_layout();
-    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.ring.is_multiple_of(1024) && l.stage_bytes.is_multiple_of(1024) && l.red.is_multiple_of(16));
-    assert!(CONV2D_TMA_MC_BOX_W.is_multiple_of(8) && CONV2D_TMA_MC_BOX_W * CONV2D_TMA_MC_BOX_R == 128);
-};
-
-/// `conv2d_tma_pr` (`conv2d_tma_pp` for plain convs with the epilogue in registers, no staging tile): ring
-/// stages.
-pub const CONV2D_TMA_PR_STAGES: u32 = 6;
-/// Bytes of one warpgroup's `conv2d_tma_pr` reduction area (per warp the column sums [4][128] f32, per warp
-/// the column M2 [4][128], the column means [128]).
-pub const CONV2D_TMA_PR_RED: u32 = (2 * 4 + 1) * CONV2D_TMA_K * 4;
-/// [`Conv2dTmaPpLayout`] of `conv2d_tma_pr`: the stages, the mbarriers, the two warpgroups' reduction
-/// areas (`red`); no staging tile (`staging` = `smem`'s end, unused).
-pub const fn conv2d_tma_pr_layout() -> Conv2dTmaPpLayout {
-    let stage_bytes = 2 * 64 * 128 + CONV2D_TMA_K * 128;
-    let bars = CONV2D_TMA_PR_STAGES * stage_bytes;
-    let red = bars + ((2 * CONV2D_TMA_PR_STAGES + 1) * 8).next_multiple_of(16);
-    let end = red + 2 * CONV2D_TMA_PR_RED;
-    Conv2dTmaPpLayout { stage_bytes, bars, red, staging: end, smem: end + 1024 }
-}
-const _: () = {
-    let l = conv2d_tma_pr_layout();
-    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16));
-};
-
-/// `conv2d_tma_m256` (256-pixel tiles shared by both consumer warpgroups, 128 pixels each): ring stages
-/// (256 A rows and 128 B rows: 48 KB each).
-pub const CONV2D_TMA_M256_STAGES: u32 = 4;
-/// `conv2d_tma_m256`: tile pixels (one row).
-pub const CONV2D_TMA_M256_BOX_W: u32 = 256;
-/// [`Conv2dTmaPpLayout`] of `conv2d_tma_m256`: the stages, the mbarriers, the two warpgroups' reduction
-/// areas (`CONV2D_TMA_PR_RED` each); no staging tile.
-pub const fn conv2d_tma_m256_layout() -> Conv2dTmaPpLayout {
-    let stage_bytes = CONV2D_TMA_M256_BOX_W * 128 + CONV2D_TMA_K * 128;
-    let bars = CONV2D_TMA_M256_STAGES * stage_bytes;
-    let red = bars + (2 * CONV2D_TMA_M256_STAGES * 8).next_multiple_of(16);
-    let end = red + 2 * CONV2D_TMA_PR_RED;
-    Conv2dTmaPpLayout { stage_bytes, bars, red, staging: end, smem: end + 1024 }
-}
-const _: () = {
-    let l = conv2d_tma_m256_layout();
-    assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16) && l.stage_bytes.is_multiple_of(1024));
 };
 
 // ---------------------------------------------------------------------------------------- attention_tc

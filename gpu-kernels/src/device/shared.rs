@@ -90,16 +90,6 @@ pub unsafe fn ld_v2_u32(addr: u32) -> [u32; 2] {
     [a, b]
 }
 
-/// `ld.shared.v2.f32` at an 8-byte aligned shared-window byte address: two consecutive floats.
-///
-/// # Safety
-/// `addr` must be 8-byte aligned and `addr .. addr + 8` must lie inside the launch's dynamic shared memory.
-#[inline(always)]
-pub unsafe fn ld_v2_f32(addr: u32) -> [f32; 2] {
-    let [a, b] = ld_v2_u32(addr);
-    [f32::from_bits(a), f32::from_bits(b)]
-}
-
 /// `st.shared.v2.f32` at an 8-byte aligned shared-window byte address: two consecutive floats.
 ///
 /// # Safety

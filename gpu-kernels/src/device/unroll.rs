@@ -1,4 +1,4 @@
-//! `unroll!(N, |i| { ... })`: repeats a block with `i` bound to 0..N (N = 1, 2, 3, 4, 8 or 16) so that per-thread
+//! `unroll!(N, |i| { ... })`: repeats a block with `i` bound to 0..N (N = 1, 2, 4 or 8) so that per-thread
 //! register arrays indexed by `i` stay in registers (LLVM does not always fully unroll large loop bodies,
 //! and a dynamically indexed array lives in local memory).
 macro_rules! unroll {
@@ -15,20 +15,6 @@ macro_rules! unroll {
             let $i: usize = 1;
             $body
         }
-    }};
-    (3, |$i:ident| $body:block) => {{
-        $crate::device::unroll::unroll!(2, |$i| $body);
-        {
-            let $i: usize = 2;
-            $body
-        }
-    }};
-    (16, |$i:ident| $body:block) => {{
-        $crate::device::unroll::unroll!(8, |$i| $body);
-        $crate::device::unroll::unroll!(8, |hi| {
-            let $i: usize = hi + 8;
-            $body
-        });
     }};
     (4, |$i:ident| $body:block) => {{
         $crate::device::unroll::unroll!(2, |$i| $body);

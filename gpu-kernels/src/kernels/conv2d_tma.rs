@@ -51,13 +51,11 @@
 //! filling the ring meanwhile).
 use crate::device::math::fma;
 use crate::device::mma::pack_f16x2;
-use crate::device::shared::{ld_f32, ld_v2_f32, ld_v4_f32, st_f32, st_v2_f32};
+use crate::device::shared::{ld_f32, ld_v4_f32, st_f32, st_v2_f32};
 use crate::device::tma::{
-    arrive, arrive_cluster, arrive_expect_tx, cluster_count_x, cluster_ctarank, cluster_id_x, cluster_sync,
-    fence_mbarrier_init, load_2d, load_4d, load_4d_multicast, map_to_rank, mbarrier_init, named_barrier, prefetch_map,
-    wait_parity,
+    arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
+    prefetch_map, wait_parity,
 };
-use crate::device::warp::shfl_xor_f32;
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
     self, aligned_smem, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
@@ -66,9 +64,7 @@ use crate::device::wgmma::{
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
 use crate::kernels::nhwc::H8;
 use crate::launch::{
-    conv2d_tma_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_m256_layout, conv2d_tma_pp_layout, conv2d_tma_pr_layout, Conv2dTmaMcLayout,
-    Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_MC_BOX_R, CONV2D_TMA_MC_BOX_W, CONV2D_TMA_MC_CLUSTER,
-    CONV2D_TMA_MC_STAGES, CONV2D_TMA_MC_THREADS, CONV2D_TMA_M256_STAGES, CONV2D_TMA_PR_RED, CONV2D_TMA_PR_STAGES,
+    conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K,
     CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PP_STAGING,
     CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
 };
@@ -606,7 +602,7 @@ unsafe fn column_stats(stg: u32, col: u32, rows: u32) -> (f32, f32) {
 /// `conv2d_tma_pp_layout().smem`, grid (≤ total, 1, 1), one block per SM. Requires (host-checked): c % 64
 /// == 0, box_w·box_r ≤ 128, every index below 2^31.
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, unused_assignments)]
 pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
     xmap: *const u8,
     wmap: *const u8,
@@ -623,72 +619,20 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
     y16: *mut u32,
     part: *mut f32,
 ) {
+    const STAGES: u32 = CONV2D_TMA_PP_STAGES;
     const L: Conv2dTmaPpLayout = conv2d_tma_pp_layout();
-    const _: () = assert!(L.stage_bytes == 2 * WG_A_BYTES + B_BYTES);
-    pingpong::<false>(xmap, wmap, h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, y16, part, CONV2D_TMA_PP_STAGES, L);
-}
-
-/// `conv2d_tma_pp` for plain convs (`up` = 1, `n_tiles` = 1, host-checked) with the epilogue in registers
-/// (`epilogue_regs`: no staging tile), so `CONV2D_TMA_PR_STAGES` ring stages fit instead of
-/// `CONV2D_TMA_PP_STAGES`: more copies in flight per SM. Arguments, block and grid as `conv2d_tma_pp`;
-/// dynamic shared memory `conv2d_tma_pr_layout().smem`.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tma_pr(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    up: u32,
-    n_tiles: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-) {
-    const L: Conv2dTmaPpLayout = conv2d_tma_pr_layout();
-    const _: () = assert!(L.stage_bytes == 2 * WG_A_BYTES + B_BYTES);
-    pingpong::<true>(xmap, wmap, h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, y16, part, CONV2D_TMA_PR_STAGES, L);
-}
-
-/// The ping-pong kernels' body (`conv2d_tma_pp`: staged epilogue, any `up`; `conv2d_tma_pr`: `REGS`, the
-/// register epilogue, plain convs) with `stages` ring stages laid out as `l` says.
-#[inline(always)]
-#[allow(clippy::too_many_arguments, unused_assignments)]
-unsafe fn pingpong<const REGS: bool>(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    up: u32,
-    n_tiles: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-    stages: u32,
-    l: Conv2dTmaPpLayout,
-) {
     const A_BYTES: u32 = 2 * WG_A_BYTES;
-    const _: () = assert!(CONV2D_TMA_PP_THREADS == 2 * 128 + 32);
+    const _: () = assert!(L.stage_bytes == A_BYTES + B_BYTES && CONV2D_TMA_PP_THREADS == 2 * 128 + 32);
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
     let smem = aligned_smem();
-    let full = smem + l.bars;
-    let empty = full + stages * 8;
-    let order = empty + stages * 8;
+    let full = smem + L.bars;
+    let empty = full + STAGES * 8;
+    let order = empty + STAGES * 8;
     if t == 0 {
-        for s in 0..stages {
+        for s in 0..STAGES {
             mbarrier_init(full + 8 * s, 1);
             mbarrier_init(empty + 8 * s, 4);
         }
@@ -699,10 +643,9 @@ unsafe fn pingpong<const REGS: bool>(
     let ktiles = 9 * c / BK;
     let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
 
-    let ring = Ring { base: smem, full, empty, stages: stages, stage_bytes: l.stage_bytes, a_bytes: A_BYTES, b_rows: BN };
     if warp == 8 {
         if lane == 0 {
-            produce(xmap, wmap, &sh, ring);
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
         }
         return;
     }
@@ -713,9 +656,9 @@ unsafe fn pingpong<const REGS: bool>(
     let tw = t % 128;
     let bar_id = 1 + wg;
     let col0 = (lane % 4) * 2;
-    let red = smem + l.red + wg * 2 * BN * 4; // [128] column means (REGS: unused)
+    let red = smem + L.red + wg * 2 * BN * 4; // [128] column means
     let red2 = red + BN * 4; // [128] column M2
-    let stg = smem + l.staging + wg * CONV2D_TMA_PP_STAGING; // [64][SROW] f32
+    let stg = smem + L.staging + wg * CONV2D_TMA_PP_STAGING; // [64][SROW] f32
     let kc = BN * n_tiles / (up * up);
     let cpt = BN / kc;
     let col = tw;
@@ -724,17 +667,46 @@ unsafe fn pingpong<const REGS: bool>(
     while tile < total {
         let nt = tile % n_tiles;
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
+        if i > 0 {
+            wait_parity(order, (i - 1) & 1);
+        }
+        let mut pos = RingPos::at(i * ktiles, STAGES);
         let mut acc0 = splat64(0.0);
         let mut acc1 = splat64(0.0);
-        pp_mainloop(&ring, order, i, ktiles, tw, lane, &mut acc0, &mut acc1);
-
-        if REGS {
-            let epi = RegEpilogue { y16, part, n, h, wd, y0, x0, box_w, box_r, tiles, ti, ch0: 0, red: smem + l.red + wg * CONV2D_TMA_PR_RED, bar_id };
-            epilogue_regs(&acc0, &acc1, &epi, t);
-            i += 2;
-            tile += 2 * grid_dim_x();
-            continue;
+        let mut prev = 0u32;
+        let mut kt = 0;
+        while kt < ktiles {
+            wait_parity(full + 8 * pos.stage, pos.phase);
+            if kt + 1 == ktiles && tw == 0 {
+                // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
+                arrive(order);
+            }
+            let a_base = smem + pos.stage * L.stage_bytes;
+            let b_base = a_base + A_BYTES;
+            fence_acc64(&mut acc0);
+            fence_acc64(&mut acc1);
+            unroll!(4, |s| {
+                let off = 32 * s as u32;
+                let b = smem_desc_sw128(b_base + off);
+                mma_m64n128k16_f16(&mut acc0, smem_desc_sw128(a_base + off), b, true);
+                mma_m64n128k16_f16(&mut acc1, smem_desc_sw128(a_base + WG_A_BYTES + off), b, true);
+            });
+            wgmma::commit_group();
+            wgmma::wait_group::<1>();
+            // The batch of step kt - 1 has retired: its stage may be refilled.
+            if kt > 0 && lane == 0 {
+                arrive(empty + 8 * prev);
+            }
+            prev = pos.stage;
+            pos.advance(STAGES);
+            kt += 1;
         }
+        wait_acc64::<0>(&mut acc0);
+        wait_acc64::<0>(&mut acc1);
+        if lane == 0 {
+            arrive(empty + 8 * prev);
+        }
+
         // Epilogue.
         let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
         let out = OutTile { n, h, wd, up, kc, nt, y0, x0, box_w };
@@ -795,469 +767,5 @@ unsafe fn pingpong<const REGS: bool>(
         }
         i += 2;
         tile += 2 * grid_dim_x();
-    }
-}
-
-/// `conv2d_tma` on 2-block clusters for the large images' residual convs (`up` = 1, 128 outputs, C ≤
-/// `CONV2D_TMA_MC_MAX_C`). The ping-pong kernel streams the whole 295 KB weight and nine A boxes per 64
-/// channels through L2 for every 128-pixel tile (576 KB per tile: L2 bandwidth, not the tensor cores, sets
-/// its pace). Here:
-///
-/// * Cluster = 2 blocks on one tile: block `rank` multiplies output channels 64·rank .. + 64 and holds
-///   that half of the weight (9C x 64 f16, 144 KB at C = 128) resident in shared memory, loaded once.
-/// * Tiles of `CONV2D_TMA_MC_BOX_R` (4) rows x `CONV2D_TMA_MC_BOX_W` (32) columns. A ring step is one
-///   halo box: channels 64cs .. + 64 of padded rows y0 .. y0 + 6, columns x0 + s .. + 32 (filter column
-///   s). The three filter rows r read it at tile row offset 32r (a multiple of the 8-row swizzle atom), so
-///   a tile takes 3·C/64 boxes instead of 9·C/64. Each box is multicast to both blocks of the cluster,
-///   issued by the block of rank step % 2.
-/// * Per step and warpgroup: 3 filter rows x 4 k16 x 2 halves of `wgmma.m64n64k16` (tile rows 64h ..,
-///   the resident weight's K slice (3r + s)·C/64 + cs).
-/// * Ring protocol: "full" counts the local producer's arrival (the box's bytes, from whichever block
-///   issued it); "empty" counts 8 arrivals, the consuming warpgroup's 4 warps of each block (remote
-///   arrivals through `mapa`), so a stage is refilled only when both blocks are done with it.
-/// * Ping-pong as `conv2d_tma_pp`: the two consumer warpgroups take the cluster's jobs in turn (job i:
-///   ring steps i·3C/64 ..), the "order" mbarrier keeping their mainloops in sequence.
-/// * Epilogue from registers (no staging tile): per column (mean, M2) over the tile's valid pixels in two
-///   passes (shuffles over the warp's rows, a [4][64] area over the warps), f16 pairs stored straight to
-///   y16, `part[((n·128 + ch)·tiles + tile)·2 ..+2]` as `conv2d_tma_m128` tiles them
-///   (`PartTiling::blocks(H, W, 4, 32)`).
-/// * Cluster barriers after the mbarrier initialisation (before any multicast or remote arrival) and
-///   before exit (no block leaves while its peer may still arrive on its barriers).
-///
-/// Arguments as `conv2d_tma_m128` with `up` = 1, `n_tiles` = 1, `box_w` = 32, `box_r` = 4 (host-checked)
-/// and x's tensor map box 64 x 32 x 6 x 1; w's map is the 64-row one (`conv2d_tma_n64`'s). Block
-/// `CONV2D_TMA_MC_THREADS`, cluster (2, 1, 1), dynamic shared memory `conv2d_tma_mc_layout().smem`, grid
-/// (2 · clusters ≤ 2 · total, 1, 1), one block per SM.
-#[no_mangle]
-#[allow(clippy::too_many_arguments, unused_assignments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tma_mc(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    _up: u32,
-    _n_tiles: u32,
-    _box_w: u32,
-    _box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-) {
-    const STAGES: u32 = CONV2D_TMA_MC_STAGES;
-    const L: Conv2dTmaMcLayout = conv2d_tma_mc_layout();
-    const BW: u32 = CONV2D_TMA_MC_BOX_W;
-    const BR: u32 = CONV2D_TMA_MC_BOX_R;
-    const NB: u32 = 64;
-    /// Bytes of one resident K slice (64 weight rows x 64 channels).
-    const W_SLICE: u32 = NB * SW128_ROW_BYTES;
-    const _: () = assert!(BW * BR == 128 && CONV2D_TMA_MC_THREADS == 2 * 128 + 32 && CONV2D_TMA_MC_CLUSTER == 2);
-    let t = thread_idx_x();
-    let warp = t / 32;
-    let lane = t % 32;
-    let smem = aligned_smem();
-    let wres = smem + L.w;
-    let ring = smem + L.ring;
-    let full = smem + L.bars;
-    let empty = full + STAGES * 8;
-    let order = empty + STAGES * 8;
-    let wbar = order + 8;
-    let rank = cluster_ctarank();
-    if t == 0 {
-        for s in 0..STAGES {
-            mbarrier_init(full + 8 * s, 1);
-            mbarrier_init(empty + 8 * s, 8);
-        }
-        mbarrier_init(order, 1);
-        mbarrier_init(wbar, 1);
-        fence_mbarrier_init();
-    }
-    // Both blocks' barriers are initialised before either multicasts into the other or arrives on it.
-    cluster_sync();
-    let ksl = c / BK;
-    let steps = 3 * ksl;
-    let cid = cluster_id_x();
-    let ncl = cluster_count_x();
-
-    if warp == 8 {
-        if lane == 0 {
-            prefetch_map(xmap);
-            prefetch_map(wmap);
-            // The resident half-weight. Weights are uploaded once and never written by a kernel, so this
-            // may run before the previous grid finished.
-            let kts = 9 * ksl;
-            arrive_expect_tx(wbar, kts * W_SLICE);
-            let mut kt = 0;
-            while kt < kts {
-                load_2d(wres + kt * W_SLICE, wmap, (kt * BK) as i32, (rank * NB) as i32, wbar);
-                kt += 1;
-            }
-            crate::device::grid_dependency_wait();
-            let tx = L.stage_bytes;
-            let mut pos = RingPos::at(0, STAGES);
-            let mut step = 0u32;
-            let mut tile = cid;
-            while tile < total {
-                let (n, _, y0, x0) = tile_origin(tile, tiles, tiles_x, BR, BW);
-                let mut j = 0;
-                while j < steps {
-                    let cs = j / 3;
-                    let s = j - 3 * cs;
-                    wait_parity(empty + 8 * pos.stage, pos.phase ^ 1);
-                    let bar = full + 8 * pos.stage;
-                    arrive_expect_tx(bar, tx);
-                    if step & 1 == rank {
-                        let coords = [(cs * BK) as i32, (x0 + s) as i32, y0 as i32, n as i32];
-                        load_4d_multicast(ring + pos.stage * L.stage_bytes, xmap, coords, bar, 0b11);
-                    }
-                    pos.advance(STAGES);
-                    step += 1;
-                    j += 1;
-                }
-                tile += ncl;
-            }
-        }
-    } else {
-        // Consumers: warpgroup wg, warp wq of it.
-        let wg = warp / 4;
-        let tw = t % 128;
-        let bar_id = 1 + wg;
-        let peer_empty = map_to_rank(empty, rank ^ 1);
-        wait_parity(wbar, 0);
-        let mut i = wg;
-        let mut tile = cid + wg * ncl;
-        while tile < total {
-            let (n, ti, y0, x0) = tile_origin(tile, tiles, tiles_x, BR, BW);
-            if i > 0 {
-                wait_parity(order, (i - 1) & 1);
-            }
-            let mut pos = RingPos::at(i * steps, STAGES);
-            let mut acc0 = splat32(0.0);
-            let mut acc1 = splat32(0.0);
-            let mut prev = 0u32;
-            let mut j = 0;
-            while j < steps {
-                wait_parity(full + 8 * pos.stage, pos.phase);
-                if j + 1 == steps && tw == 0 {
-                    // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
-                    arrive(order);
-                }
-                let a = ring + pos.stage * L.stage_bytes;
-                let cs = j / 3;
-                let s = j - 3 * cs;
-                fence_acc32(&mut acc0);
-                fence_acc32(&mut acc1);
-                unroll!(3, |r| {
-                    let b = wres + ((3 * r as u32 + s) * ksl + cs) * W_SLICE;
-                    let ar = a + 32 * r as u32 * SW128_ROW_BYTES;
-                    unroll!(4, |k| {
-                        let off = 32 * k as u32;
-                        let bd = smem_desc_sw128(b + off);
-                        mma_m64n64k16_f16(&mut acc0, smem_desc_sw128(ar + off), bd, true);
-                        mma_m64n64k16_f16(&mut acc1, smem_desc_sw128(ar + 64 * SW128_ROW_BYTES + off), bd, true);
-                    });
-                });
-                wgmma::commit_group();
-                wgmma::wait_group::<1>();
-                // The batch of step j - 1 has retired: both blocks' copies of its stage may be refilled.
-                if j > 0 && lane == 0 {
-                    arrive(empty + 8 * prev);
-                    arrive_cluster(peer_empty + 8 * prev);
-                }
-                prev = pos.stage;
-                pos.advance(STAGES);
-                j += 1;
-            }
-            wait_acc32::<0>(&mut acc0);
-            wait_acc32::<0>(&mut acc1);
-            if lane == 0 {
-                arrive(empty + 8 * prev);
-                arrive_cluster(peer_empty + 8 * prev);
-            }
-
-            let epi = RegEpilogue { y16, part, n, h, wd, y0, x0, box_w: BW, box_r: BR, tiles, ti, ch0: NB * rank, red: L.red_at(smem, wg), bar_id };
-            epilogue_regs(&acc0, &acc1, &epi, t);
-            i += 2;
-            tile += 2 * ncl;
-        }
-    }
-    // No block leaves while its peer may still arrive on its "empty" barriers.
-    cluster_sync();
-}
-
-/// Where a 128-row tile's register epilogue ([`epilogue_regs`]) puts things: y16 (`[N, H, W, 128]` f16
-/// pairs) and the partials of `tiles` tiles per sample of `box_r x box_w` pixels (tile row p = pixel (y0 + p
-/// / box_w, x0 + p % box_w)), the accumulators' columns being channels `ch0 ..`; `red` is the warpgroup's
-/// reduction area (per warp the column sums [4][cols] f32, per warp the column M2 [4][cols], the column
-/// means [cols]) and `bar_id` its named barrier (128 threads).
-#[derive(Clone, Copy)]
-struct RegEpilogue {
-    y16: *mut u32,
-    part: *mut f32,
-    n: u32,
-    h: u32,
-    wd: u32,
-    y0: u32,
-    x0: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles: u32,
-    ti: u32,
-    ch0: u32,
-    red: u32,
-    bar_id: u32,
-}
-
-/// The epilogue of a plain conv's 128-row tile held in registers by one warpgroup as two `wgmma.m64nN`
-/// accumulators (`acc0`: tile rows 0 .. 64, `acc1`: 64 .. 128; A = N / 2 per thread), without a staging
-/// tile. Accumulator 4i + 2e + b of half hf is tile row p = 64hf + 16wq + lane/4 + 8e, column 8i + 2(lane
-/// % 4) + b. Per column (mean, M2) over the tile's valid pixels in two passes (sums over the thread's rows,
-/// then shuffles over the warp's row groups, then the four warps through `red`), the f16 pairs stored
-/// straight to y16, `part[((n·128 + ch0 + col)·tiles + ti)·2 ..+2]`. Three named barriers.
-///
-/// # Safety
-/// The warpgroup's 128 threads (`t`: the block's thread index) call it convergently; `red` holds `(2·4 + 1)
-/// · N · 4` bytes of shared memory no other warpgroup uses; y16 and part as the kernels' comments say.
-#[inline(always)]
-unsafe fn epilogue_regs<const A: usize>(acc0: &[f32; A], acc1: &[f32; A], e: &RegEpilogue, t: u32) {
-    let cols = 2 * A as u32;
-    let (lane, wq, tw) = (t % 32, (t / 32) % 4, t % 128);
-    let q = lane % 4;
-    let sums = e.red; // [4][cols]
-    let m2s = sums + 4 * cols * 4; // [4][cols]
-    let means = m2s + 4 * cols * 4; // [cols]
-    let count = valid_pixels(e.h, e.wd, e.y0, e.x0, e.box_r, e.box_w);
-    let mut valid = [false; 4];
-    let mut pix = [0u32; 4];
-    unroll!(4, |v| {
-        let p = 64 * (v as u32 / 2) + 16 * wq + lane / 4 + 8 * (v as u32 % 2);
-        let dy = p / e.box_w;
-        let (y, x) = (e.y0 + dy, e.x0 + p - dy * e.box_w);
-        valid[v] = dy < e.box_r && y < e.h && x < e.wd;
-        pix[v] = (e.n * e.h + y) * e.wd + x;
-    });
-    // Pass 1: column sums -> means.
-    unroll!(16, |ii| {
-        if ii < A / 4 {
-            unroll!(2, |b| {
-                let mut s = 0f32;
-                unroll!(4, |v| {
-                    let accv = if v < 2 { acc0 } else { acc1 };
-                    if valid[v] {
-                        s += accv[4 * ii + 2 * (v % 2) + b];
-                    }
-                });
-                s += shfl_xor_f32(s, 4);
-                s += shfl_xor_f32(s, 8);
-                s += shfl_xor_f32(s, 16);
-                if lane < 4 {
-                    st_f32(sums + (wq * cols + 8 * ii as u32 + 2 * q + b as u32) * 4, s);
-                }
-            });
-        }
-    });
-    named_barrier(e.bar_id, 128);
-    if tw < cols {
-        let tot = (ld_f32(sums + tw * 4) + ld_f32(sums + (cols + tw) * 4))
-            + (ld_f32(sums + (2 * cols + tw) * 4) + ld_f32(sums + (3 * cols + tw) * 4));
-        st_f32(means + tw * 4, tot / count as f32);
-    }
-    // Stores, meanwhile: f16 pairs of the valid pixels, word (ch0 + 8i + 2q) / 2 of the pixel's BN / 2.
-    unroll!(4, |v| {
-        let accv = if v < 2 { acc0 } else { acc1 };
-        if valid[v] {
-            let o = e.y16.add((pix[v] * (BN / 2) + e.ch0 / 2 + q) as usize);
-            unroll!(16, |ii| {
-                if ii < A / 4 {
-                    *o.add(4 * ii) = pack_f16x2(accv[4 * ii + 2 * (v % 2)], accv[4 * ii + 2 * (v % 2) + 1]);
-                }
-            });
-        }
-    });
-    named_barrier(e.bar_id, 128);
-    // Pass 2: sums of squared deviations.
-    unroll!(16, |ii| {
-        if ii < A / 4 {
-            let m = ld_v2_f32(means + (8 * ii as u32 + 2 * q) * 4);
-            unroll!(2, |b| {
-                let mut s = 0f32;
-                unroll!(4, |v| {
-                    let accv = if v < 2 { acc0 } else { acc1 };
-                    if valid[v] {
-                        let d = accv[4 * ii + 2 * (v % 2) + b] - m[b];
-                        s = fma(d, d, s);
-                    }
-                });
-                s += shfl_xor_f32(s, 4);
-                s += shfl_xor_f32(s, 8);
-                s += shfl_xor_f32(s, 16);
-                if lane < 4 {
-                    st_f32(m2s + (wq * cols + 8 * ii as u32 + 2 * q + b as u32) * 4, s);
-                }
-            });
-        }
-    });
-    named_barrier(e.bar_id, 128);
-    if tw < cols {
-        let m2 = (ld_f32(m2s + tw * 4) + ld_f32(m2s + (cols + tw) * 4))
-            + (ld_f32(m2s + (2 * cols + tw) * 4) + ld_f32(m2s + (3 * cols + tw) * 4));
-        let o = e.part.add((((e.n * BN + e.ch0 + tw) * e.tiles + e.ti) * 2) as usize);
-        *o = ld_f32(means + tw * 4);
-        *o.add(1) = m2;
-    }
-}
-
-/// The ping-pong kernels' mainloop for job `i` of the block (warpgroup i % 2): waits until job i - 1's
-/// warpgroup saw its last stage arrive (the "order" mbarrier), then for each of `ktiles` ring steps i·ktiles
-/// .. waits on "full", multiplies the stage's two 64-row A halves by its B tile into `acc0` / `acc1`
-/// (`wgmma.m64n128k16`), arrives on "order" when the job's last stage has arrived, and releases each stage
-/// once its batch retired (one arrival per warp on "empty").
-///
-/// # Safety
-/// The warpgroup's 128 threads call it convergently with `ring` the stages `produce` fills (A tile of
-/// `2 · WG_A_BYTES`, then B) and `order` initialised with one arrival.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pp_mainloop(ring: &Ring, order: u32, i: u32, ktiles: u32, tw: u32, lane: u32, acc0: &mut [f32; 64], acc1: &mut [f32; 64]) {
-    if i > 0 {
-        wait_parity(order, (i - 1) & 1);
-    }
-    let mut pos = RingPos::at(i * ktiles, ring.stages);
-    let mut prev = 0u32;
-    let mut kt = 0;
-    while kt < ktiles {
-        wait_parity(ring.full + 8 * pos.stage, pos.phase);
-        if kt + 1 == ktiles && tw == 0 {
-            // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
-            arrive(order);
-        }
-        let a_base = ring.base + pos.stage * ring.stage_bytes;
-        let b_base = a_base + ring.a_bytes;
-        fence_acc64(acc0);
-        fence_acc64(acc1);
-        unroll!(4, |s| {
-            let off = 32 * s as u32;
-            let b = smem_desc_sw128(b_base + off);
-            mma_m64n128k16_f16(acc0, smem_desc_sw128(a_base + off), b, true);
-            mma_m64n128k16_f16(acc1, smem_desc_sw128(a_base + WG_A_BYTES + off), b, true);
-        });
-        wgmma::commit_group();
-        wgmma::wait_group::<1>();
-        // The batch of step kt - 1 has retired: its stage may be refilled.
-        if kt > 0 && lane == 0 {
-            arrive(ring.empty + 8 * prev);
-        }
-        prev = pos.stage;
-        pos.advance(ring.stages);
-        kt += 1;
-    }
-    wait_acc64::<0>(acc0);
-    wait_acc64::<0>(acc1);
-    if lane == 0 {
-        arrive(ring.empty + 8 * prev);
-    }
-}
-
-/// `conv2d_tma` with 256-pixel tiles shared by both consumer warpgroups (plain convs, images at least 256
-/// pixels wide): tiles of one row of `box_w` = 256 pixels; warpgroup g multiplies pixels 128g .. 128g + 128
-/// of the tile (two `wgmma.m64n128k16` accumulators, as `conv2d_tma_pp`'s) with the stage's one B tile, so
-/// a stage carries 256 A rows and 128 B rows (48 KB) for twice the ping-pong kernel's MMAs per stage
-/// (32 KB): a third fewer bytes copied per MMA. The epilogue is `epilogue_regs` per warpgroup over its half
-/// (no staging tile); the partials tile the image in blocks of 1 x 128 pixels (`PartTiling::blocks(H, W,
-/// 1, 128)`: block (y, x0 / 128)), a half entirely past the right edge writes none.
-///
-/// Arguments as `conv2d_tma_m128` with `up` = 1, `n_tiles` = 1, `box_r` = 1, `box_w` = 256 (host-checked)
-/// and `tiles` the tiles of 256 (the A map's box: 64 x 256 x 1 x 1). Block `CONV2D_TMA_PP_THREADS`, dynamic
-/// shared memory `conv2d_tma_m256_layout().smem`, grid (≤ total, 1, 1), one block per SM.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tma_m256(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    up: u32,
-    n_tiles: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-) {
-    const STAGES: u32 = CONV2D_TMA_M256_STAGES;
-    const L: Conv2dTmaPpLayout = conv2d_tma_m256_layout();
-    const A_BYTES: u32 = 4 * WG_A_BYTES;
-    const _: () = assert!(L.stage_bytes == A_BYTES + B_BYTES && CONV2D_TMA_PP_THREADS == 2 * 128 + 32);
-    crate::device::grid_dependency_wait();
-    let t = thread_idx_x();
-    let warp = t / 32;
-    let lane = t % 32;
-    let smem = aligned_smem();
-    let full = smem + L.bars;
-    let empty = full + STAGES * 8;
-    init_ring(full, empty, STAGES, 8);
-    let ktiles = 9 * c / BK;
-    let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
-    let ring = Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN };
-    if warp == 8 {
-        if lane == 0 {
-            produce(xmap, wmap, &sh, ring);
-        }
-        return;
-    }
-    let _ = up;
-    let wg = warp / 4;
-    // The partials' blocks of 128 pixels: per image row, per sample.
-    let blocks_x = wd.div_ceil(128);
-    let mut pos = RingPos::at(0, STAGES);
-    let mut tile = block_idx_x();
-    while tile < total {
-        let (n, _, y0, x0) = tile_origin(tile, tiles, tiles_x, box_r, box_w);
-        let mut acc0 = splat64(0.0);
-        let mut acc1 = splat64(0.0);
-        let prev = consume_job(&mut pos, &ring, ktiles, lane, |base| {
-            let a = base + wg * 2 * WG_A_BYTES;
-            let b_base = base + A_BYTES;
-            fence_acc64(&mut acc0);
-            fence_acc64(&mut acc1);
-            unroll!(4, |s| {
-                let off = 32 * s as u32;
-                let b = smem_desc_sw128(b_base + off);
-                mma_m64n128k16_f16(&mut acc0, smem_desc_sw128(a + off), b, true);
-                mma_m64n128k16_f16(&mut acc1, smem_desc_sw128(a + WG_A_BYTES + off), b, true);
-            });
-        });
-        wait_acc64::<0>(&mut acc0);
-        wait_acc64::<0>(&mut acc1);
-        if lane == 0 {
-            arrive(empty + 8 * prev);
-        }
-        // This warpgroup's half: one block of 128 pixels (uniform across the warpgroup).
-        let xh = x0 + 128 * wg;
-        if xh < wd {
-            let epi = RegEpilogue {
-                y16,
-                part,
-                n,
-                h,
-                wd,
-                y0,
-                x0: xh,
-                box_w: 128,
-                box_r: 1,
-                tiles: h * blocks_x,
-                ti: y0 * blocks_x + xh / 128,
-                ch0: 0,
-                red: smem + L.red + wg * CONV2D_TMA_PR_RED,
-                bar_id: 1 + wg,
-            };
-            epilogue_regs(&acc0, &acc1, &epi, t);
-        }
-        tile += grid_dim_x();
     }
 }

@@ -113,32 +113,6 @@ impl Gpu {
         shared_mem_bytes: u32,
         args: &[*mut c_void],
     ) -> Result<()> {
-        self.launch_with(name, grid, block, shared_mem_bytes, args, None)
-    }
-
-    /// As [`Self::launch`], the blocks grouped in clusters of `cluster` along x (sm_90: they are
-    /// co-scheduled and share distributed shared memory); grid.0 must be a multiple of `cluster`.
-    ///
-    /// # Safety
-    /// As [`Self::launch`]; the kernel's use of its cluster (peer ranks, multicast masks) must fit
-    /// `cluster`.
-    pub unsafe fn launch_cluster(
-        &self,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-        shared_mem_bytes: u32,
-        cluster: u32,
-        args: &[*mut c_void],
-    ) -> Result<()> {
-        if cluster == 0 || !grid.0.is_multiple_of(cluster) {
-            return Err(Error::Shape { op: "launch", msg: format!("{name}: grid {grid:?} is not a whole number of clusters of {cluster}") });
-        }
-        self.launch_with(name, grid, block, shared_mem_bytes, args, Some(cluster))
-    }
-
-    /// Kernel `name` with `shared_mem_bytes` of dynamic shared memory (opted in above 48 KB).
-    fn function(&self, name: &str, shared_mem_bytes: u32) -> Result<cust::function::Function<'_>> {
         let f = self.module.get_function(name).map_err(|e| {
             Error::Ptx(format!(
                 "kernel `{name}` is not in {}: {e}",
@@ -147,14 +121,11 @@ impl Gpu {
         })?;
         if shared_mem_bytes > 48 * 1024 {
             // Opt in to more than 48 KB of dynamic shared memory.
-            // SAFETY: `f` is a live function of this context's module; the call only sets an attribute.
-            let r = unsafe {
-                cust::sys::cuFuncSetAttribute(
-                    f.to_raw(),
-                    cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    shared_mem_bytes as i32,
-                )
-            };
+            let r = cust::sys::cuFuncSetAttribute(
+                f.to_raw(),
+                cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared_mem_bytes as i32,
+            );
             if r != cust::sys::cudaError_enum::CUDA_SUCCESS {
                 return Err(Error::Shape {
                     op: "launch",
@@ -162,33 +133,6 @@ impl Gpu {
                 });
             }
         }
-        Ok(f)
-    }
-
-    /// How many clusters of `cluster` blocks of kernel `name` (`block` threads, `shared_mem_bytes` of
-    /// dynamic shared memory) fit on the GPU at once.
-    pub fn max_active_clusters(&self, name: &str, block: (u32, u32, u32), shared_mem_bytes: u32, cluster: u32) -> Result<u32> {
-        let f = self.function(name, shared_mem_bytes)?;
-        // SAFETY: `f` is a function of this context's module, alive for the call.
-        let (r, n) = unsafe { pdl::max_active_clusters(f.to_raw(), block, shared_mem_bytes, cluster) };
-        graph::check(r, &format!("occupancy of {name} in clusters of {cluster}"))?;
-        Ok(n)
-    }
-
-    /// [`Self::launch`] and [`Self::launch_cluster`].
-    ///
-    /// # Safety
-    /// As [`Self::launch_cluster`].
-    unsafe fn launch_with(
-        &self,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-        shared_mem_bytes: u32,
-        args: &[*mut c_void],
-        cluster: Option<u32>,
-    ) -> Result<()> {
-        let f = self.function(name, shared_mem_bytes)?;
         let max_threads = f
             .get_attribute(FunctionAttribute::MaxThreadsPerBlock)
             .during("reading kernel attributes")?;
@@ -206,13 +150,11 @@ impl Gpu {
                 msg: format!("{name}: grid {grid:?} x block {block:?} is not launchable (max {max_threads} threads per block)"),
             });
         }
-        let pdl = self.pdl.contains(name);
-        if pdl || cluster.is_some() {
-            // SAFETY: the caller's contract (above) covers the arguments and the cluster; `f` and the stream
-            // belong to this context; with `pdl` the kernel's PTX waits on `griddepcontrol.wait` (that is how
-            // it got in `pdl`).
-            let r = pdl::launch_ex(f.to_raw(), self.stream.as_inner(), grid, block, shared_mem_bytes, args, pdl, cluster);
-            return graph::check(r, &format!("launching {name} (cluster {cluster:?}, programmatic dependent launch {pdl})"));
+        if self.pdl.contains(name) {
+            // SAFETY: the caller's contract (above) covers the arguments; `f` and the stream belong to
+            // this context; the kernel's PTX waits on `griddepcontrol.wait` (that is how it got in `pdl`).
+            let r = pdl::launch_pdl(f.to_raw(), self.stream.as_inner(), grid, block, shared_mem_bytes, args);
+            return graph::check(r, &format!("launching {name} (programmatic dependent launch)"));
         }
         self.stream
             .launch(

@@ -481,12 +481,9 @@ impl<'g> GpuTransformerNetFast<'g> {
         let s5 = self.deconv2.out_shape(&s4)?;
         let s6 = self.deconv3.out_shape(&s5)?;
         let shapes = [&s1, &s2, &s3, &s4, &s5];
-        // conv2d_tma's tilings of the trunk for the residual convs and for deconv1 (sub-pixel), and of
-        // deconv1's output (deconv2, sub-pixel).
-        let sm = self.gpu.sm_count;
-        let tl3 = conv2d_tma_tiling(s3[0], s3[1], s3[2], s3[3], 1, sm);
-        let tl3_up = conv2d_tma_tiling(s3[0], s3[1], s3[2], s3[3], 2, sm);
-        let tl4 = conv2d_tma_tiling(s4[0], s4[1], s4[2], s4[3], 2, sm);
+        // conv2d_tma's tilings of the trunk (residual convs, deconv1) and of deconv1's output (deconv2).
+        let tl3 = conv2d_tma_tiling(s3[0], s3[1], s3[2], self.gpu.sm_count);
+        let tl4 = conv2d_tma_tiling(s4[0], s4[1], s4[2], self.gpu.sm_count);
         let res_tma = self.conv_tma && self.res.iter().all(|b| b.tma.is_some()) && !self.res.is_empty();
         // conv1's halo kernel has 2-D tiles (possibly more than the 1-D ones at the same size).
         let part_len = shapes
@@ -497,7 +494,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             .chain([&s3, &s4].map(|s| conv2d_wg_part_tiling(s).part_len(s[0], s[3])))
             .chain([tl3.part_tiling(s3[1], s3[2], 1, 1).part_len(s3[0], s3[3])])
             .chain([tl4.part_tiling(s4[1], s4[2], 2, 1).part_len(s5[0], s5[3])])
-            .chain([tl3_up.part_tiling(s3[1], s3[2], 2, 2).part_len(s4[0], s4[3])])
+            .chain([tl3.part_tiling(s3[1], s3[2], 2, 2).part_len(s4[0], s4[3])])
             .max()
             .unwrap_or(0);
         let coef_len = shapes.iter().map(|s| s[0] * s[3] * 2).max().unwrap_or(0);
@@ -531,8 +528,8 @@ impl<'g> GpuTransformerNetFast<'g> {
             },
             trunk_up: match &self.deconv1_tma {
                 // Two N tiles need tile rows dividing H (small odd images keep conv2d_tc).
-                Some(w) if res_tma && s3[3] == w.w.c && tl3_up.splits_rows(s3[1]) => {
-                    Some(PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3_up, PadMode::Replicate)?)
+                Some(w) if res_tma && s3[3] == w.w.c && tl3.splits_rows(s3[1]) => {
+                    Some(PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3, PadMode::Replicate)?)
                 }
                 _ => None,
             },

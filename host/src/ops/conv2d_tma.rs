@@ -21,10 +21,9 @@
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_m256_layout, conv2d_tma_mc_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_pr_layout, conv2d_tma_stages,
-    conv2d_tma_threads, CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M256_BOX_W, CONV2D_TMA_M256_STAGES, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_MC_BOX_R, CONV2D_TMA_MC_BOX_W,
-    CONV2D_TMA_MC_CLUSTER, CONV2D_TMA_MC_MAX_C, CONV2D_TMA_MC_STAGES, CONV2D_TMA_MC_THREADS, CONV2D_TMA_N64_BN,
-    CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PR_STAGES, SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
+    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads,
+    CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES,
+    SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
 };
 use models::Tensor;
 
@@ -46,16 +45,6 @@ pub const CONV_TMA_DEEP_ENV: &str = "STYLEFORGE_CONV_TMA_DEEP";
 /// Environment variable: `0` keeps each 64-pixel tile's 128 output channels in one job (the deep ring) even
 /// where splitting them over two jobs (`conv2d_tma_n64`) still gives every job its own SM (A/B).
 pub const CONV_TMA_N64_ENV: &str = "STYLEFORGE_CONV_TMA_N64";
-/// Environment variable: `1` runs the large images' plain convs on 2-block clusters with resident
-/// half-weights and multicast halo boxes (`conv2d_tma_mc`) instead of the ping-pong kernels (A/B; off by
-/// default: slower on an H100, see docs/PERF.md).
-pub const CONV_TMA_MC_ENV: &str = "STYLEFORGE_CONV_TMA_MC";
-/// Environment variable: `0` keeps the large images' plain convs on the staged-epilogue ping-pong kernel
-/// (`conv2d_tma_pp`, 4 stages) instead of the register-epilogue one (`conv2d_tma_pr`, 6 stages) (A/B).
-pub const CONV_TMA_PR_ENV: &str = "STYLEFORGE_CONV_TMA_PR";
-/// Environment variable: `0` keeps plain convs at least 256 pixels wide on 128-pixel ping-pong tiles instead of
-/// 256-pixel tiles shared by both warpgroups (`conv2d_tma_m256`) (A/B).
-pub const CONV_TMA_WIDE_ENV: &str = "STYLEFORGE_CONV_TMA_WIDE";
 
 /// How `conv2d_tma` tiles an `H x W` output: tiles of `box_r` rows x `box_w` columns (≤ 64·consumers
 /// pixels), `tiles_x` per row of tiles, `tiles` per sample.
@@ -70,11 +59,6 @@ pub struct TmaTiling {
     /// GEMM columns per job: 128 (every output channel of a tile), or 64 (`conv2d_tma_n64`: two jobs per
     /// tile, one per half of the channels).
     pub bn: u32,
-    /// `conv2d_tma_mc`: 2-block clusters, tiles of 4 x 32 pixels read as halo boxes of 6 rows
-    /// ([`Self::multicast`]).
-    pub cluster: bool,
-    /// `conv2d_tma_m256`: tiles of one row of 256 pixels, 128 per warpgroup ([`Self::wide`]).
-    pub wide: bool,
     pub box_w: usize,
     pub box_r: usize,
     pub tiles_x: usize,
@@ -89,68 +73,12 @@ impl TmaTiling {
         let (box_w, box_r) = if w >= bm { (bm, 1) } else { (w.max(1), bm / w.max(1)) };
         let tiles_x = w.div_ceil(box_w);
         let stages = conv2d_tma_stages(consumers);
-        TmaTiling { consumers, stages, pingpong: false, bn: CONV2D_TMA_K, cluster: false, wide: false, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
-    }
-
-    /// `conv2d_tma_mc`'s tiling of an `h x w` output: tiles of `CONV2D_TMA_MC_BOX_R` x `CONV2D_TMA_MC_BOX_W`
-    /// pixels, each a job of a 2-block cluster (one block per half of the 128 channels), the ping-pong
-    /// schedule in each block. Plain convs (`up` = 1) of at most `CONV2D_TMA_MC_MAX_C` input channels.
-    pub fn multicast(h: usize, w: usize) -> Self {
-        let (box_w, box_r) = (CONV2D_TMA_MC_BOX_W as usize, CONV2D_TMA_MC_BOX_R as usize);
-        let tiles_x = w.div_ceil(box_w);
-        TmaTiling {
-            consumers: 2,
-            stages: CONV2D_TMA_MC_STAGES,
-            pingpong: true,
-            bn: CONV2D_TMA_N64_BN,
-            cluster: true,
-            wide: false,
-            box_w,
-            box_r,
-            tiles_x,
-            tiles: tiles_x * h.div_ceil(box_r),
-        }
-    }
-
-    /// `conv2d_tma_m256`'s tiling of an `h x w` output: tiles of one row of `CONV2D_TMA_M256_BOX_W` (256)
-    /// pixels, both consumer warpgroups on each (128 pixels each). Plain convs (`up` = 1) only.
-    pub fn wide(h: usize, w: usize) -> Self {
-        let box_w = CONV2D_TMA_M256_BOX_W as usize;
-        let tiles_x = w.div_ceil(box_w);
-        TmaTiling {
-            consumers: 2,
-            stages: CONV2D_TMA_M256_STAGES,
-            pingpong: false,
-            bn: CONV2D_TMA_K,
-            cluster: false,
-            wide: true,
-            box_w,
-            box_r: 1,
-            tiles_x,
-            tiles: tiles_x * h,
-        }
-    }
-
-    /// Pixel rows of the input map's box: the tile's, or with `conv2d_tma_mc` two more (the halo the
-    /// three filter rows share).
-    pub fn a_box_rows(&self) -> usize {
-        if self.cluster {
-            self.box_r + 2
-        } else {
-            self.box_r
-        }
+        TmaTiling { consumers, stages, pingpong: false, bn: CONV2D_TMA_K, box_w, box_r, tiles_x, tiles: tiles_x * h.div_ceil(box_r) }
     }
 
     /// The same tiles (of up to 128 pixels: two consumer warpgroups) with the ping-pong schedule.
     pub fn pingpong(self) -> Self {
-        TmaTiling { pingpong: true, stages: CONV2D_TMA_PP_STAGES, cluster: false, ..self }
-    }
-
-    /// The ping-pong tiles with the epilogue in registers (`conv2d_tma_pr`: no staging tile, so
-    /// `CONV2D_TMA_PR_STAGES` stages). Plain convs only: a sub-pixel weight runs the staged kernel on the
-    /// same boxes ([`Self::for_up`]).
-    pub fn regs(self) -> Self {
-        TmaTiling { stages: CONV2D_TMA_PR_STAGES, ..self.pingpong() }
+        TmaTiling { pingpong: true, stages: CONV2D_TMA_PP_STAGES, ..self }
     }
 
     /// The same tiles (of up to 64 pixels: one consumer warpgroup) on the deep ring (`conv2d_tma_m64_deep`:
@@ -170,9 +98,7 @@ impl TmaTiling {
     /// weight (`up` = 2, whose epilogue scatters 128-column blocks) the deep ring instead of split channels.
     /// The A boxes are the same, so the input's map serves both.
     pub fn for_up(self, up: usize) -> Self {
-        if up != 1 && self.pingpong && self.stages == CONV2D_TMA_PR_STAGES && !self.cluster {
-            self.pingpong()
-        } else if up != 1 && self.bn != CONV2D_TMA_K && !self.cluster {
+        if up != 1 && self.bn != CONV2D_TMA_K {
             self.deep()
         } else {
             self
@@ -181,19 +107,6 @@ impl TmaTiling {
 
     /// The kernel that runs this tiling.
     fn kernel(&self) -> Option<&'static str> {
-        if self.wide {
-            let ok = self.box_w == CONV2D_TMA_M256_BOX_W as usize
-                && self.box_r == 1
-                && !self.cluster
-                && (self.consumers, self.stages, self.pingpong, self.bn) == (2, CONV2D_TMA_M256_STAGES, false, CONV2D_TMA_K);
-            return ok.then_some("conv2d_tma_m256");
-        }
-        if self.cluster {
-            let mc = self.box_w == CONV2D_TMA_MC_BOX_W as usize
-                && self.box_r == CONV2D_TMA_MC_BOX_R as usize
-                && (self.consumers, self.stages, self.pingpong, self.bn) == (2, CONV2D_TMA_MC_STAGES, true, CONV2D_TMA_N64_BN);
-            return mc.then_some("conv2d_tma_mc");
-        }
         conv2d_tma_kernel(self.consumers, self.stages, self.pingpong, self.bn)
     }
 
@@ -203,10 +116,7 @@ impl TmaTiling {
     /// outputs) N tile py covers the output rows of parity py: `box_r x 2·box_w` tiles of a plane of the even
     /// rows then the odd ones, exact when `box_r` divides `h` ([`Self::splits_rows`]).
     pub fn part_tiling(&self, h: usize, w: usize, up: usize, n_tiles: usize) -> PartTiling {
-        if self.wide {
-            // conv2d_tma_m256: one block per warpgroup's 128 pixels (plain convs only).
-            PartTiling::blocks(h, w, 1, 128)
-        } else if n_tiles == 2 {
+        if n_tiles == 2 {
             PartTiling::blocks(2 * h, 2 * w, self.box_r, 2 * self.box_w)
         } else {
             PartTiling::blocks(up * h, up * w, up * self.box_r, up * self.box_w)
@@ -226,13 +136,7 @@ impl TmaTiling {
 
     /// Dynamic shared memory of this tiling's kernel.
     fn smem(&self) -> u32 {
-        if self.wide {
-            conv2d_tma_m256_layout().smem
-        } else if self.cluster {
-            conv2d_tma_mc_layout().smem
-        } else if self.pingpong && self.stages == CONV2D_TMA_PR_STAGES {
-            conv2d_tma_pr_layout().smem
-        } else if self.pingpong {
+        if self.pingpong {
             conv2d_tma_pp_layout().smem
         } else if self.bn == CONV2D_TMA_N64_BN {
             conv2d_tma_n64_layout().smem
@@ -242,15 +146,12 @@ impl TmaTiling {
     }
 }
 
-/// The tiling for N samples of `h x w` with `c` channels, read by a conv with upsampling factor `up` (1, or
-/// 2 for the sub-pixel form), on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel tiles, the
-/// ping-pong schedule) when that still gives every SM two tiles, plain convs with the register epilogue
-/// (`conv2d_tma_pr`); else one warpgroup (64-pixel tiles, twice as many; with the channels split over two
-/// jobs when even that leaves an SM for every job, else on the deep ring when there are no more tiles than
-/// SMs). [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`], [`CONV_TMA_PR_ENV`], [`CONV_TMA_N64_ENV`] and
-/// [`CONV_TMA_DEEP_ENV`] override; [`CONV_TMA_MC_ENV`] = 1 puts plain convs of at most
-/// `CONV2D_TMA_MC_MAX_C` channels, at least 32 pixels wide, on 2-block clusters (`conv2d_tma_mc`).
-pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, c: usize, up: usize, sm_count: u32) -> TmaTiling {
+/// The tiling for N samples of `h x w` on a GPU with `sm_count` SMs: two consumer warpgroups (128-pixel
+/// tiles, ping-pong) when that still gives every SM two tiles, else one (64-pixel tiles, twice as many; with
+/// the channels split over two jobs when even that leaves an SM for every job, else on the deep ring when
+/// there are no more tiles than SMs); [`CONV_TMA_M_ENV`], [`CONV_TMA_PP_ENV`], [`CONV_TMA_N64_ENV`] and
+/// [`CONV_TMA_DEEP_ENV`] override.
+pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTiling {
     let forced = std::env::var(CONV_TMA_M_ENV).ok().and_then(|v| match v.trim() {
         "64" => Some(1),
         "128" => Some(2),
@@ -265,15 +166,7 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, c: usize, up: usize, sm_c
     });
     let tl = TmaTiling::new(h, w, consumers);
     let on = |var: &str| std::env::var(var).map(|v| v.trim() != "0").unwrap_or(true);
-    let forced_on = |var: &str| std::env::var(var).is_ok_and(|v| v.trim() == "1");
-    let mc_fits = up == 1 && c <= CONV2D_TMA_MC_MAX_C as usize && w >= CONV2D_TMA_MC_BOX_W as usize;
-    if consumers == 2 && up == 1 && w >= CONV2D_TMA_M256_BOX_W as usize && on(CONV_TMA_WIDE_ENV) {
-        TmaTiling::wide(h, w)
-    } else if consumers == 2 && on(CONV_TMA_PP_ENV) && forced_on(CONV_TMA_MC_ENV) && mc_fits {
-        TmaTiling::multicast(h, w)
-    } else if consumers == 2 && on(CONV_TMA_PP_ENV) && up == 1 && on(CONV_TMA_PR_ENV) {
-        tl.regs()
-    } else if consumers == 2 && on(CONV_TMA_PP_ENV) {
+    if consumers == 2 && on(CONV_TMA_PP_ENV) {
         tl.pingpong()
     } else if consumers == 1 && 2 * n * tl.tiles <= sm_count as usize && on(CONV_TMA_N64_ENV) {
         tl.split_n()
@@ -317,13 +210,7 @@ impl PaddedInput {
             format!("padded input [{n}, {h}, {w}, {c}]: needs N ≥ 1, H, W ≥ 2 and C a multiple of {CONV2D_TMA_BK}")
         })?;
         let plain = TmaTiling::new(h, w, tiling.consumers);
-        let same = tiling == plain
-            || tiling == plain.pingpong()
-            || tiling == plain.regs()
-            || tiling == plain.deep()
-            || tiling == plain.split_n()
-            || (tiling == TmaTiling::multicast(h, w) && c <= CONV2D_TMA_MC_MAX_C as usize)
-            || tiling == TmaTiling::wide(h, w);
+        let same = tiling == plain || tiling == plain.pingpong() || tiling == plain.deep() || tiling == plain.split_n();
         ensure(same && tiling.kernel().is_some(), OP, || {
             format!("tiling {tiling:?} is not conv2d_tma's for {h}x{w}")
         })?;
@@ -335,7 +222,7 @@ impl PaddedInput {
             t.ptr(),
             &[c as u64, wp as u64, hp as u64, n as u64],
             &[row, row * wp as u64, row * (wp * hp) as u64],
-            &[CONV2D_TMA_BK, tiling.box_w as u32, tiling.a_box_rows() as u32, 1],
+            &[CONV2D_TMA_BK, tiling.box_w as u32, tiling.box_r as u32, 1],
         )?;
         Ok(PaddedInput { map, t, n, h, w, c, tiling, mode })
     }
@@ -450,10 +337,6 @@ pub fn conv2d_tma(
         format!("y must be NHWC f16 {out:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
     })?;
     let tl = x.tiling.for_up(up);
-    ensure(!tl.wide || (up == 1 && ntn == 1), OP, || format!("conv2d_tma_m256 runs plain convs (up = {up})"))?;
-    ensure(!tl.cluster || (up == 1 && ntn == 1 && c <= CONV2D_TMA_MC_MAX_C as usize), OP, || {
-        format!("conv2d_tma_mc runs plain convs of at most {CONV2D_TMA_MC_MAX_C} channels (up = {up}, C = {c})")
-    })?;
     ensure(ntn == 1 || tl.splits_rows(h), OP, || {
         format!("a two-N-tile sub-pixel conv needs tiles of whole rows dividing H = {h} (tiles of {} rows)", tl.box_r)
     })?;
@@ -476,46 +359,12 @@ pub fn conv2d_tma(
     let Some(name) = tl.kernel() else {
         return Err(Error::Shape { op: OP, msg: format!("no kernel for tiling {tl:?}") });
     };
-    let smem = tl.smem();
-    if tl.cluster {
-        // Both blocks of a cluster take the same tile (one per half of the channels): `n·tiles` jobs over
-        // the clusters that fit at once.
-        let threads = (CONV2D_TMA_MC_THREADS, 1, 1);
-        let cl = CONV2D_TMA_MC_CLUSTER;
-        let fit = gpu.max_active_clusters(name, threads, smem, cl)?.max(1) as usize;
-        let tiles_total = n * tl.tiles;
-        let grid = cl * tiles_total.min(fit) as u32;
-        let (h32, w32, c32, tx, tiles, tot) = (h as u32, wd as u32, c as u32, tl.tiles_x as u32, tl.tiles as u32, tiles_total as u32);
-        let (bw, br) = (tl.box_w as u32, tl.box_r as u32);
-        // SAFETY: conv2d_tma_mc takes the arguments of conv2d_tma_m128 (listed below), in order and type. xmap is
-        // the tensor map over x.t, [N, H + 2, W + 2, C] f16, with box 64 x 32 x 6 x 1 (PaddedInput::new, from this
-        // tiling's a_box_rows); the kernel's box origins are (c0 < C, x0 + s ≤ W + 1, y0 ≤ H - 1, n < N), the copy
-        // engine zero-fills past the tensor. wmap is the weight's 64-row map (map_n64: up = 1, checked above) over
-        // w.w.data, [128, 9C] f16, read at (64·kt < 9C, 64·rank < 128); C ≤ CONV2D_TMA_MC_MAX_C (checked), so the
-        // resident half-weight fits the layout. The kernel writes y16 words of pixels (n < N, y < H, x < W) only (y is
-        // f16 [N, H, W, 128], checked) and part[((n·128 + ch)·tiles + tile)·2 ..+2], ch < 128, tile < tiles
-        // (part_len of part_tiling(h, w, 1, 1), checked); y and part are exclusive borrows, distinct from the inputs.
-        // Every index fits 31 bits (checked). Block CONV2D_TMA_MC_THREADS (two consumer warpgroups and the producer
-        // warp the kernel's roles assume), clusters of CONV2D_TMA_MC_CLUSTER = 2 (the kernel's rank ^ 1 peer and
-        // multicast mask 0b11), grid a multiple of it, smem ≤ 227 KB (a const of the kernel crate).
-        unsafe {
-            gpu.launch_cluster(
-                name,
-                (grid, 1, 1),
-                threads,
-                smem,
-                cl,
-                kernel_args!(x.map.ptr(), wmap.ptr(), h32, w32, c32, 1u32, 1u32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
-            )?;
-        }
-        return Ok(tiling);
-    }
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
+    let smem = tl.smem();
     let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, jobs as u32);
     let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
-    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _pr / _n64 / _m256 (`name`, the kernel for tl.consumers
-    // warpgroups, tl.stages stages, tl.pingpong, tl.bn and tl.wide; _pr and _m256 plain convs only: for_up and
-    // the check above) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r,
+    // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _n64 (`name`, the kernel for tl.consumers warpgroups,
+    // tl.stages stages, tl.pingpong and tl.bn) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r,
     // tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32), matching in order and type. xmap is a tensor map
     // over x.t, [N, H + 2, W + 2, C] f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for these
     // boxes, checked there; for_up only changes the ring, not the boxes); the kernel's box origins are (c0 < C,
@@ -563,44 +412,25 @@ mod tests {
         assert!(p.is_valid_for(450));
         assert_eq!((p.count(0), p.count(4)), (100, 50));
         let sm = 132;
-        let tiling = |n, h, w| conv2d_tma_tiling(n, h, w, 128, 1, sm);
-        assert_eq!(tiling(1, 256, 256).consumers, 2);
-        assert!(!tiling(1, 64, 64).pingpong);
-        // The large images' residual convs: ping-pong with the register epilogue; the sub-pixel deconv1 and
-        // inputs of more than 128 channels: ping-pong; 2-block clusters on 4 x 32 tiles (halo boxes of 6 rows)
-        // on request.
-        let wide = tiling(1, 256, 256);
-        assert_eq!(wide, TmaTiling::wide(256, 256));
-        assert_eq!((wide.box_w, wide.box_r, wide.tiles, wide.kernel()), (256, 1, 256, Some("conv2d_tma_m256")));
-        assert_eq!(wide.part_tiling(256, 256, 1, 1), PartTiling::blocks(256, 256, 1, 128));
-        assert_eq!(wide.for_up(2), wide, "a sub-pixel conv on m256's input is refused by conv2d_tma, not re-tiled");
-        // Narrower than 256 pixels: ping-pong with the register epilogue.
-        assert_eq!(conv2d_tma_tiling(2, 200, 200, 128, 1, sm), TmaTiling::new(200, 200, 2).regs());
-        assert_eq!(TmaTiling::new(256, 256, 2).regs().kernel(), Some("conv2d_tma_pr"));
-        assert_eq!(TmaTiling::new(256, 256, 2).regs().for_up(2), TmaTiling::new(256, 256, 2).pingpong());
-        let mc = TmaTiling::multicast(256, 256);
-        assert_eq!((mc.box_w, mc.box_r, mc.a_box_rows(), mc.tiles_x, mc.tiles, mc.kernel()), (32, 4, 6, 8, 512, Some("conv2d_tma_mc")));
-        assert_eq!(mc.part_tiling(256, 256, 1, 1), PartTiling::blocks(256, 256, 4, 32));
-        assert_eq!(mc.for_up(2), mc, "a sub-pixel conv on mc's input is refused by conv2d_tma, not re-tiled");
-        assert_eq!(conv2d_tma_tiling(1, 256, 256, 128, 2, sm), TmaTiling::new(256, 256, 2).pingpong());
-        assert_eq!(conv2d_tma_tiling(1, 256, 256, 192, 1, sm), TmaTiling::wide(256, 256));
+        assert_eq!(conv2d_tma_tiling(1, 256, 256, sm).consumers, 2);
+        assert!(conv2d_tma_tiling(1, 256, 256, sm).pingpong && !conv2d_tma_tiling(1, 64, 64, sm).pingpong);
         let pp = TmaTiling::new(256, 256, 2).pingpong();
         assert_eq!((pp.box_w, pp.box_r, pp.tiles, pp.kernel()), (128, 1, 512, Some("conv2d_tma_pp")));
         assert_eq!(TmaTiling::new(64, 64, 1).pingpong().kernel(), None, "ping-pong needs two warpgroups");
-        assert_eq!(tiling(1, 64, 64).consumers, 1);
+        assert_eq!(conv2d_tma_tiling(1, 64, 64, sm).consumers, 1);
         // 96 tiles of 64 pixels: one block per SM is enough, the deep ring; 256 tiles: two per SM.
-        let deep = tiling(1, 96, 64);
+        let deep = conv2d_tma_tiling(1, 96, 64, sm);
         assert_eq!((deep.stages, deep.kernel(), deep.blocks_per_sm()), (7, Some("conv2d_tma_m64_deep"), 1));
-        let mid = tiling(1, 128, 128);
+        let mid = conv2d_tma_tiling(1, 128, 128, sm);
         assert_eq!((mid.consumers, mid.kernel(), mid.blocks_per_sm()), (1, Some("conv2d_tma_m64"), 2));
         assert_eq!(pp.blocks_per_sm(), 1);
         assert_eq!(TmaTiling::new(64, 64, 2).blocks_per_sm(), 1);
-        assert_eq!(tiling(4, 256, 256).consumers, 2);
+        assert_eq!(conv2d_tma_tiling(4, 256, 256, sm).consumers, 2);
         // 64 tiles of 64 pixels: the channels split over 128 jobs, one per SM; 96 tiles (192 jobs) would not fit.
         let small = TmaTiling::new(64, 64, 1);
-        assert_eq!(tiling(1, 64, 64), small.split_n());
+        assert_eq!(conv2d_tma_tiling(1, 64, 64, sm), small.split_n());
         assert_eq!((small.split_n().kernel(), small.split_n().blocks_per_sm()), (Some("conv2d_tma_n64"), 1));
-        assert_eq!(tiling(1, 96, 64), TmaTiling::new(96, 64, 1).deep());
+        assert_eq!(conv2d_tma_tiling(1, 96, 64, sm), TmaTiling::new(96, 64, 1).deep());
         // A sub-pixel weight over a split-channel input runs the deep ring on the same boxes.
         assert_eq!(small.split_n().for_up(2), small.deep());
         assert_eq!(small.split_n().for_up(1), small.split_n());

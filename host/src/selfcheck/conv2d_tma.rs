@@ -12,10 +12,7 @@
 //! * runs one or two consumer warpgroups (64- or 128-pixel tiles; every two-warpgroup case also with the
 //!   ping-pong schedule, `conv2d_tma_pp`, whose partials combine two 64-row halves, and every one-warpgroup
 //!   case also on the deep ring, `conv2d_tma_m64_deep`, and with the channels split over two jobs,
-//!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring; every plain case also on 2-block
-//!   clusters with 4 x 32 tiles, `conv2d_tma_mc`, and every two-warpgroup one with the register epilogue,
-//!   `conv2d_tma_pr`, and on 256-pixel tiles shared by both warpgroups, `conv2d_tma_m256`), boxes of whole
-//!   rows and boxes of
+//!   `conv2d_tma_n64`; sub-pixel weights there fall back to the deep ring), boxes of whole rows and boxes of
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
@@ -76,9 +73,6 @@ const CASES: &[Case] = &[
     // More tiles than blocks on any GPU: 130 x 130, 260 (two warpgroups) or 390 (one) tiles.
     Case { n: 1, c: 128, h: 130, w: 130, consumers: 2, norm: true },
     Case { n: 1, c: 128, h: 130, w: 130, consumers: 1, norm: false },
-    // 256-pixel tiles: 288 of them (more than blocks), the second of each row 4 pixels wide (its second
-    // warpgroup's half past the edge).
-    Case { n: 2, c: 64, h: 72, w: 260, consumers: 2, norm: true },
 ];
 
 /// The identity input norm (a, b) = (1, 0) for `n` samples of `c` channels.
@@ -127,22 +121,14 @@ enum Kern {
     /// One warpgroup, the channels split over two jobs (`conv2d_tma_n64`; a sub-pixel weight falls back to
     /// the deep ring: `TmaTiling::for_up`).
     SplitN,
-    /// Two warpgroups, ping-pong with the epilogue in registers (`conv2d_tma_pr`; a sub-pixel weight falls
-    /// back to `conv2d_tma_pp`: `TmaTiling::for_up`).
-    Regs,
-    /// 256-pixel one-row tiles shared by both warpgroups (`conv2d_tma_m256`; plain convs only).
-    Wide,
-    /// 2-block clusters on 4 x 32 tiles with resident half-weights and multicast halo boxes
-    /// (`conv2d_tma_mc`, `TmaTiling::multicast`; plain convs only).
-    Mc,
 }
 
 /// The kernels a case with `consumers` warpgroups runs on.
 fn kernels(consumers: u32) -> &'static [Kern] {
     if consumers == 1 {
-        &[Kern::Base, Kern::Alt, Kern::SplitN, Kern::Mc]
+        &[Kern::Base, Kern::Alt, Kern::SplitN]
     } else {
-        &[Kern::Base, Kern::Alt, Kern::Regs, Kern::Wide, Kern::Mc]
+        &[Kern::Base, Kern::Alt]
     }
 }
 
@@ -154,22 +140,16 @@ fn case_tiling(h: usize, w: usize, consumers: u32, k: Kern) -> TmaTiling {
         (Kern::Alt, 2) => tl.pingpong(),
         (Kern::Alt, _) => tl.deep(),
         (Kern::SplitN, _) => tl.split_n(),
-        (Kern::Regs, _) => tl.regs(),
-        (Kern::Wide, _) => TmaTiling::wide(h, w),
-        (Kern::Mc, _) => TmaTiling::multicast(h, w),
     }
 }
 
-/// The case label's kernel: m64, m64deep, m64n64, m128, m128pp, m128pr, m256 or mc.
+/// The case label's kernel: m64, m64deep, m64n64, m128 or m128pp.
 fn kernel_tag(consumers: u32, k: Kern) -> String {
     let alt = match (k, consumers) {
         (Kern::Base, _) => "",
         (Kern::Alt, 2) => "pp",
         (Kern::Alt, _) => "deep",
         (Kern::SplitN, _) => "n64",
-        (Kern::Regs, _) => "pr",
-        (Kern::Wide, _) => return "m256".into(),
-        (Kern::Mc, _) => return "mc".into(),
     };
     format!("m{}{alt}", 64 * consumers)
 }
@@ -293,11 +273,6 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let w_up64 = TmaConvWeight::upload_upsample(&zeros(&[64, 128, 3, 3]))?;
         let mut y_odd = h16(&[1, 18, 16, 64])?;
         let mut part_odd = DeviceTensor::empty(&[4 * tl_odd.part_tiling(9, 8, 2, 2).part_len(1, 64)], DType::F32, Layout::RowMajor)?;
-        // conv2d_tma_mc: plain convs of at most 128 channels.
-        let tl_mc = TmaTiling::multicast(8, 8);
-        let x_mc_rep = PaddedInput::new(1, 8, 8, 128, tl_mc, PadMode::Replicate)?;
-        let x_wide_rep = PaddedInput::new(1, 8, 8, 128, TmaTiling::wide(8, 8), PadMode::Replicate)?;
-        let mut part_mc_up = DeviceTensor::empty(&[tl_mc.part_tiling(8, 8, 2, 1).part_len(1, 32) * 4], DType::F32, Layout::RowMajor)?;
         let attempts: Vec<(&str, bool)> = vec![
             ("input channels differ from the weight's", conv2d_tma(gpu, &x, &w64, &mut y, &mut part).is_ok()),
             ("output shape", conv2d_tma(gpu, &x, &w, &mut y_bad, &mut part).is_ok()),
@@ -317,9 +292,6 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("sub-pixel weight with 128 outputs", TmaConvWeight::upload_upsample(&zeros(&[128, 128, 3, 3])).is_ok()),
             ("two N tiles with tile rows not dividing H", conv2d_tma(gpu, &x_odd, &w_up64, &mut y_odd, &mut part_odd).is_ok()),
             ("sub-pixel weight with 32 inputs", TmaConvWeight::upload_upsample(&zeros(&[32, 32, 3, 3])).is_ok()),
-            ("sub-pixel weight on conv2d_tma_mc's tiling", conv2d_tma(gpu, &x_mc_rep, &w_up, &mut y_up, &mut part_mc_up).is_ok()),
-            ("conv2d_tma_mc's tiling with 192 channels", PaddedInput::new(1, 8, 8, 192, tl_mc, PadMode::Reflect).is_ok()),
-            ("sub-pixel weight on conv2d_tma_m256's tiling", conv2d_tma(gpu, &x_wide_rep, &w_up, &mut y_up, &mut part_mc_up).is_ok()),
         ];
         // The right calls are taken (so the refusals above are about what they name).
         let control = nhwc_in_apply_pad(gpu, &raw, &coef, true, None, PadOut::Padded(&mut xp))
@@ -398,11 +370,7 @@ fn rows_by_parity(t: &Tensor) -> Tensor {
 fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (usize, usize, usize, usize, usize, u32, bool), kern: Kern) -> Vec<CheckResult> {
     const TOL_SUB: Tolerance = Tolerance { rel_l2: 2e-3, max_rel: 4e-3 };
     let tag = if norm { " +in_norm" } else { "" };
-    let fallback = match kern {
-        Kern::SplitN => " (runs m64deep)",
-        Kern::Regs => " (runs m128pp)",
-        _ => "",
-    };
+    let fallback = if kern == Kern::SplitN { " (runs m64deep)" } else { "" };
     let case = format!("up2 {n}x{c}x{h}x{w} -> {k} {}{fallback}{tag}", kernel_tag(consumers, kern));
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[n, c, h, w], -1.0, 1.0));
@@ -459,16 +427,14 @@ fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
     // Every case runs on every kernel of its warpgroup count: two warpgroups on each tile and ping-pong;
     // one warpgroup on the 3-stage ring, on the deep one and with the channels split over two jobs (a
-    // sub-pixel weight: on the deep ring, through the launcher's fallback); and every plain case on the
-    // 2-block clusters (`conv2d_tma_mc`, its own 4 x 32 tiles).
+    // sub-pixel weight: on the deep ring, through the launcher's fallback).
     for cs in CASES {
         for &k in kernels(cs.consumers) {
             out.extend(run_case(gpu, rng, cs, k));
         }
     }
-    // Sub-pixel weights: not on conv2d_tma_mc or conv2d_tma_m256 (refused: `refusals`).
     for &cs in UP_CASES {
-        for &k in kernels(cs.5).iter().filter(|&&k| k != Kern::Mc && k != Kern::Wide) {
+        for &k in kernels(cs.5) {
             out.extend(upsample_case(gpu, rng, cs, k));
         }
     }
