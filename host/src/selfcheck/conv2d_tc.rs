@@ -130,6 +130,30 @@ pub(super) fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     out
 }
 
+/// A random InstanceNorm affine for `k` channels (γ in [0.5, 1.5), β in [-0.5, 0.5), drawn in that order) and
+/// the coefficients `nhwc_in_coef_tiled` makes of the partials `part` of the NHWC `[N, H, W, k]` output `out`
+/// tiled as `tiling` (queued on the stream, NaN-poisoned first): (device coefficients, γ, β).
+pub(super) fn tiled_coef(gpu: &Gpu, rng: &mut Rng64, out: &[usize; 4], tiling: &PartTiling, part: &DeviceTensor) -> Result<(DeviceTensor, Tensor, Tensor)> {
+    let k = out[3];
+    let gamma = random(rng, &[k], 0.5, 1.5);
+    let beta = random(rng, &[k], -0.5, 0.5);
+    let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+    let mut coef = poisoned(&[out[0] * k * 2], DType::F32, Layout::RowMajor)?;
+    nhwc::nhwc_in_coef_tiled(gpu, out, tiling, part, &dg, &db, &mut coef)?;
+    Ok((coef, gamma, beta))
+}
+
+/// The checks of op `op`'s InstanceNorm partials `part` (`(mean, M2)` pairs) against f64 sums over the
+/// tiles of `tiling` of the NCHW `expected` output: "`{case} {means_label}`" and "`{case} tile M2`".
+pub(super) fn partials_checks(op: &'static str, case: &str, means_label: &str, part: &DeviceTensor, expected: &Tensor, tiling: &PartTiling) -> Result<[CheckResult; 2]> {
+    let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = part.to_vec_f32()?.chunks(2).map(|pr| (pr[0], pr[1])).unzip();
+    let (want_mean, want_m2) = host_partials(expected, tiling);
+    Ok([
+        compare(op, &format!("{case} {means_label}"), &got_mean, &want_mean, Tolerance::F32_LOOSE),
+        compare(op, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
+    ])
+}
+
 /// Whether a case also runs with the input norm (the kernels take it with 16-byte pieces: C % 8 == 0).
 fn norm_case(cs: &Case) -> bool {
     cs.c.is_multiple_of(8)
@@ -372,11 +396,7 @@ fn c4_halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, c: usi
         let mut dy = poisoned(&out, DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, 32)], DType::F32, Layout::RowMajor)?;
         let tiling = tc::conv2d_tc_c4_halo9(gpu, &dx, &dw, &mut dy, &mut part)?;
-        let gamma = random(rng, &[32], 0.5, 1.5);
-        let beta = random(rng, &[32], -0.5, 0.5);
-        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
-        let mut coef = poisoned(&[n * 32 * 2], DType::F32, Layout::RowMajor)?;
-        nhwc::nhwc_in_coef_tiled(gpu, &out, &tiling, &part, &dg, &db, &mut coef)?;
+        let (coef, gamma, beta) = tiled_coef(gpu, rng, &out, &tiling, &part)?;
         gpu.synchronize()?;
         let got16 = tc::nhwc_to_nchw(out, &dy.to_vec_f16_as_f32()?)?;
         let want_coef = host_coef(&expected, &gamma.data, &beta.data);
@@ -493,11 +513,7 @@ fn subpixel_case(gpu: &Gpu, rng: &mut Rng64, n: usize, c: usize, h: usize, w: us
         let mut part = poisoned(&[tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
         let opts = ConvOpts { variant: None, input_norm: dcoef.as_ref().map(|coef| InputNorm { coef }) };
         tc::conv2d_tc_opts(gpu, &dx, &dw, 1, 1, 2, ConvOut::F16Stats { y: &mut dy, part: &mut part }, opts)?;
-        let gamma = random(rng, &[k], 0.5, 1.5);
-        let beta = random(rng, &[k], -0.5, 0.5);
-        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
-        let mut coef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
-        nhwc::nhwc_in_coef_tiled(gpu, &out, &tiling, &part, &dg, &db, &mut coef)?;
+        let (coef, gamma, beta) = tiled_coef(gpu, rng, &out, &tiling, &part)?;
         gpu.synchronize()?;
         let got16 = tc::nhwc_to_nchw(out, &dy.to_vec_f16_as_f32()?)?;
         let want_coef = host_coef(&expected, &gamma.data, &beta.data);

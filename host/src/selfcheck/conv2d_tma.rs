@@ -28,14 +28,14 @@
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
-use super::conv2d_tc::{apply_in_norm, host_coef, host_partials, random_in_coef};
+use super::conv2d_tc::{apply_in_norm, host_coef, partials_checks, random_in_coef, tiled_coef};
 use super::{catch, compare, errored, poisoned, random, refusal_result, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc as tc;
 use crate::ops::conv2d_tma::{conv2d_tma, upsample_weight, PadMode, PaddedInput, TmaConvWeight, TmaTiling};
-use crate::ops::nhwc::{self, nhwc_in_apply_pad, PadOut};
+use crate::ops::nhwc::{nhwc_in_apply_pad, PadOut};
 
 const OP: &str = "conv2d_tma";
 /// f16 output: fp32 accumulation of exact f16 products plus one rounding (relative 2^-11).
@@ -177,22 +177,18 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, k: Kern) -> Vec<CheckResult> 
         let mut dy = poisoned(&[n, h, w, 128], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, 128)], DType::F32, Layout::RowMajor)?;
         let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
-        let gamma = random(rng, &[128], 0.5, 1.5);
-        let beta = random(rng, &[128], -0.5, 0.5);
-        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
-        let mut ncoef = poisoned(&[n * 128 * 2], DType::F32, Layout::RowMajor)?;
-        nhwc::nhwc_in_coef_tiled(gpu, &[n, h, w, 128], &tiling, &part, &dg, &db, &mut ncoef)?;
+        let (ncoef, gamma, beta) = tiled_coef(gpu, rng, &[n, h, w, 128], &tiling, &part)?;
         gpu.synchronize()?;
 
         let got_pad = xp.t.to_vec_f16_as_f32()?;
         let got16 = tc::nhwc_to_nchw([n, h, w, 128], &dy.to_vec_f16_as_f32()?)?;
-        let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = part.to_vec_f32()?.chunks(2).map(|p| (p[0], p[1])).unzip();
-        let (want_mean, want_m2) = host_partials(&expected, &want_tiling);
+        let means_label = format!("tile means ({} tiles of {}x{})", tiling.tiles, tl.box_r, tl.box_w);
+        let [means, m2] = partials_checks(OP, &case, &means_label, &part, &expected, &want_tiling)?;
         let mut results = vec![
             compare(OP, &format!("{case} padded input"), &got_pad, &pad_nhwc(&x_cpu), Tolerance::F32),
             compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
-            compare(OP, &format!("{case} tile means ({} tiles of {}x{})", tiling.tiles, tl.box_r, tl.box_w), &got_mean, &want_mean, Tolerance::F32_LOOSE),
-            compare(OP, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
+            means,
+            m2,
             compare(OP, &format!("{case} norm coef (tiled)"), &ncoef.to_vec_f32()?, &host_coef(&expected, &gamma.data, &beta.data), Tolerance::F32_LOOSE),
         ];
         if tiling != want_tiling {
@@ -394,24 +390,20 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (
         let mut dy = poisoned(&[n, ho, wo, k], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
         let tiling = conv2d_tma(gpu, &xp, &dw, &mut dy, &mut part)?;
-        let gamma = random(rng, &[k], 0.5, 1.5);
-        let beta = random(rng, &[k], -0.5, 0.5);
-        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
-        let mut ncoef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
-        nhwc::nhwc_in_coef_tiled(gpu, &[n, ho, wo, k], &tiling, &part, &dg, &db, &mut ncoef)?;
+        let (ncoef, gamma, beta) = tiled_coef(gpu, rng, &[n, ho, wo, k], &tiling, &part)?;
         gpu.synchronize()?;
 
         let got16 = tc::nhwc_to_nchw([n, ho, wo, k], &dy.to_vec_f16_as_f32()?)?;
-        let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = part.to_vec_f32()?.chunks(2).map(|p| (p[0], p[1])).unzip();
         // Two N tiles: the partials tile a plane of the even output rows then the odd ones.
         let exact_rows = if k == 64 { rows_by_parity(&exact) } else { exact.clone() };
-        let (want_mean, want_m2) = host_partials(&exact_rows, &want_tiling);
+        let means_label = format!("tile means ({} tiles of {}x{})", tiling.tiles, 2 * tl.box_r, 2 * tl.box_w);
+        let [means, m2] = partials_checks(OP, &case, &means_label, &part, &exact_rows, &want_tiling)?;
         let mut results = vec![
             compare(OP, &format!("{case} replicate-padded input"), &xp.t.to_vec_f16_as_f32()?, &pad_nhwc_mode(&x_cpu, PadMode::Replicate), Tolerance::F32),
             compare(OP, &format!("{case} f16 out vs upsample conv"), &got16.data, &nominal.data, TOL_SUB),
             compare(OP, &format!("{case} f16 out vs sub-pixel conv"), &got16.data, &exact.data, TOL_F16),
-            compare(OP, &format!("{case} tile means ({} tiles of {}x{})", tiling.tiles, 2 * tl.box_r, 2 * tl.box_w), &got_mean, &want_mean, Tolerance::F32_LOOSE),
-            compare(OP, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
+            means,
+            m2,
             compare(OP, &format!("{case} norm coef (tiled)"), &ncoef.to_vec_f32()?, &host_coef(&exact, &gamma.data, &beta.data), Tolerance::F32_LOOSE),
         ];
         if tiling != want_tiling {
@@ -447,6 +439,7 @@ fn conv2d_tma_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selfcheck::conv2d_tc::host_partials;
     use crate::ops::conv2d_tc::PartTiling;
 
     #[test]

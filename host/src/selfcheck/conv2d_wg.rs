@@ -19,14 +19,13 @@
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
-use super::conv2d_tc::{apply_in_norm, host_coef, host_partials, random_in_coef};
+use super::conv2d_tc::{apply_in_norm, host_coef, partials_checks, random_in_coef, tiled_coef};
 use super::{catch, compare, errored, poisoned, random, refusal_result, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc::{self as tc, InputNorm, PartTiling, TcWeight};
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_fits};
-use crate::ops::nhwc;
 
 const OP: &str = "conv2d_wg";
 /// f16 output: fp32 accumulation of exact f16 products plus one rounding (relative 2^-11).
@@ -97,22 +96,16 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, norm: bool) -> Vec<CheckResul
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
         let tiling = conv2d_wg(gpu, &dx, &dw, cs.up, dcoef.as_ref().map(|coef| InputNorm { coef }), &mut dy, &mut part)?;
-        let gamma = random(rng, &[k], 0.5, 1.5);
-        let beta = random(rng, &[k], -0.5, 0.5);
-        let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
-        let mut coef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
-        nhwc::nhwc_in_coef_tiled(gpu, &[n, p, q, k], &tiling, &part, &dg, &db, &mut coef)?;
+        let (coef, gamma, beta) = tiled_coef(gpu, rng, &[n, p, q, k], &tiling, &part)?;
         gpu.synchronize()?;
 
         let got16 = tc::nhwc_to_nchw([n, p, q, k], &dy.to_vec_f16_as_f32()?)?;
-        let got_part = part.to_vec_f32()?;
-        let (got_mean, got_m2): (Vec<f32>, Vec<f32>) = got_part.chunks(2).map(|pr| (pr[0], pr[1])).unzip();
-        let (want_mean, want_m2) = host_partials(&expected, &want_tiling);
+        let [means, m2] = partials_checks(OP, &case, &format!("tile means ({} tiles)", tiling.tiles), &part, &expected, &want_tiling)?;
         let want_coef = host_coef(&expected, &gamma.data, &beta.data);
         let mut results = vec![
             compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
-            compare(OP, &format!("{case} tile means ({} tiles)", tiling.tiles), &got_mean, &want_mean, Tolerance::F32_LOOSE),
-            compare(OP, &format!("{case} tile M2"), &got_m2, &want_m2, Tolerance::F32_LOOSE),
+            means,
+            m2,
             compare(OP, &format!("{case} norm coef (tiled)"), &coef.to_vec_f32()?, &want_coef, Tolerance::F32_LOOSE),
         ];
         if tiling != want_tiling || got16.shape != expected.shape {
@@ -188,6 +181,7 @@ fn conv2d_wg_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selfcheck::conv2d_tc::host_partials;
 
     /// The cases cover what the module comment promises.
     #[test]
