@@ -514,6 +514,45 @@ pub const MAX_SMEM_PER_BLOCK: u32 = SMEM_PER_SM - SMEM_RESERVED_PER_BLOCK;
 pub const CONV2D_TMA_K: u32 = 128;
 /// `conv2d_tma`: GEMM-K slice per stage (one tap, 64 input channels: C % 64 == 0).
 pub const CONV2D_TMA_BK: u32 = 64;
+/// The arguments of every `conv2d_tma` kernel, passed as their one kernel parameter (a `.param` struct
+/// the host launcher fills in, so the kernels and the launcher share one list). Device addresses are the
+/// host's 64-bit `CUdeviceptr`s; [`Self::pointers`] gives the kernels their typed views.
+///
+/// `xmap`, `wmap`: generic addresses of the padded input's and the weight's tensor maps; `h`, `wd`: the
+/// output (= unpadded input) size; `c` the input channels; `up` 1 (a 3x3 conv) or 2 (the sub-pixel form of a
+/// 2x upsampling conv); `n_tiles` the jobs per tile (the weight's 128-column N tiles, times 2 for
+/// `conv2d_tma_n64`); tiles of `box_r` rows x `box_w` columns (the A map's box), `tiles_x` per row of tiles,
+/// `tiles` per sample, `total` = N·tiles·n_tiles jobs; `y16` the NHWC f16 output (as f16 pairs), `part` the
+/// InstanceNorm partials (f32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dTmaArgs {
+    pub xmap: u64,
+    pub wmap: u64,
+    pub h: u32,
+    pub wd: u32,
+    pub c: u32,
+    pub up: u32,
+    pub n_tiles: u32,
+    pub box_w: u32,
+    pub box_r: u32,
+    pub tiles_x: u32,
+    pub tiles: u32,
+    pub total: u32,
+    pub y16: u64,
+    pub part: u64,
+}
+
+// The `.param .align 8 .b8 [72]` the kernels' PTX declares.
+const _: () = assert!(core::mem::size_of::<Conv2dTmaArgs>() == 72 && core::mem::align_of::<Conv2dTmaArgs>() == 8);
+
+impl Conv2dTmaArgs {
+    /// (xmap, wmap, y16, part) as the kernels use them.
+    pub fn pointers(&self) -> (*const u8, *const u8, *mut u32, *mut f32) {
+        (self.xmap as *const u8, self.wmap as *const u8, self.y16 as *mut u32, self.part as *mut f32)
+    }
+}
+
 /// `conv2d_tma`: the kernel with `consumers` warpgroups (tiles of up to 64·consumers pixels), a ring of
 /// `stages` shared-memory stages, the ping-pong schedule or not and GEMM N tiles of `bn` columns (128, or
 /// 64: `conv2d_tma_n64`), or `None`.

@@ -64,7 +64,7 @@ use crate::device::wgmma::{
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
 use crate::kernels::nhwc::H8;
 use crate::launch::{
-    conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K,
+    conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, Conv2dTmaArgs, Conv2dTmaPpLayout, CONV2D_TMA_BK, CONV2D_TMA_K,
     CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES, CONV2D_TMA_PP_STAGING,
     CONV2D_TMA_PP_THREADS, CONV2D_TMA_SROW,
 };
@@ -298,32 +298,15 @@ macro_rules! conv2d_tma_entry {
     ($(#[$doc:meta])* $name:ident, consumers $nc:expr, stages $st:expr) => {
 $(#[$doc])*
 ///
-/// x: the tensor map of the padded input (module comment), w: the weight's; `h`, `wd`: the output (=
-/// unpadded input) size, `c` the input channels, `up` 1 (a 3x3 conv) or 2 (the sub-pixel form of a 2x
-/// upsampling conv: module comment), `n_tiles` the 128-column GEMM N tiles (the weight has 128·n_tiles
-/// rows; output channels kc = 128·n_tiles / up²); tiles of `box_r` rows x `box_w` columns (the A map's
-/// box), `tiles_x` per row of tiles, `tiles` per sample, `total` = N·tiles·n_tiles jobs (job = tile·n_tiles
-/// + N tile). Writes y16 (f16 pairs) and
-/// `part`. Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
+/// `args` (`Conv2dTmaArgs`): x: the tensor map of the padded input (module comment), w: the weight's; `up`
+/// 1 (a 3x3 conv) or 2 (the sub-pixel form of a 2x upsampling conv: module comment), `n_tiles` the
+/// 128-column GEMM N tiles (the weight has 128·n_tiles rows; output channels kc = 128·n_tiles / up²), job =
+/// tile·n_tiles + N tile. Writes y16 (f16 pairs) and `part`. Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
 /// (≤ total, 1, 1). Requires (host-checked): c % 64 == 0, box_w·box_r ≤ 64·NC, every index below 2^31.
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn $name(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    up: u32,
-    n_tiles: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-) {
+pub unsafe extern "ptx-kernel" fn $name(args: Conv2dTmaArgs) {
+    let Conv2dTmaArgs { h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, .. } = args;
+    let (xmap, wmap, y16, part) = args.pointers();
     const NC: u32 = $nc;
     const STAGES: u32 = $st;
     const L: crate::launch::Conv2dTmaLayout = conv2d_tma_layout(NC, STAGES);
@@ -473,23 +456,9 @@ conv2d_tma_entry!(
 /// Arguments as `conv2d_tma_m64` with `up` = 1 and `n_tiles` = 2 (host-checked); block
 /// `conv2d_tma_threads(1)`, dynamic shared memory `conv2d_tma_n64_layout().smem`, grid (≤ total, 1, 1).
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    up: u32,
-    n_tiles: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-) {
+pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(args: Conv2dTmaArgs) {
+    let Conv2dTmaArgs { h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, .. } = args;
+    let (xmap, wmap, y16, part) = args.pointers();
     const STAGES: u32 = CONV2D_TMA_N64_STAGES;
     const NB: u32 = CONV2D_TMA_N64_BN;
     const L: crate::launch::Conv2dTmaLayout = conv2d_tma_n64_layout();
@@ -602,23 +571,10 @@ unsafe fn column_stats(stg: u32, col: u32, rows: u32) -> (f32, f32) {
 /// `conv2d_tma_pp_layout().smem`, grid (≤ total, 1, 1), one block per SM. Requires (host-checked): c % 64
 /// == 0, box_w·box_r ≤ 128, every index below 2^31.
 #[no_mangle]
-#[allow(clippy::too_many_arguments, unused_assignments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(
-    xmap: *const u8,
-    wmap: *const u8,
-    h: u32,
-    wd: u32,
-    c: u32,
-    up: u32,
-    n_tiles: u32,
-    box_w: u32,
-    box_r: u32,
-    tiles_x: u32,
-    tiles: u32,
-    total: u32,
-    y16: *mut u32,
-    part: *mut f32,
-) {
+#[allow(unused_assignments)]
+pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(args: Conv2dTmaArgs) {
+    let Conv2dTmaArgs { h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, .. } = args;
+    let (xmap, wmap, y16, part) = args.pointers();
     const STAGES: u32 = CONV2D_TMA_PP_STAGES;
     const L: Conv2dTmaPpLayout = conv2d_tma_pp_layout();
     const A_BYTES: u32 = 2 * WG_A_BYTES;

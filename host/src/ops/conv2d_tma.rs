@@ -21,7 +21,7 @@
 //! low-resolution image replicate-padded ([`PadMode::Replicate`]), the four output parities' 32 channels
 //! are the GEMM's 128 columns, and the epilogue scatters them to `[N, 2H, 2W, 32]`.
 use gpu_kernels::launch::{
-    conv2d_tma_kernel, conv2d_tma_layout, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads,
+    conv2d_tma_kernel, conv2d_tma_layout, Conv2dTmaArgs, conv2d_tma_n64_layout, conv2d_tma_pp_layout, conv2d_tma_stages, conv2d_tma_threads,
     CONV2D_TMA_BK, CONV2D_TMA_K, CONV2D_TMA_M64_DEEP_STAGES, CONV2D_TMA_N64_BN, CONV2D_TMA_N64_STAGES, CONV2D_TMA_PP_STAGES,
     SMEM_PER_SM, SMEM_RESERVED_PER_BLOCK,
 };
@@ -361,11 +361,25 @@ pub fn conv2d_tma(
     };
     let grid = total.min(tl.blocks_per_sm() * gpu.sm_count as usize) as u32;
     let smem = tl.smem();
-    let (h32, w32, c32, up32, ntn32) = (h as u32, wd as u32, c as u32, up as u32, jobs as u32);
-    let (bw, br, tx, tiles, tot) = (tl.box_w as u32, tl.box_r as u32, tl.tiles_x as u32, tl.tiles as u32, total as u32);
+    let args = Conv2dTmaArgs {
+        xmap: x.map.ptr(),
+        wmap: wmap.ptr(),
+        h: h as u32,
+        wd: wd as u32,
+        c: c as u32,
+        up: up as u32,
+        n_tiles: jobs as u32,
+        box_w: tl.box_w as u32,
+        box_r: tl.box_r as u32,
+        tiles_x: tl.tiles_x as u32,
+        tiles: tl.tiles as u32,
+        total: total as u32,
+        y16: y.ptr(),
+        part: part.ptr(),
+    };
     // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _n64 (`name`, the kernel for tl.consumers warpgroups,
-    // tl.stages stages, tl.pingpong and tl.bn) take (xmap, wmap: *const u8, h, w, c, up, n_tiles, box_w, box_r,
-    // tiles_x, tiles, total: u32, y16: *mut u32, part: *mut f32), matching in order and type. xmap is a tensor map
+    // tl.stages stages, tl.pingpong and tl.bn) take one Conv2dTmaArgs by value (the struct of the kernel crate,
+    // so its layout is theirs), `args` here. xmap is a tensor map
     // over x.t, [N, H + 2, W + 2, C] f16 with box 64 x box_w x box_r x 1 (made by PaddedInput::new for these
     // boxes, checked there; for_up only changes the ring, not the boxes); the kernel's box origins are (c0 < C,
     // x0 + s ≤ W + 1, y0 + r ≤ H + 1, n < N), and anything past the tensor is zero-filled by the copy engine,
@@ -385,7 +399,7 @@ pub fn conv2d_tma(
             (grid, 1, 1),
             (conv2d_tma_threads(tl.consumers), 1, 1),
             smem,
-            kernel_args!(x.map.ptr(), wmap.ptr(), h32, w32, c32, up32, ntn32, bw, br, tx, tiles, tot, y.ptr(), part.ptr()),
+            kernel_args!(args),
         )?;
     }
     Ok(tiling)
