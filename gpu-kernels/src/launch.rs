@@ -458,6 +458,57 @@ pub const WGMMA_PROBE_THREADS: u32 = 128;
 /// 1024-byte alignment slack.
 pub const WGMMA_PROBE_SMEM_BYTES: u32 = (64 + 256) * 128 + 1024;
 
+// ------------------------------------------------------------------------------------------ linear_tma
+/// `linear_tma` (the `linear_tc` contract on Hopper: TMA-fed, warp-specialised, persistent, ping-pong
+/// `wgmma`; `device::pingpong`): output tile rows and columns of one job.
+pub const LINEAR_TMA_BM: u32 = 128;
+pub const LINEAR_TMA_BN: u32 = 128;
+/// `linear_tma`: GEMM-K slice per ring stage (the TMA box's inner extent: 64 f16 = one 128-byte row).
+pub const LINEAR_TMA_BK: u32 = 64;
+/// `linear_tma`: ring stages of 32 KB (A and B tiles of 128 rows).
+pub const LINEAR_TMA_STAGES: u32 = 4;
+/// `linear_tma`: threads per block (two consumer warpgroups, then one producer warp).
+pub const LINEAR_TMA_THREADS: u32 = 2 * 128 + 32;
+/// `linear_tma`: bytes per ring stage.
+pub const LINEAR_TMA_STAGE_BYTES: u32 = (LINEAR_TMA_BM + LINEAR_TMA_BN) * LINEAR_TMA_BK * 2;
+/// `linear_tma`: offset of the mbarriers (the stages' "full" ones, their "empty" ones, "order") from the
+/// 1024-byte aligned start of dynamic shared memory.
+pub const LINEAR_TMA_BARS: u32 = LINEAR_TMA_STAGES * LINEAR_TMA_STAGE_BYTES;
+/// `linear_tma`: floats per row of the epilogue's f32 staging tile (128 columns + 8 of padding).
+pub const LINEAR_TMA_SROW: u32 = LINEAR_TMA_BN + 8;
+/// `linear_tma`: offset of the two warpgroups' staging tiles ([64][LINEAR_TMA_SROW] f32 each, one 64-row
+/// half of a job's tile at a time).
+pub const LINEAR_TMA_STAGING: u32 = LINEAR_TMA_BARS + ((2 * LINEAR_TMA_STAGES + 1) * 8).next_multiple_of(16);
+/// `linear_tma`: dynamic shared memory to launch with (1024 bytes of alignment slack included).
+pub const LINEAR_TMA_SMEM_BYTES: u32 = LINEAR_TMA_STAGING + 2 * 64 * LINEAR_TMA_SROW * 4 + 1024;
+const _: () = assert!(LINEAR_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK && LINEAR_TMA_STAGE_BYTES.is_multiple_of(1024));
+
+/// `linear_tma`'s kernel parameter (`#[repr(C)]`, shared with the host launcher): tensor maps of x
+/// ([M, K] f16, box 64 x 128) and w ([N, K] f16, box 64 x 128) by device address; `bias`, `res`, `y32`,
+/// `y16` as `linear_tc`'s arguments of the same names (0 when unused); `n_tiles` = ceil(N / 128) and
+/// `total` = ceil(M / 128)·n_tiles jobs (job j: row tile j / n_tiles, column tile j % n_tiles).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearTmaArgs {
+    pub xmap: u64,
+    pub wmap: u64,
+    pub bias: u64,
+    pub res: u64,
+    pub y32: u64,
+    pub y16: u64,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub res_rows: u32,
+    pub flags: u32,
+    pub n_tiles: u32,
+    pub total: u32,
+    pub _pad: u32,
+}
+
+// The `.param .align 8 .b8 [80]` the kernel's PTX declares.
+const _: () = assert!(core::mem::size_of::<LinearTmaArgs>() == 80 && core::mem::align_of::<LinearTmaArgs>() == 8);
+
 // ------------------------------------------------------------------------------------------- conv2d_wg
 /// `conv2d_wg` (3x3 reflect-padded implicit-GEMM convolution on `wgmma`, the `linear_wg` pipeline with the
 /// A tile gathered from the NHWC image): output pixels per block (two warpgroups of 64 rows).
@@ -661,7 +712,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].

@@ -12,6 +12,7 @@ pub mod shared;
 pub mod smem_vec;
 pub mod unroll;
 pub mod warp;
+pub mod pingpong;
 pub mod tma;
 pub mod wgmma;
 

@@ -1,4 +1,4 @@
-//! `unroll!(N, |i| { ... })`: repeats a block with `i` bound to 0..N (N = 1, 2, 4 or 8) so that per-thread
+//! `unroll!(N, |i| { ... })`: repeats a block with `i` bound to 0..N (N = 1, 2, 4, 8 or 16) so that per-thread
 //! register arrays indexed by `i` stay in registers (LLVM does not always fully unroll large loop bodies,
 //! and a dynamically indexed array lives in local memory).
 macro_rules! unroll {
@@ -45,6 +45,14 @@ macro_rules! unroll {
             let $i: usize = 7;
             $body
         }
+    }};
+    (16, |$i:ident| $body:block) => {{
+        $crate::device::unroll::unroll!(2, |hi| {
+            $crate::device::unroll::unroll!(8, |lo| {
+                let $i: usize = 8 * hi + lo;
+                $body
+            });
+        });
     }};
 }
 pub(crate) use unroll;

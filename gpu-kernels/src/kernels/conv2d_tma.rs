@@ -51,7 +51,8 @@
 //! filling the ring meanwhile).
 use crate::device::math::fma;
 use crate::device::mma::pack_f16x2;
-use crate::device::shared::{ld_f32, ld_v4_f32, st_f32, st_v2_f32};
+use crate::device::shared::{ld_f32, ld_v4_f32, st_f32};
+use crate::device::pingpong::{self, PingPongRing, RingPos};
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
     prefetch_map, wait_parity,
@@ -156,30 +157,6 @@ unsafe fn produce(xmap: *const u8, wmap: *const u8, sh: &Shape, ring: Ring) {
     }
 }
 
-/// A position in the shared-memory ring: the stage and the parity of its current phase.
-#[derive(Clone, Copy)]
-struct RingPos {
-    stage: u32,
-    phase: u32,
-}
-
-impl RingPos {
-    /// Ring step `step` (steps fill stages 0, 1, .. in turn; the parity flips at each wrap).
-    #[inline(always)]
-    fn at(step: u32, stages: u32) -> Self {
-        RingPos { stage: step % stages, phase: (step / stages) & 1 }
-    }
-
-    #[inline(always)]
-    fn advance(&mut self, stages: u32) {
-        self.stage += 1;
-        if self.stage == stages {
-            self.stage = 0;
-            self.phase ^= 1;
-        }
-    }
-}
-
 /// Pixels of the tile at (y0, x0) inside the `h x wd` image: the valid tile rows are a prefix (whole rows of
 /// the `box_r x box_w` box, or rows cut at the right or bottom edge).
 #[inline(always)]
@@ -187,24 +164,6 @@ fn valid_pixels(h: u32, wd: u32, y0: u32, x0: u32, box_r: u32, box_w: u32) -> u3
     let cols_x = if wd - x0 < box_w { wd - x0 } else { box_w };
     let rows_y = if h - y0 < box_r { h - y0 } else { box_r };
     cols_x * rows_y
-}
-
-/// Writes one thread's `A` accumulators of a `wgmma.m64nN` tile (N = A / 2: 128 or 64 columns) to the f32
-/// staging tile at `rowa` (the byte address of its row lane/4 (+ 16 wq), column 2(lane % 4)): row + 8·half,
-/// columns 8i (+ 1) of n8 block i.
-#[inline(always)]
-unsafe fn stage_acc<const A: usize>(rowa: u32, acc: &[f32; A]) {
-    unroll!(2, |half| {
-        let r = rowa + 8 * half as u32 * SROW * 4;
-        unroll!(2, |ia| {
-            unroll!(8, |ib| {
-                let i = ia * 8 + ib;
-                if i < A / 4 {
-                    st_v2_f32(r + 32 * i as u32, acc[4 * i + 2 * half], acc[4 * i + 2 * half + 1]);
-                }
-            });
-        });
-    });
 }
 
 /// Where a tile's GEMM rows and columns go in y16 (`[N, up·H, up·W, kc]` f16): sample `n`, N tile `nt`,
@@ -372,7 +331,7 @@ pub unsafe extern "ptx-kernel" fn $name(args: Conv2dTmaArgs) {
         let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
         // No barrier before writing the staging tile: every read of it for the previous tile came before
         // that tile's last barrier, which this thread has passed.
-        stage_acc(stg + (wg * 64 + wq * 16 + lane / 4) * SROW * 4 + col0 * 4, &acc);
+        pingpong::stage_acc(stg + (wg * 64 + wq * 16 + lane / 4) * SROW * 4 + col0 * 4, SROW * 4, &acc);
         named_barrier(CONSUMER_BARRIER, NC * 128);
         let col = t % BN;
         let r_lo = wg * 64;
@@ -505,7 +464,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(args: Conv2dTmaArgs) {
         // Epilogue. No barrier before writing the staging tile: every read of it for the previous job
         // came before that job's last barrier, which this thread has passed.
         let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
-        stage_acc(stg + ((warp * 16 + lane / 4) * SROW + (lane % 4) * 2) * 4, &acc);
+        pingpong::stage_acc(stg + ((warp * 16 + lane / 4) * SROW + (lane % 4) * 2) * 4, SROW * 4, &acc);
         named_barrier(CONSUMER_BARRIER, 128);
         if t < NB {
             let (mean, m2) = column_stats(stg, t, count);
@@ -555,13 +514,8 @@ unsafe fn column_stats(stg: u32, col: u32, rows: u32) -> (f32, f32) {
 /// warpgroups take turns: while one runs its tile's epilogue, the other's `wgmma`s keep the tensor cores
 /// busy (in `conv2d_tma_m128` both warpgroups run the epilogue at once and the tensor cores idle).
 ///
-/// * Jobs: the block's jobs b, b + gridDim.x, ... are numbered i = 0, 1, 2, ...; warpgroup i % 2 takes job
-///   i, whose K steps are ring steps i·ktiles .. (i + 1)·ktiles (the producer is `produce`, unchanged).
-/// * Mainloop order (the "order" mbarrier, one arrival per phase): job i's warpgroup starts waiting on the
-///   ring only after phase i - 1 completed, i.e. after job i - 1's warpgroup saw its last stage arrive. So
-///   every fill of an earlier step has completed when a warpgroup waits on a stage, and a "full" barrier's
-///   parity names one fill only (without the order a warpgroup could run more than a ring's length ahead
-///   and pass on an older phase of the same parity).
+/// * Jobs and mainloop: `device::pingpong` (the block's jobs b, b + gridDim.x, ... are numbered i = 0, 1, 2,
+///   ...; warpgroup i % 2 takes job i; the producer is `produce`, unchanged).
 /// * Epilogue: each warpgroup stages the tile's two 64-row halves in turn in its own f32 staging tile (so
 ///   the two epilogues may overlap). Per half, each thread takes one GEMM column: (mean, M2) over the valid
 ///   rows in one shifted pass (`column_stats`), the channel's `cpt` columns combined, then merged across the
@@ -577,31 +531,22 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(args: Conv2dTmaArgs) {
     let (xmap, wmap, y16, part) = args.pointers();
     const STAGES: u32 = CONV2D_TMA_PP_STAGES;
     const L: Conv2dTmaPpLayout = conv2d_tma_pp_layout();
-    const A_BYTES: u32 = 2 * WG_A_BYTES;
-    const _: () = assert!(L.stage_bytes == A_BYTES + B_BYTES && CONV2D_TMA_PP_THREADS == 2 * 128 + 32);
+    const A_BYTES: u32 = pingpong::A_BYTES;
+    const _: () = assert!(L.stage_bytes == A_BYTES + B_BYTES && A_BYTES == 2 * WG_A_BYTES && CONV2D_TMA_PP_THREADS == 2 * 128 + 32);
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
     let smem = aligned_smem();
     let full = smem + L.bars;
-    let empty = full + STAGES * 8;
-    let order = empty + STAGES * 8;
-    if t == 0 {
-        for s in 0..STAGES {
-            mbarrier_init(full + 8 * s, 1);
-            mbarrier_init(empty + 8 * s, 4);
-        }
-        mbarrier_init(order, 1);
-        fence_mbarrier_init();
-    }
-    sync_threads();
+    let ring = PingPongRing { base: smem, full, empty: full + STAGES * 8, order: full + 2 * STAGES * 8, stages: STAGES, stage_bytes: L.stage_bytes };
+    pingpong::init(&ring);
     let ktiles = 9 * c / BK;
     let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
 
     if warp == 8 {
         if lane == 0 {
-            produce(xmap, wmap, &sh, Ring { base: smem, full, empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty: ring.empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
         }
         return;
     }
@@ -623,45 +568,9 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(args: Conv2dTmaArgs) {
     while tile < total {
         let nt = tile % n_tiles;
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
-        if i > 0 {
-            wait_parity(order, (i - 1) & 1);
-        }
-        let mut pos = RingPos::at(i * ktiles, STAGES);
-        let mut acc0 = splat64(0.0);
-        let mut acc1 = splat64(0.0);
-        let mut prev = 0u32;
-        let mut kt = 0;
-        while kt < ktiles {
-            wait_parity(full + 8 * pos.stage, pos.phase);
-            if kt + 1 == ktiles && tw == 0 {
-                // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
-                arrive(order);
-            }
-            let a_base = smem + pos.stage * L.stage_bytes;
-            let b_base = a_base + A_BYTES;
-            fence_acc64(&mut acc0);
-            fence_acc64(&mut acc1);
-            unroll!(4, |s| {
-                let off = 32 * s as u32;
-                let b = smem_desc_sw128(b_base + off);
-                mma_m64n128k16_f16(&mut acc0, smem_desc_sw128(a_base + off), b, true);
-                mma_m64n128k16_f16(&mut acc1, smem_desc_sw128(a_base + WG_A_BYTES + off), b, true);
-            });
-            wgmma::commit_group();
-            wgmma::wait_group::<1>();
-            // The batch of step kt - 1 has retired: its stage may be refilled.
-            if kt > 0 && lane == 0 {
-                arrive(empty + 8 * prev);
-            }
-            prev = pos.stage;
-            pos.advance(STAGES);
-            kt += 1;
-        }
-        wait_acc64::<0>(&mut acc0);
-        wait_acc64::<0>(&mut acc1);
-        if lane == 0 {
-            arrive(empty + 8 * prev);
-        }
+        let mut acc0 = [0f32; 64];
+        let mut acc1 = [0f32; 64];
+        pingpong::mainloop(&ring, i, ktiles, tw, lane, &mut acc0, &mut acc1);
 
         // Epilogue.
         let count = valid_pixels(h, wd, y0, x0, box_r, box_w);
@@ -677,7 +586,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(args: Conv2dTmaArgs) {
             if rows > 0 {
                 // Every read of the staging tile and of red for the previous half came before the last
                 // barrier, which this thread has passed.
-                stage_acc(stg + row * SROW * 4 + col0 * 4, acc);
+                pingpong::stage_acc(stg + row * SROW * 4 + col0 * 4, SROW * 4, acc);
                 named_barrier(bar_id, 128);
                 let (mc, m2c) = column_stats(stg, col, rows);
                 store_rows::<BN>(stg, y16, &out, r0, rows, tw, 8);

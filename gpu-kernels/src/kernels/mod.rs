@@ -13,6 +13,7 @@ mod instance_norm;
 mod layer_norm;
 mod linear;
 mod linear_tc;
+mod linear_tma;
 mod linear_wg;
 mod nhwc;
 mod patch;

@@ -9,7 +9,7 @@ mod tma;
 pub use graph::CudaGraph;
 pub use ptx::find_ptx;
 pub use tensor::{DType, DeviceTensor, Layout};
-pub use tma::DeviceTensorMap;
+pub use tma::{DeviceTensorMap, TmaMapCache};
 
 use std::collections::HashSet;
 use std::ffi::c_void;

@@ -122,6 +122,45 @@ impl DeviceTensorMap {
     }
 }
 
+/// Tensor maps by what they encode (address, dims, strides, box): a map is a pure function of these, so a
+/// cached one is always right for a request with the same key, whatever happened to the memory in between
+/// (a map names memory without owning it; the kernel's caller keeps the tensor alive for the launch).
+/// Launchers of kernels that read activations through TMA keep one, so that a forward pass over the same
+/// buffers encodes and uploads each map once (the upload is a synchronous copy: the first pass, which runs
+/// before any graph capture, fills the cache).
+#[derive(Default)]
+pub struct TmaMapCache {
+    maps: std::collections::HashMap<MapKey, DeviceTensorMap>,
+}
+
+/// What a map encodes: (address, dims, strides, box).
+type MapKey = (u64, Vec<u64>, Vec<u64>, Vec<u32>);
+
+impl TmaMapCache {
+    /// The device address of the map [`DeviceTensorMap::tiled_f16`] makes for these arguments, made on the
+    /// first request.
+    pub fn tiled_f16(&mut self, addr: u64, dims: &[u64], strides: &[u64], box_dims: &[u32]) -> Result<u64> {
+        let key = (addr, dims.to_vec(), strides.to_vec(), box_dims.to_vec());
+        if let Some(m) = self.maps.get(&key) {
+            return Ok(m.ptr());
+        }
+        let m = DeviceTensorMap::tiled_f16(addr, dims, strides, box_dims)?;
+        let ptr = m.ptr();
+        self.maps.insert(key, m);
+        Ok(ptr)
+    }
+
+    /// Maps held.
+    pub fn len(&self) -> usize {
+        self.maps.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,8 @@ pub struct LinearTcWorkspace {
     counters: DeviceTensor,
     tiles: usize,
     slots: usize,
+    /// Tensor maps of `linear_tma`'s operands (the many-row plan's kernel on Hopper).
+    maps: crate::gpu::TmaMapCache,
 }
 
 impl LinearTcWorkspace {
@@ -96,6 +98,7 @@ impl LinearTcWorkspace {
             counters,
             tiles,
             slots,
+            maps: Default::default(),
         })
     }
 
@@ -318,7 +321,9 @@ fn routes_to_wg(plan: LinearTcPlan, w: &DeviceTensor) -> bool {
 /// [`linear_tc`] with K split over several blocks where the output has few tiles (few rows): the plan
 /// of [`LinearTcPlan::choose`] with splitting allowed (its doc has the rule), using `ws` for the
 /// partial sums. An error (nothing launched) if `ws` is too small for the plan
-/// ([`LinearTcWorkspace::for_shapes`] sizes one).
+/// ([`LinearTcWorkspace::for_shapes`] sizes one). The many-row plan runs on
+/// [`crate::ops::linear_tma::linear_tma`] (maps cached in `ws`) unless `STYLEFORGE_LINEAR_TMA=0`, then on
+/// `linear_wg` unless `STYLEFORGE_LINEAR_WG=0`, when the shape allows.
 pub fn linear_tc_ws(
     gpu: &Gpu,
     x: &DeviceTensor,
@@ -332,6 +337,12 @@ pub fn linear_tc_ws(
         (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
         _ => LinearTcPlan::BIG,
     };
+    if plan == LinearTcPlan::BIG
+        && crate::ops::linear_tma::linear_tma_enabled()
+        && matches!(w.shape.as_slice(), &[n, k] if crate::ops::linear_tma::supports(n, k))
+    {
+        return crate::ops::linear_tma::linear_tma(gpu, x, w, ep, y32, y16, &mut ws.maps);
+    }
     if routes_to_wg(plan, w) {
         return crate::ops::linear_wg::linear_wg(gpu, x, w, ep, y32, y16);
     }

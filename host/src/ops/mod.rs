@@ -14,6 +14,7 @@ pub mod instance_norm;
 pub mod layer_norm;
 pub mod linear;
 pub mod linear_tc;
+pub mod linear_tma;
 pub mod linear_wg;
 pub mod nhwc;
 pub mod patch;

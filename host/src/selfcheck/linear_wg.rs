@@ -1,6 +1,7 @@
 //! Self-checks of the Hopper `wgmma` kernels against the CPU reference: `wgmma_probe` (one warpgroup's
-//! MMAs on one staged tile: descriptors, 128-byte swizzle, k16 steps, accumulator layout, scale-d) and
-//! `linear_wg` (the full GEMM with `linear_tc`'s epilogues, M/N tails, the StyleViT shapes).
+//! MMAs on one staged tile: descriptors, 128-byte swizzle, k16 steps, accumulator layout, scale-d),
+//! `linear_wg` (the full GEMM with `linear_tc`'s epilogues, M/N tails, the StyleViT shapes) and
+//! `linear_tma` (the same cases plus K tails, which only it takes).
 //!
 //! As in `vit_fast`: inputs are rounded to f16 on the host and the CPU reference runs on the rounded
 //! values; outputs are poisoned (NaN) before each launch; the tolerances are `linear_tc`'s (the same
@@ -17,6 +18,8 @@ use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::linear_tc::EpilogueTc;
+use crate::gpu::TmaMapCache;
+use crate::ops::linear_tma::linear_tma;
 use crate::ops::linear_wg::{linear_wg, wgmma_probe};
 
 pub fn checks() -> Vec<Check> {
@@ -28,6 +31,10 @@ pub fn checks() -> Vec<Check> {
         Check {
             op: "linear_wg",
             run: check_linear_wg,
+        },
+        Check {
+            op: "linear_tma",
+            run: check_linear_tma,
         },
     ]
 }
@@ -161,14 +168,41 @@ fn take_rows(data: &[f32], n: usize, rows: &[std::ops::Range<usize>]) -> Vec<f32
         .collect()
 }
 
+/// `linear_tma`'s own cases on top of `WG_CASES`: K tails (K % 64 != 0, zero-filled by the copy engine),
+/// a K shorter than one step, and the p16 patch embedding's K = 768.
+#[rustfmt::skip]
+const TMA_CASES: &[WgCase] = &[
+    WgCase { m: 77, n: 8, k: 8, bias: true, gelu: false, res: Res::None, out: Out::Both },
+    WgCase { m: 300, n: 264, k: 72, bias: true, gelu: true, res: Res::F32(100), out: Out::Both },
+    WgCase { m: 1000, n: 512, k: 520, bias: false, gelu: false, res: Res::F16(1000), out: Out::F16 },
+    WgCase { m: 2048, n: 512, k: 768, bias: true, gelu: false, res: Res::None, out: Out::Both },
+];
+
+/// The kernel a case runs on.
+#[derive(Clone, Copy)]
+enum Gemm {
+    Wg,
+    Tma,
+}
+
 fn check_linear_wg(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut v: Vec<CheckResult> = WG_CASES.iter().flat_map(|c| wg_case(gpu, rng, c)).collect();
+    let mut v: Vec<CheckResult> = WG_CASES.iter().flat_map(|c| wg_case(gpu, rng, c, Gemm::Wg)).collect();
     v.push(refusals(gpu));
     v
 }
 
-fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase) -> Vec<CheckResult> {
-    const OP: &str = "linear_wg";
+fn check_linear_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut v: Vec<CheckResult> =
+        WG_CASES.iter().chain(TMA_CASES).flat_map(|c| wg_case(gpu, rng, c, Gemm::Tma)).collect();
+    v.push(tma_refusals(gpu));
+    v
+}
+
+fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResult> {
+    let op = match gemm {
+        Gemm::Wg => "linear_wg",
+        Gemm::Tma => "linear_tma",
+    };
     let WgCase {
         m,
         n,
@@ -243,7 +277,11 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase) -> Vec<CheckResult> {
             Out::F16 => (None, Some(&mut y16)),
             Out::Both => (Some(&mut y32), Some(&mut y16)),
         };
-        linear_wg(gpu, &xd, &wd, ep, o32, o16)?;
+        match gemm {
+            Gemm::Wg => linear_wg(gpu, &xd, &wd, ep, o32, o16)?,
+            // A fresh cache: the maps are made for this case's buffers.
+            Gemm::Tma => linear_tma(gpu, &xd, &wd, ep, o32, o16, &mut TmaMapCache::default())?,
+        }
         let part = if m > FULL_ROWS {
             format!(" rows 0..{HEAD_ROWS}+{}..{m}", m - TAIL_ROWS)
         } else {
@@ -252,7 +290,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase) -> Vec<CheckResult> {
         let mut v = Vec::new();
         if out != Out::F16 {
             v.push(compare(
-                OP,
+                op,
                 &format!("{name} y32{part}"),
                 &take_rows(&download(gpu, &y32)?, n, &rows),
                 &want.data,
@@ -261,7 +299,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase) -> Vec<CheckResult> {
         }
         if out != Out::F32 {
             v.push(compare(
-                OP,
+                op,
                 &format!("{name} y16{part}"),
                 &take_rows(&download(gpu, &y16)?, n, &rows),
                 &want.data,
@@ -270,7 +308,41 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase) -> Vec<CheckResult> {
         }
         Ok(v)
     };
-    run().unwrap_or_else(|e| vec![errored(OP, &name, e)])
+    run().unwrap_or_else(|e| vec![errored(op, &name, e)])
+}
+
+/// Shapes `linear_tma` must refuse (K or N not a multiple of 8), on top of the `linear_tc` contract's
+/// checks that it shares.
+fn tma_refusals(gpu: &Gpu) -> CheckResult {
+    catch("linear_tma", "refuses bad shapes", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::RowMajor);
+        let ep = EpilogueTc::default();
+        let mut maps = TmaMapCache::default();
+        let (x12, w12) = (h(&[4, 12])?, h(&[8, 12])?);
+        let (x64, w12n, w) = (h(&[4, 64])?, h(&[12, 64])?, h(&[8, 64])?);
+        let (mut y8, mut y12, mut y16_bad) = (f(&[4, 8])?, f(&[4, 12])?, f(&[4, 8])?);
+        let attempts: Vec<(&str, bool)> = vec![
+            ("K = 12", linear_tma(gpu, &x12, &w12, ep, Some(&mut y8), None, &mut maps).is_ok()),
+            ("N = 12", linear_tma(gpu, &x64, &w12n, ep, Some(&mut y12), None, &mut maps).is_ok()),
+            ("no output", linear_tma(gpu, &x64, &w, ep, None, None, &mut maps).is_ok()),
+            ("f32 tensor as y16", linear_tma(gpu, &x64, &w, ep, None, Some(&mut y16_bad), &mut maps).is_ok()),
+        ];
+        let accepted: Vec<&str> = attempts.iter().filter(|(_, ok)| *ok).map(|(what, _)| *what).collect();
+        Ok(CheckResult {
+            op: "linear_tma".into(),
+            case: "refuses bad shapes".into(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: super::Tolerance::F32,
+            passed: accepted.is_empty() && maps.is_empty(),
+            detail: if accepted.is_empty() {
+                String::new()
+            } else {
+                format!("accepted: {}", accepted.join(", "))
+            },
+        })
+    })
 }
 
 /// Shapes `linear_wg` must refuse (K not a multiple of 64, N not a multiple of 8), on top of the

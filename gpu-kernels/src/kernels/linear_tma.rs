@@ -1,0 +1,200 @@
+//! `linear_tma`: the `linear_tc` GEMM as a TMA-fed, warp-specialised, persistent ping-pong `wgmma` kernel
+//! (host launcher: host/src/ops/linear_tma.rs; CPU reference: models::ops::linear). Target `sm_90a`.
+//!
+//! `y[m, n] = epilogue(Σ_k x[m, k] · w[n, k])`: x [M, K] f16 row-major, w [N, K] f16 row-major (both
+//! K-major wgmma operands), f32 accumulation, and `linear_tc`'s epilogue (`linear_tc::Epilogue`: + bias,
+//! exact GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
+//!
+//! # Roles (block = 2 consumer warpgroups + 1 producer warp, one block per SM, `LINEAR_TMA_THREADS`)
+//! * Jobs: 128 x 128 output tiles, job j = row tile j / n_tiles, column tile j % n_tiles (consecutive jobs
+//!   share x rows); block b takes jobs b, b + gridDim.x, ...
+//! * Producer (the last warp, one lane): per job and K step (ceil(K / 64) of them), waits until the ring's
+//!   next stage is empty, arms its "full" mbarrier with 32 KB and issues two 2-D bulk tensor copies: the x
+//!   box (64 K x 128 rows) and the w box (64 K x 128 rows), 128-byte swizzled (`device::wgmma`'s layout).
+//!   Rows past M or N and K past K are zero-filled by the copy engine (and still counted in the bytes),
+//!   so the tails need no code: zero products.
+//! * Consumers: `device::pingpong` (job i to warpgroup i % 2, the "order" mbarrier, two
+//!   `wgmma.m64n128k16` per k16 step), then the epilogue straight from the accumulators, as `linear_wg`'s:
+//!   warp wq, lane l holds rows 64h + 16wq + l/4 (+ 8) of accumulator h, columns 8i + 2(l % 4) (+ 1);
+//!   rows ≥ M and columns ≥ N are skipped. While one warpgroup runs its epilogue the other's MMAs run.
+/// Four f32 that the compiler loads and stores as one 16-byte vector (the alignment says it may).
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct F32x4([f32; 4]);
+/// Four f16 (two pairs) as one 8-byte vector.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct H4([u32; 2]);
+use crate::device::math::gelu_erf;
+use crate::device::mma::{pack_f16x2, unpack_f16x2};
+use crate::device::pingpong::{self, PingPongRing, RingPos};
+use crate::device::shared::ld_v4_f32;
+use crate::device::tma::{arrive_expect_tx, load_2d, named_barrier, prefetch_map, wait_parity};
+use crate::device::unroll::unroll;
+use crate::device::wgmma::aligned_smem;
+use crate::device::{block_idx_x, grid_dim_x, thread_idx_x};
+use crate::launch::{
+    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
+    LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_THREADS,
+};
+
+const BM: u32 = LINEAR_TMA_BM;
+const BN: u32 = LINEAR_TMA_BN;
+const BK: u32 = LINEAR_TMA_BK;
+const STAGES: u32 = LINEAR_TMA_STAGES;
+const SROW: u32 = LINEAR_TMA_SROW;
+
+const _: () = assert!(
+    BM == 128
+        && BN == 128
+        && BK == 64
+        && LINEAR_TMA_THREADS == 2 * 128 + 32
+        && LINEAR_TMA_STAGE_BYTES == pingpong::A_BYTES + BN * 128
+);
+
+/// y = epilogue(x · wᵀ) for x [M, K] f16, w [N, K] f16 (`args`: `LinearTmaArgs`). Block
+/// `LINEAR_TMA_THREADS`, dynamic shared memory `LINEAR_TMA_SMEM_BYTES`, grid (≤ total, 1, 1). Requires
+/// (host-checked): K % 8 == 0, N % 8 == 0, M, N, K ≥ 1, every size below 2^31; the maps as
+/// `LinearTmaArgs` says.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
+    let LinearTmaArgs { k, n_tiles, total, .. } = args;
+    let (xmap, wmap) = (args.xmap as *const u8, args.wmap as *const u8);
+    crate::device::grid_dependency_wait();
+    let t = thread_idx_x();
+    let warp = t / 32;
+    let lane = t % 32;
+    let smem = aligned_smem();
+    let full = smem + LINEAR_TMA_BARS;
+    let ring = PingPongRing {
+        base: smem,
+        full,
+        empty: full + STAGES * 8,
+        order: full + 2 * STAGES * 8,
+        stages: STAGES,
+        stage_bytes: LINEAR_TMA_STAGE_BYTES,
+    };
+    pingpong::init(&ring);
+    let ktiles = k.div_ceil(BK);
+
+    if warp == 8 {
+        if lane == 0 {
+            prefetch_map(xmap);
+            prefetch_map(wmap);
+            let mut pos = RingPos::at(0, STAGES);
+            let mut job = block_idx_x();
+            while job < total {
+                let mt = job / n_tiles;
+                let nt = job - mt * n_tiles;
+                let mut kt = 0;
+                while kt < ktiles {
+                    wait_parity(ring.empty + 8 * pos.stage, pos.phase ^ 1);
+                    let bar = ring.full + 8 * pos.stage;
+                    arrive_expect_tx(bar, LINEAR_TMA_STAGE_BYTES);
+                    let dst = smem + pos.stage * LINEAR_TMA_STAGE_BYTES;
+                    let k0 = (kt * BK) as i32;
+                    load_2d(dst, xmap, k0, (mt * BM) as i32, bar);
+                    load_2d(dst + pingpong::A_BYTES, wmap, k0, (nt * BN) as i32, bar);
+                    pos.advance(STAGES);
+                    kt += 1;
+                }
+                job += grid_dim_x();
+            }
+        }
+        return;
+    }
+
+    // Consumers: warpgroup wg, thread tw of it.
+    let wg = warp / 4;
+    let tw = t % 128;
+    let stg = smem + LINEAR_TMA_STAGING + wg * 64 * SROW * 4; // [64][SROW] f32
+    let mut i = wg;
+    let mut job = block_idx_x() + wg * grid_dim_x();
+    while job < total {
+        let mt = job / n_tiles;
+        let nt = job - mt * n_tiles;
+        let mut acc0 = [0f32; 64];
+        let mut acc1 = [0f32; 64];
+        pingpong::mainloop(&ring, i, ktiles, tw, lane, &mut acc0, &mut acc1);
+
+        epilogue(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
+        i += 2;
+        job += 2 * grid_dim_x();
+    }
+}
+
+/// The epilogue of one job: each 64-row half (accumulator h) goes to the warpgroup's f32 staging tile `stg`,
+/// then the warpgroup stores it row by row: thread tw takes columns 4j .. 4j + 4 (j = tw % 32) of rows
+/// tw / 32 + 4p (p in 0..16), so each warp writes whole 512-byte (f32) or 256-byte (f16) row segments.
+/// + bias (4 floats per thread, loaded once), exact GELU, + residual row `row % res_rows`, then f32 and/or
+/// f16 stores, as `linear_tc`'s epilogue. The residual loads are batched 8 rows at a time ahead of the
+/// stores: the compiler may not move a load above a store through another pointer, and one at a time each
+/// global load's latency would be paid in turn (run 57: a per-pair register epilogue made the GEMMs half as
+/// fast as `linear_wg`). Rows ≥ M and columns ≥ N are not touched (N % 8 == 0: a 4-column chunk with its
+/// first column < N is whole). Two named barriers (`bar_id`, the warpgroup's 128 threads) per half.
+///
+/// # Safety
+/// All 128 threads of the warpgroup call it convergently; `stg` is the warpgroup's own staging tile; the
+/// pointers of `args` as `linear_tma`'s contract says. `row0` = the job's first row, `col0` its first column.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u32, col0: u32, acc0: &[f32; 64], acc1: &[f32; 64]) {
+    let LinearTmaArgs { m, n, res_rows, flags, .. } = *args;
+    let (warp, lane) = (tw / 32, tw % 32);
+    let j = tw % 32;
+    let col = col0 + 4 * j;
+    let col_ok = col < n;
+    let mut bias = [0f32; 4];
+    if flags & LINEAR_TC_BIAS != 0 && col_ok {
+        bias = (*(args.bias as *const F32x4).add(col as usize / 4)).0;
+    }
+    let res_f16 = flags & LINEAR_TC_RES_F16 != 0;
+    unroll!(2, |h| {
+        let acc = if h == 0 { acc0 } else { acc1 };
+        // Every read of the staging tile for the previous half came before the last barrier.
+        pingpong::stage_acc(stg + ((warp * 16 + lane / 4) * SROW + (lane % 4) * 2) * 4, SROW * 4, acc);
+        named_barrier(bar_id, 128);
+        unroll!(2, |batch| {
+            let mut r = [[0f32; 4]; 8];
+            if flags & LINEAR_TC_RESIDUAL != 0 {
+                unroll!(8, |p| {
+                    let rr = tw / 32 + 4 * (8 * batch as u32 + p as u32);
+                    let row = row0 + 64 * h as u32 + rr;
+                    if row < m && col_ok {
+                        let i = ((row % res_rows) * n + col) as usize;
+                        r[p] = if res_f16 {
+                            let q = (*((args.res as *const u16).add(i) as *const H4)).0;
+                            let (a, b) = (unpack_f16x2(q[0]), unpack_f16x2(q[1]));
+                            [a.0, a.1, b.0, b.1]
+                        } else {
+                            (*((args.res as *const f32).add(i) as *const F32x4)).0
+                        };
+                    }
+                });
+            }
+            unroll!(8, |p| {
+                let rr = tw / 32 + 4 * (8 * batch as u32 + p as u32);
+                let row = row0 + 64 * h as u32 + rr;
+                if row < m && col_ok {
+                    let s = ld_v4_f32(stg + (rr * SROW + 4 * j) * 4);
+                    let mut v = [0f32; 4];
+                    unroll!(4, |e| {
+                        v[e] = s[e] + bias[e];
+                        if flags & LINEAR_TC_GELU != 0 {
+                            v[e] = gelu_erf(v[e]);
+                        }
+                        v[e] += r[p][e];
+                    });
+                    let i = (row * n + col) as usize;
+                    if args.y32 != 0 {
+                        *((args.y32 as *mut f32).add(i) as *mut F32x4) = F32x4(v);
+                    }
+                    if args.y16 != 0 {
+                        *((args.y16 as *mut u16).add(i) as *mut H4) = H4([pack_f16x2(v[0], v[1]), pack_f16x2(v[2], v[3])]);
+                    }
+                }
+            });
+        });
+        named_barrier(bar_id, 128);
+    });
+}
