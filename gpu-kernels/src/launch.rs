@@ -712,7 +712,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -729,6 +729,53 @@ const _: () = {
     let l = conv2d_tma_pp_layout();
     assert!(l.smem <= MAX_SMEM_PER_BLOCK && l.red.is_multiple_of(16) && l.staging.is_multiple_of(16) && CONV2D_TMA_PP_STAGING.is_multiple_of(16));
 };
+
+// --------------------------------------------------------------------------------------- attention_tma
+/// `attention_tma` (flash attention on Hopper, head_dim 64: TMA-fed `wgmma`, two consumer warpgroups of 64
+/// queries each and one producer warp): queries per block.
+pub const ATTN_TMA_BQ: u32 = 128;
+/// `attention_tma`: keys per K/V tile (one ring stage holds a K and a V tile).
+pub const ATTN_TMA_BK: u32 = 128;
+/// `attention_tma`: the head dimension it takes.
+pub const ATTN_TMA_DH: u32 = 64;
+/// `attention_tma`: ring stages of K/V tiles.
+pub const ATTN_TMA_STAGES: u32 = 4;
+/// `attention_tma`: threads per block (two consumer warpgroups, then the producer warp).
+pub const ATTN_TMA_THREADS: u32 = 2 * 128 + 32;
+/// `attention_tma`: bytes of one K (or V) tile: ATTN_TMA_BK rows of 64 f16 (128 bytes, 128-byte swizzle).
+pub const ATTN_TMA_KV_BYTES: u32 = ATTN_TMA_BK * ATTN_TMA_DH * 2;
+/// `attention_tma`: offset of the Q tile (ATTN_TMA_BQ rows of 128 bytes) after the ring.
+pub const ATTN_TMA_Q: u32 = ATTN_TMA_STAGES * 2 * ATTN_TMA_KV_BYTES;
+/// `attention_tma`: offset of the mbarriers (each stage's "full", each stage's "empty", then "q").
+pub const ATTN_TMA_BARS: u32 = ATTN_TMA_Q + ATTN_TMA_BQ * ATTN_TMA_DH * 2;
+/// `attention_tma`: dynamic shared memory to launch with (1024 bytes of alignment slack included).
+pub const ATTN_TMA_SMEM_BYTES: u32 = ATTN_TMA_BARS + (2 * ATTN_TMA_STAGES + 1) * 8 + 1024;
+const _: () = assert!(ATTN_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK && ATTN_TMA_KV_BYTES.is_multiple_of(1024));
+
+/// `attention_tma`'s kernel parameter (`#[repr(C)]`, shared with the host launcher). `qmap`, `kmap`,
+/// `vmap`: device addresses of 2-D tensor maps over the token-major f16 tensors holding q, k and v
+/// (dims: the row length in elements, then rows = B·N; box 64 x 128), possibly one map for all three (the
+/// fused QKV buffer); head h of q is at column `q_col + 64h` of row `b·nq + i` (k, v likewise with nk).
+/// `o`: f16 output `[B, nq, ld_o]`, head h at columns 64h. `scale_log2` = log2(e) / 8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionTmaArgs {
+    pub qmap: u64,
+    pub kmap: u64,
+    pub vmap: u64,
+    pub o: u64,
+    pub nq: u32,
+    pub nk: u32,
+    pub ld_o: u32,
+    pub q_col: u32,
+    pub k_col: u32,
+    pub v_col: u32,
+    pub scale_log2: f32,
+    pub _pad: u32,
+}
+
+// The `.param .align 8 .b8 [64]` the kernel's PTX declares.
+const _: () = assert!(core::mem::size_of::<AttentionTmaArgs>() == 64 && core::mem::align_of::<AttentionTmaArgs>() == 8);
 
 // ---------------------------------------------------------------------------------------- attention_tc
 /// `attention_tc` (f16 flash attention on tensor cores): warps per block, each owning 16·m-tiles query rows.

@@ -953,3 +953,64 @@ pub fn splat32(v: f32) -> [f32; 32] {
         d16, d17, d18, d19, d20, d21, d22, d23, d24, d25, d26, d27, d28, d29, d30, d31,
     ]
 }
+
+/// `d += A · B` for one k16 step with A in registers and B N-major ("transposed") in shared memory:
+/// `wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 d, {a0..a3}, b_desc, 1, 1, 1, 1` (scale-d 1:
+/// accumulate; imm-scale-a = imm-scale-b = 1; imm-trans-b = 1).
+///
+/// * A (64 x 16 f16) fragments: thread lane l of warp w of the warpgroup holds rows 16w + l/4 (+ 8) and
+///   K columns 2(l % 4) (+ 1) (+ 8): `a[0]` = (row, k 2q..2q+1), `a[1]` = (row + 8, same k), `a[2]` = (row,
+///   k + 8), `a[3]` = (row + 8, k + 8), two f16 each, low half first. This is the accumulator layout of
+///   two adjacent n8 blocks of a previous `wgmma` (the f32 pairs packed to f16), as in `mma.m16n8k16`.
+/// * B (K 16 x N 64 f16), N-major: the 16 K rows are rows of 64 N values (128 bytes) in the 128-byte
+///   swizzle layout (16-byte chunk j of row r at chunk j ^ (r % 8); eight rows per 1024-byte atom), i.e. a
+///   row-major [K][64] tile as a TMA box with the 128-byte swizzle writes it. One atom covers all 64 N
+///   values, so only the stride between the two 8-row K groups matters (1024 bytes): [`smem_desc_sw128_mn`].
+///
+/// # Safety
+/// As [`mma_m64n64k16_f16`]; in addition `a` must stay unchanged until the commit group retires (keep it
+/// alive past the wait with [`keep_regs32`]).
+#[inline(always)]
+#[rustfmt::skip]
+pub unsafe fn mma_m64n64k16_f16_rs_tb(d: &mut [f32; 32], a: [u32; 4], b_desc: u64) {
+    asm!(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16",
+        "{{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}}},",
+        "{{{32}, {33}, {34}, {35}}}, {36}, 1, 1, 1, 1;",
+        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3], inout(reg32) d[4], inout(reg32) d[5], inout(reg32) d[6], inout(reg32) d[7],
+        inout(reg32) d[8], inout(reg32) d[9], inout(reg32) d[10], inout(reg32) d[11], inout(reg32) d[12], inout(reg32) d[13], inout(reg32) d[14], inout(reg32) d[15],
+        inout(reg32) d[16], inout(reg32) d[17], inout(reg32) d[18], inout(reg32) d[19], inout(reg32) d[20], inout(reg32) d[21], inout(reg32) d[22], inout(reg32) d[23],
+        inout(reg32) d[24], inout(reg32) d[25], inout(reg32) d[26], inout(reg32) d[27], inout(reg32) d[28], inout(reg32) d[29], inout(reg32) d[30], inout(reg32) d[31],
+        in(reg32) a[0], in(reg32) a[1], in(reg32) a[2], in(reg32) a[3],
+        in(reg64) b_desc,
+        options(nostack)
+    );
+}
+
+/// The descriptor of an N-major (M-major) f16 operand of 64-wide rows (one 128-byte swizzle atom across
+/// N) in the 128-byte-swizzle layout, starting at `addr` (1024-byte aligned plus 2048 bytes per k16 step):
+/// the stride between 8-row K groups is 1024 bytes. Both offset fields are set to it (the ISA names the
+/// K-group stride "stride byte offset" for this layout and uses the leading byte offset only between
+/// 64-wide N atoms, of which there is one).
+#[inline(always)]
+pub const fn smem_desc_sw128_mn(addr: u32) -> u64 {
+    smem_desc(addr, SW128_ATOM_BYTES, SW128_ATOM_BYTES, SWIZZLE_128B)
+}
+
+/// An empty instruction (a PTX comment) that takes 32 registers as operands: the compiler keeps their
+/// values unchanged up to here, e.g. a `wgmma` A operand until after the wait that retires it.
+///
+/// # Safety
+/// None; `unsafe` for symmetry with the wrappers it accompanies.
+#[inline(always)]
+#[rustfmt::skip]
+pub unsafe fn keep_regs32(r: &mut [u32; 32]) {
+    asm!(
+        "// keep {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}",
+        inout(reg32) r[0], inout(reg32) r[1], inout(reg32) r[2], inout(reg32) r[3], inout(reg32) r[4], inout(reg32) r[5], inout(reg32) r[6], inout(reg32) r[7],
+        inout(reg32) r[8], inout(reg32) r[9], inout(reg32) r[10], inout(reg32) r[11], inout(reg32) r[12], inout(reg32) r[13], inout(reg32) r[14], inout(reg32) r[15],
+        inout(reg32) r[16], inout(reg32) r[17], inout(reg32) r[18], inout(reg32) r[19], inout(reg32) r[20], inout(reg32) r[21], inout(reg32) r[22], inout(reg32) r[23],
+        inout(reg32) r[24], inout(reg32) r[25], inout(reg32) r[26], inout(reg32) r[27], inout(reg32) r[28], inout(reg32) r[29], inout(reg32) r[30], inout(reg32) r[31],
+        options(nostack)
+    );
+}

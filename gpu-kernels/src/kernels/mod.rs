@@ -3,6 +3,7 @@
 mod adain;
 mod attention;
 mod attention_tc;
+mod attention_tma;
 mod conv2d;
 mod conv2d_tc;
 mod conv2d_tc_taps;

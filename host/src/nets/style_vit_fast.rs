@@ -1,5 +1,6 @@
 //! StyleViT on the GPU, tensor-core path: the transformer blocks' GEMMs run on `linear_tc` (f16 inputs,
-//! f32 accumulation) and attention on `attention_tc` (f16); everything between them stays f32.
+//! f32 accumulation; the many-row ones on `linear_tma`) and attention on `attention_tma` (head_dim 64) or
+//! `attention_tc` (f16); everything between them stays f32.
 //!
 //! Per post-norm block (tokens [M = B·N, D]; `·16` marks the f16 copies):
 //! `qkv16 = linear_tc(x16)` → `a16 = attention_tc(qkv16)` → `t = linear_tc(a16) + x` (residual fused in
@@ -19,7 +20,8 @@ use models::{StyleVit, StyleVitConfig, Tensor};
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
-use crate::ops::attention_tc::{attention_tc_qkv, HEAD_DIMS};
+use crate::ops::attention_tc::HEAD_DIMS;
+use crate::ops::attention_tma::attention_qkv;
 use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
 
@@ -119,7 +121,7 @@ impl Seq {
             None,
             Some(&mut self.qkv16), ws)?;
         mark(names[0])?;
-        attention_tc_qkv(gpu, &self.qkv16, heads, &mut self.a16)?;
+        attention_qkv(gpu, &self.qkv16, heads, &mut self.a16, ws.maps())?;
         mark(names[1])?;
         let ep = EpilogueTc {
             bias: Some(&w.b_out),

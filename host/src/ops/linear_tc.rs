@@ -102,6 +102,12 @@ impl LinearTcWorkspace {
         })
     }
 
+    /// The tensor maps of the TMA kernels that run with this workspace (`linear_tma`'s operands, and those
+    /// of `attention_tma` in the fast StyleViT).
+    pub fn maps(&mut self) -> &mut crate::gpu::TmaMapCache {
+        &mut self.maps
+    }
+
     /// Zeroes the counters again (only needed after a launch was aborted by a fault).
     pub fn reset(&mut self) -> Result<()> {
         self.counters.fill_bytes(0)

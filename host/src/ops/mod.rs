@@ -4,6 +4,7 @@
 pub mod adain;
 pub mod attention;
 pub mod attention_tc;
+pub mod attention_tma;
 pub mod conv2d;
 pub mod conv2d_tc;
 pub mod conv2d_tc_taps;

@@ -16,7 +16,9 @@ use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
+use crate::gpu::TmaMapCache;
 use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
+use crate::ops::attention_tma::attention_tma;
 use crate::ops::linear_tc::{
     layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
     LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
@@ -86,6 +88,10 @@ pub fn checks() -> Vec<Check> {
         Check {
             op: "attention_tc",
             run: check_attention_tc,
+        },
+        Check {
+            op: "attention_tma",
+            run: check_attention_tma,
         },
         Check {
             op: "style_vit_fast",
@@ -807,9 +813,11 @@ fn attention_self_case(
     heads: usize,
     n: usize,
     dh: usize,
+    kernel: Attn,
 ) -> CheckResult {
     let name = format!("self B{b} H{heads} N{n} dh{dh}");
-    catch("attention_tc", &name, || {
+    let op = kernel.op();
+    catch(op, &name, || {
         let d = heads * dh;
         let qkv = round_tensor_f16(&random(rng, &[b, n, 3 * d], -2.0, 2.0));
         let rows = rows_to_check(n);
@@ -820,10 +828,16 @@ fn attention_self_case(
         let want = ops::attention(&q, &k, &v)?;
         let qkv_d = DeviceTensor::from_host_f16(&qkv)?;
         let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
-        attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?;
+        match kernel {
+            Attn::Tc => attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?,
+            Attn::Tma => {
+                let hd = |col| Heads { t: &qkv_d, col };
+                attention_tma(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default())?
+            }
+        }
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
         Ok(compare(
-            "attention_tc",
+            op,
             &name,
             &got,
             &want.data,
@@ -834,6 +848,7 @@ fn attention_self_case(
 
 /// Cross attention with Nq != Nk: q [B, Nq, D + 16] read from column 8 (offsets and strides), k and v
 /// from one [B, Nk, 2D] buffer.
+#[allow(clippy::too_many_arguments)]
 fn attention_cross_case(
     gpu: &Gpu,
     rng: &mut Rng64,
@@ -842,9 +857,11 @@ fn attention_cross_case(
     nq: usize,
     nk: usize,
     dh: usize,
+    kernel: Attn,
 ) -> CheckResult {
     let name = format!("cross B{b} H{heads} Nq{nq} Nk{nk} dh{dh}");
-    catch("attention_tc", &name, || {
+    let op = kernel.op();
+    catch(op, &name, || {
         let d = heads * dh;
         let qt = round_tensor_f16(&random(rng, &[b, nq, d + 16], -2.0, 2.0));
         let kv = round_tensor_f16(&random(rng, &[b, nk, 2 * d], -2.0, 2.0));
@@ -859,17 +876,14 @@ fn attention_cross_case(
             DeviceTensor::from_host_f16(&kv)?,
         );
         let mut o = poisoned(&[b, nq, d], DType::F16, Layout::RowMajor)?;
-        attention_tc(
-            gpu,
-            Heads { t: &qd, col: 8 },
-            Heads { t: &kvd, col: 0 },
-            Heads { t: &kvd, col: d },
-            heads,
-            &mut o,
-        )?;
+        let (q, k, v) = (Heads { t: &qd, col: 8 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d });
+        match kernel {
+            Attn::Tc => attention_tc(gpu, q, k, v, heads, &mut o)?,
+            Attn::Tma => attention_tma(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default())?,
+        }
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
         Ok(compare(
-            "attention_tc",
+            op,
             &name,
             &got,
             &want.data,
@@ -917,17 +931,73 @@ fn attention_refusals(gpu: &Gpu) -> CheckResult {
     })
 }
 
+/// The attention kernel a case runs on.
+#[derive(Clone, Copy)]
+enum Attn {
+    Tc,
+    Tma,
+}
+
+impl Attn {
+    fn op(self) -> &'static str {
+        match self {
+            Attn::Tc => "attention_tc",
+            Attn::Tma => "attention_tma",
+        }
+    }
+}
+
+/// Sequence lengths of the self-attention cases: single keys, tile tails around 64 and 128, long ones.
+const SELF_NS: [usize; 9] = [1, 2, 7, 64, 65, 127, 129, 1000, 4099];
+
+/// `attention_tma` (head_dim 64 only): the self-attention lengths, the StyleViT base shape (8 heads of 64,
+/// 4096 tokens, two samples: rows of the next sample follow each one in the buffer), cross attention with
+/// column offsets and Nq != Nk, and the shapes it refuses.
+fn check_attention_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for &n in &SELF_NS {
+        let b = if n <= 129 { 3 } else { 2 };
+        let heads = if n <= 1000 { 2 } else { 1 };
+        out.push(attention_self_case(gpu, rng, b, heads, n, 64, Attn::Tma));
+    }
+    out.push(attention_self_case(gpu, rng, 2, 8, 4096, 64, Attn::Tma));
+    for &(nq, nk) in &[(37, 300), (300, 37), (1, 5000), (200, 129), (129, 1)] {
+        out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, 64, Attn::Tma));
+    }
+    out.push(catch("attention_tma", "refuses bad shapes", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let (qkv96, qkv192, mut o32, mut o64) = (h(&[1, 4, 96])?, h(&[1, 4, 200])?, h(&[1, 4, 32])?, h(&[1, 4, 64])?);
+        let mut maps = TmaMapCache::default();
+        let hd = |t, col| Heads { t, col };
+        let attempts = [
+            ("head_dim 32", attention_tma(gpu, hd(&qkv96, 0), hd(&qkv96, 32), hd(&qkv96, 64), 1, &mut o32, &mut maps).is_ok()),
+            ("row length 200 with column 4", attention_tma(gpu, hd(&qkv192, 4), hd(&qkv192, 68), hd(&qkv192, 132), 1, &mut o64, &mut maps).is_ok()),
+        ];
+        let accepted: Vec<&str> = attempts.iter().filter(|(_, ok)| *ok).map(|(w, _)| *w).collect();
+        Ok(CheckResult {
+            op: "attention_tma".into(),
+            case: "refuses bad shapes".into(),
+            rel_l2: 0.0,
+            max_rel: 0.0,
+            tol: Tolerance::F32,
+            passed: accepted.is_empty() && maps.is_empty(),
+            detail: if accepted.is_empty() { String::new() } else { format!("accepted: {}", accepted.join(", ")) },
+        })
+    }));
+    out
+}
+
 fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for &dh in &[32, 64, 128] {
-        for &n in &[1, 2, 7, 64, 65, 127, 129, 1000, 4099] {
+        for &n in &SELF_NS {
             let b = if n <= 129 { 2 } else { 1 };
             let heads = if n <= 1000 { 2 } else { 1 };
-            out.push(attention_self_case(gpu, rng, b, heads, n, dh));
+            out.push(attention_self_case(gpu, rng, b, heads, n, dh, Attn::Tc));
         }
     }
     // The StyleViT base shape on one sequence: 8 heads of 64, 4096 tokens.
-    out.push(attention_self_case(gpu, rng, 1, 8, 4096, 64));
+    out.push(attention_self_case(gpu, rng, 1, 8, 4096, 64, Attn::Tc));
     for &(nq, nk, dh) in &[
         (37, 300, 64),
         (300, 37, 32),
@@ -937,7 +1007,7 @@ fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         (65, 64, 32),
         (200, 129, 64),
     ] {
-        out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh));
+        out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh, Attn::Tc));
     }
     out.push(attention_refusals(gpu));
     out
