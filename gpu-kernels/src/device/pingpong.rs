@@ -48,53 +48,32 @@ impl RingPos {
     }
 }
 
-/// The ring as the consumers see it: `stages` stages of `stage_bytes` from `base` (each A then B, module
-/// comment), "full" mbarriers from `full`, "empty" ones from `empty` (8 bytes each), the "order" mbarrier.
+/// A ring of `stages` shared-memory stages of `stage_bytes` from `base`, with "full" mbarriers from `full` and
+/// "empty" ones from `empty` (8 bytes each), as its consumers see it.
 #[derive(Clone, Copy)]
-pub struct PingPongRing {
+pub struct StageRing {
     pub base: u32,
     pub full: u32,
     pub empty: u32,
-    pub order: u32,
     pub stages: u32,
     pub stage_bytes: u32,
 }
 
-/// Job `i`'s mainloop for one consumer warpgroup: `ktiles` K steps into `acc0` (tile rows 0..64) and `acc1`
-/// (rows 64..128), zeroed first. Per step: wait on "full", the step's 4 x 2 MMAs, commit, `wgmma.wait_group
-/// 1` (the previous step's batch has retired), then each warp's lane 0 releases the previous step's stage.
-/// Returns with every MMA retired and every stage of the job released. `tw` is the thread's index in its
-/// warpgroup, `lane` in its warp.
+/// One job's K loop on the consumer side: for each of `ktiles` steps, waits until the ring's stage at `pos`
+/// is full, runs `mma(step, stage base address)` (the accumulator fence and the stage's k16 `wgmma`s),
+/// commits, waits until only that batch is in flight (`wgmma.wait_group 1`) and releases the previous step's
+/// stage (lane 0 of each warp arrives on its "empty" mbarrier). Returns the last step's stage, which the
+/// caller releases after retiring the last batch.
 ///
 /// # Safety
-/// All 128 threads of the warpgroup call it convergently, for the jobs i, i + 2, ... of the block in order,
-/// the other warpgroup for the others; the ring is initialised and filled as the module comment says.
+/// All threads of the consumer warpgroup(s) call it convergently, with the ring the producer fills.
 #[inline(always)]
-pub unsafe fn mainloop(ring: &PingPongRing, i: u32, ktiles: u32, tw: u32, lane: u32, acc0: &mut [f32; 64], acc1: &mut [f32; 64]) {
-    if i > 0 {
-        wait_parity(ring.order, (i - 1) & 1);
-    }
-    let mut pos = RingPos::at(i * ktiles, ring.stages);
-    *acc0 = wgmma::splat64(0.0);
-    *acc1 = wgmma::splat64(0.0);
+pub unsafe fn consume_steps(pos: &mut RingPos, ring: &StageRing, ktiles: u32, lane: u32, mut mma: impl FnMut(u32, u32)) -> u32 {
     let mut prev = 0u32;
     let mut kt = 0;
     while kt < ktiles {
         wait_parity(ring.full + 8 * pos.stage, pos.phase);
-        if kt + 1 == ktiles && tw == 0 {
-            // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
-            arrive(ring.order);
-        }
-        let a_base = ring.base + pos.stage * ring.stage_bytes;
-        let b_base = a_base + A_BYTES;
-        fence_acc64(acc0);
-        fence_acc64(acc1);
-        unroll!(4, |s| {
-            let off = 32 * s as u32;
-            let b = smem_desc_sw128(b_base + off);
-            mma_m64n128k16_f16(acc0, smem_desc_sw128(a_base + off), b, true);
-            mma_m64n128k16_f16(acc1, smem_desc_sw128(a_base + HALF_A_BYTES + off), b, true);
-        });
+        mma(kt, ring.base + pos.stage * ring.stage_bytes);
         wgmma::commit_group();
         wgmma::wait_group::<1>();
         // The batch of step kt - 1 has retired: its stage may be refilled.
@@ -105,10 +84,55 @@ pub unsafe fn mainloop(ring: &PingPongRing, i: u32, ktiles: u32, tw: u32, lane: 
         pos.advance(ring.stages);
         kt += 1;
     }
+    prev
+}
+
+/// The ping-pong ring: the stages (each A then B, module comment) and the "order" mbarrier.
+#[derive(Clone, Copy)]
+pub struct PingPongRing {
+    pub steps: StageRing,
+    pub order: u32,
+}
+
+/// Job `i`'s mainloop for one consumer warpgroup: `ktiles` K steps ([`consume_steps`]) into `acc0` (tile rows
+/// 0..64) and `acc1` (rows 64..128), zeroed first, two MMAs per k16 step; the warpgroup waits for the
+/// previous job's last stage first and announces its own ("order"). Returns with every MMA retired and every
+/// stage of the job released. `tw` is the thread's index in its warpgroup, `lane` in its warp.
+///
+/// # Safety
+/// All 128 threads of the warpgroup call it convergently, for the jobs i, i + 2, ... of the block in order,
+/// the other warpgroup for the others; the ring is initialised and filled as the module comment says.
+#[inline(always)]
+pub unsafe fn mainloop(ring: &PingPongRing, i: u32, ktiles: u32, tw: u32, lane: u32, acc0: &mut [f32; 64], acc1: &mut [f32; 64]) {
+    if i > 0 {
+        wait_parity(ring.order, (i - 1) & 1);
+    }
+    let mut pos = RingPos::at(i * ktiles, ring.steps.stages);
+    *acc0 = wgmma::splat64(0.0);
+    *acc1 = wgmma::splat64(0.0);
+    // inline(always): left out of line, the closure keeps the accumulators it borrows in local memory (584
+    // bytes of stack in conv2d_tma_pp and linear_tma).
+    let mma = #[inline(always)]
+    |kt: u32, a_base: u32| {
+        if kt + 1 == ktiles && tw == 0 {
+            // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
+            arrive(ring.order);
+        }
+        let b_base = a_base + A_BYTES;
+        fence_acc64(acc0);
+        fence_acc64(acc1);
+        unroll!(4, |s| {
+            let off = 32 * s as u32;
+            let b = smem_desc_sw128(b_base + off);
+            mma_m64n128k16_f16(acc0, smem_desc_sw128(a_base + off), b, true);
+            mma_m64n128k16_f16(acc1, smem_desc_sw128(a_base + HALF_A_BYTES + off), b, true);
+        });
+    };
+    let last = consume_steps(&mut pos, &ring.steps, ktiles, lane, mma);
     wait_acc64::<0>(acc0);
     wait_acc64::<0>(acc1);
     if lane == 0 {
-        arrive(ring.empty + 8 * prev);
+        arrive(ring.steps.empty + 8 * last);
     }
 }
 
@@ -122,9 +146,9 @@ pub unsafe fn mainloop(ring: &PingPongRing, i: u32, ktiles: u32, tw: u32, lane: 
 #[inline(always)]
 pub unsafe fn init(ring: &PingPongRing) {
     if super::thread_idx_x() == 0 {
-        for s in 0..ring.stages {
-            mbarrier_init(ring.full + 8 * s, 1);
-            mbarrier_init(ring.empty + 8 * s, 4);
+        for s in 0..ring.steps.stages {
+            mbarrier_init(ring.steps.full + 8 * s, 1);
+            mbarrier_init(ring.steps.empty + 8 * s, 4);
         }
         mbarrier_init(ring.order, 1);
         fence_mbarrier_init();

@@ -52,14 +52,14 @@
 use crate::device::math::fma;
 use crate::device::mma::pack_f16x2;
 use crate::device::shared::{ld_f32, ld_v4_f32, st_f32};
-use crate::device::pingpong::{self, PingPongRing, RingPos};
+use crate::device::pingpong::{self, PingPongRing, RingPos, StageRing};
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
     prefetch_map, wait_parity,
 };
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
-    self, aligned_smem, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
+    aligned_smem, fence_acc32, fence_acc64, mma_m64n128k16_f16, mma_m64n64k16_f16, smem_desc_sw128, splat32,
     splat64, wait_acc32, wait_acc64, SW128_ROW_BYTES,
 };
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
@@ -117,6 +117,14 @@ struct Ring {
     stage_bytes: u32,
     a_bytes: u32,
     b_rows: u32,
+}
+
+impl Ring {
+    /// The ring as its consumers see it.
+    #[inline(always)]
+    fn steps(&self) -> StageRing {
+        StageRing { base: self.base, full: self.full, empty: self.empty, stages: self.stages, stage_bytes: self.stage_bytes }
+    }
 }
 
 /// The producer lane: for the block's jobs (block b takes b, b + gridDim.x, ...) and each K step in order,
@@ -225,34 +233,6 @@ unsafe fn init_ring(full: u32, empty: u32, stages: u32, empty_arrivals: u32) {
     sync_threads();
 }
 
-/// One job's K loop on the consumer side: for each of `ktiles` steps, waits until the ring's stage at `pos`
-/// is full, runs `mma(stage base address)` (the accumulator fence and the stage's k16 `wgmma`s), commits,
-/// waits until only that batch is in flight (`wgmma.wait_group 1`) and releases the previous step's stage
-/// (lane 0 of each warp arrives on its "empty" mbarrier). Returns the last step's stage, which the caller
-/// releases after retiring the last batch.
-///
-/// # Safety
-/// All threads of the consumer warpgroup(s) call it convergently, with the ring the producer fills.
-#[inline(always)]
-unsafe fn consume_job(pos: &mut RingPos, ring: &Ring, ktiles: u32, lane: u32, mut mma: impl FnMut(u32)) -> u32 {
-    let mut prev = 0u32;
-    let mut kt = 0;
-    while kt < ktiles {
-        wait_parity(ring.full + 8 * pos.stage, pos.phase);
-        mma(ring.base + pos.stage * ring.stage_bytes);
-        wgmma::commit_group();
-        wgmma::wait_group::<1>();
-        // The batch of step kt - 1 has retired: its stage may be refilled.
-        if kt > 0 && lane == 0 {
-            arrive(ring.empty + 8 * prev);
-        }
-        prev = pos.stage;
-        pos.advance(ring.stages);
-        kt += 1;
-    }
-    prev
-}
-
 macro_rules! conv2d_tma_entry {
     ($(#[$doc:meta])* $name:ident, consumers $nc:expr, stages $st:expr) => {
 $(#[$doc])*
@@ -309,7 +289,7 @@ pub unsafe extern "ptx-kernel" fn $name(args: Conv2dTmaArgs) {
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
 
         let mut acc = splat64(0.0);
-        let prev = consume_job(&mut pos, &ring, ktiles, lane, |base| {
+        let prev = pingpong::consume_steps(&mut pos, &ring.steps(), ktiles, lane, |_, base| {
             let a_base = base + wg * WG_A_BYTES;
             let b_base = base + A_BYTES;
             fence_acc64(&mut acc);
@@ -448,7 +428,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(args: Conv2dTmaArgs) {
         let nt = tile % n_tiles;
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
         let mut acc = splat32(0.0);
-        let prev = consume_job(&mut pos, &ring, ktiles, lane, |a_base| {
+        let prev = pingpong::consume_steps(&mut pos, &ring.steps(), ktiles, lane, |_, a_base| {
             let b_base = a_base + L.a_bytes;
             fence_acc32(&mut acc);
             unroll!(4, |s| {
@@ -539,14 +519,15 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(args: Conv2dTmaArgs) {
     let lane = t % 32;
     let smem = aligned_smem();
     let full = smem + L.bars;
-    let ring = PingPongRing { base: smem, full, empty: full + STAGES * 8, order: full + 2 * STAGES * 8, stages: STAGES, stage_bytes: L.stage_bytes };
+    let steps = StageRing { base: smem, full, empty: full + STAGES * 8, stages: STAGES, stage_bytes: L.stage_bytes };
+    let ring = PingPongRing { steps, order: full + 2 * STAGES * 8 };
     pingpong::init(&ring);
     let ktiles = 9 * c / BK;
     let sh = Shape { c, n_tiles, box_w, box_r, tiles_x, tiles, total };
 
     if warp == 8 {
         if lane == 0 {
-            produce(xmap, wmap, &sh, Ring { base: smem, full, empty: ring.empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
+            produce(xmap, wmap, &sh, Ring { base: smem, full, empty: steps.empty, stages: STAGES, stage_bytes: L.stage_bytes, a_bytes: A_BYTES, b_rows: BN });
         }
         return;
     }

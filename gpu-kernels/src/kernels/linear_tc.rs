@@ -69,7 +69,7 @@ fn swz(row: u32, chunk: u32) -> u32 {
 
 /// Two f32 that the compiler may store with one `st.global.v2.f32`.
 #[repr(C, align(8))]
-pub(crate) struct F32x2(pub(crate) f32, pub(crate) f32);
+struct F32x2(f32, f32);
 
 /// f16 bits -> f32.
 #[inline(always)]

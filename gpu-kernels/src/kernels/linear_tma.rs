@@ -27,7 +27,7 @@ struct F32x4([f32; 4]);
 struct H4([u32; 2]);
 use crate::device::math::gelu_erf;
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
-use crate::device::pingpong::{self, PingPongRing, RingPos};
+use crate::device::pingpong::{self, PingPongRing, RingPos, StageRing};
 use crate::device::shared::ld_v4_f32;
 use crate::device::tma::{arrive_expect_tx, load_2d, named_barrier, prefetch_map, wait_parity};
 use crate::device::unroll::unroll;
@@ -66,14 +66,8 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
     let lane = t % 32;
     let smem = aligned_smem();
     let full = smem + LINEAR_TMA_BARS;
-    let ring = PingPongRing {
-        base: smem,
-        full,
-        empty: full + STAGES * 8,
-        order: full + 2 * STAGES * 8,
-        stages: STAGES,
-        stage_bytes: LINEAR_TMA_STAGE_BYTES,
-    };
+    let steps = StageRing { base: smem, full, empty: full + STAGES * 8, stages: STAGES, stage_bytes: LINEAR_TMA_STAGE_BYTES };
+    let ring = PingPongRing { steps, order: full + 2 * STAGES * 8 };
     pingpong::init(&ring);
     let ktiles = k.div_ceil(BK);
 
@@ -88,8 +82,8 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
                 let nt = job - mt * n_tiles;
                 let mut kt = 0;
                 while kt < ktiles {
-                    wait_parity(ring.empty + 8 * pos.stage, pos.phase ^ 1);
-                    let bar = ring.full + 8 * pos.stage;
+                    wait_parity(steps.empty + 8 * pos.stage, pos.phase ^ 1);
+                    let bar = steps.full + 8 * pos.stage;
                     arrive_expect_tx(bar, LINEAR_TMA_STAGE_BYTES);
                     let dst = smem + pos.stage * LINEAR_TMA_STAGE_BYTES;
                     let k0 = (kt * BK) as i32;

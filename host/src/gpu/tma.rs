@@ -133,14 +133,21 @@ pub struct TmaMapCache {
     maps: std::collections::HashMap<MapKey, DeviceTensorMap>,
 }
 
-/// What a map encodes: (address, dims, strides, box).
-type MapKey = (u64, Vec<u64>, Vec<u64>, Vec<u32>);
+/// What a map encodes: (address, dims, strides, box), zero-padded to rank 5.
+type MapKey = (u64, [u64; 5], [u64; 4], [u32; 5]);
 
 impl TmaMapCache {
     /// The device address of the map [`DeviceTensorMap::tiled_f16`] makes for these arguments, made on the
     /// first request.
     pub fn tiled_f16(&mut self, addr: u64, dims: &[u64], strides: &[u64], box_dims: &[u32]) -> Result<u64> {
-        let key = (addr, dims.to_vec(), strides.to_vec(), box_dims.to_vec());
+        if let Some(msg) = map_problem(addr, dims, strides, box_dims) {
+            return Err(Error::Shape { op: "tensor map", msg });
+        }
+        // Rank ≤ 5 (checked): the unused entries stay 0, and the rank is dims' nonzero prefix (dims ≥ 1).
+        let mut key: MapKey = (addr, [0; 5], [0; 4], [0; 5]);
+        key.1[..dims.len()].copy_from_slice(dims);
+        key.2[..strides.len()].copy_from_slice(strides);
+        key.3[..box_dims.len()].copy_from_slice(box_dims);
         if let Some(m) = self.maps.get(&key) {
             return Ok(m.ptr());
         }

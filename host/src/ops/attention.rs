@@ -110,6 +110,15 @@ pub(crate) fn attention_dims(
     })
 }
 
+/// The tensor-core kernels' rule (named `op` in errors): q, k, v column offsets and the row lengths `cq`,
+/// `ckv` are multiples of 8 elements, so every row segment they copy starts 16-byte aligned.
+pub(crate) fn check_aligned_16(op: &'static str, q: Heads<'_>, k: Heads<'_>, v: Heads<'_>, cq: usize, ckv: usize) -> Result<()> {
+    let aligned = [q.col, k.col, v.col, cq, ckv].iter().all(|c| c.is_multiple_of(8));
+    ensure(aligned, op, || {
+        format!("column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8", q.col, k.col, v.col)
+    })
+}
+
 /// Multi-head scaled-dot-product attention (scale 1/√head_dim, softmax over keys), read in place:
 /// q [B, Nq, Cq], k and v [B, Nk, Ckv] (one shape; usually one tensor), o [B, Nq, heads·head_dim] with
 /// head h at columns h·head_dim. head_dim = o's last dimension / heads, one of [`HEAD_DIMS`].

@@ -7,7 +7,7 @@ use gpu_kernels::launch::{attn_tc_bq, attn_tc_kernel, attn_tc_smem_bytes, ATTN_T
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu};
 use crate::kernel_args;
-use crate::ops::attention::{attention_dims, AttnDims};
+use crate::ops::attention::{attention_dims, check_aligned_16, AttnDims};
 pub use crate::ops::attention::{Heads, HEAD_DIMS};
 
 const OP: &str = "attention_tc";
@@ -41,15 +41,7 @@ pub fn attention_tc(
             msg: format!("head_dim {dh} is not one of {HEAD_DIMS:?}"),
         });
     };
-    let aligned = [q.col, k.col, v.col, cq, ckv]
-        .iter()
-        .all(|c| c.is_multiple_of(8));
-    ensure(aligned, OP, || {
-        format!(
-            "column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8",
-            q.col, k.col, v.col
-        )
-    })?;
+    check_aligned_16(OP, q, k, v, cq, ckv)?;
     let bq = attn_tc_bq(dh as u32) as usize;
     let scale_log2 = (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32;
     let grid = (nq.div_ceil(bq) as u32, heads as u32, b as u32);

@@ -14,7 +14,7 @@ use gpu_kernels::launch::{
 use crate::error::{ensure, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, TmaMapCache};
 use crate::kernel_args;
-use crate::ops::attention::{attention_dims, AttnDims, Heads};
+use crate::ops::attention::{attention_dims, check_aligned_16, AttnDims, Heads};
 use crate::ops::attention_tc::attention_tc;
 
 const OP: &str = "attention_tma";
@@ -56,10 +56,7 @@ pub fn attention_tma(
 ) -> Result<()> {
     let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
     ensure(dh == ATTN_TMA_DH as usize, OP, || format!("head_dim {dh} is not {ATTN_TMA_DH}"))?;
-    let aligned = [q.col, k.col, v.col, cq, ckv].iter().all(|c| c.is_multiple_of(8));
-    ensure(aligned, OP, || {
-        format!("column offsets ({}, {}, {}) and row lengths ({cq}, {ckv}) must be multiples of 8", q.col, k.col, v.col)
-    })?;
+    check_aligned_16(OP, q, k, v, cq, ckv)?;
     ensure(b * nq.max(nk) + ATTN_TMA_BQ as usize <= i32::MAX as usize, OP, || {
         format!("B = {b}, N = {} need 64-bit row coordinates", nq.max(nk))
     })?;
