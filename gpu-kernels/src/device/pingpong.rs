@@ -59,33 +59,42 @@ pub struct StageRing {
     pub stage_bytes: u32,
 }
 
-/// One job's K loop on the consumer side: for each of `ktiles` steps, waits until the ring's stage at `pos`
-/// is full, runs `mma(step, stage base address)` (the accumulator fence and the stage's k16 `wgmma`s),
-/// commits, waits until only that batch is in flight (`wgmma.wait_group 1`) and releases the previous step's
-/// stage (lane 0 of each warp arrives on its "empty" mbarrier). Returns the last step's stage, which the
-/// caller releases after retiring the last batch.
+/// One job's K loop on the consumer side: `consume_steps!(pos, &ring, ktiles, lane, |kt, base| { .. })` for
+/// `pos: &mut RingPos`, `ring: &StageRing`: for each of `ktiles` steps, waits until the ring's stage at `pos`
+/// is full, runs the body with the step `kt` and the stage's base address `base` (the accumulator fence and
+/// the stage's k16 `wgmma`s), commits, waits until only that batch is in flight (`wgmma.wait_group 1`) and
+/// releases the previous step's stage (lane 0 of each warp arrives on its "empty" mbarrier). Evaluates to the
+/// last step's stage, which the caller releases after retiring the last batch.
 ///
-/// # Safety
-/// All threads of the consumer warpgroup(s) call it convergently, with the ring the producer fills.
-#[inline(always)]
-pub unsafe fn consume_steps(pos: &mut RingPos, ring: &StageRing, ktiles: u32, lane: u32, mut mma: impl FnMut(u32, u32)) -> u32 {
-    let mut prev = 0u32;
-    let mut kt = 0;
-    while kt < ktiles {
-        wait_parity(ring.full + 8 * pos.stage, pos.phase);
-        mma(kt, ring.base + pos.stage * ring.stage_bytes);
-        wgmma::commit_group();
-        wgmma::wait_group::<1>();
-        // The batch of step kt - 1 has retired: its stage may be refilled.
-        if kt > 0 && lane == 0 {
-            arrive(ring.empty + 8 * prev);
+/// A macro, not a function taking a closure: a closure holding the MMAs was not always inlined, and then the
+/// accumulators it borrows went to local memory (584 bytes of stack in `conv2d_tma_pp` and `linear_tma`).
+///
+/// Safety (the expansion is unsafe code): all threads of the consumer warpgroup(s) run it convergently, with
+/// the ring the producer fills.
+macro_rules! consume_steps {
+    ($pos:expr, $ring:expr, $ktiles:expr, $lane:expr, |$kt:ident, $base:ident| $body:block) => {{
+        let (pos, ring, ktiles, lane): (&mut $crate::device::pingpong::RingPos, &$crate::device::pingpong::StageRing, u32, u32) =
+            ($pos, $ring, $ktiles, $lane);
+        let mut prev = 0u32;
+        let mut $kt = 0u32;
+        while $kt < ktiles {
+            $crate::device::tma::wait_parity(ring.full + 8 * pos.stage, pos.phase);
+            let $base = ring.base + pos.stage * ring.stage_bytes;
+            $body
+            $crate::device::wgmma::commit_group();
+            $crate::device::wgmma::wait_group::<1>();
+            // The batch of step kt - 1 has retired: its stage may be refilled.
+            if $kt > 0 && lane == 0 {
+                $crate::device::tma::arrive(ring.empty + 8 * prev);
+            }
+            prev = pos.stage;
+            pos.advance(ring.stages);
+            $kt += 1;
         }
-        prev = pos.stage;
-        pos.advance(ring.stages);
-        kt += 1;
-    }
-    prev
+        prev
+    }};
 }
+pub(crate) use consume_steps;
 
 /// The ping-pong ring: the stages (each A then B, module comment) and the "order" mbarrier.
 #[derive(Clone, Copy)]
@@ -94,7 +103,7 @@ pub struct PingPongRing {
     pub order: u32,
 }
 
-/// Job `i`'s mainloop for one consumer warpgroup: `ktiles` K steps ([`consume_steps`]) into `acc0` (tile rows
+/// Job `i`'s mainloop for one consumer warpgroup: `ktiles` K steps (`consume_steps!`) into `acc0` (tile rows
 /// 0..64) and `acc1` (rows 64..128), zeroed first, two MMAs per k16 step; the warpgroup waits for the
 /// previous job's last stage first and announces its own ("order"). Returns with every MMA retired and every
 /// stage of the job released. `tw` is the thread's index in its warpgroup, `lane` in its warp.
@@ -110,10 +119,7 @@ pub unsafe fn mainloop(ring: &PingPongRing, i: u32, ktiles: u32, tw: u32, lane: 
     let mut pos = RingPos::at(i * ktiles, ring.steps.stages);
     *acc0 = wgmma::splat64(0.0);
     *acc1 = wgmma::splat64(0.0);
-    // inline(always): left out of line, the closure keeps the accumulators it borrows in local memory (584
-    // bytes of stack in conv2d_tma_pp and linear_tma).
-    let mma = #[inline(always)]
-    |kt: u32, a_base: u32| {
+    let last = consume_steps!(&mut pos, &ring.steps, ktiles, lane, |kt, a_base| {
         if kt + 1 == ktiles && tw == 0 {
             // Every stage of this job has arrived: the next job's warpgroup may wait on the ring.
             arrive(ring.order);
@@ -127,8 +133,7 @@ pub unsafe fn mainloop(ring: &PingPongRing, i: u32, ktiles: u32, tw: u32, lane: 
             mma_m64n128k16_f16(acc0, smem_desc_sw128(a_base + off), b, true);
             mma_m64n128k16_f16(acc1, smem_desc_sw128(a_base + HALF_A_BYTES + off), b, true);
         });
-    };
-    let last = consume_steps(&mut pos, &ring.steps, ktiles, lane, mma);
+    });
     wait_acc64::<0>(acc0);
     wait_acc64::<0>(acc1);
     if lane == 0 {

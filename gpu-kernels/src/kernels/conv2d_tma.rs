@@ -52,7 +52,7 @@
 use crate::device::math::fma;
 use crate::device::mma::pack_f16x2;
 use crate::device::shared::{ld_f32, ld_v4_f32, st_f32};
-use crate::device::pingpong::{self, PingPongRing, RingPos, StageRing};
+use crate::device::pingpong::{self, consume_steps, PingPongRing, RingPos, StageRing};
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, load_4d, mbarrier_init, named_barrier,
     prefetch_map, wait_parity,
@@ -289,7 +289,7 @@ pub unsafe extern "ptx-kernel" fn $name(args: Conv2dTmaArgs) {
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
 
         let mut acc = splat64(0.0);
-        let prev = pingpong::consume_steps(&mut pos, &ring.steps(), ktiles, lane, |_, base| {
+        let prev = consume_steps!(&mut pos, &ring.steps(), ktiles, lane, |_kt, base| {
             let a_base = base + wg * WG_A_BYTES;
             let b_base = base + A_BYTES;
             fence_acc64(&mut acc);
@@ -428,7 +428,7 @@ pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(args: Conv2dTmaArgs) {
         let nt = tile % n_tiles;
         let (n, ti, y0, x0) = tile_origin(tile / n_tiles, tiles, tiles_x, box_r, box_w);
         let mut acc = splat32(0.0);
-        let prev = pingpong::consume_steps(&mut pos, &ring.steps(), ktiles, lane, |_, a_base| {
+        let prev = consume_steps!(&mut pos, &ring.steps(), ktiles, lane, |_kt, a_base| {
             let b_base = a_base + L.a_bytes;
             fence_acc32(&mut acc);
             unroll!(4, |s| {
