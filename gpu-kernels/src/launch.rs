@@ -300,7 +300,7 @@ pub const LINEAR_TC_STAGES: u32 = 4;
 pub const LINEAR_TC_SMEM_BYTES: u32 = LINEAR_TC_STAGES * (LINEAR_TC_BM + LINEAR_TC_BN) * LINEAR_TC_BK * 2;
 /// `linear_tc` flag: add the f32 bias vector.
 pub const LINEAR_TC_BIAS: u32 = 1;
-/// `linear_tc` flag: exact (erf) GELU after the bias.
+/// `linear_tc` flag: GELU after the bias, tanh form (`device::math::gelu_tanh`; the fp32 path keeps exact erf).
 pub const LINEAR_TC_GELU: u32 = 2;
 /// `linear_tc` flag: add a residual after the GELU (row `m % res_rows` of a contiguous [res_rows, N] tensor).
 pub const LINEAR_TC_RESIDUAL: u32 = 4;

@@ -475,6 +475,22 @@ fn gelu_values() {
     assert_abs_diff_eq!(y.data[4], 0.0, epsilon = 1e-7);
 }
 
+#[test]
+fn gelu_tanh_values_and_distance_from_exact() {
+    // PyTorch: F.gelu(torch.tensor([1., -1., 3.]), approximate='tanh') = 0.8411920, -0.1588080, 2.9963627.
+    let y = ops::gelu_tanh(&t(&[4], &[0., 1., -1., 3.]));
+    assert_eq!(y.data[0], 0.0);
+    assert_abs_diff_eq!(y.data[1], 0.841_192, epsilon = 1e-6);
+    assert_abs_diff_eq!(y.data[2], -0.158_808, epsilon = 1e-6);
+    assert_abs_diff_eq!(y.data[3], 2.996_362_7, epsilon = 1e-5);
+    // Within 4.8e-4 of exact GELU everywhere (the documented 4.7e-4 bound, near |x| = 2).
+    let xs: Vec<f32> = (0..=16000).map(|i| -8.0 + i as f32 * 1e-3).collect();
+    let x = t(&[xs.len()], &xs);
+    let (a, e) = (ops::gelu_tanh(&x), ops::gelu(&x));
+    let worst = a.data.iter().zip(&e.data).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 4.8e-4 && worst > 1e-4, "max |gelu_tanh - gelu| = {worst}");
+}
+
 // ------------------------------------------------------------------ attention
 
 #[test]

@@ -5,7 +5,7 @@
 //! statistics (mean, then Σ(v − mean)²) for accuracy. [`layer_norm_row`] is the one row routine of this
 //! kernel and of `linear_tc_layer_norm` (which also writes an f16 copy): rows of D ≤ 1024 with D % 4 == 0
 //! are held in registers (every load issued before the first sum), other D are re-read from cache.
-use crate::device::mma::pack_f16x2;
+use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::unroll::unroll;
 use crate::device::{block_idx_x, lane_id, math, thread_idx_x, warp};
 use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_ROWS};
@@ -36,14 +36,49 @@ const LN_VEC: usize = 8;
 #[derive(Clone, Copy)]
 struct F32x4([f32; 4]);
 
+/// An input element type of [`layer_norm_row`]: f32, or f16 (`u16` bits; the f16 residual stream of the
+/// fast StyleViT). `load4` reads elements 4g .. 4g + 4 (16-byte or 8-byte aligned group), `load1` element j.
+pub(super) trait LnIn: Copy {
+    /// # Safety
+    /// `p` + 4g .. 4g + 4 in bounds and aligned to 4 elements.
+    unsafe fn load4(p: *const Self, g: usize) -> [f32; 4];
+    /// # Safety
+    /// `p` + j in bounds.
+    unsafe fn load1(p: *const Self, j: usize) -> f32;
+}
+
+impl LnIn for f32 {
+    #[inline(always)]
+    unsafe fn load4(p: *const f32, g: usize) -> [f32; 4] {
+        (*(p as *const F32x4).add(g)).0
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const f32, j: usize) -> f32 {
+        *p.add(j)
+    }
+}
+
+impl LnIn for u16 {
+    #[inline(always)]
+    unsafe fn load4(p: *const u16, g: usize) -> [f32; 4] {
+        let q = *(p.add(4 * g) as *const [u32; 2]);
+        let (a, b) = (unpack_f16x2(q[0]), unpack_f16x2(q[1]));
+        [a.0, a.1, b.0, b.1]
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u16, j: usize) -> f32 {
+        unpack_f16x2(*p.add(j) as u32).0
+    }
+}
+
 /// The row of this warp (`block · LAYER_NORM_ROWS + warp`, if below `rows`): `y` (f32, when non-null)
 /// and `y16` (its f16 rounding, when non-null) = LayerNorm(x + res if `has_res`) · γ + β. Pointers as the
 /// kernels' (tensor bases, so 16-byte aligned).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn layer_norm_row(
-    x: *const f32,
-    res: *const f32,
+pub(super) unsafe fn layer_norm_row<T: LnIn>(
+    x: *const T,
+    res: *const T,
     gamma: *const f32,
     beta: *const f32,
     y: *mut f32,
@@ -80,9 +115,9 @@ unsafe fn store(y: *mut f32, y16: *mut u16, at: usize, v: f32) {
 /// Any D: three strided passes over the row, re-read from cache.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_from_cache(
-    x: *const f32,
-    res: *const f32,
+unsafe fn row_from_cache<T: LnIn>(
+    x: *const T,
+    res: *const T,
     gamma: *const f32,
     beta: *const f32,
     y: *mut f32,
@@ -96,9 +131,9 @@ unsafe fn row_from_cache(
     let rr = res.wrapping_add(row * d);
     let val = |j: usize| -> f32 {
         if has_res {
-            *xr.add(j) + *rr.add(j)
+            T::load1(xr, j) + T::load1(rr, j)
         } else {
-            *xr.add(j)
+            T::load1(xr, j)
         }
     };
     let mut s = 0.0f32;
@@ -129,9 +164,9 @@ unsafe fn row_from_cache(
 /// cost ~9 µs per launch at 64 tokens, latency-bound). Two-pass statistics from the registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_in_registers(
-    x: *const f32,
-    res: *const f32,
+unsafe fn row_in_registers<T: LnIn>(
+    x: *const T,
+    res: *const T,
     gamma: *const f32,
     beta: *const f32,
     y: *mut f32,
@@ -142,22 +177,22 @@ unsafe fn row_in_registers(
     lane: usize,
 ) {
     let groups = d / 4;
-    let xr = x.add(row * d) as *const F32x4;
-    let rr = res.wrapping_add(row * d) as *const F32x4;
+    let xr = x.add(row * d);
+    let rr = res.wrapping_add(row * d);
     let mut v = [F32x4([0.0; 4]); LN_VEC];
     unroll!(8, |i| {
         let g = lane + 32 * i;
         if g < groups {
-            v[i] = *xr.add(g);
+            v[i] = F32x4(T::load4(xr, g));
         }
     });
     if has_res {
         unroll!(8, |i| {
             let g = lane + 32 * i;
             if g < groups {
-                let r = *rr.add(g);
+                let r = T::load4(rr, g);
                 unroll!(4, |e| {
-                    v[i].0[e] += r.0[e];
+                    v[i].0[e] += r[e];
                 });
             }
         });

@@ -3,7 +3,7 @@
 //! `y[m, n] = epilogue(Σ_k x[m, k] · w[n, k])` on tensor cores: x [M, K] f16 row-major, w [N, K] f16
 //! (PyTorch `Linear` layout: k contiguous, which is the "col" B operand of `mma.m16n8k16.row.col`, read
 //! with plain `ldmatrix`), f32 accumulation. Epilogue (flags from `launch.rs`), in this order: + bias
-//! (f32), exact erf GELU, + residual (f32 or f16, row `m % res_rows` of a contiguous [res_rows, N]
+//! (f32), tanh-form GELU (`math::gelu_tanh`), + residual (f32 or f16, row `m % res_rows` of a contiguous [res_rows, N]
 //! tensor), then store to `y32` (f32) and/or `y16` (f16, round to nearest even, saturating), each
 //! written only when its pointer is non-null.
 //!
@@ -277,8 +277,8 @@ impl Epilogue {
             }
         }
         if flags & LINEAR_TC_GELU != 0 {
-            v[0] = math::gelu_erf(v[0]);
-            v[1] = math::gelu_erf(v[1]);
+            v[0] = math::gelu_tanh(v[0]);
+            v[1] = math::gelu_tanh(v[1]);
         }
         if flags & LINEAR_TC_RESIDUAL != 0 {
             if flags & LINEAR_TC_RES_F16 != 0 {
@@ -680,6 +680,26 @@ pub unsafe extern "ptx-kernel" fn linear_tc_to_f16(x: *const f32, y: *mut u16, n
 pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm(
     x: *const f32,
     res: *const f32,
+    gamma: *const f32,
+    beta: *const f32,
+    y: *mut f32,
+    y16: *mut u16,
+    rows: u32,
+    d: u32,
+    has_res: u32,
+) {
+    crate::device::grid_dependency_wait();
+    super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
+}
+
+/// `linear_tc_layer_norm` on f16 inputs: `y = LayerNorm(x + res) · γ + β` with x and res f16 (`u16`
+/// bits; the fast StyleViT's f16 residual stream), statistics and normalisation in f32, the f32 result to
+/// `y` when non-null and its f16 rounding to `y16` when non-null. Same grid, block and row rules.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm_h(
+    x: *const u16,
+    res: *const u16,
     gamma: *const f32,
     beta: *const f32,
     y: *mut f32,

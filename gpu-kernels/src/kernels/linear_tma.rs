@@ -3,7 +3,7 @@
 //!
 //! `y[m, n] = epilogue(Σ_k x[m, k] · w[n, k])`: x [M, K] f16 row-major, w [N, K] f16 row-major (both
 //! K-major wgmma operands), f32 accumulation, and `linear_tc`'s epilogue (`linear_tc::Epilogue`: + bias,
-//! exact GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
+//! tanh-form GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
 //!
 //! # Roles (block = 2 consumer warpgroups + 1 producer warp, one block per SM, `LINEAR_TMA_THREADS`)
 //! * Jobs: 128 x 128 output tiles, job j = row tile j / n_tiles, column tile j % n_tiles (consecutive jobs
@@ -25,7 +25,7 @@ struct F32x4([f32; 4]);
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct H4([u32; 2]);
-use crate::device::math::gelu_erf;
+use crate::device::math::gelu_tanh;
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::pingpong::{self, PingPongRing, RingPos, StageRing};
 use crate::device::shared::ld_v4_f32;
@@ -120,7 +120,7 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
 /// The epilogue of one job: each 64-row half (accumulator h) goes to the warpgroup's f32 staging tile `stg`,
 /// then the warpgroup stores it row by row: thread tw takes columns 4j .. 4j + 4 (j = tw % 32) of rows
 /// tw / 32 + 4p (p in 0..16), so each warp writes whole 512-byte (f32) or 256-byte (f16) row segments.
-/// + bias (4 floats per thread, loaded once), exact GELU, + residual row `row % res_rows`, then f32 and/or
+/// + bias (4 floats per thread, loaded once), tanh-form GELU, + residual row `row % res_rows`, then f32 and/or
 /// f16 stores, as `linear_tc`'s epilogue. The residual loads are batched 8 rows at a time ahead of the
 /// stores: the compiler may not move a load above a store through another pointer, and one at a time each
 /// global load's latency would be paid in turn (run 57: a per-pair register epilogue made the GEMMs half as
@@ -175,7 +175,7 @@ unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u
                     unroll!(4, |e| {
                         v[e] = s[e] + bias[e];
                         if flags & LINEAR_TC_GELU != 0 {
-                            v[e] = gelu_erf(v[e]);
+                            v[e] = gelu_tanh(v[e]);
                         }
                         v[e] += r[p][e];
                     });

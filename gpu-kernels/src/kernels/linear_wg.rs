@@ -3,7 +3,7 @@
 //!
 //! `y[m, n] = epilogue(Σ_k x[m, k] · w[n, k])`: x [M, K] f16 row-major, w [N, K] f16 row-major (both
 //! K-major wgmma operands), f32 accumulation, and `linear_tc`'s epilogue (`linear_tc::Epilogue`: + bias,
-//! exact GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
+//! tanh-form GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
 //!
 //! Block: `LINEAR_WG_THREADS` = 2 warpgroups, output tile `LINEAR_WG_BM` x `LINEAR_WG_BN` = 128 x 128;
 //! warpgroup g owns rows 64g .. 64g + 64 and all 128 columns (one `wgmma.m64n128k16` per k16 step, 64

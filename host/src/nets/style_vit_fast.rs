@@ -1,20 +1,24 @@
 //! StyleViT on the GPU, tensor-core path: the transformer blocks' GEMMs run on `linear_tc` (f16 inputs,
 //! f32 accumulation; the many-row ones on `linear_tma`) and attention on `attention_tma` (head_dim 64) or
-//! `attention_tc` (f16); everything between them stays f32.
+//! `attention_tc` (f16). The residual stream between them is f16; every sum, statistic and epilogue is
+//! computed in f32.
 //!
-//! Per post-norm block (tokens [M = B·N, D]; `·16` marks the f16 copies):
-//! `qkv16 = linear_tc(x16)` → `a16 = attention_tc(qkv16)` → `t = linear_tc(a16) + x` (residual fused in
-//! the epilogue) → `x2, x2_16 = layer_norm(t)` → `h16 = gelu(linear_tc(x2_16))` →
-//! `t = linear_tc(h16) + x2` → `x, x16 = layer_norm(t)`. The LayerNorms write the f16 copy for the next
-//! GEMM themselves. The patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
+//! Per post-norm block (tokens [M = B·N, D]; `·16` marks f16 tensors):
+//! `qkv16 = linear_tc(x16)` → `a16 = attention(qkv16)` → `t16 = linear_tc(a16) + x16` (residual fused in
+//! the epilogue) → `x2_16 = layer_norm(t16)` → `h16 = gelu(linear_tc(x2_16))` →
+//! `t16 = linear_tc(h16) + x2_16` → `x16 = layer_norm(t16)` (the encoder's last one also writes f32 `x`
+//! for AdaIN). With an f32 stream (sessions 1-12) the LayerNorms and residual epilogues moved 2.5x the
+//! bytes. The patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
 //! epilogue, f32 and f16 outputs); AdaIN stays fp32 (followed by one f16 conversion); `to_pixels` runs on
 //! `linear_tc`; unpatch and the 3x3 / 1x1 tail are one fp32 kernel (`unpatch_tail`). Content and style images of the same
 //! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
 //! Same public API as [`crate::nets::GpuStyleVit`] (graph capture per shape and alpha included).
 //!
 //! Precision: the f16 rounding of the GEMM and attention inputs (image, x, weights, qkv, attention output,
-//! the GELU output) is the only systematic difference from the fp32 path; the self-check measures its effect
-//! with a CPU emulation that rounds at the same places (selfcheck/vit_fast.rs).
+//! the GELU output) and of the residual stream (the pre-norm sums and the LayerNorm outputs), and GELU in
+//! its tanh form (`models::ops::gelu_tanh`, within 4.7e-4 of exact GELU) are the only systematic
+//! differences from the fp32 path; the self-check measures their effect with a CPU emulation that does
+//! the same (selfcheck/vit_fast.rs).
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
@@ -70,13 +74,17 @@ impl BlockW {
 struct Seq {
     cols: DeviceTensor,
     pos: DeviceTensor,
+    /// f32 tokens: the patch embedding's output, the encoder's last output (AdaIN's input) and AdaIN's.
     x: DeviceTensor,
+    /// The residual stream between the blocks (f16).
     x16: DeviceTensor,
+    /// f32 scratch: AdaIN's output when content and style are encoded separately.
     x2: DeviceTensor,
     x2_16: DeviceTensor,
     qkv16: DeviceTensor,
     a16: DeviceTensor,
-    t: DeviceTensor,
+    /// The pre-norm sums (f16).
+    t16: DeviceTensor,
     h16: DeviceTensor,
 }
 
@@ -94,13 +102,15 @@ impl Seq {
             x2_16: h(&[b, n, d])?,
             qkv16: h(&[b, n, 3 * d])?,
             a16: h(&[b, n, d])?,
-            t: e(&[b, n, d])?,
+            t16: h(&[b, n, d])?,
             h16: h(&[b, n, f])?,
         })
     }
 
-    /// One post-norm block; input in `x` and `x16`, output there too. Calls `mark(names[i])` after
-    /// each of its [`BLOCK_OPS`] ops is queued.
+    /// One post-norm block on the f16 residual stream: input in `x16`, output there too (and in the f32
+    /// `x` as well when `x32`: the encoder's last block, for AdaIN). Calls `mark(names[i])` after each of
+    /// its [`BLOCK_OPS`] ops is queued.
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &mut self,
         gpu: &Gpu,
@@ -108,6 +118,7 @@ impl Seq {
         w: &BlockW,
         heads: usize,
         names: &[&'static str; 7],
+        x32: bool,
         mark: Mark,
     ) -> Result<()> {
         let bias = |b| EpilogueTc {
@@ -126,19 +137,11 @@ impl Seq {
         let ep = EpilogueTc {
             bias: Some(&w.b_out),
             gelu: false,
-            residual: Some(&self.x),
+            residual: Some(&self.x16),
         };
-        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, Some(&mut self.t), None, ws)?;
+        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, None, Some(&mut self.t16), ws)?;
         mark(names[2])?;
-        layer_norm_f16(
-            gpu,
-            &self.t,
-            None,
-            &w.n1_w,
-            &w.n1_b,
-            Some(&mut self.x2),
-            &mut self.x2_16,
-        )?;
+        layer_norm_f16(gpu, &self.t16, None, &w.n1_w, &w.n1_b, None, &mut self.x2_16)?;
         mark(names[3])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc1_b),
@@ -150,17 +153,17 @@ impl Seq {
         let ep = EpilogueTc {
             bias: Some(&w.fc2_b),
             gelu: false,
-            residual: Some(&self.x2),
+            residual: Some(&self.x2_16),
         };
-        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, Some(&mut self.t), None, ws)?;
+        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, None, Some(&mut self.t16), ws)?;
         mark(names[5])?;
         layer_norm_f16(
             gpu,
-            &self.t,
+            &self.t16,
             None,
             &w.n2_w,
             &w.n2_b,
-            Some(&mut self.x),
+            x32.then_some(&mut self.x),
             &mut self.x16,
         )?;
         mark(names[6])
@@ -493,7 +496,8 @@ impl<'g> GpuStyleVitFast<'g> {
                 bytes,
             })
         };
-        // One post-norm block's ops on b sequences of n tokens (f16 = 2 bytes, f32 = 4), in BLOCK_OPS order.
+        // One post-norm block's ops on b sequences of n tokens (f16 = 2 bytes, f32 = 4), in BLOCK_OPS order
+        // (the residual stream f16; the encoder's last LayerNorm also writes f32 tokens, not counted).
         let block = |b: usize, n: usize| -> [(f64, f64); 7] {
             let (bf, nf) = (b as f64, n as f64);
             let m = bf * nf;
@@ -503,11 +507,11 @@ impl<'g> GpuStyleVitFast<'g> {
                     2.0 * (4.0 * m * d + 3.0 * d * d) + 4.0 * 3.0 * d,
                 ),
                 (4.0 * bf * nf * nf * d, 2.0 * 4.0 * m * d),
-                (2.0 * m * d * d, 2.0 * (m * d + d * d) + 4.0 * 2.0 * m * d),
-                (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
+                (2.0 * m * d * d, 2.0 * (m * d + d * d) + 2.0 * 2.0 * m * d),
+                (0.0, 2.0 * 2.0 * m * d),
                 (2.0 * m * d * f, 2.0 * (m * d + m * f + d * f)),
-                (2.0 * m * f * d, 2.0 * (m * f + d * f) + 4.0 * 2.0 * m * d),
-                (0.0, 4.0 * 2.0 * m * d + 2.0 * m * d),
+                (2.0 * m * f * d, 2.0 * (m * f + d * f) + 2.0 * 2.0 * m * d),
+                (0.0, 2.0 * 2.0 * m * d),
             ]
         };
         let blocks = |push: &mut dyn FnMut(&'static str, OpKind, f64, f64),
@@ -678,8 +682,8 @@ impl<'g> GpuStyleVitFast<'g> {
                     &mut seq.x16,
                 )?;
                 mark(names.patch)?;
-                for w in encoder {
-                    seq.block(gpu, ws, w, heads, &names.block, mark)?;
+                for (i, w) in encoder.iter().enumerate() {
+                    seq.block(gpu, ws, w, heads, &names.block, i + 1 == encoder.len(), mark)?;
                 }
                 Ok(())
             };
@@ -701,7 +705,7 @@ impl<'g> GpuStyleVitFast<'g> {
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
         for w in &self.decoder {
-            c.block(gpu, ws, w, heads, &DECODER_OPS, mark)?;
+            c.block(gpu, ws, w, heads, &DECODER_OPS, false, mark)?;
         }
         let ep = EpilogueTc {
             bias: Some(&self.to_pixels_b),

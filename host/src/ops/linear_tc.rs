@@ -1,5 +1,5 @@
 //! `linear_tc` launcher: y = x Wᵀ + b on tensor cores (f16 inputs, f32 accumulation), with the fused
-//! epilogues of `linear` (bias, exact GELU, residual) and f32 and/or f16 outputs (host f16 conversions:
+//! epilogues of `linear` (bias, GELU (tanh form), residual) and f32 and/or f16 outputs (host f16 conversions:
 //! `gpu::half`; uploads: `DeviceTensor::from_host_f16`).
 //!
 //! Tensor conventions (row-major, `DType::F16` stores IEEE binary16 bits):
@@ -27,7 +27,7 @@ use crate::kernel_args;
 
 const OP: &str = "linear_tc";
 
-/// What `linear_tc` does after the matrix product, in this order: + bias, exact GELU, + residual.
+/// What `linear_tc` does after the matrix product, in this order: + bias, GELU (tanh form, `models::ops::gelu_tanh`), + residual.
 #[derive(Clone, Copy, Default)]
 pub struct EpilogueTc<'a> {
     /// f32 [N].
@@ -348,7 +348,7 @@ pub fn linear_tc_ws(
     // warpgroup's epilogue behind the other's 8-step mainloop only while the epilogue is the shorter of
     // the two, and erf on 128 values per thread and job is not; linear_wg's four warpgroups per SM hide it.
     if plan == LinearTcPlan::BIG
-        && !ep.gelu
+        && (!ep.gelu || crate::ops::linear_tma::linear_tma_gelu())
         && crate::ops::linear_tma::linear_tma_enabled()
         && matches!(w.shape.as_slice(), &[n, k] if crate::ops::linear_tma::supports(n, k))
     {
@@ -533,7 +533,9 @@ pub fn to_f16(gpu: &Gpu, x: &DeviceTensor, y16: &mut DeviceTensor) -> Result<()>
 
 /// LayerNorm(x + residual) · γ + β over the last dimension D (as [`crate::ops::layer_norm::layer_norm`]),
 /// writing the f32 result to `y` (optional) and its f16 rounding to `y16` (the next GEMM's operand).
-/// x, residual, y: f32 with one element count and last dimension D; gamma, beta: f32 [D]; y16 f16.
+/// x and residual: both f32 (`linear_tc_layer_norm`) or both f16 (`linear_tc_layer_norm_h`: the fast
+/// StyleViT's f16 residual stream; statistics still in f32), one element count and last dimension D;
+/// y: f32; gamma, beta: f32 [D]; y16 f16.
 pub fn layer_norm_f16(
     gpu: &Gpu,
     x: &DeviceTensor,
@@ -543,56 +545,65 @@ pub fn layer_norm_f16(
     y: Option<&mut DeviceTensor>,
     y16: &mut DeviceTensor,
 ) -> Result<()> {
-    const OP: &str = "linear_tc_layer_norm";
-    let all_f32 = [Some(x), residual, Some(gamma), Some(beta), y.as_deref()]
+    let op: &str = if x.dtype == DType::F16 {
+        "linear_tc_layer_norm_h"
+    } else {
+        "linear_tc_layer_norm"
+    };
+    let inputs_ok = [Some(x), residual]
+        .iter()
+        .flatten()
+        .all(|t| t.dtype == x.dtype && matches!(t.dtype, DType::F32 | DType::F16));
+    let rest_f32 = [Some(gamma), Some(beta), y.as_deref()]
         .iter()
         .flatten()
         .all(|t| t.dtype == DType::F32);
-    ensure(all_f32 && y16.dtype == DType::F16, OP, || {
-        "f32 tensors and an f16 y16 only".into()
+    ensure(inputs_ok && rest_f32 && y16.dtype == DType::F16, op, || {
+        "x and residual both f32 or both f16, f32 gamma, beta and y, an f16 y16 only".into()
     })?;
     let d = *x.shape.last().unwrap_or(&0);
-    ensure(d > 0 && x.numel() > 0, OP, || {
+    ensure(d > 0 && x.numel() > 0, op, || {
         format!("x {:?} is empty", x.shape)
     })?;
     let rows = x.numel() / d;
     if let Some(y) = y.as_deref() {
         ensure(
             y.numel() == x.numel() && y.shape.last() == Some(&d),
-            OP,
+            op,
             || format!("y {:?} vs x {:?}", y.shape, x.shape),
         )?;
     }
     ensure(
         y16.numel() == x.numel() && y16.shape.last() == Some(&d),
-        OP,
+        op,
         || format!("y16 {:?} vs x {:?}", y16.shape, x.shape),
     )?;
-    ensure(gamma.numel() == d && beta.numel() == d, OP, || {
+    ensure(gamma.numel() == d && beta.numel() == d, op, || {
         format!(
             "gamma {:?} and beta {:?} must have D = {d} elements",
             gamma.shape, beta.shape
         )
     })?;
     if let Some(r) = residual {
-        ensure(r.numel() == x.numel(), OP, || {
+        ensure(r.numel() == x.numel(), op, || {
             format!("residual {:?} vs x {:?}", r.shape, x.shape)
         })?;
     }
-    ensure(x.numel() < (1usize << 31), OP, || {
+    ensure(x.numel() < (1usize << 31), op, || {
         format!("{rows} rows of {d} are too many")
     })?;
     let blocks = rows.div_ceil(LAYER_NORM_ROWS as usize);
     let (r_ptr, has_res) = residual.map_or((0u64, 0u32), |r| (r.ptr(), 1));
     let y_ptr = y.map_or(0u64, |y| y.ptr());
     let (rows32, d32) = (rows as u32, d as u32);
-    // SAFETY: linear_tc_layer_norm(x, res, gamma, beta: *const f32, y: *mut f32, y16: *mut u16, rows, d,
-    // has_res: u32): warp w of block b handles row b*LAYER_NORM_ROWS + w < rows, reading x and res (only
+    // SAFETY: linear_tc_layer_norm(x, res: *const f32, ..) / linear_tc_layer_norm_h(x, res: *const u16,
+    // ..) (the kernel of x's dtype, res of the same dtype, checked), then (gamma, beta: *const f32,
+    // y: *mut f32, y16: *mut u16, rows, d, has_res: u32): warp w of block b handles row b*LAYER_NORM_ROWS + w < rows, reading x and res (only
     // if has_res) at [row*d, row*d + d), gamma/beta at [0, d), and writing y (when non-null) and y16
     // there. Every tensor holds rows*d (or d) elements of its type (checked above).
     unsafe {
         gpu.launch(
-            OP,
+            op,
             (blocks as u32, 1, 1),
             (32 * LAYER_NORM_ROWS, 1, 1),
             0,

@@ -1,5 +1,5 @@
 //! `linear_tma` launcher: the `linear_tc` product (y = epilogue(x Wᵀ), f16 inputs, f32 accumulation,
-//! bias / exact GELU / residual, f32 and/or f16 outputs; see [`crate::ops::linear_tc`]) on the Hopper
+//! bias / GELU (tanh form) / residual, f32 and/or f16 outputs; see [`crate::ops::linear_tc`]) on the Hopper
 //! TMA + warp-specialised ping-pong `wgmma` kernel (persistent: one block per SM over 128 x 128 output
 //! tiles; PTX target `sm_90a`, so H100/H200 only). Meant for many rows.
 //!
@@ -31,6 +31,15 @@ pub const LINEAR_TMA_ENV: &str = "STYLEFORGE_LINEAR_TMA";
 pub fn linear_tma_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var(LINEAR_TMA_ENV).map_or(true, |s| s != "0"))
+}
+
+/// Environment switch: `1` sends GELU epilogues to `linear_tma` too (default: they stay on `linear_wg`).
+pub const LINEAR_TMA_GELU_ENV: &str = "STYLEFORGE_LINEAR_TMA_GELU";
+
+/// Whether [`LINEAR_TMA_GELU_ENV`] sends GELU epilogues to `linear_tma` (`1`; read once).
+pub fn linear_tma_gelu() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(LINEAR_TMA_GELU_ENV).is_ok_and(|s| s == "1"))
 }
 
 /// Whether `linear_tma` takes a weight of `n` rows and `k` columns: both positive multiples of 8.

@@ -1,5 +1,5 @@
 //! `linear_wg` launcher: the `linear_tc` product (y = epilogue(x Wᵀ), f16 inputs, f32 accumulation,
-//! bias / exact GELU / residual, f32 and/or f16 outputs; see [`crate::ops::linear_tc`]) on the Hopper
+//! bias / GELU (tanh form) / residual, f32 and/or f16 outputs; see [`crate::ops::linear_tc`]) on the Hopper
 //! `wgmma` kernel (128 x 128 tiles, two blocks per SM; PTX target `sm_90a`, so H100/H200 only). Meant
 //! for many rows: the grid has ceil(M/128)·ceil(N/128) blocks.
 //!

@@ -240,7 +240,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
         );
         let mut want = ops::linear(&xs, &w, bias.then_some(&b))?;
         if gelu {
-            want = ops::gelu(&want);
+            want = ops::gelu_tanh(&want);
         }
         if let Some(r) = &r {
             let rr = r.numel() / n;

@@ -51,13 +51,14 @@ pub const ATTENTION_TC: Tolerance = Tolerance {
 };
 
 /// [`GpuStyleVitFast`] vs the fp32 CPU reference: dominated by the f16 rounding of the GEMM and attention
-/// inputs. The CPU emulation that rounds at the same places ([`emulate_style_vit_fast`]) measures
-/// 4.5e-4..9.2e-4 rel L2 and 5.2e-4..1.1e-3 max rel against the fp32 reference on the self-check's
-/// networks (1-2 blocks, D 64); the tolerance is about 3x that (the unit test asserts the emulation
-/// stays within half of it), leaving room for the kernels' own rounding on top.
+/// inputs and of the residual stream. The CPU emulation that rounds at the same places
+/// ([`emulate_style_vit_fast`]) measures 5.2e-4..1.5e-3 rel L2 and 4.9e-4..2.0e-3 max rel against the
+/// fp32 reference on the self-check's networks (1-2 blocks, D 64; with an f32 residual stream it was
+/// 4.0e-4..1.1e-3 and 5.2e-4..1.2e-3); the tolerance is about 3x that (the unit test asserts the
+/// emulation stays within half of it), leaving room for the kernels' own rounding on top.
 pub const STYLE_VIT_FAST: Tolerance = Tolerance {
-    rel_l2: 3e-3,
-    max_rel: 4e-3,
+    rel_l2: 4.5e-3,
+    max_rel: 6e-3,
 };
 /// [`GpuStyleVitFast`] vs the CPU emulation with the same f16 roundings: what remains is the f32
 /// summation order, `ex2.approx`, the f16 probabilities in attention (2.7e-4 rel L2 at the attention
@@ -217,7 +218,7 @@ fn linear_case(
         };
         let mut want = ops::linear(&x, &w, bias.then_some(&b))?;
         if gelu {
-            want = ops::gelu(&want);
+            want = ops::gelu_tanh(&want);
         }
         if let Some(r) = &r {
             let rn = r.numel();
@@ -663,24 +664,34 @@ fn small_refusals(gpu: &Gpu) -> CheckResult {
 fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     let mut out = Vec::new();
     // d % 4 == 0 and ≤ 1024: the register-resident row (512, 96, 1024, 4, 1020 with a partial group of
-    // lanes); otherwise the strided loop (1, 97, 1028).
-    for &(rows, d, with_res) in &[
-        (33usize, 512usize, true),
-        (17, 96, false),
-        (3, 1, false),
-        (41, 97, true),
-        (9, 1024, true),
-        (5, 1020, false),
-        (12, 4, true),
-        (3, 1028, true),
+    // lanes); otherwise the strided loop (1, 97, 1028). f16 inputs (`linear_tc_layer_norm_h`, the fast
+    // StyleViT's residual stream): the same rows from rounded inputs.
+    for &(rows, d, with_res, half) in &[
+        (33usize, 512usize, true, false),
+        (17, 96, false, false),
+        (3, 1, false, false),
+        (41, 97, true, false),
+        (9, 1024, true, false),
+        (5, 1020, false, false),
+        (12, 4, true, false),
+        (3, 1028, true, false),
+        (33, 512, false, true),
+        (64, 512, true, true),
+        (17, 96, true, true),
+        (5, 1020, false, true),
+        (41, 97, true, true),
+        (3, 1028, false, true),
     ] {
         let name = format!(
-            "layer_norm {rows}x{d}{}",
+            "layer_norm{} {rows}x{d}{}",
+            if half { " f16 in" } else { "" },
             if with_res { " +res" } else { "" }
         );
         let run = |rng: &mut Rng64| -> Result<Vec<CheckResult>> {
-            let x = random(rng, &[rows, d], -2.0, 3.0);
-            let r = random(rng, &[rows, d], -1.0, 1.0);
+            let (mut x, mut r) = (random(rng, &[rows, d], -2.0, 3.0), random(rng, &[rows, d], -1.0, 1.0));
+            if half {
+                (x, r) = (round_tensor_f16(&x), round_tensor_f16(&r));
+            }
             let g = random(rng, &[d], 0.5, 1.5);
             let b = random(rng, &[d], -0.5, 0.5);
             let sum = if with_res {
@@ -690,7 +701,12 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             };
             let want = ops::layer_norm(&sum, &g, &b)?;
             let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
-            let (xd, rd, gd, bd) = (up(&x)?, up(&r)?, up(&g)?, up(&b)?);
+            let (xd, rd) = if half {
+                (DeviceTensor::from_host_f16(&x)?, DeviceTensor::from_host_f16(&r)?)
+            } else {
+                (up(&x)?, up(&r)?)
+            };
+            let (gd, bd) = (up(&g)?, up(&b)?);
             let mut y = poisoned(&[rows, d], DType::F32, Layout::RowMajor)?;
             let mut y16 = poisoned(&[rows, d], DType::F16, Layout::RowMajor)?;
             layer_norm_f16(
@@ -1031,9 +1047,12 @@ fn merge_heads(t: &Tensor) -> Tensor {
 }
 
 /// One post-norm block on the CPU, rounding to f16 exactly where [`GpuStyleVitFast`] stores f16: GEMM
-/// inputs and weights, qkv, the attention output, the GELU output.
+/// inputs and weights, qkv, the attention output, the GELU output, and the residual stream (the block's
+/// input, the pre-norm sums, the first LayerNorm's output). Returns the f32 LayerNorm output (the last
+/// encoder block's f32 copy); the next block rounds it.
 fn emulate_block(blk: &Block, x: &Tensor, heads: usize) -> Result<Tensor> {
     let r = round_tensor_f16;
+    let x = &r(x);
     let (n, d) = (x.shape[1], x.shape[2]);
     let dh = d / heads;
     let qkv = r(&ops::linear(&r(x), &r(&blk.w_qkv), Some(&blk.b_qkv))?);
@@ -1044,14 +1063,14 @@ fn emulate_block(blk: &Block, x: &Tensor, heads: usize) -> Result<Tensor> {
         gather_heads(&qkv, 2 * d, heads, dh, &all),
     );
     let a = r(&merge_heads(&ops::attention(&q, &k, &v)?));
-    let t = ops::add(&ops::linear(&a, &r(&blk.w_out), Some(&blk.b_out))?, x)?;
-    let x2 = ops::layer_norm(&t, &blk.norm1_w, &blk.norm1_b)?;
-    let h = r(&ops::gelu(&ops::linear(
-        &r(&x2),
+    let t = r(&ops::add(&ops::linear(&a, &r(&blk.w_out), Some(&blk.b_out))?, x)?);
+    let x2 = r(&ops::layer_norm(&t, &blk.norm1_w, &blk.norm1_b)?);
+    let h = r(&ops::gelu_tanh(&ops::linear(
+        &x2,
         &r(&blk.fc1_w),
         Some(&blk.fc1_b),
     )?));
-    let t = ops::add(&ops::linear(&h, &r(&blk.fc2_w), Some(&blk.fc2_b))?, &x2)?;
+    let t = r(&ops::add(&ops::linear(&h, &r(&blk.fc2_w), Some(&blk.fc2_b))?, &x2)?);
     Ok(ops::layer_norm(&t, &blk.norm2_w, &blk.norm2_b)?)
 }
 
@@ -1494,7 +1513,7 @@ mod tests {
         for gelu in [false, true] {
             let mut y = ops::linear(&x, &w, Some(&b)).unwrap();
             if gelu {
-                y = ops::gelu(&y);
+                y = ops::gelu_tanh(&y);
             }
             let rounded: Vec<f32> = y.data.iter().map(|&v| round_f16(v)).collect();
             let half = Tolerance {

@@ -316,6 +316,24 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
+/// GELU, tanh form (PyTorch's `approximate='tanh'`): 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), the
+/// reference of the tensor-core path's GEMM epilogues (within 4.7e-4 absolute of [`gelu`]).
+pub fn gelu_tanh(x: &Tensor) -> Tensor {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let data = x
+        .data
+        .iter()
+        .map(|&v| {
+            let v = v as f64;
+            (0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())) as f32
+        })
+        .collect();
+    Tensor {
+        shape: x.shape.clone(),
+        data,
+    }
+}
+
 /// Exact GELU: 0.5 x (1 + erf(x/√2)).
 pub fn gelu(x: &Tensor) -> Tensor {
     let data = x
