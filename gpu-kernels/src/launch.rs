@@ -454,6 +454,14 @@ pub const LINEAR_WG_SMEM_BYTES: u32 =
     LINEAR_WG_STAGES * (LINEAR_WG_BM + LINEAR_WG_BN) * LINEAR_WG_BK * 2 + 1024;
 /// `wgmma_probe`: threads (one warpgroup).
 pub const WGMMA_PROBE_THREADS: u32 = 128;
+/// `wgmma_peak`: threads (two warpgroups).
+pub const WGMMA_PEAK_THREADS: u32 = 256;
+/// `wgmma_peak`: bytes of one shared-memory slot (A [128][64] + B [256][64] f16, 128B-swizzled rows).
+pub const WGMMA_PEAK_STAGE_BYTES: u32 = (128 + 256) * 128;
+/// `wgmma_peak`: slots cycled over.
+pub const WGMMA_PEAK_STAGES: u32 = 4;
+/// `wgmma_peak`: dynamic shared memory (the slots plus 1 KB of alignment slack).
+pub const WGMMA_PEAK_SMEM_BYTES: u32 = WGMMA_PEAK_STAGES * WGMMA_PEAK_STAGE_BYTES + 1024;
 /// `wgmma_probe`: dynamic shared memory: A [64][64] and B [256][64] f16 tiles (128B-swizzled) plus the
 /// 1024-byte alignment slack.
 pub const WGMMA_PROBE_SMEM_BYTES: u32 = (64 + 256) * 128 + 1024;
@@ -712,7 +720,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS), ("attention_tma_serial", ATTN_TMA_THREADS), ("wgmma_peak", WGMMA_PEAK_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].

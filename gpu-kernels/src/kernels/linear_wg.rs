@@ -322,3 +322,94 @@ pub unsafe extern "ptx-kernel" fn wgmma_probe(
         });
     }
 }
+
+/// Tensor-pipe ceiling probe (a benchmark, not a layer): `iters` stages of back-to-back `wgmma` from
+/// shared memory that is never refilled (no copies, no barriers but the accumulator fences), so its
+/// rate is what the issue pattern and the shared-memory operand reads allow. Per stage (4 k16 steps of a
+/// 64-wide K slice; stages cycle over `WGMMA_PEAK_STAGES` slots of A [128][64] + B [256][64], zeroed):
+/// * `mode` 0: two `m64n128k16` per k16 sharing one B tile (rows 0..64 and 64..128 of A): the 128 x 128
+///   warpgroup tile of `conv2d_tma_pp` / `linear_tma`;
+/// * `mode` 1: one `m64n256k16` per k16: a 64 x 256 tile;
+/// * `mode` 2: two `m64n128k16` per k16 sharing one A tile (B rows 0..128 and 128..256): the same 64 x
+///   256 tile from the narrower instruction.
+///
+/// Then `wait_group 1` per stage, as the pipelines do. Warpgroups `< active` run (1: can one warpgroup
+/// keep the tensor pipe busy, as the ping-pong schedule needs; 2: both at once). Writes one f32 per
+/// thread (the accumulator sum, so nothing is dead) to `out[block · 256 + thread]`. Block
+/// `WGMMA_PEAK_THREADS`, dynamic shared memory `WGMMA_PEAK_SMEM_BYTES`.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn wgmma_peak(out: *mut f32, iters: u32, mode: u32, active: u32) {
+    use crate::launch::{WGMMA_PEAK_STAGES, WGMMA_PEAK_STAGE_BYTES, WGMMA_PEAK_THREADS};
+    const _: () = assert!(WGMMA_PEAK_THREADS == 256 && WGMMA_PEAK_STAGE_BYTES == (128 + 256) * 128);
+    crate::device::grid_dependency_wait();
+    let t = thread_idx_x();
+    let smem = aligned_smem();
+    let mut a = t * 16;
+    while a < WGMMA_PEAK_STAGES * WGMMA_PEAK_STAGE_BYTES {
+        crate::device::shared::st_v2_f32(smem + a, 0.0, 0.0);
+        crate::device::shared::st_v2_f32(smem + a + 8, 0.0, 0.0);
+        a += WGMMA_PEAK_THREADS * 16;
+    }
+    wgmma::fence_proxy_async_shared();
+    sync_threads();
+    let wg = t / 128;
+    let mut acc0 = splat64(0.0);
+    let mut acc1 = splat64(0.0);
+    let mut sum = 0.0f32;
+    if wg < active {
+        if mode == 1 {
+            let mut acc = splat128(0.0);
+            let mut it = 0;
+            while it < iters {
+                let base = smem + (it % WGMMA_PEAK_STAGES) * WGMMA_PEAK_STAGE_BYTES;
+                fence_acc128(&mut acc);
+                unroll!(4, |s| {
+                    let off = 32 * s as u32;
+                    mma_m64n256k16_f16(&mut acc, smem_desc_sw128(base + off), smem_desc_sw128(base + 128 * SW128_ROW_BYTES + off), true);
+                });
+                wgmma::commit_group();
+                wait_acc128::<1>(&mut acc);
+                it += 1;
+            }
+            wait_acc128::<0>(&mut acc);
+            unroll!(2, |h| {
+                unroll!(8, |i| {
+                    unroll!(8, |j| {
+                        sum += acc[64 * h + 8 * i + j];
+                    });
+                });
+            });
+        } else {
+            let mut it = 0;
+            while it < iters {
+                let base = smem + (it % WGMMA_PEAK_STAGES) * WGMMA_PEAK_STAGE_BYTES;
+                let b_base = base + 128 * SW128_ROW_BYTES;
+                fence_acc64(&mut acc0);
+                fence_acc64(&mut acc1);
+                unroll!(4, |s| {
+                    let off = 32 * s as u32;
+                    if mode == 0 {
+                        let b = smem_desc_sw128(b_base + off);
+                        mma_m64n128k16_f16(&mut acc0, smem_desc_sw128(base + off), b, true);
+                        mma_m64n128k16_f16(&mut acc1, smem_desc_sw128(base + 64 * SW128_ROW_BYTES + off), b, true);
+                    } else {
+                        let a = smem_desc_sw128(base + off);
+                        mma_m64n128k16_f16(&mut acc0, a, smem_desc_sw128(b_base + off), true);
+                        mma_m64n128k16_f16(&mut acc1, a, smem_desc_sw128(b_base + 128 * SW128_ROW_BYTES + off), true);
+                    }
+                });
+                wgmma::commit_group();
+                wgmma::wait_group::<1>();
+                it += 1;
+            }
+            wait_acc64::<0>(&mut acc0);
+            wait_acc64::<0>(&mut acc1);
+            unroll!(8, |i| {
+                unroll!(8, |j| {
+                    sum += acc0[8 * i + j] + acc1[8 * i + j];
+                });
+            });
+        }
+    }
+    *out.add((block_idx_x() * WGMMA_PEAK_THREADS + t) as usize) = sum;
+}

@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// median ms, achieved TFLOP/s and GB/s (estimated counts), share of the summed time.
     #[arg(long)]
     pub layers: bool,
+    /// Also time `wgmma_peak`: back-to-back tensor-core MMAs from shared memory that is never refilled,
+    /// per MMA tile shape with one and two warpgroups per SM: the ceiling the GEMM and conv mainloops
+    /// can reach with that issue pattern (TFLOP/s).
+    #[arg(long)]
+    pub tensor_peak: bool,
 }
 
 /// One timed configuration.
@@ -693,6 +698,12 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
     if !a.json {
         println!("{}", header());
     }
+    if a.tensor_peak {
+        if let Err(e) = tensor_peak(&gpu, &a) {
+            eprintln!("tensor peak: {e}");
+            bench.failures += 1;
+        }
+    }
     for m in model_list(&a.model) {
         match m.vit_variant() {
             Some(v) => bench.vit(v),
@@ -700,6 +711,28 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
         }
     }
     Ok(if bench.failures > 0 { 1 } else { 0 })
+}
+
+/// `--tensor-peak`: `wgmma_peak` per mode and warpgroup count on one block per SM.
+fn tensor_peak(gpu: &Gpu, a: &BenchArgs) -> Result<(), String> {
+    use styleforge::ops::linear_wg::{wgmma_peak, WGMMA_PEAK_MODES};
+    let sms = cust::device::Device::get_device(0)
+        .and_then(|d| d.get_attribute(cust::device::DeviceAttribute::MultiprocessorCount))
+        .map_err(|e| format!("reading the SM count: {e}"))? as u32;
+    let iters = 20_000u32;
+    let mut out = DeviceTensor::empty(&[sms as usize * 256], styleforge::gpu::DType::F32, Layout::RowMajor).map_err(|e| e.to_string())?;
+    println!("tensor pipe ceiling (wgmma_peak: {sms} blocks, {iters} K-stages of 64 per warpgroup, smem never refilled)");
+    println!("  {:<34} {:>4} {:>10} {:>9}", "MMA tile per warpgroup", "WGs", "median ms", "TFLOP/s");
+    for (mode, (name, macs)) in WGMMA_PEAK_MODES.iter().enumerate() {
+        for active in [1u32, 2] {
+            let (ms, _) = time_on_stream(gpu, a.warmup.min(2), a.iters.min(5), || {
+                wgmma_peak(gpu, &mut out, sms, iters, mode as u32, active).map_err(|e| e.to_string())
+            })?;
+            let flops = 2.0 * (sms * active) as f64 * iters as f64 * 4.0 * *macs as f64;
+            println!("  {name:<34} {active:>4} {ms:>10.3} {:>9.1}", flops / ms / 1e9);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

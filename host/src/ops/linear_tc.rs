@@ -328,8 +328,8 @@ fn routes_to_wg(plan: LinearTcPlan, w: &DeviceTensor) -> bool {
 /// of [`LinearTcPlan::choose`] with splitting allowed (its doc has the rule), using `ws` for the
 /// partial sums. An error (nothing launched) if `ws` is too small for the plan
 /// ([`LinearTcWorkspace::for_shapes`] sizes one). The many-row plan runs on
-/// [`crate::ops::linear_tma::linear_tma`] (maps cached in `ws`; not with GELU) unless
-/// `STYLEFORGE_LINEAR_TMA=0`, then on `linear_wg` unless `STYLEFORGE_LINEAR_WG=0`, when the shape allows.
+/// [`crate::ops::linear_tma::linear_tma`] (maps cached in `ws`; GELU too unless
+/// `STYLEFORGE_LINEAR_TMA_GELU=0`) unless `STYLEFORGE_LINEAR_TMA=0`, then on `linear_wg` unless `STYLEFORGE_LINEAR_WG=0`, when the shape allows.
 pub fn linear_tc_ws(
     gpu: &Gpu,
     x: &DeviceTensor,
@@ -343,10 +343,11 @@ pub fn linear_tc_ws(
         (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
         _ => LinearTcPlan::BIG,
     };
-    // GELU epilogues stay on linear_wg: run 58 (H100, same run), StyleViT p16 b8's fc1+GELU (K = 512) took
-    // 2.17 + 2.27 ms on linear_tma against 1.96 + 1.98 on linear_wg. linear_tma's ping-pong hides one
-    // warpgroup's epilogue behind the other's 8-step mainloop only while the epilogue is the shorter of
-    // the two, and erf on 128 values per thread and job is not; linear_wg's four warpgroups per SM hide it.
+    // GELU epilogues: with exact (erf) GELU they were slower on linear_tma (run 58, H100, same run: StyleViT
+    // p16 b8's fc1+GELU, K = 512, 2.17 + 2.27 ms against 1.96 + 1.98 on linear_wg: linear_tma's ping-pong
+    // hides one warpgroup's epilogue only while it is shorter than the other's 8-step mainloop). With the
+    // tanh form (ex2 + rcp) they are faster there (run 63: 1.227 + 1.227 ms against 1.751 + 1.751), so
+    // they go to linear_tma unless STYLEFORGE_LINEAR_TMA_GELU=0.
     if plan == LinearTcPlan::BIG
         && (!ep.gelu || crate::ops::linear_tma::linear_tma_gelu())
         && crate::ops::linear_tma::linear_tma_enabled()

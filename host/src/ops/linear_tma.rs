@@ -33,13 +33,13 @@ pub fn linear_tma_enabled() -> bool {
     *ON.get_or_init(|| std::env::var(LINEAR_TMA_ENV).map_or(true, |s| s != "0"))
 }
 
-/// Environment switch: `1` sends GELU epilogues to `linear_tma` too (default: they stay on `linear_wg`).
+/// Environment switch: `0` keeps GELU epilogues off `linear_tma` (on `linear_wg`, as in session 12).
 pub const LINEAR_TMA_GELU_ENV: &str = "STYLEFORGE_LINEAR_TMA_GELU";
 
-/// Whether [`LINEAR_TMA_GELU_ENV`] sends GELU epilogues to `linear_tma` (`1`; read once).
+/// Whether GELU epilogues run on `linear_tma` (unless [`LINEAR_TMA_GELU_ENV`] is `0`; read once).
 pub fn linear_tma_gelu() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(LINEAR_TMA_GELU_ENV).is_ok_and(|s| s == "1"))
+    *ON.get_or_init(|| std::env::var(LINEAR_TMA_GELU_ENV).map_or(true, |s| s != "0"))
 }
 
 /// Whether `linear_tma` takes a weight of `n` rows and `k` columns: both positive multiples of 8.

@@ -151,6 +151,43 @@ pub fn wgmma_probe(
     }
 }
 
+/// The MMA tile shapes `wgmma_peak` times (its `mode`): name and MACs per k16 step.
+pub const WGMMA_PEAK_MODES: [(&str, u64); 3] = [
+    ("128x128 (2x m64n128, B shared)", 128 * 128 * 16),
+    ("64x256 (1x m64n256)", 64 * 256 * 16),
+    ("64x256 (2x m64n128, A shared)", 64 * 256 * 16),
+];
+
+/// Launches `wgmma_peak` (the tensor pipe's ceiling for one issue pattern, see the kernel) on `blocks`
+/// blocks (one per SM with its shared memory) with `iters` 64-wide K stages per warpgroup, `mode` an
+/// index of [`WGMMA_PEAK_MODES`] and `active` (1 or 2) warpgroups per block issuing; `out` f32
+/// [blocks · 256] receives the accumulator sums. FLOPs = 2 · blocks · active · iters · 4 · MACs per step.
+pub fn wgmma_peak(gpu: &Gpu, out: &mut DeviceTensor, blocks: u32, iters: u32, mode: u32, active: u32) -> Result<()> {
+    const OP: &str = "wgmma_peak";
+    use gpu_kernels::launch::{WGMMA_PEAK_SMEM_BYTES, WGMMA_PEAK_THREADS};
+    ensure((mode as usize) < WGMMA_PEAK_MODES.len() && (active == 1 || active == 2) && blocks > 0, OP, || {
+        format!("mode {mode} (0..3), active {active} (1 or 2), blocks {blocks} (> 0)")
+    })?;
+    ensure(
+        out.dtype == DType::F32 && out.numel() == (blocks * WGMMA_PEAK_THREADS) as usize,
+        OP,
+        || format!("out must be f32 with {} elements, got {:?} {:?}", blocks * WGMMA_PEAK_THREADS, out.dtype, out.shape),
+    )?;
+    // SAFETY: wgmma_peak(out: *mut f32, iters, mode, active: u32) matches the argument list in order and
+    // type; it writes out[block * 256 + thread] for each of the `blocks` x WGMMA_PEAK_THREADS threads
+    // (checked above: out holds that many f32) and reads only its own shared memory
+    // (WGMMA_PEAK_SMEM_BYTES, within the opt-in limit).
+    unsafe {
+        gpu.launch(
+            OP,
+            (blocks, 1, 1),
+            (WGMMA_PEAK_THREADS, 1, 1),
+            WGMMA_PEAK_SMEM_BYTES,
+            kernel_args!(out.ptr(), iters, mode, active),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,10 @@ pub fn checks() -> Vec<Check> {
             run: check_probe,
         },
         Check {
+            op: "wgmma_peak",
+            run: check_peak,
+        },
+        Check {
             op: "linear_wg",
             run: check_linear_wg,
         },
@@ -37,6 +41,25 @@ pub fn checks() -> Vec<Check> {
             run: check_linear_tma,
         },
     ]
+}
+
+// ---------------------------------------------------------------- wgmma_peak
+/// The throughput probe multiplies zeroed shared memory: every thread must write exactly 0 (a NaN left
+/// by the poisoned output means a thread never wrote; anything else, that a tile was not zeroed).
+fn check_peak(gpu: &Gpu, _rng: &mut Rng64) -> Vec<CheckResult> {
+    const OP: &str = "wgmma_peak";
+    let mut v = Vec::new();
+    for mode in 0..crate::ops::linear_wg::WGMMA_PEAK_MODES.len() as u32 {
+        for active in [1u32, 2] {
+            let case = format!("mode {mode}, {active} warpgroup(s), 3 blocks x 9 stages");
+            v.push(catch(OP, &case, || {
+                let mut out = poisoned(&[3 * 256], DType::F32, Layout::RowMajor)?;
+                crate::ops::linear_wg::wgmma_peak(gpu, &mut out, 3, 9, mode, active)?;
+                Ok(compare(OP, &case, &download(gpu, &out)?, &[0.0; 3 * 256], crate::selfcheck::Tolerance::F32))
+            }));
+        }
+    }
+    v
 }
 
 // ---------------------------------------------------------------- wgmma_probe
