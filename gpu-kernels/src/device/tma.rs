@@ -149,13 +149,3 @@ pub unsafe fn prefetch_map(map: *const u8) {
 pub unsafe fn named_barrier(id: u32, threads: u32) {
     asm!("bar.sync {0}, {1};", in(reg32) id, in(reg32) threads, options(nostack));
 }
-
-/// `bar.arrive id, threads`: counts the calling warp's threads on named barrier `id` without waiting
-/// (the producer side of a barrier that other warps `bar.sync` on with the same `threads`).
-///
-/// # Safety
-/// As [`named_barrier`]: arrivals and syncs on `id` must add up to `threads` per phase.
-#[inline(always)]
-pub unsafe fn named_barrier_arrive(id: u32, threads: u32) {
-    asm!("bar.arrive {0}, {1};", in(reg32) id, in(reg32) threads, options(nostack));
-}

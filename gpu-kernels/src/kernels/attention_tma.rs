@@ -23,13 +23,14 @@
 //!   or the copy engine's zeros).
 //!
 //! One block per SM (~161 KB of shared memory); the two warpgroups interleave, so one's softmax overlaps
-//! the other's MMAs.
+//! the other's MMAs. FA3's explicit ping-pong (named barriers making the warpgroups take turns issuing S_i
+//! and the deferred P_{i-1}V_{i-1}) was slower here: run 64 (H100, same run) attention 13.37 ms against
+//! 8.9 with this loop, tensor pipe 25.5% against 38.7% under ncu (commit a82af36 has it).
 use crate::device::math;
 use crate::device::mma::pack_f16x2;
 use crate::device::pingpong::RingPos;
 use crate::device::tma::{
-    arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, named_barrier, named_barrier_arrive, prefetch_map,
-    wait_parity,
+    arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, prefetch_map, wait_parity,
 };
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
@@ -54,19 +55,6 @@ const _: () = assert!(BQ == 128 && BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA_TH
 /// nq, nk ≥ 1, ld_o even, every index below 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
-    attention_tma_impl::<true>(args);
-}
-
-/// `attention_tma` without the ping-pong schedule (each warpgroup: S, softmax, P·V, in turn; the
-/// session-12 kernel), for same-run comparisons (`STYLEFORGE_ATTENTION_PINGPONG=0`). Same contract.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
-    attention_tma_impl::<false>(args);
-}
-
-/// The kernels' body; `PP`: the ping-pong schedule (module comment).
-#[inline(always)]
-unsafe fn attention_tma_impl<const PP: bool>(args: AttentionTmaArgs) {
     let AttentionTmaArgs { nq, nk, ld_o, q_col, k_col, v_col, scale_log2, .. } = args;
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
@@ -125,11 +113,8 @@ unsafe fn attention_tma_impl<const PP: bool>(args: AttentionTmaArgs) {
     let mut l_run = [0f32; 2];
     wait_parity(qbar, 0);
     let mut pos = RingPos::at(0, STAGES);
-    if PP {
-        pingpong_loop(&mut o, &mut m_run, &mut l_run, wg, lane, tq, q_tile, full, empty, nk, ntiles, scale_log2, smem);
-    }
     let mut j = 0;
-    while !PP && j < ntiles {
+    while j < ntiles {
         wait_parity(full + 8 * pos.stage, pos.phase);
         let ks = smem + pos.stage * 2 * KV;
         let vs = ks + KV;
@@ -223,146 +208,5 @@ unsafe fn attention_tma_impl<const PP: bool>(args: AttentionTmaArgs) {
                 *(orow.add(8 * i) as *mut u32) = pack_f16x2(o[4 * i + 2 * hh] * inv, o[4 * i + 2 * hh + 1] * inv);
             });
         }
-    });
-}
-
-/// Named barriers of the ping-pong schedule: warpgroup g issues its MMAs after `bar.sync SCHED[g], 256`
-/// and then lets the other warpgroup issue (`bar.arrive SCHED[1 - g], 256`).
-const SCHED: [u32; 2] = [1, 2];
-
-/// The consumer loop with FA3's ping-pong schedule: iteration i issues S_i = Q K_iᵀ and then
-/// O += P_{i-1} V_{i-1} (P of the previous tile, still in registers) as one turn of the two warpgroups'
-/// alternation, so one warpgroup's softmax (exponentials on the SFU) runs while the other's MMAs use
-/// the tensor cores; then the softmax of S_i (once S_i retired; P V may still run), then, once P V
-/// retired, the previous stage's release, O's rescale and P_i's packing. One extra iteration issues the
-/// last P V. Warpgroup 1 pre-arrives on warpgroup 0's barrier (warpgroup 0 goes first) and skips its
-/// last arrival, so both barriers see matched counts.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pingpong_loop(
-    o: &mut [f32; 32],
-    m_run: &mut [f32; 2],
-    l_run: &mut [f32; 2],
-    wg: u32,
-    lane: u32,
-    tq: u32,
-    q_tile: u32,
-    full: u32,
-    empty: u32,
-    nk: u32,
-    ntiles: u32,
-    scale_log2: f32,
-    smem: u32,
-) {
-    if wg == 1 {
-        named_barrier_arrive(SCHED[0], 256);
-    }
-    let mut pos = RingPos::at(0, STAGES);
-    let mut prev_stage = 0u32;
-    let mut p = [0u32; 32];
-    let mut alpha = [0f32; 2];
-    let mut i = 0;
-    while i <= ntiles {
-        let last = i == ntiles;
-        if !last {
-            wait_parity(full + 8 * pos.stage, pos.phase);
-        }
-        named_barrier(SCHED[wg as usize], 256);
-        let mut s = [0f32; 64];
-        if !last {
-            let ks = smem + pos.stage * 2 * KV;
-            fence_acc64(&mut s);
-            unroll!(4, |kk| {
-                let off = 32 * kk as u32;
-                mma_m64n128k16_f16(&mut s, smem_desc_sw128(q_tile + off), smem_desc_sw128(ks + off), kk > 0);
-            });
-            wgmma::commit_group();
-        }
-        if i > 0 {
-            let vs = smem + prev_stage * 2 * KV + KV;
-            fence_acc32(o);
-            unroll!(8, |kk| {
-                let a = [p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3]];
-                mma_m64n64k16_f16_rs_tb(o, a, smem_desc_sw128_mn(vs + 2048 * kk as u32));
-            });
-            wgmma::commit_group();
-        }
-        if !(wg == 1 && last) {
-            named_barrier_arrive(SCHED[1 - wg as usize], 256);
-        }
-        if !last {
-            // Groups retire in order: with P V behind it, one pending group means S_i is done.
-            if i > 0 {
-                wait_acc64::<1>(&mut s);
-            } else {
-                wait_acc64::<0>(&mut s);
-            }
-            softmax_tile(&mut s, m_run, l_run, &mut alpha, nk - i * BK, tq, scale_log2);
-        }
-        if i > 0 {
-            wait_acc32::<0>(o);
-            keep_regs32(&mut p);
-            // S and P V of the previous tile have retired: release its stage.
-            if lane == 0 {
-                arrive(empty + 8 * prev_stage);
-            }
-        }
-        if !last {
-            unroll!(2, |hh| {
-                unroll!(8, |c| {
-                    o[4 * c + 2 * hh] *= alpha[hh];
-                    o[4 * c + 2 * hh + 1] *= alpha[hh];
-                });
-            });
-            unroll!(8, |kk| {
-                let d = 8 * kk;
-                p[4 * kk] = pack_f16x2(s[d], s[d + 1]);
-                p[4 * kk + 1] = pack_f16x2(s[d + 2], s[d + 3]);
-                p[4 * kk + 2] = pack_f16x2(s[d + 4], s[d + 5]);
-                p[4 * kk + 3] = pack_f16x2(s[d + 6], s[d + 7]);
-            });
-            prev_stage = pos.stage;
-            pos.advance(STAGES);
-        }
-        i += 1;
-    }
-}
-
-/// Step 2 of the module comment on one S tile (`valid` keys of it are real): masks keys ≥ valid, updates
-/// the running max and sum of the thread's two rows, writes p = 2^(s·c − m·c) over `s` and the rescale
-/// factors 2^((m_old − m)·c) to `alpha` (O is rescaled by the caller).
-#[inline(always)]
-unsafe fn softmax_tile(s: &mut [f32; 64], m_run: &mut [f32; 2], l_run: &mut [f32; 2], alpha: &mut [f32; 2], valid: u32, tq: u32, scale_log2: f32) {
-    if valid < BK {
-        unroll!(16, |i| {
-            unroll!(2, |e| {
-                if 8 * i as u32 + 2 * tq + e as u32 >= valid {
-                    s[4 * i + e] = f32::NEG_INFINITY;
-                    s[4 * i + 2 + e] = f32::NEG_INFINITY;
-                }
-            });
-        });
-    }
-    unroll!(2, |hh| {
-        let mut mx = f32::NEG_INFINITY;
-        unroll!(16, |i| {
-            mx = math::max(mx, math::max(s[4 * i + 2 * hh], s[4 * i + 2 * hh + 1]));
-        });
-        mx = math::max(mx, warp::shfl_xor_f32(mx, 1));
-        mx = math::max(mx, warp::shfl_xor_f32(mx, 2));
-        let m_new = math::max(m_run[hh], mx);
-        let ms = m_new * scale_log2;
-        // First tile: m_run = −∞, 2^−∞ = 0 (nothing accumulated yet anyway).
-        alpha[hh] = math::ex2_approx(m_run[hh] * scale_log2 - ms);
-        m_run[hh] = m_new;
-        let mut rs = 0f32;
-        unroll!(16, |i| {
-            unroll!(2, |e| {
-                let p = math::ex2_approx(math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms));
-                s[4 * i + 2 * hh + e] = p;
-                rs += p;
-            });
-        });
-        l_run[hh] = math::fma(l_run[hh], alpha[hh], rs);
     });
 }

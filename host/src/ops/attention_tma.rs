@@ -34,19 +34,6 @@ pub fn attention_tma_enabled() -> bool {
     *ON.get_or_init(|| std::env::var(ATTENTION_TMA_ENV).map_or(true, |s| s != "0"))
 }
 
-/// Environment variable: `0` runs `attention_tma_serial` (the session-12 schedule: each warpgroup's S,
-/// softmax and P·V in turn) instead of the ping-pong schedule. Read once per process.
-pub const ATTENTION_PINGPONG_ENV: &str = "STYLEFORGE_ATTENTION_PINGPONG";
-
-/// The kernel [`attention_tma`] launches: `attention_tma` unless [`ATTENTION_PINGPONG_ENV`] is `0`.
-fn kernel_name() -> &'static str {
-    static NAME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| match std::env::var(ATTENTION_PINGPONG_ENV) {
-        Ok(s) if s == "0" => "attention_tma_serial",
-        _ => "attention_tma",
-    })
-}
-
 /// The map of a token-major [B, N, C] f16 tensor: dims (C, B·N), row stride 2C bytes, box 64 x 128.
 fn map(maps: &mut TmaMapCache, t: &DeviceTensor) -> Result<u64> {
     let c = *t.shape.last().unwrap_or(&0) as u64;
@@ -88,7 +75,7 @@ pub fn attention_tma(
         _pad: 0,
     };
     let grid = (nq.div_ceil(ATTN_TMA_BQ as usize) as u32, heads as u32, b as u32);
-    // SAFETY: attention_tma (and attention_tma_serial, the same contract) takes one AttentionTmaArgs by value (the kernel crate's struct). The maps were
+    // SAFETY: attention_tma takes one AttentionTmaArgs by value (the kernel crate's struct). The maps were
     // made (or found, for the same address, dims, strides and box: the same bytes) for the live tensors
     // q.t, k.t, v.t ([rows, C] f16 with row stride 2C, box 64 x 128); the kernel's boxes start at column
     // col + 64h (+ 64 ≤ C: attention_dims checked the column ranges) and rows b·n + i with i < n rounded
@@ -98,7 +85,7 @@ pub fn attention_tma(
     // within the limits (attention_dims), block ATTN_TMA_THREADS (two consumer warpgroups + the producer
     // warp the kernel's roles assume), ATTN_TMA_SMEM_BYTES ≤ 227 KB of dynamic shared memory (opted in by
     // `launch`).
-    unsafe { gpu.launch(kernel_name(), grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
+    unsafe { gpu.launch("attention_tma", grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
 }
 
 /// Self-attention straight from the fused QKV projection (qkv [B, N, 3D] f16, q, k, v at columns 0, D,
