@@ -62,11 +62,13 @@ pub const STYLE_VIT_FAST: Tolerance = Tolerance {
 };
 /// [`GpuStyleVitFast`] vs the CPU emulation with the same f16 roundings: what remains is the f32
 /// summation order, `ex2.approx`, the f16 probabilities in attention (2.7e-4 rel L2 at the attention
-/// output, see `ATTENTION_TC`) and f16 roundings that flip by one ulp where the f32 values differ. A
-/// sanity bound (not measured on a GPU yet): 1.5x the measured emulation-vs-fp32 error.
+/// output, see `ATTENTION_TC`), the GELU's `ex2.approx` / `rcp.approx`, and f16 roundings that flip by one
+/// ulp where the f32 values differ (with the f16 residual stream, at every block's sums and LayerNorm
+/// outputs, amplified by the next LayerNorm). Measured on an H100 (runs 63-65, session 13): up to 1.50e-3
+/// rel L2 and 2.31e-3 max rel; the bound is 2x that.
 pub const STYLE_VIT_FAST_VS_EMULATION: Tolerance = Tolerance {
-    rel_l2: 1.5e-3,
-    max_rel: 3e-3,
+    rel_l2: 3e-3,
+    max_rel: 5e-3,
 };
 /// `linear_tc_layer_norm` / `linear_tc_to_f16`: the f32 output as `layer_norm` (fp32, two-pass); the f16
 /// copy adds its rounding (≤ 2^-11 relative, as `LINEAR_TC_F16`).
