@@ -716,9 +716,7 @@ pub fn run(a: BenchArgs, ptx: Option<PathBuf>) -> Outcome {
 /// `--tensor-peak`: `wgmma_peak` per mode and warpgroup count on one block per SM.
 fn tensor_peak(gpu: &Gpu, a: &BenchArgs) -> Result<(), String> {
     use styleforge::ops::linear_wg::{wgmma_peak, WGMMA_PEAK_MODES};
-    let sms = cust::device::Device::get_device(0)
-        .and_then(|d| d.get_attribute(cust::device::DeviceAttribute::MultiprocessorCount))
-        .map_err(|e| format!("reading the SM count: {e}"))? as u32;
+    let sms = gpu.sm_count;
     let iters = 20_000u32;
     let mut out = DeviceTensor::empty(&[sms as usize * 256], styleforge::gpu::DType::F32, Layout::RowMajor).map_err(|e| e.to_string())?;
     println!("tensor pipe ceiling (wgmma_peak: {sms} blocks, {iters} K-stages of 64 per warpgroup, smem never refilled)");

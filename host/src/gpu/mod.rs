@@ -187,6 +187,12 @@ macro_rules! kernel_args {
     };
 }
 
+/// Whether the kernel-choice switch `var` (an environment variable) is on: anything but `0` (unset: on).
+/// The `STYLEFORGE_*=0` A/B switches of README all read through this.
+pub fn env_on(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.trim() != "0")
+}
+
 /// Number of blocks of `block` threads that cover `n` items (grid-stride kernels cap it).
 pub fn blocks_for(n: usize, block: u32) -> u32 {
     let b = n.div_ceil(block as usize).max(1);

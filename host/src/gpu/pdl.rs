@@ -65,7 +65,7 @@ pub fn pdl_kernels(ptx: &str) -> HashSet<String> {
 
 /// Whether PDL launches are on: yes on sm_90+ unless `STYLEFORGE_PDL=0`.
 pub fn pdl_enabled(cc_major: u32) -> bool {
-    cc_major >= 9 && std::env::var("STYLEFORGE_PDL").map_or(true, |v| v != "0")
+    cc_major >= 9 && super::env_on("STYLEFORGE_PDL")
 }
 
 /// Launches `f` with the programmatic-stream-serialization attribute.

@@ -78,8 +78,6 @@ struct Seq {
     x: DeviceTensor,
     /// The residual stream between the blocks (f16).
     x16: DeviceTensor,
-    /// f32 scratch: AdaIN's output when content and style are encoded separately.
-    x2: DeviceTensor,
     x2_16: DeviceTensor,
     qkv16: DeviceTensor,
     a16: DeviceTensor,
@@ -98,7 +96,6 @@ impl Seq {
             pos: mat(&models::ops::sinusoidal(n, d))?,
             x: e(&[b, n, d])?,
             x16: h(&[b, n, d])?,
-            x2: e(&[b, n, d])?,
             x2_16: h(&[b, n, d])?,
             qkv16: h(&[b, n, 3 * d])?,
             a16: h(&[b, n, d])?,
@@ -253,8 +250,9 @@ struct Bufs {
     both: Option<(DeviceTensor, Seq)>,
     /// The decoder's activations (and the content encoder's when not batched).
     content: Seq,
-    /// The style encoder's activations when not batched.
-    style: Option<Seq>,
+    /// The style encoder's activations when not batched, and AdaIN's output then ([B, N, D] f32; swapped
+    /// into the content tokens).
+    style: Option<(Seq, DeviceTensor)>,
     /// Split-K scratch of the small-M GEMMs (`linear_tc_ws`), shared by all of them (stream order).
     ws: LinearTcWorkspace,
     pix: DeviceTensor,
@@ -363,7 +361,8 @@ impl<'g> GpuStyleVitFast<'g> {
             let input = e(&[b + bs, 3, content[2], content[3]])?;
             (Some((input, Seq::new(&self.cfg, b + bs, hp * wp)?)), None)
         } else {
-            (None, Some(Seq::new(&self.cfg, bs, hps * wps)?))
+            let ada = DeviceTensor::empty(&[b, hp * wp, self.cfg.embed_dim], DType::F32, Layout::RowMajor)?;
+            (None, Some((Seq::new(&self.cfg, bs, hps * wps)?, ada)))
         };
         // One split-K workspace for every GEMM of the pass (they run in stream order): sized for all their
         // (M, N, K).
@@ -694,11 +693,11 @@ impl<'g> GpuStyleVitFast<'g> {
                 encode(input, seq, ws, &ENCODER_OPS, mark)?;
                 crate::ops::adain::adain_split(gpu, &seq.x, b, alpha, &mut c.x)?;
             }
-            (None, Some(s)) => {
+            (None, Some((s, ada))) => {
                 encode(content, c, ws, &CONTENT_OPS, mark)?;
                 encode(style, s, ws, &STYLE_OPS, mark)?;
-                crate::ops::adain::adain(gpu, &c.x, &s.x, alpha, &mut c.x2)?;
-                std::mem::swap(&mut c.x, &mut c.x2);
+                crate::ops::adain::adain(gpu, &c.x, &s.x, alpha, ada)?;
+                std::mem::swap(&mut c.x, ada);
             }
             (None, None) => return Err(Error::Other("GpuStyleVitFast: no encoder buffers".into())),
         }

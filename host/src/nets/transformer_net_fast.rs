@@ -88,7 +88,7 @@ pub const SUBPIXEL_ENV: &str = "STYLEFORGE_SUBPIXEL";
 pub const CONV_TMA_ENV: &str = "STYLEFORGE_CONV_TMA";
 
 fn conv_tma_on() -> bool {
-    std::env::var(CONV_TMA_ENV).map_or(true, |v| v != "0")
+    crate::gpu::env_on(CONV_TMA_ENV)
 }
 
 /// Environment variable: `0` keeps deconv2 on `conv2d_tc`'s sub-pixel kernel instead of `conv2d_tma`'s
@@ -108,7 +108,7 @@ fn tma_takes(l: &ConvLayer, k: usize, up: usize) -> bool {
 /// The sub-pixel `conv2d_tma` weight of `l` when `conv2d_tma` is on, `env` is not `0` and it takes the
 /// layer with `k` outputs.
 fn upsample_tma(l: &ConvLayer, k: usize, env: &str) -> Result<Option<TmaConvWeight>> {
-    (conv_tma_on() && std::env::var(env).map_or(true, |v| v != "0") && tma_takes(l, k, 2))
+    (conv_tma_on() && crate::gpu::env_on(env) && tma_takes(l, k, 2))
         .then(|| TmaConvWeight::upload_upsample(&l.weight))
         .transpose()
 }
@@ -152,7 +152,7 @@ impl TcConv {
             && l.stride == 1
             && c_pad == 0
             && k_pad == 0
-            && std::env::var(SUBPIXEL_ENV).map_or(true, |v| v != "0");
+            && crate::gpu::env_on(SUBPIXEL_ENV);
         Ok(TcConv {
             w: if subpixel {
                 TcWeight::upload_subpixel(&l.weight)?

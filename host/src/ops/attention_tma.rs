@@ -31,7 +31,7 @@ pub const ATTN_TMA_MIN_TOKENS: usize = 512;
 /// Whether [`ATTENTION_TMA_ENV`] leaves `attention_tma` on (anything but `0`; read once).
 pub fn attention_tma_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(ATTENTION_TMA_ENV).map_or(true, |s| s != "0"))
+    *ON.get_or_init(|| crate::gpu::env_on(ATTENTION_TMA_ENV))
 }
 
 /// The map of a token-major [B, N, C] f16 tensor: dims (C, B·N), row stride 2C bytes, box 64 x 128.

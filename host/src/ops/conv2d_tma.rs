@@ -165,7 +165,7 @@ pub fn conv2d_tma_tiling(n: usize, h: usize, w: usize, sm_count: u32) -> TmaTili
         }
     });
     let tl = TmaTiling::new(h, w, consumers);
-    let on = |var: &str| std::env::var(var).map(|v| v.trim() != "0").unwrap_or(true);
+    let on = crate::gpu::env_on;
     if consumers == 2 && on(CONV_TMA_PP_ENV) {
         tl.pingpong()
     } else if consumers == 1 && 2 * n * tl.tiles <= sm_count as usize && on(CONV_TMA_N64_ENV) {

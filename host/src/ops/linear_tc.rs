@@ -314,7 +314,7 @@ pub const LINEAR_WG_ENV: &str = "STYLEFORGE_LINEAR_WG";
 /// Whether [`LINEAR_WG_ENV`] leaves `linear_wg` on (anything but `0`; read once).
 pub fn linear_wg_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(LINEAR_WG_ENV).map_or(true, |s| s != "0"))
+    *ON.get_or_init(|| crate::gpu::env_on(LINEAR_WG_ENV))
 }
 
 /// Whether an automatically chosen `plan` for weight `w` runs on `linear_wg` instead.

@@ -30,7 +30,7 @@ pub const LINEAR_TMA_ENV: &str = "STYLEFORGE_LINEAR_TMA";
 /// Whether [`LINEAR_TMA_ENV`] leaves `linear_tma` on (anything but `0`; read once).
 pub fn linear_tma_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(LINEAR_TMA_ENV).map_or(true, |s| s != "0"))
+    *ON.get_or_init(|| crate::gpu::env_on(LINEAR_TMA_ENV))
 }
 
 /// Environment switch: `0` keeps GELU epilogues off `linear_tma` (on `linear_wg`, as in session 12).
@@ -39,7 +39,7 @@ pub const LINEAR_TMA_GELU_ENV: &str = "STYLEFORGE_LINEAR_TMA_GELU";
 /// Whether GELU epilogues run on `linear_tma` (unless [`LINEAR_TMA_GELU_ENV`] is `0`; read once).
 pub fn linear_tma_gelu() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(LINEAR_TMA_GELU_ENV).map_or(true, |s| s != "0"))
+    *ON.get_or_init(|| crate::gpu::env_on(LINEAR_TMA_GELU_ENV))
 }
 
 /// Whether `linear_tma` takes a weight of `n` rows and `k` columns: both positive multiples of 8.
