@@ -99,24 +99,11 @@ pub unsafe fn st_v2_f32(addr: u32, a: f32, b: f32) {
     asm!("st.shared.v2.f32 [{0}], {{{1}, {2}}};", in(reg32) addr, in(reg32) a, in(reg32) b, options(nostack));
 }
 
-/// `ld.shared.v4.b32` at a 16-byte aligned shared-window byte address: four consecutive 32-bit words.
+/// `st.shared.v2.b32` at an 8-byte aligned shared-window byte address: two consecutive 32-bit words.
 ///
 /// # Safety
-/// `addr` must be 16-byte aligned and `addr .. addr + 16` must lie inside the launch's dynamic shared memory.
+/// `addr` must be 8-byte aligned and `addr .. addr + 8` must lie inside the launch's dynamic shared memory.
 #[inline(always)]
-pub unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
-    let (a, b, c, d): (u32, u32, u32, u32);
-    asm!("ld.shared.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
-         out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr, options(nostack, readonly));
-    [a, b, c, d]
-}
-
-/// `st.shared.v4.b32` at a 16-byte aligned shared-window byte address: four consecutive 32-bit words.
-///
-/// # Safety
-/// `addr` must be 16-byte aligned and `addr .. addr + 16` must lie inside the launch's dynamic shared memory.
-#[inline(always)]
-pub unsafe fn st_v4_u32(addr: u32, v: [u32; 4]) {
-    asm!("st.shared.v4.b32 [{0}], {{{1}, {2}, {3}, {4}}};",
-         in(reg32) addr, in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3], options(nostack));
+pub unsafe fn st_v2_u32(addr: u32, v: [u32; 2]) {
+    asm!("st.shared.v2.b32 [{0}], {{{1}, {2}}};", in(reg32) addr, in(reg32) v[0], in(reg32) v[1], options(nostack));
 }

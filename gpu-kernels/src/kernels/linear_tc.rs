@@ -33,7 +33,7 @@ use crate::launch::{
     LINEAR_TC_BIAS, LINEAR_TC_BK, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL,
     LINEAR_TC_RES_F16, LINEAR_TC_STAGES, LINEAR_TC_S_BK, LINEAR_TC_S_BM, LINEAR_TC_S_BN,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_STAGES, LINEAR_TC_S_THREADS,
-    LINEAR_TC_THREADS, LAYER_NORM_EPS, LINEAR_TC_LN_BN, LINEAR_TC_LN_MAX_K, LINEAR_TC_LN_STAGES, LINEAR_TC_LN_THREADS,
+    LINEAR_TC_THREADS, LAYER_NORM_EPS, LINEAR_TC_LN_MAX_K, LINEAR_TC_LN_STAGES,
 };
 use core::arch::asm;
 
@@ -552,7 +552,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
 
         if active {
             let a_base = smem + (i % STAGES) * S_STAGE_BYTES;
-            mma_small_step(&mut acc, a_base, a_base + S_A_BYTES, warp);
+            mma_small_step(&mut acc, a_base, a_base + S_A_BYTES);
         }
         i += 1;
     }
@@ -631,7 +631,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     store_small_tile(&ep, &acc, m0 + warp * 16, n0, m);
 }
 
-/// The epilogue of a 16 x 32 warp tile (`linear_tc_small`, `linear_tc_ln`): this warp's 16 rows from `row0`
+/// The epilogue of a 64 x 32 tile (`linear_tc_small`, `linear_tc_ln`): this warp's 16 rows from `row0`
 /// (rows g and g + 8 of the m-tile, lane = 4g + tq) and n-tile ni's columns n0 + 8ni + 2tq, + 1.
 ///
 /// # Safety
@@ -653,15 +653,16 @@ unsafe fn store_small_tile(ep: &Epilogue, acc: &[[f32; 4]; 4], row0: u32, n0: u3
     });
 }
 
-/// One 64-wide K step of a 16 x 32 warp tile on tensor cores: rows 16·`wm` .. + 16 of the x tile at
-/// `a_base` times the 32 w rows at `b_base` (both [rows][64] f16 in the `swz8` layout), into `acc`.
+/// One 64-wide K step of a 64 x 32 tile on tensor cores: this warp's 16 rows of the x tile at `a_base`
+/// times the 32 w rows at `b_base` (both [rows][64] f16 in the `swz8` layout), into `acc`.
 ///
 /// # Safety
 /// Both tiles must lie in the launch's dynamic shared memory and be complete (copies landed, barrier passed).
 #[inline(always)]
-unsafe fn mma_small_step(acc: &mut [[f32; 4]; 4], a_base: u32, b_base: u32, wm: u32) {
-    let lane = thread_idx_x() % 32;
-    let a_row = wm * 16 + (lane % 16);
+unsafe fn mma_small_step(acc: &mut [[f32; 4]; 4], a_base: u32, b_base: u32) {
+    let t = thread_idx_x();
+    let (warp, lane) = (t / 32, t % 32);
+    let a_row = warp * 16 + (lane % 16);
     let a_chunk = lane / 16;
     let b_row = (lane & 7) + ((lane >> 4) << 3);
     let b_chunk = (lane >> 3) & 1;
@@ -679,17 +680,11 @@ unsafe fn mma_small_step(acc: &mut [[f32; 4]; 4], a_base: u32, b_base: u32, wm: 
 // ---------------------------------------------------------------- few rows: LayerNorm prologue
 /// Bytes of one resident x tile of `linear_tc_ln` ([64][64] f16, `swz8` layout).
 const LN_A_TILE: u32 = LINEAR_TC_S_BM * S_ROW_BYTES;
-/// Bytes of one w stage of `linear_tc_ln` ([LINEAR_TC_LN_BN][64] f16, `swz8` layout).
-const LN_B_STAGE: u32 = LINEAR_TC_LN_BN * S_ROW_BYTES;
-/// Threads of `linear_tc_ln` per row in its LayerNorm prologue (consecutive lanes).
-const LN_TPR: u32 = LINEAR_TC_LN_THREADS / LINEAR_TC_S_BM;
-const _: () = assert!(
-    LINEAR_TC_LN_THREADS == 256
-        && LINEAR_TC_LN_BN == 64
-        && LN_TPR == 4
-        && LINEAR_TC_LN_STAGES >= 2
-        && LINEAR_TC_LN_MAX_K % 8 == 0
-);
+/// Bytes of one w stage of `linear_tc_ln` ([32][64] f16, `swz8` layout).
+const LN_B_STAGE: u32 = LINEAR_TC_S_BN * S_ROW_BYTES;
+/// f32 groups of 4 per lane in the LayerNorm prologue (rows up to 4 · 32 · 8 = 1024, as `layer_norm`).
+const LN_VEC: usize = 8;
+const _: () = assert!(LINEAR_TC_LN_MAX_K as usize <= 4 * 32 * LN_VEC && LINEAR_TC_LN_STAGES >= 2);
 const _: () = assert!(
     crate::launch::linear_tc_ln_smem_bytes(LINEAR_TC_LN_MAX_K)
         == (LINEAR_TC_LN_MAX_K / LINEAR_TC_S_BK) * LN_A_TILE + LINEAR_TC_LN_STAGES * LN_B_STAGE
@@ -697,18 +692,16 @@ const _: () = assert!(
 
 /// y = epilogue(LayerNorm(x) · wᵀ) for few rows, the post-norm block's LayerNorm folded into the GEMM that
 /// reads its output (saves the norm's launch): x [M, K] f16 (the pre-norm sums), γ, β [K] f32, w [N, K]
-/// f16, epilogue flags, bias, res, y32, y16 as `linear_tc`. The normalised rows, `LayerNorm(x)·γ + β`
-/// rounded to f16 (biased variance, eps inside the root, two-pass statistics in f32: the arithmetic of
-/// `linear_tc_layer_norm_h` in another summation order), are what the GEMM multiplies; blocks of column
-/// tile 0 also store them to `xn` [M, K] f16 when it is non-null (the block's residual stream).
-/// Requires K % 8 == 0, 8 ≤ K ≤ `LINEAR_TC_LN_MAX_K`.
+/// f16, epilogue flags, bias, res, y32, y16 as `linear_tc`. The normalised rows are
+/// `LayerNorm(x)·γ + β` exactly as `linear_tc_layer_norm_h` computes them (the same per-lane groups, sum
+/// order and formulas, so the same f16 bits); blocks of column tile 0 also store them to `xn` [M, K] f16
+/// when it is non-null (the block's residual stream). Requires K % 8 == 0, 8 ≤ K ≤ `LINEAR_TC_LN_MAX_K`.
 ///
-/// Grid (ceil(N/64), ceil(M/64)); block `LINEAR_TC_LN_THREADS` (8 warps: warp w computes rows
-/// 16·(w % 4) .. + 16 and columns 32·(w / 4) .. + 32 of the 64 x 64 tile, `linear_tc_small`'s warp tile);
-/// dynamic shared memory `linear_tc_ln_smem_bytes(K)`. The block copies its 64 rows of x whole
-/// (ceil(K/64) resident [64][64] tiles) while the first w tiles start down a `LINEAR_TC_LN_STAGES`-deep
-/// ring, normalises the rows in place (4 consecutive threads per row, each summing every 4th 16-byte
-/// chunk: independent loads, two shuffles per statistic), then walks K against the ring.
+/// Grid (ceil(N/32), ceil(M/64)); block `LINEAR_TC_S_THREADS` (4 warps: warp i owns rows 16i..16i+16 of
+/// the 64 x 32 tile, as `linear_tc_small`); dynamic shared memory `linear_tc_ln_smem_bytes(K)`. The block
+/// copies its 64 rows of x whole (ceil(K/64) resident [64][64] tiles) while the first w tiles start down
+/// a `LINEAR_TC_LN_STAGES`-deep ring, normalises the rows in place (warp i its 16 rows, one at a time,
+/// each lane holding groups lane + 32j of 4 elements), then walks K against the ring.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn linear_tc_ln(
@@ -731,22 +724,22 @@ pub unsafe extern "ptx-kernel" fn linear_tc_ln(
     const STAGES: u32 = LINEAR_TC_LN_STAGES;
     let t = thread_idx_x();
     let warp = t / 32;
-    let n0 = block_idx_x() * LINEAR_TC_LN_BN;
+    let lane = t % 32;
+    let n0 = block_idx_x() * LINEAR_TC_S_BN;
     let m0 = block_idx_y() * LINEAR_TC_S_BM;
     let ktiles = k.div_ceil(LINEAR_TC_S_BK);
     let a_smem = shared::dynamic_smem_addr();
     let b_smem = a_smem + ktiles * LN_A_TILE;
 
-    // Copies: chunk j of rows r0 and r0 + 32. Rows past M / N and chunks past K are zero-filled (source
-    // row 0, size 0), so every source address stays inside the tensors.
+    // Copies: chunk j of rows r0 + 16i. Rows past M / N and chunks past K are zero-filled (source row 0,
+    // size 0), so every source address stays inside the tensors.
     let j = t % S_CHUNKS;
     let r0 = t / S_CHUNKS;
-    const ROW_STEP: u32 = LINEAR_TC_LN_THREADS / S_CHUNKS;
     let mut kt = 0;
     while kt < ktiles {
         let kk = kt * LINEAR_TC_S_BK + j * 8;
-        unroll!(2, |i| {
-            let row = r0 + ROW_STEP * i as u32;
+        unroll!(4, |i| {
+            let row = r0 + S_ROW_STEP * i as u32;
             let ok = m0 + row < m && kk < k;
             let src = if ok {
                 x.add((m0 + row) as usize * k as usize + kk as usize)
@@ -761,7 +754,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_ln(
     let load_b = |stage: u32, kt: u32| {
         let kk = kt * LINEAR_TC_S_BK + j * 8;
         unroll!(2, |i| {
-            let row = r0 + ROW_STEP * i as u32;
+            let row = r0 + S_ROW_STEP * i as u32;
             let ok = n0 + row < n && kk < k;
             let src = if ok {
                 w.add((n0 + row) as usize * k as usize + kk as usize)
@@ -781,73 +774,66 @@ pub unsafe extern "ptx-kernel" fn linear_tc_ln(
     cp_async_wait_group::<{ STAGES - 1 }>();
     sync_threads();
 
-    // LayerNorm of the block's rows in place: row t / 4, chunks (8 elements) q, q + 4, q + 8, .. for
-    // q = t % 4. Rows past M compute on zeros (every lane takes part in the shuffles) and store nothing.
-    let row = t / LN_TPR;
-    let q = t % LN_TPR;
-    let chunks = k / 8;
-    let at = |c: u32| a_smem + (c / S_CHUNKS) * LN_A_TILE + swz8(row, c % S_CHUNKS);
-    let load8 = |c: u32| -> [f32; 8] {
-        let v = shared::ld_v4_u32(at(c));
-        let mut o = [0f32; 8];
-        unroll!(4, |e| {
-            let (a, b) = unpack_f16x2(v[e]);
-            o[2 * e] = a;
-            o[2 * e + 1] = b;
-        });
-        o
+    // LayerNorm of the block's rows in place (`layer_norm::row_in_registers`' arithmetic). Element 4g of a
+    // row sits in tile 4g / 64, chunk (4g % 64) / 8, half (g % 2).
+    let groups = k / 4;
+    let at = |row: u32, g: u32| {
+        let e = 4 * g;
+        a_smem + (e / LINEAR_TC_S_BK) * LN_A_TILE + swz8(row, (e % LINEAR_TC_S_BK) / 8) + (g % 2) * 8
     };
-    let quad_sum = |v: f32| {
-        let v = v + warp::shfl_xor_f32(v, 1);
-        v + warp::shfl_xor_f32(v, 2)
-    };
-    let mut s = 0.0f32;
-    let mut c = q;
-    while c < chunks {
-        let v = load8(c);
-        unroll!(8, |e| {
-            s += v[e];
-        });
-        c += LN_TPR;
-    }
-    let mean = math::div(quad_sum(s), k as f32);
-    let mut s2 = 0.0f32;
-    c = q;
-    while c < chunks {
-        let v = load8(c);
-        unroll!(8, |e| {
-            let dv = v[e] - mean;
-            s2 = math::fma(dv, dv, s2);
-        });
-        c += LN_TPR;
-    }
-    let var = math::div(quad_sum(s2), k as f32);
-    let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
-    if m0 + row < m {
-        let store_xn = !xn.is_null() && block_idx_x() == 0;
-        let (gv, bv) = (gamma as *const [f32; 4], beta as *const [f32; 4]);
-        c = q;
-        while c < chunks {
-            let v = load8(c);
-            let (g0, g1) = (*gv.add(2 * c as usize), *gv.add(2 * c as usize + 1));
-            let (b0, b1) = (*bv.add(2 * c as usize), *bv.add(2 * c as usize + 1));
-            let (ga, be) = ([g0[0], g0[1], g0[2], g0[3], g1[0], g1[1], g1[2], g1[3]], [b0[0], b0[1], b0[2], b0[3], b1[0], b1[1], b1[2], b1[3]]);
-            let mut h = [0u32; 4];
-            unroll!(4, |e| {
-                h[e] = pack_f16x2(
-                    math::fma((v[2 * e] - mean) * rstd, ga[2 * e], be[2 * e]),
-                    math::fma((v[2 * e + 1] - mean) * rstd, ga[2 * e + 1], be[2 * e + 1]),
-                );
+    let store_xn = !xn.is_null() && block_idx_x() == 0;
+    let (gv, bv) = (gamma as *const [f32; 4], beta as *const [f32; 4]);
+    let mut r = 0;
+    while r < 16 {
+        let row = warp * 16 + r;
+        // Rows past M stay zero (warp-uniform: the whole warp skips them).
+        if m0 + row < m {
+            let mut v = [[0f32; 4]; LN_VEC];
+            unroll!(8, |i| {
+                let g = lane + 32 * i as u32;
+                if g < groups {
+                    let q = shared::ld_v2_u32(at(row, g));
+                    let (a, b) = (unpack_f16x2(q[0]), unpack_f16x2(q[1]));
+                    v[i] = [a.0, a.1, b.0, b.1];
+                }
             });
-            shared::st_v4_u32(at(c), h);
-            if store_xn {
-                *(xn.add((m0 + row) as usize * k as usize + 8 * c as usize) as *mut H8) = H8(h);
-            }
-            c += LN_TPR;
+            let mut s = 0.0f32;
+            unroll!(8, |i| {
+                unroll!(4, |e| {
+                    s += v[i][e]; // zeros past the row
+                });
+            });
+            let mean = math::div(warp::warp_sum(s), k as f32);
+            let mut s2 = 0.0f32;
+            unroll!(8, |i| {
+                if lane + 32 * (i as u32) < groups {
+                    unroll!(4, |e| {
+                        let dv = v[i][e] - mean;
+                        s2 = math::fma(dv, dv, s2);
+                    });
+                }
+            });
+            let var = math::div(warp::warp_sum(s2), k as f32);
+            let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
+            unroll!(8, |i| {
+                let g = lane + 32 * i as u32;
+                if g < groups {
+                    let (ga, be) = (*gv.add(g as usize), *bv.add(g as usize));
+                    let mut o = [0f32; 4];
+                    unroll!(4, |e| {
+                        o[e] = math::fma((v[i][e] - mean) * rstd, ga[e], be[e]);
+                    });
+                    let h = [pack_f16x2(o[0], o[1]), pack_f16x2(o[2], o[3])];
+                    shared::st_v2_u32(at(row, g), h);
+                    if store_xn {
+                        *(xn.add((m0 + row) as usize * k as usize + 4 * g as usize) as *mut [u32; 2]) = h;
+                    }
+                }
+            });
         }
+        r += 1;
     }
 
-    let (wm, wn) = (warp % 4, warp / 4);
     let mut acc = [[0f32; 4]; 4];
     let mut i = 0;
     while i < ktiles {
@@ -860,9 +846,8 @@ pub unsafe extern "ptx-kernel" fn linear_tc_ln(
             load_b(next % STAGES, next);
         }
         cp_async_commit();
-        if m0 + wm * 16 < m {
-            let b_base = b_smem + (i % STAGES) * LN_B_STAGE + wn * 32 * S_ROW_BYTES;
-            mma_small_step(&mut acc, a_smem + i * LN_A_TILE, b_base, wm);
+        if m0 + warp * 16 < m {
+            mma_small_step(&mut acc, a_smem + i * LN_A_TILE, b_smem + (i % STAGES) * LN_B_STAGE);
         }
         i += 1;
     }
@@ -876,12 +861,8 @@ pub unsafe extern "ptx-kernel" fn linear_tc_ln(
         res_rows,
         flags,
     };
-    store_small_tile(&ep, &acc, m0 + wm * 16, n0 + wn * 32, m);
+    store_small_tile(&ep, &acc, m0 + warp * 16, n0, m);
 }
-
-/// Eight f16 (four 32-bit words) stored with one 16-byte access.
-#[repr(C, align(16))]
-struct H8([u32; 4]);
 
 // ---------------------------------------------------------------- f16 operands for the next GEMM
 /// `y[i] = f16(x[i])` for i < n (round to nearest even, saturating): the f16 copy of an f32 activation

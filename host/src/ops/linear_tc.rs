@@ -17,8 +17,7 @@
 //! its prologue (the fast StyleViT's post-norm LayerNorms folded into the GEMM that reads them).
 use gpu_kernels::launch::{
     linear_tc_ln_smem_bytes, linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK,
-    LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_LN_BN, LINEAR_TC_LN_MAX_K, LINEAR_TC_LN_THREADS,
-    LINEAR_TC_S_BM,
+    LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_LN_MAX_K, LINEAR_TC_S_BM, LINEAR_TC_S_BN,
     LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_THREADS, LINEAR_TC_THREADS,
 };
@@ -519,9 +518,8 @@ pub fn linear_tc_ln_fits(m: usize, n: usize, k: usize) -> bool {
 
 /// y = epilogue(LayerNorm(x)·γ + β) · Wᵀ) in one launch for few rows: the post-norm block's LayerNorm
 /// folded into the GEMM that reads its output (kernel `linear_tc_ln`). x f16 [.., K] holds the pre-norm
-/// sums; the normalised rows are the f16 values [`layer_norm_f16`] writes (its arithmetic, another f32
-/// summation order: an f16 rounding may differ by one unit), also stored to `xn` (f16, x's element count
-/// and K) when given. gamma, beta f32 [K]; w, `ep`, y32, y16
+/// sums; the normalised rows are the f16 values [`layer_norm_f16`] writes (same arithmetic, bit for bit),
+/// also stored to `xn` (f16, x's element count and K) when given. gamma, beta f32 [K]; w, `ep`, y32, y16
 /// as [`linear_tc`] (K % 8 == 0, and K ≤ `LINEAR_TC_LN_MAX_K` here). Every violation is an error and
 /// nothing is launched.
 #[allow(clippy::too_many_arguments)]
@@ -560,7 +558,7 @@ pub fn linear_tc_ln(
         )?;
     }
     let (gx, gy) = (
-        n.div_ceil(LINEAR_TC_LN_BN as usize),
+        n.div_ceil(LINEAR_TC_S_BN as usize),
         m.div_ceil(LINEAR_TC_S_BM as usize),
     );
     ensure(gy <= 65_535, OP, || {
@@ -575,14 +573,14 @@ pub fn linear_tc_ln(
     // chunks past K zero-filled from row 0 with size 0; gamma, beta [k] read (checked f32 of k
     // elements); xn [m, k] written by column-tile-0 blocks only when non-null (checked f16 of x's size;
     // an exclusive borrow, so it aliases neither x nor the epilogue's inputs); bias, res, y32, y16 as
-    // `linear_tc` (same `check_args_for` checks). Block = LINEAR_TC_LN_THREADS threads with
+    // `linear_tc` (same `check_args_for` checks). Block = LINEAR_TC_S_THREADS threads with
     // linear_tc_ln_smem_bytes(k) of dynamic shared memory (ceil(k/64) resident x tiles + the w ring; k ≤
-    // LINEAR_TC_LN_MAX_K, checked, so at most 160 KB); grid (ceil(N/64), ceil(M/64) ≤ 65535).
+    // LINEAR_TC_LN_MAX_K, checked, so at most 144 KB); grid (ceil(N/32), ceil(M/64) ≤ 65535).
     unsafe {
         gpu.launch(
             OP,
             (gx as u32, gy as u32, 1),
-            (LINEAR_TC_LN_THREADS, 1, 1),
+            (LINEAR_TC_S_THREADS, 1, 1),
             linear_tc_ln_smem_bytes(k32),
             kernel_args!(
                 x.ptr(),
