@@ -321,17 +321,6 @@ pub const LINEAR_TC_S_STAGES: u32 = 4;
 /// (48 KB: no opt-in needed, four blocks fit on one SM).
 pub const LINEAR_TC_S_SMEM_BYTES: u32 =
     LINEAR_TC_S_STAGES * (LINEAR_TC_S_BM + LINEAR_TC_S_BN) * LINEAR_TC_S_BK * 2;
-/// `linear_tc_ln` (few rows, LayerNorm prologue): largest GEMM-K (= the normalised row length) it takes;
-/// the block keeps its 64 normalised rows of K resident in shared memory (K · 128 bytes).
-pub const LINEAR_TC_LN_MAX_K: u32 = 1024;
-/// `linear_tc_ln`: cp.async ring depth of its w tiles ([32][64] f16 each).
-pub const LINEAR_TC_LN_STAGES: u32 = 4;
-/// `linear_tc_ln`: dynamic shared memory for GEMM-K `k` (≤ `LINEAR_TC_LN_MAX_K`): ceil(k / 64) resident
-/// x tiles [64][64] plus the w ring.
-pub const fn linear_tc_ln_smem_bytes(k: u32) -> u32 {
-    k.div_ceil(LINEAR_TC_S_BK) * LINEAR_TC_S_BM * LINEAR_TC_S_BK * 2
-        + LINEAR_TC_LN_STAGES * LINEAR_TC_S_BN * LINEAR_TC_S_BK * 2
-}
 /// `linear_tc_small`: f32 partial sums one block writes (its whole output tile) when K is split.
 pub const LINEAR_TC_S_PARTIAL: u32 = LINEAR_TC_S_BM * LINEAR_TC_S_BN;
 /// `linear_tc` plans: blocks the grid should reach (H100 and H200 SXM have 132 SMs).

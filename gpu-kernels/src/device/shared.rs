@@ -98,12 +98,3 @@ pub unsafe fn ld_v2_u32(addr: u32) -> [u32; 2] {
 pub unsafe fn st_v2_f32(addr: u32, a: f32, b: f32) {
     asm!("st.shared.v2.f32 [{0}], {{{1}, {2}}};", in(reg32) addr, in(reg32) a, in(reg32) b, options(nostack));
 }
-
-/// `st.shared.v2.b32` at an 8-byte aligned shared-window byte address: two consecutive 32-bit words.
-///
-/// # Safety
-/// `addr` must be 8-byte aligned and `addr .. addr + 8` must lie inside the launch's dynamic shared memory.
-#[inline(always)]
-pub unsafe fn st_v2_u32(addr: u32, v: [u32; 2]) {
-    asm!("st.shared.v2.b32 [{0}], {{{1}, {2}}};", in(reg32) addr, in(reg32) v[0], in(reg32) v[1], options(nostack));
-}

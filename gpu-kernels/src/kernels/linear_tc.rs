@@ -27,13 +27,13 @@ use crate::device::mma::{
 use crate::device::unroll::unroll;
 use crate::device::{
     block_idx_x, block_idx_y, block_idx_z, grid_dim_x, grid_dim_z, math, shared, sync_threads,
-    thread_idx_x, warp,
+    thread_idx_x,
 };
 use crate::launch::{
     LINEAR_TC_BIAS, LINEAR_TC_BK, LINEAR_TC_BM, LINEAR_TC_BN, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL,
     LINEAR_TC_RES_F16, LINEAR_TC_STAGES, LINEAR_TC_S_BK, LINEAR_TC_S_BM, LINEAR_TC_S_BN,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_STAGES, LINEAR_TC_S_THREADS,
-    LINEAR_TC_THREADS, LAYER_NORM_EPS, LINEAR_TC_LN_MAX_K, LINEAR_TC_LN_STAGES,
+    LINEAR_TC_THREADS,
 };
 use core::arch::asm;
 
@@ -465,6 +465,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     const STAGES: u32 = LINEAR_TC_S_STAGES;
     let t = thread_idx_x();
     let warp = t / 32;
+    let lane = t % 32;
     let n0 = block_idx_x() * LINEAR_TC_S_BN;
     let m0 = block_idx_y() * LINEAR_TC_S_BM;
     let z = block_idx_z();
@@ -536,6 +537,10 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     // Warps whose 16 rows all lie past M skip the tensor-core work (warp-uniform branch); they still
     // load and reach every barrier.
     let active = m0 + warp * 16 < m;
+    let a_row = warp * 16 + (lane % 16);
+    let a_chunk = lane / 16;
+    let b_row = (lane & 7) + ((lane >> 4) << 3);
+    let b_chunk = (lane >> 3) & 1;
 
     let mut acc = [[0f32; 4]; 4];
     let mut i = 0;
@@ -552,7 +557,16 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
 
         if active {
             let a_base = smem + (i % STAGES) * S_STAGE_BYTES;
-            mma_small_step(&mut acc, a_base, a_base + S_A_BYTES);
+            let b_base = a_base + S_A_BYTES;
+            unroll!(4, |ks| {
+                let ks = ks as u32;
+                let a = ldmatrix_x4(a_base + swz8(a_row, ks * 2 + a_chunk));
+                unroll!(2, |jp| {
+                    let bf = ldmatrix_x4(b_base + swz8(b_row + jp as u32 * 16, ks * 2 + b_chunk));
+                    mma_f16_16816(&mut acc[2 * jp], a, [bf[0], bf[1]]);
+                    mma_f16_16816(&mut acc[2 * jp + 1], a, [bf[2], bf[3]]);
+                });
+            });
         }
         i += 1;
     }
@@ -619,6 +633,9 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
         acc = sum;
     }
 
+    // Epilogue: rows g and g + 8 of the warp's m-tile; n-tile ni's columns 2t, 2t + 1.
+    let g = lane / 4;
+    let tq = lane % 4;
     let ep = Epilogue {
         bias,
         res,
@@ -628,21 +645,8 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
         res_rows,
         flags,
     };
-    store_small_tile(&ep, &acc, m0 + warp * 16, n0, m);
-}
-
-/// The epilogue of a 64 x 32 tile (`linear_tc_small`, `linear_tc_ln`): this warp's 16 rows from `row0`
-/// (rows g and g + 8 of the m-tile, lane = 4g + tq) and n-tile ni's columns n0 + 8ni + 2tq, + 1.
-///
-/// # Safety
-/// As [`Epilogue::pair`].
-#[inline(always)]
-unsafe fn store_small_tile(ep: &Epilogue, acc: &[[f32; 4]; 4], row0: u32, n0: u32, m: u32) {
-    let lane = thread_idx_x() % 32;
-    let g = lane / 4;
-    let tq = lane % 4;
     unroll!(2, |half| {
-        let row = row0 + g + 8 * half as u32;
+        let row = m0 + warp * 16 + g + 8 * half as u32;
         if row < m {
             let (out, rrow) = ep.row(row);
             unroll!(4, |ni| {
@@ -651,217 +655,6 @@ unsafe fn store_small_tile(ep: &Epilogue, acc: &[[f32; 4]; 4], row0: u32, n0: u3
             });
         }
     });
-}
-
-/// One 64-wide K step of a 64 x 32 tile on tensor cores: this warp's 16 rows of the x tile at `a_base`
-/// times the 32 w rows at `b_base` (both [rows][64] f16 in the `swz8` layout), into `acc`.
-///
-/// # Safety
-/// Both tiles must lie in the launch's dynamic shared memory and be complete (copies landed, barrier passed).
-#[inline(always)]
-unsafe fn mma_small_step(acc: &mut [[f32; 4]; 4], a_base: u32, b_base: u32) {
-    let t = thread_idx_x();
-    let (warp, lane) = (t / 32, t % 32);
-    let a_row = warp * 16 + (lane % 16);
-    let a_chunk = lane / 16;
-    let b_row = (lane & 7) + ((lane >> 4) << 3);
-    let b_chunk = (lane >> 3) & 1;
-    unroll!(4, |ks| {
-        let ks = ks as u32;
-        let a = ldmatrix_x4(a_base + swz8(a_row, ks * 2 + a_chunk));
-        unroll!(2, |jp| {
-            let bf = ldmatrix_x4(b_base + swz8(b_row + jp as u32 * 16, ks * 2 + b_chunk));
-            mma_f16_16816(&mut acc[2 * jp], a, [bf[0], bf[1]]);
-            mma_f16_16816(&mut acc[2 * jp + 1], a, [bf[2], bf[3]]);
-        });
-    });
-}
-
-// ---------------------------------------------------------------- few rows: LayerNorm prologue
-/// Bytes of one resident x tile of `linear_tc_ln` ([64][64] f16, `swz8` layout).
-const LN_A_TILE: u32 = LINEAR_TC_S_BM * S_ROW_BYTES;
-/// Bytes of one w stage of `linear_tc_ln` ([32][64] f16, `swz8` layout).
-const LN_B_STAGE: u32 = LINEAR_TC_S_BN * S_ROW_BYTES;
-/// f32 groups of 4 per lane in the LayerNorm prologue (rows up to 4 · 32 · 8 = 1024, as `layer_norm`).
-const LN_VEC: usize = 8;
-const _: () = assert!(LINEAR_TC_LN_MAX_K as usize <= 4 * 32 * LN_VEC && LINEAR_TC_LN_STAGES >= 2);
-const _: () = assert!(
-    crate::launch::linear_tc_ln_smem_bytes(LINEAR_TC_LN_MAX_K)
-        == (LINEAR_TC_LN_MAX_K / LINEAR_TC_S_BK) * LN_A_TILE + LINEAR_TC_LN_STAGES * LN_B_STAGE
-);
-
-/// y = epilogue(LayerNorm(x) · wᵀ) for few rows, the post-norm block's LayerNorm folded into the GEMM that
-/// reads its output (saves the norm's launch): x [M, K] f16 (the pre-norm sums), γ, β [K] f32, w [N, K]
-/// f16, epilogue flags, bias, res, y32, y16 as `linear_tc`. The normalised rows are
-/// `LayerNorm(x)·γ + β` exactly as `linear_tc_layer_norm_h` computes them (the same per-lane groups, sum
-/// order and formulas, so the same f16 bits); blocks of column tile 0 also store them to `xn` [M, K] f16
-/// when it is non-null (the block's residual stream). Requires K % 8 == 0, 8 ≤ K ≤ `LINEAR_TC_LN_MAX_K`.
-///
-/// Grid (ceil(N/32), ceil(M/64)); block `LINEAR_TC_S_THREADS` (4 warps: warp i owns rows 16i..16i+16 of
-/// the 64 x 32 tile, as `linear_tc_small`); dynamic shared memory `linear_tc_ln_smem_bytes(K)`. The block
-/// copies its 64 rows of x whole (ceil(K/64) resident [64][64] tiles) while the first w tiles start down
-/// a `LINEAR_TC_LN_STAGES`-deep ring, normalises the rows in place (warp i its 16 rows, one at a time,
-/// each lane holding groups lane + 32j of 4 elements), then walks K against the ring.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn linear_tc_ln(
-    x: *const u16,
-    gamma: *const f32,
-    beta: *const f32,
-    xn: *mut u16,
-    w: *const u16,
-    bias: *const f32,
-    res: *const u8,
-    y32: *mut f32,
-    y16: *mut u16,
-    m: u32,
-    n: u32,
-    k: u32,
-    res_rows: u32,
-    flags: u32,
-) {
-    crate::device::grid_dependency_wait();
-    const STAGES: u32 = LINEAR_TC_LN_STAGES;
-    let t = thread_idx_x();
-    let warp = t / 32;
-    let lane = t % 32;
-    let n0 = block_idx_x() * LINEAR_TC_S_BN;
-    let m0 = block_idx_y() * LINEAR_TC_S_BM;
-    let ktiles = k.div_ceil(LINEAR_TC_S_BK);
-    let a_smem = shared::dynamic_smem_addr();
-    let b_smem = a_smem + ktiles * LN_A_TILE;
-
-    // Copies: chunk j of rows r0 + 16i. Rows past M / N and chunks past K are zero-filled (source row 0,
-    // size 0), so every source address stays inside the tensors.
-    let j = t % S_CHUNKS;
-    let r0 = t / S_CHUNKS;
-    let mut kt = 0;
-    while kt < ktiles {
-        let kk = kt * LINEAR_TC_S_BK + j * 8;
-        unroll!(4, |i| {
-            let row = r0 + S_ROW_STEP * i as u32;
-            let ok = m0 + row < m && kk < k;
-            let src = if ok {
-                x.add((m0 + row) as usize * k as usize + kk as usize)
-            } else {
-                x
-            };
-            cp_async_16(a_smem + kt * LN_A_TILE + swz8(row, j), src as *const u8, if ok { 16 } else { 0 });
-        });
-        kt += 1;
-    }
-    cp_async_commit();
-    let load_b = |stage: u32, kt: u32| {
-        let kk = kt * LINEAR_TC_S_BK + j * 8;
-        unroll!(2, |i| {
-            let row = r0 + S_ROW_STEP * i as u32;
-            let ok = n0 + row < n && kk < k;
-            let src = if ok {
-                w.add((n0 + row) as usize * k as usize + kk as usize)
-            } else {
-                w
-            };
-            cp_async_16(b_smem + stage * LN_B_STAGE + swz8(row, j), src as *const u8, if ok { 16 } else { 0 });
-        });
-    };
-    for s in 0..STAGES - 1 {
-        if s < ktiles {
-            load_b(s, s);
-        }
-        cp_async_commit();
-    }
-    // The x group is the oldest: at most STAGES - 1 (the w groups) may still be in flight.
-    cp_async_wait_group::<{ STAGES - 1 }>();
-    sync_threads();
-
-    // LayerNorm of the block's rows in place (`layer_norm::row_in_registers`' arithmetic). Element 4g of a
-    // row sits in tile 4g / 64, chunk (4g % 64) / 8, half (g % 2).
-    let groups = k / 4;
-    let at = |row: u32, g: u32| {
-        let e = 4 * g;
-        a_smem + (e / LINEAR_TC_S_BK) * LN_A_TILE + swz8(row, (e % LINEAR_TC_S_BK) / 8) + (g % 2) * 8
-    };
-    let store_xn = !xn.is_null() && block_idx_x() == 0;
-    let (gv, bv) = (gamma as *const [f32; 4], beta as *const [f32; 4]);
-    let mut r = 0;
-    while r < 16 {
-        let row = warp * 16 + r;
-        // Rows past M stay zero (warp-uniform: the whole warp skips them).
-        if m0 + row < m {
-            let mut v = [[0f32; 4]; LN_VEC];
-            unroll!(8, |i| {
-                let g = lane + 32 * i as u32;
-                if g < groups {
-                    let q = shared::ld_v2_u32(at(row, g));
-                    let (a, b) = (unpack_f16x2(q[0]), unpack_f16x2(q[1]));
-                    v[i] = [a.0, a.1, b.0, b.1];
-                }
-            });
-            let mut s = 0.0f32;
-            unroll!(8, |i| {
-                unroll!(4, |e| {
-                    s += v[i][e]; // zeros past the row
-                });
-            });
-            let mean = math::div(warp::warp_sum(s), k as f32);
-            let mut s2 = 0.0f32;
-            unroll!(8, |i| {
-                if lane + 32 * (i as u32) < groups {
-                    unroll!(4, |e| {
-                        let dv = v[i][e] - mean;
-                        s2 = math::fma(dv, dv, s2);
-                    });
-                }
-            });
-            let var = math::div(warp::warp_sum(s2), k as f32);
-            let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
-            unroll!(8, |i| {
-                let g = lane + 32 * i as u32;
-                if g < groups {
-                    let (ga, be) = (*gv.add(g as usize), *bv.add(g as usize));
-                    let mut o = [0f32; 4];
-                    unroll!(4, |e| {
-                        o[e] = math::fma((v[i][e] - mean) * rstd, ga[e], be[e]);
-                    });
-                    let h = [pack_f16x2(o[0], o[1]), pack_f16x2(o[2], o[3])];
-                    shared::st_v2_u32(at(row, g), h);
-                    if store_xn {
-                        *(xn.add((m0 + row) as usize * k as usize + 4 * g as usize) as *mut [u32; 2]) = h;
-                    }
-                }
-            });
-        }
-        r += 1;
-    }
-
-    let mut acc = [[0f32; 4]; 4];
-    let mut i = 0;
-    while i < ktiles {
-        // Step i's w tile has landed for this thread; the barrier publishes every thread's copies (and, at
-        // i = 0, the normalised rows) and retires step i - 1's stage before it is refilled.
-        cp_async_wait_group::<{ STAGES - 2 }>();
-        sync_threads();
-        let next = i + STAGES - 1;
-        if next < ktiles {
-            load_b(next % STAGES, next);
-        }
-        cp_async_commit();
-        if m0 + warp * 16 < m {
-            mma_small_step(&mut acc, a_smem + i * LN_A_TILE, b_smem + (i % STAGES) * LN_B_STAGE);
-        }
-        i += 1;
-    }
-    cp_async_wait_group::<0>();
-    let ep = Epilogue {
-        bias,
-        res,
-        y32,
-        y16,
-        n,
-        res_rows,
-        flags,
-    };
-    store_small_tile(&ep, &acc, m0 + warp * 16, n0, m);
 }
 
 // ---------------------------------------------------------------- f16 operands for the next GEMM

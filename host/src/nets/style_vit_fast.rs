@@ -26,9 +26,7 @@ use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::HEAD_DIMS;
 use crate::ops::attention_tma::attention_qkv;
-use crate::ops::linear_tc::{
-    layer_norm_f16, linear_tc_ln, linear_tc_ln_fits, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace,
-};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
 
 const OP: &str = "GpuStyleVitFast";
@@ -106,21 +104,17 @@ impl Seq {
         })
     }
 
-    /// One post-norm block on the f16 residual stream: input in `x16`, or, with `f.qkv`, the previous
-    /// block `prev`'s pre-norm sums in `t16` (its norm2 folded into this qkv GEMM, which also writes the
-    /// normalised stream to `x16`). Output in `x16` (and in the f32 `x` as well when `x32`: the encoder's
-    /// last block, for AdaIN), or, with `f.norm2`, left in `t16` for the next GEMM to normalise. Calls
-    /// `mark(names[i])` after each op it queues ([`BLOCK_OPS`]; [`block_ops`] lists them).
+    /// One post-norm block on the f16 residual stream: input in `x16`, output there too (and in the f32
+    /// `x` as well when `x32`: the encoder's last block, for AdaIN). Calls `mark(names[i])` after each of
+    /// its [`BLOCK_OPS`] ops is queued.
     #[allow(clippy::too_many_arguments)]
     fn block(
         &mut self,
         gpu: &Gpu,
         ws: &mut LinearTcWorkspace,
         w: &BlockW,
-        prev: Option<&BlockW>,
-        f: Folds,
         heads: usize,
-        names: &[&'static str; 9],
+        names: &[&'static str; 7],
         x32: bool,
         mark: Mark,
     ) -> Result<()> {
@@ -128,26 +122,13 @@ impl Seq {
             bias: Some(b),
             ..Default::default()
         };
-        match prev.filter(|_| f.qkv) {
-            Some(p) => {
-                linear_tc_ln(
-                    gpu,
-                    &self.t16,
-                    &p.n2_w,
-                    &p.n2_b,
-                    Some(&mut self.x16),
-                    &w.w_qkv,
-                    bias(&w.b_qkv),
-                    None,
-                    Some(&mut self.qkv16),
-                )?;
-                mark(names[7])?;
-            }
-            None => {
-                linear_tc_ws(gpu, &self.x16, &w.w_qkv, bias(&w.b_qkv), None, Some(&mut self.qkv16), ws)?;
-                mark(names[0])?;
-            }
-        }
+        linear_tc_ws(gpu,
+            &self.x16,
+            &w.w_qkv,
+            bias(&w.b_qkv),
+            None,
+            Some(&mut self.qkv16), ws)?;
+        mark(names[0])?;
         attention_qkv(gpu, &self.qkv16, heads, &mut self.a16, ws.maps())?;
         mark(names[1])?;
         let ep = EpilogueTc {
@@ -157,30 +138,15 @@ impl Seq {
         };
         linear_tc_ws(gpu, &self.a16, &w.w_out, ep, None, Some(&mut self.t16), ws)?;
         mark(names[2])?;
+        layer_norm_f16(gpu, &self.t16, None, &w.n1_w, &w.n1_b, None, &mut self.x2_16)?;
+        mark(names[3])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc1_b),
             gelu: true,
             residual: None,
         };
-        if f.fc1 {
-            linear_tc_ln(
-                gpu,
-                &self.t16,
-                &w.n1_w,
-                &w.n1_b,
-                Some(&mut self.x2_16),
-                &w.fc1_w,
-                ep,
-                None,
-                Some(&mut self.h16),
-            )?;
-            mark(names[8])?;
-        } else {
-            layer_norm_f16(gpu, &self.t16, None, &w.n1_w, &w.n1_b, None, &mut self.x2_16)?;
-            mark(names[3])?;
-            linear_tc_ws(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16), ws)?;
-            mark(names[4])?;
-        }
+        linear_tc_ws(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16), ws)?;
+        mark(names[4])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc2_b),
             gelu: false,
@@ -188,9 +154,6 @@ impl Seq {
         };
         linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, None, Some(&mut self.t16), ws)?;
         mark(names[5])?;
-        if f.norm2 {
-            return Ok(());
-        }
         layer_norm_f16(
             gpu,
             &self.t16,
@@ -204,51 +167,12 @@ impl Seq {
     }
 }
 
-/// Which of a block's LayerNorms run folded into the few-row GEMM after them (`linear_tc_ln`): `qkv`,
-/// the previous block's norm2 into this qkv; `fc1`, norm1 into fc1; `norm2`, this block's norm2 left to
-/// the next GEMM (the next block's qkv, or `to_pixels` after the decoder's last block).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Folds {
-    qkv: bool,
-    fc1: bool,
-    norm2: bool,
-}
-
-/// The folds of each of `blocks` blocks on M = `m` rows of width `d` (FFN `f`): every LayerNorm whose
-/// reader [`linear_tc_ln_fits`]; the last block's norm2 only when `last_reader_n` (the output width of the
-/// GEMM after the stage) is given and fits. The previous block's `norm2` and the next one's `qkv` agree.
-fn stage_folds(blocks: usize, m: usize, d: usize, f: usize, last_reader_n: Option<usize>) -> Vec<Folds> {
-    let qkv = linear_tc_ln_fits(m, 3 * d, d);
-    let fc1 = linear_tc_ln_fits(m, f, d);
-    let last = last_reader_n.is_some_and(|n| linear_tc_ln_fits(m, n, d));
-    (0..blocks)
-        .map(|i| Folds {
-            qkv: i > 0 && qkv,
-            fc1,
-            norm2: if i + 1 < blocks { qkv } else { last },
-        })
-        .collect()
-}
-
-/// The indices into a block's op names (and [`BLOCK_OPS`]) of the ops [`Seq::block`] queues with folds `f`.
-fn block_ops(f: Folds) -> impl Iterator<Item = usize> {
-    let qkv = if f.qkv { 7 } else { 0 };
-    let fc1: &[usize] = if f.fc1 { &[8] } else { &[3, 4] };
-    let norm2: &[usize] = if f.norm2 { &[] } else { &[6] };
-    [qkv, 1, 2]
-        .into_iter()
-        .chain(fc1.iter().copied())
-        .chain([5])
-        .chain(norm2.iter().copied())
-}
-
 /// The callback of [`GpuStyleVitFast::forward_device_marked`].
 type Mark<'a> = &'a mut dyn FnMut(&'static str) -> Result<()>;
 
-/// The kinds of a block's ops: in queue order without folds qkv GEMM, attention, out-projection GEMM
-/// (+ residual), LayerNorm, fc1 GEMM (+ GELU), fc2 GEMM (+ residual), LayerNorm; then the folded forms
-/// (`linear_tc_ln`): the previous block's norm2 + qkv, norm1 + fc1 (+ GELU).
-const BLOCK_OPS: [OpKind; 9] = [
+/// The kinds of a block's seven ops, in queue order: qkv GEMM, attention, out-projection GEMM (+ residual),
+/// LayerNorm, fc1 GEMM (+ GELU), fc2 GEMM (+ residual), LayerNorm.
+const BLOCK_OPS: [OpKind; 7] = [
     OpKind::Gemm,
     OpKind::Attention,
     OpKind::Gemm,
@@ -256,15 +180,13 @@ const BLOCK_OPS: [OpKind; 9] = [
     OpKind::Gemm,
     OpKind::Gemm,
     OpKind::Norm,
-    OpKind::Gemm,
-    OpKind::Gemm,
 ];
 
 /// Per-op names that [`GpuStyleVitFast::forward_device_marked`] reports, per stage (the same name for the
 /// same op of every block: `bench --layers` sums them).
 struct StageNames {
     patch: &'static str,
-    block: [&'static str; 9],
+    block: [&'static str; 7],
 }
 
 const CONTENT_OPS: StageNames = StageNames {
@@ -277,8 +199,6 @@ const CONTENT_OPS: StageNames = StageNames {
         "content fc1+gelu",
         "content fc2+res",
         "content norm2",
-        "content norm2+qkv",
-        "content norm1+fc1+gelu",
     ],
 };
 /// Content and style through the encoder as one batch (same image size).
@@ -292,8 +212,6 @@ const ENCODER_OPS: StageNames = StageNames {
         "encoder fc1+gelu",
         "encoder fc2+res",
         "encoder norm2",
-        "encoder norm2+qkv",
-        "encoder norm1+fc1+gelu",
     ],
 };
 const STYLE_OPS: StageNames = StageNames {
@@ -306,11 +224,9 @@ const STYLE_OPS: StageNames = StageNames {
         "style fc1+gelu",
         "style fc2+res",
         "style norm2",
-        "style norm2+qkv",
-        "style norm1+fc1+gelu",
     ],
 };
-const DECODER_OPS: [&str; 9] = [
+const DECODER_OPS: [&str; 7] = [
     "decoder qkv",
     "decoder attention",
     "decoder out+res",
@@ -318,8 +234,6 @@ const DECODER_OPS: [&str; 9] = [
     "decoder fc1+gelu",
     "decoder fc2+res",
     "decoder norm2",
-    "decoder norm2+qkv",
-    "decoder norm1+fc1+gelu",
 ];
 
 /// Buffers for one (content shape, style shape).
@@ -583,37 +497,30 @@ impl<'g> GpuStyleVitFast<'g> {
         };
         // One post-norm block's ops on b sequences of n tokens (f16 = 2 bytes, f32 = 4), in BLOCK_OPS order
         // (the residual stream f16; the encoder's last LayerNorm also writes f32 tokens, not counted).
-        // The folded forms (entries 7, 8) count the LayerNorm's bytes on top of the GEMM's.
-        let block = |b: usize, n: usize| -> [(f64, f64); 9] {
+        let block = |b: usize, n: usize| -> [(f64, f64); 7] {
             let (bf, nf) = (b as f64, n as f64);
             let m = bf * nf;
-            let norm = (0.0, 2.0 * 2.0 * m * d);
-            let qkv = (
-                2.0 * m * d * 3.0 * d,
-                2.0 * (4.0 * m * d + 3.0 * d * d) + 4.0 * 3.0 * d,
-            );
-            let fc1 = (2.0 * m * d * f, 2.0 * (m * d + m * f + d * f));
             [
-                qkv,
+                (
+                    2.0 * m * d * 3.0 * d,
+                    2.0 * (4.0 * m * d + 3.0 * d * d) + 4.0 * 3.0 * d,
+                ),
                 (4.0 * bf * nf * nf * d, 2.0 * 4.0 * m * d),
                 (2.0 * m * d * d, 2.0 * (m * d + d * d) + 2.0 * 2.0 * m * d),
-                norm,
-                fc1,
+                (0.0, 2.0 * 2.0 * m * d),
+                (2.0 * m * d * f, 2.0 * (m * d + m * f + d * f)),
                 (2.0 * m * f * d, 2.0 * (m * f + d * f) + 2.0 * 2.0 * m * d),
-                norm,
-                (qkv.0, qkv.1 + norm.1),
-                (fc1.0, fc1.1 + norm.1),
+                (0.0, 2.0 * 2.0 * m * d),
             ]
         };
         let blocks = |push: &mut dyn FnMut(&'static str, OpKind, f64, f64),
-                      names: &[&'static str; 9],
-                      folds: &[Folds],
+                      names: &[&'static str; 7],
+                      count: usize,
                       b: usize,
                       n: usize| {
-            let costs = block(b, n);
-            for &fo in folds {
-                for i in block_ops(fo) {
-                    push(names[i], BLOCK_OPS[i], costs[i].0, costs[i].1);
+            for _ in 0..count {
+                for (i, (fl, by)) in block(b, n).into_iter().enumerate() {
+                    push(names[i], BLOCK_OPS[i], fl, by);
                 }
             }
         };
@@ -632,7 +539,7 @@ impl<'g> GpuStyleVitFast<'g> {
                 2.0 * m * k * d,
                 4.0 * m * k + 2.0 * (2.0 * m * k + k * d) + 4.0 * n as f64 * d + 6.0 * m * d,
             );
-            blocks(&mut push, &names.block, &self.encoder_folds(bb * n), bb, n);
+            blocks(&mut push, &names.block, self.encoder.len(), bb, n);
         }
         let (mc, ms) = ((b * hp * wp) as f64, (bs * hps * wps) as f64);
         push(
@@ -641,14 +548,12 @@ impl<'g> GpuStyleVitFast<'g> {
             0.0,
             4.0 * d * (2.0 * mc + ms) + 6.0 * d * mc,
         );
-        let dec = self.decoder_folds(b * hp * wp);
-        blocks(&mut push, &DECODER_OPS, &dec, b, hp * wp);
-        let folded = dec.last().is_some_and(|fo| fo.norm2);
+        blocks(&mut push, &DECODER_OPS, self.decoder.len(), b, hp * wp);
         push(
-            if folded { "norm2+to_pixels" } else { "to_pixels" },
+            "to_pixels",
             OpKind::Gemm,
             2.0 * mc * d * k,
-            2.0 * (mc * d + d * k) + 4.0 * mc * k + if folded { 2.0 * mc * d } else { 0.0 },
+            2.0 * (mc * d + d * k) + 4.0 * mc * k,
         );
         let px = (b * content[2] * content[3]) as f64;
         // unpatch + 3x3 conv + ReLU + 1x1 in one pass: tokens read (~once), output written.
@@ -659,19 +564,6 @@ impl<'g> GpuStyleVitFast<'g> {
             4.0 * 2.0 * px * 3.0,
         );
         Ok(v)
-    }
-
-    /// The LayerNorm folds of the encoder's blocks on `m` token rows (its last norm2 stays: AdaIN reads
-    /// its f32 output).
-    fn encoder_folds(&self, m: usize) -> Vec<Folds> {
-        let (d, f) = (self.cfg.embed_dim, self.cfg.ffn_dim);
-        stage_folds(self.encoder.len(), m, d, f, None)
-    }
-
-    /// The LayerNorm folds of the decoder's blocks on `m` token rows (its last norm2 into `to_pixels`).
-    fn decoder_folds(&self, m: usize) -> Vec<Folds> {
-        let (p, d, f) = (self.cfg.patch_size, self.cfg.embed_dim, self.cfg.ffn_dim);
-        stage_folds(self.decoder.len(), m, d, f, Some(3 * p * p))
     }
 
     fn output(&self) -> Result<&DeviceTensor> {
@@ -773,9 +665,6 @@ impl<'g> GpuStyleVitFast<'g> {
             None => (cin, sin),
         };
         let (b, hp, wp) = patch_grid(&content.shape, p)?;
-        let (d, f) = (cfg.embed_dim, cfg.ffn_dim);
-        let dec_folds = stage_folds(self.decoder.len(), b * hp * wp, d, f, Some(3 * p * p));
-        let enc_folds = |m: usize| stage_folds(self.encoder.len(), m, d, f, None);
         let (patch_w, patch_b, encoder) = (&self.patch_w, &self.patch_b, &self.encoder);
         let encode =
             |img: &DeviceTensor, seq: &mut Seq, ws: &mut LinearTcWorkspace, names: &StageNames, mark: Mark| -> Result<()> {
@@ -792,10 +681,8 @@ impl<'g> GpuStyleVitFast<'g> {
                     &mut seq.x16,
                 )?;
                 mark(names.patch)?;
-                let folds = enc_folds(seq.x16.numel() / cfg.embed_dim);
-                for (i, (w, &fo)) in encoder.iter().zip(&folds).enumerate() {
-                    let prev = i.checked_sub(1).map(|j| &encoder[j]);
-                    seq.block(gpu, ws, w, prev, fo, heads, &names.block, i + 1 == encoder.len(), mark)?;
+                for (i, w) in encoder.iter().enumerate() {
+                    seq.block(gpu, ws, w, heads, &names.block, i + 1 == encoder.len(), mark)?;
                 }
                 Ok(())
             };
@@ -816,24 +703,15 @@ impl<'g> GpuStyleVitFast<'g> {
         }
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
-        for (i, (w, &fo)) in self.decoder.iter().zip(&dec_folds).enumerate() {
-            let prev = i.checked_sub(1).map(|j| &self.decoder[j]);
-            c.block(gpu, ws, w, prev, fo, heads, &DECODER_OPS, false, mark)?;
+        for w in &self.decoder {
+            c.block(gpu, ws, w, heads, &DECODER_OPS, false, mark)?;
         }
         let ep = EpilogueTc {
             bias: Some(&self.to_pixels_b),
             ..Default::default()
         };
-        match self.decoder.last().filter(|_| dec_folds.last().is_some_and(|fo| fo.norm2)) {
-            Some(last) => {
-                linear_tc_ln(gpu, &c.t16, &last.n2_w, &last.n2_b, None, &self.to_pixels_w, ep, Some(pix), None)?;
-                mark("norm2+to_pixels")?;
-            }
-            None => {
-                linear_tc_ws(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None, ws)?;
-                mark("to_pixels")?;
-            }
-        }
+        linear_tc_ws(gpu, &c.x16, &self.to_pixels_w, ep, Some(pix), None, ws)?;
+        mark("to_pixels")?;
         unpatch_tail(
             gpu,
             pix,
@@ -874,30 +752,4 @@ impl<'g> GpuStyleVitFast<'g> {
 /// Whether content [B, 3, H, W] and style [Bs, 3, Hs, Ws] go through the encoder as one batch: same size.
 fn batched(content: &[usize], style: &[usize]) -> bool {
     content.get(2..) == style.get(2..)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn folded_blocks_queue_five_ops_and_agree_between_neighbours() {
-        let all = |qkv, fc1, norm2| block_ops(Folds { qkv, fc1, norm2 }).collect::<Vec<_>>();
-        assert_eq!(all(false, false, false), [0, 1, 2, 3, 4, 5, 6]);
-        assert_eq!(all(true, true, true), [7, 1, 2, 8, 5]);
-        assert_eq!(all(false, true, false), [0, 1, 2, 8, 5, 6]);
-        // StyleViT base at 64 tokens: content and style encoded together (128 rows), decoded alone (64).
-        for (m, last) in [(128, None), (64, Some(768))] {
-            let f = stage_folds(6, m, 512, 2048, last);
-            assert!(!f[0].qkv, "the first block's input is not a pending norm");
-            for i in 1..6 {
-                assert_eq!(f[i].qkv, f[i - 1].norm2, "block {i}");
-            }
-            if last.is_none() {
-                assert!(!f[5].norm2, "the encoder's last norm2 writes AdaIN's f32 input");
-            }
-        }
-        // Many rows (p16 b8, 32768 tokens) keep the norm passes and the TMA GEMMs.
-        assert!(stage_folds(6, 32768, 512, 2048, Some(768)).iter().all(|f| *f == Folds::default()));
-    }
 }

@@ -13,11 +13,9 @@
 //! [`LinearTcWorkspace`] ([`linear_tc_ws`]) the small kernel also splits K over `gridDim.z` so that a
 //! product of a few dozen rows still spreads over ~132 blocks; the last block of each output tile sums
 //! the partials (in split order: deterministic) and applies the epilogue. Same results either way up
-//! to f32 summation order. [`linear_tc_ln`] runs the 64 x 32 kernel's tiles with a LayerNorm of x in
-//! its prologue (the fast StyleViT's post-norm LayerNorms folded into the GEMM that reads them).
+//! to f32 summation order.
 use gpu_kernels::launch::{
-    linear_tc_ln_smem_bytes, linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK,
-    LAYER_NORM_ROWS, LINEAR_TC_BIAS, LINEAR_TC_LN_MAX_K, LINEAR_TC_S_BM, LINEAR_TC_S_BN,
+    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
     LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_THREADS, LINEAR_TC_THREADS,
 };
@@ -497,108 +495,6 @@ pub fn linear_tc_plan(
                 )
             }
         }
-    }
-}
-
-/// Environment variable: `0` keeps the fast StyleViT's LayerNorms as launches of their own instead of
-/// folding them into the few-row GEMM that reads them ([`linear_tc_ln`]). Read once per process.
-pub const LN_FOLD_ENV: &str = "STYLEFORGE_LN_FOLD";
-
-/// Whether [`linear_tc_ln`] should run a LayerNorm + GEMM of x [M, K] and w [N, K]: [`LN_FOLD_ENV`] is not
-/// `0`, K fits its resident rows (8 ≤ K ≤ `LINEAR_TC_LN_MAX_K`, K % 8 == 0) and the product has few
-/// rows (the plan [`LinearTcPlan::choose`] picks is the 64 x 32 kernel's; many-row products keep the
-/// norm pass and the TMA / wgmma GEMMs).
-pub fn linear_tc_ln_fits(m: usize, n: usize, k: usize) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::gpu::env_on(LN_FOLD_ENV))
-        && (8..=LINEAR_TC_LN_MAX_K as usize).contains(&k)
-        && k.is_multiple_of(8)
-        && LinearTcPlan::choose(m, n, k, true).kernel == LinearTcKernel::Small
-}
-
-/// y = epilogue(LayerNorm(x)·γ + β) · Wᵀ) in one launch for few rows: the post-norm block's LayerNorm
-/// folded into the GEMM that reads its output (kernel `linear_tc_ln`). x f16 [.., K] holds the pre-norm
-/// sums; the normalised rows are the f16 values [`layer_norm_f16`] writes (same arithmetic, bit for bit),
-/// also stored to `xn` (f16, x's element count and K) when given. gamma, beta f32 [K]; w, `ep`, y32, y16
-/// as [`linear_tc`] (K % 8 == 0, and K ≤ `LINEAR_TC_LN_MAX_K` here). Every violation is an error and
-/// nothing is launched.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_tc_ln(
-    gpu: &Gpu,
-    x: &DeviceTensor,
-    gamma: &DeviceTensor,
-    beta: &DeviceTensor,
-    xn: Option<&mut DeviceTensor>,
-    w: &DeviceTensor,
-    ep: EpilogueTc<'_>,
-    y32: Option<&mut DeviceTensor>,
-    y16: Option<&mut DeviceTensor>,
-) -> Result<()> {
-    const OP: &str = "linear_tc_ln";
-    let a = check_args_for(OP, x, w, ep, y32.as_deref(), y16.as_deref())?;
-    let (m, n, k) = (a.m, a.n, a.k);
-    ensure(k <= LINEAR_TC_LN_MAX_K as usize, OP, || {
-        format!("K = {k} exceeds the {LINEAR_TC_LN_MAX_K} the kernel keeps resident")
-    })?;
-    ensure(
-        [gamma, beta].iter().all(|t| t.dtype == DType::F32 && t.numel() == k),
-        OP,
-        || {
-            format!(
-                "gamma {:?} and beta {:?} must be f32 with K = {k} elements",
-                gamma.shape, beta.shape
-            )
-        },
-    )?;
-    if let Some(xn) = xn.as_deref() {
-        ensure(
-            xn.dtype == DType::F16 && xn.numel() == x.numel() && xn.shape.last() == Some(&k),
-            OP,
-            || format!("xn must be f16 shaped as x {:?}, got {:?} {:?}", x.shape, xn.dtype, xn.shape),
-        )?;
-    }
-    let (gx, gy) = (
-        n.div_ceil(LINEAR_TC_S_BN as usize),
-        m.div_ceil(LINEAR_TC_S_BM as usize),
-    );
-    ensure(gy <= 65_535, OP, || {
-        format!("M = {m} exceeds the grid limit of {} rows", 65_535 * LINEAR_TC_S_BM)
-    })?;
-    let xn_ptr = xn.map_or(0u64, |t| t.ptr());
-    let (m32, n32, k32, rr32, flags) = (m as u32, n as u32, k as u32, a.r_rows as u32, a.flags);
-    // SAFETY: linear_tc_ln(x: *const u16, gamma, beta: *const f32, xn: *mut u16, w: *const u16, bias:
-    // *const f32, res: *const u8, y32: *mut f32, y16: *mut u16, m, n, k, res_rows, flags: u32) matches
-    // the argument list in order and type. x [m, k] and w [n, k] are read in 16-byte chunks starting at
-    // multiples of 8 elements (k % 8 == 0, checked; allocations 256-byte aligned), rows past M/N and
-    // chunks past K zero-filled from row 0 with size 0; gamma, beta [k] read (checked f32 of k
-    // elements); xn [m, k] written by column-tile-0 blocks only when non-null (checked f16 of x's size;
-    // an exclusive borrow, so it aliases neither x nor the epilogue's inputs); bias, res, y32, y16 as
-    // `linear_tc` (same `check_args_for` checks). Block = LINEAR_TC_S_THREADS threads with
-    // linear_tc_ln_smem_bytes(k) of dynamic shared memory (ceil(k/64) resident x tiles + the w ring; k ≤
-    // LINEAR_TC_LN_MAX_K, checked, so at most 144 KB); grid (ceil(N/32), ceil(M/64) ≤ 65535).
-    unsafe {
-        gpu.launch(
-            OP,
-            (gx as u32, gy as u32, 1),
-            (LINEAR_TC_S_THREADS, 1, 1),
-            linear_tc_ln_smem_bytes(k32),
-            kernel_args!(
-                x.ptr(),
-                gamma.ptr(),
-                beta.ptr(),
-                xn_ptr,
-                w.ptr(),
-                a.b_ptr,
-                a.r_ptr,
-                a.y32_ptr,
-                a.y16_ptr,
-                m32,
-                n32,
-                k32,
-                rr32,
-                flags
-            ),
-        )
     }
 }
 

@@ -20,8 +20,8 @@ use crate::gpu::TmaMapCache;
 use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
 use crate::ops::attention_tma::attention_tma;
 use crate::ops::linear_tc::{
-    layer_norm_f16, linear_tc, linear_tc_ln, linear_tc_plan, linear_tc_ws, to_f16, workspace_need,
-    EpilogueTc, LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
+    layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
+    LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
 };
 use models::ops::Padding;
 use models::style_vit::Block;
@@ -87,10 +87,6 @@ pub fn checks() -> Vec<Check> {
         Check {
             op: "linear_tc_prologue",
             run: check_prologue,
-        },
-        Check {
-            op: "linear_tc_ln",
-            run: check_linear_tc_ln,
         },
         Check {
             op: "attention_tc",
@@ -777,122 +773,6 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             ))
         }));
     }
-    out
-}
-
-// ---------------------------------------------------------------- linear_tc_ln
-/// `linear_tc_ln` cases: (M, N, K, GELU, f16 residual, outputs, write xn). The StyleViT shapes (base:
-/// D 512, 128 and 64 rows; its to_pixels N 768), partial M tiles (130, 67, 7 rows), K not a multiple of
-/// 64 (96, 8: zero-filled chunks), the largest K, odd N.
-#[rustfmt::skip]
-const LN_CASES: &[(usize, usize, usize, bool, bool, Out, bool)] = &[
-    (128, 1536, 512, false, false, Out::F16, true),
-    (130, 2048, 512, true, false, Out::F16, true),
-    (64, 768, 512, false, false, Out::F32, false),
-    (7, 45, 96, true, false, Out::Both, true),
-    (67, 200, 1024, false, true, Out::Both, true),
-    (33, 64, 8, false, false, Out::Both, true),
-    (1, 1, 8, false, false, Out::F32, false),
-];
-
-/// `linear_tc_ln` against two references. Its normalised rows (`xn`, downloaded from the run that
-/// writes it) must equal `linear_tc_layer_norm_h`'s f16 output bit for bit (the kernel's documented
-/// arithmetic) and the CPU LayerNorm within the f16 rounding; its products must match the CPU's
-/// `linear` of those same rows (`LINEAR_TC_F32` / `_F16`, as `linear_tc_small`).
-fn check_linear_tc_ln(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    const OP: &str = "linear_tc_ln";
-    let mut out = Vec::new();
-    for &(m, n, k, gelu, res16, outs, with_xn) in LN_CASES {
-        let name = format!(
-            "{m}x{n}x{k}{}{} {outs:?}{}",
-            if gelu { " +gelu" } else { "" },
-            if res16 { " +res16" } else { "" },
-            if with_xn { " +xn" } else { "" }
-        );
-        let run = |rng: &mut Rng64| -> Result<Vec<CheckResult>> {
-            let x = round_tensor_f16(&random(rng, &[m, k], -2.0, 3.0));
-            let g = random(rng, &[k], 0.5, 1.5);
-            let b = random(rng, &[k], -0.5, 0.5);
-            let bound = 1.0 / (k as f32).sqrt();
-            let w = round_tensor_f16(&random(rng, &[n, k], -bound, bound));
-            let bias = random(rng, &[n], -0.5, 0.5);
-            let r = round_tensor_f16(&random(rng, &[m, n], -2.0, 2.0));
-            let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
-            let (xd, wd, rd) = (
-                DeviceTensor::from_host_f16(&x)?,
-                DeviceTensor::from_host_f16(&w)?,
-                DeviceTensor::from_host_f16(&r)?,
-            );
-            let (gd, bd, biasd) = (up(&g)?, up(&b)?, up(&bias)?);
-            let ep = EpilogueTc {
-                bias: Some(&biasd),
-                gelu,
-                residual: res16.then_some(&rd),
-            };
-            let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
-            let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
-            let mut xn = poisoned(&[m, k], DType::F16, Layout::RowMajor)?;
-            let (o32, o16) = match outs {
-                Out::F32 => (Some(&mut y32), None),
-                Out::F16 => (None, Some(&mut y16)),
-                Out::Both => (Some(&mut y32), Some(&mut y16)),
-            };
-            linear_tc_ln(gpu, &xd, &gd, &bd, with_xn.then_some(&mut xn), &wd, ep, o32, o16)?;
-            let mut v = Vec::new();
-            // The rows it multiplied: its own xn, or (without one) the norm kernel's, which xn must equal.
-            let mut ln16 = poisoned(&[m, k], DType::F16, Layout::RowMajor)?;
-            layer_norm_f16(gpu, &xd, None, &gd, &bd, None, &mut ln16)?;
-            let ln = download(gpu, &ln16)?;
-            if with_xn {
-                let got = download(gpu, &xn)?;
-                v.push(compare(OP, &format!("{name} xn = layer_norm_h"), &got, &ln, Tolerance {
-                    rel_l2: 0.0,
-                    max_rel: 0.0,
-                }));
-                let want = ops::layer_norm(&x, &g, &b)?;
-                v.push(compare(OP, &format!("{name} xn vs cpu"), &got, &want.data, LINEAR_TC_F16));
-            }
-            let mut want = ops::linear(&Tensor::new(&[m, k], ln), &w, Some(&bias))?;
-            if gelu {
-                want = ops::gelu_tanh(&want);
-            }
-            if res16 {
-                want = ops::add(&want, &r)?;
-            }
-            if outs != Out::F16 {
-                v.push(compare(OP, &format!("{name} y32"), &download(gpu, &y32)?, &want.data, LINEAR_TC_F32));
-            }
-            if outs != Out::F32 {
-                v.push(compare(OP, &format!("{name} y16"), &download(gpu, &y16)?, &want.data, LINEAR_TC_F16));
-            }
-            Ok(v)
-        };
-        out.extend(run(rng).unwrap_or_else(|e| vec![super::errored(OP, &name, e)]));
-    }
-    out.push(catch(OP, "refuses bad shapes", || {
-        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
-        let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::RowMajor);
-        let (x, x_big, x12) = (h(&[4, 16])?, h(&[4, 1032])?, h(&[4, 12])?);
-        let (w, w_big, w12) = (h(&[8, 16])?, h(&[8, 1032])?, h(&[8, 12])?);
-        let (g, g_big, g12, g_bad) = (f(&[16])?, f(&[1032])?, f(&[12])?, f(&[15])?);
-        let g16 = h(&[16])?;
-        let mut y = f(&[4, 8])?;
-        let mut xn_bad = f(&[4, 16])?;
-        let mut xn_short = h(&[4, 8])?;
-        let ep = EpilogueTc::default();
-        let attempts: Vec<(&str, Result<()>)> = vec![
-            ("K past the resident rows", linear_tc_ln(gpu, &x_big, &g_big, &g_big, None, &w_big, ep, Some(&mut y), None)),
-            ("K not a multiple of 8", linear_tc_ln(gpu, &x12, &g12, &g12, None, &w12, ep, Some(&mut y), None)),
-            ("gamma length", linear_tc_ln(gpu, &x, &g_bad, &g, None, &w, ep, Some(&mut y), None)),
-            ("f16 beta", linear_tc_ln(gpu, &x, &g, &g16, None, &w, ep, Some(&mut y), None)),
-            ("f32 xn", linear_tc_ln(gpu, &x, &g, &g, Some(&mut xn_bad), &w, ep, Some(&mut y), None)),
-            ("xn size", linear_tc_ln(gpu, &x, &g, &g, Some(&mut xn_short), &w, ep, Some(&mut y), None)),
-            ("no output", linear_tc_ln(gpu, &x, &g, &g, None, &w, ep, None, None)),
-        ];
-        let control = linear_tc_ln(gpu, &x, &g, &g, None, &w, ep, Some(&mut y), None).err();
-        let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
-        Ok(super::refusal_result(OP, &accepted, control.map(|e| e.to_string())))
-    }));
     out
 }
 
