@@ -112,7 +112,10 @@ pub fn grid_dim_z() -> u32 {
 /// launches a kernel that way only when its PTX body contains this instruction (`Gpu::launch`).
 /// An early `griddepcontrol.launch_dependents` at kernel start was measured slower (run 8, H200:
 /// TransformerNet 256 0.39 vs 0.31 ms, StyleViT base 64 tokens 0.66 vs 0.585): the dependents' waiting
-/// blocks get in the way.
+/// blocks get in the way. Placed right after this wait instead (run 68, H100, PTX variants through
+/// `STYLEFORGE_PTX`, same run) it was no faster either: in every kernel, TransformerNet 256 / 1024 0.237 /
+/// 1.24-1.29 ms against 0.225 / 1.20, StyleViT base 64 tokens 0.556-0.561 against 0.545-0.553; in all but
+/// the persistent TMA / wgmma kernels, 0.236-0.239 / 1.197 and 0.561-0.562.
 #[inline(always)]
 pub fn grid_dependency_wait() {
     // SAFETY: no operands; it only orders this grid after its prerequisite grids. Not `nomem`: memory

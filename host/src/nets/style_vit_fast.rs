@@ -19,6 +19,13 @@
 //! its tanh form (`models::ops::gelu_tanh`, within 4.7e-4 of exact GELU) are the only systematic
 //! differences from the fp32 path; the self-check measures their effect with a CPU emulation that does
 //! the same (selfcheck/vit_fast.rs).
+//!
+//! Measured and dropped (session 14, H100, same-run A/B): the few-row LayerNorms folded into the GEMM that
+//! reads them (`linear_tc_ln`, commits 35e18ea / a735332: 23 fewer launches at 64 tokens for base; each
+//! block normalises its 64 rows in shared memory, then multiplies without a K split). Correct, but slower:
+//! base 64 tokens 0.660-0.666 ms against 0.547-0.549, small 0.306-0.310 against 0.298-0.299 (run 69). The
+//! unsplit GEMM has a quarter of the split plan's warps, and in a CUDA graph a norm launch costs less than
+//! the prologue that replaces it.
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
