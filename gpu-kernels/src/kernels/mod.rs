@@ -19,3 +19,4 @@ mod linear_wg;
 mod nhwc;
 mod patch;
 mod upsample;
+mod vit_stack;

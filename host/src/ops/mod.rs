@@ -20,3 +20,4 @@ pub mod linear_wg;
 pub mod nhwc;
 pub mod patch;
 pub mod upsample;
+pub mod vit_stack;
