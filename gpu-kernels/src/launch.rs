@@ -925,23 +925,6 @@ pub struct VitStackArgs {
     pub splits: [u32; 4],
     pub kps: [u32; 4],
     pub scale_log2: f32,
-    /// `VIT_STACK_*` variant bits (A/B switches of the barrier and prefetch; 0: the default).
-    pub variant: u32,
+    pub _pad: u32,
 }
-/// `vit_stack` variant bit: no `fence.acq_rel.gpu` around the barrier's arrival (the `atom.acq_rel` and the
-/// `ld.acquire` polls carry the ordering).
-pub const VIT_STACK_NO_FENCE: u32 = 1;
-/// `vit_stack` variant bit: `nanosleep` between the barrier's polls.
-pub const VIT_STACK_SLEEP: u32 = 2;
-/// `vit_stack` variant bit: counter-and-flag barrier (arrivals count on one cache line, the last arrival
-/// bumps a generation word on another that the others poll), instead of the bit-31 flip.
-pub const VIT_STACK_FLAG: u32 = 4;
-/// `vit_stack` variant bit: before a phase's barrier, prefetch the next GEMM's weights into L2.
-pub const VIT_STACK_PREFETCH: u32 = 8;
-/// `vit_stack` variant bit, a timing probe only (wrong results): the barriers and prefetches without the
-/// phases' work.
-pub const VIT_STACK_BARRIERS_ONLY: u32 = 16;
-/// `vit_stack`: u32 words of the barrier state (the flip counter at word 0, the flag barrier's counter at
-/// word 32 and generation at word 64: separate 128-byte lines).
-pub const VIT_STACK_BARRIER_WORDS: u32 = 96;
 const _: () = assert!(core::mem::size_of::<VitStackArgs>() == 152 && core::mem::align_of::<VitStackArgs>() == 8);

@@ -18,8 +18,7 @@
 use crate::device::{block_idx_x, grid_dim_x, sync_threads, thread_idx_x};
 use crate::launch::{
     VitBlockPtrs, VitStackArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL,
-    LINEAR_TC_RES_F16, LINEAR_TC_S_BM, LINEAR_TC_S_BN, VIT_STACK_BQ, VIT_STACK_FLAG, VIT_STACK_LN_ROWS, VIT_STACK_NO_FENCE,
-    VIT_STACK_BARRIERS_ONLY, VIT_STACK_PREFETCH, VIT_STACK_SLEEP,
+    LINEAR_TC_RES_F16, LINEAR_TC_S_BM, LINEAR_TC_S_BN, VIT_STACK_BQ, VIT_STACK_LN_ROWS,
 };
 use core::arch::asm;
 
@@ -40,89 +39,23 @@ unsafe fn ld_acquire_gpu_u32(p: *const u32) -> u32 {
     v
 }
 
-/// `st.release.gpu.global.u32`.
-///
-/// # Safety
-/// `p` must be a 4-byte aligned global address valid for writes.
-#[inline(always)]
-unsafe fn st_release_gpu_u32(p: *mut u32, v: u32) {
-    asm!("st.release.gpu.global.u32 [{0}], {1};", in(reg64) p, in(reg32) v, options(nostack));
-}
-
-/// `nanosleep.u32`: lets the warp sleep about `ns` nanoseconds.
-#[inline(always)]
-fn nanosleep(ns: u32) {
-    // SAFETY: only suspends the warp.
-    unsafe { asm!("nanosleep.u32 {0};", in(reg32) ns, options(nostack, nomem)) };
-}
-
-/// `prefetch.global.L2`: brings the line at `p` into L2.
-///
-/// # Safety
-/// `p` must be a global address (a prefetch never faults, but keep it inside an allocation).
-#[inline(always)]
-unsafe fn prefetch_l2(p: *const u8) {
-    asm!("prefetch.global.L2 [{0}];", in(reg64) p, options(nostack, readonly));
-}
-
-/// Prefetches `bytes` bytes from `p` into L2, one 128-byte line per thread of the grid at a time.
-#[inline(always)]
-unsafe fn prefetch_l2_range(p: u64, bytes: u32) {
-    let lines = bytes.div_ceil(128);
-    let mut i = block_idx_x() * 128 + thread_idx_x();
-    let stride = grid_dim_x() * 128;
-    while i < lines {
-        prefetch_l2((p + 128 * i as u64) as *const u8);
-        i += stride;
-    }
-}
-
 /// The grid-wide barrier of the module comment. Every thread of every block must reach it.
 ///
 /// # Safety
 /// `bar` as [`VitStackArgs::barrier`]; the grid co-resident.
 #[inline(always)]
-unsafe fn grid_barrier(bar: *mut u32, variant: u32) {
+unsafe fn grid_barrier(bar: *mut u32) {
     sync_threads();
     if thread_idx_x() == 0 {
-        let fences = variant & VIT_STACK_NO_FENCE == 0;
-        let sleep = variant & VIT_STACK_SLEEP != 0;
-        if fences {
-            fence_acq_rel_gpu();
-        }
-        if variant & VIT_STACK_FLAG != 0 {
-            let (count, gen) = (bar.add(32), bar.add(64));
-            // The generation cannot move before this block has arrived.
-            let g = ld_acquire_gpu_u32(gen);
-            if atom_add_acq_rel_gpu(count, 1) == grid_dim_x() - 1 {
-                // Last arrival: every other block's add (and, through its release, its writes) is
-                // acquired; reset the count before releasing the generation (nobody arrives again
-                // before seeing it).
-                *count = 0;
-                st_release_gpu_u32(gen, g.wrapping_add(1));
-            } else {
-                while ld_acquire_gpu_u32(gen) == g {
-                    if sleep {
-                        nanosleep(64);
-                    }
-                }
-            }
+        let inc = if block_idx_x() == 0 {
+            0x8000_0000u32 - (grid_dim_x() - 1)
         } else {
-            let inc = if block_idx_x() == 0 {
-                0x8000_0000u32 - (grid_dim_x() - 1)
-            } else {
-                1
-            };
-            let old = atom_add_acq_rel_gpu(bar, inc);
-            while (ld_acquire_gpu_u32(bar) ^ old) & 0x8000_0000 == 0 {
-                if sleep {
-                    nanosleep(64);
-                }
-            }
-        }
-        if fences {
-            fence_acq_rel_gpu();
-        }
+            1
+        };
+        fence_acq_rel_gpu();
+        let old = atom_add_acq_rel_gpu(bar, inc);
+        while (ld_acquire_gpu_u32(bar) ^ old) & 0x8000_0000 == 0 {}
+        fence_acq_rel_gpu();
     }
     sync_threads();
 }
@@ -220,80 +153,51 @@ unsafe fn vit_stack_body<const DH: usize>(a: &VitStackArgs) {
     let q_tiles = a.tokens.div_ceil(VIT_STACK_BQ).max(1);
     let heads = a.heads.max(1);
     let qkv = a.qkv16 as *const u16;
-    let v = a.variant;
-    let pf = v & VIT_STACK_PREFETCH != 0;
-    // L2 prefetch of weights the next GEMM phase reads (they depend on no earlier phase).
-    let prefetch = |w: u64, n: u32, k: u32| {
-        if pf {
-            prefetch_l2_range(w, n * k * 2);
-        }
-    };
-    // VIT_STACK_BARRIERS_ONLY (timing probe): the barriers and prefetches without the work.
-    let work = v & VIT_STACK_BARRIERS_ONLY == 0;
     for blk in 0..a.nblocks {
         let w: VitBlockPtrs = *(a.blocks as *const VitBlockPtrs).add(blk as usize);
         let last = blk + 1 == a.nblocks;
-        if blk == 0 {
-            prefetch(w.w_qkv, 3 * d, d);
-        }
-        prefetch(w.w_out, d, d);
-        if work {
-            let e = ep(w.b_qkv, 0, a.qkv16, 3 * d, LINEAR_TC_BIAS);
-            gemm(a, a.x16, w.w_qkv, e, m, d, a.splits[0], a.kps[0]);
-        }
-        grid_barrier(bar, v);
-        prefetch(w.fc1_w, f, d);
-        if work {
-            for_items!(q_tiles * heads * a.batch, |i| {
-                let (qt, h, b) = (i % q_tiles, (i / q_tiles) % heads, i / (q_tiles * heads));
-                attention_tc_body::<DH, 1>(
-                    qt,
-                    h,
-                    b,
-                    qkv,
-                    qkv.add(d as usize),
-                    qkv.add(2 * d as usize),
-                    a.a16 as *mut u16,
-                    a.tokens,
-                    a.tokens,
-                    3 * d,
-                    3 * d,
-                    d,
-                    a.scale_log2,
-                );
-            });
-        }
-        grid_barrier(bar, v);
-        prefetch(w.fc2_w, d, f);
-        if work {
-            let e = ep(w.b_out, a.x16, a.t16, d, res_f16);
-            gemm(a, a.a16, w.w_out, e, m, d, a.splits[1], a.kps[1]);
-        }
-        grid_barrier(bar, v);
-        if work {
-            layer_norm(a.t16, w.n1_w, w.n1_b, 0, a.x2_16, m, d);
-        }
-        grid_barrier(bar, v);
+        gemm(a, a.x16, w.w_qkv, ep(w.b_qkv, 0, a.qkv16, 3 * d, LINEAR_TC_BIAS), m, d, a.splits[0], a.kps[0]);
+        grid_barrier(bar);
+        for_items!(q_tiles * heads * a.batch, |i| {
+            let (qt, h, b) = (i % q_tiles, (i / q_tiles) % heads, i / (q_tiles * heads));
+            attention_tc_body::<DH, 1>(
+                qt,
+                h,
+                b,
+                qkv,
+                qkv.add(d as usize),
+                qkv.add(2 * d as usize),
+                a.a16 as *mut u16,
+                a.tokens,
+                a.tokens,
+                3 * d,
+                3 * d,
+                d,
+                a.scale_log2,
+            );
+        });
+        grid_barrier(bar);
+        gemm(a, a.a16, w.w_out, ep(w.b_out, a.x16, a.t16, d, res_f16), m, d, a.splits[1], a.kps[1]);
+        grid_barrier(bar);
+        layer_norm(a.t16, w.n1_w, w.n1_b, 0, a.x2_16, m, d);
+        grid_barrier(bar);
+        gemm(
+            a,
+            a.x2_16,
+            w.fc1_w,
+            ep(w.fc1_b, 0, a.h16, f, LINEAR_TC_BIAS | LINEAR_TC_GELU),
+            m,
+            d,
+            a.splits[2],
+            a.kps[2],
+        );
+        grid_barrier(bar);
+        gemm(a, a.h16, w.fc2_w, ep(w.fc2_b, a.x2_16, a.t16, d, res_f16), m, f, a.splits[3], a.kps[3]);
+        grid_barrier(bar);
+        let y32 = if last { a.x32 } else { 0 };
+        layer_norm(a.t16, w.n2_w, w.n2_b, y32, a.x16, m, d);
         if !last {
-            let next: VitBlockPtrs = *(a.blocks as *const VitBlockPtrs).add(blk as usize + 1);
-            prefetch(next.w_qkv, 3 * d, d);
-        }
-        if work {
-            let e = ep(w.fc1_b, 0, a.h16, f, LINEAR_TC_BIAS | LINEAR_TC_GELU);
-            gemm(a, a.x2_16, w.fc1_w, e, m, d, a.splits[2], a.kps[2]);
-        }
-        grid_barrier(bar, v);
-        if work {
-            let e = ep(w.fc2_b, a.x2_16, a.t16, d, res_f16);
-            gemm(a, a.h16, w.fc2_w, e, m, f, a.splits[3], a.kps[3]);
-        }
-        grid_barrier(bar, v);
-        if work {
-            let y32 = if last { a.x32 } else { 0 };
-            layer_norm(a.t16, w.n2_w, w.n2_b, y32, a.x16, m, d);
-        }
-        if !last {
-            grid_barrier(bar, v);
+            grid_barrier(bar);
         }
     }
 }

@@ -50,8 +50,8 @@ pub struct LinearTcWorkspace {
     counters: DeviceTensor,
     tiles: usize,
     slots: usize,
-    /// `VIT_STACK_BARRIER_WORDS` u32, 0 at creation: the grid barrier state of `vit_stack` (which also
-    /// runs its GEMMs' K splits through this workspace); every launch leaves it valid for the next.
+    /// One u32, 0 at creation: the grid barrier of `vit_stack` (which also runs its GEMMs' K splits
+    /// through this workspace); every launch leaves its low 31 bits 0.
     barrier: DeviceTensor,
     /// Tensor maps of `linear_tma`'s operands (the many-row plan's kernel on Hopper).
     maps: crate::gpu::TmaMapCache,
@@ -96,8 +96,7 @@ impl LinearTcWorkspace {
         let partials = DeviceTensor::empty(&[floats], DType::F32, Layout::RowMajor)?;
         let mut counters = DeviceTensor::empty(&[tiles], DType::F32, Layout::RowMajor)?;
         counters.fill_bytes(0)?;
-        let words = gpu_kernels::launch::VIT_STACK_BARRIER_WORDS as usize;
-        let mut barrier = DeviceTensor::empty(&[words], DType::F32, Layout::RowMajor)?;
+        let mut barrier = DeviceTensor::empty(&[1], DType::F32, Layout::RowMajor)?;
         barrier.fill_bytes(0)?;
         Ok(LinearTcWorkspace {
             partials,

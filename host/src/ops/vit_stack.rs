@@ -43,19 +43,6 @@ fn blocks_per_sm() -> u32 {
     })
 }
 
-/// The kernel's variant bits (`STYLEFORGE_VIT_STACK_VARIANT`, a sum of the `VIT_STACK_*` bits of
-/// `gpu_kernels::launch`; default 0). Read once.
-fn variant() -> u32 {
-    static V: OnceLock<u32> = OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("STYLEFORGE_VIT_STACK_VARIANT")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .filter(|&v: &u32| v < 32)
-            .unwrap_or(0)
-    })
-}
-
 /// The parameters of one block as device addresses (the tensors stay owned by the caller).
 pub struct VitBlockTensors<'a> {
     pub w_qkv: &'a DeviceTensor,
@@ -284,7 +271,7 @@ pub fn vit_stack(
         splits: plans.map(|p| p.splits as u32),
         kps: plans.map(|p| p.ktiles_per_split as u32),
         scale_log2: (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32,
-        variant: variant(),
+        _pad: 0,
     };
     // SAFETY: vit_stack_dXX(a: VitStackArgs) takes the #[repr(C)] struct shared with the kernel crate, by
     // value; `kernel` is the variant compiled for this head_dim. Every address in it is a live allocation
@@ -296,8 +283,7 @@ pub fn vit_stack(
     // and inside K by `LinearTcPlan::choose`), writing partial tiles and counters inside the workspace's
     // `tiles` / `slots` (checked above; counters 0, left 0). The attention phase reads q, k, v at columns
     // h·dh + [0, dh) of rows of 3D and writes a16's rows of D, as `attention_tc` (D = heads·dh, rows and
-    // columns multiples of 8). The barrier words (VIT_STACK_BARRIER_WORDS) belong to the exclusively borrowed
-    // workspace; weight prefetches stay inside the weight tensors. The grid is
+    // columns multiples of 8). The barrier word belongs to the exclusively borrowed workspace. The grid is
     // sm_count × per_sm ≤ the occupancy calculator's resident blocks per SM, so every block is resident
     // and the grid barrier cannot wait on an unscheduled block; block VIT_STACK_THREADS with
     // vit_stack_smem_bytes(dh) of dynamic shared memory (the layouts the phases carve).
