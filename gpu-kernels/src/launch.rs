@@ -801,11 +801,7 @@ pub const fn attn_tc_bq(head_dim: u32) -> u32 {
 }
 /// `attention_tc`: dynamic shared memory: the Q tile [BQ][dh] and two stages of K and V tiles [BK][dh], f16.
 pub const fn attn_tc_smem_bytes(head_dim: u32) -> u32 {
-    attn_tc_smem(head_dim, attn_tc_m_tiles(head_dim))
-}
-/// The `attention_tc` body's dynamic shared memory with `m_tiles` m-tiles per warp (BQ = 16 · warps · m_tiles).
-pub const fn attn_tc_smem(head_dim: u32, m_tiles: u32) -> u32 {
-    (16 * ATTN_TC_WARPS * m_tiles + 4 * ATTN_TC_BK) * head_dim * 2
+    (attn_tc_bq(head_dim) + 4 * ATTN_TC_BK) * head_dim * 2
 }
 /// `attention_tc`: kernel name for a head dimension, or `None`.
 pub const fn attn_tc_kernel(head_dim: u32) -> Option<&'static str> {
@@ -844,87 +840,3 @@ pub const CONV2D_TC_TAPS_TILE_BYTES: u32 = {
 };
 /// Dynamic shared memory of `conv2d_tc_halo9_taps`: the tile region, then the weight.
 pub const CONV2D_TC_TAPS_SMEM: u32 = CONV2D_TC_TAPS_TILE_BYTES + CONV2D_TC_TAPS_W_ELEMS * 2;
-
-// ------------------------------------------------------------------------------------------- vit_stack
-/// `vit_stack` (a run of post-norm transformer blocks on few tokens in one persistent launch): threads per
-/// block, the block shape of `linear_tc_small`, `attention_tc` and four LayerNorm rows (one per warp).
-pub const VIT_STACK_THREADS: u32 = 128;
-/// `vit_stack`: LayerNorm rows per work item (one per warp).
-pub const VIT_STACK_LN_ROWS: u32 = VIT_STACK_THREADS / 32;
-const _: () = assert!(VIT_STACK_THREADS == LINEAR_TC_S_THREADS && VIT_STACK_THREADS == 32 * ATTN_TC_WARPS);
-/// `vit_stack`: query rows per attention work item (`attention_tc`'s body with one m-tile per warp: at 64
-/// tokens one item per (sequence, head) with every warp busy, and fewer registers than two m-tiles).
-pub const VIT_STACK_BQ: u32 = 16 * ATTN_TC_WARPS;
-/// `vit_stack`: dynamic shared memory for a head dimension (the larger of `linear_tc_small`'s pipeline and
-/// `attention_tc`'s tiles with one m-tile per warp; the phases reuse it one after another).
-pub const fn vit_stack_smem_bytes(head_dim: u32) -> u32 {
-    let a = attn_tc_smem(head_dim, 1);
-    if a > LINEAR_TC_S_SMEM_BYTES {
-        a
-    } else {
-        LINEAR_TC_S_SMEM_BYTES
-    }
-}
-/// `vit_stack`: kernel name for a head dimension, or `None` (32 and 64; at 128 the attention phase needs
-/// every register of the kernel and ptxas spilled: those stacks keep one launch per op).
-pub const fn vit_stack_kernel(head_dim: u32) -> Option<&'static str> {
-    match head_dim {
-        32 => Some("vit_stack_d32"),
-        64 => Some("vit_stack_d64"),
-        _ => None,
-    }
-}
-
-/// One post-norm block's parameters for `vit_stack` (`#[repr(C)]`, shared with the host; device
-/// addresses): GEMM weights f16 in PyTorch `Linear` layout ([N, K]), biases and LayerNorm affine f32.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VitBlockPtrs {
-    pub w_qkv: u64,
-    pub b_qkv: u64,
-    pub w_out: u64,
-    pub b_out: u64,
-    pub fc1_w: u64,
-    pub fc1_b: u64,
-    pub fc2_w: u64,
-    pub fc2_b: u64,
-    pub n1_w: u64,
-    pub n1_b: u64,
-    pub n2_w: u64,
-    pub n2_b: u64,
-}
-
-/// `vit_stack`'s kernel parameter (`#[repr(C)]`, shared with the host launcher; device addresses).
-/// `blocks`: `nblocks` [`VitBlockPtrs`]. Activations (row-major, `m = batch · tokens` rows): `x16` [m, d]
-/// f16 (input and output), `x2_16` [m, d], `qkv16` [m, 3d], `a16` [m, d], `t16` [m, d], `h16` [m, f] f16;
-/// `x32` [m, d] f32, written by the last block's second LayerNorm when non-zero. `ws` / `counters`: a
-/// `linear_tc_small` split-K workspace (counters 0 at launch, left 0). `barrier`: one u32, 0 before the
-/// first launch that uses it (every launch leaves its low 31 bits 0). `splits[i]` / `kps[i]`: the K split of
-/// GEMM i (qkv, out, fc1, fc2), as `linear_tc_small`'s gridDim.z and `kps`. `scale_log2` = log2(e) /
-/// sqrt(d / heads).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct VitStackArgs {
-    pub blocks: u64,
-    pub x16: u64,
-    pub x2_16: u64,
-    pub qkv16: u64,
-    pub a16: u64,
-    pub t16: u64,
-    pub h16: u64,
-    pub x32: u64,
-    pub ws: u64,
-    pub counters: u64,
-    pub barrier: u64,
-    pub nblocks: u32,
-    pub batch: u32,
-    pub tokens: u32,
-    pub d: u32,
-    pub f: u32,
-    pub heads: u32,
-    pub splits: [u32; 4],
-    pub kps: [u32; 4],
-    pub scale_log2: f32,
-    pub _pad: u32,
-}
-const _: () = assert!(core::mem::size_of::<VitStackArgs>() == 152 && core::mem::align_of::<VitStackArgs>() == 8);

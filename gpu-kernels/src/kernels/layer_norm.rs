@@ -25,7 +25,7 @@ pub unsafe extern "ptx-kernel" fn layer_norm(
     has_res: u32,
 ) {
     crate::device::grid_dependency_wait();
-    layer_norm_row(x, res, gamma, beta, y, core::ptr::null_mut(), block_row(), rows, d, has_res != 0);
+    layer_norm_row(x, res, gamma, beta, y, core::ptr::null_mut(), rows, d, has_res != 0);
 }
 
 /// Float4 groups per lane held in registers by the register form (rows up to 4·32·8 = 1024).
@@ -71,15 +71,9 @@ impl LnIn for u16 {
     }
 }
 
-/// The row of the calling warp in the LayerNorm kernels' grid: `block · LAYER_NORM_ROWS + warp`.
-#[inline(always)]
-pub(super) fn block_row() -> u32 {
-    block_idx_x() * LAYER_NORM_ROWS + thread_idx_x() / 32
-}
-
-/// Row `row` (one warp, all 32 lanes; nothing when `row >= rows`): `y` (f32, when non-null) and `y16`
-/// (its f16 rounding, when non-null) = LayerNorm(x + res if `has_res`) · γ + β. Pointers as the kernels'
-/// (tensor bases, so 16-byte aligned). No block barrier.
+/// The row of this warp (`block · LAYER_NORM_ROWS + warp`, if below `rows`): `y` (f32, when non-null)
+/// and `y16` (its f16 rounding, when non-null) = LayerNorm(x + res if `has_res`) · γ + β. Pointers as the
+/// kernels' (tensor bases, so 16-byte aligned).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn layer_norm_row<T: LnIn>(
@@ -89,14 +83,13 @@ pub(super) unsafe fn layer_norm_row<T: LnIn>(
     beta: *const f32,
     y: *mut f32,
     y16: *mut u16,
-    row: u32,
     rows: u32,
     d: u32,
     has_res: bool,
 ) {
-    let row = row as usize;
+    let row = (block_idx_x() * LAYER_NORM_ROWS + thread_idx_x() / 32) as usize;
     if row >= rows as usize {
-        // Whole warps leave together; the callers have no block barrier here.
+        // Whole warps leave together; the kernels have no block barrier.
         return;
     }
     let d = d as usize;

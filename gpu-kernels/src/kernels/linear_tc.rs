@@ -397,7 +397,7 @@ unsafe fn ld_relaxed_gpu_v4(p: *const f32) -> [f32; 4] {
 /// its later ones for every thread of the GPU; here, its partial-sum stores before the barrier that
 /// precedes the block's counter increment.
 #[inline(always)]
-pub(crate) fn fence_acq_rel_gpu() {
+fn fence_acq_rel_gpu() {
     // SAFETY: a fence has no operands and touches no memory of its own.
     unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) };
 }
@@ -409,7 +409,7 @@ pub(crate) fn fence_acq_rel_gpu() {
 /// # Safety
 /// `p` must be a 4-byte aligned global address valid for reads and writes.
 #[inline(always)]
-pub(crate) unsafe fn atom_add_acq_rel_gpu(p: *mut u32, v: u32) -> u32 {
+unsafe fn atom_add_acq_rel_gpu(p: *mut u32, v: u32) -> u32 {
     let old: u32;
     asm!(
         "atom.acq_rel.gpu.global.add.u32 {0}, [{1}], {2};",
@@ -462,58 +462,14 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     kps: u32,
 ) {
     crate::device::grid_dependency_wait();
-    let g = SmallGemm {
-        x,
-        w,
-        ep: Epilogue {
-            bias,
-            res,
-            y32,
-            y16,
-            n,
-            res_rows,
-            flags,
-        },
-        ws,
-        counters,
-        m,
-        k,
-        kps,
-        tiles_x: grid_dim_x(),
-        splits: grid_dim_z(),
-    };
-    linear_tc_small_tile(&g, block_idx_x(), block_idx_y(), block_idx_z());
-}
-
-/// One `linear_tc_small` GEMM: the kernel's arguments (the epilogue's included), its column-tile count
-/// (the kernel's gridDim.x, ceil(N / 32)) and its K split count (gridDim.z).
-pub(crate) struct SmallGemm {
-    pub(crate) x: *const u16,
-    pub(crate) w: *const u16,
-    pub(crate) ep: Epilogue,
-    pub(crate) ws: *mut f32,
-    pub(crate) counters: *mut u32,
-    pub(crate) m: u32,
-    pub(crate) k: u32,
-    pub(crate) kps: u32,
-    pub(crate) tiles_x: u32,
-    pub(crate) splits: u32,
-}
-
-/// `linear_tc_small`'s block `(bx, by, z)`: output tile (column tile bx, row tile by), K split z. All
-/// threads of the block call it (block barriers); a caller that reuses the dynamic shared memory
-/// afterwards must barrier first (warps may still be reading the last stage when others return).
-#[inline(always)]
-pub(crate) unsafe fn linear_tc_small_tile(gm: &SmallGemm, bx: u32, by: u32, z: u32) {
-    let (x, w, ws, counters) = (gm.x, gm.w, gm.ws, gm.counters);
-    let (m, n, k, kps) = (gm.m, gm.ep.n, gm.k, gm.kps);
-    let splits = gm.splits;
     const STAGES: u32 = LINEAR_TC_S_STAGES;
     let t = thread_idx_x();
     let warp = t / 32;
     let lane = t % 32;
-    let n0 = bx * LINEAR_TC_S_BN;
-    let m0 = by * LINEAR_TC_S_BM;
+    let n0 = block_idx_x() * LINEAR_TC_S_BN;
+    let m0 = block_idx_y() * LINEAR_TC_S_BM;
+    let z = block_idx_z();
+    let splits = grid_dim_z();
     let ktiles = k.div_ceil(LINEAR_TC_S_BK);
     let kt0 = z * kps;
     let kt1 = if kt0 + kps < ktiles {
@@ -617,7 +573,7 @@ pub(crate) unsafe fn linear_tc_small_tile(gm: &SmallGemm, bx: u32, by: u32, z: u
     cp_async_wait_group::<0>();
 
     if splits > 1 {
-        let tile = by * gm.tiles_x + bx;
+        let tile = block_idx_y() * grid_dim_x() + block_idx_x();
         let slot = |zz: u32| {
             ws.add((tile as usize * splits as usize + zz as usize) * LINEAR_TC_S_PARTIAL as usize)
         };
@@ -680,7 +636,15 @@ pub(crate) unsafe fn linear_tc_small_tile(gm: &SmallGemm, bx: u32, by: u32, z: u
     // Epilogue: rows g and g + 8 of the warp's m-tile; n-tile ni's columns 2t, 2t + 1.
     let g = lane / 4;
     let tq = lane % 4;
-    let ep = &gm.ep;
+    let ep = Epilogue {
+        bias,
+        res,
+        y32,
+        y16,
+        n,
+        res_rows,
+        flags,
+    };
     unroll!(2, |half| {
         let row = m0 + warp * 16 + g + 8 * half as u32;
         if row < m {
@@ -725,18 +689,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm(
     has_res: u32,
 ) {
     crate::device::grid_dependency_wait();
-    super::layer_norm::layer_norm_row(
-        x,
-        res,
-        gamma,
-        beta,
-        y,
-        y16,
-        super::layer_norm::block_row(),
-        rows,
-        d,
-        has_res != 0,
-    );
+    super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
 }
 
 /// `linear_tc_layer_norm` on f16 inputs: `y = LayerNorm(x + res) · γ + β` with x and res f16 (`u16`
@@ -756,16 +709,5 @@ pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm_h(
     has_res: u32,
 ) {
     crate::device::grid_dependency_wait();
-    super::layer_norm::layer_norm_row(
-        x,
-        res,
-        gamma,
-        beta,
-        y,
-        y16,
-        super::layer_norm::block_row(),
-        rows,
-        d,
-        has_res != 0,
-    );
+    super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
 }

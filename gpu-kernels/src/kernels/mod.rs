@@ -19,4 +19,3 @@ mod linear_wg;
 mod nhwc;
 mod patch;
 mod upsample;
-mod vit_stack;

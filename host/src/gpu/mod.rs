@@ -167,40 +167,6 @@ impl Gpu {
             .during(format!("launching {name}"))
     }
 
-    /// How many blocks of `threads` threads with `shared_mem_bytes` of dynamic shared memory kernel `name`
-    /// can keep resident on one SM (the driver's occupancy calculator; opts the kernel in to more than 48 KB
-    /// first, as [`Gpu::launch`] does). Persistent kernels with grid-wide barriers size their grid with it.
-    pub fn max_active_blocks_per_sm(&self, name: &str, threads: u32, shared_mem_bytes: u32) -> Result<u32> {
-        let f = self.module.get_function(name).map_err(|e| {
-            Error::Ptx(format!("kernel `{name}` is not in {}: {e}", self.ptx_path.display()))
-        })?;
-        let mut n: i32 = 0;
-        // SAFETY: `f` is a live function of this context's module; `n` outlives the calls.
-        let r = unsafe {
-            if shared_mem_bytes > 48 * 1024 {
-                let r = cust::sys::cuFuncSetAttribute(
-                    f.to_raw(),
-                    cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    shared_mem_bytes as i32,
-                );
-                if r != cust::sys::cudaError_enum::CUDA_SUCCESS {
-                    return Err(Error::Shape {
-                        op: "occupancy",
-                        msg: format!("{name}: {shared_mem_bytes} B of shared memory refused ({r:?})"),
-                    });
-                }
-            }
-            cust::sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
-                &mut n,
-                f.to_raw(),
-                threads as i32,
-                shared_mem_bytes as usize,
-            )
-        };
-        graph::check(r, &format!("occupancy of {name}"))?;
-        Ok(n.max(0) as u32)
-    }
-
     /// Makes this GPU's context current on the calling thread (needed when a `Gpu` moves between threads).
     /// Whether kernels are launched with programmatic dependent launch (sm_90+, `STYLEFORGE_PDL` not 0).
     pub fn uses_pdl(&self) -> bool {

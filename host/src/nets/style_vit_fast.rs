@@ -35,7 +35,6 @@ use crate::ops::attention_tc::HEAD_DIMS;
 use crate::ops::attention_tma::attention_qkv;
 use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
-use crate::ops::vit_stack::{vit_stack, vit_stack_supports, VitBlockTensors, VitStackActs, VitStackBlocks};
 
 const OP: &str = "GpuStyleVitFast";
 
@@ -78,25 +77,6 @@ impl BlockW {
     }
 }
 
-impl BlockW {
-    fn tensors(&self) -> VitBlockTensors<'_> {
-        VitBlockTensors {
-            w_qkv: &self.w_qkv,
-            b_qkv: &self.b_qkv,
-            w_out: &self.w_out,
-            b_out: &self.b_out,
-            fc1_w: &self.fc1_w,
-            fc1_b: &self.fc1_b,
-            fc2_w: &self.fc2_w,
-            fc2_b: &self.fc2_b,
-            n1_w: &self.n1_w,
-            n1_b: &self.n1_b,
-            n2_w: &self.n2_w,
-            n2_b: &self.n2_b,
-        }
-    }
-}
-
 /// Activations of one token sequence batch [B, N, ·] (content or style).
 struct Seq {
     cols: DeviceTensor,
@@ -129,37 +109,6 @@ impl Seq {
             t16: h(&[b, n, d])?,
             h16: h(&[b, n, f])?,
         })
-    }
-
-    /// All of `blocks` in one `vit_stack` launch when `stack` and the shapes allow it (few tokens; the
-    /// output is bit-identical to [`Seq::block`]'s, one block after another), with `x32` as there for the
-    /// last block. Returns whether it did.
-    fn stack(
-        &mut self,
-        gpu: &Gpu,
-        ws: &mut LinearTcWorkspace,
-        blocks: Option<&VitStackBlocks>,
-        heads: usize,
-        x32: bool,
-    ) -> Result<bool> {
-        let Some(blocks) = blocks else {
-            return Ok(false);
-        };
-        let (b, n, d) = (self.x16.shape[0], self.x16.shape[1], self.x16.shape[2]);
-        let f = self.h16.shape[2];
-        if !vit_stack_supports(b, n, d, f, heads) {
-            return Ok(false);
-        }
-        let acts = VitStackActs {
-            x16: &mut self.x16,
-            x2_16: &mut self.x2_16,
-            qkv16: &mut self.qkv16,
-            a16: &mut self.a16,
-            t16: &mut self.t16,
-            h16: &mut self.h16,
-        };
-        vit_stack(gpu, blocks, heads, acts, x32.then_some(&mut self.x), ws)?;
-        Ok(true)
     }
 
     /// One post-norm block on the f16 residual stream: input in `x16`, output there too (and in the f32
@@ -326,11 +275,6 @@ pub struct GpuStyleVitFast<'g> {
     patch_b: DeviceTensor,
     encoder: Vec<BlockW>,
     decoder: Vec<BlockW>,
-    /// The encoder's and decoder's block tables for `vit_stack` (addresses of the tensors above).
-    encoder_stack: Option<VitStackBlocks>,
-    decoder_stack: Option<VitStackBlocks>,
-    /// Few-token block stacks in one `vit_stack` launch (default: `STYLEFORGE_VIT_STACK` not 0).
-    use_stack: bool,
     /// [3·p·p, D] f16.
     to_pixels_w: DeviceTensor,
     to_pixels_b: DeviceTensor,
@@ -375,29 +319,17 @@ impl<'g> GpuStyleVitFast<'g> {
                 3 * p * p
             )
         })?;
-        let encoder: Vec<BlockW> = net.encoder.iter().map(BlockW::new).collect::<Result<_>>()?;
-        let decoder: Vec<BlockW> = net.decoder.iter().map(BlockW::new).collect::<Result<_>>()?;
-        let table = |blocks: &[BlockW]| -> Result<Option<VitStackBlocks>> {
-            if blocks.is_empty() {
-                return Ok(None);
-            }
-            VitStackBlocks::new(&blocks.iter().map(BlockW::tensors).collect::<Vec<_>>()).map(Some)
-        };
-        let (encoder_stack, decoder_stack) = (table(&encoder)?, table(&decoder)?);
         Ok(GpuStyleVitFast {
             gpu,
             cfg,
-            encoder_stack,
-            decoder_stack,
-            use_stack: crate::ops::vit_stack::vit_stack_enabled(),
             patch_w: DeviceTensor::from_f32_as_f16(
                 &[d, 3 * p * p],
                 &net.patch_w.data,
                 Layout::RowMajor,
             )?,
             patch_b: mat(&net.patch_b)?,
-            encoder,
-            decoder,
+            encoder: net.encoder.iter().map(BlockW::new).collect::<Result<_>>()?,
+            decoder: net.decoder.iter().map(BlockW::new).collect::<Result<_>>()?,
             to_pixels_w: DeviceTensor::from_host_f16(&net.to_pixels_w)?,
             to_pixels_b: mat(&net.to_pixels_b)?,
             final0_w: DeviceTensor::from_f32(
@@ -477,17 +409,6 @@ impl<'g> GpuStyleVitFast<'g> {
         }
     }
 
-    /// Runs few-token block stacks in one `vit_stack` launch each (on by default unless
-    /// `STYLEFORGE_VIT_STACK=0`) or one launch per op. Changing it drops the captured graph.
-    pub fn set_use_stack(&mut self, on: bool) {
-        if on != self.use_stack {
-            self.use_stack = on;
-            if let Some(b) = self.bufs.as_mut() {
-                b.graph = None;
-            }
-        }
-    }
-
     /// Whether graph replay is asked for (see also [`Self::graph_error`]).
     pub fn use_graph(&self) -> bool {
         self.use_graph
@@ -556,7 +477,7 @@ impl<'g> GpuStyleVitFast<'g> {
             },
         )?;
         self.ensure_bufs(&content.shape, &style.shape)?;
-        self.queue(Some((content, style)), alpha, true, mark)?;
+        self.queue(Some((content, style)), alpha, mark)?;
         self.output()
     }
 
@@ -670,13 +591,13 @@ impl<'g> GpuStyleVitFast<'g> {
                     if let Some(b) = self.bufs.as_mut() {
                         b.graph = None;
                     }
-                    self.queue(inputs, alpha, false, &mut |_| Ok(()))?;
+                    self.queue(inputs, alpha, &mut |_| Ok(()))?;
                     self.graph_error = Some(e.to_string());
                     return Ok(());
                 }
             }
         }
-        self.queue(inputs, alpha, false, &mut |_| Ok(()))
+        self.queue(inputs, alpha, &mut |_| Ok(()))
     }
 
     fn run_graph(
@@ -701,8 +622,8 @@ impl<'g> GpuStyleVitFast<'g> {
             // First pass for these shapes and alpha: launch directly (this call's result; it also loads
             // every kernel and sets launch attributes outside any capture), then capture the same
             // launches for the following calls.
-            self.queue(None, alpha, false, &mut |_| Ok(()))?;
-            let g = CudaGraph::capture(gpu, || self.queue(None, alpha, false, &mut |_| Ok(())))?;
+            self.queue(None, alpha, &mut |_| Ok(()))?;
+            let g = CudaGraph::capture(gpu, || self.queue(None, alpha, &mut |_| Ok(())))?;
             if let Some(b) = self.bufs.as_mut() {
                 b.graph = Some((g, alpha.to_bits()));
             }
@@ -719,13 +640,11 @@ impl<'g> GpuStyleVitFast<'g> {
         }
     }
 
-    /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`). `per_op`: one
-    /// launch per op even where `vit_stack` could run a block stack (`bench --layers` times each op).
+    /// Queues every launch of the pass from `inputs` (or the staged inputs when `None`).
     fn queue(
         &mut self,
         inputs: Option<(&DeviceTensor, &DeviceTensor)>,
         alpha: f32,
-        per_op: bool,
         mark: Mark,
     ) -> Result<()> {
         let gpu = self.gpu;
@@ -754,12 +673,6 @@ impl<'g> GpuStyleVitFast<'g> {
         };
         let (b, hp, wp) = patch_grid(&content.shape, p)?;
         let (patch_w, patch_b, encoder) = (&self.patch_w, &self.patch_b, &self.encoder);
-        let stacks = !per_op && self.use_stack;
-        let (enc_stack, dec_stack) = if stacks {
-            (self.encoder_stack.as_ref(), self.decoder_stack.as_ref())
-        } else {
-            (None, None)
-        };
         let encode =
             |img: &DeviceTensor, seq: &mut Seq, ws: &mut LinearTcWorkspace, names: &StageNames, mark: Mark| -> Result<()> {
                 patch_embed_f16(
@@ -775,10 +688,8 @@ impl<'g> GpuStyleVitFast<'g> {
                     &mut seq.x16,
                 )?;
                 mark(names.patch)?;
-                if !seq.stack(gpu, ws, enc_stack, heads, true)? {
-                    for (i, w) in encoder.iter().enumerate() {
-                        seq.block(gpu, ws, w, heads, &names.block, i + 1 == encoder.len(), mark)?;
-                    }
+                for (i, w) in encoder.iter().enumerate() {
+                    seq.block(gpu, ws, w, heads, &names.block, i + 1 == encoder.len(), mark)?;
                 }
                 Ok(())
             };
@@ -799,10 +710,8 @@ impl<'g> GpuStyleVitFast<'g> {
         }
         to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
-        if !c.stack(gpu, ws, dec_stack, heads, false)? {
-            for w in &self.decoder {
-                c.block(gpu, ws, w, heads, &DECODER_OPS, false, mark)?;
-            }
+        for w in &self.decoder {
+            c.block(gpu, ws, w, heads, &DECODER_OPS, false, mark)?;
         }
         let ep = EpilogueTc {
             bias: Some(&self.to_pixels_b),

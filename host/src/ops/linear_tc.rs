@@ -50,9 +50,6 @@ pub struct LinearTcWorkspace {
     counters: DeviceTensor,
     tiles: usize,
     slots: usize,
-    /// One u32, 0 at creation: the grid barrier of `vit_stack` (which also runs its GEMMs' K splits
-    /// through this workspace); every launch leaves its low 31 bits 0.
-    barrier: DeviceTensor,
     /// Tensor maps of `linear_tma`'s operands (the many-row plan's kernel on Hopper).
     maps: crate::gpu::TmaMapCache,
 }
@@ -96,22 +93,13 @@ impl LinearTcWorkspace {
         let partials = DeviceTensor::empty(&[floats], DType::F32, Layout::RowMajor)?;
         let mut counters = DeviceTensor::empty(&[tiles], DType::F32, Layout::RowMajor)?;
         counters.fill_bytes(0)?;
-        let mut barrier = DeviceTensor::empty(&[1], DType::F32, Layout::RowMajor)?;
-        barrier.fill_bytes(0)?;
         Ok(LinearTcWorkspace {
             partials,
             counters,
             tiles,
             slots,
-            barrier,
             maps: Default::default(),
         })
-    }
-
-    /// Device addresses of the partial tiles, the counters and the barrier word (for `vit_stack`, which
-    /// runs `linear_tc_small`'s split-K tiles inside one launch); the borrow is exclusive, as for a launch.
-    pub(crate) fn split_buffers(&mut self) -> (u64, u64, u64) {
-        (self.partials.ptr(), self.counters.ptr(), self.barrier.ptr())
     }
 
     /// The tensor maps of the TMA kernels that run with this workspace (`linear_tma`'s operands, and those
@@ -120,9 +108,8 @@ impl LinearTcWorkspace {
         &mut self.maps
     }
 
-    /// Zeroes the counters and the barrier word again (only needed after a launch was aborted by a fault).
+    /// Zeroes the counters again (only needed after a launch was aborted by a fault).
     pub fn reset(&mut self) -> Result<()> {
-        self.barrier.fill_bytes(0)?;
         self.counters.fill_bytes(0)
     }
 

@@ -20,4 +20,3 @@ pub mod linear_wg;
 pub mod nhwc;
 pub mod patch;
 pub mod upsample;
-pub mod vit_stack;

@@ -470,12 +470,6 @@ pub(crate) fn random_style_vit(rng: &mut Rng64, blocks: usize) -> StyleVit {
         num_blocks: blocks,
         ffn_dim: 128,
     };
-    random_style_vit_cfg(rng, cfg)
-}
-
-/// A StyleViT of any config with random weights (as [`random_style_vit`]).
-pub(crate) fn random_style_vit_cfg(rng: &mut Rng64, cfg: StyleVitConfig) -> StyleVit {
-    let blocks = cfg.num_blocks;
     let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
     let k = 3 * p * p;
     StyleVit {

@@ -100,10 +100,6 @@ pub fn checks() -> Vec<Check> {
             op: "style_vit_fast",
             run: check_style_vit_fast,
         },
-        Check {
-            op: "vit_stack",
-            run: check_vit_stack,
-        },
     ]
 }
 
@@ -1200,94 +1196,6 @@ fn check_style_vit_fast(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             Ok(vec![r, e])
         };
         out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("style_vit_fast", &name, e)]));
-    }
-    out
-}
-
-// ---------------------------------------------------------------- vit_stack
-/// Cases of the `vit_stack` check: (patch, D, heads, FFN, blocks, content shape, style shape). Head dims 32
-/// and 64; 64 tokens per image batched (M 128) or not; a token count that is not a multiple of the
-/// attention item's 64 queries; a base-width block (D 512, FFN 2048: the GEMM plans of StyleViT base).
-/// (patch, D, heads, FFN, blocks, content shape, style shape).
-type StackCase = (usize, usize, usize, usize, usize, [usize; 4], [usize; 4]);
-const STACK_CASES: [StackCase; 5] = [
-    (8, 64, 2, 128, 2, [1, 3, 64, 64], [1, 3, 64, 64]),
-    (8, 128, 2, 256, 2, [2, 3, 64, 64], [1, 3, 32, 32]),
-    (8, 128, 2, 256, 1, [1, 3, 80, 72], [1, 3, 80, 72]),
-    (16, 256, 4, 1024, 1, [1, 3, 128, 128], [1, 3, 128, 128]),
-    (32, 512, 8, 2048, 1, [1, 3, 256, 256], [1, 3, 256, 256]),
-];
-
-/// `vit_stack` (the few-token block stacks of [`GpuStyleVitFast`] in one launch each) against the same net
-/// with one launch per op: the output must be bit-identical (same tiles, K splits and summation order),
-/// and the graph must have fewer nodes (the stack did run). Also against fp32 and the f16 emulation.
-fn check_vit_stack(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
-    let mut out = Vec::new();
-    for (p, d, heads, f, blocks, cs, ss) in STACK_CASES {
-        let name = format!("p{p} d{d} h{heads} f{f} {blocks}blk c{cs:?} s{ss:?}");
-        let run = |rng: &mut Rng64| -> Result<Vec<CheckResult>> {
-            let cfg = models::StyleVitConfig {
-                patch_size: p,
-                embed_dim: d,
-                num_heads: heads,
-                num_blocks: blocks,
-                ffn_dim: f,
-            };
-            let net = super::vit::random_style_vit_cfg(rng, cfg);
-            let content = random(rng, &cs, 0.0, 1.0);
-            let style = random(rng, &ss, 0.0, 1.0);
-            let mut g = GpuStyleVitFast::new(gpu, &net)?;
-            g.set_use_stack(false);
-            g.forward(&content, &style, 1.0)?; // direct launches, then the capture
-            let per_op = g.forward(&content, &style, 1.0)?;
-            let nodes_per_op = g.graph_nodes().unwrap_or(0);
-            g.set_use_stack(true);
-            g.forward(&content, &style, 1.0)?;
-            let stacked = g.forward(&content, &style, 1.0)?;
-            let nodes_stacked = g.graph_nodes().unwrap_or(0);
-            let mut same = compare(
-                "vit_stack",
-                &format!("{name} vs per-op launches"),
-                &stacked.data,
-                &per_op.data,
-                Tolerance {
-                    rel_l2: 0.0,
-                    max_rel: 0.0,
-                },
-            );
-            let differing = stacked
-                .data
-                .iter()
-                .zip(&per_op.data)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
-            if differing > 0 {
-                same.passed = false;
-                same.detail = format!("{differing} outputs differ in their bits; {}", same.detail);
-            } else if nodes_stacked >= nodes_per_op {
-                same.passed = false;
-                same.detail = format!(
-                    "graph nodes {nodes_stacked} with the stack, {nodes_per_op} without: the stack did not run"
-                );
-            } else {
-                same.detail = format!(
-                    "bit-identical; graph nodes {nodes_stacked} (per op: {nodes_per_op}); {}",
-                    same.detail
-                );
-            }
-            let exact = net.forward(&content, &style, 1.0)?;
-            let emulated = emulate_style_vit_fast(&net, &content, &style, 1.0)?;
-            let r = compare("vit_stack", &format!("{name} vs fp32"), &stacked.data, &exact.data, STYLE_VIT_FAST);
-            let e = compare(
-                "vit_stack",
-                &format!("{name} vs f16 emul"),
-                &stacked.data,
-                &emulated.data,
-                STYLE_VIT_FAST_VS_EMULATION,
-            );
-            Ok(vec![same, r, e])
-        };
-        out.extend(run(rng).unwrap_or_else(|e| vec![super::errored("vit_stack", &name, e)]));
     }
     out
 }
