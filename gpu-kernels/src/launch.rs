@@ -801,7 +801,11 @@ pub const fn attn_tc_bq(head_dim: u32) -> u32 {
 }
 /// `attention_tc`: dynamic shared memory: the Q tile [BQ][dh] and two stages of K and V tiles [BK][dh], f16.
 pub const fn attn_tc_smem_bytes(head_dim: u32) -> u32 {
-    (attn_tc_bq(head_dim) + 4 * ATTN_TC_BK) * head_dim * 2
+    attn_tc_smem(head_dim, attn_tc_m_tiles(head_dim))
+}
+/// `attention_tc`'s dynamic shared memory with `m_tiles` m-tiles per warp (BQ = 16 · warps · m_tiles).
+pub const fn attn_tc_smem(head_dim: u32, m_tiles: u32) -> u32 {
+    (16 * ATTN_TC_WARPS * m_tiles + 4 * ATTN_TC_BK) * head_dim * 2
 }
 /// `attention_tc`: kernel name for a head dimension, or `None`.
 pub const fn attn_tc_kernel(head_dim: u32) -> Option<&'static str> {
@@ -809,6 +813,15 @@ pub const fn attn_tc_kernel(head_dim: u32) -> Option<&'static str> {
         32 => Some("attention_tc_d32"),
         64 => Some("attention_tc_d64"),
         128 => Some("attention_tc_d128"),
+        _ => None,
+    }
+}
+/// `attention_tc` with one m-tile per warp (BQ 64) for a head dimension whose default is two, or `None`:
+/// the launcher's choice when the one-m-tile grid fills the GPU at most once (few tokens).
+pub const fn attn_tc_kernel_m1(head_dim: u32) -> Option<&'static str> {
+    match head_dim {
+        32 => Some("attention_tc_d32_m1"),
+        64 => Some("attention_tc_d64_m1"),
         _ => None,
     }
 }

@@ -33,7 +33,7 @@ use crate::device::unroll::unroll;
 use crate::device::{
     block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, warp,
 };
-use crate::launch::{attn_tc_bq, attn_tc_m_tiles, attn_tc_smem_bytes, ATTN_TC_BK, ATTN_TC_WARPS};
+use crate::launch::{attn_tc_smem, ATTN_TC_BK, ATTN_TC_WARPS};
 
 const BK: usize = ATTN_TC_BK as usize;
 const THREADS: usize = 32 * ATTN_TC_WARPS as usize;
@@ -66,10 +66,15 @@ fn swz(ch: u32, row: u32, chunk: u32) -> u32 {
     row * ch * 16 + ((chunk ^ x) << 4)
 }
 
-/// The kernel body for head dimension `DH` with `MT` m-tiles per warp.
+/// The kernel body for head dimension `DH` with `MT` m-tiles per warp, needing `attn_tc_smem(DH, MT)`
+/// bytes of dynamic shared memory: query tile `qt` (of `16 · ATTN_TC_WARPS · MT` rows) of head `h` of
+/// sequence `b` (the entries pass their block index).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
+    qt: u32,
+    h: u32,
+    b: u32,
     q: *const u16,
     k: *const u16,
     v: *const u16,
@@ -83,18 +88,18 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
 ) {
     // Chunks per row, dh n-tiles, QKᵀ k16 steps.
     const { assert!(DH == 32 || DH == 64 || DH == 128) };
-    const { assert!(MT as u32 == attn_tc_m_tiles(DH as u32) && (MT == 1 || MT == 2)) };
+    const { assert!(MT == 1 || MT == 2) };
     let ch: u32 = DH as u32 / 8;
-    let bq: u32 = attn_tc_bq(DH as u32);
-    const { assert!(attn_tc_smem_bytes(DH as u32) as usize == (16 * 4 * MT + 4 * BK) * DH * 2) };
+    let bq: u32 = 16 * ATTN_TC_WARPS * MT as u32;
+    const { assert!(attn_tc_smem(DH as u32, MT as u32) as usize == (16 * 4 * MT + 4 * BK) * DH * 2) };
     let dt_pairs = DH / 16; // dh n-tile pairs (PV) = k16 steps (QKᵀ)
 
     let t = thread_idx_x();
     let warp_id = t / 32;
     let lane = t % 32;
-    let q0 = block_idx_x() * bq;
-    let h = block_idx_y() as usize;
-    let b = block_idx_z() as usize;
+    let q0 = qt * bq;
+    let h = h as usize;
+    let b = b as usize;
     let (nq_s, nk_s) = (nq as usize, nk as usize);
 
     let row_bytes = DH as u32 * 2;
@@ -288,8 +293,9 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
 
 macro_rules! attention_tc_entry {
     ($name:ident, $dh:expr, $mt:expr) => {
-        /// `attention_tc` for one head dimension. Grid (ceil(Nq / attn_tc_bq(dh)), heads, B), block
-        /// 32·ATTN_TC_WARPS, dynamic shared memory `attn_tc_smem_bytes(dh)`. q [B, Nq, ld_q], k and v
+        /// `attention_tc` for one head dimension and m-tile count (`attn_tc_kernel`). Grid
+        /// (ceil(Nq / BQ), heads, B) with BQ = 16·ATTN_TC_WARPS·m_tiles, block 32·ATTN_TC_WARPS, dynamic
+        /// shared memory `attn_tc_smem(dh, m_tiles)`. q [B, Nq, ld_q], k and v
         /// [B, Nk, ld_kv] f16 (pointers offset to their first column; columns and lds multiples of 8),
         /// o [B, Nq, ld_o] f16 (ld_o even); `scale_log2` = log2(e) / sqrt(dh).
         #[no_mangle]
@@ -307,7 +313,21 @@ macro_rules! attention_tc_entry {
             scale_log2: f32,
         ) {
             crate::device::grid_dependency_wait();
-            attention_tc_body::<$dh, $mt>(q, k, v, o, nq, nk, ld_q, ld_kv, ld_o, scale_log2)
+            attention_tc_body::<$dh, $mt>(
+                block_idx_x(),
+                block_idx_y(),
+                block_idx_z(),
+                q,
+                k,
+                v,
+                o,
+                nq,
+                nk,
+                ld_q,
+                ld_kv,
+                ld_o,
+                scale_log2,
+            )
         }
     };
 }
@@ -315,3 +335,7 @@ macro_rules! attention_tc_entry {
 attention_tc_entry!(attention_tc_d32, 32, 2);
 attention_tc_entry!(attention_tc_d64, 64, 2);
 attention_tc_entry!(attention_tc_d128, 128, 1);
+// One m-tile per warp for grids that fill the GPU less than once (few tokens: at 64 tokens one block per
+// (sequence, head) with all four warps busy instead of two).
+attention_tc_entry!(attention_tc_d32_m1, 32, 1);
+attention_tc_entry!(attention_tc_d64_m1, 64, 1);

@@ -26,6 +26,15 @@
 //! base 64 tokens 0.660-0.666 ms against 0.547-0.549, small 0.306-0.310 against 0.298-0.299 (run 69). The
 //! unsplit GEMM has a quarter of the split plan's warps, and in a CUDA graph a norm launch costs less than
 //! the prologue that replaces it.
+//!
+//! Also dropped (session 15, runs 71-72, H100): `vit_stack`, each few-token block stack (6 blocks x 7 ops)
+//! in one persistent launch whose phases ran these kernels' device code over their blocks as work items,
+//! separated by grid-wide barriers (commits 229f629, e360706; bit-identical to these launches, 15 checks,
+//! memcheck and racecheck clean). Base at 64 tokens took 0.588-0.591 ms at best (barriers without extra
+//! fences) against 0.547-0.550 here; small 0.331-0.335 against 0.298-0.304. A barriers-only probe of the
+//! same launch took 0.148 ms for base's 84 barriers (~1.3 us each; 2.1 us with `fence.acq_rel.gpu` around
+//! the arrival), so each phase's work took ~5 us: at 64 tokens an op costs its chain of dependent memory
+//! round trips (weights from HBM, split-K partials, the epilogue), not its launch.
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};

@@ -17,7 +17,7 @@ use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::gpu::TmaMapCache;
-use crate::ops::attention_tc::{attention_tc, attention_tc_qkv, Heads};
+use crate::ops::attention_tc::{attention_tc, attention_tc_m1, attention_tc_qkv, attn_tc_choice, Heads};
 use crate::ops::attention_tma::attention_tma;
 use crate::ops::linear_tc::{
     layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
@@ -833,7 +833,7 @@ fn attention_self_case(
     dh: usize,
     kernel: Attn,
 ) -> CheckResult {
-    let name = format!("self B{b} H{heads} N{n} dh{dh}");
+    let name = format!("self B{b} H{heads} N{n} dh{dh}{}", kernel.suffix(gpu, dh, n, heads, b));
     let op = kernel.op();
     catch(op, &name, || {
         let d = heads * dh;
@@ -848,6 +848,10 @@ fn attention_self_case(
         let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
         match kernel {
             Attn::Tc => attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?,
+            Attn::TcDefault => {
+                let hd = |col| Heads { t: &qkv_d, col };
+                attention_tc_m1(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, false)?
+            }
             Attn::Tma => {
                 let hd = |col| Heads { t: &qkv_d, col };
                 attention_tma(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default())?
@@ -877,7 +881,7 @@ fn attention_cross_case(
     dh: usize,
     kernel: Attn,
 ) -> CheckResult {
-    let name = format!("cross B{b} H{heads} Nq{nq} Nk{nk} dh{dh}");
+    let name = format!("cross B{b} H{heads} Nq{nq} Nk{nk} dh{dh}{}", kernel.suffix(gpu, dh, nq, heads, b));
     let op = kernel.op();
     catch(op, &name, || {
         let d = heads * dh;
@@ -897,6 +901,7 @@ fn attention_cross_case(
         let (q, k, v) = (Heads { t: &qd, col: 8 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d });
         match kernel {
             Attn::Tc => attention_tc(gpu, q, k, v, heads, &mut o)?,
+            Attn::TcDefault => attention_tc_m1(gpu, q, k, v, heads, &mut o, false)?,
             Attn::Tma => attention_tma(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default())?,
         }
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
@@ -952,16 +957,30 @@ fn attention_refusals(gpu: &Gpu) -> CheckResult {
 /// The attention kernel a case runs on.
 #[derive(Clone, Copy)]
 enum Attn {
+    /// `attention_tc` as the nets call it (one m-tile per warp where the grid fills the GPU at most once).
     Tc,
+    /// `attention_tc` with its default m-tiles only (`attention_tc_m1(.., false)`).
+    TcDefault,
     Tma,
 }
 
 impl Attn {
     fn op(self) -> &'static str {
         match self {
-            Attn::Tc => "attention_tc",
+            Attn::Tc | Attn::TcDefault => "attention_tc",
             Attn::Tma => "attention_tma",
         }
+    }
+
+    /// The `attention_tc` kernel a case runs, for its name (empty for `attention_tma`).
+    fn suffix(self, gpu: &Gpu, dh: usize, nq: usize, heads: usize, b: usize) -> String {
+        let m1 = match self {
+            Attn::Tc => true,
+            Attn::TcDefault => false,
+            Attn::Tma => return String::new(),
+        };
+        attn_tc_choice(dh, nq, heads, b, gpu.sm_count as usize, m1)
+            .map_or(String::new(), |(k, _)| format!(" {k}"))
     }
 }
 
@@ -1012,6 +1031,10 @@ fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let b = if n <= 129 { 2 } else { 1 };
             let heads = if n <= 1000 { 2 } else { 1 };
             out.push(attention_self_case(gpu, rng, b, heads, n, dh, Attn::Tc));
+            if dh < 128 {
+                // The same shape on the default two-m-tile kernel (the nets' choice on bigger grids).
+                out.push(attention_self_case(gpu, rng, b, heads, n, dh, Attn::TcDefault));
+            }
         }
     }
     // The StyleViT base shape on one sequence: 8 heads of 64, 4096 tokens.
@@ -1026,6 +1049,7 @@ fn check_attention_tc(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
         (200, 129, 64),
     ] {
         out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh, Attn::Tc));
+        out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, dh, Attn::TcDefault));
     }
     out.push(attention_refusals(gpu));
     out
