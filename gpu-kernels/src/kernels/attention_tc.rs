@@ -335,7 +335,7 @@ macro_rules! attention_tc_entry {
 attention_tc_entry!(attention_tc_d32, 32, 2);
 attention_tc_entry!(attention_tc_d64, 64, 2);
 attention_tc_entry!(attention_tc_d128, 128, 1);
-// One m-tile per warp for grids that fill the GPU less than once (few tokens: at 64 tokens one block per
+// One m-tile per warp for grids that fill the GPU at most once (few tokens: at 64 tokens one block per
 // (sequence, head) with all four warps busy instead of two).
 attention_tc_entry!(attention_tc_d32_m1, 32, 1);
 attention_tc_entry!(attention_tc_d64_m1, 64, 1);

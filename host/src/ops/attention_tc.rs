@@ -39,7 +39,8 @@ pub fn attention_tc_m1(
     v: Heads<'_>,
     heads: usize,
     o: &mut DeviceTensor,
-    allow_m1: bool) -> Result<()> {
+    allow_m1: bool,
+) -> Result<()> {
     let AttnDims {
         b,
         nq,
