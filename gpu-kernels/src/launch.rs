@@ -795,9 +795,13 @@ pub const ATTN_TC_BK: u32 = 64;
 pub const fn attn_tc_m_tiles(head_dim: u32) -> u32 {
     if head_dim >= 128 { 1 } else { 2 }
 }
-/// `attention_tc`: queries per block.
+/// `attention_tc`: queries per block of the default kernel for a head dimension.
 pub const fn attn_tc_bq(head_dim: u32) -> u32 {
-    16 * ATTN_TC_WARPS * attn_tc_m_tiles(head_dim)
+    attn_tc_queries(attn_tc_m_tiles(head_dim))
+}
+/// `attention_tc`: queries per block with `m_tiles` 16-row m-tiles per warp.
+pub const fn attn_tc_queries(m_tiles: u32) -> u32 {
+    16 * ATTN_TC_WARPS * m_tiles
 }
 /// `attention_tc`: dynamic shared memory: the Q tile [BQ][dh] and two stages of K and V tiles [BK][dh], f16.
 pub const fn attn_tc_smem_bytes(head_dim: u32) -> u32 {
@@ -805,7 +809,7 @@ pub const fn attn_tc_smem_bytes(head_dim: u32) -> u32 {
 }
 /// `attention_tc`'s dynamic shared memory with `m_tiles` m-tiles per warp (BQ = 16 · warps · m_tiles).
 pub const fn attn_tc_smem(head_dim: u32, m_tiles: u32) -> u32 {
-    (16 * ATTN_TC_WARPS * m_tiles + 4 * ATTN_TC_BK) * head_dim * 2
+    (attn_tc_queries(m_tiles) + 4 * ATTN_TC_BK) * head_dim * 2
 }
 /// `attention_tc`: kernel name for a head dimension, or `None`.
 pub const fn attn_tc_kernel(head_dim: u32) -> Option<&'static str> {

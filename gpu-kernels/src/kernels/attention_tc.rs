@@ -33,7 +33,7 @@ use crate::device::unroll::unroll;
 use crate::device::{
     block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, warp,
 };
-use crate::launch::{attn_tc_smem, ATTN_TC_BK, ATTN_TC_WARPS};
+use crate::launch::{attn_tc_queries, attn_tc_smem, ATTN_TC_BK, ATTN_TC_WARPS};
 
 const BK: usize = ATTN_TC_BK as usize;
 const THREADS: usize = 32 * ATTN_TC_WARPS as usize;
@@ -67,7 +67,7 @@ fn swz(ch: u32, row: u32, chunk: u32) -> u32 {
 }
 
 /// The kernel body for head dimension `DH` with `MT` m-tiles per warp, needing `attn_tc_smem(DH, MT)`
-/// bytes of dynamic shared memory: query tile `qt` (of `16 · ATTN_TC_WARPS · MT` rows) of head `h` of
+/// bytes of dynamic shared memory: query tile `qt` (of `attn_tc_queries(MT)` rows) of head `h` of
 /// sequence `b` (the entries pass their block index).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -90,7 +90,7 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
     const { assert!(DH == 32 || DH == 64 || DH == 128) };
     const { assert!(MT == 1 || MT == 2) };
     let ch: u32 = DH as u32 / 8;
-    let bq: u32 = 16 * ATTN_TC_WARPS * MT as u32;
+    let bq: u32 = attn_tc_queries(MT as u32);
     const { assert!(attn_tc_smem(DH as u32, MT as u32) as usize == (16 * 4 * MT + 4 * BK) * DH * 2) };
     let dt_pairs = DH / 16; // dh n-tile pairs (PV) = k16 steps (QKᵀ)
 

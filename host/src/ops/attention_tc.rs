@@ -4,7 +4,9 @@
 //! [B, Nq, heads·head_dim].
 use std::sync::OnceLock;
 
-use gpu_kernels::launch::{attn_tc_kernel, attn_tc_kernel_m1, attn_tc_m_tiles, attn_tc_smem, ATTN_TC_WARPS};
+use gpu_kernels::launch::{
+    attn_tc_kernel, attn_tc_kernel_m1, attn_tc_m_tiles, attn_tc_queries, attn_tc_smem, ATTN_TC_WARPS,
+};
 
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu};
@@ -57,7 +59,7 @@ pub fn attention_tc_m1(
         });
     };
     check_aligned_16(OP, q, k, v, cq, ckv)?;
-    let bq = (16 * ATTN_TC_WARPS * m_tiles) as usize;
+    let bq = attn_tc_queries(m_tiles) as usize;
     let scale_log2 = (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32;
     let grid = (nq.div_ceil(bq) as u32, heads as u32, b as u32);
     let (q_ptr, k_ptr, v_ptr) = (
@@ -116,7 +118,7 @@ pub fn attn_tc_choice(
 ) -> Option<(&'static str, u32)> {
     let dh32 = u32::try_from(dh).ok()?;
     let default = attn_tc_kernel(dh32)?;
-    let q64 = (16 * ATTN_TC_WARPS) as usize;
+    let q64 = attn_tc_queries(1) as usize;
     match attn_tc_kernel_m1(dh32) {
         Some(k) if m1 && nq.div_ceil(q64) * heads * b <= sms => Some((k, 1)),
         _ => Some((default, attn_tc_m_tiles(dh32))),
