@@ -720,7 +720,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS), ("wgmma_peak", WGMMA_PEAK_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS), ("attention_tma_serial", ATTN_TMA_THREADS), ("wgmma_peak", WGMMA_PEAK_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -748,8 +748,22 @@ pub const ATTN_TMA_BK: u32 = 128;
 pub const ATTN_TMA_DH: u32 = 64;
 /// `attention_tma`: ring stages of K/V tiles.
 pub const ATTN_TMA_STAGES: u32 = 4;
-/// `attention_tma`: threads per block (two consumer warpgroups, then the producer warp).
-pub const ATTN_TMA_THREADS: u32 = 2 * 128 + 32;
+/// `attention_tma`: threads per block (two consumer warpgroups, then a producer warpgroup of which one
+/// thread issues the copies: whole warpgroups, so that `setmaxnreg` can move registers from the
+/// producer to the consumers).
+pub const ATTN_TMA_THREADS: u32 = 3 * 128;
+/// `attention_tma`: registers per thread at launch (ptxas' allocation for ATTN_TMA_THREADS threads, one
+/// block per SM: 65536 / 384 rounded down to 8), what the producer warpgroup keeps, and what each consumer
+/// warpgroup then takes (`setmaxnreg`; 128 · (168 − 24) = 256 · (240 − 168)).
+pub const ATTN_TMA_REGS: u32 = 168;
+/// See [`ATTN_TMA_REGS`].
+pub const ATTN_TMA_PRODUCER_REGS: u32 = 24;
+/// See [`ATTN_TMA_REGS`].
+pub const ATTN_TMA_CONSUMER_REGS: u32 = 240;
+const _: () = assert!(
+    ATTN_TMA_REGS * ATTN_TMA_THREADS <= 65536
+        && 128 * (ATTN_TMA_REGS - ATTN_TMA_PRODUCER_REGS) == 256 * (ATTN_TMA_CONSUMER_REGS - ATTN_TMA_REGS)
+);
 /// `attention_tma`: bytes of one K (or V) tile: ATTN_TMA_BK rows of 64 f16 (128 bytes, 128-byte swizzle).
 pub const ATTN_TMA_KV_BYTES: u32 = ATTN_TMA_BK * ATTN_TMA_DH * 2;
 /// `attention_tma`: offset of the Q tile (ATTN_TMA_BQ rows of 128 bytes) after the ring.

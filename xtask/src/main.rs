@@ -305,6 +305,21 @@ fn ptxas_report(log: &str) -> String {
     }
     let spills: u32 = rows.iter().map(|r| r.spill_st + r.spill_ld).sum();
     s += &format!("{} kernels, total spill bytes {spills}\n", rows.len());
+    // ptxas' notes that it serialised a kernel's wgmma (C7511: registers, C7513: plain writes to wgmma
+    // operands inside a pipeline stage, ...): a silent loss of the overlap the kernel was written for.
+    // `wgmma_probe` is compiled to show such a note on purpose.
+    let mut serialised: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("wgmma.mma_async instructions are serialized"))
+        .filter_map(|l| l.rsplit("in the function '").next()?.split('\'').next())
+        .filter(|k| *k != "wgmma_probe")
+        .collect();
+    serialised.sort_unstable();
+    serialised.dedup();
+    s += &format!(
+        "wgmma serialised by ptxas in: {}\n",
+        if serialised.is_empty() { "none".to_string() } else { serialised.join(", ") }
+    );
     s
 }
 
@@ -431,7 +446,20 @@ fn bundle(args: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::with_max_threads;
+    use super::{ptxas_report, with_max_threads};
+
+    #[test]
+    fn report_names_serialised_wgmma() {
+        let log = "ptxas info    : (C7513) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining input registers of a wgmma between start and end of the pipeline stage in the function 'attention_tma'\n\
+ptxas info    : (C7511) Potential Performance Loss: wgmma.mma_async instructions are serialized due to insufficient register resources for the wgmma pipeline in the function 'wgmma_probe'\n\
+ptxas info    : Function properties for attention_tma\n\
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+ptxas info    : Used 168 registers, used 1 barriers\n";
+        let r = ptxas_report(log);
+        assert!(r.contains("attention_tma") && r.contains("168"), "{r}");
+        assert!(r.ends_with("wgmma serialised by ptxas in: attention_tma\n"), "{r}");
+        assert!(ptxas_report("").ends_with("wgmma serialised by ptxas in: none\n"));
+    }
 
     #[test]
     fn inserts_maxntid_before_the_body() {

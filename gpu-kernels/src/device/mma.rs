@@ -169,6 +169,18 @@ pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
     r
 }
 
+/// [`pack_f16x2`] without the saturation, for values known to lie within ±65504 (softmax probabilities
+/// in [0, 1]): one `cvt.rn.f16x2.f32`, where the clamps cost four more instructions per pair.
+#[inline(always)]
+pub fn pack_f16x2_in_range(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic instruction (sm_80+).
+    unsafe {
+        asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
+    };
+    r
+}
+
 /// Unpacks f16x2 into two f32 (exact): (low half, high half).
 #[inline(always)]
 pub fn unpack_f16x2(v: u32) -> (f32, f32) {

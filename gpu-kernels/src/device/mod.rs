@@ -104,6 +104,29 @@ pub fn grid_dim_z() -> u32 {
     unsafe { nvptx::_grid_dim_z() as u32 }
 }
 
+/// `setmaxnreg.inc.sync.aligned.u32 N` (sm_90a): raises this warpgroup's per-thread register limit to `N`
+/// (a multiple of 8 in 24..=256), waiting until the block's pool has the registers, which other
+/// warpgroups hand back with [`set_max_nreg_dec`]. ptxas allocates the code after it with up to `N`.
+///
+/// # Safety
+/// All threads of the warpgroup must execute it convergently, in a kernel whose entry register count
+/// (ptxas' report) times the block size is what the pool holds: the increases and decreases of all
+/// warpgroups of the block must balance, or it waits forever.
+#[inline(always)]
+pub unsafe fn set_max_nreg_inc<const N: u32>() {
+    asm!("setmaxnreg.inc.sync.aligned.u32 {n};", n = const N, options(nostack));
+}
+
+/// `setmaxnreg.dec.sync.aligned.u32 N` (sm_90a): lowers this warpgroup's per-thread register limit to
+/// `N`, releasing the rest to the block's pool (see [`set_max_nreg_inc`]).
+///
+/// # Safety
+/// As [`set_max_nreg_inc`]; the code after it must fit in `N` registers (ptxas allocates it so).
+#[inline(always)]
+pub unsafe fn set_max_nreg_dec<const N: u32>() {
+    asm!("setmaxnreg.dec.sync.aligned.u32 {n};", n = const N, options(nostack));
+}
+
 /// Programmatic dependent launch (sm_90, PTX `griddepcontrol.wait`): blocks until every grid this one
 /// depends on has completed and its memory operations are visible. Every kernel calls it first, before it
 /// touches memory a predecessor may write, so the host may launch any kernel with the

@@ -2,9 +2,12 @@
 //! CPU reference: models::ops::attention). f16 q, k, v and output, f32 scores, softmax and accumulation,
 //! the numerics of `attention_tc` (log2-domain online softmax, `ex2.approx`, P rounded to f16 for P·V).
 //!
-//! # Roles (block = 2 consumer warpgroups + 1 producer warp, `ATTN_TMA_THREADS`)
+//! # Roles (block = 2 consumer warpgroups + 1 producer warpgroup, `ATTN_TMA_THREADS`)
 //! * Block (x, h, b): queries x·128 .. x·128 + 128 of head h of sample b; warpgroup g takes 64 of them.
-//! * Producer (the last warp, one lane): the Q tile (one 2-D TMA box of 128 rows x 64 f16, 128-byte
+//! * Registers: the producer warpgroup drops to `ATTN_TMA_PRODUCER_REGS` per thread (`setmaxnreg`) and the
+//!   consumers rise to `ATTN_TMA_CONSUMER_REGS` (at launch every thread has `ATTN_TMA_REGS`: with 9 warps
+//!   the cap was 168 per thread, and the pipelined loop needs more).
+//! * Producer (the producer warpgroup's first lane): the Q tile (one 2-D TMA box of 128 rows x 64 f16, 128-byte
 //!   swizzle) on the "q" mbarrier, then per key tile j (128 keys) the K box and the V box into the ring's
 //!   next stage once it is empty ("full"/"empty" mbarriers as `device::tma` says; "empty" counts the 8
 //!   consumer warps: both warpgroups read every stage).
@@ -18,29 +21,37 @@
 //!      fragment), eight `wgmma.m64n64k16` with A in registers and V as an N-major B operand (the V box is
 //!      [key][64] f16, dh contiguous: `smem_desc_sw128_mn`).
 //!   4. Each warp's lane 0 releases the stage.
+//!
+//!   `attention_tma` pipelines this (FA3's intra-warpgroup overlap): tile j's S and tile j − 1's P·V are
+//!   issued together, the softmax of tile j runs while P_{j−1} V_{j−1} is still on the tensor cores, and
+//!   O is rescaled once that product retires. `attention_tma_serial` runs the steps in order. Both add the
+//!   same products in the same order, so their outputs are the same bits. Any plain write to a register
+//!   that some wgmma takes as an operand while a product is in flight makes ptxas serialise every wgmma
+//!   of the kernel (its C7513 note); the code is arranged so that none does (tile 0 peeled, P packed after
+//!   the wait) and `cargo xtask build-kernels` reports such notes.
 //! * Rows past nq (query rows of the next sample, or zero-filled past the tensor) are computed and not
 //!   stored; keys past nk get probability 0 (the V rows they pair with are finite: another sample's rows
 //!   or the copy engine's zeros).
 //!
-//! One block per SM (~161 KB of shared memory); the two warpgroups interleave, so one's softmax overlaps
-//! the other's MMAs. FA3's explicit ping-pong (named barriers making the warpgroups take turns issuing S_i
+//! One block per SM (~161 KB of shared memory); the two warpgroups also interleave, so one's softmax
+//! overlaps the other's MMAs. FA3's explicit ping-pong (named barriers making the warpgroups take turns issuing S_i
 //! and the deferred P_{i-1}V_{i-1}) was slower here: run 64 (H100, same run) attention 13.37 ms against
 //! 8.9 with this loop, tensor pipe 25.5% against 38.7% under ncu (commit a82af36 has it).
 use crate::device::math;
-use crate::device::mma::pack_f16x2;
+use crate::device::mma::{pack_f16x2, pack_f16x2_in_range};
 use crate::device::pingpong::RingPos;
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, prefetch_map, wait_parity,
 };
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
-    self, aligned_smem, fence_acc32, fence_acc64, keep_regs32, mma_m64n128k16_f16, mma_m64n64k16_f16_rs_tb,
+    self, aligned_smem, fence_acc32, fence_acc64, keep_acc32, keep_regs32, mma_m64n128k16_f16, mma_m64n64k16_f16_rs_tb,
     smem_desc_sw128, smem_desc_sw128_mn, splat32, wait_acc32, wait_acc64,
 };
 use crate::device::{block_idx_x, block_idx_y, block_idx_z, sync_threads, thread_idx_x, warp};
 use crate::launch::{
     AttentionTmaArgs, ATTN_TMA_BARS, ATTN_TMA_BK, ATTN_TMA_BQ, ATTN_TMA_DH, ATTN_TMA_KV_BYTES, ATTN_TMA_Q,
-    ATTN_TMA_STAGES, ATTN_TMA_THREADS,
+    ATTN_TMA_CONSUMER_REGS, ATTN_TMA_PRODUCER_REGS, ATTN_TMA_STAGES, ATTN_TMA_THREADS,
 };
 
 const BQ: u32 = ATTN_TMA_BQ;
@@ -48,13 +59,110 @@ const BK: u32 = ATTN_TMA_BK;
 const STAGES: u32 = ATTN_TMA_STAGES;
 const KV: u32 = ATTN_TMA_KV_BYTES;
 
-const _: () = assert!(BQ == 128 && BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA_THREADS == 2 * 128 + 32);
+const _: () = assert!(BQ == 128 && BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA_THREADS == 3 * 128);
 
-/// `attention_tma` (module comment). Grid (ceil(nq / 128), heads, B), block `ATTN_TMA_THREADS`, dynamic
-/// shared memory `ATTN_TMA_SMEM_BYTES`. Requires (host-checked): the maps as `AttentionTmaArgs` says,
-/// nq, nk ≥ 1, ld_o even, every index below 2^31.
+/// `attention_tma` (module comment), with the pipelined consumer loop. Grid (ceil(nq / 128), heads, B),
+/// block `ATTN_TMA_THREADS`, dynamic shared memory `ATTN_TMA_SMEM_BYTES`. Requires (host-checked): the maps
+/// as `AttentionTmaArgs` says, nq, nk ≥ 1, ld_o even, every index below 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
+    attention_tma_body::<true>(args)
+}
+
+/// `attention_tma` with the serial consumer loop (each tile's P·V waited for before the next S): the
+/// same contract and results, bit for bit.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
+    attention_tma_body::<false>(args)
+}
+
+/// The online softmax of one key tile's scores (step 2 of the module comment): masks keys ≥ `valid` to
+/// −∞, updates the running row max `m_run` and returns, per row half, the factor α that rescales what was
+/// accumulated before and the tile's partial row sum, and P = 2^(s·c − m·c) packed to f16 as the A
+/// fragments of P·V (step 3; packed row half by row half, so the scores die as they are used).
+#[inline(always)]
+unsafe fn softmax_tile(s: &mut [f32; 64], m_run: &mut [f32; 2], valid: u32, tq: u32, scale_log2: f32) -> ([f32; 2], [f32; 2]) {
+    if valid < BK {
+        unroll!(16, |i| {
+            unroll!(2, |e| {
+                if 8 * i as u32 + 2 * tq + e as u32 >= valid {
+                    s[4 * i + e] = f32::NEG_INFINITY;
+                    s[4 * i + 2 + e] = f32::NEG_INFINITY;
+                }
+            });
+        });
+    }
+    let mut alpha = [0f32; 2];
+    let mut rsum = [0f32; 2];
+    unroll!(2, |hh| {
+        let mut mx = f32::NEG_INFINITY;
+        unroll!(16, |i| {
+            mx = math::max(mx, math::max(s[4 * i + 2 * hh], s[4 * i + 2 * hh + 1]));
+        });
+        mx = math::max(mx, warp::shfl_xor_f32(mx, 1));
+        mx = math::max(mx, warp::shfl_xor_f32(mx, 2));
+        let m_new = math::max(m_run[hh], mx);
+        let ms = m_new * scale_log2;
+        // First tile: m_run = −∞, 2^−∞ = 0 (nothing accumulated yet anyway).
+        alpha[hh] = math::ex2_approx(m_run[hh] * scale_log2 - ms);
+        m_run[hh] = m_new;
+        let mut rs = 0f32;
+        unroll!(16, |i| {
+            unroll!(2, |e| {
+                let p = math::ex2_approx(math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms));
+                s[4 * i + 2 * hh + e] = p;
+                rs += p;
+            });
+        });
+        rsum[hh] = rs;
+    });
+    (alpha, rsum)
+}
+
+/// P packed to f16 straight from the probabilities in `s` (in [0, 1]: no saturation needed): k16 step kk
+/// of P·V is S's n8 blocks 2kk, 2kk + 1, registers 4kk .. 4kk + 4 of the A fragments.
+#[inline(always)]
+fn pack_p(s: &[f32; 64]) -> [u32; 32] {
+    let mut p = [0u32; 32];
+    unroll!(16, |i| {
+        unroll!(2, |e| {
+            let m = 2 * i + e;
+            p[m] = pack_f16x2_in_range(s[2 * m], s[2 * m + 1]);
+        });
+    });
+    p
+}
+
+/// Issues S = Q Kᵀ for one key tile (four `wgmma.m64n128k16`, Q and K K-major) as one commit group.
+#[inline(always)]
+unsafe fn issue_scores(s: &mut [f32; 64], q_tile: u32, ks: u32) {
+    fence_acc64(s);
+    unroll!(4, |kk| {
+        let off = 32 * kk as u32;
+        mma_m64n128k16_f16(s, smem_desc_sw128(q_tile + off), smem_desc_sw128(ks + off), kk > 0);
+    });
+    wgmma::commit_group();
+}
+
+/// Issues O += P V for one key tile (eight `wgmma.m64n64k16`, P from registers, V N-major) as one commit
+/// group. `p` must stay unmodified until a wait retires the group ([`keep_regs32`] after it).
+#[inline(always)]
+unsafe fn issue_pv(o: &mut [f32; 32], p: &[u32; 32], vs: u32) {
+    fence_acc32(o);
+    unroll!(8, |kk| {
+        let a = [p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3]];
+        mma_m64n64k16_f16_rs_tb(o, a, smem_desc_sw128_mn(vs + 2048 * kk as u32));
+    });
+    wgmma::commit_group();
+}
+
+/// The kernel body; `PIPE` picks the consumer loop. Serial: per tile, S, wait, softmax, P·V, wait.
+/// Pipelined (FA3's intra-warpgroup overlap): tile j's S and tile j − 1's P·V are issued together, the
+/// wait retires S only, and the softmax of tile j runs while the tensor cores still multiply P_{j−1} V_{j−1};
+/// O is rescaled by α_j after that product retires. The accumulation order is the serial loop's
+/// (O = (O·α_{j−1} + P_{j−1}V_{j−1})·α_j + P_j V_j), so both give the same bits.
+#[inline(always)]
+unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
     let AttentionTmaArgs { nq, nk, ld_o, q_col, k_col, v_col, scale_log2, .. } = args;
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
@@ -79,8 +187,10 @@ pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
     sync_threads();
     let ntiles = nk.div_ceil(BK);
 
-    if warp_id == 8 {
-        if lane == 0 {
+    if warp_id >= 8 {
+        // The producer warpgroup: one thread issues every copy; the others only hand their registers over.
+        crate::device::set_max_nreg_dec::<ATTN_TMA_PRODUCER_REGS>();
+        if warp_id == 8 && lane == 0 {
             let (qmap, kmap, vmap) = (args.qmap as *const u8, args.kmap as *const u8, args.vmap as *const u8);
             prefetch_map(qmap);
             prefetch_map(kmap);
@@ -104,6 +214,7 @@ pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
         return;
     }
 
+    crate::device::set_max_nreg_inc::<ATTN_TMA_CONSUMER_REGS>();
     let wg = warp_id / 4;
     let wq = warp_id % 4;
     let tq = lane % 4;
@@ -113,85 +224,84 @@ pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
     let mut l_run = [0f32; 2];
     wait_parity(qbar, 0);
     let mut pos = RingPos::at(0, STAGES);
-    let mut j = 0;
-    while j < ntiles {
-        wait_parity(full + 8 * pos.stage, pos.phase);
-        let ks = smem + pos.stage * 2 * KV;
-        let vs = ks + KV;
-
-        // 1. S = Q Kᵀ.
-        let mut s = [0f32; 64];
-        fence_acc64(&mut s);
-        unroll!(4, |kk| {
-            let off = 32 * kk as u32;
-            mma_m64n128k16_f16(&mut s, smem_desc_sw128(q_tile + off), smem_desc_sw128(ks + off), kk > 0);
-        });
-        wgmma::commit_group();
-        wait_acc64::<0>(&mut s);
-
-        // 2. Online softmax (rows hh = 0: lane/4, 1: lane/4 + 8 of the warp's 16).
-        let valid = nk - j * BK;
-        if valid < BK {
-            unroll!(16, |i| {
-                unroll!(2, |e| {
-                    if 8 * i as u32 + 2 * tq + e as u32 >= valid {
-                        s[4 * i + e] = f32::NEG_INFINITY;
-                        s[4 * i + 2 + e] = f32::NEG_INFINITY;
-                    }
-                });
-            });
-        }
+    // O ← O·α + 0 and ℓ ← ℓ·α + Σp for one tile's row statistics (the P·V product is added apart).
+    let rescale = |o: &mut [f32; 32], l_run: &mut [f32; 2], alpha: [f32; 2], rsum: [f32; 2]| {
         unroll!(2, |hh| {
-            let mut mx = f32::NEG_INFINITY;
-            unroll!(16, |i| {
-                mx = math::max(mx, math::max(s[4 * i + 2 * hh], s[4 * i + 2 * hh + 1]));
-            });
-            mx = math::max(mx, warp::shfl_xor_f32(mx, 1));
-            mx = math::max(mx, warp::shfl_xor_f32(mx, 2));
-            let m_new = math::max(m_run[hh], mx);
-            let ms = m_new * scale_log2;
-            // First tile: m_run = −∞, 2^−∞ = 0 (nothing accumulated yet anyway).
-            let alpha = math::ex2_approx(m_run[hh] * scale_log2 - ms);
-            m_run[hh] = m_new;
-            let mut rs = 0f32;
-            unroll!(16, |i| {
-                unroll!(2, |e| {
-                    let p = math::ex2_approx(math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms));
-                    s[4 * i + 2 * hh + e] = p;
-                    rs += p;
-                });
-            });
-            l_run[hh] = math::fma(l_run[hh], alpha, rs);
+            l_run[hh] = math::fma(l_run[hh], alpha[hh], rsum[hh]);
             unroll!(8, |i| {
-                o[4 * i + 2 * hh] *= alpha;
-                o[4 * i + 2 * hh + 1] *= alpha;
+                o[4 * i + 2 * hh] *= alpha[hh];
+                o[4 * i + 2 * hh + 1] *= alpha[hh];
             });
         });
-
-        // 3. O += P V: k16 step kk is S's n8 blocks 2kk, 2kk + 1.
-        let mut p = [0u32; 32];
-        unroll!(8, |kk| {
-            let d = 8 * kk;
-            p[4 * kk] = pack_f16x2(s[d], s[d + 1]);
-            p[4 * kk + 1] = pack_f16x2(s[d + 2], s[d + 3]);
-            p[4 * kk + 2] = pack_f16x2(s[d + 4], s[d + 5]);
-            p[4 * kk + 3] = pack_f16x2(s[d + 6], s[d + 7]);
-        });
-        fence_acc32(&mut o);
-        unroll!(8, |kk| {
-            let a = [p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3]];
-            mma_m64n64k16_f16_rs_tb(&mut o, a, smem_desc_sw128_mn(vs + 2048 * kk as u32));
-        });
-        wgmma::commit_group();
+    };
+    if PIPE {
+        // Tile 0 alone (no product to defer yet), so that the loop below has no branch around its
+        // waits: ptxas tracks the wgmma pipeline per path and would serialise every wgmma if a path
+        // reached the next plain-register write with a product still in flight (C7513).
+        wait_parity(full + 8 * pos.stage, pos.phase);
+        let mut s = [0f32; 64];
+        issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
+        wait_acc64::<0>(&mut s);
+        let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk, tq, scale_log2);
+        rescale(&mut o, &mut l_run, alpha, rsum);
+        let mut p = pack_p(&s);
+        // `prev`: the stage of tile j − 1, whose V the deferred product reads; `p` its probabilities.
+        let mut prev = pos;
+        pos.advance(STAGES);
+        let mut j = 1;
+        while j < ntiles {
+            wait_parity(full + 8 * pos.stage, pos.phase);
+            let mut s = [0f32; 64];
+            // P_{j−1} and the rescaled O are the deferred product's register operands: pin their
+            // definitions before S's MMAs so that none lands between the two groups.
+            keep_regs32(&mut p);
+            keep_acc32(&mut o);
+            issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
+            issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
+            wait_acc64::<1>(&mut s);
+            let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
+            wait_acc32::<0>(&mut o);
+            keep_regs32(&mut p);
+            // Both products of tile j − 1 have retired: release its stage.
+            if lane == 0 {
+                arrive(empty + 8 * prev.stage);
+            }
+            rescale(&mut o, &mut l_run, alpha, rsum);
+            // P_j packed only now: its registers must not be written while P_{j−1} V_{j−1} is in flight
+            // (ptxas would serialise every wgmma, C7513).
+            p = pack_p(&s);
+            prev = pos;
+            pos.advance(STAGES);
+            j += 1;
+        }
+        // The last tile's product.
+        issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
         wait_acc32::<0>(&mut o);
         keep_regs32(&mut p);
-
-        // 4. Both products of this stage have retired: release it.
         if lane == 0 {
-            arrive(empty + 8 * pos.stage);
+            arrive(empty + 8 * prev.stage);
         }
-        pos.advance(STAGES);
-        j += 1;
+    } else {
+        let mut j = 0;
+        while j < ntiles {
+            wait_parity(full + 8 * pos.stage, pos.phase);
+            let ks = smem + pos.stage * 2 * KV;
+            let mut s = [0f32; 64];
+            issue_scores(&mut s, q_tile, ks);
+            wait_acc64::<0>(&mut s);
+            let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
+            rescale(&mut o, &mut l_run, alpha, rsum);
+            let mut p = pack_p(&s);
+            issue_pv(&mut o, &p, ks + KV);
+            wait_acc32::<0>(&mut o);
+            keep_regs32(&mut p);
+            // Both products of this stage have retired: release it.
+            if lane == 0 {
+                arrive(empty + 8 * pos.stage);
+            }
+            pos.advance(STAGES);
+            j += 1;
+        }
     }
 
     // O / ℓ (ℓ summed over the row's 4 lanes; ≥ 1: the row max contributes 2^0), f16 pairs.

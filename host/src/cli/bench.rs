@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// StyleViT style image size (square).
     #[arg(long, default_value_t = 256)]
     pub style_size: usize,
+    /// StyleViT: one style image per content image (as `shared/bench/torch_baseline.py` times PyTorch),
+    /// or with `--one-style` a single style image for the whole batch.
+    #[arg(long)]
+    pub one_style: bool,
     /// Untimed runs before timing.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
@@ -568,10 +572,6 @@ impl Bench<'_> {
             Ok(n) => n,
             Err(e) => return self.emit(Err(e.to_string()), label),
         };
-        let style = match random_device(&mut self.rng, &[1, 3, ss, ss], 1.0) {
-            Ok(s) => s,
-            Err(e) => return self.emit(Err(e), label),
-        };
         for prec in self.args.precision.clone() {
             {
                 let mut gnet = match GpuVit::new(self.gpu, &net, prec) {
@@ -588,8 +588,10 @@ impl Bench<'_> {
                                     "size {s} is not a multiple of the patch size {p}"
                                 ));
                             }
-                            ensure_fits(self.gpu, model::vit_bytes(&cfg, b, s, s, 1, ss, ss))?;
+                            let sb = if self.args.one_style { 1 } else { b };
+                            ensure_fits(self.gpu, model::vit_bytes(&cfg, b, s, s, sb, ss, ss))?;
                             let x = random_device(&mut self.rng, &[b, 3, s, s], 1.0)?;
+                            let style = random_device(&mut self.rng, &[sb, 3, ss, ss], 1.0)?;
                             let (median_ms, min_ms) = time_on_stream(
                                 self.gpu,
                                 self.args.warmup,

@@ -34,6 +34,13 @@ pub fn attention_tma_enabled() -> bool {
     *ON.get_or_init(|| crate::gpu::env_on(ATTENTION_TMA_ENV))
 }
 
+/// Whether `attention_tma` takes the pipelined consumer loop (`STYLEFORGE_ATTENTION_TMA_PIPE=0`: the serial
+/// one). Read once.
+fn pipe_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::gpu::env_on("STYLEFORGE_ATTENTION_TMA_PIPE"))
+}
+
 /// The map of a token-major [B, N, C] f16 tensor: dims (C, B·N), row stride 2C bytes, box 64 x 128.
 fn map(maps: &mut TmaMapCache, t: &DeviceTensor) -> Result<u64> {
     let c = *t.shape.last().unwrap_or(&0) as u64;
@@ -53,6 +60,23 @@ pub fn attention_tma(
     heads: usize,
     o: &mut DeviceTensor,
     maps: &mut TmaMapCache,
+) -> Result<()> {
+    attention_tma_pipe(gpu, q, k, v, heads, o, maps, pipe_enabled())
+}
+
+/// [`attention_tma`] on the kernel with the pipelined consumer loop (`pipelined`, the default unless
+/// `STYLEFORGE_ATTENTION_TMA_PIPE=0`) or on `attention_tma_serial` (same results, bit for bit; the
+/// self-check runs both).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_tma_pipe(
+    gpu: &Gpu,
+    q: Heads<'_>,
+    k: Heads<'_>,
+    v: Heads<'_>,
+    heads: usize,
+    o: &mut DeviceTensor,
+    maps: &mut TmaMapCache,
+    pipelined: bool,
 ) -> Result<()> {
     let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
     ensure(dh == ATTN_TMA_DH as usize, OP, || format!("head_dim {dh} is not {ATTN_TMA_DH}"))?;
@@ -75,7 +99,8 @@ pub fn attention_tma(
         _pad: 0,
     };
     let grid = (nq.div_ceil(ATTN_TMA_BQ as usize) as u32, heads as u32, b as u32);
-    // SAFETY: attention_tma takes one AttentionTmaArgs by value (the kernel crate's struct). The maps were
+    let kernel = if pipelined { "attention_tma" } else { "attention_tma_serial" };
+    // SAFETY: both entries take one AttentionTmaArgs by value (the kernel crate's struct). The maps were
     // made (or found, for the same address, dims, strides and box: the same bytes) for the live tensors
     // q.t, k.t, v.t ([rows, C] f16 with row stride 2C, box 64 x 128); the kernel's boxes start at column
     // col + 64h (+ 64 ≤ C: attention_dims checked the column ranges) and rows b·n + i with i < n rounded
@@ -83,9 +108,9 @@ pub fn attention_tma(
     // writes o[(bb·nq + i)·d + 64h + [0, 64)] for i < nq only, 4 bytes at a time (d = heads·64 even, o
     // 256-byte aligned); o is an exclusive borrow distinct from the inputs. Grid (ceil(nq/128), heads, b)
     // within the limits (attention_dims), block ATTN_TMA_THREADS (two consumer warpgroups + the producer
-    // warp the kernel's roles assume), ATTN_TMA_SMEM_BYTES ≤ 227 KB of dynamic shared memory (opted in by
+    // warpgroup the kernel's roles and its setmaxnreg balance assume), ATTN_TMA_SMEM_BYTES ≤ 227 KB of dynamic shared memory (opted in by
     // `launch`).
-    unsafe { gpu.launch("attention_tma", grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
+    unsafe { gpu.launch(kernel, grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
 }
 
 /// Self-attention straight from the fused QKV projection (qkv [B, N, 3D] f16, q, k, v at columns 0, D,
