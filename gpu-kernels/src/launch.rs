@@ -306,6 +306,10 @@ pub const LINEAR_TC_GELU: u32 = 2;
 pub const LINEAR_TC_RESIDUAL: u32 = 4;
 /// `linear_tc` flag: the residual is f16 (otherwise f32).
 pub const LINEAR_TC_RES_F16: u32 = 8;
+/// `linear_tma` only (the other GEMM kernels ignore it): with `LINEAR_TC_RESIDUAL`, each consumer
+/// warpgroup asks L2 for its job's residual tile (`prefetch.global.L2`) before the job's main loop, so the
+/// epilogue's residual loads hit L2 instead of paying HBM latency batch after batch.
+pub const LINEAR_TMA_PREFETCH_RES: u32 = 16;
 
 /// `linear_tc_small` (few rows: split-K tensor-core GEMM): output rows (GEMM-M) per block.
 pub const LINEAR_TC_S_BM: u32 = 64;

@@ -104,6 +104,16 @@ pub fn grid_dim_z() -> u32 {
     unsafe { nvptx::_grid_dim_z() as u32 }
 }
 
+/// `prefetch.global.L2 [p]`: asks for the 128-byte line holding global address `p` to be brought into L2
+/// (a hint: no result, no fault).
+///
+/// # Safety
+/// `p` should point into a live global allocation; `unsafe` because it is a memory operation.
+#[inline(always)]
+pub unsafe fn prefetch_l2(p: *const u8) {
+    asm!("prefetch.global.L2 [{0}];", in(reg64) p, options(nostack, readonly));
+}
+
 /// `setmaxnreg.inc.sync.aligned.u32 N` (sm_90a): raises this warpgroup's per-thread register limit to `N`
 /// (a multiple of 8 in 24..=256), waiting until the block's pool has the registers, which other
 /// warpgroups hand back with [`set_max_nreg_dec`]. ptxas allocates the code after it with up to `N`.

@@ -34,7 +34,7 @@ use crate::device::unroll::unroll;
 use crate::device::wgmma::aligned_smem;
 use crate::device::{block_idx_x, grid_dim_x, thread_idx_x};
 use crate::launch::{
-    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
+    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
     LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_THREADS,
 };
 
@@ -107,6 +107,9 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
     while job < total {
         let mt = job / n_tiles;
         let nt = job - mt * n_tiles;
+        if args.flags & (LINEAR_TC_RESIDUAL | LINEAR_TMA_PREFETCH_RES) == LINEAR_TC_RESIDUAL | LINEAR_TMA_PREFETCH_RES {
+            prefetch_residual(&args, tw, mt * BM, nt * BN);
+        }
         let mut acc0 = [0f32; 64];
         let mut acc1 = [0f32; 64];
         pingpong::mainloop(&ring, i, ktiles, tw, lane, &mut acc0, &mut acc1);
@@ -114,6 +117,30 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
         epilogue(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
         i += 2;
         job += 2 * grid_dim_x();
+    }
+}
+
+/// L2 prefetch of one job's residual tile (rows `row0` .. + 128 that are < M, read as row `row % res_rows`;
+/// columns `col0` .. + 128 that are < N): its 128-byte lines, spread over the warpgroup's 128 threads
+/// (thread tw takes lines tw, tw + 128, ...). The job's main loop runs meanwhile.
+///
+/// # Safety
+/// The pointers of `args` as `linear_tma`'s contract says (only in-bounds addresses are named).
+#[inline(always)]
+unsafe fn prefetch_residual(args: &LinearTmaArgs, tw: u32, row0: u32, col0: u32) {
+    let LinearTmaArgs { m, n, res_rows, flags, .. } = *args;
+    let elem = if flags & LINEAR_TC_RES_F16 != 0 { 2 } else { 4 };
+    let per_line = 128 / elem; // columns per 128-byte line
+    let lines_per_row = BN / per_line;
+    let mut l = tw;
+    while l < BM * lines_per_row {
+        let row = row0 + l / lines_per_row;
+        let col = col0 + (l % lines_per_row) * per_line;
+        if row < m && col < n {
+            let i = ((row % res_rows) * n + col) as usize;
+            crate::device::prefetch_l2((args.res as *const u8).add(i * elem as usize));
+        }
+        l += 128;
     }
 }
 
