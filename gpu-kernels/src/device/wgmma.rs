@@ -998,7 +998,7 @@ pub const fn smem_desc_sw128_mn(addr: u32) -> u64 {
 }
 
 /// [`keep_regs32`] for 32 f32 accumulators: pins their definitions before this point without the
-/// `wgmma.fence` of [`fence_acc32`] (which would open a pipeline stage before later plain-register writes).
+/// `wgmma.fence` of [`fence_acc32`].
 ///
 /// # Safety
 /// None; `unsafe` for symmetry with the wrappers it accompanies.
