@@ -1003,16 +1003,10 @@ pub const fn smem_desc_sw128_mn(addr: u32) -> u64 {
 /// # Safety
 /// None; `unsafe` for symmetry with the wrappers it accompanies.
 #[inline(always)]
-#[rustfmt::skip]
 pub unsafe fn keep_acc32(d: &mut [f32; 32]) {
-    asm!(
-        "// keep {0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}",
-        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3], inout(reg32) d[4], inout(reg32) d[5], inout(reg32) d[6], inout(reg32) d[7],
-        inout(reg32) d[8], inout(reg32) d[9], inout(reg32) d[10], inout(reg32) d[11], inout(reg32) d[12], inout(reg32) d[13], inout(reg32) d[14], inout(reg32) d[15],
-        inout(reg32) d[16], inout(reg32) d[17], inout(reg32) d[18], inout(reg32) d[19], inout(reg32) d[20], inout(reg32) d[21], inout(reg32) d[22], inout(reg32) d[23],
-        inout(reg32) d[24], inout(reg32) d[25], inout(reg32) d[26], inout(reg32) d[27], inout(reg32) d[28], inout(reg32) d[29], inout(reg32) d[30], inout(reg32) d[31],
-        options(nostack)
-    );
+    let mut r = d.map(f32::to_bits);
+    keep_regs32(&mut r);
+    *d = r.map(f32::from_bits);
 }
 
 /// An empty instruction (a PTX comment) that takes 32 registers as operands: the compiler keeps their
