@@ -160,13 +160,7 @@ pub const F16_MAX: f32 = 65504.0;
 /// low half, `hi` in the high half.
 #[inline(always)]
 pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
-    let (lo, hi) = (lo.clamp(-F16_MAX, F16_MAX), hi.clamp(-F16_MAX, F16_MAX));
-    let r: u32;
-    // SAFETY: pure arithmetic instruction (sm_80+).
-    unsafe {
-        asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
-    };
-    r
+    pack_f16x2_in_range(lo.clamp(-F16_MAX, F16_MAX), hi.clamp(-F16_MAX, F16_MAX))
 }
 
 /// [`pack_f16x2`] without the saturation, for values known to lie within ±65504 (softmax probabilities

@@ -156,6 +156,18 @@ unsafe fn issue_pv(o: &mut [f32; 32], p: &[u32; 32], vs: u32) {
     wgmma::commit_group();
 }
 
+/// Waits until this warpgroup's P·V has retired (then `p` may change again: [`keep_regs32`] holds it until
+/// here) and releases the ring stage it read (each warp's lane 0 arrives on `empty`; S of that stage has
+/// retired before).
+#[inline(always)]
+unsafe fn retire_pv(o: &mut [f32; 32], p: &mut [u32; 32], empty_bar: u32, lane: u32) {
+    wait_acc32::<0>(o);
+    keep_regs32(p);
+    if lane == 0 {
+        arrive(empty_bar);
+    }
+}
+
 /// The kernel body; `PIPE` picks the consumer loop. Serial: per tile, S, wait, softmax, P·V, wait.
 /// Pipelined (FA3's intra-warpgroup overlap): tile j's S and tile j − 1's P·V are issued together, the
 /// wait retires S only, and the softmax of tile j runs while the tensor cores still multiply P_{j−1} V_{j−1};
@@ -260,12 +272,7 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
             issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
             wait_acc64::<1>(&mut s);
             let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
-            wait_acc32::<0>(&mut o);
-            keep_regs32(&mut p);
-            // Both products of tile j − 1 have retired: release its stage.
-            if lane == 0 {
-                arrive(empty + 8 * prev.stage);
-            }
+            retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
             rescale(&mut o, &mut l_run, alpha, rsum);
             // P_j packed only now: its registers must not be written while P_{j−1} V_{j−1} is in flight
             // (ptxas would serialise every wgmma, C7513).
@@ -276,11 +283,7 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
         }
         // The last tile's product.
         issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
-        wait_acc32::<0>(&mut o);
-        keep_regs32(&mut p);
-        if lane == 0 {
-            arrive(empty + 8 * prev.stage);
-        }
+        retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
     } else {
         let mut j = 0;
         while j < ntiles {
@@ -293,12 +296,7 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
             rescale(&mut o, &mut l_run, alpha, rsum);
             let mut p = pack_p(&s);
             issue_pv(&mut o, &p, ks + KV);
-            wait_acc32::<0>(&mut o);
-            keep_regs32(&mut p);
-            // Both products of this stage have retired: release it.
-            if lane == 0 {
-                arrive(empty + 8 * pos.stage);
-            }
+            retire_pv(&mut o, &mut p, empty + 8 * pos.stage, lane);
             pos.advance(STAGES);
             j += 1;
         }
