@@ -9,13 +9,6 @@
 //! f32 evaluation stays within 1.5e-7 of erf (the host test below measures 1.4e-7 with the host's exp2 and asserts 4e-7;
 //! `ex2.approx` adds at most ~3e-8 since erfc ≤ 0.16 there). Past z = 4, erfc < 1.6e-8 and erf rounds
 //! to ±1.
-//!
-//! `ex2_poly3` is the softmax's exponential on the FMA pipe (FA4's software exp2, for `attention_tma`,
-//! where ex2.approx on the MUFU unit costs as much time as the tensor cores' work at head_dim 64): x
-//! clamped to −126, split as n + f with n = round(x) (adding 1.5·2^23 leaves n in the low mantissa bits)
-//! and f ∈ [−0.5, 0.5], 2^f by a degree-3 polynomial, n added to the exponent field. The coefficients are
-//! the relative-error minimax fit of 2^f on [−0.5, 0.5] (Remez exchange in double precision on a
-//! 20001-point grid: 7.48e-5); the host test below measures the f32 evaluation.
 
 /// erf(z)/z = P(z²) on |z| ≤ 1 (degree 5).
 #[allow(clippy::approx_constant, clippy::excessive_precision)]
@@ -73,23 +66,6 @@ pub fn erf_with(
     }
 }
 
-/// 2^f ≈ EX2_POLY3(f) on [−0.5, 0.5] (degree 3, relative error ≤ 7.5e-5).
-#[allow(clippy::excessive_precision)]
-const EX2_POLY3: [f32; 4] = [0.999_928_07, 0.693_260_99, 0.242_611_12, 0.055_171_67];
-
-/// 2^x for x ≤ 0 (module comment) with the given fused multiply-add and max. Relative error ≤ 7.6e-5
-/// down to x = −125; below that the result is some value in [0, 2^−125) (the exponent field of 2^f is 126
-/// or 127 and n ≥ −126 keeps it ≥ 0), also for x = −∞.
-#[inline(always)]
-pub fn ex2_poly3_with(x: f32, fma: impl Fn(f32, f32, f32) -> f32 + Copy, max: impl Fn(f32, f32) -> f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0;
-    let x = max(x, -126.0);
-    let t = x + ROUND;
-    let f = x - (t - ROUND);
-    let p = horner(&EX2_POLY3, f, fma);
-    f32::from_bits(p.to_bits().wrapping_add(t.to_bits() << 23))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,25 +113,5 @@ mod tests {
         assert_eq!(erf_with(10.0, f32::mul_add, f32::exp2), 1.0);
         assert_eq!(erf_with(-10.0, f32::mul_add, f32::exp2), -1.0);
         assert_eq!(erf_with(0.0, f32::mul_add, f32::exp2), 0.0);
-    }
-
-    #[test]
-    fn ex2_poly3_matches_exp2() {
-        let ex2 = |x: f32| ex2_poly3_with(x, f32::mul_add, f32::max);
-        let mut worst = (0.0f64, 0.0f32);
-        for i in 0..=1_250_000 {
-            let x = -(i as f32) / 10_000.0; // 0 .. -125
-            let want = (x as f64).exp2();
-            let err = (ex2(x) as f64 / want - 1.0).abs();
-            if err > worst.0 {
-                worst = (err, x);
-            }
-        }
-        assert!(worst.0 < 7.6e-5, "ex2_poly3 max relative error {:e} at x = {}", worst.0, worst.1);
-        for x in [-126.5f32, -200.0, -1e30, f32::NEG_INFINITY] {
-            let got = ex2(x);
-            assert!((0.0..2f32.powi(-125)).contains(&got), "ex2_poly3({x}) = {got:e}, not in [0, 2^-125)");
-        }
-        assert!((ex2(0.0) - 1.0).abs() < 7.6e-5 && (ex2(-1.0) - 0.5).abs() < 4e-5);
     }
 }

@@ -11,14 +11,6 @@ pub fn ex2_approx(x: f32) -> f32 {
     };
     r
 }
-/// `2^x` for x ≤ 0 on the FMA pipe instead of the MUFU unit (FA4's software exponential,
-/// [`crate::approx::ex2_poly3_with`]): 8 instructions (FMNMX, 3 FADD, 3 FFMA, one integer shift-add)
-/// where `ex2.approx` is one MUFU instruction issued at a sixteenth of the FMA rate; relative error
-/// ≤ 7.5e-5 (below an f16 ulp of P).
-#[inline(always)]
-pub fn ex2_poly3(x: f32) -> f32 {
-    crate::approx::ex2_poly3_with(x, fma, fmax)
-}
 /// `e^x` through `ex2.approx` (used by the softmax, where the fp32 path keeps 1e-4 parity).
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {

@@ -211,12 +211,12 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
                         if partial && (nt as u32 * 8 + tq * 2 + e as u32) >= valid {
                             s[mi][nt][2 * hh + e] = f32::NEG_INFINITY;
                         }
-                        mx = math::max(mx, s[mi][nt][2 * hh + e]);
+                        mx = math::fmax(mx, s[mi][nt][2 * hh + e]);
                     });
                 });
-                mx = math::max(mx, warp::shfl_xor_f32(mx, 1));
-                mx = math::max(mx, warp::shfl_xor_f32(mx, 2));
-                let m_new = math::max(m_run[mi][hh], mx);
+                mx = math::fmax(mx, warp::shfl_xor_f32(mx, 1));
+                mx = math::fmax(mx, warp::shfl_xor_f32(mx, 2));
+                let m_new = math::fmax(m_run[mi][hh], mx);
                 let ms = m_new * scale_log2;
                 // First tile: m_run = −∞, 2^−∞ = 0 (nothing accumulated yet anyway).
                 let alpha = math::ex2_approx(m_run[mi][hh] * scale_log2 - ms);

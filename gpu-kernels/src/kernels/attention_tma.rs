@@ -61,58 +61,19 @@ const KV: u32 = ATTN_TMA_KV_BYTES;
 
 const _: () = assert!(BQ == 128 && BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA_THREADS == 3 * 128);
 
-/// Of the 16 n8 blocks of S each thread holds per row, how many take their exponentials on the FMA pipe
-/// ([`math::ex2_poly3`]) instead of `ex2.approx` (MUFU) in `attention_tma` and `attention_tma_serial`;
-/// spread evenly ([`poly_block`]). At head_dim 64 the MUFU unit needs as many cycles per key tile (one
-/// `ex2` per score, 16 per SM and cycle) as the tensor cores (256 flops per score, 4096 per SM and
-/// cycle); this moves a quarter of that work to the FMA pipe, which issues 8x as many.
-pub const POLY_BLOCKS: u32 = 4;
-
 /// `attention_tma` (module comment), with the pipelined consumer loop. Grid (ceil(nq / 128), heads, B),
 /// block `ATTN_TMA_THREADS`, dynamic shared memory `ATTN_TMA_SMEM_BYTES`. Requires (host-checked): the maps
 /// as `AttentionTmaArgs` says, nq, nk ≥ 1, ld_o even, every index below 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
-    attention_tma_body::<true, POLY_BLOCKS>(args)
+    attention_tma_body::<true>(args)
 }
 
 /// `attention_tma` with the serial consumer loop (each tile's P·V waited for before the next S): the
 /// same contract and results, bit for bit.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
-    attention_tma_body::<false, POLY_BLOCKS>(args)
-}
-
-/// `attention_tma` with every exponential on `ex2.approx` (the MUFU unit): the same contract, results
-/// within the rounding of P.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_tma_mufu(args: AttentionTmaArgs) {
-    attention_tma_body::<true, 0>(args)
-}
-
-/// `attention_tma` with 2 of 16 blocks on the FMA pipe (tuning).
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_tma_poly2(args: AttentionTmaArgs) {
-    attention_tma_body::<true, 2>(args)
-}
-
-/// `attention_tma` with 6 of 16 blocks on the FMA pipe (tuning).
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_tma_poly6(args: AttentionTmaArgs) {
-    attention_tma_body::<true, 6>(args)
-}
-
-/// `attention_tma` with 8 of 16 blocks on the FMA pipe (tuning).
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_tma_poly8(args: AttentionTmaArgs) {
-    attention_tma_body::<true, 8>(args)
-}
-
-/// Whether n8 block `i` (0..16) of a row takes [`math::ex2_poly3`] when `poly` of 16 do: the blocks where
-/// ⌊i·poly/16⌋ steps (i = 3, 7, 11, 15 for 4), so MUFU and FMA work interleave.
-#[inline(always)]
-const fn poly_block(i: usize, poly: u32) -> bool {
-    (i + 1) * poly as usize / 16 != i * poly as usize / 16
+    attention_tma_body::<false>(args)
 }
 
 /// The online softmax of one key tile's scores (step 2 of the module comment): masks keys ≥ `valid` to
@@ -120,13 +81,7 @@ const fn poly_block(i: usize, poly: u32) -> bool {
 /// accumulated before and the tile's partial row sum, and P = 2^(s·c − m·c) packed to f16 as the A
 /// fragments of P·V (step 3; packed row half by row half, so the scores die as they are used).
 #[inline(always)]
-unsafe fn softmax_tile<const POLY: u32>(
-    s: &mut [f32; 64],
-    m_run: &mut [f32; 2],
-    valid: u32,
-    tq: u32,
-    scale_log2: f32,
-) -> ([f32; 2], [f32; 2]) {
+unsafe fn softmax_tile(s: &mut [f32; 64], m_run: &mut [f32; 2], valid: u32, tq: u32, scale_log2: f32) -> ([f32; 2], [f32; 2]) {
     if valid < BK {
         unroll!(16, |i| {
             unroll!(2, |e| {
@@ -154,8 +109,7 @@ unsafe fn softmax_tile<const POLY: u32>(
         let mut rs = 0f32;
         unroll!(16, |i| {
             unroll!(2, |e| {
-                let x = math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms);
-                let p = if poly_block(i, POLY) { math::ex2_poly3(x) } else { math::ex2_approx(x) };
+                let p = math::ex2_approx(math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms));
                 s[4 * i + 2 * hh + e] = p;
                 rs += p;
             });
@@ -220,7 +174,7 @@ unsafe fn retire_pv(o: &mut [f32; 32], p: &mut [u32; 32], empty_bar: u32, lane: 
 /// O is rescaled by α_j after that product retires. The accumulation order is the serial loop's
 /// (O = (O·α_{j−1} + P_{j−1}V_{j−1})·α_j + P_j V_j), so both give the same bits.
 #[inline(always)]
-unsafe fn attention_tma_body<const PIPE: bool, const POLY: u32>(args: AttentionTmaArgs) {
+unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
     let AttentionTmaArgs { nq, nk, ld_o, q_col, k_col, v_col, scale_log2, .. } = args;
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
@@ -300,7 +254,7 @@ unsafe fn attention_tma_body<const PIPE: bool, const POLY: u32>(args: AttentionT
         let mut s = [0f32; 64];
         issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
         wait_acc64::<0>(&mut s);
-        let (alpha, rsum) = softmax_tile::<POLY>(&mut s, &mut m_run, nk, tq, scale_log2);
+        let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk, tq, scale_log2);
         rescale(&mut o, &mut l_run, alpha, rsum);
         let mut p = pack_p(&s);
         // `prev`: the stage of tile j − 1, whose V the deferred product reads; `p` its probabilities.
@@ -317,7 +271,7 @@ unsafe fn attention_tma_body<const PIPE: bool, const POLY: u32>(args: AttentionT
             issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
             issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
             wait_acc64::<1>(&mut s);
-            let (alpha, rsum) = softmax_tile::<POLY>(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
+            let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
             retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
             rescale(&mut o, &mut l_run, alpha, rsum);
             // P_j packed only now: its registers must not be written while P_{j−1} V_{j−1} is in flight
@@ -338,7 +292,7 @@ unsafe fn attention_tma_body<const PIPE: bool, const POLY: u32>(args: AttentionT
             let mut s = [0f32; 64];
             issue_scores(&mut s, q_tile, ks);
             wait_acc64::<0>(&mut s);
-            let (alpha, rsum) = softmax_tile::<POLY>(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
+            let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
             rescale(&mut o, &mut l_run, alpha, rsum);
             let mut p = pack_p(&s);
             issue_pv(&mut o, &p, ks + KV);
