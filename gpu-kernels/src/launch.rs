@@ -128,6 +128,18 @@ pub const ADAIN_COLS: u32 = 32;
 pub const ADAIN_ROWS: u32 = 8;
 /// AdaIN epsilon (added to the unbiased variance).
 pub const ADAIN_EPS: f32 = 1e-5;
+/// `adain_stats_f16` / `adain_apply_f16`: channels per block (4 per lane of a warp: 8-byte f16 loads).
+pub const ADAIN_F16_CH: u32 = 128;
+/// `adain_stats_f16`: tokens per statistics chunk (block y); each of the 8 warps takes every 8th.
+pub const ADAIN_F16_CHUNK: u32 = 128;
+/// `adain_apply_f16`: tokens per block (block y); each of the 8 warps takes every 8th.
+pub const ADAIN_F16_APPLY_ROWS: u32 = 256;
+/// `adain_stats_f16` / `adain_apply_f16`: threads per block (8 warps).
+pub const ADAIN_F16_THREADS: u32 = 256;
+/// `adain_stats_f16`: dynamic shared memory, (n, mean, M2) f32 per warp and channel.
+pub const ADAIN_F16_STATS_SMEM: u32 = 8 * ADAIN_F16_CH * 12;
+/// `adain_apply_f16`: dynamic shared memory, (μc, σs/σc, μs) f32 per channel.
+pub const ADAIN_F16_APPLY_SMEM: u32 = ADAIN_F16_CH * 12;
 
 // ------------------------------------------------------------------------------------------- conv2d_tc
 /// `conv2d_tc` (f16 implicit GEMM on tensor cores): the largest output-pixel tile (GEMM-M) per block.

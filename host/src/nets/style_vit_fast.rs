@@ -6,16 +6,19 @@
 //! Per post-norm block (tokens [M = B·N, D]; `·16` marks f16 tensors):
 //! `qkv16 = linear_tc(x16)` → `a16 = attention(qkv16)` → `t16 = linear_tc(a16) + x16` (residual fused in
 //! the epilogue) → `x2_16 = layer_norm(t16)` → `h16 = gelu(linear_tc(x2_16))` →
-//! `t16 = linear_tc(h16) + x2_16` → `x16 = layer_norm(t16)` (the encoder's last one also writes f32 `x`
-//! for AdaIN). With an f32 stream (sessions 1-12) the LayerNorms and residual epilogues moved 2.5x the
-//! bytes. The patch embedding is an f16 im2col + `linear_tc` (bias and positions in its
-//! epilogue, f32 and f16 outputs); AdaIN stays fp32 (followed by one f16 conversion); `to_pixels` runs on
+//! `t16 = linear_tc(h16) + x2_16` → `x16 = layer_norm(t16)`. With an f32 stream (sessions 1-12) the
+//! LayerNorms and residual epilogues moved 2.5x the bytes. The patch embedding is an f16 im2col +
+//! `linear_tc` (bias and positions in its epilogue, f16 output); AdaIN reads the encoders' f16 tokens
+//! and writes the decoder's (`adain_f16`: statistics and arithmetic in f32; until session 17 an f32 copy
+//! of the encoder's output, fp32 `adain` and an f16 conversion moved 4.4x the bytes: 449 MB against 103
+//! at p16 b8); `to_pixels` runs on
 //! `linear_tc`; unpatch and the 3x3 / 1x1 tail are one fp32 kernel (`unpatch_tail`). Content and style images of the same
 //! size go through the encoder as one batch (half the launches; at 64 tokens every launch is latency).
 //! Same public API as [`crate::nets::GpuStyleVit`] (graph capture per shape and alpha included).
 //!
 //! Precision: the f16 rounding of the GEMM and attention inputs (image, x, weights, qkv, attention output,
-//! the GELU output) and of the residual stream (the pre-norm sums and the LayerNorm outputs), and GELU in
+//! the GELU output) and of the residual stream (the pre-norm sums and the LayerNorm outputs, AdaIN's input
+//! and output), and GELU in
 //! its tanh form (`models::ops::gelu_tanh`, within 4.7e-4 of exact GELU) are the only systematic
 //! differences from the fp32 path; the self-check measures their effect with a CPU emulation that does
 //! the same (selfcheck/vit_fast.rs).
@@ -42,7 +45,7 @@ use crate::gpu::{CudaGraph, DType, DeviceTensor, Gpu, Layout};
 use crate::nets::transformer_net::{LayerCost, OpKind};
 use crate::ops::attention_tc::HEAD_DIMS;
 use crate::ops::attention_tma::attention_qkv;
-use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, to_f16, EpilogueTc, LinearTcWorkspace};
+use crate::ops::linear_tc::{layer_norm_f16, linear_tc_ws, EpilogueTc, LinearTcWorkspace};
 use crate::ops::patch::{patch_embed_f16, patch_grid, unpatch_tail};
 
 const OP: &str = "GpuStyleVitFast";
@@ -90,9 +93,8 @@ impl BlockW {
 struct Seq {
     cols: DeviceTensor,
     pos: DeviceTensor,
-    /// f32 tokens: the patch embedding's output, the encoder's last output (AdaIN's input) and AdaIN's.
-    x: DeviceTensor,
-    /// The residual stream between the blocks (f16).
+    /// The residual stream between the blocks (f16): the patch embedding's output, each block's, AdaIN's
+    /// input and (content) output.
     x16: DeviceTensor,
     x2_16: DeviceTensor,
     qkv16: DeviceTensor,
@@ -105,12 +107,10 @@ struct Seq {
 impl Seq {
     fn new(cfg: &StyleVitConfig, b: usize, n: usize) -> Result<Self> {
         let (p, d, f) = (cfg.patch_size, cfg.embed_dim, cfg.ffn_dim);
-        let e = |shape: &[usize]| DeviceTensor::empty(shape, DType::F32, Layout::RowMajor);
         let h = |shape: &[usize]| DeviceTensor::empty(shape, DType::F16, Layout::RowMajor);
         Ok(Seq {
             cols: h(&[b * n, 3 * p * p])?,
             pos: mat(&models::ops::sinusoidal(n, d))?,
-            x: e(&[b, n, d])?,
             x16: h(&[b, n, d])?,
             x2_16: h(&[b, n, d])?,
             qkv16: h(&[b, n, 3 * d])?,
@@ -120,9 +120,8 @@ impl Seq {
         })
     }
 
-    /// One post-norm block on the f16 residual stream: input in `x16`, output there too (and in the f32
-    /// `x` as well when `x32`: the encoder's last block, for AdaIN). Calls `mark(names[i])` after each of
-    /// its [`BLOCK_OPS`] ops is queued.
+    /// One post-norm block on the f16 residual stream: input in `x16`, output there too. Calls
+    /// `mark(names[i])` after each of its [`BLOCK_OPS`] ops is queued.
     #[allow(clippy::too_many_arguments)]
     fn block(
         &mut self,
@@ -131,7 +130,6 @@ impl Seq {
         w: &BlockW,
         heads: usize,
         names: &[&'static str; 7],
-        x32: bool,
         mark: Mark,
     ) -> Result<()> {
         let bias = |b| EpilogueTc {
@@ -170,15 +168,7 @@ impl Seq {
         };
         linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, None, Some(&mut self.t16), ws)?;
         mark(names[5])?;
-        layer_norm_f16(
-            gpu,
-            &self.t16,
-            None,
-            &w.n2_w,
-            &w.n2_b,
-            x32.then_some(&mut self.x),
-            &mut self.x16,
-        )?;
+        layer_norm_f16(gpu, &self.t16, None, &w.n2_w, &w.n2_b, None, &mut self.x16)?;
         mark(names[6])
     }
 }
@@ -266,9 +256,10 @@ struct Bufs {
     both: Option<(DeviceTensor, Seq)>,
     /// The decoder's activations (and the content encoder's when not batched).
     content: Seq,
-    /// The style encoder's activations when not batched, and AdaIN's output then ([B, N, D] f32; swapped
-    /// into the content tokens).
-    style: Option<(Seq, DeviceTensor)>,
+    /// The style encoder's activations when not batched.
+    style: Option<Seq>,
+    /// AdaIN's statistics scratch (f32, `adain_f16_part_len`).
+    adain_part: DeviceTensor,
     /// Split-K scratch of the small-M GEMMs (`linear_tc_ws`), shared by all of them (stream order).
     ws: LinearTcWorkspace,
     pix: DeviceTensor,
@@ -377,8 +368,7 @@ impl<'g> GpuStyleVitFast<'g> {
             let input = e(&[b + bs, 3, content[2], content[3]])?;
             (Some((input, Seq::new(&self.cfg, b + bs, hp * wp)?)), None)
         } else {
-            let ada = DeviceTensor::empty(&[b, hp * wp, self.cfg.embed_dim], DType::F32, Layout::RowMajor)?;
-            (None, Some((Seq::new(&self.cfg, bs, hps * wps)?, ada)))
+            (None, Some(Seq::new(&self.cfg, bs, hps * wps)?))
         };
         // One split-K workspace for every GEMM of the pass (they run in stream order): sized for all their
         // (M, N, K).
@@ -392,7 +382,9 @@ impl<'g> GpuStyleVitFast<'g> {
             gemms.extend([(m, d, 3 * p * p), (m, 3 * d, d), (m, d, d), (m, f, d), (m, d, f)]);
         }
         let ws = LinearTcWorkspace::for_shapes(&gemms)?;
+        let part_len = crate::ops::adain::adain_f16_part_len(b, hp * wp, bs, hps * wps, d);
         self.bufs = Some(Bufs {
+            adain_part: DeviceTensor::empty(&[part_len], DType::F32, Layout::RowMajor)?,
             ws,
             graph: None,
             cin: e(content)?,
@@ -548,22 +540,18 @@ impl<'g> GpuStyleVitFast<'g> {
         for (names, bb, n) in stages {
             let m = (bb * n) as f64;
             // im2col (read the image f32, write and read f16 columns) + GEMM (positions read f32, x written
-            // f32 and f16).
+            // f16).
             push(
                 names.patch,
                 OpKind::Gemm,
                 2.0 * m * k * d,
-                4.0 * m * k + 2.0 * (2.0 * m * k + k * d) + 4.0 * n as f64 * d + 6.0 * m * d,
+                4.0 * m * k + 2.0 * (2.0 * m * k + k * d) + 4.0 * n as f64 * d + 2.0 * m * d,
             );
             blocks(&mut push, &names.block, self.encoder.len(), bb, n);
         }
         let (mc, ms) = ((b * hp * wp) as f64, (bs * hps * wps) as f64);
-        push(
-            "adain",
-            OpKind::Norm,
-            0.0,
-            4.0 * d * (2.0 * mc + ms) + 6.0 * d * mc,
-        );
+        // Statistics read content and style once (f16), the blend reads the content and writes it.
+        push("adain", OpKind::Norm, 0.0, 2.0 * d * (3.0 * mc + ms));
         blocks(&mut push, &DECODER_OPS, self.decoder.len(), b, hp * wp);
         push(
             "to_pixels",
@@ -671,6 +659,7 @@ impl<'g> GpuStyleVitFast<'g> {
             both,
             content: c,
             style: sep,
+            adain_part,
             pix,
             out,
             ws,
@@ -693,12 +682,11 @@ impl<'g> GpuStyleVitFast<'g> {
                     &seq.pos,
                     p,
                     &mut seq.cols,
-                    &mut seq.x,
                     &mut seq.x16,
                 )?;
                 mark(names.patch)?;
-                for (i, w) in encoder.iter().enumerate() {
-                    seq.block(gpu, ws, w, heads, &names.block, i + 1 == encoder.len(), mark)?;
+                for w in encoder {
+                    seq.block(gpu, ws, w, heads, &names.block, mark)?;
                 }
                 Ok(())
             };
@@ -707,20 +695,18 @@ impl<'g> GpuStyleVitFast<'g> {
                 gpu.copy_device_into_at(content, input, 0)?;
                 gpu.copy_device_into_at(style, input, content.numel())?;
                 encode(input, seq, ws, &ENCODER_OPS, mark)?;
-                crate::ops::adain::adain_split(gpu, &seq.x, b, alpha, &mut c.x)?;
+                crate::ops::adain::adain_f16_split(gpu, &seq.x16, b, alpha, &mut c.x16, adain_part)?;
             }
-            (None, Some((s, ada))) => {
+            (None, Some(s)) => {
                 encode(content, c, ws, &CONTENT_OPS, mark)?;
                 encode(style, s, ws, &STYLE_OPS, mark)?;
-                crate::ops::adain::adain(gpu, &c.x, &s.x, alpha, ada)?;
-                std::mem::swap(&mut c.x, ada);
+                crate::ops::adain::adain_f16(gpu, &mut c.x16, &s.x16, alpha, adain_part)?;
             }
             (None, None) => return Err(Error::Other("GpuStyleVitFast: no encoder buffers".into())),
         }
-        to_f16(gpu, &c.x, &mut c.x16)?;
         mark("adain")?;
         for w in &self.decoder {
-            c.block(gpu, ws, w, heads, &DECODER_OPS, false, mark)?;
+            c.block(gpu, ws, w, heads, &DECODER_OPS, mark)?;
         }
         let ep = EpilogueTc {
             bias: Some(&self.to_pixels_b),

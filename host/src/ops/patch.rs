@@ -91,7 +91,7 @@ pub fn patch_im2col(
 }
 
 /// The fast StyleViT's patch embedding: `x = im2col(img) · Wᵀ + b + pos` on tensor cores (`linear_tc`,
-/// the positions as its broadcast residual), written as f32 `x` and its f16 copy `x16`, [B, hp·wp, D].
+/// the positions as its broadcast residual), written as f16 `x16` [B, hp·wp, D].
 /// w [D, 3·p·p] f16, b [D] f32, pos [hp·wp, D] f32, `cols16` an f16 scratch [B·hp·wp, 3·p·p]; `ws` the
 /// split-K workspace of the GEMM (few tokens).
 #[allow(clippy::too_many_arguments)]
@@ -104,7 +104,6 @@ pub fn patch_embed_f16(
     pos: &DeviceTensor,
     p: usize,
     cols16: &mut DeviceTensor,
-    x: &mut DeviceTensor,
     x16: &mut DeviceTensor,
 ) -> Result<()> {
     let (_, hp, wp) = patch_grid(&img.shape, p)?;
@@ -122,7 +121,7 @@ pub fn patch_embed_f16(
         gelu: false,
         residual: Some(pos),
     };
-    crate::ops::linear_tc::linear_tc_ws(gpu, cols16, w, ep, Some(x), Some(x16), ws)
+    crate::ops::linear_tc::linear_tc_ws(gpu, cols16, w, ep, None, Some(x16), ws)
 }
 
 /// Patch embedding plus positions: out [B, hp·wp, D] = im2col(img) · Wᵀ + b + pos, with w [D, 3·p·p] (the

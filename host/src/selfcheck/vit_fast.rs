@@ -18,6 +18,7 @@ use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::gpu::TmaMapCache;
 use crate::ops::attention_tc::{attention_tc, attention_tc_m1, attention_tc_qkv, attn_tc_choice, Heads};
+use crate::ops::adain::{adain_f16, adain_f16_part_len, adain_f16_split};
 use crate::ops::attention_tma::{attention_tma, attention_tma_pipe};
 use crate::ops::linear_tc::{
     layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
@@ -49,6 +50,10 @@ pub const ATTENTION_TC: Tolerance = Tolerance {
     rel_l2: 7e-4,
     max_rel: 1.5e-3,
 };
+
+/// `adain_f16`: f32 statistics and arithmetic on the f16 inputs (only the summation order and one
+/// division differ from the CPU), then the f16 output rounding, as `linear_tc`'s f16 output.
+pub const ADAIN_F16: Tolerance = LINEAR_TC_F16;
 
 /// [`GpuStyleVitFast`] vs the fp32 CPU reference: dominated by the f16 rounding of the GEMM and attention
 /// inputs and of the residual stream. The CPU emulation that rounds at the same places
@@ -95,6 +100,10 @@ pub fn checks() -> Vec<Check> {
         Check {
             op: "attention_tma",
             run: check_attention_tma,
+        },
+        Check {
+            op: "adain_f16",
+            run: check_adain_f16,
         },
         Check {
             op: "style_vit_fast",
@@ -776,6 +785,71 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out
 }
 
+// ---------------------------------------------------------------- adain_f16
+/// `adain_f16` (in place over the content) and `adain_f16_split` (content and style in one tensor) against
+/// `models::ops::adain` on the same f16 values: chunk tails (N not a multiple of 128), a broadcast style,
+/// D not a multiple of the 128-channel block, the StyleViT base shape; then the shapes it refuses.
+fn check_adain_f16(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
+    // (B, style B, Nc, Ns, D, alpha, split)
+    let cases = [
+        (2, 2, 300, 200, 64, 1.0f32, false),
+        (3, 1, 129, 37, 132, 0.7, false),
+        (1, 1, 2, 2, 4, 0.5, false),
+        (2, 2, 4096, 256, 512, 1.0, false),
+        (2, 2, 64, 64, 512, 1.0, true),
+        (3, 1, 50, 50, 132, 0.3, true),
+    ];
+    let mut out: Vec<CheckResult> = cases
+        .iter()
+        .map(|&(b, bs, nc, ns, d, alpha, split)| {
+            let name = format!("B{b} Bs{bs} Nc{nc} Ns{ns} D{d} a{alpha}{}", if split { " split" } else { "" });
+            catch("adain_f16", &name, || {
+                // Channel means far from 0 next to unit spreads: the statistics must not cancel.
+                let mut c = random(rng, &[b, nc, d], -1.0, 1.0);
+                for (i, v) in c.data.iter_mut().enumerate() {
+                    *v += ((i % d) % 7) as f32 - 3.0;
+                }
+                let (c, s) = (round_tensor_f16(&c), round_tensor_f16(&random(rng, &[bs, ns, d], -3.0, 1.0)));
+                let s_full = Tensor::new(&[b, ns, d], s.data.iter().copied().cycle().take(b * ns * d).collect());
+                let t = ops::adain(&c, &s_full)?;
+                let want: Vec<f32> = t.data.iter().zip(&c.data).map(|(t, c)| alpha * t + (1.0 - alpha) * c).collect();
+                let mut part = DeviceTensor::empty(&[adain_f16_part_len(b, nc, bs, ns, d)], DType::F32, Layout::RowMajor)?;
+                let got = if split {
+                    let mut both = c.data.clone();
+                    both.extend_from_slice(&s.data);
+                    let both = DeviceTensor::from_host_f16(&Tensor::new(&[b + bs, nc, d], both))?;
+                    let mut o = poisoned(&[b, nc, d], DType::F16, Layout::RowMajor)?;
+                    adain_f16_split(gpu, &both, b, alpha, &mut o, &mut part)?;
+                    download(gpu, &o)?
+                } else {
+                    let mut x = DeviceTensor::from_host_f16(&c)?;
+                    adain_f16(gpu, &mut x, &DeviceTensor::from_host_f16(&s)?, alpha, &mut part)?;
+                    download(gpu, &x)?
+                };
+                Ok(compare("adain_f16", &name, &got, &want, ADAIN_F16))
+            })
+        })
+        .collect();
+    out.push(catch("adain_f16", "refuses bad shapes", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::RowMajor);
+        let (s70, s64, s64_one, s64_b3) = (h(&[2, 10, 70])?, h(&[2, 10, 64])?, h(&[2, 1, 64])?, h(&[3, 10, 64])?);
+        let (mut x70, mut x64, mut x64_one, mut x32) = (h(&[2, 10, 70])?, h(&[2, 10, 64])?, h(&[2, 1, 64])?, f(&[2, 10, 64])?);
+        let mut part = f(&[adain_f16_part_len(2, 10, 2, 10, 70)])?;
+        let mut small = f(&[adain_f16_part_len(2, 10, 2, 10, 64) - 1])?;
+        let attempts: Vec<(&str, Result<()>)> = vec![
+            ("D 70 (not a multiple of 4)", adain_f16(gpu, &mut x70, &s70, 1.0, &mut part)),
+            ("f32 content", adain_f16(gpu, &mut x32, &s64, 1.0, &mut part)),
+            ("one content token", adain_f16(gpu, &mut x64_one, &s64, 1.0, &mut part)),
+            ("one style token", adain_f16(gpu, &mut x64, &s64_one, 1.0, &mut part)),
+            ("style batch 3 for content batch 2", adain_f16(gpu, &mut x64, &s64_b3, 1.0, &mut part)),
+            ("scratch one element short", adain_f16(gpu, &mut x64, &s64, 1.0, &mut small)),
+        ];
+        Ok(refusal_result("adain_f16", ADAIN_F16, &attempts))
+    }));
+    out
+}
+
 // ---------------------------------------------------------------- attention_tc
 /// Query rows compared against the CPU: all of them up to 300, else the first and last 80.
 fn rows_to_check(nq: usize) -> Vec<usize> {
@@ -1143,7 +1217,7 @@ fn emulate_block(blk: &Block, x: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// StyleViT's forward pass on the CPU with [`GpuStyleVitFast`]'s f16 roundings (see [`emulate_block`];
-/// the patch embedding, AdaIN and the tail stay f32, `to_pixels` rounds its input and weight).
+/// AdaIN's inputs rounded; the patch embedding, AdaIN's arithmetic and the tail stay f32, `to_pixels` rounds its input and weight).
 pub fn emulate_style_vit_fast(
     net: &StyleVit,
     content: &Tensor,
@@ -1171,8 +1245,9 @@ pub fn emulate_style_vit_fast(
         }
         Ok(x)
     };
-    let c = encode(content)?;
-    let t = ops::adain(&c, &encode(style)?)?;
+    // AdaIN reads the encoders' f16 tokens (adain_f16).
+    let c = round_tensor_f16(&encode(content)?);
+    let t = ops::adain(&c, &round_tensor_f16(&encode(style)?))?;
     let mut x = c.clone();
     for (xv, (tv, cv)) in x.data.iter_mut().zip(t.data.iter().zip(&c.data)) {
         *xv = alpha * tv + (1.0 - alpha) * cv;
