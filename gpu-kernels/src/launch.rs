@@ -123,6 +123,10 @@ pub const fn attn_smem_bytes(head_dim: u32) -> u32 {
     4 * (head_dim * (ATTN_BQ + 1) + head_dim * (bk + 1) + bk * head_dim + ATTN_BQ * (bk + 1))
 }
 
+/// `patch_unpatch_tail`: output rows per thread (the weights' loads into registers shared by them); grid
+/// (B · ceil(H / PATCH_TAIL_ROWS), ceil(W / block)).
+pub const PATCH_TAIL_ROWS: u32 = 4;
+
 /// `adain`: channels per block (threadIdx.x) and token rows per block (threadIdx.y).
 pub const ADAIN_COLS: u32 = 32;
 pub const ADAIN_ROWS: u32 = 8;

@@ -17,7 +17,7 @@
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::unroll::unroll;
 use crate::device::{
-    block_idx_x, block_idx_y, block_idx_z, grid_dim_y, math, shared, sync_threads, thread_idx_x, thread_idx_y,
+    block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, thread_idx_y,
 };
 use crate::launch::{ADAIN_COLS, ADAIN_EPS, ADAIN_F16_APPLY_ROWS, ADAIN_F16_CH, ADAIN_F16_CHUNK, ADAIN_F16_THREADS, ADAIN_ROWS};
 
@@ -147,18 +147,36 @@ unsafe fn load4_f16(p: *const u16) -> [f32; 4] {
     [a.0, a.1, b.0, b.1]
 }
 
-/// Per-chunk channel statistics of x [B, n, d] f16 (token-major, d % 4 == 0, 8-byte aligned): block
-/// (x, y, z) = channels 128x .. 128x + 128 (< d), tokens 128y .. 128y + 128 (< n) of sample z; writes
-/// `part[((z · chunks + y) · d + ch) · 2 ..+ 2]` = (mean, M2) of those tokens, chunks = gridDim.y =
-/// ceil(n / 128). Block `ADAIN_F16_THREADS`, dynamic shared memory `ADAIN_F16_STATS_SMEM`.
+/// Per-chunk channel statistics of two token tensors in one launch (the content's and the style's): x1
+/// [samples1, n1, d] and x2 [gridDim.z − samples1, n2, d] f16 (token-major, d % 4 == 0, 8-byte aligned).
+/// Block (x, y, z) = channels 128x .. 128x + 128 (< d), tokens 128y .. 128y + 128 of sample z of x1 (z <
+/// samples1) or sample z − samples1 of x2; it writes `part[((s · chunks + y) · d + ch) · 2 ..+ 2]` =
+/// (mean, M2) of those tokens into that tensor's `part1` / `part2`, chunks = ceil(n / 128). Blocks with y
+/// past their tensor's chunks return at once (gridDim.y is the larger count). Block `ADAIN_F16_THREADS`,
+/// dynamic shared memory `ADAIN_F16_STATS_SMEM`.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn adain_stats_f16(x: *const u16, part: *mut f32, n: u32, d: u32) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn adain_stats_f16(
+    x1: *const u16,
+    part1: *mut f32,
+    n1: u32,
+    samples1: u32,
+    x2: *const u16,
+    part2: *mut f32,
+    n2: u32,
+    d: u32,
+) {
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let (warp, lane) = (t / 32, t % 32);
     let ch0 = block_idx_x() * ADAIN_F16_CH;
     let ch = ch0 + 4 * lane;
-    let (chunk, b) = (block_idx_y(), block_idx_z());
+    let (chunk, z) = (block_idx_y(), block_idx_z());
+    let (x, part, n, b) = if z < samples1 { (x1, part1, n1, z) } else { (x2, part2, n2, z - samples1) };
+    let chunks = n.div_ceil(ADAIN_F16_CHUNK);
+    if chunk >= chunks {
+        return;
+    }
     let (n, d) = (n as usize, d as usize);
     let t0 = (chunk * ADAIN_F16_CHUNK + warp) as usize;
     let base = x.add(b as usize * n * d + ch as usize);
@@ -199,7 +217,7 @@ pub unsafe extern "ptx-kernel" fn adain_stats_f16(x: *const u16, part: *mut f32,
             let [n, mean, m2] = *red.add((w * ADAIN_F16_CH + t) as usize);
             m = m.merge(Moments { n, mean, m2 });
         }
-        let at = ((b * grid_dim_y() + chunk) as usize * d + (ch0 + t) as usize) * 2;
+        let at = ((b * chunks + chunk) as usize * d + (ch0 + t) as usize) * 2;
         *part.add(at) = m.mean;
         *part.add(at + 1) = m.m2;
     }

@@ -1,5 +1,6 @@
 //! `adain` launcher: AdaIN over token statistics with the content/style blend alpha. [`adain_f16`] /
-//! [`adain_f16_split`]: the same on f16 tokens (`adain_stats_f16` + `adain_apply_f16`, the fast StyleViT).
+//! [`adain_f16_split`]: the same on f16 tokens (`adain_stats_f16` + `adain_apply_f16`, two launches; the
+//! fast StyleViT).
 use gpu_kernels::launch::{
     ADAIN_COLS, ADAIN_F16_APPLY_ROWS, ADAIN_F16_APPLY_SMEM, ADAIN_F16_CH, ADAIN_F16_CHUNK, ADAIN_F16_STATS_SMEM,
     ADAIN_F16_THREADS, ADAIN_ROWS,
@@ -185,7 +186,7 @@ fn adain_f16_raw(
     let chunk = ADAIN_F16_CHUNK as usize;
     let (cchunks, schunks) = (nc.div_ceil(chunk), ns.div_ceil(chunk));
     ensure(
-        b <= 65_535 && cchunks.max(nc.div_ceil(ADAIN_F16_APPLY_ROWS as usize)) <= 65_535 && (b * nc * d).max(bs * ns * d) <= i32::MAX as usize,
+        b + bs <= 65_535 && cchunks.max(schunks).max(nc.div_ceil(ADAIN_F16_APPLY_ROWS as usize)) <= 65_535 && (b * nc * d).max(bs * ns * d) <= i32::MAX as usize,
         OP_F16,
         || format!("c [{b}, {nc}, {d}] / s [{bs}, {ns}, {d}] exceed the grid or 2^31 elements"),
     )?;
@@ -195,22 +196,21 @@ fn adain_f16_raw(
     })?;
     let gx = d.div_ceil(ADAIN_F16_CH as usize) as u32;
     let (cpart, spart) = (part.ptr(), part.ptr() + (2 * d * b * cchunks * 4) as u64);
-    for (x, bb, n, nchunks, p) in [(c_ptr, b, nc, cchunks, cpart), (s_ptr, bs, ns, schunks, spart)] {
-        // SAFETY: adain_stats_f16(x: f16 pointer, part: f32 pointer, n, d: u32), grid (ceil(d/128),
-        // ceil(n/128), bb), block ADAIN_F16_THREADS, ADAIN_F16_STATS_SMEM bytes of shared memory. Block
-        // (cx, k, z) reads x[(z·n + t)·d + ch .. + 4] for t < n, ch < d (8-byte loads: d % 4 == 0 and x is a
-        // tensor base or a whole-sample offset of one, so 8-byte aligned) inside the [bb, n, d] rows the
-        // callers pass (live tensors), and writes part[((z·nchunks + k)·d + ch)·2 ..+ 2] for ch < d: inside
-        // the scratch (checked length; the style's after the content's).
-        unsafe {
-            gpu.launch(
-                "adain_stats_f16",
-                (gx, nchunks as u32, bb as u32),
-                (ADAIN_F16_THREADS, 1, 1),
-                ADAIN_F16_STATS_SMEM,
-                kernel_args!(x, p, n as u32, d as u32),
-            )?;
-        }
+    // SAFETY: adain_stats_f16(x1: f16 pointer, part1: f32 pointer, n1, samples1: u32, x2, part2, n2, d),
+    // grid (ceil(d/128), max(cchunks, schunks), b + bs), block ADAIN_F16_THREADS, ADAIN_F16_STATS_SMEM bytes
+    // of shared memory. Block (cx, k, z) reads the content's x[(z·nc + t)·d + ch .. + 4] (z < b) or the
+    // style's (sample z − b < bs, t < ns) for t < n, ch < d (8-byte loads: d % 4 == 0 and both are tensor
+    // bases or whole-sample offsets of one, so 8-byte aligned) inside the rows the callers pass (live
+    // tensors), and writes part[((s·chunks + k)·d + ch)·2 ..+ 2] for k < chunks, ch < d into the content's
+    // or the style's half of the scratch (checked length; the style's after the content's).
+    unsafe {
+        gpu.launch(
+            "adain_stats_f16",
+            (gx, cchunks.max(schunks) as u32, (b + bs) as u32),
+            (ADAIN_F16_THREADS, 1, 1),
+            ADAIN_F16_STATS_SMEM,
+            kernel_args!(c_ptr, cpart, nc as u32, b as u32, s_ptr, spart, ns as u32, d as u32),
+        )?;
     }
     let grid = (gx, nc.div_ceil(ADAIN_F16_APPLY_ROWS as usize) as u32, b as u32);
     // SAFETY: adain_apply_f16(c, out: f16 pointers, cpart, spart: f32 pointers, nc, ns, d, style_per_sample:

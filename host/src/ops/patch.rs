@@ -1,5 +1,5 @@
 //! `patch_embed` / `unpatch` / positional-embedding launchers.
-use gpu_kernels::launch::ELEMENTWISE_BLOCK;
+use gpu_kernels::launch::{ELEMENTWISE_BLOCK, PATCH_TAIL_ROWS};
 
 use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu};
@@ -71,11 +71,13 @@ pub fn patch_im2col(
     fits(OP, total)?;
     // SAFETY: patch_im2col(_f16)(img: f32 pointer, cols: f32 / f16 pointer of cols' dtype, batch, hp, wp,
     // p: u32) writes cols[0..total) and reads img at (b, c, py*p + ky, px*p + kx) with every coordinate
-    // inside [B, 3, hp*p, wp*p] = img's shape.
+    // inside [B, 3, hp*p, wp*p] = img's shape; its 32-bit index arithmetic stays below total ≤ i32::MAX
+    // (checked). The f16 kernel's 16-byte accesses (p % 8 == 0) start at multiples of 8 elements from the
+    // tensors' bases (256-byte aligned allocations). One thread per patch row of p elements (grid-stride).
     unsafe {
         gpu.launch(
             kernel,
-            (blocks_for(total, ELEMENTWISE_BLOCK), 1, 1),
+            (blocks_for(total / p, ELEMENTWISE_BLOCK), 1, 1),
             (ELEMENTWISE_BLOCK, 1, 1),
             0,
             kernel_args!(
@@ -225,16 +227,22 @@ pub fn unpatch_tail(
     ensure(y.shape == [b, 3, hp * p, wp * p], OP, || {
         format!("y {:?} must be [{b}, 3, {}, {}]", y.shape, hp * p, wp * p)
     })?;
-    let pixels = b * hp * p * wp * p;
     fits(OP, y.numel().max(tokens.numel()))?;
+    let (h, w) = (hp * p, wp * p);
+    let grid = ((b * h.div_ceil(PATCH_TAIL_ROWS as usize)) as u32, w.div_ceil(ELEMENTWISE_BLOCK as usize) as u32, 1);
+    ensure(b * h.div_ceil(PATCH_TAIL_ROWS as usize) <= i32::MAX as usize && grid.1 <= 65_535, OP, || {
+        format!("image [{b}, 3, {h}, {w}] exceeds the launch grid")
+    })?;
     // SAFETY: patch_unpatch_tail(tok, w0, b0, w2, b2, y: f32 pointers, batch, hp, wp, p: u32) writes
     // y[(b*3 + k)*H*W + i] for pixel (b, i) < B*H*W, k < 3, and reads tok[(b*hp*wp + py*wp + px)*3p² +
-    // (ky*p + kx)*3 + c] (py < hp, px < wp, ky, kx < p, c < 3: inside tokens), w0[0..81), w2[0..9),
-    // b0[0..3), b2[0..3): all shapes checked above.
+    // (ky*p + kx)*3 + c] (py < hp, px < wp, ky, kx < p, c < 3: inside tokens; neighbours outside the
+    // image are skipped), w0[0..81), w2[0..9), b0[0..3), b2[0..3): all shapes checked above. Grid (B ·
+    // ceil(H / PATCH_TAIL_ROWS), ceil(W / ELEMENTWISE_BLOCK)) as the kernel expects, checked against the
+    // limits; its 32-bit pixel arithmetic stays below the element counts (≤ i32::MAX, checked).
     unsafe {
         gpu.launch(
             "patch_unpatch_tail",
-            (blocks_for(pixels, ELEMENTWISE_BLOCK), 1, 1),
+            grid,
             (ELEMENTWISE_BLOCK, 1, 1),
             0,
             kernel_args!(

@@ -11,13 +11,14 @@ use models::{StyleVit, StyleVitConfig, Tensor};
 
 use super::{catch, compare, download, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
+use crate::gpu::half::round_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::GpuStyleVit;
 use crate::ops::adain::adain;
 use crate::ops::attention::{attention, attention_qkv, Heads};
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::{linear_ex, Epilogue};
-use crate::ops::patch::{patch_embed, unpatch_tail};
+use crate::ops::patch::{patch_embed, patch_im2col, unpatch_tail};
 
 pub fn checks() -> Vec<Check> {
     vec![
@@ -405,13 +406,42 @@ fn check_patch(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             ))
         }));
     }
+    // The f16 im2col of the fast StyleViT against a host gather of the same values rounded to f16: the
+    // 16-byte path (p % 8 == 0) and the element path.
+    for &(b, h, w, p) in &[(2usize, 24usize, 40usize, 8usize), (1, 8, 12, 4), (3, 32, 32, 16), (1, 6, 9, 3)] {
+        let name = format!("im2col f16 B{b} {h}x{w} p{p}");
+        out.push(catch("patch", &name, || {
+            let img = random(rng, &[b, 3, h, w], -2.0, 2.0);
+            let (hp, wp) = (h / p, w / p);
+            let mut want = Vec::with_capacity(img.data.len());
+            for bb in 0..b {
+                for py in 0..hp {
+                    for px in 0..wp {
+                        for c in 0..3 {
+                            for ky in 0..p {
+                                for kx in 0..p {
+                                    want.push(round_f16(img.data[((bb * 3 + c) * h + py * p + ky) * w + px * p + kx]));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut cols = poisoned(&[b * hp * wp, 3 * p * p], DType::F16, Layout::RowMajor)?;
+            patch_im2col(gpu, &up(&img)?, p, &mut cols)?;
+            Ok(compare("patch", &name, &download(gpu, &cols)?, &want, Tolerance { rel_l2: 0.0, max_rel: 0.0 }))
+        }));
+    }
     // Unpatch + final_conv (3x3 zero-padded conv, ReLU, 1x1 conv) fused, against the CPU composition.
-    // Cases: several patches and batch, one column of patches, 1-pixel patches (every tap crosses a patch).
+    // Cases: several patches and batch, one column of patches, 1-pixel patches (every tap crosses a patch),
+    // a height that is not a multiple of the kernel's 4-row band, a width over one 256-thread block.
     for &(b, hp, wp, p) in &[
         (2usize, 3usize, 5usize, 8usize),
         (1, 2, 1, 32),
         (2, 1, 1, 1),
         (1, 4, 3, 2),
+        (2, 3, 2, 3),
+        (1, 1, 20, 16),
     ] {
         let name = format!("unpatch_tail B{b} {hp}x{wp} p{p}");
         out.push(catch("patch", &name, || {
