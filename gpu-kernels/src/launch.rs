@@ -105,6 +105,11 @@ pub const LINEAR_RESIDUAL: u32 = 4;
 
 /// `layer_norm`: rows per block (one warp per row).
 pub const LAYER_NORM_ROWS: u32 = 8;
+/// `linear_tc_layer_norm_hv`: rows per warp (their loads all issued before the first sum; γ and β loaded
+/// once per warp).
+pub const LAYER_NORM_HV_ROWS: u32 = 4;
+/// `linear_tc_layer_norm_hv`: the longest row it takes (16-byte groups of 8 f16 per lane: two per lane).
+pub const LAYER_NORM_HV_MAX_D: u32 = 512;
 /// LayerNorm epsilon (PyTorch default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 

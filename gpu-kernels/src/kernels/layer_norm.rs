@@ -8,7 +8,7 @@
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::unroll::unroll;
 use crate::device::{block_idx_x, lane_id, math, thread_idx_x, warp};
-use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_ROWS};
+use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_HV_MAX_D, LAYER_NORM_HV_ROWS, LAYER_NORM_ROWS};
 
 /// Grid ceil(rows / LAYER_NORM_ROWS), block 32 * LAYER_NORM_ROWS. `res` is read only when `has_res != 0`.
 /// x, res, y: [rows, d] contiguous (16-byte aligned); gamma, beta: [d].
@@ -231,6 +231,91 @@ unsafe fn row_in_registers<T: LnIn>(
                 let h = [pack_f16x2(o.0[0], o.0[1]), pack_f16x2(o.0[2], o.0[3])];
                 *(y16.add(row * d + 4 * g) as *mut [u32; 2]) = h;
             }
+        }
+    });
+}
+
+/// 16-byte groups of 8 f16 per lane in [`rows_f16_vec8`].
+const HV_GROUPS: usize = (LAYER_NORM_HV_MAX_D / 256) as usize;
+const _: () = assert!(HV_GROUPS == 2 && LAYER_NORM_HV_ROWS == 4);
+
+/// `LAYER_NORM_HV_ROWS` consecutive rows per warp (`(block · LAYER_NORM_ROWS + warp) · LAYER_NORM_HV_ROWS`
+/// onwards, those below `rows`): y16 = LayerNorm(x) · γ + β, f16 in and out, two-pass f32 statistics.
+/// Lane l holds the 8-element groups l and l + 32 of each row (16-byte loads and stores); every row's
+/// loads are issued before the first sum, and γ, β are read once for all of them.
+///
+/// # Safety
+/// x, y16: [rows, d] f16, 16-byte aligned, d % 8 == 0, d ≤ `LAYER_NORM_HV_MAX_D`; gamma, beta: [d] f32,
+/// 16-byte aligned.
+#[inline(always)]
+pub(super) unsafe fn rows_f16_vec8(x: *const u16, gamma: *const f32, beta: *const f32, y16: *mut u16, rows: u32, d: u32) {
+    let row0 = (block_idx_x() * LAYER_NORM_ROWS + thread_idx_x() / 32) * LAYER_NORM_HV_ROWS;
+    if row0 >= rows {
+        return;
+    }
+    let (rows, d) = (rows as usize, d as usize);
+    let row0 = row0 as usize;
+    let lane = lane_id() as usize;
+    let groups = d / 8;
+    let mut raw = [[[0u32; 4]; HV_GROUPS]; 4];
+    unroll!(4, |r| {
+        if row0 + r < rows {
+            unroll!(2, |i| {
+                let g = lane + 32 * i;
+                if g < groups {
+                    raw[r][i] = *(x.add((row0 + r) * d + 8 * g) as *const [u32; 4]);
+                }
+            });
+        }
+    });
+    let mut gb = [[F32x4([0.0; 4]); 4]; HV_GROUPS]; // per group: γ lo, γ hi, β lo, β hi
+    let (gv, bv) = (gamma as *const F32x4, beta as *const F32x4);
+    unroll!(2, |i| {
+        let g = lane + 32 * i;
+        if g < groups {
+            gb[i] = [*gv.add(2 * g), *gv.add(2 * g + 1), *bv.add(2 * g), *bv.add(2 * g + 1)];
+        }
+    });
+    unroll!(4, |r| {
+        if row0 + r < rows {
+            let mut v = [[0f32; 8]; HV_GROUPS];
+            unroll!(2, |i| {
+                unroll!(4, |q| {
+                    let (a, b) = unpack_f16x2(raw[r][i][q]);
+                    v[i][2 * q] = a;
+                    v[i][2 * q + 1] = b;
+                });
+            });
+            let mut s = 0f32;
+            unroll!(2, |i| {
+                unroll!(8, |e| {
+                    s += v[i][e]; // zeros past the row
+                });
+            });
+            let mean = math::div(warp::warp_sum(s), d as f32);
+            let mut s2 = 0f32;
+            unroll!(2, |i| {
+                if lane + 32 * i < groups {
+                    unroll!(8, |e| {
+                        let dv = v[i][e] - mean;
+                        s2 = math::fma(dv, dv, s2);
+                    });
+                }
+            });
+            let var = math::div(warp::warp_sum(s2), d as f32);
+            let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
+            unroll!(2, |i| {
+                let g = lane + 32 * i;
+                if g < groups {
+                    let mut o = [0f32; 8];
+                    unroll!(8, |e| {
+                        let (gm, bt) = (gb[i][e / 4].0[e % 4], gb[i][2 + e / 4].0[e % 4]);
+                        o[e] = math::fma((v[i][e] - mean) * rstd, gm, bt);
+                    });
+                    *(y16.add((row0 + r) * d + 8 * g) as *mut [u32; 4]) =
+                        [pack_f16x2(o[0], o[1]), pack_f16x2(o[2], o[3]), pack_f16x2(o[4], o[5]), pack_f16x2(o[6], o[7])];
+                }
+            });
         }
     });
 }

@@ -692,6 +692,24 @@ pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm(
     super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
 }
 
+/// `linear_tc_layer_norm_h` for the fast StyleViT's plain LayerNorm (no residual, f16 output only) on
+/// rows of D % 8 == 0, D ≤ `LAYER_NORM_HV_MAX_D`: 16-byte loads and stores, `LAYER_NORM_HV_ROWS` rows per
+/// warp with all their loads in flight at once and γ, β loaded once per warp
+/// ([`super::layer_norm::rows_f16_vec8`]). Grid ceil(rows / (LAYER_NORM_ROWS · LAYER_NORM_HV_ROWS)),
+/// block 32 · LAYER_NORM_ROWS; x, y16 16-byte aligned.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm_hv(
+    x: *const u16,
+    gamma: *const f32,
+    beta: *const f32,
+    y16: *mut u16,
+    rows: u32,
+    d: u32,
+) {
+    crate::device::grid_dependency_wait();
+    super::layer_norm::rows_f16_vec8(x, gamma, beta, y16, rows, d);
+}
+
 /// `linear_tc_layer_norm` on f16 inputs: `y = LayerNorm(x + res) · γ + β` with x and res f16 (`u16`
 /// bits; the fast StyleViT's f16 residual stream), statistics and normalisation in f32, the f32 result to
 /// `y` when non-null and its f16 rounding to `y16` when non-null. Same grid, block and row rules.

@@ -173,7 +173,7 @@ fn adain_f16_raw(
 ) -> Result<()> {
     let (c_ptr, [b, nc, d]) = c;
     let (s_ptr, [bs, ns, sd]) = s;
-    ensure(sd == d && d > 0 && d % 4 == 0, OP_F16, || {
+    ensure(sd == d && d > 0 && d.is_multiple_of(4), OP_F16, || {
         format!("c [{b}, {nc}, {d}] and s [{bs}, {ns}, {sd}]: D must match and be a multiple of 4")
     })?;
     ensure(bs == b || bs == 1, OP_F16, || format!("style batch {bs} must be 1 or the content batch {b}"))?;

@@ -750,6 +750,22 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             run(rng).unwrap_or_else(|e| vec![super::errored("linear_tc_prologue", &name, e)]),
         );
     }
+    // f16 in, f16 out only, no residual (the fast StyleViT's LayerNorms): `linear_tc_layer_norm_hv` for
+    // D % 8 == 0, D ≤ 512 (rows not a multiple of its 32 rows per block, lanes with one or no group of 8),
+    // `linear_tc_layer_norm_h` past that (520).
+    for &(rows, d) in &[(33usize, 512usize), (70, 384), (5, 136), (40, 8), (1000, 512), (3, 520)] {
+        let name = format!("layer_norm f16 in, f16 out {rows}x{d}");
+        out.push(catch("linear_tc_prologue", &name, || {
+            let x = round_tensor_f16(&random(rng, &[rows, d], -2.0, 3.0));
+            let g = random(rng, &[d], 0.5, 1.5);
+            let b = random(rng, &[d], -0.5, 0.5);
+            let want = ops::layer_norm(&x, &g, &b)?;
+            let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
+            let mut y16 = poisoned(&[rows, d], DType::F16, Layout::RowMajor)?;
+            layer_norm_f16(gpu, &DeviceTensor::from_host_f16(&x)?, None, &up(&g)?, &up(&b)?, None, &mut y16)?;
+            Ok(compare("linear_tc_prologue", &name, &download(gpu, &y16)?, &want.data, LINEAR_TC_F16))
+        }));
+    }
     for &n in &[1usize, 1000, 70001] {
         let name = format!("to_f16 {n}");
         out.push(catch("linear_tc_prologue", &name, || {
