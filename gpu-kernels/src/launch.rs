@@ -110,6 +110,11 @@ pub const LAYER_NORM_ROWS: u32 = 8;
 pub const LAYER_NORM_HV_ROWS: u32 = 4;
 /// `linear_tc_layer_norm_hv`: the longest row it takes (16-byte groups of 8 f16 per lane: two per lane).
 pub const LAYER_NORM_HV_MAX_D: u32 = 512;
+/// `linear_tc_layer_norm_hv`: the fewest rows the host runs it on. With fewer its 4 rows per warp leave
+/// too few warps (run 81, H100: StyleViT at 64 tokens 0.308-0.351 ms small / 0.541-0.548 base on it
+/// against 0.291-0.295 / 0.536-0.537 on `linear_tc_layer_norm_h`; the 2048-row style LayerNorms 0.045
+/// against 0.044 ms per 6), with 32768 (p16 b8) it is faster (0.17 against 0.20 ms per 6).
+pub const LAYER_NORM_HV_MIN_ROWS: u32 = 8192;
 /// LayerNorm epsilon (PyTorch default).
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
@@ -331,6 +336,8 @@ pub const LINEAR_TC_RES_F16: u32 = 8;
 /// warpgroup asks L2 for its job's residual tile (`prefetch.global.L2`) before the job's main loop, so the
 /// epilogue's residual loads hit L2 instead of paying HBM latency batch after batch.
 pub const LINEAR_TMA_PREFETCH_RES: u32 = 16;
+/// `linear_tma` flag: GELU through `tanh.approx` (`math::gelu_tanh_hw`) instead of `ex2` + `rcp`.
+pub const LINEAR_TMA_GELU_HW: u32 = 32;
 
 /// `linear_tc_small` (few rows: split-K tensor-core GEMM): output rows (GEMM-M) per block.
 pub const LINEAR_TC_S_BM: u32 = 64;

@@ -15,7 +15,7 @@
 //! the partials (in split order: deterministic) and applies the epilogue. Same results either way up
 //! to f32 summation order.
 use gpu_kernels::launch::{
-    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_HV_MAX_D, LAYER_NORM_HV_ROWS, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
+    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_HV_MAX_D, LAYER_NORM_HV_MIN_ROWS, LAYER_NORM_HV_ROWS, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
     LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_THREADS, LINEAR_TC_THREADS,
 };
@@ -543,8 +543,9 @@ fn ln_vec_enabled() -> bool {
 /// writing the f32 result to `y` (optional) and its f16 rounding to `y16` (the next GEMM's operand).
 /// x and residual: both f32 (`linear_tc_layer_norm`) or both f16 (`linear_tc_layer_norm_h`: the fast
 /// StyleViT's f16 residual stream; statistics still in f32), one element count and last dimension D;
-/// y: f32; gamma, beta: f32 [D]; y16 f16. f16 x without residual or f32 output, D % 8 == 0 and D ≤ 512
-/// runs on `linear_tc_layer_norm_hv` (16-byte accesses, 4 rows per warp) unless `STYLEFORGE_LN_VEC=0`.
+/// y: f32; gamma, beta: f32 [D]; y16 f16. f16 x without residual or f32 output, D % 8 == 0, D ≤ 512 and
+/// at least `LAYER_NORM_HV_MIN_ROWS` rows runs on `linear_tc_layer_norm_hv` (16-byte accesses, 4 rows per
+/// warp) unless `STYLEFORGE_LN_VEC=0`.
 pub fn layer_norm_f16(
     gpu: &Gpu,
     x: &DeviceTensor,
@@ -601,22 +602,8 @@ pub fn layer_norm_f16(
     ensure(x.numel() < (1usize << 31), op, || {
         format!("{rows} rows of {d} are too many")
     })?;
-    if x.dtype == DType::F16 && residual.is_none() && y.is_none() && d.is_multiple_of(8) && d <= LAYER_NORM_HV_MAX_D as usize && ln_vec_enabled() {
-        let per_block = (LAYER_NORM_ROWS * LAYER_NORM_HV_ROWS) as usize;
-        // SAFETY: linear_tc_layer_norm_hv(x: *const u16, gamma, beta: *const f32, y16: *mut u16, rows, d:
-        // u32): warp w of block b handles rows (b·LAYER_NORM_ROWS + w)·LAYER_NORM_HV_ROWS + r < rows (r <
-        // LAYER_NORM_HV_ROWS), reading x at [row·d, row·d + d) and writing y16 there, gamma / beta at [0, d)
-        // (16-byte accesses: d % 8 == 0 and tensor bases are 256-byte aligned). x and y16 hold rows·d f16,
-        // gamma and beta d f32 (checked above).
-        return unsafe {
-            gpu.launch(
-                "linear_tc_layer_norm_hv",
-                (rows.div_ceil(per_block) as u32, 1, 1),
-                (32 * LAYER_NORM_ROWS, 1, 1),
-                0,
-                kernel_args!(x.ptr(), gamma.ptr(), beta.ptr(), y16.ptr(), rows as u32, d as u32),
-            )
-        };
+    if x.dtype == DType::F16 && residual.is_none() && y.is_none() && d.is_multiple_of(8) && d <= LAYER_NORM_HV_MAX_D as usize && rows >= LAYER_NORM_HV_MIN_ROWS as usize && ln_vec_enabled() {
+        return layer_norm_f16_hv(gpu, x, gamma, beta, y16);
     }
     let blocks = rows.div_ceil(LAYER_NORM_ROWS as usize);
     let (r_ptr, has_res) = residual.map_or((0u64, 0u32), |r| (r.ptr(), 1));
@@ -644,6 +631,42 @@ pub fn layer_norm_f16(
                 d32,
                 has_res
             ),
+        )
+    }
+}
+
+/// y16 = LayerNorm(x) · γ + β on `linear_tc_layer_norm_hv` ([`layer_norm_f16`] takes it for at least
+/// `LAYER_NORM_HV_MIN_ROWS` rows): x, y16 f16 [.., D] with D % 8 == 0 and D ≤ `LAYER_NORM_HV_MAX_D`, gamma
+/// and beta f32 [D]. Every violation is an error and nothing is launched.
+pub fn layer_norm_f16_hv(gpu: &Gpu, x: &DeviceTensor, gamma: &DeviceTensor, beta: &DeviceTensor, y16: &mut DeviceTensor) -> Result<()> {
+    const OP: &str = "linear_tc_layer_norm_hv";
+    let d = *x.shape.last().unwrap_or(&0);
+    ensure(
+        x.dtype == DType::F16 && y16.dtype == DType::F16 && gamma.dtype == DType::F32 && beta.dtype == DType::F32,
+        OP,
+        || "x and y16 f16, gamma and beta f32 only".into(),
+    )?;
+    ensure(d > 0 && d.is_multiple_of(8) && d <= LAYER_NORM_HV_MAX_D as usize, OP, || {
+        format!("D {d} must be a positive multiple of 8 up to {LAYER_NORM_HV_MAX_D}")
+    })?;
+    ensure(y16.numel() == x.numel() && y16.shape.last() == Some(&d) && gamma.numel() == d && beta.numel() == d, OP, || {
+        format!("y16 {:?}, gamma {:?}, beta {:?} must match x {:?}", y16.shape, gamma.shape, beta.shape, x.shape)
+    })?;
+    ensure(x.numel() < (1usize << 31), OP, || format!("x {:?} is too large", x.shape))?;
+    let rows = x.numel() / d;
+    let per_block = (LAYER_NORM_ROWS * LAYER_NORM_HV_ROWS) as usize;
+    // SAFETY: linear_tc_layer_norm_hv(x: *const u16, gamma, beta: *const f32, y16: *mut u16, rows, d: u32):
+    // warp w of block b handles rows (b·LAYER_NORM_ROWS + w)·LAYER_NORM_HV_ROWS + r < rows (r <
+    // LAYER_NORM_HV_ROWS), reading x at [row·d, row·d + d) and writing y16 there, gamma / beta at [0, d)
+    // (16-byte accesses: d % 8 == 0 and tensor bases are 256-byte aligned). x and y16 hold rows·d f16,
+    // gamma and beta d f32 (checked above).
+    unsafe {
+        gpu.launch(
+            OP,
+            (rows.div_ceil(per_block) as u32, 1, 1),
+            (32 * LAYER_NORM_ROWS, 1, 1),
+            0,
+            kernel_args!(x.ptr(), gamma.ptr(), beta.ptr(), y16.ptr(), rows as u32, d as u32),
         )
     }
 }

@@ -21,7 +21,7 @@ use crate::ops::attention_tc::{attention_tc, attention_tc_m1, attention_tc_qkv, 
 use crate::ops::adain::{adain_f16, adain_f16_part_len, adain_f16_split};
 use crate::ops::attention_tma::{attention_tma, attention_tma_pipe};
 use crate::ops::linear_tc::{
-    layer_norm_f16, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
+    layer_norm_f16, layer_norm_f16_hv, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
     LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
 };
 use models::ops::Padding;
@@ -750,11 +750,20 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             run(rng).unwrap_or_else(|e| vec![super::errored("linear_tc_prologue", &name, e)]),
         );
     }
-    // f16 in, f16 out only, no residual (the fast StyleViT's LayerNorms): `linear_tc_layer_norm_hv` for
-    // D % 8 == 0, D ≤ 512 (rows not a multiple of its 32 rows per block, lanes with one or no group of 8),
-    // `linear_tc_layer_norm_h` past that (520).
-    for &(rows, d) in &[(33usize, 512usize), (70, 384), (5, 136), (40, 8), (1000, 512), (3, 520)] {
-        let name = format!("layer_norm f16 in, f16 out {rows}x{d}");
+    // f16 in, f16 out only, no residual (the fast StyleViT's LayerNorms): `linear_tc_layer_norm_hv`
+    // (rows not a multiple of its 32 rows per block, lanes with one or no group of 8), and through
+    // `layer_norm_f16`'s choice: hv for 8200 rows, `linear_tc_layer_norm_h` for D 520 or 33 rows.
+    for &(rows, d, hv) in &[
+        (33usize, 512usize, true),
+        (70, 384, true),
+        (5, 136, true),
+        (40, 8, true),
+        (1000, 512, true),
+        (8200, 512, false),
+        (33, 512, false),
+        (3, 520, false),
+    ] {
+        let name = format!("layer_norm f16 in, f16 out {rows}x{d}{}", if hv { " hv" } else { "" });
         out.push(catch("linear_tc_prologue", &name, || {
             let x = round_tensor_f16(&random(rng, &[rows, d], -2.0, 3.0));
             let g = random(rng, &[d], 0.5, 1.5);
@@ -762,10 +771,29 @@ fn check_prologue(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             let want = ops::layer_norm(&x, &g, &b)?;
             let up = |t: &Tensor| DeviceTensor::from_f32(&t.shape, &t.data, Layout::RowMajor);
             let mut y16 = poisoned(&[rows, d], DType::F16, Layout::RowMajor)?;
-            layer_norm_f16(gpu, &DeviceTensor::from_host_f16(&x)?, None, &up(&g)?, &up(&b)?, None, &mut y16)?;
+            let (xd, gd, bd) = (DeviceTensor::from_host_f16(&x)?, up(&g)?, up(&b)?);
+            if hv {
+                layer_norm_f16_hv(gpu, &xd, &gd, &bd, &mut y16)?;
+            } else {
+                layer_norm_f16(gpu, &xd, None, &gd, &bd, None, &mut y16)?;
+            }
             Ok(compare("linear_tc_prologue", &name, &download(gpu, &y16)?, &want.data, LINEAR_TC_F16))
         }));
     }
+    out.push(catch("linear_tc_prologue", "layer_norm_f16_hv refuses bad shapes", || {
+        let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
+        let f = |s: &[usize]| DeviceTensor::empty(s, DType::F32, Layout::RowMajor);
+        let (x12, x520, x32, g12, g520, g64) = (h(&[4, 12])?, h(&[4, 520])?, f(&[4, 64])?, f(&[12])?, f(&[520])?, f(&[64])?);
+        let (mut y12, mut y520, mut y64) = (h(&[4, 12])?, h(&[4, 520])?, h(&[4, 64])?);
+        let attempts: Vec<(&str, Result<()>)> = vec![
+            ("D 12 (not a multiple of 8)", layer_norm_f16_hv(gpu, &x12, &g12, &g12, &mut y12)),
+            ("D 520", layer_norm_f16_hv(gpu, &x520, &g520, &g520, &mut y520)),
+            ("f32 x", layer_norm_f16_hv(gpu, &x32, &g64, &g64, &mut y64)),
+        ];
+        let mut r = refusal_result("linear_tc_prologue", LINEAR_TC_F16, &attempts);
+        r.case = "layer_norm_f16_hv refuses bad shapes".into();
+        Ok(r)
+    }));
     for &n in &[1usize, 1000, 70001] {
         let name = format!("to_f16 {n}");
         out.push(catch("linear_tc_prologue", &name, || {
