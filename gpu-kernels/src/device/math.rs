@@ -11,6 +11,16 @@ pub fn ex2_approx(x: f32) -> f32 {
     };
     r
 }
+/// `2^x` of two f16 lanes at once (`ex2.approx.f16x2`: one MUFU instruction for two values, where
+/// [`ex2_approx`] takes one per value; f16 precision, the PTX manual's bound is 2^-9.9 relative). `x`
+/// and the result are f16x2 bit pairs (low half first).
+#[inline(always)]
+pub fn ex2_approx_f16x2(x: u32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic instruction (sm_75+).
+    unsafe { asm!("ex2.approx.f16x2 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
 /// `e^x` through `ex2.approx` (used by the softmax, where the fp32 path keeps 1e-4 parity).
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
