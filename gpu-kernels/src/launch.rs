@@ -336,8 +336,6 @@ pub const LINEAR_TC_RES_F16: u32 = 8;
 /// warpgroup asks L2 for its job's residual tile (`prefetch.global.L2`) before the job's main loop, so the
 /// epilogue's residual loads hit L2 instead of paying HBM latency batch after batch.
 pub const LINEAR_TMA_PREFETCH_RES: u32 = 16;
-/// `linear_tma` flag: GELU through `tanh.approx` (`math::gelu_tanh_hw`) instead of `ex2` + `rcp`.
-pub const LINEAR_TMA_GELU_HW: u32 = 32;
 
 /// `linear_tc_small` (few rows: split-K tensor-core GEMM): output rows (GEMM-M) per block.
 pub const LINEAR_TC_S_BM: u32 = 64;
@@ -752,7 +750,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS), ("attention_tma_serial", ATTN_TMA_THREADS), ("attention_tma_exh", ATTN_TMA_THREADS), ("wgmma_peak", WGMMA_PEAK_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS), ("attention_tma_serial", ATTN_TMA_THREADS), ("wgmma_peak", WGMMA_PEAK_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -825,11 +823,7 @@ pub struct AttentionTmaArgs {
     pub k_col: u32,
     pub v_col: u32,
     pub scale_log2: f32,
-    /// Always 0 (set by the host; also pads the struct to 8 bytes). `attention_tma_exh` XORs it into P's
-    /// registers after the wait for the previous P·V: a real instruction the compiler cannot fold, so
-    /// those registers are defined there and not by the softmax while that product is in flight (ptxas
-    /// would otherwise serialise every wgmma, its C7513 note).
-    pub zero: u32,
+    pub _pad: u32,
 }
 
 // The `.param .align 8 .b8 [64]` the kernel's PTX declares.

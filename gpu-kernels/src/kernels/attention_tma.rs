@@ -38,7 +38,7 @@
 //! and the deferred P_{i-1}V_{i-1}) was slower here: run 64 (H100, same run) attention 13.37 ms against
 //! 8.9 with this loop, tensor pipe 25.5% against 38.7% under ncu (commit a82af36 has it).
 use crate::device::math;
-use crate::device::mma::{pack_f16x2, pack_f16x2_in_range, unpack_f16x2};
+use crate::device::mma::{pack_f16x2, pack_f16x2_in_range};
 use crate::device::pingpong::RingPos;
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, prefetch_map, wait_parity,
@@ -66,21 +66,14 @@ const _: () = assert!(BQ == 128 && BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA_TH
 /// as `AttentionTmaArgs` says, nq, nk ≥ 1, ld_o even, every index below 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
-    attention_tma_body::<true, false>(args)
-}
-
-/// `attention_tma` (pipelined) with the probabilities exponentiated two at a time in f16
-/// (`ex2.approx.f16x2`, half the MUFU instructions): the same contract, P within f16 precision.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn attention_tma_exh(args: AttentionTmaArgs) {
-    attention_tma_body::<true, true>(args)
+    attention_tma_body::<true>(args)
 }
 
 /// `attention_tma` with the serial consumer loop (each tile's P·V waited for before the next S): the
 /// same contract and results, bit for bit.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
-    attention_tma_body::<false, false>(args)
+    attention_tma_body::<false>(args)
 }
 
 /// The online softmax of one key tile's scores (step 2 of the module comment): masks keys ≥ `valid` to
@@ -88,13 +81,7 @@ pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
 /// accumulated before and the tile's partial row sum, and P = 2^(s·c − m·c) packed to f16 as the A
 /// fragments of P·V (step 3; packed row half by row half, so the scores die as they are used).
 #[inline(always)]
-unsafe fn softmax_tile<const EXH: bool>(
-    s: &mut [f32; 64],
-    m_run: &mut [f32; 2],
-    valid: u32,
-    tq: u32,
-    scale_log2: f32,
-) -> ([f32; 2], [f32; 2]) {
+unsafe fn softmax_tile(s: &mut [f32; 64], m_run: &mut [f32; 2], valid: u32, tq: u32, scale_log2: f32) -> ([f32; 2], [f32; 2]) {
     if valid < BK {
         unroll!(16, |i| {
             unroll!(2, |e| {
@@ -120,27 +107,13 @@ unsafe fn softmax_tile<const EXH: bool>(
         alpha[hh] = math::ex2_approx(m_run[hh] * scale_log2 - ms);
         m_run[hh] = m_new;
         let mut rs = 0f32;
-        if EXH {
-            // The pair of columns (2tq, 2tq + 1) of n8 block i is one f16x2: exponentiated together, kept
-            // packed in s[4i + 2hh] (as bits; it is P's A-fragment register, see `pack_p`), summed unpacked.
-            unroll!(16, |i| {
-                let x0 = math::fma(s[4 * i + 2 * hh], scale_log2, -ms);
-                let x1 = math::fma(s[4 * i + 2 * hh + 1], scale_log2, -ms);
-                let p = math::ex2_approx_f16x2(pack_f16x2_in_range(x0, x1));
-                let (p0, p1) = unpack_f16x2(p);
-                rs += p0;
-                rs += p1;
-                s[4 * i + 2 * hh] = f32::from_bits(p);
+        unroll!(16, |i| {
+            unroll!(2, |e| {
+                let p = math::ex2_approx(math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms));
+                s[4 * i + 2 * hh + e] = p;
+                rs += p;
             });
-        } else {
-            unroll!(16, |i| {
-                unroll!(2, |e| {
-                    let p = math::ex2_approx(math::fma(s[4 * i + 2 * hh + e], scale_log2, -ms));
-                    s[4 * i + 2 * hh + e] = p;
-                    rs += p;
-                });
-            });
-        }
+        });
         rsum[hh] = rs;
     });
     (alpha, rsum)
@@ -148,15 +121,13 @@ unsafe fn softmax_tile<const EXH: bool>(
 
 /// P packed to f16 straight from the probabilities in `s` (in [0, 1]: no saturation needed): k16 step kk
 /// of P·V is S's n8 blocks 2kk, 2kk + 1, registers 4kk .. 4kk + 4 of the A fragments.
-/// With `EXH` the pairs are packed already (`softmax_tile`): register 2i + hh is s[4i + 2hh]'s bits,
-/// XORed with `zero` (0 at run time, `AttentionTmaArgs::zero`) so that an instruction here defines it.
 #[inline(always)]
-fn pack_p<const EXH: bool>(s: &[f32; 64], zero: u32) -> [u32; 32] {
+fn pack_p(s: &[f32; 64]) -> [u32; 32] {
     let mut p = [0u32; 32];
     unroll!(16, |i| {
         unroll!(2, |e| {
             let m = 2 * i + e;
-            p[m] = if EXH { s[2 * m].to_bits() ^ zero } else { pack_f16x2_in_range(s[2 * m], s[2 * m + 1]) };
+            p[m] = pack_f16x2_in_range(s[2 * m], s[2 * m + 1]);
         });
     });
     p
@@ -203,7 +174,7 @@ unsafe fn retire_pv(o: &mut [f32; 32], p: &mut [u32; 32], empty_bar: u32, lane: 
 /// O is rescaled by α_j after that product retires. The accumulation order is the serial loop's
 /// (O = (O·α_{j−1} + P_{j−1}V_{j−1})·α_j + P_j V_j), so both give the same bits.
 #[inline(always)]
-unsafe fn attention_tma_body<const PIPE: bool, const EXH: bool>(args: AttentionTmaArgs) {
+unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
     let AttentionTmaArgs { nq, nk, ld_o, q_col, k_col, v_col, scale_log2, .. } = args;
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
@@ -283,9 +254,9 @@ unsafe fn attention_tma_body<const PIPE: bool, const EXH: bool>(args: AttentionT
         let mut s = [0f32; 64];
         issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
         wait_acc64::<0>(&mut s);
-        let (alpha, rsum) = softmax_tile::<EXH>(&mut s, &mut m_run, nk, tq, scale_log2);
+        let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk, tq, scale_log2);
         rescale(&mut o, &mut l_run, alpha, rsum);
-        let mut p = pack_p::<EXH>(&s, args.zero);
+        let mut p = pack_p(&s);
         // `prev`: the stage of tile j − 1, whose V the deferred product reads; `p` its probabilities.
         let mut prev = pos;
         pos.advance(STAGES);
@@ -300,12 +271,12 @@ unsafe fn attention_tma_body<const PIPE: bool, const EXH: bool>(args: AttentionT
             issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
             issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
             wait_acc64::<1>(&mut s);
-            let (alpha, rsum) = softmax_tile::<EXH>(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
+            let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
             retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
             rescale(&mut o, &mut l_run, alpha, rsum);
             // P_j packed only now: its registers must not be written while P_{j−1} V_{j−1} is in flight
             // (ptxas would serialise every wgmma, C7513).
-            p = pack_p::<EXH>(&s, args.zero);
+            p = pack_p(&s);
             prev = pos;
             pos.advance(STAGES);
             j += 1;
@@ -321,9 +292,9 @@ unsafe fn attention_tma_body<const PIPE: bool, const EXH: bool>(args: AttentionT
             let mut s = [0f32; 64];
             issue_scores(&mut s, q_tile, ks);
             wait_acc64::<0>(&mut s);
-            let (alpha, rsum) = softmax_tile::<EXH>(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
+            let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
             rescale(&mut o, &mut l_run, alpha, rsum);
-            let mut p = pack_p::<EXH>(&s, args.zero);
+            let mut p = pack_p(&s);
             issue_pv(&mut o, &p, ks + KV);
             retire_pv(&mut o, &mut p, empty + 8 * pos.stage, lane);
             pos.advance(STAGES);

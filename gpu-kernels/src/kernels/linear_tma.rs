@@ -3,7 +3,7 @@
 //!
 //! `y[m, n] = epilogue(Σ_k x[m, k] · w[n, k])`: x [M, K] f16 row-major, w [N, K] f16 row-major (both
 //! K-major wgmma operands), f32 accumulation, and `linear_tc`'s epilogue (`linear_tc::Epilogue`: + bias,
-//! tanh-form GELU, + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
+//! tanh-form GELU (here through `tanh.approx`: `math::gelu_tanh_hw`), + residual f32/f16 with row broadcast, f32 and/or f16 stores; flags `LINEAR_TC_*`).
 //!
 //! # Roles (block = 2 consumer warpgroups + 1 producer warp, one block per SM, `LINEAR_TMA_THREADS`)
 //! * Jobs: 128 x 128 output tiles, job j = row tile j / n_tiles, column tile j % n_tiles (consecutive jobs
@@ -25,7 +25,7 @@ struct F32x4([f32; 4]);
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct H4([u32; 2]);
-use crate::device::math::{gelu_tanh, gelu_tanh_hw};
+use crate::device::math::gelu_tanh_hw;
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::pingpong::{self, PingPongRing, RingPos, StageRing};
 use crate::device::shared::ld_v4_f32;
@@ -34,7 +34,7 @@ use crate::device::unroll::unroll;
 use crate::device::wgmma::aligned_smem;
 use crate::device::{block_idx_x, grid_dim_x, thread_idx_x};
 use crate::launch::{
-    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_GELU_HW, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
+    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
     LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_THREADS,
 };
 
@@ -202,7 +202,7 @@ unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u
                     unroll!(4, |e| {
                         v[e] = s[e] + bias[e];
                         if flags & LINEAR_TC_GELU != 0 {
-                            v[e] = if flags & LINEAR_TMA_GELU_HW != 0 { gelu_tanh_hw(v[e]) } else { gelu_tanh(v[e]) };
+                            v[e] = gelu_tanh_hw(v[e]);
                         }
                         v[e] += r[p][e];
                     });

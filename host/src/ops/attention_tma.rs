@@ -34,44 +34,11 @@ pub fn attention_tma_enabled() -> bool {
     *ON.get_or_init(|| crate::gpu::env_on(ATTENTION_TMA_ENV))
 }
 
-/// An `attention_tma` entry: one contract and one launcher ([`attention_tma_kernel`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionTmaKernel {
-    /// `attention_tma`: the pipelined consumer loop (the default).
-    Pipelined,
-    /// `attention_tma_serial`: the serial loop; the same bits as `Pipelined`.
-    Serial,
-    /// `attention_tma_exh`: the pipelined loop with the probabilities exponentiated in f16 pairs.
-    Exh,
-}
-
-impl AttentionTmaKernel {
-    /// Every entry, for the self-check.
-    pub const ALL: [AttentionTmaKernel; 3] = [Self::Pipelined, Self::Serial, Self::Exh];
-
-    /// The PTX entry's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pipelined => "attention_tma",
-            Self::Serial => "attention_tma_serial",
-            Self::Exh => "attention_tma_exh",
-        }
-    }
-
-    /// The entry [`attention_tma`] runs: `Pipelined` unless `STYLEFORGE_ATTENTION_TMA_PIPE=0` (`Serial`)
-    /// or `STYLEFORGE_ATTENTION_TMA_EXH=1` (`Exh`). Read once.
-    pub fn from_env() -> Self {
-        static K: std::sync::OnceLock<AttentionTmaKernel> = std::sync::OnceLock::new();
-        *K.get_or_init(|| {
-            if !crate::gpu::env_on("STYLEFORGE_ATTENTION_TMA_PIPE") {
-                Self::Serial
-            } else if std::env::var("STYLEFORGE_ATTENTION_TMA_EXH").is_ok_and(|v| v == "1") {
-                Self::Exh
-            } else {
-                Self::Pipelined
-            }
-        })
-    }
+/// Whether `attention_tma` takes the pipelined consumer loop (`STYLEFORGE_ATTENTION_TMA_PIPE=0`: the serial
+/// one). Read once.
+fn pipe_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::gpu::env_on("STYLEFORGE_ATTENTION_TMA_PIPE"))
 }
 
 /// The map of a token-major [B, N, C] f16 tensor: dims (C, B·N), row stride 2C bytes, box 64 x 128.
@@ -94,12 +61,14 @@ pub fn attention_tma(
     o: &mut DeviceTensor,
     maps: &mut TmaMapCache,
 ) -> Result<()> {
-    attention_tma_kernel(gpu, q, k, v, heads, o, maps, AttentionTmaKernel::from_env())
+    attention_tma_pipe(gpu, q, k, v, heads, o, maps, pipe_enabled())
 }
 
-/// [`attention_tma`] on the given entry (the self-check runs every one).
+/// [`attention_tma`] on the kernel with the pipelined consumer loop (`pipelined`, the default unless
+/// `STYLEFORGE_ATTENTION_TMA_PIPE=0`) or on `attention_tma_serial` (same results, bit for bit; the
+/// self-check runs both).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_tma_kernel(
+pub fn attention_tma_pipe(
     gpu: &Gpu,
     q: Heads<'_>,
     k: Heads<'_>,
@@ -107,7 +76,7 @@ pub fn attention_tma_kernel(
     heads: usize,
     o: &mut DeviceTensor,
     maps: &mut TmaMapCache,
-    kernel: AttentionTmaKernel,
+    pipelined: bool,
 ) -> Result<()> {
     let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
     ensure(dh == ATTN_TMA_DH as usize, OP, || format!("head_dim {dh} is not {ATTN_TMA_DH}"))?;
@@ -127,10 +96,11 @@ pub fn attention_tma_kernel(
         k_col: k.col as u32,
         v_col: v.col as u32,
         scale_log2: (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32,
-        zero: 0,
+        _pad: 0,
     };
     let grid = (nq.div_ceil(ATTN_TMA_BQ as usize) as u32, heads as u32, b as u32);
-    // SAFETY: every entry takes one AttentionTmaArgs by value (the kernel crate's struct). The maps were
+    let kernel = if pipelined { "attention_tma" } else { "attention_tma_serial" };
+    // SAFETY: both entries take one AttentionTmaArgs by value (the kernel crate's struct). The maps were
     // made (or found, for the same address, dims, strides and box: the same bytes) for the live tensors
     // q.t, k.t, v.t ([rows, C] f16 with row stride 2C, box 64 x 128); the kernel's boxes start at column
     // col + 64h (+ 64 ≤ C: attention_dims checked the column ranges) and rows b·n + i with i < n rounded
@@ -140,7 +110,7 @@ pub fn attention_tma_kernel(
     // within the limits (attention_dims), block ATTN_TMA_THREADS (two consumer warpgroups + the producer
     // warpgroup the kernel's roles and its setmaxnreg balance assume), ATTN_TMA_SMEM_BYTES ≤ 227 KB of dynamic shared memory (opted in by
     // `launch`).
-    unsafe { gpu.launch(kernel.name(), grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
+    unsafe { gpu.launch(kernel, grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
 }
 
 /// Self-attention straight from the fused QKV projection (qkv [B, N, 3D] f16, q, k, v at columns 0, D,

@@ -10,7 +10,7 @@
 //! [`crate::ops::linear_tc::linear_tc_ws`] routes its many-row plan here unless `STYLEFORGE_LINEAR_TMA=0`
 //! ([`LINEAR_TMA_ENV`]; then `linear_wg` runs), when [`supports`] says yes.
 use gpu_kernels::launch::{
-    LinearTmaArgs, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_GELU_HW, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_SMEM_BYTES, LINEAR_TMA_THREADS,
+    LinearTmaArgs, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_SMEM_BYTES, LINEAR_TMA_THREADS,
     MAX_SMEM_PER_BLOCK,
 };
 
@@ -60,13 +60,6 @@ fn prefetch_enabled() -> bool {
     *ON.get_or_init(|| crate::gpu::env_on("STYLEFORGE_LINEAR_TMA_PREFETCH"))
 }
 
-/// Whether `linear_tma`'s GELU goes through `tanh.approx` (`STYLEFORGE_GELU_HW=1`; off by default).
-/// Read once.
-fn gelu_hw_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("STYLEFORGE_GELU_HW").is_ok_and(|v| v == "1"))
-}
-
 /// y = epilogue(x Wᵀ) on `linear_tma`; writes `y32` (f32) and/or `y16` (f16), at least one. Shapes and
 /// types as `linear_tc` (x f16 `[.., K]`, w f16 `[N, K]`, bias f32 `[N]`, residual f32/f16 `[R, N]` with R
 /// dividing M) plus K % 8 == 0 and N % 8 == 0; every violation is an error and nothing is launched. The
@@ -103,9 +96,7 @@ pub fn linear_tma(
         n: n as u32,
         k: k as u32,
         res_rows: a.r_rows as u32,
-        flags: a.flags
-            | if prefetch_enabled() { LINEAR_TMA_PREFETCH_RES } else { 0 }
-            | if gelu_hw_enabled() { LINEAR_TMA_GELU_HW } else { 0 },
+        flags: a.flags | if prefetch_enabled() { LINEAR_TMA_PREFETCH_RES } else { 0 },
         n_tiles: n_tiles as u32,
         total: total as u32,
         _pad: 0,

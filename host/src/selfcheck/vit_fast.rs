@@ -19,7 +19,7 @@ use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::gpu::TmaMapCache;
 use crate::ops::attention_tc::{attention_tc, attention_tc_m1, attention_tc_qkv, attn_tc_choice, Heads};
 use crate::ops::adain::{adain_f16, adain_f16_part_len, adain_f16_split};
-use crate::ops::attention_tma::{attention_tma, attention_tma_kernel, AttentionTmaKernel};
+use crate::ops::attention_tma::{attention_tma, attention_tma_pipe};
 use crate::ops::linear_tc::{
     layer_norm_f16, layer_norm_f16_hv, linear_tc, linear_tc_plan, linear_tc_ws, to_f16, workspace_need, EpilogueTc,
     LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
@@ -970,9 +970,10 @@ fn attention_self_case(
                 let hd = |col| Heads { t: &qkv_d, col };
                 attention_tc_m1(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, false)?
             }
-            Attn::Tma(k) => {
+            Attn::Tma | Attn::TmaSerial => {
                 let hd = |col| Heads { t: &qkv_d, col };
-                attention_tma_kernel(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?
+                let pipelined = matches!(kernel, Attn::Tma);
+                attention_tma_pipe(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), pipelined)?
             }
         }
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
@@ -1020,7 +1021,10 @@ fn attention_cross_case(
         match kernel {
             Attn::Tc => attention_tc(gpu, q, k, v, heads, &mut o)?,
             Attn::TcDefault => attention_tc_m1(gpu, q, k, v, heads, &mut o, false)?,
-            Attn::Tma(kt) => attention_tma_kernel(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default(), kt)?,
+            Attn::Tma | Attn::TmaSerial => {
+                let pipelined = matches!(kernel, Attn::Tma);
+                attention_tma_pipe(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default(), pipelined)?
+            }
         }
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
         Ok(compare(
@@ -1079,15 +1083,17 @@ enum Attn {
     Tc,
     /// `attention_tc` with its default m-tiles only (`attention_tc_m1(.., false)`).
     TcDefault,
-    /// `attention_tma` on the given entry.
-    Tma(AttentionTmaKernel),
+    /// `attention_tma` with its pipelined consumer loop (the default).
+    Tma,
+    /// `attention_tma_serial`.
+    TmaSerial,
 }
 
 impl Attn {
     fn op(self) -> &'static str {
         match self {
             Attn::Tc | Attn::TcDefault => "attention_tc",
-            Attn::Tma(_) => "attention_tma",
+            Attn::Tma | Attn::TmaSerial => "attention_tma",
         }
     }
 
@@ -1096,8 +1102,8 @@ impl Attn {
         let m1 = match self {
             Attn::Tc => true,
             Attn::TcDefault => false,
-            Attn::Tma(AttentionTmaKernel::Pipelined) => return String::new(),
-            Attn::Tma(k) => return format!(" {}", k.name()),
+            Attn::Tma => return String::new(),
+            Attn::TmaSerial => return " attention_tma_serial".into(),
         };
         attn_tc_choice(dh, nq, heads, b, gpu.sm_count as usize, m1)
             .map_or(String::new(), |(k, _)| format!(" {k}"))
@@ -1115,16 +1121,16 @@ fn check_attention_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     for &n in &SELF_NS {
         let b = if n <= 129 { 3 } else { 2 };
         let heads = if n <= 1000 { 2 } else { 1 };
-        for k in AttentionTmaKernel::ALL {
-            out.push(attention_self_case(gpu, rng, b, heads, n, 64, Attn::Tma(k)));
+        for kernel in [Attn::Tma, Attn::TmaSerial] {
+            out.push(attention_self_case(gpu, rng, b, heads, n, 64, kernel));
         }
     }
-    for k in AttentionTmaKernel::ALL {
-        out.push(attention_self_case(gpu, rng, 2, 8, 4096, 64, Attn::Tma(k)));
+    for kernel in [Attn::Tma, Attn::TmaSerial] {
+        out.push(attention_self_case(gpu, rng, 2, 8, 4096, 64, kernel));
     }
     for &(nq, nk) in &[(37, 300), (300, 37), (1, 5000), (200, 129), (129, 1)] {
-        for k in AttentionTmaKernel::ALL {
-            out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, 64, Attn::Tma(k)));
+        for kernel in [Attn::Tma, Attn::TmaSerial] {
+            out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, 64, kernel));
         }
     }
     out.push(attention_tma_pipe_bits(gpu, rng));
@@ -1160,9 +1166,9 @@ fn attention_tma_pipe_bits(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
         let qkv = DeviceTensor::from_host_f16(&round_tensor_f16(&random(rng, &[b, n, 3 * d], -2.0, 2.0)))?;
         let hd = |col| Heads { t: &qkv, col };
         let mut outs = Vec::new();
-        for k in [AttentionTmaKernel::Pipelined, AttentionTmaKernel::Serial] {
+        for pipelined in [true, false] {
             let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
-            attention_tma_kernel(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?;
+            attention_tma_pipe(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), pipelined)?;
             outs.push(download(gpu, &o)?);
         }
         let differ = outs[0].iter().zip(&outs[1]).position(|(x, y)| x.to_bits() != y.to_bits());
