@@ -37,6 +37,11 @@
 //! overlaps the other's MMAs. FA3's explicit ping-pong (named barriers making the warpgroups take turns issuing S_i
 //! and the deferred P_{i-1}V_{i-1}) was slower here: run 64 (H100, same run) attention 13.37 ms against
 //! 8.9 with this loop, tensor pipe 25.5% against 38.7% under ncu (commit a82af36 has it).
+//! Also slower (session 17, H100, same run; docs/PERF.md): a share of the exponentials on the FMA pipe
+//! (FA4's polynomial exp2, commit f5af3e5: 900 us against 781 at 4 of 16 blocks), a tree row max (831
+//! against 786 us), and the exponentials in f16 pairs (`ex2.approx.f16x2`, commit 6a4d171: 918 against 791
+//! us): the loop is latency-bound (issue slots ~43%), so longer dependency chains cost more than the MUFU
+//! cycles saved. The row max is one `max.f32` per pair (`math::fmax`), not a compare and a select.
 use crate::device::math;
 use crate::device::mma::{pack_f16x2, pack_f16x2_in_range};
 use crate::device::pingpong::RingPos;
