@@ -657,20 +657,6 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     });
 }
 
-// ---------------------------------------------------------------- f16 operands for the next GEMM
-/// `y[i] = f16(x[i])` for i < n (round to nearest even, saturating): the f16 copy of an f32 activation
-/// that feeds `linear_tc` or `attention_tc`. Grid-stride; block `ELEMENTWISE_BLOCK`.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn linear_tc_to_f16(x: *const f32, y: *mut u16, n: u32) {
-    crate::device::grid_dependency_wait();
-    let (mut i, stride) = crate::device::global_index_x();
-    let n = n as usize;
-    while i < n {
-        *y.add(i) = pack_f16x2(*x.add(i), 0.0) as u16;
-        i += stride;
-    }
-}
-
 /// `y = LayerNorm(x + res) · γ + β` over rows of `d` (the `layer_norm` kernel's row routine,
 /// `layer_norm::layer_norm_row`: one warp per row, two-pass statistics, eps `LAYER_NORM_EPS`), writing the f32 result to `y` when non-null and its f16
 /// rounding to `y16` when non-null (the next GEMM's operand). `res` is read only when `has_res != 0`.

@@ -34,38 +34,6 @@ pub fn adain(
     adain_raw(gpu, (c.ptr(), cs), (s.ptr(), ss), alpha, out)
 }
 
-/// [`adain`] on one tensor holding both: `both` [B + Bs, N, D] f32 is content samples 0..B then the
-/// style's Bs (1 or B) samples, as the fast StyleViT's batched encoder leaves them; out [B, N, D].
-pub fn adain_split(
-    gpu: &Gpu,
-    both: &DeviceTensor,
-    b: usize,
-    alpha: f32,
-    out: &mut DeviceTensor,
-) -> Result<()> {
-    ensure(
-        both.dtype == DType::F32 && out.dtype == DType::F32,
-        OP,
-        || "f32 tensors only".into(),
-    )?;
-    ensure(
-        both.shape.len() == 3 && b > 0 && both.shape[0] > b,
-        OP,
-        || {
-            format!("{:?} must be [B + Bs, N, D] with B = {b} content samples and at least one style sample", both.shape)
-        },
-    )?;
-    let (n, d) = (both.shape[1], both.shape[2]);
-    let style = both.ptr() + (b * n * d * 4) as u64;
-    adain_raw(
-        gpu,
-        (both.ptr(), [b, n, d]),
-        (style, [both.shape[0] - b, n, d]),
-        alpha,
-        out,
-    )
-}
-
 /// The launch: content and style as (device address, [B, N, D]) of f32 rows inside live tensors.
 fn adain_raw(
     gpu: &Gpu,

@@ -15,7 +15,7 @@
 //! the partials (in split order: deterministic) and applies the epilogue. Same results either way up
 //! to f32 summation order.
 use gpu_kernels::launch::{
-    linear_tc_s_ktiles, linear_tc_s_tiles, ELEMENTWISE_BLOCK, LAYER_NORM_HV_MAX_D, LAYER_NORM_HV_MIN_ROWS, LAYER_NORM_HV_ROWS, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
+    linear_tc_s_ktiles, linear_tc_s_tiles, LAYER_NORM_HV_MAX_D, LAYER_NORM_HV_MIN_ROWS, LAYER_NORM_HV_ROWS, LAYER_NORM_ROWS, LINEAR_TC_BIAS,
     LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TC_SMEM_BYTES,
     LINEAR_TC_S_PARTIAL, LINEAR_TC_S_SMEM_BYTES, LINEAR_TC_S_THREADS, LINEAR_TC_THREADS,
 };
@@ -495,40 +495,6 @@ pub fn linear_tc_plan(
                 )
             }
         }
-    }
-}
-
-/// y16 = f16(x) elementwise (round to nearest even, saturating at ±65504): the f16 copy of an f32
-/// activation for the next `linear_tc` / `attention_tc`. x f32 and y16 f16 with one element count.
-pub fn to_f16(gpu: &Gpu, x: &DeviceTensor, y16: &mut DeviceTensor) -> Result<()> {
-    const OP: &str = "linear_tc_to_f16";
-    ensure(x.dtype == DType::F32 && y16.dtype == DType::F16, OP, || {
-        format!(
-            "x must be f32 and y16 f16, got {:?} and {:?}",
-            x.dtype, y16.dtype
-        )
-    })?;
-    ensure(x.numel() == y16.numel(), OP, || {
-        format!("x {:?} and y16 {:?} differ in size", x.shape, y16.shape)
-    })?;
-    let n = x.numel();
-    ensure(n < (1usize << 31), OP, || {
-        format!("{n} elements exceed the kernel's 32-bit range")
-    })?;
-    if n == 0 {
-        return Ok(());
-    }
-    let n32 = n as u32;
-    // SAFETY: linear_tc_to_f16(x: *const f32, y: *mut u16, n: u32) reads x[0..n] and writes y[0..n]
-    // (grid-stride loop bounded by n); both tensors hold exactly n elements of their type (checked).
-    unsafe {
-        gpu.launch(
-            OP,
-            (crate::gpu::blocks_for(n, ELEMENTWISE_BLOCK), 1, 1),
-            (ELEMENTWISE_BLOCK, 1, 1),
-            0,
-            kernel_args!(x.ptr(), y16.ptr(), n32),
-        )
     }
 }
 
