@@ -170,41 +170,60 @@ unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u
         bias = (*(args.bias as *const F32x4).add(col as usize / 4)).0;
     }
     let res_f16 = flags & LINEAR_TC_RES_F16 != 0;
+    let res_on = flags & LINEAR_TC_RESIDUAL != 0;
     unroll!(2, |h| {
         let acc = if h == 0 { acc0 } else { acc1 };
+        // Residual words: an f16 residual's 16 rows of this half (2 words each) are loaded all at once
+        // after the staging (the accumulators it frees make room; ptxas caps this 9-warp kernel at 168
+        // registers) and before the barrier, so one latency per half is exposed instead of two; an f32
+        // residual's rows (4 words each) 8 at a time, batch by batch, in the same 32 registers.
+        let mut r = [0u32; 32];
+        let res_row = |p: u32| -> Option<usize> {
+            let row = row0 + 64 * h as u32 + tw / 32 + 4 * p;
+            (row < m && col_ok).then(|| ((row % res_rows) * n + col) as usize)
+        };
         // Every read of the staging tile for the previous half came before the last barrier.
         pingpong::stage_acc(stg + ((warp * 16 + lane / 4) * SROW + (lane % 4) * 2) * 4, SROW * 4, acc);
+        if res_on && res_f16 {
+            unroll!(16, |p| {
+                if let Some(i) = res_row(p as u32) {
+                    let q = (*((args.res as *const u16).add(i) as *const H4)).0;
+                    r[2 * p] = q[0];
+                    r[2 * p + 1] = q[1];
+                }
+            });
+        }
         named_barrier(bar_id, 128);
         unroll!(2, |batch| {
-            let mut r = [[0f32; 4]; 8];
-            if flags & LINEAR_TC_RESIDUAL != 0 {
-                unroll!(8, |p| {
-                    let rr = tw / 32 + 4 * (8 * batch as u32 + p as u32);
-                    let row = row0 + 64 * h as u32 + rr;
-                    if row < m && col_ok {
-                        let i = ((row % res_rows) * n + col) as usize;
-                        r[p] = if res_f16 {
-                            let q = (*((args.res as *const u16).add(i) as *const H4)).0;
-                            let (a, b) = (unpack_f16x2(q[0]), unpack_f16x2(q[1]));
-                            [a.0, a.1, b.0, b.1]
-                        } else {
-                            (*((args.res as *const f32).add(i) as *const F32x4)).0
-                        };
+            if res_on && !res_f16 {
+                unroll!(8, |q| {
+                    if let Some(i) = res_row((8 * batch + q) as u32) {
+                        let v = (*((args.res as *const f32).add(i) as *const F32x4)).0;
+                        unroll!(4, |e| {
+                            r[4 * q + e] = v[e].to_bits();
+                        });
                     }
                 });
             }
-            unroll!(8, |p| {
-                let rr = tw / 32 + 4 * (8 * batch as u32 + p as u32);
+            unroll!(8, |q| {
+                let p = 8 * batch + q;
+                let rr = tw / 32 + 4 * p as u32;
                 let row = row0 + 64 * h as u32 + rr;
                 if row < m && col_ok {
                     let s = ld_v4_f32(stg + (rr * SROW + 4 * j) * 4);
+                    let res = if res_f16 {
+                        let (a, b) = (unpack_f16x2(r[2 * p]), unpack_f16x2(r[2 * p + 1]));
+                        [a.0, a.1, b.0, b.1]
+                    } else {
+                        [0, 1, 2, 3].map(|e| f32::from_bits(r[4 * q + e]))
+                    };
                     let mut v = [0f32; 4];
                     unroll!(4, |e| {
                         v[e] = s[e] + bias[e];
                         if flags & LINEAR_TC_GELU != 0 {
                             v[e] = gelu_tanh_hw(v[e]);
                         }
-                        v[e] += r[p][e];
+                        v[e] += res[e];
                     });
                     let i = (row * n + col) as usize;
                     if args.y32 != 0 {
