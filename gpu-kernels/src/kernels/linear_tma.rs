@@ -176,7 +176,7 @@ unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u
         // Residual words: an f16 residual's 16 rows of this half (2 words each) are loaded all at once
         // after the staging (the accumulators it frees make room; ptxas caps this 9-warp kernel at 168
         // registers) and before the barrier, so one latency per half is exposed instead of two; an f32
-        // residual's rows (4 words each) 8 at a time in the same 32 registers, the first 8 there too.
+        // residual's rows (4 words each) 8 at a time, batch by batch, in the same 32 registers.
         let mut r = [0u32; 32];
         let res_row = |p: u32| -> Option<usize> {
             let row = row0 + 64 * h as u32 + tw / 32 + 4 * p;
@@ -184,16 +184,6 @@ unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u
         };
         // Every read of the staging tile for the previous half came before the last barrier.
         pingpong::stage_acc(stg + ((warp * 16 + lane / 4) * SROW + (lane % 4) * 2) * 4, SROW * 4, acc);
-        let load_f32_batch = |r: &mut [u32; 32], batch: u32| {
-            unroll!(8, |q| {
-                if let Some(i) = res_row(8 * batch + q as u32) {
-                    let v = (*((args.res as *const f32).add(i) as *const F32x4)).0;
-                    unroll!(4, |e| {
-                        r[4 * q + e] = v[e].to_bits();
-                    });
-                }
-            });
-        };
         if res_on && res_f16 {
             unroll!(16, |p| {
                 if let Some(i) = res_row(p as u32) {
@@ -202,13 +192,18 @@ unsafe fn epilogue(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u
                     r[2 * p + 1] = q[1];
                 }
             });
-        } else if res_on {
-            load_f32_batch(&mut r, 0);
         }
         named_barrier(bar_id, 128);
         unroll!(2, |batch| {
-            if res_on && !res_f16 && batch == 1 {
-                load_f32_batch(&mut r, 1);
+            if res_on && !res_f16 {
+                unroll!(8, |q| {
+                    if let Some(i) = res_row((8 * batch + q) as u32) {
+                        let v = (*((args.res as *const f32).add(i) as *const F32x4)).0;
+                        unroll!(4, |e| {
+                            r[4 * q + e] = v[e].to_bits();
+                        });
+                    }
+                });
             }
             unroll!(8, |q| {
                 let p = 8 * batch + q;
