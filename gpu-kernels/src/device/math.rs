@@ -104,6 +104,23 @@ pub fn fmax(a: f32, b: f32) -> f32 {
     unsafe { asm!("max.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) a, in(reg32) b, options(pure, nomem, nostack)) };
     r
 }
+/// Chan et al.'s combination of two (count, mean, M2) summaries (either count may be 0).
+#[inline(always)]
+pub fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
+    let n = a.0 + b.0;
+    if b.0 == 0.0 {
+        return a;
+    }
+    if a.0 == 0.0 {
+        return b;
+    }
+    let delta = b.1 - a.1;
+    (
+        n,
+        a.1 + delta * (b.0 / n),
+        a.2 + b.2 + delta * delta * (a.0 * b.0 / n),
+    )
+}
 #[inline(always)]
 pub fn max(a: f32, b: f32) -> f32 {
     if a > b {

@@ -6,6 +6,11 @@
 use core::arch::asm;
 use core::arch::nvptx;
 
+/// Four f32 that the compiler loads and stores as one 16-byte vector (the alignment says it may).
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct F32x4(pub [f32; 4]);
+
 pub mod math;
 pub mod mma;
 pub mod shared;

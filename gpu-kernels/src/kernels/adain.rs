@@ -14,7 +14,8 @@
 //! its 16 tokens shifted by its first one (the shift keeps Σ(v − shift)² − (Σ(v − shift))²/n well
 //! conditioned: the shift is a sample of the same channel), and the block's 8 warps are combined as the
 //! chunks are. One warp row is 128 channels x 2 bytes: lane l loads channels 4l .. 4l + 4 (8 bytes).
-use crate::device::mma::{pack_f16x2, unpack_f16x2};
+use crate::device::mma::pack_f16x2;
+use super::layer_norm::LnIn;
 use crate::device::unroll::unroll;
 use crate::device::{
     block_idx_x, block_idx_y, block_idx_z, math, shared, sync_threads, thread_idx_x, thread_idx_y,
@@ -113,38 +114,14 @@ pub unsafe extern "ptx-kernel" fn adain(
 
 const _: () = assert!(ADAIN_F16_THREADS == 256 && ADAIN_F16_CH == 128 && ADAIN_F16_CHUNK == 128 && ADAIN_F16_APPLY_ROWS == 256);
 
-/// (count, mean, M2) of one set of values; [`Moments::merge`] is Chan et al.'s pairwise combination.
-#[derive(Clone, Copy)]
-struct Moments {
-    n: f32,
-    mean: f32,
-    m2: f32,
-}
+/// (count, mean, M2) of one set of values, combined by [`math::chan`].
+type Moments = (f32, f32, f32);
+const EMPTY: Moments = (0.0, 0.0, 0.0);
 
-impl Moments {
-    const EMPTY: Moments = Moments { n: 0.0, mean: 0.0, m2: 0.0 };
-
-    #[inline(always)]
-    fn merge(self, o: Moments) -> Moments {
-        if o.n == 0.0 {
-            return self;
-        }
-        if self.n == 0.0 {
-            return o;
-        }
-        let n = self.n + o.n;
-        let delta = o.mean - self.mean;
-        let f = math::div(o.n, n);
-        Moments { n, mean: math::fma(delta, f, self.mean), m2: self.m2 + o.m2 + delta * delta * self.n * f }
-    }
-}
-
-/// Four f16 channels (8 bytes) as f32.
+/// Four f16 channels (8 bytes) as f32: `layer_norm`'s f16 row load.
 #[inline(always)]
 unsafe fn load4_f16(p: *const u16) -> [f32; 4] {
-    let q = *(p as *const [u32; 2]);
-    let (a, b) = (unpack_f16x2(q[0]), unpack_f16x2(q[1]));
-    [a.0, a.1, b.0, b.1]
+    <u16 as LnIn>::load4(p, 0)
 }
 
 /// Per-chunk channel statistics of two token tensors in one launch (the content's and the style's): x1
@@ -180,7 +157,7 @@ pub unsafe extern "ptx-kernel" fn adain_stats_f16(
     let (n, d) = (n as usize, d as usize);
     let t0 = (chunk * ADAIN_F16_CHUNK + warp) as usize;
     let base = x.add(b as usize * n * d + ch as usize);
-    let mut acc = [Moments::EMPTY; 4];
+    let mut acc = [EMPTY; 4];
     if (ch as usize) < d && t0 < n {
         let shift = load4_f16(base.add(t0 * d));
         let mut s1 = [0f32; 4];
@@ -201,25 +178,25 @@ pub unsafe extern "ptx-kernel" fn adain_stats_f16(
         unroll!(4, |e| {
             let m = math::div(s1[e], cnt);
             let m2 = math::fma(-s1[e], m, s2[e]);
-            acc[e] = Moments { n: cnt, mean: shift[e] + m, m2: if m2 > 0.0 { m2 } else { 0.0 } };
+            acc[e] = (cnt, shift[e] + m, if m2 > 0.0 { m2 } else { 0.0 });
         });
     }
     // [warp][channel] (n, mean, M2) in the dynamic shared memory.
     let red: *mut [f32; 3] = shared::dynamic_smem();
     unroll!(4, |e| {
-        let a = acc[e];
-        *red.add((warp * ADAIN_F16_CH + 4 * lane) as usize + e) = [a.n, a.mean, a.m2];
+        let (n, mean, m2) = acc[e];
+        *red.add((warp * ADAIN_F16_CH + 4 * lane) as usize + e) = [n, mean, m2];
     });
     sync_threads();
     if t < ADAIN_F16_CH && ((ch0 + t) as usize) < d {
-        let mut m = Moments::EMPTY;
+        let mut m = EMPTY;
         for w in 0..8 {
             let [n, mean, m2] = *red.add((w * ADAIN_F16_CH + t) as usize);
-            m = m.merge(Moments { n, mean, m2 });
+            m = math::chan(m, (n, mean, m2));
         }
         let at = ((b * chunks + chunk) as usize * d + (ch0 + t) as usize) * 2;
-        *part.add(at) = m.mean;
-        *part.add(at + 1) = m.m2;
+        *part.add(at) = m.1;
+        *part.add(at + 1) = m.2;
     }
 }
 
@@ -227,11 +204,11 @@ pub unsafe extern "ptx-kernel" fn adain_stats_f16(
 /// [`adain_stats_f16`] writes it, `chunks` per sample).
 #[inline(always)]
 unsafe fn combine(part: *const f32, sample: usize, chunks: usize, d: usize, ch: usize, n: usize) -> Moments {
-    let mut m = Moments::EMPTY;
+    let mut m = EMPTY;
     for k in 0..chunks {
         let at = ((sample * chunks + k) * d + ch) * 2;
         let cnt = (n - k * ADAIN_F16_CHUNK as usize).min(ADAIN_F16_CHUNK as usize);
-        m = m.merge(Moments { n: cnt as f32, mean: *part.add(at), m2: *part.add(at + 1) });
+        m = math::chan(m, (cnt as f32, *part.add(at), *part.add(at + 1)));
     }
     m
 }
@@ -267,9 +244,9 @@ pub unsafe extern "ptx-kernel" fn adain_apply_f16(
         let ch = (ch0 + t) as usize;
         let cm = combine(cpart, b, nc.div_ceil(ADAIN_F16_CHUNK as usize), d, ch, nc);
         let sm = combine(spart, b * style_per_sample as usize, ns.div_ceil(ADAIN_F16_CHUNK as usize), d, ch, ns);
-        let c_sd = math::sqrt(math::div(cm.m2, (nc - 1) as f32) + ADAIN_EPS);
-        let s_sd = math::sqrt(math::div(sm.m2, (ns - 1) as f32) + ADAIN_EPS);
-        *coef.add(t as usize) = [cm.mean, math::div(s_sd, c_sd), sm.mean];
+        let c_sd = math::sqrt(math::div(cm.2, (nc - 1) as f32) + ADAIN_EPS);
+        let s_sd = math::sqrt(math::div(sm.2, (ns - 1) as f32) + ADAIN_EPS);
+        *coef.add(t as usize) = [cm.1, math::div(s_sd, c_sd), sm.1];
     }
     sync_threads();
     let ch = ch0 + 4 * lane;

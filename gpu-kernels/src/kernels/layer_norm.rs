@@ -7,7 +7,7 @@
 //! are held in registers (every load issued before the first sum), other D are re-read from cache.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::unroll::unroll;
-use crate::device::{block_idx_x, lane_id, math, thread_idx_x, warp};
+use crate::device::{block_idx_x, lane_id, math, thread_idx_x, warp, F32x4};
 use crate::launch::{LAYER_NORM_EPS, LAYER_NORM_HV_MAX_D, LAYER_NORM_HV_ROWS, LAYER_NORM_ROWS};
 
 /// Grid ceil(rows / LAYER_NORM_ROWS), block 32 * LAYER_NORM_ROWS. `res` is read only when `has_res != 0`.
@@ -30,11 +30,6 @@ pub unsafe extern "ptx-kernel" fn layer_norm(
 
 /// Float4 groups per lane held in registers by the register form (rows up to 4·32·8 = 1024).
 const LN_VEC: usize = 8;
-
-/// Four f32 that the compiler loads / stores with one 16-byte access.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct F32x4([f32; 4]);
 
 /// An input element type of [`layer_norm_row`]: f32, or f16 (`u16` bits; the f16 residual stream of the
 /// fast StyleViT). `load4` reads elements 4g .. 4g + 4 (16-byte or 8-byte aligned group), `load1` element j.

@@ -17,10 +17,6 @@
 //!   `wgmma.m64n128k16` per k16 step), then the epilogue straight from the accumulators, as `linear_wg`'s:
 //!   warp wq, lane l holds rows 64h + 16wq + l/4 (+ 8) of accumulator h, columns 8i + 2(l % 4) (+ 1);
 //!   rows ≥ M and columns ≥ N are skipped. While one warpgroup runs its epilogue the other's MMAs run.
-/// Four f32 that the compiler loads and stores as one 16-byte vector (the alignment says it may).
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct F32x4([f32; 4]);
 /// Four f16 (two pairs) as one 8-byte vector.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
@@ -32,7 +28,7 @@ use crate::device::shared::ld_v4_f32;
 use crate::device::tma::{arrive_expect_tx, load_2d, named_barrier, prefetch_map, wait_parity};
 use crate::device::unroll::unroll;
 use crate::device::wgmma::aligned_smem;
-use crate::device::{block_idx_x, grid_dim_x, thread_idx_x};
+use crate::device::{block_idx_x, grid_dim_x, thread_idx_x, F32x4};
 use crate::launch::{
     LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
     LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_THREADS,

@@ -32,24 +32,6 @@ pub unsafe extern "ptx-kernel" fn nhwc_pack_input(
     }
 }
 
-/// Chan's combination of two (count, mean, M2) summaries.
-#[inline(always)]
-fn chan(a: (f32, f32, f32), b: (f32, f32, f32)) -> (f32, f32, f32) {
-    let n = a.0 + b.0;
-    if b.0 == 0.0 {
-        return a;
-    }
-    if a.0 == 0.0 {
-        return b;
-    }
-    let delta = b.1 - a.1;
-    (
-        n,
-        a.1 + delta * (b.0 / n),
-        a.2 + b.2 + delta * delta * (a.0 * b.0 / n),
-    )
-}
-
 /// Block (`NHWC_COEF_THREADS` threads) per plane p = n*C + ch (grid x = N*C): combines
 /// part[(p*tiles + i)*2 ..+2] = (mean, M2) of tile i, then writes coef[p*2 ..+2] = (a, b) with
 /// rstd = 1/sqrt(M2/pq + eps), a = γ[ch]·rstd, b = β[ch] − mean·a. The plane is viewed as `p_rows` x
@@ -95,7 +77,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
             tile_h
         };
         let cnt = cw * rh;
-        acc = chan(
+        acc = math::chan(
             acc,
             (
                 cnt as f32,
@@ -112,7 +94,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
             shfl_xor_f32(acc.1, m),
             shfl_xor_f32(acc.2, m),
         );
-        acc = chan(acc, o);
+        acc = math::chan(acc, o);
         m >>= 1;
     }
     let red = shared::dynamic_smem::<f32>();
@@ -127,7 +109,7 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
     if t == 0 {
         let mut tot = (0f32, 0f32, 0f32);
         for w in 0..warps as usize {
-            tot = chan(
+            tot = math::chan(
                 tot,
                 (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
             );

@@ -10,7 +10,7 @@
 //! `patch_im2col*` are grid-stride loops over patch rows (coalesced writes); `patch_unpatch_tail` takes
 //! one output column of `PATCH_TAIL_ROWS` rows per thread.
 use crate::device::mma::pack_f16x2;
-use crate::device::{block_dim_x, block_idx_x, block_idx_y, global_index_x, math, thread_idx_x};
+use crate::device::{block_dim_x, block_idx_x, block_idx_y, global_index_x, math, thread_idx_x, F32x4};
 use crate::launch::PATCH_TAIL_ROWS as TAIL_ROWS;
 
 /// The im2col gather shared by the f32 and f16 kernels, one thread per (token, channel, ky): `row(src,
@@ -33,11 +33,6 @@ unsafe fn im2col_body(img: *const f32, batch: u32, hp: u32, wp: u32, p: u32, row
         i += stride;
     }
 }
-
-/// Four f32 that the compiler loads as one 16-byte vector.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-struct F32x4([f32; 4]);
 
 /// cols[(b·hp·wp + py·wp + px)·3p² + (c·p + ky)·p + kx] = img[b, c, py·p + ky, px·p + kx].
 /// img [B, 3, H, W] with H = hp·p, W = wp·p. Grid-stride over the B·hp·wp·3·p patch rows.
