@@ -750,7 +750,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA_THREADS), ("attention_tma_serial", ATTN_TMA_THREADS), ("wgmma_peak", WGMMA_PEAK_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA.threads), ("attention_tma_serial", ATTN_TMA.threads), ("attention_tma_wg3", ATTN_TMA_WG3.threads), ("wgmma_peak", WGMMA_PEAK_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].
@@ -769,40 +769,88 @@ const _: () = {
 };
 
 // --------------------------------------------------------------------------------------- attention_tma
-/// `attention_tma` (flash attention on Hopper, head_dim 64: TMA-fed `wgmma`, two consumer warpgroups of 64
-/// queries each and one producer warp): queries per block.
-pub const ATTN_TMA_BQ: u32 = 128;
-/// `attention_tma`: keys per K/V tile (one ring stage holds a K and a V tile).
+/// `attention_tma` (flash attention on Hopper, head_dim 64: TMA-fed `wgmma`, consumer warpgroups of 64
+/// queries each and a producer warpgroup): keys per K/V tile (one ring stage holds a K and a V tile).
 pub const ATTN_TMA_BK: u32 = 128;
 /// `attention_tma`: the head dimension it takes.
 pub const ATTN_TMA_DH: u32 = 64;
 /// `attention_tma`: ring stages of K/V tiles.
 pub const ATTN_TMA_STAGES: u32 = 4;
-/// `attention_tma`: threads per block (two consumer warpgroups, then a producer warpgroup of which one
-/// thread issues the copies: whole warpgroups, so that `setmaxnreg` can move registers from the
-/// producer to the consumers).
-pub const ATTN_TMA_THREADS: u32 = 3 * 128;
-/// `attention_tma`: registers per thread at launch (ptxas' allocation for ATTN_TMA_THREADS threads, one
-/// block per SM: 65536 / 384 rounded down to 8), what the producer warpgroup keeps, and what each consumer
-/// warpgroup then takes (`setmaxnreg`; 128 · (168 − 24) = 256 · (240 − 168)).
-pub const ATTN_TMA_REGS: u32 = 168;
-/// See [`ATTN_TMA_REGS`].
-pub const ATTN_TMA_PRODUCER_REGS: u32 = 24;
-/// See [`ATTN_TMA_REGS`].
-pub const ATTN_TMA_CONSUMER_REGS: u32 = 240;
-const _: () = assert!(
-    ATTN_TMA_REGS * ATTN_TMA_THREADS <= 65536
-        && 128 * (ATTN_TMA_REGS - ATTN_TMA_PRODUCER_REGS) == 256 * (ATTN_TMA_CONSUMER_REGS - ATTN_TMA_REGS)
-);
 /// `attention_tma`: bytes of one K (or V) tile: ATTN_TMA_BK rows of 64 f16 (128 bytes, 128-byte swizzle).
 pub const ATTN_TMA_KV_BYTES: u32 = ATTN_TMA_BK * ATTN_TMA_DH * 2;
-/// `attention_tma`: offset of the Q tile (ATTN_TMA_BQ rows of 128 bytes) after the ring.
+/// `attention_tma`: offset of the Q tile after the ring.
 pub const ATTN_TMA_Q: u32 = ATTN_TMA_STAGES * 2 * ATTN_TMA_KV_BYTES;
-/// `attention_tma`: offset of the mbarriers (each stage's "full", each stage's "empty", then "q").
-pub const ATTN_TMA_BARS: u32 = ATTN_TMA_Q + ATTN_TMA_BQ * ATTN_TMA_DH * 2;
-/// `attention_tma`: dynamic shared memory to launch with (1024 bytes of alignment slack included).
-pub const ATTN_TMA_SMEM_BYTES: u32 = ATTN_TMA_BARS + (2 * ATTN_TMA_STAGES + 1) * 8 + 1024;
-const _: () = assert!(ATTN_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK && ATTN_TMA_KV_BYTES.is_multiple_of(1024));
+/// `attention_tma`: registers the producer warpgroup keeps (`setmaxnreg.dec`).
+pub const ATTN_TMA_PRODUCER_REGS: u32 = 24;
+
+/// One `attention_tma` variant's block: `wgs` consumer warpgroups of 64 queries, then the producer
+/// warpgroup (whole warpgroups, so that `setmaxnreg` can move registers from the producer to the consumers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnTmaLayout {
+    /// Consumer warpgroups.
+    pub wgs: u32,
+    /// Queries per block (64 per consumer warpgroup).
+    pub bq: u32,
+    /// Threads per block.
+    pub threads: u32,
+    /// Registers per thread at launch: ptxas' allocation for `threads` threads, one block per SM (65536 /
+    /// threads rounded down to 8; `.maxntid` makes ptxas keep to it).
+    pub regs: u32,
+    /// Registers per consumer thread after `setmaxnreg.inc`: what the producer's `ATTN_TMA_PRODUCER_REGS`
+    /// leaves of the block's pool (`regs · threads`, not the SM's 65536: an increase the pool cannot
+    /// cover waits forever), shared by the consumer warpgroups, rounded down to 8.
+    pub consumer_regs: u32,
+    /// Whether P (the probabilities, f16) goes through shared memory for P·V (`wgmma` with A from shared
+    /// memory) instead of registers: then `p` is the offset of each consumer warpgroup's P tile (64 rows
+    /// x ATTN_TMA_BK keys as two 64-key K-major tiles in the 128-byte swizzle layout, `ATTN_TMA_P_BYTES`
+    /// per warpgroup), after the Q tile.
+    pub p_smem: bool,
+    /// See `p_smem` (the end of the Q tile when P stays in registers).
+    pub p: u32,
+    /// Offset of the mbarriers (each stage's "full", each stage's "empty", then "q").
+    pub bars: u32,
+    /// Dynamic shared memory to launch with (1024 bytes of alignment slack included).
+    pub smem: u32,
+}
+
+/// `attention_tma`: bytes of one consumer warpgroup's P tile (64 rows x ATTN_TMA_BK f16) where P goes
+/// through shared memory.
+pub const ATTN_TMA_P_BYTES: u32 = 64 * ATTN_TMA_BK * 2;
+
+/// [`AttnTmaLayout`] for `wgs` consumer warpgroups, P through shared memory if `p_smem`.
+pub const fn attn_tma_layout(wgs: u32, p_smem: bool) -> AttnTmaLayout {
+    let bq = 64 * wgs;
+    let threads = 128 * (wgs + 1);
+    let regs = 65536 / threads / 8 * 8;
+    let consumer_regs = (regs * threads - 128 * ATTN_TMA_PRODUCER_REGS) / (128 * wgs) / 8 * 8;
+    let p = ATTN_TMA_Q + bq * ATTN_TMA_DH * 2;
+    let bars = p + if p_smem { wgs * ATTN_TMA_P_BYTES } else { 0 };
+    let smem = bars + (2 * ATTN_TMA_STAGES + 1) * 8 + 1024;
+    AttnTmaLayout { wgs, bq, threads, regs, consumer_regs, p_smem, p, bars, smem }
+}
+
+/// `attention_tma` and `attention_tma_serial`: two consumer warpgroups (128 queries per block, 384
+/// threads: 168 registers at launch, 240 per consumer thread), P in registers.
+pub const ATTN_TMA: AttnTmaLayout = attn_tma_layout(2, false);
+/// `attention_tma_wg3`: three consumer warpgroups (FA3's 192-query tiles for head_dim 64; 512 threads: 128
+/// registers at launch, 160 per consumer thread), P through shared memory (as FA3 for head_dim 64: with P in
+/// registers the pipelined loop needs more than 160).
+pub const ATTN_TMA_WG3: AttnTmaLayout = attn_tma_layout(3, true);
+const _: () = {
+    let ls = [ATTN_TMA, ATTN_TMA_WG3];
+    let mut i = 0;
+    while i < ls.len() {
+        let l = ls[i];
+        // setmaxnreg: what the consumers take must be in the pool the producer's decrease leaves.
+        assert!(l.regs * l.threads <= 65536 && 128 * ATTN_TMA_PRODUCER_REGS + 128 * l.wgs * l.consumer_regs <= l.regs * l.threads);
+        assert!(l.consumer_regs >= l.regs && l.smem <= MAX_SMEM_PER_BLOCK);
+        i += 1;
+    }
+    assert!(ATTN_TMA.regs == 168 && ATTN_TMA.consumer_regs == 240 && ATTN_TMA_WG3.regs == 128 && ATTN_TMA_WG3.consumer_regs == 160);
+    assert!(ATTN_TMA_KV_BYTES.is_multiple_of(1024) && ATTN_TMA_Q.is_multiple_of(1024));
+    // P tiles start on 128-byte-swizzle atoms.
+    assert!(ATTN_TMA_WG3.p.is_multiple_of(1024) && ATTN_TMA_P_BYTES.is_multiple_of(1024));
+};
 
 /// `attention_tma`'s kernel parameter (`#[repr(C)]`, shared with the host launcher). `qmap`, `kmap`,
 /// `vmap`: device addresses of 2-D tensor maps over the token-major f16 tensors holding q, k and v

@@ -43,42 +43,52 @@
 //! us): the loop is latency-bound (issue slots ~43%), so longer dependency chains cost more than the MUFU
 //! cycles saved. The row max is one `max.f32` per pair (`math::fmax`), not a compare and a select.
 use crate::device::math;
-use crate::device::mma::{pack_f16x2, pack_f16x2_in_range};
+use crate::device::mma::{pack_f16x2, pack_f16x2_in_range, stmatrix_x4};
 use crate::device::pingpong::RingPos;
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, prefetch_map, wait_parity,
 };
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
-    self, aligned_smem, fence_acc32, fence_acc64, keep_acc32, keep_regs32, mma_m64n128k16_f16, mma_m64n64k16_f16_rs_tb,
-    smem_desc_sw128, smem_desc_sw128_mn, splat32, wait_acc32, wait_acc64,
+    self, aligned_smem, fence_acc32, fence_acc64, fence_proxy_async_shared, keep_acc32, keep_regs32, mma_m64n128k16_f16,
+    mma_m64n64k16_f16_rs_tb, mma_m64n64k16_f16_tb, smem_desc_sw128, smem_desc_sw128_mn, splat32, wait_acc32, wait_acc64,
 };
 use crate::device::{block_idx_x, block_idx_y, block_idx_z, sync_threads, thread_idx_x, warp};
 use crate::launch::{
-    AttentionTmaArgs, ATTN_TMA_BARS, ATTN_TMA_BK, ATTN_TMA_BQ, ATTN_TMA_DH, ATTN_TMA_KV_BYTES, ATTN_TMA_Q,
-    ATTN_TMA_CONSUMER_REGS, ATTN_TMA_PRODUCER_REGS, ATTN_TMA_STAGES, ATTN_TMA_THREADS,
+    AttentionTmaArgs, AttnTmaLayout, ATTN_TMA, ATTN_TMA_BK, ATTN_TMA_DH, ATTN_TMA_KV_BYTES, ATTN_TMA_PRODUCER_REGS,
+    ATTN_TMA_P_BYTES, ATTN_TMA_Q, ATTN_TMA_STAGES, ATTN_TMA_WG3,
 };
 
-const BQ: u32 = ATTN_TMA_BQ;
 const BK: u32 = ATTN_TMA_BK;
 const STAGES: u32 = ATTN_TMA_STAGES;
 const KV: u32 = ATTN_TMA_KV_BYTES;
 
-const _: () = assert!(BQ == 128 && BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA_THREADS == 3 * 128);
+const _: () = assert!(BK == 128 && ATTN_TMA_DH == 64 && ATTN_TMA.wgs == 2 && ATTN_TMA_WG3.wgs == 3);
 
-/// `attention_tma` (module comment), with the pipelined consumer loop. Grid (ceil(nq / 128), heads, B),
-/// block `ATTN_TMA_THREADS`, dynamic shared memory `ATTN_TMA_SMEM_BYTES`. Requires (host-checked): the maps
-/// as `AttentionTmaArgs` says, nq, nk ≥ 1, ld_o even, every index below 2^31.
+/// `attention_tma` (module comment), with the pipelined consumer loop and two consumer warpgroups. Grid
+/// (ceil(nq / 128), heads, B), block `ATTN_TMA.threads`, dynamic shared memory `ATTN_TMA.smem`. Requires
+/// (host-checked): the maps as `AttentionTmaArgs` says (Q's box `ATTN_TMA.bq` rows), nq, nk ≥ 1, ld_o even,
+/// every index below 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma(args: AttentionTmaArgs) {
-    attention_tma_body::<true>(args)
+    attention_tma_body::<true, 2>(args)
 }
 
 /// `attention_tma` with the serial consumer loop (each tile's P·V waited for before the next S): the
 /// same contract and results, bit for bit.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
-    attention_tma_body::<false>(args)
+    attention_tma_body::<false, 2>(args)
+}
+
+/// `attention_tma` with three consumer warpgroups (FA3's 192-query tiles for head_dim 64: 12 consumer warps
+/// per SM instead of 8, at 160 registers each instead of 240). Grid (ceil(nq / 192), heads, B), block
+/// `ATTN_TMA_WG3.threads`, dynamic shared memory `ATTN_TMA_WG3.smem`, Q's box `ATTN_TMA_WG3.bq` rows;
+/// otherwise `attention_tma`'s contract, and the same results bit for bit (each query row's arithmetic does
+/// not depend on the block it is in).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn attention_tma_wg3(args: AttentionTmaArgs) {
+    attention_tma_body::<true, 3>(args)
 }
 
 /// The online softmax of one key tile's scores (step 2 of the module comment): masks keys ≥ `valid` to
@@ -88,9 +98,12 @@ pub unsafe extern "ptx-kernel" fn attention_tma_serial(args: AttentionTmaArgs) {
 #[inline(always)]
 unsafe fn softmax_tile(s: &mut [f32; 64], m_run: &mut [f32; 2], valid: u32, tq: u32, scale_log2: f32) -> ([f32; 2], [f32; 2]) {
     if valid < BK {
+        // Key 8i + 2tq + e is masked when 8i + e ≥ valid − 2tq: one register for the limit, the column
+        // offsets immediates (comparing full key indices made ptxas keep them in registers, and spill).
+        let lim = valid as i32 - 2 * tq as i32;
         unroll!(16, |i| {
             unroll!(2, |e| {
-                if 8 * i as u32 + 2 * tq + e as u32 >= valid {
+                if (8 * i + e) as i32 >= lim {
                     s[4 * i + e] = f32::NEG_INFINITY;
                     s[4 * i + 2 + e] = f32::NEG_INFINITY;
                 }
@@ -161,42 +174,89 @@ unsafe fn issue_pv(o: &mut [f32; 32], p: &[u32; 32], vs: u32) {
     wgmma::commit_group();
 }
 
-/// Waits until this warpgroup's P·V has retired (then `p` may change again: [`keep_regs32`] holds it until
-/// here) and releases the ring stage it read (each warp's lane 0 arrives on `empty`; S of that stage has
-/// retired before).
+/// [`issue_pv`] with P from this warpgroup's P tile in shared memory at `pt` ([`store_p`]): A K-major,
+/// k16 step kk at 64-key half kk / 4, 32 bytes per step within it.
 #[inline(always)]
-unsafe fn retire_pv(o: &mut [f32; 32], p: &mut [u32; 32], empty_bar: u32, lane: u32) {
+unsafe fn issue_pv_smem(o: &mut [f32; 32], pt: u32, vs: u32) {
+    fence_acc32(o);
+    unroll!(8, |kk| {
+        let kk = kk as u32;
+        let a = smem_desc_sw128(pt + (kk / 4) * (64 * 128) + (kk % 4) * 32);
+        mma_m64n64k16_f16_tb(o, a, smem_desc_sw128_mn(vs + 2048 * kk));
+    });
+    wgmma::commit_group();
+}
+
+/// Writes this warp's 16 rows of P (`p`, as [`pack_p`] packs it) into the warpgroup's P tile at `pt` (64
+/// rows x 128 keys f16 as two 64-key K-major tiles in the 128-byte swizzle layout, each 64 x 128 bytes):
+/// one `stmatrix.x4` per k16 step, lane l giving the row address of matrix l / 8 (its n8 block 2c + l / 16,
+/// row half (l / 8) % 2). Then orders the stores before `wgmma`'s reads (async proxy) and syncs the warp:
+/// each warp's part of the P·V `wgmma` reads only its own 16 rows of A (FA3 relies on the same), so no
+/// barrier across the warpgroup is needed. The caller must have retired every P·V reading the tile.
+#[inline(always)]
+unsafe fn store_p(p: &[u32; 32], pt: u32, wq: u32, lane: u32) {
+    let q = lane / 8;
+    let x = lane % 8;
+    let row = 16 * wq + 8 * (q % 2) + x;
+    let base = pt + row * 128;
+    unroll!(8, |c| {
+        let block = 2 * c as u32 + q / 2;
+        let addr = base + (block / 8) * (64 * 128) + (((block % 8) ^ x) << 4);
+        stmatrix_x4(addr, [p[4 * c], p[4 * c + 1], p[4 * c + 2], p[4 * c + 3]]);
+    });
+    fence_proxy_async_shared();
+    warp::sync_warp();
+}
+
+/// Waits until this warpgroup's P·V has retired (then P may change again: with P in registers,
+/// [`keep_regs32`] holds `p` until here) and releases the ring stage it read (each warp's lane 0 arrives
+/// on `empty`; S of that stage has retired before).
+#[inline(always)]
+unsafe fn retire_pv(o: &mut [f32; 32], p: Option<&mut [u32; 32]>, empty_bar: u32, lane: u32) {
     wait_acc32::<0>(o);
-    keep_regs32(p);
+    if let Some(p) = p {
+        keep_regs32(p);
+    }
     if lane == 0 {
         arrive(empty_bar);
     }
 }
 
-/// The kernel body; `PIPE` picks the consumer loop. Serial: per tile, S, wait, softmax, P·V, wait.
+/// The kernel body; `PIPE` picks the consumer loop, `WGS` the consumer warpgroups (2 or 3).
+/// Consumer warpgroups whose 64 queries all lie past nq (the last block of a sequence, with 3) return at
+/// once; the "empty" barriers count the warps of the others. Serial: per tile, S, wait, softmax, P·V, wait.
 /// Pipelined (FA3's intra-warpgroup overlap): tile j's S and tile j − 1's P·V are issued together, the
 /// wait retires S only, and the softmax of tile j runs while the tensor cores still multiply P_{j−1} V_{j−1};
 /// O is rescaled by α_j after that product retires. The accumulation order is the serial loop's
 /// (O = (O·α_{j−1} + P_{j−1}V_{j−1})·α_j + P_j V_j), so both give the same bits.
 #[inline(always)]
-unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
+unsafe fn attention_tma_body<const PIPE: bool, const WGS: u32>(args: AttentionTmaArgs) {
     let AttentionTmaArgs { nq, nk, ld_o, q_col, k_col, v_col, scale_log2, .. } = args;
+    const fn layout(wgs: u32) -> AttnTmaLayout {
+        if wgs == 3 { ATTN_TMA_WG3 } else { ATTN_TMA }
+    }
+    let l = layout(WGS);
+    // The serial loop keeps P in registers.
+    const { assert!(PIPE || !layout(WGS).p_smem) };
+    let bq = l.bq;
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
     let warp_id = t / 32;
     let lane = t % 32;
-    let q0 = block_idx_x() * BQ;
+    let q0 = block_idx_x() * bq;
+    // Consumer warpgroups with at least one query row below nq (≥ 1: the grid has ceil(nq / bq) blocks).
+    let active = (nq - q0).div_ceil(64).min(WGS);
     let h = block_idx_y();
     let b = block_idx_z();
     let smem = aligned_smem();
     let qs = smem + ATTN_TMA_Q;
-    let full = smem + ATTN_TMA_BARS;
+    let full = smem + l.bars;
     let empty = full + 8 * STAGES;
     let qbar = empty + 8 * STAGES;
     if t == 0 {
         for s in 0..STAGES {
             mbarrier_init(full + 8 * s, 1);
-            mbarrier_init(empty + 8 * s, 8);
+            mbarrier_init(empty + 8 * s, 4 * active);
         }
         mbarrier_init(qbar, 1);
         fence_mbarrier_init();
@@ -204,15 +264,15 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
     sync_threads();
     let ntiles = nk.div_ceil(BK);
 
-    if warp_id >= 8 {
+    if warp_id >= 4 * WGS {
         // The producer warpgroup: one thread issues every copy; the others only hand their registers over.
         crate::device::set_max_nreg_dec::<ATTN_TMA_PRODUCER_REGS>();
-        if warp_id == 8 && lane == 0 {
+        if warp_id == 4 * WGS && lane == 0 {
             let (qmap, kmap, vmap) = (args.qmap as *const u8, args.kmap as *const u8, args.vmap as *const u8);
             prefetch_map(qmap);
             prefetch_map(kmap);
             prefetch_map(vmap);
-            arrive_expect_tx(qbar, BQ * 128);
+            arrive_expect_tx(qbar, bq * 128);
             load_2d(qs, qmap, (q_col + 64 * h) as i32, (b * nq + q0) as i32, qbar);
             let mut pos = RingPos::at(0, STAGES);
             let mut j = 0;
@@ -231,11 +291,22 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
         return;
     }
 
-    crate::device::set_max_nreg_inc::<ATTN_TMA_CONSUMER_REGS>();
     let wg = warp_id / 4;
+    if wg >= active {
+        // Only queries past nq: nothing to compute or store (the producer's "empty" barriers do not count
+        // this warpgroup's warps). It leaves without taking registers from the pool.
+        return;
+    }
+    if WGS == 3 {
+        crate::device::set_max_nreg_inc::<{ ATTN_TMA_WG3.consumer_regs }>();
+    } else {
+        crate::device::set_max_nreg_inc::<{ ATTN_TMA.consumer_regs }>();
+    }
     let wq = warp_id % 4;
     let tq = lane % 4;
     let q_tile = qs + wg * 64 * 128;
+    // This warpgroup's P tile (used where the layout puts P in shared memory).
+    let pt = smem + l.p + wg * ATTN_TMA_P_BYTES;
     let mut o = splat32(0.0);
     let mut m_run = [f32::NEG_INFINITY; 2];
     let mut l_run = [0f32; 2];
@@ -262,6 +333,9 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
         let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk, tq, scale_log2);
         rescale(&mut o, &mut l_run, alpha, rsum);
         let mut p = pack_p(&s);
+        if l.p_smem {
+            store_p(&p, pt, wq, lane);
+        }
         // `prev`: the stage of tile j − 1, whose V the deferred product reads; `p` its probabilities.
         let mut prev = pos;
         pos.advance(STAGES);
@@ -271,24 +345,39 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
             let mut s = [0f32; 64];
             // P_{j−1} and the rescaled O are the deferred product's register operands: pin their
             // definitions before S's MMAs so that none lands between the two groups.
-            keep_regs32(&mut p);
+            if !l.p_smem {
+                keep_regs32(&mut p);
+            }
             keep_acc32(&mut o);
             issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
-            issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
+            let vs = smem + prev.stage * 2 * KV + KV;
+            if l.p_smem {
+                issue_pv_smem(&mut o, pt, vs);
+            } else {
+                issue_pv(&mut o, &p, vs);
+            }
             wait_acc64::<1>(&mut s);
             let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
-            retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
+            retire_pv(&mut o, (!l.p_smem).then_some(&mut p), empty + 8 * prev.stage, lane);
             rescale(&mut o, &mut l_run, alpha, rsum);
             // P_j packed only now: its registers must not be written while P_{j−1} V_{j−1} is in flight
-            // (ptxas would serialise every wgmma, C7513).
+            // (ptxas would serialise every wgmma, C7513), nor its tile stored before that product retired.
             p = pack_p(&s);
+            if l.p_smem {
+                store_p(&p, pt, wq, lane);
+            }
             prev = pos;
             pos.advance(STAGES);
             j += 1;
         }
         // The last tile's product.
-        issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
-        retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
+        let vs = smem + prev.stage * 2 * KV + KV;
+        if l.p_smem {
+            issue_pv_smem(&mut o, pt, vs);
+        } else {
+            issue_pv(&mut o, &p, vs);
+        }
+        retire_pv(&mut o, (!l.p_smem).then_some(&mut p), empty + 8 * prev.stage, lane);
     } else {
         let mut j = 0;
         while j < ntiles {
@@ -301,7 +390,7 @@ unsafe fn attention_tma_body<const PIPE: bool>(args: AttentionTmaArgs) {
             rescale(&mut o, &mut l_run, alpha, rsum);
             let mut p = pack_p(&s);
             issue_pv(&mut o, &p, ks + KV);
-            retire_pv(&mut o, &mut p, empty + 8 * pos.stage, lane);
+            retire_pv(&mut o, Some(&mut p), empty + 8 * pos.stage, lane);
             pos.advance(STAGES);
             j += 1;
         }

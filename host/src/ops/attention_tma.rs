@@ -7,9 +7,7 @@
 //! [`attention_qkv`] is what the fast StyleViT calls: `attention_tma` when the head dimension is 64, the
 //! sequence has at least [`ATTN_TMA_MIN_TOKENS`] tokens and `STYLEFORGE_ATTENTION_TMA` is not `0`
 //! ([`ATTENTION_TMA_ENV`]), `attention_tc` otherwise.
-use gpu_kernels::launch::{
-    AttentionTmaArgs, ATTN_TMA_BK, ATTN_TMA_BQ, ATTN_TMA_DH, ATTN_TMA_SMEM_BYTES, ATTN_TMA_THREADS,
-};
+use gpu_kernels::launch::{AttentionTmaArgs, AttnTmaLayout, ATTN_TMA, ATTN_TMA_BK, ATTN_TMA_DH, ATTN_TMA_WG3};
 
 use crate::error::{ensure, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, TmaMapCache};
@@ -34,18 +32,58 @@ pub fn attention_tma_enabled() -> bool {
     *ON.get_or_init(|| crate::gpu::env_on(ATTENTION_TMA_ENV))
 }
 
-/// Whether `attention_tma` takes the pipelined consumer loop (`STYLEFORGE_ATTENTION_TMA_PIPE=0`: the serial
-/// one). Read once.
-fn pipe_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| crate::gpu::env_on("STYLEFORGE_ATTENTION_TMA_PIPE"))
+/// The `attention_tma` kernel variants (one consumer loop each; all give the same bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnTmaKernel {
+    /// `attention_tma`: two consumer warpgroups, the pipelined loop.
+    Pipelined,
+    /// `attention_tma_serial`: two consumer warpgroups, each tile's P·V waited for before the next S.
+    Serial,
+    /// `attention_tma_wg3`: three consumer warpgroups (192 queries per block), the pipelined loop.
+    Wg3,
 }
 
-/// The map of a token-major [B, N, C] f16 tensor: dims (C, B·N), row stride 2C bytes, box 64 x 128.
-fn map(maps: &mut TmaMapCache, t: &DeviceTensor) -> Result<u64> {
+impl AttnTmaKernel {
+    /// Every variant (the self-check runs each).
+    pub const ALL: [AttnTmaKernel; 3] = [AttnTmaKernel::Wg3, AttnTmaKernel::Pipelined, AttnTmaKernel::Serial];
+
+    /// The variant [`attention_tma`] runs: `attention_tma_wg3` unless `STYLEFORGE_ATTENTION_TMA_WG3=0`, then
+    /// `attention_tma` unless `STYLEFORGE_ATTENTION_TMA_PIPE=0` (then `attention_tma_serial`). Read once.
+    pub fn chosen() -> Self {
+        static K: std::sync::OnceLock<AttnTmaKernel> = std::sync::OnceLock::new();
+        *K.get_or_init(|| {
+            if crate::gpu::env_on("STYLEFORGE_ATTENTION_TMA_WG3") {
+                AttnTmaKernel::Wg3
+            } else if crate::gpu::env_on("STYLEFORGE_ATTENTION_TMA_PIPE") {
+                AttnTmaKernel::Pipelined
+            } else {
+                AttnTmaKernel::Serial
+            }
+        })
+    }
+
+    /// The PTX entry.
+    pub fn entry(self) -> &'static str {
+        match self {
+            AttnTmaKernel::Pipelined => "attention_tma",
+            AttnTmaKernel::Serial => "attention_tma_serial",
+            AttnTmaKernel::Wg3 => "attention_tma_wg3",
+        }
+    }
+
+    fn layout(self) -> AttnTmaLayout {
+        match self {
+            AttnTmaKernel::Pipelined | AttnTmaKernel::Serial => ATTN_TMA,
+            AttnTmaKernel::Wg3 => ATTN_TMA_WG3,
+        }
+    }
+}
+
+/// The map of a token-major [B, N, C] f16 tensor: dims (C, B·N), row stride 2C bytes, box 64 x `box_rows`.
+fn map(maps: &mut TmaMapCache, t: &DeviceTensor, box_rows: u32) -> Result<u64> {
     let c = *t.shape.last().unwrap_or(&0) as u64;
     let rows = t.numel() as u64 / c.max(1);
-    maps.tiled_f16(t.ptr(), &[c, rows], &[2 * c], &[ATTN_TMA_DH, ATTN_TMA_BK.max(ATTN_TMA_BQ)])
+    maps.tiled_f16(t.ptr(), &[c, rows], &[2 * c], &[ATTN_TMA_DH, box_rows])
 }
 
 /// Multi-head scaled-dot-product attention with head_dim 64 (scale 1/8, softmax over keys), read in place:
@@ -61,14 +99,12 @@ pub fn attention_tma(
     o: &mut DeviceTensor,
     maps: &mut TmaMapCache,
 ) -> Result<()> {
-    attention_tma_pipe(gpu, q, k, v, heads, o, maps, pipe_enabled())
+    attention_tma_kernel(gpu, q, k, v, heads, o, maps, AttnTmaKernel::chosen())
 }
 
-/// [`attention_tma`] on the kernel with the pipelined consumer loop (`pipelined`, the default unless
-/// `STYLEFORGE_ATTENTION_TMA_PIPE=0`) or on `attention_tma_serial` (same results, bit for bit; the
-/// self-check runs both).
+/// [`attention_tma`] on a given variant (same results, bit for bit; the self-check runs each).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_tma_pipe(
+pub fn attention_tma_kernel(
     gpu: &Gpu,
     q: Heads<'_>,
     k: Heads<'_>,
@@ -76,18 +112,19 @@ pub fn attention_tma_pipe(
     heads: usize,
     o: &mut DeviceTensor,
     maps: &mut TmaMapCache,
-    pipelined: bool,
+    kernel: AttnTmaKernel,
 ) -> Result<()> {
+    let l = kernel.layout();
     let AttnDims { b, nq, nk, cq, ckv, d, dh } = attention_dims(OP, DType::F16, q, k, v, heads, o)?;
     ensure(dh == ATTN_TMA_DH as usize, OP, || format!("head_dim {dh} is not {ATTN_TMA_DH}"))?;
     check_aligned_16(OP, q, k, v, cq, ckv)?;
-    ensure(b * nq.max(nk) + ATTN_TMA_BQ as usize <= i32::MAX as usize, OP, || {
+    ensure(b * nq.max(nk) + l.bq as usize <= i32::MAX as usize, OP, || {
         format!("B = {b}, N = {} need 64-bit row coordinates", nq.max(nk))
     })?;
     let args = AttentionTmaArgs {
-        qmap: map(maps, q.t)?,
-        kmap: map(maps, k.t)?,
-        vmap: map(maps, v.t)?,
+        qmap: map(maps, q.t, l.bq)?,
+        kmap: map(maps, k.t, ATTN_TMA_BK)?,
+        vmap: map(maps, v.t, ATTN_TMA_BK)?,
         o: o.ptr(),
         nq: nq as u32,
         nk: nk as u32,
@@ -98,19 +135,19 @@ pub fn attention_tma_pipe(
         scale_log2: (std::f64::consts::LOG2_E / (dh as f64).sqrt()) as f32,
         _pad: 0,
     };
-    let grid = (nq.div_ceil(ATTN_TMA_BQ as usize) as u32, heads as u32, b as u32);
-    let kernel = if pipelined { "attention_tma" } else { "attention_tma_serial" };
-    // SAFETY: both entries take one AttentionTmaArgs by value (the kernel crate's struct). The maps were
+    let grid = (nq.div_ceil(l.bq as usize) as u32, heads as u32, b as u32);
+    // SAFETY: the entries take one AttentionTmaArgs by value (the kernel crate's struct). The maps were
     // made (or found, for the same address, dims, strides and box: the same bytes) for the live tensors
-    // q.t, k.t, v.t ([rows, C] f16 with row stride 2C, box 64 x 128); the kernel's boxes start at column
+    // q.t, k.t, v.t ([rows, C] f16 with row stride 2C, box 64 x bq for Q and 64 x 128 for K and V, the boxes
+    // the variant's code copies); the kernel's boxes start at column
     // col + 64h (+ 64 ≤ C: attention_dims checked the column ranges) and rows b·n + i with i < n rounded
     // up to a tile, and the copy engine zero-fills anything past the tensor, never reading outside it. It
     // writes o[(bb·nq + i)·d + 64h + [0, 64)] for i < nq only, 4 bytes at a time (d = heads·64 even, o
-    // 256-byte aligned); o is an exclusive borrow distinct from the inputs. Grid (ceil(nq/128), heads, b)
-    // within the limits (attention_dims), block ATTN_TMA_THREADS (two consumer warpgroups + the producer
-    // warpgroup the kernel's roles and its setmaxnreg balance assume), ATTN_TMA_SMEM_BYTES ≤ 227 KB of dynamic shared memory (opted in by
-    // `launch`).
-    unsafe { gpu.launch(kernel, grid, (ATTN_TMA_THREADS, 1, 1), ATTN_TMA_SMEM_BYTES, kernel_args!(args)) }
+    // 256-byte aligned); o is an exclusive borrow distinct from the inputs. Grid (ceil(nq/bq), heads, b)
+    // within the limits (attention_dims), block l.threads (the variant's consumer warpgroups + the producer
+    // warpgroup its roles and its setmaxnreg balance assume), l.smem ≤ 227 KB of dynamic shared memory
+    // (launch.rs asserts it; opted in by `launch`).
+    unsafe { gpu.launch(kernel.entry(), grid, (l.threads, 1, 1), l.smem, kernel_args!(args)) }
 }
 
 /// Self-attention straight from the fused QKV projection (qkv [B, N, 3D] f16, q, k, v at columns 0, D,

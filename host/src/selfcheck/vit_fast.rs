@@ -19,7 +19,7 @@ use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::gpu::TmaMapCache;
 use crate::ops::attention_tc::{attention_tc, attention_tc_m1, attention_tc_qkv, attn_tc_choice, Heads};
 use crate::ops::adain::{adain_f16, adain_f16_part_len, adain_f16_split};
-use crate::ops::attention_tma::{attention_tma, attention_tma_pipe};
+use crate::ops::attention_tma::{attention_tma, attention_tma_kernel, AttnTmaKernel};
 use crate::ops::linear_tc::{
     layer_norm_f16, layer_norm_f16_hv, linear_tc, linear_tc_plan, linear_tc_ws, workspace_need, EpilogueTc,
     LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
@@ -938,10 +938,9 @@ fn attention_self_case(
                 let hd = |col| Heads { t: &qkv_d, col };
                 attention_tc_m1(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, false)?
             }
-            Attn::Tma | Attn::TmaSerial => {
+            Attn::Tma(k) => {
                 let hd = |col| Heads { t: &qkv_d, col };
-                let pipelined = matches!(kernel, Attn::Tma);
-                attention_tma_pipe(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), pipelined)?
+                attention_tma_kernel(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?
             }
         }
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
@@ -989,10 +988,7 @@ fn attention_cross_case(
         match kernel {
             Attn::Tc => attention_tc(gpu, q, k, v, heads, &mut o)?,
             Attn::TcDefault => attention_tc_m1(gpu, q, k, v, heads, &mut o, false)?,
-            Attn::Tma | Attn::TmaSerial => {
-                let pipelined = matches!(kernel, Attn::Tma);
-                attention_tma_pipe(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default(), pipelined)?
-            }
+            Attn::Tma(kt) => attention_tma_kernel(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default(), kt)?,
         }
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
         Ok(compare(
@@ -1051,27 +1047,24 @@ enum Attn {
     Tc,
     /// `attention_tc` with its default m-tiles only (`attention_tc_m1(.., false)`).
     TcDefault,
-    /// `attention_tma` with its pipelined consumer loop (the default).
-    Tma,
-    /// `attention_tma_serial`.
-    TmaSerial,
+    /// An `attention_tma` variant.
+    Tma(AttnTmaKernel),
 }
 
 impl Attn {
     fn op(self) -> &'static str {
         match self {
             Attn::Tc | Attn::TcDefault => "attention_tc",
-            Attn::Tma | Attn::TmaSerial => "attention_tma",
+            Attn::Tma(_) => "attention_tma",
         }
     }
 
-    /// The kernel a case runs, for its name (empty for the default `attention_tma`).
+    /// The kernel a case runs, for its name.
     fn suffix(self, gpu: &Gpu, dh: usize, nq: usize, heads: usize, b: usize) -> String {
         let m1 = match self {
             Attn::Tc => true,
             Attn::TcDefault => false,
-            Attn::Tma => return String::new(),
-            Attn::TmaSerial => return " attention_tma_serial".into(),
+            Attn::Tma(k) => return format!(" {}", k.entry()),
         };
         attn_tc_choice(dh, nq, heads, b, gpu.sm_count as usize, m1)
             .map_or(String::new(), |(k, _)| format!(" {k}"))
@@ -1089,16 +1082,16 @@ fn check_attention_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     for &n in &SELF_NS {
         let b = if n <= 129 { 3 } else { 2 };
         let heads = if n <= 1000 { 2 } else { 1 };
-        for kernel in [Attn::Tma, Attn::TmaSerial] {
-            out.push(attention_self_case(gpu, rng, b, heads, n, 64, kernel));
+        for k in AttnTmaKernel::ALL {
+            out.push(attention_self_case(gpu, rng, b, heads, n, 64, Attn::Tma(k)));
         }
     }
-    for kernel in [Attn::Tma, Attn::TmaSerial] {
-        out.push(attention_self_case(gpu, rng, 2, 8, 4096, 64, kernel));
+    for k in AttnTmaKernel::ALL {
+        out.push(attention_self_case(gpu, rng, 2, 8, 4096, 64, Attn::Tma(k)));
     }
-    for &(nq, nk) in &[(37, 300), (300, 37), (1, 5000), (200, 129), (129, 1)] {
-        for kernel in [Attn::Tma, Attn::TmaSerial] {
-            out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, 64, kernel));
+    for &(nq, nk) in &[(37, 300), (300, 37), (1, 5000), (200, 129), (129, 1), (193, 300), (385, 129)] {
+        for k in AttnTmaKernel::ALL {
+            out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, 64, Attn::Tma(k)));
         }
     }
     out.push(attention_tma_pipe_bits(gpu, rng));
@@ -1125,29 +1118,32 @@ fn check_attention_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     out
 }
 
-/// The pipelined and the serial `attention_tma` loop accumulate in the same order: their outputs must be
-/// the same bits (8 heads of 64, 1000 tokens over 3 samples: several key tiles and a partial last one).
+/// The `attention_tma` variants accumulate in the same order: their outputs must be the same bits (8 heads
+/// of 64, 1000 tokens over 3 samples: several key tiles and a partial last one, 1000 = 5·192 + 40).
 fn attention_tma_pipe_bits(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
-    catch("attention_tma", "pipelined = serial, bit for bit", || {
+    catch("attention_tma", "variants agree bit for bit", || {
         let (b, n, heads) = (3, 1000, 8);
         let d = heads * 64;
         let qkv = DeviceTensor::from_host_f16(&round_tensor_f16(&random(rng, &[b, n, 3 * d], -2.0, 2.0)))?;
         let hd = |col| Heads { t: &qkv, col };
         let mut outs = Vec::new();
-        for pipelined in [true, false] {
+        for k in AttnTmaKernel::ALL {
             let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
-            attention_tma_pipe(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), pipelined)?;
+            attention_tma_kernel(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?;
             outs.push(download(gpu, &o)?);
         }
-        let differ = outs[0].iter().zip(&outs[1]).position(|(x, y)| x.to_bits() != y.to_bits());
+        let differ = (1..outs.len()).find_map(|v| {
+            let i = outs[0].iter().zip(&outs[v]).position(|(x, y)| x.to_bits() != y.to_bits())?;
+            Some(format!("index {i}: {} {} {} {}", AttnTmaKernel::ALL[0].entry(), outs[0][i], AttnTmaKernel::ALL[v].entry(), outs[v][i]))
+        });
         Ok(CheckResult {
             op: "attention_tma".into(),
-            case: "pipelined = serial, bit for bit".into(),
+            case: "variants agree bit for bit".into(),
             rel_l2: 0.0,
             max_rel: 0.0,
             tol: Tolerance::F32,
             passed: differ.is_none() && outs[0].len() == b * n * d,
-            detail: differ.map_or(String::new(), |i| format!("index {i}: pipelined {} serial {}", outs[0][i], outs[1][i])),
+            detail: differ.unwrap_or_default(),
         })
     })
 }
