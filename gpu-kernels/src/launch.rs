@@ -800,42 +800,29 @@ pub struct AttnTmaLayout {
     /// leaves of the block's pool (`regs · threads`, not the SM's 65536: an increase the pool cannot
     /// cover waits forever), shared by the consumer warpgroups, rounded down to 8.
     pub consumer_regs: u32,
-    /// Whether P (the probabilities, f16) goes through shared memory for P·V (`wgmma` with A from shared
-    /// memory) instead of registers: then `p` is the offset of each consumer warpgroup's P tile (64 rows
-    /// x ATTN_TMA_BK keys as two 64-key K-major tiles in the 128-byte swizzle layout, `ATTN_TMA_P_BYTES`
-    /// per warpgroup), after the Q tile.
-    pub p_smem: bool,
-    /// See `p_smem` (the end of the Q tile when P stays in registers).
-    pub p: u32,
     /// Offset of the mbarriers (each stage's "full", each stage's "empty", then "q").
     pub bars: u32,
     /// Dynamic shared memory to launch with (1024 bytes of alignment slack included).
     pub smem: u32,
 }
 
-/// `attention_tma`: bytes of one consumer warpgroup's P tile (64 rows x ATTN_TMA_BK f16) where P goes
-/// through shared memory.
-pub const ATTN_TMA_P_BYTES: u32 = 64 * ATTN_TMA_BK * 2;
-
-/// [`AttnTmaLayout`] for `wgs` consumer warpgroups, P through shared memory if `p_smem`.
-pub const fn attn_tma_layout(wgs: u32, p_smem: bool) -> AttnTmaLayout {
+/// [`AttnTmaLayout`] for `wgs` consumer warpgroups.
+pub const fn attn_tma_layout(wgs: u32) -> AttnTmaLayout {
     let bq = 64 * wgs;
     let threads = 128 * (wgs + 1);
     let regs = 65536 / threads / 8 * 8;
     let consumer_regs = (regs * threads - 128 * ATTN_TMA_PRODUCER_REGS) / (128 * wgs) / 8 * 8;
-    let p = ATTN_TMA_Q + bq * ATTN_TMA_DH * 2;
-    let bars = p + if p_smem { wgs * ATTN_TMA_P_BYTES } else { 0 };
+    let bars = ATTN_TMA_Q + bq * ATTN_TMA_DH * 2;
     let smem = bars + (2 * ATTN_TMA_STAGES + 1) * 8 + 1024;
-    AttnTmaLayout { wgs, bq, threads, regs, consumer_regs, p_smem, p, bars, smem }
+    AttnTmaLayout { wgs, bq, threads, regs, consumer_regs, bars, smem }
 }
 
 /// `attention_tma` and `attention_tma_serial`: two consumer warpgroups (128 queries per block, 384
-/// threads: 168 registers at launch, 240 per consumer thread), P in registers.
-pub const ATTN_TMA: AttnTmaLayout = attn_tma_layout(2, false);
+/// threads: 168 registers at launch, 240 per consumer thread).
+pub const ATTN_TMA: AttnTmaLayout = attn_tma_layout(2);
 /// `attention_tma_wg3`: three consumer warpgroups (FA3's 192-query tiles for head_dim 64; 512 threads: 128
-/// registers at launch, 160 per consumer thread), P through shared memory (as FA3 for head_dim 64: with P in
-/// registers the pipelined loop needs more than 160).
-pub const ATTN_TMA_WG3: AttnTmaLayout = attn_tma_layout(3, true);
+/// registers at launch, 160 per consumer thread).
+pub const ATTN_TMA_WG3: AttnTmaLayout = attn_tma_layout(3);
 const _: () = {
     let ls = [ATTN_TMA, ATTN_TMA_WG3];
     let mut i = 0;
@@ -848,8 +835,6 @@ const _: () = {
     }
     assert!(ATTN_TMA.regs == 168 && ATTN_TMA.consumer_regs == 240 && ATTN_TMA_WG3.regs == 128 && ATTN_TMA_WG3.consumer_regs == 160);
     assert!(ATTN_TMA_KV_BYTES.is_multiple_of(1024) && ATTN_TMA_Q.is_multiple_of(1024));
-    // P tiles start on 128-byte-swizzle atoms.
-    assert!(ATTN_TMA_WG3.p.is_multiple_of(1024) && ATTN_TMA_P_BYTES.is_multiple_of(1024));
 };
 
 /// `attention_tma`'s kernel parameter (`#[repr(C)]`, shared with the host launcher). `qmap`, `kmap`,

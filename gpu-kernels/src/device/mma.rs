@@ -26,22 +26,6 @@ pub unsafe fn ldmatrix_x4(addr: u32) -> [u32; 4] {
     [a, b, c, d]
 }
 
-/// `stmatrix.sync.aligned.m8n8.x4.shared.b16`: the inverse of [`ldmatrix_x4`]. Register i holds this
-/// lane's part of matrix i (row lane/4, elements 2(lane%4), 2(lane%4)+1: an mma accumulator fragment
-/// packed to 16-bit pairs); lanes 8i..8i+7 give the 16-byte row addresses of matrix i.
-///
-/// # Safety
-/// Every lane of the warp must execute it (converged, sm_90) with a 16-byte aligned shared-window address
-/// whose 16 bytes lie inside the launch's dynamic shared memory.
-#[inline(always)]
-pub unsafe fn stmatrix_x4(addr: u32, r: [u32; 4]) {
-    asm!(
-        "stmatrix.sync.aligned.m8n8.x4.shared.b16 [{0}], {{{1}, {2}, {3}, {4}}};",
-        in(reg32) addr, in(reg32) r[0], in(reg32) r[1], in(reg32) r[2], in(reg32) r[3],
-        options(nostack)
-    );
-}
-
 /// `ldmatrix ... .x2`: lanes 0..16 give the row addresses of two 8x8 matrices (lanes 16..32 are
 /// ignored but must still hold valid addresses to be safe).
 ///

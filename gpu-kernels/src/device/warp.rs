@@ -55,12 +55,3 @@ pub fn group_sum(mut v: f32, width: u32) -> f32 {
     }
     v
 }
-
-/// `bar.warp.sync` over the whole warp: orders each lane's earlier memory accesses before every lane's
-/// later ones (e.g. shared-memory stores of one lane before a warp-wide read of them).
-#[inline(always)]
-pub fn sync_warp() {
-    // SAFETY: every caller's warp is converged at this point (the full mask names all 32 lanes); the
-    // instruction only waits.
-    unsafe { asm!("bar.warp.sync {0};", in(reg32) FULL_MASK, options(nostack)) }
-}

@@ -987,29 +987,6 @@ pub unsafe fn mma_m64n64k16_f16_rs_tb(d: &mut [f32; 32], a: [u32; 4], b_desc: u6
     );
 }
 
-/// [`mma_m64n64k16_f16_rs_tb`] with A from shared memory: `d += A · B` for one k16 step, A (64 x 16) K-major
-/// through `a_desc` (as [`mma_m64n64k16_f16`]), B N-major through `b_desc` ([`smem_desc_sw128_mn`]); always
-/// accumulates.
-///
-/// # Safety
-/// As [`mma_m64n64k16_f16`].
-#[inline(always)]
-#[rustfmt::skip]
-pub unsafe fn mma_m64n64k16_f16_tb(d: &mut [f32; 32], a_desc: u64, b_desc: u64) {
-    asm!(
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16",
-        "{{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {10}, {11}, {12}, {13}, {14}, {15}, {16}, {17}, {18}, {19}, {20}, {21}, {22}, {23}, {24}, {25}, {26}, {27}, {28}, {29}, {30}, {31}}},",
-        "{32}, {33}, 1, 1, 1, 0, 1;",
-        inout(reg32) d[0], inout(reg32) d[1], inout(reg32) d[2], inout(reg32) d[3], inout(reg32) d[4], inout(reg32) d[5], inout(reg32) d[6], inout(reg32) d[7],
-        inout(reg32) d[8], inout(reg32) d[9], inout(reg32) d[10], inout(reg32) d[11], inout(reg32) d[12], inout(reg32) d[13], inout(reg32) d[14], inout(reg32) d[15],
-        inout(reg32) d[16], inout(reg32) d[17], inout(reg32) d[18], inout(reg32) d[19], inout(reg32) d[20], inout(reg32) d[21], inout(reg32) d[22], inout(reg32) d[23],
-        inout(reg32) d[24], inout(reg32) d[25], inout(reg32) d[26], inout(reg32) d[27], inout(reg32) d[28], inout(reg32) d[29], inout(reg32) d[30], inout(reg32) d[31],
-        in(reg64) a_desc,
-        in(reg64) b_desc,
-        options(nostack)
-    );
-}
-
 /// The descriptor of an N-major (M-major) f16 operand of 64-wide rows (one 128-byte swizzle atom across
 /// N) in the 128-byte-swizzle layout, starting at `addr` (1024-byte aligned plus 2048 bytes per k16 step):
 /// the stride between 8-row K groups is 1024 bytes. Both offset fields are set to it (the ISA names the

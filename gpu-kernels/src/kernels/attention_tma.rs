@@ -2,15 +2,18 @@
 //! CPU reference: models::ops::attention). f16 q, k, v and output, f32 scores, softmax and accumulation,
 //! the numerics of `attention_tc` (log2-domain online softmax, `ex2.approx`, P rounded to f16 for P·V).
 //!
-//! # Roles (block = 2 consumer warpgroups + 1 producer warpgroup, `ATTN_TMA_THREADS`)
-//! * Block (x, h, b): queries x·128 .. x·128 + 128 of head h of sample b; warpgroup g takes 64 of them.
+//! # Roles (block = W consumer warpgroups + 1 producer warpgroup; `launch::AttnTmaLayout`)
+//! * Variants: `attention_tma` and `attention_tma_serial` have W = 2 (`ATTN_TMA`), `attention_tma_wg3` W = 3
+//!   (`ATTN_TMA_WG3`, FA3's 192-query blocks for head_dim 64; the default, see below).
+//! * Block (x, h, b): queries x·64W .. x·64W + 64W of head h of sample b; warpgroup g takes 64 of them.
+//!   Warpgroups whose 64 queries all lie past nq (the last block of a sequence) return at once.
 //! * Registers: the producer warpgroup drops to `ATTN_TMA_PRODUCER_REGS` per thread (`setmaxnreg`) and the
-//!   consumers rise to `ATTN_TMA_CONSUMER_REGS` (at launch every thread has `ATTN_TMA_REGS`: with 9 warps
-//!   the cap was 168 per thread, and the pipelined loop needs more).
-//! * Producer (the producer warpgroup's first lane): the Q tile (one 2-D TMA box of 128 rows x 64 f16, 128-byte
-//!   swizzle) on the "q" mbarrier, then per key tile j (128 keys) the K box and the V box into the ring's
-//!   next stage once it is empty ("full"/"empty" mbarriers as `device::tma` says; "empty" counts the 8
-//!   consumer warps: both warpgroups read every stage).
+//!   consumers rise to the layout's `consumer_regs` (at launch every thread has the layout's `regs`, what
+//!   `.maxntid` leaves: 168 for W = 2, where the consumers then take 240; 128 for W = 3, then 160).
+//! * Producer (the producer warpgroup's first lane): the Q tile (one 2-D TMA box of 64W rows x 64 f16,
+//!   128-byte swizzle) on the "q" mbarrier, then per key tile j (128 keys) the K box and the V box into the
+//!   ring's next stage once it is empty ("full"/"empty" mbarriers as `device::tma` says; "empty" counts the
+//!   warps of the active consumer warpgroups: each reads every stage).
 //! * Consumers, per key tile:
 //!   1. S = Q Kᵀ: four `wgmma.m64n128k16` (Q and K both K-major in shared memory), 64 f32 per thread in
 //!      the accumulator layout of `device::wgmma` (rows 16w + l/4 (+ 8), keys 8i + 2(l % 4) (+ 1)).
@@ -33,8 +36,14 @@
 //!   stored; keys past nk get probability 0 (the V rows they pair with are finite: another sample's rows
 //!   or the copy engine's zeros).
 //!
-//! One block per SM (~161 KB of shared memory); the two warpgroups also interleave, so one's softmax
-//! overlaps the other's MMAs. FA3's explicit ping-pong (named barriers making the warpgroups take turns issuing S_i
+//! One block per SM (~161 KB of shared memory for W = 2, ~169 KB for W = 3); the warpgroups also
+//! interleave, so one's softmax overlaps the others' MMAs. Three warpgroups (12 consumer warps per SM
+//! instead of 8) hide more of the loop's latency: run 89 (H100, same binary), StyleViT base p16 b8
+//! 15.64-15.70 ms against 16.59-16.64 with two; ncu 727 us per attention launch against ~787 (runs 87-88).
+//! With three, 160 registers fit the pipelined loop only just: the masking of a partial last tile compares
+//! 8i + e against valid − 2tq (immediates) so that ptxas keeps no key indices in registers. Putting P
+//! through shared memory instead (FA3's choice for head_dim 64: `stmatrix`, A-from-shared `wgmma`; commit
+//! 937ef55) measured slower: run 88, 799 us against 787 for two warpgroups with P in registers. FA3's explicit ping-pong (named barriers making the warpgroups take turns issuing S_i
 //! and the deferred P_{i-1}V_{i-1}) was slower here: run 64 (H100, same run) attention 13.37 ms against
 //! 8.9 with this loop, tensor pipe 25.5% against 38.7% under ncu (commit a82af36 has it).
 //! Also slower (session 17, H100, same run; docs/PERF.md): a share of the exponentials on the FMA pipe
@@ -43,20 +52,20 @@
 //! us): the loop is latency-bound (issue slots ~43%), so longer dependency chains cost more than the MUFU
 //! cycles saved. The row max is one `max.f32` per pair (`math::fmax`), not a compare and a select.
 use crate::device::math;
-use crate::device::mma::{pack_f16x2, pack_f16x2_in_range, stmatrix_x4};
+use crate::device::mma::{pack_f16x2, pack_f16x2_in_range};
 use crate::device::pingpong::RingPos;
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, prefetch_map, wait_parity,
 };
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
-    self, aligned_smem, fence_acc32, fence_acc64, fence_proxy_async_shared, keep_acc32, keep_regs32, mma_m64n128k16_f16,
-    mma_m64n64k16_f16_rs_tb, mma_m64n64k16_f16_tb, smem_desc_sw128, smem_desc_sw128_mn, splat32, wait_acc32, wait_acc64,
+    self, aligned_smem, fence_acc32, fence_acc64, keep_acc32, keep_regs32, mma_m64n128k16_f16, mma_m64n64k16_f16_rs_tb,
+    smem_desc_sw128, smem_desc_sw128_mn, splat32, wait_acc32, wait_acc64,
 };
 use crate::device::{block_idx_x, block_idx_y, block_idx_z, sync_threads, thread_idx_x, warp};
 use crate::launch::{
     AttentionTmaArgs, AttnTmaLayout, ATTN_TMA, ATTN_TMA_BK, ATTN_TMA_DH, ATTN_TMA_KV_BYTES, ATTN_TMA_PRODUCER_REGS,
-    ATTN_TMA_P_BYTES, ATTN_TMA_Q, ATTN_TMA_STAGES, ATTN_TMA_WG3,
+    ATTN_TMA_Q, ATTN_TMA_STAGES, ATTN_TMA_WG3,
 };
 
 const BK: u32 = ATTN_TMA_BK;
@@ -174,49 +183,13 @@ unsafe fn issue_pv(o: &mut [f32; 32], p: &[u32; 32], vs: u32) {
     wgmma::commit_group();
 }
 
-/// [`issue_pv`] with P from this warpgroup's P tile in shared memory at `pt` ([`store_p`]): A K-major,
-/// k16 step kk at 64-key half kk / 4, 32 bytes per step within it.
+/// Waits until this warpgroup's P·V has retired (then `p` may change again: [`keep_regs32`] holds it until
+/// here) and releases the ring stage it read (each warp's lane 0 arrives on `empty`; S of that stage has
+/// retired before).
 #[inline(always)]
-unsafe fn issue_pv_smem(o: &mut [f32; 32], pt: u32, vs: u32) {
-    fence_acc32(o);
-    unroll!(8, |kk| {
-        let kk = kk as u32;
-        let a = smem_desc_sw128(pt + (kk / 4) * (64 * 128) + (kk % 4) * 32);
-        mma_m64n64k16_f16_tb(o, a, smem_desc_sw128_mn(vs + 2048 * kk));
-    });
-    wgmma::commit_group();
-}
-
-/// Writes this warp's 16 rows of P (`p`, as [`pack_p`] packs it) into the warpgroup's P tile at `pt` (64
-/// rows x 128 keys f16 as two 64-key K-major tiles in the 128-byte swizzle layout, each 64 x 128 bytes):
-/// one `stmatrix.x4` per k16 step, lane l giving the row address of matrix l / 8 (its n8 block 2c + l / 16,
-/// row half (l / 8) % 2). Then orders the stores before `wgmma`'s reads (async proxy) and syncs the warp:
-/// each warp's part of the P·V `wgmma` reads only its own 16 rows of A (FA3 relies on the same), so no
-/// barrier across the warpgroup is needed. The caller must have retired every P·V reading the tile.
-#[inline(always)]
-unsafe fn store_p(p: &[u32; 32], pt: u32, wq: u32, lane: u32) {
-    let q = lane / 8;
-    let x = lane % 8;
-    let row = 16 * wq + 8 * (q % 2) + x;
-    let base = pt + row * 128;
-    unroll!(8, |c| {
-        let block = 2 * c as u32 + q / 2;
-        let addr = base + (block / 8) * (64 * 128) + (((block % 8) ^ x) << 4);
-        stmatrix_x4(addr, [p[4 * c], p[4 * c + 1], p[4 * c + 2], p[4 * c + 3]]);
-    });
-    fence_proxy_async_shared();
-    warp::sync_warp();
-}
-
-/// Waits until this warpgroup's P·V has retired (then P may change again: with P in registers,
-/// [`keep_regs32`] holds `p` until here) and releases the ring stage it read (each warp's lane 0 arrives
-/// on `empty`; S of that stage has retired before).
-#[inline(always)]
-unsafe fn retire_pv(o: &mut [f32; 32], p: Option<&mut [u32; 32]>, empty_bar: u32, lane: u32) {
+unsafe fn retire_pv(o: &mut [f32; 32], p: &mut [u32; 32], empty_bar: u32, lane: u32) {
     wait_acc32::<0>(o);
-    if let Some(p) = p {
-        keep_regs32(p);
-    }
+    keep_regs32(p);
     if lane == 0 {
         arrive(empty_bar);
     }
@@ -236,8 +209,6 @@ unsafe fn attention_tma_body<const PIPE: bool, const WGS: u32>(args: AttentionTm
         if wgs == 3 { ATTN_TMA_WG3 } else { ATTN_TMA }
     }
     let l = layout(WGS);
-    // The serial loop keeps P in registers.
-    const { assert!(PIPE || !layout(WGS).p_smem) };
     let bq = l.bq;
     crate::device::grid_dependency_wait();
     let t = thread_idx_x();
@@ -305,8 +276,6 @@ unsafe fn attention_tma_body<const PIPE: bool, const WGS: u32>(args: AttentionTm
     let wq = warp_id % 4;
     let tq = lane % 4;
     let q_tile = qs + wg * 64 * 128;
-    // This warpgroup's P tile (used where the layout puts P in shared memory).
-    let pt = smem + l.p + wg * ATTN_TMA_P_BYTES;
     let mut o = splat32(0.0);
     let mut m_run = [f32::NEG_INFINITY; 2];
     let mut l_run = [0f32; 2];
@@ -333,9 +302,6 @@ unsafe fn attention_tma_body<const PIPE: bool, const WGS: u32>(args: AttentionTm
         let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk, tq, scale_log2);
         rescale(&mut o, &mut l_run, alpha, rsum);
         let mut p = pack_p(&s);
-        if l.p_smem {
-            store_p(&p, pt, wq, lane);
-        }
         // `prev`: the stage of tile j − 1, whose V the deferred product reads; `p` its probabilities.
         let mut prev = pos;
         pos.advance(STAGES);
@@ -345,39 +311,24 @@ unsafe fn attention_tma_body<const PIPE: bool, const WGS: u32>(args: AttentionTm
             let mut s = [0f32; 64];
             // P_{j−1} and the rescaled O are the deferred product's register operands: pin their
             // definitions before S's MMAs so that none lands between the two groups.
-            if !l.p_smem {
-                keep_regs32(&mut p);
-            }
+            keep_regs32(&mut p);
             keep_acc32(&mut o);
             issue_scores(&mut s, q_tile, smem + pos.stage * 2 * KV);
-            let vs = smem + prev.stage * 2 * KV + KV;
-            if l.p_smem {
-                issue_pv_smem(&mut o, pt, vs);
-            } else {
-                issue_pv(&mut o, &p, vs);
-            }
+            issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
             wait_acc64::<1>(&mut s);
             let (alpha, rsum) = softmax_tile(&mut s, &mut m_run, nk - j * BK, tq, scale_log2);
-            retire_pv(&mut o, (!l.p_smem).then_some(&mut p), empty + 8 * prev.stage, lane);
+            retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
             rescale(&mut o, &mut l_run, alpha, rsum);
             // P_j packed only now: its registers must not be written while P_{j−1} V_{j−1} is in flight
-            // (ptxas would serialise every wgmma, C7513), nor its tile stored before that product retired.
+            // (ptxas would serialise every wgmma, C7513).
             p = pack_p(&s);
-            if l.p_smem {
-                store_p(&p, pt, wq, lane);
-            }
             prev = pos;
             pos.advance(STAGES);
             j += 1;
         }
         // The last tile's product.
-        let vs = smem + prev.stage * 2 * KV + KV;
-        if l.p_smem {
-            issue_pv_smem(&mut o, pt, vs);
-        } else {
-            issue_pv(&mut o, &p, vs);
-        }
-        retire_pv(&mut o, (!l.p_smem).then_some(&mut p), empty + 8 * prev.stage, lane);
+        issue_pv(&mut o, &p, smem + prev.stage * 2 * KV + KV);
+        retire_pv(&mut o, &mut p, empty + 8 * prev.stage, lane);
     } else {
         let mut j = 0;
         while j < ntiles {
@@ -390,7 +341,7 @@ unsafe fn attention_tma_body<const PIPE: bool, const WGS: u32>(args: AttentionTm
             rescale(&mut o, &mut l_run, alpha, rsum);
             let mut p = pack_p(&s);
             issue_pv(&mut o, &p, ks + KV);
-            retire_pv(&mut o, Some(&mut p), empty + 8 * pos.stage, lane);
+            retire_pv(&mut o, &mut p, empty + 8 * pos.stage, lane);
             pos.advance(STAGES);
             j += 1;
         }

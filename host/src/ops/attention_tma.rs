@@ -6,7 +6,9 @@
 //!
 //! [`attention_qkv`] is what the fast StyleViT calls: `attention_tma` when the head dimension is 64, the
 //! sequence has at least [`ATTN_TMA_MIN_TOKENS`] tokens and `STYLEFORGE_ATTENTION_TMA` is not `0`
-//! ([`ATTENTION_TMA_ENV`]), `attention_tc` otherwise.
+//! ([`ATTENTION_TMA_ENV`]), `attention_tc` otherwise. The `attention_tma` variant is
+//! [`AttnTmaKernel::chosen`]: `attention_tma_wg3` (three consumer warpgroups) unless
+//! `STYLEFORGE_ATTENTION_TMA_WG3=0`.
 use gpu_kernels::launch::{AttentionTmaArgs, AttnTmaLayout, ATTN_TMA, ATTN_TMA_BK, ATTN_TMA_DH, ATTN_TMA_WG3};
 
 use crate::error::{ensure, Result};
