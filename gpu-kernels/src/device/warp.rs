@@ -55,3 +55,17 @@ pub fn group_sum(mut v: f32, width: u32) -> f32 {
     }
     v
 }
+
+/// `vote.sync.any.pred` over the whole warp: whether `p` holds in any lane.
+#[inline(always)]
+pub fn any(p: bool) -> bool {
+    let r: u32;
+    // SAFETY: a warp vote; every caller's warp is converged here (full mask). No memory access.
+    unsafe {
+        asm!(
+            "{{", ".reg .pred pi, po;", "setp.ne.u32 pi, {1}, 0;", "vote.sync.any.pred po, pi, {2};", "selp.u32 {0}, 1, 0, po;", "}}",
+            out(reg32) r, in(reg32) p as u32, in(reg32) FULL_MASK, options(nostack, nomem)
+        )
+    };
+    r != 0
+}
