@@ -39,7 +39,7 @@
 //!   stored; keys past nk get probability 0 (the V rows they pair with are finite: another sample's rows
 //!   or the copy engine's zeros).
 //!
-//! One block per SM (~161 KB of shared memory for W = 2, ~169 KB for W = 3); the warpgroups also
+//! One block per SM (~145 KB of shared memory for W = 2, ~153 KB for W = 3: `AttnTmaLayout::smem`); the warpgroups also
 //! interleave, so one's softmax overlaps the others' MMAs. Three warpgroups (12 consumer warps per SM
 //! instead of 8) hide more of the loop's latency: run 89 (H100, same binary), StyleViT base p16 b8
 //! 15.64-15.70 ms against 16.59-16.64 with two; ncu 727 us per attention launch against ~787 (runs 87-88).

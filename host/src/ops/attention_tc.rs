@@ -20,21 +20,9 @@ const OP: &str = "attention_tc";
 /// q [B, Nq, Cq], k and v [B, Nk, Ckv] (one shape; usually one tensor), o [B, Nq, heads·head_dim], all
 /// f16, head h at columns `col + h·head_dim`. head_dim = o's last dimension / heads, one of
 /// [`HEAD_DIMS`]. The kernel copies 16-byte chunks, so every column offset and row length (Cq, Ckv) must
-/// be a multiple of 8.
+/// be a multiple of 8. `allow_m1`: whether the one-m-tile kernels may run (see [`attn_tc_choice`]); the
+/// nets pass [`attention_tc_m1_enabled`], the self-check both values.
 pub fn attention_tc(
-    gpu: &Gpu,
-    q: Heads<'_>,
-    k: Heads<'_>,
-    v: Heads<'_>,
-    heads: usize,
-    o: &mut DeviceTensor,
-) -> Result<()> {
-    attention_tc_m1(gpu, q, k, v, heads, o, m1_enabled())
-}
-
-/// [`attention_tc`] with the one-m-tile kernels allowed (`allow_m1`, the default unless
-/// `STYLEFORGE_ATTENTION_TC_M1=0`; see [`attn_tc_choice`]) or not (the self-check runs both).
-pub fn attention_tc_m1(
     gpu: &Gpu,
     q: Heads<'_>,
     k: Heads<'_>,
@@ -99,7 +87,7 @@ pub fn attention_tc_m1(
 }
 
 /// Whether `attention_tc` may take its one-m-tile kernels (`STYLEFORGE_ATTENTION_TC_M1=0`: never). Read once.
-fn m1_enabled() -> bool {
+pub fn attention_tc_m1_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| crate::gpu::env_on("STYLEFORGE_ATTENTION_TC_M1"))
 }
@@ -126,7 +114,7 @@ pub fn attn_tc_choice(
 }
 
 /// Self-attention straight from the fused QKV projection: qkv [B, N, 3D] f16 (q, k, v at columns 0, D,
-/// 2D, heads within each), o [B, N, D] f16.
+/// 2D, heads within each), o [B, N, D] f16; the one-m-tile kernels as [`attention_tc_m1_enabled`] says.
 pub fn attention_tc_qkv(
     gpu: &Gpu,
     qkv: &DeviceTensor,
@@ -144,6 +132,7 @@ pub fn attention_tc_qkv(
         Heads { t: qkv, col: 2 * d },
         heads,
         o,
+        attention_tc_m1_enabled(),
     )
 }
 

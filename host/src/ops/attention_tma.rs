@@ -15,7 +15,7 @@ use crate::error::{ensure, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, TmaMapCache};
 use crate::kernel_args;
 use crate::ops::attention::{attention_dims, check_aligned_16, AttnDims, Heads};
-use crate::ops::attention_tc::attention_tc;
+use crate::ops::attention_tc::{attention_tc, attention_tc_m1_enabled};
 
 const OP: &str = "attention_tma";
 
@@ -49,7 +49,7 @@ impl AttnTmaKernel {
     /// Every variant (the self-check runs each).
     pub const ALL: [AttnTmaKernel; 3] = [AttnTmaKernel::Wg3, AttnTmaKernel::Pipelined, AttnTmaKernel::Serial];
 
-    /// The variant [`attention_tma`] runs: `attention_tma_wg3` unless `STYLEFORGE_ATTENTION_TMA_WG3=0`, then
+    /// The variant the nets run ([`attention_qkv`]): `attention_tma_wg3` unless `STYLEFORGE_ATTENTION_TMA_WG3=0`, then
     /// `attention_tma` unless `STYLEFORGE_ATTENTION_TMA_PIPE=0` (then `attention_tma_serial`). Read once.
     pub fn chosen() -> Self {
         static K: std::sync::OnceLock<AttnTmaKernel> = std::sync::OnceLock::new();
@@ -91,22 +91,10 @@ fn map(maps: &mut TmaMapCache, t: &DeviceTensor, box_rows: u32) -> Result<u64> {
 /// Multi-head scaled-dot-product attention with head_dim 64 (scale 1/8, softmax over keys), read in place:
 /// q [B, Nq, Cq], k and v [B, Nk, Ckv] (one shape), o [B, Nq, heads·64], all f16, head h at columns
 /// `col + 64h`. Column offsets and row lengths must be multiples of 8 (16-byte map strides and boxes).
-/// Every violation is an error and nothing is launched.
-pub fn attention_tma(
-    gpu: &Gpu,
-    q: Heads<'_>,
-    k: Heads<'_>,
-    v: Heads<'_>,
-    heads: usize,
-    o: &mut DeviceTensor,
-    maps: &mut TmaMapCache,
-) -> Result<()> {
-    attention_tma_kernel(gpu, q, k, v, heads, o, maps, AttnTmaKernel::chosen())
-}
-
-/// [`attention_tma`] on a given variant (same results, bit for bit; the self-check runs each).
+/// Every violation is an error and nothing is launched. `kernel`: the variant ([`AttnTmaKernel::chosen`]
+/// for the nets; all give the same bits, and the self-check runs each).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_tma_kernel(
+pub fn attention_tma(
     gpu: &Gpu,
     q: Heads<'_>,
     k: Heads<'_>,
@@ -161,8 +149,8 @@ pub fn attention_qkv(gpu: &Gpu, qkv: &DeviceTensor, heads: usize, o: &mut Device
     let (q, k, v) = (Heads { t: qkv, col: 0 }, Heads { t: qkv, col: d }, Heads { t: qkv, col: 2 * d });
     let long = qkv.shape[1] >= ATTN_TMA_MIN_TOKENS;
     if long && heads > 0 && d == heads * ATTN_TMA_DH as usize && attention_tma_enabled() {
-        attention_tma(gpu, q, k, v, heads, o, maps)
+        attention_tma(gpu, q, k, v, heads, o, maps, AttnTmaKernel::chosen())
     } else {
-        attention_tc(gpu, q, k, v, heads, o)
+        attention_tc(gpu, q, k, v, heads, o, attention_tc_m1_enabled())
     }
 }

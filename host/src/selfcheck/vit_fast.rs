@@ -17,9 +17,9 @@ use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::nets::style_vit_fast::GpuStyleVitFast;
 use crate::gpu::TmaMapCache;
-use crate::ops::attention_tc::{attention_tc, attention_tc_m1, attention_tc_qkv, attn_tc_choice, Heads};
+use crate::ops::attention_tc::{attention_tc, attention_tc_m1_enabled, attention_tc_qkv, attn_tc_choice, Heads};
 use crate::ops::adain::{adain_f16, adain_f16_part_len, adain_f16_split};
-use crate::ops::attention_tma::{attention_tma, attention_tma_kernel, AttnTmaKernel};
+use crate::ops::attention_tma::{attention_tma, AttnTmaKernel};
 use crate::ops::linear_tc::{
     layer_norm_f16, layer_norm_f16_hv, linear_tc, linear_tc_plan, linear_tc_ws, workspace_need, EpilogueTc,
     LinearTcKernel, LinearTcPlan, LinearTcWorkspace,
@@ -936,11 +936,11 @@ fn attention_self_case(
             Attn::Tc => attention_tc_qkv(gpu, &qkv_d, heads, &mut o)?,
             Attn::TcDefault => {
                 let hd = |col| Heads { t: &qkv_d, col };
-                attention_tc_m1(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, false)?
+                attention_tc(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, false)?
             }
             Attn::Tma(k) => {
                 let hd = |col| Heads { t: &qkv_d, col };
-                attention_tma_kernel(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?
+                attention_tma(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?
             }
         }
         let got = gather_output(&download(gpu, &o)?, b, n, heads, dh, &rows);
@@ -986,9 +986,9 @@ fn attention_cross_case(
         let mut o = poisoned(&[b, nq, d], DType::F16, Layout::RowMajor)?;
         let (q, k, v) = (Heads { t: &qd, col: 8 }, Heads { t: &kvd, col: 0 }, Heads { t: &kvd, col: d });
         match kernel {
-            Attn::Tc => attention_tc(gpu, q, k, v, heads, &mut o)?,
-            Attn::TcDefault => attention_tc_m1(gpu, q, k, v, heads, &mut o, false)?,
-            Attn::Tma(kt) => attention_tma_kernel(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default(), kt)?,
+            Attn::Tc => attention_tc(gpu, q, k, v, heads, &mut o, attention_tc_m1_enabled())?,
+            Attn::TcDefault => attention_tc(gpu, q, k, v, heads, &mut o, false)?,
+            Attn::Tma(kt) => attention_tma(gpu, q, k, v, heads, &mut o, &mut TmaMapCache::default(), kt)?,
         }
         let got = gather_output(&download(gpu, &o)?, b, nq, heads, dh, &rows);
         Ok(compare(
@@ -1016,7 +1016,7 @@ fn attention_refusals(gpu: &Gpu) -> CheckResult {
             ("f32 input", attention_tc_qkv(gpu, &qkv32, 1, &mut o)),
             (
                 "head_dim 48",
-                attention_tc(gpu, hd(&qkv, 0), hd(&qkv, 48), hd(&qkv, 96), 1, &mut o48),
+                attention_tc(gpu, hd(&qkv, 0), hd(&qkv, 48), hd(&qkv, 96), 1, &mut o48, attention_tc_m1_enabled()),
             ),
             ("head_dim 16", attention_tc_qkv(gpu, &qkv, 4, &mut o)),
             (
@@ -1028,11 +1028,12 @@ fn attention_refusals(gpu: &Gpu) -> CheckResult {
                     hd(&kv_short, 0),
                     1,
                     &mut o,
+                    attention_tc_m1_enabled(),
                 ),
             ),
             (
                 "column offset not a multiple of 8",
-                attention_tc(gpu, hd(&q_odd, 4), hd(&qkv, 64), hd(&qkv, 128), 1, &mut o),
+                attention_tc(gpu, hd(&q_odd, 4), hd(&qkv, 64), hd(&qkv, 128), 1, &mut o, attention_tc_m1_enabled()),
             ),
             ("output length", attention_tc_qkv(gpu, &qkv, 1, &mut o_len)),
         ];
@@ -1045,7 +1046,7 @@ fn attention_refusals(gpu: &Gpu) -> CheckResult {
 enum Attn {
     /// `attention_tc` as the nets call it (one m-tile per warp where the grid fills the GPU at most once).
     Tc,
-    /// `attention_tc` with its default m-tiles only (`attention_tc_m1(.., false)`).
+    /// `attention_tc` with its default m-tiles only (`allow_m1` false).
     TcDefault,
     /// An `attention_tma` variant.
     Tma(AttnTmaKernel),
@@ -1094,15 +1095,15 @@ fn check_attention_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
             out.push(attention_cross_case(gpu, rng, 2, 2, nq, nk, 64, Attn::Tma(k)));
         }
     }
-    out.push(attention_tma_pipe_bits(gpu, rng));
+    out.push(attention_tma_variant_bits(gpu, rng));
     out.push(catch("attention_tma", "refuses bad shapes", || {
         let h = |s: &[usize]| DeviceTensor::empty(s, DType::F16, Layout::RowMajor);
         let (qkv96, qkv192, mut o32, mut o64) = (h(&[1, 4, 96])?, h(&[1, 4, 200])?, h(&[1, 4, 32])?, h(&[1, 4, 64])?);
         let mut maps = TmaMapCache::default();
         let hd = |t, col| Heads { t, col };
         let attempts = [
-            ("head_dim 32", attention_tma(gpu, hd(&qkv96, 0), hd(&qkv96, 32), hd(&qkv96, 64), 1, &mut o32, &mut maps).is_ok()),
-            ("row length 200 with column 4", attention_tma(gpu, hd(&qkv192, 4), hd(&qkv192, 68), hd(&qkv192, 132), 1, &mut o64, &mut maps).is_ok()),
+            ("head_dim 32", attention_tma(gpu, hd(&qkv96, 0), hd(&qkv96, 32), hd(&qkv96, 64), 1, &mut o32, &mut maps, AttnTmaKernel::chosen()).is_ok()),
+            ("row length 200 with column 4", attention_tma(gpu, hd(&qkv192, 4), hd(&qkv192, 68), hd(&qkv192, 132), 1, &mut o64, &mut maps, AttnTmaKernel::chosen()).is_ok()),
         ];
         let accepted: Vec<&str> = attempts.iter().filter(|(_, ok)| *ok).map(|(w, _)| *w).collect();
         Ok(CheckResult {
@@ -1120,7 +1121,7 @@ fn check_attention_tma(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
 
 /// The `attention_tma` variants accumulate in the same order: their outputs must be the same bits (8 heads
 /// of 64, 1000 tokens over 3 samples: several key tiles and a partial last one, 1000 = 5·192 + 40).
-fn attention_tma_pipe_bits(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
+fn attention_tma_variant_bits(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
     catch("attention_tma", "variants agree bit for bit", || {
         let (b, n, heads) = (3, 1000, 8);
         let d = heads * 64;
@@ -1129,7 +1130,7 @@ fn attention_tma_pipe_bits(gpu: &Gpu, rng: &mut Rng64) -> CheckResult {
         let mut outs = Vec::new();
         for k in AttnTmaKernel::ALL {
             let mut o = poisoned(&[b, n, d], DType::F16, Layout::RowMajor)?;
-            attention_tma_kernel(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?;
+            attention_tma(gpu, hd(0), hd(d), hd(2 * d), heads, &mut o, &mut TmaMapCache::default(), k)?;
             outs.push(download(gpu, &o)?);
         }
         let differ = (1..outs.len()).find_map(|v| {
