@@ -336,6 +336,11 @@ pub const LINEAR_TC_RES_F16: u32 = 8;
 /// warpgroup asks L2 for its job's residual tile (`prefetch.global.L2`) before the job's main loop, so the
 /// epilogue's residual loads hit L2 instead of paying HBM latency batch after batch.
 pub const LINEAR_TMA_PREFETCH_RES: u32 = 16;
+/// `linear_tma_store` only (the kernel whose epilogue packs the f16 tile into 128-byte swizzled 64 x 64
+/// boxes in shared memory and writes them with TMA stores over `ymap`): y16 += the tile (TMA reduce-add,
+/// performed in L2 in f16) instead of y16 = tile. The host sets it for an in-place residual (res = y16,
+/// res_rows = M).
+pub const LINEAR_TMA_REDUCE: u32 = 64;
 
 /// `linear_tc_small` (few rows: split-K tensor-core GEMM): output rows (GEMM-M) per block.
 pub const LINEAR_TC_S_BM: u32 = 64;
@@ -514,15 +519,25 @@ pub const LINEAR_TMA_STAGE_BYTES: u32 = (LINEAR_TMA_BM + LINEAR_TMA_BN) * LINEAR
 pub const LINEAR_TMA_BARS: u32 = LINEAR_TMA_STAGES * LINEAR_TMA_STAGE_BYTES;
 /// `linear_tma`: floats per row of the epilogue's f32 staging tile (128 columns + 8 of padding).
 pub const LINEAR_TMA_SROW: u32 = LINEAR_TMA_BN + 8;
-/// `linear_tma`: offset of the two warpgroups' staging tiles ([64][LINEAR_TMA_SROW] f32 each, one 64-row
-/// half of a job's tile at a time).
-pub const LINEAR_TMA_STAGING: u32 = LINEAR_TMA_BARS + ((2 * LINEAR_TMA_STAGES + 1) * 8).next_multiple_of(16);
+/// `linear_tma`: offset (1024-byte aligned) of the two warpgroups' staging areas of
+/// [`LINEAR_TMA_STAGING_BYTES`] each: the f32 epilogue's [64][LINEAR_TMA_SROW] tile (one 64-row half of a job
+/// at a time), or the TMA-store epilogue's four f16 boxes of 64 rows x 64 columns (8 KB, 128-byte swizzled:
+/// half h, column box b at 8192·(2h + b)).
+pub const LINEAR_TMA_STAGING: u32 = (LINEAR_TMA_BARS + (2 * LINEAR_TMA_STAGES + 1) * 8).next_multiple_of(1024);
+/// `linear_tma`: bytes of one warpgroup's staging area (the larger of the two epilogues' needs).
+pub const LINEAR_TMA_STAGING_BYTES: u32 = 64 * LINEAR_TMA_SROW * 4;
 /// `linear_tma`: dynamic shared memory to launch with (1024 bytes of alignment slack included).
-pub const LINEAR_TMA_SMEM_BYTES: u32 = LINEAR_TMA_STAGING + 2 * 64 * LINEAR_TMA_SROW * 4 + 1024;
-const _: () = assert!(LINEAR_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK && LINEAR_TMA_STAGE_BYTES.is_multiple_of(1024));
+pub const LINEAR_TMA_SMEM_BYTES: u32 = LINEAR_TMA_STAGING + 2 * LINEAR_TMA_STAGING_BYTES + 1024;
+const _: () = assert!(
+    LINEAR_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK
+        && LINEAR_TMA_STAGE_BYTES.is_multiple_of(1024)
+        && LINEAR_TMA_STAGING_BYTES >= 4 * 64 * 64 * 2
+        && LINEAR_TMA_STAGING_BYTES.is_multiple_of(1024)
+);
 
 /// `linear_tma`'s kernel parameter (`#[repr(C)]`, shared with the host launcher): tensor maps of x
-/// ([M, K] f16, box 64 x 128) and w ([N, K] f16, box 64 x 128) by device address; `bias`, `res`, `y32`,
+/// ([M, K] f16, box 64 x 128) and w ([N, K] f16, box 64 x 128) by device address, and with
+/// `linear_tma_store` one of y16 ([M, N] f16, box 64 x 64; otherwise 0); `bias`, `res`, `y32`,
 /// `y16` as `linear_tc`'s arguments of the same names (0 when unused); `n_tiles` = ceil(N / 128) and
 /// `total` = ceil(M / 128)·n_tiles jobs (job j: row tile j / n_tiles, column tile j % n_tiles).
 #[repr(C)]
@@ -530,6 +545,7 @@ const _: () = assert!(LINEAR_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK && LINEAR_TMA_
 pub struct LinearTmaArgs {
     pub xmap: u64,
     pub wmap: u64,
+    pub ymap: u64,
     pub bias: u64,
     pub res: u64,
     pub y32: u64,
@@ -544,8 +560,8 @@ pub struct LinearTmaArgs {
     pub _pad: u32,
 }
 
-// The `.param .align 8 .b8 [80]` the kernel's PTX declares.
-const _: () = assert!(core::mem::size_of::<LinearTmaArgs>() == 80 && core::mem::align_of::<LinearTmaArgs>() == 8);
+// The `.param .align 8 .b8 [88]` the kernel's PTX declares.
+const _: () = assert!(core::mem::size_of::<LinearTmaArgs>() == 88 && core::mem::align_of::<LinearTmaArgs>() == 8);
 
 // ------------------------------------------------------------------------------------------- conv2d_wg
 /// `conv2d_wg` (3x3 reflect-padded implicit-GEMM convolution on `wgmma`, the `linear_wg` pipeline with the
@@ -750,7 +766,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA.threads), ("attention_tma_serial", ATTN_TMA.threads), ("attention_tma_wg3", ATTN_TMA_WG3.threads), ("wgmma_peak", WGMMA_PEAK_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("linear_tma_store", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA.threads), ("attention_tma_serial", ATTN_TMA.threads), ("attention_tma_wg3", ATTN_TMA_WG3.threads), ("wgmma_peak", WGMMA_PEAK_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].

@@ -98,3 +98,12 @@ pub unsafe fn ld_v2_u32(addr: u32) -> [u32; 2] {
 pub unsafe fn st_v2_f32(addr: u32, a: f32, b: f32) {
     asm!("st.shared.v2.f32 [{0}], {{{1}, {2}}};", in(reg32) addr, in(reg32) a, in(reg32) b, options(nostack));
 }
+
+/// `st.shared.b32` at a 4-byte aligned shared-window byte address.
+///
+/// # Safety
+/// `addr` must be 4-byte aligned and `addr .. addr + 4` must lie inside the launch's dynamic shared memory.
+#[inline(always)]
+pub unsafe fn st_u32(addr: u32, v: u32) {
+    asm!("st.shared.b32 [{0}], {1};", in(reg32) addr, in(reg32) v, options(nostack));
+}

@@ -149,3 +149,65 @@ pub unsafe fn prefetch_map(map: *const u8) {
 pub unsafe fn named_barrier(id: u32, threads: u32) {
     asm!("bar.sync {0}, {1};", in(reg32) id, in(reg32) threads, options(nostack));
 }
+
+/// `cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group`: writes the box of the tensor map at generic
+/// address `map` whose first element is at (`x0`, `x1`) (innermost first) from shared address `src` (laid
+/// out as the map's swizzle says). Elements outside the tensor are not written. Completes in this thread's
+/// bulk async-group ([`bulk_commit_group`], [`bulk_wait_group_read`], [`bulk_wait_group`]).
+///
+/// # Safety
+/// `map` must point to a valid tensor map in global memory for the whole copy, over memory the launch may
+/// write; `src` a shared address of the launch holding the box (1024-byte aligned for the 128-byte swizzle),
+/// whose earlier generic-proxy writes were made visible to the async proxy (`fence.proxy.async.shared::cta`
+/// by each writer, then a barrier) and which nobody writes until [`bulk_wait_group_read`] says it was read.
+#[inline(always)]
+pub unsafe fn store_2d(map: *const u8, x0: i32, x1: i32, src: u32) {
+    asm!(
+        "cp.async.bulk.tensor.2d.global.shared::cta.tile.bulk_group [{0}, {{{1}, {2}}}], [{3}];",
+        in(reg64) map, in(reg32) x0, in(reg32) x1, in(reg32) src, options(nostack)
+    );
+}
+
+/// As [`store_2d`], but each element of the box is added to the global element it lands on
+/// (`cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group`; the addition happens in L2,
+/// in the map's element type, and is atomic per element).
+///
+/// # Safety
+/// As [`store_2d`].
+#[inline(always)]
+pub unsafe fn reduce_add_2d(map: *const u8, x0: i32, x1: i32, src: u32) {
+    asm!(
+        "cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [{0}, {{{1}, {2}}}], [{3}];",
+        in(reg64) map, in(reg32) x0, in(reg32) x1, in(reg32) src, options(nostack)
+    );
+}
+
+/// `cp.async.bulk.commit_group`: closes this thread's bulk async-group of the bulk stores issued since the
+/// last commit.
+///
+/// # Safety
+/// None beyond `sm_90`.
+#[inline(always)]
+pub unsafe fn bulk_commit_group() {
+    asm!("cp.async.bulk.commit_group;", options(nostack));
+}
+
+/// `cp.async.bulk.wait_group.read N`: waits until at most `N` of this thread's committed bulk groups still
+/// read their shared-memory sources (the older ones' sources may be rewritten).
+///
+/// # Safety
+/// None beyond `sm_90`.
+#[inline(always)]
+pub unsafe fn bulk_wait_group_read<const N: u32>() {
+    asm!("cp.async.bulk.wait_group.read {n};", n = const N, options(nostack));
+}
+
+/// `cp.async.bulk.wait_group N`: waits until at most `N` of this thread's committed bulk groups are
+/// incomplete (the older ones' global writes are performed).
+///
+/// # Safety
+/// None beyond `sm_90`.
+#[inline(always)]
+pub unsafe fn bulk_wait_group<const N: u32>() {
+    asm!("cp.async.bulk.wait_group {n};", n = const N, options(nostack));
+}

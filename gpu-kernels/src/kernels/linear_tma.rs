@@ -17,6 +17,11 @@
 //!   `wgmma.m64n128k16` per k16 step), then the epilogue straight from the accumulators, as `linear_wg`'s:
 //!   warp wq, lane l holds rows 64h + 16wq + l/4 (+ 8) of accumulator h, columns 8i + 2(l % 4) (+ 1);
 //!   rows ≥ M and columns ≥ N are skipped. While one warpgroup runs its epilogue the other's MMAs run.
+//! * `linear_tma_store` (f16 output only, no residual or the output itself as residual) runs
+//!   `epilogue_tma` instead: bias and GELU in registers, f16 pairs into 128-byte swizzled boxes in shared memory,
+//!   then one thread's TMA stores (or, with `LINEAR_TMA_REDUCE`, TMA reduce-adds into y16: the residual add
+//!   happens in L2). No global load or store waits in the warpgroup; its only waits are the two barriers
+//!   per half and, before a half's boxes are rewritten, the bulk read of the previous job's same half.
 /// Four f16 (two pairs) as one 8-byte vector.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
@@ -24,14 +29,18 @@ struct H4([u32; 2]);
 use crate::device::math::gelu_tanh_hw;
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::pingpong::{self, PingPongRing, RingPos, StageRing};
-use crate::device::shared::ld_v4_f32;
-use crate::device::tma::{arrive_expect_tx, load_2d, named_barrier, prefetch_map, wait_parity};
+use crate::device::shared::{ld_v4_f32, st_u32};
+use crate::device::tma::{
+    arrive_expect_tx, bulk_commit_group, bulk_wait_group, bulk_wait_group_read, load_2d, named_barrier, prefetch_map, reduce_add_2d,
+    store_2d, wait_parity,
+};
+use crate::device::wgmma::fence_proxy_async_shared;
 use crate::device::unroll::unroll;
 use crate::device::wgmma::aligned_smem;
 use crate::device::{block_idx_x, grid_dim_x, thread_idx_x, F32x4};
 use crate::launch::{
-    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_STAGES,
-    LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_THREADS,
+    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_REDUCE,
+    LINEAR_TMA_STAGES, LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_STAGING_BYTES, LINEAR_TMA_THREADS,
 };
 
 const BM: u32 = LINEAR_TMA_BM;
@@ -54,6 +63,24 @@ const _: () = assert!(
 /// `LinearTmaArgs` says.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
+    linear_tma_body::<false>(args);
+}
+
+/// `linear_tma` with the TMA-store epilogue (`epilogue_tma`): y16 only (y32 = 0), no residual, or with
+/// `LINEAR_TMA_REDUCE` y16 += the result (the residual is y16 itself). `args.ymap` is a map over y16
+/// ([M, N] f16, box 64 x 64, 128-byte swizzle). Otherwise as [`linear_tma`]. A separate entry: with both
+/// epilogues in one kernel ptxas spilled 5.6 KB at 168 registers.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn linear_tma_store(args: LinearTmaArgs) {
+    linear_tma_body::<true>(args);
+}
+
+/// The body of both entries; `STORE` picks the epilogue.
+///
+/// # Safety
+/// As [`linear_tma`] / [`linear_tma_store`].
+#[inline(always)]
+unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs) {
     let LinearTmaArgs { k, n_tiles, total, .. } = args;
     let (xmap, wmap) = (args.xmap as *const u8, args.wmap as *const u8);
     crate::device::grid_dependency_wait();
@@ -97,23 +124,115 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
     // Consumers: warpgroup wg, thread tw of it.
     let wg = warp / 4;
     let tw = t % 128;
-    let stg = smem + LINEAR_TMA_STAGING + wg * 64 * SROW * 4; // [64][SROW] f32
+    let stg = smem + LINEAR_TMA_STAGING + wg * LINEAR_TMA_STAGING_BYTES;
     let mut i = wg;
     let mut job = block_idx_x() + wg * grid_dim_x();
     while job < total {
         let mt = job / n_tiles;
         let nt = job - mt * n_tiles;
-        if args.flags & (LINEAR_TC_RESIDUAL | LINEAR_TMA_PREFETCH_RES) == LINEAR_TC_RESIDUAL | LINEAR_TMA_PREFETCH_RES {
+        if !STORE && args.flags & (LINEAR_TC_RESIDUAL | LINEAR_TMA_PREFETCH_RES) == LINEAR_TC_RESIDUAL | LINEAR_TMA_PREFETCH_RES {
             prefetch_residual(&args, tw, mt * BM, nt * BN);
         }
         let mut acc0 = [0f32; 64];
         let mut acc1 = [0f32; 64];
         pingpong::mainloop(&ring, i, ktiles, tw, lane, &mut acc0, &mut acc1);
 
-        epilogue(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
+        if STORE {
+            epilogue_tma(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
+        } else {
+            epilogue(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
+        }
         i += 2;
         job += 2 * grid_dim_x();
     }
+    if STORE && tw == 0 {
+        // The stores' global writes are performed (and their shared sources read) before the block exits.
+        bulk_wait_group::<0>();
+    }
+}
+
+/// `epilogue_tma`'s staging: the f16 pair (row `r` < 64, columns `8i + 2q`, `8i + 2q + 1`) of a half's tile,
+/// i < 16, q < 4, lies in column box i / 8 (8 KB, rows of 128 bytes) at 16-byte chunk (i % 8) ^ (r % 8) of
+/// its row (the 128-byte swizzle the map's TMA store undoes). With `base` = `swizzle_base(buf, r, q)` (the
+/// pair's address for i = 0, r % 8 folded into the chunk bits 4-6) that is
+/// `(base ^ 16·(i % 8)) + 8192·(i / 8)`: one XOR with an immediate per store (computing every i's address
+/// up front cost ptxas 13 registers and spilled).
+#[inline(always)]
+fn swizzle_base(buf: u32, r: u32, q: u32) -> u32 {
+    buf + r * 128 + (r % 8) * 16 + 4 * q
+}
+
+/// The epilogue of one job through TMA stores (`linear_tma_store`): for each 64-row half (accumulator h)
+/// thread 0 first waits until the bulk store that last read the half's boxes (the previous job's same
+/// half) has read them, a barrier passes that on; each thread adds the bias to its pairs (rows
+/// 16wq + l/4 (+ 8), columns 8i + 2(l % 4) (+ 1)), applies GELU, and writes the f16 pairs to the half's two
+/// swizzled boxes (`swizzle_base`: the 8 rows of a warp's store land on 8 different chunks, so its 32
+/// words hit 32 banks); fence.proxy.async and a barrier publish them; thread 0 issues the two boxes' TMA
+/// stores (reduce-adds with `LINEAR_TMA_REDUCE`) and commits them as one bulk group. Rows ≥ M and
+/// columns ≥ N are clipped by the copy engine; bias columns ≥ N are not read.
+///
+/// # Safety
+/// All 128 threads of the warpgroup call it convergently; `stg` is the warpgroup's own 1024-byte aligned
+/// staging area (32 KB); `args.ymap` is a map over y16 [M, N] f16 with box 64 x 64 and 128-byte swizzle;
+/// thread `tw` 0 is the only one issuing bulk stores of the warpgroup.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn epilogue_tma(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u32, col0: u32, acc0: &[f32; 64], acc1: &[f32; 64]) {
+    let LinearTmaArgs { n, flags, .. } = *args;
+    let (warp, lane) = (tw / 32, tw % 32);
+    let q = lane % 4;
+    let r = warp * 16 + lane / 4;
+    let ymap = args.ymap as *const u8;
+    // Row r + 8 has the same r % 8: its pairs lie 8 rows (1024 bytes) further.
+    unroll!(2, |h| {
+        let acc = if h == 0 { acc0 } else { acc1 };
+        let buf = stg + h as u32 * 16384;
+        let base = swizzle_base(buf, r, q);
+        if tw == 0 {
+            // Groups are committed per half: at most the other half's stays in flight.
+            bulk_wait_group_read::<1>();
+        }
+        named_barrier(bar_id, 128);
+        unroll!(4, |g| {
+            // Four n8 blocks (i = 4g .. 4g + 4, all in column box g / 2) at a time: their biases are loaded
+            // together (the loads overlap; the compiler will not move them across the asm shared stores),
+            // and four at a time, not eight, fit ptxas's 168 registers without spilling.
+            let mut bias = [[0f32; 2]; 4];
+            if flags & LINEAR_TC_BIAS != 0 {
+                unroll!(4, |ii| {
+                    let c = col0 + 8 * (4 * g + ii) as u32 + 2 * q;
+                    if c < n {
+                        bias[ii] = *(args.bias as *const [f32; 2]).add(c as usize / 2);
+                    }
+                });
+            }
+            unroll!(4, |ii| {
+                let i = 4 * g + ii;
+                unroll!(2, |half8| {
+                    let mut v = [acc[4 * i + 2 * half8] + bias[ii][0], acc[4 * i + 2 * half8 + 1] + bias[ii][1]];
+                    if flags & LINEAR_TC_GELU != 0 {
+                        v = v.map(gelu_tanh_hw);
+                    }
+                    let addr = (base ^ (16 * (i % 8) as u32)) + 8192 * (i / 8) as u32 + 1024 * half8 as u32;
+                    st_u32(addr, pack_f16x2(v[0], v[1]));
+                });
+            });
+        });
+        fence_proxy_async_shared();
+        named_barrier(bar_id, 128);
+        if tw == 0 {
+            let y0 = (row0 + 64 * h as u32) as i32;
+            unroll!(2, |bx| {
+                let (x0, src) = ((col0 + 64 * bx as u32) as i32, buf + 8192 * bx as u32);
+                if flags & LINEAR_TMA_REDUCE != 0 {
+                    reduce_add_2d(ymap, x0, y0, src);
+                } else {
+                    store_2d(ymap, x0, y0, src);
+                }
+            });
+            bulk_commit_group();
+        }
+    });
 }
 
 /// L2 prefetch of one job's residual tile (rows `row0` .. + 128 that are < M, read as row `row % res_rows`;

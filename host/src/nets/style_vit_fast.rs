@@ -4,9 +4,10 @@
 //! computed in f32.
 //!
 //! Per post-norm block (tokens [M = B·N, D]; `·16` marks f16 tensors):
-//! `qkv16 = linear_tc(x16)` → `a16 = attention(qkv16)` → `t16 = linear_tc(a16) + x16` (residual fused in
-//! the epilogue) → `x2_16 = layer_norm(t16)` → `h16 = gelu(linear_tc(x2_16))` →
-//! `t16 = linear_tc(h16) + x2_16` → `x16 = layer_norm(t16)`. With an f32 stream (sessions 1-12) the
+//! `qkv16 = linear_tc(x16)` → `a16 = attention(qkv16)` → `x16 += linear_tc(a16)` (the residual add in
+//! place, `EpilogueTc::accumulate`: on `linear_tma` a TMA reduce-add in L2) → `x2_16 = layer_norm(x16)` →
+//! `h16 = gelu(linear_tc(x2_16))` → `x2_16 += linear_tc(h16)` → `x16 = layer_norm(x2_16)`. With an f32
+//! stream (sessions 1-12) the
 //! LayerNorms and residual epilogues moved 2.5x the bytes. The patch embedding is an f16 im2col +
 //! `linear_tc` (bias and positions in its epilogue, f16 output); AdaIN reads the encoders' f16 tokens
 //! and writes the decoder's (`adain_f16`: statistics and arithmetic in f32; until session 17 an f32 copy
@@ -99,8 +100,6 @@ struct Seq {
     x2_16: DeviceTensor,
     qkv16: DeviceTensor,
     a16: DeviceTensor,
-    /// The pre-norm sums (f16).
-    t16: DeviceTensor,
     h16: DeviceTensor,
 }
 
@@ -115,7 +114,6 @@ impl Seq {
             x2_16: h(&[b, n, d])?,
             qkv16: h(&[b, n, 3 * d])?,
             a16: h(&[b, n, d])?,
-            t16: h(&[b, n, d])?,
             h16: h(&[b, n, f])?,
         })
     }
@@ -145,30 +143,27 @@ impl Seq {
         mark(names[0])?;
         attention_qkv(gpu, &self.qkv16, heads, &mut self.a16, ws.maps())?;
         mark(names[1])?;
-        let ep = EpilogueTc {
-            bias: Some(&w.b_out),
-            gelu: false,
-            residual: Some(&self.x16),
+        // x16 += a16 · w_outᵀ + b_out: x16 becomes the pre-norm sum.
+        let acc = |b| EpilogueTc {
+            bias: Some(b),
+            accumulate: true,
+            ..Default::default()
         };
-        linear_tc_ws(gpu, &self.a16, &w.w_out, ep, None, Some(&mut self.t16), ws)?;
+        linear_tc_ws(gpu, &self.a16, &w.w_out, acc(&w.b_out), None, Some(&mut self.x16), ws)?;
         mark(names[2])?;
-        layer_norm_f16(gpu, &self.t16, None, &w.n1_w, &w.n1_b, None, &mut self.x2_16)?;
+        layer_norm_f16(gpu, &self.x16, None, &w.n1_w, &w.n1_b, None, &mut self.x2_16)?;
         mark(names[3])?;
         let ep = EpilogueTc {
             bias: Some(&w.fc1_b),
             gelu: true,
-            residual: None,
+            ..Default::default()
         };
         linear_tc_ws(gpu, &self.x2_16, &w.fc1_w, ep, None, Some(&mut self.h16), ws)?;
         mark(names[4])?;
-        let ep = EpilogueTc {
-            bias: Some(&w.fc2_b),
-            gelu: false,
-            residual: Some(&self.x2_16),
-        };
-        linear_tc_ws(gpu, &self.h16, &w.fc2_w, ep, None, Some(&mut self.t16), ws)?;
+        // x2_16 += h16 · fc2_wᵀ + fc2_b: the second pre-norm sum.
+        linear_tc_ws(gpu, &self.h16, &w.fc2_w, acc(&w.fc2_b), None, Some(&mut self.x2_16), ws)?;
         mark(names[5])?;
-        layer_norm_f16(gpu, &self.t16, None, &w.n2_w, &w.n2_b, None, &mut self.x16)?;
+        layer_norm_f16(gpu, &self.x2_16, None, &w.n2_w, &w.n2_b, None, &mut self.x16)?;
         mark(names[6])
     }
 }

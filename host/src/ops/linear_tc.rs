@@ -36,6 +36,11 @@ pub struct EpilogueTc<'a> {
     /// f32 or f16 [R, N] (any shape with R·N elements) where R divides M: row m gets residual row
     /// `m % R` (R = M is a plain residual add; R < M broadcasts, e.g. positions over the batch).
     pub residual: Option<&'a DeviceTensor>,
+    /// `y16 += result` instead of `y16 = result`: y16's own contents are the residual (f16, R = M), so a
+    /// residual stream is updated in place. Excludes `residual` and `y32`. Every kernel reads an element's
+    /// residual before it writes the element, in the same thread; `linear_tma` adds with TMA reduce-adds in
+    /// L2 (f16 + f16: the result is rounded to f16 once more than with a separate residual).
+    pub accumulate: bool,
 }
 
 /// Scratch of the split-K path ([`linear_tc_ws`]): f32 partial tiles and one u32 arrival counter per
@@ -162,6 +167,8 @@ pub(crate) struct Args {
     pub(crate) r_ptr: u64,
     pub(crate) y32_ptr: u64,
     pub(crate) y16_ptr: u64,
+    /// [`EpilogueTc::accumulate`]: `r_ptr` is `y16_ptr`.
+    pub(crate) accumulate: bool,
 }
 
 fn check_args(
@@ -267,6 +274,15 @@ pub(crate) fn check_args_for(
         }
         r_ptr = r.ptr();
     }
+    if ep.accumulate {
+        ensure(ep.residual.is_none() && y32.is_none(), op, || {
+            "accumulate (y16 += result) takes neither a residual nor a y32 output".into()
+        })?;
+        ensure(y16.is_some(), op, || "accumulate needs the y16 output".into())?;
+        flags |= LINEAR_TC_RESIDUAL | LINEAR_TC_RES_F16;
+        r_ptr = y16.map_or(0, |y| y.ptr());
+        r_rows = m;
+    }
     Ok(Args {
         m,
         n,
@@ -277,6 +293,7 @@ pub(crate) fn check_args_for(
         r_ptr,
         y32_ptr: y32.map_or(0, |y| y.ptr()),
         y16_ptr: y16.map_or(0, |y| y.ptr()),
+        accumulate: ep.accumulate,
     })
 }
 

@@ -10,8 +10,8 @@
 //! [`crate::ops::linear_tc::linear_tc_ws`] routes its many-row plan here unless `STYLEFORGE_LINEAR_TMA=0`
 //! ([`LINEAR_TMA_ENV`]; then `linear_wg` runs), when [`supports`] says yes.
 use gpu_kernels::launch::{
-    LinearTmaArgs, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_SMEM_BYTES, LINEAR_TMA_THREADS,
-    MAX_SMEM_PER_BLOCK,
+    LinearTmaArgs, LINEAR_TC_RESIDUAL, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_REDUCE,
+    LINEAR_TMA_SMEM_BYTES, LINEAR_TMA_THREADS, MAX_SMEM_PER_BLOCK,
 };
 
 use crate::error::{ensure, Result};
@@ -60,6 +60,17 @@ fn prefetch_enabled() -> bool {
     *ON.get_or_init(|| crate::gpu::env_on("STYLEFORGE_LINEAR_TMA_PREFETCH"))
 }
 
+/// Environment switch: `0` keeps every `linear_tma` epilogue on the register path (f32 staging, global
+/// stores from the warpgroup, residual loads), as before session 19. Otherwise f16-only outputs without a
+/// residual, and in-place residuals ([`EpilogueTc::accumulate`]), go through TMA stores / reduce-adds.
+pub const LINEAR_TMA_STORE_ENV: &str = "STYLEFORGE_LINEAR_TMA_STORE";
+
+/// Whether [`LINEAR_TMA_STORE_ENV`] leaves the TMA-store epilogue on (anything but `0`; read once).
+pub fn tma_store_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::gpu::env_on(LINEAR_TMA_STORE_ENV))
+}
+
 /// y = epilogue(x Wᵀ) on `linear_tma`; writes `y32` (f32) and/or `y16` (f16), at least one. Shapes and
 /// types as `linear_tc` (x f16 `[.., K]`, w f16 `[N, K]`, bias f32 `[N]`, residual f32/f16 `[R, N]` with R
 /// dividing M) plus K % 8 == 0 and N % 8 == 0; every violation is an error and nothing is launched. The
@@ -85,9 +96,23 @@ pub fn linear_tma(
     let row = [2 * k as u64];
     let xmap = maps.tiled_f16(x.ptr(), &[k as u64, m as u64], &row, &bx)?;
     let wmap = maps.tiled_f16(w.ptr(), &[k as u64, n as u64], &row, &bw)?;
+    // The TMA-store epilogue: f16 output only, and no residual unless it is the output itself.
+    let store = tma_store_enabled() && a.y32_ptr == 0 && (a.flags & LINEAR_TC_RESIDUAL == 0 || a.accumulate);
+    let ymap = if store {
+        maps.tiled_f16(a.y16_ptr, &[n as u64, m as u64], &[2 * n as u64], &[64, 64])?
+    } else {
+        0
+    };
+    let mut flags = a.flags;
+    if store && a.accumulate {
+        flags |= LINEAR_TMA_REDUCE;
+    } else if !store && prefetch_enabled() {
+        flags |= LINEAR_TMA_PREFETCH_RES;
+    }
     let args = LinearTmaArgs {
         xmap,
         wmap,
+        ymap,
         bias: a.b_ptr,
         res: a.r_ptr,
         y32: a.y32_ptr,
@@ -96,7 +121,7 @@ pub fn linear_tma(
         n: n as u32,
         k: k as u32,
         res_rows: a.r_rows as u32,
-        flags: a.flags | if prefetch_enabled() { LINEAR_TMA_PREFETCH_RES } else { 0 },
+        flags,
         n_tiles: n_tiles as u32,
         total: total as u32,
         _pad: 0,
@@ -106,7 +131,10 @@ pub fn linear_tma(
     // kernel's). xmap is a map over x's m·k f16 ([M, K], row stride 2K bytes, box 64 x 128) and wmap over
     // w's n·k f16 ([N, K], box 64 x 128), both made just now (or earlier, for the same address, dims,
     // strides and box: the same bytes) from the live tensors, which outlive the launch in stream order; the
-    // copy engine reads only inside them and zero-fills the rest of each box. bias[0..n] is read only with
+    // copy engine reads only inside them and zero-fills the rest of each box. ymap (only for
+    // linear_tma_store, else 0) is a map over y16's m·n f16 ([M, N], row stride 2N bytes, box 64 x 64): the
+    // TMA stores / reduce-adds write only inside it (clipping rows ≥ M, columns ≥ N); with
+    // LINEAR_TMA_REDUCE the residual is y16 itself (res = y16, as `accumulate` set up). bias[0..n] is read only with
     // LINEAR_TC_BIAS, res[0..r_rows·n] (f32, or f16 with LINEAR_TC_RES_F16) only with LINEAR_TC_RESIDUAL
     // (r_rows ≥ 1, dividing m); y32/y16[0..m·n] are written only when non-null, rows < m and columns < n
     // (n even: paired stores stay inside rows and aligned). Sizes were checked against the tensors in
@@ -115,7 +143,7 @@ pub fn linear_tma(
     // LINEAR_TMA_SMEM_BYTES ≤ 227 KB (opted in by `launch`), grid ≤ total, each block striding over jobs.
     unsafe {
         gpu.launch(
-            "linear_tma",
+            if store { "linear_tma_store" } else { "linear_tma" },
             (grid, 1, 1),
             (LINEAR_TMA_THREADS, 1, 1),
             LINEAR_TMA_SMEM_BYTES,

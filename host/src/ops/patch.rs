@@ -122,6 +122,7 @@ pub fn patch_embed_f16(
         bias: Some(b),
         gelu: false,
         residual: Some(pos),
+        accumulate: false,
     };
     crate::ops::linear_tc::linear_tc_ws(gpu, cols16, w, ep, None, Some(x16), ws)
 }

@@ -12,7 +12,7 @@
 use models::ops;
 use models::Tensor;
 
-use super::vit_fast::{LINEAR_TC_F16, LINEAR_TC_F32};
+use super::vit_fast::{LINEAR_TC_F16, LINEAR_TC_F16_ACC, LINEAR_TC_F32};
 use super::{catch, compare, download, errored, poisoned, random, Check, CheckResult, Rng64};
 use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
@@ -136,6 +136,9 @@ enum Res {
     F32(usize),
     /// f16 residual with this many rows.
     F16(usize),
+    /// `EpilogueTc::accumulate`: y16 holds an f16 residual of M rows and gets the result added in place
+    /// (on `linear_tma` by TMA reduce-adds; cases with it have an f16 output only).
+    Acc,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -172,6 +175,9 @@ const WG_CASES: &[WgCase] = &[
     WgCase { m: 4100, n: 1536, k: 512, bias: true, gelu: false, res: Res::None, out: Out::F16 },
     WgCase { m: 4100, n: 2048, k: 512, bias: true, gelu: true, res: Res::None, out: Out::F16 },
     WgCase { m: 4100, n: 512, k: 2048, bias: true, gelu: false, res: Res::F32(4100), out: Out::Both },
+    // In-place residual (y16 += ..., StyleViT's out-projection and fc2): M and N tails, then fc2's shape.
+    WgCase { m: 200, n: 136, k: 128, bias: true, gelu: false, res: Res::Acc, out: Out::F16 },
+    WgCase { m: 4100, n: 512, k: 2048, bias: true, gelu: false, res: Res::Acc, out: Out::F16 },
 ];
 
 /// The rows compared for M rows: all, or the head and the tail (as ranges).
@@ -199,6 +205,10 @@ const TMA_CASES: &[WgCase] = &[
     WgCase { m: 300, n: 264, k: 72, bias: true, gelu: true, res: Res::F32(100), out: Out::Both },
     WgCase { m: 1000, n: 512, k: 520, bias: false, gelu: false, res: Res::F16(1000), out: Out::F16 },
     WgCase { m: 2048, n: 512, k: 768, bias: true, gelu: false, res: Res::None, out: Out::Both },
+    // The TMA-store epilogue with N % 64 != 0 (the last column box clipped) and an M tail; then an in-place
+    // residual with GELU, K and N tails.
+    WgCase { m: 300, n: 264, k: 72, bias: true, gelu: true, res: Res::None, out: Out::F16 },
+    WgCase { m: 77, n: 72, k: 520, bias: false, gelu: true, res: Res::Acc, out: Out::F16 },
 ];
 
 /// The kernel a case runs on.
@@ -243,6 +253,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
             Res::None => String::new(),
             Res::F32(r) => format!(" +res32[{r}]"),
             Res::F16(r) => format!(" +res16[{r}]"),
+            Res::Acc => " y16+=".into(),
         }
     );
     let mut run = || -> Result<Vec<CheckResult>> {
@@ -254,6 +265,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
             Res::None => None,
             Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
             Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
+            Res::Acc => Some(round_tensor_f16(&random(rng, &[m, n], -2.0, 2.0))),
         };
         // CPU reference on the compared rows only.
         let rows = compared_rows(m);
@@ -283,18 +295,24 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
             DeviceTensor::from_host_f16(&w)?,
         );
         let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
+        let acc = matches!(res, Res::Acc);
         let rd = match (&r, res) {
+            (Some(_), Res::Acc) | (None, _) => None,
             (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
             (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
-            (None, _) => None,
         };
         let ep = EpilogueTc {
             bias: bias.then_some(&bd),
             gelu,
             residual: rd.as_ref(),
+            accumulate: acc,
         };
         let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
-        let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
+        // With accumulate, y16 starts as the residual.
+        let mut y16 = match &r {
+            Some(r) if acc => DeviceTensor::from_host_f16(r)?,
+            _ => poisoned(&[m, n], DType::F16, Layout::RowMajor)?,
+        };
         let (o32, o16) = match out {
             Out::F32 => (Some(&mut y32), None),
             Out::F16 => (None, Some(&mut y16)),
@@ -326,7 +344,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
                 &format!("{name} y16{part}"),
                 &take_rows(&download(gpu, &y16)?, n, &rows),
                 &want.data,
-                LINEAR_TC_F16,
+                if acc { LINEAR_TC_F16_ACC } else { LINEAR_TC_F16 },
             ));
         }
         Ok(v)
