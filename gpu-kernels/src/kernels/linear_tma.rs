@@ -39,14 +39,14 @@ use crate::device::unroll::unroll;
 use crate::device::wgmma::aligned_smem;
 use crate::device::{block_idx_x, grid_dim_x, thread_idx_x, F32x4};
 use crate::launch::{
-    LinearTmaArgs, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_BARS, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_REDUCE,
-    LINEAR_TMA_STAGES, LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STAGING, LINEAR_TMA_STAGING_BYTES, LINEAR_TMA_THREADS,
+    LinearTmaArgs, LinearTmaLayout, LINEAR_TC_BIAS, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TC_RES_F16, LINEAR_TMA, LINEAR_TMA_BK, LINEAR_TMA_BM,
+    LINEAR_TMA_BN, LINEAR_TMA_HALF_F16, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_REDUCE, LINEAR_TMA_SROW, LINEAR_TMA_STAGE_BYTES, LINEAR_TMA_STORE,
+    LINEAR_TMA_THREADS,
 };
 
 const BM: u32 = LINEAR_TMA_BM;
 const BN: u32 = LINEAR_TMA_BN;
 const BK: u32 = LINEAR_TMA_BK;
-const STAGES: u32 = LINEAR_TMA_STAGES;
 const SROW: u32 = LINEAR_TMA_SROW;
 
 const _: () = assert!(
@@ -58,29 +58,30 @@ const _: () = assert!(
 );
 
 /// y = epilogue(x · wᵀ) for x [M, K] f16, w [N, K] f16 (`args`: `LinearTmaArgs`). Block
-/// `LINEAR_TMA_THREADS`, dynamic shared memory `LINEAR_TMA_SMEM_BYTES`, grid (≤ total, 1, 1). Requires
+/// `LINEAR_TMA_THREADS`, dynamic shared memory `LINEAR_TMA.smem`, grid (≤ total, 1, 1). Requires
 /// (host-checked): K % 8 == 0, N % 8 == 0, M, N, K ≥ 1, every size below 2^31; the maps as
-/// `LinearTmaArgs` says.
+/// `LinearTmaArgs` says. Shared memory laid out as `LINEAR_TMA` (`LinearTmaLayout`).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
-    linear_tma_body::<false>(args);
+    linear_tma_body::<false>(args, LINEAR_TMA);
 }
 
 /// `linear_tma` with the TMA-store epilogue (`epilogue_tma`): y16 only (y32 = 0), no residual, or with
 /// `LINEAR_TMA_REDUCE` y16 += the result (the residual is y16 itself). `args.ymap` is a map over y16
-/// ([M, N] f16, box 64 x 64, 128-byte swizzle). Otherwise as [`linear_tma`]. A separate entry: with both
-/// epilogues in one kernel ptxas spilled 5.6 KB at 168 registers.
+/// ([M, N] f16, box 64 x 64, 128-byte swizzle). Shared memory as `LINEAR_TMA_STORE`. Otherwise as
+/// [`linear_tma`]. A separate entry: with both epilogues in one kernel ptxas spilled 5.6 KB at 168 registers.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear_tma_store(args: LinearTmaArgs) {
-    linear_tma_body::<true>(args);
+    linear_tma_body::<true>(args, LINEAR_TMA_STORE);
 }
 
-/// The body of both entries; `STORE` picks the epilogue.
+/// The body of the entries; `STORE` picks the epilogue, `lay` (a constant) the shared-memory layout.
 ///
 /// # Safety
-/// As [`linear_tma`] / [`linear_tma_store`].
+/// As [`linear_tma`] / [`linear_tma_store`], launched with `lay.smem` bytes of dynamic shared memory.
 #[inline(always)]
-unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs) {
+unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs, lay: LinearTmaLayout) {
+    let stages = lay.stages;
     let LinearTmaArgs { k, n_tiles, total, .. } = args;
     let (xmap, wmap) = (args.xmap as *const u8, args.wmap as *const u8);
     crate::device::grid_dependency_wait();
@@ -88,9 +89,9 @@ unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs) {
     let warp = t / 32;
     let lane = t % 32;
     let smem = aligned_smem();
-    let full = smem + LINEAR_TMA_BARS;
-    let steps = StageRing { base: smem, full, empty: full + STAGES * 8, stages: STAGES, stage_bytes: LINEAR_TMA_STAGE_BYTES };
-    let ring = PingPongRing { steps, order: full + 2 * STAGES * 8 };
+    let full = smem + lay.bars;
+    let steps = StageRing { base: smem, full, empty: full + stages * 8, stages, stage_bytes: LINEAR_TMA_STAGE_BYTES };
+    let ring = PingPongRing { steps, order: full + 2 * stages * 8 };
     pingpong::init(&ring);
     let ktiles = k.div_ceil(BK);
 
@@ -98,7 +99,7 @@ unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs) {
         if lane == 0 {
             prefetch_map(xmap);
             prefetch_map(wmap);
-            let mut pos = RingPos::at(0, STAGES);
+            let mut pos = RingPos::at(0, stages);
             let mut job = block_idx_x();
             while job < total {
                 let mt = job / n_tiles;
@@ -112,7 +113,7 @@ unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs) {
                     let k0 = (kt * BK) as i32;
                     load_2d(dst, xmap, k0, (mt * BM) as i32, bar);
                     load_2d(dst + pingpong::A_BYTES, wmap, k0, (nt * BN) as i32, bar);
-                    pos.advance(STAGES);
+                    pos.advance(stages);
                     kt += 1;
                 }
                 job += grid_dim_x();
@@ -124,7 +125,7 @@ unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs) {
     // Consumers: warpgroup wg, thread tw of it.
     let wg = warp / 4;
     let tw = t % 128;
-    let stg = smem + LINEAR_TMA_STAGING + wg * LINEAR_TMA_STAGING_BYTES;
+    let stg = smem + lay.staging + wg * lay.staging_bytes;
     let mut i = wg;
     let mut job = block_idx_x() + wg * grid_dim_x();
     while job < total {
@@ -163,8 +164,8 @@ fn swizzle_base(buf: u32, r: u32, q: u32) -> u32 {
 }
 
 /// The epilogue of one job through TMA stores (`linear_tma_store`): for each 64-row half (accumulator h)
-/// thread 0 first waits until the bulk store that last read the half's boxes (the previous job's same
-/// half) has read them, a barrier passes that on; each thread adds the bias to its pairs (rows
+/// thread 0 first waits until the bulk store that last read the half's buffer (the previous job's same
+/// half) has read it, a barrier passes that on; each thread adds the bias to its pairs (rows
 /// 16wq + l/4 (+ 8), columns 8i + 2(l % 4) (+ 1)), applies GELU, and writes the f16 pairs to the half's two
 /// swizzled boxes (`swizzle_base`: the 8 rows of a warp's store land on 8 different chunks, so its 32
 /// words hit 32 banks); fence.proxy.async and a barrier publish them; thread 0 issues the two boxes' TMA
@@ -173,7 +174,7 @@ fn swizzle_base(buf: u32, r: u32, q: u32) -> u32 {
 ///
 /// # Safety
 /// All 128 threads of the warpgroup call it convergently; `stg` is the warpgroup's own 1024-byte aligned
-/// staging area (32 KB); `args.ymap` is a map over y16 [M, N] f16 with box 64 x 64 and 128-byte swizzle;
+/// staging area (two halves of `LINEAR_TMA_HALF_F16`); `args.ymap` is a map over y16 [M, N] f16 with box 64 x 64 and 128-byte swizzle;
 /// thread `tw` 0 is the only one issuing bulk stores of the warpgroup.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -186,10 +187,11 @@ unsafe fn epilogue_tma(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row
     // Row r + 8 has the same r % 8: its pairs lie 8 rows (1024 bytes) further.
     unroll!(2, |h| {
         let acc = if h == 0 { acc0 } else { acc1 };
-        let buf = stg + h as u32 * 16384;
+        let buf = stg + h as u32 * LINEAR_TMA_HALF_F16;
         let base = swizzle_base(buf, r, q);
         if tw == 0 {
-            // Groups are committed per half: at most the other half's stays in flight.
+            // Groups are committed per half, half h from buffer h: the other half's group may stay in
+            // flight (one buffer and 6 ring stages instead of two and 5 was slower, run 96).
             bulk_wait_group_read::<1>();
         }
         named_barrier(bar_id, 128);

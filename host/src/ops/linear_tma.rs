@@ -10,8 +10,8 @@
 //! [`crate::ops::linear_tc::linear_tc_ws`] routes its many-row plan here unless `STYLEFORGE_LINEAR_TMA=0`
 //! ([`LINEAR_TMA_ENV`]; then `linear_wg` runs), when [`supports`] says yes.
 use gpu_kernels::launch::{
-    LinearTmaArgs, LINEAR_TC_RESIDUAL, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES, LINEAR_TMA_REDUCE,
-    LINEAR_TMA_SMEM_BYTES, LINEAR_TMA_THREADS, MAX_SMEM_PER_BLOCK,
+    LinearTmaArgs, LINEAR_TC_RESIDUAL, LINEAR_TMA, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES,
+    LINEAR_TMA_REDUCE, LINEAR_TMA_STORE, LINEAR_TMA_THREADS, MAX_SMEM_PER_BLOCK,
 };
 
 use crate::error::{ensure, Result};
@@ -21,7 +21,9 @@ use crate::ops::linear_tc::{check_args_for, EpilogueTc};
 
 const OP: &str = "linear_tma";
 
-const _: () = assert!(LINEAR_TMA_SMEM_BYTES <= MAX_SMEM_PER_BLOCK);
+const _: () = assert!(
+    LINEAR_TMA.smem <= MAX_SMEM_PER_BLOCK && LINEAR_TMA_STORE.smem <= MAX_SMEM_PER_BLOCK
+);
 
 /// Environment variable: unless it is `0`, [`crate::ops::linear_tc::linear_tc_ws`]'s many-row plan runs
 /// on `linear_tma` when [`supports`] allows (with `0`, on `linear_wg`). Read once per process.
@@ -126,6 +128,7 @@ pub fn linear_tma(
         total: total as u32,
         _pad: 0,
     };
+    let (entry, lay) = if store { ("linear_tma_store", LINEAR_TMA_STORE) } else { ("linear_tma", LINEAR_TMA) };
     let grid = total.min(gpu.sm_count as usize) as u32;
     // SAFETY: linear_tma takes one LinearTmaArgs by value (the kernel crate's struct, so its layout is the
     // kernel's). xmap is a map over x's m·k f16 ([M, K], row stride 2K bytes, box 64 x 128) and wmap over
@@ -140,13 +143,14 @@ pub fn linear_tma(
     // (n even: paired stores stay inside rows and aligned). Sizes were checked against the tensors in
     // `check_args_for` and fit 31 bits; outputs are exclusive borrows distinct from the inputs. Block =
     // LINEAR_TMA_THREADS (2 consumer warpgroups + the producer warp, the roles the kernel assumes), smem
-    // LINEAR_TMA_SMEM_BYTES ≤ 227 KB (opted in by `launch`), grid ≤ total, each block striding over jobs.
+    // lay.smem ≤ 227 KB, the layout the entry was compiled for (opted in by `launch`), grid ≤ total, each
+    // block striding over jobs.
     unsafe {
         gpu.launch(
-            if store { "linear_tma_store" } else { "linear_tma" },
+            entry,
             (grid, 1, 1),
             (LINEAR_TMA_THREADS, 1, 1),
-            LINEAR_TMA_SMEM_BYTES,
+            lay.smem,
             kernel_args!(args),
         )
     }
