@@ -552,7 +552,7 @@ const _: () = assert!(
     LINEAR_TMA.smem <= MAX_SMEM_PER_BLOCK
         && LINEAR_TMA_STORE.smem <= MAX_SMEM_PER_BLOCK
         && LINEAR_TMA_STAGE_BYTES.is_multiple_of(1024)
-        && (64 * LINEAR_TMA_SROW * 4) % 1024 == 0
+        && (64 * LINEAR_TMA_SROW * 4).is_multiple_of(1024)
 );
 
 /// `linear_tma`'s kernel parameter (`#[repr(C)]`, shared with the host launcher): tensor maps of x
