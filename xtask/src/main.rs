@@ -106,8 +106,9 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
     }
     let root = root();
     let target_dir = root.join("target/kernels");
-    // The PTX ISA version needed by the instructions we use (mma/ldmatrix/cp.async need >= 7.0; sm_90 needs 7.8).
-    let ptx_feature = if sm >= 90 { "+ptx80" } else { "+ptx75" };
+    // The PTX ISA version needed by the instructions we use (mma/ldmatrix/cp.async need >= 7.0; sm_90 needs 7.8;
+    // `cvt.rn.satfinite.f16x2.f32`, device::mma::pack_f16x2, needs 8.1).
+    let ptx_feature = if sm >= 90 { "+ptx81" } else { "+ptx75" };
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
         .env("RUSTUP_TOOLCHAIN", "nightly")
