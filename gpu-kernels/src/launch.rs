@@ -786,7 +786,7 @@ pub struct Conv2dTmaPpLayout {
 /// Kernels launched with more threads than 65536 / 255 registers allow, and that block size: `cargo xtask
 /// build-kernels` writes it as `.maxntid` into their PTX entries, so ptxas (ours, and the driver's JIT)
 /// keeps their registers within it.
-pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("linear_tma_store", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA.threads), ("attention_tma_serial", ATTN_TMA.threads), ("attention_tma_wg3", ATTN_TMA_WG3.threads), ("wgmma_peak", WGMMA_PEAK_THREADS)];
+pub const MAX_THREADS: &[(&str, u32)] = &[("conv2d_tma_pp", CONV2D_TMA_PP_THREADS), ("linear_tma", LINEAR_TMA_THREADS), ("linear_tma_store", LINEAR_TMA_THREADS), ("linear_tma_store_gelu", LINEAR_TMA_THREADS), ("attention_tma", ATTN_TMA.threads), ("attention_tma_serial", ATTN_TMA.threads), ("attention_tma_wg3", ATTN_TMA_WG3.threads), ("wgmma_peak", WGMMA_PEAK_THREADS)];
 /// Bytes of one warpgroup's `conv2d_tma_pp` staging tile.
 pub const CONV2D_TMA_PP_STAGING: u32 = 64 * CONV2D_TMA_SROW * 4;
 /// [`Conv2dTmaPpLayout`].

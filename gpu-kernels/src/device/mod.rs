@@ -109,6 +109,19 @@ pub fn grid_dim_z() -> u32 {
     unsafe { nvptx::_grid_dim_z() as u32 }
 }
 
+/// `ld.global.nc.v2.f32 [p]`: two consecutive floats of read-only data (weights, biases) through the
+/// non-coherent cache path. Pure: the compiler may move it across other memory operations.
+///
+/// # Safety
+/// `p` must be 8-byte aligned and point to 8 readable bytes of global memory that no kernel writes while
+/// this one runs.
+#[inline(always)]
+pub unsafe fn ld_global_nc_v2_f32(p: *const f32) -> [f32; 2] {
+    let (a, b): (f32, f32);
+    asm!("ld.global.nc.v2.f32 {{{0}, {1}}}, [{2}];", out(reg32) a, out(reg32) b, in(reg64) p, options(pure, readonly, nostack));
+    [a, b]
+}
+
 /// `prefetch.global.L2 [p]`: asks for the 128-byte line holding global address `p` to be brought into L2
 /// (a hint: no result, no fault).
 ///

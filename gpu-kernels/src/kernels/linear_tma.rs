@@ -63,7 +63,7 @@ const _: () = assert!(
 /// `LinearTmaArgs` says. Shared memory laid out as `LINEAR_TMA` (`LinearTmaLayout`).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
-    linear_tma_body::<false>(args, LINEAR_TMA);
+    linear_tma_body::<false, false>(args, LINEAR_TMA);
 }
 
 /// `linear_tma` with the TMA-store epilogue (`epilogue_tma`): y16 only (y32 = 0), no residual, or with
@@ -72,7 +72,14 @@ pub unsafe extern "ptx-kernel" fn linear_tma(args: LinearTmaArgs) {
 /// [`linear_tma`]. A separate entry: with both epilogues in one kernel ptxas spilled 5.6 KB at 168 registers.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn linear_tma_store(args: LinearTmaArgs) {
-    linear_tma_body::<true>(args, LINEAR_TMA_STORE);
+    linear_tma_body::<true, false>(args, LINEAR_TMA_STORE);
+}
+
+/// [`linear_tma_store`] with GELU (`LINEAR_TC_GELU` in `args.flags`). GELU is a compile-time choice of
+/// the entry: as a runtime flag inside the unrolled epilogue it cost every element pair a branch.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn linear_tma_store_gelu(args: LinearTmaArgs) {
+    linear_tma_body::<true, true>(args, LINEAR_TMA_STORE);
 }
 
 /// The body of the entries; `STORE` picks the epilogue, `lay` (a constant) the shared-memory layout.
@@ -80,7 +87,7 @@ pub unsafe extern "ptx-kernel" fn linear_tma_store(args: LinearTmaArgs) {
 /// # Safety
 /// As [`linear_tma`] / [`linear_tma_store`], launched with `lay.smem` bytes of dynamic shared memory.
 #[inline(always)]
-unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs, lay: LinearTmaLayout) {
+unsafe fn linear_tma_body<const STORE: bool, const GELU: bool>(args: LinearTmaArgs, lay: LinearTmaLayout) {
     let stages = lay.stages;
     let LinearTmaArgs { k, n_tiles, total, .. } = args;
     let (xmap, wmap) = (args.xmap as *const u8, args.wmap as *const u8);
@@ -139,7 +146,7 @@ unsafe fn linear_tma_body<const STORE: bool>(args: LinearTmaArgs, lay: LinearTma
         pingpong::mainloop(&ring, i, ktiles, tw, lane, &mut acc0, &mut acc1);
 
         if STORE {
-            epilogue_tma(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
+            epilogue_tma::<GELU>(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
         } else {
             epilogue(&args, stg, 1 + wg, tw, mt * BM, nt * BN, &acc0, &acc1);
         }
@@ -178,7 +185,7 @@ fn swizzle_base(buf: u32, r: u32, q: u32) -> u32 {
 /// thread `tw` 0 is the only one issuing bulk stores of the warpgroup.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn epilogue_tma(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u32, col0: u32, acc0: &[f32; 64], acc1: &[f32; 64]) {
+unsafe fn epilogue_tma<const GELU: bool>(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row0: u32, col0: u32, acc0: &[f32; 64], acc1: &[f32; 64]) {
     let LinearTmaArgs { n, flags, .. } = *args;
     let (warp, lane) = (tw / 32, tw % 32);
     let q = lane % 4;
@@ -197,22 +204,23 @@ unsafe fn epilogue_tma(args: &LinearTmaArgs, stg: u32, bar_id: u32, tw: u32, row
         named_barrier(bar_id, 128);
         unroll!(4, |g| {
             // Four n8 blocks (i = 4g .. 4g + 4, all in column box g / 2) at a time: their biases are loaded
-            // together (the loads overlap; the compiler will not move them across the asm shared stores),
+            // together (pure `ld.global.nc.v2` asm, unconditional, so the loads overlap and need no branch),
             // and four at a time, not eight, fit ptxas's 168 registers without spilling.
             let mut bias = [[0f32; 2]; 4];
             if flags & LINEAR_TC_BIAS != 0 {
                 unroll!(4, |ii| {
+                    // Branch-free: columns ≥ N read pair 0 (in bounds) and add 0.
                     let c = col0 + 8 * (4 * g + ii) as u32 + 2 * q;
-                    if c < n {
-                        bias[ii] = *(args.bias as *const [f32; 2]).add(c as usize / 2);
-                    }
+                    let ok = c < n;
+                    let b = crate::device::ld_global_nc_v2_f32((args.bias as *const f32).add(if ok { c as usize } else { 0 }));
+                    bias[ii] = if ok { b } else { [0.0; 2] };
                 });
             }
             unroll!(4, |ii| {
                 let i = 4 * g + ii;
                 unroll!(2, |half8| {
                     let mut v = [acc[4 * i + 2 * half8] + bias[ii][0], acc[4 * i + 2 * half8 + 1] + bias[ii][1]];
-                    if flags & LINEAR_TC_GELU != 0 {
+                    if GELU {
                         v = v.map(gelu_tanh_hw);
                     }
                     let addr = (base ^ (16 * (i % 8) as u32)) + 8192 * (i / 8) as u32 + 1024 * half8 as u32;

@@ -16,7 +16,7 @@
 //! register epilogue) otherwise, or for every product with [`LINEAR_TMA_STORE_ENV`] = `0`. Run 95 (H100,
 //! StyleViT p16 b8): GEMMs 6.01 ms against 7.05 on the register epilogue.
 use gpu_kernels::launch::{
-    LinearTmaArgs, LINEAR_TC_RESIDUAL, LINEAR_TMA, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES,
+    LinearTmaArgs, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TMA, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES,
     LINEAR_TMA_REDUCE, LINEAR_TMA_STORE, LINEAR_TMA_THREADS, MAX_SMEM_PER_BLOCK,
 };
 
@@ -134,7 +134,11 @@ pub fn linear_tma(
         total: total as u32,
         _pad: 0,
     };
-    let (entry, lay) = if store { ("linear_tma_store", LINEAR_TMA_STORE) } else { ("linear_tma", LINEAR_TMA) };
+    let (entry, lay) = match (store, flags & LINEAR_TC_GELU != 0) {
+        (true, false) => ("linear_tma_store", LINEAR_TMA_STORE),
+        (true, true) => ("linear_tma_store_gelu", LINEAR_TMA_STORE),
+        (false, _) => ("linear_tma", LINEAR_TMA),
+    };
     let grid = total.min(gpu.sm_count as usize) as u32;
     // SAFETY: linear_tma takes one LinearTmaArgs by value (the kernel crate's struct, so its layout is the
     // kernel's). xmap is a map over x's m·k f16 ([M, K], row stride 2K bytes, box 64 x 128) and wmap over
