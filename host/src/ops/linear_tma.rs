@@ -10,10 +10,11 @@
 //! [`crate::ops::linear_tc::linear_tc_ws`] routes its many-row plan here unless `STYLEFORGE_LINEAR_TMA=0`
 //! ([`LINEAR_TMA_ENV`]; then `linear_wg` runs), when [`supports`] says yes.
 //!
-//! Two entries share the main loop: `linear_tma_store` when y16 is the only output and there is no residual
-//! or the residual is y16 itself ([`crate::ops::linear_tc::EpilogueTc::accumulate`]; then a TMA reduce-add),
-//! writing the tile through shared memory and TMA stores (5 ring stages); `linear_tma` (4 stages, the
-//! register epilogue) otherwise, or for every product with [`LINEAR_TMA_STORE_ENV`] = `0`. Run 95 (H100,
+//! Three entries share the main loop: `linear_tma_store` (and `linear_tma_store_gelu`, GELU being a
+//! compile-time choice) when y16 is the only output and there is no residual or the residual is y16 itself
+//! ([`crate::ops::linear_tc::EpilogueTc::accumulate`]; then a TMA reduce-add), writing the tile through
+//! shared memory and TMA stores (5 ring stages); `linear_tma` (4 stages, the register epilogue) otherwise,
+//! or for every product with [`LINEAR_TMA_STORE_ENV`] = `0`. Run 95 (H100,
 //! StyleViT p16 b8): GEMMs 6.01 ms against 7.05 on the register epilogue.
 use gpu_kernels::launch::{
     LinearTmaArgs, LINEAR_TC_GELU, LINEAR_TC_RESIDUAL, LINEAR_TMA, LINEAR_TMA_BK, LINEAR_TMA_BM, LINEAR_TMA_BN, LINEAR_TMA_PREFETCH_RES,
