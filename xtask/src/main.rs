@@ -100,15 +100,16 @@ fn build_kernels(args: &[String]) -> Result<PathBuf> {
             other => return Err(format!("build-kernels: unknown argument {other}")),
         }
     }
-    let sm = parse_arch(&arch).ok_or_else(|| format!("--arch {arch}: expected sm_XX or sm_XXa"))?;
+    parse_arch(&arch).ok_or_else(|| format!("--arch {arch}: expected sm_XX or sm_XXa"))?;
     if !ptxas().exists() || !nightly_has_rust_src() {
         install_tools()?;
     }
     let root = root();
     let target_dir = root.join("target/kernels");
-    // The PTX ISA version needed by the instructions we use (mma/ldmatrix/cp.async need >= 7.0; sm_90 needs 7.8;
-    // `cvt.rn.satfinite.f16x2.f32`, device::mma::pack_f16x2, needs 8.1).
-    let ptx_feature = if sm >= 90 { "+ptx81" } else { "+ptx75" };
+    // The PTX ISA version needed by the instructions we use, on every target: mma/ldmatrix/cp.async need
+    // >= 7.0, sm_90 7.8, and `cvt.rn.satfinite.f16x2.f32` (device::mma::pack_f16x2, in every f16 epilogue)
+    // 8.1 even on sm_80.
+    let ptx_feature = "+ptx81";
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
         .env("RUSTUP_TOOLCHAIN", "nightly")

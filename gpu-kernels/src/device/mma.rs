@@ -153,30 +153,16 @@ pub fn bf16_to_f32(v: u16) -> f32 {
     f32::from_bits((v as u32) << 16)
 }
 
-/// Largest finite f16.
-pub const F16_MAX: f32 = 65504.0;
-
 /// Packs two f32 into f16x2 (round to nearest even), saturating to ±65504 (NaN stays NaN): `lo` in the
-/// low half, `hi` in the high half. One `cvt.rn.satfinite.f16x2.f32` (PTX ISA 8.1); until session 19 the
-/// saturation was two clamps per value before a plain `cvt.rn`, four instructions per pair.
+/// low half, `hi` in the high half. One `cvt.rn.satfinite.f16x2.f32` (PTX ISA 8.1), as cheap as the plain
+/// `cvt.rn`: until session 19 the saturation was two clamps per value before it, and values known to be in
+/// range (softmax probabilities) had an unsaturated twin.
 #[inline(always)]
 pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
     let r: u32;
     // SAFETY: pure arithmetic instruction (sm_80+, PTX ISA 8.1).
     unsafe {
         asm!("cvt.rn.satfinite.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
-    };
-    r
-}
-
-/// [`pack_f16x2`] without the saturation, for values known to lie within ±65504 (softmax probabilities
-/// in [0, 1]): one `cvt.rn.f16x2.f32`, where the clamps cost four more instructions per pair.
-#[inline(always)]
-pub fn pack_f16x2_in_range(lo: f32, hi: f32) -> u32 {
-    let r: u32;
-    // SAFETY: pure arithmetic instruction (sm_80+).
-    unsafe {
-        asm!("cvt.rn.f16x2.f32 {0}, {1}, {2};", out(reg32) r, in(reg32) hi, in(reg32) lo, options(pure, nomem, nostack))
     };
     r
 }

@@ -55,7 +55,7 @@
 //! us): the loop is latency-bound (issue slots ~43%), so longer dependency chains cost more than the MUFU
 //! cycles saved. The row max is one `max.f32` per pair (`math::fmax`), not a compare and a select.
 use crate::device::math;
-use crate::device::mma::{pack_f16x2, pack_f16x2_in_range};
+use crate::device::mma::pack_f16x2;
 use crate::device::pingpong::RingPos;
 use crate::device::tma::{
     arrive, arrive_expect_tx, fence_mbarrier_init, load_2d, mbarrier_init, prefetch_map, wait_parity,
@@ -168,7 +168,7 @@ fn pack_p(s: &[f32; 64]) -> [u32; 32] {
     unroll!(16, |i| {
         unroll!(2, |e| {
             let m = 2 * i + e;
-            p[m] = pack_f16x2_in_range(s[2 * m], s[2 * m + 1]);
+            p[m] = pack_f16x2(s[2 * m], s[2 * m + 1]);
         });
     });
     p

@@ -141,8 +141,8 @@ pub fn linear_tma(
         (false, _) => ("linear_tma", LINEAR_TMA),
     };
     let grid = total.min(gpu.sm_count as usize) as u32;
-    // SAFETY: linear_tma takes one LinearTmaArgs by value (the kernel crate's struct, so its layout is the
-    // kernel's). xmap is a map over x's m·k f16 ([M, K], row stride 2K bytes, box 64 x 128) and wmap over
+    // SAFETY: each entry (linear_tma, linear_tma_store, linear_tma_store_gelu) takes one LinearTmaArgs by
+    // value (the kernel crate's struct, so its layout is the kernel's). xmap is a map over x's m·k f16 ([M, K], row stride 2K bytes, box 64 x 128) and wmap over
     // w's n·k f16 ([N, K], box 64 x 128), both made just now (or earlier, for the same address, dims,
     // strides and box: the same bytes) from the live tensors, which outlive the launch in stream order; the
     // copy engine reads only inside them and zero-fills the rest of each box. ymap (only for
