@@ -416,15 +416,21 @@ impl LinearTcPlan {
     ///    out by [`LinearTcPlan::small`] (e.g. M 64: qkv N 1536 K 512 → 3 splits x 3 steps, 144 blocks;
     ///    fc2 N 512 K 2048 → 8 x 4, 128 blocks).
     pub const fn choose(m: usize, n: usize, k: usize, allow_split: bool) -> LinearTcPlan {
+        LinearTcPlan::choose_for(m, n, k, allow_split, LINEAR_TC_TARGET_BLOCKS)
+    }
+
+    /// [`LinearTcPlan::choose`] aiming the `Small` plan's split at `target` blocks instead of
+    /// `LINEAR_TC_TARGET_BLOCKS` (the `Big` rule is unchanged).
+    pub const fn choose_for(m: usize, n: usize, k: usize, allow_split: bool, target: usize) -> LinearTcPlan {
         let big_blocks = m.div_ceil(LINEAR_TC_BM as usize) * n.div_ceil(LINEAR_TC_BN as usize);
         if big_blocks >= LINEAR_TC_TARGET_BLOCKS {
             return LinearTcPlan::BIG;
         }
         let tiles = linear_tc_s_tiles(m, n);
-        if !allow_split || tiles >= LINEAR_TC_TARGET_BLOCKS || tiles == 0 {
+        if !allow_split || tiles >= target || tiles == 0 {
             return LinearTcPlan::small(k, 1);
         }
-        let mut s = LINEAR_TC_TARGET_BLOCKS.div_ceil(tiles);
+        let mut s = target.div_ceil(tiles);
         if s > LINEAR_TC_MAX_SPLITS {
             s = LINEAR_TC_MAX_SPLITS;
         }

@@ -181,6 +181,18 @@ unsafe fn row_in_registers<T: LnIn>(
             v[i] = F32x4(T::load4(xr, g));
         }
     });
+    // γ and β now, in flight with the row: loaded group by group between the stores at the end they
+    // were a chain of dependent round trips (the stores may alias them), ~1 us per few-row launch.
+    let (gv, bv) = (gamma as *const F32x4, beta as *const F32x4);
+    let mut ga = [F32x4([0.0; 4]); LN_VEC];
+    let mut be = [F32x4([0.0; 4]); LN_VEC];
+    unroll!(8, |i| {
+        let g = lane + 32 * i;
+        if g < groups {
+            ga[i] = *gv.add(g);
+            be[i] = *bv.add(g);
+        }
+    });
     if has_res {
         unroll!(8, |i| {
             let g = lane + 32 * i;
@@ -210,14 +222,12 @@ unsafe fn row_in_registers<T: LnIn>(
     });
     let var = math::div(warp::warp_sum(s2), d as f32);
     let rstd = math::div(1.0, math::sqrt(var + LAYER_NORM_EPS));
-    let (gv, bv) = (gamma as *const F32x4, beta as *const F32x4);
     unroll!(8, |i| {
         let g = lane + 32 * i;
         if g < groups {
-            let (ga, be) = (*gv.add(g), *bv.add(g));
             let mut o = F32x4([0.0; 4]);
             unroll!(4, |e| {
-                o.0[e] = math::fma((v[i].0[e] - mean) * rstd, ga.0[e], be.0[e]);
+                o.0[e] = math::fma((v[i].0[e] - mean) * rstd, ga[i].0[e], be[i].0[e]);
             });
             if !y.is_null() {
                 *(y.add(row * d) as *mut F32x4).add(g) = o;

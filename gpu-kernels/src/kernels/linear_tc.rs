@@ -255,8 +255,8 @@ impl Epilogue {
     }
 
     /// Finishes and stores columns `col`, `col + 1` (`col` even; either may be past N and is then
-    /// skipped) of the row at offsets `out` / `rrow` ([`Epilogue::row`]) from the accumulators `v`.
-    /// Pairs use vector stores when N is even, so that every pair is 8-byte / 4-byte aligned.
+    /// skipped) of the row at offsets `out` / `rrow` ([`Epilogue::row`]) from the accumulators `v`,
+    /// loading the pair's bias and residual here ([`Epilogue::store`] has the store rules).
     ///
     /// # Safety
     /// The pointers must be valid as the kernels' contracts say, `out`/`rrow` from [`Epilogue::row`].
@@ -268,7 +268,6 @@ impl Epilogue {
         }
         let flags = self.flags;
         let pair = col + 1 < n;
-        let vec = n % 2 == 0;
         let c = col as usize;
         if flags & LINEAR_TC_BIAS != 0 {
             v[0] += *self.bias.add(c);
@@ -295,6 +294,80 @@ impl Epilogue {
                 }
             }
         }
+        self.store(out, col, v);
+    }
+
+    /// [`Epilogue::pair`] with the pair's bias `b` and residual `r` already loaded (0 where the flags
+    /// leave them out; [`Epilogue::preload`]): v = GELU?(v + b) + r, then stored.
+    ///
+    /// # Safety
+    /// As [`Epilogue::pair`].
+    #[inline(always)]
+    pub(crate) unsafe fn pair_loaded(&self, out: usize, col: u32, v: [f32; 2], b: [f32; 2], r: [f32; 2]) {
+        let mut v = [v[0] + b[0], v[1] + b[1]];
+        if self.flags & LINEAR_TC_GELU != 0 {
+            v[0] = math::gelu_tanh(v[0]);
+            v[1] = math::gelu_tanh(v[1]);
+        }
+        self.store(out, col, [v[0] + r[0], v[1] + r[1]]);
+    }
+
+    /// Loads the bias of columns `cols[i]`, `cols[i] + 1` and the residual of rows `rows[h]` (< M) at
+    /// those columns (`linear_tc_small`'s 2 rows x 4 column pairs per thread), all at once (no load
+    /// waits for another or for a store: in the per-pair epilogue each pair's loads wait for the
+    /// previous pair's arithmetic, a chain of L2 round trips when few blocks run). Indices past N are
+    /// clamped to N - 1 (an address inside the tensor) and their values are never stored; what the
+    /// flags leave out is 0. Returns (bias[i], res[h][i]).
+    ///
+    /// # Safety
+    /// As [`Epilogue::pair`]; `rows[h] < M`, N ≥ 1.
+    #[inline(always)]
+    pub(crate) unsafe fn preload(&self, rows: [u32; 2], cols: [u32; 4]) -> ([[f32; 2]; 4], [[[f32; 2]; 4]; 2]) {
+        let last = self.n - 1;
+        let cl = |c: u32| (if c < last { c } else { last }) as usize;
+        let mut b = [[0f32; 2]; 4];
+        let mut r = [[[0f32; 2]; 4]; 2];
+        if self.flags & LINEAR_TC_BIAS != 0 {
+            unroll!(4, |i| {
+                b[i] = [*self.bias.add(cl(cols[i])), *self.bias.add(cl(cols[i] + 1))];
+            });
+        }
+        if self.flags & LINEAR_TC_RESIDUAL != 0 {
+            let rr = |h: usize| self.row(rows[h]).1;
+            if self.flags & LINEAR_TC_RES_F16 != 0 {
+                let p = self.res as *const u16;
+                unroll!(2, |h| {
+                    unroll!(4, |i| {
+                        r[h][i] = [h2f(*p.add(rr(h) + cl(cols[i]))), h2f(*p.add(rr(h) + cl(cols[i] + 1)))];
+                    });
+                });
+            } else {
+                let p = self.res as *const f32;
+                unroll!(2, |h| {
+                    unroll!(4, |i| {
+                        r[h][i] = [*p.add(rr(h) + cl(cols[i])), *p.add(rr(h) + cl(cols[i] + 1))];
+                    });
+                });
+            }
+        }
+        (b, r)
+    }
+
+    /// Stores the finished pair `v` at columns `col`, `col + 1` (`col` even; either may be past N and is
+    /// then skipped) of the row at offset `out` to y32 and/or y16 (those non-null). Pairs use vector
+    /// stores when N is even, so that every pair is 8-byte / 4-byte aligned.
+    ///
+    /// # Safety
+    /// As [`Epilogue::pair`].
+    #[inline(always)]
+    unsafe fn store(&self, out: usize, col: u32, v: [f32; 2]) {
+        let n = self.n;
+        if col >= n {
+            return;
+        }
+        let pair = col + 1 < n;
+        let vec = n % 2 == 0;
+        let c = col as usize;
         if !self.y32.is_null() {
             let p = self.y32.add(out + c);
             if pair && vec {
@@ -461,7 +534,10 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     flags: u32,
     kps: u32,
 ) {
-    crate::device::grid_dependency_wait();
+    const EARLY_W: bool = option_env!("STYLEFORGE_EXP_EARLY_W").is_some();
+    if !EARLY_W {
+        crate::device::grid_dependency_wait();
+    }
     const STAGES: u32 = LINEAR_TC_S_STAGES;
     let t = thread_idx_x();
     let warp = t / 32;
@@ -506,7 +582,7 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             0
         });
     });
-    let load = |stage: u32, kt: u32| {
+    let load_a = |stage: u32, kt: u32| {
         let base = smem + stage * S_STAGE_BYTES;
         let kk = kt * LINEAR_TC_S_BK + j * 8;
         let kin = kk < k;
@@ -516,6 +592,12 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             let sa = if a_ok[i] && kin { 16 } else { 0 };
             cp_async_16(base + swz8(row, j), a_src[i].add(koff) as *const u8, sa);
         });
+    };
+    let load_b = |stage: u32, kt: u32| {
+        let base = smem + stage * S_STAGE_BYTES;
+        let kk = kt * LINEAR_TC_S_BK + j * 8;
+        let kin = kk < k;
+        let koff = if kin { kk as usize } else { 0 };
         unroll!(2, |i| {
             let row = r0 + S_ROW_STEP * i as u32;
             let sb = if b_ok[i] && kin { 16 } else { 0 };
@@ -526,13 +608,57 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
             );
         });
     };
+    let load = |stage: u32, kt: u32| {
+        load_a(stage, kt);
+        load_b(stage, kt);
+    };
 
-    for s in 0..STAGES - 1 {
-        if s < nkt {
-            load(s, kt0 + s);
+    if EARLY_W {
+        // Experiment: the weights do not depend on the previous grid; copy the first stages' before
+        // the dependency wait (they join the first commit group below).
+        for s in 0..STAGES - 1 {
+            if s < nkt {
+                load_b(s, kt0 + s);
+            }
         }
-        cp_async_commit();
+        crate::device::grid_dependency_wait();
+        for s in 0..STAGES - 1 {
+            if s < nkt {
+                load_a(s, kt0 + s);
+            }
+            cp_async_commit();
+        }
+    } else {
+        for s in 0..STAGES - 1 {
+            if s < nkt {
+                load(s, kt0 + s);
+            }
+            cp_async_commit();
+        }
     }
+
+    // The epilogue's bias and residual (rows g and g + 8 of the warp's m-tile, n-tile ni's columns 2tq,
+    // 2tq + 1), loaded now, together and while the first copies fly: loaded pair by pair after the
+    // reduction they were a chain of dependent L2 round trips at the end of every launch. Every block
+    // loads them (only the last arrival of a split tile uses them): the residual is read before this
+    // launch writes y16 (in place or not), whichever block arrives last.
+    let g = lane / 4;
+    let tq = lane % 4;
+    let ep = Epilogue {
+        bias,
+        res,
+        y32,
+        y16,
+        n,
+        res_rows,
+        flags,
+    };
+    let row_of = |half: u32| m0 + warp * 16 + g + 8 * half;
+    let clamp_m = |row: u32| if row < m { row } else { m - 1 };
+    let (ep_bias, ep_res) = ep.preload(
+        [clamp_m(row_of(0)), clamp_m(row_of(1))],
+        [n0 + tq * 2, n0 + 8 + tq * 2, n0 + 16 + tq * 2, n0 + 24 + tq * 2],
+    );
 
     // Warps whose 16 rows all lie past M skip the tensor-core work (warp-uniform branch); they still
     // load and reach every barrier.
@@ -633,25 +759,20 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
         acc = sum;
     }
 
-    // Epilogue: rows g and g + 8 of the warp's m-tile; n-tile ni's columns 2t, 2t + 1.
-    let g = lane / 4;
-    let tq = lane % 4;
-    let ep = Epilogue {
-        bias,
-        res,
-        y32,
-        y16,
-        n,
-        res_rows,
-        flags,
-    };
+    // Epilogue: rows g and g + 8 of the warp's m-tile; n-tile ni's columns 2tq, 2tq + 1.
     unroll!(2, |half| {
-        let row = m0 + warp * 16 + g + 8 * half as u32;
+        let row = row_of(half as u32);
         if row < m {
-            let (out, rrow) = ep.row(row);
+            let out = ep.row(row).0;
             unroll!(4, |ni| {
                 let col = n0 + ni as u32 * 8 + tq * 2;
-                ep.pair(out, rrow, col, [acc[ni][2 * half], acc[ni][2 * half + 1]]);
+                ep.pair_loaded(
+                    out,
+                    col,
+                    [acc[ni][2 * half], acc[ni][2 * half + 1]],
+                    ep_bias[ni],
+                    ep_res[half][ni],
+                );
             });
         }
     });

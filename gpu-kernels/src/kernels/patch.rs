@@ -10,6 +10,7 @@
 //! `patch_im2col*` are grid-stride loops over patch rows (coalesced writes); `patch_unpatch_tail` takes
 //! one output column of `PATCH_TAIL_ROWS` rows per thread.
 use crate::device::mma::pack_f16x2;
+use crate::device::unroll::unroll;
 use crate::device::{block_dim_x, block_idx_x, block_idx_y, global_index_x, math, thread_idx_x, F32x4};
 use crate::launch::PATCH_TAIL_ROWS as TAIL_ROWS;
 
@@ -66,7 +67,25 @@ pub unsafe extern "ptx-kernel" fn patch_im2col_f16(
     p: u32,
 ) {
     crate::device::grid_dependency_wait();
-    if p.is_multiple_of(8) {
+    if p.is_multiple_of(8) && p <= 32 {
+        // Every load of the patch row before the first store (in the loop below each group's loads
+        // wait for the previous group's store to issue: a chain of round trips per row).
+        im2col_body(img, batch, hp, wp, p, |src, dst| {
+            let groups = (p / 8) as usize;
+            let mut v = [[0u32; 4]; 4];
+            unroll!(4, |g| {
+                if g < groups {
+                    let (a, b) = (*(src.add(8 * g) as *const F32x4), *(src.add(8 * g + 4) as *const F32x4));
+                    v[g] = [pack_f16x2(a.0[0], a.0[1]), pack_f16x2(a.0[2], a.0[3]), pack_f16x2(b.0[0], b.0[1]), pack_f16x2(b.0[2], b.0[3])];
+                }
+            });
+            unroll!(4, |g| {
+                if g < groups {
+                    *(cols.add(dst + 8 * g) as *mut [u32; 4]) = v[g];
+                }
+            });
+        });
+    } else if p.is_multiple_of(8) {
         im2col_body(img, batch, hp, wp, p, |src, dst| {
             for g in 0..(p / 8) as usize {
                 let (a, b) = (*(src.add(8 * g) as *const F32x4), *(src.add(8 * g + 4) as *const F32x4));

@@ -79,7 +79,7 @@ impl LinearTcWorkspace {
         let (tiles, slots) = workspace_need(
             shapes
                 .iter()
-                .map(|&(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true))),
+                .map(|&(m, n, k)| (m, n, split_plan(m, n, k))),
         );
         Self::with_capacity(tiles, slots)
     }
@@ -154,6 +154,19 @@ pub fn workspace_need(
         }
     }
     (tiles, slots)
+}
+
+/// [`LinearTcPlan::choose`] with splitting allowed; `STYLEFORGE_LINEAR_TC_TARGET` (blocks, read once)
+/// replaces `LINEAR_TC_TARGET_BLOCKS` for experiments.
+fn split_plan(m: usize, n: usize, k: usize) -> LinearTcPlan {
+    static TARGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let target = *TARGET.get_or_init(|| {
+        std::env::var("STYLEFORGE_LINEAR_TC_TARGET")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(gpu_kernels::launch::LINEAR_TC_TARGET_BLOCKS)
+    });
+    LinearTcPlan::choose_for(m, n, k, true, target)
 }
 
 /// Checked arguments of one launch (also `linear_wg`'s, which shares the contract).
@@ -357,7 +370,7 @@ pub fn linear_tc_ws(
     ws: &mut LinearTcWorkspace,
 ) -> Result<()> {
     let plan = match (w.shape.as_slice(), x.shape.last()) {
-        (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
+        (&[n, k], Some(_)) if k > 0 => split_plan(x.numel() / k, n, k),
         _ => LinearTcPlan::BIG,
     };
     // GELU epilogues: with exact (erf) GELU they were slower on linear_tma (run 58, H100, same run: StyleViT

@@ -127,6 +127,9 @@ enum Res {
     F32(usize),
     /// f16 residual with this many rows.
     F16(usize),
+    /// `EpilogueTc::accumulate`: y16 starts as an f16 residual of M rows and gets the result added in
+    /// place (StyleViT's out-projection and fc2; cases with it have an f16 output only).
+    Acc,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -222,6 +225,7 @@ fn linear_case(
             Res::None => String::new(),
             Res::F32(r) => format!(" +res32[{r}]"),
             Res::F16(r) => format!(" +res16[{r}]"),
+            Res::Acc => " y16+=".into(),
         }
     );
     let mut run = || -> Result<Vec<CheckResult>> {
@@ -233,7 +237,9 @@ fn linear_case(
             Res::None => None,
             Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
             Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
+            Res::Acc => Some(round_tensor_f16(&random(rng, &[m, n], -2.0, 2.0))),
         };
+        let acc = matches!(res, Res::Acc);
         let mut want = ops::linear(&x, &w, bias.then_some(&b))?;
         if gelu {
             want = ops::gelu_tanh(&want);
@@ -250,21 +256,25 @@ fn linear_case(
         );
         let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
         let rd = match (&r, res) {
+            (Some(_), Res::Acc) | (None, _) => None,
             (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
             (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
-            (None, _) => None,
         };
         let ep = EpilogueTc {
             bias: bias.then_some(&bd),
             gelu,
             residual: rd.as_ref(),
-            accumulate: false,
+            accumulate: acc,
         };
         let mut v = Vec::new();
         for (rep, &path) in paths.iter().enumerate() {
             let case = format!("{name} {} #{rep}", plan_name(path.plan(m, n, k)));
             let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
-            let mut y16 = poisoned(&[m, n], DType::F16, Layout::RowMajor)?;
+            // With accumulate, y16 starts as the residual (again for every path).
+            let mut y16 = match &r {
+                Some(r) if acc => DeviceTensor::from_host_f16(r)?,
+                _ => poisoned(&[m, n], DType::F16, Layout::RowMajor)?,
+            };
             let (o32, o16) = match out {
                 Out::F32 => (Some(&mut y32), None),
                 Out::F16 => (None, Some(&mut y16)),
@@ -448,7 +458,7 @@ const SMALL_PATHS: [Path; 3] = [Path::Ws, Path::Auto, Path::Split(usize::MAX)];
 /// The few-row cases: (1) every epilogue combination (bias x GELU x residual none/f32/f16, plain or
 /// broadcast rows x output f32/f16/both) over shapes with N not a multiple of 32 and K tails; (2) M in
 /// {1, 7, 64, 128, 200} x K in {8, 40, 512, 2048}; (3) the StyleViT base and small GEMMs at 64 and 128
-/// tokens.
+/// tokens, the residual ones also in place (`EpilogueTc::accumulate`); (4) in place with M and N tails.
 fn small_cases() -> Vec<LinCase> {
     let mut v = Vec::new();
     let shapes = [
@@ -524,7 +534,7 @@ fn small_cases() -> Vec<LinCase> {
                 bias: true,
                 gelu,
                 res,
-                out: if matches!(res, Res::None) {
+                out: if matches!(res, Res::None | Res::Acc) {
                     Out::F16
                 } else {
                     Out::F32
@@ -534,7 +544,22 @@ fn small_cases() -> Vec<LinCase> {
             v.push(gemm(d, d, false, Res::F32(m)));
             v.push(gemm(f, d, true, Res::None));
             v.push(gemm(d, f, false, Res::F32(m)));
+            // The fast StyleViT's in-place residual adds (out-projection and fc2: x16 += ...).
+            v.push(gemm(d, d, false, Res::Acc));
+            v.push(gemm(d, f, false, Res::Acc));
         }
+    }
+    // In place with M and N tails, with and without bias, GELU before the add.
+    for (m, n, k, bias, gelu) in [(7, 45, 512, false, true), (200, 70, 520, true, false)] {
+        v.push(LinCase {
+            m,
+            n,
+            k,
+            bias,
+            gelu,
+            res: Res::Acc,
+            out: Out::F16,
+        });
     }
     v
 }
