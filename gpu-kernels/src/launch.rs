@@ -358,8 +358,16 @@ pub const LINEAR_TC_S_SMEM_BYTES: u32 =
     LINEAR_TC_S_STAGES * (LINEAR_TC_S_BM + LINEAR_TC_S_BN) * LINEAR_TC_S_BK * 2;
 /// `linear_tc_small`: f32 partial sums one block writes (its whole output tile) when K is split.
 pub const LINEAR_TC_S_PARTIAL: u32 = LINEAR_TC_S_BM * LINEAR_TC_S_BN;
-/// `linear_tc` plans: blocks the grid should reach (H100 and H200 SXM have 132 SMs).
+/// `linear_tc` plans: the `Big` kernel runs once its grid reaches this many blocks (H100 and H200 SXM
+/// have 132 SMs).
 pub const LINEAR_TC_TARGET_BLOCKS: usize = 132;
+/// `linear_tc` plans: a `Small` plan splits K until its grid reaches this many blocks (half the SMs).
+/// Measured (run 112, H100, StyleViT 64 tokens, same binary; once the epilogue's loads no longer
+/// chained): targets 33 / 48 / 66 / 96 / 132 gave base 0.402-0.404 / 0.400-0.404 / 0.397-0.400 /
+/// 0.396-0.400 / 0.412-0.415 ms, small 0.230-0.233 / 0.232-0.234 / 0.237-0.241 / 0.239-0.243 /
+/// 0.242-0.245: past ~half the SMs, another split's reduction round trip costs more than its blocks
+/// gain.
+pub const LINEAR_TC_SPLIT_TARGET_BLOCKS: usize = 66;
 /// `linear_tc` plans: at most this many K splits (the last block of a tile reads `splits - 1` partial tiles).
 pub const LINEAR_TC_MAX_SPLITS: usize = 16;
 /// `linear_tc` plans: a K split gets at least this many `LINEAR_TC_S_BK` steps (when K has them).
@@ -411,17 +419,13 @@ impl LinearTcPlan {
     /// The rule (`allow_split`: a workspace is at hand):
     /// 1. `Big` when its grid, ceil(M/128)·ceil(N/128) blocks, already reaches `LINEAR_TC_TARGET_BLOCKS`;
     /// 2. else `Small` with tiles = ceil(M/64)·ceil(N/32) and ktiles = ceil(K/64): no split when
-    ///    `!allow_split` or tiles ≥ TARGET; otherwise ceil(TARGET / tiles) splits, at most
+    ///    `!allow_split` or tiles ≥ TARGET (`LINEAR_TC_SPLIT_TARGET_BLOCKS`); otherwise
+    ///    ceil(TARGET / tiles) splits, at most
     ///    `LINEAR_TC_MAX_SPLITS` and at most ktiles / `LINEAR_TC_MIN_SPLIT_KTILES` (at least 1), evened
-    ///    out by [`LinearTcPlan::small`] (e.g. M 64: qkv N 1536 K 512 → 3 splits x 3 steps, 144 blocks;
-    ///    fc2 N 512 K 2048 → 8 x 4, 128 blocks).
+    ///    out by [`LinearTcPlan::small`] (e.g. M 64: qkv N 1536 K 512 → 2 splits x 4 steps, 96 blocks;
+    ///    fc2 N 512 K 2048 → 5 x 7, 80 blocks).
     pub const fn choose(m: usize, n: usize, k: usize, allow_split: bool) -> LinearTcPlan {
-        LinearTcPlan::choose_for(m, n, k, allow_split, LINEAR_TC_TARGET_BLOCKS)
-    }
-
-    /// [`LinearTcPlan::choose`] aiming the `Small` plan's split at `target` blocks instead of
-    /// `LINEAR_TC_TARGET_BLOCKS` (the `Big` rule is unchanged).
-    pub const fn choose_for(m: usize, n: usize, k: usize, allow_split: bool, target: usize) -> LinearTcPlan {
+        let target = LINEAR_TC_SPLIT_TARGET_BLOCKS;
         let big_blocks = m.div_ceil(LINEAR_TC_BM as usize) * n.div_ceil(LINEAR_TC_BN as usize);
         if big_blocks >= LINEAR_TC_TARGET_BLOCKS {
             return LinearTcPlan::BIG;

@@ -173,3 +173,20 @@ pub fn grid_dependency_wait() {
     // accesses must not be moved above it.
     unsafe { asm!("griddepcontrol.wait;", options(nostack)) };
 }
+
+/// [`grid_dependency_wait`], then `griddepcontrol.launch_dependents`: once every block of this grid has
+/// passed its wait, the next grid may launch and run up to its own wait (its blocks take SM room while
+/// this grid runs). It pays only where the next kernel has work that does not depend on this one:
+/// `linear_tc_small` copies its first weight tiles before its wait. The few-token StyleViT kernels
+/// (`linear_tc_small`, `linear_tc_layer_norm_h`, `attention_tc_d32_m1` / `_d64_m1`, the f16 AdaIN and
+/// patch kernels) trigger. Run 112 (H100, same binary, PTX variants): StyleViT 64 tokens base
+/// 0.402-0.406 ms against 0.412-0.415 without trigger and early weights, small 0.234-0.239 against
+/// 0.242-0.245; the trigger without the early weights was slower (base 0.427-0.430).
+#[inline(always)]
+pub fn grid_dependency_wait_then_trigger() {
+    grid_dependency_wait();
+    // SAFETY: no operands; it only lets the dependent grid launch early. That grid's own
+    // `griddepcontrol.wait` still waits for this grid's completion and memory before it reads anything
+    // this grid writes (every kernel waits before touching such memory).
+    unsafe { asm!("griddepcontrol.launch_dependents;", options(nostack)) };
+}

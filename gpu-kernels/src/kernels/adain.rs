@@ -143,7 +143,7 @@ pub unsafe extern "ptx-kernel" fn adain_stats_f16(
     n2: u32,
     d: u32,
 ) {
-    crate::device::grid_dependency_wait();
+    crate::device::grid_dependency_wait_then_trigger();
     let t = thread_idx_x();
     let (warp, lane) = (t / 32, t % 32);
     let ch0 = block_idx_x() * ADAIN_F16_CH;
@@ -232,7 +232,7 @@ pub unsafe extern "ptx-kernel" fn adain_apply_f16(
     style_per_sample: u32,
     alpha: f32,
 ) {
-    crate::device::grid_dependency_wait();
+    crate::device::grid_dependency_wait_then_trigger();
     let t = thread_idx_x();
     let (warp, lane) = (t / 32, t % 32);
     let ch0 = block_idx_x() * ADAIN_F16_CH;

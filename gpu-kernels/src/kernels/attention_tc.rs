@@ -293,7 +293,7 @@ unsafe fn attention_tc_body<const DH: usize, const MT: usize>(
 }
 
 macro_rules! attention_tc_entry {
-    ($name:ident, $dh:expr, $mt:expr) => {
+    ($name:ident, $dh:expr, $mt:expr, $wait:ident) => {
         /// `attention_tc` for one head dimension and m-tile count (`attn_tc_kernel`). Grid
         /// (ceil(Nq / BQ), heads, B) with BQ = 16·ATTN_TC_WARPS·m_tiles, block 32·ATTN_TC_WARPS, dynamic
         /// shared memory `attn_tc_smem(dh, m_tiles)`. q [B, Nq, ld_q], k and v
@@ -313,7 +313,7 @@ macro_rules! attention_tc_entry {
             ld_o: u32,
             scale_log2: f32,
         ) {
-            crate::device::grid_dependency_wait();
+            crate::device::$wait();
             attention_tc_body::<$dh, $mt>(
                 block_idx_x(),
                 block_idx_y(),
@@ -333,10 +333,11 @@ macro_rules! attention_tc_entry {
     };
 }
 
-attention_tc_entry!(attention_tc_d32, 32, 2);
-attention_tc_entry!(attention_tc_d64, 64, 2);
-attention_tc_entry!(attention_tc_d128, 128, 1);
+attention_tc_entry!(attention_tc_d32, 32, 2, grid_dependency_wait);
+attention_tc_entry!(attention_tc_d64, 64, 2, grid_dependency_wait);
+attention_tc_entry!(attention_tc_d128, 128, 1, grid_dependency_wait);
 // One m-tile per warp for grids that fill the GPU at most once (few tokens: at 64 tokens one block per
-// (sequence, head) with all four warps busy instead of two).
-attention_tc_entry!(attention_tc_d32_m1, 32, 1);
-attention_tc_entry!(attention_tc_d64_m1, 64, 1);
+// (sequence, head) with all four warps busy instead of two). They let the next kernel (the few-row
+// out-projection, which copies its weights before its wait) launch early.
+attention_tc_entry!(attention_tc_d32_m1, 32, 1, grid_dependency_wait_then_trigger);
+attention_tc_entry!(attention_tc_d64_m1, 64, 1, grid_dependency_wait_then_trigger);

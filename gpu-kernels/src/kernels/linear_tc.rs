@@ -534,10 +534,6 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
     flags: u32,
     kps: u32,
 ) {
-    const EARLY_W: bool = option_env!("STYLEFORGE_EXP_EARLY_W").is_some();
-    if !EARLY_W {
-        crate::device::grid_dependency_wait();
-    }
     const STAGES: u32 = LINEAR_TC_S_STAGES;
     let t = thread_idx_x();
     let warp = t / 32;
@@ -613,28 +609,20 @@ pub unsafe extern "ptx-kernel" fn linear_tc_small(
         load_b(stage, kt);
     };
 
-    if EARLY_W {
-        // Experiment: the weights do not depend on the previous grid; copy the first stages' before
-        // the dependency wait (they join the first commit group below).
-        for s in 0..STAGES - 1 {
-            if s < nkt {
-                load_b(s, kt0 + s);
-            }
+    // The weights do not depend on the previous grid: the first stages' are copied before the
+    // dependency wait (they join the first commit group below), while the previous kernel, which let
+    // this one launch early (`grid_dependency_wait_then_trigger`), finishes.
+    for s in 0..STAGES - 1 {
+        if s < nkt {
+            load_b(s, kt0 + s);
         }
-        crate::device::grid_dependency_wait();
-        for s in 0..STAGES - 1 {
-            if s < nkt {
-                load_a(s, kt0 + s);
-            }
-            cp_async_commit();
+    }
+    crate::device::grid_dependency_wait_then_trigger();
+    for s in 0..STAGES - 1 {
+        if s < nkt {
+            load_a(s, kt0 + s);
         }
-    } else {
-        for s in 0..STAGES - 1 {
-            if s < nkt {
-                load(s, kt0 + s);
-            }
-            cp_async_commit();
-        }
+        cp_async_commit();
     }
 
     // The epilogue's bias and residual (rows g and g + 8 of the warp's m-tile, n-tile ni's columns 2tq,
@@ -833,6 +821,6 @@ pub unsafe extern "ptx-kernel" fn linear_tc_layer_norm_h(
     d: u32,
     has_res: u32,
 ) {
-    crate::device::grid_dependency_wait();
+    crate::device::grid_dependency_wait_then_trigger();
     super::layer_norm::layer_norm_row(x, res, gamma, beta, y, y16, rows, d, has_res != 0);
 }

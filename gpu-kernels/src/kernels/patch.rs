@@ -66,7 +66,7 @@ pub unsafe extern "ptx-kernel" fn patch_im2col_f16(
     wp: u32,
     p: u32,
 ) {
-    crate::device::grid_dependency_wait();
+    crate::device::grid_dependency_wait_then_trigger();
     if p.is_multiple_of(8) && p <= 32 {
         // Every load of the patch row before the first store (in the loop below each group's loads
         // wait for the previous group's store to issue: a chain of round trips per row).
@@ -126,7 +126,7 @@ pub unsafe extern "ptx-kernel" fn patch_unpatch_tail(
     wp: u32,
     p: u32,
 ) {
-    crate::device::grid_dependency_wait();
+    crate::device::grid_dependency_wait_then_trigger();
     let (h, w) = (hp * p, wp * p);
     let x = block_idx_y() * block_dim_x() + thread_idx_x();
     let bands = h.div_ceil(TAIL_ROWS);

@@ -63,7 +63,7 @@ impl LinearTcWorkspace {
     /// Room for products of up to `max_m` rows and `max_n` columns split `max_splits` ways (more
     /// splits also fit when the product has fewer tiles: what counts is tiles·splits ≤
     /// tiles(max_m, max_n)·max_splits). Memory: 8 KB per tile and split, e.g. 16 MB for M 128, N 2048,
-    /// 16 splits (the split rule never needs more than `LINEAR_TC_TARGET_BLOCKS + tiles` slots; see
+    /// 16 splits (the split rule never needs more than `LINEAR_TC_SPLIT_TARGET_BLOCKS + tiles` slots; see
     /// [`LinearTcWorkspace::for_shapes`] for the exact need of given shapes).
     pub fn new(max_m: usize, max_n: usize, max_splits: usize) -> Result<Self> {
         ensure(max_m > 0 && max_n > 0 && max_splits > 0, OP, || {
@@ -79,7 +79,7 @@ impl LinearTcWorkspace {
         let (tiles, slots) = workspace_need(
             shapes
                 .iter()
-                .map(|&(m, n, k)| (m, n, split_plan(m, n, k))),
+                .map(|&(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true))),
         );
         Self::with_capacity(tiles, slots)
     }
@@ -154,19 +154,6 @@ pub fn workspace_need(
         }
     }
     (tiles, slots)
-}
-
-/// [`LinearTcPlan::choose`] with splitting allowed; `STYLEFORGE_LINEAR_TC_TARGET` (blocks, read once)
-/// replaces `LINEAR_TC_TARGET_BLOCKS` for experiments.
-fn split_plan(m: usize, n: usize, k: usize) -> LinearTcPlan {
-    static TARGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let target = *TARGET.get_or_init(|| {
-        std::env::var("STYLEFORGE_LINEAR_TC_TARGET")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(gpu_kernels::launch::LINEAR_TC_TARGET_BLOCKS)
-    });
-    LinearTcPlan::choose_for(m, n, k, true, target)
 }
 
 /// Checked arguments of one launch (also `linear_wg`'s, which shares the contract).
@@ -370,7 +357,7 @@ pub fn linear_tc_ws(
     ws: &mut LinearTcWorkspace,
 ) -> Result<()> {
     let plan = match (w.shape.as_slice(), x.shape.last()) {
-        (&[n, k], Some(_)) if k > 0 => split_plan(x.numel() / k, n, k),
+        (&[n, k], Some(_)) if k > 0 => LinearTcPlan::choose(x.numel() / k, n, k, true),
         _ => LinearTcPlan::BIG,
     };
     // GELU epilogues: with exact (erf) GELU they were slower on linear_tma (run 58, H100, same run: StyleViT
@@ -671,7 +658,7 @@ pub fn layer_norm_f16_hv(gpu: &Gpu, x: &DeviceTensor, gamma: &DeviceTensor, beta
 mod tests {
     use super::*;
     use gpu_kernels::launch::{
-        LINEAR_TC_MAX_SPLITS, LINEAR_TC_MIN_SPLIT_KTILES, LINEAR_TC_TARGET_BLOCKS,
+        LINEAR_TC_MAX_SPLITS, LINEAR_TC_MIN_SPLIT_KTILES, LINEAR_TC_SPLIT_TARGET_BLOCKS, LINEAR_TC_TARGET_BLOCKS,
     };
 
     fn small(splits: usize, kps: usize) -> LinearTcPlan {
@@ -685,14 +672,15 @@ mod tests {
     #[test]
     fn plan_for_style_vit_shapes() {
         // Base (D 512, FFN 2048), 64 tokens: qkv, out-proj, fc1, fc2.
-        assert_eq!(LinearTcPlan::choose(64, 1536, 512, true), small(3, 3));
+        assert_eq!(LinearTcPlan::choose(64, 1536, 512, true), small(2, 4));
         assert_eq!(LinearTcPlan::choose(64, 512, 512, true), small(4, 2));
-        assert_eq!(LinearTcPlan::choose(64, 2048, 512, true), small(3, 3));
-        assert_eq!(LinearTcPlan::choose(64, 512, 2048, true), small(8, 4));
-        // 128 tokens (content + style batched).
-        assert_eq!(LinearTcPlan::choose(128, 1536, 512, true), small(2, 4));
-        assert_eq!(LinearTcPlan::choose(128, 2048, 512, true), small(2, 4));
-        assert_eq!(LinearTcPlan::choose(128, 512, 2048, true), small(5, 7));
+        assert_eq!(LinearTcPlan::choose(64, 2048, 512, true), small(2, 4));
+        assert_eq!(LinearTcPlan::choose(64, 512, 2048, true), small(5, 7));
+        // 128 tokens (content + style batched): qkv and fc1 have enough tiles unsplit.
+        assert_eq!(LinearTcPlan::choose(128, 1536, 512, true), small(1, 8));
+        assert_eq!(LinearTcPlan::choose(128, 2048, 512, true), small(1, 8));
+        assert_eq!(LinearTcPlan::choose(128, 512, 512, true), small(3, 3));
+        assert_eq!(LinearTcPlan::choose(128, 512, 2048, true), small(3, 11));
         // Without a workspace: the same kernel, one split.
         assert_eq!(LinearTcPlan::choose(64, 512, 2048, false), small(1, 32));
         // Many rows: the 128 x 128 kernel (the 32768-row case), with or without a workspace.
@@ -738,7 +726,7 @@ mod tests {
                             || kt / (s + 1) < LINEAR_TC_MIN_SPLIT_KTILES
                             || LinearTcPlan::small(k, s + 1).splits == s;
                         assert!(
-                            blocks >= LINEAR_TC_TARGET_BLOCKS || capped,
+                            blocks >= LINEAR_TC_SPLIT_TARGET_BLOCKS || capped,
                             "{m}x{n}x{k}: {p:?}, {blocks} blocks"
                         );
                     }
@@ -768,8 +756,8 @@ mod tests {
             (64, 77, 40),
         ]
         .map(|(m, n, k)| (m, n, LinearTcPlan::choose(m, n, k, true)));
-        // fc2: 16 tiles x 8 splits = 128 slots; qkv: 48 tiles x 3 = 144 slots; the others don't split.
-        assert_eq!(workspace_need(plans), (48, 144));
+        // fc2: 16 tiles x 5 splits = 80 slots; qkv: 48 tiles x 2 = 96 slots; the others don't split.
+        assert_eq!(workspace_need(plans), (48, 96));
         assert_eq!(workspace_need([]), (1, 1));
     }
 }
