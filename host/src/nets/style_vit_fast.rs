@@ -39,6 +39,12 @@
 //! same launch took 0.148 ms for base's 84 barriers (~1.3 us each; 2.1 us with `fence.acq_rel.gpu` around
 //! the arrival), so each phase's work took ~5 us: at 64 tokens an op costs its chain of dependent memory
 //! round trips (weights from HBM, split-K partials, the epilogue), not its launch.
+//!
+//! Session 20 found most of that chain in the epilogues: `linear_tc_small` and the LayerNorm rows loaded
+//! their bias / residual / γ, β one pair or group at a time between their stores (a load can't move above
+//! a store that may alias it), ~16 dependent L2 round trips per GEMM. Loaded together up front, with the
+//! K split aimed at half the SMs and the weights copied before the dependency wait, base at 64 tokens went
+//! from 0.537 to 0.388 ms (runs 111-113, H100; docs/PERF.md).
 use models::{StyleVit, StyleVitConfig, Tensor};
 
 use crate::error::{ensure, Error, Result};
