@@ -631,8 +631,10 @@ pub const fn conv2d_wg_in_norm_smem(c: u32) -> u32 {
     c * 8
 }
 
-/// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it).
-pub const NHWC_APPLY_PAD_THREADS: u32 = 512;
+/// `nhwc_in_apply_pad`: threads per block (one block per output row; C/8 must not exceed it). 544 = 17
+/// warps: 34 pixels of 128 channels (68 of 64) per pass of two, so a 66-pixel padded row (130 for 64
+/// channels: TransformerNet at 256) takes one pass, not two passes of which the second has 2 pixels.
+pub const NHWC_APPLY_PAD_THREADS: u32 = 544;
 
 /// Shared memory of one SM on sm_90 (H100/H200): 228 KB, of which the driver reserves
 /// [`SMEM_RESERVED_PER_BLOCK`] per resident block; one block may opt into at most [`MAX_SMEM_PER_BLOCK`].

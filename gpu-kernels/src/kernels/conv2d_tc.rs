@@ -208,6 +208,13 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let n_img = block_idx_y();
     let pq = s.p_out * s.q_out;
     let m0 = tile * bm;
+    // The input norm's first (a, b) value of this thread, loaded before the gather tables are built (the
+    // prologue's copies wait for the barrier after the tables: loaded there, its round trip came first).
+    let coef_first = if PIECE == 16 && !in_coef.is_null() && t < s.c * 2 {
+        *in_coef.add((n_img * s.c * 2 + t) as usize)
+    } else {
+        0.0
+    };
 
     let smem = shared::dynamic_smem_addr();
     let a_bytes = bm * row_bytes;
@@ -264,7 +271,8 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             let src = in_coef.add((n_img * s.c * 2) as usize);
             let mut id = t;
             while id < s.c * 2 {
-                shared::st_f32(ktab + n_pieces * 8 + id * 4, *src.add(id as usize));
+                let v = if id == t { coef_first } else { *src.add(id as usize) };
+                shared::st_f32(ktab + n_pieces * 8 + id * 4, v);
                 id += CONV2D_TC_THREADS;
             }
         }
@@ -658,8 +666,17 @@ pub(super) unsafe fn halo32_load(x: *const u16, smem: u32, h: u32, wd: u32, tx0:
 /// As [`halo32_load`]; `in_coef` holds the image's 32 (a, b) pairs.
 #[inline(always)]
 pub(super) unsafe fn halo32_in_norm(in_coef: *const f32, smem: u32, n_img: u32, hpix: u32) {
-    let t = thread_idx_x();
-    let ch = t % 4;
+    halo32_in_norm_with(&halo32_in_coef(in_coef, n_img), smem, hpix);
+}
+
+/// The (a, b) pairs of the 8 channels of this thread's 16-byte chunk column (`t % 4`) for
+/// [`halo32_in_norm_with`]: load them before waiting for the tile, so their round trip overlaps its copies.
+///
+/// # Safety
+/// `in_coef` holds image `n_img`'s 32 (a, b) pairs.
+#[inline(always)]
+pub(super) unsafe fn halo32_in_coef(in_coef: *const f32, n_img: u32) -> [[f32; 4]; 4] {
+    let ch = thread_idx_x() % 4;
     let cf = in_coef.add(((n_img * crate::launch::CONV2D_TC_HALO_C + ch * 8) * 2) as usize);
     let mut ab = [[0f32; 4]; 4];
     unroll!(4, |q| {
@@ -667,10 +684,21 @@ pub(super) unsafe fn halo32_in_norm(in_coef: *const f32, smem: u32, n_img: u32, 
             ab[q][e] = *cf.add(q * 4 + e);
         });
     });
+    ab
+}
+
+/// [`halo32_in_norm`] with the coefficients already loaded ([`halo32_in_coef`]).
+///
+/// # Safety
+/// As [`halo32_load`].
+#[inline(always)]
+pub(super) unsafe fn halo32_in_norm_with(ab: &[[f32; 4]; 4], smem: u32, hpix: u32) {
+    let t = thread_idx_x();
+    let ch = t % 4;
     let mut id = t;
     while id < hpix * 4 {
         let addr = halo32_chunk(smem, id / 4, ch);
-        st_v4_u32(addr, in_norm_relu(ld_v4_u32(addr), &ab));
+        st_v4_u32(addr, in_norm_relu(ld_v4_u32(addr), ab));
         id += CONV2D_TC_THREADS;
     }
 }

@@ -25,7 +25,7 @@
 //! f16 as `nhwc_in_apply` does), so the normalised activation never goes through memory.
 //! After the MMA loop, Z goes to shared memory (f32, row pitch `CONV2D_TC_TAPS_ZP`, over the dead input
 //! tile) and the shifted sums are written as NCHW f32 plus bias, x fastest (coalesced).
-use super::conv2d_tc::{halo32_chunk, halo32_in_norm, halo32_load, ld_v4_u32};
+use super::conv2d_tc::{halo32_chunk, halo32_in_coef, halo32_in_norm_with, halo32_load, ld_v4_u32};
 use crate::device::mma::{cp_async_16, cp_async_commit, cp_async_wait_group, ldmatrix_x4, mma_f16_16816};
 use crate::device::shared::{self, ld_f32};
 use crate::device::unroll::unroll;
@@ -76,9 +76,14 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const 
         id += CONV2D_TC_THREADS;
     }
     cp_async_commit();
+    // The input norm's coefficients and the biases while the tile's copies fly (after the wait their
+    // round trips came one after another: coefficients, then a bias per output element).
+    let ab = if coef.is_null() { [[0f32; 4]; 4] } else { halo32_in_coef(coef, n_img) };
+    let last = k_real - 1;
+    let bv = [0u32, 1, 2].map(|c| *bias.add((if c < last { c } else { last }) as usize));
     cp_async_wait_group::<0>();
     if !coef.is_null() {
-        halo32_in_norm(coef, smem, n_img, HPIX);
+        halo32_in_norm_with(&ab, smem, HPIX);
     }
     sync_threads();
 
@@ -129,7 +134,13 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const 
         let (oy, ox) = (ty0 + r, tx0 + xo);
         if oy < h && ox < wd {
             let zb = smem + ((r * HW + xo) * ZP + c) * 4;
-            let mut v = *bias.add(c as usize);
+            let mut v = if c == 0 {
+                bv[0]
+            } else if c == 1 {
+                bv[1]
+            } else {
+                bv[2]
+            };
             let mut dx = 0;
             while dx < 9 {
                 v += ld_f32(zb + (dx * ZP + dx * KT) * 4);
