@@ -166,7 +166,8 @@ pub unsafe fn set_max_nreg_dec<const N: u32>() {
 /// blocks get in the way. Placed right after this wait instead (run 68, H100, PTX variants through
 /// `STYLEFORGE_PTX`, same run) it was no faster either: in every kernel, TransformerNet 256 / 1024 0.237 /
 /// 1.24-1.29 ms against 0.225 / 1.20, StyleViT base 64 tokens 0.556-0.561 against 0.545-0.553; in all but
-/// the persistent TMA / wgmma kernels, 0.236-0.239 / 1.197 and 0.561-0.562.
+/// the persistent TMA / wgmma kernels, 0.236-0.239 / 1.197 and 0.561-0.562. It does pay where the
+/// dependent kernel has independent work for before its wait ([`grid_dependency_wait_then_trigger`]).
 #[inline(always)]
 pub fn grid_dependency_wait() {
     // SAFETY: no operands; it only orders this grid after its prerequisite grids. Not `nomem`: memory

@@ -503,7 +503,10 @@ unsafe fn st_relaxed_gpu_u32(p: *mut u32, v: u32) {
 }
 
 /// y = epilogue(x · wᵀ) for few rows: the `linear_tc` contract (x [M, K] f16, w [N, K] f16, K % 8 == 0,
-/// epilogue flags, bias, res, y32, y16 as there) with 64 x 32 output tiles and K optionally split.
+/// epilogue flags, bias, res, y32, y16 as there) with 64 x 32 output tiles and K optionally split. The
+/// first `STAGES - 1` weight tiles are copied before `griddepcontrol.wait` (w must not be an output of
+/// the grid this launch depends on); everything else is read after it, and the kernel then lets its
+/// dependent launch (`device::grid_dependency_wait_then_trigger`).
 /// Grid (ceil(N/32), ceil(M/64), splits); block `LINEAR_TC_S_THREADS` (4 warps, warp i owns rows
 /// 16i..16i+16 and all 32 columns, four m16n8k16 n-tiles); dynamic shared memory
 /// `LINEAR_TC_S_SMEM_BYTES` (a `LINEAR_TC_S_STAGES`-deep cp.async pipeline of [64][64] x and [32][64] w

@@ -4,7 +4,9 @@
 //!
 //! Tensor conventions (row-major, `DType::F16` stores IEEE binary16 bits):
 //! * x: `[.., K]` f16 (M = numel / K rows), K a positive multiple of 8 (16-byte cp.async chunks);
-//! * w: `[N, K]` f16 (PyTorch `Linear` layout);
+//! * w: `[N, K]` f16 (PyTorch `Linear` layout). `linear_tc_small` copies its first weight tiles before
+//!   its programmatic-dependency wait (the weights are uploaded once; the copies overlap the previous
+//!   kernel), so w must not be written by the kernel launched just before it on the stream;
 //! * bias: `[N]` f32; residual: `[R, N]` f32 or f16 with R dividing M (row m gets residual row m % R);
 //! * y32: `[.., N]` f32 and/or y16: `[.., N]` f16 with M·N elements.
 //!
@@ -484,7 +486,10 @@ pub fn linear_tc_plan(
             // splits + z < tiles * splits ≤ ws.slots and atomically updates counters[tile], tile <
             // tiles ≤ ws.tiles (checked); the workspace is borrowed exclusively, so no other launch
             // through this API uses it concurrently, and its counters are 0 (zeroed at creation, reset
-            // by every launch). With one split ws and counters are null and never touched. Block =
+            // by every launch). With one split ws and counters are null and never touched. w's first
+            // tiles are read before the kernel's griddepcontrol.wait: every w here is uploaded from the
+            // host (a copy, which the launch fully waits for), never the output of the kernel before it
+            // (module doc); reading it early is in bounds either way. Block =
             // LINEAR_TC_S_THREADS threads with LINEAR_TC_S_SMEM_BYTES (48 KB, no opt-in) of dynamic
             // shared memory; grid (ceil(N/32), ceil(M/64) ≤ 65535, splits ≤ 65535).
             unsafe {
