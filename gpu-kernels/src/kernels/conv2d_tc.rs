@@ -47,7 +47,7 @@
 //! of 256 threads per SM), k128_m64 80 -> 80, k128_m32 64 -> 64; no spills.
 use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commit, cp_async_wait_group, ldmatrix_x2, ldmatrix_x4, mma_f16_16816, pack_f16x2, unpack_f16x2};
 use crate::device::math;
-use crate::device::shared::{ld_v2_u32, ld_v4_f32};
+use crate::device::shared::{ld_v2_u32, ld_v4_f32, st_u32};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, block_idx_y, grid_dim_x, shared, sync_threads, thread_idx_x};
@@ -74,15 +74,6 @@ pub(super) unsafe fn ld_u32(addr: u32) -> u32 {
     let r: u32;
     asm!("ld.shared.u32 {0}, [{1}];", out(reg32) r, in(reg32) addr, options(nostack, readonly));
     r
-}
-
-/// `st.shared.u32` at a shared-window byte address.
-///
-/// # Safety
-/// As [`ld_u32`].
-#[inline(always)]
-pub(super) unsafe fn st_u32(addr: u32, v: u32) {
-    asm!("st.shared.u32 [{0}], {1};", in(reg32) addr, in(reg32) v, options(nostack));
 }
 
 /// `st.shared.v4.u32` at a shared-window byte address.

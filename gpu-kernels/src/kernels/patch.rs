@@ -67,30 +67,27 @@ pub unsafe extern "ptx-kernel" fn patch_im2col_f16(
     p: u32,
 ) {
     crate::device::grid_dependency_wait_then_trigger();
-    if p.is_multiple_of(8) && p <= 32 {
-        // Every load of the patch row before the first store (in the loop below each group's loads
-        // wait for the previous group's store to issue: a chain of round trips per row).
+    if p.is_multiple_of(8) {
+        // Up to four 8-element groups loaded before their stores (one pass for p ≤ 32): a load after a
+        // store waits for it to issue, so group by group the row was a chain of round trips.
         im2col_body(img, batch, hp, wp, p, |src, dst| {
             let groups = (p / 8) as usize;
-            let mut v = [[0u32; 4]; 4];
-            unroll!(4, |g| {
-                if g < groups {
-                    let (a, b) = (*(src.add(8 * g) as *const F32x4), *(src.add(8 * g + 4) as *const F32x4));
-                    v[g] = [pack_f16x2(a.0[0], a.0[1]), pack_f16x2(a.0[2], a.0[3]), pack_f16x2(b.0[0], b.0[1]), pack_f16x2(b.0[2], b.0[3])];
-                }
-            });
-            unroll!(4, |g| {
-                if g < groups {
-                    *(cols.add(dst + 8 * g) as *mut [u32; 4]) = v[g];
-                }
-            });
-        });
-    } else if p.is_multiple_of(8) {
-        im2col_body(img, batch, hp, wp, p, |src, dst| {
-            for g in 0..(p / 8) as usize {
-                let (a, b) = (*(src.add(8 * g) as *const F32x4), *(src.add(8 * g + 4) as *const F32x4));
-                *(cols.add(dst + 8 * g) as *mut [u32; 4]) =
-                    [pack_f16x2(a.0[0], a.0[1]), pack_f16x2(a.0[2], a.0[3]), pack_f16x2(b.0[0], b.0[1]), pack_f16x2(b.0[2], b.0[3])];
+            let mut g0 = 0;
+            while g0 < groups {
+                let mut v = [[0u32; 4]; 4];
+                unroll!(4, |u| {
+                    let g = g0 + u;
+                    if g < groups {
+                        let (a, b) = (*(src.add(8 * g) as *const F32x4), *(src.add(8 * g + 4) as *const F32x4));
+                        v[u] = [pack_f16x2(a.0[0], a.0[1]), pack_f16x2(a.0[2], a.0[3]), pack_f16x2(b.0[0], b.0[1]), pack_f16x2(b.0[2], b.0[3])];
+                    }
+                });
+                unroll!(4, |u| {
+                    if g0 + u < groups {
+                        *(cols.add(dst + 8 * (g0 + u)) as *mut [u32; 4]) = v[u];
+                    }
+                });
+                g0 += 4;
             }
         });
     } else {

@@ -12,7 +12,7 @@
 use models::ops;
 use models::Tensor;
 
-use super::vit_fast::{LINEAR_TC_F16, LINEAR_TC_F16_ACC, LINEAR_TC_F32};
+use super::vit_fast::{Out, Res, LINEAR_TC_F16, LINEAR_TC_F16_ACC, LINEAR_TC_F32};
 use super::{catch, compare, download, errored, poisoned, random, Check, CheckResult, Rng64};
 use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
@@ -129,25 +129,6 @@ const FULL_ROWS: usize = 1024;
 const HEAD_ROWS: usize = 256;
 const TAIL_ROWS: usize = 300;
 
-#[derive(Clone, Copy, Debug)]
-enum Res {
-    None,
-    /// f32 residual with this many rows (dividing M), broadcast over the rest.
-    F32(usize),
-    /// f16 residual with this many rows.
-    F16(usize),
-    /// `EpilogueTc::accumulate`: y16 holds an f16 residual of M rows and gets the result added in place
-    /// (on `linear_tma` by TMA reduce-adds; cases with it have an f16 output only).
-    Acc,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Out {
-    F32,
-    F16,
-    Both,
-}
-
 struct WgCase {
     m: usize,
     n: usize,
@@ -249,24 +230,14 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
         "{m}x{n}x{k}{}{}{} {out:?}",
         if bias { " +b" } else { "" },
         if gelu { " +gelu" } else { "" },
-        match res {
-            Res::None => String::new(),
-            Res::F32(r) => format!(" +res32[{r}]"),
-            Res::F16(r) => format!(" +res16[{r}]"),
-            Res::Acc => " y16+=".into(),
-        }
+        res.name()
     );
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[m, k], -1.0, 1.0));
         let bound = 1.0 / (k as f32).sqrt();
         let w = round_tensor_f16(&random(rng, &[n, k], -bound, bound));
         let b = random(rng, &[n], -0.5, 0.5);
-        let r = match res {
-            Res::None => None,
-            Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
-            Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
-            Res::Acc => Some(round_tensor_f16(&random(rng, &[m, n], -2.0, 2.0))),
-        };
+        let r = res.host(rng, m, n);
         // CPU reference on the compared rows only.
         let rows = compared_rows(m);
         let xs = Tensor::new(
@@ -296,11 +267,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
         );
         let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
         let acc = matches!(res, Res::Acc);
-        let rd = match (&r, res) {
-            (Some(_), Res::Acc) | (None, _) => None,
-            (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
-            (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
-        };
+        let rd = res.device(r.as_ref())?;
         let ep = EpilogueTc {
             bias: bias.then_some(&bd),
             gelu,
@@ -309,10 +276,7 @@ fn wg_case(gpu: &Gpu, rng: &mut Rng64, cs: &WgCase, gemm: Gemm) -> Vec<CheckResu
         };
         let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
         // With accumulate, y16 starts as the residual.
-        let mut y16 = match &r {
-            Some(r) if acc => DeviceTensor::from_host_f16(r)?,
-            _ => poisoned(&[m, n], DType::F16, Layout::RowMajor)?,
-        };
+        let mut y16 = res.y16_start(r.as_ref(), m, n)?;
         let (o32, o16) = match out {
             Out::F32 => (Some(&mut y32), None),
             Out::F16 => (None, Some(&mut y16)),

@@ -120,20 +120,62 @@ pub fn checks() -> Vec<Check> {
 }
 
 // ---------------------------------------------------------------- linear_tc
+/// The residual of a GEMM case (here and in `linear_wg`'s checks).
 #[derive(Clone, Copy, Debug)]
-enum Res {
+pub(super) enum Res {
     None,
     /// f32 residual with this many rows (dividing M), broadcast over the rest.
     F32(usize),
     /// f16 residual with this many rows.
     F16(usize),
     /// `EpilogueTc::accumulate`: y16 starts as an f16 residual of M rows and gets the result added in
-    /// place (StyleViT's out-projection and fc2; cases with it have an f16 output only).
+    /// place (StyleViT's out-projection and fc2; on `linear_tma` by TMA reduce-adds; cases with it have
+    /// an f16 output only).
     Acc,
 }
 
+impl Res {
+    /// The case-name suffix.
+    pub(super) fn name(self) -> String {
+        match self {
+            Res::None => String::new(),
+            Res::F32(r) => format!(" +res32[{r}]"),
+            Res::F16(r) => format!(" +res16[{r}]"),
+            Res::Acc => " y16+=".into(),
+        }
+    }
+
+    /// The host residual of an M x N case (f16-rounded where the kernel reads f16), or none.
+    pub(super) fn host(self, rng: &mut Rng64, m: usize, n: usize) -> Option<Tensor> {
+        match self {
+            Res::None => None,
+            Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
+            Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
+            Res::Acc => Some(round_tensor_f16(&random(rng, &[m, n], -2.0, 2.0))),
+        }
+    }
+
+    /// The `EpilogueTc::residual` tensor for host residual `r` (none with `Acc`: the residual is y16).
+    pub(super) fn device(self, r: Option<&Tensor>) -> Result<Option<DeviceTensor>> {
+        Ok(match (r, self) {
+            (Some(_), Res::Acc) | (None, _) => None,
+            (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
+            (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
+        })
+    }
+
+    /// The y16 output a launch starts from: the residual with `Acc`, else poisoned.
+    pub(super) fn y16_start(self, r: Option<&Tensor>, m: usize, n: usize) -> Result<DeviceTensor> {
+        match (r, self) {
+            (Some(r), Res::Acc) => DeviceTensor::from_host_f16(r),
+            _ => poisoned(&[m, n], DType::F16, Layout::RowMajor),
+        }
+    }
+}
+
+/// Which outputs a GEMM case writes.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Out {
+pub(super) enum Out {
     F32,
     F16,
     Both,
@@ -221,24 +263,14 @@ fn linear_case(
         "{m}x{n}x{k}{}{}{} {out:?}",
         if bias { " +b" } else { "" },
         if gelu { " +gelu" } else { "" },
-        match res {
-            Res::None => String::new(),
-            Res::F32(r) => format!(" +res32[{r}]"),
-            Res::F16(r) => format!(" +res16[{r}]"),
-            Res::Acc => " y16+=".into(),
-        }
+        res.name()
     );
     let mut run = || -> Result<Vec<CheckResult>> {
         let x = round_tensor_f16(&random(rng, &[m, k], -1.0, 1.0));
         let bound = 1.0 / (k as f32).sqrt();
         let w = round_tensor_f16(&random(rng, &[n, k], -bound, bound));
         let b = random(rng, &[n], -0.5, 0.5);
-        let r = match res {
-            Res::None => None,
-            Res::F32(rr) => Some(random(rng, &[rr, n], -2.0, 2.0)),
-            Res::F16(rr) => Some(round_tensor_f16(&random(rng, &[rr, n], -2.0, 2.0))),
-            Res::Acc => Some(round_tensor_f16(&random(rng, &[m, n], -2.0, 2.0))),
-        };
+        let r = res.host(rng, m, n);
         let acc = matches!(res, Res::Acc);
         let mut want = ops::linear(&x, &w, bias.then_some(&b))?;
         if gelu {
@@ -255,11 +287,7 @@ fn linear_case(
             DeviceTensor::from_host_f16(&w)?,
         );
         let bd = DeviceTensor::from_f32(&[n], &b.data, Layout::RowMajor)?;
-        let rd = match (&r, res) {
-            (Some(_), Res::Acc) | (None, _) => None,
-            (Some(r), Res::F16(_)) => Some(DeviceTensor::from_host_f16(r)?),
-            (Some(r), _) => Some(DeviceTensor::from_f32(&r.shape, &r.data, Layout::RowMajor)?),
-        };
+        let rd = res.device(r.as_ref())?;
         let ep = EpilogueTc {
             bias: bias.then_some(&bd),
             gelu,
@@ -271,10 +299,7 @@ fn linear_case(
             let case = format!("{name} {} #{rep}", plan_name(path.plan(m, n, k)));
             let mut y32 = poisoned(&[m, n], DType::F32, Layout::RowMajor)?;
             // With accumulate, y16 starts as the residual (again for every path).
-            let mut y16 = match &r {
-                Some(r) if acc => DeviceTensor::from_host_f16(r)?,
-                _ => poisoned(&[m, n], DType::F16, Layout::RowMajor)?,
-            };
+            let mut y16 = res.y16_start(r.as_ref(), m, n)?;
             let (o32, o16) = match out {
                 Out::F32 => (Some(&mut y32), None),
                 Out::F16 => (None, Some(&mut y16)),
