@@ -122,6 +122,16 @@ pub unsafe fn ld_global_nc_v2_f32(p: *const f32) -> [f32; 2] {
     [a, b]
 }
 
+/// `red.global.add.f64 [p], v`: adds `v` to the double at `p` atomically, without returning the old value
+/// (fire and forget: the issuing thread does not wait for it).
+///
+/// # Safety
+/// `p` must be 8-byte aligned and point to a writable double of global memory.
+#[inline(always)]
+pub unsafe fn red_add_f64(p: *mut f64, v: f64) {
+    asm!("red.global.add.f64 [{0}], {1};", in(reg64) p, in(reg64) v, options(nostack));
+}
+
 /// `prefetch.global.L2 [p]`: asks for the 128-byte line holding global address `p` to be brought into L2
 /// (a hint: no result, no fault).
 ///

@@ -3,13 +3,16 @@
 //! * `nhwc_pack_input`: NCHW f32 [N, 3, H, W] -> NHWC f16 [N, H, W, 4], channel 3 zero;
 //! * `nhwc_in_coef`: combines the per-tile InstanceNorm partials that `conv2d_tc` writes into per
 //!   (sample, channel) affine coefficients a = γ·rstd, b = β − mean·a;
+//! * `in_sums_add` / `in_coef_from_sums`: the other route, without that launch: a conv epilogue adds each
+//!   tile's statistics to f64 plane sums (Σx, Σx²) with atomics, one 128-byte line per plane
+//!   (`NORM_SUMS_STRIDE`), and the norm's consumer (`nhwc_in_apply_pad`) computes (a, b) from them;
 //! * `nhwc_in_apply`: y = a·x + b (+ReLU) (+residual, itself optionally normalised + ReLU) on NHWC f16,
 //!   eight channels per thread.
 use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
-use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
+use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS, NORM_SUMS_STRIDE};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
 /// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
@@ -130,13 +133,45 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_coef(
                 (*red.add(3 * w), *red.add(3 * w + 1), *red.add(3 * w + 2)),
             );
         }
-        let var = tot.2 / pq as f32;
-        let var = if var > 0.0 { var } else { 0.0 };
-        let rstd = 1.0 / math::sqrt(var + eps);
-        let a = ga * rstd;
+        let (a, b) = in_coef(tot.1, tot.2 / pq as f32, ga, be, eps);
         *coef.add(2 * p as usize) = a;
-        *coef.add(2 * p as usize + 1) = be - tot.1 * a;
+        *coef.add(2 * p as usize + 1) = b;
     }
+}
+
+/// The norm's affine coefficients from a plane's mean and biased variance: rstd = 1/sqrt(var + eps) (a
+/// negative variance, from rounding, counts as 0), a = γ·rstd, b = β − mean·a.
+#[inline(always)]
+fn in_coef(mean: f32, var: f32, gamma: f32, beta: f32, eps: f32) -> (f32, f32) {
+    let var = if var > 0.0 { var } else { 0.0 };
+    let rstd = 1.0 / math::sqrt(var + eps);
+    let a = gamma * rstd;
+    (a, beta - mean * a)
+}
+
+/// Adds one tile's InstanceNorm partial of a plane, `count` values with mean `mean` and sum of squared
+/// deviations `m2`, to the plane's f64 sums `sums[0..2]` = (Σx, Σx²): count·mean and m2 + count·mean².
+/// In f64 the sums keep the variance Σx²/n − mean² exact to ~1e-16·mean²: no cancellation for any
+/// activation a conv produces. Fire-and-forget atomics (`red.global.add.f64`): the order of the additions
+/// varies between runs, the result only in its last f64 bits.
+///
+/// # Safety
+/// `sums` must point to two writable, 8-byte aligned doubles of global memory.
+#[inline(always)]
+pub unsafe fn in_sums_add(sums: *mut f64, count: f32, mean: f32, m2: f32) {
+    let (n, m) = (count as f64, mean as f64);
+    crate::device::red_add_f64(sums, n * m);
+    crate::device::red_add_f64(sums.add(1), m2 as f64 + n * m * m);
+}
+
+/// The norm's (a, b) for one plane of `count` values from its f64 sums (Σx, Σx²) (`in_sums_add`): mean
+/// and biased variance in f64, then [`in_coef`]'s f32 arithmetic, as `nhwc_in_coef` does from partials.
+#[inline(always)]
+pub fn in_coef_from_sums(sx: f64, sxx: f64, count: u32, gamma: f32, beta: f32, eps: f32) -> (f32, f32) {
+    let inv = 1.0 / count as f64;
+    let mean = sx * inv;
+    let var = sxx * inv - mean * mean;
+    in_coef(mean as f32, var as f32, gamma, beta, eps)
 }
 
 /// Eight f16 (16 bytes).
@@ -214,7 +249,9 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply(
 /// size; threads past the last whole pixel group idle), two pixels per iteration (both loads issued before
 /// the stores: one block per row leaves few threads per SM, so the loads in flight set the speed), each taken
 /// from the source pixel (sy, sx) of the raw `x` `[N, H, W, C]`: v = a·x + b with (a, b) =
-/// coef[(n*C + ch)*2 ..+2], ReLU when `relu` != 0, then + the residual's pixel (sy + 1, sx + 1) when
+/// coef[(n*C + ch)*2 ..+2] or, when `sums` is not null, computed from the plane's f64 sums
+/// sums[(n*C + ch)·NORM_SUMS_STRIDE ..+2] = (Σx, Σx²) over its H·W values and γ[ch], β[ch] (`in_coef_from_sums`, by thread
+/// ch into 2·C floats of dynamic shared memory; C ≤ the block, coef then not read), ReLU when `relu` != 0, then + the residual's pixel (sy + 1, sx + 1) when
 /// `residual` (padded `[N, H + 2, W + 2, C]`) is not null; stored as f16 (saturated), the arithmetic of
 /// `nhwc_in_apply` exactly. `y` must not alias `x` or `residual` (border pixels read other pixels). Block
 /// `NHWC_APPLY_PAD_THREADS`; the launcher keeps C/8 ≤ that and every element index below 2^31.
@@ -230,14 +267,34 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
     c: u32,
     relu: u32,
     pad_mode: u32,
+    sums: *const f64,
+    gamma: *const f32,
+    beta: *const f32,
+    eps: f32,
 ) {
-    crate::device::grid_dependency_wait();
     let t = thread_idx_x();
+    let row = block_idx_x();
+    let (ho, n) = if pad_mode == 0 { (h, row / h) } else { (h + 2, row / (h + 2)) };
+    // With sums: thread t < C computes channel t's (a, b) into shared memory (dynamic, 2·C floats). γ and β
+    // are parameters, written by no kernel: loaded before the wait, so their round trip overlaps it.
+    let ab_sh = shared::dynamic_smem::<f32>();
+    let (ga, be) = if !sums.is_null() && t < c { (*gamma.add(t as usize), *beta.add(t as usize)) } else { (0.0, 0.0) };
+    crate::device::grid_dependency_wait();
+    if !sums.is_null() {
+        if t < c {
+            let sp = sums.add(((n * c + t) * NORM_SUMS_STRIDE) as usize);
+            let (a, b) = in_coef_from_sums(*sp, *sp.add(1), h * w, ga, be, eps);
+            *ab_sh.add(2 * t as usize) = a;
+            *ab_sh.add(2 * t as usize + 1) = b;
+        }
+        sync_threads();
+    }
     let cg = c / 8;
     let step = NHWC_APPLY_PAD_THREADS / cg;
     if t >= step * cg {
         return;
     }
+    let g = t % cg;
     let pad = if pad_mode == 0 { 0 } else { 1 };
     let src = |i: u32, e: u32| -> u32 {
         let v = i as i32 - pad as i32;
@@ -253,14 +310,11 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             super::conv2d_tc::reflect(v, e as i32) as u32
         }
     };
-    let g = t % cg;
-    let (ho, wo) = (h + 2 * pad, w + 2 * pad);
-    let row = block_idx_x();
-    let n = row / ho;
+    let wo = w + 2 * pad;
     let py = row - n * ho;
     let sy = src(py, h);
-    let cf = coef.add(((n * c + g * 8) * 2) as usize);
     let mut ab = [0f32; 8 * 2];
+    let cf = if sums.is_null() { coef.add(((n * c + g * 8) * 2) as usize) } else { ab_sh.add((g * 8 * 2) as usize) as *const f32 };
     for (k, v) in ab.iter_mut().enumerate() {
         *v = *cf.add(k);
     }

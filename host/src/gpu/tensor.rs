@@ -13,10 +13,13 @@ pub enum DType {
     F32,
     BF16,
     F16,
+    /// f64: only the InstanceNorm plane sums (`ops::nhwc::NormSums`).
+    F64,
 }
 impl DType {
     pub fn size(self) -> usize {
         match self {
+            DType::F64 => 8,
             DType::F32 => 4,
             DType::BF16 | DType::F16 => 2,
         }
@@ -185,6 +188,25 @@ impl DeviceTensor {
         })?;
         self.shape = shape.to_vec();
         Ok(self)
+    }
+    /// Downloads an f64 tensor.
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        crate::error::ensure(self.dtype == DType::F64, "to_vec_f64", || format!("tensor is {:?}", self.dtype))?;
+        let mut bytes = vec![0u8; self.numel() * 8];
+        if !bytes.is_empty() {
+            self.buf.index(..bytes.len()).copy_to(&mut bytes[..]).during("copying to the host")?;
+        }
+        Ok(bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+    }
+    /// Queues a zero fill of the whole tensor on `gpu`'s stream (a memset node when a graph is being
+    /// captured; unlike [`Self::fill_bytes`], which uses the legacy default stream).
+    pub fn zero_async(&mut self, gpu: &crate::Gpu) -> Result<()> {
+        // SAFETY: the pointer and byte count are this tensor's own allocation; the stream is the GPU's, alive
+        // for the call; the memset is ordered after the stream's earlier work and before its later work.
+        let r = unsafe {
+            cust::sys::cuMemsetD8Async(self.buf.as_device_ptr().as_raw(), 0, self.bytes(), gpu.stream().as_inner())
+        };
+        crate::gpu::graph::check(r, "cuMemsetD8Async")
     }
     /// Fills every byte with `byte` (tests poison outputs with 0xff = NaN before a kernel writes them).
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {

@@ -42,7 +42,11 @@
 //! run 46, H200, 256x256 b1: 0.234 ms against 0.244 with `STYLEFORGE_CONV_TMA_DEEP=0`), and where even twice
 //! those tiles leave an SM each (256x256 images' residual convs), with each tile's channels split over two
 //! jobs (`conv2d_tma_n64`; run 50, H100, 256x256 b1: 0.224-0.227 ms against 0.242 with `STYLEFORGE_CONV_TMA_N64=0`).
-//! Buffers are allocated
+//! Where a norm's conv runs on `conv2d_tma` and its consumer is `nhwc_in_apply_pad` (the residual blocks'
+//! norms, in4), the conv adds its statistics to f64 plane sums (`NormSums`, zeroed by one memset at the
+//! start of the forward) and `nhwc_in_apply_pad` computes the coefficients from them, so those 11 norms
+//! have no `nhwc_in_coef` launch (run 120, H100: 256x256 b1 0.194-0.195 ms against 0.217, 1024 1.140-1.143
+//! against 1.168-1.170). Buffers are allocated
 //! once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
@@ -61,7 +65,7 @@ use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_
 use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
 use crate::ops::nhwc::{
     nhwc_in_apply_pad, PadOut, nhwc_in_apply, nhwc_in_apply_residual, nhwc_in_apply_residual_normed, nhwc_in_coef, nhwc_in_coef_tiled,
-    nhwc_pack_input, PACKED_INPUT_CHANNELS,
+    nhwc_pack_input, NormCoef, NormStats, NormSums, SumsSlot, PACKED_INPUT_CHANNELS,
 };
 
 const OP: &str = "GpuTransformerNetFast";
@@ -254,6 +258,10 @@ impl GpuNorm {
     ) -> Result<()> {
         nhwc_in_coef_tiled(gpu, &shape4(y)?, tiling, part, &self.gamma, &self.beta, coef)
     }
+    /// The norm's coefficients as its consumer computes them from the conv's plane sums in `sums`.
+    fn coef_of_sums(&self, sums: SumsSlot) -> NormCoef<'_> {
+        NormCoef::Sums { sums, gamma: &self.gamma, beta: &self.beta }
+    }
     /// `trunk = trunk' + norm(y)` (the residual blocks' second norm), where trunk' is `trunk` itself or,
     /// with `trunk_norm`, relu(norm(trunk)) by those coefficients (the trunk still raw from conv3).
     #[allow(clippy::too_many_arguments)]
@@ -325,6 +333,10 @@ struct Buffers {
     /// in3's coefficients: the raw conv3 output in `trunk` is normalised by the first residual block's
     /// conv and its residual update, two launches apart (after `coef` has been reused).
     coef_trunk: DeviceTensor,
+    /// The f64 plane sums of the norms whose conv runs on `conv2d_tma` and whose consumer is
+    /// `nhwc_in_apply_pad` (slots 2i and 2i + 1: residual block i's two norms; the last slot in4), zeroed at
+    /// the start of each forward: no `nhwc_in_coef` launch for them.
+    sums: NormSums,
     /// The residual blocks' padded activations when they run on `conv2d_tma`.
     pads: Option<TmaPads>,
     /// deconv1's normalised output replicate-padded, when deconv2 runs on `conv2d_tma`.
@@ -516,6 +528,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             part: f(part_len)?,
             coef: f(coef_len)?,
             coef_trunk: f(coef_len)?,
+            sums: NormSums::new(2 * self.res.len() + 1, coef_len / 2)?,
             pads: if res_tma {
                 let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3, PadMode::Reflect);
                 Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
@@ -786,6 +799,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             part,
             coef,
             coef_trunk,
+            sums,
             pads,
             u1_pad,
             trunk_up,
@@ -798,6 +812,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         // Every conv writes its raw f16 output; `nhwc_in_coef` turns the partials into the norm's (a, b)
         // and the NEXT conv applies relu(a·x + b) to each element it loads (`coef` is rewritten only after
         // that conv, in stream order), except in3 and in4, applied in place (see the module doc).
+        sums.zero(gpu)?;
         nhwc_pack_input(gpu, x, x4)?;
         match &self.conv1_halo {
             Some(w) => {
@@ -820,7 +835,7 @@ impl<'g> GpuTransformerNetFast<'g> {
         if let Some(TmaPads { trunk_a, trunk_b, t1: t1p }) = pads.as_mut() {
             // The residual blocks on conv2d_tma: every norm is a pass writing the next conv's padded input
             // (the last block's update writes the plain trunk for deconv1).
-            nhwc_in_apply_pad(gpu, trunk, coef_trunk, true, None, PadOut::Padded(trunk_a))?;
+            nhwc_in_apply_pad(gpu, trunk, &*coef_trunk, true, None, PadOut::Padded(trunk_a))?;
             mark("conv3+in3")?;
             let (mut cur, mut next) = (trunk_a, trunk_b);
             let last = self.res.len() - 1;
@@ -828,17 +843,16 @@ impl<'g> GpuTransformerNetFast<'g> {
                 let Some([w1, w2]) = blk.tma.as_ref() else {
                     return Err(Error::Other("residual block without its conv2d_tma weights".into()));
                 };
-                let tiling = conv2d_tma(gpu, &*cur, w1, t1, part)?;
-                blk.in1.coef_tiled(gpu, t1, &tiling, part, coef)?;
-                nhwc_in_apply_pad(gpu, t1, coef, true, None, PadOut::Padded(t1p))?;
-                let tiling = conv2d_tma(gpu, t1p, w2, t2, part)?;
-                blk.in2.coef_tiled(gpu, t2, &tiling, part, coef)?;
+                let (s1, s2) = (sums.slot(2 * i)?, sums.slot(2 * i + 1)?);
+                conv2d_tma(gpu, &*cur, w1, t1, NormStats::Sums(s1))?;
+                nhwc_in_apply_pad(gpu, t1, blk.in1.coef_of_sums(s1), true, None, PadOut::Padded(t1p))?;
+                conv2d_tma(gpu, t1p, w2, t2, NormStats::Sums(s2))?;
                 let out = match (i == last, trunk_up.as_mut()) {
                     (false, _) => PadOut::Padded(&mut *next),
                     (true, Some(tu)) => PadOut::Padded(tu),
                     (true, None) => PadOut::Plain(&mut *trunk),
                 };
-                nhwc_in_apply_pad(gpu, t2, coef, false, Some(&*cur), out)?;
+                nhwc_in_apply_pad(gpu, t2, blk.in2.coef_of_sums(s2), false, Some(&*cur), out)?;
                 std::mem::swap(&mut cur, &mut next);
                 mark(res_name(i))?;
             }
@@ -861,17 +875,29 @@ impl<'g> GpuTransformerNetFast<'g> {
             mark(res_name(i))?;
         }
         }
-        let tiling = match (&self.deconv1_tma, trunk_up.as_ref()) {
-            (Some(w), Some(tu)) => conv2d_tma(gpu, tu, w, u1, part)?,
-            _ => self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?,
-        };
-        self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
+        // in4 from plane sums when both its conv and its consumer run on conv2d_tma's path.
+        let s4 = sums.slot(2 * self.res.len())?;
+        let in4_sums = matches!((&self.deconv1_tma, trunk_up.as_ref(), &self.deconv2_tma, u1_pad.as_ref()), (Some(_), Some(_), Some(_), Some(_)));
+        match (&self.deconv1_tma, trunk_up.as_ref()) {
+            (Some(w), Some(tu)) if in4_sums => {
+                conv2d_tma(gpu, tu, w, u1, NormStats::Sums(s4))?;
+            }
+            (Some(w), Some(tu)) => {
+                let tiling = conv2d_tma(gpu, tu, w, u1, &mut *part)?;
+                self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
+            }
+            _ => {
+                let tiling = self.deconv1.run_stats(gpu, trunk, trunk_norm, u1, part, wg_min)?;
+                self.in4.coef_tiled(gpu, u1, &tiling, part, coef)?;
+            }
+        }
         match (&self.deconv2_tma, u1_pad.as_mut()) {
             (Some(w), Some(u1p)) => {
                 // in4 written replicate-padded for deconv2's sub-pixel form on conv2d_tma.
-                nhwc_in_apply_pad(gpu, u1, coef, true, None, PadOut::Padded(u1p))?;
+                let in4 = if in4_sums { self.in4.coef_of_sums(s4) } else { NormCoef::Coef(&*coef) };
+                nhwc_in_apply_pad(gpu, u1, in4, true, None, PadOut::Padded(u1p))?;
                 mark("deconv1+in4")?;
-                let tiling = conv2d_tma(gpu, u1p, w, u2, part)?;
+                let tiling = conv2d_tma(gpu, u1p, w, u2, &mut *part)?;
                 self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
             }
             _ => {

@@ -31,6 +31,7 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, DeviceTensorMap, Gpu, Layout};
 use crate::kernel_args;
 use crate::ops::conv2d_tc::{PartTiling, TcWeight, SUBPIXEL_TAPS};
+use crate::ops::nhwc::NormStats;
 
 const OP: &str = "conv2d_tma";
 /// Environment variable: `64` or `128` forces the tile height (consumer warpgroups 1 or 2) instead of
@@ -316,16 +317,17 @@ pub fn upsample_weight(weight: &Tensor) -> Result<Tensor> {
 }
 
 /// conv3x3(x, w) over the padded input `x` (already normalised and padded), stride 1: y NHWC
-/// f16 `[N, H, W, 128]` plus the InstanceNorm partials in `part`; returns their tiling. With a sub-pixel
+/// f16 `[N, H, W, 128]` plus the InstanceNorm statistics in `stats` (partials, or added to f64 plane sums);
+/// returns the partials' tiling. With a sub-pixel
 /// weight ([`TmaConvWeight::upload_upsample`], `x` replicate-padded) the conv of the 2x upsampled,
 /// reflection-padded input: y `[N, 2H, 2W, 32]`. Every shape violation is an error and nothing is
 /// launched.
-pub fn conv2d_tma(
+pub fn conv2d_tma<'a>(
     gpu: &Gpu,
     x: &PaddedInput,
     w: &TmaConvWeight,
     y: &mut DeviceTensor,
-    part: &mut DeviceTensor,
+    stats: impl Into<NormStats<'a>>,
 ) -> Result<PartTiling> {
     let (n, h, wd, c) = (x.n, x.h, x.w, x.c);
     ensure(w.w.c == c, OP, || format!("weight has {} input channels, the input {c}", w.w.c))?;
@@ -342,9 +344,18 @@ pub fn conv2d_tma(
     })?;
     let tiling = tl.part_tiling(h, wd, up, ntn);
     let part_len = tiling.part_len(n, k);
-    ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
-        format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
-    })?;
+    let (part, sums) = match stats.into() {
+        NormStats::Partials(part) => {
+            ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || {
+                format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
+            })?;
+            (part.ptr(), 0)
+        }
+        NormStats::Sums(s) => {
+            ensure(s.planes >= n * k, OP, || format!("norm sums hold {} planes, {n}x{k} needed", s.planes))?;
+            (0, s.ptr)
+        }
+    };
     // Jobs per tile: the weight's 128-column N tiles, each split in two by conv2d_tma_n64.
     let jobs = ntn * (CONV2D_TMA_K / tl.bn) as usize;
     let wmap = if tl.bn == CONV2D_TMA_K {
@@ -375,7 +386,8 @@ pub fn conv2d_tma(
         tiles: tl.tiles as u32,
         total: total as u32,
         y16: y.ptr(),
-        part: part.ptr(),
+        part,
+        sums,
     };
     // SAFETY: conv2d_tma_m128 / _m64 / _m64_deep / _pp / _n64 (`name`, the kernel for tl.consumers warpgroups,
     // tl.stages stages, tl.pingpong and tl.bn) take one Conv2dTmaArgs by value (the struct of the kernel crate,
@@ -389,7 +401,9 @@ pub fn conv2d_tma(
     // writes y16 words of pixels (n, y < up·H, x < up·W) only (y is f16 [N, up·H, up·W, k_out] with k_out·up²
     // = 128·ntn, checked; up and ntn are the weight's) and part[((n·k_out + ch)·tiles·ntn + nt·tiles +
     // tile)·2 ..+2] with ch < k_out, nt < ntn, tile < tiles (_n64: ((n·128 + ch)·tiles + tile), ntn = 1; part_len
-    // checked); y and part are exclusive borrows, distinct from the inputs.
+    // checked), or, with sums (part then 0 and unused), adds to sums[(n·k_out + ch)·NORM_SUMS_STRIDE ..+2] (N·k_out planes
+    // checked); y and part are exclusive borrows, distinct from the inputs, and a sums slot is a buffer the
+    // caller orders like any output (no kernel in flight reads it).
     // Every index fits 31 bits (checked here and in PaddedInput::new). Block conv2d_tma_threads(consumers)
     // (the warpgroups the kernel's roles assume; 2 · 128 + 32 = CONV2D_TMA_PP_THREADS for _pp) with smem ≤ 227 KB (a const of the kernel crate;
     // `launch` opts in above 48 KB); grid ≤ total, each block striding over the jobs.

@@ -2,7 +2,7 @@
 //! input packing (NCHW f32 -> NHWC f16, 4 channels) and InstanceNorm on `conv2d_tc`'s f16 output
 //! (`nhwc_in_coef` combines the conv's per-tile partials into per-channel affine coefficients,
 //! `nhwc_in_apply` applies them with ReLU or a residual add, f16 in and out).
-use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS};
+use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS, NORM_SUMS_STRIDE};
 
 use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
@@ -16,6 +16,108 @@ pub const PACKED_INPUT_CHANNELS: usize = 4;
 
 fn fits32(v: usize) -> bool {
     v < (1 << 31)
+}
+
+/// InstanceNorm statistics as f64 plane sums (Σx, Σx²), `layers` slots of `planes` (N·C) planes: a conv
+/// epilogue adds each tile's statistics to its slot ([`NormStats::Sums`]; `conv2d_tma`) and the norm's
+/// consumer computes the coefficients from them itself ([`NormCoef::Sums`]; `nhwc_in_apply_pad`), so no
+/// `nhwc_in_coef` launch sits between the two. [`NormSums::zero`] clears every slot with one memset, queued
+/// before the convs that add to them.
+pub struct NormSums {
+    t: DeviceTensor,
+    planes: usize,
+}
+
+impl NormSums {
+    pub fn new(layers: usize, planes: usize) -> Result<Self> {
+        let stride = NORM_SUMS_STRIDE as usize;
+        Ok(NormSums { t: DeviceTensor::empty(&[layers.max(1), planes, stride], DType::F64, Layout::RowMajor)?, planes })
+    }
+    /// Queues the zero fill of every slot on `gpu`'s stream.
+    pub fn zero(&mut self, gpu: &Gpu) -> Result<()> {
+        self.t.zero_async(gpu)
+    }
+    /// Slot `i` (its address and plane count); an error past the last one.
+    pub fn slot(&self, i: usize) -> Result<SumsSlot> {
+        ensure(i < self.t.shape[0], OP, || format!("norm sums: slot {i} of {}", self.t.shape[0]))?;
+        Ok(SumsSlot { ptr: self.t.ptr() + (i * self.planes * NORM_SUMS_STRIDE as usize * 8) as u64, planes: self.planes })
+    }
+    /// Downloads slot `i`'s sums per plane, (Σx, Σx²) pairs (tests).
+    pub fn download(&self, gpu: &Gpu, i: usize) -> Result<Vec<f64>> {
+        self.slot(i)?;
+        gpu.synchronize()?;
+        let stride = NORM_SUMS_STRIDE as usize;
+        let all = self.t.to_vec_f64()?;
+        Ok(all[i * self.planes * stride..(i + 1) * self.planes * stride].chunks(stride).flat_map(|p| [p[0], p[1]]).collect())
+    }
+}
+
+/// One slot of a [`NormSums`]: `planes` planes of `NORM_SUMS_STRIDE` f64 (Σx, Σx², padding) at device
+/// address `ptr`. A plain address: the stream order
+/// (zero, then the conv adding, then the consumer reading) is the caller's, as for any kernel argument.
+#[derive(Clone, Copy, Debug)]
+pub struct SumsSlot {
+    pub(crate) ptr: u64,
+    pub(crate) planes: usize,
+}
+
+/// Where a conv's epilogue leaves its InstanceNorm statistics.
+pub enum NormStats<'a> {
+    /// Per-tile (mean, M2) partials (f32), for `nhwc_in_coef`.
+    Partials(&'a mut DeviceTensor),
+    /// Added to a slot of f64 plane sums (zeroed before), for a consumer taking [`NormCoef::Sums`].
+    Sums(SumsSlot),
+}
+
+impl<'a> From<&'a mut DeviceTensor> for NormStats<'a> {
+    fn from(part: &'a mut DeviceTensor) -> Self {
+        NormStats::Partials(part)
+    }
+}
+
+/// Where a norm's consumer finds its coefficients (a, b) per (sample, channel).
+#[derive(Clone, Copy)]
+pub enum NormCoef<'a> {
+    /// `nhwc_in_coef`'s output, coef[(n·C + c)·2 ..+2] f32.
+    Coef(&'a DeviceTensor),
+    /// Computed by the consumer from the plane sums and the norm's γ, β (f32 [C] each).
+    Sums { sums: SumsSlot, gamma: &'a DeviceTensor, beta: &'a DeviceTensor },
+}
+
+impl<'a> From<&'a DeviceTensor> for NormCoef<'a> {
+    fn from(coef: &'a DeviceTensor) -> Self {
+        NormCoef::Coef(coef)
+    }
+}
+
+impl<'a> From<&'a mut DeviceTensor> for NormCoef<'a> {
+    fn from(coef: &'a mut DeviceTensor) -> Self {
+        NormCoef::Coef(coef)
+    }
+}
+
+impl NormCoef<'_> {
+    /// Checks the coefficients cover `n` samples of `c` channels; returns the kernel arguments (coef, sums,
+    /// gamma, beta), the unused ones 0.
+    fn args(&self, what: &str, n: usize, c: usize) -> Result<(u64, u64, u64, u64)> {
+        match *self {
+            NormCoef::Coef(coef) => {
+                ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
+                    format!("{what}: coef needs {} f32, got {:?} {:?}", n * c * 2, coef.dtype, coef.shape)
+                })?;
+                Ok((coef.ptr(), 0, 0, 0))
+            }
+            NormCoef::Sums { sums, gamma, beta } => {
+                ensure(sums.planes >= n * c, OP, || format!("{what}: sums hold {} planes, {n}x{c} needed", sums.planes))?;
+                for (name, t) in [("gamma", gamma), ("beta", beta)] {
+                    ensure(t.dtype == DType::F32 && t.shape == [c], OP, || {
+                        format!("{what}: {name} must be f32 [{c}], got {:?} {:?}", t.dtype, t.shape)
+                    })?;
+                }
+                Ok((0, sums.ptr, gamma.ptr(), beta.ptr()))
+            }
+        }
+    }
 }
 
 /// NCHW f32 `x` [N, 3, H, W] -> NHWC f16 `y` [N, H, W, 4] (channel 3 zero, nearest even, saturated).
@@ -327,10 +429,10 @@ pub enum PadOut<'a> {
 /// (+ the residual's interior pixel), padded by 1 when `out` is [`PadOut::Padded`] (reflected or replicated
 /// as its [`PadMode`] says). The same
 /// f32 arithmetic and single f16 rounding as [`nhwc_in_apply`].
-pub fn nhwc_in_apply_pad(
+pub fn nhwc_in_apply_pad<'a>(
     gpu: &Gpu,
     x: &DeviceTensor,
-    coef: &DeviceTensor,
+    coef: impl Into<NormCoef<'a>>,
     relu: bool,
     residual: Option<&PaddedInput>,
     out: PadOut<'_>,
@@ -349,9 +451,7 @@ pub fn nhwc_in_apply_pad(
             format!("apply pad: residual image {:?} differs from x {:?}", r.image_shape(), x.shape)
         })?;
     }
-    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2, OP, || {
-        format!("apply pad: coef needs {} f32, got {:?}", n * c * 2, coef.shape)
-    })?;
+    let (coef_ptr, sums_ptr, gamma_ptr, beta_ptr) = coef.into().args("apply pad", n, c)?;
     let (y_ptr, pad) = match out {
         PadOut::Padded(p) => {
             ensure(p.image_shape() == [n, h, w, c], OP, || {
@@ -371,13 +471,18 @@ pub fn nhwc_in_apply_pad(
     ensure(c / 8 <= NHWC_APPLY_PAD_THREADS as usize, OP, || {
         format!("apply pad: {c} channels above the {} a block covers", 8 * NHWC_APPLY_PAD_THREADS)
     })?;
+    ensure(sums_ptr == 0 || c <= NHWC_APPLY_PAD_THREADS as usize, OP, || {
+        format!("apply pad: {c} channels above the {NHWC_APPLY_PAD_THREADS} whose coefficients a block computes from sums")
+    })?;
     let rows = n * (h + 2 * (pad != 0) as usize);
-    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode): block `row` < rows =
+    // SAFETY: nhwc_in_apply_pad(x, coef, residual, y, h, w, c, relu, pad_mode, sums, gamma, beta, eps): block `row` < rows =
     // N·(H + 2p) (p = 1 for pad_mode 1 or 2, 0 for 0) writes the W + 2p pixels of output row `row` of y
     // (16-byte groups; y's whole size, the padded PaddedInput tensor or the plain [N, H, W, C] one, checked)
     // and reads x at reflected or clamped source pixels (sy < H, sx < W: reflect needs H, W ≥ 2, checked) inside x's N·H·W·C f16, the residual (when
     // non-null, a padded [N, H + 2, W + 2, C] image of the same N, H, W, C, checked) at (sy + 1, sx + 1),
-    // and coef[(n·C + 8g)·2 ..+16] (N·C·2 f32 checked). C/8 ≤ NHWC_APPLY_PAD_THREADS (checked), so every
+    // and coef[(n·C + 8g)·2 ..+16] (N·C·2 f32 checked) or, with sums (coef then 0 and unread), sums[(n·C +
+    // ch)·NORM_SUMS_STRIDE ..+2] (N·C planes checked) and γ, β [C] (checked), thread ch < C ≤ NHWC_APPLY_PAD_THREADS (checked)
+    // writing 2·C floats of dynamic shared memory (given). C/8 ≤ NHWC_APPLY_PAD_THREADS (checked), so every
     // channel group has a thread. y is an exclusive borrow, so it aliases neither x nor the residual.
     // Indices fit 31 bits (checked); allocations are 256-byte aligned and C % 8 == 0, so every group is
     // 16-byte aligned.
@@ -386,17 +491,21 @@ pub fn nhwc_in_apply_pad(
             "nhwc_in_apply_pad",
             (rows as u32, 1, 1),
             (NHWC_APPLY_PAD_THREADS, 1, 1),
-            0,
+            if sums_ptr == 0 { 0 } else { (2 * c * 4) as u32 },
             kernel_args!(
                 x.ptr(),
-                coef.ptr(),
+                coef_ptr,
                 residual.map_or(0, |r| r.t.ptr()),
                 y_ptr,
                 h as u32,
                 w as u32,
                 c as u32,
                 relu as u32,
-                pad
+                pad,
+                sums_ptr,
+                gamma_ptr,
+                beta_ptr,
+                INSTANCE_NORM_EPS
             ),
         )
     }

@@ -16,6 +16,12 @@
 //!   several short rows, partial tiles at the right and bottom edges, batch > 1 and grids with more tiles
 //!   than blocks (each block strides over several tiles).
 //!
+//! Every conv case runs a second time with its statistics added to f64 plane sums (`NormStats::Sums`,
+//! zeroed by `NormSums::zero` first; the fast TransformerNet's residual blocks and deconv1): the f16 output
+//! must be the same, each plane's mean and variance from the sums must match the CPU output's, and
+//! `nhwc_in_apply_pad` computing (a, b) from those sums (`NormCoef::Sums`) must give relu(a·y + b) of the
+//! conv's own output with the CPU's coefficients (`sums_checks`).
+//!
 //! The residual update (`nhwc_in_apply_pad` with a padded residual, into a padded and into a plain
 //! output) is checked on its own, and a last check makes sure the launchers refuse bad shapes.
 //!
@@ -35,7 +41,7 @@ use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::ops::conv2d_tc as tc;
 use crate::ops::conv2d_tma::{conv2d_tma, upsample_weight, PadMode, PaddedInput, TmaConvWeight, TmaTiling};
-use crate::ops::nhwc::{nhwc_in_apply_pad, PadOut};
+use crate::ops::nhwc::{nhwc_in_apply_pad, NormCoef, NormStats, NormSums, PadOut};
 
 const OP: &str = "conv2d_tma";
 /// f16 output: fp32 accumulation of exact f16 products plus one rounding (relative 2^-11).
@@ -195,9 +201,57 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, k: Kern) -> Vec<CheckResult> 
             results[1].passed = false;
             results[1].detail = format!("tiling {tiling:?} (expected {want_tiling:?})");
         }
+        results.extend(sums_checks(gpu, rng, &case, &xp, &dw, [n, h, w, 128], &dy.to_vec_f16_as_f32()?, &expected)?);
         Ok(results)
     };
     run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
+}
+
+/// The conv of `run_case` / `upsample_case` again with its statistics added to f64 plane sums, and
+/// `nhwc_in_apply_pad` (ReLU, plain output) computing the coefficients from them (module comment). `out`
+/// is the NHWC output shape, `y16` the partials run's f16 output, `expected` the CPU output (NCHW) whose
+/// plane statistics the sums must have.
+#[allow(clippy::too_many_arguments)]
+fn sums_checks(gpu: &Gpu, rng: &mut Rng64, case: &str, xp: &PaddedInput, dw: &TmaConvWeight, out: [usize; 4], y16: &[f32], expected: &Tensor) -> Result<Vec<CheckResult>> {
+    let [n, ho, wo, k] = out;
+    let mut sums = NormSums::new(1, n * k)?;
+    let slot = sums.slot(0)?;
+    sums.zero(gpu)?;
+    let mut dy = poisoned(&out, DType::F16, Layout::Nhwc)?;
+    conv2d_tma(gpu, xp, dw, &mut dy, NormStats::Sums(slot))?;
+    let gamma = random(rng, &[k], 0.5, 1.5);
+    let beta = random(rng, &[k], -0.5, 0.5);
+    let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
+    let mut normed = poisoned(&out, DType::F16, Layout::Nhwc)?;
+    nhwc_in_apply_pad(gpu, &dy, NormCoef::Sums { sums: slot, gamma: &dg, beta: &db }, true, None, PadOut::Plain(&mut normed))?;
+    let got_sums = sums.download(gpu, 0)?;
+    let got16 = dy.to_vec_f16_as_f32()?;
+    let pq = ho * wo;
+    let (mut got_mv, mut want_mv) = (Vec::with_capacity(4 * n * k), Vec::with_capacity(4 * n * k));
+    for plane in 0..n * k {
+        let v = &expected.data[plane * pq..(plane + 1) * pq];
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / pq as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / pq as f64;
+        let g_mean = got_sums[2 * plane] / pq as f64;
+        let g_var = got_sums[2 * plane + 1] / pq as f64 - g_mean * g_mean;
+        got_mv.extend([g_mean as f32, g_var as f32]);
+        want_mv.extend([mean as f32, var as f32]);
+    }
+    // relu(a·y + b) of the conv's own f16 output (NHWC, channel fastest), rounded to f16 once.
+    let coef = host_coef(expected, &gamma.data, &beta.data);
+    let want_norm: Vec<f32> = got16
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| {
+            let plane = (i / (pq * k)) * k + i % k;
+            round_f16(y.mul_add(coef[2 * plane], coef[2 * plane + 1]).max(0.0))
+        })
+        .collect();
+    Ok(vec![
+        compare(OP, &format!("{case} f16 out, sums mode"), &got16, y16, Tolerance { rel_l2: 0.0, max_rel: 0.0 }),
+        compare(OP, &format!("{case} plane (mean, var) from sums"), &got_mv, &want_mv, Tolerance::F32_LOOSE),
+        compare(OP, &format!("{case} apply_pad from sums"), &normed.to_vec_f16_as_f32()?, &want_norm, TOL_F16),
+    ])
 }
 
 /// `nhwc_in_apply_pad` with a padded residual: out = f16(a·x + b + r) at the reflected source pixel, into
@@ -410,6 +464,7 @@ fn upsample_case(gpu: &Gpu, rng: &mut Rng64, (n, c, h, w, k, consumers, norm): (
             results[2].passed = false;
             results[2].detail = format!("tiling {tiling:?} (expected {want_tiling:?})");
         }
+        results.extend(sums_checks(gpu, rng, &case, &xp, &dw, [n, ho, wo, k], &dy.to_vec_f16_as_f32()?, &exact)?);
         Ok(results)
     };
     run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
