@@ -691,9 +691,9 @@ pub struct Conv2dTmaArgs {
 const _: () = assert!(core::mem::size_of::<Conv2dTmaArgs>() == 80 && core::mem::align_of::<Conv2dTmaArgs>() == 8);
 
 impl Conv2dTmaArgs {
-    /// (xmap, wmap, y16, part) as the kernels use them.
-    pub fn pointers(&self) -> (*const u8, *const u8, *mut u32, *mut f32) {
-        (self.xmap as *const u8, self.wmap as *const u8, self.y16 as *mut u32, self.part as *mut f32)
+    /// (xmap, wmap, y16) as the kernels use them (`part` and `sums`: `conv2d_tma`'s `put_stats`).
+    pub fn pointers(&self) -> (*const u8, *const u8, *mut u32) {
+        (self.xmap as *const u8, self.wmap as *const u8, self.y16 as *mut u32)
     }
 }
 

@@ -260,12 +260,12 @@ $(#[$doc])*
 /// `args` (`Conv2dTmaArgs`): x: the tensor map of the padded input (module comment), w: the weight's; `up`
 /// 1 (a 3x3 conv) or 2 (the sub-pixel form of a 2x upsampling conv: module comment), `n_tiles` the
 /// 128-column GEMM N tiles (the weight has 128·n_tiles rows; output channels kc = 128·n_tiles / up²), job =
-/// tile·n_tiles + N tile. Writes y16 (f16 pairs) and `part`. Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
+/// tile·n_tiles + N tile. Writes y16 (f16 pairs) and `part` (or adds to `sums`: `put_stats`). Block `conv2d_tma_threads(NC)`, dynamic shared memory `conv2d_tma_layout(NC, STAGES).smem`, grid
 /// (≤ total, 1, 1). Requires (host-checked): c % 64 == 0, box_w·box_r ≤ 64·NC, every index below 2^31.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn $name(args: Conv2dTmaArgs) {
     let Conv2dTmaArgs { h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, .. } = args;
-    let (xmap, wmap, y16, _) = args.pointers();
+    let (xmap, wmap, y16) = args.pointers();
     const NC: u32 = $nc;
     const STAGES: u32 = $st;
     const L: crate::launch::Conv2dTmaLayout = conv2d_tma_layout(NC, STAGES);
@@ -415,7 +415,7 @@ conv2d_tma_entry!(
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn conv2d_tma_n64(args: Conv2dTmaArgs) {
     let Conv2dTmaArgs { h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, .. } = args;
-    let (xmap, wmap, y16, _) = args.pointers();
+    let (xmap, wmap, y16) = args.pointers();
     const STAGES: u32 = CONV2D_TMA_N64_STAGES;
     const NB: u32 = CONV2D_TMA_N64_BN;
     const L: crate::launch::Conv2dTmaLayout = conv2d_tma_n64_layout();
@@ -525,7 +525,7 @@ unsafe fn column_stats(stg: u32, col: u32, rows: u32) -> (f32, f32) {
 #[allow(unused_assignments)]
 pub unsafe extern "ptx-kernel" fn conv2d_tma_pp(args: Conv2dTmaArgs) {
     let Conv2dTmaArgs { h, wd, c, up, n_tiles, box_w, box_r, tiles_x, tiles, total, .. } = args;
-    let (xmap, wmap, y16, _) = args.pointers();
+    let (xmap, wmap, y16) = args.pointers();
     const STAGES: u32 = CONV2D_TMA_PP_STAGES;
     const L: Conv2dTmaPpLayout = conv2d_tma_pp_layout();
     const A_BYTES: u32 = pingpong::A_BYTES;
