@@ -44,9 +44,8 @@
 //! `part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2), tiles = ceil(P*Q / 128) (host:
 //! `PartTiling::linear(P*Q, 128)`).
 use super::conv2d_tc::{in_norm_relu, ld_u32, ld_v4_u32, reflect, st_v4_u32, sum_rows};
-use crate::device::shared::st_u32;
 use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_commit, cp_async_wait_group, pack_f16x2};
-use crate::device::shared::{ld_f32, ld_v4_f32, st_f32};
+use crate::device::shared::{ld_f32, ld_v4_f32, st_f32, st_u32};
 use crate::device::unroll::unroll;
 use crate::device::wgmma::{
     aligned_smem,

@@ -274,7 +274,9 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
 ) {
     let t = thread_idx_x();
     let row = block_idx_x();
-    let (ho, n) = if pad_mode == 0 { (h, row / h) } else { (h + 2, row / (h + 2)) };
+    let pad = if pad_mode == 0 { 0 } else { 1 };
+    let (ho, wo) = (h + 2 * pad, w + 2 * pad);
+    let n = row / ho;
     // With sums: thread t < C computes channel t's (a, b) into shared memory (dynamic, 2·C floats). γ and β
     // are parameters, written by no kernel: loaded before the wait, so their round trip overlaps it.
     let ab_sh = shared::dynamic_smem::<f32>();
@@ -295,7 +297,6 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
         return;
     }
     let g = t % cg;
-    let pad = if pad_mode == 0 { 0 } else { 1 };
     let src = |i: u32, e: u32| -> u32 {
         let v = i as i32 - pad as i32;
         if pad_mode == 2 {
@@ -310,7 +311,6 @@ pub unsafe extern "ptx-kernel" fn nhwc_in_apply_pad(
             super::conv2d_tc::reflect(v, e as i32) as u32
         }
     };
-    let wo = w + 2 * pad;
     let py = row - n * ho;
     let sy = src(py, h);
     let mut ab = [0f32; 8 * 2];

@@ -811,7 +811,8 @@ impl<'g> GpuTransformerNetFast<'g> {
         };
         // Every conv writes its raw f16 output; `nhwc_in_coef` turns the partials into the norm's (a, b)
         // and the NEXT conv applies relu(a·x + b) to each element it loads (`coef` is rewritten only after
-        // that conv, in stream order), except in3 and in4, applied in place (see the module doc).
+        // that conv, in stream order), except in3 and in4, applied in place (see the module doc). The
+        // conv2d_tma norms add to plane sums instead (zeroed here) and their apply pass computes (a, b).
         sums.zero(gpu)?;
         nhwc_pack_input(gpu, x, x4)?;
         match &self.conv1_halo {

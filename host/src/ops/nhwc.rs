@@ -90,12 +90,6 @@ impl<'a> From<&'a DeviceTensor> for NormCoef<'a> {
     }
 }
 
-impl<'a> From<&'a mut DeviceTensor> for NormCoef<'a> {
-    fn from(coef: &'a mut DeviceTensor) -> Self {
-        NormCoef::Coef(coef)
-    }
-}
-
 impl NormCoef<'_> {
     /// Checks the coefficients cover `n` samples of `c` channels; returns the kernel arguments (coef, sums,
     /// gamma, beta), the unused ones 0.
