@@ -285,6 +285,33 @@ pub const NHWC_COEF_THREADS: u32 = 256;
 /// instead of 48.8 (ncu, run 119).
 pub const NORM_SUMS_STRIDE: u32 = 16;
 
+/// A conv's input norm as one kernel argument (`conv2d_tc`, `conv2d_tc_halo9_k8`, `conv2d_tc_halo9_taps`):
+/// the raw input is loaded as relu(a·x + b) per (sample n, channel ch) of C channels, with (a, b) either
+/// `coef[(n·C + ch)·2 ..+2]` (f32, `nhwc_in_coef`'s output) or, when `sums` is not 0, computed by the
+/// kernel from the producing conv's f64 plane sums `sums[(n·C + ch)·NORM_SUMS_STRIDE ..+2]` = (Σx, Σx²)
+/// over `count` = H·W values, `gamma[ch]`, `beta[ch]` (f32) and `eps` (`nhwc::in_coef_from_sums`, the
+/// arithmetic `nhwc_in_apply_pad` uses). Both 0: no norm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InNorm {
+    pub coef: u64,
+    pub sums: u64,
+    pub gamma: u64,
+    pub beta: u64,
+    pub eps: f32,
+    pub count: u32,
+}
+
+// The `.param .align 8 .b8 [40]` the kernels' PTX declares.
+const _: () = assert!(core::mem::size_of::<InNorm>() == 40 && core::mem::align_of::<InNorm>() == 8);
+
+impl InNorm {
+    /// Whether a norm is given.
+    pub fn is_some(&self) -> bool {
+        self.coef != 0 || self.sums != 0
+    }
+}
+
 // --------------------------------------------------------------------------------- conv2d_tc (halo9)
 /// `conv2d_tc_halo9_k8`: output tile rows and columns per block (one row per warp, two m-tiles of 16).
 pub const CONV2D_TC_HALO_TH: u32 = 8;

@@ -9,7 +9,8 @@
 //! Two epilogues (`mode`):
 //! * `CONV2D_TC_OUT_F16_STATS`: y16 NHWC f16 (saturated to ±65504) and, per block, each channel's
 //!   InstanceNorm partials of the block's pixels, computed from the f32 accumulators in two passes
-//!   (`part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2)); `nhwc_in_coef` combines them.
+//!   (`part[((n*K + ch)*tiles + tile)*2 ..+2]` = (mean, M2)); `nhwc_in_coef` combines them. With `sums`
+//!   not null, each tile's (mean, M2) is added to its plane's f64 sums instead (`nhwc::in_sums_add`).
 //! * `CONV2D_TC_OUT_NCHW_BIAS`: y32 NCHW f32 channels `0..k_real` plus bias (the network's last layer).
 //!
 //! Block: `CONV2D_TC_THREADS` = 8 warps, BM = 256, 128, 64 or 32 pixels x all K channels (see
@@ -34,9 +35,10 @@
 //! (`PIECE` = 8), 8-byte pieces (one whole tap). GEMM-K positions past R*S*C gather zeros. Rows past P*Q
 //! gather pixel P*Q-1 (in range) and are neither stored nor counted in the statistics.
 //!
-//! Input norm (`in_coef` not null; 16-byte pieces only): the input is a raw conv output and each element
-//! is loaded as relu(a_c x + b_c), (a, b) = `in_coef[(n*C + c)*2 ..+2]` (`nhwc_in_coef`'s layout). The
-//! block copies its sample's C pairs into shared memory after the gather tables (`C * 8` bytes more, see
+//! Input norm (`in_norm`, an `InNorm`; 16-byte pieces only): the input is a raw conv output and each
+//! element is loaded as relu(a_c x + b_c), (a, b) = `coef[(n*C + c)*2 ..+2]` (`nhwc_in_coef`'s layout) or
+//! computed from the producer's plane sums (thread c for channel c, `nhwc::in_norm_pair`). The
+//! block puts its sample's C pairs into shared memory after the gather tables (`C * 8` bytes more, see
 //! `launch::conv2d_tc_in_norm_smem`); in the main loop, after step kt's copies have landed
 //! (`cp.async.wait_group`) and before the barrier, each thread rewrites the 16-byte pieces it copied itself
 //! (its piece column gives one channel group for all its rows) in f32 with one f16 rounding, as
@@ -49,9 +51,10 @@ use crate::device::mma::{cp_async_16, cp_async_16_ca, cp_async_8, cp_async_commi
 use crate::device::math;
 use crate::device::shared::{ld_v2_u32, ld_v4_f32, st_u32};
 use crate::device::unroll::unroll;
-use crate::device::warp::shfl_xor_f32;
+use crate::device::warp::{shfl_idx_f32, shfl_xor_f32};
 use crate::device::{block_idx_x, block_idx_y, grid_dim_x, shared, sync_threads, thread_idx_x};
-use crate::launch::{CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_SUBPIXEL, CONV2D_TC_THREADS};
+use crate::kernels::nhwc::{in_norm_pair, in_sums_add};
+use crate::launch::{InNorm, CONV2D_TC_BM, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_SUBPIXEL, CONV2D_TC_THREADS, NORM_SUMS_STRIDE};
 use core::arch::asm;
 
 /// Byte offset of 16-byte chunk `chunk` of row `row` in a tile of `BK`-element rows (XOR swizzle, see the
@@ -147,10 +150,11 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     mode: u32,
     y16: *mut u32,
     part: *mut f32,
+    sums: *mut f64,
     y32: *mut f32,
     bias: *const f32,
     k_real: u32,
-    in_coef: *const f32,
+    in_norm: &InNorm,
 ) {
     // Output pixels per block, bytes per smem row, 16-byte chunks per row, gather pieces per row.
     let bm: u32 = 16 * MT as u32 * (8 / WN);
@@ -199,13 +203,11 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
     let n_img = block_idx_y();
     let pq = s.p_out * s.q_out;
     let m0 = tile * bm;
-    // The input norm's first (a, b) value of this thread, loaded before the gather tables are built (the
-    // prologue's copies wait for the barrier after the tables: loaded there, its round trip came first).
-    let coef_first = if PIECE == 16 && !in_coef.is_null() && t < s.c * 2 {
-        *in_coef.add((n_img * s.c * 2 + t) as usize)
-    } else {
-        0.0
-    };
+    // The input norm's (a, b) of channel t, loaded (or computed from the plane sums) before the gather
+    // tables are built (the prologue's copies wait for the barrier after the tables: loaded there, its
+    // round trip came first).
+    let norm = PIECE == 16 && in_norm.is_some();
+    let pair_first = if norm && t < s.c { in_norm_pair(in_norm, n_img, s.c, t) } else { (0.0, 0.0) };
 
     let smem = shared::dynamic_smem_addr();
     let a_bytes = bm * row_bytes;
@@ -258,12 +260,12 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
             id += CONV2D_TC_THREADS;
         }
         // The input norm's (a, b) of this sample's C channels (16-byte aligned: n_pieces is a multiple of 4).
-        if PIECE == 16 && !in_coef.is_null() {
-            let src = in_coef.add((n_img * s.c * 2) as usize);
+        if norm {
             let mut id = t;
-            while id < s.c * 2 {
-                let v = if id == t { coef_first } else { *src.add(id as usize) };
-                shared::st_f32(ktab + n_pieces * 8 + id * 4, v);
+            while id < s.c {
+                let (a, b) = if id == t { pair_first } else { in_norm_pair(in_norm, n_img, s.c, id) };
+                shared::st_f32(ktab + n_pieces * 8 + id * 8, a);
+                shared::st_f32(ktab + n_pieces * 8 + id * 8 + 4, b);
                 id += CONV2D_TC_THREADS;
             }
         }
@@ -350,7 +352,7 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
         }
         // Input norm: this thread's own pieces of step kt have landed; x -> relu(a_c x + b_c) in place,
         // before the barrier publishes them to ldmatrix. Zero-filled pieces past R*S*C are left alone.
-        if PIECE == 16 && !in_coef.is_null() {
+        if norm {
             let base = smem + (kt % STAGES) * stage_bytes;
             let [ci, _] = ld_v2_u32(ktab + (kt * BK / piece_elems + j) * 8);
             if ci != u32::MAX {
@@ -488,11 +490,16 @@ unsafe fn conv2d_tc_body<const MT: usize, const NT: usize, const WN: u32, const 
                 tot += *red.add(r * k_out as usize + t as usize);
                 m2 += *red2.add(r * k_out as usize + t as usize);
             }
-            // Tile index over the grid (= the plane's tile, or parity-major in sub-pixel mode).
-            let (tiles, tile) = (grid_dim_x(), block_idx_x());
-            let o = part.add((((n_img * k_out + t) * tiles + tile) * 2) as usize);
-            *o = tot / count as f32;
-            *o.add(1) = m2;
+            if !sums.is_null() {
+                // Added to the plane's f64 sums (the consumer computes the coefficients).
+                in_sums_add(sums.add(((n_img * k_out + t) * NORM_SUMS_STRIDE) as usize), count as f32, tot / count as f32, m2);
+            } else {
+                // Tile index over the grid (= the plane's tile, or parity-major in sub-pixel mode).
+                let (tiles, tile) = (grid_dim_x(), block_idx_x());
+                let o = part.add((((n_img * k_out + t) * tiles + tile) * 2) as usize);
+                *o = tot / count as f32;
+                *o.add(1) = m2;
+            }
         }
     } else {
         // NCHW f32 + bias, channels below k_real.
@@ -542,14 +549,15 @@ macro_rules! conv2d_tc_entry {
             mode: u32,
             y16: *mut u32,
             part: *mut f32,
+            sums: *mut f64,
             y32: *mut f32,
             bias: *const f32,
             k_real: u32,
-            in_coef: *const f32,
+            in_norm: InNorm,
         ) {
             crate::device::grid_dependency_wait();
             let s = Shape { h, wd, c, kw, p_out, q_out, r, stride, pad, up };
-            conv2d_tc_body::<$mt, $nt, $wn, $bk, $st, $piece, $rows>(x, w, s, mode, y16, part, y32, bias, k_real, in_coef)
+            conv2d_tc_body::<$mt, $nt, $wn, $bk, $st, $piece, $rows>(x, w, s, mode, y16, part, sums, y32, bias, k_real, &in_norm)
         }
     };
 }
@@ -649,32 +657,46 @@ pub(super) unsafe fn halo32_load(x: *const u16, smem: u32, h: u32, wd: u32, tx0:
     }
 }
 
-/// The input norm + ReLU (`in_norm_relu`, coefficients `in_coef[(n_img*32 + c)*2 ..+2]`) on the halo chunks
+/// The input norm + ReLU (`in_norm_relu`, the coefficients of `nrm`, see `InNorm`) on the halo chunks
 /// this thread copied with [`halo32_load`] (all of channel group t % 4: the stride 256 is a multiple of 4).
 /// Call after this thread's cp.async wait and before the barrier that publishes the tile.
 ///
 /// # Safety
-/// As [`halo32_load`]; `in_coef` holds the image's 32 (a, b) pairs.
+/// As [`halo32_load`] and [`halo32_in_coef`].
 #[inline(always)]
-pub(super) unsafe fn halo32_in_norm(in_coef: *const f32, smem: u32, n_img: u32, hpix: u32) {
-    halo32_in_norm_with(&halo32_in_coef(in_coef, n_img), smem, hpix);
+pub(super) unsafe fn halo32_in_norm(nrm: &InNorm, smem: u32, n_img: u32, hpix: u32) {
+    halo32_in_norm_with(&halo32_in_coef(nrm, n_img), smem, hpix);
 }
 
 /// The (a, b) pairs of the 8 channels of this thread's 16-byte chunk column (`t % 4`) for
 /// [`halo32_in_norm_with`]: load them before waiting for the tile, so their round trip overlaps its copies.
+/// With plane sums, lane l of every warp computes channel l's pair (32 channels, one warp) and the lanes
+/// exchange them by shuffles: 32 computations per warp instead of 8 per thread.
 ///
 /// # Safety
-/// `in_coef` holds image `n_img`'s 32 (a, b) pairs.
+/// All 32 lanes of each warp call it (converged); `nrm.is_some()` with image `n_img`'s 32 channels, after
+/// `griddepcontrol.wait`.
 #[inline(always)]
-pub(super) unsafe fn halo32_in_coef(in_coef: *const f32, n_img: u32) -> [[f32; 4]; 4] {
+pub(super) unsafe fn halo32_in_coef(nrm: &InNorm, n_img: u32) -> [[f32; 4]; 4] {
+    const C: u32 = crate::launch::CONV2D_TC_HALO_C;
+    const { assert!(C == 32) };
     let ch = thread_idx_x() % 4;
-    let cf = in_coef.add(((n_img * crate::launch::CONV2D_TC_HALO_C + ch * 8) * 2) as usize);
     let mut ab = [[0f32; 4]; 4];
-    unroll!(4, |q| {
-        unroll!(4, |e| {
-            ab[q][e] = *cf.add(q * 4 + e);
+    if nrm.sums != 0 {
+        let (a, b) = in_norm_pair(nrm, n_img, C, thread_idx_x() % 32);
+        unroll!(8, |k| {
+            let src = ch * 8 + k as u32;
+            ab[k / 2][(k % 2) * 2] = shfl_idx_f32(a, src);
+            ab[k / 2][(k % 2) * 2 + 1] = shfl_idx_f32(b, src);
         });
-    });
+    } else {
+        let cf = (nrm.coef as *const f32).add(((n_img * C + ch * 8) * 2) as usize);
+        unroll!(4, |q| {
+            unroll!(4, |e| {
+                ab[q][e] = *cf.add(q * 4 + e);
+            });
+        });
+    }
     ab
 }
 
@@ -703,12 +725,12 @@ pub(super) unsafe fn halo32_in_norm_with(ab: &[[f32; 4]; 4], smem: u32, hpix: u3
 /// shifted pixels: the input is read from memory once per tile instead of 81 times.
 /// Block: 256 threads = 8 warps, warp w computes output row ty0 + w, columns tx0 .. tx0 + 32 (two m-tiles).
 /// Grid (ceil(Q / 32), ceil(P / 8), N); dynamic shared memory `CONV2D_TC_HALO_SMEM`. Requires (host):
-/// H, W ≥ 5, k_real ≤ 8, every index below 2^31. `in_coef` (null = none): the input norm + ReLU of the
+/// H, W ≥ 5, k_real ≤ 8, every index below 2^31. `in_norm` (`InNorm`, optional): the input norm + ReLU of the
 /// module comment, applied to the staged tile by the threads that staged it (ptxas: 31 -> 39 registers).
 /// Halo pixels are reflected copies, so they get the same transform as the pixels they copy.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32, in_coef: *const f32) {
+pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u16, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32, in_norm: InNorm) {
     crate::device::grid_dependency_wait();
     use crate::device::{block_idx_z, shared::ld_v2_u32};
     use crate::launch::{CONV2D_TC_HALO_C, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW, CONV2D_TC_HALO_W_ELEMS};
@@ -736,8 +758,8 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_k8(x: *const u16, w: *const u1
     }
     cp_async_commit();
     cp_async_wait_group::<0>();
-    if !in_coef.is_null() {
-        halo32_in_norm(in_coef, smem, n_img, HPIX);
+    if in_norm.is_some() {
+        halo32_in_norm(&in_norm, smem, n_img, HPIX);
     }
     sync_threads();
 
@@ -873,7 +895,7 @@ pub(super) unsafe fn ld_v4_u32(addr: u32) -> [u32; 4] {
 /// Grid (ceil(W / TW), ceil(H / TH), N); dynamic shared memory `CONV2D_TC_C4H_SMEM`. Requires (host):
 /// H, W ≥ 5, N*H*W*32 < 2^31.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *const u16, h: u32, wd: u32, y16: *mut u32, part: *mut f32) {
+pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *const u16, h: u32, wd: u32, y16: *mut u32, part: *mut f32, sums: *mut f64) {
     crate::device::grid_dependency_wait();
     use crate::device::{block_idx_z, grid_dim_x, grid_dim_y};
     use crate::launch::{CONV2D_TC_C4H_K as K, CONV2D_TC_C4H_SLOTS as SLOTS, CONV2D_TC_C4H_TH as TH, CONV2D_TC_C4H_TW as TW, CONV2D_TC_C4H_W_ELEMS};
@@ -1048,8 +1070,12 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_c4_halo9_k32(x: *const u16, w: *cons
         for wi in 0..8 {
             m2 += *red2.add(wi * K as usize + t as usize);
         }
-        let o = part.add((((n_img * K + t) * tiles + tile) * 2) as usize);
-        *o = *red_mean.add(t as usize);
-        *o.add(1) = m2;
+        if !sums.is_null() {
+            in_sums_add(sums.add(((n_img * K + t) * NORM_SUMS_STRIDE) as usize), count, *red_mean.add(t as usize), m2);
+        } else {
+            let o = part.add((((n_img * K + t) * tiles + tile) * 2) as usize);
+            *o = *red_mean.add(t as usize);
+            *o.add(1) = m2;
+        }
     }
 }

@@ -21,7 +21,7 @@
 //! `conv2d_tc_halo9_k8`, so that eight consecutive pixels of one chunk column are conflict-free for
 //! ldmatrix) and the whole weight in fragment order are staged once with cp.async. Optionally the
 //! producing layer's InstanceNorm + ReLU is applied to the staged input in shared memory
-//! (`coef` non-null: v = relu(a·x + b) with (a, b) = coef[(n·32 + ci)·2 ..+2], in f32, rounded once to
+//! (`norm`, an `InNorm`: v = relu(a·x + b) with (a, b) = coef[(n·32 + ci)·2 ..+2] or from the plane sums, in f32, rounded once to
 //! f16 as `nhwc_in_apply` does), so the normalised activation never goes through memory.
 //! After the MMA loop, Z goes to shared memory (f32, row pitch `CONV2D_TC_TAPS_ZP`, over the dead input
 //! tile) and the shifted sums are written as NCHW f32 plus bias, x fastest (coalesced).
@@ -31,7 +31,7 @@ use crate::device::shared::{self, ld_f32};
 use crate::device::unroll::unroll;
 use crate::device::{block_idx_x, block_idx_y, block_idx_z, sync_threads, thread_idx_x};
 use crate::launch::{
-    CONV2D_TC_HALO_C as C, CONV2D_TC_TAPS_HW as HW, CONV2D_TC_TAPS_K as KT, CONV2D_TC_TAPS_TH as TH, CONV2D_TC_TAPS_TILE_BYTES, CONV2D_TC_TAPS_TW as TW,
+    InNorm, CONV2D_TC_HALO_C as C, CONV2D_TC_TAPS_HW as HW, CONV2D_TC_TAPS_K as KT, CONV2D_TC_TAPS_TH as TH, CONV2D_TC_TAPS_TILE_BYTES, CONV2D_TC_TAPS_TW as TW,
     CONV2D_TC_TAPS_W_ELEMS, CONV2D_TC_TAPS_ZP as ZP, CONV2D_TC_THREADS,
 };
 use core::arch::asm;
@@ -43,7 +43,7 @@ unsafe fn st_v2_f32(addr: u32, a: f32, b: f32) {
 }
 
 /// y `[N, k_real, H, W]` NCHW f32 = bias + conv9x9(x reflect-padded by 4, w), x NHWC f16 `[N, H, W, 32]`,
-/// optionally normalised on load (`coef`, see the module doc; null = x as is). `w`: the packed weight
+/// optionally normalised on load (`norm`, see the module doc; none = x as is). `w`: the packed weight
 /// (`host::ops::conv2d_tc::pack_weight_halo9_taps`): for k16 step s (filter row s / 2, channels
 /// (s % 2)·16 ..+16), lane (g = lane / 4, q = lane % 4) and n-tile j, the mma B registers
 /// (w[c][ci][dy][dx] at k = 2q + {0, 1} and 2q + 8 + {0, 1}, column n = 8j + g = dx·3 + c, zero for
@@ -52,7 +52,7 @@ unsafe fn st_v2_f32(addr: u32, a: f32, b: f32) {
 /// `CONV2D_TC_TAPS_SMEM`. Requires (host): H, W ≥ 5, 1 ≤ k_real ≤ 3, N·H·W·32 < 2^31.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const u16, coef: *const f32, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
+pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const u16, norm: InNorm, h: u32, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32) {
     crate::device::grid_dependency_wait();
     const HPIX: u32 = (TH + 8) * HW;
     const PIX_BYTES: u32 = C * 2; // 64: four 16-byte chunks
@@ -78,11 +78,11 @@ pub unsafe extern "ptx-kernel" fn conv2d_tc_halo9_taps(x: *const u16, w: *const 
     cp_async_commit();
     // The input norm's coefficients and the biases while the tile's copies fly (after the wait their
     // round trips came one after another: coefficients, then a bias per output element).
-    let ab = if coef.is_null() { [[0f32; 4]; 4] } else { halo32_in_coef(coef, n_img) };
+    let ab = if norm.is_some() { halo32_in_coef(&norm, n_img) } else { [[0f32; 4]; 4] };
     let last = k_real - 1;
     let bv = [0u32, 1, 2].map(|c| *bias.add((if c < last { c } else { last }) as usize));
     cp_async_wait_group::<0>();
-    if !coef.is_null() {
+    if norm.is_some() {
         halo32_in_norm_with(&ab, smem, HPIX);
     }
     sync_threads();

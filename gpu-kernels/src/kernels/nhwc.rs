@@ -12,7 +12,7 @@ use crate::device::mma::{pack_f16x2, unpack_f16x2};
 use crate::device::unroll::unroll;
 use crate::device::warp::shfl_xor_f32;
 use crate::device::{block_idx_x, global_index_x, math, shared, sync_threads, thread_idx_x};
-use crate::launch::{NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS, NORM_SUMS_STRIDE};
+use crate::launch::{InNorm, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS, NORM_SUMS_STRIDE};
 
 /// One thread per pixel of `n_pix` = N*H*W: reads x[(n*3 + c)*hw + i] for c < 3, writes the 4 f16
 /// channels of y[pix*4 ..] (channel 3 zero) as two 32-bit words (8 bytes per pixel).
@@ -172,6 +172,23 @@ pub fn in_coef_from_sums(sx: f64, sxx: f64, count: u32, gamma: f32, beta: f32, e
     let mean = sx * inv;
     let var = sxx * inv - mean * mean;
     in_coef(mean as f32, var as f32, gamma, beta, eps)
+}
+
+/// An input norm's (a, b) for channel `ch` of sample `n` (`c` channels): read from `coef`, or computed from
+/// the plane sums (`InNorm`'s comment). Call after `griddepcontrol.wait` (the producer writes either).
+///
+/// # Safety
+/// `nrm.is_some()`; its pointers address the N·C pairs or planes and the C γ and β the launcher checked.
+#[inline(always)]
+pub unsafe fn in_norm_pair(nrm: &InNorm, n: u32, c: u32, ch: u32) -> (f32, f32) {
+    if nrm.sums != 0 {
+        let sp = (nrm.sums as *const f64).add(((n * c + ch) * NORM_SUMS_STRIDE) as usize);
+        let (ga, be) = (*(nrm.gamma as *const f32).add(ch as usize), *(nrm.beta as *const f32).add(ch as usize));
+        in_coef_from_sums(*sp, *sp.add(1), nrm.count, ga, be, nrm.eps)
+    } else {
+        let p = (nrm.coef as *const f32).add(((n * c + ch) * 2) as usize);
+        (*p, *p.add(1))
+    }
 }
 
 /// Eight f16 (16 bytes).

@@ -5,7 +5,7 @@
 //! 8-byte tap at a time), every conv is [`conv2d_tc`](crate::ops::conv2d_tc::conv2d_tc), which writes its
 //! f16 output and per-tile InstanceNorm partials computed from the f32 accumulators; `nhwc_in_coef` turns
 //! those into per-channel affine coefficients. Where it measured faster (run 11, H200), the NEXT conv
-//! applies the norm + ReLU to every element it loads (the `InputNorm` of `conv2d_tc`: f32 math, one f16
+//! applies the norm + ReLU to every element it loads (the input norm of `conv2d_tc`: f32 math, one f16
 //! rounding, the values `nhwc_in_apply` would store): in1 in conv2, in2 in conv3, each residual block's
 //! first norm in its second conv, in5 in deconv3. in3 and in4 stay a pass of their own (`nhwc_in_apply`
 //! in place): deconv2 gathers each input element 36 times (3x3 taps of a 2x upsampled image), so
@@ -46,7 +46,11 @@
 //! norms, in4), the conv adds its statistics to f64 plane sums (`NormSums`, zeroed by one memset at the
 //! start of the forward) and `nhwc_in_apply_pad` computes the coefficients from them, so those 11 norms
 //! have no `nhwc_in_coef` launch (run 120, H100: 256x256 b1 0.194-0.195 ms against 0.217, 1024 1.140-1.143
-//! against 1.168-1.170). Buffers are allocated
+//! against 1.168-1.170). The stem and head do the same on the `conv2d_tma` path: conv1 (`conv2d_tc_c4_halo9`),
+//! conv2 and conv3 (`conv2d_tc`) add to plane sums, conv2, conv3 and deconv3 (`conv2d_tc_halo9_taps`) compute
+//! their input norm's coefficients from them (`InNorm`), and deconv2 on `conv2d_tma` adds in5's, so no
+//! `nhwc_in_coef` launch is left (run 124, H100: 256x256 b1 0.185-0.189 ms against 0.194-0.196; 1024
+//! unchanged, 1.126-1.144 against 1.142-1.148). Buffers are allocated
 //! once per input shape; no host synchronisation in
 //! [`GpuTransformerNetFast::forward_device`]; a CUDA graph per shape as in the fp32 net.
 use models::transformer_net::{ConvLayer, Norm};
@@ -59,7 +63,7 @@ use crate::ops::conv2d_tc_taps::{conv2d_tc_halo9_taps, TapsWeight};
 use crate::ops::conv2d_tc::{
     conv1_use_halo, conv2d_tc_c4_halo9, conv2d_tc_c4_halo_tiling, conv2d_tc_halo9_in,
     conv2d_tc_opts, conv2d_tc_output_shape, conv2d_tc_part_len, conv2d_tc_part_tiling, conv2d_tc_subpixel_tiling, C4HaloWeight, ConvOpts, ConvOut,
-    HaloWeight, InputNorm, PartTiling, TcWeight,
+    HaloWeight, PartTiling, TcWeight,
 };
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_blocks, conv2d_wg_fits, conv2d_wg_part_tiling, CONV_WG_ENV};
 use crate::ops::conv2d_tma::{conv2d_tma, conv2d_tma_tiling, PadMode, PaddedInput, TmaConvWeight};
@@ -190,12 +194,12 @@ impl TcConv {
         &self,
         gpu: &Gpu,
         x: &DeviceTensor,
-        norm: Option<&DeviceTensor>,
+        norm: Option<NormCoef<'_>>,
         out: ConvOut<'_>,
     ) -> Result<()> {
         let opts = ConvOpts {
             variant: None,
-            input_norm: norm.map(|coef| InputNorm { coef }),
+            input_norm: norm,
         };
         conv2d_tc_opts(gpu, x, &self.w, self.stride, self.pad, self.upsample, out, opts)
     }
@@ -217,10 +221,10 @@ impl TcConv {
             && conv2d_wg_fits(&x.shape, &self.w, self.upsample)
             && wg_min_blocks.is_some_and(|min| conv2d_wg_blocks(&x.shape, self.upsample) >= min)
         {
-            let norm = norm.map(|coef| InputNorm { coef });
+            let norm = norm.map(NormCoef::Coef);
             return conv2d_wg(gpu, x, &self.w, self.upsample, norm, y, part);
         }
-        self.run(gpu, x, norm, ConvOut::F16Stats { y, part })?;
+        self.run(gpu, x, norm.map(NormCoef::Coef), ConvOut::F16Stats { y, part })?;
         Ok(self.tiling(&shape4(y)?))
     }
 }
@@ -528,7 +532,7 @@ impl<'g> GpuTransformerNetFast<'g> {
             part: f(part_len)?,
             coef: f(coef_len)?,
             coef_trunk: f(coef_len)?,
-            sums: NormSums::new(2 * self.res.len() + 1, coef_len / 2)?,
+            sums: NormSums::new(2 * self.res.len() + 5, coef_len / 2)?,
             pads: if res_tma {
                 let pad = || PaddedInput::new(s3[0], s3[1], s3[2], s3[3], tl3, PadMode::Reflect);
                 Some(TmaPads { trunk_a: pad()?, trunk_b: pad()?, t1: pad()? })
@@ -813,30 +817,30 @@ impl<'g> GpuTransformerNetFast<'g> {
         // and the NEXT conv applies relu(a·x + b) to each element it loads (`coef` is rewritten only after
         // that conv, in stream order), except in3 and in4, applied in place (see the module doc). The
         // conv2d_tma norms add to plane sums instead (zeroed here) and their apply pass computes (a, b).
+        // in1 and in2 always go through plane sums (their consumers are conv2 and conv3 on conv2d_tc), in3
+        // when its consumer is the conv2d_tma path's apply pass, in5 when deconv2 runs on conv2d_tma.
         sums.zero(gpu)?;
+        let nres = self.res.len();
+        let (s_in1, s_in2, s_in3, s_in5) = (sums.slot(2 * nres + 1)?, sums.slot(2 * nres + 2)?, sums.slot(2 * nres + 3)?, sums.slot(2 * nres + 4)?);
         nhwc_pack_input(gpu, x, x4)?;
         match &self.conv1_halo {
             Some(w) => {
-                let tiling = conv2d_tc_c4_halo9(gpu, x4, w, a1, part)?;
-                self.in1.coef_tiled(gpu, a1, &tiling, part, coef)?;
+                conv2d_tc_c4_halo9(gpu, x4, w, a1, NormStats::Sums(s_in1))?;
             }
             None => {
-                self.conv1.run(gpu, x4, None, ConvOut::F16Stats { y: a1, part })?;
-                self.in1.coef(gpu, a1, part, coef)?;
+                self.conv1.run(gpu, x4, None, ConvOut::F16Sums { y: a1, sums: s_in1 })?;
             }
         }
         mark("conv1+in1")?;
-        self.conv2.run(gpu, a1, Some(coef), ConvOut::F16Stats { y: a2, part })?;
-        self.in2.coef(gpu, a2, part, coef)?;
+        self.conv2.run(gpu, a1, Some(self.in1.coef_of_sums(s_in1)), ConvOut::F16Sums { y: a2, sums: s_in2 })?;
         mark("conv2+in2")?;
-        self.conv3
-            .run(gpu, a2, Some(coef), ConvOut::F16Stats { y: trunk, part })?;
-        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         let mut trunk_norm: Option<&DeviceTensor> = None;
+        let mut in5_sums = false;
         if let Some(TmaPads { trunk_a, trunk_b, t1: t1p }) = pads.as_mut() {
+            self.conv3.run(gpu, a2, Some(self.in2.coef_of_sums(s_in2)), ConvOut::F16Sums { y: trunk, sums: s_in3 })?;
             // The residual blocks on conv2d_tma: every norm is a pass writing the next conv's padded input
             // (the last block's update writes the plain trunk for deconv1).
-            nhwc_in_apply_pad(gpu, trunk, &*coef_trunk, true, None, PadOut::Padded(trunk_a))?;
+            nhwc_in_apply_pad(gpu, trunk, self.in3.coef_of_sums(s_in3), true, None, PadOut::Padded(trunk_a))?;
             mark("conv3+in3")?;
             let (mut cur, mut next) = (trunk_a, trunk_b);
             let last = self.res.len() - 1;
@@ -858,6 +862,8 @@ impl<'g> GpuTransformerNetFast<'g> {
                 mark(res_name(i))?;
             }
         } else {
+        self.conv3.run(gpu, a2, Some(self.in2.coef_of_sums(s_in2)), ConvOut::F16Stats { y: trunk, part })?;
+        self.in3.coef(gpu, trunk, part, coef_trunk)?;
         // The trunk's pending norm: none when in3 is applied in place (the default); with
         // `STYLEFORGE_FOLD_IN3=1` (A/B) the trunk stays raw and the first residual block's conv and update
         // apply in3 on load.
@@ -898,8 +904,8 @@ impl<'g> GpuTransformerNetFast<'g> {
                 let in4 = if in4_sums { self.in4.coef_of_sums(s4) } else { NormCoef::Coef(&*coef) };
                 nhwc_in_apply_pad(gpu, u1, in4, true, None, PadOut::Padded(u1p))?;
                 mark("deconv1+in4")?;
-                let tiling = conv2d_tma(gpu, u1p, w, u2, &mut *part)?;
-                self.in5.coef_tiled(gpu, u2, &tiling, part, coef)?;
+                conv2d_tma(gpu, u1p, w, u2, NormStats::Sums(s_in5))?;
+                in5_sums = true;
             }
             _ => {
                 // in4: in place by default; with `STYLEFORGE_FOLD_IN4=1` (A/B) applied by deconv2 on load.
@@ -915,14 +921,14 @@ impl<'g> GpuTransformerNetFast<'g> {
             }
         }
         mark("deconv2+in5")?;
-        let in5 = Some(InputNorm { coef });
+        let in5 = Some(if in5_sums { self.in5.coef_of_sums(s_in5) } else { NormCoef::Coef(&*coef) });
         match &self.deconv3_halo {
             Some(Deconv3::Taps(w)) => conv2d_tc_halo9_taps(gpu, u2, w, in5, &self.out_bias, out)?,
             Some(Deconv3::K8(w)) => conv2d_tc_halo9_in(gpu, u2, in5, w, &self.out_bias, out)?,
             None => self.deconv3.run(
                 gpu,
                 u2,
-                Some(coef),
+                in5,
                 ConvOut::NchwBias {
                     y: out,
                     bias: &self.out_bias,

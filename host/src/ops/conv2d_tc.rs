@@ -15,13 +15,13 @@
 //! Padding is reflection by `pad` = R / 2 in upsampled coordinates; `upsample` (1 or 2) repeats every
 //! input pixel (nearest) before padding, as `models::ops::conv2d(.., Padding::Reflect(pad), upsample)`.
 //!
-//! Optionally ([`InputNorm`], through [`conv2d_tc_opts`] / [`conv2d_tc_halo9_in`]) the input is the raw
+//! Optionally ([`ConvOpts::input_norm`], through [`conv2d_tc_opts`] / [`conv2d_tc_halo9_in`]) the input is the raw
 //! output of the previous conv and its InstanceNorm + ReLU is applied to every element as it lands in
 //! shared memory (C % 8 == 0 inputs), instead of by a separate `nhwc_in_apply` pass.
 use gpu_kernels::launch::{
     conv2d_tc_bm, conv2d_tc_in_norm_smem, conv2d_tc_kw, conv2d_tc_smem, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_C4H_K, CONV2D_TC_C4H_SMEM, CONV2D_TC_C4H_TH, CONV2D_TC_C4H_TW,
     CONV2D_TC_C4H_W_ELEMS, CONV2D_TC_HALO_C, conv2d_tc_alternative, CONV2D_TC_HALO_SMEM, CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW,
-    CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_SUBPIXEL, CONV2D_TC_THREADS,
+    CONV2D_TC_HALO_W_ELEMS, CONV2D_TC_OUT_F16_STATS, CONV2D_TC_OUT_NCHW_BIAS, CONV2D_TC_SUBPIXEL, CONV2D_TC_THREADS, InNorm,
 };
 use models::ops::Padding;
 use models::Tensor;
@@ -30,6 +30,7 @@ use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
 use crate::ops::conv2d::conv2d_output_size;
+use crate::ops::nhwc::{NormCoef, NormStats, SumsSlot};
 
 const OP: &str = "conv2d_tc";
 /// Most dynamic shared memory a block may opt in to (sm_90: 227 KB).
@@ -265,30 +266,37 @@ pub fn conv2d_tc_part_tiling(out: &[usize; 4]) -> PartTiling {
 pub enum ConvOut<'a> {
     /// y: NHWC f16 `[N, P, Q, K]`; part: f32 with at least [`conv2d_tc_part_len`] elements.
     F16Stats { y: &'a mut DeviceTensor, part: &'a mut DeviceTensor },
+    /// y: NHWC f16 `[N, P, Q, K]`; the InstanceNorm statistics added to the f64 plane sums of `sums` (zeroed
+    /// before; at least N·K planes), for a consumer taking [`NormCoef::Sums`].
+    F16Sums { y: &'a mut DeviceTensor, sums: SumsSlot },
     /// y: NCHW f32 `[N, k_real, P, Q]` (k_real ≤ K) = channels 0..k_real + bias `[k_real]`.
     NchwBias { y: &'a mut DeviceTensor, bias: &'a DeviceTensor },
 }
 
-/// An InstanceNorm + ReLU applied to the conv's input as it is loaded: every input element x of sample n,
-/// channel c is read as relu(a·x + b) with (a, b) = `coef[(n*C + c)*2 ..+2]` (the layout
-/// `ops::nhwc::nhwc_in_coef` writes for the producing conv's output), computed in f32 and rounded once to
-/// f16, exactly as `ops::nhwc::nhwc_in_apply(.., relu = true)` would have stored it. The transform commutes
-/// with the reflection padding and the nearest upsampling (both only copy elements), so the result is the
-/// conv of the normalised input. `coef`: f32 with at least N*C*2 elements.
-#[derive(Clone, Copy)]
-pub struct InputNorm<'a> {
-    pub coef: &'a DeviceTensor,
+/// Checks a `NormCoef::Coef` input norm for an input `[N, H, W, C]` (the `conv2d_wg` kernels, which read
+/// coefficients only); the device pointer (0 = no input norm).
+pub(crate) fn input_norm_ptr(norm: Option<NormCoef<'_>>, n: usize, c: usize) -> Result<u64> {
+    match norm {
+        None => Ok(0),
+        Some(NormCoef::Coef(coef)) => {
+            ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2 && n * c * 2 < (1 << 31), OP, || {
+                format!("input norm: coef needs {} f32 ((a, b) per sample and input channel), got {:?} {:?}", n * c * 2, coef.dtype, coef.shape)
+            })?;
+            Ok(coef.ptr())
+        }
+        Some(NormCoef::Sums { .. }) => Err(Error::Shape { op: OP, msg: "input norm: this kernel takes coefficients, not plane sums".into() }),
+    }
 }
 
-/// Checks `norm`'s coefficients for an input `[N, H, W, C]`; the device pointer (0 = no input norm).
-pub(crate) fn input_norm_ptr(norm: Option<InputNorm<'_>>, n: usize, c: usize) -> Result<u64> {
-    let Some(InputNorm { coef }) = norm else {
-        return Ok(0);
-    };
-    ensure(coef.dtype == DType::F32 && coef.numel() >= n * c * 2 && n * c * 2 < (1 << 31), OP, || {
-        format!("input norm: coef needs {} f32 ((a, b) per sample and input channel), got {:?} {:?}", n * c * 2, coef.dtype, coef.shape)
-    })?;
-    Ok(coef.ptr())
+/// Checks an input norm for an input `[N, H, W, C]`; the kernel argument (`InNorm`, both pointers 0 = none).
+pub(crate) fn input_norm_arg(norm: Option<NormCoef<'_>>, n: usize, h: usize, w: usize, c: usize) -> Result<InNorm> {
+    match norm {
+        None => Ok(InNorm::default()),
+        Some(nc) => {
+            ensure(n * c * 2 < (1 << 31) && h * w < (1 << 31), OP, || format!("input norm: [{n}, {h}, {w}, {c}] too large"))?;
+            nc.in_norm("input norm", n, c, h * w)
+        }
+    }
 }
 
 /// Options of [`conv2d_tc_opts`].
@@ -296,8 +304,13 @@ pub(crate) fn input_norm_ptr(norm: Option<InputNorm<'_>>, n: usize, c: usize) ->
 pub struct ConvOpts<'a> {
     /// A kernel variant instead of the default choice (see [`conv2d_tc_with`]).
     pub variant: Option<Conv2dTcVariant>,
-    /// Normalise (+ReLU) the input while loading it (see [`InputNorm`]; C % 8 == 0 inputs only).
-    pub input_norm: Option<InputNorm<'a>>,
+    /// Normalise (+ReLU) the input while loading it (C % 8 == 0 inputs only): every input element x of
+    /// sample n, channel c is read as relu(a·x + b) with the coefficients of [`NormCoef`] (given, or computed
+    /// by the kernel from the producing conv's plane sums), in f32 and rounded once to f16, exactly as
+    /// `ops::nhwc::nhwc_in_apply(.., relu = true)` would have stored it. The transform commutes with the
+    /// reflection padding and the nearest upsampling (both only copy elements), so the result is the conv
+    /// of the normalised input.
+    pub input_norm: Option<NormCoef<'a>>,
 }
 
 /// conv(upsample(x) reflect-padded by `pad_reflect`, w) on tensor cores, written as `out` says.
@@ -396,7 +409,15 @@ fn conv2d_tc_launch(
     };
     let [_, p, q, _] = out_shape;
     let pq = p * q;
-    let (mode, y16, part, y32, bias, k_real) = match out {
+    let (mode, y16, part, sums, y32, bias, k_real) = match out {
+        ConvOut::F16Sums { y, sums } => {
+            ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out_shape, OP, || {
+                format!("y must be NHWC f16 {out_shape:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
+            })?;
+            ensure(sums.planes >= n * k, OP, || format!("norm sums hold {} planes, {n}x{k} needed", sums.planes))?;
+            let mode = if sub { CONV2D_TC_OUT_F16_STATS | CONV2D_TC_SUBPIXEL } else { CONV2D_TC_OUT_F16_STATS };
+            (mode, y.ptr(), 0u64, sums.ptr, 0u64, 0u64, k)
+        }
         ConvOut::F16Stats { y, part } => {
             ensure(y.dtype == DType::F16 && y.layout == Layout::Nhwc && y.shape == out_shape, OP, || {
                 format!("y must be NHWC f16 {out_shape:?}, got {:?} {:?} {:?}", y.layout, y.dtype, y.shape)
@@ -406,7 +427,7 @@ fn conv2d_tc_launch(
                 format!("partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape)
             })?;
             let mode = if sub { CONV2D_TC_OUT_F16_STATS | CONV2D_TC_SUBPIXEL } else { CONV2D_TC_OUT_F16_STATS };
-            (mode, y.ptr(), part.ptr(), 0u64, 0u64, k)
+            (mode, y.ptr(), part.ptr(), 0u64, 0u64, 0u64, k)
         }
         ConvOut::NchwBias { y, bias } => {
             let kr = bias.numel();
@@ -416,7 +437,7 @@ fn conv2d_tc_launch(
             ensure(y.dtype == DType::F32 && y.layout != Layout::Nhwc && y.shape == [n, kr, p, q], OP, || {
                 format!("y must be NCHW f32 {:?}, got {:?} {:?} {:?}", [n, kr, p, q], y.layout, y.dtype, y.shape)
             })?;
-            (CONV2D_TC_OUT_NCHW_BIAS, 0u64, 0u64, y.ptr(), bias.ptr(), kr)
+            (CONV2D_TC_OUT_NCHW_BIAS, 0u64, 0u64, 0u64, y.ptr(), bias.ptr(), kr)
         }
     };
     // The kernel indexes pixels, weights, outputs and (upsampled, padded) coordinates with 32-bit integers.
@@ -426,22 +447,23 @@ fn conv2d_tc_launch(
     })?;
     ensure(n < 65536, OP, || format!("batch {n} above the grid's 65535"))?;
     ensure(opts.input_norm.is_none() || variant.piece == 16, OP, || format!("input norm: not for the {c}-channel 8-byte gather ({})", variant.name))?;
-    let in_coef = input_norm_ptr(opts.input_norm, n, c)?;
-    let smem = conv2d_tc_smem(&variant, k as u32, w.r as u32, w.kw as u32) + if in_coef != 0 { conv2d_tc_in_norm_smem(c as u32) } else { 0 };
+    let in_norm = input_norm_arg(opts.input_norm, n, h, wd, c)?;
+    let smem = conv2d_tc_smem(&variant, k as u32, w.r as u32, w.kw as u32) + if in_norm.is_some() { conv2d_tc_in_norm_smem(c as u32) } else { 0 };
     ensure(smem <= MAX_SMEM, OP, || format!("{}: {smem} B of shared memory for weight rows of {} (at most {MAX_SMEM})", variant.name, w.kw))?;
     // Sub-pixel: the kernel's P x Q is one parity plane (= the source's H x W) and its R the 2x2 taps.
     let (p_k, q_k) = if sub { (h, wd) } else { (p, q) };
     let (h32, w32, c32, kw32, p32, q32, r32) = (h as u32, wd as u32, c as u32, w.kw as u32, p_k as u32, q_k as u32, w.r as u32);
     let (s32, pad32, up32, kr32) = (stride as u32, pad_reflect as u32, upsample as u32, k_real as u32);
     // SAFETY: conv2d_tc_*(x, w: *const u16, h, w, c, kw, p, q, r, stride, pad, up, mode: u32, y16: *mut u32,
-    // part: *mut f32, y32: *mut f32, bias: *const f32, k_real: u32, in_coef: *const f32) match the argument
-    // list in order and type, and `variant` is the one compiled for exactly this K, tile and gather width.
-    // With in_coef non-null (16-byte pieces only, checked) it reads in_coef[n*C*2 .. (n+1)*C*2] for its
-    // sample n < N (N*C*2 f32 checked) into the C*8 bytes added to `smem`. The kernel reads
+    // part: *mut f32, sums: *mut f64, y32: *mut f32, bias: *const f32, k_real: u32, in_norm: InNorm) match the
+    // argument list in order and type (InNorm is the #[repr(C)] struct the kernel declares), and `variant` is
+    // the one compiled for exactly this K, tile and gather width. With an input norm (16-byte pieces only,
+    // checked) it reads, for its sample n < N, coef[n*C*2 .. (n+1)*C*2] (N*C*2 f32 checked) or the N*C
+    // planes of sums and γ, β [C] (checked by NormCoef::in_norm) into the C*8 bytes added to `smem`. The kernel reads
     // x[n][ih][iw][c0..c0+8 (or 4)] with n < N (grid y) and ih/iw reflected into range (pad < H*up, W*up
     // checked; rows past P*Q clamped to the last pixel; GEMM-K positions past R*S*C not read), w[0..K*kw]
     // (rows padded to kw on the host, checked), and, by mode, writes y16[pixel][0..K] and part[.. N*K*tiles*2]
-    // (sized above) or y32[n][0..k_real][pixel] and reads bias[0..k_real]; only pixels < P*Q are written;
+    // (sized above) or adds to sums[(n*K + ch)*NORM_SUMS_STRIDE ..+2] (N*K planes checked; part then 0) or y32[n][0..k_real][pixel] and reads bias[0..k_real]; only pixels < P*Q are written;
     // a trailing half GEMM-K step past kw (BK = 64 variants) is zero-filled, not read.
     // Allocations are 256-byte aligned and C % 8 == 0 (16-byte pieces) or C == 4 (8-byte pieces), so every
     // cp.async source is aligned to its width. Block = CONV2D_TC_THREADS threads and `smem` =
@@ -458,7 +480,7 @@ fn conv2d_tc_launch(
             (tiles as u32, n as u32, 1),
             (CONV2D_TC_THREADS, 1, 1),
             smem,
-            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, c32, kw32, p32, q32, r32, s32, pad32, up32, mode, y16, part, y32, bias, kr32, in_coef),
+            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, c32, kw32, p32, q32, r32, s32, pad32, up32, mode, y16, part, sums, y32, bias, kr32, in_norm),
         )
     }
 }
@@ -510,7 +532,7 @@ pub fn conv2d_tc_halo9(gpu: &Gpu, x: &DeviceTensor, w: &HaloWeight, bias: &Devic
     conv2d_tc_halo9_in(gpu, x, None, w, bias, y)
 }
 
-/// [`conv2d_tc_halo9`] with an optional [`InputNorm`] (+ReLU) applied to the input as it is staged.
+/// [`conv2d_tc_halo9`] with an optional input norm (+ReLU, [`ConvOpts::input_norm`]'s) applied to the input as it is staged.
 /// The checks the 9x9 halo launchers share ([`conv2d_tc_halo9_in`], `conv2d_tc_halo9_taps`; `what` names
 /// the kernel in messages): x NHWC f16 `[N, H, W, 32]` with H, W ≥ 5, the packed f16 weight of `w_elems`
 /// values for 1..=`k_max` real output channels, bias f32 `[k]`, y NCHW f32 `[N, k, H, W]`, 32-bit sizes.
@@ -537,14 +559,14 @@ pub(crate) fn halo9_check(what: &str, x: &DeviceTensor, w: &DeviceTensor, w_elem
     Ok((n, grid))
 }
 
-pub fn conv2d_tc_halo9_in(gpu: &Gpu, x: &DeviceTensor, norm: Option<InputNorm<'_>>, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+pub fn conv2d_tc_halo9_in(gpu: &Gpu, x: &DeviceTensor, norm: Option<NormCoef<'_>>, w: &HaloWeight, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
     let (n, grid) = halo9_check("halo9", x, &w.data, CONV2D_TC_HALO_W_ELEMS, w.k, 8, bias, y, (CONV2D_TC_HALO_TH, CONV2D_TC_HALO_TW))?;
     let (h, wd, c, kr) = (x.shape[1], x.shape[2], x.shape[3], w.k);
-    let in_coef = input_norm_ptr(norm, n, c)?;
+    let in_norm = input_norm_arg(norm, n, h, wd, c)?;
     let (h32, w32, kr32) = (h as u32, wd as u32, kr as u32);
     // SAFETY: conv2d_tc_halo9_k8(x, w: *const u16, h, wd: u32, y32: *mut f32, bias: *const f32, k_real: u32,
-    // in_coef: *const f32) match the arguments in order and type; a non-null in_coef is read at
-    // [n*64 .. (n+1)*64] for block sample n < N (N*32*2 f32 checked). Block (tx, ty, n) reads x[n][ih][iw][0..32] with ih, iw
+    // in_norm: InNorm) match the arguments in order and type; an input norm is read for block sample n < N:
+    // coef[n*64 .. (n+1)*64] (N*32*2 f32 checked) or sums planes n*32 ..+32 and γ, β [32] (checked). Block (tx, ty, n) reads x[n][ih][iw][0..32] with ih, iw
     // clamped to H+3 / W+3 and reflected into 0..H / 0..W (H, W ≥ 5 checked, so one reflection of a
     // distance ≤ 4 stays in range), the whole packed weight (CONV2D_TC_HALO_W_ELEMS f16, checked),
     // bias[0..k_real], and writes y[n][0..k_real][oh][ow] only for oh < H, ow < W (y's shape checked).
@@ -552,7 +574,7 @@ pub fn conv2d_tc_halo9_in(gpu: &Gpu, x: &DeviceTensor, norm: Option<InputNorm<'_
     // Block = 256 threads, CONV2D_TC_HALO_SMEM bytes of dynamic shared memory (opted in by `launch`).
     unsafe {
         gpu.launch("conv2d_tc_halo9_k8", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_HALO_SMEM,
-            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), bias.ptr(), kr32, in_coef))
+            kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), bias.ptr(), kr32, in_norm))
     }
 }
 
@@ -629,9 +651,9 @@ pub fn conv2d_tc_c4_halo_tiling(out: &[usize; 4]) -> PartTiling {
 
 /// conv1 on tensor cores with the halo-staged kernel: y NHWC f16 `[N, H, W, 32]` = conv9x9(x reflect-padded
 /// by 4, w) for x NHWC f16 `[N, H, W, 4]` (the packed input), plus the InstanceNorm partials of the 2-D
-/// tiles it returns (combine them with `ops::nhwc::nhwc_in_coef_tiled`); part needs
-/// `tiling.part_len(N, 32)` f32. Every violation is an error, nothing is launched.
-pub fn conv2d_tc_c4_halo9(gpu: &Gpu, x: &DeviceTensor, w: &C4HaloWeight, y: &mut DeviceTensor, part: &mut DeviceTensor) -> Result<PartTiling> {
+/// tiles it returns (combine them with `ops::nhwc::nhwc_in_coef_tiled`; part needs `tiling.part_len(N, 32)`
+/// f32), or added to plane sums ([`NormStats::Sums`]). Every violation is an error, nothing is launched.
+pub fn conv2d_tc_c4_halo9<'a>(gpu: &Gpu, x: &DeviceTensor, w: &C4HaloWeight, y: &mut DeviceTensor, stats: impl Into<NormStats<'a>>) -> Result<PartTiling> {
     ensure(x.dtype == DType::F16 && x.layout == Layout::Nhwc && x.shape.len() == 4 && x.shape[3] == 4, OP, || {
         format!("c4 halo9: x must be NHWC f16 [N, H, W, 4], got {:?} {:?} {:?}", x.layout, x.dtype, x.shape)
     })?;
@@ -647,23 +669,33 @@ pub fn conv2d_tc_c4_halo9(gpu: &Gpu, x: &DeviceTensor, w: &C4HaloWeight, y: &mut
     })?;
     let tiling = conv2d_tc_c4_halo_tiling(&out_shape);
     let part_len = tiling.part_len(n, k);
-    ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || format!("c4 halo9: partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape))?;
+    let (part, sums) = match stats.into() {
+        NormStats::Partials(part) => {
+            ensure(part.dtype == DType::F32 && part.numel() >= part_len, OP, || format!("c4 halo9: partials need {part_len} f32, got {:?} {:?}", part.dtype, part.shape))?;
+            (part.ptr(), 0u64)
+        }
+        NormStats::Sums(s) => {
+            ensure(s.planes >= n * k, OP, || format!("c4 halo9: norm sums hold {} planes, {n}x{k} needed", s.planes))?;
+            (0, s.ptr)
+        }
+    };
     let fits = |v: usize| v < (1 << 31);
     ensure(fits(x.numel()) && fits(y.numel()) && fits(part_len) && n < 65536, OP, || format!("c4 halo9: input {:?} too large for 32-bit indexing", x.shape))?;
     let grid = (tiling.tiles_x as u32, h.div_ceil(CONV2D_TC_C4H_TH as usize) as u32, n as u32);
     ensure((grid.1 as usize) < 65536, OP, || format!("c4 halo9: {h} rows exceed the grid"))?;
     let (h32, w32) = (h as u32, wd as u32);
-    // SAFETY: conv2d_tc_c4_halo9_k32(x, w: *const u16, h, wd: u32, y16: *mut u32, part: *mut f32) match the
+    // SAFETY: conv2d_tc_c4_halo9_k32(x, w: *const u16, h, wd: u32, y16: *mut u32, part: *mut f32, sums: *mut f64) match the
     // arguments in order and type. Block (tx, ty, n) reads x[n][ih][iw][0..4] with ih, iw clamped to H+3 /
     // W+3 and reflected into 0..H / 0..W (H, W ≥ 5 checked, so one reflection of a distance ≤ 4 stays in
     // range) and the whole packed weight (CONV2D_TC_C4H_W_ELEMS f16, checked); it writes y[n][oh][ow][0..32]
     // only for oh < H, ow < W (y's shape checked) and part[((n*32 + ch)*tiles + tile)*2 ..+2] with tiles =
-    // gridDim.x * gridDim.y = tiling.tiles (part holds tiling.part_len(N, 32), checked). Pixels are 8 bytes
+    // gridDim.x * gridDim.y = tiling.tiles (part holds tiling.part_len(N, 32), checked), or with sums (part then 0)
+    // adds to sums[(n*32 + ch)*NORM_SUMS_STRIDE ..+2] (N*32 planes checked). Pixels are 8 bytes
     // and allocations 256-byte aligned, so the 8-byte (input) and 16-byte (weight) cp.async sources are
     // aligned. Block = 256 threads, CONV2D_TC_C4H_SMEM bytes of dynamic shared memory (the layout the kernel
     // carves; `launch` raises the limit when above 48 KB).
     unsafe {
-        gpu.launch("conv2d_tc_c4_halo9_k32", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_C4H_SMEM, kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), part.ptr()))?;
+        gpu.launch("conv2d_tc_c4_halo9_k32", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_C4H_SMEM, kernel_args!(x.ptr(), w.data.ptr(), h32, w32, y.ptr(), part, sums))?;
     }
     Ok(tiling)
 }

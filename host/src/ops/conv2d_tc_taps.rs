@@ -8,7 +8,8 @@ use models::Tensor;
 
 use crate::error::{ensure, Result};
 use crate::gpu::{DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{halo9_check, input_norm_ptr, InputNorm};
+use crate::ops::conv2d_tc::{halo9_check, input_norm_arg};
+use crate::ops::nhwc::NormCoef;
 use crate::kernel_args;
 
 const OP: &str = "conv2d_tc";
@@ -65,25 +66,26 @@ impl TapsWeight {
 }
 
 /// y `[N, k, H, W]` (NCHW f32) = bias + conv9x9(x' reflect-padded by 4, w) for x NHWC f16 `[N, H, W, 32]`,
-/// where x' = relu(a·x + b) per channel with (a, b) = `in_norm`'s `coef[(n·32 + c)·2 ..+2]` (f32,
-/// `nhwc_in_coef`'s layout) when given, else x' = x.
-pub fn conv2d_tc_halo9_taps(gpu: &Gpu, x: &DeviceTensor, w: &TapsWeight, in_norm: Option<InputNorm<'_>>, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
+/// where x' = relu(a·x + b) per channel with `in_norm`'s (a, b) (given, or computed by the kernel from the
+/// plane sums) when given, else x' = x.
+pub fn conv2d_tc_halo9_taps(gpu: &Gpu, x: &DeviceTensor, w: &TapsWeight, in_norm: Option<NormCoef<'_>>, bias: &DeviceTensor, y: &mut DeviceTensor) -> Result<()> {
     let tile = (CONV2D_TC_TAPS_TH, CONV2D_TC_TAPS_TW);
     let (n, grid) = halo9_check("halo9 taps", x, &w.data, CONV2D_TC_TAPS_W_ELEMS, w.k, CONV2D_TC_TAPS_K as usize, bias, y, tile)?;
-    let coef = input_norm_ptr(in_norm, n, CONV2D_TC_HALO_C as usize)?;
     let (h, wd, kr) = (x.shape[1], x.shape[2], w.k);
+    let norm = input_norm_arg(in_norm, n, h, wd, CONV2D_TC_HALO_C as usize)?;
     let (h32, w32, kr32) = (h as u32, wd as u32, kr as u32);
-    // SAFETY: conv2d_tc_halo9_taps(x, w: *const u16, coef: *const f32, h, wd: u32, y32: *mut f32,
+    // SAFETY: conv2d_tc_halo9_taps(x, w: *const u16, norm: InNorm, h, wd: u32, y32: *mut f32,
     // bias: *const f32, k_real: u32) match the arguments in order and type. Block (tx, ty, n) reads
     // x[n][ih][iw][0..32] with ih, iw clamped to H+3 / W+3 and reflected into 0..H / 0..W (H, W ≥ 5, so one
     // reflection of a distance ≤ 4 stays in range), the packed weight (CONV2D_TC_TAPS_W_ELEMS f16,
-    // checked), coef[(n*32 + ci)*2 ..+2] when non-null (N*32*2 values checked), bias[0..k_real], and writes
+    // checked), with an input norm coef[(n*32 + ci)*2 ..+2] (N*32*2 values checked) or the sums planes n*32 + ci
+    // and γ, β [32] (checked), bias[0..k_real], and writes
     // y[n][0..k_real][oh][ow] only for oh < H, ow < W (shape checked). x rows are 64 bytes and
     // allocations 256-byte aligned, so the 16-byte cp.async sources are aligned. Block = 256 threads,
     // CONV2D_TC_TAPS_SMEM bytes of dynamic shared memory (opted in by `launch`).
     unsafe {
         gpu.launch("conv2d_tc_halo9_taps", grid, (CONV2D_TC_THREADS, 1, 1), CONV2D_TC_TAPS_SMEM,
-            kernel_args!(x.ptr(), w.data.ptr(), coef, h32, w32, y.ptr(), bias.ptr(), kr32))
+            kernel_args!(x.ptr(), w.data.ptr(), norm, h32, w32, y.ptr(), bias.ptr(), kr32))
     }
 }
 

@@ -10,7 +10,7 @@
 //! * output y NHWC f16 `[N, H·up, W·up, K]` (saturated to ±65504) and the InstanceNorm partials (mean, M2)
 //!   per sample, channel and 128-pixel tile in `part` (at least [`PartTiling::part_len`] f32), tiled as the
 //!   returned [`PartTiling`] (`PartTiling::linear(P*Q, 128)`) says, for `ops::nhwc::nhwc_in_coef_tiled`;
-//! * optionally the input norm (+ReLU) on load ([`InputNorm`], as `conv2d_tc`'s: f32 math, one f16 rounding).
+//! * optionally the input norm (+ReLU) on load (`conv2d_tc`'s `NormCoef::Coef`, as `conv2d_tc`'s: f32 math, one f16 rounding).
 //!
 //! [`conv2d_wg_fits`] tells whether a shape is taken; the net uses it with `STYLEFORGE_CONV_WG=1`
 //! ([`CONV_WG_ENV`]).
@@ -22,7 +22,8 @@ use gpu_kernels::launch::{
 use crate::error::{ensure, Error, Result};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
 use crate::kernel_args;
-use crate::ops::conv2d_tc::{input_norm_ptr, InputNorm, PartTiling, TcWeight};
+use crate::ops::nhwc::NormCoef;
+use crate::ops::conv2d_tc::{input_norm_ptr, PartTiling, TcWeight};
 
 const OP: &str = "conv2d_wg";
 /// Most dynamic shared memory a block may opt in to (sm_90: 227 KB).
@@ -118,7 +119,7 @@ pub fn conv2d_wg(
     x: &DeviceTensor,
     w: &TcWeight,
     upsample: usize,
-    input_norm: Option<InputNorm<'_>>,
+    input_norm: Option<NormCoef<'_>>,
     y: &mut DeviceTensor,
     part: &mut DeviceTensor,
 ) -> Result<PartTiling> {

@@ -2,7 +2,7 @@
 //! input packing (NCHW f32 -> NHWC f16, 4 channels) and InstanceNorm on `conv2d_tc`'s f16 output
 //! (`nhwc_in_coef` combines the conv's per-tile partials into per-channel affine coefficients,
 //! `nhwc_in_apply` applies them with ReLU or a residual add, f16 in and out).
-use gpu_kernels::launch::{ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS, NORM_SUMS_STRIDE};
+use gpu_kernels::launch::{InNorm, ELEMENTWISE_BLOCK, INSTANCE_NORM_EPS, NHWC_APPLY_PAD_THREADS, NHWC_COEF_THREADS, NORM_SUMS_STRIDE};
 
 use crate::error::{ensure, Result};
 use crate::gpu::{blocks_for, DType, DeviceTensor, Gpu, Layout};
@@ -91,6 +91,13 @@ impl<'a> From<&'a DeviceTensor> for NormCoef<'a> {
 }
 
 impl NormCoef<'_> {
+    /// Checks the coefficients cover `n` samples of `c` channels (planes of `count` values); the
+    /// `InNorm` kernel argument.
+    pub(crate) fn in_norm(&self, what: &str, n: usize, c: usize, count: usize) -> Result<InNorm> {
+        let (coef, sums, gamma, beta) = self.args(what, n, c)?;
+        ensure(count > 0 && count < (1 << 31), OP, || format!("{what}: planes of {count} values"))?;
+        Ok(InNorm { coef, sums, gamma, beta, eps: INSTANCE_NORM_EPS, count: count as u32 })
+    }
     /// Checks the coefficients cover `n` samples of `c` channels; returns the kernel arguments (coef, sums,
     /// gamma, beta), the unused ones 0.
     fn args(&self, what: &str, n: usize, c: usize) -> Result<(u64, u64, u64, u64)> {

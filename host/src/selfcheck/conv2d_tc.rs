@@ -12,7 +12,7 @@
 //! `conv2d_tc_c4_halo9_k32` has its own cases (partial 2-D tiles, the 5x5 minimum, batch 2) with its 2-D
 //! partials combined by `nhwc_in_coef_tiled`.
 //!
-//! Input norm ([`InputNorm`]): every case with C % 8 == 0 runs again through each of its variants with a
+//! Input norm ([`ConvOpts::input_norm`]): every case with C % 8 == 0 runs again through each of its variants with a
 //! raw input and random (a, b) per (sample, channel) (negative slopes and offsets included, so ReLU clips
 //! on both signs of x); the CPU reference convolves f16(relu(a·x + b)) (f32 fma, one f16 rounding, as the
 //! kernels do), so reflection padding, upsampling, tile tails and zero-filled GEMM-K tails all meet the
@@ -24,9 +24,9 @@ use super::{catch, compare, errored, poisoned, random, Check, CheckResult, Rng64
 use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{self as tc, ConvOpts, ConvOut, InputNorm, PartTiling, TcWeight};
+use crate::ops::conv2d_tc::{self as tc, ConvOpts, ConvOut, PartTiling, TcWeight};
 use gpu_kernels::launch::{conv2d_tc_alternative, conv2d_tc_variant, Conv2dTcVariant, CONV2D_TC_K32_BK32, CONV2D_TC_K32_BK64};
-use crate::ops::nhwc;
+use crate::ops::nhwc::{self, NormCoef, NormStats, NormSums};
 
 const OP: &str = "conv2d_tc";
 /// f32 output: fp32 accumulation of exact f16 products; only the summation order differs from the CPU.
@@ -130,6 +130,40 @@ pub(super) fn host_coef(y: &Tensor, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     out
 }
 
+/// The plane (mean, biased variance) pairs the f64 sums `sums` ((Σx, Σx²) per plane, `NormSums::download`)
+/// give against those of the NCHW `expected` (f64 statistics): the check of a conv's sums mode.
+pub(super) fn sums_stats_check(op: &str, case: &str, sums: &[f64], expected: &Tensor) -> CheckResult {
+    let pq = expected.shape[2] * expected.shape[3];
+    let planes = expected.shape[0] * expected.shape[1];
+    let (mut got, mut want) = (Vec::with_capacity(2 * planes), Vec::with_capacity(2 * planes));
+    for plane in 0..planes {
+        let v = &expected.data[plane * pq..(plane + 1) * pq];
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / pq as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / pq as f64;
+        let g_mean = sums[2 * plane] / pq as f64;
+        got.extend([g_mean as f32, (sums[2 * plane + 1] / pq as f64 - g_mean * g_mean) as f32]);
+        want.extend([mean as f32, var as f32]);
+    }
+    compare(op, &format!("{case} plane (mean, var) from sums"), &got, &want, Tolerance::F32_LOOSE)
+}
+
+/// The coefficients (a, b) per plane a kernel computes from plane sums (`nhwc::in_coef_from_sums`: mean and
+/// variance in f64, then rstd = 1/sqrt(max(var, 0) + eps), a = γ·rstd, b = β − mean·a in f32), for planes of
+/// `count` values of `gamma.len()` channels.
+pub(super) fn coef_from_sums(sums: &[f64], count: usize, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+    let c = gamma.len();
+    let inv = 1.0 / count as f64;
+    (0..sums.len() / 2)
+        .flat_map(|plane| {
+            let mean = sums[2 * plane] * inv;
+            let var = (sums[2 * plane + 1] * inv - mean * mean) as f32;
+            let rstd = 1.0 / (var.max(0.0) + gpu_kernels::launch::INSTANCE_NORM_EPS).sqrt();
+            let a = gamma[plane % c] * rstd;
+            [a, beta[plane % c] - mean as f32 * a]
+        })
+        .collect()
+}
+
 /// A random InstanceNorm affine for `k` channels (γ in [0.5, 1.5), β in [-0.5, 0.5), drawn in that order) and
 /// the coefficients `nhwc_in_coef_tiled` makes of the partials `part` of the NHWC `[N, H, W, k]` output `out`
 /// tiled as `tiling` (queued on the stream, NaN-poisoned first): (device coefficients, γ, β).
@@ -226,7 +260,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVaria
         // Epilogue 1: NHWC f16 + partials -> coefficients.
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[tc::conv2d_tc_part_len(&[n, p, q, k])], DType::F32, Layout::RowMajor)?;
-        let opts = ConvOpts { variant, input_norm: dcoef.as_ref().map(|coef| InputNorm { coef }) };
+        let opts = ConvOpts { variant, input_norm: dcoef.as_ref().map(NormCoef::Coef) };
         let conv = |out: ConvOut<'_>| match (variant, &dcoef) {
             (Some(v), None) => tc::conv2d_tc_with(gpu, &dx, &dw, cs.stride, pad, cs.up, v, out),
             (None, None) => tc::conv2d_tc(gpu, &dx, &dw, cs.stride, pad, cs.up, out),
@@ -238,6 +272,11 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVaria
         let (dg, db) = (DeviceTensor::from_host(&gamma)?, DeviceTensor::from_host(&beta)?);
         let mut coef = poisoned(&[n * k * 2], DType::F32, Layout::RowMajor)?;
         nhwc::nhwc_in_coef(gpu, &[n, p, q, k], &part, &dg, &db, &mut coef)?;
+        // The same conv adding its statistics to f64 plane sums instead (the f16 output must not change).
+        let mut sums = NormSums::new(1, n * k)?;
+        sums.zero(gpu)?;
+        let mut dys = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
+        conv(ConvOut::F16Sums { y: &mut dys, sums: sums.slot(0)? })?;
         // Epilogue 2: NCHW f32 + bias of the first k_real channels.
         let bias = random(rng, &[cs.k_real], -0.5, 0.5);
         let dbias = DeviceTensor::from_host(&bias)?;
@@ -258,6 +297,8 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, variant: Option<Conv2dTcVaria
             compare(OP, &format!("{case} f16 out"), &got16.data, &expected.data, TOL_F16),
             compare(OP, &format!("{case} norm coef"), &coef.to_vec_f32()?, &want_coef, Tolerance::F32_LOOSE),
             compare(OP, &format!("{case} nchw f32 +b ({} ch)", cs.k_real), &dy32.to_vec_f32()?, &want32, TOL_F32),
+            compare(OP, &format!("{case} f16 out, sums mode"), &dys.to_vec_f16_as_f32()?, &dy.to_vec_f16_as_f32()?, Tolerance { rel_l2: 0.0, max_rel: 0.0 }),
+            sums_stats_check(OP, &case, &sums.download(gpu, 0)?, &expected),
         ];
         if got16.shape != expected.shape {
             results[0].passed = false;
@@ -305,7 +346,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let w_sub = TcWeight::upload_subpixel(&Tensor { shape: vec![32, 32, 3, 3], data: vec![0.0; 32 * 32 * 9] })?;
         let mut y_up = h(&[1, 16, 16, 32], Layout::Nhwc)?;
         let mut o_up = f(&[1, 3, 16, 16], Layout::Nchw)?;
-        let norm = |coef| ConvOpts { variant: None, input_norm: Some(InputNorm { coef }) };
+        let norm = |coef| ConvOpts { variant: None, input_norm: Some(NormCoef::Coef(coef)) };
         let attempts: Vec<(&str, Result<()>)> = vec![
             ("C = 12", tc::conv2d_tc(gpu, &x_c12, &w_c12, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
             ("C = 4 with K = 64", tc::conv2d_tc(gpu, &x_c4, &w_c4_k64, 1, 1, 1, ConvOut::F16Stats { y: &mut y64, part: &mut part })),
@@ -330,7 +371,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
             ("sub-pixel weights without upsampling", tc::conv2d_tc(gpu, &x, &w_sub, 1, 1, 1, ConvOut::F16Stats { y: &mut y, part: &mut part })),
             ("sub-pixel weights, NCHW output", tc::conv2d_tc(gpu, &x, &w_sub, 1, 1, 2, ConvOut::NchwBias { y: &mut o_up, bias: &b3 })),
             ("sub-pixel weights, partials too small", tc::conv2d_tc(gpu, &x, &w_sub, 1, 1, 2, ConvOut::F16Stats { y: &mut y_up, part: &mut part })),
-            ("halo9 input norm coef too small", tc::conv2d_tc_halo9_in(gpu, &x, Some(InputNorm { coef: &coef_small }), &w_halo, &b3, &mut o3)),
+            ("halo9 input norm coef too small", tc::conv2d_tc_halo9_in(gpu, &x, Some(NormCoef::Coef(&coef_small)), &w_halo, &b3, &mut o3)),
         ];
         let accepted: Vec<&str> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
         Ok(CheckResult {
@@ -365,7 +406,7 @@ fn halo_case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize,
         let db = DeviceTensor::from_host(&bias)?;
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
         match in_coef.as_ref().map(DeviceTensor::from_host).transpose()? {
-            Some(dc) => tc::conv2d_tc_halo9_in(gpu, &dx, Some(InputNorm { coef: &dc }), &dw, &db, &mut dy)?,
+            Some(dc) => tc::conv2d_tc_halo9_in(gpu, &dx, Some(NormCoef::Coef(&dc)), &dw, &db, &mut dy)?,
             None => tc::conv2d_tc_halo9(gpu, &dx, &dw, &db, &mut dy)?,
         }
         gpu.synchronize()?;
@@ -477,8 +518,98 @@ fn conv2d_tc_checks(gpu: &Gpu, rng: &mut Rng64) -> Vec<CheckResult> {
     for (n, c, h, w, k, norm) in [(1, 128, 9, 13, 64, false), (2, 64, 17, 11, 32, true), (1, 64, 2, 3, 32, false), (1, 128, 70, 66, 64, true), (1, 64, 96, 100, 32, false)] {
         out.extend(subpixel_case(gpu, rng, n, c, h, w, k, norm));
     }
+    // The stem and head through plane sums, as the fast TransformerNet runs them: odd sizes with batch 2,
+    // and one large enough for the 128-pixel tiles.
+    for (n, h, w) in [(2, 37, 29), (1, 130, 70)] {
+        out.extend(sums_chain(gpu, rng, n, h, w));
+    }
     out.push(refusals(gpu));
     out
+}
+
+/// The fast TransformerNet's stem and head with every norm through f64 plane sums: conv1's halo kernel
+/// (RGB, 9x9 -> 32) adds its statistics to sums (in1) instead of partials; a conv2-like `conv2d_tc` (3x3
+/// stride 2, 32 -> 64) reads that raw output normalised with coefficients it computes from the sums and adds
+/// its own output's statistics to sums (in2); a conv3-like one (64 -> 128, stride 2) does the same with
+/// those (in3); `conv2d_tc_halo9_taps` and `conv2d_tc_halo9_k8` (9x9 -> 3, the head) read conv1's raw output
+/// normalised from in1's sums. Each sums-mode output must match the CPU reference computed from the GPU's
+/// own f16 input, normalised with the coefficients the host derives from the downloaded sums the way the
+/// kernels do (`coef_from_sums`); each sums slot's (mean, var) must match the CPU output's statistics; and
+/// conv1's f16 output must be bit-identical to its partials run's.
+fn sums_chain(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize) -> Vec<CheckResult> {
+    let case = format!("sums chain {n}x3x{h}x{w}");
+    let mut run = || -> Result<Vec<CheckResult>> {
+        let x4 = round_tensor_f16(&random(rng, &[n, 4, h, w], -1.0, 1.0));
+        let mut x = Tensor { shape: vec![n, 3, h, w], data: Vec::with_capacity(n * 3 * h * w) };
+        for ni in 0..n {
+            x.data.extend_from_slice(&x4.data[ni * 4 * h * w..(ni * 4 + 3) * h * w]);
+        }
+        let weight = |rng: &mut Rng64, k: usize, c: usize, r: usize| {
+            let bound = 1.0 / ((c * r * r) as f32).sqrt();
+            round_tensor_f16(&random(rng, &[k, c, r, r], -bound, bound))
+        };
+        let (w1, w2, w3, wh) = (weight(rng, 32, 3, 9), weight(rng, 64, 32, 3), weight(rng, 128, 64, 3), weight(rng, 3, 32, 9));
+        let affine = |rng: &mut Rng64, k: usize| -> Result<(Tensor, Tensor, DeviceTensor, DeviceTensor)> {
+            let (g, b) = (random(rng, &[k], 0.5, 1.5), random(rng, &[k], -0.5, 0.5));
+            let (dg, db) = (DeviceTensor::from_host(&g)?, DeviceTensor::from_host(&b)?);
+            Ok((g, b, dg, db))
+        };
+        let ((g1, b1, dg1, db1), (g2, b2, dg2, db2)) = (affine(rng, 32)?, affine(rng, 64)?);
+        let bias = random(rng, &[3], -0.5, 0.5);
+        let dbias = DeviceTensor::from_host(&bias)?;
+
+        let (xs, xd) = tc::nchw_to_nhwc(&x4)?;
+        let dx = DeviceTensor::from_f32_as_f16(&xs, &xd, Layout::Nhwc)?;
+        let mut sums = NormSums::new(3, n * 128)?;
+        sums.zero(gpu)?;
+        let (s1, s2, s3) = (sums.slot(0)?, sums.slot(1)?, sums.slot(2)?);
+        let (p2, q2) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        let (p3, q3) = ((p2 - 1) / 2 + 1, (q2 - 1) / 2 + 1);
+        let mut y1 = poisoned(&[n, h, w, 32], DType::F16, Layout::Nhwc)?;
+        let mut y1p = poisoned(&[n, h, w, 32], DType::F16, Layout::Nhwc)?;
+        let mut y2 = poisoned(&[n, p2, q2, 64], DType::F16, Layout::Nhwc)?;
+        let mut y3 = poisoned(&[n, p3, q3, 128], DType::F16, Layout::Nhwc)?;
+        let mut out_taps = poisoned(&[n, 3, h, w], DType::F32, Layout::Nchw)?;
+        let mut out_k8 = poisoned(&[n, 3, h, w], DType::F32, Layout::Nchw)?;
+        let dw1 = tc::C4HaloWeight::upload(&w1)?;
+        let (dw2, dw3) = (TcWeight::upload(&w2, 0, 0)?, TcWeight::upload(&w3, 0, 0)?);
+        let (dwt, dwk8) = (crate::ops::conv2d_tc_taps::TapsWeight::upload(&wh)?, tc::HaloWeight::upload(&wh)?);
+        let in1 = NormCoef::Sums { sums: s1, gamma: &dg1, beta: &db1 };
+        let in2 = NormCoef::Sums { sums: s2, gamma: &dg2, beta: &db2 };
+        let norm = |nc| ConvOpts { variant: None, input_norm: Some(nc) };
+        tc::conv2d_tc_c4_halo9(gpu, &dx, &dw1, &mut y1, NormStats::Sums(s1))?;
+        let mut part = poisoned(&[tc::conv2d_tc_c4_halo_tiling(&[n, h, w, 32]).part_len(n, 32)], DType::F32, Layout::RowMajor)?;
+        tc::conv2d_tc_c4_halo9(gpu, &dx, &dw1, &mut y1p, &mut part)?;
+        tc::conv2d_tc_opts(gpu, &y1, &dw2, 2, 1, 1, ConvOut::F16Sums { y: &mut y2, sums: s2 }, norm(in1))?;
+        tc::conv2d_tc_opts(gpu, &y2, &dw3, 2, 1, 1, ConvOut::F16Sums { y: &mut y3, sums: s3 }, norm(in2))?;
+        crate::ops::conv2d_tc_taps::conv2d_tc_halo9_taps(gpu, &y1, &dwt, Some(in1), &dbias, &mut out_taps)?;
+        tc::conv2d_tc_halo9_in(gpu, &y1, Some(in1), &dwk8, &dbias, &mut out_k8)?;
+        gpu.synchronize()?;
+
+        // Each stage's CPU reference starts from the GPU's own f16 input (what the kernel read).
+        let nchw = |t: &DeviceTensor| -> Result<Tensor> { tc::nhwc_to_nchw(<[usize; 4]>::try_from(&t.shape[..]).expect("4-D"), &t.to_vec_f16_as_f32()?) };
+        let (h1, h2) = (nchw(&y1)?, nchw(&y2)?);
+        let (sum1, sum2, sum3) = (sums.download(gpu, 0)?, sums.download(gpu, 1)?, sums.download(gpu, 2)?);
+        let (sum1, sum2, sum3) = (&sum1[..2 * n * 32], &sum2[..2 * n * 64], &sum3[..2 * n * 128]);
+        let x2 = apply_in_norm(&h1, &coef_from_sums(sum1, h * w, &g1.data, &b1.data));
+        let x3 = apply_in_norm(&h2, &coef_from_sums(sum2, p2 * q2, &g2.data, &b2.data));
+        let exp1 = cpu::conv2d(&x, &w1, None, 1, Padding::Reflect(4), 1)?;
+        let exp2 = cpu::conv2d(&x2, &w2, None, 2, Padding::Reflect(1), 1)?;
+        let exp3 = cpu::conv2d(&x3, &w3, None, 2, Padding::Reflect(1), 1)?;
+        let exp_head = cpu::conv2d(&x2, &wh, Some(&bias), 1, Padding::Reflect(4), 1)?;
+        Ok(vec![
+            compare(OP, &format!("{case} conv1 f16 out, sums mode"), &h1.data, &exp1.data, TOL_F16),
+            compare(OP, &format!("{case} conv1 f16 out = partials run's"), &y1.to_vec_f16_as_f32()?, &y1p.to_vec_f16_as_f32()?, Tolerance { rel_l2: 0.0, max_rel: 0.0 }),
+            sums_stats_check(OP, &format!("{case} in1"), sum1, &exp1),
+            compare(OP, &format!("{case} conv2 from in1 sums"), &h2.data, &exp2.data, TOL_F16),
+            sums_stats_check(OP, &format!("{case} in2"), sum2, &exp2),
+            compare(OP, &format!("{case} conv3 from in2 sums"), &nchw(&y3)?.data, &exp3.data, TOL_F16),
+            sums_stats_check(OP, &format!("{case} in3"), sum3, &exp3),
+            compare(OP, &format!("{case} halo9_taps from in1 sums"), &out_taps.to_vec_f32()?, &exp_head.data, TOL_F32),
+            compare(OP, &format!("{case} halo9_k8 from in1 sums"), &out_k8.to_vec_f32()?, &exp_head.data, TOL_F32),
+        ])
+    };
+    run().unwrap_or_else(|e| vec![errored(OP, &case, e)])
 }
 
 /// A nearest-2x-upsample + reflection-pad-1 + 3x3 conv through the sub-pixel weights
@@ -511,7 +642,7 @@ fn subpixel_case(gpu: &Gpu, rng: &mut Rng64, n: usize, c: usize, h: usize, w: us
         let tiling = tc::conv2d_tc_subpixel_tiling(&out);
         let mut dy = poisoned(&out, DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
-        let opts = ConvOpts { variant: None, input_norm: dcoef.as_ref().map(|coef| InputNorm { coef }) };
+        let opts = ConvOpts { variant: None, input_norm: dcoef.as_ref().map(NormCoef::Coef) };
         tc::conv2d_tc_opts(gpu, &dx, &dw, 1, 1, 2, ConvOut::F16Stats { y: &mut dy, part: &mut part }, opts)?;
         let (coef, gamma, beta) = tiled_coef(gpu, rng, &out, &tiling, &part)?;
         gpu.synchronize()?;

@@ -11,7 +11,8 @@ use models::Tensor;
 use super::{catch, compare, poisoned, random, Check, CheckResult, Rng64, Tolerance};
 use crate::gpu::half::{round_f16, round_tensor_f16};
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{self as tc, InputNorm};
+use crate::ops::conv2d_tc as tc;
+use crate::ops::nhwc::NormCoef;
 use crate::ops::conv2d_tc_taps::{conv2d_tc_halo9_taps, TapsWeight};
 
 const OP: &str = "conv2d_tc";
@@ -59,7 +60,7 @@ fn case(gpu: &Gpu, rng: &mut Rng64, n: usize, h: usize, w: usize, k: usize, norm
         let db = DeviceTensor::from_host(&bias)?;
         let dc = DeviceTensor::from_host(&coef)?;
         let mut dy = poisoned(&expected.shape, DType::F32, Layout::Nchw)?;
-        conv2d_tc_halo9_taps(gpu, &dx, &dw, norm.then_some(InputNorm { coef: &dc }), &db, &mut dy)?;
+        conv2d_tc_halo9_taps(gpu, &dx, &dw, norm.then_some(NormCoef::Coef(&dc)), &db, &mut dy)?;
         gpu.synchronize()?;
         Ok(compare(OP, &name, &dy.to_vec_f32()?, &expected.data, TOL))
     })

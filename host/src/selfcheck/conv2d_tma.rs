@@ -34,7 +34,7 @@
 use models::ops::{self as cpu, Padding};
 use models::Tensor;
 
-use super::conv2d_tc::{apply_in_norm, host_coef, partials_checks, random_in_coef, tiled_coef};
+use super::conv2d_tc::{apply_in_norm, host_coef, partials_checks, random_in_coef, sums_stats_check, tiled_coef};
 use super::{catch, compare, errored, poisoned, random, refusal_result, Check, CheckResult, Rng64, Tolerance};
 use crate::error::Result;
 use crate::gpu::half::{round_f16, round_tensor_f16};
@@ -227,16 +227,6 @@ fn sums_checks(gpu: &Gpu, rng: &mut Rng64, case: &str, xp: &PaddedInput, dw: &Tm
     let got_sums = sums.download(gpu, 0)?;
     let got16 = dy.to_vec_f16_as_f32()?;
     let pq = ho * wo;
-    let (mut got_mv, mut want_mv) = (Vec::with_capacity(4 * n * k), Vec::with_capacity(4 * n * k));
-    for plane in 0..n * k {
-        let v = &expected.data[plane * pq..(plane + 1) * pq];
-        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / pq as f64;
-        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / pq as f64;
-        let g_mean = got_sums[2 * plane] / pq as f64;
-        let g_var = got_sums[2 * plane + 1] / pq as f64 - g_mean * g_mean;
-        got_mv.extend([g_mean as f32, g_var as f32]);
-        want_mv.extend([mean as f32, var as f32]);
-    }
     // relu(a·y + b) of the conv's own f16 output (NHWC, channel fastest), rounded to f16 once.
     let coef = host_coef(expected, &gamma.data, &beta.data);
     let want_norm: Vec<f32> = got16
@@ -249,7 +239,7 @@ fn sums_checks(gpu: &Gpu, rng: &mut Rng64, case: &str, xp: &PaddedInput, dw: &Tm
         .collect();
     Ok(vec![
         compare(OP, &format!("{case} f16 out, sums mode"), &got16, y16, Tolerance { rel_l2: 0.0, max_rel: 0.0 }),
-        compare(OP, &format!("{case} plane (mean, var) from sums"), &got_mv, &want_mv, Tolerance::F32_LOOSE),
+        sums_stats_check(OP, case, &got_sums, expected),
         compare(OP, &format!("{case} apply_pad from sums"), &normed.to_vec_f16_as_f32()?, &want_norm, TOL_F16),
     ])
 }

@@ -24,7 +24,8 @@ use super::{catch, compare, errored, poisoned, random, refusal_result, Check, Ch
 use crate::error::Result;
 use crate::gpu::half::round_tensor_f16;
 use crate::gpu::{DType, DeviceTensor, Gpu, Layout};
-use crate::ops::conv2d_tc::{self as tc, InputNorm, PartTiling, TcWeight};
+use crate::ops::nhwc::NormCoef;
+use crate::ops::conv2d_tc::{self as tc, PartTiling, TcWeight};
 use crate::ops::conv2d_wg::{conv2d_wg, conv2d_wg_fits};
 
 const OP: &str = "conv2d_wg";
@@ -95,7 +96,7 @@ fn run_case(gpu: &Gpu, rng: &mut Rng64, cs: &Case, norm: bool) -> Vec<CheckResul
         let want_tiling = PartTiling::linear(p * q, BM);
         let mut dy = poisoned(&[n, p, q, k], DType::F16, Layout::Nhwc)?;
         let mut part = poisoned(&[want_tiling.part_len(n, k)], DType::F32, Layout::RowMajor)?;
-        let tiling = conv2d_wg(gpu, &dx, &dw, cs.up, dcoef.as_ref().map(|coef| InputNorm { coef }), &mut dy, &mut part)?;
+        let tiling = conv2d_wg(gpu, &dx, &dw, cs.up, dcoef.as_ref().map(NormCoef::Coef), &mut dy, &mut part)?;
         let (coef, gamma, beta) = tiled_coef(gpu, rng, &[n, p, q, k], &tiling, &part)?;
         gpu.synchronize()?;
 
@@ -142,7 +143,7 @@ fn refusals(gpu: &Gpu) -> CheckResult {
         let mut part_small = f(&[PartTiling::linear(64, BM).part_len(1, 128) - 1], Layout::RowMajor)?;
         let coef_small = f(&[127], Layout::RowMajor)?;
         let coef_f16 = h(&[128], Layout::RowMajor)?;
-        let norm = |coef| Some(InputNorm { coef });
+        let norm = |coef| Some(NormCoef::Coef(coef));
         let attempts: Vec<(&str, Result<PartTiling>)> = vec![
             ("C = 32", conv2d_wg(gpu, &x_c32, &w_c32, 1, None, &mut y, &mut part)),
             ("K = 32", conv2d_wg(gpu, &x, &w_k32, 1, None, &mut y, &mut part)),
